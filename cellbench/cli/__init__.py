@@ -1,0 +1,66 @@
+"""The ``cellbench`` command line: a thin click layer over the library.
+
+Commands parse arguments, call one library function and print its result. Errors derived from
+:class:`cellbench.errors.CellbenchError` are printed as one line on stderr with a non-zero exit
+status; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from cellbench._version import __version__
+from cellbench.errors import CellbenchError
+
+
+class CellbenchGroup(click.Group):
+    """Click group that reports :class:`CellbenchError` as one clean line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command, turning user errors into a one-line message and exit code."""
+        try:
+            return super().invoke(ctx)
+        except CellbenchError as err:
+            click.secho(f"error: {err}", fg="red", err=True)
+            ctx.exit(err.exit_code)
+
+
+@click.group(cls=CellbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cellbench")
+@click.option(
+    "--offline",
+    is_flag=True,
+    default=False,
+    help="Never touch the network (same as CELLBENCH_OFFLINE=1).",
+)
+def main(offline: bool) -> None:
+    """cellbench: curated microscopy datasets, baselines, scoring and leaderboards."""
+    if offline:
+        os.environ["CELLBENCH_OFFLINE"] = "1"
+
+
+@main.command()
+def env() -> None:
+    """Print versions of cellbench and its key dependencies (paste into bug reports)."""
+    from cellbench.envinfo import environment_report
+
+    for key, value in environment_report().items():
+        click.echo(f"{key:<16} {value}")
+
+
+def _register() -> None:
+    """Attach the command modules to the main group."""
+    from cellbench.cli import commands
+
+    for command in commands.ALL:
+        main.add_command(command)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

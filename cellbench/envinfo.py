@@ -1,0 +1,44 @@
+"""Environment report for bug reports (``cellbench env``)."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from cellbench._version import __version__
+
+
+def _pkg(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def environment_report() -> dict[str, str]:
+    """Collect versions of cellbench, Python, torch/CUDA and the storage stack.
+
+    Returns:
+        Ordered mapping of component name to version string.
+    """
+    report = {
+        "cellbench": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    try:
+        import torch
+
+        report["torch"] = torch.__version__
+        report["cuda"] = (
+            f"{torch.version.cuda} ({torch.cuda.get_device_name(0)})"
+            if torch.cuda.is_available()
+            else f"not available (built for {torch.version.cuda or 'cpu'})"
+        )
+    except ImportError:
+        report["torch"] = "not installed"
+        report["cuda"] = "n/a"
+    for name in ("torchvision", "zarr", "numcodecs", "datasets", "huggingface-hub", "numpy"):
+        report[name] = _pkg(name)
+    return report

@@ -1,0 +1,60 @@
+"""Exceptions shared by all of cellbench.
+
+Every error a user can cause derives from :class:`CellbenchError`. The CLI turns these into
+one clear line on stderr and a non-zero exit; the message must name the file, sample and the
+expected shape or type, so it is useful without a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class CellbenchError(Exception):
+    """Base class for errors caused by user input or environment, reported without traceback."""
+
+    exit_code: int = 1
+
+
+class DatasetNotFoundError(CellbenchError):
+    """An unknown dataset id or version was requested."""
+
+
+class CardError(CellbenchError):
+    """A dataset card is missing required fields or has invalid values."""
+
+
+class ChecksumError(CellbenchError):
+    """Downloaded or stored content does not match its recorded sha256."""
+
+
+class FetchError(CellbenchError):
+    """A source could not be fetched from any of its mirrors."""
+
+
+class OfflineError(FetchError):
+    """A network fetch was needed while offline mode is on."""
+
+
+class StoreError(CellbenchError):
+    """A canonical store is incomplete, corrupt or of an unknown format version."""
+
+
+class ValidationError(CellbenchError):
+    """Input failed validation; carries every problem found, not only the first.
+
+    Args:
+        problems: One human-readable line per problem.
+        context: What was being validated (a file, a submission, a config).
+    """
+
+    def __init__(self, problems: Iterable[str], context: str = "") -> None:
+        self.problems = list(problems)
+        self.context = context
+        head = f"{context}: " if context else ""
+        if len(self.problems) == 1:
+            message = head + self.problems[0]
+        else:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            message = f"{head}{len(self.problems)} problems found:\n{lines}"
+        super().__init__(message)

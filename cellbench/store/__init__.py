@@ -1,0 +1,1 @@
+"""Canonical on-disk storage of cellbench datasets (Zarr v3, OME-Zarr conventions)."""

@@ -1,0 +1,174 @@
+"""The in-memory :class:`Sample`: what generators and ingesters hand to the store writer.
+
+One dataclass serves all five tasks. The input image is always present; which targets are set
+depends on the task:
+
+======================== ======================================================================
+task                     targets
+======================== ======================================================================
+classification           ``label`` (int class index into the dataset's class table)
+semantic-segmentation    ``semantic`` (class index per pixel, ``[z,]y,x``)
+instance-segmentation    ``instances`` (instance id per pixel, 0 = background, ``[z,]y,x``)
+tracking                 ``instances`` with a leading ``t`` axis and ``tracks`` (CTC table)
+augmented-microscopy     ``target`` (fluorescence, ``c,[z,]y,x``, same spatial shape as image)
+======================== ======================================================================
+
+Axes follow OME-Zarr order (``t, c, z, y, x``, each optional except ``c, y, x`` for images).
+Label images carry the image's axes without ``c``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cellbench.errors import ValidationError
+
+SAMPLE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SPLITS = ("train", "val", "test")
+IMAGE_AXES = ("cyx", "czyx", "tcyx", "tczyx")
+#: Columns of a track table, as in the Cell Tracking Challenge ``man_track.txt`` (L B E P).
+TRACK_COLUMNS = ("track_id", "start", "end", "parent")
+
+MetadataValue = str | int | float | bool
+
+
+@dataclass
+class Sample:
+    """One annotated sample (an image, a sequence, a field of view) of a dataset.
+
+    Attributes:
+        id: Unique, stable identifier (letters, digits, ``.``, ``_``, ``-``; at most 128).
+        image: Input image with axes :attr:`axes` (e.g. ``(c, y, x)``).
+        axes: Axis order of :attr:`image`, one of ``cyx``, ``czyx``, ``tcyx``, ``tczyx``.
+        channel_names: One name per channel of :attr:`image`.
+        split: ``train``, ``val`` or ``test``.
+        pixel_size: Physical size per axis (``x``/``y``/``z`` in micrometres, ``t`` in seconds).
+        metadata: Free metadata (source, plate, well, site, cell line, microscope, ...).
+        label: Class index (classification).
+        semantic: Class index per pixel (semantic segmentation).
+        instances: Instance id per pixel, 0 is background (instance segmentation, tracking).
+        tracks: ``(n, 4)`` int64 table ``track_id, start, end, parent`` (tracking).
+        target: Target image with axes ``c[,z],y,x`` (augmented microscopy).
+        target_channel_names: One name per channel of :attr:`target`.
+    """
+
+    id: str
+    image: np.ndarray
+    axes: str = "cyx"
+    channel_names: list[str] = field(default_factory=list)
+    split: str = "train"
+    pixel_size: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, MetadataValue] = field(default_factory=dict)
+    label: int | None = None
+    semantic: np.ndarray | None = None
+    instances: np.ndarray | None = None
+    tracks: np.ndarray | None = None
+    target: np.ndarray | None = None
+    target_channel_names: list[str] = field(default_factory=list)
+
+    @property
+    def label_axes(self) -> str:
+        """Axes of label images (the image axes without ``c``)."""
+        return self.axes.replace("c", "")
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Shape of the ``[z,]y,x`` axes."""
+        return tuple(n for a, n in zip(self.axes, self.image.shape, strict=True) if a in "zyx")
+
+    def problems(self) -> list[str]:
+        """Return every inconsistency in this sample (empty when valid)."""
+        out: list[str] = []
+        where = f"sample {self.id!r}"
+        if not SAMPLE_ID_PATTERN.match(self.id):
+            out.append(
+                f"{where}: id must match {SAMPLE_ID_PATTERN.pattern} "
+                "(letters, digits, '.', '_', '-')"
+            )
+        if self.axes not in IMAGE_AXES:
+            out.append(f"{where}: axes {self.axes!r} not one of {', '.join(IMAGE_AXES)}")
+            return out
+        if self.image.ndim != len(self.axes):
+            out.append(
+                f"{where}: image has {self.image.ndim} dims, expected {len(self.axes)} "
+                f"for axes {self.axes!r}"
+            )
+            return out
+        if self.split not in SPLITS:
+            out.append(f"{where}: split {self.split!r} not one of {', '.join(SPLITS)}")
+        n_channels = self.image.shape[self.axes.index("c")]
+        if self.channel_names and len(self.channel_names) != n_channels:
+            out.append(
+                f"{where}: {len(self.channel_names)} channel names for {n_channels} channels"
+            )
+        if self.image.dtype.kind not in "uif":
+            out.append(f"{where}: image dtype {self.image.dtype} is not numeric")
+        elif self.image.dtype.kind == "f" and not np.isfinite(self.image).all():
+            out.append(f"{where}: image contains NaN or infinite values")
+        label_shape = tuple(n for a, n in zip(self.axes, self.image.shape, strict=True) if a != "c")
+        for name in ("semantic", "instances"):
+            arr = getattr(self, name)
+            if arr is None:
+                continue
+            if arr.shape != label_shape:
+                out.append(
+                    f"{where}: {name} shape {arr.shape} != image shape without channels "
+                    f"{label_shape} (axes {self.label_axes!r})"
+                )
+            if arr.dtype.kind not in "ui":
+                out.append(f"{where}: {name} dtype {arr.dtype} must be an integer type")
+            elif arr.size and arr.min() < 0:
+                out.append(f"{where}: {name} has negative values")
+        if self.target is not None:
+            expected = self.spatial_shape
+            if self.target.ndim != len(expected) + 1 or self.target.shape[1:] != expected:
+                out.append(
+                    f"{where}: target shape {self.target.shape} must be (c, {expected}) "
+                    "matching the image's spatial shape"
+                )
+            if self.target.dtype.kind == "f" and not np.isfinite(self.target).all():
+                out.append(f"{where}: target contains NaN or infinite values")
+            if (
+                self.target_channel_names
+                and len(self.target_channel_names) != (self.target.shape[0])
+            ):
+                out.append(f"{where}: target channel names do not match target channels")
+        if self.tracks is not None:
+            t = np.asarray(self.tracks)
+            if t.ndim != 2 or t.shape[1] != 4 or t.dtype.kind not in "ui":
+                out.append(f"{where}: tracks must be an (n, 4) integer table {TRACK_COLUMNS}")
+            elif "t" not in self.axes:
+                out.append(f"{where}: tracks given but image has no 't' axis")
+        if self.label is not None and (
+            not isinstance(self.label, int | np.integer) or self.label < 0
+        ):
+            out.append(f"{where}: label {self.label!r} must be a non-negative int")
+        for key, value in self.metadata.items():
+            if not isinstance(value, str | int | float | bool | np.generic):
+                out.append(f"{where}: metadata {key!r} has unsupported type {type(value)}")
+        return out
+
+    def validate(self) -> None:
+        """Raise :class:`ValidationError` listing every problem of this sample."""
+        problems = self.problems()
+        if problems:
+            raise ValidationError(problems)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Return the array fields that are set, keyed by field name."""
+        names = ("image", "semantic", "instances", "tracks", "target")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def summary(self) -> dict[str, Any]:
+        """Short description used in error messages and logs."""
+        return {
+            "id": self.id,
+            "axes": self.axes,
+            "shape": tuple(self.image.shape),
+            "dtype": str(self.image.dtype),
+            "split": self.split,
+        }
