@@ -1,0 +1,269 @@
+"""Pull, load, verify, export and import datasets: the registry's driver functions.
+
+``pull`` fetches a card's sources (verified by sha256), runs the recipe and builds the canonical
+store atomically in the cache; ``load`` opens a pulled or imported store without touching the
+network; ``verify`` recomputes every checksum. Stores that users bring themselves are
+registered with ``import_store`` and then behave like catalog datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cellbench.catalog import Catalog, DatasetCard, load_recipe, parse_ref
+from cellbench.errors import ChecksumError, DatasetNotFoundError, StoreError
+from cellbench.store.cache import cellbench_home, is_offline, stores_dir, tmp_dir
+from cellbench.store.sample import Sample
+from cellbench.store.zarr_store import DatasetStore, build_store
+
+_IMPORTED = "imported.json"
+
+
+@dataclass
+class RecipeContext:
+    """What a recipe's ``build(context)`` gets: the card, verified sources and a work folder.
+
+    Attributes:
+        card: The dataset card being built.
+        offline: Whether network access is forbidden.
+        progress: Whether to show progress bars.
+        work_dir: Scratch folder, removed after the build.
+        options: Extra recipe options (e.g. sizes for tests).
+    """
+
+    card: DatasetCard
+    offline: bool
+    progress: bool
+    work_dir: Path
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def fetch(self, name: str) -> Path:
+        """Fetch the card source ``name`` (verified by sha256) and return its local path.
+
+        Raises:
+            DatasetNotFoundError: If the card declares no such source.
+        """
+        from cellbench.store.fetch import Source, fetch
+
+        if name not in self.card.sources:
+            raise DatasetNotFoundError(
+                f"dataset {self.card.ref}: card declares no source {name!r} "
+                f"(has {', '.join(self.card.sources) or 'none'})"
+            )
+        source = Source.from_card(self.card.sources[name], base_dir=self.card.path)
+        return fetch(source, offline=self.offline, progress=self.progress)
+
+
+def store_path(dataset_id: str, version: str) -> Path:
+    """Cache location of a built store."""
+    return stores_dir() / dataset_id / f"{version}.zarr"
+
+
+def _registry_file() -> Path:
+    path = cellbench_home() / "registry"
+    path.mkdir(parents=True, exist_ok=True)
+    return path / _IMPORTED
+
+
+def imported() -> dict[str, dict[str, Any]]:
+    """Stores registered with :func:`import_store`: ``{"id@version": {"path": ...}}``."""
+    path = _registry_file()
+    if not path.is_file():
+        return {}
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _write_registry(entries: dict[str, dict[str, Any]]) -> None:
+    path = _registry_file()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".imported.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(entries, fh, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def resolve(ref: str, catalog: Catalog | None = None) -> tuple[str, str]:
+    """Resolve ``id[@version]`` to a concrete ``(id, version)`` (imported stores included)."""
+    ident, version = parse_ref(ref)
+    catalog = catalog or Catalog()
+    if ident in catalog.ids():
+        return ident, catalog.card(ident, version).version
+    matches = sorted(k for k in imported() if k.split("@", 1)[0] == ident)
+    if matches:
+        if version is None:
+            return ident, matches[-1].split("@", 1)[1]
+        if f"{ident}@{version}" in imported():
+            return ident, version
+        raise DatasetNotFoundError(
+            f"imported dataset {ident!r} has no version {version!r} "
+            f"(known: {', '.join(m.split('@', 1)[1] for m in matches)})"
+        )
+    catalog.card(ident, version)  # raises a helpful DatasetNotFoundError
+    raise DatasetNotFoundError(f"unknown dataset {ident!r}")
+
+
+def _recipe_samples(card: DatasetCard, ctx: RecipeContext) -> Iterable[Sample]:
+    build = load_recipe(card)
+    return build(ctx)
+
+
+def pull(
+    ref: str,
+    *,
+    offline: bool | None = None,
+    force: bool = False,
+    progress: bool = True,
+    options: dict[str, Any] | None = None,
+    catalog: Catalog | None = None,
+) -> DatasetStore:
+    """Fetch a dataset's sources, verify them and build its canonical store in the cache.
+
+    A complete store already in the cache is returned as is (unless ``force``). The build is
+    atomic: on any error the cache is left as it was.
+
+    Args:
+        ref: ``id`` or ``id@version``.
+        offline: Forbid network access (default: ``CELLBENCH_OFFLINE``).
+        force: Rebuild even if the store is cached.
+        progress: Show progress bars.
+        options: Recipe options (e.g. smaller sizes); a store built with options is not
+            checked against the card's store checksum.
+        catalog: Catalog to use (default: the installed catalog).
+
+    Returns:
+        The opened store.
+
+    Raises:
+        DatasetNotFoundError: Unknown id or version.
+        FetchError: A source could not be fetched (or offline and not cached).
+        ChecksumError: A source or the built store does not match its checksum.
+    """
+    catalog = catalog or Catalog()
+    ident, version = parse_ref(ref)
+    card = catalog.card(ident, version)
+    offline = is_offline() if offline is None else offline
+    dest = store_path(card.id, card.version)
+    if dest.exists() and not force:
+        return DatasetStore.open(dest)
+    work = Path(tempfile.mkdtemp(prefix=f"{card.id}-", dir=tmp_dir()))
+    staged = work / "store.zarr"
+    try:
+        ctx = RecipeContext(
+            card=card,
+            offline=offline,
+            progress=progress,
+            work_dir=work,
+            options=dict(options or {}),
+        )
+        store = build_store(
+            _recipe_samples(card, ctx),
+            staged,
+            card.snapshot(),
+            class_names=card.class_names,
+            work_dir=work,
+        )
+        expected = card.checksums.get("store")
+        if expected and not options and store.checksum != expected:
+            raise ChecksumError(
+                f"dataset {card.ref}: built store digest {store.checksum} does not match the "
+                f"card's checksums.store {expected} (source or recipe changed?)"
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists() and force:  # move the old store aside only once the new one is ready
+            dest.rename(work / "old.zarr")
+        try:
+            staged.rename(dest)
+        except OSError:
+            if not dest.exists():
+                raise
+            # Another process finished the same pull first; its store is equally complete.
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return DatasetStore.open(dest)
+
+
+def load(ref: str, catalog: Catalog | None = None) -> DatasetStore:
+    """Open a pulled or imported dataset; never touches the network.
+
+    Raises:
+        DatasetNotFoundError: If the dataset is unknown or not pulled yet.
+    """
+    catalog = catalog or Catalog()
+    ident, version = resolve(ref, catalog)
+    key = f"{ident}@{version}"
+    entry = imported().get(key)
+    if entry is not None:
+        return DatasetStore.open(entry["path"])
+    path = store_path(ident, version)
+    if not path.exists():
+        raise DatasetNotFoundError(
+            f"dataset {key} is not in the cache ({path}); run `cellbench datasets pull {key}`"
+        )
+    return DatasetStore.open(path)
+
+
+def verify(ref: str, progress: bool = False) -> list[str]:
+    """Recompute every checksum of a pulled/imported store; one line per problem."""
+    return load(ref).verify(progress=progress)
+
+
+def export_zarr(ref: str, dest: str | Path) -> Path:
+    """Copy a store to ``dest`` atomically (copy to a temp name, then rename)."""
+    store = load(ref)
+    dest = Path(dest)
+    if dest.exists():
+        raise StoreError(f"{dest}: already exists; choose a new destination")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(store.path, tmp)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def import_store(path: str | Path, *, copy: bool = False) -> DatasetStore:
+    """Register a user's own canonical store so ``load``/``score`` can use it by id.
+
+    The store is verified first (every checksum); a store that fails verification is not
+    registered.
+
+    Args:
+        path: A cellbench Zarr store directory.
+        copy: Copy it into the cache instead of referencing it in place.
+
+    Raises:
+        StoreError: If the store is invalid or does not verify.
+    """
+    store = DatasetStore.open(path)
+    problems = store.verify()
+    if problems:
+        raise StoreError(
+            f"{path}: store does not verify ({len(problems)} problem(s)): " + "; ".join(problems)
+        )
+    if Catalog().ids().count(store.id):
+        raise StoreError(
+            f"{path}: dataset id {store.id!r} belongs to the catalog; give your store another id"
+        )
+    final = Path(path).resolve()
+    if copy:
+        final = store_path(store.id, store.version)
+        if final.exists():
+            raise StoreError(f"{final}: a store for {store.id}@{store.version} is already cached")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(store.path, tmp)
+        tmp.rename(final)
+    entries = imported()
+    entries[f"{store.id}@{store.version}"] = {"path": str(final)}
+    _write_registry(entries)
+    return DatasetStore.open(final)

@@ -1,0 +1,666 @@
+"""Write and read canonical cellbench stores (Zarr v3, OME-Zarr 0.5 conventions).
+
+:class:`StoreWriter` turns :class:`~cellbench.store.sample.Sample` objects into a store;
+:func:`build_store` does it atomically (build in a scratch directory, checksum, then rename), so
+an interrupted build never leaves anything that :class:`DatasetStore` accepts.
+:class:`DatasetStore` is the read side: the per-sample table, splits, metadata groups, lazy
+Zarr arrays for patch-wise reads, whole :class:`Sample` objects, the manifest and verification.
+
+See :mod:`cellbench.store.format` for the layout and chunking.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle
+
+from cellbench._version import __version__
+from cellbench.errors import StoreError, ValidationError
+from cellbench.store import checksums
+from cellbench.store.format import CURRENT_FORMAT, STORE_KIND, StoreFormat, detect_format
+from cellbench.store.sample import SPLITS, TRACK_COLUMNS, Sample
+
+_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+_AXIS_UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
+_LABEL_FIELDS = ("instances", "semantic")
+_DEFAULT_COLORS = ("FFFFFF", "00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF")
+
+
+def _compressor(dtype: np.dtype) -> BloscCodec:
+    shuffle = BloscShuffle.shuffle if dtype.kind == "f" else BloscShuffle.bitshuffle
+    return BloscCodec(cname="zstd", clevel=5, shuffle=shuffle)
+
+
+def _axes_meta(axes: str) -> list[dict[str, str]]:
+    out = []
+    for a in axes:
+        entry = {"name": a, "type": _AXIS_TYPES[a]}
+        if a in _AXIS_UNITS:
+            entry["unit"] = _AXIS_UNITS[a]
+        out.append(entry)
+    return out
+
+
+def _multiscales(name: str, axes: str, pixel_size: Mapping[str, float]) -> list[dict[str, Any]]:
+    scale = [float(pixel_size.get(a, 1.0)) if a != "c" else 1.0 for a in axes]
+    return [
+        {
+            "name": name,
+            "axes": _axes_meta(axes),
+            "datasets": [
+                {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+            ],
+        }
+    ]
+
+
+def _omero(channel_names: Sequence[str], data: np.ndarray, axes: str) -> dict[str, Any]:
+    c_axis = axes.index("c")
+    channels = []
+    for i, name in enumerate(channel_names):
+        plane = np.take(data, i, axis=c_axis)
+        lo, hi = (float(plane.min()), float(plane.max())) if plane.size else (0.0, 0.0)
+        channels.append(
+            {
+                "label": name,
+                "color": _DEFAULT_COLORS[i % len(_DEFAULT_COLORS)],
+                "active": True,
+                "window": {"min": lo, "max": hi, "start": lo, "end": hi},
+            }
+        )
+    return {"channels": channels}
+
+
+def _column_array(values: list[Any]) -> np.ndarray:
+    """Pick the column dtype: bool, int64, float64 (missing -> NaN) or string (missing -> '')."""
+    present = [v for v in values if v is not None]
+    if (
+        present
+        and len(present) == len(values)
+        and all(isinstance(v, bool | np.bool_) for v in present)
+    ):
+        return np.array(values, dtype=bool)
+    if present and all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_) for v in present
+    ):
+        if len(present) == len(values):
+            return np.array(values, dtype=np.int64)
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    if present and all(
+        isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_)
+        for v in present
+    ):
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return np.array(["" if v is None else str(v) for v in values], dtype=np.dtypes.StringDType())
+
+
+def _str_array(values: Any) -> np.ndarray:
+    """Convert a Zarr string column (NumPy ``StringDType``) to a fixed-width ``str`` array."""
+    return np.array(np.asarray(values).tolist(), dtype=str)
+
+
+class StoreWriter:
+    """Write samples into a new canonical store.
+
+    Use :func:`build_store` for the atomic, checksummed path; the writer itself writes in place.
+
+    Args:
+        path: Directory of the new store (must not exist).
+        card: Dataset card fields to snapshot into the store (``id`` and ``version`` required).
+        class_names: Class tables, e.g. ``{"label": [...]}`` for classification and
+            ``{"semantic": [...]}`` for semantic segmentation.
+        fmt: Store format to write (the current one by default).
+        display_name: Name used in error messages (defaults to the directory name).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        card: Mapping[str, Any],
+        class_names: Mapping[str, Sequence[str]] | None = None,
+        fmt: StoreFormat = CURRENT_FORMAT,
+        display_name: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.display_name = display_name or self.path.name
+        if self.path.exists():
+            raise StoreError(f"{self.path}: already exists; refusing to overwrite a store")
+        for key in ("id", "version"):
+            if not card.get(key):
+                raise StoreError(f"store card snapshot lacks {key!r}")
+        self.card = dict(card)
+        self.class_names = {k: list(v) for k, v in (class_names or {}).items()}
+        self.fmt = fmt
+        self.root = zarr.open_group(str(self.path), mode="w-", zarr_format=3)
+        self._rows: list[dict[str, Any]] = []
+        self._ids: set[str] = set()
+        self._fields: set[str] = set()
+        self._axes: set[str] = set()
+        self._entries: dict[str, dict[str, Any]] = {}
+
+    def _write_array(self, path: str, data: np.ndarray, axes: str | None) -> zarr.Array:
+        data = np.ascontiguousarray(data)
+        if axes is None:
+            chunks = tuple(max(1, n) for n in data.shape)
+        else:
+            chunks = self.fmt.chunks(data.shape, axes)
+        arr = self.root.create_array(
+            path,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=chunks,
+            compressors=_compressor(data.dtype),
+            fill_value=0,
+            config={"write_empty_chunks": True},
+        )
+        if data.size:
+            arr[...] = data
+        self._entries[path] = {
+            "sha256": checksums.hash_ndarray(data),
+            "shape": list(data.shape),
+            "dtype": data.dtype.str,
+            "chunks": list(arr.chunks),
+            "nchunks": len(checksums.expected_chunk_keys(arr)),
+        }
+        return arr
+
+    def add(self, sample: Sample) -> None:
+        """Validate and write one sample.
+
+        Raises:
+            ValidationError: Listing every problem of the sample (and a duplicate id).
+        """
+        problems = sample.problems()
+        if sample.id in self._ids:
+            problems.append(f"sample {sample.id!r}: duplicate id")
+        if (
+            sample.label is not None
+            and "label" in self.class_names
+            and sample.label >= len(self.class_names["label"])
+        ):
+            problems.append(
+                f"sample {sample.id!r}: label {sample.label} out of range for "
+                f"{len(self.class_names['label'])} classes"
+            )
+        if problems:
+            raise ValidationError(problems, context=f"writing store {self.display_name}")
+        self._ids.add(sample.id)
+        self._axes.add(sample.axes)
+        sid = sample.id
+        fmt = self.fmt
+
+        img_path = fmt.image_path(sid)
+        group = self.root.require_group(img_path)
+        names = sample.channel_names or [
+            f"channel-{i}" for i in range(sample.image.shape[sample.axes.index("c")])
+        ]
+        self._write_array(f"{img_path}/0", sample.image, sample.axes)
+        group.attrs["ome"] = {
+            "version": "0.5",
+            "multiscales": _multiscales(sid, sample.axes, sample.pixel_size),
+            "omero": _omero(names, sample.image, sample.axes),
+        }
+        self._fields.add("image")
+
+        label_names = [n for n in _LABEL_FIELDS if getattr(sample, n) is not None]
+        if label_names:
+            labels_group = self.root.require_group(f"{img_path}/labels")
+            labels_group.attrs["ome"] = {"version": "0.5", "labels": label_names}
+            for name in label_names:
+                arr = getattr(sample, name)
+                lpath = fmt.label_path(sid, name)
+                lgroup = self.root.require_group(lpath)
+                self._write_array(f"{lpath}/0", arr, sample.label_axes)
+                image_label: dict[str, Any] = {"version": "0.5", "source": {"image": "../../"}}
+                if name == "semantic" and "semantic" in self.class_names:
+                    image_label["properties"] = [
+                        {"label-value": i, "class": c}
+                        for i, c in enumerate(self.class_names["semantic"])
+                    ]
+                lgroup.attrs["ome"] = {
+                    "version": "0.5",
+                    "multiscales": _multiscales(name, sample.label_axes, sample.pixel_size),
+                    "image-label": image_label,
+                }
+                self._fields.add(name)
+
+        if sample.target is not None:
+            taxes = "c" + "".join(a for a in sample.axes if a in "zyx")
+            tpath = fmt.target_path(sid)
+            tgroup = self.root.require_group(tpath)
+            tnames = sample.target_channel_names or [
+                f"target-{i}" for i in range(sample.target.shape[0])
+            ]
+            self._write_array(f"{tpath}/0", sample.target, taxes)
+            tgroup.attrs["ome"] = {
+                "version": "0.5",
+                "multiscales": _multiscales(sid, taxes, sample.pixel_size),
+                "omero": _omero(tnames, sample.target, taxes),
+            }
+            self._fields.add("target")
+
+        if sample.tracks is not None:
+            tracks = np.asarray(sample.tracks, dtype=np.int64).reshape(-1, 4)
+            arr = self._write_array(fmt.tracks_path(sid), tracks, None)
+            arr.attrs["columns"] = list(TRACK_COLUMNS)
+            self._fields.add("tracks")
+
+        if sample.label is not None:
+            self._fields.add("label")
+        self._rows.append(
+            {
+                "id": sid,
+                "split": sample.split,
+                "label": -1 if sample.label is None else int(sample.label),
+                "metadata": dict(sample.metadata),
+            }
+        )
+
+    def close(self) -> dict[str, Any]:
+        """Write the samples table, root attributes and manifest; mark the store complete.
+
+        Returns:
+            The manifest.
+
+        Raises:
+            StoreError: If no sample was written.
+        """
+        if not self._rows:
+            raise StoreError(f"{self.path}: no samples were written")
+        fmt = self.fmt
+        self._write_array(fmt.table_path("id"), _column_array([r["id"] for r in self._rows]), None)
+        self._write_array(
+            fmt.table_path("split"), _column_array([r["split"] for r in self._rows]), None
+        )
+        if "label" in self._fields:
+            labels = np.array([r["label"] for r in self._rows], dtype=np.int64)
+            self._write_array(fmt.table_path("label"), labels, None)
+        columns = sorted({k for r in self._rows for k in r["metadata"]})
+        for col in columns:
+            values = [r["metadata"].get(col) for r in self._rows]
+            self._write_array(fmt.table_path(col), _column_array(values), None)
+        self.root.require_group("samples/metadata")
+
+        meta = {
+            "format": STORE_KIND,
+            "format_version": fmt.version,
+            "dataset": self.card,
+            "classes": self.class_names,
+            "fields": sorted(self._fields),
+            "axes": sorted(self._axes),
+            "metadata_columns": columns,
+            "n_samples": len(self._rows),
+            "split_counts": {
+                s: sum(r["split"] == s for r in self._rows)
+                for s in SPLITS
+                if any(r["split"] == s for r in self._rows)
+            },
+            "built": {
+                "cellbench": __version__,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        }
+        manifest = checksums.write_manifest(self.path, self._entries, meta, fmt.version)
+        meta["complete"] = True
+        # Written last: a store without this flag (an interrupted write) is never accepted.
+        self.root.attrs["cellbench"] = meta
+        return manifest
+
+
+def build_store(
+    samples: Iterable[Sample],
+    dest: str | Path,
+    card: Mapping[str, Any],
+    class_names: Mapping[str, Sequence[str]] | None = None,
+    work_dir: str | Path | None = None,
+) -> DatasetStore:
+    """Build a store atomically: write to a scratch directory, then rename into ``dest``.
+
+    If anything fails (bad sample, interrupt, full disk), the scratch directory is removed and
+    ``dest`` is left exactly as it was.
+
+    Args:
+        samples: Samples to write, in table order.
+        dest: Final store directory (must not exist).
+        card: Dataset card fields to snapshot (``id``, ``version`` required).
+        class_names: Class tables (see :class:`StoreWriter`).
+        work_dir: Where to build; defaults to ``dest``'s parent (same filesystem, so the final
+            rename is atomic).
+
+    Returns:
+        The opened, complete store.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        raise StoreError(f"{dest}: already exists; refusing to overwrite a store")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=work_dir or dest.parent))
+    try:
+        writer = StoreWriter(scratch / "store.zarr", card, class_names, display_name=str(dest))
+        for sample in samples:
+            writer.add(sample)
+        writer.close()
+        (scratch / "store.zarr").rename(dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return DatasetStore.open(dest)
+
+
+class DatasetStore:
+    """Read access to a complete canonical store.
+
+    Open with :meth:`open`; it checks the format version and completeness but not the content
+    checksums (call :meth:`verify` for that).
+    """
+
+    def __init__(self, path: Path, fmt: StoreFormat, root: zarr.Group, meta: dict[str, Any]):
+        self.path = path
+        self.format = fmt
+        self.root = root
+        self.meta = meta
+        self._table: dict[str, np.ndarray] | None = None
+        self._index: dict[str, int] | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> DatasetStore:
+        """Open a store, checking its format version and that it was completely written.
+
+        Raises:
+            StoreError: For a missing, foreign, unknown-version or incomplete store.
+        """
+        path = Path(path)
+        fmt = detect_format(path)
+        root = zarr.open_group(str(path), mode="r", zarr_format=3)
+        meta = dict(root.attrs["cellbench"])
+        if meta.get("complete") is not True:
+            raise StoreError(f"{path}: store is incomplete (interrupted build); rebuild it")
+        if not (path / checksums.MANIFEST_NAME).is_file():
+            raise StoreError(f"{path}: store has no {checksums.MANIFEST_NAME}; rebuild it")
+        return cls(path, fmt, root, meta)
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def card(self) -> dict[str, Any]:
+        """Card snapshot stored at build time."""
+        return dict(self.meta["dataset"])
+
+    @property
+    def id(self) -> str:
+        """Dataset id."""
+        return str(self.meta["dataset"]["id"])
+
+    @property
+    def version(self) -> str:
+        """Dataset version."""
+        return str(self.meta["dataset"]["version"])
+
+    @property
+    def tasks(self) -> list[str]:
+        """Tasks this dataset serves."""
+        return list(self.meta["dataset"].get("tasks", []))
+
+    @property
+    def fields(self) -> list[str]:
+        """Array fields present (``image``, ``instances``, ``semantic``, ``target``, ...)."""
+        return list(self.meta["fields"])
+
+    def class_names(self, table: str) -> list[str]:
+        """Class names of a class table (``label`` or ``semantic``); empty if absent."""
+        return list(self.meta.get("classes", {}).get(table, []))
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The content manifest written at build time."""
+        return json.loads((self.path / checksums.MANIFEST_NAME).read_text(encoding="utf-8"))
+
+    @property
+    def checksum(self) -> str:
+        """Store digest (sha256 over content checksums and the card snapshot)."""
+        return str(self.manifest["digest"])
+
+    # ------------------------------------------------------------------ table
+    @property
+    def table(self) -> dict[str, np.ndarray]:
+        """Per-sample table: ``id``, ``split``, optional ``label`` and metadata columns."""
+        if self._table is None:
+            fmt = self.format
+            table = {
+                "id": _str_array(self.root[fmt.table_path("id")][...]),
+                "split": _str_array(self.root[fmt.table_path("split")][...]),
+            }
+            if "label" in self.meta["fields"]:
+                table["label"] = np.asarray(self.root[fmt.table_path("label")][...])
+            for col in self.meta.get("metadata_columns", []):
+                values = np.asarray(self.root[fmt.table_path(col)][...])
+                table[col] = _str_array(values) if values.dtype.kind in "TUO" else values
+            self._table = table
+            self._index = {sid: i for i, sid in enumerate(table["id"].tolist())}
+        return self._table
+
+    @property
+    def metadata_columns(self) -> list[str]:
+        """Names of the metadata columns (usable as evaluation groups)."""
+        return list(self.meta.get("metadata_columns", []))
+
+    def __len__(self) -> int:
+        return int(self.meta["n_samples"])
+
+    def __contains__(self, sample_id: object) -> bool:
+        _ = self.table
+        assert self._index is not None
+        return sample_id in self._index
+
+    def sample_ids(self, split: str | None = None) -> list[str]:
+        """Sample ids in table order, optionally of one split.
+
+        Raises:
+            StoreError: If the split does not exist in this dataset.
+        """
+        ids = self.table["id"]
+        if split is None:
+            return ids.tolist()
+        if split not in self.splits:
+            raise StoreError(
+                f"dataset {self.id}@{self.version} has no split {split!r} "
+                f"(has {', '.join(self.splits) or 'none'})"
+            )
+        return ids[self.table["split"] == split].tolist()
+
+    @property
+    def splits(self) -> dict[str, int]:
+        """Number of samples per split."""
+        return dict(self.meta.get("split_counts", {}))
+
+    def _row(self, sample_id: str) -> int:
+        _ = self.table
+        assert self._index is not None
+        try:
+            return self._index[sample_id]
+        except KeyError:
+            raise StoreError(
+                f"dataset {self.id}@{self.version} has no sample {sample_id!r}"
+            ) from None
+
+    def metadata(self, sample_id: str) -> dict[str, Any]:
+        """Metadata of one sample (missing values, stored as ``""`` or NaN, are omitted)."""
+        row = self._row(sample_id)
+        out: dict[str, Any] = {}
+        for col in self.metadata_columns:
+            value = self.table[col][row]
+            if (isinstance(value, str) and value == "") or (
+                isinstance(value, float | np.floating) and np.isnan(value)
+            ):
+                continue
+            out[col] = value.item() if hasattr(value, "item") else value
+        return out
+
+    def label(self, sample_id: str) -> int | None:
+        """Class index of a sample (classification), or None."""
+        if "label" not in self.table:
+            return None
+        value = int(self.table["label"][self._row(sample_id)])
+        return None if value < 0 else value
+
+    # ------------------------------------------------------------------ arrays
+    def _group_attrs(self, path: str) -> dict[str, Any]:
+        return dict(self.root[path].attrs.get("ome", {}))
+
+    def _array(self, path: str, sample_id: str, what: str) -> zarr.Array:
+        self._row(sample_id)
+        try:
+            node = self.root[path]
+        except KeyError:
+            raise StoreError(
+                f"dataset {self.id}@{self.version}: sample {sample_id!r} has no {what}"
+            ) from None
+        assert isinstance(node, zarr.Array)
+        return node
+
+    def image(self, sample_id: str) -> zarr.Array:
+        """Lazy input image of a sample (slice it to read only the chunks needed)."""
+        return self._array(f"{self.format.image_path(sample_id)}/0", sample_id, "image")
+
+    def labels(self, sample_id: str, name: str = "instances") -> zarr.Array:
+        """Lazy label image (``instances`` or ``semantic``) of a sample."""
+        return self._array(f"{self.format.label_path(sample_id, name)}/0", sample_id, name)
+
+    def target(self, sample_id: str) -> zarr.Array:
+        """Lazy target image (augmented microscopy) of a sample."""
+        return self._array(f"{self.format.target_path(sample_id)}/0", sample_id, "target")
+
+    def tracks(self, sample_id: str) -> np.ndarray:
+        """Track table ``(n, 4)`` int64 ``track_id, start, end, parent`` of a sequence."""
+        return np.asarray(self._array(self.format.tracks_path(sample_id), sample_id, "tracks")[...])
+
+    def axes(self, sample_id: str) -> str:
+        """Axis order of a sample's image (e.g. ``cyx``)."""
+        ms = self._group_attrs(self.format.image_path(sample_id))["multiscales"][0]
+        return "".join(a["name"] for a in ms["axes"])
+
+    def channel_names(self, sample_id: str) -> list[str]:
+        """Channel names of a sample's image."""
+        omero = self._group_attrs(self.format.image_path(sample_id)).get("omero", {})
+        return [c["label"] for c in omero.get("channels", [])]
+
+    def pixel_size(self, sample_id: str) -> dict[str, float]:
+        """Physical pixel size per spatial/time axis of a sample."""
+        ms = self._group_attrs(self.format.image_path(sample_id))["multiscales"][0]
+        scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
+        return {
+            a["name"]: float(s) for a, s in zip(ms["axes"], scale, strict=True) if a["name"] != "c"
+        }
+
+    def sample(self, sample_id: str) -> Sample:
+        """Load one whole sample into memory."""
+        row = self._row(sample_id)
+        fields = set(self.meta["fields"])
+        axes = self.axes(sample_id)
+        sample = Sample(
+            id=sample_id,
+            image=np.asarray(self.image(sample_id)[...]),
+            axes=axes,
+            channel_names=self.channel_names(sample_id),
+            split=str(self.table["split"][row]),
+            pixel_size=self.pixel_size(sample_id),
+            metadata=self.metadata(sample_id),
+            label=self.label(sample_id),
+        )
+        label_root = f"{self.format.image_path(sample_id)}/labels"
+        present: list[str] = []
+        if label_root in self.root:
+            present = list(self.root[label_root].attrs.get("ome", {}).get("labels", []))
+        for name in _LABEL_FIELDS:
+            if name in fields and name in present:
+                setattr(sample, name, np.asarray(self.labels(sample_id, name)[...]))
+        if "target" in fields and self.format.target_path(sample_id) in self.root:
+            sample.target = np.asarray(self.target(sample_id)[...])
+            omero = self._group_attrs(self.format.target_path(sample_id)).get("omero", {})
+            sample.target_channel_names = [c["label"] for c in omero.get("channels", [])]
+        if "tracks" in fields and self.format.tracks_path(sample_id) in self.root:
+            sample.tracks = self.tracks(sample_id)
+        return sample
+
+    def samples(self, split: str | None = None) -> Iterator[Sample]:
+        """Iterate whole samples (optionally of one split), loading one at a time."""
+        for sid in self.sample_ids(split):
+            yield self.sample(sid)
+
+    # ------------------------------------------------------------------ integrity
+    def verify(self, progress: bool = False) -> list[str]:
+        """Recompute every checksum and report every problem (empty list: store is intact).
+
+        Checks that every array in the manifest exists with its shape and dtype, that no chunk
+        file is missing, that every chunk decodes, that decoded content matches its sha256, that
+        no unexpected array is present, and that the digest matches.
+
+        Args:
+            progress: Show a progress bar over arrays.
+
+        Returns:
+            One line per problem.
+        """
+        from tqdm.auto import tqdm
+
+        manifest = self.manifest
+        problems: list[str] = []
+        expected: dict[str, dict[str, Any]] = manifest["arrays"]
+        found = dict(checksums.iter_arrays(self.root))
+        where = f"{self.path}"
+        for path in sorted(set(found) - set(expected)):
+            problems.append(f"{where}: array {path!r} is not in the manifest")
+        items = sorted(expected.items())
+        for path, entry in tqdm(items, desc="verify", unit="array", disable=not progress):
+            arr = found.get(path)
+            if arr is None:
+                problems.append(f"{where}: array {path!r} is missing")
+                continue
+            if list(arr.shape) != list(entry["shape"]):
+                problems.append(
+                    f"{where}: array {path!r} has shape {list(arr.shape)}, "
+                    f"manifest says {entry['shape']}"
+                )
+                continue
+            missing = [
+                key
+                for key in checksums.expected_chunk_keys(arr)
+                if not (self.path / path / key).is_file()
+            ]
+            if missing:
+                shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+                problems.append(
+                    f"{where}: array {path!r} is missing {len(missing)} chunk file(s): {shown}"
+                )
+                continue
+            try:
+                digest = checksums.hash_zarr_array(arr)
+            except Exception as err:  # decoding errors come from several codec libraries
+                problems.append(f"{where}: array {path!r} has a corrupt chunk ({err})")
+                continue
+            if digest != entry["sha256"]:
+                problems.append(
+                    f"{where}: array {path!r} content sha256 {digest[:12]}... does not match "
+                    f"manifest {entry['sha256'][:12]}..."
+                )
+        if not problems:
+            digest = checksums.digest_of(expected, self.meta)
+            if digest != manifest["digest"]:
+                problems.append(
+                    f"{where}: store digest {digest[:12]}... does not match manifest "
+                    f"{manifest['digest'][:12]}... (card snapshot or attributes changed)"
+                )
+        return problems
+
+    def __repr__(self) -> str:
+        return (
+            f"DatasetStore({self.id}@{self.version}, {len(self)} samples, "
+            f"tasks={self.tasks}, path={str(self.path)!r})"
+        )
