@@ -26,20 +26,39 @@ def toy_samples(task: str, n: int = 4, seed: int = 0) -> list[Sample]:
         md = {"plate": f"plate-{i % 2}", "site": i, "exposure_ms": 10.0 + i}
         common = {"id": f"{task[:4]}-{i:03d}", "split": splits[i % 4], "metadata": md}
         if task == "classification":
-            out.append(Sample(image=rng.integers(0, 60000, (2, 16, 16), dtype=np.uint16),
-                              channel_names=["protein", "dapi"], label=i % 3,
-                              pixel_size={"y": 0.3, "x": 0.3}, **common))
+            out.append(
+                Sample(
+                    image=rng.integers(0, 60000, (2, 16, 16), dtype=np.uint16),
+                    channel_names=["protein", "dapi"],
+                    label=i % 3,
+                    pixel_size={"y": 0.3, "x": 0.3},
+                    **common,
+                )
+            )
         elif task in ("instance-segmentation", "semantic-segmentation"):
             inst = _blobs((40, 36), 5, rng)
-            out.append(Sample(image=rng.integers(0, 4096, (1, 40, 36), dtype=np.uint16),
-                              channel_names=["nuclei"], instances=inst,
-                              semantic=(inst > 0).astype(np.uint8) * (1 + (inst % 2)).astype(np.uint8),
-                              pixel_size={"y": 0.65, "x": 0.65}, **common))
+            out.append(
+                Sample(
+                    image=rng.integers(0, 4096, (1, 40, 36), dtype=np.uint16),
+                    channel_names=["nuclei"],
+                    instances=inst,
+                    semantic=(inst > 0).astype(np.uint8) * (1 + (inst % 2)).astype(np.uint8),
+                    pixel_size={"y": 0.65, "x": 0.65},
+                    **common,
+                )
+            )
         elif task == "instance-3d":
             inst = _blobs((6, 20, 24), 4, rng).astype(np.uint32)
-            out.append(Sample(image=rng.random((1, 6, 20, 24), dtype=np.float32), axes="czyx",
-                              channel_names=["nuclei"], instances=inst,
-                              pixel_size={"z": 2.0, "y": 0.5, "x": 0.5}, **common))
+            out.append(
+                Sample(
+                    image=rng.random((1, 6, 20, 24), dtype=np.float32),
+                    axes="czyx",
+                    channel_names=["nuclei"],
+                    instances=inst,
+                    pixel_size={"z": 2.0, "y": 0.5, "x": 0.5},
+                    **common,
+                )
+            )
         elif task == "tracking":
             frames = np.stack([_blobs((24, 24), 3, rng) for _ in range(5)])
             tracks = np.array([[1, 0, 4, 0], [2, 0, 2, 0], [3, 3, 4, 2]], dtype=np.int64)
@@ -47,15 +66,28 @@ def toy_samples(task: str, n: int = 4, seed: int = 0) -> list[Sample]:
             frames[:, 2:5, 2:5] = 1
             frames[:3, 10:13, 10:13] = 2
             frames[3:, 15:18, 15:18] = 3
-            out.append(Sample(image=rng.integers(0, 255, (5, 1, 24, 24), dtype=np.uint8),
-                              axes="tcyx", channel_names=["h2b"], instances=frames,
-                              tracks=tracks, pixel_size={"t": 300.0, "y": 1.0, "x": 1.0}, **common))
+            out.append(
+                Sample(
+                    image=rng.integers(0, 255, (5, 1, 24, 24), dtype=np.uint8),
+                    axes="tcyx",
+                    channel_names=["h2b"],
+                    instances=frames,
+                    tracks=tracks,
+                    pixel_size={"t": 300.0, "y": 1.0, "x": 1.0},
+                    **common,
+                )
+            )
         elif task == "augmented-microscopy":
-            out.append(Sample(image=rng.integers(0, 4096, (1, 32, 32), dtype=np.uint16),
-                              channel_names=["brightfield"],
-                              target=rng.random((2, 32, 32), dtype=np.float32),
-                              target_channel_names=["hoechst", "membrane"],
-                              pixel_size={"y": 0.65, "x": 0.65}, **common))
+            out.append(
+                Sample(
+                    image=rng.integers(0, 4096, (1, 32, 32), dtype=np.uint16),
+                    channel_names=["brightfield"],
+                    target=rng.random((2, 32, 32), dtype=np.float32),
+                    target_channel_names=["hoechst", "membrane"],
+                    pixel_size={"y": 0.65, "x": 0.65},
+                    **common,
+                )
+            )
         else:
             raise ValueError(task)
     return out

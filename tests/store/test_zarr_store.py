@@ -90,7 +90,9 @@ def test_chunking_is_documented_choice():
 
 def test_zarr_hash_equals_memory_hash(tmp_path):
     data = np.arange(3 * 70 * 50, dtype=">u2").reshape(3, 70, 50)
-    arr = zarr.create_array(str(tmp_path / "a.zarr"), shape=data.shape, dtype="<u2", chunks=(1, 32, 32))
+    arr = zarr.create_array(
+        str(tmp_path / "a.zarr"), shape=data.shape, dtype="<u2", chunks=(1, 32, 32)
+    )
     arr[...] = data
     assert checksums.hash_zarr_array(arr) == checksums.hash_ndarray(data.astype("<u2"))
     assert checksums.hash_ndarray(data) == checksums.hash_ndarray(data.astype("<u2"))
@@ -144,7 +146,7 @@ def test_incomplete_or_foreign_store_refused(tmp_path):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
     with pytest.raises(StoreError, match="not a cellbench store"):
         DatasetStore.open(tmp_path / "plain.zarr")
-    with pytest.raises(StoreError, match="no zarr.json"):
+    with pytest.raises(StoreError, match=r"no zarr\.json"):
         DatasetStore.open(tmp_path / "missing.zarr")
 
 
@@ -179,8 +181,13 @@ def test_duplicate_and_label_range(tmp_path):
 
 
 def test_sample_problems_are_all_listed():
-    s = Sample(id="bad id!", image=np.zeros((1, 4, 4), np.float32) * np.nan, split="holdout",
-               semantic=np.zeros((4, 4), np.float32), label=-1)
+    s = Sample(
+        id="bad id!",
+        image=np.zeros((1, 4, 4), np.float32) * np.nan,
+        split="holdout",
+        semantic=np.zeros((4, 4), np.float32),
+        label=-1,
+    )
     problems = s.problems()
     assert len(problems) == 5, problems
 
