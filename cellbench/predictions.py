@@ -1,0 +1,593 @@
+"""Predictions: the one object models hand to scoring.
+
+A :class:`PredictionSet` holds one :class:`Prediction` per sample of a dataset split, for one
+task. It can live in memory (what training produces during validation), in the canonical
+on-disk format (a Zarr v3 group written atomically by :class:`PredictionWriter`, what
+``cellbench predict`` writes and what a submission carries), or be read from the formats people
+already have (:func:`load_predictions` detects them):
+
+=========================  ================================================================
+task                       accepted on disk
+=========================  ================================================================
+classification             canonical Zarr; CSV ``sample_id,label[,score_<class>...]``
+                           (label as class index or class name)
+semantic-segmentation      canonical Zarr; folder of ``<sample_id>.tif`` class masks
+instance-segmentation      canonical Zarr; folder of ``<sample_id>.tif`` label images, with
+                           optional ``scores.csv`` (``sample_id,object_id,score``)
+tracking                   canonical Zarr; folder of Cell Tracking Challenge result folders
+                           ``<sample_id>_RES/`` (``mask###.tif`` + ``res_track.txt``)
+augmented-microscopy       canonical Zarr; folder of ``<sample_id>.tif`` images ``c[,z],y,x``
+=========================  ================================================================
+
+Canonical layout (predictions format 1)::
+
+    <name>.zarr/
+      zarr.json        attributes["cellbench_predictions"]: format_version, task, dataset,
+                       dataset_version, split, sample_ids, producer, complete
+      table/label      int64 class per sample (classification), table order = sample_ids
+      table/scores     float32 (n, k) class scores (classification, optional)
+      samples/<id>/mask            class mask / instance label image / label movie (t,...)
+      samples/<id>/object_ids      int64 ids of scored objects (instance, optional)
+      samples/<id>/object_scores   float64 confidence per object id (instance, optional)
+      samples/<id>/masks           (n, [z,]y,x) bool, overlapping instances (instance, optional)
+      samples/<id>/mask_scores     float64 (n,) scores of ``masks`` (instance, optional)
+      samples/<id>/tracks          int64 (n, 4) track_id, start, end, parent (tracking)
+      samples/<id>/image           float32 (c,[z,]y,x) predicted target (augmented microscopy)
+
+Validation against the ground truth (shapes, dtypes, ids, NaN, label ranges, CTC rules) is
+declared by each task in :mod:`cellbench.tasks`, which lists every problem at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellbench._version import __version__
+from cellbench.errors import ValidationError
+
+PREDICTIONS_FORMAT_VERSION = "1"
+_ATTR = "cellbench_predictions"
+_ARRAY_FIELDS = (
+    "mask",
+    "object_ids",
+    "object_scores",
+    "masks",
+    "mask_scores",
+    "tracks",
+    "image",
+)
+
+
+@dataclass
+class Prediction:
+    """One sample's prediction; which fields are set depends on the task.
+
+    Attributes:
+        sample_id: Id of the sample in the dataset.
+        label: Predicted class index (classification).
+        scores: Class scores or probabilities, shape ``(n_classes,)`` (classification; needed
+            for top-k accuracy and ROC-AUC).
+        mask: Class per pixel (semantic), instance ids (instance; 0 = background) or instance
+            ids per frame ``(t, [z,] y, x)`` (tracking).
+        object_ids: Ids of objects in ``mask`` that carry a confidence (instance).
+        object_scores: Confidence of each id in ``object_ids`` (instance; used to rank
+            detections for COCO AP; objects without a score get 1.0).
+        masks: Possibly overlapping instance masks ``(n, [z,] y, x)`` bool (instance; an
+            alternative to ``mask`` that a label image cannot express).
+        mask_scores: Confidence per mask in ``masks``.
+        tracks: ``(n, 4)`` int64 ``track_id, start, end, parent`` (tracking; CTC
+            ``res_track.txt`` semantics).
+        image: Predicted target image ``(c, [z,] y, x)`` (augmented microscopy).
+    """
+
+    sample_id: str
+    label: int | None = None
+    scores: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    object_ids: np.ndarray | None = None
+    object_scores: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    mask_scores: np.ndarray | None = None
+    tracks: np.ndarray | None = None
+    image: np.ndarray | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Array fields that are set (excluding classification ``scores``)."""
+        return {n: getattr(self, n) for n in _ARRAY_FIELDS if getattr(self, n) is not None}
+
+    def score_of(self) -> dict[int, float]:
+        """Mapping object id -> confidence for instance predictions (empty when none given)."""
+        if self.object_ids is None or self.object_scores is None:
+            return {}
+        return {
+            int(i): float(s)
+            for i, s in zip(
+                np.asarray(self.object_ids).ravel(),
+                np.asarray(self.object_scores).ravel(),
+                strict=True,
+            )
+        }
+
+
+@dataclass
+class PredictionSet:
+    """Predictions of one model for one task on one split of one dataset version.
+
+    Attributes:
+        task: Task name.
+        dataset: Dataset id (empty when unknown, e.g. a bare folder of TIFFs).
+        dataset_version: Dataset version (empty when unknown).
+        split: Split predicted.
+        producer: Free-form provenance of what made the predictions (model, run, command).
+        source: Path the predictions were read from, if any.
+    """
+
+    task: str
+    dataset: str = ""
+    dataset_version: str = ""
+    split: str = ""
+    producer: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+    _items: dict[str, Prediction] = field(default_factory=dict, repr=False)
+    _loader: Any = field(default=None, repr=False)
+    _ids: list[str] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def from_predictions(
+        cls,
+        task: str,
+        predictions: Iterable[Prediction],
+        dataset: str = "",
+        dataset_version: str = "",
+        split: str = "",
+        producer: Mapping[str, Any] | None = None,
+    ) -> PredictionSet:
+        """Build an in-memory prediction set.
+
+        Raises:
+            ValidationError: If a sample id occurs twice.
+        """
+        items: dict[str, Prediction] = {}
+        dups = []
+        for p in predictions:
+            if p.sample_id in items:
+                dups.append(f"sample {p.sample_id!r}: predicted more than once")
+            items[p.sample_id] = p
+        if dups:
+            raise ValidationError(dups, context="predictions")
+        return cls(
+            task=task,
+            dataset=dataset,
+            dataset_version=dataset_version,
+            split=split,
+            producer=dict(producer or {}),
+            _items=items,
+            _ids=list(items),
+        )
+
+    @property
+    def sample_ids(self) -> list[str]:
+        """Ids of the predicted samples, in file/insertion order."""
+        return list(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, sample_id: object) -> bool:
+        return sample_id in set(self._ids)
+
+    def get(self, sample_id: str) -> Prediction:
+        """Return (and, for on-disk sets, read) the prediction of one sample.
+
+        Raises:
+            KeyError: If the sample was not predicted.
+        """
+        if sample_id in self._items:
+            return self._items[sample_id]
+        if self._loader is None or sample_id not in set(self._ids):
+            raise KeyError(sample_id)
+        return self._loader(sample_id)
+
+    def __iter__(self) -> Iterator[Prediction]:
+        for sid in self._ids:
+            yield self.get(sid)
+
+    def sha256(self) -> str:
+        """Digest of the predictions' content (files on disk, or arrays in memory)."""
+        if self.source is not None:
+            return digest_path(self.source)
+        h = hashlib.sha256(self.task.encode())
+        for sid in sorted(self._ids):
+            p = self.get(sid)
+            h.update(sid.encode())
+            if p.label is not None:
+                h.update(int(p.label).to_bytes(8, "little", signed=True))
+            for name in ("scores", *_ARRAY_FIELDS):
+                arr = getattr(p, name)
+                if arr is not None:
+                    a = np.ascontiguousarray(arr)
+                    h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+                    h.update(a.tobytes())
+        return h.hexdigest()
+
+
+def digest_path(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, or of a directory tree (sorted relative paths and file digests)."""
+    path = Path(path)
+    if path.is_file():
+        return _file_sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode())
+        h.update(_file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- writing
+class PredictionWriter:
+    """Write a canonical prediction set atomically (scratch directory, then rename).
+
+    Use as a context manager; on an exception nothing is left at ``path``::
+
+        with PredictionWriter(out, "instance-segmentation", "dsb2018-stardist", "1.0", "test") as w:
+            w.add(Prediction("img-0001", mask=labels, object_ids=ids, object_scores=scores))
+
+    Args:
+        path: Destination directory (conventionally ending in ``.zarr``); must not exist.
+        task: Task name.
+        dataset: Dataset id.
+        dataset_version: Dataset version.
+        split: Split predicted.
+        producer: Provenance of the predictions (model, run directory, command line).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        task: str,
+        dataset: str,
+        dataset_version: str,
+        split: str,
+        producer: Mapping[str, Any] | None = None,
+    ) -> None:
+        import zarr
+
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"{self.path}: already exists; choose a new output path")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._scratch = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        self._root = zarr.open_group(str(self._scratch / "p.zarr"), mode="w-", zarr_format=3)
+        self.header = {
+            "format_version": PREDICTIONS_FORMAT_VERSION,
+            "task": task,
+            "dataset": dataset,
+            "dataset_version": dataset_version,
+            "split": split,
+            "producer": {"cellbench": __version__, **dict(producer or {})},
+        }
+        self._ids: list[str] = []
+        self._labels: list[int] = []
+        self._scores: list[np.ndarray] = []
+
+    def add(self, prediction: Prediction) -> None:
+        """Write one sample's prediction."""
+        sid = prediction.sample_id
+        if sid in self._ids:
+            raise ValidationError([f"sample {sid!r}: predicted more than once"], str(self.path))
+        self._ids.append(sid)
+        if prediction.label is not None:
+            self._labels.append(int(prediction.label))
+        if prediction.scores is not None:
+            self._scores.append(np.asarray(prediction.scores, dtype=np.float32))
+        for name, arr in prediction.arrays().items():
+            arr = np.ascontiguousarray(arr)
+            chunks = _chunks(arr.shape)
+            z = self._root.create_array(
+                f"samples/{sid}/{name}",
+                shape=arr.shape,
+                dtype=arr.dtype,
+                chunks=chunks,
+                fill_value=0,
+                config={"write_empty_chunks": True},
+            )
+            if arr.size:
+                z[...] = arr
+
+    def close(self) -> Path:
+        """Finish the set and move it into place.
+
+        Raises:
+            ValidationError: If labels or scores were given for only some samples.
+        """
+        problems = []
+        if self._labels and len(self._labels) != len(self._ids):
+            problems.append(f"labels given for {len(self._labels)} of {len(self._ids)} samples")
+        if self._scores and len(self._scores) != len(self._ids):
+            problems.append(f"scores given for {len(self._scores)} of {len(self._ids)} samples")
+        if problems:
+            self.abort()
+            raise ValidationError(problems, context=str(self.path))
+        if self._labels:
+            self._root.create_array("table/label", data=np.asarray(self._labels, np.int64))
+        if self._scores:
+            self._root.create_array("table/scores", data=np.stack(self._scores))
+        self._root.attrs[_ATTR] = {**self.header, "sample_ids": self._ids, "complete": True}
+        (self._scratch / "p.zarr").rename(self.path)
+        shutil.rmtree(self._scratch, ignore_errors=True)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard everything written so far."""
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    if not shape:
+        return ()
+    tile = [max(1, n) for n in shape]
+    for i in range(max(0, len(shape) - 2)):
+        tile[i] = 1 if shape[i] > 1 else max(1, shape[i])
+    for i in range(max(0, len(shape) - 2), len(shape)):
+        tile[i] = max(1, min(512, shape[i]))
+    return tuple(tile)
+
+
+def write_predictions(path: str | os.PathLike[str], predictions: PredictionSet) -> Path:
+    """Write a prediction set in the canonical format (atomically)."""
+    with PredictionWriter(
+        path,
+        predictions.task,
+        predictions.dataset,
+        predictions.dataset_version,
+        predictions.split,
+        predictions.producer,
+    ) as writer:
+        for p in predictions:
+            writer.add(p)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- reading
+def _is_canonical(path: Path) -> bool:
+    meta = path / "zarr.json"
+    return meta.is_file() and _ATTR in meta.read_text(encoding="utf-8")
+
+
+def _open_canonical(path: Path) -> PredictionSet:
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r", zarr_format=3)
+    header = dict(root.attrs[_ATTR])
+    if header.get("complete") is not True:
+        raise ValidationError(["prediction set is incomplete (interrupted write)"], str(path))
+    if str(header.get("format_version")) != PREDICTIONS_FORMAT_VERSION:
+        raise ValidationError(
+            [
+                f"predictions format version {header.get('format_version')!r} is unknown "
+                f"(this cellbench reads {PREDICTIONS_FORMAT_VERSION})"
+            ],
+            str(path),
+        )
+    ids = [str(s) for s in header["sample_ids"]]
+    row = {sid: i for i, sid in enumerate(ids)}
+    labels = np.asarray(root["table/label"][...]) if "table/label" in root else None
+    scores = np.asarray(root["table/scores"][...]) if "table/scores" in root else None
+
+    def load(sid: str) -> Prediction:
+        p = Prediction(sample_id=sid)
+        if labels is not None:
+            p.label = int(labels[row[sid]])
+        if scores is not None:
+            p.scores = scores[row[sid]]
+        key = f"samples/{sid}"
+        if key in root:
+            group = root[key]
+            for name in _ARRAY_FIELDS:
+                if name in group:
+                    setattr(p, name, np.asarray(group[name][...]))
+        return p
+
+    return PredictionSet(
+        task=str(header["task"]),
+        dataset=str(header.get("dataset", "")),
+        dataset_version=str(header.get("dataset_version", "")),
+        split=str(header.get("split", "")),
+        producer=dict(header.get("producer", {})),
+        source=path,
+        _loader=load,
+        _ids=ids,
+    )
+
+
+def _read_classification_csv(path: Path, class_names: Sequence[str] | None) -> PredictionSet:
+    problems: list[str] = []
+    preds: list[Prediction] = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        if "sample_id" not in header or "label" not in header:
+            raise ValidationError(
+                [f"CSV header must contain 'sample_id' and 'label' (found {header})"], str(path)
+            )
+        score_cols = [c for c in header if c.startswith("score_")]
+        if class_names and score_cols:
+            expected = [f"score_{c}" for c in class_names]
+            by_index = [f"score_{i}" for i in range(len(class_names))]
+            if score_cols not in (expected, by_index):
+                problems.append(
+                    f"score columns {score_cols} must be {expected} or {by_index} in order"
+                )
+        names = {c: i for i, c in enumerate(class_names or [])}
+        for line_no, row in enumerate(reader, start=2):
+            raw = (row.get("label") or "").strip()
+            if raw in names:
+                label = names[raw]
+            elif re.fullmatch(r"-?\d+", raw):
+                label = int(raw)
+            else:
+                problems.append(
+                    f"line {line_no}: label {raw!r} is neither a class index nor a class name"
+                )
+                continue
+            scores = None
+            if score_cols:
+                try:
+                    scores = np.array([float(row[c]) for c in score_cols], dtype=np.float32)
+                except (TypeError, ValueError):
+                    problems.append(f"line {line_no}: scores must be numbers")
+                    continue
+            preds.append(Prediction(sample_id=row["sample_id"].strip(), label=label, scores=scores))
+    if problems:
+        raise ValidationError(problems, context=str(path))
+    pset = PredictionSet.from_predictions("classification", preds)
+    pset.source = path
+    return pset
+
+
+def _read_scores_csv(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    table: dict[str, tuple[list[int], list[float]]] = {}
+    problems = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        need = {"sample_id", "object_id", "score"}
+        if not need <= set(reader.fieldnames or []):
+            raise ValidationError(
+                [f"header must be sample_id,object_id,score (found {reader.fieldnames})"],
+                str(path),
+            )
+        for line_no, row in enumerate(reader, start=2):
+            try:
+                oid, score = int(row["object_id"]), float(row["score"])
+            except (TypeError, ValueError):
+                problems.append(f"line {line_no}: object_id must be an int and score a number")
+                continue
+            ids, scores = table.setdefault(row["sample_id"].strip(), ([], []))
+            ids.append(oid)
+            scores.append(score)
+    if problems:
+        raise ValidationError(problems, context=str(path))
+    return {k: (np.asarray(v[0], np.int64), np.asarray(v[1], np.float64)) for k, v in table.items()}
+
+
+def _read_tiff_folder(path: Path, task: str) -> PredictionSet:
+    import tifffile
+
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+    if not files:
+        raise ValidationError([f"no <sample_id>.tif files found for task {task}"], str(path))
+    scores = {}
+    if task == "instance-segmentation" and (path / "scores.csv").is_file():
+        scores = _read_scores_csv(path / "scores.csv")
+    by_id = {f.stem: f for f in files}
+
+    def load(sid: str) -> Prediction:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = tifffile.imread(by_id[sid])
+        p = Prediction(sample_id=sid)
+        if task == "augmented-microscopy":
+            p.image = data
+        else:
+            p.mask = data
+        if sid in scores:
+            p.object_ids, p.object_scores = scores[sid]
+        return p
+
+    return PredictionSet(task=task, source=path, _loader=load, _ids=list(by_id))
+
+
+def _read_ctc_folder(path: Path) -> PredictionSet:
+    from cellbench.ingest.ctc import read_ctc_result
+
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and p.name.endswith("_RES"))
+    if not folders:
+        raise ValidationError(["no <sample_id>_RES folders found for task tracking"], str(path))
+    by_id = {f.name[: -len("_RES")]: f for f in folders}
+
+    def load(sid: str) -> Prediction:
+        seq = read_ctc_result(by_id[sid])
+        return Prediction(sample_id=sid, mask=seq.labels, tracks=seq.tracks)
+
+    return PredictionSet(task="tracking", source=path, _loader=load, _ids=list(by_id))
+
+
+def load_predictions(
+    path: str | os.PathLike[str],
+    task: str | None = None,
+    class_names: Sequence[str] | None = None,
+) -> PredictionSet:
+    """Read predictions from the canonical format or a common one (see module docstring).
+
+    Args:
+        path: Canonical Zarr directory, a CSV file, or a folder of TIFFs / CTC result folders.
+        task: Task name; required for non-canonical formats (the canonical one records it).
+        class_names: Class names, to accept class names as labels in a classification CSV.
+
+    Returns:
+        A lazily loaded :class:`PredictionSet`.
+
+    Raises:
+        ValidationError: If the path cannot be read as predictions for the task.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValidationError([f"{path} does not exist"], context="predictions")
+    if path.is_dir() and _is_canonical(path):
+        pset = _open_canonical(path)
+        if task is not None and pset.task != task:
+            raise ValidationError(
+                [f"predictions are for task {pset.task!r}, not {task!r}"], str(path)
+            )
+        return pset
+    if task is None:
+        raise ValidationError(
+            ["not a canonical prediction set; say which task the files are for (--task)"],
+            str(path),
+        )
+    if path.is_file() and path.suffix.lower() == ".csv" and task == "classification":
+        return _read_classification_csv(path, class_names)
+    if path.is_dir() and task == "tracking":
+        return _read_ctc_folder(path)
+    if path.is_dir() and task in (
+        "semantic-segmentation",
+        "instance-segmentation",
+        "augmented-microscopy",
+    ):
+        return _read_tiff_folder(path, task)
+    raise ValidationError(
+        [
+            f"cannot read {'file' if path.is_file() else 'folder'} as {task} predictions "
+            "(see `cellbench score --help` for accepted formats)"
+        ],
+        str(path),
+    )

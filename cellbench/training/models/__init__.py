@@ -1,0 +1,1 @@
+"""Built-in baseline models; importing this package registers them (see ``baseline.register``)."""

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import tifffile
+
+from cellbench.errors import ValidationError
+from cellbench.predictions import (
+    Prediction,
+    PredictionSet,
+    PredictionWriter,
+    digest_path,
+    load_predictions,
+    write_predictions,
+)
+
+
+def _instance_preds(n=3):
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        mask = rng.integers(0, 4, (20, 24)).astype(np.uint32)
+        out.append(Prediction(f"s{i}", mask=mask, object_ids=np.array([1, 2, 3]),
+                              object_scores=np.array([0.9, 0.5, 0.1])))
+    return out
+
+
+def test_canonical_round_trip_instance(tmp_path):
+    preds = _instance_preds()
+    pset = PredictionSet.from_predictions("instance-segmentation", preds, "ds", "1.0", "test",
+                                          {"model": "unet"})
+    path = write_predictions(tmp_path / "p.zarr", pset)
+    back = load_predictions(path)
+    assert back.task == "instance-segmentation" and back.dataset == "ds"
+    assert back.split == "test" and back.producer["model"] == "unet"
+    assert back.sample_ids == ["s0", "s1", "s2"]
+    for a in preds:
+        b = back.get(a.sample_id)
+        assert b.mask.dtype == np.uint32 and np.array_equal(a.mask, b.mask)
+        assert b.score_of() == {1: 0.9, 2: 0.5, 3: 0.1}
+    assert back.sha256() == digest_path(path)
+    assert pset.sha256() != back.sha256()  # memory digest is over arrays, not files
+    with pytest.raises(ValidationError, match="not 'tracking'"):
+        load_predictions(path, task="tracking")
+
+
+def test_canonical_classification_table(tmp_path):
+    with PredictionWriter(tmp_path / "c.zarr", "classification", "ds", "1", "val") as w:
+        for i in range(4):
+            w.add(Prediction(f"x{i}", label=i % 2, scores=np.array([0.2, 0.8], np.float32)))
+    back = load_predictions(tmp_path / "c.zarr")
+    assert [p.label for p in back] == [0, 1, 0, 1]
+    assert back.get("x3").scores.tolist() == pytest.approx([0.2, 0.8])
+
+
+def test_writer_is_atomic(tmp_path):
+    with pytest.raises(RuntimeError), PredictionWriter(
+        tmp_path / "x.zarr", "semantic-segmentation", "d", "1", "test"
+    ) as w:
+        w.add(Prediction("a", mask=np.zeros((4, 4), np.uint8)))
+        raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
+    w = PredictionWriter(tmp_path / "y.zarr", "classification", "d", "1", "test")
+    w.add(Prediction("a", label=1))
+    w.add(Prediction("b"))
+    with pytest.raises(ValidationError, match="labels given for 1 of 2 samples"):
+        w.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_csv_and_tiff_formats(tmp_path):
+    csv_path = tmp_path / "preds.csv"
+    csv_path.write_text("sample_id,label,score_a,score_b\nx,b,0.1,0.9\ny,0,0.7,0.3\n")
+    pset = load_predictions(csv_path, task="classification", class_names=["a", "b"])
+    assert [p.label for p in pset] == [1, 0]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sample_id,label\nx,zebra\ny,1.5\n")
+    with pytest.raises(ValidationError) as err:
+        load_predictions(bad, task="classification", class_names=["a", "b"])
+    assert "line 2: label 'zebra'" in str(err.value) and "line 3" in str(err.value)
+
+    folder = tmp_path / "tifs"
+    folder.mkdir()
+    tifffile.imwrite(folder / "s0.tif", np.arange(12, dtype=np.uint16).reshape(3, 4))
+    (folder / "scores.csv").write_text("sample_id,object_id,score\ns0,5,0.25\n")
+    pset = load_predictions(folder, task="instance-segmentation")
+    p = pset.get("s0")
+    assert p.mask.dtype == np.uint16 and p.mask[2, 3] == 11 and p.score_of() == {5: 0.25}
+    with pytest.raises(ValidationError, match="say which task"):
+        load_predictions(folder)
+
+
+def test_duplicate_ids_rejected():
+    with pytest.raises(ValidationError, match="predicted more than once"):
+        PredictionSet.from_predictions("classification", [Prediction("a", 1), Prediction("a", 0)])
