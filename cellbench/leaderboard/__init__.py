@@ -32,7 +32,7 @@ from cellbench.leaderboard.store import (
 
 # Rendering pulls in matplotlib: imported on first use only, so storing entries stays light.
 _LAZY = {
-    name: "cellbench.leaderboard.publish"
+    name: "cellbench.leaderboard.site"
     for name in ("PublishResult", "load_board", "publish", "publish_to", "push")
 }
 
