@@ -5,5 +5,7 @@ from __future__ import annotations
 import click
 
 from cellbench.cli.datasets import datasets
+from cellbench.cli.leaderboard import leaderboard
+from cellbench.cli.submit import submit
 
-ALL: list[click.Command] = [datasets]
+ALL: list[click.Command] = [datasets, submit, leaderboard]
