@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cellbench.errors import ValidationError
 
@@ -16,7 +18,9 @@ _ROOT_HELP = (
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # Piped output (files, CI logs) gets a wide table instead of 80 truncated columns.
+    width = None if sys.stdout.isatty() else 220
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 @click.group()
@@ -63,29 +67,29 @@ def show(dataset: str, task: str, split: str, root: str | None, all_metrics: boo
     board = load_board(store, store.find_board(dataset, task, split))
     pct = round(board.ci_level * 100)
     table = Table(
-        title=f"{board.dataset_card.get('title') or board.key.ref} — {task} ({split})",
-        caption=(
+        title=Text(f"{board.dataset_card.get('title') or board.key.ref} — {task} ({split})"),
+        caption=Text(
             f"{board.headline}: {direction_word(board.direction)}; ± std over seeds; "
             f"{pct}% bootstrap interval. '=' tied, '≈' interval overlaps the entry above."
         ),
     )
-    table.add_column("rank", justify="right")
-    table.add_column("entry")
-    table.add_column(f"{board.headline}", justify="right")
-    table.add_column(f"{pct}% interval")
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("entry", overflow="fold")
+    table.add_column(f"{board.headline}", justify="right", no_wrap=True)
+    table.add_column(f"{pct}% interval", no_wrap=True)
     table.add_column("seeds", justify="right")
-    table.add_column("params", justify="right")
-    table.add_column("runtime (s)", justify="right")
-    table.add_column("memory (MB)", justify="right")
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("runtime (s)", justify="right", no_wrap=True)
+    table.add_column("memory (MB)", justify="right", no_wrap=True)
     extra = board.metric_keys[1:] if all_metrics else []
     for key in extra:
-        table.add_column(key, justify="right")
+        table.add_column(key, justify="right", no_wrap=True)
     table.add_column("flags")
     for r in board.rows:
         runtime, memory = r.resource("runtime_s"), r.resource("peak_memory_mb")
         table.add_row(
             rank_label(r),
-            r.name,
+            Text(r.name),
             fmt_mean_std(r.headline.mean, r.headline.std),
             fmt_interval(r.headline.ci_low, r.headline.ci_high),
             str(len(r.replicates)),
@@ -93,12 +97,12 @@ def show(dataset: str, task: str, split: str, root: str | None, all_metrics: boo
             fmt_resource(runtime.mean) if runtime else "—",
             fmt_resource(memory.mean, 0) if memory else "—",
             *[fmt_mean_std(r.metrics[k].mean, r.metrics[k].std) for k in extra],
-            "; ".join(r.flags),
+            Text("; ".join(r.flags)),
         )
     console = _console()
     console.print(table)
     for note in board.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
 
 
 @leaderboard.command()

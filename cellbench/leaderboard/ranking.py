@@ -82,7 +82,7 @@ class Summary:
             "mean": self.mean,
             "std": self.std,
             "n": self.n,
-            "values": self.values,
+            "values": [None if v != v else v for v in self.values],
         }
         if _finite(self.ci_low) or _finite(self.ci_high):
             out["ci_low"] = self.ci_low

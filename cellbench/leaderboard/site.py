@@ -91,7 +91,7 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def _json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return json.dumps(_nan_to_none(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def find_confusion(entry: LeaderboardEntry) -> tuple[list[list[float]], list[str]] | None:
@@ -273,7 +273,7 @@ def publish(
         }
         for b, rel in rendered
     ]
-    _write_text(out / "leaderboards.json", _json_text(_nan_to_none(index)))
+    _write_text(out / "leaderboards.json", _json_text(index))
     return PublishResult(out=out, boards=keys, notes=notes)
 
 
