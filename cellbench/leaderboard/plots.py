@@ -234,16 +234,18 @@ def _outline(labels: np.ndarray) -> np.ndarray:
     return edge & (lab > 0)
 
 
-def overlay_chart(
+def overlay_rgb(
     image: np.ndarray,
     gt: np.ndarray,
     pred: np.ndarray,
     gt_classes: Mapping[int, str],
     pred_classes: Mapping[int, str],
-    title: str,
-    path: Path,
-) -> Path:
-    """Draw object errors on an image: filled GT objects by class, prediction outlines by class.
+    alpha: float = 0.45,
+) -> np.ndarray:
+    """The overlay as an RGB float image (vectorised, one lookup table per label image).
+
+    Ground-truth objects are blended with their class colour (``alpha``); predicted objects'
+    boundary pixels are painted in their class colour (white when unclassified).
 
     Args:
         image: Input image (any shape; reduced with :func:`display_image`).
@@ -251,20 +253,18 @@ def overlay_chart(
         pred: Predicted 2D label image.
         gt_classes: Error class of each GT object id (``missed``, ``split``, ``merge``, ...).
         pred_classes: Error class of each predicted id (``false_positive``, ``split``, ...).
-        title: Figure title.
-        path: PNG file to write.
+        alpha: Opacity of the GT fill.
 
     Returns:
-        ``path``.
+        ``(Y, X, 3)`` float array in [0, 1].
     """
     from matplotlib.colors import to_rgb
-    from matplotlib.patches import Patch
 
     base = display_image(image)
     rgb = np.repeat(base[..., None], 3, axis=2)
     classes = list(ERROR_COLOURS)
     code = {c: i + 1 for i, c in enumerate(classes)}
-    palette = np.array([[0, 0, 0]] + [to_rgb(ERROR_COLOURS[c]) for c in classes], float)
+    palette = np.array([[1.0, 1.0, 1.0]] + [to_rgb(ERROR_COLOURS[c]) for c in classes], float)
 
     def lut(labels: np.ndarray, mapping: Mapping[int, str]) -> np.ndarray:
         size = int(labels.max()) + 1 if labels.size else 1
@@ -277,20 +277,38 @@ def overlay_chart(
     gt2 = np.asarray(gt).astype(np.int64)
     pr2 = np.asarray(pred).astype(np.int64)
     fill = lut(gt2, gt_classes)
-    alpha = 0.45
     m = fill > 0
     rgb[m] = (1 - alpha) * rgb[m] + alpha * palette[fill[m]]
-    edge_cls = lut(pr2, pred_classes)
     edges = _outline(pr2)
-    rgb[edges] = palette[np.where(edge_cls[edges] > 0, edge_cls[edges], 0)]
-    rgb[edges & (edge_cls == 0)] = (1.0, 1.0, 1.0)
-    h, w = base.shape
+    rgb[edges] = palette[lut(pr2, pred_classes)[edges]]
+    return rgb
+
+
+def overlay_chart(
+    image: np.ndarray,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    gt_classes: Mapping[int, str],
+    pred_classes: Mapping[int, str],
+    title: str,
+    path: Path,
+) -> Path:
+    """Draw object errors on an image (see :func:`overlay_rgb`) with a legend; write a PNG.
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.patches import Patch
+
+    rgb = overlay_rgb(image, gt, pred, gt_classes, pred_classes)
+    h, w = rgb.shape[:2]
     scale = 5.0 / max(h, w)
     fig = Figure(figsize=(max(3.0, w * scale) + 1.8, max(3.0, h * scale) + 0.6))
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(rgb, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(plain(title, 60), fontsize=9)
+    classes = list(ERROR_COLOURS)
     present = sorted(
         {*gt_classes.values(), *pred_classes.values()} & set(classes), key=classes.index
     )
