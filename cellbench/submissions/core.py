@@ -310,7 +310,9 @@ def evaluate_submission(
                 got = getattr(predictions, name)
                 if got and want and got != want:
                     problems.append(f"predictions: recorded {name} {got!r} != manifest {want!r}")
-            if store is not None and not problems:
+            # The ground truth is usable when the dataset serves this task and split; then the
+            # prediction problems are listed together with any manifest problems.
+            if store is not None and task in store.tasks and split in store.splits:
                 problems += [
                     f"predictions: {p}" for p in task_problems(task, store, split, predictions)
                 ]
