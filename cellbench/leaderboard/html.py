@@ -27,7 +27,8 @@ from cellbench.leaderboard.formatting import (
     is_number,
     safe_url,
 )
-from cellbench.leaderboard.markdown import group_mean, metric_families, worst_group
+from cellbench.leaderboard.layout import scalar_families, series_families
+from cellbench.leaderboard.markdown import arrow, group_mean, worst_group
 from cellbench.leaderboard.ranking import RANKING_RULES, Leaderboard, RankedEntry
 
 CSP = (
@@ -198,10 +199,10 @@ def ranking_table(board: Leaderboard) -> str:
 def metric_tables(board: Leaderboard) -> str:
     """One sortable table per metric family with mean ± std of every value."""
     out = []
-    for family, keys in metric_families(board.metric_keys).items():
+    for family, keys in scalar_families(board.metric_keys, board.headline).items():
         head = _th("Entry", "entry") + "".join(
             _th(
-                f"{k.split('/', 1)[-1]} ({'↓' if board.directions.get(k) == 'lower' else '↑'})",
+                f"{k.split('/', 1)[-1]} ({arrow(board.directions.get(k, 'higher'))})",
                 k,
                 "number",
                 board.directions.get(k, "higher"),
@@ -220,6 +221,34 @@ def metric_tables(board: Leaderboard) -> str:
             f"<h3>{esc(family)}</h3>"
             f'<div class="scroll"><table class="sortable metrics" data-family="{esc(family)}">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        )
+    return "".join(out)
+
+
+def series_tables(board: Leaderboard) -> str:
+    """Threshold series (entries x thresholds), one collapsible block per metric."""
+    out = []
+    for family, bases in series_families(board.metric_keys).items():
+        blocks = []
+        for base, points in bases.items():
+            direction = board.directions.get(points[0][1], "higher")
+            head = _th("Entry", "entry") + "".join(
+                _th(f"@{t:g}", key, "number", direction) for t, key in points
+            )
+            rows = []
+            for r in board.rows:
+                cells = [f'<td class="entry-name">{esc(r.name)}</td>']
+                cells += [_num_td(r.metrics[k].mean) for _, k in points]
+                rows.append(f'<tr data-entry="{esc(r.name)}">' + "".join(cells) + "</tr>")
+            blocks.append(
+                f"<h4>{esc(base)} ({arrow(direction)})</h4>"
+                f'<div class="scroll"><table class="sortable series" data-series="{esc(base)}">'
+                f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+            )
+        out.append(
+            f'<details data-family="{esc(family)}"><summary>{esc(family)} '
+            f'<span class="muted">({len(bases)} series)</span></summary>{"".join(blocks)}'
+            "</details>"
         )
     return "".join(out)
 
@@ -364,6 +393,14 @@ def render_board_html(
         metric_tables(board),
         "</section>",
     ]
+    series = series_tables(board)
+    if series:
+        parts += [
+            '<section id="series"><h2>Metrics by threshold <span class="muted">(mean over '
+            "seeds)</span></h2>",
+            series,
+            "</section>",
+        ]
     groups = group_tables(board)
     if groups:
         parts += ['<section id="groups"><h2>Per group</h2>', groups, "</section>"]

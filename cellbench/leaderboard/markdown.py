@@ -16,16 +16,8 @@ from cellbench.leaderboard.formatting import (
     md_escape,
     md_link,
 )
+from cellbench.leaderboard.layout import scalar_families, series_families
 from cellbench.leaderboard.ranking import RANKING_RULES, Leaderboard, RankedEntry
-
-
-def metric_families(keys: Sequence[str]) -> dict[str, list[str]]:
-    """Group flat metric keys ``<metric>/<value>`` by metric, keeping their order."""
-    out: dict[str, list[str]] = {}
-    for key in keys:
-        family = key.split("/", 1)[0] if "/" in key else "other"
-        out.setdefault(family, []).append(key)
-    return out
 
 
 def arrow(direction: str) -> str:
@@ -144,7 +136,7 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
         out += ["", f"![{md_escape(head)} per entry]({plots['headline']})"]
 
     out += ["", "## All metrics (mean ± std over seeds)", ""]
-    for family, keys in metric_families(board.metric_keys).items():
+    for family, keys in scalar_families(board.metric_keys, board.headline).items():
         out += [f"### {md_escape(family)}", ""]
         header = ["entry"] + [
             f"{md_escape(k.split('/', 1)[-1])} ({arrow(board.directions.get(k, 'higher'))})"
@@ -155,6 +147,22 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
             for r in board.rows
         ]
         out += [_table(header, ["l"] + ["r"] * len(keys), body), ""]
+
+    series = series_families(board.metric_keys)
+    if series:
+        out += ["## Metrics by threshold (mean over seeds)", ""]
+    for family, bases in series.items():
+        out += [f"<details><summary>{md_escape(family)}</summary>", ""]
+        for base, points in bases.items():
+            direction = board.directions.get(points[0][1], "higher")
+            out += [f"**{md_escape(base)}** ({arrow(direction)})", ""]
+            header = ["entry"] + [f"@{t:g}" for t, _ in points]
+            body = [
+                [md_escape(r.name)] + [fmt_value(r.metrics[k].mean) for _, k in points]
+                for r in board.rows
+            ]
+            out += [_table(header, ["l"] + ["r"] * len(points), body), ""]
+        out += ["</details>", ""]
 
     group_section = _groups_markdown(board)
     if group_section:

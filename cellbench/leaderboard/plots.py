@@ -100,24 +100,6 @@ def bar_chart(board: Leaderboard, key: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def threshold_series(keys: Sequence[str]) -> dict[str, list[tuple[float, str]]]:
-    """Find ``<metric>/<value>@<threshold>`` keys: ``{"<metric>/<value>": [(t, key), ...]}``.
-
-    Only series with at least two numeric thresholds are returned, sorted by threshold.
-    """
-    series: dict[str, list[tuple[float, str]]] = {}
-    for key in keys:
-        base, sep, t = key.rpartition("@")
-        if not sep:
-            continue
-        try:
-            value = float(t)
-        except ValueError:
-            continue
-        series.setdefault(base, []).append((value, key))
-    return {b: sorted(v) for b, v in sorted(series.items()) if len(v) >= 2}
-
-
 def curves_chart(
     board: Leaderboard,
     family: str,
@@ -130,7 +112,8 @@ def curves_chart(
     Args:
         board: The ranked leaderboard.
         family: Metric name shown in the title (e.g. ``matching``).
-        series: Output of :func:`threshold_series` restricted to that metric.
+        series: ``{base: [(threshold, key), ...]}`` of that metric (see
+            :func:`cellbench.leaderboard.layout.curve_series`).
         path: PNG file to write.
         top_k: Number of best entries drawn.
 

@@ -32,13 +32,13 @@ from typing import Any
 from cellbench.errors import CellbenchError
 from cellbench.leaderboard.entry import BoardKey, LeaderboardEntry
 from cellbench.leaderboard.html import FigureRef, render_board_html, render_index_html
-from cellbench.leaderboard.markdown import metric_families, render_index_markdown, render_markdown
+from cellbench.leaderboard.layout import curve_series, scalar_families, series_families
+from cellbench.leaderboard.markdown import render_index_markdown, render_markdown
 from cellbench.leaderboard.plots import (
     bar_chart,
     confusion_chart,
     curves_chart,
     file_stem,
-    threshold_series,
 )
 from cellbench.leaderboard.ranking import Leaderboard, rank_entries
 from cellbench.leaderboard.store import LeaderboardStore
@@ -164,22 +164,21 @@ def render_board(
     figures: list[FigureRef] = []
     notes: list[str] = []
 
-    chart_keys = [board.headline] + [k for k in board.metric_keys[1:] if "@" not in k]
-    for k in chart_keys:
+    charts = [
+        k for keys in scalar_families(board.metric_keys, board.headline).values() for k in keys
+    ]
+    for k in [board.headline] + [k for k in charts if k != board.headline]:
         name = f"plots/bar-{file_stem(k)}.png"
         bar_chart(board, k, folder / name)
         whisker = "95% interval" if k == board.headline else "± std over seeds"
         figures.append(FigureRef("metrics", name, f"{k} per entry (whiskers: {whisker})", k))
 
-    for family, keys in metric_families(board.metric_keys).items():
-        series = threshold_series(keys)
-        if series:
-            name = f"plots/curves-{file_stem(family)}.png"
-            curves_chart(board, family, series, folder / name, top_k=max(top_k, 5))
-            labels = ", ".join(b.split("/", 1)[-1] for b in series)
-            figures.append(
-                FigureRef("curves", name, f"{family}: {labels} versus threshold", family)
-            )
+    for family, series in series_families(board.metric_keys).items():
+        drawn = curve_series(series)
+        name = f"plots/curves-{file_stem(family)}.png"
+        curves_chart(board, family, drawn, folder / name, top_k=max(top_k, 5))
+        labels = ", ".join(b.split("/", 1)[-1] for b in drawn)
+        figures.append(FigureRef("curves", name, f"{family}: {labels} versus threshold", family))
 
     if key.task == "classification":
         for row in board.rows[:top_k]:

@@ -79,10 +79,12 @@ def html_rows(path: Path, table_id: str = "leaderboard") -> tuple[list, TablePar
     return parser.rows, parser
 
 
-def md_table(text: str, header_start: str) -> list[list[str]]:
-    """Rows of the Markdown table whose header line starts with ``header_start``."""
+def md_table(text: str, header_start: str, after: str = "") -> list[list[str]]:
+    """Rows of the first Markdown table whose header starts with ``header_start`` (after the
+    first line starting with ``after``, when given)."""
     lines = text.splitlines()
-    i = next(k for k, line in enumerate(lines) if line.startswith(header_start))
+    first = next(k for k, line in enumerate(lines) if line.startswith(after)) if after else 0
+    i = next(k for k, line in enumerate(lines) if k >= first and line.startswith(header_start))
     rows = []
     for line in lines[i + 2 :]:
         if not line.startswith("|"):
@@ -165,25 +167,37 @@ def test_numbers_agree_across_json_markdown_and_html(site):
         assert float(h[3][1]) == mean  # full precision in data-value
         assert m[0].lstrip("≈=") == h[0][0].lstrip("≈=") == str(r["rank"])
         assert h[1][0].startswith(r["name"])  # the literal (escaped) name is the visible text
-    # every metric of every row, in the per-family tables
-    for family in ("matching", "coco_ap"):
-        fam_rows, _ = html_rows_family(folder / "index.html", family)
-        keys = [k for k in data["metrics"] if k["key"].startswith(family + "/")]
+    # every scalar metric of every row, in the per-family tables
+    for family, keys in (("matching", ["matching/f1@0.50"]), ("coco_ap", ["coco_ap/ap"])):
+        fam_rows, _ = html_rows_attr(folder / "index.html", "data-family", family)
+        assert len(fam_rows) == len(rows)
         for r, cells in zip(rows, fam_rows, strict=True):
-            for k, (text, value) in zip(keys, cells[1:], strict=True):
-                s = r["metrics"][k["key"]]
+            assert cells[0][0] == r["name"]
+            for key, (text, value) in zip(keys, cells[1:], strict=True):
+                s = r["metrics"][key]
                 assert float(value) == s["mean"]
                 assert text.split(" ± ")[0] == four(s["mean"])
+    # threshold series: one table per series, entries x thresholds, in HTML and Markdown
+    for base in ("matching/precision", "matching/recall"):
+        ser_rows, _ = html_rows_attr(folder / "index.html", "data-series", base)
+        md_rows = md_table(md, "| entry | @0.5 | @0.6 | @0.7 | @0.8 | @0.9 |", after=f"**{base}**")
+        for r, cells, mrow in zip(rows, ser_rows, md_rows, strict=True):
+            values = [r["metrics"][f"{base}@{t:.2f}"]["mean"] for t in (0.5, 0.6, 0.7, 0.8, 0.9)]
+            assert [float(v) for _, v in cells[1:]] == values
+            assert [t for t, _ in cells[1:]] == [four(v) for v in values] == mrow[1:]
+    assert "matching/precision@0.50" not in [k["key"] for k in data["metrics"]][:2]
 
 
-def html_rows_family(path: Path, family: str):
+def html_rows_attr(path: Path, attr: str, value: str):
+    """Rows of the table carrying ``attr="value"``."""
+
     class P(TableParser):
         def handle_starttag(self, tag, attrs):
-            if tag == "table" and dict(attrs).get("data-family") == family:
+            if tag == "table" and dict(attrs).get(attr) == value:
                 attrs = [*attrs, ("id", self.table_id)]
             super().handle_starttag(tag, attrs)
 
-    parser = P(f"family-{family}")
+    parser = P(f"{attr}-{value}")
     parser.feed(path.read_text(encoding="utf-8"))
     return parser.rows, parser
 
