@@ -42,7 +42,7 @@ def plain(text: Any, max_len: int = 40) -> str:
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=96, metadata={"Software": None})
+    fig.savefig(path, dpi=96, metadata={"Software": None}, bbox_inches="tight")
     return path
 
 

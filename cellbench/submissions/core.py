@@ -110,12 +110,32 @@ def task_problems(
 ) -> list[str]:
     """Problems of a prediction set against the task's schema and the ground truth.
 
-    Delegates to ``cellbench.tasks.get_task(task).validate(...)``, which checks missing and
-    extra samples, shapes, dtypes, frame counts, NaN and label ranges.
+    Uses the task's own declaration (:func:`cellbench.tasks.get_task`): its ``validate`` when
+    it has one, else its per-sample ``validate_sample`` on every predicted sample of the split,
+    plus missing and extra samples. Checks shapes, dtypes, frame counts, NaN and label ranges.
     """
     from cellbench.tasks import get_task
 
-    return list(get_task(task).validate(store, split, predictions))
+    spec = get_task(task)
+    validate = getattr(spec, "validate", None)
+    if callable(validate):
+        return list(validate(store, split, predictions))
+    ids = store.sample_ids(split)
+    predicted = set(predictions.sample_ids)
+    problems = []
+    missing = [s for s in ids if s not in predicted]
+    extra = sorted(predicted - set(ids))
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        problems.append(f"{len(missing)} sample(s) of split {split!r} not predicted: {shown}")
+    if extra:
+        shown = ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else "")
+        problems.append(f"{len(extra)} predicted sample(s) not in split {split!r}: {shown}")
+    for sid in ids:
+        if sid in predicted:
+            truth = spec.ground_truth(store, sid)
+            problems += spec.validate_sample(store, sid, truth, predictions.get(sid))
+    return problems
 
 
 def _score(

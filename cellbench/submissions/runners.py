@@ -26,8 +26,8 @@ Outputs (the first output, and an optional second, by task)
     instance-segmentation     label image ``(1, [Z,] Y, X)`` or ``(1, 1, [Z,] Y, X)``, 0 =
                               background, integer-valued (int or float dtype); optional
                               second output ``(1, M)`` or ``(M,)``: confidence of label
-                              ``k`` at index ``k - 1`` (M >= the largest label), used to rank
-                              detections for COCO AP (objects without a score count as 1.0)
+                              ``k`` at index ``k - 1`` (M >= the largest label, so every
+                              object is scored), used to rank detections for COCO AP
     augmented-microscopy      predicted target ``(1, C_out, [Z,] Y, X)`` float, in the
                               normalised intensity scale of the inputs
     tracking                  not run: tracking is accepted as predictions only

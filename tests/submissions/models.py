@@ -203,3 +203,14 @@ def percentile_normalised(image: np.ndarray, low: float = 1.0, high: float = 99.
         lo, hi = np.percentile(x[c], [low, high])
         out[c] = (x[c] - lo) / ((hi - lo) or 1.0)
     return out
+
+
+def submit_in_process(manifest_path: str, root: str, home: str, barrier) -> str:
+    """Run a full submission in a worker process (concurrency tests); returns the entry path."""
+    import os
+
+    os.environ["CELLBENCH_HOME"] = home
+    from cellbench.submissions import submit
+
+    barrier.wait()
+    return str(submit(manifest_path, root=root, n_bootstrap=20).entry_path)
