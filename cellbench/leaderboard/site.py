@@ -121,7 +121,9 @@ def find_confusion(entry: LeaderboardEntry) -> tuple[list[list[float]], list[str
         details = result.get("details") or {}
         if not isinstance(details, Mapping):
             continue
-        for k, v in details.items():
+        keys = sorted(details, key=lambda k: (k != "confusion_matrix", str(k)))
+        for k in keys:
+            v = details[k]
             if "confusion" not in str(k).lower():
                 continue
             matrix = square(v)

@@ -327,3 +327,37 @@ def test_eight_submissions_at_once_lose_nothing(dataset, tmp_path):
     assert perfect.report.headline.value == 1.0
     board = rank_entries(KEY, LeaderboardStore(root).entries(KEY))
     assert len(board.rows) == 1 and board.rows[0].seeds == list(range(8))
+
+
+def test_classification_csv_submission_and_confusion_matrix(tmp_path, monkeypatch):
+    card = {**CARD, "id": "toy-classes", "tasks": ["classification"]}
+    home = tmp_path / "home"
+    monkeypatch.setenv("CELLBENCH_HOME", str(home))
+    store = build_store(
+        toy_samples("classification", n=24),
+        tmp_path / "cls.zarr",
+        card,
+        {"label": ["nucleus", "cytoplasm", "membrane"]},
+    )
+    import_store(store.path)
+    ids = store.sample_ids("test")
+    truth = [store.label(s) for s in ids]
+    predicted = [(t + 1) % 3 if i == 0 else t for i, t in enumerate(truth)]  # one mistake
+    rows = ["sample_id,label"] + [f"{s},{p}" for s, p in zip(ids, predicted, strict=True)]
+    (tmp_path / "preds.csv").write_text("\n".join(rows) + "\n")
+    path = manifest(
+        tmp_path, "csv", 0, "preds.csv", task="classification", dataset="toy-classes@1.0"
+    )
+    root = tmp_path / "lb"
+    report = submit(path, root=root, n_bootstrap=50).report
+    expected = np.zeros((3, 3), int)
+    for t, p in zip(truth, predicted, strict=True):
+        expected[t, p] += 1
+    details = next(r["details"] for r in report.results if "confusion_matrix" in r["details"])
+    assert np.array_equal(np.asarray(details["confusion_matrix"]), expected)
+    assert report.metrics["classification/accuracy"] == pytest.approx((len(ids) - 1) / len(ids))
+    site = publish(LeaderboardStore(root), tmp_path / "site").out
+    key = BoardKey("toy-classes", "1.0", "classification", "test")
+    confusion = list((site / key.path / "plots").glob("confusion-*.png"))
+    assert len(confusion) == 1
+    assert f'src="plots/{confusion[0].name}"' in (site / key.path / "index.html").read_text()
