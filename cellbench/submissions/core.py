@@ -244,28 +244,42 @@ def run_package(
 ) -> tuple[ResourceUsage, dict[str, Any]]:
     """Run a safetensors model package with the training engine's inference.
 
+    The package is rebuilt by :func:`cellbench.training.package.load_model_package` (baseline
+    class from the registry, weights from safetensors: nothing is unpickled) and run with
+    :func:`cellbench.training.inference.predict_split`, which applies the training-time
+    normalisation and tiling recorded in ``model.json``.
+
     Returns:
         Runtime/memory of inference and facts about the run (parameter count, device).
+
+    Raises:
+        ValidationError: If the package's model serves another task than the manifest says.
     """
     from cellbench.training.inference import predict_split
     from cellbench.training.package import load_model_package
 
-    package = load_model_package(manifest.submission_path)
-    model = package[0] if isinstance(package, tuple) else package
-    n_params = None
-    if hasattr(model, "parameters"):
-        n_params = int(sum(p.numel() for p in model.parameters()))
-        if hasattr(model, "to"):
-            model.to(device)
+    model, normaliser = load_model_package(manifest.submission_path, device)
+    task = getattr(getattr(model, "spec", None), "task", manifest.task)
+    if task != manifest.task:
+        raise ValidationError(
+            [
+                f"the packaged {model.name!r} model predicts {task}, the manifest says "
+                f"{manifest.task}"
+            ],
+            context=str(manifest.submission_path),
+        )
+    n_params = int(sum(p.numel() for p in model.parameters()))
     cuda = device.startswith("cuda")
     with ResourceMonitor(cuda=cuda) as monitor:
-        pset = predict_split(package, store, manifest.split)
+        pset = predict_split((model, normaliser), store, manifest.split, device=device)
         write_predictions(out, pset)
-    return monitor.usage, {
+    extra = {
         "runtime": "cellbench.training",
+        "baseline": model.name,
         "device": device,
         "measured_parameters": n_params,
     }
+    return monitor.usage, extra
 
 
 def evaluate_submission(

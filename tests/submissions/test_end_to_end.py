@@ -23,13 +23,19 @@ from cellbench.leaderboard import (
     publish,
     rank_entries,
 )
-from cellbench.predictions import Prediction, PredictionWriter
+from cellbench.predictions import Prediction, PredictionWriter, digest_path, load_predictions
 from cellbench.registry import import_store
 from cellbench.report import ScoreReport
 from cellbench.store.zarr_store import build_store
 from cellbench.submissions import submit
 from tests.factories import toy_samples
-from tests.submissions.models import Threshold, script, submit_in_process
+from tests.submissions.models import (
+    Classifier,
+    Threshold,
+    percentile_normalised,
+    script,
+    submit_in_process,
+)
 
 pytest.importorskip("cellbench.scoring", reason="cellbench.scoring has not landed on this branch")
 pytest.importorskip("cellbench.tasks", reason="cellbench.tasks has not landed on this branch")
@@ -361,3 +367,36 @@ def test_classification_csv_submission_and_confusion_matrix(tmp_path, monkeypatc
     confusion = list((site / key.path / "plots").glob("confusion-*.png"))
     assert len(confusion) == 1
     assert f'src="plots/{confusion[0].name}"' in (site / key.path / "index.html").read_text()
+
+
+def test_safetensors_package_submission(tmp_path, monkeypatch):
+    pytest.importorskip("cellbench.training.package", reason="training engine not on branch")
+    from tests.submissions.models import linear_classifier_package
+
+    card = {**CARD, "id": "toy-classes", "tasks": ["classification"]}
+    monkeypatch.setenv("CELLBENCH_HOME", str(tmp_path / "home"))
+    store = build_store(
+        toy_samples("classification", n=12), tmp_path / "cls.zarr", card, {"label": ["a", "b", "c"]}
+    )
+    import_store(store.path)
+    package = linear_classifier_package(tmp_path / "pkg", "toy-classes@1.0")
+    path = manifest(
+        tmp_path,
+        "package",
+        0,
+        "pkg",
+        task="classification",
+        dataset="toy-classes@1.0",
+        kind="safetensors",
+    )
+    result = submit(path, root=tmp_path / "lb", n_bootstrap=20, predictions_dir=tmp_path / "p")
+    prov = result.report.provenance
+    assert prov.extra["baseline"] == "test-mean-classifier"
+    assert prov.extra["measured_parameters"] == 6 and prov.runtime_s > 0
+    assert result.entry.submission_sha256 == digest_path(package)
+    # reference: percentile-normalised channel means through the fixed weights
+    w = Classifier().weight.detach().numpy().astype(np.float64)
+    preds = load_predictions(result.entry.predictions_uri, "classification")
+    for sid in store.sample_ids("test"):
+        x = percentile_normalised(np.asarray(store.image(sid)[...]))
+        assert preds.get(sid).label == int(np.argmax(w @ x.mean(axis=(1, 2))))
