@@ -148,7 +148,7 @@ class Limits:
     max_members: int = 100_000
     max_ratio: float = 200.0
     max_code_bytes: int = 16 << 20
-    max_tensor_bytes: int = 2 * GiB
+    max_tensor_bytes: int = 8 * GiB
     max_dim: int = 1 << 20
 
 
