@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import re
@@ -10,6 +11,7 @@ import urllib.error
 import urllib.request
 from email.message import Message
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from cellbench._version import __version__
 from cellbench.store.fetch._files import (
@@ -54,6 +56,24 @@ def _retry_after(headers: Message | None) -> float | None:
         return None
 
 
+def _request(url: str, headers: dict[str, str]) -> urllib.request.Request:
+    """Build the request for ``url``.
+
+    ``user:password@`` in the URL becomes a Basic ``Authorization`` header that urllib does
+    not forward to redirect targets.
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return urllib.request.Request(url, headers=headers)
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    request = urllib.request.Request(bare, headers=headers)
+    user, _, password = (unquote(p) for p in userinfo.partition(":"))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request.add_unredirected_header("Authorization", f"Basic {token}")
+    return request
+
+
 def _truncate(part: Path) -> None:
     part.write_bytes(b"")
 
@@ -90,7 +110,7 @@ def download_http(
     headers = {"User-Agent": f"cellbench/{__version__}", "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
+    request = _request(url, headers)
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -143,7 +163,7 @@ def download_http(
             progress_bar(total or size, offset, desc, progress) as bar,
         ):
             try:
-                while chunk := response.read(BLOCK):
+                while chunk := response.read1(BLOCK):  # what has arrived, up to 1 MiB
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
