@@ -21,6 +21,7 @@ from cellbench.errors import CardError, ChecksumError, FetchError, OfflineError
 from cellbench.store.cache import downloads_dir
 from cellbench.store.fetch import Source, cached_path, fetch, sha256_file
 from cellbench.store.fetch._files import part_path
+from cellbench.store.fetch.source import needs_network
 from tests.store.fetch_helpers import build_sdist, build_wheel, payload, sha
 
 REPO = Path(__file__).resolve().parents[2]
@@ -335,6 +336,31 @@ def test_memory_url_is_streamed_into_the_cache():
     source = _http_source("memory://cellbench-tests/m.bin")
     path = fetch(source, offline=True, progress=False)  # memory:// never needs the network
     assert path == cached_path(source) and path.read_bytes() == DATA
+
+
+def test_chained_fsspec_url_reads_inside_an_archive():
+    inner = payload(4000, seed=8)
+    with fsspec.open("memory://cellbench-tests/chained.zip", "wb") as fh:
+        fh.write(_zip({"inner.bin": inner}))
+    source = Source(("zip://inner.bin::memory://cellbench-tests/chained.zip",), sha(inner))
+    assert source.local_name == "inner.bin"
+    assert fetch(source, offline=True, progress=False).read_bytes() == inner
+
+
+@pytest.mark.parametrize(
+    ("url", "network"),
+    [
+        ("https://h/x.zip", True),
+        ("pypi://a==1/x.txt", True),
+        ("s3://b/k.bin", True),
+        ("simplecache::s3://b/k.bin", True),
+        ("zip://a.bin::memory://b/k.zip", False),
+        ("file:///tmp/x.bin", False),
+        ("~/data/x.bin", False),
+    ],
+)
+def test_which_mirrors_need_the_network(url, network):
+    assert needs_network(url) is network
 
 
 def test_file_url_is_copied_and_missing_file_is_reported(tmp_path):

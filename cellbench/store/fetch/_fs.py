@@ -35,8 +35,8 @@ def resolve_storage_options(url: str, options: Mapping[str, Any]) -> dict[str, A
         A new dict of keyword arguments for ``fsspec.open``.
     """
     resolved = dict(options)
-    protocol = url.split("://", 1)[0].split("::")[-1].lower()
-    if protocol in ("s3", "s3a"):
+    protocol = url.split("://", 1)[0].lower()
+    if protocol in ("s3", "s3a") and "::" not in url:  # chained URLs take per-protocol options
         client_kwargs = resolved.get("client_kwargs") or {}
         if "endpoint_url" not in resolved and "endpoint_url" not in client_kwargs:
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")

@@ -210,6 +210,10 @@ def _fetch_pypi(url: str, source: Source, target: Path, opts: _Options) -> Path:
         dist, is_sdist = pip_download(
             name, version, Path(work), timeout=opts.timeout, attempts=opts.attempts
         )
+        if source.size is not None and dist.stat().st_size != source.size:
+            raise MismatchError(
+                f"{dist.name}: size mismatch: {dist.stat().st_size} bytes, card says {source.size}"
+            )
         if source.sha256 is not None:
             actual = sha256_file(dist)
             if actual != source.sha256:

@@ -26,7 +26,11 @@ FETCH_KEYS = frozenset(
     {"url", "urls", "sha256", "filename", "member", "member_sha256", "size", "storage_options"}
 )
 # fsspec protocols that never leave this machine, so they also work offline.
-_LOCAL_PROTOCOLS = frozenset({"file", "local", "memory"})
+# Wrappers (caches, archives) only reach the network through the URL they wrap.
+_LOCAL_PROTOCOLS = frozenset(
+    {"file", "local", "memory", "simplecache", "filecache", "blockcache", "zip", "tar"}
+)
+_CHAINED = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(://[^:]*)?::")
 
 
 class _InvalidSourceError(CardError):
@@ -53,8 +57,12 @@ def url_kind(url: str) -> UrlKind:
         url: A mirror as written in a card.
 
     Returns:
-        The :class:`UrlKind`; strings without ``scheme://`` are local paths.
+        The :class:`UrlKind`; strings without ``scheme://`` are local paths, and fsspec
+        chained URLs (``zip://a.tif::s3://bucket/b.zip``, ``simplecache::s3://...``) are
+        :attr:`UrlKind.FSSPEC`.
     """
+    if _CHAINED.match(url):
+        return UrlKind.FSSPEC
     match = _SCHEME.match(url)
     if match is None:
         return UrlKind.LOCAL
@@ -72,8 +80,13 @@ def needs_network(url: str) -> bool:
     if kind is UrlKind.LOCAL:
         return False
     if kind is UrlKind.FSSPEC:
-        return _SCHEME.match(url).group(1).lower() not in _LOCAL_PROTOCOLS  # type: ignore[union-attr]
+        return any(p not in _LOCAL_PROTOCOLS for p in fsspec_protocols(url))
     return True
+
+
+def fsspec_protocols(url: str) -> list[str]:
+    """Protocols of an fsspec URL, outermost first (several for chained URLs)."""
+    return [segment.split("://", 1)[0].lower() for segment in url.split("::")]
 
 
 def parse_pypi_url(url: str) -> tuple[str, str, str | None]:
@@ -121,6 +134,10 @@ def url_basename(url: str) -> str:
         except ValueError:
             return ""
         return PurePosixPath(member).name if member else ""
+    if kind is UrlKind.FSSPEC:  # the innermost target is named by the first segment with a path
+        segment = next(seg for seg in url.split("::") if "://" in seg)
+        path = segment.split("://", 1)[1].split("?", 1)[0]
+        return unquote(PurePosixPath(path).name) if "/" in path or "::" in url else ""
     return unquote(PurePosixPath(urlsplit(url).path).name)
 
 
@@ -399,8 +416,10 @@ class Source:
 def _fsspec_protocol_problem(url: str) -> str | None:
     import fsspec
 
-    protocol = _SCHEME.match(url).group(1).lower()  # type: ignore[union-attr]
-    if protocol not in fsspec.available_protocols():
+    known = set(fsspec.available_protocols())
+    for protocol in fsspec_protocols(url):
+        if protocol in known:
+            continue
         return (
             f"unknown URL scheme {protocol!r} in {redact(url)!r} (expected https://, http://, "
             "pypi://NAME==VERSION/member, a local path, or an fsspec protocol such as s3://, "
