@@ -304,9 +304,7 @@ def test_wrong_member_path_or_hash_in_verified_archive_is_a_card_error(http_serv
     wrong = sha(b"other")
     with pytest.raises(ChecksumError, match=rf"got {sha(a)} but card says member_sha256 {wrong}"):
         fetch(Source((url,), sha(archive), member="set/images/a.tif", member_sha256=wrong), **FAST)
-    assert not (downloads_dir() / wrong[:2] / wrong).exists() or not any(
-        p.suffix == ".tif" for p in (downloads_dir() / wrong[:2] / wrong).iterdir()
-    )
+    assert _files_under(downloads_dir() / wrong[:2] / wrong) == [".a.tif.lock"]  # no file, no .part
 
 
 def test_member_of_local_tar_gz(tmp_path):
@@ -511,6 +509,7 @@ def test_offline_uncached_names_the_cache_path_and_never_connects(http_server):
     message = str(info.value)
     assert str(cached_path(source)) in message and "run without --offline" in message
     assert sha(DATA) in message and "\n" not in message
+    assert f"[1] {source.urls[0]}: skipped, offline" in message
     assert http_server.seen() == []
 
 

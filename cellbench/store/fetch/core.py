@@ -70,6 +70,7 @@ class _Options:
 
 @dataclass(frozen=True)
 class _Failure:
+    index: int
     url: str
     reason: str
     mismatch: bool
@@ -157,16 +158,16 @@ def fetch(
                     return _extract_from_verified(archive, source, target)
 
         failures: list[_Failure] = []
-        skipped: list[str] = []
-        for url in source.urls:
+        skipped: list[_Failure] = []
+        for index, url in enumerate(source.urls, 1):
             if opts.offline and needs_network(url):
-                skipped.append(url)
+                skipped.append(_Failure(index, url, "skipped, offline", mismatch=False))
                 continue
             try:
                 return _fetch_mirror(url, source, target, opts)
             except MirrorError as exc:
                 log.warning("mirror %s failed: %s", redact(url), exc.reason)
-                failures.append(_Failure(url, exc.reason, isinstance(exc, MismatchError)))
+                failures.append(_Failure(index, url, exc.reason, isinstance(exc, MismatchError)))
         raise _final_error(source, target, failures, skipped)
 
 
@@ -310,21 +311,21 @@ def _download(url: str, kind: UrlKind, source: Source, dest: Path, opts: _Option
             return finalize(part, dest, digest)
         remove(part)
         if start > 0 and not restarted:
-            log.info("resumed download of %s does not verify; restarting from zero", url)
+            log.info("resumed download of %s does not verify; restarting", redact(url))
             restarted, high_water = True, 0
             continue
         raise MismatchError(f"sha256 mismatch: got {digest}")
 
 
 def _final_error(
-    source: Source, target: Path, failures: list[_Failure], skipped: list[str]
+    source: Source, target: Path, failures: list[_Failure], skipped: list[_Failure]
 ) -> FetchError | ChecksumError:
     expected = f"sha256 {source.sha256}" if source.sha256 else ""
     if source.member is not None:
         member = f"member {source.member!r} sha256 {source.member_sha256}"
         expected = f"{expected}, {member}" if expected else member
-    reasons = [f"[{i}] {redact(f.url)}: {f.reason}" for i, f in enumerate(failures, 1)]
-    reasons += [f"[skipped, offline] {redact(url)}" for url in skipped]
+    every = sorted(failures + skipped, key=lambda f: f.index)
+    reasons = [f"[{f.index}] {redact(f.url)}: {f.reason}" for f in every]
     message = f"could not fetch {source.local_name!r} (expected {expected}): " + "; ".join(reasons)
     if any(f.mismatch for f in failures):
         return ChecksumError(message)

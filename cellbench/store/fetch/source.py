@@ -182,7 +182,11 @@ class Source:
             rejects a mirror whose server announces another size before downloading it, and
             stops a download that overruns it.
         storage_options: Keyword arguments for fsspec mirrors (e.g. ``{"anon": True}`` or
-            ``{"endpoint_url": "https://..."}``); ignored by other mirror kinds.
+            ``{"endpoint_url": "https://..."}``); ignored by other mirror kinds. Left out of
+            ``repr`` because it may hold credentials.
+
+    Raises:
+        CardError: On construction, listing every invalid field on one line.
     """
 
     urls: tuple[str, ...]
@@ -191,7 +195,7 @@ class Source:
     member: str | None = None
     member_sha256: str | None = None
     size: int | None = None
-    storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
+    storage_options: dict[str, Any] = field(default_factory=dict, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         urls = (self.urls,) if isinstance(self.urls, str) else tuple(self.urls)
