@@ -4,12 +4,21 @@ A dataset card lists its sources; each entry becomes a :class:`Source` (with
 :meth:`Source.from_card`) and :func:`fetch` turns it into a verified local file::
 
     sources:
-      - url: https://data.example.org/bbbc039/images.zip     # or `urls:` with mirrors
-        sha256: 0f3c...                                        # of the downloaded file
-        size: 73400320                                         # optional, bytes
-      - urls:
-          - pypi://scikit-image==0.24.0/skimage/data/cells3d.tif
-        member_sha256: 9a1b...                                 # pypi: the member is verified
+      - name: images                      # descriptive keys: name, description, license,
+        license: CC0-1.0                  #   homepage, citation, notes (not used to fetch)
+        urls:                             # mirrors, tried in order (or `url:` for one)
+          - https://zenodo.org/records/123/files/images.zip?download=1
+          - s3://open-bucket/bbbc039/images.zip
+        sha256: 0f3c...                   # of the downloaded file (64 hex digits)
+        size: 73400320                    # optional, bytes
+        storage_options: {anon: true}     # optional, for fsspec mirrors
+      - url: https://example.org/bundle.tar.gz
+        sha256: 5d2e...
+        member: bundle/labels/t001.tif    # extract this file from the archive
+        member_sha256: 77aa...            # required with `member`
+        filename: labels_t001.tif         # optional name of the returned file
+      - url: pypi://scikit-image==0.24.0/skimage/data/cells3d.tif
+        member_sha256: 9a1b...            # pypi: the member is what is verified
 
 Mirror kinds: ``https://``/``http://`` (resumable with Range requests), any fsspec URL
 (``s3://``, ``gs://``, ``hf://``, ``memory://``, ``file://``; per-source
