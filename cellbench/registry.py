@@ -343,6 +343,7 @@ def import_hf(
     mapping: ColumnMapping | None = None,
     dataset_id: str | None = None,
     version: str | None = None,
+    metadata: dict[str, Any] | str | Path | None = None,
     progress: bool = False,
 ) -> DatasetStore:
     """Convert a Hugging Face dataset into a canonical store in the cache and register it.
@@ -357,6 +358,8 @@ def import_hf(
             cellbench.
         dataset_id: New id for a cellbench export (the digest check is then skipped).
         version: New version for a cellbench export (the digest check is then skipped).
+        metadata: The export's ``cellbench.json`` (mapping or path) for a dataset that lost it
+            (e.g. loaded from the Hub with ``load_dataset``).
         progress: Show a progress bar.
 
     Returns:
@@ -369,7 +372,9 @@ def import_hf(
     """
     from cellbench.store import hf
 
-    plan = hf.plan_import(source, mapping=mapping, dataset_id=dataset_id, version=version)
+    plan = hf.plan_import(
+        source, mapping=mapping, dataset_id=dataset_id, version=version, metadata=metadata
+    )
     ident, ver = str(plan.card["id"]), str(plan.card["version"])
     key = f"{ident}@{ver}"
     if ident in Catalog().ids():

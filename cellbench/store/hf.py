@@ -167,7 +167,7 @@ README_FILE = "README.md"
 #: Key of the metadata JSON in every Parquet shard's key-value metadata.
 PARQUET_METADATA_KEY = "cellbench"
 #: Line after which ``DatasetInfo.description`` holds the metadata JSON.
-DESCRIPTION_MARKER = "--- cellbench metadata (JSON) ---"
+DESCRIPTION_MARKER = "=== cellbench metadata (JSON) ==="
 #: Default largest Parquet shard, as in ``datasets`` (``"500MB"``).
 DEFAULT_MAX_SHARD_SIZE = 500 * 10**6
 #: Array bytes per row group / record batch (bounds memory and keeps Arrow offsets 32-bit).
@@ -320,7 +320,10 @@ class ArrayEncoding:
         value = columns[name][i]
         if value is None:
             return None
-        shape = tuple(int(n) for n in columns[f"{name}_shape"][i] or ())
+        raw_shape = columns[f"{name}_shape"][i]
+        if raw_shape is None:
+            raise ValueError(f"has values but a null {name}_shape")
+        shape = tuple(int(n) for n in np.asarray(raw_shape).reshape(-1).tolist())
         if self.kind == "flat":
             if value.size != math.prod(shape):
                 raise ValueError(f"holds {value.size} values, which do not fit shape {shape}")
@@ -842,6 +845,15 @@ def dataset_card(
         header["task_categories"] = categories
     header["size_categories"] = [_size_category(int(store.get("n_samples", 0)))]
     if data_files:
+        # load_dataset(<folder>) copies these into every split's DatasetInfo, so a DatasetDict
+        # loaded from the folder still carries the metadata JSON (push_to_hub writes its own).
+        header["dataset_info"] = {
+            "config_name": "default",
+            "description": f"{DESCRIPTION_MARKER}\n{json.dumps(metadata, sort_keys=True)}",
+            "citation": str(card.get("citation", "")),
+            "homepage": str(card.get("homepage", "")),
+            "license": license_,
+        }
         header["configs"] = [
             {
                 "config_name": "default",
@@ -853,7 +865,7 @@ def dataset_card(
     features = Features.from_dict(metadata["features"]) if metadata.get("features") else {}
     lines = [
         "---",
-        yaml.safe_dump(header, sort_keys=False, allow_unicode=True).rstrip(),
+        yaml.safe_dump(header, sort_keys=False, allow_unicode=True, width=math.inf).rstrip(),
         "---",
         "",
         f"# {title}",
@@ -920,12 +932,19 @@ def dataset_card(
         "from datasets import load_dataset",
         "",
         f'ds = load_dataset("{where}")',
+        "# keep uint16 / float16 pixels: datasets' numpy and torch formats cast to int64/float32",
+        'ds = ds.with_format("numpy", dtype=None)',
         "```",
         "",
         "Rebuild the canonical cellbench store (bit-exact, checked against the store digest):",
         "",
         "```bash",
-        f"cellbench datasets import {where if not repo_id else '<downloaded folder>'}",
+        *(
+            [f"hf download {repo_id} --repo-type dataset --local-dir {ident or 'data'}"]
+            if repo_id
+            else []
+        ),
+        f"cellbench datasets import {(ident or 'data') if repo_id else where}",
         "```",
     ]
     if card.get("citation"):
@@ -1553,6 +1572,7 @@ def plan_import(
     mapping: ColumnMapping | None = None,
     dataset_id: str | None = None,
     version: str | None = None,
+    metadata: Mapping[str, Any] | str | Path | None = None,
 ) -> HFImport:
     """Plan the import of a Hugging Face dataset into a canonical store.
 
@@ -1566,6 +1586,9 @@ def plan_import(
             given, used even for cellbench exports).
         dataset_id: New id for a cellbench export (skips the digest check).
         version: New version for a cellbench export (skips the digest check).
+        metadata: The export's metadata JSON (a mapping or the path of its
+            ``cellbench.json``), for a dataset that lost it, e.g. one loaded from the Hub with
+            ``load_dataset``.
 
     Returns:
         The planned import.
@@ -1575,12 +1598,24 @@ def plan_import(
         ValidationError: Missing or mistyped columns, bad mapping.
     """
     src = source if isinstance(source, HFSource) else HFSource.open(source)
+    if metadata is not None:
+        src.metadata = (
+            dict(metadata) if isinstance(metadata, Mapping) else _read_metadata_file(Path(metadata))
+        )
     if mapping is not None:
         if dataset_id is not None or version is not None:
             raise ValidationError(
                 ["give the id and version in the column mapping, not separately"], src.name
             )
         return _plan_foreign(src, mapping)
+    if src.metadata is None and all(
+        {"table_row", "axes", "pixel_size"} <= set(s.features) for s in src.splits
+    ):
+        raise StoreError(
+            f"{src.name}: has cellbench's columns but not its metadata (load_dataset from the "
+            f"Hub drops it); import the downloaded folder with its {METADATA_FILE}, or pass that "
+            "file as metadata"
+        )
     if src.metadata is None:
         raise StoreError(
             f"{src.name}: not a cellbench export (no {METADATA_FILE} or cellbench metadata); "
@@ -1661,19 +1696,30 @@ def _cellbench_rows(
     split: HFSplit, features: Features, encodings: Mapping[str, ArrayEncoding]
 ) -> Iterator[tuple[int, Sample]]:
     row0 = 0
+    last = -1
+    where = f"split {split.name!r}"
     for batch in split.batches():
-        where = f"split {split.name!r}"
         cols = _decode_batch(batch, features, where, row0)
         target_names = cols.get("target_channel_names")
         for i in range(batch.num_rows):
+            at = f"{where} row {row0 + i} (sample {cols['id'][i]!r})"
+            table_row = int(cols["table_row"][i])
+            if table_row <= last:
+                raise ValidationError(
+                    [
+                        f"{at}: table_row {table_row} after {last}; rows must stay in table order "
+                        "(was the split shuffled, sorted or filtered?)"
+                    ]
+                )
+            last = table_row
             arrays: dict[str, np.ndarray | None] = {}
             for name, enc in encodings.items():
                 try:
                     arrays[name] = enc.decode(name, cols, i)
                 except ValueError as err:
-                    raise ValidationError(
-                        [f"{where} row {row0 + i} (sample {cols['id'][i]!r}): {name} {err}"]
-                    ) from None
+                    raise ValidationError([f"{at}: {name} {err}"]) from None
+            if arrays.get("image") is None:
+                raise ValidationError([f"{at}: image is null"])
             axes = str(cols["axes"][i])
             pixel = cols["pixel_size"][i] or {}
             label = cols["label"][i] if "label" in cols else None
@@ -1692,7 +1738,7 @@ def _cellbench_rows(
                 target=arrays.get("target"),
                 target_channel_names=list(target_names[i] or []) if target_names else [],
             )
-            yield int(cols["table_row"][i]), sample
+            yield table_row, sample
         row0 += batch.num_rows
 
 
