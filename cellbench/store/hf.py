@@ -701,8 +701,10 @@ def write_parquet(
     meta = {k.decode(): v.decode() for k, v in (base.metadata or {}).items()}
     schema = base.with_metadata({**meta, PARQUET_METADATA_KEY: blob})
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp = scratch / "export"  # created with the user's umask, unlike mkdtemp's 0700
     try:
+        tmp.mkdir()
         data_files: dict[str, str] = {}
         with tqdm(total=len(store), desc="export", unit="sample", disable=not progress) as bar:
             for split in store.splits:
@@ -722,7 +724,7 @@ def write_parquet(
         )
         tmp.rename(dest)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return dest
 
 
@@ -1129,7 +1131,10 @@ class HFSource:
         json_file = path / METADATA_FILE
         metadata = _read_metadata_file(json_file) if json_file.is_file() else None
         if kind == "hf-arrow":
-            loaded = datasets.load_from_disk(str(path))
+            try:
+                loaded = datasets.load_from_disk(str(path))
+            except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+                raise StoreError(f"{path}: unreadable save_to_disk folder ({err})") from err
             if isinstance(loaded, Dataset):
                 split = str(loaded.split) if loaded.split is not None else "train"
                 loaded = {split: loaded}
@@ -1191,7 +1196,10 @@ class HFSource:
                     )
             first = schemas[0]
             if metadata is None and first.metadata and b"cellbench" in first.metadata:
-                metadata = json.loads(first.metadata[b"cellbench"])
+                try:
+                    metadata = dict(json.loads(first.metadata[b"cellbench"]))
+                except (json.JSONDecodeError, TypeError, ValueError) as err:
+                    raise StoreError(f"{paths[0]}: unreadable cellbench metadata ({err})") from err
             splits.append(
                 HFSplit(
                     name,

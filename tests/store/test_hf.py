@@ -236,6 +236,28 @@ def test_edge_stores_round_trip_through_every_reader(tmp_path, name):
         _assert_same(store, rebuilt)
 
 
+def test_encoding_choice_and_float16(tmp_path):
+    choose = hf.choose_encoding
+    assert choose([None, None]) is None
+    assert choose([((3, 4), "uint16"), ((3, 4), "uint16")]) == hf.ArrayEncoding(
+        "array", "uint16", (3, 4)
+    )
+    assert choose([((3, 4), "int64")], dynamic_first=True).shape == (None, 4)
+    assert choose([((3, 4), "uint16"), None]).kind == "flat"  # missing on one sample
+    assert choose([((3, 4, 5, 6, 7, 8), "uint8")]).kind == "flat"  # no Array6D
+    assert choose([((2**16, 2**16), "uint8")]).kind == "flat"  # > 2**31 values per array
+    assert choose([((3, 4), "uint16"), ((3, 4), "int16")]).kind == "bytes"
+    rng = np.random.default_rng(7)
+    samples = [
+        Sample(id=f"h{i}", image=rng.random((2, 5, 6)).astype(np.float16), split="test")
+        for i in range(2)
+    ]
+    store = _build(tmp_path / "f16.zarr", samples, "half")
+    out = hf.write_parquet(store, tmp_path / "hf", compression="snappy")
+    assert hf.ExportPlan.from_store(store).features["image"] == Array3D((2, 5, 6), "float16")
+    _assert_same(store, hf.plan_import(out).build(tmp_path / "back.zarr"))
+
+
 def test_batches_row_groups_and_shards(tmp_path, monkeypatch):
     samples, _ = _variable_2d()
     store = _build(tmp_path / "s.zarr", samples * 1, "batched")
