@@ -1000,13 +1000,11 @@ def push_to_hub(
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    network_errors: tuple[type[BaseException], ...] = (HfHubHTTPError, OSError)
-    try:
-        import httpx
-
-        network_errors += (httpx.HTTPError,)
-    except ImportError:  # pragma: no cover - older huggingface_hub uses requests (OSError)
-        pass
+    # HfHubHTTPError derives from the HTTP client's base error (httpx2, httpx or requests,
+    # depending on the huggingface_hub version), whose subclasses are the connection errors.
+    network_errors = tuple(
+        c for c in HfHubHTTPError.__mro__ if c not in (Exception, BaseException, object)
+    )
     files = hub_files(store, repo_id)
     ref = f"{store.id}@{store.version}"
     dd = to_hf(store, progress=progress)

@@ -400,6 +400,19 @@ def test_hub_files_and_offline_push(tmp_path):
     assert res.exit_code == 1 and "needs the network" in res.output
 
 
+def test_push_reaches_the_hub_client_and_reports_its_failure(tmp_path, monkeypatch):
+    # cellbench online, huggingface_hub offline (HF_HUB_OFFLINE=1 from conftest): the push builds
+    # the DatasetDict and the card, then the first Hub request fails without touching the network
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("CELLBENCH_OFFLINE", "0")
+    # huggingface_hub reads HF_HUB_OFFLINE at import; its request hook checks this at call time
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    store = _task_store(tmp_path, "classification")
+    with pytest.raises(hf.HubError, match=r"to lab/toy failed: Cannot reach .* offline mode"):
+        hf.push_to_hub(store, "lab/toy", token="hf_not_a_real_token")
+
+
 # ------------------------------------------------------------------ foreign datasets
 
 
