@@ -1,0 +1,1 @@
+"""Deterministic synthetic fluorescence microscopy for every cellbench task."""
