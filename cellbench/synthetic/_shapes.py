@@ -190,16 +190,27 @@ def object_pairs(shape: tuple[int, ...], objects: Objects, d_max: float = 1.0) -
     across = -dx * sin_a + dy * cos_a
     su = along / objects.semi_axes[obj, -2]
     sv = across / objects.semi_axes[obj, -1]
-    rho2 = su * su + sv * sv
+    plane2 = su * su + sv * sv
+    rho2 = plane2
     if ndim == 3:
         sz = offset[:, 0] / objects.semi_axes[obj, 0]
         rho2 = rho2 + sz * sz
-    theta = np.arctan2(sv, su)
-    orders = np.arange(2, 2 + N_HARMONICS)
-    modulation = 1.0 + (
-        objects.harm_amp[obj] * np.cos(orders[None, :] * theta[:, None] + objects.harm_phase[obj])
-    ).sum(axis=1)
-    d = np.sqrt(rho2) / modulation
+    # cheap rejection: beyond the largest possible boundary radius nothing can be inside
+    near = np.flatnonzero(rho2 < (d_max * bound[obj]) ** 2)
+    obj, coords, offset = obj[near], coords[near], offset[near]
+    along, across, su, sv = along[near], across[near], su[near], sv[near]
+    plane = np.sqrt(plane2[near])
+    # boundary modulation 1 + sum_k a_k cos(k theta + phi_k), with cos(k theta) from powers of
+    # the unit complex number exp(i theta) (only multiplications, no per-pixel trigonometry)
+    safe = np.where(plane > 0, plane, 1.0)
+    unit = np.where(plane > 0, (su + 1j * sv) / safe, 1.0 + 0j)
+    power = unit * unit
+    rotor = np.exp(1j * objects.harm_phase)
+    modulation = np.ones(obj.size)
+    for k in range(N_HARMONICS):  # a fixed handful of harmonics, each over all pairs
+        modulation += objects.harm_amp[obj, k] * (power * rotor[obj, k]).real
+        power = power * unit
+    d = np.sqrt(rho2[near]) / modulation
     keep = d < d_max
     local = (
         np.stack([along, across], axis=1)
