@@ -140,6 +140,38 @@ class Pairs:
         return Pairs(self.obj[keep], self.flat[keep], self.d[keep], self.local[keep], self.shape)
 
 
+def box_pixels(
+    shape: tuple[int, ...], centers: np.ndarray, half: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Enumerate the pixels of many boxes at once, as one ragged array.
+
+    Args:
+        shape: Image shape.
+        centers: ``(n, D)`` box centres (pixels, may lie outside the image).
+        half: ``(n, D)`` half-sizes; boxes are clipped to the image.
+
+    Returns:
+        ``(m,)`` box index of every pixel and ``(m, D)`` its integer coordinates, ordered by
+        box then raster order.
+    """
+    ndim = len(shape)
+    dims = np.asarray(shape)
+    lo = np.clip(np.floor(centers - half).astype(np.int64), 0, dims)
+    hi = np.clip(np.ceil(centers + half).astype(np.int64) + 1, 0, dims)
+    size = np.maximum(hi - lo, 0)
+    counts = size.prod(axis=1)
+    total = int(counts.sum())
+    obj = np.repeat(np.arange(centers.shape[0]), counts)
+    local_index = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    coords = np.empty((total, ndim), dtype=np.int64)
+    rest = local_index
+    for axis in range(ndim - 1, -1, -1):  # unravel per box, last axis fastest
+        extent = size[obj, axis]
+        coords[:, axis] = lo[obj, axis] + rest % extent
+        rest = rest // extent
+    return obj, coords
+
+
 def object_pairs(shape: tuple[int, ...], objects: Objects, d_max: float = 1.0) -> Pairs:
     """Enumerate every (object, pixel) pair with normalised radius below ``d_max``.
 
@@ -155,33 +187,15 @@ def object_pairs(shape: tuple[int, ...], objects: Objects, d_max: float = 1.0) -
         The pairs, ordered by object then pixel.
     """
     ndim = len(shape)
-    n = len(objects)
     bound = 1.0 + objects.harm_amp.sum(axis=1)
     inplane = objects.semi_axes[:, -2:].max(axis=1) * bound * d_max
     if ndim == 2:
         half = np.stack([inplane, inplane], axis=1)
     else:
         half = np.stack([objects.semi_axes[:, 0] * bound * d_max, inplane, inplane], axis=1)
-    dims = np.asarray(shape)
-    lo = np.clip(np.floor(objects.centers - half).astype(np.int64), 0, dims)
-    hi = np.clip(np.ceil(objects.centers + half).astype(np.int64) + 1, 0, dims)
-    size = np.maximum(hi - lo, 0)
-    counts = size.prod(axis=1)
-    total = int(counts.sum())
-    if n == 0 or total == 0:
-        empty = np.zeros(0)
-        return Pairs(
-            np.zeros(0, np.int64), np.zeros(0, np.int64), empty, np.zeros((0, ndim)), shape
-        )
-    obj = np.repeat(np.arange(n), counts)
-    starts = np.cumsum(counts) - counts
-    local_index = np.arange(total) - np.repeat(starts, counts)
-    coords = np.empty((total, ndim), dtype=np.int64)
-    rest = local_index
-    for axis in range(ndim - 1, -1, -1):  # unravel per object box, last axis fastest
-        extent = size[obj, axis]
-        coords[:, axis] = lo[obj, axis] + rest % extent
-        rest = rest // extent
+    obj, coords = box_pixels(shape, objects.centers, half)
+    if obj.size == 0:
+        return Pairs(obj, obj.copy(), np.zeros(0), np.zeros((0, ndim)), shape)
     offset = coords - objects.centers[obj]
     cos_a = np.cos(objects.angle)[obj]
     sin_a = np.sin(objects.angle)[obj]
@@ -436,36 +450,92 @@ def smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3.0 - 2.0 * x)
 
 
-def gaussian_spots(
-    pairs: Pairs, centers: np.ndarray, sigma: np.ndarray, weight: np.ndarray
-) -> np.ndarray:
-    """Sum of Gaussian spots defined in each object's own frame, evaluated at every pair.
+def to_image_frame(objects: Objects, local: np.ndarray, z_scale: float = 1.0) -> np.ndarray:
+    """Map points given in each object's own frame to image coordinates.
 
     Args:
-        pairs: Pairs from :func:`object_pairs`.
-        centers: ``(n_objects, k, D)`` spot centres in the object frame (``local`` coordinates).
-        sigma: ``(n_objects, k)`` spot widths in pixels.
-        weight: ``(n_objects, k)`` spot amplitudes (0 disables a spot).
+        objects: The objects.
+        local: ``(n, k, D)`` points per object in the frame of :attr:`Pairs.local`
+            (``[z,]`` along the major axis, along the minor axis), with ``z`` multiplied by
+            ``z_scale``.
+        z_scale: Lateral pixels per ``z`` step used in ``local``.
 
     Returns:
-        ``(m,)`` values.
+        ``(n, k, D)`` image coordinates.
     """
-    out = np.zeros(pairs.obj.size)
-    if pairs.obj.size == 0:
-        return out
-    active = weight != 0
-    columns = np.flatnonzero(active.any(axis=0))
-    sel = np.flatnonzero(active.any(axis=1)[pairs.obj])  # only objects that have spots
-    if columns.size == 0 or sel.size == 0:
-        return out
-    obj = pairs.obj[sel]
-    diff = pairs.local[sel, None, :] - centers[obj][:, columns]
-    r2 = (diff * diff).sum(axis=2)
-    s = sigma[obj][:, columns]
-    out[sel] = (weight[obj][:, columns] * np.exp(-r2 / (2.0 * s * s))).sum(axis=1)
-    return out
+    cos_a = np.cos(objects.angle)[:, None]
+    sin_a = np.sin(objects.angle)[:, None]
+    along, across = local[..., -2], local[..., -1]
+    dy = along * sin_a + across * cos_a
+    dx = along * cos_a - across * sin_a
+    parts = [dy, dx] if objects.ndim == 2 else [local[..., 0] / z_scale, dy, dx]
+    return objects.centers[:, None, :] + np.stack(parts, axis=-1)
+
+
+def splat_spots(
+    shape: tuple[int, ...],
+    centers: np.ndarray,
+    sigma: np.ndarray,
+    weight: np.ndarray,
+    z_scale: float = 1.0,
+) -> np.ndarray:
+    """Render Gaussian spots, each only over its own small window (no full-image evaluation).
+
+    Args:
+        shape: Image shape.
+        centers: ``(..., D)`` spot centres in image coordinates.
+        sigma: ``(...)`` lateral standard deviations in pixels.
+        weight: ``(...)`` amplitudes; spots with weight 0 are skipped.
+        z_scale: Lateral pixels per ``z`` step (3D): the spot is round in physical space.
+
+    Returns:
+        The rendered image, shape ``shape``.
+    """
+    ndim = len(shape)
+    active = weight.ravel() != 0
+    centers = centers.reshape(-1, ndim)[active]
+    sigma = sigma.ravel()[active]
+    weight = weight.ravel()[active]
+    scale = np.ones(ndim)
+    if ndim == 3:
+        scale[0] = z_scale
+    half = 3.0 * sigma[:, None] / scale[None, :]
+    spot, coords = box_pixels(shape, centers, half)
+    diff = (coords - centers[spot]) * scale
+    r2 = (diff * diff).sum(axis=1)
+    value = weight[spot] * np.exp(-r2 / (2.0 * sigma[spot] ** 2))
+    flat = np.ravel_multi_index(tuple(coords.T), shape)
+    return np.bincount(flat, weights=value, minlength=int(np.prod(shape))).reshape(shape)
 
 
 def blur(image: np.ndarray, sigma: tuple[float, ...] | float) -> np.ndarray:
     """Gaussian blur (the idealised point-spread function), edges reflected."""
     return ndimage.gaussian_filter(image, sigma=sigma, mode="reflect", truncate=3.5)
+
+
+def owned_pairs(
+    pairs: Pairs, n_objects: int, n_pixels: int
+) -> tuple[Pairs, np.ndarray, np.ndarray]:
+    """Keep only the winning pair of every pixel.
+
+    Args:
+        pairs: Pairs from :func:`object_pairs`.
+        n_objects: Number of objects.
+        n_pixels: Number of pixels of the image.
+
+    Returns:
+        The winning pairs, the flat label image (object index + 1) and the flat normalised
+        radius of the owning object (``inf`` on background).
+    """
+    win = winners(pairs)
+    owned = Pairs(pairs.obj[win], pairs.flat[win], pairs.d[win], pairs.local[win], pairs.shape)
+    labels = paint(owned, n_objects).ravel()
+    d = np.full(n_pixels, np.inf)
+    d[owned.flat] = owned.d
+    return owned, labels, d
+
+
+def soft_mask(d: np.ndarray, labels: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """Soft object mask from :func:`owned_pairs` output (1 inside, ~1.5 px smooth fall-off)."""
+    width = np.clip(1.5 / radius, 0.03, 0.5)[np.maximum(labels.astype(np.int64) - 1, 0)]
+    return np.where(labels > 0, smoothstep((1.0 - np.minimum(d, 1.0)) / width), 0.0)

@@ -22,7 +22,6 @@ from ._common import (
 from ._shapes import (
     Objects,
     evaluate_texture,
-    gaussian_spots,
     keep_largest_component,
     object_pairs,
     object_texture,
@@ -31,6 +30,8 @@ from ._shapes import (
     random_objects,
     relabel_sequential,
     smoothstep,
+    splat_spots,
+    to_image_frame,
 )
 
 #: Semantic classes of :func:`nuclei` (index = class id in ``Sample.semantic``).
@@ -229,7 +230,8 @@ def _nuclei_image(
     fine = evaluate_texture(pairs, waves, phases)
     coarse = evaluate_texture(pairs, coarse_waves, coarse_phases)
     texture = np.where(mitotic[obj], coarse, 0.75 * fine + 0.25 * coarse)
-    dips = gaussian_spots(pairs, spot_pos, spot_sigma, spot_depth)
+    spots = to_image_frame(objects, spot_pos, z_scale if ndim == 3 else 1.0)
+    dips = splat_spots(shape, spots, spot_sigma, spot_depth, z_scale).ravel()[pairs.flat]
     value = (
         brightness[obj]
         * profile

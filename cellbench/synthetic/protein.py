@@ -24,15 +24,14 @@ from ._common import (
 )
 from ._shapes import (
     Objects,
-    Pairs,
     evaluate_texture,
-    gaussian_spots,
     object_pairs,
     object_texture,
-    paint,
+    owned_pairs,
     random_objects,
-    smoothstep,
-    winners,
+    soft_mask,
+    splat_spots,
+    to_image_frame,
 )
 
 #: Every localisation pattern :func:`protein_localisation` can draw.
@@ -209,13 +208,13 @@ def _crop(
         rng, nuc_centre, nuc_r, rng.uniform(1.0, 1.35, size=n_cells), line.irregularity
     )
 
-    cell_pairs, cell_lab, cell_d = _owned(object_pairs(shape, cells), n_cells, n_pixels)
+    cell_pairs, cell_lab, cell_d = owned_pairs(object_pairs(shape, cells), n_cells, n_pixels)
     nuc_pairs = object_pairs(shape, nuclei)
     nuc_pairs = nuc_pairs.select(cell_lab[nuc_pairs.flat] == nuc_pairs.obj + 1)  # inside own cell
-    nuc_pairs, nuc_lab, nuc_d = _owned(nuc_pairs, n_cells, n_pixels)
+    nuc_pairs, nuc_lab, nuc_d = owned_pairs(nuc_pairs, n_cells, n_pixels)
 
-    cell_soft = _soft(cell_d, cell_lab, cell_r)
-    nuc_soft = _soft(nuc_d, nuc_lab, nuc_r)
+    cell_soft = soft_mask(cell_d, cell_lab, cell_r)
+    nuc_soft = soft_mask(nuc_d, nuc_lab, nuc_r)
     owner = np.maximum(cell_lab.astype(np.int64) - 1, 0)
     in_cell = cell_lab > 0
 
@@ -230,20 +229,16 @@ def _crop(
     ring_tex = np.zeros(n_pixels)
     ring_tex[cell_pairs.flat] = evaluate_texture(cell_pairs, ring_waves, ring_phases)
 
-    vesicles = np.zeros(n_pixels)
-    vesicles[cell_pairs.flat] = _spots(rng, cell_pairs, cells, patterns == 3, (0.5, 0.93))
+    vesicles = _vesicles(rng, shape, cells, patterns == 3, (0.5, 0.93))
     nucleoli_dna = rng.uniform(0.3, 0.55, size=(n_cells, 3))
     nucleoli_pos = rng.uniform(-0.4, 0.4, size=(n_cells, 3, 2)) * nuclei.semi_axes[:, None]
     nucleoli_sigma = rng.uniform(1.2, 2.0, size=(n_cells, 3))
-    dips = np.zeros(n_pixels)
-    dips[nuc_pairs.flat] = gaussian_spots(nuc_pairs, nucleoli_pos, nucleoli_sigma, nucleoli_dna)
-    nucleolar = np.zeros(n_pixels)
-    nucleolar[nuc_pairs.flat] = gaussian_spots(
-        nuc_pairs,
-        nucleoli_pos,
-        nucleoli_sigma * 0.8,
-        np.where((patterns == 4)[:, None], rng.uniform(1.5, 3.0, size=(n_cells, 3)), 0.0),
+    nucleoli_at = to_image_frame(nuclei, nucleoli_pos)
+    dips = splat_spots(shape, nucleoli_at, nucleoli_sigma, nucleoli_dna).ravel()
+    nucleolar_weight = np.where(
+        (patterns == 4)[:, None], rng.uniform(1.5, 3.0, size=(n_cells, 3)), 0.0
     )
+    nucleolar = splat_spots(shape, nucleoli_at, nucleoli_sigma * 0.8, nucleolar_weight).ravel()
 
     # protein signal per pattern, each cell with its own leakage and expression level
     leak = rng.uniform(0.04, 0.18, size=n_cells)[owner]
@@ -287,30 +282,14 @@ def _crop(
     return np.stack(channels)
 
 
-def _owned(pairs: Pairs, n_objects: int, n_pixels: int) -> tuple[Pairs, np.ndarray, np.ndarray]:
-    """Keep the winning pair of every pixel; return it, the flat labels and flat ``d``."""
-    win = winners(pairs)
-    owned = Pairs(pairs.obj[win], pairs.flat[win], pairs.d[win], pairs.local[win], pairs.shape)
-    labels = paint(owned, n_objects).ravel()
-    d = np.full(n_pixels, np.inf)
-    d[owned.flat] = owned.d
-    return owned, labels, d
-
-
-def _soft(d: np.ndarray, labels: np.ndarray, radius: np.ndarray) -> np.ndarray:
-    """Soft object mask (1 inside, smooth 1-2 pixel fall-off at the boundary)."""
-    width = np.clip(1.5 / radius, 0.03, 0.5)[np.maximum(labels.astype(np.int64) - 1, 0)]
-    return np.where(labels > 0, smoothstep((1.0 - np.minimum(d, 1.0)) / width), 0.0)
-
-
-def _spots(
+def _vesicles(
     rng: np.random.Generator,
-    pairs: Pairs,
+    shape: tuple[int, int],
     cells: Objects,
     active: np.ndarray,
     radial: tuple[float, float],
 ) -> np.ndarray:
-    """Diffraction-limited vesicles inside the cells flagged ``active``, at every pair."""
+    """Diffraction-limited vesicles inside the cells flagged ``active`` (flat image)."""
     n = len(cells)
     count = np.where(active, rng.integers(12, _MAX_SPOTS + 1, size=n), 0)
     rho = np.sqrt(rng.uniform(radial[0] ** 2, radial[1] ** 2, size=(n, _MAX_SPOTS)))
@@ -325,4 +304,4 @@ def _spots(
     sigma = rng.uniform(0.7, 1.1, size=(n, _MAX_SPOTS))
     weight = np.exp(rng.normal(0.3, 0.4, size=(n, _MAX_SPOTS)))
     weight = weight * (np.arange(_MAX_SPOTS)[None, :] < count[:, None])
-    return gaussian_spots(pairs, pos, sigma, weight)
+    return splat_spots(shape, to_image_frame(cells, pos), sigma, weight).ravel()
