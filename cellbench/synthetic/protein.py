@@ -149,15 +149,17 @@ def protein_localisation(
 def apportion(n: int, weights: np.ndarray) -> np.ndarray:
     """Split ``n`` into integer counts proportional to ``weights`` (largest remainder).
 
-    When ``n >= len(weights)`` every count is at least one.
+    When ``n >= len(weights)`` every count is at least one (a class that rounds to zero takes
+    one from the largest count).
     """
     quota = n * weights / weights.sum()
-    if n >= weights.size:
-        quota = 1.0 + (n - weights.size) * weights / weights.sum()
     counts = np.floor(quota).astype(np.int64)
-    remainder = quota - counts
-    order = np.argsort(-remainder, kind="stable")
+    order = np.argsort(-(quota - counts), kind="stable")
     counts[order[: n - int(counts.sum())]] += 1
+    if n >= weights.size:
+        for empty in np.flatnonzero(counts == 0):  # at most len(weights) iterations
+            counts[int(np.argmax(counts))] -= 1
+            counts[empty] = 1
     return counts
 
 
