@@ -537,5 +537,12 @@ def owned_pairs(
 
 def soft_mask(d: np.ndarray, labels: np.ndarray, radius: np.ndarray) -> np.ndarray:
     """Soft object mask from :func:`owned_pairs` output (1 inside, ~1.5 px smooth fall-off)."""
+    if radius.size == 0:
+        return np.zeros(labels.shape)
     width = np.clip(1.5 / radius, 0.03, 0.5)[np.maximum(labels.astype(np.int64) - 1, 0)]
     return np.where(labels > 0, smoothstep((1.0 - np.minimum(d, 1.0)) / width), 0.0)
+
+
+def per_pixel(values: np.ndarray, labels: np.ndarray, background: float = 1.0) -> np.ndarray:
+    """Spread per-object values over a label image (``background`` where the label is 0)."""
+    return np.concatenate([[background], np.asarray(values, dtype=float)])[labels]

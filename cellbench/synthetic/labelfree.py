@@ -28,6 +28,7 @@ from ._shapes import (
     object_pairs,
     object_texture,
     owned_pairs,
+    per_pixel,
     place_centers,
     random_objects,
     soft_mask,
@@ -157,7 +158,6 @@ def _pair(
     nuc_pairs = object_pairs(shape, nuclei)
     nuc_pairs = nuc_pairs.select(cell_lab[nuc_pairs.flat] == nuc_pairs.obj + 1)
     nuc_pairs, nuc_lab, nuc_d = owned_pairs(nuc_pairs, n, n_pixels)
-    owner = np.maximum(cell_lab.astype(np.int64) - 1, 0)
     in_cell = cell_lab > 0
     cell_soft = soft_mask(cell_d, cell_lab, radius)
     nuc_soft = soft_mask(nuc_d, nuc_lab, nuc_r)
@@ -196,8 +196,8 @@ def _pair(
     ).ravel()
 
     # optical path difference -> phase contrast with halo
-    thickness = rng.uniform(0.6, 1.0, size=n)[owner]
-    bulge = rng.uniform(0.4, 0.7, size=n)[owner]
+    thickness = per_pixel(rng.uniform(0.6, 1.0, size=n), cell_lab)
+    bulge = per_pixel(rng.uniform(0.4, 0.7, size=n), cell_lab)
     lamella = 1.0 - 0.6 * np.where(in_cell, cell_d, 1.0) ** 2
     opd = cell_soft * thickness * lamella * (1.0 + 0.08 * cyto_tex)
     opd = opd + nuc_soft * bulge * (1.0 - 0.5 * np.where(nuc_lab > 0, nuc_d, 1.0) ** 2)
@@ -216,12 +216,12 @@ def _pair(
     dna_content = dna_content * np.exp(rng.normal(0.0, 0.08, size=n))
     hoechst = (
         nuc_soft
-        * dna_content[owner]
+        * per_pixel(dna_content, cell_lab)
         * np.clip(1.0 + line.texture * chromatin, 0.2, None)
         * np.clip(1.0 - 0.5 * nucleoli, 0.3, None)
     )
-    ring_width = rng.uniform(0.9, 1.5, size=n)[owner]
-    depth = (1.0 - np.where(in_cell, cell_d, 1.0)) * radius[owner]
+    ring_width = per_pixel(rng.uniform(0.9, 1.5, size=n), cell_lab)
+    depth = (1.0 - np.where(in_cell, cell_d, 1.0)) * per_pixel(radius, cell_lab)
     ring = np.exp(-((depth / ring_width) ** 2)) * in_cell
     membrane = ring * np.clip(1.0 + 0.3 * cyto_tex, 0.3, None) + 0.06 * cell_soft
     fl_illum = illumination(shape, rng, mic.vignetting)
