@@ -185,27 +185,27 @@ class _Population:
     def add(
         self, rng: np.random.Generator, pos: np.ndarray, vel: np.ndarray, **fixed: np.ndarray
     ) -> None:
-        """Append cells at ``pos``; attributes not given in ``fixed`` are drawn."""
+        """Append cells at ``pos``.
+
+        ``fixed`` must hold ``radius``, ``birth``, ``divide_at``, ``mother`` and ``grown``; it
+        may hold any other attribute, and those not given are drawn.
+        """
         n = pos.shape[0]
+        falloff = 1.0 / np.arange(1, N_HARMONICS + 1)
         drawn = {
-            "radius": fixed.get("radius"),
             "aspect": rng.uniform(1.0, 1.5, size=n),
             "angle": rng.uniform(0, np.pi, size=n),
             "spin": rng.normal(0.0, 0.03, size=n),
-            "harm_amp": 0.06
-            / np.arange(1, N_HARMONICS + 1)
-            * rng.uniform(0.3, 1.0, (n, N_HARMONICS)),
+            "harm_amp": 0.06 * falloff * rng.uniform(0.3, 1.0, (n, N_HARMONICS)),
             "harm_phase": rng.uniform(0, 2 * np.pi, size=(n, N_HARMONICS)),
             "brightness": np.exp(rng.normal(0.0, 0.2, size=n)),
         }
         for name, value in drawn.items():
-            value = fixed.get(name, value)
-            setattr(self, name, np.concatenate([getattr(self, name), value]))
+            setattr(self, name, np.concatenate([getattr(self, name), fixed.get(name, value)]))
+        for name in ("radius", "birth", "divide_at", "mother", "grown"):
+            setattr(self, name, np.concatenate([getattr(self, name), fixed[name]]))
         self.pos = np.concatenate([self.pos, pos])
         self.vel = np.concatenate([self.vel, vel])
-        for name in ("birth", "divide_at", "mother"):
-            setattr(self, name, np.concatenate([getattr(self, name), fixed[name]]))
-        self.grown = np.concatenate([self.grown, fixed["grown"]])
         self.alive = np.concatenate([self.alive, np.ones(n, bool)])
 
 
@@ -423,10 +423,14 @@ def _tracks(sim: _Simulation, entity_maps: np.ndarray) -> tuple[np.ndarray, np.n
     # parents: a daughter's first run starting at its birth, the mother's run ending just before
     parent = np.zeros(ids.size, dtype=np.int64)
     mother = sim.cells.mother[run_cell]
-    ending = {(int(c), int(e)): int(i) for c, e, i in zip(run_cell, run_end, ids, strict=True)}
     candidates = np.flatnonzero((mother >= 0) & (run_start == sim.cells.birth[run_cell]))
-    for k in candidates:  # one dictionary lookup per daughter
-        parent[k] = ending.get((int(mother[k]), int(run_start[k]) - 1), 0)
+    # look up the run of the mother that ends the frame before (keys: cell, last frame)
+    end_key = run_cell * (n_frames + 1) + run_end
+    by_key = np.argsort(end_key, kind="stable")
+    wanted = mother[candidates] * (n_frames + 1) + run_start[candidates] - 1
+    pos = np.minimum(np.searchsorted(end_key[by_key], wanted), max(ids.size - 1, 0))
+    found = end_key[by_key][pos] == wanted if ids.size else np.zeros(0, bool)
+    parent[candidates[found]] = ids[by_key[pos[found]]]
     linked = parent > 0
     n_children = np.bincount(parent[linked], minlength=ids.size + 1)
     parent[linked & (n_children[parent] != 2)] = 0  # both daughters or none
