@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from cellbench.synthetic import (
     timelapse,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 GROUP_KEYS = {"source", "plate", "well", "site", "cell_line", "microscope"}
 
 # small versions of every registered generator, used by the generic tests
@@ -113,7 +115,7 @@ def test_identical_in_a_fresh_process_with_other_hash_seed():
         "    for a in s.arrays().values(): h.update(np.ascontiguousarray(a).tobytes())\n"
         "print(h.hexdigest())\n"
     )
-    env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=os.getcwd())
+    env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(REPO))
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
