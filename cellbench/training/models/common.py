@@ -1,0 +1,153 @@
+"""Helpers shared by the built-in baselines: config checks, input checks, devices, padding."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from cellbench.errors import CellbenchError, ValidationError
+from cellbench.training.baseline import DataSpec
+
+
+def check_choice(problems: list[str], name: str, value: Any, choices: Sequence[Any]) -> None:
+    """Append a problem line when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        problems.append(f"{name} = {value!r} is not one of {allowed}")
+
+
+def check_range(
+    problems: list[str],
+    name: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    high_open: bool = False,
+) -> None:
+    """Append a problem line when ``value`` is outside ``[low, high]`` (or ``[low, high)``)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        problems.append(f"{name} = {value!r} must be a number")
+        return
+    too_low = low is not None and value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        problems.append(f"{name} = {value!r} must be in [{lo}, {hi}{')' if high_open else ']'}")
+
+
+def raise_problems(problems: list[str], context: str) -> None:
+    """Raise :class:`ValidationError` with every problem found, if any."""
+    if problems:
+        raise ValidationError(problems, context=context)
+
+
+def resolve_patch_size(
+    patch_size: Sequence[int], ndim: int, default_2d: Sequence[int], default_3d: Sequence[int]
+) -> list[int]:
+    """Return the patch size for ``ndim`` spatial dims (an empty value picks the default).
+
+    Raises:
+        CellbenchError: If the patch size has the wrong length or non-positive entries.
+    """
+    if not patch_size:
+        return list(default_2d if ndim == 2 else default_3d)
+    size = [int(s) for s in patch_size]
+    if len(size) != ndim or min(size) < 1:
+        raise CellbenchError(
+            f"patch_size {list(patch_size)} must have {ndim} positive entries "
+            f"({'y, x' if ndim == 2 else 'z, y, x'}) for {ndim}D data"
+        )
+    return size
+
+
+def round_up(size: Sequence[int], multiple: Sequence[int]) -> list[int]:
+    """Round each size up to a multiple of the matching entry of ``multiple``."""
+    return [int(math.ceil(s / m) * m) for s, m in zip(size, multiple, strict=True)]
+
+
+def check_input(image: torch.Tensor, spec: DataSpec, name: str, leading: str = "1") -> None:
+    """Check a ``predict`` input against the data spec.
+
+    Args:
+        image: The input tensor.
+        spec: The model's data spec.
+        name: Baseline name, for the message.
+        leading: ``"1"`` when the leading axis must be 1, ``"T"`` for any length (sequences).
+
+    Raises:
+        CellbenchError: Naming the expected and the actual shape.
+    """
+    axes = ("Z, " if spec.ndim == 3 else "") + "Y, X"
+    expected = f"({leading}, {spec.in_channels}, {axes})"
+    ok = (
+        isinstance(image, torch.Tensor)
+        and image.ndim == spec.ndim + 2
+        and image.shape[1] == spec.in_channels
+        and (leading != "1" or image.shape[0] == 1)
+        and image.shape[0] >= 1
+        and min(image.shape[2:]) >= 1
+    )
+    if not ok:
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise CellbenchError(f"{name}.predict expects a tensor of shape {expected}, got {got}")
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Device of a module's first parameter (CPU for a module without parameters)."""
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Put a module in eval mode for the block and restore its previous mode after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def adapt_first_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Adapt a first-layer convolution weight trained on RGB to ``in_channels`` inputs.
+
+    The rule (as in timm's ``adapt_input_conv``) keeps the response to an input whose channels
+    all carry the same signal equal to the RGB network's response to a grey image:
+
+    * 1 channel: the sum of the three RGB filters;
+    * 3 channels: unchanged;
+    * any other count: the RGB filters repeated cyclically (R, G, B, R, ...) and scaled by
+      ``3 / in_channels``.
+
+    Args:
+        weight: ``(out, 3, k, k)`` weight.
+        in_channels: Input channels wanted.
+
+    Returns:
+        ``(out, in_channels, k, k)`` weight (a new tensor).
+    """
+    if weight.shape[1] != 3:
+        raise CellbenchError(
+            f"cannot adapt a first convolution with {weight.shape[1]} input channels "
+            "(expected an RGB, 3-channel one)"
+        )
+    if in_channels == 3:
+        return weight.clone()
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    reps = math.ceil(in_channels / 3)
+    return weight.repeat(1, reps, *([1] * (weight.ndim - 2)))[:, :in_channels] * (3.0 / in_channels)
+
+
+def float_loss(value: torch.Tensor) -> torch.Tensor:
+    """Return a loss as float32 (autocast may produce bf16/fp16 intermediates)."""
+    return value.float()
