@@ -120,20 +120,18 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
 def adapt_first_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     """Adapt a first-layer convolution weight trained on RGB to ``in_channels`` inputs.
 
-    The rule (as in timm's ``adapt_input_conv``) keeps the response to an input whose channels
-    all carry the same signal equal to the RGB network's response to a grey image:
-
-    * 1 channel: the sum of the three RGB filters;
-    * 3 channels: unchanged;
-    * any other count: the RGB filters repeated cyclically (R, G, B, R, ...) and scaled by
-      ``3 / in_channels``.
+    3 channels keep the weight unchanged. Any other count gives every input channel the mean of
+    the three RGB filters scaled by ``3 / in_channels`` (for 1 channel: the sum of the RGB
+    filters). The filters summed over the input channels then equal the RGB filters summed, so
+    an input whose channels all carry the same image gets exactly the response the RGB network
+    gives to that grey image; training breaks the symmetry between channels.
 
     Args:
-        weight: ``(out, 3, k, k)`` weight.
+        weight: ``(out, 3, *kernel)`` weight.
         in_channels: Input channels wanted.
 
     Returns:
-        ``(out, in_channels, k, k)`` weight (a new tensor).
+        ``(out, in_channels, *kernel)`` weight (a new tensor).
     """
     if weight.shape[1] != 3:
         raise CellbenchError(
@@ -142,12 +140,5 @@ def adapt_first_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Ten
         )
     if in_channels == 3:
         return weight.clone()
-    if in_channels == 1:
-        return weight.sum(dim=1, keepdim=True)
-    reps = math.ceil(in_channels / 3)
-    return weight.repeat(1, reps, *([1] * (weight.ndim - 2)))[:, :in_channels] * (3.0 / in_channels)
-
-
-def float_loss(value: torch.Tensor) -> torch.Tensor:
-    """Return a loss as float32 (autocast may produce bf16/fp16 intermediates)."""
-    return value.float()
+    mean = weight.mean(dim=1, keepdim=True) * (3.0 / in_channels)
+    return mean.repeat(1, in_channels, *([1] * (weight.ndim - 2)))

@@ -12,8 +12,9 @@ Transfer learning (``pretrained``):
 
 When the weights were trained on 3-channel (RGB) input and the data has another channel count,
 the first convolution is adapted with
-:func:`~cellbench.training.models.common.adapt_first_conv_weight` (1 channel: sum of the RGB
-filters; ``C`` channels: RGB filters repeated cyclically and scaled by ``3 / C``). The final
+:func:`~cellbench.training.models.common.adapt_first_conv_weight`: every channel gets the mean
+RGB filter times ``3 / C`` (1 channel: the sum of the RGB filters), so an image repeated over
+all channels gives the RGB network's response to that grey image. The final
 fully connected layer is replaced by a new one for ``spec.n_classes`` classes (module
 ``head``); a checkpoint's head (``fc.*`` or ``head.*``) is loaded only when its shape matches,
 otherwise the new head starts from random initialisation.
