@@ -85,7 +85,8 @@ def discriminative_loss(
 
     Returns:
         The loss (mean over images with at least one instance; 0 with a gradient path when no
-        image has one) and its unweighted ``var``, ``dist`` and ``reg`` terms (batch means).
+        image has one) and its unweighted ``var``, ``dist`` and ``reg`` terms (batch means,
+        detached).
     """
     b, d = embedding.shape[:2]
     if instances.shape[0] != b or instances.shape[1:] != embedding.shape[2:]:
@@ -122,7 +123,7 @@ def discriminative_loss(
         return zero, {"var": zero.detach(), "dist": zero.detach(), "reg": zero.detach()}
     means = {name: torch.stack(values).mean() for name, values in terms.items()}
     total = alpha * means["var"] + beta * means["dist"] + gamma * means["reg"]
-    return total, means
+    return total, {name: value.detach() for name, value in means.items()}
 
 
 def seed_target(instances: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
