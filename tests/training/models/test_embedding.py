@@ -70,7 +70,7 @@ def test_discriminative_loss_edge_cases_have_finite_gradients():
     assert torch.isfinite(emb.grad).all()
     assert float(terms["dist"]) == pytest.approx(3.0**2)  # (2 * 1.5 - 0)^2 per pair
     none, _ = discriminative_loss(emb, torch.zeros_like(inst))
-    assert float(none) == 0.0 and none.requires_grad
+    assert float(none.detach()) == 0.0 and none.requires_grad
 
 
 def test_seed_target_peaks_at_centroids():
