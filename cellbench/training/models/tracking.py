@@ -17,11 +17,13 @@ the movie once; for every pair of consecutive frames ``t -> t+1`` it solves:
    continues into ``t+1`` (the first daughter), (b) the continuation of a track lost during
    the last ``max_gap`` frames, or (c) the start of a new track (cost ``birth_cost``).
 
-   (a) A division is allowed when the daughter lies within ``division_max_distance`` of the
-   mother and the two daughters' sizes differ by at most ``division_size_ratio``; it costs
-   ``d / division_max_distance + iou_weight * (1 - f)`` with ``f`` the fraction of the
-   daughter covered by the mother. The mother's track then ends at ``t`` and both daughters
-   start new tracks at ``t+1`` with the mother as parent.
+   (a) A division is allowed when the daughter's centroid lies within ``D`` of the mother's
+   and the two daughters' sizes differ by at most a factor ``division_size_ratio``; ``D`` is
+   ``division_max_distance`` or, by default, twice the mother's equivalent radius (radius of
+   the disc or ball of its area or volume: daughters sit about one radius from the mother's
+   centre, so unrelated cells appearing nearby are not taken for daughters). It costs ``d /
+   D``, so it is preferred to a birth when ``d < birth_cost * D``. The mother's track then ends at
+   ``t`` and both daughters start new tracks at ``t+1`` with the mother as parent.
 
    (b) Reappearing after ``g`` missing frames is allowed within ``max_distance * sqrt(g + 1)``
    and costs ``d / (max_distance * sqrt(g + 1)) + gap_penalty * g``. The CTC format requires a
@@ -91,19 +93,15 @@ def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
 
 
-def _overlap(
-    prev: np.ndarray, cur: np.ndarray, fa: _Frame, fb: _Frame
-) -> tuple[np.ndarray, np.ndarray]:
-    """IoU and fraction of each ``cur`` object covered by each ``prev`` object, in frame order."""
+def _iou(prev: np.ndarray, cur: np.ndarray, fa: _Frame, fb: _Frame) -> np.ndarray:
+    """IoU of every object of ``prev`` with every object of ``cur``, in frame order."""
     ov = label_overlap(prev, cur)
     iou = np.zeros((len(fa.ids), len(fb.ids)))
-    cover = np.zeros_like(iou)
     if len(ov.gt_ids) and len(ov.pred_ids):
         rows = np.searchsorted(fa.ids, ov.gt_ids)
         cols = np.searchsorted(fb.ids, ov.pred_ids)
         iou[np.ix_(rows, cols)] = ov.iou()
-        cover[np.ix_(rows, cols)] = ov.pred_coverage()
-    return iou, cover
+    return iou
 
 
 def _assign_with_birth_death(
@@ -152,14 +150,14 @@ def link(
         labels: ``(T, [Z,] Y, X)`` instance ids per frame (0 = background; ids need not be
             consistent between frames).
         max_distance: Largest centroid displacement per frame for a link, in ``spacing`` units.
-        iou_weight: Weight of ``1 - IoU`` (and of ``1 - coverage`` for divisions) in the costs.
+        iou_weight: Weight of ``1 - IoU`` in the frame-to-frame linking cost.
         birth_cost: Cost of starting a track.
         death_cost: Cost of ending a track.
         max_gap: Most consecutive missing frames bridged (0 disables gap closing).
         gap_penalty: Extra cost per missing frame of a bridged gap.
         divisions: Detect divisions.
-        division_max_distance: Largest mother-daughter centroid distance (default
-            ``max_distance``).
+        division_max_distance: Largest mother-daughter centroid distance (default: twice the
+            mother's equivalent radius).
         division_size_ratio: Largest size ratio between the two daughters.
         spacing: Physical size per spatial axis (default 1 each), for anisotropic 3D data.
 
@@ -192,7 +190,7 @@ def link(
         problems.append(f"spacing {list(sp)} must have one entry per spatial axis ({nd})")
     if problems:
         raise ValidationError(problems, context="link")
-    div_max = float(division_max_distance or max_distance)
+    scale = float(np.prod(sp)) if nd else 1.0
 
     n_frames = labels.shape[0]
     frames = [_frame_objects(labels[t], sp) for t in range(n_frames)]
@@ -212,7 +210,7 @@ def link(
     for t in range(n_frames - 1):
         fa, fb = frames[t], frames[t + 1]
         dist = _distances(fa.centroids, fb.centroids)
-        iou, cover = _overlap(labels[t], labels[t + 1], fa, fb)
+        iou = _iou(labels[t], labels[t + 1], fa, fb)
         cost = dist / max_distance + iou_weight * (1.0 - iou)
         cost[(dist > max_distance) & (iou <= 0)] = np.inf
         links = _assign_with_birth_death(cost, birth_cost, death_cost)
@@ -239,11 +237,18 @@ def link(
             j1 = np.array([m[0] for m in mothers])
             mi = np.array([m[1] for m in mothers])
             d = dist[mi][:, unl].T  # (n_u, n_m)
+            if division_max_distance:
+                reach = np.full(n_m, float(division_max_distance))
+            else:
+                size = fa.areas[mi] * scale
+                radius = np.sqrt(size / np.pi) if nd == 2 else np.cbrt(0.75 * size / np.pi)
+                reach = 2.0 * radius
             a = fb.areas[unl][:, None].astype(np.float64)
             b = fb.areas[j1][None, :].astype(np.float64)
-            ok = (d <= div_max) & (np.maximum(a, b) <= division_size_ratio * np.minimum(a, b))
-            div_cost = d / div_max + iou_weight * (1.0 - cover[mi][:, unl].T)
-            second[:, :n_m][ok] = div_cost[ok]
+            ok = (d <= reach[None, :]) & (
+                np.maximum(a, b) <= division_size_ratio * np.minimum(a, b)
+            )
+            second[:, :n_m][ok] = (d / reach[None, :])[ok]
         if n_g:
             gaps = np.array([t - tr.end for tr in lost], dtype=np.float64)
             reach = max_distance * np.sqrt(gaps + 1.0)
@@ -337,7 +342,7 @@ class TrackerConfig(BaselineConfig):
         max_gap: See :func:`link`.
         gap_penalty: See :func:`link`.
         divisions: See :func:`link`.
-        division_max_distance: See :func:`link` (0 = ``max_distance``).
+        division_max_distance: See :func:`link` (0 = twice the mother's equivalent radius).
         division_size_ratio: See :func:`link`.
         spacing: See :func:`link` (empty = 1 per axis).
     """
