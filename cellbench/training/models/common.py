@@ -13,6 +13,25 @@ from torch import nn
 from cellbench.errors import CellbenchError, ValidationError
 from cellbench.training.baseline import DataSpec
 
+#: Prefix a weights field gets once its file has been loaded (see :func:`mark_loaded`).
+LOADED_PREFIX = "loaded:"
+
+
+def needs_loading(source: str) -> bool:
+    """Whether a ``pretrained``-style field still names weights to read from a file."""
+    return source != "none" and not source.startswith(LOADED_PREFIX)
+
+
+def mark_loaded(source: str) -> str:
+    """Record that the weights named by ``source`` are now part of the model's own weights.
+
+    A model built from a config whose weights field reads ``loaded:<source>`` gets the same
+    architecture as with those weights but reads no file: its weights come from the checkpoint
+    or model package it is restored from. This keeps saved models portable to machines that
+    lack the original file, and keeps the provenance in the saved config.
+    """
+    return source if source.startswith(LOADED_PREFIX) else LOADED_PREFIX + source
+
 
 def check_choice(problems: list[str], name: str, value: Any, choices: Sequence[Any]) -> None:
     """Append a problem line when ``value`` is not one of ``choices``."""
@@ -48,20 +67,24 @@ def raise_problems(problems: list[str], context: str) -> None:
         raise ValidationError(problems, context=context)
 
 
-def resolve_patch_size(
-    patch_size: Sequence[int], ndim: int, default_2d: Sequence[int], default_3d: Sequence[int]
+def resolve_size(
+    value: Sequence[int],
+    ndim: int,
+    default_2d: Sequence[int],
+    default_3d: Sequence[int],
+    name: str = "patch_size",
 ) -> list[int]:
-    """Return the patch size for ``ndim`` spatial dims (an empty value picks the default).
+    """Return a per-axis size for ``ndim`` spatial dims (an empty value picks the default).
 
     Raises:
-        CellbenchError: If the patch size has the wrong length or non-positive entries.
+        CellbenchError: If the size has the wrong length or non-positive entries.
     """
-    if not patch_size:
-        return list(default_2d if ndim == 2 else default_3d)
-    size = [int(s) for s in patch_size]
+    if not value:
+        return [int(s) for s in (default_2d if ndim == 2 else default_3d)]
+    size = [int(s) for s in value]
     if len(size) != ndim or min(size) < 1:
         raise CellbenchError(
-            f"patch_size {list(patch_size)} must have {ndim} positive entries "
+            f"{name} {list(value)} must have {ndim} positive entries "
             f"({'y, x' if ndim == 2 else 'z, y, x'}) for {ndim}D data"
         )
     return size

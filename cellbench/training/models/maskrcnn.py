@@ -49,9 +49,11 @@ from cellbench.training.models.common import (
     check_input,
     check_range,
     eval_mode,
+    mark_loaded,
     module_device,
+    needs_loading,
     raise_problems,
-    resolve_patch_size,
+    resolve_size,
 )
 from cellbench.training.models.weights import (
     imagenet_checkpoint,
@@ -203,7 +205,9 @@ class MaskRCNNConfig(BaselineConfig):
         backbone: ResNet depth of the FPN backbone (``resnet50`` as in
             ``maskrcnn_resnet50_fpn``; ``resnet18``/``34``/``101`` also accepted).
         backbone_weights: ``"none"`` (random), ``"imagenet"`` (torchvision's file from the local
-            torch hub cache only) or a path to a local ResNet checkpoint.
+            torch hub cache only) or a path to a local ResNet checkpoint; becomes
+            ``loaded:<value>`` once loaded (a rebuilt model keeps the frozen batch norms and
+            reads no file; its weights come from its checkpoint).
         trainable_backbone_layers: With backbone weights, how many ResNet stages train
             (0-5, 5 = all; frozen batch norms as in torchvision). Ignored without weights.
         anchor_sizes: One anchor size in pixels per FPN level (5 levels).
@@ -294,13 +298,14 @@ class MaskRCNNBaseline(Baseline):
         raise_problems(config.problems(), "maskrcnn config")
         if spec.ndim != 2:
             raise CellbenchError(f"baseline 'maskrcnn' is 2D only; the data spec is {spec.ndim}D")
-        config.patch_size = resolve_patch_size(config.patch_size, 2, (256, 256), (256, 256))
+        config.patch_size = resolve_size(config.patch_size, 2, (256, 256), (256, 256))
         pretrained = config.backbone_weights != "none"
         norm_layer = misc_ops.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
         resnet = getattr(torchvision.models, config.backbone)(weights=None, norm_layer=norm_layer)
         resnet.conv1 = nn.Conv2d(spec.in_channels, 64, 7, 2, 3, bias=False)
-        if pretrained:
+        if needs_loading(config.backbone_weights):
             self._load_backbone(resnet, config.backbone_weights)
+            config.backbone_weights = mark_loaded(config.backbone_weights)
         trainable = config.trainable_backbone_layers if pretrained else 5
         backbone = _resnet_fpn_extractor(resnet, trainable)
         anchors = AnchorGenerator(

@@ -10,6 +10,10 @@ Transfer learning (``pretrained``):
 * a path: a local checkpoint (safetensors or a weights-only PyTorch file) holding either a
   torchvision ResNet state dict or the state dict of this baseline (keys ``net.*``).
 
+Once loaded, the config field becomes ``loaded:<value>`` (see
+:func:`~cellbench.training.models.common.mark_loaded`): a checkpoint or model package saved
+from the model is rebuilt without reading the file again (its weights include them).
+
 When the weights were trained on 3-channel (RGB) input and the data has another channel count,
 the first convolution is adapted with
 :func:`~cellbench.training.models.common.adapt_first_conv_weight`: every channel gets the mean
@@ -36,7 +40,9 @@ from cellbench.training.models.common import (
     check_input,
     check_range,
     eval_mode,
+    mark_loaded,
     module_device,
+    needs_loading,
     raise_problems,
 )
 from cellbench.training.models.weights import (
@@ -53,7 +59,8 @@ class ResNetConfig(BaselineConfig):
 
     Attributes:
         pretrained: ``"none"``, ``"imagenet"`` (local torch hub cache only) or a path to a local
-            checkpoint (``.safetensors`` or a weights-only ``.pt``/``.pth``).
+            checkpoint (``.safetensors`` or a weights-only ``.pt``/``.pth``); becomes
+            ``loaded:<value>`` once loaded, which reads nothing when the model is rebuilt.
         freeze_backbone: Train only the new classification head (the backbone's weights and
             batch-norm statistics stay fixed).
         dropout: Dropout before the classification head.
@@ -106,8 +113,9 @@ class ResNetClassifier(Baseline):
         self.net = net
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(features, spec.n_classes)
-        if config.pretrained != "none":
+        if needs_loading(config.pretrained):
             self._load_pretrained(config.pretrained)
+            config.pretrained = mark_loaded(config.pretrained)
         weights = torch.tensor(spec.class_weights or [1.0] * spec.n_classes, dtype=torch.float32)
         self.register_buffer("class_weights", weights, persistent=False)
         self._weighted = bool(spec.class_weights)

@@ -422,6 +422,8 @@ class Tracker(Baseline):
         self.detector = cls(
             detector_config, dataclasses.replace(spec, task="instance-segmentation")
         )
+        # the detector resolves defaults and records loaded weights in its config: keep both
+        config.detector_config = self.detector.config.to_dict()
         config.patch_size = list(getattr(self.detector.config, "patch_size", config.patch_size))
 
     def forward(self, image: torch.Tensor) -> Any:

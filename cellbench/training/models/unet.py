@@ -26,7 +26,7 @@ from cellbench.training.models.common import (
     eval_mode,
     module_device,
     raise_problems,
-    resolve_patch_size,
+    resolve_size,
 )
 from cellbench.training.models.tiling import tiled_predict
 
@@ -171,8 +171,12 @@ class UNetArchConfig(BaselineConfig):
         dropout: Channel dropout after each block (0 by default: batch norm OR dropout).
         upsampling: ``"bilinear"`` (interpolation + 1x1 conv) or ``"transposed"``.
         pool_z: In 3D, also pool along z (``false`` for anisotropic stacks with few slices).
-        patch_size: Training crop and inference tile size, ``[y, x]`` or ``[z, y, x]``; empty
-            picks ``[256, 256]`` in 2D and ``[32, 128, 128]`` in 3D.
+        patch_size: Training crop, ``[y, x]`` or ``[z, y, x]``; empty picks ``[256, 256]`` in
+            2D and ``[32, 128, 128]`` in 3D.
+        tile_size: Largest input the network sees at once at inference; larger images are
+            predicted in overlapping tiles blended with Gaussian weights. Empty: twice the
+            patch size (the training engine's default tile, so images it hands over whole are
+            not tiled again).
         tile_overlap: Fraction of a tile shared with its neighbour at inference.
         tile_batch_size: Tiles evaluated at once at inference.
     """
@@ -184,6 +188,7 @@ class UNetArchConfig(BaselineConfig):
     upsampling: str = "bilinear"
     pool_z: bool = True
     patch_size: list[int] = field(default_factory=list)
+    tile_size: list[int] = field(default_factory=list)
     tile_overlap: float = 0.25
     tile_batch_size: int = 4
 
@@ -231,8 +236,11 @@ class UNetBaselineMixin:
 
     def _setup(self) -> None:
         raise_problems(self.config.problems(), f"{self.name} config")
-        self.config.patch_size = resolve_patch_size(
-            self.config.patch_size, self.spec.ndim, (256, 256), (32, 128, 128)
+        patch = resolve_size(self.config.patch_size, self.spec.ndim, (256, 256), (32, 128, 128))
+        self.config.patch_size = patch
+        double = [2 * p for p in patch]
+        self.config.tile_size = resolve_size(
+            self.config.tile_size, self.spec.ndim, double, double, "tile_size"
         )
 
     def dense_predict(self, image: torch.Tensor, softmax: bool = False) -> torch.Tensor:
@@ -248,7 +256,7 @@ class UNetBaselineMixin:
             out = tiled_predict(
                 run,
                 x,
-                tile=self.config.patch_size,
+                tile=self.config.tile_size,
                 overlap=self.config.tile_overlap,
                 multiple=self.net.divisor,
                 batch_size=self.config.tile_batch_size,

@@ -153,6 +153,13 @@ def test_local_backbone_weights_adapted_and_mismatch_reported(tmp_path):
     torch.testing.assert_close(body.layer4[0].conv1.weight, state["layer4.0.conv1.weight"])
     assert not body.layer2[0].conv1.weight.requires_grad
     assert body.layer4[0].conv1.weight.requires_grad
+    assert model.config.backbone_weights == f"loaded:{path}"
+    path.unlink()  # a saved model is rebuilt without the file, with the same architecture
+    rebuilt = get_baseline("maskrcnn")(
+        get_baseline("maskrcnn").config_class.from_dict(model.config.to_dict()), SPEC
+    )
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert isinstance(rebuilt.model.backbone.body.bn1, torchvision.ops.FrozenBatchNorm2d)
     with pytest.raises(ValidationError, match="unexpected key"):
         _build(backbone="resnet18", backbone_weights=str(_save_r50(tmp_path)))
 

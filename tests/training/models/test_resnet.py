@@ -102,6 +102,18 @@ def test_imagenet_weights_load_from_cache_with_adapted_first_conv(tmp_path, monk
     assert model.head.weight.shape == (2, 512)  # new head, ImageNet's 1000 classes dropped
 
 
+def test_loaded_weights_are_recorded_and_not_read_again_on_rebuild(tmp_path, monkeypatch):
+    _fake_imagenet(tmp_path, monkeypatch)
+    model = _build(pretrained="imagenet")
+    assert model.config.pretrained == "loaded:imagenet"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "elsewhere"))
+    cls = get_baseline("resnet18")
+    rebuilt = cls(cls.config_class.from_dict(model.config.to_dict()), SPEC)  # reads no file
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = _batch()["image"][:1]
+    np.testing.assert_allclose(rebuilt.predict(x)["scores"], model.predict(x)["scores"])
+
+
 def test_local_checkpoint_round_trip_and_head_reuse(tmp_path):
     torch.manual_seed(0)
     trained = _build()

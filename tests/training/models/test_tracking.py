@@ -229,6 +229,8 @@ def test_tracker_trains_detector_and_tracks_a_sequence(tmp_path):
     torch.manual_seed(0)
     model = _tracker(depth=3, base_channels=8, patch_size=[32, 32], min_object_size=3)
     assert model.config.patch_size == [32, 32]
+    assert model.config.detector_config == model.detector.config.to_dict()
+    assert model.config.detector_config["tile_size"] == [64, 64]  # resolved defaults kept
     batch = instance_batch(1, 32)
     losses = train(model, batch, 150, lr=5e-3)
     assert losses[-1] < 0.1 * losses[0]

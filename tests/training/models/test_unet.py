@@ -32,7 +32,8 @@ def test_unet_semantic_2d_trains_and_predicts_tiled(tmp_path):
     model = _build("unet", SEM, dice_weight=0.5, **TINY)
     batch = _semantic_batch()
     assert_decreases(train(model, batch, 12))
-    image = torch.randn(1, 1, 40, 36)  # larger than the 16x16 tile, not a multiple of 4
+    assert model.config.tile_size == [32, 32]
+    image = torch.randn(1, 1, 40, 36)  # larger than the 32x32 tile, not a multiple of 4
     out = model.predict(image)
     assert set(out) == {"mask"}
     assert out["mask"].shape == (40, 36) and out["mask"].dtype == np.uint8
@@ -132,11 +133,12 @@ def test_unet_variants_keep_shapes(fields):
 
 def test_default_config_is_realistic():
     model = _build("unet", SEM)
-    assert model.config.patch_size == [256, 256]
+    assert model.config.patch_size == [256, 256] and model.config.tile_size == [512, 512]
     assert model.config.depth == 4 and model.config.base_channels == 32
     assert model.net.divisor == (8, 8)
     model3 = _build("unet", DataSpec("semantic-segmentation", 1, ndim=3, class_names=("a", "b")))
     assert model3.config.patch_size == [32, 128, 128]
+    assert model3.config.tile_size == [64, 256, 256]
 
 
 def test_configuration_and_input_errors():
@@ -152,6 +154,8 @@ def test_configuration_and_input_errors():
         _build("unet", DataSpec("semantic-segmentation", 1, class_names=("only",)))
     with pytest.raises(CellbenchError, match="patch_size"):
         _build("unet", SEM, patch_size=[16, 16, 16])
+    with pytest.raises(CellbenchError, match="tile_size"):
+        _build("unet", SEM, tile_size=[0, 16])
     with pytest.raises(CellbenchError, match="out_channels"):
         _build("unet-regression", DataSpec("augmented-microscopy", 1))
     model = _build("unet", SEM, **TINY)
