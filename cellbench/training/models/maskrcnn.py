@@ -332,7 +332,7 @@ class MaskRCNNBaseline(Baseline):
 
     def _load_backbone(self, resnet: nn.Module, weights: str) -> None:
         if weights == "imagenet":
-            path = imagenet_checkpoint(self.config.backbone)
+            path = imagenet_checkpoint(self.config.backbone, "backbone_weights")
             state, source = read_state_dict(path), str(path)
         else:
             state, source = read_state_dict(weights), weights

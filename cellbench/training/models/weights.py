@@ -45,11 +45,16 @@ def imagenet_file_name(arch: str) -> tuple[str, str]:
     return url.rsplit("/", 1)[-1], url
 
 
-def imagenet_checkpoint(arch: str) -> Path:
+def imagenet_checkpoint(arch: str, field: str = "pretrained") -> Path:
     """Locate torchvision's ImageNet weights for ``arch`` in the local torch hub cache.
 
+    Args:
+        arch: Architecture (a key of :data:`IMAGENET_WEIGHTS`).
+        field: Model config field that asked for them, for the message.
+
     Raises:
-        CellbenchError: If the file is not there, naming the file, its URL and the directory.
+        CellbenchError: If the file is not there, naming the file, its URL, the directory and
+            how to train from scratch instead.
     """
     name, url = imagenet_file_name(arch)
     directory = Path(torch.hub.get_dir()) / "checkpoints"
@@ -57,8 +62,9 @@ def imagenet_checkpoint(arch: str) -> Path:
     if not path.is_file():
         raise CellbenchError(
             f"ImageNet weights for {arch} not found: cellbench never downloads them; put "
-            f"{name} (from {url}) in {directory}/ (or set TORCH_HOME), or train from scratch "
-            "with `pretrained: none` in the model config (`--pretrained none`)"
+            f"{name} (from {url}) in {directory}/ (torch.hub.get_dir(), set by TORCH_HOME), "
+            f"or train from scratch with `{field}: none` in the model config "
+            f"(command line: --set model.{field}=none)"
         )
     return path
 

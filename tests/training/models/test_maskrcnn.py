@@ -179,5 +179,6 @@ def test_errors(tmp_path, monkeypatch):
     assert len(err.value.problems) == 3
     with pytest.raises(CellbenchError, match="serves instance-segmentation"):
         _build(DataSpec("tracking", 1))
-    with pytest.raises(CellbenchError, match=r"resnet18-f37072fd\.pth"):
+    expected = r"resnet18-f37072fd\.pth.*--set model\.backbone_weights=none"
+    with pytest.raises(CellbenchError, match=expected):
         _build(backbone_weights="imagenet")

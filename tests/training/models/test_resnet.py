@@ -57,7 +57,7 @@ def test_imagenet_weights_missing_from_cache_is_one_clear_error(tmp_path, monkey
         _build(pretrained="imagenet")
     msg = str(err.value)
     assert "resnet18-f37072fd.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg
-    assert "pretrained: none" in msg and "\n" not in msg
+    assert "pretrained: none" in msg and "--set model.pretrained=none" in msg and "\n" not in msg
     with pytest.raises(CellbenchError, match=r"resnet50-11ad3fa6\.pth"):
         _build("resnet50", pretrained="imagenet")
 
