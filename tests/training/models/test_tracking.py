@@ -262,3 +262,21 @@ def test_tracker_errors():
         _tracker("stardist")
     with pytest.raises(CellbenchError, match=r"\(T, 1, Y, X\)"):
         _tracker(depth=2, base_channels=4).predict(torch.zeros(2, 32, 32))
+
+
+def test_linking_synthetic_ground_truth_scores_near_perfect_tra(tmp_path):
+    """End to end on cellbench.synthetic time-lapses, scored by py-ctcmetrics (independent)."""
+    synthetic = pytest.importorskip("cellbench.synthetic")
+    from ctc_metrics.scripts.evaluate import evaluate_sequence
+
+    for i, sample in enumerate(synthetic.timelapse(n_sequences=2, n_frames=12, seed=3)):
+        gt = tmp_path / f"gt{i}" / "TRA"
+        gt.mkdir(parents=True)
+        for t, frame in enumerate(sample.instances):
+            tifffile.imwrite(gt / f"man_track{t:03d}.tif", frame.astype(np.uint16))
+        np.savetxt(gt / "man_track.txt", sample.tracks, fmt="%d")
+        labels, tracks = link(sample.instances)
+        assert_ctc_valid(labels, tracks)
+        res = write_ctc_result(tmp_path / f"res{i}", labels, tracks)
+        scores = evaluate_sequence(str(res), str(gt.parent), metrics=["TRA", "LNK"], threads=1)
+        assert scores["TRA"] > 0.99 and scores["LNK"] > 0.97, scores
