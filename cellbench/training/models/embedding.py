@@ -189,6 +189,7 @@ def cluster_embeddings(
         the object's highest seediness times its mean foreground probability.
     """
     from scipy import ndimage
+    from scipy.spatial import cKDTree
     from skimage.measure import label as connected_components
 
     spatial = tuple(foreground.shape)
@@ -198,29 +199,34 @@ def cluster_embeddings(
             f"{tuple(seediness.shape)} must share the spatial shape"
         )
     d = embedding.shape[0]
-    flat_fg = torch.nonzero(foreground.reshape(-1), as_tuple=False)[:, 0]
-    e = embedding.reshape(d, -1)[:, flat_fg].t().float()
-    s = seediness.reshape(-1)[flat_fg].float()
-    assigned = torch.zeros(len(flat_fg), dtype=torch.int64, device=e.device)
-    remaining = torch.arange(len(flat_fg), device=e.device)
+    flat_fg = np.flatnonzero(foreground.reshape(-1).cpu().numpy())
+    e = embedding.reshape(d, -1).float().cpu().numpy()[:, flat_fg].T.astype(np.float64)
+    s = seediness.reshape(-1).float().cpu().numpy()[flat_fg]
+    assigned = np.zeros(len(flat_fg), dtype=np.int64)
+    # seeds in order of decreasing seediness; a k-d tree finds the pixels within the margin of
+    # a centre without scanning the whole image for every object
+    order = np.argsort(-s, kind="stable")
+    order = order[s[order] >= seed_threshold]
+    tree = cKDTree(e) if len(order) else None
+
+    def within(centre: np.ndarray) -> np.ndarray:
+        assert tree is not None
+        found = np.asarray(tree.query_ball_point(centre, margin, return_sorted=False), np.int64)
+        return found[assigned[found] == 0]
+
     next_id = 1
-    while remaining.numel():
-        s_rem = s[remaining]
-        j = int(torch.argmax(s_rem))
-        if float(s_rem[j]) < seed_threshold:
-            break
-        e_rem = e[remaining]
-        centre = e_rem[j]
-        member = _norm(e_rem - centre, 1) < margin
+    for j in order:
+        if assigned[j]:
+            continue
+        members = within(e[j])
         for _ in range(refine):
-            centre = e_rem[member].mean(0)
-            member = _norm(e_rem - centre, 1) < margin
-            member[j] = True
-        assigned[remaining[member]] = next_id
+            members = within(e[members].mean(0))
+            if not (members == j).any():
+                members = np.append(members, j)
+        assigned[members] = next_id
         next_id += 1
-        remaining = remaining[~member]
     clusters = np.zeros(int(np.prod(spatial)), dtype=np.int64)
-    clusters[flat_fg.cpu().numpy()] = assigned.cpu().numpy()
+    clusters[flat_fg] = assigned
     clusters = clusters.reshape(spatial)
     labels = connected_components(clusters, background=0, connectivity=len(spatial))
     sizes = np.bincount(labels.ravel())
