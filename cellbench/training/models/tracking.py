@@ -276,9 +276,9 @@ def link(
     for t, f in enumerate(frames):
         if len(f.ids) == 0:
             continue
-        lut = np.zeros(int(f.ids.max()) + 1, dtype=np.int32)
-        lut[f.ids] = owner[t]
-        relabelled[t] = lut[labels[t]]
+        frame = labels[t].astype(np.int64, copy=False)
+        position = np.minimum(np.searchsorted(f.ids, frame), len(f.ids) - 1)
+        relabelled[t] = np.where(frame > 0, owner[t][position], 0)
     table = np.array([[tr.id, tr.start, tr.end, tr.parent] for tr in tracks], dtype=np.int64)
     return relabelled, table.reshape(-1, 4)
 

@@ -50,14 +50,14 @@ def _centre(track, t):
 def make_movie(seed=0, n_frames=8, shape=(84, 84)):
     """Label movie of GT_TRACKS with ids shuffled per frame, plus the GT-id movie."""
     rng = np.random.default_rng(seed)
-    gt = np.zeros((n_frames, *shape), dtype=np.int32)
+    gt = np.zeros((n_frames, *shape), dtype=np.int64)
     for tid, start, end, _ in GT_TRACKS:
         for t in range(start, end + 1):
             r = 3.3 if tid in (3, 4, 9, 10) else 4.2
             gt[t][discs(shape, [_centre(tid, t)], r) > 0] = tid
     shuffled = np.zeros_like(gt)
     for t in range(n_frames):
-        perm = rng.permutation(500)[:11] + 1
+        perm = rng.permutation(500)[:11] * 1_000_000 + 1  # sparse, huge ids
         shuffled[t] = np.where(gt[t] > 0, perm[gt[t]], 0)
     return shuffled, gt
 
