@@ -15,6 +15,7 @@ registry name       task                        module
 
 from cellbench.training.models import embedding, maskrcnn, resnet, tracking, unet
 from cellbench.training.models.tiling import tiled_predict
+from cellbench.training.models.tiny import tiny_config
 from cellbench.training.models.tracking import link, write_ctc_result
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "maskrcnn",
     "resnet",
     "tiled_predict",
+    "tiny_config",
     "tracking",
     "unet",
     "write_ctc_result",

@@ -5,6 +5,7 @@ import yaml
 
 from cellbench.errors import CellbenchError
 from cellbench.training.baseline import DataSpec, baselines_for, get_baseline
+from cellbench.training.models import tiny_config
 from cellbench.training.models.common import adapt_first_conv_weight
 from cellbench.training.models.weights import read_state_dict
 
@@ -47,14 +48,13 @@ def _cases():
     reg = {"image": b["image"], "target": b["image"].repeat(1, 2, 1, 1)}
     cls = {"image": b["image"], "label": torch.tensor([0, 1])}
     two = ("a", "b")
-    small = {"depth": 2, "base_channels": 4}
     return [
-        ("resnet18", DataSpec("classification", 1, class_names=two), {}, cls),
-        ("unet", DataSpec("semantic-segmentation", 1, class_names=two), small, sem),
-        ("unet-regression", DataSpec("augmented-microscopy", 1, out_channels=2), small, reg),
-        ("embedding-unet", DataSpec("instance-segmentation", 1), small, b),
-        ("maskrcnn", DataSpec("instance-segmentation", 1), {"backbone": "resnet18"}, b),
-        ("tracker", DataSpec("tracking", 1), {"detector_config": small}, b),
+        ("resnet18", DataSpec("classification", 1, class_names=two), cls),
+        ("unet", DataSpec("semantic-segmentation", 1, class_names=two), sem),
+        ("unet-regression", DataSpec("augmented-microscopy", 1, out_channels=2), reg),
+        ("embedding-unet", DataSpec("instance-segmentation", 1), b),
+        ("maskrcnn", DataSpec("instance-segmentation", 1), b),
+        ("tracker", DataSpec("tracking", 1), b),
     ]
 
 
@@ -70,9 +70,9 @@ def _cases():
 )
 def test_losses_stay_float32_under_bf16_autocast(device):
     torch.manual_seed(0)
-    for name, spec, fields, batch in _cases():
+    for name, spec, batch in _cases():
         cls = get_baseline(name)
-        model = cls(cls.config_class.from_dict(fields), spec).to(device)
+        model = cls(cls.config_class.from_dict(tiny_config(name)), spec).to(device)
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device, dtype=torch.bfloat16):
             loss, _ = model.loss(batch)
@@ -83,12 +83,28 @@ def test_losses_stay_float32_under_bf16_autocast(device):
         assert all(isinstance(v, np.ndarray | int) for v in out.values()), name
 
 
+@pytest.mark.parametrize("name", ["unet", "unet-regression", "embedding-unet"])
+def test_tiny_3d_configs_build_and_predict(name):
+    torch.manual_seed(0)
+    spec = {
+        "unet": DataSpec("semantic-segmentation", 1, ndim=3, class_names=("a", "b")),
+        "unet-regression": DataSpec("augmented-microscopy", 1, ndim=3, out_channels=1),
+        "embedding-unet": DataSpec("instance-segmentation", 1, ndim=3),
+    }[name]
+    cls = get_baseline(name)
+    out = cls(cls.config_class.from_dict(tiny_config(name, ndim=3)), spec).predict(
+        torch.randn(1, 1, 5, 20, 18)
+    )
+    key = "image" if name == "unet-regression" else "mask"
+    assert out[key].shape[-3:] == (5, 20, 18)
+    with pytest.raises(CellbenchError, match="no tiny configuration"):
+        tiny_config("stardist")
+
+
 def test_tracker_3d_sequence_shapes():
     torch.manual_seed(0)
     cls = get_baseline("tracker")
-    config = cls.config_class.from_dict(
-        {"detector_config": {"depth": 2, "base_channels": 4, "patch_size": [4, 8, 8]}}
-    )
+    config = cls.config_class.from_dict(tiny_config("tracker", ndim=3))
     model = cls(config, DataSpec("tracking", 1, ndim=3))
     out = model.predict(torch.randn(2, 1, 4, 10, 9))
     assert out["mask"].shape == (2, 4, 10, 9) and out["tracks"].shape[1] == 4
