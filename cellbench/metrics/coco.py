@@ -17,6 +17,8 @@ per-image records, so groups and bootstrap resamples need no pixel work.
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -250,7 +252,10 @@ class InstanceMasks:
         """Decode to a boolean array ``(n, [z,] y, x)``."""
         if not self.rles:
             return np.zeros((0, *self.shape), dtype=bool)
-        dec = mask_utils.decode(list(self.rles))
+        with warnings.catch_warnings():
+            # pycocotools' decode trips a NumPy 2 "copy keyword" deprecation warning.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dec = mask_utils.decode(list(self.rles))
         return dec.transpose(2, 0, 1).reshape(len(self.rles), *self.shape).astype(bool)
 
 
@@ -536,36 +541,37 @@ class CocoAP(Metric[CocoImageStats]):
             raise ValidationError(problems, "CocoAP inputs")
         ids = resolve_sample_ids(n, sample_ids)
         score_list = list(scores) if scores is not None else [None] * n
+        # One pass: structural checks, then overlaps / encodings (so the GT counts are known
+        # before maxDets is fixed) and score checks; every problem is reported at once.
+        prepared: list[tuple[Any, Any, Any, bool, int]] = []
         for sid, gt, pred, sc in zip(ids, ground_truth, predictions, score_list, strict=True):
             where = f"sample {sid!r}"
+            found: list[str] = []
             shapes = []
             for role, obj in (("ground truth", gt), ("prediction", pred)):
                 if isinstance(obj, InstanceMasks):
                     shapes.append(obj.shape)
                 else:
                     p = label_image_problems(obj, where, role)
-                    problems += p
+                    found += p
                     shapes.append(None if p else obj.shape)
             if None not in shapes and shapes[0] != shapes[1]:
-                problems.append(
+                found.append(
                     f"{where}: prediction shape {shapes[1]} differs from ground truth {shapes[0]}"
                 )
             if sc is not None and isinstance(pred, InstanceMasks):
-                problems.append(f"{where}: scores given for InstanceMasks (they carry their own)")
-        if problems:
-            raise ValidationError(problems, "CocoAP inputs")
-
-        # First pass: overlaps / encodings, so the GT counts are known before maxDets is fixed.
-        prepared: list[tuple[Any, Any, Any, bool, int]] = []
-        for sid, gt, pred, sc in zip(ids, ground_truth, predictions, score_list, strict=True):
-            where = f"sample {sid!r}"
+                found.append(f"{where}: scores given for InstanceMasks (they carry their own)")
+            problems += found
+            if found:
+                continue
             if isinstance(gt, InstanceMasks) or isinstance(pred, InstanceMasks):
                 g = gt if isinstance(gt, InstanceMasks) else InstanceMasks.from_labels(gt)
                 if isinstance(pred, InstanceMasks):
                     prepared.append((None, g, pred, True, len(g.shape)))
                 else:
-                    problems += _score_problems(_present_ids(pred), sc, where)
-                    if not problems:
+                    bad = _score_problems(_present_ids(pred), sc, where)
+                    problems += bad
+                    if not bad:
                         pm = InstanceMasks.from_labels(pred, sc)
                         prepared.append((None, g, pm, sc is not None, len(g.shape)))
             else:

@@ -29,7 +29,7 @@ def perturb(
     n_false: int = 2,
     sparse_ids: bool = False,
 ) -> np.ndarray:
-    """Prediction from ground truth: missed, split, merged, shifted/grown/shrunk and false objects."""
+    """Prediction from ground truth: missed, split, merged, shifted/grown/shrunk, false objects."""
     ids = np.unique(lab)
     ids = ids[ids > 0]
     out = np.zeros_like(lab)
@@ -45,7 +45,11 @@ def perturb(
             axis = int(rng.integers(lab.ndim))
             mask = np.roll(mask, int(rng.choice([-1, 1])), axis=axis)
         elif rng.random() < 0.3:
-            mask = ndimage.binary_dilation(mask) if rng.random() < 0.5 else ndimage.binary_erosion(mask)
+            mask = (
+                ndimage.binary_dilation(mask)
+                if rng.random() < 0.5
+                else ndimage.binary_erosion(mask)
+            )
         if not mask.any():
             continue
         if u < p_drop + p_split:
