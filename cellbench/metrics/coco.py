@@ -18,7 +18,6 @@ per-image records, so groups and bootstrap resamples need no pixel work.
 from __future__ import annotations
 
 import warnings
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
