@@ -193,6 +193,10 @@ class ImageSimilarity(Metric[ImagePairStats]):
             ssim_window=self.ssim_window,
         )
 
+    def direction(self, value_name: str) -> str:
+        """Return ``"higher"`` or ``"lower"`` for a value, including ``<name>/<channel>`` keys."""
+        return super().direction(value_name.split("/", 1)[0])
+
     def _normalize(
         self, pred: np.ndarray, target: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -280,7 +284,9 @@ class ImageSimilarity(Metric[ImagePairStats]):
                 vals["mae"][c] = float(np.mean(np.abs(diff)))
                 vals["mse"][c] = mse
                 with np.errstate(divide="ignore"):
-                    vals["psnr"][c] = float(10 * np.log10(self.data_range**2 / mse))
+                    vals["psnr"][c] = float(
+                        10 * np.log10(np.float64(self.data_range) ** 2 / np.float64(mse))
+                    )
                 vals["ssim"][c] = ssim(p, t, self.data_range, self.ssim_window)
                 vals["pearson"][c] = pearson(p, t)
                 degenerate[c] = deg

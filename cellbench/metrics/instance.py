@@ -190,9 +190,9 @@ class MatchingScores(Metric[MatchingImageStats]):
     thresholds are 0.50:0.05:0.95), ``mean_dsb_score_pooled`` averages the pooled one over
     thresholds.
 
-    IoU is computed in float64 from exact pixel counts; StarDist rounds it to float32 first,
-    so a pair whose IoU equals a threshold that float32 cannot represent (e.g. exactly 0.7)
-    matches here but not in StarDist. No other difference is known.
+    IoU is computed in float64 from exact pixel counts; StarDist rounds it (and, under NumPy 2,
+    the threshold) to float32, so an IoU within float32 rounding (~1e-7) of a threshold could
+    be classified differently; matched-IoU means agree to ~1e-7. No other difference is known.
 
     References:
         Schmidt et al., "Cell Detection with Star-convex Polygons", MICCAI 2018
