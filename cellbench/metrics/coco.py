@@ -243,9 +243,10 @@ class InstanceMasks:
 
     def areas(self) -> np.ndarray:
         """Pixel (voxel) count of each mask, int64."""
-        if not self.rles:
-            return np.zeros(0, dtype=np.int64)
-        return np.asarray(mask_utils.area(list(self.rles)), dtype=np.int64)
+        rles = list(self.rles)
+        # pycocotools' area() overflows a uint8 length array for >= 256 RLEs under NumPy 2.
+        chunks = [mask_utils.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
+        return np.concatenate([np.zeros(0, np.int64), *chunks]).astype(np.int64)
 
     def to_masks(self) -> np.ndarray:
         """Decode to a boolean array ``(n, [z,] y, x)``."""

@@ -118,10 +118,13 @@ class OverlapPairs:
 
 
 def _as_labels(arr: np.ndarray, name: str) -> np.ndarray:
+    """Flattened ids (no copy when possible); raises on non-integer dtypes or negative ids."""
     arr = np.asarray(arr)
     if arr.dtype.kind not in "uib":
         raise TypeError(f"{name} label image must have an integer dtype, got {arr.dtype}")
-    flat = arr.reshape(-1).astype(np.int64, copy=False)
+    flat = arr.reshape(-1)
+    if arr.dtype.kind == "b":
+        flat = flat.view(np.uint8)
     if arr.dtype.kind == "i" and flat.size and flat.min() < 0:
         raise ValueError(f"{name} label image has negative ids")
     return flat
@@ -160,8 +163,11 @@ def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
     if (g_max + 1) * (p_max + 1) <= max(_MAX_DENSE_CELLS, 4 * g.size):
         g_u = p_u = None
         n_g, n_p = g_max + 1, p_max + 1
-        flat = g * n_p
-        flat += p
+        # Pair index in the narrowest safe integer type (bincount widens it once, internally).
+        dtype = np.int32 if n_g * n_p < 2**31 else np.int64
+        flat = g.astype(dtype)
+        np.multiply(flat, n_p, out=flat, casting="unsafe")
+        np.add(flat, p, out=flat, casting="unsafe")  # values < n_p: the cast is exact
     else:
         # Sparse or huge ids: relabel to consecutive indices (0 stays background) first.
         g_u, g_inv = np.unique(g, return_inverse=True)
@@ -173,7 +179,7 @@ def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
             p_u = np.concatenate([[0], p_u])
             p_inv = p_inv + 1
         n_g, n_p = g_u.size, p_u.size
-        flat = g_inv.reshape(-1).astype(np.int64) * n_p + p_inv.reshape(-1)
+        flat = g_inv.reshape(-1).astype(np.int64) * n_p + p_inv.reshape(-1).astype(np.int64)
     table = np.bincount(flat, minlength=n_g * n_p)
     nz = np.flatnonzero(table)
     counts = table[nz]

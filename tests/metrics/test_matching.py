@@ -56,6 +56,21 @@ def test_label_overlap_sparse_huge_ids_and_dtypes():
     np.testing.assert_allclose(ov.iou(), [[1.0, 0.0], [0.0, 0.5]])
 
 
+@pytest.mark.parametrize(
+    ("gt_dtype", "pred_dtype"),
+    [(np.uint16, np.uint64), (np.uint8, np.int16), (np.int64, np.uint32), (bool, np.uint8)],
+)
+def test_label_overlap_mixed_dtypes(gt_dtype, pred_dtype):
+    rng = np.random.default_rng(4)
+    gt = random_labels((20, 24), 1 if gt_dtype is bool else 9, rng)
+    pred = perturb(gt, rng)
+    ref = label_overlap(gt.astype(np.int64), pred.astype(np.int64))
+    ov = label_overlap(gt.astype(gt_dtype), pred.astype(pred_dtype))
+    np.testing.assert_array_equal(ov.intersection, ref.intersection)
+    np.testing.assert_array_equal(ov.gt_ids, ref.gt_ids)
+    np.testing.assert_array_equal(ov.pred_area, ref.pred_area)
+
+
 def test_label_overlap_empty_and_errors():
     z = np.zeros((5, 5), np.uint8)
     ov = label_overlap(z, z)
