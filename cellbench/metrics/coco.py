@@ -34,7 +34,7 @@ from cellbench.metrics.instance import (
     resolve_sample_ids,
     threshold_key,
 )
-from cellbench.metrics.matching import coco_greedy_match, label_overlap_pairs
+from cellbench.metrics.matching import OverlapPairs, coco_greedy_match, label_overlap_pairs
 
 #: pycocotools' IoU thresholds, ``np.linspace(.5, .95, 10)`` (its exact float values).
 COCO_IOU_THRESHOLDS: tuple[float, ...] = tuple(
@@ -456,7 +456,7 @@ class CocoAP(Metric[CocoImageStats]):
 
     def _label_stats(
         self,
-        ov: Any,
+        ov: OverlapPairs,
         scores: Mapping[int, float] | np.ndarray | None,
         max_dets: int,
         ndim: int,
