@@ -264,3 +264,24 @@ def test_validation_lists_every_problem():
         CocoAP(iou_thresholds=(0.0, 0.5))
     with pytest.raises(ValidationError, match="1 scores for 2 masks"):
         InstanceMasks.from_masks(np.zeros((2, 4, 4), bool), scores=[1.0])
+
+
+def test_score_arrays_and_uncompressed_rles():
+    rng = np.random.default_rng(18)
+    gt = random_labels((24, 24), 8, rng)
+    pred = perturb(gt, rng)
+    mapping = random_scores(pred, rng)
+    array = np.zeros(pred.max() + 1)
+    for k, s in mapping.items():
+        array[k] = s
+    metric = CocoAP(area_ranges=RANGES)
+    a = metric.aggregate(metric.sample_stats([gt], [pred], [mapping]))
+    b = metric.aggregate(metric.sample_stats([gt], [pred], [array]))
+    assert a == pytest.approx(b, nan_ok=True)
+    # an uncompressed (list) RLE, column-major: 2 background, 3 foreground, 11 background
+    m = InstanceMasks.from_rles([{"size": [4, 4], "counts": [2, 3, 11]}], (4, 4), [0.5])
+    expected = np.zeros(16, bool)
+    expected[2:5] = True
+    expected = expected.reshape(4, 4, order="F")
+    np.testing.assert_array_equal(m.to_masks()[0], expected)
+    assert m.areas().tolist() == [3]
