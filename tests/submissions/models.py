@@ -223,10 +223,7 @@ def linear_classifier_package(folder: Path, dataset: str) -> Path:
     and applies the fixed 3x2 weights of :class:`Classifier`, so its predictions can be
     checked against a NumPy reference.
     """
-    from dataclasses import dataclass
-
-    from cellbench.training.normalisation import Normaliser
-    from cellbench.training.package import InferenceSettings, write_package
+    from dataclasses import dataclass  # noqa: I001 (training modules may not be installed yet)
 
     from cellbench.training.baseline import (
         _REGISTRY,
@@ -235,6 +232,8 @@ def linear_classifier_package(folder: Path, dataset: str) -> Path:
         DataSpec,
         register,
     )
+    from cellbench.training.normalisation import Normaliser
+    from cellbench.training.package import InferenceSettings, write_package
 
     if "test-mean-classifier" not in _REGISTRY:
 

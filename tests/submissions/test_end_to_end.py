@@ -16,6 +16,7 @@ import pytest
 import tifffile
 import yaml
 
+from cellbench.errors import ValidationError
 from cellbench.leaderboard import (
     BoardKey,
     LeaderboardEntry,
@@ -24,7 +25,7 @@ from cellbench.leaderboard import (
     rank_entries,
 )
 from cellbench.predictions import Prediction, PredictionWriter, digest_path, load_predictions
-from cellbench.registry import import_store
+from cellbench.registry import import_store, pull
 from cellbench.report import ScoreReport
 from cellbench.store.zarr_store import build_store
 from cellbench.submissions import submit
@@ -41,28 +42,25 @@ pytest.importorskip("cellbench.scoring", reason="cellbench.scoring has not lande
 pytest.importorskip("cellbench.tasks", reason="cellbench.tasks has not landed on this branch")
 
 CARD = {
-    "id": "toy-nuclei",
+    "id": "toy-classes",
     "version": "1.0",
-    "title": "Toy nuclei",
-    "tasks": ["instance-segmentation"],
+    "title": "Toy classes",
+    "tasks": ["classification"],
     "license": "CC0-1.0",
     "citation": "cellbench test data",
     "annotation": {"provenance": "simulated"},
     "splits": {"method": "every fourth image is test"},
 }
-KEY = BoardKey("toy-nuclei", "1.0", "instance-segmentation", "test")
+KEY = BoardKey("synthetic-nuclei", "1.0", "instance-segmentation", "test")
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """16 toy images (4 test images, 19 objects), imported into a module-wide cellbench home."""
+    """The catalog's synthetic-nuclei (16 test images), pulled into a module-wide home."""
     home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
     mp.setenv("CELLBENCH_HOME", str(home))
-    store = build_store(
-        toy_samples("instance-segmentation", n=16, seed=0), home.parent / "toy.zarr", CARD
-    )
-    import_store(store.path)
+    store = pull("synthetic-nuclei", progress=False)
     yield store, home
     mp.undo()
 
@@ -77,7 +75,7 @@ def ground_truth(store) -> dict[str, np.ndarray]:
 
 
 def write_zarr(path: Path, masks: dict[str, np.ndarray]) -> Path:
-    with PredictionWriter(path, "instance-segmentation", "toy-nuclei", "1.0", "test") as w:
+    with PredictionWriter(path, "instance-segmentation", "synthetic-nuclei", "1.0", "test") as w:
         for sid, mask in masks.items():
             w.add(Prediction(sid, mask=mask))
     return path
@@ -105,7 +103,7 @@ def manifest(folder: Path, name: str, seed: int, submission: str, **over) -> Pat
         "hardware": "2-core CPU",
         "license": "CC0-1.0",
         "task": "instance-segmentation",
-        "dataset": "toy-nuclei@1.0",
+        "dataset": "synthetic-nuclei@1.0",
         "split": "test",
         "kind": "predictions",
         "submission": submission,
@@ -234,7 +232,7 @@ def test_submit_show_publish_numbers_agree(dataset, tmp_path, cli_cmd, cli_env):
             *cli_cmd,
             "leaderboard",
             "show",
-            "toy-nuclei",
+            "synthetic-nuclei",
             "instance-segmentation",
             "--root",
             str(root),
@@ -336,7 +334,7 @@ def test_eight_submissions_at_once_lose_nothing(dataset, tmp_path):
 
 
 def test_classification_csv_submission_and_confusion_matrix(tmp_path, monkeypatch):
-    card = {**CARD, "id": "toy-classes", "tasks": ["classification"]}
+    card = CARD
     home = tmp_path / "home"
     monkeypatch.setenv("CELLBENCH_HOME", str(home))
     store = build_store(
@@ -373,7 +371,7 @@ def test_safetensors_package_submission(tmp_path, monkeypatch):
     pytest.importorskip("cellbench.training.package", reason="training engine not on branch")
     from tests.submissions.models import linear_classifier_package
 
-    card = {**CARD, "id": "toy-classes", "tasks": ["classification"]}
+    card = CARD
     monkeypatch.setenv("CELLBENCH_HOME", str(tmp_path / "home"))
     store = build_store(
         toy_samples("classification", n=12), tmp_path / "cls.zarr", card, {"label": ["a", "b", "c"]}
@@ -400,3 +398,26 @@ def test_safetensors_package_submission(tmp_path, monkeypatch):
     for sid in store.sample_ids("test"):
         x = percentile_normalised(np.asarray(store.image(sid)[...]))
         assert preds.get(sid).label == int(np.argmax(w @ x.mean(axis=(1, 2))))
+
+
+def test_prediction_and_manifest_problems_listed_together(dataset, tmp_path):
+    store, _ = dataset
+    gt = ground_truth(store)
+    ids = sorted(gt)
+    masks = {s: gt[s] for s in ids[1:]}  # the first test image is missing
+    masks[ids[1]] = gt[ids[1]][:-2]  # wrong shape
+    masks["not-a-test-image"] = gt[ids[2]]  # extra sample
+    write_zarr(tmp_path / "bad.zarr", masks)
+    path = manifest(tmp_path, "bad", 0, "bad.zarr", license="", hardware=None)
+    root = tmp_path / "lb"
+    with pytest.raises(ValidationError) as err:
+        submit(path, root=root)
+    problems = err.value.problems
+    h, w = gt[ids[1]].shape
+    assert "license: must not be empty" in problems and "hardware: required" in problems
+    assert f"predictions: 1 sample(s) of split 'test' not predicted: {ids[0]}" in problems
+    assert "predictions: 1 predicted sample(s) not in split 'test': not-a-test-image" in problems
+    assert any(
+        p.startswith(f"predictions: sample {ids[1]!r}: mask shape ({h - 2}, {w})") for p in problems
+    )
+    assert not root.exists()
