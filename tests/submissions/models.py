@@ -223,7 +223,7 @@ def linear_classifier_package(folder: Path, dataset: str) -> Path:
     and applies the fixed 3x2 weights of :class:`Classifier`, so its predictions can be
     checked against a NumPy reference.
     """
-    from dataclasses import dataclass  # noqa: I001 (training modules may not be installed yet)
+    from dataclasses import dataclass
 
     from cellbench.training.baseline import (
         _REGISTRY,
@@ -232,9 +232,6 @@ def linear_classifier_package(folder: Path, dataset: str) -> Path:
         DataSpec,
         register,
     )
-    from cellbench.training.normalisation import Normaliser
-    from cellbench.training.package import InferenceSettings, write_package
-
     if "test-mean-classifier" not in _REGISTRY:
 
         @dataclass
@@ -261,6 +258,9 @@ def linear_classifier_package(folder: Path, dataset: str) -> Path:
             def predict(self, image):
                 logits = self.head(image)[0]
                 return {"label": int(logits.argmax()), "scores": logits.softmax(0).cpu().numpy()}
+
+    from cellbench.training.normalisation import Normaliser
+    from cellbench.training.package import InferenceSettings, write_package
 
     cls = _REGISTRY["test-mean-classifier"]
     spec = DataSpec(task="classification", in_channels=2, class_names=("a", "b", "c"))
