@@ -232,6 +232,7 @@ def linear_classifier_package(folder: Path, dataset: str) -> Path:
         DataSpec,
         register,
     )
+
     if "test-mean-classifier" not in _REGISTRY:
 
         @dataclass
