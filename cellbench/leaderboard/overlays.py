@@ -1,8 +1,9 @@
 """Example error overlays for instance segmentation leaderboards.
 
-For the top entries, one test image is drawn with its ground-truth objects filled by error class
-(correct, missed, split, merge, catastrophe) and the predicted objects outlined by class
-(correct, false positive, split, merge, catastrophe). The classes are the DeepCell-style object
+For the top entries, one test image (the one where they make the most errors together) is
+drawn with its ground-truth objects filled by error class (correct, missed, split, merge,
+catastrophe) and the predicted objects outlined by class (correct, false positive, split,
+merge, catastrophe). The classes are the DeepCell-style object
 error classes that scoring computed: ``details["per_image"][sample_id]`` of the report's
 ``object_errors`` result (:class:`cellbench.metrics.object_errors.ObjectErrors`); when a report
 lacks them (older reports), the same metric is computed for that one image.
@@ -82,18 +83,27 @@ def _compute_ids(gt: np.ndarray, pred: np.ndarray, sample_id: str) -> dict[str, 
 
 
 def _pick_sample(
-    leader: LeaderboardEntry, sample_ids: list[str], headline: str, direction: str
+    entries: list[LeaderboardEntry], sample_ids: list[str], headline: str, direction: str
 ) -> str:
-    """The leader's hardest test image: most object errors, else worst per-sample headline."""
-    per_image = object_errors_of(leader) or {}
-    scored = [(n_errors(per_image[s]), s) for s in sample_ids if s in per_image]
-    if scored:
-        return max(scored, key=lambda t: (t[0], -sample_ids.index(t[1])))[1]
+    """The test image where the drawn entries make the most object errors together.
+
+    Falls back to the leader's worst per-sample headline value, then to the first image.
+    """
+    totals = dict.fromkeys(sample_ids, 0)
+    found = False
+    for entry in entries:
+        per_image = object_errors_of(entry) or {}
+        for sid in sample_ids:
+            if sid in per_image:
+                totals[sid] += n_errors(per_image[sid])
+                found = True
+    if found:
+        return max(sample_ids, key=lambda s: (totals[s], -sample_ids.index(s)))
+    leader = entries[0].report.per_sample
     values = [
-        (leader.report.per_sample[s][headline], s)
+        (leader[s][headline], s)
         for s in sample_ids
-        if headline in leader.report.per_sample.get(s, {})
-        and leader.report.per_sample[s][headline] == leader.report.per_sample[s][headline]
+        if headline in leader.get(s, {}) and leader[s][headline] == leader[s][headline]
     ]
     if values:
         pick = max if direction == "lower" else min
@@ -110,7 +120,7 @@ def _middle_plane(arr: np.ndarray, ndim: int) -> np.ndarray:
 def render_overlays(
     board: Leaderboard, folder: Path, top_k: int = 3
 ) -> tuple[list[FigureRef], list[str]]:
-    """Draw error overlays of the top entries on the leader's hardest test image.
+    """Draw error overlays of the top entries on the test image where they err the most.
 
     Args:
         board: An instance-segmentation leaderboard.
@@ -156,7 +166,7 @@ def render_overlays(
     if not chosen:
         return [], notes
 
-    sid = _pick_sample(chosen[0][1], sample_ids, board.headline, board.direction)
+    sid = _pick_sample([e for _, e, _ in chosen], sample_ids, board.headline, board.direction)
     image = np.asarray(store.image(sid)[...])
     gt = np.asarray(store.labels(sid, "instances")[...])
     spatial = gt.ndim
