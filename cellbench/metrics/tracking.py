@@ -169,8 +169,8 @@ class TrackingMatch:
     def unique_gt_to_pred(self) -> np.ndarray:
         """Like :attr:`gt_to_pred` but -1 where the result node matches several references."""
         out = self.gt_to_pred.copy()
-        ok = out >= 0
-        out[ok & (self.pred_match_count[np.maximum(out, 0)] != 1)] = -1
+        ok = np.flatnonzero(out >= 0)
+        out[ok[self.pred_match_count[out[ok]] != 1]] = -1
         return out
 
     @cached_property
