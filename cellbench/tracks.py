@@ -61,9 +61,9 @@ def present_ids(frame: np.ndarray) -> np.ndarray:
     if a.dtype == np.bool_:
         a = a.view(np.uint8)
     if a.dtype.kind == "u" and a.dtype.itemsize <= 2:
-        counts = np.bincount(a.ravel())
-        ids = np.flatnonzero(counts)
-        return ids[ids > 0].astype(np.int64)
+        flat = a.ravel()
+        counts = np.bincount(flat[flat != 0])  # cells cover a fraction of a frame
+        return np.flatnonzero(counts).astype(np.int64)
     hi = int(a.max())
     if a.dtype.kind in "ui" and hi < max(1 << 20, 4 * a.size) and int(a.min()) >= 0:
         counts = np.bincount(a.ravel().astype(np.intp, copy=False))

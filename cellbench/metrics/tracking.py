@@ -90,11 +90,19 @@ def frame_overlap_pairs(
     empty = np.zeros(0, dtype=np.int64)
     if gt_ids.size == 0 or pred_ids.size == 0:
         return empty, empty, empty, empty, empty
-    g_hi, p_hi = int(gt_ids[-1]), int(pred_ids[-1])
-    if (g_hi + 1) * (p_hi + 1) <= max(4 * gt.size, 1 << 20):
-        ov = label_overlap(gt, pred)
+    # Background-in-both pixels change no count: keep the foreground pixels only (cells cover a
+    # small part of a frame), as a flat "image" of pixels.
+    g, p = np.ravel(gt), np.ravel(pred)
+    if g.dtype.kind == "u" and p.dtype.kind == "u":
+        fg = np.flatnonzero(g | p)
     else:
-        ov = label_overlap(_compact(gt, gt_ids), _compact(pred, pred_ids))
+        fg = np.flatnonzero((g != 0) | (p != 0))
+    g, p = g[fg], p[fg]
+    g_hi, p_hi = int(gt_ids[-1]), int(pred_ids[-1])
+    if (g_hi + 1) * (p_hi + 1) <= max(4 * g.size, 1 << 20):
+        ov = label_overlap(g, p)
+    else:
+        ov = label_overlap(_compact(g, gt_ids), _compact(p, pred_ids))
     gi, pi = np.nonzero(ov.intersection)
     return (
         gi.astype(np.int64),

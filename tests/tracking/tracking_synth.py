@@ -55,6 +55,7 @@ def simulate(
     speed: float = 1.0,
     seed: int = 0,
     name: str = "01",
+    seg_every: int = 2,
 ) -> TrackedSequence:
     """Simulate a ground-truth sequence (valid CTC) of moving cells.
 
@@ -69,9 +70,10 @@ def simulate(
         speed: Typical displacement per frame in pixels.
         seed: Random seed.
         name: Sequence name.
+        seg_every: SEG annotations (full frames) every this many frames, from frame 0.
 
     Returns:
-        The ground truth with SEG annotations for every other frame.
+        The ground truth with sparse SEG annotations.
     """
     rng = np.random.default_rng(seed)
     ndim = len(shape)
@@ -161,7 +163,7 @@ def simulate(
     for row in table:
         present = [t for t, u in pairs if u == row[0]]
         row[1], row[2] = present[0], present[-1]
-    seg = tuple(SegAnnotation(t, frames[t].copy()) for t in range(0, n_frames, 2))
+    seg = tuple(SegAnnotation(t, frames[t].copy()) for t in range(0, n_frames, seg_every))
     return TrackedSequence(labels=frames, tracks=table, seg=seg, name=name)
 
 
