@@ -112,7 +112,7 @@ def _frames_text(frames: np.ndarray, frame_name: FrameNamer) -> str:
     return f"{text} ({files})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SegAnnotation:
     """One SEG ground-truth label image (CTC ``man_seg``): a whole frame or one z slice of it.
 
@@ -132,7 +132,7 @@ class SegAnnotation:
     z: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TrackGraph:
     """The acyclic oriented graph of a tracked sequence (CTC AOGM representation).
 
@@ -258,7 +258,7 @@ def _relabel_frame(frame: np.ndarray, ids: np.ndarray, new_ids: np.ndarray, dtyp
     return np.where(ids[pos_c] == a, new_ids[pos_c], 0).astype(dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TrackedSequence:
     """A tracked sequence: label images over time, a CTC track table and optional SEG truth.
 

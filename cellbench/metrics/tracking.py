@@ -113,7 +113,7 @@ def frame_overlap_pairs(
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TrackingMatch:
     """Per-frame overlaps between a reference and a result sequence (computed once, shared).
 
@@ -910,6 +910,153 @@ class CompleteTracks(_TrackingMetric):
             "n_gt_tracks": float(r),
             "n_pred_tracks": float(c),
         }
+
+
+@dataclass(frozen=True)
+class BranchingStats:
+    """Branching-correctness counts of one sequence, one entry per tolerance ``0..max``.
+
+    Attributes:
+        sample_id: The sequence.
+        tp: Matched (reference division, result division) pairs per tolerance.
+        fp: Result divisions minus matched pairs, per tolerance.
+        fn: Reference divisions minus matched pairs, per tolerance.
+    """
+
+    sample_id: str
+    tp: tuple[int, ...]
+    fp: tuple[int, ...]
+    fn: tuple[int, ...]
+
+
+def _dividing_tracks(tab: np.ndarray) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """``[(parent id, parent end, [(child id, child begin), ...]), ...]`` for parents with 2+."""
+    out = []
+    if tab.shape[0] == 0:
+        return out
+    parents, n_children = np.unique(tab[tab[:, 3] > 0, 3], return_counts=True)
+    ends = {int(r[0]): int(r[2]) for r in tab}
+    for p in parents[n_children > 1].tolist():
+        kids = [(int(r[0]), int(r[1])) for r in tab if int(r[3]) == p]
+        out.append((p, ends[p], kids))
+    return out
+
+
+def branching_counts(match: TrackingMatch, tolerance: int) -> dict[str, int]:
+    """Branching correctness counts BC(i) of the CTC biological measures (Ulman et al. 2017).
+
+    Reproduces py-ctcmetrics' ``raw_division_metrics``: divisions are result/reference tracks
+    with two or more daughters. A (reference, result) pair matches when the parents' end frames
+    differ by at most ``tolerance``, both have the same number of daughters, the reference
+    parent is uniquely matched to the result parent in the earlier of the two end frames, and
+    every reference daughter is uniquely matched to a distinct result daughter in the later of
+    the two daughters' first frames, which differ by at most ``tolerance``. TP counts matched
+    pairs; FP = result divisions - TP; FN = reference divisions - TP.
+
+    Args:
+        match: The per-frame matching.
+        tolerance: Frame tolerance ``i``.
+
+    Returns:
+        ``{"tp", "fp", "fn"}``.
+    """
+    gg, pg = match.gt_graph, match.pred_graph
+    g2p = match.unique_gt_to_pred
+
+    def assigned(t: int, ref_label: int) -> int:
+        node = int(gg.node_index(np.array([t]), np.array([ref_label]))[0])
+        if node < 0 or g2p[node] < 0:
+            return -1
+        return int(pg.labels[g2p[node]])
+
+    ref_divs = _dividing_tracks(match.gt.tracks)
+    comp_divs = _dividing_tracks(match.pred.tracks)
+    if not ref_divs:
+        return {"tp": 0, "fp": len(comp_divs), "fn": 0}
+    tp = 0
+    for comp, t_comp, comp_kids in comp_divs:
+        for ref, t_ref, ref_kids in ref_divs:
+            if abs(t_ref - t_comp) > tolerance or len(ref_kids) != len(comp_kids):
+                continue
+            if assigned(min(t_ref, t_comp), ref) != comp:
+                continue
+            matched: list[int] = []
+            for r_kid, r_start in ref_kids:
+                for c_kid, c_start in comp_kids:
+                    if abs(r_start - c_start) > tolerance:
+                        continue
+                    if assigned(max(r_start, c_start), r_kid) == c_kid:
+                        if c_kid not in matched:
+                            matched.append(c_kid)
+                        break
+            if len(matched) == len(ref_kids):
+                tp += 1
+    return {"tp": tp, "fp": len(comp_divs) - tp, "fn": len(ref_divs) - tp}
+
+
+class BranchingCorrectness(_TrackingMetric):
+    """Branching correctness BC(i), the CTC biological division measure.
+
+    Formula (Ulman et al. 2017; counts from :func:`branching_counts`)::
+
+        precision = TP / max(TP + FP, 1),   recall = TP / max(TP + FN, 1)
+        BC(i)     = 2·precision·recall / (precision + recall)   (0 when TP = 0)
+
+    Range [0, 1], higher is better; NaN when the reference has no division. Values ``bc@i``
+    (pooled: counts summed over sequences), ``bc_mean@i`` (mean of per-sequence values) and the
+    counts ``bc_tp@i``, ``bc_fp@i``, ``bc_fn@i`` for ``i = 0..max_tolerance``. Identical to
+    py-ctcmetrics' ``BC(i)`` (tested). Its tolerance semantics differ from
+    :class:`DivisionMetrics` (traccuracy's frame buffer): BC compares track end and start frames
+    and matches at fixed frames, and counts matched pairs (a result division could in principle
+    pair with two references).
+
+    Args:
+        max_tolerance: Largest frame tolerance ``i`` reported (all of ``0..max_tolerance``).
+    """
+
+    name = "branching_correctness"
+    lower_is_better = frozenset({"bc_fp", "bc_fn"})
+
+    def __init__(self, max_tolerance: int = 3) -> None:
+        super().__init__()
+        if int(max_tolerance) != max_tolerance or max_tolerance < 0:
+            raise ValidationError(
+                [f"max_tolerance must be an integer >= 0, got {max_tolerance!r}"],
+                context="BranchingCorrectness parameters",
+            )
+        self.max_tolerance = int(max_tolerance)
+        self._set_params(max_tolerance=self.max_tolerance)
+
+    def _stats(self, match: TrackingMatch, sample_id: str) -> BranchingStats:
+        per = [branching_counts(match, i) for i in range(self.max_tolerance + 1)]
+        return BranchingStats(
+            sample_id=sample_id,
+            tp=tuple(c["tp"] for c in per),
+            fp=tuple(c["fp"] for c in per),
+            fn=tuple(c["fn"] for c in per),
+        )
+
+    @staticmethod
+    def _bc(tp: int, fp: int, fn: int) -> float:
+        if tp + fn == 0:
+            return math.nan
+        precision = tp / max(tp + fp, 1)
+        recall = tp / max(tp + fn, 1)
+        return 2 * precision * recall / max(precision + recall, 1e-4)
+
+    def aggregate(self, stats: Sequence[BranchingStats]) -> dict[str, float]:
+        """Pooled and per-sequence-mean BC(i), and the counts, for each tolerance."""
+        out: dict[str, float] = {}
+        for i in range(self.max_tolerance + 1):
+            tp = sum(s.tp[i] for s in stats)
+            fp = sum(s.fp[i] for s in stats)
+            fn = sum(s.fn[i] for s in stats)
+            out[f"bc@{i}"] = self._bc(tp, fp, fn)
+            out[f"bc_mean@{i}"] = _nanmean([self._bc(s.tp[i], s.fp[i], s.fn[i]) for s in stats])
+            out[f"bc_tp@{i}"] = float(tp)
+            out[f"bc_fp@{i}"] = float(fp)
+            out[f"bc_fn@{i}"] = float(fn)
+        return out
 
 
 # ============================================================================ MOT

@@ -6,16 +6,29 @@ import math
 
 import numpy as np
 import pytest
-from tracking_cases import BASE_TABLE, base_gt, base_objects, drop, paint, replace, result
+from tracking_cases import (
+    BASE_TABLE,
+    base_gt,
+    base_objects,
+    div_gt,
+    drop,
+    early_division,
+    late_division,
+    paint,
+    replace,
+    result,
+)
 
 from cellbench.errors import ValidationError
 from cellbench.metrics.tracking import (
     AOGMWeights,
+    BranchingCorrectness,
     CompleteTracks,
     CTCMeasures,
     DivisionMetrics,
     MOTMetrics,
     aogm_counts,
+    branching_counts,
     division_counts,
     match_tracking,
 )
@@ -253,35 +266,14 @@ def test_pooled_versus_per_sequence_mean() -> None:
 
 
 # --------------------------------------------------------------------------- divisions
-def _div_gt() -> TrackedSequence:
-    """P (frames 0-2, wide box) divides into Q (left half) and R (right half), frames 3-5."""
-    lab = np.zeros((6, 24, 24), dtype=np.uint16)
-    lab[0:3, 2:6, 2:10] = 1
-    lab[3:6, 2:6, 2:6] = 2
-    lab[3:6, 2:6, 6:10] = 3
-    lab[:, 14:18, 14:18] = 4
-    return TrackedSequence(lab, [[1, 0, 2, 0], [2, 3, 5, 1], [3, 3, 5, 1], [4, 0, 5, 0]])
-
-
-def _late(shift: int) -> TrackedSequence:
-    """The result divides ``shift`` frames late: P continues on Q's pixels meanwhile."""
-    lab = _div_gt().labels.copy()
-    last = 2 + shift
-    for t in range(3, last + 1):
-        lab[t][lab[t] == 2] = 1
-        lab[t][lab[t] == 3] = 0
-    table = [[1, 0, last, 0], [2, last + 1, 5, 1], [3, last + 1, 5, 1], [4, 0, 5, 0]]
-    return TrackedSequence(lab, table)
-
-
 def _div_values(res: TrackedSequence, tol: int) -> dict[str, int]:
-    return division_counts(match_tracking(_div_gt(), res), tol)
+    return division_counts(match_tracking(div_gt(), res), tol)
 
 
 def test_division_found() -> None:
-    d = _div_values(_div_gt(), 0)
+    d = _div_values(div_gt(), 0)
     assert d == {"tp": 1, "fp": 0, "fn": 0, "wc": 0, "n_gt": 1, "n_pred": 1}
-    v = DivisionMetrics().compute([_div_gt()], [_div_gt()]).values
+    v = DivisionMetrics().compute([div_gt()], [div_gt()]).values
     assert (v["precision"], v["recall"], v["f1"], v["mbc"]) == (1.0, 1.0, 1.0, 1.0)
 
 
@@ -289,16 +281,13 @@ def test_division_found() -> None:
     ("shift", "tol", "tp"), [(1, 0, 0), (1, 1, 1), (1, 2, 1), (2, 1, 0), (2, 2, 1)]
 )
 def test_late_division_within_and_outside_tolerance(shift: int, tol: int, tp: int) -> None:
-    d = _div_values(_late(shift), tol)
+    d = _div_values(late_division(shift), tol)
     assert d["tp"] == tp and d["fp"] == 1 - tp and d["fn"] == 1 - tp
     assert (d["n_gt"], d["n_pred"]) == (1, 1)
 
 
 def test_early_division_within_tolerance() -> None:
-    lab = _div_gt().labels.copy()
-    lab[2][lab[2] == 1] = 2  # Q' starts one frame early on the whole parent
-    lab[2, 20:22, 20:22] = 3  # R' starts one frame early as a small extra object
-    res = TrackedSequence(lab, [[1, 0, 1, 0], [2, 2, 5, 1], [3, 2, 5, 1], [4, 0, 5, 0]])
+    res = early_division()
     assert res.problems() == []
     assert _div_values(res, 0) == {"tp": 0, "fp": 1, "fn": 1, "wc": 0, "n_gt": 1, "n_pred": 1}
     assert _div_values(res, 1)["tp"] == 1
@@ -320,19 +309,19 @@ def test_wrong_children_division() -> None:
 def test_merged_daughters_do_not_raise() -> None:
     # The daughters' first frame is one merged object (the parent's box), which then divides:
     # a late division at tolerance 1; also one NS for the merge.
-    lab = _div_gt().labels.copy()
+    lab = div_gt().labels.copy()
     lab[3][np.isin(lab[3], [2, 3])] = 5
     res = TrackedSequence(
         lab, [[1, 0, 2, 0], [5, 3, 3, 1], [2, 4, 5, 5], [3, 4, 5, 5], [4, 0, 5, 0]]
     )
-    m = match_tracking(_div_gt(), res)
+    m = match_tracking(div_gt(), res)
     assert aogm_counts(m)["ns"] == 1
     assert division_counts(m, 0) == {"tp": 0, "fp": 1, "fn": 1, "wc": 0, "n_gt": 1, "n_pred": 1}
     assert division_counts(m, 1)["tp"] == 1
 
 
 def test_merged_parent_is_not_a_division_match() -> None:
-    lab = _div_gt().labels.copy()
+    lab = div_gt().labels.copy()
     lab[2][lab[2] == 4] = 1  # parent merged with the bystander in its last frame
     res = TrackedSequence(
         lab, [[1, 0, 2, 0], [2, 3, 5, 1], [3, 3, 5, 1], [4, 0, 1, 0], [9, 3, 5, 4]]
@@ -340,7 +329,7 @@ def test_merged_parent_is_not_a_division_match() -> None:
     lab[3:][lab[3:] == 4] = 9
     res = TrackedSequence(lab, res.tracks)
     assert res.problems() == []
-    m = match_tracking(_div_gt(), res)
+    m = match_tracking(div_gt(), res)
     for tol in (0, 1, 2):
         assert division_counts(m, tol) == {
             "tp": 0,
@@ -354,7 +343,7 @@ def test_merged_parent_is_not_a_division_match() -> None:
 
 def test_division_pooling_and_params() -> None:
     metric = DivisionMetrics(frame_tolerance=1)
-    r = metric.compute([_div_gt(), _div_gt()], [_late(1), _late(2)])
+    r = metric.compute([div_gt(), div_gt()], [late_division(1), late_division(2)])
     assert r.values["tp"] == 1 and r.values["n_gt"] == 2
     assert r.values["recall"] == 0.5 and r.values["recall_mean"] == 0.5
     assert r.params == {"frame_tolerance": 1}
@@ -365,6 +354,23 @@ def test_division_pooling_and_params() -> None:
     no_div = TrackedSequence(np.zeros((2, 4, 4), np.uint16), np.zeros((0, 4)))
     v = DivisionMetrics().compute([no_div], [no_div]).values
     assert math.isnan(v["precision"]) and math.isnan(v["f1"])
+
+
+def test_branching_correctness_tolerance() -> None:
+    # BC(i) compares parent end frames and daughter start frames within i.
+    for shift in (1, 2):
+        m = match_tracking(div_gt(), late_division(shift))
+        got = [branching_counts(m, i)["tp"] for i in range(4)]
+        # The late parent is matched to the reference parent at the earlier end frame, and the
+        # daughters at the later start frame.
+        assert got == [0] * shift + [1] * (4 - shift), shift
+    v = BranchingCorrectness(2).compute([div_gt()], [late_division(1)]).values
+    assert (v["bc@0"], v["bc@1"], v["bc@2"]) == (0.0, 1.0, 1.0)
+    assert (v["bc_fp@0"], v["bc_fn@0"]) == (1, 1)
+    no_div = TrackedSequence(np.zeros((2, 4, 4), np.uint16), np.zeros((0, 4)))
+    assert math.isnan(BranchingCorrectness(0).compute([no_div], [no_div]).values["bc@0"])
+    with pytest.raises(ValidationError):
+        BranchingCorrectness(-1)
 
 
 # --------------------------------------------------------------------------- CT / TF / MOT

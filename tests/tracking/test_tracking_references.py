@@ -17,7 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tracking_cases import BASE_TABLE, base_gt, base_objects, paint, replace, result
+from tracking_cases import (
+    BASE_TABLE,
+    base_gt,
+    base_objects,
+    div_gt,
+    early_division,
+    late_division,
+    paint,
+    replace,
+    result,
+)
 from tracking_synth import perturb, simulate
 
 from cellbench.ingest.ctc import (
@@ -27,6 +37,7 @@ from cellbench.ingest.ctc import (
     write_ctc_result,
 )
 from cellbench.metrics.tracking import (
+    BranchingCorrectness,
     CompleteTracks,
     CTCMeasures,
     DivisionMetrics,
@@ -172,6 +183,26 @@ def test_consistent_with_traccuracy(cases: dict[int, Path], seed: int) -> None:
             assert d["recall"] == pytest.approx(ref["Division Recall"], nan_ok=True)
             assert d["precision"] == pytest.approx(ref["Division Precision"], nan_ok=True)
             assert d["mbc"] == pytest.approx(ref["Mitotic Branching Correctness"], nan_ok=True)
+
+
+@pytest.mark.parametrize("case", ["late1", "late2", "early1"])
+def test_shifted_divisions_identical_to_traccuracy(tmp_path: Path, case: str) -> None:
+    res = {"late1": late_division(1), "late2": late_division(2), "early1": early_division()}[case]
+    write_ctc_ground_truth(div_gt(), tmp_path / "01_GT")
+    write_ctc_result(res, tmp_path / "01_RES")
+    out = _traccuracy(tmp_path, [TDivisionMetrics(max_frame_buffer=2)])[0]
+    m = match_tracking(div_gt(), res)
+    tps = []
+    for fb in (0, 1, 2):
+        ref = out[f"Frame Buffer {fb}"]
+        d = DivisionMetrics(frame_tolerance=fb).compute([m]).values
+        assert (d["tp"], d["fp"], d["fn"]) == (
+            ref["True Positive Divisions"],
+            ref["False Positive Divisions"],
+            ref["False Negative Divisions"],
+        ), fb
+        tps.append(d["tp"])
+    assert tps == {"late1": [0, 1, 1], "late2": [0, 0, 1], "early1": [0, 1, 1]}[case]
 
 
 def test_traccuracy_counts_merged_nodes_not_split_operations(tmp_path: Path) -> None:
@@ -327,6 +358,36 @@ def test_py_ctcmetrics_tf_break_makes_it_order_dependent(tmp_path: Path) -> None
     assert v["tf"] == pytest.approx(2.5 / 3)
     assert tf_no_break == pytest.approx(2.5 / 3)
     assert tf == pytest.approx(1.0)
+
+
+def _check_bc(root: Path, m: TrackingMatch) -> None:
+    v = BranchingCorrectness(3).compute([m]).values
+    ref = _py_ctc(root, ["BC(3)"])
+    for i in range(4):
+        assert (v[f"bc_tp@{i}"], v[f"bc_fp@{i}"], v[f"bc_fn@{i}"]) == (
+            ref[f"tp_div({i})"],
+            ref[f"fp_div({i})"],
+            ref[f"fn_div({i})"],
+        ), i
+        expected = ref[f"BC({i})"]
+        assert (np.isnan(v[f"bc@{i}"]) and expected is None) or v[f"bc@{i}"] == pytest.approx(
+            expected, abs=1e-12
+        )
+
+
+@pytest.mark.parametrize("seed", [c[0] for c in CASES])
+def test_branching_correctness_vs_py_ctcmetrics(cases: dict[int, Path], seed: int) -> None:
+    _check_bc(cases[seed], _ours(cases[seed]))
+
+
+@pytest.mark.parametrize("shift", [1, 2])
+def test_branching_correctness_shifted_division_vs_py_ctcmetrics(
+    tmp_path: Path, shift: int
+) -> None:
+    gt, res = div_gt(), late_division(shift)
+    write_ctc_ground_truth(gt, tmp_path / "01_GT")
+    write_ctc_result(res, tmp_path / "01_RES")
+    _check_bc(tmp_path, match_tracking(gt, res))
 
 
 # --------------------------------------------------------------------------- py-motmetrics

@@ -82,3 +82,32 @@ def replace(
 def drop(objects: list[tuple[int, int, str]], frame: int, box: str) -> list[tuple[int, int, str]]:
     """Remove the object drawn at ``box`` in ``frame``."""
     return [(t, lab, b) for t, lab, b in objects if not (t == frame and b == box)]
+
+
+def div_gt() -> TrackedSequence:
+    """P (frames 0-2, wide box) divides into Q (left half) and R (right half), frames 3-5."""
+    lab = np.zeros((6, 24, 24), dtype=np.uint16)
+    lab[0:3, 2:6, 2:10] = 1
+    lab[3:6, 2:6, 2:6] = 2
+    lab[3:6, 2:6, 6:10] = 3
+    lab[:, 14:18, 14:18] = 4
+    return TrackedSequence(lab, [[1, 0, 2, 0], [2, 3, 5, 1], [3, 3, 5, 1], [4, 0, 5, 0]])
+
+
+def late_division(shift: int) -> TrackedSequence:
+    """The result divides ``shift`` frames late: P continues on Q's pixels meanwhile."""
+    lab = div_gt().labels.copy()
+    last = 2 + shift
+    for t in range(3, last + 1):
+        lab[t][lab[t] == 2] = 1
+        lab[t][lab[t] == 3] = 0
+    table = [[1, 0, last, 0], [2, last + 1, 5, 1], [3, last + 1, 5, 1], [4, 0, 5, 0]]
+    return TrackedSequence(lab, table)
+
+
+def early_division() -> TrackedSequence:
+    """The result divides one frame early: Q' takes the parent's last frame, R' is an extra."""
+    lab = div_gt().labels.copy()
+    lab[2][lab[2] == 1] = 2
+    lab[2, 20:22, 20:22] = 3
+    return TrackedSequence(lab, [[1, 0, 1, 0], [2, 2, 5, 1], [3, 2, 5, 1], [4, 0, 5, 0]])
