@@ -1,4 +1,4 @@
-"""Cell tracking metrics: CTC measures (DET, SEG, TRA, LNK, AOGM), divisions, complete tracks, MOT.
+"""Cell tracking metrics: CTC DET/SEG/TRA/LNK/AOGM, divisions, CT/TF/BC(i), MOTA/IDF1.
 
 Pipeline (one canonical object per hand-off)::
 
@@ -237,9 +237,13 @@ def match_tracking(
         pair_i.append(inter)
     seg_iou = []
     for a in gt.seg:
-        frame = pred.labels[a.frame] if a.z is None else pred.labels[a.frame][a.z]
+        if a.z is None:
+            frame, f_ids = pred.labels[a.frame], pred.frame_ids[a.frame]
+        else:
+            frame = pred.labels[a.frame][a.z]
+            f_ids = present_ids(frame)
         s_ids = present_ids(a.labels)
-        gi, pi, inter, ga, pa = frame_overlap_pairs(a.labels, s_ids, frame, present_ids(frame))
+        gi, pi, inter, ga, pa = frame_overlap_pairs(a.labels, s_ids, frame, f_ids)
         ious = np.zeros(s_ids.size)
         hit = 2 * inter > ga[gi] if gi.size else np.zeros(0, dtype=bool)
         ious[gi[hit]] = inter[hit] / (ga[gi[hit]] + pa[pi[hit]] - inter[hit])
@@ -282,7 +286,7 @@ def _as_matches(gt: Sequence[Any], pred: Sequence[Any] | None) -> list[TrackingM
     return [match_tracking(g, p) for g, p in zip(gts, preds, strict=True)]
 
 
-def _ids(n: int, sample_ids: Sequence[str] | None, matches: list[TrackingMatch]) -> list[str]:
+def _ids(n: int, sample_ids: Sequence[str] | None) -> list[str]:
     if sample_ids is not None:
         ids = [str(s) for s in sample_ids]
         if len(ids) != n:
@@ -323,7 +327,7 @@ class _TrackingMetric(Metric[Any]):
             One statistics record per sequence, in input order.
         """
         matches = _as_matches(gt, pred)
-        ids = _ids(len(matches), sample_ids, matches)
+        ids = _ids(len(matches), sample_ids)
         return [self._stats(m, sid) for m, sid in zip(matches, ids, strict=True)]
 
     def _stats(self, match: TrackingMatch, sample_id: str) -> Any:

@@ -147,6 +147,41 @@ def test_missed_division_continuing_parent() -> None:
     assert d == {"tp": 0, "fp": 0, "fn": 1, "wc": 0, "n_gt": 1, "n_pred": 0}
 
 
+def _lift_3d(seq: TrackedSequence) -> TrackedSequence:
+    """The same sequence as 3 z slices per frame (objects in slices 0-1, slice 2 empty)."""
+    lab = np.zeros((seq.n_frames, 3, *seq.spatial_shape), dtype=seq.labels.dtype)
+    lab[:, 0] = lab[:, 1] = seq.labels
+    return TrackedSequence(lab, seq.tracks)
+
+
+def test_3d_sequences_give_the_same_exact_counts() -> None:
+    fn_table = [r if r[0] != 5 else [5, 1, 2, 0] for r in BASE_TABLE]
+    cases = [
+        (result(drop(base_objects(), 3, "E"), fn_table), {"fn": 1, "ea": 1}),
+        (
+            result(
+                replace(base_objects(), 0, "B", 1),
+                [r if r[0] != 2 else [2, 1, 1, 0] for r in BASE_TABLE],
+            ),
+            {"ns": 1, "ea": 2},
+        ),
+        (
+            result(
+                replace(replace(base_objects(), 2, "A", 7), 3, "A", 7),
+                [[1, 0, 1, 0], *BASE_TABLE[1:], [7, 2, 3, 1]],
+            ),
+            {"ec": 1},
+        ),
+        (result([*base_objects(), (0, 9, "X")], [*BASE_TABLE, [9, 0, 0, 0]]), {"fp": 1}),
+    ]
+    gt3 = _lift_3d(base_gt())
+    assert gt3.is_3d and gt3.problems() == []
+    for res, expected in cases:
+        res3 = _lift_3d(res)
+        assert counts(res3, gt3) == {**ZERO, **expected}
+        assert counts(res3, gt3) == counts(res)
+
+
 def test_custom_weights() -> None:
     table = [r if r[0] != 5 else [5, 1, 2, 0] for r in BASE_TABLE]
     res = result(drop(base_objects(), 3, "E"), table)
