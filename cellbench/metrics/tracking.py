@@ -24,7 +24,8 @@ result object may match several references (a merge, counted as NS). The overlap
 aggregates over a set of sequences: the *pooled* value (error counts and normalisers summed over
 sequences first, e.g. ``tra = 1 - min(ΣAOGM, ΣAOGM_0) / ΣAOGM_0``) under the plain name, and the
 *mean of per-sequence values* (the CTC leaderboard convention for a dataset's two sequences)
-under ``<name>_mean``. Per-sequence values are in ``MetricResult.per_sample``.
+under ``<name>_mean``, over the sequences where the value is defined (not NaN). Per-sequence
+values are in ``MetricResult.per_sample``.
 
 References:
     Matula P, Maška M, Sorokin DV, Matula P, Ortiz-de-Solórzano C, Kozubek M (2015). Cell
@@ -91,18 +92,13 @@ def frame_overlap_pairs(
     if gt_ids.size == 0 or pred_ids.size == 0:
         return empty, empty, empty, empty, empty
     # Background-in-both pixels change no count: keep the foreground pixels only (cells cover a
-    # small part of a frame), as a flat "image" of pixels.
+    # small part of a frame), as a one-row 2D "image" of pixels.
     g, p = np.ravel(gt), np.ravel(pred)
-    if g.dtype.kind == "u" and p.dtype.kind == "u":
-        fg = np.flatnonzero(g | p)
-    else:
-        fg = np.flatnonzero((g != 0) | (p != 0))
-    g, p = g[fg], p[fg]
-    g_hi, p_hi = int(gt_ids[-1]), int(pred_ids[-1])
-    if (g_hi + 1) * (p_hi + 1) <= max(4 * g.size, 1 << 20):
-        ov = label_overlap(g, p)
-    else:
-        ov = label_overlap(_compact(g, gt_ids), _compact(p, pred_ids))
+    unsigned = g.dtype.kind == "u" and p.dtype.kind == "u"
+    fg = ((g | p) != 0) if unsigned else ((g != 0) | (p != 0))
+    g, p = g[fg][None, :], p[fg][None, :]
+    # Ids relabelled 1..n per frame keep the contingency table small whatever the id range.
+    ov = label_overlap(_compact(g, gt_ids), _compact(p, pred_ids))
     gi, pi = np.nonzero(ov.intersection)
     return (
         gi.astype(np.int64),
