@@ -5,5 +5,6 @@ from __future__ import annotations
 import click
 
 from cellbench.cli.datasets import datasets
+from cellbench.cli.score import score
 
-ALL: list[click.Command] = [datasets]
+ALL: list[click.Command] = [datasets, score]
