@@ -6,6 +6,7 @@ import click
 
 from cellbench.cli.datasets import datasets
 from cellbench.cli.leaderboard import leaderboard
+from cellbench.cli.score import score
 from cellbench.cli.submit import submit
 
-ALL: list[click.Command] = [datasets, submit, leaderboard]
+ALL: list[click.Command] = [datasets, score, submit, leaderboard]
