@@ -24,11 +24,29 @@ def is_number(value: Any) -> bool:
     )
 
 
+def is_infinite(value: Any) -> bool:
+    """True for ±inf (e.g. the PSNR of a perfect prediction)."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isinf(float(value))
+    )
+
+
+def json_number(value: Any) -> Any:
+    """A value for JSON: NaN as ``None``, ±inf as ``"inf"``/``"-inf"`` (as score reports do)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if is_infinite(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
 def fmt_value(value: Any) -> str:
     """Format one metric value: 4 decimals, or 4 significant digits for very large/small ones.
 
     Missing values (None, NaN) are shown as an em dash.
     """
+    if is_infinite(value):
+        return "∞" if float(value) > 0 else "−∞"
     if not is_number(value):
         return MISSING
     v = float(value)
@@ -40,7 +58,7 @@ def fmt_value(value: Any) -> str:
 def fmt_mean_std(mean: Any, std: Any) -> str:
     """``mean ± std``, or just the mean when there is no spread (a single seed)."""
     if not is_number(mean):
-        return MISSING
+        return fmt_value(mean)
     if not is_number(std):
         return fmt_value(mean)
     return f"{fmt_value(mean)} ± {fmt_value(std)}"

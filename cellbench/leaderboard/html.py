@@ -24,6 +24,7 @@ from cellbench.leaderboard.formatting import (
     fmt_mean_std,
     fmt_resource,
     fmt_value,
+    is_infinite,
     is_number,
     safe_url,
 )
@@ -84,7 +85,12 @@ def link(text: Any, url: Any, cls: str = "") -> str:
 
 
 def _num_td(value: Any, text: str | None = None) -> str:
-    data = repr(float(value)) if is_number(value) else ""
+    if is_number(value):
+        data = repr(float(value))
+    elif is_infinite(value):
+        data = "Infinity" if float(value) > 0 else "-Infinity"  # what JavaScript parses
+    else:
+        data = ""
     shown = text if text is not None else fmt_value(value)
     return f'<td class="num" data-value="{data}">{esc(shown)}</td>'
 

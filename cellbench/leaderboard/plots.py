@@ -88,7 +88,8 @@ def bar_chart(board: Leaderboard, key: str, path: Path) -> Path:
     ax.barh(y, heights, color=colours, height=0.6)
     ax.errorbar(heights, y, xerr=np.vstack([lo, hi]), fmt="none", ecolor="black", capsize=3)
     for i in np.flatnonzero(~np.isfinite(means)):
-        ax.text(0, y[i], " missing", va="center", fontsize=8)
+        label = " missing" if np.isnan(means[i]) else (" +∞" if means[i] > 0 else " −∞")
+        ax.text(0, y[i], label, va="center", fontsize=8)
     ax.set_yticks(y)
     ax.set_yticklabels([plain(r.name) for r in rows], fontsize=8)
     ax.invert_yaxis()

@@ -29,6 +29,7 @@ import numpy as np
 
 from cellbench._version import __version__
 from cellbench.leaderboard.entry import BoardKey, LeaderboardEntry
+from cellbench.leaderboard.formatting import json_number
 
 MIN_SEEDS = 3
 LEADERBOARD_SCHEMA_VERSION = 1
@@ -72,8 +73,9 @@ class Summary:
     def of(cls, values: Sequence[float]) -> Summary:
         """Summarise per-replicate values (``None`` counts as missing)."""
         arr = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-        mean = float(arr.mean()) if arr.size else float("nan")
-        std = float(arr.std(ddof=1)) if arr.size > 1 else float("nan")
+        with np.errstate(invalid="ignore"):  # inf - inf (PSNR of perfect predictions)
+            mean = float(arr.mean()) if arr.size else float("nan")
+            std = float(arr.std(ddof=1)) if arr.size > 1 else float("nan")
         return cls(mean=mean, std=std, n=int(arr.size), values=arr.tolist())
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,12 +84,13 @@ class Summary:
             "mean": self.mean,
             "std": self.std,
             "n": self.n,
-            "values": [None if v != v else v for v in self.values],
+            "values": self.values,
         }
         if _finite(self.ci_low) or _finite(self.ci_high):
             out["ci_low"] = self.ci_low
             out["ci_high"] = self.ci_high
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+        out["values"] = [json_number(v) for v in self.values]
+        return {k: json_number(v) if not isinstance(v, list) else v for k, v in out.items()}
 
 
 @dataclass
@@ -236,13 +239,15 @@ class Leaderboard:
 
 
 def _order_value(value: float, direction: str) -> tuple[int, float]:
-    if not _finite(value):
+    if value is None or math.isnan(value):  # missing ranks last; ±inf is a real value
         return (1, 0.0)
     return (0, -value if direction == "higher" else value)
 
 
 def _equal(a: float, b: float) -> bool:
-    return _finite(a) and _finite(b) and math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return False
+    return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
 
 
 def rank_entries(key: BoardKey, entries: Iterable[LeaderboardEntry]) -> Leaderboard:

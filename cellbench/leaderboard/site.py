@@ -31,6 +31,7 @@ from typing import Any
 
 from cellbench.errors import CellbenchError
 from cellbench.leaderboard.entry import BoardKey, LeaderboardEntry
+from cellbench.leaderboard.formatting import json_number
 from cellbench.leaderboard.html import FigureRef, render_board_html, render_index_html
 from cellbench.leaderboard.layout import curve_series, scalar_families, series_families
 from cellbench.leaderboard.markdown import render_index_markdown, render_markdown
@@ -279,8 +280,8 @@ def publish(
 
 
 def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
+    if isinstance(value, float):
+        return json_number(value)
     if isinstance(value, Mapping):
         return {k: _nan_to_none(v) for k, v in value.items()}
     if isinstance(value, list):

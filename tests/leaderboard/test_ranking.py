@@ -90,3 +90,17 @@ def test_entries_of_another_board_refused():
         rank_entries(KEY, [other])
     with pytest.raises(ValueError, match="no entries"):
         rank_entries(KEY, [])
+
+
+def test_infinite_values_rank_as_values_and_serialise_like_reports():
+    psnr = "image/psnr"
+    entries = [
+        make_entry("finite", 30.0, headline=psnr, ci=(29.0, 31.0)),
+        make_entry("perfect", float("inf"), headline=psnr, ci=(float("inf"), float("inf"))),
+        make_entry("missing", float("nan"), headline=psnr, ci=(float("nan"), float("nan"))),
+    ]
+    board = rank_entries(KEY, entries)
+    assert [r.name for r in board.rows] == ["perfect", "finite", "missing"]
+    row = board.to_dict()["rows"][0]
+    assert row["headline"]["mean"] == "inf" and row["headline"]["values"] == ["inf"]
+    assert board.to_dict()["rows"][2]["headline"]["mean"] is None

@@ -277,3 +277,17 @@ def test_publish_to_fsspec_and_hf_url_checks(site, tmp_path):
         push(tmp_path, "memory://x")
     with pytest.raises(PublishError, match="nothing to publish"):
         publish(LeaderboardStore(tmp_path / "empty"), tmp_path / "o")
+
+
+def test_infinite_values_rendered(tmp_path):
+    store = LeaderboardStore(tmp_path / "lb")
+    store.add(make_entry("perfect", float("inf"), headline="image/psnr", ci=(float("inf"),) * 2))
+    store.add(make_entry("finite", 30.0, headline="image/psnr", ci=(29.0, 31.0)))
+    out = publish(store, tmp_path / "site", overlays=False).out
+    folder = out / INST.path
+    data = json.loads((folder / "leaderboard.json").read_text())
+    assert data["rows"][0]["headline"]["mean"] == "inf"
+    html, _ = html_rows(folder / "index.html")
+    assert html[0][3] == ("∞", "Infinity") and html[1][3] == ("30.0000", "30.0")
+    rows = md_table((folder / "README.md").read_text(), "| rank | entry |")
+    assert rows[0][3] == "∞" and rows[1][3] == "30.0000"

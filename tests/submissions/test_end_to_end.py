@@ -38,9 +38,6 @@ from tests.submissions.models import (
     submit_in_process,
 )
 
-pytest.importorskip("cellbench.scoring", reason="cellbench.scoring has not landed on this branch")
-pytest.importorskip("cellbench.tasks", reason="cellbench.tasks has not landed on this branch")
-
 CARD = {
     "id": "toy-classes",
     "version": "1.0",
