@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -149,6 +150,21 @@ def _score(
     from cellbench.scoring import score
 
     return score(task, store, split, predictions, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def device_problems(device: str) -> list[str]:
+    """Problems with the requested inference device (``cpu``, ``cuda`` or ``cuda:N``)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        return [f"device: {device!r} is not cpu, cuda or cuda:N"]
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return [f"device: {device} requested but CUDA is not available on this machine"]
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            return [f"device: {device} requested but only {torch.cuda.device_count()} GPU(s)"]
+    return []
 
 
 def _static_model_problems(
@@ -355,6 +371,7 @@ def evaluate_submission(
             problems.append(f"kind: cellbench does not run {kind} models for task {task!r}")
         static, onnx_info = _static_model_problems(fields, sub_path, store, limits)
         problems += static
+        problems += device_problems(device)
     if problems:
         if kind in ("torchscript", "onnx", "safetensors"):
             problems.append("the model was not run because of the problems above")

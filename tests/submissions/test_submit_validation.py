@@ -143,3 +143,21 @@ def test_cli_init_writes_template(tmp_path, cli_cmd, cli_env):
         timeout=60,
     )
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_unavailable_device_refused_before_running(toy_dataset, tmp_path):
+    import torch
+
+    from tests.submissions.models import Threshold, script
+
+    script(Threshold(), tmp_path / "m.pt")
+    path = _write(tmp_path, kind="torchscript", submission="m.pt")
+    with pytest.raises(ValidationError) as err:
+        evaluate_submission(path, device="gpu")
+    assert err.value.problems == [
+        "device: 'gpu' is not cpu, cuda or cuda:N",
+        "the model was not run because of the problems above",
+    ]
+    if not torch.cuda.is_available():
+        with pytest.raises(ValidationError, match="CUDA is not available"):
+            evaluate_submission(path, device="cuda")
