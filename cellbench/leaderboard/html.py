@@ -101,6 +101,15 @@ def _th(label: str, key: str, kind: str = "text", better: str = "") -> str:
     return f'<th{cls} data-key="{esc(key)}" data-type="{kind}"{extra}>{esc(label)}</th>'
 
 
+def _plain_value(value: Any) -> str:
+    """Readable text for card values: mappings as ``k v, ...``, lists comma-separated."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_plain_value(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_plain_value(v) for v in value)
+    return str(value)
+
+
 def card_html(card: Mapping[str, Any], ref: str, checksum: str = "") -> str:
     """Definition list of a dataset card (title, license, annotation, splits, citation)."""
     items = [
@@ -118,7 +127,7 @@ def card_html(card: Mapping[str, Any], ref: str, checksum: str = "") -> str:
     splits = card.get("splits") or {}
     if isinstance(splits, Mapping) and splits:
         parts = [esc(splits.get("method", ""))]
-        parts += [f"{esc(k)}: {esc(v)}" for k, v in splits.items() if k != "method"]
+        parts += [f"{esc(k)}: {esc(_plain_value(v))}" for k, v in splits.items() if k != "method"]
         items.append(("Splits", "<br>".join(p for p in parts if p)))
     if checksum:
         items.append(("Checksum", f"<code>{esc(checksum)}</code>"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -171,6 +172,8 @@ def render_board(
         k for keys in scalar_families(board.metric_keys, board.headline).values() for k in keys
     ]
     for k in [board.headline] + [k for k in charts if k != board.headline]:
+        if k != board.headline and all(math.isnan(r.metrics[k].mean) for r in board.rows):
+            continue  # undefined for every entry (e.g. no large objects): nothing to draw
         name = f"plots/bar-{file_stem(k)}.png"
         bar_chart(board, k, folder / name)
         whisker = "95% interval" if k == board.headline else "± std over seeds"
