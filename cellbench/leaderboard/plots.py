@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from cellbench.leaderboard.formatting import direction_word, is_number
+from cellbench.leaderboard.formatting import direction_word, fmt_count, is_number
 from cellbench.leaderboard.ranking import Leaderboard
 
 _BAR = "#3b6ea8"
@@ -186,7 +186,7 @@ def confusion_chart(
                 ax.text(
                     j,
                     i,
-                    f"{int(counts[i, j])}",
+                    fmt_count(counts[i, j]),
                     ha="center",
                     va="center",
                     fontsize=7,

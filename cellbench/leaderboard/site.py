@@ -186,7 +186,8 @@ def render_board(
         labels = ", ".join(b.split("/", 1)[-1] for b in drawn)
         figures.append(FigureRef("curves", name, f"{family}: {labels} versus threshold", family))
 
-    if key.task == "classification":
+    if key.task in ("classification", "semantic-segmentation"):
+        unit = "pixel counts" if key.task == "semantic-segmentation" else "counts"
         for row in board.rows[:top_k]:
             entry = row.replicates[0]
             found = find_confusion(entry)
@@ -201,7 +202,7 @@ def render_board(
                     "confusion",
                     name,
                     f"{row.name}, seed {entry.seed}: rows true class, columns predicted; colour "
-                    "is the fraction of the true class, numbers are counts",
+                    f"is the fraction of the true class, numbers are {unit}",
                     f"confusion matrix of {row.name}",
                 )
             )

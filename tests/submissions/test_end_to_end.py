@@ -418,3 +418,36 @@ def test_prediction_and_manifest_problems_listed_together(dataset, tmp_path):
         p.startswith(f"predictions: sample {ids[1]!r}: mask shape ({h - 2}, {w})") for p in problems
     )
     assert not root.exists()
+
+
+def test_semantic_submission_pixel_confusion(dataset, tmp_path):
+    from sklearn.metrics import jaccard_score
+
+    store, _ = dataset
+    ids = store.sample_ids("test")
+    truth = {s: np.asarray(store.labels(s, "semantic")[...]) for s in ids}
+    rng = np.random.default_rng(0)
+    preds = {}
+    for sid, t in truth.items():
+        p = t.copy()
+        flip = rng.random(p.shape) < 0.05  # 5% of pixels get the next class
+        p[flip] = (p[flip] + 1) % 3
+        preds[sid] = p
+    with PredictionWriter(
+        tmp_path / "sem.zarr", "semantic-segmentation", "synthetic-nuclei", "1.0", "test"
+    ) as w:
+        for sid, p in preds.items():
+            w.add(Prediction(sid, mask=p))
+    path = manifest(tmp_path, "semantic", 0, "sem.zarr", task="semantic-segmentation")
+    root = tmp_path / "lb"
+    report = submit(path, root=root, n_bootstrap=20).report
+    y_true = np.concatenate([truth[s].ravel() for s in ids])
+    y_pred = np.concatenate([preds[s].ravel() for s in ids])
+    reference = jaccard_score(y_true, y_pred, average=None, labels=[0, 1, 2])
+    assert report.headline.name == "semantic_segmentation/mean_jaccard_pooled"
+    # the task's headline averages the non-background classes (background dominates pixels)
+    assert report.headline.value == pytest.approx(reference[1:].mean(), abs=1e-12)
+    site = publish(LeaderboardStore(root), tmp_path / "site").out
+    key = BoardKey("synthetic-nuclei", "1.0", "semantic-segmentation", "test")
+    assert len(list((site / key.path / "plots").glob("confusion-*.png"))) == 1
+    assert "numbers are pixel counts" in (site / key.path / "index.html").read_text()
