@@ -5,5 +5,6 @@ from __future__ import annotations
 import click
 
 from cellbench.cli.datasets import datasets
+from cellbench.cli.train import predict_cmd, train_cmd, tune_cmd
 
-ALL: list[click.Command] = [datasets]
+ALL: list[click.Command] = [datasets, train_cmd, predict_cmd, tune_cmd]
