@@ -308,7 +308,6 @@ class TrainConfig:
             value = getattr(self, name)
             check(name, value is None or (_is_int(value) and value >= 0), "null or an int >= 0")
         for name in (
-            "lr",
             "momentum",
             "weight_decay",
             "warmup_epochs",
@@ -327,8 +326,7 @@ class TrainConfig:
             self.grad_clip is None or (_is_number(self.grad_clip) and self.grad_clip > 0),
             "null or a number > 0",
         )
-        if _is_number(self.lr):
-            check("lr", self.lr > 0, "a number > 0")
+        check("lr", _is_number(self.lr) and self.lr > 0, "a number > 0")
         if _is_number(self.momentum):
             check("momentum", self.momentum < 1, "a number in [0, 1)")
         if _is_number(self.tile_overlap):

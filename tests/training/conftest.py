@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+import tests.training.toy_models  # noqa: F401  (registers the toy baselines)
 from cellbench.store.sample import Sample
 from cellbench.store.zarr_store import DatasetStore, build_store
-
-import tests.training.toy_models  # noqa: F401  (registers the toy baselines)
 
 
 def discs(shape: tuple[int, ...], n: int, radius: float, rng: np.random.Generator) -> np.ndarray:
@@ -52,11 +51,22 @@ def toy_task_samples(
             label = i % 3
             img = rng.normal(100, 10, (1, *size))
             h, w = size[-2], size[-1]
-            region = [(slice(None), slice(0, w // 2)), (slice(None), slice(w // 2, None)),
-                      (slice(0, h // 2), slice(None))][label]
+            region = [
+                (slice(None), slice(0, w // 2)),
+                (slice(None), slice(w // 2, None)),
+                (slice(0, h // 2), slice(None)),
+            ][label]
             img[(0, *([slice(None)] * (nd - 2)), *region)] += 300
-            out.append(Sample(id=sid, image=img.clip(0).astype(np.uint16), axes=axes, split=split,
-                              label=label, metadata=md))
+            out.append(
+                Sample(
+                    id=sid,
+                    image=img.clip(0).astype(np.uint16),
+                    axes=axes,
+                    split=split,
+                    label=label,
+                    metadata=md,
+                )
+            )
             continue
         labels = discs(size, 4 if nd == 2 else 3, 5 if nd == 2 else 3, rng)
         image = rng.normal(200, 20, size) + 600 * (labels > 0)
@@ -68,28 +78,61 @@ def toy_task_samples(
             else:
                 sem[(labels > 0) & (labels % 2 == 0)] = 2
             image = image + 600 * (sem == 2)
-            out.append(Sample(id=sid, image=image[None].clip(0).astype(np.uint16), axes=axes,
-                              split=split, semantic=sem.astype(np.uint8), metadata=md))
+            out.append(
+                Sample(
+                    id=sid,
+                    image=image[None].clip(0).astype(np.uint16),
+                    axes=axes,
+                    split=split,
+                    semantic=sem.astype(np.uint8),
+                    metadata=md,
+                )
+            )
         elif task == "instance-segmentation":
-            out.append(Sample(id=sid, image=image[None].clip(0).astype(np.uint16), axes=axes,
-                              split=split, instances=labels.astype(np.uint16), metadata=md))
+            out.append(
+                Sample(
+                    id=sid,
+                    image=image[None].clip(0).astype(np.uint16),
+                    axes=axes,
+                    split=split,
+                    instances=labels.astype(np.uint16),
+                    metadata=md,
+                )
+            )
         elif task == "augmented-microscopy":
             target = ndimage.gaussian_filter((labels > 0).astype(np.float32), 1.0) * 5 + 1
-            out.append(Sample(id=sid, image=image[None].clip(0).astype(np.uint16), axes=axes,
-                              split=split, target=target[None].astype(np.float32),
-                              target_channel_names=["fluo"], metadata=md))
+            out.append(
+                Sample(
+                    id=sid,
+                    image=image[None].clip(0).astype(np.uint16),
+                    axes=axes,
+                    split=split,
+                    target=target[None].astype(np.float32),
+                    target_channel_names=["fluo"],
+                    metadata=md,
+                )
+            )
         elif task == "tracking":
-            T = 4
-            frames = np.zeros((T, *size), dtype=np.uint16)
-            movie = np.zeros((T, 1, *size), dtype=np.float64)
+            n_frames = 4
+            frames = np.zeros((n_frames, *size), dtype=np.uint16)
+            movie = np.zeros((n_frames, 1, *size), dtype=np.float64)
             yy, xx = np.indices(size)
-            for t in range(T):
+            for t in range(n_frames):
                 for k, (cy, cx) in enumerate([(10 + 2 * t, 10), (25, 8 + 3 * t)], start=1):
                     frames[t][(yy - cy) ** 2 + (xx - cx) ** 2 <= 16] = k
                 movie[t, 0] = rng.normal(200, 20, size) + 600 * (frames[t] > 0)
-            tracks = np.array([[1, 0, T - 1, 0], [2, 0, T - 1, 0]], dtype=np.int64)
-            out.append(Sample(id=sid, image=movie.clip(0).astype(np.uint16), axes="tcyx",
-                              split=split, instances=frames, tracks=tracks, metadata=md))
+            tracks = np.array([[1, 0, n_frames - 1, 0], [2, 0, n_frames - 1, 0]], dtype=np.int64)
+            out.append(
+                Sample(
+                    id=sid,
+                    image=movie.clip(0).astype(np.uint16),
+                    axes="tcyx",
+                    split=split,
+                    instances=frames,
+                    tracks=tracks,
+                    metadata=md,
+                )
+            )
         else:
             raise ValueError(task)
     return out, classes

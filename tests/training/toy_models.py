@@ -103,9 +103,7 @@ class ToySemantic(Baseline):
 def _label(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     labels, n = ndimage.label(prob > 0.5)
     ids = np.arange(1, n + 1)
-    scores = (
-        np.asarray(ndimage.mean(prob, labels, ids), dtype=np.float64) if n else np.zeros(0)
-    )
+    scores = np.asarray(ndimage.mean(prob, labels, ids), dtype=np.float64) if n else np.zeros(0)
     return labels.astype(np.int32), ids.astype(np.int64), scores
 
 
