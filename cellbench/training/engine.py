@@ -93,6 +93,7 @@ LAST_WEIGHTS = "last.safetensors"
 PENDING_WEIGHTS = ".last-pending.safetensors"
 LAST_STATE = "last.state.pt"
 RUN_LOG = "train.log"
+PLOT_INTERVAL_S = 30.0
 #: Config keys a resumed run may change.
 RESUME_OVERRIDES = ("epochs", "device", "workers", "early_stopping", "val_every")
 
@@ -253,6 +254,8 @@ class Trainer:
         self.step_losses: list[float] = []
         self.history: list[dict[str, Any]] = []
         self._log_handler: logging.Handler | None = None
+        self._last_plot = -math.inf
+        self._env: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ setup
     def _setup_logging(self) -> None:
@@ -580,7 +583,7 @@ class Trainer:
             "normalisation": self.normaliser.to_dict(),
             "spec": self.spec.to_dict(),
             "inference": self.settings.to_dict(),
-            "environment": _environment(),
+            "environment": self._environment(),
         }
         write_text(yaml.safe_dump(_plain(doc), sort_keys=False), self.run_dir / RUN_CONFIG)
 
@@ -854,13 +857,7 @@ class Trainer:
                     if pset is not None and cfg.task == "classification":
                         self._confusion(pset)
                 write_metrics(self.run_dir, self.history)
-                plot_curves(
-                    self.history,
-                    self.run_dir / CURVES_PNG,
-                    headline=self.headline[4:]
-                    if self.headline and self.headline.startswith("val/")
-                    else None,
-                )
+                self._plot(final=False)
                 self._write_run_config("running", best, time.perf_counter() - t0, started)
                 log.info("epoch %d/%d %s", epoch + 1, cfg.epochs, _summary(record, self.headline))
             dist.barrier()
@@ -884,6 +881,8 @@ class Trainer:
                         "seed": cfg.seed,
                     },
                 )
+            if self.history:
+                self._plot(final=True)
             self._write_run_config(status, best, wall, started)
         return RunResult(
             run_dir=self.run_dir,
@@ -897,6 +896,22 @@ class Trainer:
             step_losses=list(self.step_losses),
             wall_time_s=wall,
         )
+
+    def _environment(self) -> dict[str, str]:
+        if self._env is None:
+            from cellbench.envinfo import environment_report
+
+            self._env = {k: str(v) for k, v in environment_report().items()}
+        return self._env
+
+    def _plot(self, final: bool) -> None:
+        """Redraw ``curves.png`` at the end, and during the run at most every 30 seconds."""
+        now = time.perf_counter()
+        if not final and now - self._last_plot < PLOT_INTERVAL_S:
+            return
+        self._last_plot = now
+        name = self.headline[4:] if self.headline and self.headline.startswith("val/") else None
+        plot_curves(self.history, self.run_dir / CURVES_PNG, headline=name)
 
     def _confusion(self, pset: Any) -> None:
         store = self.store
@@ -921,12 +936,6 @@ def _summary(record: dict[str, Any], headline: str | None) -> str:
         parts.append(f"{headline} {record[headline]:.4g}")
     parts.append(f"{record['images_per_s']:.1f} img/s")
     return ", ".join(parts)
-
-
-def _environment() -> dict[str, str]:
-    from cellbench.envinfo import environment_report
-
-    return environment_report()
 
 
 def _plain(value: Any) -> Any:
