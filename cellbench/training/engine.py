@@ -916,7 +916,7 @@ class Trainer:
     def _confusion(self, pset: Any) -> None:
         store = self.store
         assert store is not None
-        ids = list(pset.ids) if hasattr(pset, "ids") else [p.sample_id for p in pset]
+        ids = pset.sample_ids
         truth = np.array([store.label(s) for s in ids])
         pred = np.array([pset.get(s).label for s in ids])
         matrix = confusion_matrix(truth, pred, self.spec.n_classes)

@@ -14,8 +14,9 @@ whole image, as in training) and the :class:`InferenceSettings`:
   the tile whose core (the tile minus half of each overlap) holds it; regression images are
   blended with weights ramping down over the overlap; instances are kept from the tile whose
   core holds the object's first pixel (bounding-box minimum corner) and pasted without
-  overwriting, so an object seen whole by two tiles appears once. Objects larger than the
-  overlap can be cut at tile borders: raise ``tile_size`` (or ``tile_overlap``) for them.
+  overwriting, so an object seen whole by two tiles appears once. Objects up to half the
+  overlap in size are stitched exactly; larger ones can be cut at tile borders: raise
+  ``tile_size`` (or ``tile_overlap``) for them.
 
 Stable API (used by submissions): :func:`predict_split`, :func:`iter_predictions`,
 :func:`write_split_predictions`, :func:`predict_image`.
