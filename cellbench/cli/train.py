@@ -6,6 +6,7 @@ Multi-GPU: run the same command under ``torchrun --nproc_per_node=N -m cellbench
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,8 @@ def train_cmd(
         else f"model = epoch {result.best_epoch}"
     )
     state = "stopped early" if result.stopped_early else "done"
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
     click.echo(f"{state}: {result.epochs_run} epochs, {best}; run directory {result.run_dir}")
 
 
