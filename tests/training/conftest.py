@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 import tests.training.toy_models  # noqa: F401  (registers the toy baselines)
@@ -136,6 +137,15 @@ def toy_task_samples(
         else:
             raise ValueError(task)
     return out, classes
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a busy 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
