@@ -683,10 +683,13 @@ class Trainer:
         total, count = dist.all_reduce_sum([total, count], self.device)
         return total / count if count else None
 
-    def _val_metric(self) -> tuple[dict[str, Any], Any]:
-        """Score the validation split; returns the metric record and the predictions (rank 0)."""
+    def _val_predict(self, scored: bool) -> tuple[dict[str, Any], Any]:
+        """Predict the validation split (sharded over ranks) and, if ``scored``, score it.
+
+        Returns:
+            The metric record (every rank) and the gathered predictions (rank 0, else None).
+        """
         from cellbench.predictions import PredictionSet
-        from cellbench.scoring import score
 
         store = self.store
         assert store is not None
@@ -712,10 +715,13 @@ class Trainer:
                 dataset_version=store.version,
                 split="val",
             )
-            report = score(self.config.task, store, "val", pset, n_bootstrap=0)
-            for k, v in report.metrics.items():
-                record[f"val/{k}"] = v
-            record[f"val/{report.headline.name}"] = report.headline.value
+            if scored:
+                from cellbench.scoring import score
+
+                report = score(self.config.task, store, "val", pset, n_bootstrap=0)
+                for k, v in report.metrics.items():
+                    record[f"val/{k}"] = v
+                record[f"val/{report.headline.name}"] = report.headline.value
         record = dist.broadcast_object(record)
         return record, pset
 
@@ -816,8 +822,8 @@ class Trainer:
             if validate:
                 if cfg.val_loss:
                     record["val_loss"] = self._val_loss()
-                if cfg.val_metric:
-                    metrics, pset = self._val_metric()
+                if cfg.val_metric or cfg.task == "classification":  # (confusion matrix)
+                    metrics, pset = self._val_predict(scored=cfg.val_metric)
                     record.update(metrics)
             value = record.get(self.headline) if self.headline else None
             improved = False

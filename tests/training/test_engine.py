@@ -238,6 +238,8 @@ def test_classification_image_mode_with_class_weights_and_preload(make_store, tm
     model, _ = load_model_package(tmp_path / "run")
     assert model.spec.class_weights == pytest.approx([1.0, 1.0, 1.0])
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    png = tmp_path / "run/confusion_matrix.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import yaml
 
     doc = yaml.safe_load((tmp_path / "run/config.yaml").read_text())
