@@ -1,8 +1,8 @@
 """Per-epoch metrics of a run (``metrics.jsonl``, ``metrics.csv``) and its plots.
 
-``metrics.jsonl`` gets one JSON object per epoch, appended as the run goes (a resumed run
-continues the file); ``metrics.csv`` is rewritten from it after every epoch with the union of
-all columns. ``curves.png`` shows the training loss, the validation loss (if computed) and the
+``metrics.jsonl`` holds one JSON object per epoch and ``metrics.csv`` the same records with the
+union of all columns; both are rewritten (atomically) after every epoch, and a resumed run keeps
+the records of the epochs before the interruption. ``curves.png`` shows the training loss, the validation loss (if computed) and the
 validation headline metric per epoch; ``confusion_matrix.png`` (classification) is the
 validation confusion matrix of the best epoch, with class names.
 """
