@@ -15,13 +15,18 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cellbench.catalog import Catalog, DatasetCard, load_recipe, parse_ref
 from cellbench.errors import ChecksumError, DatasetNotFoundError, StoreError
 from cellbench.store.cache import cellbench_home, is_offline, stores_dir, tmp_dir
 from cellbench.store.sample import Sample
 from cellbench.store.zarr_store import DatasetStore, build_store
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+    from cellbench.store.hf import ColumnMapping
 
 _IMPORTED = "imported.json"
 
@@ -267,3 +272,164 @@ def import_store(path: str | Path, *, copy: bool = False) -> DatasetStore:
     entries[f"{store.id}@{store.version}"] = {"path": str(final)}
     _write_registry(entries)
     return DatasetStore.open(final)
+
+
+def export_hf(
+    ref: str,
+    dest: str | Path,
+    *,
+    max_shard_size: int | str = "500MB",
+    compression: str = "zstd",
+    progress: bool = False,
+) -> Path:
+    """Export a pulled or imported dataset as Hugging Face Parquet shards, atomically.
+
+    See :mod:`cellbench.store.hf` for the columns, features and folder layout.
+
+    Args:
+        ref: ``id`` or ``id@version``.
+        dest: New folder (must not exist).
+        max_shard_size: Largest Parquet shard (bytes or ``"500MB"``).
+        compression: Parquet codec.
+        progress: Show a progress bar.
+
+    Returns:
+        ``dest``.
+    """
+    from cellbench.store import hf
+
+    return hf.write_parquet(
+        load(ref), dest, max_shard_size=max_shard_size, compression=compression, progress=progress
+    )
+
+
+def push_to_hub(
+    ref: str,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    max_shard_size: int | str | None = None,
+    progress: bool = False,
+) -> str:
+    """Push a pulled or imported dataset to the Hugging Face Hub (data, card and metadata).
+
+    Args:
+        ref: ``id`` or ``id@version``.
+        repo_id: ``user/name`` or ``org/name``.
+        token: Hub token (default: ``HF_TOKEN`` or the stored login).
+        private: Create the repository as private.
+        max_shard_size: Largest Parquet shard.
+        progress: Show progress bars.
+
+    Returns:
+        The dataset's URL.
+    """
+    from cellbench.store import hf
+
+    return hf.push_to_hub(
+        load(ref),
+        repo_id,
+        token=token,
+        private=private,
+        max_shard_size=max_shard_size,
+        progress=progress,
+    )
+
+
+def import_hf(
+    source: str | Path | DatasetDict | Dataset,
+    *,
+    mapping: ColumnMapping | None = None,
+    dataset_id: str | None = None,
+    version: str | None = None,
+    metadata: dict[str, Any] | str | Path | None = None,
+    progress: bool = False,
+) -> DatasetStore:
+    """Convert a Hugging Face dataset into a canonical store in the cache and register it.
+
+    The store is built in the cache's scratch area and moved into place only when complete
+    (and, for a cellbench export, when its digest matches the exported one), so a failed
+    import leaves nothing in the cache. Afterwards ``load("<id>@<version>")`` opens it.
+
+    Args:
+        source: Parquet folder, ``save_to_disk`` folder, or a ``DatasetDict``/``Dataset``.
+        mapping: :class:`cellbench.store.hf.ColumnMapping` for datasets not exported by
+            cellbench.
+        dataset_id: New id for a cellbench export (the digest check is then skipped).
+        version: New version for a cellbench export (the digest check is then skipped).
+        metadata: The export's ``cellbench.json`` (mapping or path) for a dataset that lost it
+            (e.g. loaded from the Hub with ``load_dataset``).
+        progress: Show a progress bar.
+
+    Returns:
+        The opened store.
+
+    Raises:
+        StoreError: Unreadable source, an id of the catalog, or already imported.
+        ValidationError: Missing or mistyped columns, bad mapping or samples.
+        ChecksumError: A cellbench export that does not rebuild to its digest.
+    """
+    from cellbench.store import hf
+
+    plan = hf.plan_import(
+        source, mapping=mapping, dataset_id=dataset_id, version=version, metadata=metadata
+    )
+    ident, ver = str(plan.card["id"]), str(plan.card["version"])
+    key = f"{ident}@{ver}"
+    if ident in Catalog().ids():
+        raise StoreError(
+            f"{plan.source.name}: dataset id {ident!r} belongs to the catalog; import it under "
+            f"another id (--id), or run `cellbench datasets pull {ident}`"
+        )
+    dest = store_path(ident, ver)
+    if key in imported() or dest.exists():
+        where = imported().get(key, {}).get("path", dest)
+        raise StoreError(f"{key} is already imported ({where}); choose another version (--version)")
+    store = plan.build(dest, work_dir=tmp_dir(), progress=progress)
+    entries = imported()
+    entries[key] = {"path": str(store.path)}
+    _write_registry(entries)
+    return store
+
+
+def import_path(
+    path: str | Path,
+    *,
+    copy: bool = False,
+    mapping: ColumnMapping | None = None,
+    dataset_id: str | None = None,
+    version: str | None = None,
+    progress: bool = False,
+) -> DatasetStore:
+    """Import a folder, telling a cellbench Zarr store from a Hugging Face dataset.
+
+    A Zarr store goes through :func:`import_store`; a ``save_to_disk`` or Parquet folder
+    through :func:`import_hf`.
+
+    Args:
+        path: The folder.
+        copy: Copy a Zarr store into the cache (HF datasets are always converted into it).
+        mapping: Column mapping (HF datasets only).
+        dataset_id: New id (HF cellbench exports only).
+        version: New version (HF cellbench exports only).
+        progress: Show a progress bar.
+
+    Returns:
+        The opened store.
+
+    Raises:
+        StoreError: If the folder is neither, or HF options are given for a Zarr store.
+    """
+    from cellbench.store import hf
+
+    if hf.detect_source(path) == "zarr":
+        if mapping is not None or dataset_id is not None or version is not None:
+            raise StoreError(
+                f"{path}: is a cellbench Zarr store; column mapping, id and version options "
+                "apply to Hugging Face datasets only"
+            )
+        return import_store(path, copy=copy)
+    return import_hf(
+        path, mapping=mapping, dataset_id=dataset_id, version=version, progress=progress
+    )

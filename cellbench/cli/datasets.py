@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from cellbench.catalog import TASKS
 from cellbench.errors import StoreError
 
 
@@ -149,25 +150,169 @@ def verify(ref: str, quiet: bool) -> None:
 @click.option(
     "--to",
     "target",
-    type=click.Choice(["zarr"]),
-    required=True,
-    help="Export format.",
+    type=click.Choice(["zarr", "hf"]),
+    default=None,
+    help="Export format: a Zarr copy, or Hugging Face Parquet shards with a dataset card.",
 )
-@click.argument("dest", type=click.Path(path_type=Path))
-def export(ref: str, target: str, dest: Path) -> None:
-    """Export REF's store to DEST (a Zarr copy)."""
-    from cellbench.registry import export_zarr
+@click.argument("dest", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--max-shard-size",
+    default="500MB",
+    show_default=True,
+    help="Largest Parquet shard (--to hf, --push-to-hub).",
+)
+@click.option(
+    "--push-to-hub",
+    "repo_id",
+    default=None,
+    metavar="REPO",
+    help="Also push to the Hugging Face Hub as REPO (user/name).",
+)
+@click.option("--private", is_flag=True, help="Create the Hub repository as private.")
+@click.option(
+    "--token",
+    envvar="HF_TOKEN",
+    default=None,
+    show_envvar=True,
+    help="Hugging Face token (default: the stored login).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def export(
+    ref: str,
+    target: str | None,
+    dest: Path | None,
+    max_shard_size: str,
+    repo_id: str | None,
+    private: bool,
+    token: str | None,
+    quiet: bool,
+) -> None:
+    """Export REF's store: `--to zarr DEST`, `--to hf DEST` and/or `--push-to-hub REPO`."""
+    from cellbench.registry import export_hf, export_zarr, push_to_hub
 
-    out = export_zarr(ref, dest)
-    click.echo(f"exported {ref} to {out}")
+    if target is None and repo_id is None:
+        raise click.UsageError("give --to zarr DEST, --to hf DEST or --push-to-hub REPO")
+    if target is not None and dest is None:
+        raise click.UsageError(f"--to {target} needs a destination folder DEST")
+    if target is None and dest is not None:
+        raise click.UsageError(f"DEST {dest} given without --to zarr or --to hf")
+    if target == "zarr" and dest is not None:
+        out = export_zarr(ref, dest)
+        click.echo(f"exported {ref} to {out}")
+    elif target == "hf" and dest is not None:
+        out = export_hf(ref, dest, max_shard_size=max_shard_size, progress=not quiet)
+        click.echo(f"exported {ref} to {out} (Hugging Face Parquet)")
+    if repo_id is not None:
+        url = push_to_hub(
+            ref,
+            repo_id,
+            token=token,
+            private=private or None,
+            max_shard_size=max_shard_size,
+            progress=not quiet,
+        )
+        click.echo(f"pushed {ref} to {url}")
 
 
 @datasets.command("import")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--copy", is_flag=True, help="Copy the store into the cache.")
-def import_(path: Path, copy: bool) -> None:
-    """Register a user's own canonical store at PATH (verified first)."""
-    from cellbench.registry import import_store
+@click.option(
+    "--copy",
+    is_flag=True,
+    help="Copy a Zarr store into the cache (Hugging Face datasets are always converted into it).",
+)
+@click.option("--id", "dataset_id", default=None, help="Dataset id of the imported store.")
+@click.option("--version", default=None, help="Dataset version of the imported store.")
+@click.option(
+    "--task",
+    type=click.Choice(list(TASKS)),
+    default=None,
+    help="Task of a foreign Hugging Face dataset (turns on column mapping).",
+)
+@click.option("--image-column", default=None, help="Column with the input image.")
+@click.option(
+    "--label-column",
+    default=None,
+    help="Class label (classification) or label image (segmentation) column.",
+)
+@click.option("--target-column", default=None, help="Target image column (augmented microscopy).")
+@click.option("--id-column", default=None, help="Column with sample ids (default: split-row).")
+@click.option("--axes", default=None, help="Axis order of the image column, e.g. yx, yxc, czyx.")
+@click.option(
+    "--metadata-column",
+    "metadata_columns",
+    multiple=True,
+    help="Metadata column to keep (repeatable; default: every other scalar column).",
+)
+@click.option("--title", default="", help="Title of a foreign dataset.")
+@click.option("--license", "license_", default="unknown", help="License of a foreign dataset.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def import_(
+    path: Path,
+    copy: bool,
+    dataset_id: str | None,
+    version: str | None,
+    task: str | None,
+    image_column: str | None,
+    label_column: str | None,
+    target_column: str | None,
+    id_column: str | None,
+    axes: str | None,
+    metadata_columns: tuple[str, ...],
+    title: str,
+    license_: str,
+    quiet: bool,
+) -> None:
+    """Import PATH: a cellbench Zarr store (verified, registered) or a Hugging Face dataset.
 
-    store = import_store(path, copy=copy)
-    click.echo(f"imported {store.id}@{store.version} ({len(store)} samples) from {store.path}")
+    A Hugging Face dataset (save_to_disk or Parquet folder) exported by cellbench is rebuilt
+    bit-exactly (checked against its digest). Any other dataset needs its columns mapped:
+    --task, --id, --version, --image-column and --label-column or --target-column.
+    """
+    from cellbench.registry import import_path
+
+    mapping_options = {
+        "--image-column": image_column,
+        "--label-column": label_column,
+        "--target-column": target_column,
+        "--id-column": id_column,
+        "--axes": axes,
+        "--metadata-column": metadata_columns or None,
+        "--title": title or None,
+    }
+    used = [k for k, v in mapping_options.items() if v is not None]
+    mapping = None
+    if task is not None:
+        from cellbench.store.hf import ColumnMapping
+
+        missing = [o for o, v in (("--id", dataset_id), ("--version", version)) if not v]
+        if missing:
+            raise click.UsageError(f"--task needs {' and '.join(missing)} for a foreign dataset")
+        mapping = ColumnMapping(
+            task=task,
+            dataset_id=str(dataset_id),
+            version=str(version),
+            image_column=image_column or "image",
+            label_column=label_column,
+            target_column=target_column,
+            id_column=id_column,
+            axes=axes,
+            metadata_columns=tuple(metadata_columns) if metadata_columns else None,
+            title=title,
+            license=license_,
+        )
+        dataset_id = version = None
+    elif used:
+        raise click.UsageError(
+            f"{', '.join(used)} need --task (column mapping of a foreign dataset)"
+        )
+    store = import_path(
+        path,
+        copy=copy,
+        mapping=mapping,
+        dataset_id=dataset_id,
+        version=version,
+        progress=not quiet,
+    )
+    click.echo(f"imported {store.id}@{store.version} ({len(store)} samples) from {path}")
+    click.echo(f"store {store.path}, checksum {store.checksum}")
