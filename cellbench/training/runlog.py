@@ -2,9 +2,10 @@
 
 ``metrics.jsonl`` holds one JSON object per epoch and ``metrics.csv`` the same records with the
 union of all columns; both are rewritten (atomically) after every epoch, and a resumed run keeps
-the records of the epochs before the interruption. ``curves.png`` shows the training loss, the validation loss (if computed) and the
-validation headline metric per epoch; ``confusion_matrix.png`` (classification) is the
-validation confusion matrix of the best epoch, with class names.
+the records of the epochs before the interruption. ``curves.png`` shows the training loss, the
+validation loss (if computed) and the validation headline metric per epoch;
+``confusion_matrix.png`` (classification) is the validation confusion matrix of the best
+epoch, with class names.
 """
 
 from __future__ import annotations

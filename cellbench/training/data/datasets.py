@@ -159,22 +159,37 @@ def cut(
     patch: Sequence[int],
     pad: float,
     dtype: Any,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Cut a patch at ``origin`` from ``data`` (the decoded ``region``), padding outside it.
 
-    ``data`` may have leading non-spatial axes (channels).
+    Args:
+        data: Decoded region, possibly with leading non-spatial axes (channels).
+        region: The region's slices in image coordinates.
+        origin: Patch origin in image coordinates (negative or beyond: padded).
+        patch: Patch size.
+        pad: Value outside the image.
+        dtype: Output dtype.
+        out: Write into this array (shape ``(*lead, *patch)``) instead of a new one.
     """
     lead = data.shape[: data.ndim - len(patch)]
-    out = np.full((*lead, *patch), pad, dtype=dtype)
+    if out is None:
+        out = np.full((*lead, *patch), pad, dtype=dtype)
     src, dst = [], []
+    inside = True
     for r, o, p in zip(region, origin, patch, strict=True):
         a, b = max(o, r.start), min(o + p, r.stop)
         if b <= a:
-            return out
+            inside = False
+            break
         src.append(slice(a - r.start, b - r.start))
         dst.append(slice(a - o, b - o))
-    lead_sl = (slice(None),) * len(lead)
-    out[(*lead_sl, *dst)] = data[(*lead_sl, *src)]
+    full = inside and all(d.start == 0 and d.stop == p for d, p in zip(dst, patch, strict=True))
+    if not full:
+        out[...] = pad
+    if inside:
+        lead_sl = (slice(None),) * len(lead)
+        out[(*lead_sl, *dst)] = data[(*lead_sl, *src)]
     return out
 
 
@@ -211,12 +226,25 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index.items)
 
-    def __getitem__(self, key: Key | int) -> dict[str, torch.Tensor]:
+    def _buffers(self, n: int) -> dict[str, np.ndarray]:
+        index = self.index
+        lead = {"image": (index.n_channels,), "target": (index.target_channels,)}
+        out = {
+            k: np.empty((n, *lead.get(k, ()), *self.patch), np.float32 if k in lead else np.int64)
+            for k in self.keys
+        }
+        if index.labels is not None:
+            out["label"] = np.empty(n, np.int64)
+        return out
+
+    def _count(self, key: Key | int) -> int:
+        return self.k if isinstance(key, tuple) and key[1] >= 0 else 1
+
+    def _fill(self, key: Key | int, buffers: dict[str, np.ndarray], at: int) -> None:
         item, seed, cls = key if isinstance(key, tuple) else (int(key), -1, -1)
         index = self.index
         s, frame = index.items[item]
         sid = index.sample_ids[s]
-        shape = index.shapes[s]
         rng = None if seed < 0 else np.random.default_rng(seed)
         anchor = None
         if rng is not None and cls >= 0 and cls in index.class_locations:
@@ -226,9 +254,8 @@ class PatchDataset(Dataset):
                 anchor = positions[rows[int(rng.integers(0, rows.size))]]
         k = 1 if rng is None else self.k
         region, origins = plan_patches(
-            shape, self.patch, index.chunks[s], k, self.aligned, rng, anchor
+            index.shapes[s], self.patch, index.chunks[s], k, self.aligned, rng, anchor
         )
-        out: dict[str, torch.Tensor] = {}
         for key_name in self.keys:
             data = self.reader.read(sid, key_name, frame, region)
             if data.dtype.kind == "f" and not np.isfinite(data).all():
@@ -237,20 +264,29 @@ class PatchDataset(Dataset):
                 )
             if key_name == "image":
                 data = Normaliser.apply(data, index.image_stats[s], 0)
-                dtype: Any = np.float32
             elif key_name == "target":
                 assert index.target_stats is not None
                 data = Normaliser.apply(data, index.target_stats[s], 0)
-                dtype = np.float32
-            else:
-                dtype = np.int64
-            patches = [
-                cut(data, region, o, self.patch, PAD_VALUE[key_name], dtype) for o in origins
-            ]
-            out[key_name] = torch.from_numpy(np.stack(patches))
+            buf = buffers[key_name]
+            for j, origin in enumerate(origins):
+                cut(data, region, origin, self.patch, PAD_VALUE[key_name], buf.dtype, buf[at + j])
         if index.labels is not None:
-            out["label"] = torch.full((len(origins),), int(index.labels[s]), dtype=torch.int64)
-        return out
+            buffers["label"][at : at + len(origins)] = int(index.labels[s])
+
+    def __getitem__(self, key: Key | int) -> dict[str, torch.Tensor]:
+        buffers = self._buffers(self._count(key))
+        self._fill(key, buffers, 0)
+        return {k: torch.from_numpy(v) for k, v in buffers.items()}
+
+    def __getitems__(self, keys: Sequence[Key]) -> list[dict[str, torch.Tensor]]:
+        """A whole batch, cut straight into one array per key (no per-sample copies)."""
+        counts = [self._count(k) for k in keys]
+        buffers = self._buffers(sum(counts))
+        at = 0
+        for key, count in zip(keys, counts, strict=True):
+            self._fill(key, buffers, at)
+            at += count
+        return [{k: torch.from_numpy(v) for k, v in buffers.items()}]
 
 
 def fit_array(
@@ -345,4 +381,6 @@ class ImageDataset(Dataset):
 
 def concat_collate(groups: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Concatenate per-key groups (each with a leading group axis) into one batch."""
+    if len(groups) == 1:
+        return groups[0]
     return {k: torch.cat([g[k] for g in groups]) for k in groups[0]}
