@@ -15,6 +15,7 @@ the installed package (``cellbench/datasets_catalog``) and in the source checkou
 from __future__ import annotations
 
 import difflib
+import importlib
 import importlib.util
 import os
 import re
@@ -296,12 +297,26 @@ def _load_module(path: str, mtime: float) -> ModuleType:
 def load_recipe(card: DatasetCard) -> Callable[..., Any]:
     """Return the ``build(context)`` function of a card's recipe.
 
+    The card's ``recipe`` field is either a file beside the card (default ``recipe.py``) or a
+    ``package.module:function`` reference.
+
     Raises:
         CardError: If the recipe file or its ``build`` function is missing.
     """
+    ref = str(card.extra.get("recipe", "recipe.py"))
+    if ":" in ref and not ref.endswith(".py"):
+        module_name, _, func = ref.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise CardError(f"dataset {card.ref}: recipe module {module_name!r} ({err})") from err
+        build = getattr(module, func, None)
+        if not callable(build):
+            raise CardError(f"dataset {card.ref}: recipe {ref!r} is not a function")
+        return build
     if card.path is None:
         raise CardError(f"dataset {card.ref}: card has no folder, so no recipe")
-    recipe = card.path / str(card.extra.get("recipe", "recipe.py"))
+    recipe = card.path / ref
     if not recipe.is_file():
         raise CardError(f"dataset {card.ref}: recipe {recipe} not found")
     module = _load_module(str(recipe), recipe.stat().st_mtime)

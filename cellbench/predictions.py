@@ -83,7 +83,8 @@ class Prediction:
             ids per frame ``(t, [z,] y, x)`` (tracking).
         object_ids: Ids of objects in ``mask`` that carry a confidence (instance).
         object_scores: Confidence of each id in ``object_ids`` (instance; used to rank
-            detections for COCO AP; objects without a score get 1.0).
+            detections for COCO AP). Score every object of ``mask`` or none (then all
+            detections tie and COCO AP ranks them by id, which a report note points out).
         masks: Possibly overlapping instance masks ``(n, [z,] y, x)`` bool (instance; an
             alternative to ``mask`` that a label image cannot express).
         mask_scores: Confidence per mask in ``masks``.

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# huggingface_hub and datasets read these when first imported, before any fixture runs.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("MPLBACKEND", "Agg")
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -18,15 +18,22 @@ def _instance_preds(n=3):
     out = []
     for i in range(n):
         mask = rng.integers(0, 4, (20, 24)).astype(np.uint32)
-        out.append(Prediction(f"s{i}", mask=mask, object_ids=np.array([1, 2, 3]),
-                              object_scores=np.array([0.9, 0.5, 0.1])))
+        out.append(
+            Prediction(
+                f"s{i}",
+                mask=mask,
+                object_ids=np.array([1, 2, 3]),
+                object_scores=np.array([0.9, 0.5, 0.1]),
+            )
+        )
     return out
 
 
 def test_canonical_round_trip_instance(tmp_path):
     preds = _instance_preds()
-    pset = PredictionSet.from_predictions("instance-segmentation", preds, "ds", "1.0", "test",
-                                          {"model": "unet"})
+    pset = PredictionSet.from_predictions(
+        "instance-segmentation", preds, "ds", "1.0", "test", {"model": "unet"}
+    )
     path = write_predictions(tmp_path / "p.zarr", pset)
     back = load_predictions(path)
     assert back.task == "instance-segmentation" and back.dataset == "ds"
@@ -52,9 +59,10 @@ def test_canonical_classification_table(tmp_path):
 
 
 def test_writer_is_atomic(tmp_path):
-    with pytest.raises(RuntimeError), PredictionWriter(
-        tmp_path / "x.zarr", "semantic-segmentation", "d", "1", "test"
-    ) as w:
+    with (
+        pytest.raises(RuntimeError),
+        PredictionWriter(tmp_path / "x.zarr", "semantic-segmentation", "d", "1", "test") as w,
+    ):
         w.add(Prediction("a", mask=np.zeros((4, 4), np.uint8)))
         raise RuntimeError("crash")
     assert list(tmp_path.iterdir()) == []
