@@ -313,6 +313,25 @@ class Trainer:
             )
         model_config = cls.config_class.from_dict(cfg.model)
         self.baseline_cls = cls
+        self.has_val = "val" in store.splits
+
+        # selection metric: the task's headline on the validation split
+        self.headline: str | None = None
+        self.direction: str | None = None
+        if self.has_val and cfg.val_metric:
+            try:
+                from cellbench.scoring import score  # noqa: F401  (validation needs it)
+                from cellbench.tasks import get_task
+            except ImportError:
+                raise TrainingError(
+                    "the validation metric needs cellbench.tasks and cellbench.scoring, which "
+                    "this installation lacks; set val_metric: false to select the best epoch "
+                    "by validation loss"
+                ) from None
+            task = get_task(cfg.task)
+            self.headline, self.direction = f"val/{task.headline}", task.direction
+        elif self.has_val and cfg.val_loss:
+            self.headline, self.direction = "val_loss", "lower"
 
         # normalisation: from the run being resumed (identical statistics), else fitted
         if self.saved_doc.get("normalisation"):
@@ -348,7 +367,6 @@ class Trainer:
                 seed=cfg.seed,
             )
         self.train_index: SplitIndex = dist.broadcast_object(index)
-        self.has_val = "val" in store.splits
         val_index = None
         if self.has_val and cfg.val_loss and self.dist_info.is_main:
             val_index = build_index(store, cfg.task, "val", norm, n_classes=len(class_names))
@@ -450,23 +468,6 @@ class Trainer:
                 find_unused_parameters=cfg.find_unused_parameters,
             )
         self.forward = forward
-
-        # selection metric
-        self.headline: str | None = None
-        self.direction: str | None = None
-        if self.has_val and cfg.val_metric:
-            try:
-                from cellbench.tasks import get_task
-            except ImportError:
-                raise TrainingError(
-                    "the validation metric needs cellbench.tasks and cellbench.scoring, which "
-                    "this installation lacks; set val_metric: false to select the best epoch "
-                    "by validation loss"
-                ) from None
-            task = get_task(cfg.task)
-            self.headline, self.direction = f"val/{task.headline}", task.direction
-        elif self.has_val and cfg.val_loss:
-            self.headline, self.direction = "val_loss", "lower"
 
     def _fit_normaliser(self, norm: Normaliser) -> Normaliser:
         store = self.store
