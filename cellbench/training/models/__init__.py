@@ -1,1 +1,31 @@
-"""Built-in baseline models; importing this package registers them (see ``baseline.register``)."""
+"""Built-in baseline models; importing this package registers them (see ``baseline.register``).
+
+==================  ==========================  ===============================================
+registry name       task                        module
+==================  ==========================  ===============================================
+``resnet18``        classification              :mod:`~cellbench.training.models.resnet`
+``resnet50``        classification              :mod:`~cellbench.training.models.resnet`
+``unet``            semantic-segmentation       :mod:`~cellbench.training.models.unet`
+``unet-regression`` augmented-microscopy        :mod:`~cellbench.training.models.unet`
+``maskrcnn``        instance-segmentation       :mod:`~cellbench.training.models.maskrcnn`
+``embedding-unet``  instance-segmentation       :mod:`~cellbench.training.models.embedding`
+``tracker``         tracking                    :mod:`~cellbench.training.models.tracking`
+==================  ==========================  ===============================================
+"""
+
+from cellbench.training.models import embedding, maskrcnn, resnet, tracking, unet
+from cellbench.training.models.tiling import tiled_predict
+from cellbench.training.models.tiny import tiny_config
+from cellbench.training.models.tracking import link, write_ctc_result
+
+__all__ = [
+    "embedding",
+    "link",
+    "maskrcnn",
+    "resnet",
+    "tiled_predict",
+    "tiny_config",
+    "tracking",
+    "unet",
+    "write_ctc_result",
+]
