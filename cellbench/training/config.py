@@ -139,7 +139,9 @@ class TrainConfig:
         norm_high: Upper percentile.
         target_normalisation: Augmented microscopy targets: ``percentile`` (per image),
             ``dataset-meanstd`` or ``none``.
-        tile_size: Inference tile size for patch models (default: twice the patch size).
+        tile_size: Inference tile size for patch models that do not tile by themselves
+            (default: twice the patch size). Models whose config has its own ``tile_size``
+            (the U-Nets) get whole images and tile inside ``predict``: set ``model.tile_size``.
         tile_overlap: Fraction of a tile overlapping its neighbour at inference.
         device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         sync_batchnorm: Convert BatchNorm to SyncBatchNorm in multi-GPU runs.

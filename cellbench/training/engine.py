@@ -292,10 +292,12 @@ class Trainer:
         if image is None:
             image = [max(s[a] for s in index.shapes) for a in range(nd)]
         self.image_size = size_tuple(image, nd, "image_size")
-        tile = cfg.tile_size or getattr(model_config, "tile_size", None)
-        self.tile_size = (
-            size_tuple(tile, nd, "tile_size") if tile else tuple(default_tile(self.patch_size))
-        )
+        if hasattr(model_config, "tile_size"):
+            self.tile_size: tuple[int, ...] = ()  # the model tiles whole images itself
+        elif cfg.tile_size:
+            self.tile_size = size_tuple(cfg.tile_size, nd, "tile_size")
+        else:
+            self.tile_size = tuple(default_tile(self.patch_size))
 
     def _build(self) -> None:
         cfg = self.config

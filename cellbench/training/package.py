@@ -49,7 +49,9 @@ class InferenceSettings:
         sample_mode: The baseline's ``sample_mode`` (``patch`` or ``image``).
         patch_size: Training patch size (patch models).
         tile_size: Largest input given to a patch model at once; larger images are predicted
-            in overlapping tiles and stitched (default: twice the patch size).
+            in overlapping tiles and stitched (default: twice the patch size). Empty: whole
+            images, always the case for models whose config has its own ``tile_size`` (they
+            tile inside ``predict``, e.g. blending probabilities).
         tile_overlap: Fraction of a tile shared with its neighbour.
         image_size: Image models: the size inputs are fitted to.
         image_fit: Image models: ``pad`` or ``resize``.
@@ -76,16 +78,21 @@ class InferenceSettings:
 
     @classmethod
     def for_model(cls, model: Baseline) -> InferenceSettings:
-        """Defaults for a bare model: its sample mode and its config's patch size, if any."""
+        """Defaults for a bare model: its sample mode and its config's patch size, if any.
+
+        Models whose config has a ``tile_size`` field tile inside ``predict`` and get whole
+        images; other patch models get engine tiles of twice the patch size.
+        """
         patch = getattr(model.config, "patch_size", None)
         nd = model.spec.ndim
         patch_list: list[int] = []
         if patch is not None:
             patch_list = [int(patch)] * nd if isinstance(patch, int) else [int(p) for p in patch]
+        own_tiling = hasattr(model.config, "tile_size")
         return cls(
             sample_mode=model.sample_mode,
             patch_size=patch_list,
-            tile_size=[2 * p for p in patch_list],
+            tile_size=[] if own_tiling else [2 * p for p in patch_list],
         )
 
 
