@@ -5,19 +5,37 @@ ground-truth and a predicted label image (2D or 3D). It is computed with a singl
 ``np.bincount`` over the flattened pair index, as in StarDist's ``label_overlap`` but without
 its uint16 limits: labels are cast to int64 first, so large or sparse ids never overflow.
 
-Assignment strategies built on it live here too (see the functions below); each metric family
-picks the rule its reference defines (Hungarian for StarDist-style matching, COCO's greedy
-score-ordered rule, or the Cell Tracking Challenge's "covers more than half" rule).
+Two views of that table are offered: :func:`label_overlap` gives the dense
+``(n_gt, n_pred)`` :class:`Overlap` and :func:`label_overlap_pairs` the sparse
+:class:`OverlapPairs` (only the pairs that share pixels), which is what dense images with
+hundreds of objects need.
+
+Assignment strategies built on it live here too; each metric family picks the rule its
+reference defines:
+
+* :func:`match_hungarian`: optimal one-to-one assignment maximising the number of pairs above
+  an IoU threshold, then their IoU (StarDist ``matching``, Cellpose ``metrics``).
+* :func:`coco_greedy_match`: pycocotools ``COCOeval.evaluateImg``'s greedy, score-ordered
+  rule, for many thresholds and area-range ignore sets at once.
+* :func:`bipartite_components`: connected components of an overlap graph (DeepCell's
+  split / merge / catastrophe classification).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 #: Largest dense contingency table (cells) before falling back to relabelling ids.
 _MAX_DENSE_CELLS = 1 << 24
+
+#: pycocotools caps every IoU threshold at this value (``min([t, 1 - 1e-10])``).
+COCO_MAX_IOU_THRESHOLD = 1 - 1e-10
 
 
 @dataclass(frozen=True)
@@ -59,14 +77,133 @@ class Overlap:
         return self.intersection / np.maximum(self.pred_area[None, :], 1)
 
 
+@dataclass(frozen=True)
+class OverlapPairs:
+    """Sparse pixel overlap: only the (gt, pred) pairs that share at least one pixel.
+
+    Attributes:
+        gt_ids: Ground-truth object ids present (sorted, background 0 excluded), int64.
+        pred_ids: Predicted object ids present (sorted, background 0 excluded), int64.
+        gt_area: Pixel count of each ground-truth object.
+        pred_area: Pixel count of each predicted object.
+        gt_index: For each overlapping pair, the index into :attr:`gt_ids`.
+        pred_index: For each overlapping pair, the index into :attr:`pred_ids`.
+        intersection: For each overlapping pair, the shared pixel count (> 0).
+    """
+
+    gt_ids: np.ndarray
+    pred_ids: np.ndarray
+    gt_area: np.ndarray
+    pred_area: np.ndarray
+    gt_index: np.ndarray
+    pred_index: np.ndarray
+    intersection: np.ndarray
+
+    def iou(self) -> np.ndarray:
+        """IoU of each overlapping pair (float64, correctly rounded ``intersection / union``)."""
+        union = self.gt_area[self.gt_index] + self.pred_area[self.pred_index] - self.intersection
+        return self.intersection / union
+
+    def to_dense(self) -> Overlap:
+        """Return the dense :class:`Overlap` with the same content."""
+        inter = np.zeros((self.gt_ids.size, self.pred_ids.size), dtype=np.int64)
+        inter[self.gt_index, self.pred_index] = self.intersection
+        return Overlap(
+            gt_ids=self.gt_ids,
+            pred_ids=self.pred_ids,
+            intersection=inter,
+            gt_area=self.gt_area,
+            pred_area=self.pred_area,
+        )
+
+
 def _as_labels(arr: np.ndarray, name: str) -> np.ndarray:
+    """Flattened ids (no copy when possible); raises on non-integer dtypes or negative ids."""
     arr = np.asarray(arr)
     if arr.dtype.kind not in "uib":
         raise TypeError(f"{name} label image must have an integer dtype, got {arr.dtype}")
-    flat = arr.reshape(-1).astype(np.int64, copy=False)
-    if flat.size and flat.min() < 0:
+    flat = arr.reshape(-1)
+    if arr.dtype.kind == "b":
+        flat = flat.view(np.uint8)
+    if arr.dtype.kind == "i" and flat.size and flat.min() < 0:
         raise ValueError(f"{name} label image has negative ids")
     return flat
+
+
+def _present(area_all: np.ndarray) -> np.ndarray:
+    """Indices (ids) > 0 with a non-zero count."""
+    return np.flatnonzero(area_all[1:]) + 1
+
+
+def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
+    """Compute the sparse overlap of two label images of the same shape (2D or 3D).
+
+    One ``np.bincount`` over ``gt * (max(pred) + 1) + pred`` gives every pair count; ids are
+    relabelled to consecutive indices first when they are too large or sparse for a dense table.
+
+    Args:
+        gt: Ground-truth instance ids (0 = background), any integer dtype.
+        pred: Predicted instance ids (0 = background), same shape as ``gt``.
+
+    Returns:
+        The :class:`OverlapPairs` between the present objects.
+
+    Raises:
+        ValueError: If the shapes differ or ids are negative.
+        TypeError: If a label image is not of an integer type.
+    """
+    if np.shape(gt) != np.shape(pred):
+        raise ValueError(
+            f"label images differ in shape: gt {np.shape(gt)} vs pred {np.shape(pred)}"
+        )
+    g = _as_labels(gt, "ground-truth")
+    p = _as_labels(pred, "predicted")
+    g_max = int(g.max(initial=0))
+    p_max = int(p.max(initial=0))
+    if (g_max + 1) * (p_max + 1) <= max(_MAX_DENSE_CELLS, 4 * g.size):
+        g_u = p_u = None
+        n_g, n_p = g_max + 1, p_max + 1
+        # Pair index in the narrowest safe integer type (bincount widens it once, internally).
+        dtype = np.int32 if n_g * n_p < 2**31 else np.int64
+        flat = g.astype(dtype)
+        np.multiply(flat, n_p, out=flat, casting="unsafe")
+        np.add(flat, p, out=flat, casting="unsafe")  # values < n_p: the cast is exact
+    else:
+        # Sparse or huge ids: relabel to consecutive indices (0 stays background) first.
+        g_u, g_inv = np.unique(g, return_inverse=True)
+        p_u, p_inv = np.unique(p, return_inverse=True)
+        if g_u[0] != 0:
+            g_u = np.concatenate([[0], g_u])
+            g_inv = g_inv + 1
+        if p_u[0] != 0:
+            p_u = np.concatenate([[0], p_u])
+            p_inv = p_inv + 1
+        n_g, n_p = g_u.size, p_u.size
+        flat = g_inv.reshape(-1).astype(np.int64) * n_p + p_inv.reshape(-1).astype(np.int64)
+    table = np.bincount(flat, minlength=n_g * n_p)
+    nz = np.flatnonzero(table)
+    counts = table[nz]
+    rows, cols = np.divmod(nz, n_p)
+    gt_area_all = np.bincount(rows, weights=counts, minlength=n_g).astype(np.int64)
+    pred_area_all = np.bincount(cols, weights=counts, minlength=n_p).astype(np.int64)
+    g_idx = _present(gt_area_all)
+    p_idx = _present(pred_area_all)
+    g_lut = np.full(n_g, -1, dtype=np.int64)
+    g_lut[g_idx] = np.arange(g_idx.size)
+    p_lut = np.full(n_p, -1, dtype=np.int64)
+    p_lut[p_idx] = np.arange(p_idx.size)
+    both = (rows > 0) & (cols > 0)
+    gt_ids = g_idx if g_u is None else g_u[g_idx]
+    pred_ids = p_idx if p_u is None else p_u[p_idx]
+    return OverlapPairs(
+        gt_ids=gt_ids.astype(np.int64, copy=False),
+        pred_ids=pred_ids.astype(np.int64, copy=False),
+        gt_area=gt_area_all[g_idx],
+        pred_area=pred_area_all[p_idx],
+        gt_index=g_lut[rows[both]],
+        pred_index=p_lut[cols[both]],
+        intersection=counts[both].astype(np.int64, copy=False),
+    )
 
 
 def label_overlap(gt: np.ndarray, pred: np.ndarray) -> Overlap:
@@ -83,48 +220,198 @@ def label_overlap(gt: np.ndarray, pred: np.ndarray) -> Overlap:
         ValueError: If the shapes differ or ids are negative.
         TypeError: If a label image is not of an integer type.
     """
-    if np.shape(gt) != np.shape(pred):
-        raise ValueError(
-            f"label images differ in shape: gt {np.shape(gt)} vs pred {np.shape(pred)}"
-        )
-    g = _as_labels(gt, "ground-truth")
-    p = _as_labels(pred, "predicted")
-    g_max = int(g.max(initial=0))
-    p_max = int(p.max(initial=0))
-    if (g_max + 1) * (p_max + 1) <= max(_MAX_DENSE_CELLS, 4 * g.size):
-        n_p = p_max + 1
-        table = np.bincount(g * n_p + p, minlength=(g_max + 1) * n_p).reshape(g_max + 1, n_p)
-        gt_area_all = table.sum(axis=1)
-        pred_area_all = table.sum(axis=0)
-        gt_ids = np.flatnonzero(gt_area_all[1:]) + 1
-        pred_ids = np.flatnonzero(pred_area_all[1:]) + 1
-        return Overlap(
-            gt_ids=gt_ids.astype(np.int64),
-            pred_ids=pred_ids.astype(np.int64),
-            intersection=table[np.ix_(gt_ids, pred_ids)].astype(np.int64, copy=False),
-            gt_area=gt_area_all[gt_ids].astype(np.int64, copy=False),
-            pred_area=pred_area_all[pred_ids].astype(np.int64, copy=False),
-        )
-    # Sparse or huge ids: relabel to consecutive indices (0 stays background) first.
-    g_u, g_inv = np.unique(g, return_inverse=True)
-    p_u, p_inv = np.unique(p, return_inverse=True)
-    if g_u.size == 0 or g_u[0] != 0:
-        g_u = np.concatenate([[0], g_u])
-        g_inv = g_inv + 1
-    if p_u.size == 0 or p_u[0] != 0:
-        p_u = np.concatenate([[0], p_u])
-        p_inv = p_inv + 1
-    n_p = p_u.size
-    table = np.bincount(g_inv * n_p + p_inv, minlength=g_u.size * n_p).reshape(g_u.size, n_p)
-    inter = table[1:, 1:]
-    gt_area = table.sum(axis=1)[1:]
-    pred_area = table.sum(axis=0)[1:]
-    keep_g = gt_area > 0
-    keep_p = pred_area > 0
-    return Overlap(
-        gt_ids=g_u[1:][keep_g].astype(np.int64),
-        pred_ids=p_u[1:][keep_p].astype(np.int64),
-        intersection=inter[np.ix_(keep_g, keep_p)].astype(np.int64, copy=False),
-        gt_area=gt_area[keep_g].astype(np.int64, copy=False),
-        pred_area=pred_area[keep_p].astype(np.int64, copy=False),
+    return label_overlap_pairs(gt, pred).to_dense()
+
+
+# ----------------------------------------------------------------------------------------------
+# Assignment rules
+# ----------------------------------------------------------------------------------------------
+
+
+def _is_matching(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> bool:
+    """Whether the edge list uses every row and every column at most once."""
+    if rows.size <= 1:
+        return True
+    return bool(
+        np.bincount(rows, minlength=n_rows).max() <= 1
+        and np.bincount(cols, minlength=n_cols).max() <= 1
     )
+
+
+def match_hungarian(iou: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal one-to-one matching of ground truth (rows) to predictions (columns) at a threshold.
+
+    Exactly StarDist's ``matching`` rule: minimise
+    ``-[IoU >= t] - IoU / (2 * min(n_gt, n_pred))`` with the Hungarian algorithm, i.e. first
+    maximise the number of pairs with IoU >= t, then the summed IoU of the assignment; pairs
+    with IoU >= t are the matches (true positives). When the candidate pairs (IoU >= t)
+    already form a one-to-one matching (always the case for t > 0.5 between two label images)
+    they are the unique optimum and are returned without running the assignment.
+
+    Args:
+        iou: ``(n_gt, n_pred)`` IoU matrix (float64).
+        threshold: IoU threshold t; a pair matches when ``IoU >= t``.
+
+    Returns:
+        ``(gt_index, pred_index)`` of the matched pairs, sorted by ground-truth index.
+    """
+    iou = np.asarray(iou, dtype=np.float64)
+    n_true, n_pred = iou.shape
+    n_matched = min(n_true, n_pred)
+    empty = np.zeros(0, dtype=np.int64)
+    if n_matched == 0:
+        return empty, empty
+    cand = iou >= threshold
+    rows, cols = np.nonzero(cand)
+    if rows.size == 0:
+        return empty, empty
+    if _is_matching(rows, cols, n_true, n_pred):
+        return rows.astype(np.int64), cols.astype(np.int64)
+    costs = -cand.astype(np.float64) - iou / (2 * n_matched)
+    r, c = linear_sum_assignment(costs)
+    ok = iou[r, c] >= threshold
+    return r[ok].astype(np.int64), c[ok].astype(np.int64)
+
+
+def _coco_greedy_one(
+    det: np.ndarray,
+    gt: np.ndarray,
+    val: np.ndarray,
+    n_det: int,
+    n_gt: int,
+    threshold: float,
+    gt_ignore: np.ndarray,
+) -> np.ndarray:
+    """Run pycocotools' ``evaluateImg`` rule for one threshold and ignore set (candidates only)."""
+    ignore = gt_ignore.astype(bool)
+    position = np.empty(n_gt, dtype=np.int64)
+    position[np.argsort(ignore, kind="mergesort")] = np.arange(n_gt)
+    order = np.lexsort((position[gt], det))
+    d_list = det[order].tolist()
+    g_list = gt[order].tolist()
+    v_list = val[order].tolist()
+    ign = ignore.tolist()
+    taken = [False] * n_gt
+    out = np.full(n_det, -1, dtype=np.int64)
+    n = len(d_list)
+    i = 0
+    while i < n:
+        d = d_list[i]
+        best = -1
+        best_iou = threshold
+        while i < n and d_list[i] == d:
+            g = g_list[i]
+            i += 1
+            if taken[g]:
+                continue
+            if best >= 0 and not ign[best] and ign[g]:
+                # pycocotools breaks here: an ignored gt never replaces a regular match.
+                while i < n and d_list[i] == d:
+                    i += 1
+                break
+            if v_list[i - 1] < best_iou:
+                continue
+            best_iou = v_list[i - 1]
+            best = g
+        if best >= 0:
+            taken[best] = True
+            out[d] = best
+    return out
+
+
+def coco_greedy_match(
+    det_index: np.ndarray,
+    gt_index: np.ndarray,
+    iou: np.ndarray,
+    n_det: int,
+    n_gt: int,
+    thresholds: Sequence[float],
+    gt_ignore: np.ndarray | None = None,
+) -> np.ndarray:
+    """Match detections greedily as pycocotools does, for many thresholds and ignore sets.
+
+    Detections must be indexed in descending score order (index 0 = highest score, ties in
+    the order pycocotools' stable mergesort leaves them). For each threshold t (capped at
+    ``1 - 1e-10`` as pycocotools does) and each detection in that order, the detection takes
+    the still-unmatched, non-ignored ground-truth object with the highest IoU >= t (ties: the
+    later one in ground-truth order, as ``COCOeval.evaluateImg``); only when there is none may
+    it take an ignored one (same rule). ``iscrowd`` objects are not supported.
+
+    When the candidate pairs (IoU >= t) form a one-to-one matching (between two label images
+    this always holds for t > 0.5) every candidate pair is matched whatever the order, and the
+    result is computed for all thresholds and ignore sets without a loop; otherwise the exact
+    sequential rule runs over the candidate pairs.
+
+    Args:
+        det_index: Detection index (score rank) of each overlapping pair.
+        gt_index: Ground-truth index of each overlapping pair.
+        iou: IoU of each pair (pairs with IoU 0 may be left out).
+        n_det: Number of detections.
+        n_gt: Number of ground-truth objects.
+        thresholds: IoU thresholds.
+        gt_ignore: ``(n_sets, n_gt)`` boolean ignore flags (e.g. one row per area range);
+            ``None`` means one set with nothing ignored.
+
+    Returns:
+        ``(n_sets, n_thresholds, n_det)`` int64: the matched ground-truth index, or -1.
+    """
+    det_index = np.asarray(det_index, dtype=np.int64)
+    gt_index = np.asarray(gt_index, dtype=np.int64)
+    iou = np.asarray(iou, dtype=np.float64)
+    thr = np.minimum(np.asarray(thresholds, dtype=np.float64), COCO_MAX_IOU_THRESHOLD)
+    if gt_ignore is None:
+        gt_ignore = np.zeros((1, n_gt), dtype=bool)
+    gt_ignore = np.asarray(gt_ignore, dtype=bool)
+    if gt_ignore.ndim == 1:
+        gt_ignore = gt_ignore[None, :]
+    n_sets = gt_ignore.shape[0]
+    out = np.full((n_sets, thr.size, n_det), -1, dtype=np.int64)
+    if thr.size == 0 or det_index.size == 0:
+        return out
+    keep = iou >= thr.min()
+    det_index, gt_index, iou = det_index[keep], gt_index[keep], iou[keep]
+    if _is_matching(det_index, gt_index, n_det, n_gt):
+        best_gt = np.full(n_det, -1, dtype=np.int64)
+        best_iou = np.full(n_det, -1.0)
+        best_gt[det_index] = gt_index
+        best_iou[det_index] = iou
+        matched = best_iou[None, :] >= thr[:, None]
+        out[:] = np.where(matched, best_gt[None, :], -1)[None]
+        return out
+    for ti, t in enumerate(thr):
+        c = iou >= t
+        d, g, v = det_index[c], gt_index[c], iou[c]
+        if d.size == 0:
+            continue
+        if _is_matching(d, g, n_det, n_gt):
+            out[:, ti, d] = g
+            continue
+        for si in range(n_sets):
+            out[si, ti] = _coco_greedy_one(d, g, v, n_det, n_gt, float(t), gt_ignore[si])
+    return out
+
+
+def bipartite_components(
+    n_a: int, n_b: int, a_index: np.ndarray, b_index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of a bipartite graph given by its edges.
+
+    Args:
+        n_a: Number of nodes on side A (e.g. ground-truth objects).
+        n_b: Number of nodes on side B (e.g. predictions).
+        a_index: Side-A node of each edge.
+        b_index: Side-B node of each edge.
+
+    Returns:
+        ``(label_a, label_b)``: the component label of every node on each side (labels are
+        shared between sides; isolated nodes get their own component).
+    """
+    n = n_a + n_b
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    a_index = np.asarray(a_index, dtype=np.int64)
+    b_index = np.asarray(b_index, dtype=np.int64) + n_a
+    graph = coo_matrix((np.ones(a_index.size, dtype=np.int8), (a_index, b_index)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    labels = labels.astype(np.int64)
+    return labels[:n_a], labels[n_a:]

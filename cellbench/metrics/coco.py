@@ -1,0 +1,771 @@
+"""COCO average precision (pycocotools ``COCOeval``, iouType ``segm``, ``useCats=0``).
+
+Two input paths give identical numbers to pycocotools:
+
+* **label images** (non-overlapping objects, the usual cell segmentation output): the IoU of
+  every overlapping (gt, prediction) pair comes from one ``np.bincount`` per image
+  (:func:`~cellbench.metrics.matching.label_overlap_pairs`), then COCO's greedy score-ordered
+  matching (:func:`~cellbench.metrics.matching.coco_greedy_match`), vectorised where exact;
+* **overlapping masks** (:class:`InstanceMasks`, which a label image cannot hold): masks are
+  run-length encoded with ``pycocotools.mask`` and their IoU computed with
+  ``pycocotools.mask.iou``, then the same matching.
+
+Accumulation (pooled over images, sorted by score with a stable mergesort, cumulative TP/FP,
+monotone precision sampled at 101 recall points) is done in :meth:`CocoAP.aggregate` on small
+per-image records, so groups and bootstrap resamples need no pixel work.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from scipy import ndimage
+
+from cellbench.errors import ValidationError
+from cellbench.metrics.base import Metric
+from cellbench.metrics.instance import (
+    check_thresholds,
+    label_image_problems,
+    resolve_sample_ids,
+    threshold_key,
+)
+from cellbench.metrics.matching import OverlapPairs, coco_greedy_match, label_overlap_pairs
+
+#: pycocotools' IoU thresholds, ``np.linspace(.5, .95, 10)`` (its exact float values).
+COCO_IOU_THRESHOLDS: tuple[float, ...] = tuple(
+    float(t) for t in np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1)
+)
+#: pycocotools' 101 recall points, ``np.linspace(0, 1, 101)``.
+COCO_RECALL_THRESHOLDS: np.ndarray = np.linspace(0.0, 1.00, int(np.round(1.00 / 0.01)) + 1)
+#: pycocotools' default area ranges (pixels; both ends inclusive).
+COCO_AREA_RANGES: dict[str, tuple[float, float]] = {
+    "all": (0.0, 1e5**2),
+    "small": (0.0, 32.0**2),
+    "medium": (32.0**2, 96.0**2),
+    "large": (96.0**2, 1e5**2),
+}
+#: LIVECell's area ranges (Edlund et al. 2021): small < 18², medium 18²–31², large > 31².
+LIVECELL_AREA_RANGES: dict[str, tuple[float, float]] = {
+    "all": (0.0, 1e5**2),
+    "small": (0.0, 18.0**2),
+    "medium": (18.0**2, 31.0**2),
+    "large": (31.0**2, 1e5**2),
+}
+#: Score given to every detection when a label image comes without scores.
+DEFAULT_SCORE = 1.0
+
+#: Outcome codes of a detection in :class:`CocoImageStats`.
+FALSE_POSITIVE, TRUE_POSITIVE, IGNORED = 0, 1, 2
+
+
+def _as_2d(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The 2D (rows, cols) view used for RLEs: ``(z*y, x)`` for a 3D volume."""
+    return int(np.prod(shape[:-1])), int(shape[-1])
+
+
+@dataclass(frozen=True)
+class InstanceMasks:
+    """Instance masks that may overlap, with one confidence score each.
+
+    A label image cannot hold overlapping objects; this can. Masks are stored as pycocotools
+    RLEs (compressed, column-major). A 3D volume ``(z, y, x)`` is encoded as the 2D image
+    ``(z*y, x)``: pixel sets, areas and IoU are unchanged by that view.
+
+    Build it with :meth:`from_masks`, :meth:`from_rles` or :meth:`from_labels`.
+
+    Attributes:
+        shape: Spatial shape ``([z,] y, x)`` of the image the masks belong to.
+        rles: One pycocotools RLE dict per object (``size`` = the 2D view of ``shape``).
+        scores: Confidence of each object, float64 (higher = more confident).
+        ids: An integer id per object (for reporting), int64.
+    """
+
+    shape: tuple[int, ...]
+    rles: tuple[dict[str, Any], ...]
+    scores: np.ndarray
+    ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        problems = []
+        if len(self.shape) not in (2, 3):
+            problems.append(f"shape must be (y, x) or (z, y, x), got {self.shape}")
+        n = len(self.rles)
+        if self.scores.shape != (n,):
+            problems.append(f"{self.scores.shape[0]} scores for {n} masks")
+        elif not np.isfinite(self.scores).all():
+            problems.append("scores contain NaN or infinite values")
+        if self.ids.shape != (n,):
+            problems.append(f"{self.ids.shape[0]} ids for {n} masks")
+        elif np.unique(self.ids).size != n:
+            problems.append("ids are not unique")
+        if not problems and len(self.shape) in (2, 3):
+            size = list(_as_2d(self.shape))
+            bad = [i for i, r in enumerate(self.rles) if list(r.get("size", [])) != size]
+            if bad:
+                problems.append(f"RLE size differs from {size} for masks at positions {bad[:5]}")
+        if problems:
+            raise ValidationError(problems, "InstanceMasks")
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    @staticmethod
+    def _ids_scores(
+        n: int, scores: Sequence[float] | np.ndarray | None, ids: Sequence[int] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        s = np.full(n, DEFAULT_SCORE) if scores is None else np.asarray(scores, dtype=np.float64)
+        i = np.arange(1, n + 1, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
+        return s.reshape(-1), i.reshape(-1)
+
+    @classmethod
+    def from_masks(
+        cls,
+        masks: np.ndarray,
+        scores: Sequence[float] | np.ndarray | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> InstanceMasks:
+        """Encode binary masks shaped ``(n, [z,] y, x)``.
+
+        Args:
+            masks: Boolean (or 0/1 integer) masks, one per object.
+            scores: One score per mask (default: all :data:`DEFAULT_SCORE`).
+            ids: One id per mask (default 1..n).
+
+        Returns:
+            The encoded masks.
+
+        Raises:
+            ValidationError: If the array is not ``(n, y, x)`` or ``(n, z, y, x)`` or values
+                are not binary.
+        """
+        masks = np.asarray(masks)
+        if masks.ndim not in (3, 4):
+            raise ValidationError(
+                [f"masks must be shaped (n, y, x) or (n, z, y, x), got {masks.shape}"],
+                "InstanceMasks.from_masks",
+            )
+        if masks.dtype != bool and (
+            masks.dtype.kind not in "uib" or (masks.size and (masks.max() > 1 or masks.min() < 0))
+        ):
+            raise ValidationError(
+                [f"masks must be boolean or 0/1 integers, got {masks.dtype}"],
+                "InstanceMasks.from_masks",
+            )
+        n = masks.shape[0]
+        shape = tuple(int(s) for s in masks.shape[1:])
+        rows, cols = _as_2d(shape)
+        if n:
+            stack = np.asfortranarray(
+                masks.reshape(n, rows, cols).transpose(1, 2, 0).astype(np.uint8)
+            )
+            rles = tuple(mask_utils.encode(stack))
+        else:
+            rles = ()
+        s, i = cls._ids_scores(n, scores, ids)
+        return cls(shape=shape, rles=rles, scores=s, ids=i)
+
+    @classmethod
+    def from_rles(
+        cls,
+        rles: Sequence[dict[str, Any]],
+        shape: Sequence[int],
+        scores: Sequence[float] | np.ndarray | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> InstanceMasks:
+        """Wrap existing pycocotools RLEs (e.g. from a COCO results file).
+
+        Args:
+            rles: Compressed or uncompressed RLE dicts with ``size`` equal to the 2D view of
+                ``shape`` (``[y, x]``, or ``[z*y, x]`` for a volume).
+            shape: Spatial shape ``([z,] y, x)``.
+            scores: One score per mask (default: all :data:`DEFAULT_SCORE`).
+            ids: One id per mask (default 1..n).
+
+        Returns:
+            The masks.
+        """
+        shape_t = tuple(int(s) for s in shape)
+        out = []
+        for r in rles:
+            r = dict(r)
+            if isinstance(r.get("counts"), list):
+                r = mask_utils.frPyObjects(r, *r["size"])
+            out.append(r)
+        s, i = cls._ids_scores(len(out), scores, ids)
+        return cls(shape=shape_t, rles=tuple(out), scores=s, ids=i)
+
+    @classmethod
+    def from_labels(
+        cls,
+        labels: np.ndarray,
+        scores: Mapping[int, float] | np.ndarray | None = None,
+    ) -> InstanceMasks:
+        """Encode the objects of a label image (ascending id order).
+
+        Args:
+            labels: Label image ``([z,] y, x)``, 0 = background.
+            scores: Score per id (mapping, or array indexed by id); default all equal.
+
+        Returns:
+            One mask per object present, ids = the label ids.
+        """
+        labels = np.asarray(labels)
+        shape = labels.shape
+        rows, cols = _as_2d(shape)
+        flat = labels.reshape(rows, cols).astype(np.int64, copy=False)
+        present = _present_ids(flat)
+        if present.size and present[-1] > 2 * present.size + 1024:
+            # Sparse, large ids: work on consecutive indices (find_objects allocates max id).
+            flat = np.searchsorted(np.concatenate([[0], present]), flat)
+            lookup = np.concatenate([[0], present])
+        else:
+            lookup = None
+        slices = ndimage.find_objects(flat)
+        rles = []
+        ids = []
+        buf = np.zeros((rows, cols), dtype=np.uint8, order="F")
+        for idx, sl in enumerate(slices):
+            if sl is None:
+                continue
+            lab = idx + 1
+            buf[:] = 0
+            buf[sl] = flat[sl] == lab
+            rles.append(mask_utils.encode(buf))
+            ids.append(lab if lookup is None else int(lookup[lab]))
+        ids_arr = np.asarray(ids, dtype=np.int64)
+        s = _scores_for(ids_arr, scores)
+        return cls(shape=tuple(shape), rles=tuple(rles), scores=s, ids=ids_arr)
+
+    def areas(self) -> np.ndarray:
+        """Pixel (voxel) count of each mask, int64."""
+        rles = list(self.rles)
+        # pycocotools' area() overflows a uint8 length array for >= 256 RLEs under NumPy 2.
+        chunks = [mask_utils.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
+        return np.concatenate([np.zeros(0, np.int64), *chunks]).astype(np.int64)
+
+    def to_masks(self) -> np.ndarray:
+        """Decode to a boolean array ``(n, [z,] y, x)``."""
+        if not self.rles:
+            return np.zeros((0, *self.shape), dtype=bool)
+        with warnings.catch_warnings():
+            # pycocotools' decode trips a NumPy 2 "copy keyword" deprecation warning.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dec = mask_utils.decode(list(self.rles))
+        return dec.transpose(2, 0, 1).reshape(len(self.rles), *self.shape).astype(bool)
+
+
+def _scores_for(ids: np.ndarray, scores: Mapping[int, float] | np.ndarray | None) -> np.ndarray:
+    """Scores of objects ``ids`` from a mapping / id-indexed array (default all equal)."""
+    if scores is None:
+        return np.full(ids.size, DEFAULT_SCORE)
+    if isinstance(scores, Mapping):
+        return np.array([float(scores[int(i)]) for i in ids], dtype=np.float64)
+    arr = np.asarray(scores, dtype=np.float64)
+    return arr[ids]
+
+
+def _score_problems(
+    ids: np.ndarray, scores: Mapping[int, float] | np.ndarray | None, where: str
+) -> list[str]:
+    if scores is None:
+        return []
+    if isinstance(scores, Mapping):
+        missing = [int(i) for i in ids if int(i) not in scores]
+        if missing:
+            return [f"{where}: no score for predicted ids {missing[:10]} ({len(missing)} in all)"]
+        vals = np.array([float(scores[int(i)]) for i in ids])
+    else:
+        arr = np.asarray(scores)
+        if arr.ndim != 1 or arr.dtype.kind not in "uif":
+            return [f"{where}: scores must be a mapping id -> score or a 1D array indexed by id"]
+        if ids.size and ids.max() >= arr.size:
+            return [
+                f"{where}: score array has {arr.size} entries but predicted ids reach {ids.max()}"
+            ]
+        vals = arr[ids].astype(np.float64)
+    if not np.isfinite(vals).all():
+        return [f"{where}: scores contain NaN or infinite values"]
+    return []
+
+
+@dataclass(frozen=True)
+class CocoImageStats:
+    """What pycocotools' ``accumulate`` needs from one image, for every threshold and area range.
+
+    Attributes:
+        scores: Detection scores in descending order (stable), after the maxDets cut.
+        outcome: ``(n_area_ranges, n_thresholds, n_detections)`` uint8: 0 false positive,
+            1 true positive, 2 ignored (matched to an out-of-range ground truth, or unmatched
+            and itself out of range).
+        n_gt: Ground-truth objects inside each area range (pycocotools' ``npig``).
+        n_gt_total: Ground-truth objects in the image.
+        n_pred_total: Predicted objects before the maxDets cut.
+        max_dets: The maxDets applied to this image.
+        scored: Whether the predictions came with scores.
+        ndim: 2 or 3 (spatial dimensions of the image).
+    """
+
+    scores: np.ndarray
+    outcome: np.ndarray
+    n_gt: np.ndarray
+    n_gt_total: int
+    n_pred_total: int
+    max_dets: int
+    scored: bool
+    ndim: int
+
+
+class CocoAP(Metric[CocoImageStats]):
+    r"""COCO mask average precision and recall, as pycocotools ``COCOeval`` (``useCats=0``).
+
+    Per image, detections are sorted by descending score (stable mergesort; label-image
+    objects in ascending id order before sorting) and cut to ``maxDets``. At each IoU threshold
+    t, each detection in score order takes the unmatched ground-truth object with the highest
+    IoU >= t (greedy, not Hungarian), preferring objects inside the area range; ground truth
+    outside the range and unmatched detections outside it are ignored. Over all images pooled,
+    detections are sorted by score, cumulative TP and FP give precision
+    :math:`P = TP / (TP + FP)` and recall :math:`R = TP / N_{gt}`; precision is made
+    non-increasing and sampled at the 101 recall points 0, 0.01, ..., 1 (0 beyond the highest
+    recall reached). AP is the mean of those samples over recall points and thresholds,
+    ``ap@t`` the mean at one threshold; ``recall@t`` is the final recall at t and ``ar`` its
+    mean over thresholds (recall with at most maxDets detections per image).
+
+    Range [0, 1], higher is better. Pooling: dataset-pooled (one precision-recall curve over all
+    images), as COCO; ``sample_values`` gives each image's own AP. Values are NaN when no
+    ground-truth object falls in the area range (pycocotools reports -1).
+
+    Values: ``ap``, ``ar``, ``ap@t`` and ``recall@t`` for every threshold (so ``ap@0.50`` and
+    ``ap@0.75`` are COCO's AP50 and AP75), and ``ap_<range>`` / ``ar_<range>`` for every area
+    range other than ``all``. The numbers equal ``eval['precision']`` / ``eval['recall']`` of
+    pycocotools for the single (last) maxDets; ``COCOeval.summarize()`` is not used because it
+    always reads maxDets=100.
+
+    **maxDets.** Cell images hold hundreds of objects, and COCO's default ``[1, 10, 100]``
+    silently drops the rest. ``max_dets=None`` resolves to ``max(100, the largest number of
+    ground-truth objects in one image)`` over the images passed to one ``sample_stats`` call
+    (pass all images at once, or set ``max_dets`` explicitly, e.g. 2000 as LIVECell); the result
+    notes say which value was used.
+
+    **Scores.** Label images carry no confidence; pass a mapping id -> score per image. Without
+    scores every detection scores :data:`DEFAULT_SCORE` (1.0), so the ranking falls back to
+    image order then ascending id, exactly what pycocotools' stable sort does with tied scores;
+    AP then measures an arbitrary ranking and a note says so.
+
+    **3D.** pycocotools is 2D. For volumes cellbench uses the same definition with IoU and
+    areas over voxels (area ranges then count voxels); the greedy matching and accumulation are
+    unchanged. Only the 2D path is cross-checked against pycocotools.
+
+    Not supported: ``iscrowd`` regions and categories (``useCats=1``): single-class instance
+    segmentation only.
+
+    Reference:
+        Lin et al., "Microsoft COCO: Common Objects in Context", ECCV 2014; pycocotools
+        ``cocoeval.py``. Dense-cell settings: Edlund et al., "LIVECell", Nature Methods 2021.
+
+    Args:
+        max_dets: Detections kept per image (highest scores first); None = see above.
+        iou_thresholds: IoU thresholds (default pycocotools' ``np.linspace(.5, .95, 10)``).
+        area_ranges: Named ``(min, max)`` area ranges in pixels (voxels in 3D), both ends
+            inclusive as pycocotools; must contain ``"all"``. Default: COCO's; see also
+            :data:`LIVECELL_AREA_RANGES`.
+    """
+
+    name = "coco_ap"
+
+    def __init__(
+        self,
+        max_dets: int | None = None,
+        iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
+        area_ranges: Mapping[str, tuple[float, float]] | None = None,
+    ) -> None:
+        super().__init__()
+        problems = []
+        if max_dets is not None and (int(max_dets) != max_dets or max_dets < 1):
+            problems.append(f"max_dets must be a positive integer or None, got {max_dets!r}")
+        ranges = dict(COCO_AREA_RANGES if area_ranges is None else area_ranges)
+        if "all" not in ranges:
+            problems.append(f"area_ranges must contain 'all', got {sorted(ranges)}")
+        for key, rng in ranges.items():
+            if len(tuple(rng)) != 2 or float(rng[0]) > float(rng[1]):
+                problems.append(f"area range {key!r} must be (min, max) with min <= max: {rng}")
+            if not str(key).replace("_", "").isalnum() or str(key) != str(key).lower():
+                problems.append(f"area range name {key!r} must be lowercase letters/digits/_")
+        if problems:
+            raise ValidationError(problems, "CocoAP parameters")
+        self.iou_thresholds = check_thresholds(iou_thresholds)
+        self.max_dets = None if max_dets is None else int(max_dets)
+        # "all" first, then the others in the given order.
+        names = ["all"] + [k for k in ranges if k != "all"]
+        self.area_names: tuple[str, ...] = tuple(names)
+        self.area_bounds = np.array([[float(ranges[k][0]), float(ranges[k][1])] for k in names])
+        self._set_params(
+            max_dets=self.max_dets,
+            iou_thresholds=list(self.iou_thresholds),
+            area_ranges={k: list(map(float, ranges[k])) for k in names},
+        )
+
+    # -- per image ---------------------------------------------------------------------------
+
+    def _out_of_range(self, area: np.ndarray) -> np.ndarray:
+        """``(n_ranges, n)`` flags: area outside each range (pycocotools: ``a < lo or a > hi``)."""
+        lo = self.area_bounds[:, 0:1]
+        hi = self.area_bounds[:, 1:2]
+        return (area[None, :] < lo) | (area[None, :] > hi)
+
+    def _image_stats(
+        self,
+        det_scores: np.ndarray,
+        det_area: np.ndarray,
+        gt_area: np.ndarray,
+        pair_det: np.ndarray,
+        pair_gt: np.ndarray,
+        pair_iou: np.ndarray,
+        n_pred_total: int,
+        max_dets: int,
+        scored: bool,
+        ndim: int,
+    ) -> CocoImageStats:
+        """Match one image whose detections are already sorted and cut (index = rank)."""
+        n_det, n_gt = det_scores.size, gt_area.size
+        gt_ignore = self._out_of_range(gt_area)
+        det_out = self._out_of_range(det_area)
+        matched = coco_greedy_match(
+            pair_det, pair_gt, pair_iou, n_det, n_gt, self.iou_thresholds, gt_ignore
+        )
+        # Ignore flag of the matched gt (extra False column for "unmatched" = -1).
+        ign_ext = np.concatenate([gt_ignore, np.zeros((gt_ignore.shape[0], 1), bool)], axis=1)
+        a_idx = np.arange(gt_ignore.shape[0])[:, None, None]
+        is_matched = matched >= 0
+        ignored = np.where(is_matched, ign_ext[a_idx, matched], det_out[:, None, :])
+        outcome = np.where(ignored, IGNORED, np.where(is_matched, TRUE_POSITIVE, FALSE_POSITIVE))
+        return CocoImageStats(
+            scores=det_scores.astype(np.float64, copy=False),
+            outcome=outcome.astype(np.uint8),
+            n_gt=(~gt_ignore).sum(axis=1).astype(np.int64),
+            n_gt_total=int(n_gt),
+            n_pred_total=int(n_pred_total),
+            max_dets=int(max_dets),
+            scored=scored,
+            ndim=ndim,
+        )
+
+    def _label_stats(
+        self,
+        ov: OverlapPairs,
+        scores: Mapping[int, float] | np.ndarray | None,
+        max_dets: int,
+        ndim: int,
+    ) -> CocoImageStats:
+        det_scores = _scores_for(ov.pred_ids, scores)
+        order = np.argsort(-det_scores, kind="mergesort")[:max_dets]
+        rank = np.full(ov.pred_ids.size, -1, dtype=np.int64)
+        rank[order] = np.arange(order.size)
+        pair_rank = rank[ov.pred_index]
+        keep = pair_rank >= 0
+        return self._image_stats(
+            det_scores[order],
+            ov.pred_area[order],
+            ov.gt_area,
+            pair_rank[keep],
+            ov.gt_index[keep],
+            ov.iou()[keep],
+            n_pred_total=ov.pred_ids.size,
+            max_dets=max_dets,
+            scored=scores is not None,
+            ndim=ndim,
+        )
+
+    def _mask_stats(
+        self, gt: InstanceMasks, pred: InstanceMasks, max_dets: int, scored: bool
+    ) -> CocoImageStats:
+        order = np.argsort(-pred.scores, kind="mergesort")[:max_dets]
+        d_rles = [pred.rles[i] for i in order]
+        g_rles = list(gt.rles)
+        if d_rles and g_rles:
+            iou = np.asarray(mask_utils.iou(d_rles, g_rles, [0] * len(g_rles)), dtype=np.float64)
+            iou = iou.reshape(len(d_rles), len(g_rles))
+        else:
+            iou = np.zeros((len(d_rles), len(g_rles)))
+        d_idx, g_idx = np.nonzero(iou > 0)
+        return self._image_stats(
+            pred.scores[order],
+            pred.areas()[order],
+            gt.areas(),
+            d_idx,
+            g_idx,
+            iou[d_idx, g_idx],
+            n_pred_total=len(pred),
+            max_dets=max_dets,
+            scored=scored,
+            ndim=len(gt.shape),
+        )
+
+    def sample_stats(
+        self,
+        ground_truth: Sequence[np.ndarray | InstanceMasks],
+        predictions: Sequence[np.ndarray | InstanceMasks],
+        scores: Sequence[Mapping[int, float] | np.ndarray | None] | None = None,
+        *,
+        sample_ids: Sequence[str] | None = None,
+    ) -> list[CocoImageStats]:
+        """Match every image at every threshold and area range.
+
+        Args:
+            ground_truth: Per image, a label image ``([z,] y, x)`` or :class:`InstanceMasks`.
+            predictions: Per image, a label image (scores from ``scores``) or
+                :class:`InstanceMasks` (scores inside).
+            scores: Optional, per image: mapping predicted id -> score, or an array indexed by
+                id, or None (all :data:`DEFAULT_SCORE`). Only for label-image predictions.
+            sample_ids: Optional sample ids, used in error messages.
+
+        Returns:
+            One :class:`CocoImageStats` per image.
+
+        Raises:
+            ValidationError: Listing every malformed input (types, shapes, missing scores).
+        """
+        n = len(ground_truth)
+        problems: list[str] = []
+        if len(predictions) != n:
+            problems.append(f"{n} ground-truth images but {len(predictions)} predictions")
+        if scores is not None and len(scores) != n:
+            problems.append(f"{len(scores)} score mappings for {n} images")
+        if sample_ids is not None and len(sample_ids) != n:
+            problems.append(f"{len(sample_ids)} sample ids for {n} samples")
+        if problems:
+            raise ValidationError(problems, "CocoAP inputs")
+        ids = resolve_sample_ids(n, sample_ids)
+        score_list = list(scores) if scores is not None else [None] * n
+        # One pass: structural checks, then overlaps / encodings (so the GT counts are known
+        # before maxDets is fixed) and score checks; every problem is reported at once.
+        prepared: list[tuple[Any, Any, Any, bool, int]] = []
+        for sid, gt, pred, sc in zip(ids, ground_truth, predictions, score_list, strict=True):
+            where = f"sample {sid!r}"
+            found: list[str] = []
+            shapes = []
+            for role, obj in (("ground truth", gt), ("prediction", pred)):
+                if isinstance(obj, InstanceMasks):
+                    shapes.append(obj.shape)
+                else:
+                    p = label_image_problems(obj, where, role)
+                    found += p
+                    shapes.append(None if p else obj.shape)
+            if None not in shapes and shapes[0] != shapes[1]:
+                found.append(
+                    f"{where}: prediction shape {shapes[1]} differs from ground truth {shapes[0]}"
+                )
+            if sc is not None and isinstance(pred, InstanceMasks):
+                found.append(f"{where}: scores given for InstanceMasks (they carry their own)")
+            problems += found
+            if found:
+                continue
+            if isinstance(gt, InstanceMasks) or isinstance(pred, InstanceMasks):
+                g = gt if isinstance(gt, InstanceMasks) else InstanceMasks.from_labels(gt)
+                if isinstance(pred, InstanceMasks):
+                    prepared.append((None, g, pred, True, len(g.shape)))
+                else:
+                    bad = _score_problems(_present_ids(pred), sc, where)
+                    problems += bad
+                    if not bad:
+                        pm = InstanceMasks.from_labels(pred, sc)
+                        prepared.append((None, g, pm, sc is not None, len(g.shape)))
+            else:
+                ov = label_overlap_pairs(gt, pred)
+                problems += _score_problems(ov.pred_ids, sc, where)
+                prepared.append((ov, None, sc, sc is not None, gt.ndim))
+        if problems:
+            raise ValidationError(problems, "CocoAP inputs")
+        if self.max_dets is None:
+            n_gt_max = max(
+                [len(g) if ov is None else ov.gt_ids.size for ov, g, _, _, _ in prepared],
+                default=0,
+            )
+            max_dets = max(100, n_gt_max)
+        else:
+            max_dets = self.max_dets
+        out = []
+        for ov, g, extra, scored, ndim in prepared:
+            if ov is not None:
+                out.append(self._label_stats(ov, extra, max_dets, ndim))
+            else:
+                out.append(self._mask_stats(g, extra, max_dets, scored))
+        return out
+
+    # -- pooled ------------------------------------------------------------------------------
+
+    def _accumulate(self, stats: Sequence[CocoImageStats]) -> dict[str, np.ndarray]:
+        """Run pycocotools' ``accumulate`` (one maxDets): precision (A, T, R), recall (A, T)."""
+        n_a, n_t, n_r = len(self.area_names), len(self.iou_thresholds), COCO_RECALL_THRESHOLDS.size
+        precision = np.full((n_a, n_t, n_r), -1.0)
+        recall = np.full((n_a, n_t), -1.0)
+        final_precision = np.full((n_a, n_t), np.nan)
+        if not stats:
+            return {"precision": precision, "recall": recall, "final_precision": final_precision}
+        scores = np.concatenate([s.scores for s in stats])
+        outcome = np.concatenate([s.outcome for s in stats], axis=2)
+        npig = np.sum([s.n_gt for s in stats], axis=0)
+        order = np.argsort(-scores, kind="mergesort")
+        outcome = outcome[:, :, order]
+        nd = scores.size
+        tp = np.cumsum(outcome == TRUE_POSITIVE, axis=2).astype(np.float64)
+        fp = np.cumsum(outcome == FALSE_POSITIVE, axis=2).astype(np.float64)
+        for a in range(n_a):
+            if npig[a] == 0:
+                continue
+            if nd == 0:
+                precision[a] = 0.0
+                recall[a] = 0.0
+                continue
+            rc = tp[a] / npig[a]
+            pr = tp[a] / (fp[a] + tp[a] + np.spacing(1))
+            pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+            recall[a] = rc[:, -1]
+            with np.errstate(invalid="ignore"):
+                final_precision[a] = tp[a, :, -1] / (tp[a, :, -1] + fp[a, :, -1])
+            for t in range(n_t):
+                inds = np.searchsorted(rc[t], COCO_RECALL_THRESHOLDS, side="left")
+                valid = inds < nd
+                q = np.zeros(n_r)
+                q[valid] = pr[t, inds[valid]]
+                precision[a, t] = q
+        return {"precision": precision, "recall": recall, "final_precision": final_precision}
+
+    @staticmethod
+    def _mean_valid(arr: np.ndarray) -> float:
+        valid = arr[arr > -1]
+        return float(valid.mean()) if valid.size else float("nan")
+
+    def aggregate(self, stats: Sequence[CocoImageStats]) -> dict[str, float]:
+        """Pool the images' detections and compute AP / AR (no pixel work).
+
+        Args:
+            stats: Per-image records (any subset or multiset; order = image order, which only
+                matters for tied scores, as in pycocotools).
+
+        Returns:
+            ``ap``, ``ar``, ``ap@t``, ``recall@t``, ``ap_<range>``, ``ar_<range>``.
+        """
+        acc = self._accumulate(stats)
+        precision, recall = acc["precision"], acc["recall"]
+        values: dict[str, float] = {}
+        for a, name in enumerate(self.area_names):
+            suffix = "" if name == "all" else f"_{name}"
+            values[f"ap{suffix}"] = self._mean_valid(precision[a])
+            values[f"ar{suffix}"] = self._mean_valid(recall[a])
+            if name == "all":
+                for t, thr in enumerate(self.iou_thresholds):
+                    values[threshold_key("ap", thr)] = self._mean_valid(precision[a, t])
+                    values[threshold_key("recall", thr)] = self._mean_valid(recall[a, t])
+        return values
+
+    def coco_arrays(self, stats: Sequence[CocoImageStats]) -> dict[str, np.ndarray]:
+        """The pycocotools-shaped arrays for the single maxDets, for direct comparison.
+
+        Args:
+            stats: Per-image records.
+
+        Returns:
+            ``precision`` shaped ``(T, R, 1, A)`` and ``recall`` ``(T, 1, A)`` (area ranges in
+            :attr:`area_names` order), i.e. ``eval['precision'][..., -1]`` and
+            ``eval['recall'][..., -1]`` of pycocotools with -1 for undefined entries.
+        """
+        acc = self._accumulate(stats)
+        return {
+            "precision": acc["precision"].transpose(1, 2, 0)[:, :, None, :],
+            "recall": acc["recall"].T[:, None, :],
+        }
+
+    def details(self, stats: Sequence[CocoImageStats]) -> dict[str, Any]:
+        """Curves for plots: precision-recall per threshold and precision/recall vs IoU.
+
+        Returns:
+            ``iou_thresholds``, ``recall_thresholds``, ``precision_recall`` (per threshold, the
+            101 interpolated precision values; area ``all``), ``ap_at_iou``, ``recall_at_iou``,
+            ``precision_at_iou`` (TP / (TP + FP) over all kept detections), per-area-range
+            AP/AR/ground-truth counts, and counts of images, objects and detections.
+        """
+        acc = self._accumulate(stats)
+        prec = acc["precision"]
+        npig = np.sum([s.n_gt for s in stats], axis=0) if stats else np.zeros(len(self.area_names))
+
+        def clean(x: np.ndarray) -> list[Any]:
+            return np.where(x > -1, x, np.nan).tolist()
+
+        return {
+            "iou_thresholds": list(self.iou_thresholds),
+            "recall_thresholds": COCO_RECALL_THRESHOLDS.tolist(),
+            "precision_recall": clean(prec[0]),
+            "ap_at_iou": [self._mean_valid(prec[0, t]) for t in range(prec.shape[1])],
+            "recall_at_iou": clean(acc["recall"][0]),
+            "precision_at_iou": acc["final_precision"][0].tolist(),
+            "area_ranges": {
+                name: {
+                    "range": self.area_bounds[a].tolist(),
+                    "ap": self._mean_valid(prec[a]),
+                    "ar": self._mean_valid(acc["recall"][a]),
+                    "n_gt": int(npig[a]),
+                }
+                for a, name in enumerate(self.area_names)
+            },
+            "max_dets": sorted({s.max_dets for s in stats}),
+            "n_images": len(stats),
+            "n_gt": int(sum(s.n_gt_total for s in stats)),
+            "n_detections": int(sum(s.scores.size for s in stats)),
+            "n_detections_before_max_dets": int(sum(s.n_pred_total for s in stats)),
+        }
+
+    def notes(self, stats: Sequence[CocoImageStats]) -> list[str]:
+        """Which maxDets was used and why, truncation, missing scores, 3D, empty ranges."""
+        notes: list[str] = []
+        used = sorted({s.max_dets for s in stats})
+        largest = max((s.n_gt_total for s in stats), default=0)
+        if self.max_dets is not None:
+            notes.append(
+                f"maxDets = {self.max_dets} (set explicitly); the largest image has {largest} "
+                "ground-truth objects."
+            )
+        else:
+            notes.append(
+                f"maxDets = {', '.join(map(str, used)) or 'n/a'}: max_dets=None resolves to "
+                "max(100, the largest number of ground-truth objects in one image; here "
+                f"{largest}) so dense images are not cut at COCO's default of 100."
+            )
+        if largest > min(used, default=largest):
+            notes.append(
+                f"Some images hold more ground-truth objects ({largest}) than maxDets "
+                f"({min(used)}): recall is capped for them."
+            )
+        cut = sum(1 for s in stats if s.n_pred_total > s.max_dets)
+        if cut:
+            notes.append(
+                f"{cut} image(s) had more predictions than maxDets; the lowest-scored ones were "
+                "dropped before matching, as in pycocotools."
+            )
+        unscored = sum(1 for s in stats if not s.scored and s.n_pred_total)
+        if unscored:
+            notes.append(
+                f"{unscored} image(s) came without prediction scores: every detection scored "
+                f"{DEFAULT_SCORE}, so the ranking is image order then ascending id (pycocotools' "
+                "stable sort) and AP reflects that arbitrary order."
+            )
+        if any(s.ndim == 3 for s in stats):
+            notes.append(
+                "3D volumes: COCO-style AP with IoU and areas over voxels (same matching and "
+                "accumulation; pycocotools itself is 2D only)."
+            )
+        npig = np.sum([s.n_gt for s in stats], axis=0) if stats else None
+        for a, name in enumerate(self.area_names):
+            if npig is None or npig[a] == 0:
+                notes.append(f"No ground-truth object in area range '{name}': its AP/AR are NaN.")
+        return notes
+
+
+def _present_ids(labels: np.ndarray) -> np.ndarray:
+    """Ids > 0 present in a label image."""
+    u = np.unique(labels)
+    return u[u > 0].astype(np.int64)

@@ -1,0 +1,336 @@
+"""Instance segmentation: matching scores (StarDist / Cellpose / DSB2018 style) and shared checks.
+
+The COCO average precision lives in :mod:`cellbench.metrics.coco` and the DeepCell object error
+breakdown in :mod:`cellbench.metrics.object_errors`; all three start from
+:func:`cellbench.metrics.matching.label_overlap_pairs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cellbench.errors import ValidationError
+from cellbench.metrics.base import Metric
+from cellbench.metrics.matching import label_overlap_pairs, match_hungarian
+
+#: IoU thresholds 0.50, 0.55, ..., 0.95 (decimal values, as StarDist users pass them).
+MATCHING_IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+
+
+def threshold_key(name: str, threshold: float) -> str:
+    """Return the value key ``name@0.50`` for a threshold (two decimals)."""
+    return f"{name}@{threshold:.2f}"
+
+
+def check_thresholds(
+    thresholds: Sequence[float], what: str = "iou_thresholds"
+) -> tuple[float, ...]:
+    """Validate IoU thresholds: non-empty, each in (0, 1], distinct at two decimals.
+
+    Args:
+        thresholds: The thresholds to check.
+        what: Parameter name used in the error message.
+
+    Returns:
+        The thresholds as a tuple of floats, in the given order.
+
+    Raises:
+        ValidationError: Listing every invalid threshold.
+    """
+    values = tuple(float(t) for t in np.atleast_1d(np.asarray(thresholds, dtype=np.float64)))
+    problems = []
+    if not values:
+        problems.append(f"{what} is empty; expected at least one threshold in (0, 1]")
+    for t in values:
+        if not (0.0 < t <= 1.0):
+            problems.append(f"{what}: {t!r} is not in (0, 1]")
+    keys = [f"{t:.2f}" for t in values]
+    if len(set(keys)) != len(keys):
+        problems.append(f"{what}: thresholds must differ at two decimals, got {keys}")
+    if problems:
+        raise ValidationError(problems, "metric parameters")
+    return values
+
+
+def resolve_sample_ids(n: int, sample_ids: Sequence[str] | None) -> list[str]:
+    """Return sample ids (``"0"``, ``"1"``, ... when none are given)."""
+    return [str(i) for i in range(n)] if sample_ids is None else [str(s) for s in sample_ids]
+
+
+def label_image_problems(arr: Any, where: str, role: str) -> list[str]:
+    """Problems with one label image (type, dtype, dimensionality, negative ids).
+
+    Args:
+        arr: The candidate label image.
+        where: Which sample it belongs to (for the message).
+        role: ``"ground truth"`` or ``"prediction"``.
+
+    Returns:
+        One line per problem (empty when valid).
+    """
+    if not isinstance(arr, np.ndarray):
+        return [f"{where}: {role} must be a numpy label image, got {type(arr).__name__}"]
+    if arr.dtype.kind not in "uib":
+        return [f"{where}: {role} label image must have an integer dtype, got {arr.dtype}"]
+    if arr.ndim not in (2, 3):
+        return [
+            f"{where}: {role} label image must be 2D (y, x) or 3D (z, y, x), got shape {arr.shape}"
+        ]
+    if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
+        return [f"{where}: {role} label image has negative ids (0 is background, objects > 0)"]
+    return []
+
+
+def check_label_pairs(
+    ground_truth: Sequence[Any],
+    predictions: Sequence[Any],
+    sample_ids: Sequence[str] | None,
+    context: str,
+) -> list[str]:
+    """Validate paired lists of label images; raise one error listing every problem.
+
+    Args:
+        ground_truth: Ground-truth label images.
+        predictions: Predicted label images.
+        sample_ids: Optional sample ids (must match the number of samples).
+        context: What is being validated (for the message).
+
+    Returns:
+        The resolved sample ids.
+
+    Raises:
+        ValidationError: If anything is wrong, with one line per problem.
+    """
+    problems: list[str] = []
+    if len(ground_truth) != len(predictions):
+        raise ValidationError(
+            [f"{len(ground_truth)} ground-truth images but {len(predictions)} predictions"],
+            context,
+        )
+    if sample_ids is not None and len(sample_ids) != len(ground_truth):
+        raise ValidationError(
+            [f"{len(sample_ids)} sample ids for {len(ground_truth)} samples"], context
+        )
+    ids = resolve_sample_ids(len(ground_truth), sample_ids)
+    for sid, gt, pred in zip(ids, ground_truth, predictions, strict=True):
+        where = f"sample {sid!r}"
+        gp = label_image_problems(gt, where, "ground truth")
+        pp = label_image_problems(pred, where, "prediction")
+        problems += gp + pp
+        if not gp and not pp and gt.shape != pred.shape:
+            problems.append(
+                f"{where}: prediction shape {pred.shape} differs from ground truth {gt.shape}"
+            )
+    if problems:
+        raise ValidationError(problems, context)
+    return ids
+
+
+@dataclass(frozen=True)
+class MatchingImageStats:
+    """Per-image sufficient statistics of :class:`MatchingScores` (one entry per threshold).
+
+    Attributes:
+        tp: Matched pairs (IoU >= t) per threshold.
+        sum_iou: Summed IoU of the matched pairs per threshold.
+        n_true: Ground-truth objects in the image.
+        n_pred: Predicted objects in the image.
+    """
+
+    tp: np.ndarray
+    sum_iou: np.ndarray
+    n_true: int
+    n_pred: int
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` where ``num > 0``, else 0 (StarDist's convention for tp == 0)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.zeros(np.broadcast(num, den).shape)
+    np.divide(num, den, out=out, where=num > 0)
+    return out
+
+
+class MatchingScores(Metric[MatchingImageStats]):
+    r"""Detection scores from an optimal one-to-one matching at IoU thresholds.
+
+    At each IoU threshold t, ground-truth and predicted objects are matched one-to-one with the
+    Hungarian algorithm exactly as StarDist's ``stardist.matching.matching`` does (maximise the
+    number of pairs with IoU >= t, then the summed IoU; see
+    :func:`~cellbench.metrics.matching.match_hungarian`). Matched pairs with IoU >= t are true
+    positives (TP), unmatched predictions false positives (FP), unmatched ground truth false
+    negatives (FN). Then
+
+    * ``precision = TP / (TP + FP)``, ``recall = TP / (TP + FN)``,
+    * ``f1 = 2 TP / (2 TP + FP + FN)``,
+    * ``dsb_score = TP / (TP + FP + FN)``: the Kaggle Data Science Bowl 2018 score, which
+      StarDist calls "accuracy" and Cellpose "average precision"; it is *not* COCO AP,
+    * ``mean_matched_iou`` = mean IoU of the TP pairs,
+    * ``panoptic_quality = sum(IoU of TP) / (TP + FP/2 + FN/2)`` (Kirillov et al., CVPR 2019)
+      = mean_matched_iou × f1.
+
+    All are in [0, 1], higher is better (``tp`` higher, ``fp``/``fn`` lower is better); every
+    ratio is 0 when TP = 0 (StarDist's convention), including an image with neither ground
+    truth nor predictions.
+
+    Two poolings, both reported and named:
+
+    * ``*_pooled@t``: TP, FP, FN and matched IoU are summed over all images first (StarDist
+      ``matching_dataset(by_image=False)``, the default there);
+    * ``*_per_image@t``: each image's ratio, averaged over images (StarDist
+      ``matching_dataset(by_image=True)``, Cellpose's per-image reporting).
+
+    ``tp@t``, ``fp@t``, ``fn@t`` are the pooled counts. ``mean_dsb_score_per_image`` averages the
+    per-image dsb_score over images and thresholds (the DSB2018 leaderboard score when the
+    thresholds are 0.50:0.05:0.95), ``mean_dsb_score_pooled`` averages the pooled one over
+    thresholds.
+
+    IoU is computed in float64 from exact pixel counts; StarDist rounds it (and, under NumPy 2,
+    the threshold) to float32, so an IoU within float32 rounding (~1e-7) of a threshold could
+    be classified differently; matched-IoU means agree to ~1e-7. No other difference is known.
+
+    References:
+        Schmidt et al., "Cell Detection with Star-convex Polygons", MICCAI 2018
+        (``stardist/matching.py``); Caicedo et al., "Nucleus segmentation across imaging
+        experiments: the 2018 Data Science Bowl", Nature Methods 2019.
+
+    Args:
+        iou_thresholds: IoU thresholds t in (0, 1] (default 0.50, 0.55, ..., 0.95).
+    """
+
+    name = "matching_scores"
+    lower_is_better = frozenset({"fp", "fn"})
+
+    def __init__(self, iou_thresholds: Sequence[float] = MATCHING_IOU_THRESHOLDS) -> None:
+        super().__init__()
+        self.iou_thresholds = check_thresholds(iou_thresholds)
+        self._set_params(iou_thresholds=list(self.iou_thresholds))
+
+    def sample_stats(
+        self,
+        ground_truth: Sequence[np.ndarray],
+        predictions: Sequence[np.ndarray],
+        *,
+        sample_ids: Sequence[str] | None = None,
+    ) -> list[MatchingImageStats]:
+        """Match every image's objects at every threshold.
+
+        Args:
+            ground_truth: Ground-truth label images (2D or 3D, 0 = background).
+            predictions: Predicted label images, same shapes.
+            sample_ids: Optional sample ids, used in error messages.
+
+        Returns:
+            One :class:`MatchingImageStats` per image.
+
+        Raises:
+            ValidationError: Listing every malformed or mismatched image.
+        """
+        check_label_pairs(ground_truth, predictions, sample_ids, "MatchingScores inputs")
+        out = []
+        for gt, pred in zip(ground_truth, predictions, strict=True):
+            ov = label_overlap_pairs(gt, pred)
+            iou = ov.to_dense().iou()
+            tp = np.zeros(len(self.iou_thresholds), dtype=np.int64)
+            sum_iou = np.zeros(len(self.iou_thresholds))
+            for i, t in enumerate(self.iou_thresholds):
+                r, c = match_hungarian(iou, t)
+                tp[i] = r.size
+                sum_iou[i] = float(iou[r, c].sum())
+            out.append(
+                MatchingImageStats(
+                    tp=tp, sum_iou=sum_iou, n_true=int(ov.gt_ids.size), n_pred=int(ov.pred_ids.size)
+                )
+            )
+        return out
+
+    @staticmethod
+    def _scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, s: np.ndarray) -> dict[str, Any]:
+        return {
+            "precision": _ratio(tp, tp + fp),
+            "recall": _ratio(tp, tp + fn),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "dsb_score": _ratio(tp, tp + fp + fn),
+            "mean_matched_iou": np.where(tp > 0, s / np.maximum(tp, 1), 0.0),
+            "panoptic_quality": np.where(tp > 0, s / np.maximum(tp + fp / 2 + fn / 2, 1e-300), 0),
+        }
+
+    def aggregate(self, stats: Sequence[MatchingImageStats]) -> dict[str, float]:
+        """Pooled and per-image-mean scores at every threshold.
+
+        Args:
+            stats: Per-image statistics (any subset or multiset).
+
+        Returns:
+            Values keyed ``<score>_pooled@t``, ``<score>_per_image@t``, ``tp@t``, ``fp@t``,
+            ``fn@t``, ``mean_dsb_score_pooled`` and ``mean_dsb_score_per_image`` (NaN for no
+            images).
+        """
+        n_thr = len(self.iou_thresholds)
+        if not stats:
+            tp = fp = fn = np.zeros((0, n_thr))
+            s = np.zeros((0, n_thr))
+        else:
+            tp = np.stack([st.tp for st in stats]).astype(np.float64)
+            n_true = np.array([st.n_true for st in stats], dtype=np.float64)[:, None]
+            n_pred = np.array([st.n_pred for st in stats], dtype=np.float64)[:, None]
+            fp = n_pred - tp
+            fn = n_true - tp
+            s = np.stack([st.sum_iou for st in stats])
+        pooled = self._scores(tp.sum(0), fp.sum(0), fn.sum(0), s.sum(0))
+        per_image = self._scores(tp, fp, fn, s)
+        values: dict[str, float] = {}
+        for i, t in enumerate(self.iou_thresholds):
+            for name, arr in pooled.items():
+                values[threshold_key(f"{name}_pooled", t)] = float(arr[i]) if stats else np.nan
+            for name, arr in per_image.items():
+                values[threshold_key(f"{name}_per_image", t)] = (
+                    float(arr[:, i].mean()) if stats else np.nan
+                )
+            values[threshold_key("tp", t)] = float(tp[:, i].sum())
+            values[threshold_key("fp", t)] = float(fp[:, i].sum())
+            values[threshold_key("fn", t)] = float(fn[:, i].sum())
+        values["mean_dsb_score_pooled"] = float(pooled["dsb_score"].mean()) if stats else np.nan
+        values["mean_dsb_score_per_image"] = (
+            float(per_image["dsb_score"].mean()) if stats else np.nan
+        )
+        return values
+
+    def details(self, stats: Sequence[MatchingImageStats]) -> dict[str, Any]:
+        """Pooled counts per threshold, for plots of scores against the IoU threshold."""
+        v = self.aggregate(stats)
+        thr = self.iou_thresholds
+        return {
+            "iou_thresholds": list(thr),
+            "n_images": len(stats),
+            "n_true": int(sum(s.n_true for s in stats)),
+            "n_pred": int(sum(s.n_pred for s in stats)),
+            **{
+                f"{name}_pooled": [v[threshold_key(f"{name}_pooled", t)] for t in thr]
+                for name in ("precision", "recall", "f1", "dsb_score", "panoptic_quality")
+            },
+            **{
+                f"{name}_per_image": [v[threshold_key(f"{name}_per_image", t)] for t in thr]
+                for name in ("precision", "recall", "f1", "dsb_score", "panoptic_quality")
+            },
+        }
+
+    def notes(self, stats: Sequence[MatchingImageStats]) -> list[str]:
+        """Remarks: pooling conventions and images with neither ground truth nor predictions."""
+        notes = [
+            "Matching: optimal one-to-one (Hungarian) assignment as stardist.matching; "
+            "'_pooled' sums TP/FP/FN over images first, '_per_image' averages image scores. "
+            "dsb_score = TP/(TP+FP+FN) (not COCO AP)."
+        ]
+        n_empty = sum(1 for s in stats if s.n_true == 0 and s.n_pred == 0)
+        if n_empty:
+            notes.append(
+                f"{n_empty} image(s) have neither ground-truth nor predicted objects; they score "
+                "0 in every per-image mean (StarDist convention) and add nothing to pooled values."
+            )
+        return notes

@@ -1,0 +1,339 @@
+"""Object-level error breakdown (DeepCell ``ObjectAccuracy`` / ``ObjectMetrics``).
+
+Every ground-truth and predicted object is put in exactly one class: correct (one-to-one
+match), missed, false positive, or part of a split, merge or catastrophe, and the ids in each
+class are kept per image so leaderboards can draw error overlays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from cellbench.errors import ValidationError
+from cellbench.metrics.base import Metric
+from cellbench.metrics.instance import check_label_pairs
+from cellbench.metrics.matching import OverlapPairs, bipartite_components, label_overlap_pairs
+
+#: Count names summed over images (events for split/merge/catastrophe, objects otherwise).
+COUNT_NAMES: tuple[str, ...] = (
+    "n_true",
+    "n_pred",
+    "correct",
+    "missed",
+    "false_positive",
+    "split",
+    "merge",
+    "catastrophe",
+    "pred_in_split",
+    "gt_in_merge",
+    "gt_in_catastrophe",
+    "pred_in_catastrophe",
+)
+
+
+@dataclass(frozen=True)
+class ObjectErrorStats:
+    """Per-image error counts and the object ids in each class.
+
+    Attributes:
+        sample_id: The image's sample id (for the per-image details).
+        counts: One entry per name in :data:`COUNT_NAMES`.
+        ids: Per class, the original label ids: ``correct`` as ``[gt, pred]`` pairs,
+            ``missed`` (gt ids), ``false_positive`` (pred ids), and ``split`` / ``merge`` /
+            ``catastrophe`` as lists of ``{"gt": [...], "pred": [...]}`` events.
+    """
+
+    sample_id: str
+    counts: dict[str, int]
+    ids: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def _deepcell_assignment(iou: np.ndarray, cutoff1: float) -> tuple[np.ndarray, np.ndarray]:
+    """DeepCell's linear assignment with "unassigned" costs, on one block of objects.
+
+    The ``(n_t + n_p)`` square cost matrix has ``1 - IoU`` top-left, ``cutoff1`` on the diagonals
+    of the two "unassigned" blocks (1 elsewhere) and ``1 - IoU.T`` bottom-right (Jaqaman et al.
+    2008). Returns the (gt, pred) pairs assigned to each other.
+    """
+    n_t, n_p = iou.shape
+    n = n_t + n_p
+    cm = np.ones((n, n))
+    cm[:n_t, :n_p] = 1 - iou
+    cm[-n_p:, -n_t:] = 1 - iou.T
+    cm[-n_p:, :n_p] = cutoff1 * np.eye(n_p) + np.ones((n_p, n_p)) - np.eye(n_p)
+    cm[:n_t, -n_t:] = cutoff1 * np.eye(n_t) + np.ones((n_t, n_t)) - np.eye(n_t)
+    rows, cols = linear_sum_assignment(cm)
+    top_left = (rows < n_t) & (cols < n_p)
+    return rows[top_left], cols[top_left]
+
+
+class ObjectErrors(Metric[ObjectErrorStats]):
+    r"""Object error classes: correct, missed, false positive, split, merge, catastrophe.
+
+    Follows DeepCell's object-based statistics (``deepcell_toolbox.metrics.ObjectAccuracy``,
+    later ``ObjectMetrics``; schema from Caicedo et al. 2019), per image:
+
+    1. IoU of every overlapping (gt, pred) pair. A pair with ``IoU <= cutoff1`` (and
+       ``IoU < 1 - cutoff1``) where one object lies more than half inside the other gets
+       its IoU replaced by ``cutoff2`` (DeepCell's boost so that small objects swallowed by a
+       large one still link to it).
+    2. Linear assignment with "leave unassigned" costs (Jaqaman et al. 2008): pairing costs
+       ``1 - IoU`` (twice, mirrored), leaving an object unassigned costs ``cutoff1``; so a pair
+       is **correct** when ``IoU > 1 - cutoff1`` (0.6 with the default 0.4) in the simple case.
+    3. The unassigned objects form a bipartite graph with an edge where the (modified)
+       ``IoU >= cutoff2``; each connected component is classified by how many gt (g) and
+       predicted (p) objects it holds: g=1, p=0 **missed**; g=0, p=1 **false positive**; g=1, p=1
+       (overlapping but not matched) one missed *and* one false positive; g=1, p>=2 **split**;
+       g>=2, p=1 **merge**; g>=2, p>=2 **catastrophe**.
+
+    Counts: ``correct`` (pairs), ``missed`` (gt objects), ``false_positive`` (predicted
+    objects), ``split`` / ``merge`` / ``catastrophe`` (events), and the objects involved:
+    ``pred_in_split``, ``gt_in_merge``, ``gt_in_catastrophe``, ``pred_in_catastrophe``; each
+    object is in exactly one class, so ``n_true = correct + missed + split + gt_in_merge +
+    gt_in_catastrophe``. DeepCell's ``gained_det_from_split`` is ``pred_in_split - split`` and
+    ``missed_det_from_merge`` is ``gt_in_merge - merge``. (DeepCell 0.8 overwrote, rather than
+    summed, its per-catastrophe object counts; cellbench sums them.)
+
+    Values: the counts summed over images (dataset-pooled), ``recall = correct / n_true``,
+    ``precision = correct / n_pred``, ``f1`` (their harmonic mean), and rates
+    ``missed_per_gt``, ``split_per_gt``, ``merge_per_gt``, ``catastrophe_per_gt`` (per
+    ground-truth object) and ``false_positive_per_pred``, all pooled; per-image values are in
+    ``per_sample``. recall/precision/f1 and ``correct`` are better higher (range [0, 1] for the
+    ratios), the error counts and rates better lower. Ratios with a zero denominator are NaN.
+
+    Differences from DeepCell: IoU comes from one contingency table instead of per-pair masks;
+    the assignment is solved per connected component of the overlap graph (the same optimum;
+    only exact cost ties could resolve differently); ``force_event_links`` is not offered.
+    Parameter names are DeepCell's: ``cutoff1`` is a cost, not an IoU threshold.
+
+    Reference:
+        Caicedo et al., "Evaluation of Deep Learning Strategies for Nucleus Segmentation in
+        Fluorescence Images", Cytometry A 2019; Greenwald et al., "Whole-cell segmentation of
+        tissue images with human-level performance", Nature Biotechnology 2022 (DeepCell).
+
+    Args:
+        cutoff1: Cost of leaving an object unassigned (DeepCell default 0.4).
+        cutoff2: Minimum (modified) IoU linking unassigned objects (DeepCell default 0.1).
+    """
+
+    name = "object_errors"
+    lower_is_better = frozenset(
+        {
+            "missed",
+            "false_positive",
+            "split",
+            "merge",
+            "catastrophe",
+            "pred_in_split",
+            "gt_in_merge",
+            "gt_in_catastrophe",
+            "pred_in_catastrophe",
+            "missed_per_gt",
+            "split_per_gt",
+            "merge_per_gt",
+            "catastrophe_per_gt",
+            "false_positive_per_pred",
+        }
+    )
+
+    def __init__(self, cutoff1: float = 0.4, cutoff2: float = 0.1) -> None:
+        super().__init__()
+        problems = []
+        if not 0 < cutoff1 < 1:
+            problems.append(f"cutoff1 must be in (0, 1), got {cutoff1!r}")
+        if not 0 < cutoff2 < 1:
+            problems.append(f"cutoff2 must be in (0, 1), got {cutoff2!r}")
+        if problems:
+            raise ValidationError(problems, "ObjectErrors parameters")
+        self.cutoff1 = float(cutoff1)
+        self.cutoff2 = float(cutoff2)
+        self._set_params(cutoff1=self.cutoff1, cutoff2=self.cutoff2)
+
+    def _classify(self, ov: OverlapPairs, sample_id: str) -> ObjectErrorStats:
+        n_t, n_p = ov.gt_ids.size, ov.pred_ids.size
+        gi, pj = ov.gt_index, ov.pred_index
+        inter = ov.intersection.astype(np.float64)
+        iou = ov.iou()
+        # 1. DeepCell's boost for small objects mostly inside a large one.
+        contained = np.maximum(inter / ov.gt_area[gi], inter / ov.pred_area[pj]) > 0.5
+        boost = (iou < 1 - self.cutoff1) & (iou <= self.cutoff1) & contained
+        iou_mod = np.where(boost, self.cutoff2, iou)
+
+        # 2. Assignment, per connected component of the overlap graph.
+        comp_t, comp_p = bipartite_components(n_t, n_p, gi, pj)
+        size_t = np.bincount(comp_t, minlength=n_t + n_p)
+        size_p = np.bincount(comp_p, minlength=n_t + n_p)
+        pair_comp = comp_t[gi]
+        simple = (size_t[pair_comp] == 1) & (size_p[pair_comp] == 1)
+        cost_gap = (1 - iou_mod) - self.cutoff1
+        match_t: list[int] = []
+        match_p: list[int] = []
+        decided = simple & (cost_gap != 0)
+        sel = decided & (cost_gap < 0)
+        match_t += gi[sel].tolist()
+        match_p += pj[sel].tolist()
+        hard = np.unique(pair_comp[~decided])
+        if hard.size:
+            order = np.argsort(pair_comp, kind="stable")
+            sorted_comp = pair_comp[order]
+            starts = np.searchsorted(sorted_comp, hard, side="left")
+            ends = np.searchsorted(sorted_comp, hard, side="right")
+            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+                idx = order[s:e]
+                rows, r_inv = np.unique(gi[idx], return_inverse=True)
+                cols, c_inv = np.unique(pj[idx], return_inverse=True)
+                block = np.zeros((rows.size, cols.size))
+                block[r_inv, c_inv] = iou_mod[idx]
+                r, c = _deepcell_assignment(block, self.cutoff1)
+                match_t += rows[r].tolist()
+                match_p += cols[c].tolist()
+        matched_t = np.zeros(n_t, dtype=bool)
+        matched_p = np.zeros(n_p, dtype=bool)
+        matched_t[match_t] = True
+        matched_p[match_p] = True
+
+        # 3. Components of the graph of unassigned objects (edges: modified IoU >= cutoff2).
+        edge = (iou_mod >= self.cutoff2) & ~matched_t[gi] & ~matched_p[pj]
+        lone_t = np.flatnonzero(~matched_t)
+        lone_p = np.flatnonzero(~matched_p)
+        t_pos = np.full(n_t, -1)
+        t_pos[lone_t] = np.arange(lone_t.size)
+        p_pos = np.full(n_p, -1)
+        p_pos[lone_p] = np.arange(lone_p.size)
+        lab_t, lab_p = bipartite_components(
+            lone_t.size, lone_p.size, t_pos[gi[edge]], p_pos[pj[edge]]
+        )
+        n_comp = lone_t.size + lone_p.size
+        cnt_t = np.bincount(lab_t, minlength=n_comp)
+        cnt_p = np.bincount(lab_p, minlength=n_comp)
+        kind_t = _component_kind(cnt_t[lab_t], cnt_p[lab_t])
+        kind_p = _component_kind(cnt_t[lab_p], cnt_p[lab_p])
+
+        gt_ids, pred_ids = ov.gt_ids, ov.pred_ids
+        order_c = np.argsort(np.asarray(match_t, dtype=np.int64), kind="stable")
+        correct_pairs = [
+            [int(gt_ids[match_t[k]]), int(pred_ids[match_p[k]])] for k in order_c.tolist()
+        ]
+        missed = gt_ids[lone_t[kind_t <= 1]].tolist()  # isolated (0) or 1-1 component (1)
+        false_pos = pred_ids[lone_p[kind_p <= 1]].tolist()
+        events: dict[str, list[dict[str, list[int]]]] = {
+            "split": [],
+            "merge": [],
+            "catastrophe": [],
+        }
+        for code, name in ((2, "split"), (3, "merge"), (4, "catastrophe")):
+            comps = np.unique(lab_t[kind_t == code])
+            for c in comps.tolist():
+                events[name].append(
+                    {
+                        "gt": gt_ids[lone_t[lab_t == c]].tolist(),
+                        "pred": pred_ids[lone_p[lab_p == c]].tolist(),
+                    }
+                )
+        counts = {
+            "n_true": int(n_t),
+            "n_pred": int(n_p),
+            "correct": len(correct_pairs),
+            "missed": len(missed),
+            "false_positive": len(false_pos),
+            "split": len(events["split"]),
+            "merge": len(events["merge"]),
+            "catastrophe": len(events["catastrophe"]),
+            "pred_in_split": sum(len(e["pred"]) for e in events["split"]),
+            "gt_in_merge": sum(len(e["gt"]) for e in events["merge"]),
+            "gt_in_catastrophe": sum(len(e["gt"]) for e in events["catastrophe"]),
+            "pred_in_catastrophe": sum(len(e["pred"]) for e in events["catastrophe"]),
+        }
+        return ObjectErrorStats(
+            sample_id=sample_id,
+            counts=counts,
+            ids={
+                "correct": correct_pairs,
+                "missed": missed,
+                "false_positive": false_pos,
+                **events,
+            },
+        )
+
+    def sample_stats(
+        self,
+        ground_truth: Sequence[np.ndarray],
+        predictions: Sequence[np.ndarray],
+        *,
+        sample_ids: Sequence[str] | None = None,
+    ) -> list[ObjectErrorStats]:
+        """Classify every object of every image.
+
+        Args:
+            ground_truth: Ground-truth label images (2D or 3D, 0 = background).
+            predictions: Predicted label images, same shapes.
+            sample_ids: Optional sample ids (kept in the per-image details).
+
+        Returns:
+            One :class:`ObjectErrorStats` per image.
+
+        Raises:
+            ValidationError: Listing every malformed or mismatched image.
+        """
+        ids = check_label_pairs(ground_truth, predictions, sample_ids, "ObjectErrors inputs")
+        return [
+            self._classify(label_overlap_pairs(gt, pred), sid)
+            for sid, gt, pred in zip(ids, ground_truth, predictions, strict=True)
+        ]
+
+    def aggregate(self, stats: Sequence[ObjectErrorStats]) -> dict[str, float]:
+        """Sum the counts over images and derive pooled ratios.
+
+        Args:
+            stats: Per-image records (any subset or multiset).
+
+        Returns:
+            Counts, recall/precision/f1 and per-object error rates (NaN for zero denominators).
+        """
+        tot = {k: float(sum(s.counts[k] for s in stats)) for k in COUNT_NAMES}
+
+        def div(a: float, b: float) -> float:
+            return a / b if b > 0 else float("nan")
+
+        recall = div(tot["correct"], tot["n_true"])
+        precision = div(tot["correct"], tot["n_pred"])
+        f1 = div(2 * tot["correct"], tot["n_true"] + tot["n_pred"])
+        return {
+            **tot,
+            "recall": recall,
+            "precision": precision,
+            "f1": f1,
+            "missed_per_gt": div(tot["missed"], tot["n_true"]),
+            "split_per_gt": div(tot["split"], tot["n_true"]),
+            "merge_per_gt": div(tot["merge"], tot["n_true"]),
+            "catastrophe_per_gt": div(tot["catastrophe"], tot["n_true"]),
+            "false_positive_per_pred": div(tot["false_positive"], tot["n_pred"]),
+        }
+
+    def details(self, stats: Sequence[ObjectErrorStats]) -> dict[str, Any]:
+        """Per image, the label ids in each class (for error overlays)."""
+        return {"per_image": {s.sample_id: s.ids for s in stats}}
+
+    def notes(self, stats: Sequence[ObjectErrorStats]) -> list[str]:
+        """How to read the classes."""
+        return [
+            f"DeepCell object errors (cutoff1={self.cutoff1}, cutoff2={self.cutoff2}): correct "
+            f"needs IoU > {1 - self.cutoff1:.2f} in the one-to-one case; split/merge/catastrophe "
+            "count events, *_in_* the objects involved; a gt and a prediction that overlap but "
+            "are not matched count as one missed and one false positive."
+        ]
+
+
+def _component_kind(n_gt: np.ndarray, n_pred: np.ndarray) -> np.ndarray:
+    """Code per component: 0 isolated, 1 one-to-one, 2 split, 3 merge, 4 catastrophe."""
+    kind = np.zeros(n_gt.shape, dtype=np.int64)
+    kind[(n_gt == 1) & (n_pred == 1)] = 1
+    kind[(n_gt == 1) & (n_pred >= 2)] = 2
+    kind[(n_gt >= 2) & (n_pred == 1)] = 3
+    kind[(n_gt >= 2) & (n_pred >= 2)] = 4
+    return kind

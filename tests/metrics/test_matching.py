@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from cellbench.metrics.matching import (
+    bipartite_components,
+    coco_greedy_match,
+    label_overlap,
+    label_overlap_pairs,
+    match_hungarian,
+)
+
+from ._synth import perturb, random_labels
+
+
+def _brute_table(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    table = np.zeros((gt.max() + 1, pred.max() + 1), dtype=np.int64)
+    np.add.at(table, (gt.ravel(), pred.ravel()), 1)
+    return table
+
+
+@pytest.mark.parametrize("shape", [(37, 41), (6, 15, 17)])
+def test_label_overlap_matches_brute_force(shape):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        gt = random_labels(shape, 12, rng)
+        pred = perturb(gt, rng)
+        ov = label_overlap(gt, pred)
+        table = _brute_table(gt, pred)
+        assert ov.gt_ids.tolist() == [i for i in range(1, table.shape[0]) if table[i].sum()]
+        assert ov.pred_ids.tolist() == [j for j in range(1, table.shape[1]) if table[:, j].sum()]
+        np.testing.assert_array_equal(ov.intersection, table[np.ix_(ov.gt_ids, ov.pred_ids)])
+        np.testing.assert_array_equal(ov.gt_area, table.sum(1)[ov.gt_ids])
+        np.testing.assert_array_equal(ov.pred_area, table.sum(0)[ov.pred_ids])
+        inter = table[np.ix_(ov.gt_ids, ov.pred_ids)]
+        union = table.sum(1)[ov.gt_ids][:, None] + table.sum(0)[ov.pred_ids][None] - inter
+        np.testing.assert_array_equal(ov.iou(), inter / union)
+        sp = label_overlap_pairs(gt, pred)
+        np.testing.assert_array_equal(sp.intersection, inter[sp.gt_index, sp.pred_index])
+        assert sp.intersection.size == np.count_nonzero(inter)
+
+
+def test_label_overlap_sparse_huge_ids_and_dtypes():
+    gt = np.zeros((8, 8), dtype=np.uint32)
+    gt[:4, :4] = 4_000_000_000
+    gt[4:, 4:] = 7
+    pred = np.zeros((8, 8), dtype=np.int64)
+    pred[:4, :2] = 2**40
+    pred[4:, 4:] = 3
+    ov = label_overlap(gt, pred)
+    assert ov.gt_ids.tolist() == [7, 4_000_000_000]
+    assert ov.pred_ids.tolist() == [3, 2**40]
+    np.testing.assert_array_equal(ov.intersection, [[16, 0], [0, 8]])
+    np.testing.assert_allclose(ov.iou(), [[1.0, 0.0], [0.0, 0.5]])
+
+
+@pytest.mark.parametrize(
+    ("gt_dtype", "pred_dtype"),
+    [(np.uint16, np.uint64), (np.uint8, np.int16), (np.int64, np.uint32), (bool, np.uint8)],
+)
+def test_label_overlap_mixed_dtypes(gt_dtype, pred_dtype):
+    rng = np.random.default_rng(4)
+    gt = random_labels((20, 24), 1 if gt_dtype is bool else 9, rng)
+    pred = perturb(gt, rng)
+    ref = label_overlap(gt.astype(np.int64), pred.astype(np.int64))
+    ov = label_overlap(gt.astype(gt_dtype), pred.astype(pred_dtype))
+    np.testing.assert_array_equal(ov.intersection, ref.intersection)
+    np.testing.assert_array_equal(ov.gt_ids, ref.gt_ids)
+    np.testing.assert_array_equal(ov.pred_area, ref.pred_area)
+
+
+def test_label_overlap_empty_and_errors():
+    z = np.zeros((5, 5), np.uint8)
+    ov = label_overlap(z, z)
+    assert ov.intersection.shape == (0, 0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        label_overlap(z, np.zeros((5, 6), np.uint8))
+    with pytest.raises(TypeError, match="integer dtype"):
+        label_overlap(z.astype(float), z)
+    with pytest.raises(ValueError, match="negative"):
+        label_overlap(z.astype(np.int8) - 1, z)
+
+
+def _stardist_assignment(iou: np.ndarray, thr: float) -> int:
+    """StarDist's cost on the full matrix (reference for the number of matches)."""
+    n = min(iou.shape)
+    if n == 0:
+        return 0
+    costs = -(iou >= thr).astype(float) - iou / (2 * n)
+    r, c = linear_sum_assignment(costs)
+    return int((iou[r, c] >= thr).sum())
+
+
+def test_match_hungarian_counts_equal_full_assignment():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        iou = rng.random((rng.integers(0, 7), rng.integers(0, 7))) * rng.random()
+        iou[iou < 0.2] = 0
+        for thr in (0.1, 0.3, 0.5):
+            r, c = match_hungarian(iou, thr)
+            assert len(set(r.tolist())) == r.size and len(set(c.tolist())) == c.size
+            assert (iou[r, c] >= thr).all()
+            assert r.size == _stardist_assignment(iou, thr)
+
+
+def test_match_hungarian_prefers_count_then_iou():
+    # Greedy would take the 0.9 pair and leave one match; the optimum has two matches.
+    iou = np.array([[0.9, 0.6], [0.6, 0.0]])
+    r, c = match_hungarian(iou, 0.5)
+    assert sorted(zip(r.tolist(), c.tolist(), strict=True)) == [(0, 1), (1, 0)]
+
+
+def _coco_loop(iou: np.ndarray, thr: float, ignore: np.ndarray) -> np.ndarray:
+    """A literal transcription of pycocotools' evaluateImg inner loops (dets in score order)."""
+    gtind = np.argsort(ignore, kind="mergesort")
+    ious = iou[:, gtind]
+    gt_ig = ignore[gtind]
+    gtm = np.zeros(len(gtind))
+    out = np.full(iou.shape[0], -1)
+    for d in range(iou.shape[0]):
+        best = min([thr, 1 - 1e-10])
+        m = -1
+        for g in range(len(gtind)):
+            if gtm[g] > 0:
+                continue
+            if m > -1 and gt_ig[m] == 0 and gt_ig[g] == 1:
+                break
+            if ious[d, g] < best:
+                continue
+            best = ious[d, g]
+            m = g
+        if m == -1:
+            continue
+        gtm[m] = 1
+        out[d] = gtind[m]
+    return out
+
+
+def test_coco_greedy_match_equals_literal_loop():
+    rng = np.random.default_rng(2)
+    thresholds = [0.1, 0.3, 0.5, 0.75, 1.0]
+    for _ in range(150):
+        n_d, n_g = int(rng.integers(0, 8)), int(rng.integers(0, 8))
+        # quantised IoUs create exact ties, which decide the tie rule
+        iou = np.round(rng.random((n_d, n_g)) * 4) / 4 * (rng.random((n_d, n_g)) < 0.6)
+        ignore = rng.random((3, n_g)) < 0.3
+        d, g = np.nonzero(iou > 0)
+        got = coco_greedy_match(d, g, iou[d, g], n_d, n_g, thresholds, ignore)
+        for a in range(3):
+            for t, thr in enumerate(thresholds):
+                np.testing.assert_array_equal(got[a, t], _coco_loop(iou, thr, ignore[a]))
+
+
+def test_bipartite_components():
+    la, lb = bipartite_components(3, 3, np.array([0, 0, 2]), np.array([0, 1, 2]))
+    assert la[0] == lb[0] == lb[1]
+    assert la[2] == lb[2]
+    assert len({la[0], la[1], la[2]}) == 3
