@@ -9,8 +9,10 @@ whole image, as in training) and the :class:`InferenceSettings`:
 * tracking: the whole normalised ``(T, C, [Z,] Y, X)`` sequence goes to ``model.predict``;
 * image models (``sample_mode = "image"``): the image is fitted to the training size (pad or
   resize), predicted, and spatial outputs are mapped back to the original size;
-* patch models: images no larger than ``tile_size`` are predicted whole; larger ones in
-  tiles overlapping by ``tile_overlap``, stitched as follows: class masks take each pixel from
+* patch models whose config has its own ``tile_size`` (the U-Nets) get whole images and tile
+  inside ``predict`` (blending probabilities); for other patch models (Mask R-CNN) images no
+  larger than ``tile_size`` are predicted whole, larger ones in tiles overlapping by
+  ``tile_overlap``, stitched as follows: class masks take each pixel from
   the tile whose core (the tile minus half of each overlap) holds it; regression images are
   blended with weights ramping down over the overlap; instances are kept from the tile whose
   core holds the object's first pixel (bounding-box minimum corner) and pasted without
