@@ -356,6 +356,12 @@ class Trainer:
         table = "label" if cfg.task == "classification" else "semantic"
         class_names = store.class_names(table)
         rebalance = cfg.imbalance in ("sampling", "both")
+        if cfg.imbalance != "none" and cfg.task not in ("classification", "semantic-segmentation"):
+            log.warning(
+                "imbalance %r applies to classification and semantic segmentation; ignored for %s",
+                cfg.imbalance,
+                cfg.task,
+            )
         index = None
         if self.dist_info.is_main:
             log.info("indexing %s split train (normalisation: %s)", ref, norm.describe())

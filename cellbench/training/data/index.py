@@ -252,7 +252,8 @@ def build_index(
         index.target_channels = infos[0]["target_channels"]
         index.target_channel_names = _target_channel_names(store, sids[0], index.target_channels)
     if task == "classification":
-        labels = np.array([store.label(s) if store.label(s) is not None else -1 for s in sids])
+        found = [store.label(s) for s in sids]
+        labels = np.array([-1 if v is None else v for v in found], dtype=np.int64)
         missing = [s for s, v in zip(sids, labels, strict=True) if v < 0]
         if missing:
             raise DataError(
