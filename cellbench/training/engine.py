@@ -613,6 +613,7 @@ class Trainer:
         losses: list[torch.Tensor] = []
         parts: dict[str, float] = {}
         n_images = 0
+        lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         bar = tqdm(
             total=self.steps_per_epoch,
@@ -641,6 +642,7 @@ class Trainer:
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
                 self.scheduler.step()
                 losses.append(loss.detach().float())
                 for k, v in components.items():
@@ -662,7 +664,7 @@ class Trainer:
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": (epoch + 1) * self.steps_per_epoch,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "train_loss": total / max(count, 1),
         }
         for k, v in parts.items():

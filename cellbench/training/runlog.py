@@ -6,6 +6,12 @@ the records of the epochs before the interruption. ``curves.png`` shows the trai
 validation loss (if computed) and the validation headline metric per epoch;
 ``confusion_matrix.png`` (classification) is the validation confusion matrix of the best
 epoch, with class names.
+
+Record keys: ``epoch`` (1-based), ``step`` (optimiser steps so far), ``lr`` (learning rate of
+the epoch's last step), ``train_loss`` (mean over the epoch's steps and all ranks),
+``train/<component>`` (the baseline's named loss parts, this rank), ``images_per_s``,
+``epoch_time_s``, and on validation epochs ``val_loss`` and ``val/<metric>`` (every value of
+the task's score report), then ``best_epoch`` so far.
 """
 
 from __future__ import annotations

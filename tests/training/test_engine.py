@@ -274,3 +274,35 @@ def test_dataset_statistics_are_recorded_and_reused_on_resume(make_store, tmp_pa
 
 def test_errors_are_cellbench_errors():
     assert issubclass(CheckpointError, CellbenchError) and issubclass(DataError, CellbenchError)
+
+
+def test_3d_chunk_batched_adamw_step_schedule_and_clipping(make_store, tmp_path):
+    store = make_store("instance-segmentation", size=(6, 20, 24))
+    cfg = _config(
+        store,
+        "instance-segmentation",
+        "toy-instance",
+        epochs=2,
+        patch_size=[4, 16, 16],
+        batch_size=4,
+        patches_per_read=2,
+        patch_alignment="chunk",
+        optimizer="adamw",
+        lr=0.01,
+        schedule="step",
+        step_milestones=[1],
+        warmup_epochs=0,
+        grad_clip=1.0,
+        samples_per_epoch=8,
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert [r["lr"] for r in result.history] == pytest.approx([0.01, 0.001])
+    pset = predict_split_for(tmp_path / "run", store)
+    sid = store.sample_ids("test")[0]
+    assert pset.get(sid).mask.shape == (6, 20, 24)
+
+
+def predict_split_for(run, store):
+    from cellbench.training.inference import predict_split
+
+    return predict_split(run, store, "test")
