@@ -21,11 +21,16 @@ SCHEMA_VERSION = 1
 
 
 def _clean(value: Any) -> Any:
-    """Make values JSON-safe: numpy to Python, NaN to None, tuples to lists."""
+    """Make values JSON-safe: numpy to Python, NaN to None, ±inf to "inf"/"-inf", tuples to lists.
+
+    JSON has no NaN or infinity; PSNR of a perfect prediction is legitimately +inf.
+    """
     if hasattr(value, "tolist"):
         value = value.tolist()
     if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -34,7 +39,12 @@ def _clean(value: Any) -> Any:
 
 
 def _nan(value: Any) -> Any:
-    return float("nan") if value is None else value
+    """Inverse of :func:`_clean` for one number: ``None`` is NaN, ``"inf"``/``"-inf"`` infinite."""
+    if value is None:
+        return float("nan")
+    if value in ("inf", "-inf"):
+        return float(value)
+    return value
 
 
 @dataclass

@@ -30,11 +30,13 @@ S = TypeVar("S")
 
 
 def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays and tuples into JSON-friendly Python objects."""
+    """Convert numpy values and tuples to JSON-friendly objects (NaN -> None, ±inf -> "inf")."""
     if hasattr(value, "tolist"):
         value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else value
+        if math.isnan(value):
+            return None
+        return "inf" if value > 0 else "-inf"
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -101,8 +103,11 @@ class Metric(ABC, Generic[S]):
         return dict(self._params)
 
     def direction(self, value_name: str) -> str:
-        """Return ``"higher"`` or ``"lower"``: which direction is better for a value."""
-        base = value_name.split("@", 1)[0]
+        """Return ``"higher"`` or ``"lower"``: which direction is better for a value.
+
+        The value's base name decides: ``fn@0.50`` and ``mae/membrane`` read as ``fn``, ``mae``.
+        """
+        base = value_name.split("@", 1)[0].split("/", 1)[0]
         return "lower" if base in self.lower_is_better else "higher"
 
     @abstractmethod

@@ -22,10 +22,12 @@ import tifffile
 
 def evaluate(n_sequences: int = 4, n_frames: int = 30, size: int = 192, seed: int = 1) -> None:
     """Print TRA, LNK, BC(0) and the linking time per sequence for a few parameter settings."""
-    from cellbench.synthetic import timelapse
     from ctc_metrics.scripts.evaluate import evaluate_sequence
 
-    from cellbench.training.models.tracking import link, write_ctc_result
+    from cellbench.ingest.ctc import write_ctc_result
+    from cellbench.synthetic import timelapse
+    from cellbench.tracks import TrackedSequence
+    from cellbench.training.models.tracking import link
 
     samples = timelapse(n_sequences=n_sequences, n_frames=n_frames, shape=(size, size), seed=seed)
     settings = {
@@ -51,7 +53,7 @@ def evaluate(n_sequences: int = 4, n_frames: int = 30, size: int = 192, seed: in
                 start = time.perf_counter()
                 labels, tracks = link(s.instances, **kwargs)
                 seconds.append(time.perf_counter() - start)
-                res = write_ctc_result(root / f"res-{name}-{i}", labels, tracks)
+                res = write_ctc_result(TrackedSequence(labels, tracks), root / f"res-{name}-{i}")
                 with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     out = evaluate_sequence(

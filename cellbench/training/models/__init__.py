@@ -16,7 +16,7 @@ registry name       task                        module
 from cellbench.training.models import embedding, maskrcnn, resnet, tracking, unet
 from cellbench.training.models.tiling import tiled_predict
 from cellbench.training.models.tiny import tiny_config
-from cellbench.training.models.tracking import link, write_ctc_result
+from cellbench.training.models.tracking import link
 
 __all__ = [
     "embedding",
@@ -27,5 +27,4 @@ __all__ = [
     "tiny_config",
     "tracking",
     "unet",
-    "write_ctc_result",
 ]

@@ -36,16 +36,14 @@ Limitations: a division is recognised when at least one daughter is linked to th
 step 1 (the usual case, since a daughter overlaps its mother); a mother whose two daughters
 are both farther than ``max_distance`` ends and the daughters start unrelated tracks.
 
-:func:`write_ctc_result` writes the CTC result layout (``mask###.tif`` + ``res_track.txt``).
+Write the result in the CTC layout with :func:`cellbench.ingest.ctc.write_ctc_result`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -281,48 +279,6 @@ def link(
         relabelled[t] = np.where(frame > 0, owner[t][position], 0)
     table = np.array([[tr.id, tr.start, tr.end, tr.parent] for tr in tracks], dtype=np.int64)
     return relabelled, table.reshape(-1, 4)
-
-
-def write_ctc_result(
-    folder: str | os.PathLike[str], labels: np.ndarray, tracks: np.ndarray
-) -> Path:
-    """Write a tracking result in the Cell Tracking Challenge layout.
-
-    Writes ``mask000.tif`` ... (uint16, one 2D image or 3D stack per frame; four digits when
-    there are more than 1000 frames) and ``res_track.txt`` (``L B E P`` per line).
-
-    Args:
-        folder: Output directory (created; existing mask files are overwritten).
-        labels: ``(T, [Z,] Y, X)`` track ids per frame.
-        tracks: ``(n, 4)`` ``track_id, start, end, parent``.
-
-    Returns:
-        The folder.
-
-    Raises:
-        ValidationError: If ids do not fit in uint16 or the table is not ``(n, 4)``.
-    """
-    import tifffile
-
-    labels = np.asarray(labels)
-    tracks = np.asarray(tracks)
-    problems = []
-    if labels.ndim not in (3, 4):
-        problems.append(f"labels must be (T, [Z,] Y, X), got shape {labels.shape}")
-    if tracks.ndim != 2 or tracks.shape[1] != 4:
-        problems.append(f"tracks must be an (n, 4) table, got shape {tracks.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint16).max):
-        problems.append("track ids must lie in 0..65535 to be written as CTC uint16 masks")
-    if problems:
-        raise ValidationError(problems, context=str(folder))
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    digits = 3 if labels.shape[0] <= 1000 else 4
-    for t in range(labels.shape[0]):
-        tifffile.imwrite(out / f"mask{t:0{digits}d}.tif", labels[t].astype(np.uint16))
-    lines = [" ".join(str(int(v)) for v in row) for row in tracks]
-    (out / "res_track.txt").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    return out
 
 
 # --------------------------------------------------------------------------- baseline

@@ -4,8 +4,10 @@ import tifffile
 import torch
 
 from cellbench.errors import CellbenchError, ValidationError
+from cellbench.ingest.ctc import write_ctc_result
+from cellbench.tracks import TrackedSequence
 from cellbench.training.baseline import DataSpec, get_baseline
-from cellbench.training.models.tracking import link, write_ctc_result
+from cellbench.training.models.tracking import link
 
 from .helpers import discs, instance_batch, round_trip, train
 
@@ -108,7 +110,7 @@ def test_result_passes_py_ctcmetrics_validation(tmp_path):
 
     movie, _ = make_movie(seed=3)
     labels, tracks = link(movie, max_distance=10.0)
-    folder = write_ctc_result(tmp_path / "01_RES", labels, tracks)
+    folder = write_ctc_result(TrackedSequence(labels, tracks), tmp_path / "01_RES")
     files = parse_masks(str(folder))
     assert [f.rsplit("/", 1)[-1] for f in files] == [f"mask{t:03d}.tif" for t in range(8)]
     masks = [tifffile.imread(f) for f in files]
@@ -212,7 +214,9 @@ def test_bad_input_lists_every_problem(tmp_path):
     with pytest.raises(ValidationError, match="spacing"):
         link(np.zeros((2, 4, 4), np.int32), spacing=[1.0])
     with pytest.raises(ValidationError, match=r"0\.\.65535"):
-        write_ctc_result(tmp_path, np.full((1, 2, 2), 70000), np.array([[70000, 0, 0, 0]]))
+        write_ctc_result(
+            TrackedSequence(np.full((1, 2, 2), 70000), np.array([[70000, 0, 0, 0]])), tmp_path
+        )
     empty, no_tracks = link(np.zeros((3, 5, 5), np.int32))
     assert no_tracks.shape == (0, 4) and not empty.any()
 
@@ -277,6 +281,6 @@ def test_linking_synthetic_ground_truth_scores_near_perfect_tra(tmp_path):
         np.savetxt(gt / "man_track.txt", sample.tracks, fmt="%d")
         labels, tracks = link(sample.instances)
         assert_ctc_valid(labels, tracks)
-        res = write_ctc_result(tmp_path / f"res{i}", labels, tracks)
+        res = write_ctc_result(TrackedSequence(labels, tracks), tmp_path / f"res{i}")
         scores = evaluate_sequence(str(res), str(gt.parent), metrics=["TRA", "LNK"], threads=1)
         assert scores["TRA"] > 0.99 and scores["LNK"] > 0.97, scores

@@ -1,0 +1,97 @@
+"""``cellbench score``: score predictions against a dataset split."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cellbench.report import ScoreReport
+
+
+def _fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if abs(value) >= 1000 or float(value).is_integer():
+        return f"{value:.0f}"
+    return f"{value:.4f}"
+
+
+def print_report(report: ScoreReport, console: Console | None = None, full: bool = False) -> None:
+    """Print a score report as terminal tables (headline, metrics, groups)."""
+    console = console or Console(highlight=False)
+    h = report.headline
+    ci = (
+        f"  [{_fmt(h.ci_low)}, {_fmt(h.ci_high)}] {h.ci_level:.0%} CI "
+        f"({h.n_bootstrap} bootstrap resamples of {h.resampling_unit}s)"
+        if h.n_bootstrap
+        else ""
+    )
+    console.print(
+        f"[bold]{report.task}[/bold] on {report.dataset}@{report.dataset_version} "
+        f"split {report.split!r}: [bold]{h.name} = {_fmt(h.value)}[/bold] "
+        f"({h.direction} is better){ci}"
+    )
+    table = Table(title="metrics", show_lines=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("better")
+    keys = sorted(report.metrics)
+    if not full:
+        keys = [k for k in keys if "@" not in k or k.endswith(("@0.50", "@0.75"))]
+    for key in keys:
+        table.add_row(key, _fmt(report.metrics[key]), report.directions.get(key, ""))
+    console.print(table)
+    for g in report.groups:
+        gt = Table(title=f"{h.name} by {g.field} (worst: {g.worst_group})")
+        gt.add_column(g.field)
+        gt.add_column("n", justify="right")
+        gt.add_column(h.name, justify="right")
+        for name, values in g.values.items():
+            gt.add_row(name, str(g.counts[name]), _fmt(values.get(h.name, float("nan"))))
+        console.print(gt)
+    for note in report.notes:
+        console.print(f"note: {note}")
+
+
+@click.command()
+@click.option("--task", required=True, help="Task name, e.g. instance-segmentation.")
+@click.option("--dataset", required=True, help="Dataset id[@version] (pulled or imported).")
+@click.option("--split", default="test", show_default=True)
+@click.argument("predictions", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Write the ScoreReport JSON here.")
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples (0: off).")
+@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--group", "groups", multiple=True, help="Metadata column to group by (repeat).")
+@click.option("--full", is_flag=True, help="Show values at every IoU threshold.")
+def score(
+    task: str,
+    dataset: str,
+    split: str,
+    predictions: Path,
+    out: Path | None,
+    bootstrap: int,
+    seed: int,
+    groups: tuple[str, ...],
+    full: bool,
+) -> None:
+    """Score PREDICTIONS (canonical Zarr, CSV, TIFF folder or CTC folders) on a split."""
+    from cellbench.scoring import score as do_score
+
+    report = do_score(
+        task,
+        dataset,
+        split,
+        predictions,
+        n_bootstrap=bootstrap,
+        seed=seed,
+        groups=list(groups) or None,
+        progress=True,
+    )
+    print_report(report, full=full)
+    if out is not None:
+        report.save(out)
+        click.echo(f"report written to {out}")

@@ -1,0 +1,460 @@
+"""Cell Tracking Challenge (CTC) folders: read, write and validate.
+
+Layout of one sequence ``<seq>`` (e.g. ``01``), as distributed by celltrackingchallenge.net::
+
+    <seq>_GT/TRA/man_track000.tif ...   tracking markers, one uint16 image per frame
+    <seq>_GT/TRA/man_track.txt          lines "L B E P": label, begin, end, parent (0 = none)
+    <seq>_GT/SEG/man_seg000.tif ...     segmentation truth for some frames only (sparse)
+    <seq>_GT/SEG/man_seg_000_012.tif    ... or for single z slices of a 3D frame (frame 0, z=12)
+    <seq>_RES/mask000.tif ...           a result: one uint16 label image per frame
+    <seq>_RES/res_track.txt             the result's "L B E P" lines
+
+Frames are numbered from 0 with 3 digits, or 4 digits when a sequence has more than 1000 frames
+(CTC convention); readers accept any digit count. Images are read and written with ``tifffile``
+(2D frames as one page, 3D frames as one page per z slice). Masks must be 16-bit (8-bit is
+accepted as well).
+
+Every reader validates and raises :class:`cellbench.errors.ValidationError` listing *all*
+problems, each naming the file and frame (missing or extra frames, wrong shape or dtype, labels
+in masks not in the track file or vice versa, a track absent in a frame between B and E, a parent
+ending after its daughter begins, malformed lines, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cellbench.errors import ValidationError
+from cellbench.tracks import SegAnnotation, TrackedSequence
+
+GT_TRACK_FILE = "man_track.txt"
+RES_TRACK_FILE = "res_track.txt"
+_TRA_RE = re.compile(r"^man_track(\d+)\.tiff?$")
+_RES_RE = re.compile(r"^mask(\d+)\.tiff?$")
+_SEG_RE = re.compile(r"^man_seg_?(\d+)(?:_(\d+))?\.tiff?$")
+#: Mask dtypes the CTC evaluation accepts.
+MASK_DTYPES = (np.dtype(np.uint16), np.dtype(np.uint8))
+
+
+def frame_digits(n_frames: int) -> int:
+    """Digits used in CTC frame file names: 3, or 4 when there are more than 1000 frames."""
+    return 3 if n_frames <= 1000 else 4
+
+
+def _imread(path: Path) -> np.ndarray:
+    import tifffile
+
+    return np.asarray(tifffile.imread(path))
+
+
+def _imwrite(path: Path, arr: np.ndarray) -> None:
+    import tifffile
+
+    tifffile.imwrite(path, arr)
+
+
+# ---------------------------------------------------------------------------- track files
+def parse_track_file(path: str | os.PathLike) -> tuple[np.ndarray, list[int], list[str]]:
+    """Parse a CTC track file (``L B E P`` per line) without raising.
+
+    Blank lines are ignored; fields may be separated by spaces or tabs.
+
+    Args:
+        path: The ``man_track.txt`` / ``res_track.txt`` file.
+
+    Returns:
+        The ``(n, 4)`` int64 table of the well-formed lines, the 1-based line number of each
+        table row, and one problem per malformed line (or a missing file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        return np.zeros((0, 4), dtype=np.int64), [], [f"{p.name} is missing"]
+    rows: list[list[int]] = []
+    lines: list[int] = []
+    problems: list[str] = []
+    text = p.read_text(encoding="utf-8", errors="replace")
+    for i, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            values = [int(f) for f in fields]
+        except ValueError:
+            values = []
+        if len(values) != 4 or len(fields) != 4:
+            problems.append(
+                f"{p.name} line {i}: expected 4 integers 'L B E P', got {line.strip()!r}"
+            )
+            continue
+        rows.append(values)
+        lines.append(i)
+    table = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+    return table, lines, problems
+
+
+def read_track_file(path: str | os.PathLike) -> np.ndarray:
+    """Read a CTC track file into an ``(n, 4)`` int64 table ``L B E P``.
+
+    Args:
+        path: The track file.
+
+    Returns:
+        The table.
+
+    Raises:
+        ValidationError: Listing every malformed line (or a missing file).
+    """
+    table, _, problems = parse_track_file(path)
+    if problems:
+        raise ValidationError(problems, context=str(path))
+    return table
+
+
+def write_track_file(path: str | os.PathLike, tracks: np.ndarray) -> None:
+    """Write an ``(n, 4)`` table as CTC ``L B E P`` lines.
+
+    Args:
+        path: Destination file.
+        tracks: The track table.
+    """
+    tab = np.asarray(tracks, dtype=np.int64).reshape(-1, 4)
+    text = "".join(f"{a} {b} {c} {d}\n" for a, b, c, d in tab.tolist())
+    Path(path).write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------- frames
+def _scan(folder: Path, pattern: re.Pattern[str]) -> tuple[dict[int, Path], list[str]]:
+    """Map frame numbers to files; report duplicates and unexpected TIFFs."""
+    found: dict[int, Path] = {}
+    problems: list[str] = []
+    for entry in sorted(os.listdir(folder)):
+        m = pattern.match(entry)
+        if m is None:
+            if entry.lower().endswith((".tif", ".tiff")):
+                problems.append(f"unexpected TIFF file {entry} (expected {pattern.pattern})")
+            continue
+        t = int(m.group(1))
+        if t in found:
+            problems.append(f"{found[t].name} and {entry} both give frame {t}")
+            continue
+        found[t] = folder / entry
+    return found, problems
+
+
+def _read_stack(
+    files: dict[int, Path],
+    n_frames: int,
+    shape: tuple[int, ...] | None,
+    name_of: Callable[[int], str],
+) -> tuple[np.ndarray, list[str], list[int]]:
+    """Read frames ``0..n_frames-1`` into one stack; report missing, extra and bad frames."""
+    problems: list[str] = []
+    skip: list[int] = []
+    missing = [t for t in range(n_frames) if t not in files]
+    if missing:
+        from cellbench.tracks import format_ranges
+
+        names = ", ".join(name_of(t) for t in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        problems.append(
+            f"{len(missing)} frame file(s) missing: frames {format_ranges(missing)} ({names})"
+        )
+        skip.extend(missing)
+    for t in sorted(files):
+        if t >= n_frames:
+            problems.append(
+                f"{files[t].name} (frame {t}) is beyond the {n_frames} frames of the sequence "
+                f"(frames 0..{n_frames - 1})"
+            )
+    stack: np.ndarray | None = None
+    for t in range(n_frames):
+        path = files.get(t)
+        if path is None:
+            continue
+        try:
+            arr = _imread(path)
+        except Exception as err:  # unreadable or not a TIFF: report, keep going
+            problems.append(f"{path.name} (frame {t}): cannot be read as a TIFF ({err})")
+            skip.append(t)
+            continue
+        bad = False
+        if arr.dtype not in MASK_DTYPES:
+            problems.append(
+                f"{path.name} (frame {t}): dtype {arr.dtype}, expected uint16 "
+                "(CTC masks are 16-bit unsigned integer images)"
+            )
+            bad = True
+        expected = shape if shape is not None else (stack.shape[1:] if stack is not None else None)
+        if expected is not None and arr.shape != tuple(expected):
+            problems.append(
+                f"{path.name} (frame {t}): shape {arr.shape}, expected {tuple(expected)}"
+            )
+            bad = True
+        elif arr.ndim not in (2, 3):
+            problems.append(
+                f"{path.name} (frame {t}): {arr.ndim} dims, expected a 2D (Y, X) or 3D (Z, Y, X) "
+                "label image"
+            )
+            bad = True
+        if bad:
+            skip.append(t)
+            continue
+        if stack is None:
+            stack = np.zeros((n_frames, *arr.shape), dtype=np.uint16)
+        stack[t] = arr
+    if stack is None:
+        stack = np.zeros((n_frames, *(shape or (0, 0))), dtype=np.uint16)
+    return stack, problems, sorted(set(skip))
+
+
+def _namer(prefix: str, files: dict[int, Path], digits: int) -> Callable[[int], str]:
+    def name_of(t: int) -> str:
+        path = files.get(t)
+        return path.name if path is not None else f"{prefix}{t:0{digits}d}.tif"
+
+    return name_of
+
+
+# ---------------------------------------------------------------------------- readers
+def _read_seg(seg_dir: Path, n_frames: int, shape: tuple[int, ...]) -> tuple[list, list[str]]:
+    annotations: list[SegAnnotation] = []
+    problems: list[str] = []
+    for entry in sorted(os.listdir(seg_dir)):
+        m = _SEG_RE.match(entry)
+        if m is None:
+            if entry.lower().endswith((".tif", ".tiff")):
+                problems.append(f"SEG: unexpected TIFF file {entry}")
+            continue
+        t = int(m.group(1))
+        z = int(m.group(2)) if m.group(2) is not None else None
+        where = f"SEG/{entry} (frame {t}" + (f", slice z={z})" if z is not None else ")")
+        try:
+            arr = _imread(seg_dir / entry)
+        except Exception as err:
+            problems.append(f"{where}: cannot be read as a TIFF ({err})")
+            continue
+        expected = shape if z is None else shape[1:]
+        if arr.dtype not in MASK_DTYPES:
+            problems.append(f"{where}: dtype {arr.dtype}, expected uint16")
+            continue
+        if z is not None and len(shape) != 3:
+            problems.append(f"{where}: a slice annotation needs 3D frames, frames are {shape}")
+            continue
+        if arr.shape != expected:
+            problems.append(f"{where}: shape {arr.shape}, expected {expected}")
+            continue
+        if not 0 <= t < n_frames:
+            problems.append(f"{where}: frame {t} is outside 0..{n_frames - 1}")
+            continue
+        if z is not None and not 0 <= z < shape[0]:
+            problems.append(f"{where}: slice {z} is outside 0..{shape[0] - 1}")
+            continue
+        annotations.append(SegAnnotation(frame=t, labels=arr, z=z))
+    return annotations, problems
+
+
+def read_ctc_ground_truth(
+    gt_dir: str | os.PathLike, *, seg: bool = True, validate: bool = True
+) -> TrackedSequence:
+    """Read a CTC ground-truth folder ``<seq>_GT`` (``TRA`` and, if present, ``SEG``).
+
+    Args:
+        gt_dir: The ``<seq>_GT`` folder.
+        seg: Whether to read the sparse ``SEG`` annotations (if the folder exists).
+        validate: Whether to check the CTC rules (raise on any problem).
+
+    Returns:
+        The ground truth, with its SEG annotations.
+
+    Raises:
+        ValidationError: Listing every problem found, with file names and frames.
+    """
+    gt = Path(gt_dir)
+    tra = gt / "TRA"
+    if not tra.is_dir():
+        raise ValidationError(
+            [f"no TRA folder in {gt} (expected {gt}/TRA/man_track###.tif)"], str(gt)
+        )
+    files, problems = _scan(tra, _TRA_RE)
+    if not files:
+        raise ValidationError([f"no man_track###.tif files in {tra}"], str(gt))
+    n_frames = max(files) + 1
+    name_of = _namer("man_track", files, frame_digits(n_frames))
+    stack, more, skip = _read_stack(files, n_frames, None, name_of)
+    problems += more
+    table, lines, more = parse_track_file(tra / GT_TRACK_FILE)
+    problems += more
+    annotations: list[SegAnnotation] = []
+    if seg and (gt / "SEG").is_dir():
+        annotations, more = _read_seg(gt / "SEG", n_frames, stack.shape[1:])
+        problems += more
+    seq = TrackedSequence(labels=stack, tracks=table, seg=tuple(annotations), name=gt.name)
+    if validate:
+        problems += seq.problems(
+            frame_name=name_of,
+            row_name=lambda i: f"{GT_TRACK_FILE} line {lines[i]}",
+            table_name=GT_TRACK_FILE,
+            skip_frames=skip,
+        )
+        if problems:
+            raise ValidationError(problems, context=str(gt))
+    return seq
+
+
+def ctc_result_problems(
+    res_dir: str | os.PathLike,
+    n_frames: int | None = None,
+    shape: tuple[int, ...] | None = None,
+) -> tuple[TrackedSequence | None, list[str]]:
+    """Read a CTC result folder and list every problem (never raises for bad content).
+
+    Args:
+        res_dir: The ``<seq>_RES`` folder.
+        n_frames: Expected number of frames (from the ground truth); default: the highest
+            frame number found plus one.
+        shape: Expected spatial shape of each mask (from the ground truth).
+
+    Returns:
+        The sequence as read (``None`` if nothing could be read) and the problems.
+    """
+    res = Path(res_dir)
+    if not res.is_dir():
+        return None, [f"result folder {res} does not exist"]
+    files, problems = _scan(res, _RES_RE)
+    if n_frames is None:
+        if not files:
+            return None, [*problems, f"no mask###.tif files in {res}"]
+        n_frames = max(files) + 1
+    name_of = _namer("mask", files, frame_digits(n_frames))
+    stack, more, skip = _read_stack(files, n_frames, shape, name_of)
+    problems += more
+    table, lines, more = parse_track_file(res / RES_TRACK_FILE)
+    problems += more
+    seq = TrackedSequence(labels=stack, tracks=table, name=res.name)
+    problems += seq.problems(
+        frame_name=name_of,
+        row_name=lambda i: f"{RES_TRACK_FILE} line {lines[i]}",
+        table_name=RES_TRACK_FILE,
+        skip_frames=skip,
+    )
+    return seq, problems
+
+
+def read_ctc_result(
+    res_dir: str | os.PathLike,
+    n_frames: int | None = None,
+    shape: tuple[int, ...] | None = None,
+) -> TrackedSequence:
+    """Read and validate a CTC result folder ``<seq>_RES``.
+
+    Args:
+        res_dir: The result folder (``mask###.tif`` and ``res_track.txt``).
+        n_frames: Expected number of frames (pass the ground truth's).
+        shape: Expected spatial shape of each mask (pass the ground truth's).
+
+    Returns:
+        The result sequence.
+
+    Raises:
+        ValidationError: Listing every problem, each naming the file and frame.
+    """
+    seq, problems = ctc_result_problems(res_dir, n_frames=n_frames, shape=shape)
+    if problems or seq is None:
+        raise ValidationError(problems, context=str(res_dir))
+    return seq
+
+
+def validate_ctc_result(
+    res_dir: str | os.PathLike,
+    n_frames: int | None = None,
+    shape: tuple[int, ...] | None = None,
+) -> None:
+    """Check a CTC result folder against the CTC rules.
+
+    Args:
+        res_dir: The ``<seq>_RES`` folder.
+        n_frames: Expected number of frames.
+        shape: Expected spatial shape.
+
+    Raises:
+        ValidationError: Listing every problem found.
+    """
+    read_ctc_result(res_dir, n_frames=n_frames, shape=shape)
+
+
+# ---------------------------------------------------------------------------- writers
+def _check_writable(seq: TrackedSequence, what: str) -> np.ndarray:
+    lab = seq.labels
+    if lab.dtype.kind not in "ui" or lab.ndim not in (3, 4):
+        raise ValidationError(
+            [f"labels must be integer (T, [Z,] Y, X), got {lab.dtype} {lab.shape}"], what
+        )
+    hi = int(lab.max(initial=0))
+    if hi > np.iinfo(np.uint16).max or (lab.size and int(lab.min()) < 0):
+        raise ValidationError(
+            [f"label ids must fit in uint16 (0..65535) for CTC files, max id is {hi}"], what
+        )
+    return lab
+
+
+def write_ctc_result(
+    seq: TrackedSequence, res_dir: str | os.PathLike, digits: int | None = None
+) -> Path:
+    """Write a sequence as a CTC result folder (``mask###.tif`` + ``res_track.txt``).
+
+    Args:
+        seq: The sequence (ids must fit in uint16).
+        res_dir: Destination folder (created).
+        digits: Frame-number digits; default 3, or 4 beyond 1000 frames.
+
+    Returns:
+        The folder.
+    """
+    out = Path(res_dir)
+    lab = _check_writable(seq, str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    d = digits or frame_digits(seq.n_frames)
+    for t in range(seq.n_frames):
+        _imwrite(out / f"mask{t:0{d}d}.tif", lab[t].astype(np.uint16, copy=False))
+    write_track_file(out / RES_TRACK_FILE, seq.tracks)
+    return out
+
+
+def write_ctc_ground_truth(
+    seq: TrackedSequence, gt_dir: str | os.PathLike, digits: int | None = None
+) -> Path:
+    """Write a sequence as a CTC ground-truth folder (``TRA`` and, if annotated, ``SEG``).
+
+    Slice annotations of 3D frames are written as ``man_seg_TTT_ZZZ.tif``.
+
+    Args:
+        seq: The ground truth (ids must fit in uint16).
+        gt_dir: Destination ``<seq>_GT`` folder (created).
+        digits: Frame-number digits; default 3, or 4 beyond 1000 frames.
+
+    Returns:
+        The folder.
+    """
+    out = Path(gt_dir)
+    lab = _check_writable(seq, str(out))
+    d = digits or frame_digits(seq.n_frames)
+    tra = out / "TRA"
+    tra.mkdir(parents=True, exist_ok=True)
+    for t in range(seq.n_frames):
+        _imwrite(tra / f"man_track{t:0{d}d}.tif", lab[t].astype(np.uint16, copy=False))
+    write_track_file(tra / GT_TRACK_FILE, seq.tracks)
+    if seq.seg:
+        seg = out / "SEG"
+        seg.mkdir(parents=True, exist_ok=True)
+        for a in seq.seg:
+            name = (
+                f"man_seg{a.frame:0{d}d}.tif"
+                if a.z is None
+                else (f"man_seg_{a.frame:0{d}d}_{a.z:03d}.tif")
+            )
+            _imwrite(seg / name, np.asarray(a.labels).astype(np.uint16, copy=False))
+    return out

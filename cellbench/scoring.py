@@ -1,0 +1,299 @@
+"""Score predictions against a dataset split: the one driver function of evaluation.
+
+``score(task, dataset, split, predictions)`` streams over the split one sample at a time:
+it loads the ground truth and the prediction, validates the prediction (every problem is
+collected; nothing is reported if any is found) and reduces both to each metric's per-sample
+sufficient statistics. Values for the whole split, for every metadata group and for bootstrap
+resamples are then obtained by re-aggregating those statistics, never by recomputing overlaps.
+Memory therefore stays at one sample's arrays plus the small statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellbench._version import __version__
+from cellbench.errors import ValidationError
+from cellbench.metrics.base import Metric
+from cellbench.predictions import PredictionSet, load_predictions
+from cellbench.report import GroupScores, Headline, Provenance, ScoreReport
+from cellbench.store.zarr_store import DatasetStore
+
+
+def _key(metric: Metric, value: str) -> str:
+    return f"{metric.name}/{value}"
+
+
+def _flatten(metric: Metric, values: dict[str, float]) -> dict[str, float]:
+    return {_key(metric, k): float(v) for k, v in values.items()}
+
+
+def bootstrap_ci(
+    aggregate: Any,
+    stats: Sequence[Any],
+    n_bootstrap: int,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of a statistic over resampled samples.
+
+    Samples (images or sequences) are drawn with replacement ``n_bootstrap`` times; the
+    statistic is re-aggregated on each resample (Efron & Tibshirani 1993, ch. 13). Resamples on
+    which the statistic is undefined (NaN) are dropped.
+
+    Args:
+        aggregate: Function from a list of per-sample statistics to a float.
+        stats: Per-sample statistics.
+        n_bootstrap: Number of resamples (0 disables).
+        seed: Random seed (results are reproducible).
+        level: Coverage of the interval.
+
+    Returns:
+        ``(low, high)``; NaN when disabled or undefined.
+    """
+    n = len(stats)
+    if n_bootstrap <= 0 or n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_bootstrap)
+    items = list(stats)
+    for b in range(n_bootstrap):
+        idx = rng.integers(0, n, n)
+        values[b] = aggregate([items[i] for i in idx])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
+
+
+def score(
+    task: str,
+    dataset: DatasetStore | str,
+    split: str,
+    predictions: PredictionSet | str | os.PathLike[str],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+    ci_level: float = 0.95,
+    progress: bool = False,
+) -> ScoreReport:
+    """Score predictions of one task on one split of a dataset version.
+
+    Args:
+        task: Task name (see :func:`cellbench.tasks.get_task`).
+        dataset: An opened store, or ``id[@version]`` of a pulled/imported dataset.
+        split: Split to score (``test`` for leaderboards, ``val`` during training).
+        predictions: A prediction set, or a path :func:`load_predictions` can read.
+        n_bootstrap: Bootstrap resamples for the headline CI (0 to skip, e.g. in training).
+        seed: Seed of the bootstrap.
+        groups: Metadata columns to report per group (default: the task's choice).
+        ci_level: Coverage of the confidence interval.
+        progress: Show a progress bar over samples.
+
+    Returns:
+        The :class:`ScoreReport`.
+
+    Raises:
+        ValidationError: Listing every problem of the predictions (nothing is scored then).
+        CellbenchError: If the dataset does not serve the task.
+    """
+    from tqdm.auto import tqdm
+
+    from cellbench.registry import load
+    from cellbench.tasks import get_task
+
+    started = time.perf_counter()
+    spec = get_task(task)
+    store = load(dataset) if isinstance(dataset, str) else dataset
+    spec.check_dataset(store)
+    if not isinstance(predictions, PredictionSet):
+        predictions = load_predictions(
+            predictions, task=spec.name, class_names=store.class_names("label") or None
+        )
+    where = f"predictions for {store.id}@{store.version} split {split!r}"
+    if predictions.task != spec.name:
+        raise ValidationError([f"predictions are for task {predictions.task!r}"], where)
+    problems: list[str] = []
+    if predictions.dataset and predictions.dataset != store.id:
+        problems.append(f"predictions were made for dataset {predictions.dataset!r}")
+    if predictions.dataset_version and predictions.dataset_version != store.version:
+        problems.append(
+            f"predictions were made for version {predictions.dataset_version!r}, "
+            f"scoring version {store.version!r}"
+        )
+    ids = store.sample_ids(split)
+    predicted = set(predictions.sample_ids)
+    missing = [s for s in ids if s not in predicted]
+    extra = sorted(predicted - set(ids))
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        problems.append(f"{len(missing)} sample(s) of split {split!r} not predicted: {shown}")
+    if extra:
+        shown = ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else "")
+        problems.append(f"{len(extra)} predicted sample(s) not in split {split!r}: {shown}")
+    if not ids:
+        problems.append(f"split {split!r} is empty")
+
+    metrics = spec.metrics(store, split)
+    stats: dict[str, list[Any]] = {m.name: [] for m in metrics}
+    scored: list[str] = []
+    for sid in tqdm(
+        ids, desc=f"score {spec.name}", unit=spec.resampling_unit, disable=not progress
+    ):
+        if sid not in predicted:
+            continue
+        truth = spec.ground_truth(store, sid)
+        try:
+            pred = predictions.get(sid)
+        except ValidationError as err:  # e.g. a CTC result folder that breaks the rules
+            problems.extend(f"sample {sid!r}: {p}" for p in err.problems)
+            continue
+        sample_problems = spec.validate_sample(store, sid, truth, pred)
+        if sample_problems:
+            problems.extend(sample_problems)
+            continue
+        if problems:
+            continue  # keep validating, but stop computing once the run cannot be reported
+        for m in metrics:
+            stats[m.name].append(spec.sample_stats(m, sid, truth, pred))
+        scored.append(sid)
+    if problems:
+        raise ValidationError(problems, context=where)
+
+    report_metrics: dict[str, float] = {}
+    directions: dict[str, str] = {}
+    per_sample: dict[str, dict[str, float]] = {sid: {} for sid in scored}
+    results: list[dict[str, Any]] = []
+    notes: list[str] = spec.notes(metrics)
+    by_name = {m.name: m for m in metrics}
+    for m in metrics:
+        st = stats[m.name]
+        values = m.aggregate(st)
+        flat = _flatten(m, values)
+        report_metrics.update(flat)
+        directions.update({_key(m, k): m.direction(k) for k in values})
+        for sid, s in zip(scored, st, strict=True):
+            per_sample[sid].update(_flatten(m, m.sample_values(s)))
+        m_notes = m.notes(st)
+        notes.extend(m_notes)
+        results.append(
+            {
+                "metric": m.name,
+                "params": m.params,
+                "values": values,
+                "details": m.details(st),
+                "notes": m_notes,
+                "cellbench_version": __version__,
+            }
+        )
+
+    head_metric_name, head_value_name = spec.headline.split("/", 1)
+    head_metric = by_name[head_metric_name]
+    head_stats = stats[head_metric_name]
+
+    def head_of(subset: Sequence[Any]) -> float:
+        return float(head_metric.aggregate(subset).get(head_value_name, float("nan")))
+
+    low, high = bootstrap_ci(head_of, head_stats, n_bootstrap, seed, ci_level)
+    headline = Headline(
+        name=spec.headline,
+        value=report_metrics.get(spec.headline, float("nan")),
+        direction=spec.direction,
+        ci_low=low,
+        ci_high=high,
+        ci_level=ci_level,
+        n_bootstrap=n_bootstrap if n_bootstrap > 0 else 0,
+        resampling_unit=spec.resampling_unit,
+    )
+
+    group_fields = list(groups) if groups is not None else spec.groups(store)
+    group_reports = []
+    for field in group_fields:
+        if field not in store.metadata_columns:
+            raise ValidationError(
+                [
+                    f"no metadata column {field!r} to group by "
+                    f"(columns: {', '.join(store.metadata_columns) or 'none'})"
+                ],
+                where,
+            )
+        column = store.table[field]
+        row_of = {sid: i for i, sid in enumerate(store.table["id"].tolist())}
+        keys = [str(column[row_of[sid]]) for sid in scored]
+        values_by_group: dict[str, dict[str, float]] = {}
+        counts: dict[str, int] = {}
+        for g in sorted(set(keys)):
+            idx = [i for i, k in enumerate(keys) if k == g]
+            counts[g] = len(idx)
+            vals: dict[str, float] = {}
+            for m in metrics:
+                vals.update(_flatten(m, m.aggregate([stats[m.name][i] for i in idx])))
+            values_by_group[g] = vals
+        worst_group, worst_value = _worst(values_by_group, spec.headline, spec.direction)
+        group_reports.append(
+            GroupScores(
+                field=field,
+                values=values_by_group,
+                counts=counts,
+                worst_group=worst_group,
+                worst_value=worst_value,
+            )
+        )
+
+    from cellbench.envinfo import environment_report
+
+    env = environment_report()
+    provenance = Provenance(
+        cellbench_version=__version__,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        dataset_checksum=store.checksum,
+        predictions_sha256=predictions.sha256(),
+        environment={k: env[k] for k in ("python", "numpy", "zarr") if k in env},
+        extra={
+            "scoring_seconds": round(time.perf_counter() - started, 3),
+            "predictions_source": str(predictions.source) if predictions.source else "",
+            "producer": predictions.producer,
+            "task": spec.describe(),
+        },
+    )
+    return ScoreReport(
+        task=spec.name,
+        dataset=store.id,
+        dataset_version=store.version,
+        split=split,
+        headline=headline,
+        metrics=report_metrics,
+        directions=directions,
+        groups=group_reports,
+        per_sample=per_sample,
+        results=results,
+        notes=notes,
+        provenance=provenance,
+    )
+
+
+def _worst(
+    values_by_group: dict[str, dict[str, float]], key: str, direction: str
+) -> tuple[str | None, float]:
+    candidates = [
+        (g, v[key]) for g, v in values_by_group.items() if key in v and math.isfinite(v[key])
+    ]
+    if not candidates:
+        return None, float("nan")
+    pick = min if direction == "higher" else max
+    return pick(candidates, key=lambda gv: gv[1])
+
+
+def save_report(report: ScoreReport, path: str | os.PathLike[str]) -> Path:
+    """Write a report as JSON atomically (a partial report is never left behind)."""
+    return report.save(path)

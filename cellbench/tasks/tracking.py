@@ -1,0 +1,114 @@
+"""Cell tracking with divisions (Cell Tracking Challenge measures).
+
+Ground truth: per-frame instance labels ``(t, [z,] y, x)`` and the track table (``track_id,
+start, end, parent``, the CTC ``man_track.txt``) of each sequence; the instance labels serve
+as both TRA markers and SEG annotation (every object of every frame is annotated).
+Predictions: relabelled masks of the same shape with a CTC result track table, in the canonical
+format or as ``<sample_id>_RES`` folders; both are checked against every CTC rule.
+
+Metrics: DET, SEG, TRA, LNK, OP_CSB, OP_CTB and the AOGM operation counts (Matula et al. 2015),
+division precision/recall/F1 with a 1-frame tolerance, complete tracks, branching correctness
+and MOTA/IDF1. Headline: OP_CTB = (SEG + TRA) / 2, the CTC's Cell Tracking Benchmark score,
+pooled over sequences (operation counts summed before dividing). Bootstrap unit: the sequence.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cellbench.metrics.base import Metric
+from cellbench.predictions import Prediction
+from cellbench.store.zarr_store import DatasetStore
+from cellbench.tasks.base import Task, check_label_image
+
+#: Frames of tolerance when matching predicted to true divisions.
+DIVISION_FRAME_TOLERANCE = 1
+
+
+class TrackingTask(Task):
+    """Segmentation and tracking of cells over time, divisions included."""
+
+    name: ClassVar[str] = "tracking"
+    title: ClassVar[str] = "Cell tracking with divisions"
+    headline: ClassVar[str] = "ctc/op_ctb"
+    direction: ClassVar[str] = "higher"
+    resampling_unit: ClassVar[str] = "sequence"
+    ground_truth_fields: ClassVar[tuple[str, ...]] = ("image", "instances", "tracks")
+    prediction_fields: ClassVar[tuple[str, ...]] = ("mask", "tracks")
+
+    def __init__(self) -> None:
+        self._match: tuple[str, Prediction, Any] | None = None
+
+    def ground_truth(self, store: DatasetStore, sample_id: str) -> Any:
+        """The sequence as a :class:`~cellbench.tracks.TrackedSequence` (labels double as SEG)."""
+        from cellbench.tracks import SegAnnotation, TrackedSequence
+
+        labels = np.asarray(store.labels(sample_id, "instances")[...])
+        return TrackedSequence(
+            labels=labels,
+            tracks=store.tracks(sample_id),
+            seg=tuple(SegAnnotation(frame=t, labels=labels[t]) for t in range(labels.shape[0])),
+            name=sample_id,
+        )
+
+    def _as_sequence(self, sample_id: str, prediction: Prediction) -> Any:
+        from cellbench.tracks import TrackedSequence
+
+        tracks = np.zeros((0, 4), np.int64) if prediction.tracks is None else prediction.tracks
+        return TrackedSequence(
+            labels=np.asarray(prediction.mask),
+            tracks=np.asarray(tracks).astype(np.int64, copy=False).reshape(-1, 4),
+            name=f"{sample_id} (prediction)",
+        )
+
+    def validate_sample(
+        self, store: DatasetStore, sample_id: str, truth: Any, prediction: Prediction
+    ) -> list[str]:
+        """Mask movie of the ground truth's shape and a track table obeying the CTC rules."""
+        where = f"sample {sample_id!r}"
+        axes = store.axes(sample_id).replace("c", "")
+        out = check_label_image(where, "mask", prediction.mask, tuple(truth.labels.shape), axes)
+        if prediction.tracks is None:
+            out.append(f"{where}: no track table predicted (n, 4: track_id, start, end, parent)")
+        else:
+            t = np.asarray(prediction.tracks)
+            if t.ndim != 2 or t.shape[1] != 4 or t.dtype.kind not in "ui":
+                out.append(
+                    f"{where}: tracks must be an (n, 4) integer table, got {t.shape} {t.dtype}"
+                )
+        if out:
+            return out
+        seq = self._as_sequence(sample_id, prediction)
+        return [f"{where}: {p}" for p in seq.problems()]
+
+    def metrics(self, store: DatasetStore, split: str) -> list[Metric]:
+        """CTC measures, divisions, complete tracks, branching correctness, MOTA/IDF1."""
+        from cellbench.metrics.tracking import (
+            BranchingCorrectness,
+            CompleteTracks,
+            CTCMeasures,
+            DivisionMetrics,
+            MOTMetrics,
+        )
+
+        return [
+            CTCMeasures(),
+            DivisionMetrics(frame_tolerance=DIVISION_FRAME_TOLERANCE),
+            CompleteTracks(),
+            BranchingCorrectness(),
+            MOTMetrics(),
+        ]
+
+    def sample_stats(
+        self, metric: Metric, sample_id: str, truth: Any, prediction: Prediction
+    ) -> Any:
+        """Match the sequence once (cached across the metrics), then reduce it per metric."""
+        from cellbench.metrics.tracking import match_tracking
+
+        cached = self._match
+        if cached is None or cached[0] != sample_id or cached[1] is not prediction:
+            match = match_tracking(truth, self._as_sequence(sample_id, prediction), validate=False)
+            self._match = cached = (sample_id, prediction, match)
+        return metric.sample_stats([cached[2]], sample_ids=[sample_id])[0]
