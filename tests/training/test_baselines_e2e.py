@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from cellbench.predictions import load_predictions
+from cellbench.scoring import score
+from cellbench.tasks import get_task
 from cellbench.training.baseline import baselines_for
 from cellbench.training.config import TASKS, TrainConfig
 from cellbench.training.engine import train
@@ -105,3 +107,7 @@ def test_baseline_trains_and_predicts_through_the_engine(make_store, tmp_path, t
         tmp_path / "run", store, "test", tmp_path / "p.zarr", progress=False
     )
     assert load_predictions(out, task=task).sample_ids == [sid]
+    # the written prediction set passes the task's validation and scores
+    report = score(task, store, "test", out, n_bootstrap=0)
+    assert report.headline.name == get_task(task).headline
+    assert report.headline.value == report.headline.value  # a number (not NaN)
