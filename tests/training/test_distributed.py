@@ -5,6 +5,7 @@ import sys
 
 import yaml
 
+from cellbench.tasks import get_task
 from tests.conftest import REPO
 
 
@@ -41,8 +42,6 @@ def test_torchrun_two_processes_on_cpu_with_gloo(make_store, tmp_path, cli_env):
         "--set",
         "patch_size=16",
         "--set",
-        "val_metric=false",
-        "--set",
         "samples_per_epoch=8",
     ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
@@ -62,6 +61,14 @@ def test_torchrun_two_processes_on_cpu_with_gloo(make_store, tmp_path, cli_env):
     ]
     assert [h["val_loss"] for h in facts[0]["history"]] == [
         h["val_loss"] for h in facts[1]["history"]
+    ]
+    # validation predictions are sharded, gathered and scored on rank 0; every rank gets the
+    # value and takes the same early-stopping and best-epoch decisions
+    key = f"val/{get_task('semantic-segmentation').headline}"
+    values = [[h[key] for h in f["history"]] for f in facts]
+    assert values[0] == values[1] and all(v == v for v in values[0])
+    assert [h["best_epoch"] for h in facts[0]["history"]] == [
+        h["best_epoch"] for h in facts[1]["history"]
     ]
     # only rank 0 wrote: one run directory, one checkpoint, one model package
     written = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
