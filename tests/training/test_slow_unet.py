@@ -1,10 +1,10 @@
-"""Slow check: the U-Net learns synthetic nuclei through the whole engine (CPU, ~25 s).
+"""Slow check: the U-Net learns synthetic nuclei through the whole engine (CPU, ~30 s).
 
 Measured on a 2-core CPU with one torch thread (as the training tests run; seed 0, 15 epochs,
-about 20 s): test-split Dice pooled over images, interphase 0.938, mitotic 0.585, mean over the
-two foreground classes 0.762 (background 0.981). With two torch threads the numbers move in
-the third decimal (0.938 / 0.610 / 0.774). The thresholds leave a margin for other CPUs and
-library versions; the same numbers are recorded in baselines/README.md.
+best epoch 13 by the validation headline, mean Jaccard pooled): test-split Dice pooled over
+images, interphase 0.942, mitotic 0.666, mean over the two foreground classes 0.804
+(background 0.980). The thresholds leave a margin for other CPUs and library versions; the
+same numbers are recorded in baselines/README.md.
 """
 
 import numpy as np
@@ -32,7 +32,7 @@ def test_unet_reaches_dice_on_synthetic_nuclei(tmp_path):
         warmup_epochs=1,
         workers=2,
         imbalance="loss",
-        val_metric=False,
+        val_metric=True,
         seed=0,
     )
     result = train(cfg, tmp_path / "run", progress=False)
@@ -43,4 +43,4 @@ def test_unet_reaches_dice_on_synthetic_nuclei(tmp_path):
     metric = SemanticSegmentationMetrics(store.class_names("semantic"), mean_exclude=["background"])
     values = metric.compute(truth, [pset.get(s).mask for s in ids], sample_ids=ids).values
     assert values["dice_pooled/interphase"] > 0.90
-    assert values["mean_dice_pooled"] > 0.70
+    assert values["mean_dice_pooled"] > 0.72
