@@ -385,8 +385,9 @@ class Trainer:
         else:
             spec = build_spec(self.train_index, class_names, cfg.imbalance)
         self.spec = spec
-        self._resolve_sizes(cls, model_config, self.train_index)
         self.model: Baseline = cls(model_config, spec)
+        # after construction: a model may fill in defaults (the tracker takes its detector's)
+        self._resolve_sizes(cls, self.model.config, self.train_index)
         self.precision = self._precision()
         self.settings = InferenceSettings(
             sample_mode=self.sample_mode,
