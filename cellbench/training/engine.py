@@ -284,10 +284,17 @@ class Trainer:
         nd = index.ndim
         cfg = self.config
         self.sample_mode = cls.sample_mode
-        patch = cfg.patch_size or getattr(model_config, "patch_size", None)
+        own = getattr(model_config, "patch_size", None) or None
+        patch = cfg.patch_size or own
         if patch is None:
             patch = 256 if nd == 2 else [32, 128, 128]
         self.patch_size = size_tuple(patch, nd, "patch_size")
+        if cfg.patch_size and own and size_tuple(own, nd, "model.patch_size") != self.patch_size:
+            log.warning(
+                "patch_size %s overrides the model config's patch_size %s for training crops",
+                list(self.patch_size),
+                list(size_tuple(own, nd, "model.patch_size")),
+            )
         image = cfg.image_size or getattr(model_config, "image_size", None)
         if image is None:
             image = [max(s[a] for s in index.shapes) for a in range(nd)]
