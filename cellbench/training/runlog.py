@@ -84,6 +84,10 @@ def plot_curves(
     if any(r.get("val_loss") is not None for r in records):
         pts = [(r["epoch"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
         ax_loss.plot(*zip(*pts, strict=True), marker="s", label="val loss")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes if has_metric else [axes]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend()
