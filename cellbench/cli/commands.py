@@ -5,6 +5,6 @@ from __future__ import annotations
 import click
 
 from cellbench.cli.datasets import datasets
-from cellbench.cli.score import score
+from cellbench.cli.score import score, score_ctc
 
-ALL: list[click.Command] = [datasets, score]
+ALL: list[click.Command] = [datasets, score, score_ctc]
