@@ -6,5 +6,6 @@ import click
 
 from cellbench.cli.datasets import datasets
 from cellbench.cli.score import score, score_ctc
+from cellbench.cli.train import predict_cmd, train_cmd, tune_cmd
 
-ALL: list[click.Command] = [datasets, score, score_ctc]
+ALL: list[click.Command] = [datasets, score, score_ctc, train_cmd, predict_cmd, tune_cmd]
