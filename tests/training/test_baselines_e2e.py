@@ -68,15 +68,7 @@ def test_baseline_trains_and_predicts_through_the_engine(make_store, tmp_path, t
     assert np.all(np.isfinite(losses))
     assert np.mean(losses[-2:]) < 0.9 * np.mean(losses[:2]), losses
 
-    try:
-        pset = predict_split(tmp_path / "run", store, "test")
-    except ValueError as err:
-        if name == "maskrcnn" and "cannot reshape array of size 0" in str(err):
-            pytest.xfail(
-                "maskrcnn.detections_to_prediction fails when nothing is detected "
-                "(reshape(0, -1)); reported to the models engineer"
-            )
-        raise
+    pset = predict_split(tmp_path / "run", store, "test")
     sid = store.sample_ids("test")[0]
     p = pset.get(sid)
     shape = store.image(sid).shape
