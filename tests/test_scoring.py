@@ -300,3 +300,25 @@ def test_cli_score_writes_report_only_when_valid(tmp_path):
     assert res.exit_code == 1
     assert "problems found" in res.output and "has class 7, but classes are 0..2" in res.output
     assert not out2.exists()
+
+
+def test_cli_score_ctc_folders(tmp_path):
+    from cellbench.ingest.ctc import write_ctc_ground_truth
+
+    store = _store("tracking")
+    seq = _seq(store.sample(store.sample_ids("test")[0]))
+    write_ctc_ground_truth(seq, tmp_path / "01_GT")
+    write_ctc_result(seq, tmp_path / "01_RES")
+    runner = CliRunner()
+    res = runner.invoke(
+        main, ["score-ctc", str(tmp_path / "01_GT"), str(tmp_path / "01_RES"), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["ctc"]["values"]["tra"] == 1.0 and data["ctc"]["values"]["fn"] == 0
+    # break the result: remove a mask frame and corrupt the track file
+    (tmp_path / "01_RES" / "mask001.tif").unlink()
+    (tmp_path / "01_RES" / "res_track.txt").write_text("1 0 x 0\n")
+    res = runner.invoke(main, ["score-ctc", str(tmp_path / "01_GT"), str(tmp_path / "01_RES")])
+    assert res.exit_code == 1
+    assert "mask001" in res.output and "res_track.txt" in res.output

@@ -6,7 +6,17 @@ import click
 
 from cellbench.cli.datasets import datasets
 from cellbench.cli.leaderboard import leaderboard
-from cellbench.cli.score import score
+from cellbench.cli.score import score, score_ctc
 from cellbench.cli.submit import submit
+from cellbench.cli.train import predict_cmd, train_cmd, tune_cmd
 
-ALL: list[click.Command] = [datasets, score, submit, leaderboard]
+ALL: list[click.Command] = [
+    datasets,
+    score,
+    score_ctc,
+    train_cmd,
+    predict_cmd,
+    tune_cmd,
+    submit,
+    leaderboard,
+]

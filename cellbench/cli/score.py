@@ -95,3 +95,54 @@ def score(
     if out is not None:
         report.save(out)
         click.echo(f"report written to {out}")
+
+
+@click.command("score-ctc")
+@click.argument("gt_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("res_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--division-tolerance",
+    default=1,
+    show_default=True,
+    help="Frames of tolerance when matching divisions.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def score_ctc(gt_dir: Path, res_dir: Path, division_tolerance: int, as_json: bool) -> None:
+    """Score one Cell Tracking Challenge result folder (RES_DIR) against GT_DIR.
+
+    GT_DIR is a ``<seq>_GT`` folder (``TRA/man_track*.tif`` + ``man_track.txt``, optional
+    ``SEG``); RES_DIR a ``<seq>_RES`` folder (``mask*.tif`` + ``res_track.txt``). Both are
+    checked against every CTC rule first.
+    """
+    import json
+
+    from cellbench.metrics.tracking import (
+        BranchingCorrectness,
+        CompleteTracks,
+        CTCMeasures,
+        DivisionMetrics,
+        score_ctc_folders,
+    )
+
+    results = score_ctc_folders(
+        gt_dir,
+        res_dir,
+        metrics=[
+            CTCMeasures(),
+            DivisionMetrics(frame_tolerance=division_tolerance),
+            CompleteTracks(),
+            BranchingCorrectness(),
+        ],
+    )
+    if as_json:
+        click.echo(json.dumps({k: r.to_dict() for k, r in results.items()}, indent=2))
+        return
+    table = Table(title=f"{res_dir.name} vs {gt_dir.name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, result in results.items():
+        for key, value in result.values.items():
+            if key.endswith("_mean"):
+                continue
+            table.add_row(f"{name}/{key}", _fmt(value))
+    Console(highlight=False).print(table)

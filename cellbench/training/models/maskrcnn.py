@@ -401,7 +401,7 @@ def detections_to_prediction(
         binary = (probs[:, 0] > mask_threshold).cpu().numpy()
     else:
         binary = np.zeros((0, *shape), dtype=bool)
-    nonempty = binary.reshape(len(binary), -1).any(axis=1)
+    nonempty = binary.reshape(len(binary), int(np.prod(shape))).any(axis=1)
     binary, scores = binary[nonempty], scores[nonempty]
     painted = scores >= label_score_threshold
     mask, ids, object_scores = paint_masks(binary[painted], scores[painted])

@@ -90,6 +90,15 @@ def test_detections_to_prediction_both_forms():
     assert out["mask"].dtype == np.int32 and out["mask"].sum() == 9
 
 
+def test_detections_to_prediction_with_no_detection():
+    out = detections_to_prediction(
+        {"scores": torch.zeros(0), "masks": torch.zeros(0, 1, 5, 7)}, (5, 7), 0.5, 0.5
+    )
+    assert out["masks"].shape == (0, 5, 7) and out["mask_scores"].shape == (0,)
+    assert out["mask"].shape == (5, 7) and not out["mask"].any()
+    assert out["object_ids"].shape == (0,) and out["object_scores"].shape == (0,)
+
+
 def test_maskrcnn_trains_and_predicts(tmp_path):
     torch.manual_seed(0)
     model = _build()
