@@ -365,7 +365,6 @@ def test_classification_csv_submission_and_confusion_matrix(tmp_path, monkeypatc
 
 
 def test_safetensors_package_submission(tmp_path, monkeypatch):
-    pytest.importorskip("cellbench.training.package", reason="training engine not on branch")
     from tests.submissions.models import linear_classifier_package
 
     card = CARD
