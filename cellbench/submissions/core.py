@@ -48,6 +48,8 @@ from cellbench.submissions.safety import (
     Limits,
     OnnxInfo,
     onnx_problems,
+    package_digest,
+    package_dir,
     package_problems,
     torchscript_problems,
 )
@@ -274,7 +276,7 @@ def run_package(
     from cellbench.training.inference import predict_split
     from cellbench.training.package import load_model_package
 
-    model, normaliser = load_model_package(manifest.submission_path, device)
+    model, normaliser = load_model_package(package_dir(manifest.submission_path), device)
     task = getattr(getattr(model, "spec", None), "task", manifest.task)
     if task != manifest.task:
         raise ValidationError(
@@ -379,7 +381,8 @@ def evaluate_submission(
 
     assert store is not None and sub_path is not None
     manifest = SubmissionManifest(**fields, path=manifest_path)
-    submission_sha = digest_path(sub_path)
+    # a model package is identified by its two files, not by logs beside it in a run dir
+    submission_sha = package_digest(sub_path) if kind == "safetensors" else digest_path(sub_path)
     usage: ResourceUsage | None = None
     extra: dict[str, Any] = {}
     if kind == "predictions":
@@ -512,7 +515,8 @@ def add_report(
     """
     sha = submission_sha256
     if sha is None and manifest.submission_path.exists():
-        sha = digest_path(manifest.submission_path)
+        path = manifest.submission_path
+        sha = package_digest(path) if manifest.kind == "safetensors" else digest_path(path)
     if sha is None:
         sha = str(
             report.provenance.extra.get("submission_sha256")

@@ -683,36 +683,71 @@ def _zip_has_pickle(path: Path) -> bool:
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 
 
-def package_problems(path: Path, limits: Limits = DEFAULT_LIMITS) -> list[str]:
-    """Check a safetensors model package folder (``model.json`` + ``model.safetensors``).
+#: The files of a safetensors model package: the only ones cellbench reads (and digests).
+PACKAGE_FILES = ("model.json", "model.safetensors")
 
-    A pickle checkpoint in place of, or beside, the safetensors weights is refused with one
-    line. ``model.json`` must be a JSON object; the training engine checks its fields.
+
+def package_dir(path: Path) -> Path:
+    """The package folder of a submission path (the folder itself, or its ``model.json``)."""
+    return path.parent if path.is_file() and path.name == "model.json" else path
+
+
+def package_digest(path: Path) -> str:
+    """sha256 identifying a model package: relative names and digests of :data:`PACKAGE_FILES`.
+
+    Computed like :func:`cellbench.predictions.digest_path` on a folder holding only those two
+    files, so logs, plots and training state beside them in a run directory do not count.
     """
-    if path.is_file():
-        if sniff(path) == "pickle" or (sniff(path) == "zip" and _zip_has_pickle(path)):
-            return [pickle_refusal(path)]
+    import hashlib
+
+    from cellbench.predictions import digest_path
+
+    folder = package_dir(path)
+    h = hashlib.sha256()
+    for name in sorted(PACKAGE_FILES):
+        h.update(name.encode())
+        h.update(digest_path(folder / name).encode())
+    return h.hexdigest()
+
+
+def package_problems(path: Path, limits: Limits = DEFAULT_LIMITS) -> list[str]:
+    """Check a safetensors model package (``model.json`` + ``model.safetensors``).
+
+    ``path`` is the package folder (a training run directory works) or its ``model.json``.
+    cellbench reads only those two files; anything else in the folder (logs, plots, the
+    engine's training state) is neither read nor digested. A pickle checkpoint submitted
+    instead of the package, or in place of ``model.safetensors``, is refused with one line.
+    ``model.json`` must be a JSON object; the training engine checks its fields.
+    """
+    folder = package_dir(path)
+    if folder.is_file():
+        if sniff(folder) == "pickle" or (sniff(folder) == "zip" and _zip_has_pickle(folder)):
+            return [pickle_refusal(folder)]
         return [
-            f"{path}: a safetensors submission is a model package folder holding model.json and "
-            "model.safetensors (written by cellbench's training engine)"
+            f"{folder}: a safetensors submission is a model package folder holding model.json "
+            "and model.safetensors (written by cellbench's training engine)"
         ]
-    if not path.is_dir():
-        return [f"{path}: does not exist"]
+    if not folder.is_dir():
+        return [f"{folder}: does not exist"]
     problems = []
-    for f in sorted(path.iterdir()):
-        if f.is_file() and f.name != "model.safetensors":
-            kind = sniff(f)
-            if kind == "pickle" or (kind == "zip" and _zip_has_pickle(f)):
-                problems.append(pickle_refusal(f) + "; remove it from the package")
-    weights = path / "model.safetensors"
+    weights = folder / "model.safetensors"
     if not weights.exists():
-        problems.append(f"{path}: model.safetensors is missing")
+        pickles = [
+            f
+            for f in sorted(folder.iterdir())
+            if f.is_file() and (sniff(f) == "pickle" or (sniff(f) == "zip" and _zip_has_pickle(f)))
+        ]
+        problems += [pickle_refusal(f) for f in pickles]
+        problems.append(
+            f"{folder}: model.safetensors is missing (export the weights as safetensors: "
+            "cellbench's training engine writes model.json + model.safetensors)"
+        )
     else:
         problems += safetensors_header_problems(weights, limits)
-    config = path / "model.json"
+    config = folder / "model.json"
     if not config.is_file():
         problems.append(
-            f"{path}: model.json is missing (baseline name, config, spec, normalisation)"
+            f"{folder}: model.json is missing (baseline name, config, spec, normalisation)"
         )
     else:
         try:

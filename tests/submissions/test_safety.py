@@ -5,12 +5,14 @@ import zipfile
 import pytest
 import torch
 
+from cellbench.predictions import digest_path
 from cellbench.submissions.measure import ResourceMonitor
 from cellbench.submissions.safety import (
     Limits,
     graph_op_problems,
     onnx_problems,
     onnx_runtime_shape_problems,
+    package_digest,
     package_problems,
     pickle_globals,
     sniff,
@@ -79,6 +81,14 @@ def test_valid_safetensors_package_passes(tmp_path):
     save_file({"w": torch.ones(3, 2)}, str(pkg / "model.safetensors"))
     (pkg / "model.json").write_text('{"baseline": "unet", "config": {}}')
     assert package_problems(pkg) == []
+    assert package_problems(pkg / "model.json") == []  # the model.json path works too
+    # a training run directory: logs and the engine's pickled training state are ignored
+    digest = package_digest(pkg)
+    assert digest == digest_path(pkg)  # same digest as the folder holding only the package
+    (pkg / "train.log").write_text("epoch 1\n")
+    torch.save({"epoch": 3}, pkg / "last.state.pt")
+    assert package_problems(pkg) == []
+    assert package_digest(pkg) == digest != digest_path(pkg)
     # a header pointing past the end of the file is refused
     data = (pkg / "model.safetensors").read_bytes()
     (pkg / "model.safetensors").write_bytes(data[:-8])
