@@ -110,13 +110,13 @@ def train_cmd(
     out: Path | None,
     resume: Path | None,
 ) -> None:
-    r"""Train a baseline for TASK on a dataset; writes a run directory with the model package.
+    """Train a baseline for TASK on a dataset; writes a run directory with the model package.
 
     \b
     Example:
-      cellbench train semantic-segmentation --dataset dsb2018 --baseline unet --epochs 50
-      cellbench train --resume runs/unet-dsb2018-20250101-120000 --epochs 80
-    """
+      cellbench train semantic-segmentation --dataset dsb2018-stardist --baseline unet --epochs 50
+      cellbench train --resume runs/unet-dsb2018-stardist-20250101-120000 --epochs 80
+    """  # noqa: D301
     from cellbench.training.engine import load_run_config, train
     from cellbench.training.engine import resume as do_resume
 

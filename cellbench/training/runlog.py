@@ -96,7 +96,9 @@ def plot_curves(
         pts = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
         axes[1].plot(*zip(*pts, strict=True), marker="o", color="tab:green")
         axes[1].set_xlabel("epoch")
-        axes[1].set_ylabel(f"val {headline}")
+        family, _, value = headline.partition("/")
+        axes[1].set_ylabel(f"validation {value or family}")
+        axes[1].set_title(f"{family} (headline metric)", fontsize=10)
         axes[1].grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
