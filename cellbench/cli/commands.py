@@ -5,7 +5,18 @@ from __future__ import annotations
 import click
 
 from cellbench.cli.datasets import datasets
+from cellbench.cli.leaderboard import leaderboard
 from cellbench.cli.score import score, score_ctc
+from cellbench.cli.submit import submit
 from cellbench.cli.train import predict_cmd, train_cmd, tune_cmd
 
-ALL: list[click.Command] = [datasets, score, score_ctc, train_cmd, predict_cmd, tune_cmd]
+ALL: list[click.Command] = [
+    datasets,
+    score,
+    score_ctc,
+    train_cmd,
+    predict_cmd,
+    tune_cmd,
+    submit,
+    leaderboard,
+]

@@ -1,0 +1,110 @@
+"""``cellbench submit``: validate, score and add a submission to its leaderboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cellbench.errors import ValidationError
+
+
+@click.command()
+@click.argument("manifest", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--init",
+    "init",
+    is_flag=True,
+    help="Write a commented manifest template to MANIFEST (default submission.yaml) and exit.",
+)
+@click.option(
+    "--root",
+    default=None,
+    help="Leaderboard root: folder or fsspec URL (default $CELLBENCH_LEADERBOARDS or "
+    "./leaderboards).",
+)
+@click.option("--dry-run", is_flag=True, help="Validate and score, but do not add the entry.")
+@click.option(
+    "--device", default="cpu", show_default=True, help="Where to run models: cpu, cuda, cuda:1."
+)
+@click.option(
+    "--n-bootstrap",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Bootstrap resamples for the headline's 95% interval.",
+)
+@click.option("--bootstrap-seed", default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option(
+    "--predictions-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where predictions of model submissions are written (default: the cellbench cache).",
+)
+@click.option(
+    "--report",
+    "report_out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the ScoreReport JSON here.",
+)
+def submit(
+    manifest: Path | None,
+    init: bool,
+    root: str | None,
+    dry_run: bool,
+    device: str,
+    n_bootstrap: int,
+    bootstrap_seed: int,
+    predictions_dir: Path | None,
+    report_out: Path | None,
+) -> None:
+    """Score the submission described by MANIFEST and add it to its leaderboard.
+
+    Every problem (manifest fields, missing or extra samples, shapes, unsafe model files) is
+    listed at once and nothing is stored. Models (TorchScript, ONNX, safetensors packages)
+    are run by cellbench on the split; their runtime and peak memory are recorded.
+    """
+    from cellbench.submissions import submit as do_submit
+    from cellbench.submissions import write_template
+
+    if init:
+        path = write_template(manifest or Path("submission.yaml"))
+        click.echo(f"wrote manifest template {path}; fill it in, then: cellbench submit {path}")
+        return
+    if manifest is None:
+        raise ValidationError(["give the manifest file (or --init to write a template)"], "submit")
+    result = do_submit(
+        manifest,
+        root=root,
+        dry_run=dry_run,
+        device=device,
+        n_bootstrap=n_bootstrap,
+        seed=bootstrap_seed,
+        predictions_dir=predictions_dir,
+    )
+    report = result.report
+    head = report.headline
+    click.echo(
+        f"{result.manifest.name} (seed {result.manifest.seed}) on "
+        f"{report.dataset}@{report.dataset_version} {report.task}/{report.split}"
+    )
+    click.echo(
+        f"  {head.name} = {head.value:.4f}  {round(head.ci_level * 100)}% CI "
+        f"[{head.ci_low:.4f}, {head.ci_high:.4f}] ({head.direction} is better)"
+    )
+    for group in report.groups:
+        if group.worst_group is not None:
+            click.echo(f"  worst {group.field}: {group.worst_group} = {group.worst_value:.4f}")
+    if result.usage is not None:
+        u = result.usage
+        mem = f"{u.peak_memory_mb:.0f} MB peak RSS" if u.peak_memory_mb is not None else "n/a"
+        gpu = f", {u.peak_gpu_memory_mb:.0f} MB GPU" if u.peak_gpu_memory_mb is not None else ""
+        click.echo(f"  inference: {u.runtime_s:.2f} s, {mem}{gpu}")
+    if report_out is not None:
+        report.save(report_out)
+        click.echo(f"  report: {report_out}")
+    if result.entry_path:
+        click.echo(f"added {result.entry_path}")
+    else:
+        click.echo("dry run: leaderboard not changed")

@@ -1,0 +1,213 @@
+"""Example error overlays for instance segmentation leaderboards.
+
+For the top entries, one test image (the one where they make the most errors together) is
+drawn with its ground-truth objects filled by error class (correct, missed, split, merge,
+catastrophe) and the predicted objects outlined by class (correct, false positive, split,
+merge, catastrophe). The classes are the DeepCell-style object
+error classes that scoring computed: ``details["per_image"][sample_id]`` of the report's
+``object_errors`` result (:class:`cellbench.metrics.object_errors.ObjectErrors`); when a report
+lacks them (older reports), the same metric is computed for that one image.
+
+Drawing needs the dataset store (``cellbench datasets pull``) and the entry's predictions at
+``predictions_uri``; when either is missing the page says so instead of drawing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellbench.errors import CellbenchError
+from cellbench.leaderboard.entry import LeaderboardEntry
+from cellbench.leaderboard.html import FigureRef
+from cellbench.leaderboard.plots import file_stem, overlay_chart
+from cellbench.leaderboard.ranking import Leaderboard
+
+_EVENT_CLASSES = ("split", "merge", "catastrophe")
+
+
+def object_errors_of(entry: LeaderboardEntry) -> dict[str, Any] | None:
+    """``{sample_id: ids by class}`` from the report's object-error details, if present."""
+    for result in entry.report.results:
+        if result.get("metric") != "object_errors":
+            continue
+        per_image = (result.get("details") or {}).get("per_image")
+        if isinstance(per_image, Mapping):
+            return dict(per_image)
+    return None
+
+
+def classes_from_ids(ids: Mapping[str, Any]) -> tuple[dict[int, str], dict[int, str]]:
+    """Map object ids to error classes: ``(gt id -> class, predicted id -> class)``.
+
+    Args:
+        ids: One image's ``ObjectErrors`` ids: ``correct`` as ``[gt, pred]`` pairs, ``missed``
+            (gt ids), ``false_positive`` (predicted ids), and ``split``/``merge``/
+            ``catastrophe`` as lists of ``{"gt": [...], "pred": [...]}`` events.
+    """
+    gt: dict[int, str] = {}
+    pred: dict[int, str] = {}
+    for pair in ids.get("correct", []):
+        gt[int(pair[0])] = "correct"
+        pred[int(pair[1])] = "correct"
+    for g in ids.get("missed", []):
+        gt[int(g)] = "missed"
+    for p in ids.get("false_positive", []):
+        pred[int(p)] = "false_positive"
+    for cls in _EVENT_CLASSES:
+        for event in ids.get(cls, []):
+            for g in event.get("gt", []):
+                gt[int(g)] = cls
+            for p in event.get("pred", []):
+                pred[int(p)] = cls
+    return gt, pred
+
+
+def n_errors(ids: Mapping[str, Any]) -> int:
+    """Number of error events in one image (missed, false positives, splits, merges, ...)."""
+    return (
+        len(ids.get("missed", []))
+        + len(ids.get("false_positive", []))
+        + sum(len(ids.get(c, [])) for c in _EVENT_CLASSES)
+    )
+
+
+def _compute_ids(gt: np.ndarray, pred: np.ndarray, sample_id: str) -> dict[str, Any]:
+    from cellbench.metrics.object_errors import ObjectErrors
+
+    result = ObjectErrors().compute([gt], [pred], sample_ids=[sample_id])
+    return dict(result.details["per_image"][sample_id])
+
+
+def _pick_sample(
+    entries: list[LeaderboardEntry], sample_ids: list[str], headline: str, direction: str
+) -> str:
+    """The test image where the drawn entries make the most object errors together.
+
+    Falls back to the leader's worst per-sample headline value, then to the first image.
+    """
+    totals = dict.fromkeys(sample_ids, 0)
+    found = False
+    for entry in entries:
+        per_image = object_errors_of(entry) or {}
+        for sid in sample_ids:
+            if sid in per_image:
+                totals[sid] += n_errors(per_image[sid])
+                found = True
+    if found:
+        return max(sample_ids, key=lambda s: (totals[s], -sample_ids.index(s)))
+    leader = entries[0].report.per_sample
+    values = [
+        (leader[s][headline], s)
+        for s in sample_ids
+        if headline in leader.get(s, {}) and leader[s][headline] == leader[s][headline]
+    ]
+    if values:
+        pick = max if direction == "lower" else min
+        return pick(values, key=lambda t: t[0])[1]
+    return sample_ids[0]
+
+
+def _middle_plane(arr: np.ndarray, ndim: int) -> np.ndarray:
+    while arr.ndim > ndim:
+        arr = arr[arr.shape[0] // 2]
+    return arr
+
+
+def render_overlays(
+    board: Leaderboard, folder: Path, top_k: int = 3
+) -> tuple[list[FigureRef], list[str]]:
+    """Draw error overlays of the top entries on the test image where they err the most.
+
+    Args:
+        board: An instance-segmentation leaderboard.
+        folder: The board's output folder (PNGs go to ``plots/``).
+        top_k: Number of entries drawn.
+
+    Returns:
+        The figures and notes explaining anything that could not be drawn.
+    """
+    from cellbench.predictions import load_predictions
+    from cellbench.registry import load
+
+    key = board.key
+    try:
+        store = load(key.ref)
+    except CellbenchError as err:
+        return [], [f"error overlays need the dataset store: {err}"]
+    if board.dataset_checksum and store.checksum != board.dataset_checksum:
+        return [], [
+            f"error overlays skipped: the local {key.ref} store (checksum {store.checksum[:12]}) "
+            f"is not the build the entries were scored on ({board.dataset_checksum[:12]})"
+        ]
+    sample_ids = store.sample_ids(key.split)
+    if not sample_ids:
+        return [], [f"error overlays skipped: split {key.split!r} is empty"]
+
+    notes: list[str] = []
+    chosen: list[tuple[str, LeaderboardEntry, Any]] = []
+    for row in board.rows[:top_k]:
+        for entry in row.replicates:
+            uri = entry.predictions_uri
+            if not uri or not Path(uri).exists():
+                continue
+            try:
+                preds = load_predictions(uri, key.task)
+            except CellbenchError as err:
+                notes.append(f"{row.name}: predictions at {uri} unreadable ({err})")
+                continue
+            chosen.append((row.name, entry, preds))
+            break
+        else:
+            notes.append(f"{row.name}: no error overlay (its predictions are not available here)")
+    if not chosen:
+        return [], notes
+
+    sid = _pick_sample([e for _, e, _ in chosen], sample_ids, board.headline, board.direction)
+    image = np.asarray(store.image(sid)[...])
+    gt = np.asarray(store.labels(sid, "instances")[...])
+    spatial = gt.ndim
+    figures: list[FigureRef] = []
+    for name, entry, preds in chosen:
+        try:
+            pred = preds.get(sid).mask
+        except KeyError:
+            notes.append(f"{name}: no prediction for sample {sid}")
+            continue
+        if pred is None or pred.shape != gt.shape:
+            notes.append(f"{name}: prediction of {sid} has no label image of shape {gt.shape}")
+            continue
+        ids = (object_errors_of(entry) or {}).get(sid)
+        source = "report details"
+        if ids is None:
+            ids = _compute_ids(gt, np.asarray(pred), sid)
+            source = "computed with ObjectErrors (not in the report)"
+        gt_cls, pred_cls = classes_from_ids(ids)
+        path = f"plots/overlay-{file_stem(entry.entry_id)}-{file_stem(sid)}.png"
+        counts = ", ".join(
+            f"{c.replace('_', ' ')} {len(ids.get(c, []))}"
+            for c in ("correct", "missed", "false_positive", *_EVENT_CLASSES)
+        )
+        plane = " (middle z plane)" if spatial == 3 else ""
+        overlay_chart(
+            _middle_plane(image, spatial + 1),
+            _middle_plane(gt, 2),
+            _middle_plane(np.asarray(pred), 2),
+            gt_cls,
+            pred_cls,
+            f"{name} — {sid}",
+            folder / path,
+        )
+        figures.append(
+            FigureRef(
+                "overlays",
+                path,
+                f"{name} (seed {entry.seed}) on {sid}{plane}: {counts}. Fill: ground truth by "
+                f"class; outline: prediction by class; classes from {source}.",
+                f"error overlay of {name} on {sid}",
+            )
+        )
+    return figures, notes

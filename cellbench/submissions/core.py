@@ -1,0 +1,553 @@
+"""The submission driver: validate, run (for models), score, stamp provenance, add to a board.
+
+``submit(manifest)`` is what ``cellbench submit`` calls::
+
+    manifest.yaml ──> manifest fields ──┐
+    dataset store (registry.load) ──────┼─> every problem at once (ValidationError, nothing
+    submission file (static checks) ────┘   touched) ──> inference for models (runtime, memory)
+        ──> task validation of the predictions ──> scoring.score ──> ScoreReport + provenance
+        ──> LeaderboardEntry ──> LeaderboardStore.add (atomic, write-once)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellbench.errors import CellbenchError, ValidationError
+from cellbench.leaderboard.entry import LeaderboardEntry, card_snapshot
+from cellbench.leaderboard.store import LeaderboardStore
+from cellbench.predictions import PredictionSet, digest_path, load_predictions, write_predictions
+from cellbench.report import ScoreReport
+from cellbench.store.cache import cellbench_home
+from cellbench.store.zarr_store import DatasetStore
+from cellbench.submissions.manifest import (
+    CONVENTION_KINDS,
+    SubmissionManifest,
+    manifest_problems,
+    read_manifest_data,
+)
+from cellbench.submissions.measure import ResourceMonitor, ResourceUsage
+from cellbench.submissions.runners import (
+    RUNNABLE_TASKS,
+    OnnxModel,
+    TorchScriptModel,
+    normalise,
+    postprocess,
+)
+from cellbench.submissions.safety import (
+    DEFAULT_LIMITS,
+    Limits,
+    OnnxInfo,
+    onnx_problems,
+    package_digest,
+    package_dir,
+    package_problems,
+    torchscript_problems,
+)
+
+
+@dataclass
+class SubmissionResult:
+    """What a submission produced.
+
+    Attributes:
+        manifest: The validated manifest.
+        report: Scores with provenance.
+        entry: The leaderboard entry built from them.
+        entry_path: Where the entry was stored (None for a dry run).
+        predictions_path: The scored predictions (submitted, or written by cellbench).
+        usage: Runtime and memory of inference (model submissions only).
+    """
+
+    manifest: SubmissionManifest
+    report: ScoreReport
+    entry: LeaderboardEntry
+    entry_path: str | None
+    predictions_path: Path
+    usage: ResourceUsage | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _open_store(fields: dict[str, Any], problems: list[str]) -> DatasetStore | None:
+    from cellbench.registry import load
+
+    if not fields.get("dataset") or not fields.get("dataset_version"):
+        return None
+    ref = f"{fields['dataset']}@{fields['dataset_version']}"
+    try:
+        store = load(ref)
+    except CellbenchError as err:
+        problems.append(f"dataset: {err}")
+        return None
+    task, split = fields.get("task"), fields.get("split", "test")
+    if task and task not in store.tasks:
+        problems.append(f"task: dataset {ref} serves {', '.join(store.tasks)}, not {task!r}")
+    if split and split not in store.splits:
+        problems.append(
+            f"split: dataset {ref} has no split {split!r} (has {', '.join(store.splits)})"
+        )
+    return store
+
+
+def _spatial_ndim(store: DatasetStore, split: str) -> int | None:
+    ids = store.sample_ids(split)
+    if not ids:
+        return None
+    return sum(1 for a in store.axes(ids[0]) if a in "zyx")
+
+
+def task_problems(
+    task: str, store: DatasetStore, split: str, predictions: PredictionSet
+) -> list[str]:
+    """Problems of a prediction set against the task's schema and the ground truth.
+
+    Uses the task's own declaration (:func:`cellbench.tasks.get_task`): its ``validate`` when
+    it has one, else its per-sample ``validate_sample`` on every predicted sample of the split,
+    plus missing and extra samples. Checks shapes, dtypes, frame counts, NaN and label ranges.
+    """
+    from cellbench.tasks import get_task
+
+    spec = get_task(task)
+    validate = getattr(spec, "validate", None)
+    if callable(validate):
+        return list(validate(store, split, predictions))
+    ids = store.sample_ids(split)
+    predicted = set(predictions.sample_ids)
+    problems = []
+    missing = [s for s in ids if s not in predicted]
+    extra = sorted(predicted - set(ids))
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        problems.append(f"{len(missing)} sample(s) of split {split!r} not predicted: {shown}")
+    if extra:
+        shown = ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else "")
+        problems.append(f"{len(extra)} predicted sample(s) not in split {split!r}: {shown}")
+    for sid in ids:
+        if sid in predicted:
+            truth = spec.ground_truth(store, sid)
+            problems += spec.validate_sample(store, sid, truth, predictions.get(sid))
+    return problems
+
+
+def _score(
+    task: str,
+    store: DatasetStore,
+    split: str,
+    predictions: PredictionSet,
+    n_bootstrap: int,
+    seed: int,
+) -> ScoreReport:
+    from cellbench.scoring import score
+
+    return score(task, store, split, predictions, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def device_problems(device: str) -> list[str]:
+    """Problems with the requested inference device (``cpu``, ``cuda`` or ``cuda:N``)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        return [f"device: {device!r} is not cpu, cuda or cuda:N"]
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return [f"device: {device} requested but CUDA is not available on this machine"]
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            return [f"device: {device} requested but only {torch.cuda.device_count()} GPU(s)"]
+    return []
+
+
+def _static_model_problems(
+    manifest_fields: dict[str, Any], path: Path, store: DatasetStore | None, limits: Limits
+) -> tuple[list[str], OnnxInfo | None]:
+    kind = manifest_fields["kind"]
+    if kind == "torchscript":
+        return torchscript_problems(path, limits), None
+    if kind == "onnx":
+        nd = _spatial_ndim(store, manifest_fields.get("split", "test")) if store else None
+        return onnx_problems(path, nd, limits)
+    if kind == "safetensors":
+        return package_problems(path, limits), None
+    return [], None
+
+
+def run_convention_model(
+    manifest: SubmissionManifest,
+    store: DatasetStore,
+    onnx_info: OnnxInfo | None,
+    out: Path,
+    device: str,
+    limits: Limits,
+) -> tuple[ResourceUsage, dict[str, Any]]:
+    """Run a vetted TorchScript/ONNX model over the split; write canonical predictions to ``out``.
+
+    Follows the I/O convention of :mod:`cellbench.submissions.runners`. Call only after the
+    static checks (:func:`cellbench.submissions.safety.torchscript_problems` or
+    :func:`~cellbench.submissions.safety.onnx_problems`) found nothing.
+
+    Args:
+        manifest: The submission manifest (kind, task, split, normalisation, file).
+        store: The dataset.
+        onnx_info: What the ONNX checks found (ONNX only).
+        out: Destination of the canonical prediction set (must not exist).
+        device: ``cpu`` or ``cuda[:N]``.
+        limits: Size limits (ONNX per-shape checks).
+
+    Returns:
+        Runtime/memory of inference and facts about the runtime (parameter count, device).
+
+    Raises:
+        ValidationError: If an output breaks the convention (names the sample and shape).
+    """
+    from cellbench.predictions import PredictionWriter
+
+    task, split = manifest.task, manifest.split
+    path = manifest.submission_path
+    if manifest.kind == "torchscript":
+        model: Any = TorchScriptModel(path, device)
+        n_params = int(sum(p.numel() for p in model.module.parameters()))
+        runtime_info = {"runtime": "torch.jit", "device": str(model.device)}
+    else:
+        assert onnx_info is not None
+        model = OnnxModel(path, onnx_info, device, limits)
+        n_params = _onnx_parameter_count(path)
+        runtime_info = {"runtime": "onnxruntime", "providers": ",".join(model.providers)}
+    table = "semantic" if task == "semantic-segmentation" else "label"
+    n_classes = len(store.class_names(table))
+    cuda = manifest.kind == "torchscript" and device.startswith("cuda")
+    producer = {"kind": manifest.kind, "submission": manifest.name, **runtime_info}
+    writer = PredictionWriter(out, task, store.id, store.version, split, producer)
+    with ResourceMonitor(cuda=cuda) as monitor, writer:
+        for sid in store.sample_ids(split):
+            image = np.asarray(store.image(sid)[...])
+            x = normalise(image, manifest.normalisation)[None]
+            outputs = model(x)
+            spatial = tuple(image.shape[1:])
+            pred, problems = postprocess(task, sid, outputs, spatial, n_classes)
+            if problems:
+                raise ValidationError(problems, context=f"{path} (model output)")
+            assert pred is not None
+            writer.add(pred)
+    extra = {**runtime_info, "measured_parameters": n_params}
+    return monitor.usage, extra
+
+
+def _onnx_parameter_count(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    total = 0
+    for t in model.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= int(d)
+        total += n
+    return total
+
+
+def run_package(
+    manifest: SubmissionManifest, store: DatasetStore, out: Path, device: str
+) -> tuple[ResourceUsage, dict[str, Any]]:
+    """Run a safetensors model package with the training engine's inference.
+
+    The package is rebuilt by :func:`cellbench.training.package.load_model_package` (baseline
+    class from the registry, weights from safetensors: nothing is unpickled) and run with
+    :func:`cellbench.training.inference.predict_split`, which applies the training-time
+    normalisation and tiling recorded in ``model.json``.
+
+    Returns:
+        Runtime/memory of inference and facts about the run (parameter count, device).
+
+    Raises:
+        ValidationError: If the package's model serves another task than the manifest says.
+    """
+    from cellbench.training.inference import predict_split
+    from cellbench.training.package import load_model_package
+
+    model, normaliser = load_model_package(package_dir(manifest.submission_path), device)
+    task = getattr(getattr(model, "spec", None), "task", manifest.task)
+    if task != manifest.task:
+        raise ValidationError(
+            [
+                f"the packaged {model.name!r} model predicts {task}, the manifest says "
+                f"{manifest.task}"
+            ],
+            context=str(manifest.submission_path),
+        )
+    n_params = int(sum(p.numel() for p in model.parameters()))
+    cuda = device.startswith("cuda")
+    with ResourceMonitor(cuda=cuda) as monitor:
+        pset = predict_split((model, normaliser), store, manifest.split, device=device)
+        write_predictions(out, pset)
+    extra = {
+        "runtime": "cellbench.training",
+        "baseline": model.name,
+        "device": device,
+        "measured_parameters": n_params,
+    }
+    return monitor.usage, extra
+
+
+def evaluate_submission(
+    manifest_path: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    predictions_dir: str | os.PathLike[str] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> SubmissionResult:
+    """Validate and score a submission without adding it to a leaderboard.
+
+    Args:
+        manifest_path: The submission manifest (YAML).
+        device: Where to run model submissions (``cpu``, ``cuda``, ``cuda:1``).
+        n_bootstrap: Bootstrap resamples for the headline's confidence interval.
+        seed: Seed of the bootstrap.
+        predictions_dir: Where predictions of model submissions are written (default:
+            ``$CELLBENCH_HOME/submissions``).
+        limits: Size limits for model files.
+
+    Returns:
+        The manifest, report and (unsaved) leaderboard entry.
+
+    Raises:
+        ValidationError: Listing every problem of the manifest, the submission files and the
+            predictions; nothing is written to a leaderboard.
+    """
+    manifest_path = Path(manifest_path)
+    context = f"submission {manifest_path}"
+    data = read_manifest_data(manifest_path)
+    problems, fields = manifest_problems(data)
+    store = _open_store(fields, problems)
+
+    sub_path: Path | None = None
+    if fields.get("submission"):
+        sub_path = Path(os.path.expanduser(fields["submission"]))
+        if not sub_path.is_absolute():
+            sub_path = manifest_path.parent / sub_path
+        if not sub_path.exists():
+            problems.append(f"submission: {sub_path} does not exist")
+            sub_path = None
+
+    kind = fields.get("kind")
+    task = fields.get("task", "")
+    split = fields.get("split", "test")
+    predictions: PredictionSet | None = None
+    onnx_info: OnnxInfo | None = None
+    if sub_path is not None and kind == "predictions" and task:
+        try:
+            classes = store.class_names("label") if store is not None else None
+            predictions = load_predictions(sub_path, task, class_names=classes or None)
+        except ValidationError as err:
+            problems += [f"predictions: {p}" for p in err.problems]
+        if predictions is not None:
+            for name, want in (
+                ("dataset", fields.get("dataset")),
+                ("dataset_version", fields.get("dataset_version")),
+                ("split", split),
+            ):
+                got = getattr(predictions, name)
+                if got and want and got != want:
+                    problems.append(f"predictions: recorded {name} {got!r} != manifest {want!r}")
+            # The ground truth is usable when the dataset serves this task and split; then the
+            # prediction problems are listed together with any manifest problems.
+            if store is not None and task in store.tasks and split in store.splits:
+                problems += [
+                    f"predictions: {p}" for p in task_problems(task, store, split, predictions)
+                ]
+    elif sub_path is not None and kind in ("torchscript", "onnx", "safetensors"):
+        if kind in CONVENTION_KINDS and task and task not in RUNNABLE_TASKS:
+            problems.append(f"kind: cellbench does not run {kind} models for task {task!r}")
+        static, onnx_info = _static_model_problems(fields, sub_path, store, limits)
+        problems += static
+        problems += device_problems(device)
+    if problems:
+        if kind in ("torchscript", "onnx", "safetensors"):
+            problems.append("the model was not run because of the problems above")
+        raise ValidationError(problems, context=context)
+
+    assert store is not None and sub_path is not None
+    manifest = SubmissionManifest(**fields, path=manifest_path)
+    # a model package is identified by its two files, not by logs beside it in a run dir
+    submission_sha = package_digest(sub_path) if kind == "safetensors" else digest_path(sub_path)
+    usage: ResourceUsage | None = None
+    extra: dict[str, Any] = {}
+    if kind == "predictions":
+        assert predictions is not None
+        pred_path = sub_path
+    else:
+        root = Path(predictions_dir) if predictions_dir else cellbench_home() / "submissions"
+        folder = root / f"{manifest.sha256[:12]}-{submission_sha[:12]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pred_path = folder / f"predictions-{uuid.uuid4().hex[:8]}.zarr"
+        try:
+            if kind in CONVENTION_KINDS:
+                usage, extra = run_convention_model(
+                    manifest, store, onnx_info, pred_path, device, limits
+                )
+            else:
+                usage, extra = run_package(manifest, store, pred_path, device)
+        except BaseException:
+            shutil.rmtree(pred_path, ignore_errors=True)
+            raise
+        predictions = load_predictions(pred_path, task)
+        found = task_problems(task, store, split, predictions)
+        if found:
+            raise ValidationError([f"model predictions: {p}" for p in found], context=context)
+
+    report = _score(task, store, split, predictions, n_bootstrap, seed)
+    prov = report.provenance
+    prov.created = prov.created or _now()
+    prov.dataset_checksum = prov.dataset_checksum or store.checksum
+    if prov.dataset_checksum != store.checksum:
+        raise CellbenchError(
+            f"{context}: scored against dataset checksum {prov.dataset_checksum}, but the store "
+            f"is {store.checksum}"
+        )
+    prov.predictions_sha256 = prov.predictions_sha256 or predictions.sha256()
+    prov.extra.update(
+        {
+            "submission_kind": kind,
+            "submission_sha256": submission_sha,
+            "manifest_sha256": manifest.sha256,
+            **extra,
+        }
+    )
+    if usage is not None:
+        prov.runtime_s = usage.runtime_s
+        prov.peak_memory_mb = usage.peak_memory_mb
+        prov.extra["resources"] = usage.to_dict()
+    entry = LeaderboardEntry(
+        manifest=manifest.to_dict(),
+        report=report,
+        submission_sha256=submission_sha,
+        submitted=prov.created,
+        predictions_uri=str(pred_path.resolve()),
+        dataset_card=card_snapshot(store.card),
+    )
+    return SubmissionResult(manifest, report, entry, None, pred_path, usage)
+
+
+def submit(
+    manifest_path: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    dry_run: bool = False,
+    device: str = "cpu",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    predictions_dir: str | os.PathLike[str] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> SubmissionResult:
+    """Validate, score and add a submission to its leaderboard.
+
+    Args:
+        manifest_path: The submission manifest (YAML).
+        root: Leaderboard root (local folder or fsspec URL; default
+            :func:`cellbench.leaderboard.store.default_root`).
+        dry_run: Score but do not add the entry.
+        device: Where to run model submissions.
+        n_bootstrap: Bootstrap resamples for the headline interval.
+        seed: Bootstrap seed.
+        predictions_dir: Where predictions of model submissions are written.
+        limits: Size limits for model files.
+
+    Returns:
+        The result, with ``entry_path`` set unless ``dry_run``.
+
+    Raises:
+        ValidationError: For any problem with the submission (nothing is stored).
+        EntryExistsError: If this entry already has a replicate with this seed.
+    """
+    result = evaluate_submission(
+        manifest_path,
+        device=device,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        predictions_dir=predictions_dir,
+        limits=limits,
+    )
+    if not dry_run:
+        result.entry_path = LeaderboardStore(root).add(result.entry)
+    return result
+
+
+def add_report(
+    report: ScoreReport,
+    manifest: SubmissionManifest,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    submission_sha256: str | None = None,
+    predictions_uri: str = "",
+    dataset_card: dict[str, Any] | None = None,
+) -> tuple[LeaderboardEntry, str]:
+    """Add an already computed score report to its leaderboard (e.g. the trained baselines).
+
+    Args:
+        report: A report written by scoring (``ScoreReport.load``).
+        manifest: The manifest describing the entry.
+        root: Leaderboard root.
+        submission_sha256: Digest of what was scored; defaults to the digest of the manifest's
+            ``submission`` path if it exists, else the report's recorded submission or
+            predictions digest.
+        predictions_uri: Where the scored predictions can be read (for error overlays).
+        dataset_card: Card snapshot; defaults to the catalog card or the pulled store's card.
+
+    Returns:
+        The entry and the path it was stored at.
+
+    Raises:
+        ValidationError: If manifest and report disagree (dataset, task, split) or no
+            submission digest can be determined.
+    """
+    sha = submission_sha256
+    if sha is None and manifest.submission_path.exists():
+        path = manifest.submission_path
+        sha = package_digest(path) if manifest.kind == "safetensors" else digest_path(path)
+    if sha is None:
+        sha = str(
+            report.provenance.extra.get("submission_sha256")
+            or report.provenance.predictions_sha256
+            or ""
+        )
+    if dataset_card is None:
+        dataset_card = _card_for(report.dataset, report.dataset_version)
+    report.provenance.extra.setdefault("manifest_sha256", manifest.sha256)
+    report.provenance.extra.setdefault("submission_sha256", sha)
+    entry = LeaderboardEntry(
+        manifest=manifest.to_dict(),
+        report=report,
+        submission_sha256=sha,
+        submitted=report.provenance.created or _now(),
+        predictions_uri=predictions_uri,
+        dataset_card=dataset_card,
+    )
+    path = LeaderboardStore(root).add(entry)
+    return entry, path
+
+
+def _card_for(dataset: str, version: str) -> dict[str, Any]:
+    from cellbench.catalog import Catalog
+    from cellbench.registry import load
+
+    try:
+        return card_snapshot(Catalog().card(dataset, version).to_dict())
+    except CellbenchError:
+        pass
+    try:
+        return card_snapshot(load(f"{dataset}@{version}").card)
+    except CellbenchError:
+        return {}

@@ -1,0 +1,98 @@
+import json
+import subprocess
+
+import yaml
+
+from cellbench.leaderboard import BoardKey, LeaderboardStore
+from tests.leaderboard.helpers import make_manifest, make_report
+from tests.leaderboard.site_fixture import build_store
+
+INST = BoardKey("toy", "1.0", "instance-segmentation", "test")
+
+
+def run(cmd, env, *args):
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_add_show_list_publish(tmp_path, cli_cmd, cli_env):
+    root = tmp_path / "lb"
+    build_store(root)
+    report = make_report(0.91, ci=(0.88, 0.93), runtime_s=4.25, peak_memory_mb=812.0)
+    report.save(tmp_path / "report.json")
+    manifest = make_manifest("Baseline U-Net", seed=0)
+    manifest["code"] = {"url": "https://example.org/cellbench", "commit": "1234567"}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(manifest))
+    sha = "ab" * 32
+    res = run(
+        cli_cmd,
+        cli_env,
+        "leaderboard",
+        "add",
+        str(tmp_path / "report.json"),
+        "--manifest",
+        str(tmp_path / "m.yaml"),
+        "--root",
+        str(root),
+        "--submission-sha256",
+        sha,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "added Baseline U-Net (seed 0) to toy@1.0/instance-segmentation/test" in res.stdout
+    entries = {e.name: e for e in LeaderboardStore(root).entries(INST)}
+    added = entries["Baseline U-Net"]
+    assert added.submission_sha256 == sha and added.report.headline.value == 0.91
+    assert added.report.provenance.extra["manifest_sha256"] == added.manifest_sha256
+
+    # adding the same replicate again is refused with one line
+    res = run(
+        cli_cmd,
+        cli_env,
+        "leaderboard",
+        "add",
+        str(tmp_path / "report.json"),
+        "--manifest",
+        str(tmp_path / "m.yaml"),
+        "--root",
+        str(root),
+        "--submission-sha256",
+        sha,
+    )
+    assert res.returncode == 1 and "already has a replicate with seed 0" in res.stderr
+
+    res = run(
+        cli_cmd, cli_env, "leaderboard", "show", "toy", "instance-segmentation", "--root", str(root)
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    top = next(line for line in lines if "Baseline U-Net" in line)
+    assert "0.9100" in top and "[0.8800, 0.9300]" in top and "4.2" in top and "812" in top
+    assert top.split()[1] == "1"  # rank 1 in the first column
+    assert any("0.8300 ± 0.0300" in line for line in lines)  # the three-seed entry
+
+    res = run(cli_cmd, cli_env, "leaderboard", "list", "--root", str(root))
+    assert (
+        res.returncode == 0 and "Baseline U-Net" in res.stdout and "classification" in (res.stdout)
+    )
+
+    out = tmp_path / "site"
+    res = run(
+        cli_cmd,
+        cli_env,
+        "leaderboard",
+        "publish",
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--no-overlays",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "rendered 2 leaderboard(s)" in res.stdout
+    board = json.loads((out / INST.path / "leaderboard.json").read_text())
+    assert board["rows"][0]["name"] == "Baseline U-Net"
+    assert board["rows"][0]["runtime_s"]["mean"] == 4.25
+
+    res = run(cli_cmd, cli_env, "leaderboard", "show", "toy", "tracking", "--root", str(root))
+    assert res.returncode == 1 and "no leaderboard for toy / tracking / test" in res.stderr
+    res = run(cli_cmd, cli_env, "leaderboard", "publish", "--root", str(root))
+    assert res.returncode == 1 and "give --out DIR and/or --to URL" in res.stderr
