@@ -16,8 +16,12 @@ def _pkg(name: str) -> str:
         return "not installed"
 
 
-def environment_report() -> dict[str, str]:
+def environment_report(include_torch: bool = True) -> dict[str, str]:
     """Collect versions of cellbench, Python, torch/CUDA and the storage stack.
+
+    Args:
+        include_torch: Import torch to report its version and CUDA device (slow: seconds);
+            when False only installed package versions are read.
 
     Returns:
         Ordered mapping of component name to version string.
@@ -27,6 +31,16 @@ def environment_report() -> dict[str, str]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
+    if not include_torch:
+        report["torch"] = _pkg("torch")
+    else:
+        _torch_report(report)
+    for name in ("torchvision", "zarr", "numcodecs", "datasets", "huggingface-hub", "numpy"):
+        report[name] = _pkg(name)
+    return report
+
+
+def _torch_report(report: dict[str, str]) -> None:
     try:
         import torch
 
@@ -39,6 +53,3 @@ def environment_report() -> dict[str, str]:
     except ImportError:
         report["torch"] = "not installed"
         report["cuda"] = "n/a"
-    for name in ("torchvision", "zarr", "numcodecs", "datasets", "huggingface-hub", "numpy"):
-        report[name] = _pkg(name)
-    return report

@@ -252,7 +252,7 @@ def score(
 
     from cellbench.envinfo import environment_report
 
-    env = environment_report()
+    env = environment_report(include_torch=False)
     provenance = Provenance(
         cellbench_version=__version__,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
