@@ -52,6 +52,25 @@ def env() -> None:
         click.echo(f"{key:<16} {value}")
 
 
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(),
+    default="demo-output",
+    show_default=True,
+    help="Output folder (an earlier demo folder there is replaced).",
+)
+@click.option("--epochs", default=30, show_default=True, help="U-Net training epochs.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def demo(out: str, epochs: int, device: str, bootstrap: int, quiet: bool) -> None:
+    """Pull the default dataset, train a U-Net, submit it, rank it and publish a leaderboard."""
+    from cellbench.demo import run_demo
+
+    run_demo(out, epochs=epochs, device=device, progress=not quiet, n_bootstrap=bootstrap)
+
+
 def _register() -> None:
     """Attach the command modules to the main group."""
     from cellbench.cli import commands

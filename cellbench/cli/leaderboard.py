@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -53,7 +54,31 @@ def list_(root: str | None) -> None:
 @click.option("--all-metrics", is_flag=True, help="Add a column for every metric.")
 def show(dataset: str, task: str, split: str, root: str | None, all_metrics: bool) -> None:
     """Show the leaderboard of DATASET (id or id@version) for TASK."""
-    from cellbench.leaderboard import LeaderboardStore, load_board
+    from cellbench.leaderboard import LeaderboardStore
+
+    print_board(LeaderboardStore(root), dataset, task, split, all_metrics=all_metrics)
+
+
+def print_board(
+    store: Any,
+    dataset: str,
+    task: str,
+    split: str = "test",
+    *,
+    all_metrics: bool = False,
+    console: Console | None = None,
+) -> None:
+    """Print one leaderboard as a terminal table (ranks, intervals, seeds, resources, flags).
+
+    Args:
+        store: A :class:`cellbench.leaderboard.LeaderboardStore`.
+        dataset: Dataset id or ``id@version``.
+        task: Task name.
+        split: Split of the leaderboard.
+        all_metrics: Add a column for every metric.
+        console: Where to print (default: stdout).
+    """
+    from cellbench.leaderboard import load_board
     from cellbench.leaderboard.formatting import (
         direction_word,
         fmt_count,
@@ -63,7 +88,6 @@ def show(dataset: str, task: str, split: str, root: str | None, all_metrics: boo
     )
     from cellbench.leaderboard.markdown import rank_label
 
-    store = LeaderboardStore(root)
     board = load_board(store, store.find_board(dataset, task, split))
     pct = round(board.ci_level * 100)
     table = Table(
@@ -75,12 +99,12 @@ def show(dataset: str, task: str, split: str, root: str | None, all_metrics: boo
     )
     table.add_column("rank", justify="right", no_wrap=True)
     table.add_column("entry", overflow="fold")
-    table.add_column(f"{board.headline}", justify="right", no_wrap=True)
+    table.add_column(board.headline.rsplit("/", 1)[-1], justify="right", no_wrap=True)
     table.add_column(f"{pct}% interval", no_wrap=True)
     table.add_column("seeds", justify="right")
     table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("runtime (s)", justify="right", no_wrap=True)
-    table.add_column("memory (MB)", justify="right", no_wrap=True)
+    table.add_column("time (s)", justify="right", no_wrap=True)
+    table.add_column("mem (MB)", justify="right", no_wrap=True)
     extra = board.metric_keys[1:] if all_metrics else []
     for key in extra:
         table.add_column(key, justify="right", no_wrap=True)
@@ -99,7 +123,7 @@ def show(dataset: str, task: str, split: str, root: str | None, all_metrics: boo
             *[fmt_mean_std(r.metrics[k].mean, r.metrics[k].std) for k in extra],
             Text("; ".join(r.flags)),
         )
-    console = _console()
+    console = console or _console()
     console.print(table)
     for note in board.notes:
         console.print(f"note: {note}", markup=False)
