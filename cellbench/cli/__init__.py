@@ -60,7 +60,7 @@ def env() -> None:
     show_default=True,
     help="Output folder (an earlier demo folder there is replaced).",
 )
-@click.option("--epochs", default=30, show_default=True, help="U-Net training epochs.")
+@click.option("--epochs", default=40, show_default=True, help="U-Net training epochs.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
