@@ -47,7 +47,14 @@ RUNS: list[tuple[str, str, str, dict[str, Any]]] = [
         "classification",
         "resnet18",
         "synthetic-protein-localisation",
-        {"epochs": 30, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "early_stopping": 30},
+        {
+            "model": {"pretrained": "none"},
+            "epochs": 30,
+            "batch_size": 32,
+            "optimizer": "sgd",
+            "lr": 0.05,
+            "early_stopping": 30,
+        },
     ),
     (
         "semantic-segmentation",
