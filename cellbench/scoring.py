@@ -75,6 +75,29 @@ def bootstrap_ci(
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
 
 
+def coverage_problems(ids: Sequence[str], predicted: set[str], split: str) -> list[str]:
+    """Problems of a prediction set's sample coverage: samples missing and samples extra.
+
+    Args:
+        ids: Sample ids of the split, in table order.
+        predicted: Ids that have a prediction.
+        split: Split name (for messages).
+
+    Returns:
+        Up to two lines, each naming the first ten offending ids.
+    """
+    out = []
+    missing = [s for s in ids if s not in predicted]
+    extra = sorted(predicted - set(ids))
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        out.append(f"{len(missing)} sample(s) of split {split!r} not predicted: {shown}")
+    if extra:
+        shown = ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else "")
+        out.append(f"{len(extra)} predicted sample(s) not in split {split!r}: {shown}")
+    return out
+
+
 def score(
     task: str,
     dataset: DatasetStore | str,
@@ -133,14 +156,7 @@ def score(
         )
     ids = store.sample_ids(split)
     predicted = set(predictions.sample_ids)
-    missing = [s for s in ids if s not in predicted]
-    extra = sorted(predicted - set(ids))
-    if missing:
-        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        problems.append(f"{len(missing)} sample(s) of split {split!r} not predicted: {shown}")
-    if extra:
-        shown = ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else "")
-        problems.append(f"{len(extra)} predicted sample(s) not in split {split!r}: {shown}")
+    problems += coverage_problems(ids, predicted, split)
     if not ids:
         problems.append(f"split {split!r} is empty")
 

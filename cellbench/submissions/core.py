@@ -27,6 +27,7 @@ from cellbench.leaderboard.entry import LeaderboardEntry, card_snapshot
 from cellbench.leaderboard.store import LeaderboardStore
 from cellbench.predictions import PredictionSet, digest_path, load_predictions, write_predictions
 from cellbench.report import ScoreReport
+from cellbench.scoring import coverage_problems
 from cellbench.store.cache import cellbench_home
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.submissions.manifest import (
@@ -125,15 +126,7 @@ def task_problems(
         return list(validate(store, split, predictions))
     ids = store.sample_ids(split)
     predicted = set(predictions.sample_ids)
-    problems = []
-    missing = [s for s in ids if s not in predicted]
-    extra = sorted(predicted - set(ids))
-    if missing:
-        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        problems.append(f"{len(missing)} sample(s) of split {split!r} not predicted: {shown}")
-    if extra:
-        shown = ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else "")
-        problems.append(f"{len(extra)} predicted sample(s) not in split {split!r}: {shown}")
+    problems = coverage_problems(ids, predicted, split)
     for sid in ids:
         if sid in predicted:
             truth = spec.ground_truth(store, sid)
