@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cellbench.envinfo import environment_report  # noqa: E402
+from cellbench.predictions import write_predictions  # noqa: E402
 from cellbench.registry import pull  # noqa: E402
 from cellbench.scoring import score  # noqa: E402
 from cellbench.submissions import add_report, load_manifest  # noqa: E402
@@ -152,8 +154,6 @@ def run_one(
     store = pull(dataset, progress=False)
     run_dir = out / task / model
     if run_dir.exists():  # an earlier run of this script: start afresh
-        import shutil
-
         shutil.rmtree(run_dir)
     started = time.perf_counter()
     result = train(
@@ -166,8 +166,11 @@ def run_one(
     headline = get_task(task).headline
     splits: dict[str, Any] = {}
     test_report = None
+    test_preds = None
     for split in ("train", "val", "test"):
         preds = predict_split(run_dir, store, split)
+        if split == "test":
+            test_preds = preds
         report = score(task, store, split, preds, n_bootstrap=1000 if split == "test" else 0)
         splits[split] = {
             "n": len(store.sample_ids(split)),
@@ -187,6 +190,14 @@ def run_one(
         f"torch threads (no GPU); small CPU config"
     )
     manifest_path = run_dir.parent / f"{model}-manifest.yaml"
+    # cellbench runs model packages itself, except for tracking, which is scored from predictions
+    kind, submission = "safetensors", model
+    if task == "tracking":
+        kind, submission = "predictions", f"{model}-test-predictions.zarr"
+        pred_path = run_dir.parent / submission
+        if pred_path.exists():
+            shutil.rmtree(pred_path)
+        write_predictions(pred_path, test_preds)
     manifest_path.write_text(
         yaml.safe_dump(
             {
@@ -203,8 +214,8 @@ def run_one(
                 "task": task,
                 "dataset": f"{store.id}@{store.version}",
                 "split": "test",
-                "kind": "safetensors",
-                "submission": model,
+                "kind": kind,
+                "submission": submission,
                 "notes": "CPU sanity baseline (baselines/run_cpu_baselines.py); GPU results owed.",
             },
             sort_keys=False,
@@ -227,10 +238,51 @@ def run_one(
         "environment": {k: env[k] for k in ("cellbench", "python", "torch", "numpy") if k in env},
     }
     (folder / "results-cpu.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    render_readme(folder)
     print(
         json.dumps({k: record[k] for k in ("baseline", "splits", "train_wall_time_s")}), flush=True
     )
     return record
+
+
+BEGIN, END = "<!-- cpu-results:begin -->", "<!-- cpu-results:end -->"
+
+
+def render_readme(folder: Path) -> None:
+    """Write the CPU results of ``results-cpu.json`` into the folder's README (between markers)."""
+    record = json.loads((folder / "results-cpu.json").read_text())
+    s = record["splits"]
+    lo, hi = s["test"]["ci"]
+    lines = [
+        BEGIN,
+        "## CPU sanity results (small config; not the GPU results)",
+        "",
+        f"Command: `{record['command']}` (the GPU config above with the CPU overrides in "
+        "`baselines/run_cpu_baselines.py`).",
+        f"Dataset: `{record['dataset']}` (digest `{record['dataset_checksum'][:16]}...`). "
+        f"Hardware: {record['hardware']}. Training wall time {record['train_wall_time_s']:.0f} s, "
+        f"best epoch {record['best_epoch']} of {record['epochs_run']}.",
+        "",
+        f"| split | samples | {record['headline']} |",
+        "|---|---:|---:|",
+        f"| train | {s['train']['n']} | {s['train']['headline']:.4f} |",
+        f"| val | {s['val']['n']} | {s['val']['headline']:.4f} |",
+        f"| test | {s['test']['n']} | {s['test']['headline']:.4f} (95% CI {lo:.4f}-{hi:.4f}) |",
+        "",
+        "The test entry is on the leaderboard (`leaderboards/`). Environment: "
+        + ", ".join(f"{k} {v}" for k, v in record["environment"].items())
+        + ".",
+        END,
+    ]
+    readme = folder / "README.md"
+    text = readme.read_text()
+    block = "\n".join(lines)
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    readme.write_text(text)
 
 
 def _commit() -> str:
@@ -254,7 +306,18 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="baseline names to run (default: all)")
     parser.add_argument("--out", default=str(REPO / "runs" / "cpu-baselines"), type=Path)
     parser.add_argument("--leaderboards", default=str(REPO / "leaderboards"), type=Path)
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="only rewrite the READMEs from the existing results-cpu.json files",
+    )
     args = parser.parse_args()
+    if args.render_only:
+        for task, model, _, _ in RUNS:
+            folder = REPO / "baselines" / task / model
+            if (folder / "results-cpu.json").is_file():
+                render_readme(folder)
+        return 0
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     for task, model, dataset, overrides in RUNS:
         if args.only and model not in args.only:

@@ -46,8 +46,13 @@ def test_config_builds_the_model_and_readme_states_the_command(folder):
         TrainConfig.from_yaml(folder / "config.yaml")
     readme = (folder / "README.md").read_text(encoding="utf-8")
     command = re.sub(r"\\\n\s*", "", readme)
-    assert (
-        f"cellbench train {task} --dataset DATASET --baseline {name} "
-        f"--config baselines/{task}/{name}/config.yaml"
-    ) in command
+    found = re.search(
+        rf"cellbench train {task} --dataset (\S+) --baseline {name} "
+        rf"--config baselines/{task}/{name}/config\.yaml",
+        command,
+    )
+    assert found, "README must state the exact training command"
+    from cellbench.catalog import Catalog
+
+    assert task in Catalog().card(found.group(1)).tasks  # a real catalog dataset for the task
     assert "GPU results: not yet measured." in readme
