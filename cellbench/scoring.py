@@ -164,7 +164,10 @@ def score(
     stats: dict[str, list[Any]] = {m.name: [] for m in metrics}
     scored: list[str] = []
     for sid in tqdm(
-        ids, desc=f"score {spec.name}", unit=spec.resampling_unit, disable=not progress
+        ids,
+        desc=f"score {spec.name}",
+        unit=spec.resampling_unit,
+        disable=None if progress else True,
     ):
         if sid not in predicted:
             continue

@@ -97,33 +97,46 @@ def print_board(
             f"{pct}% bootstrap interval. '=' tied, '≈' interval overlaps the entry above."
         ),
     )
+    console = console or _console()
+    wide = console.width >= 120  # narrow terminals and logs: keep the columns that rank
     table.add_column("rank", justify="right", no_wrap=True)
-    table.add_column("entry", overflow="fold")
+    table.add_column("entry", overflow="fold", min_width=18)
     table.add_column(board.headline.rsplit("/", 1)[-1], justify="right", no_wrap=True)
     table.add_column(f"{pct}% interval", no_wrap=True)
     table.add_column("seeds", justify="right")
-    table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("time (s)", justify="right", no_wrap=True)
-    table.add_column("mem (MB)", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("params", justify="right", no_wrap=True)
+        table.add_column("time (s)", justify="right", no_wrap=True)
+        table.add_column("mem (MB)", justify="right", no_wrap=True)
     extra = board.metric_keys[1:] if all_metrics else []
     for key in extra:
         table.add_column(key, justify="right", no_wrap=True)
-    table.add_column("flags")
+    if wide:
+        table.add_column("flags")
     for r in board.rows:
         runtime, memory = r.resource("runtime_s"), r.resource("peak_memory_mb")
+        resources = (
+            [
+                fmt_count(r.manifest.get("n_parameters")),
+                fmt_resource(runtime.mean) if runtime else "—",
+                fmt_resource(memory.mean, 0) if memory else "—",
+            ]
+            if wide
+            else []
+        )
+        name = Text(r.name)
+        if not wide and r.flags:  # flags go under the name instead of in their own column
+            name.append("\n" + "; ".join(r.flags), style="dim")
         table.add_row(
             rank_label(r),
-            Text(r.name),
+            name,
             fmt_mean_std(r.headline.mean, r.headline.std),
             fmt_interval(r.headline.ci_low, r.headline.ci_high),
             str(len(r.replicates)),
-            fmt_count(r.manifest.get("n_parameters")),
-            fmt_resource(runtime.mean) if runtime else "—",
-            fmt_resource(memory.mean, 0) if memory else "—",
+            *resources,
             *[fmt_mean_std(r.metrics[k].mean, r.metrics[k].std) for k in extra],
-            Text("; ".join(r.flags)),
+            *([Text("; ".join(r.flags))] if wide else []),
         )
-    console = console or _console()
     console.print(table)
     for note in board.notes:
         console.print(f"note: {note}", markup=False)

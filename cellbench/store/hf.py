@@ -706,7 +706,9 @@ def write_parquet(
     try:
         tmp.mkdir()
         data_files: dict[str, str] = {}
-        with tqdm(total=len(store), desc="export", unit="sample", disable=not progress) as bar:
+        with tqdm(
+            total=len(store), desc="export", unit="sample", disable=None if progress else True
+        ) as bar:
             for split in store.splits:
 
                 def tables(split: str = split) -> Iterator[pa.Table]:
@@ -1522,7 +1524,9 @@ class HFImport:
         """Stream the samples in table order."""
         from tqdm.auto import tqdm
 
-        with tqdm(total=self.num_rows, desc="import", unit="sample", disable=not progress) as bar:
+        with tqdm(
+            total=self.num_rows, desc="import", unit="sample", disable=None if progress else True
+        ) as bar:
             for sample in self._rows():
                 yield sample
                 bar.update(1)

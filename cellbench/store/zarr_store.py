@@ -618,7 +618,9 @@ class DatasetStore:
         for path in sorted(set(found) - set(expected)):
             problems.append(f"{where}: array {path!r} is not in the manifest")
         items = sorted(expected.items())
-        for path, entry in tqdm(items, desc="verify", unit="array", disable=not progress):
+        for path, entry in tqdm(
+            items, desc="verify", unit="array", disable=None if progress else True
+        ):
             arr = found.get(path)
             if arr is None:
                 problems.append(f"{where}: array {path!r} is missing")

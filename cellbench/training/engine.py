@@ -628,7 +628,8 @@ class Trainer:
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="step",
             leave=False,
-            disable=not (self.progress and self.dist_info.is_main),
+            # None: tqdm switches itself off when stderr is not a terminal (logs, CI)
+            disable=None if (self.progress and self.dist_info.is_main) else True,
         )
         try:
             for step, batch in enumerate(self.source):

@@ -421,7 +421,9 @@ def iter_predictions(
     was_training = model.training
     model.eval()
     try:
-        for sid in tqdm(ids, desc=f"predict {split}", unit="sample", disable=not progress):
+        for sid in tqdm(
+            ids, desc=f"predict {split}", unit="sample", disable=None if progress else True
+        ):
             image = np.asarray(ds.image(sid)[...])
             res = predict_image(model, image, ds.axes(sid), norm, sett, dev, f"sample {sid!r}")
             yield _prediction(sid, task, res)
