@@ -40,6 +40,7 @@ from cellbench.tasks import get_task  # noqa: E402
 from cellbench.training.config import TrainConfig  # noqa: E402
 from cellbench.training.engine import train  # noqa: E402
 from cellbench.training.inference import predict_split  # noqa: E402
+from cellbench.training.package import count_parameters  # noqa: E402
 
 SMALL_UNET = {"depth": 3, "base_channels": 16, "patch_size": [64, 64]}
 
@@ -207,7 +208,7 @@ def run_one(
                 "code": {"url": "https://github.com/cellbench/cellbench", "commit": _commit()},
                 "paper": "",
                 "training_data": f"{store.id}@{store.version} train split (val: model selection)",
-                "n_parameters": _n_params(run_dir),
+                "n_parameters": count_parameters(run_dir),
                 "seed": 0,
                 "hardware": hardware,
                 "license": "BSD-3-Clause",
@@ -289,13 +290,6 @@ def _commit() -> str:
     from cellbench.demo import code_revision
 
     return code_revision()
-
-
-def _n_params(run_dir: Path) -> int:
-    from cellbench.training.package import load_model_package
-
-    model, _ = load_model_package(run_dir)
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def main() -> int:

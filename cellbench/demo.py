@@ -101,14 +101,6 @@ def otsu_predictions(store_ref: str, split: str, dest: Path) -> Path:
     return dest
 
 
-def _count_parameters(run_dir: Path) -> int:
-    """Trainable parameters of a model package (buffers such as batch-norm statistics excluded)."""
-    from cellbench.training.package import load_model_package
-
-    model, _ = load_model_package(run_dir)
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
-
-
 def code_revision() -> str:
     """Git commit of the cellbench checkout, else a sha256 of the installed package sources.
 
@@ -182,6 +174,7 @@ def run_demo(
     from cellbench.submissions import submit
     from cellbench.training.config import TrainConfig
     from cellbench.training.engine import train
+    from cellbench.training.package import count_parameters
 
     console = Console(highlight=False)
     out = Path(out).resolve()
@@ -223,7 +216,7 @@ def run_demo(
     root = out / "leaderboards"
     sub = out / "submissions"
     sub.mkdir()
-    n_params = _count_parameters(run_dir)
+    n_params = count_parameters(run_dir)
     unet_manifest = _manifest(
         sub / "unet.yaml",
         name="U-Net (small, demo)",

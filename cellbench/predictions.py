@@ -224,6 +224,59 @@ class PredictionSet:
         return h.hexdigest()
 
 
+def paint_masks(
+    masks: np.ndarray, scores: np.ndarray | None = None, ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paint possibly overlapping binary masks into one label image, higher scores on top.
+
+    Masks are painted in ascending score order (ties keep their order), each inside its own
+    bounding box, so where masks overlap the highest-scoring one owns the pixel. Objects left
+    with no pixel are dropped. Works for 2D ``(n, Y, X)`` and 3D ``(n, Z, Y, X)`` stacks.
+
+    Args:
+        masks: ``(n, [Z,] Y, X)`` bool.
+        scores: ``(n,)`` confidence per mask (default: all equal, painted in order).
+        ids: ``(n,)`` id to paint each mask with (default: 1 for the highest score, 2 for the
+            next, ...).
+
+    Returns:
+        ``(label image int32, object_ids int64, object_scores float64)``; ids in ascending order.
+
+    Raises:
+        ValidationError: If the numbers of masks and scores differ.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    n = masks.shape[0]
+    scores = np.ones(n) if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+    if scores.shape[0] != n:
+        raise ValidationError([f"{n} masks but {scores.shape[0]} scores"], "paint_masks")
+    if ids is None:
+        ids = np.empty(n, dtype=np.int64)
+        ids[np.argsort(-scores, kind="stable")] = np.arange(1, n + 1)
+    ids = np.asarray(ids, dtype=np.int64)
+    out = np.zeros(masks.shape[1:], dtype=np.int32)
+    if n == 0:
+        return out, np.zeros(0, np.int64), np.zeros(0, np.float64)
+    spatial = range(1, masks.ndim)
+    lows, highs = [], []
+    for axis in spatial:  # bounding box of every mask along each axis
+        proj = masks.any(axis=tuple(a for a in spatial if a != axis))
+        lows.append(proj.argmax(1))
+        highs.append(proj.shape[1] - proj[:, ::-1].argmax(1))
+    nonempty = masks.reshape(n, -1).any(axis=1)
+    for k in np.argsort(scores, kind="stable"):
+        if not nonempty[k]:
+            continue
+        window = tuple(slice(lo[k], hi[k]) for lo, hi in zip(lows, highs, strict=True))
+        out[window][masks[k][window]] = ids[k]
+    present = np.zeros(int(ids.max(initial=0)) + 1, dtype=bool)
+    present[np.unique(out)] = True
+    present[0] = False
+    keep = present[ids]
+    order = np.argsort(ids[keep])
+    return out, ids[keep][order], scores[keep][order]
+
+
 def digest_path(path: str | os.PathLike[str]) -> str:
     """sha256 of a file, or of a directory tree (sorted relative paths and file digests)."""
     path = Path(path)
@@ -237,11 +290,9 @@ def digest_path(path: str | os.PathLike[str]) -> str:
 
 
 def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from cellbench.store.fetch import sha256_file
+
+    return sha256_file(path)
 
 
 # --------------------------------------------------------------------------- writing

@@ -224,11 +224,16 @@ def export_zarr(ref: str, dest: str | Path) -> Path:
     dest = Path(dest)
     if dest.exists():
         raise StoreError(f"{dest}: already exists; choose a new destination")
+    return _copy_tree_atomic(store.path, dest)
+
+
+def _copy_tree_atomic(src: Path, dest: Path) -> Path:
+    """Copy a store folder under a temporary name, then rename; nothing partial is left."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        shutil.copytree(store.path, tmp)
+        shutil.copytree(src, tmp)
         tmp.rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -263,11 +268,7 @@ def import_store(path: str | Path, *, copy: bool = False) -> DatasetStore:
         final = store_path(store.id, store.version)
         if final.exists():
             raise StoreError(f"{final}: a store for {store.id}@{store.version} is already cached")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{final.name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(store.path, tmp)
-        tmp.rename(final)
+        _copy_tree_atomic(store.path, final)
     entries = imported()
     entries[f"{store.id}@{store.version}"] = {"path": str(final)}
     _write_registry(entries)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from cellbench._version import __version__
 SCHEMA_VERSION = 1
 
 
-def _clean(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
     """Make values JSON-safe: numpy to Python, NaN to None, ±inf to "inf"/"-inf", tuples to lists.
 
     JSON has no NaN or infinity; PSNR of a perfect prediction is legitimately +inf.
@@ -31,15 +32,15 @@ def _clean(value: Any) -> Any:
         return None
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [to_jsonable(v) for v in value]
     return value
 
 
 def _nan(value: Any) -> Any:
-    """Inverse of :func:`_clean` for one number: ``None`` is NaN, ``"inf"``/``"-inf"`` infinite."""
+    """Inverse of :func:`to_jsonable` for a number: None is NaN, "inf"/"-inf" infinite."""
     if value is None:
         return float("nan")
     if value in ("inf", "-inf"):
@@ -152,7 +153,7 @@ class ScoreReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dictionary (NaN is written as ``null``)."""
-        return _clean(asdict(self))
+        return to_jsonable(asdict(self))
 
     def to_json(self, indent: int = 2) -> str:
         """Serialise to JSON text with sorted keys (diff-friendly)."""

@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,8 +182,8 @@ def score(
             continue
         if problems:
             continue  # keep validating, but stop computing once the run cannot be reported
-        for m in metrics:
-            stats[m.name].append(spec.sample_stats(m, sid, truth, pred))
+        for m, s in zip(metrics, spec.sample_stats_all(metrics, sid, truth, pred), strict=True):
+            stats[m.name].append(s)
         scored.append(sid)
     if problems:
         raise ValidationError(problems, context=where)
@@ -237,6 +236,7 @@ def score(
 
     group_fields = list(groups) if groups is not None else spec.groups(store)
     group_reports = []
+    row_of = {sid: i for i, sid in enumerate(store.table["id"].tolist())}
     for field in group_fields:
         if field not in store.metadata_columns:
             raise ValidationError(
@@ -247,7 +247,6 @@ def score(
                 where,
             )
         column = store.table[field]
-        row_of = {sid: i for i, sid in enumerate(store.table["id"].tolist())}
         keys = [str(column[row_of[sid]]) for sid in scored]
         values_by_group: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
@@ -311,8 +310,3 @@ def _worst(
         return None, float("nan")
     pick = min if direction == "higher" else max
     return pick(candidates, key=lambda gv: gv[1])
-
-
-def save_report(report: ScoreReport, path: str | os.PathLike[str]) -> Path:
-    """Write a report as JSON atomically (a partial report is never left behind)."""
-    return report.save(path)

@@ -18,30 +18,15 @@ Computation is split in two so that scoring can regroup and resample cheaply:
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from cellbench._version import __version__
+from cellbench.report import to_jsonable
 
 S = TypeVar("S")
-
-
-def _jsonable(value: Any) -> Any:
-    """Convert numpy values and tuples to JSON-friendly objects (NaN -> None, ±inf -> "inf")."""
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        if math.isnan(value):
-            return None
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -70,10 +55,10 @@ class MetricResult:
         """Return a JSON-serialisable dictionary (NaN becomes ``None``)."""
         return {
             "metric": self.metric,
-            "params": _jsonable(self.params),
-            "values": _jsonable(self.values),
-            "per_sample": _jsonable(self.per_sample),
-            "details": _jsonable(self.details),
+            "params": to_jsonable(self.params),
+            "values": to_jsonable(self.values),
+            "per_sample": to_jsonable(self.per_sample),
+            "details": to_jsonable(self.details),
             "notes": list(self.notes),
             "cellbench_version": self.cellbench_version,
         }

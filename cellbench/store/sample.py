@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -162,13 +161,3 @@ class Sample:
         """Return the array fields that are set, keyed by field name."""
         names = ("image", "semantic", "instances", "tracks", "target")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
-
-    def summary(self) -> dict[str, Any]:
-        """Short description used in error messages and logs."""
-        return {
-            "id": self.id,
-            "axes": self.axes,
-            "shape": tuple(self.image.shape),
-            "dtype": str(self.image.dtype),
-            "split": self.split,
-        }

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -417,9 +418,9 @@ class DatasetStore:
         """Class names of a class table (``label`` or ``semantic``); empty if absent."""
         return list(self.meta.get("classes", {}).get(table, []))
 
-    @property
+    @cached_property
     def manifest(self) -> dict[str, Any]:
-        """The content manifest written at build time."""
+        """The content manifest written at build time (read once per opened store)."""
         return json.loads((self.path / checksums.MANIFEST_NAME).read_text(encoding="utf-8"))
 
     @property
@@ -541,36 +542,40 @@ class DatasetStore:
         """Track table ``(n, 4)`` int64 ``track_id, start, end, parent`` of a sequence."""
         return np.asarray(self._array(self.format.tracks_path(sample_id), sample_id, "tracks")[...])
 
+    def _image_meta(self, sample_id: str) -> tuple[str, list[str], dict[str, float]]:
+        """Axes, channel names and pixel sizes of a sample's image, from one attribute read."""
+        attrs = self._group_attrs(self.format.image_path(sample_id))
+        ms = attrs["multiscales"][0]
+        scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
+        axes = "".join(a["name"] for a in ms["axes"])
+        names = [c["label"] for c in attrs.get("omero", {}).get("channels", [])]
+        sizes = {a: float(s) for a, s in zip(axes, scale, strict=True) if a != "c"}
+        return axes, names, sizes
+
     def axes(self, sample_id: str) -> str:
         """Axis order of a sample's image (e.g. ``cyx``)."""
-        ms = self._group_attrs(self.format.image_path(sample_id))["multiscales"][0]
-        return "".join(a["name"] for a in ms["axes"])
+        return self._image_meta(sample_id)[0]
 
     def channel_names(self, sample_id: str) -> list[str]:
         """Channel names of a sample's image."""
-        omero = self._group_attrs(self.format.image_path(sample_id)).get("omero", {})
-        return [c["label"] for c in omero.get("channels", [])]
+        return self._image_meta(sample_id)[1]
 
     def pixel_size(self, sample_id: str) -> dict[str, float]:
         """Physical pixel size per spatial/time axis of a sample."""
-        ms = self._group_attrs(self.format.image_path(sample_id))["multiscales"][0]
-        scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
-        return {
-            a["name"]: float(s) for a, s in zip(ms["axes"], scale, strict=True) if a["name"] != "c"
-        }
+        return self._image_meta(sample_id)[2]
 
     def sample(self, sample_id: str) -> Sample:
         """Load one whole sample into memory."""
         row = self._row(sample_id)
         fields = set(self.meta["fields"])
-        axes = self.axes(sample_id)
+        axes, channel_names, pixel_size = self._image_meta(sample_id)
         sample = Sample(
             id=sample_id,
             image=np.asarray(self.image(sample_id)[...]),
             axes=axes,
-            channel_names=self.channel_names(sample_id),
+            channel_names=channel_names,
             split=str(self.table["split"][row]),
-            pixel_size=self.pixel_size(sample_id),
+            pixel_size=pixel_size,
             metadata=self.metadata(sample_id),
             label=self.label(sample_id),
         )

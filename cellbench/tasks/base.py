@@ -82,6 +82,17 @@ class Task(ABC):
     ) -> Any:
         """Per-sample sufficient statistics of one metric (calls ``metric.sample_stats``)."""
 
+    def sample_stats_all(
+        self, metrics: Sequence[Metric], sample_id: str, truth: Any, prediction: Prediction
+    ) -> list[Any]:
+        """Per-sample statistics of every metric, in order (what scoring calls per sample).
+
+        The default asks :meth:`sample_stats` metric by metric; a task overrides this when its
+        metrics share per-sample work (matching a sequence once, painting overlapping masks
+        once).
+        """
+        return [self.sample_stats(m, sample_id, truth, prediction) for m in metrics]
+
     def notes(self, metrics: list[Metric]) -> list[str]:
         """Remarks on how the task configured its metrics for this dataset (default none)."""
         return []
@@ -157,8 +168,3 @@ def check_finite(where: str, name: str, arr: np.ndarray | None) -> list[str]:
         return []
     bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
     return [f"{where}: {name} has {bad} NaN/infinite value(s)"] if bad else []
-
-
-def spatial_shape(shape: Sequence[int], axes: str) -> tuple[int, ...]:
-    """The ``[z,]y,x`` part of a shape."""
-    return tuple(n for a, n in zip(axes, shape, strict=True) if a in "zyx")

@@ -14,32 +14,15 @@ Headline: COCO AP (IoU 0.50:0.95). Bootstrap unit: the image.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from cellbench.metrics.base import Metric
-from cellbench.predictions import Prediction
+from cellbench.predictions import Prediction, paint_masks
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.tasks.base import Task, check_finite, check_label_image
-
-
-def paint_masks(masks: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
-    """Flatten overlapping masks into a label image; higher scores are painted last (win).
-
-    Args:
-        masks: ``(n, [z,] y, x)`` boolean masks.
-        scores: ``(n,)`` confidences (None: paint in order).
-
-    Returns:
-        Label image with ids ``1..n`` (the mask's position + 1).
-    """
-    masks = np.asarray(masks).astype(bool, copy=False)
-    order = np.arange(masks.shape[0]) if scores is None else np.argsort(scores, kind="stable")
-    out = np.zeros(masks.shape[1:], dtype=np.int64)
-    for i in order:
-        out[masks[i]] = i + 1
-    return out
 
 
 def count_objects(labels: np.ndarray) -> int:
@@ -160,19 +143,38 @@ class InstanceSegmentationTask(Task):
         self, metric: Metric, sample_id: str, truth: Any, prediction: Prediction
     ) -> Any:
         """Route the prediction to the metric in the form it takes."""
+        return self.sample_stats_all([metric], sample_id, truth, prediction)[0]
+
+    def sample_stats_all(
+        self, metrics: Sequence[Metric], sample_id: str, truth: Any, prediction: Prediction
+    ) -> list[Any]:
+        """Statistics of every metric for one image.
+
+        COCO AP takes overlapping masks as they are; the other metrics take a label image,
+        painted once per sample (higher scores win overlaps).
+        """
         from cellbench.metrics.coco import CocoAP, InstanceMasks
 
-        if isinstance(metric, CocoAP):
-            if prediction.masks is not None:
-                pred = InstanceMasks.from_masks(prediction.masks, prediction.mask_scores)
-                return metric.sample_stats([truth], [pred], sample_ids=[sample_id])[0]
-            scores = prediction.score_of() or None
-            return metric.sample_stats(
-                [truth], [prediction.mask], [scores], sample_ids=[sample_id]
-            )[0]
-        labels = (
-            paint_masks(prediction.masks, prediction.mask_scores)
-            if prediction.masks is not None
-            else prediction.mask
-        )
-        return metric.sample_stats([truth], [labels], sample_ids=[sample_id])[0]
+        labels: np.ndarray | None = None
+        out = []
+        for metric in metrics:
+            if isinstance(metric, CocoAP):
+                if prediction.masks is not None:
+                    pred = InstanceMasks.from_masks(prediction.masks, prediction.mask_scores)
+                    out.append(metric.sample_stats([truth], [pred], sample_ids=[sample_id])[0])
+                else:
+                    scores = prediction.score_of() or None
+                    out.append(
+                        metric.sample_stats(
+                            [truth], [prediction.mask], [scores], sample_ids=[sample_id]
+                        )[0]
+                    )
+                continue
+            if labels is None:
+                labels = (
+                    paint_masks(prediction.masks, prediction.mask_scores)[0]
+                    if prediction.masks is not None
+                    else prediction.mask
+                )
+            out.append(metric.sample_stats([truth], [labels], sample_ids=[sample_id])[0])
+        return out

@@ -14,6 +14,7 @@ pooled over sequences (operation counts summed before dividing). Bootstrap unit:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,9 +38,6 @@ class TrackingTask(Task):
     resampling_unit: ClassVar[str] = "sequence"
     ground_truth_fields: ClassVar[tuple[str, ...]] = ("image", "instances", "tracks")
     prediction_fields: ClassVar[tuple[str, ...]] = ("mask", "tracks")
-
-    def __init__(self) -> None:
-        self._match: tuple[str, Prediction, Any] | None = None
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> Any:
         """The sequence as a :class:`~cellbench.tracks.TrackedSequence` (labels double as SEG)."""
@@ -104,11 +102,14 @@ class TrackingTask(Task):
     def sample_stats(
         self, metric: Metric, sample_id: str, truth: Any, prediction: Prediction
     ) -> Any:
-        """Match the sequence once (cached across the metrics), then reduce it per metric."""
+        """Match the sequence with the ground truth, then reduce the match for one metric."""
+        return self.sample_stats_all([metric], sample_id, truth, prediction)[0]
+
+    def sample_stats_all(
+        self, metrics: Sequence[Metric], sample_id: str, truth: Any, prediction: Prediction
+    ) -> list[Any]:
+        """Match the sequence once; every tracking metric reduces that one match."""
         from cellbench.metrics.tracking import match_tracking
 
-        cached = self._match
-        if cached is None or cached[0] != sample_id or cached[1] is not prediction:
-            match = match_tracking(truth, self._as_sequence(sample_id, prediction), validate=False)
-            self._match = cached = (sample_id, prediction, match)
-        return metric.sample_stats([cached[2]], sample_ids=[sample_id])[0]
+        match = match_tracking(truth, self._as_sequence(sample_id, prediction), validate=False)
+        return [m.sample_stats([match], sample_ids=[sample_id])[0] for m in metrics]

@@ -36,15 +36,9 @@ from typing import Any
 
 import yaml
 
+from cellbench.catalog import TASKS
 from cellbench.errors import ValidationError
 
-TASKS = (
-    "classification",
-    "semantic-segmentation",
-    "instance-segmentation",
-    "tracking",
-    "augmented-microscopy",
-)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -545,6 +545,22 @@ class Trainer:
         self.history = list(state.get("history", []))
         return state
 
+    def _write_package(self, epoch: int, selection: Any) -> None:
+        """Write the model package (``model.json`` + ``model.safetensors``) of this epoch."""
+        write_package(
+            self.run_dir,
+            self.model,
+            normaliser=self.normaliser,
+            settings=self.settings,
+            dataset=self.train_index.dataset,
+            training={
+                "run": str(self.run_dir),
+                "epoch": epoch,
+                "selection": selection,
+                "seed": self.config.seed,
+            },
+        )
+
     def _save_checkpoint(self, state: dict[str, Any]) -> None:
         ckpt = self.run_dir / CHECKPOINTS
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -867,19 +883,7 @@ class Trainer:
             if main:
                 self._save_checkpoint(self._state(epoch + 1, best, bad, stopped))
                 if improved:
-                    write_package(
-                        self.run_dir,
-                        self.model,
-                        normaliser=self.normaliser,
-                        settings=self.settings,
-                        dataset=self.train_index.dataset,
-                        training={
-                            "run": str(self.run_dir),
-                            "epoch": epoch + 1,
-                            "selection": best,
-                            "seed": cfg.seed,
-                        },
-                    )
+                    self._write_package(epoch + 1, best)
                     if pset is not None and cfg.task == "classification":
                         self._confusion(pset)
                 write_metrics(self.run_dir, self.history)
@@ -894,19 +898,7 @@ class Trainer:
         status = "early-stopped" if stopped else "finished"
         if main:
             if not (self.run_dir / "model.json").exists():
-                write_package(
-                    self.run_dir,
-                    self.model,
-                    normaliser=self.normaliser,
-                    settings=self.settings,
-                    dataset=self.train_index.dataset,
-                    training={
-                        "run": str(self.run_dir),
-                        "epoch": len(self.history),
-                        "selection": best,
-                        "seed": cfg.seed,
-                    },
-                )
+                self._write_package(len(self.history), best)
             if self.history:
                 self._plot(final=True)
             self._write_run_config(status, best, wall, started)

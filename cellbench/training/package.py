@@ -257,3 +257,16 @@ def load_model_package(
     """
     package = load_package(path, device)
     return package.model, package.normaliser
+
+
+def count_parameters(path: str | Path) -> int:
+    """Trainable parameters of a model package (buffers such as batch-norm statistics excluded).
+
+    Args:
+        path: Run directory or folder holding ``model.json`` and ``model.safetensors``.
+
+    Returns:
+        The number of parameters with ``requires_grad``.
+    """
+    model, _ = load_model_package(path)
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))

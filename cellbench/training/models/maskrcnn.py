@@ -42,6 +42,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 from torchvision.ops import misc as misc_ops
 
 from cellbench.errors import CellbenchError
+from cellbench.predictions import paint_masks
 from cellbench.training.baseline import Baseline, BaselineConfig, DataSpec, register
 from cellbench.training.models.common import (
     adapt_first_conv_weight,
@@ -96,56 +97,6 @@ def label_image_to_target(labels: torch.Tensor) -> tuple[dict[str, torch.Tensor]
         "masks": masks.to(torch.uint8),
     }
     return target, ids
-
-
-def paint_masks(
-    masks: np.ndarray, scores: np.ndarray, ids: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Paint possibly overlapping binary masks into one label image, higher scores on top.
-
-    Masks are painted in ascending score order (ties keep their order), each inside its own
-    bounding box, so where masks overlap the highest-scoring one owns the pixel. Objects left
-    with no pixel are dropped.
-
-    Args:
-        masks: ``(n, Y, X)`` bool.
-        scores: ``(n,)`` confidence per mask.
-        ids: ``(n,)`` id to paint each mask with (default: 1 for the highest score, 2 for the
-            next, ...).
-
-    Returns:
-        ``(label image int32, object_ids int64, object_scores float64)``; ids in ascending order.
-    """
-    masks = np.asarray(masks, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    n = masks.shape[0]
-    if scores.shape[0] != n:
-        raise CellbenchError(f"{n} masks but {scores.shape[0]} scores")
-    if ids is None:
-        ids = np.empty(n, dtype=np.int64)
-        ids[np.argsort(-scores, kind="stable")] = np.arange(1, n + 1)
-    ids = np.asarray(ids, dtype=np.int64)
-    out = np.zeros(masks.shape[1:], dtype=np.int32)
-    if n == 0:
-        return out, np.zeros(0, np.int64), np.zeros(0, np.float64)
-    rows = masks.any(axis=2)
-    cols = masks.any(axis=1)
-    nonempty = rows.any(axis=1)
-    y1 = rows.argmax(1)
-    y2 = rows.shape[1] - rows[:, ::-1].argmax(1)
-    x1 = cols.argmax(1)
-    x2 = cols.shape[1] - cols[:, ::-1].argmax(1)
-    for k in np.argsort(scores, kind="stable"):
-        if not nonempty[k]:
-            continue
-        window = (slice(y1[k], y2[k]), slice(x1[k], x2[k]))
-        out[window][masks[k][window]] = ids[k]
-    present = np.zeros(int(ids.max(initial=0)) + 1, dtype=bool)
-    present[np.unique(out)] = True
-    present[0] = False
-    keep = present[ids]
-    order = np.argsort(ids[keep])
-    return out, ids[keep][order], scores[keep][order]
 
 
 # --------------------------------------------------------------------------- model pieces
