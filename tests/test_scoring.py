@@ -322,3 +322,21 @@ def test_cli_score_ctc_folders(tmp_path):
     res = runner.invoke(main, ["score-ctc", str(tmp_path / "01_GT"), str(tmp_path / "01_RES")])
     assert res.exit_code == 1
     assert "mask001" in res.output and "res_track.txt" in res.output
+
+
+def test_negative_labels_are_reported_for_every_sample():
+    store = _store("semantic-segmentation")
+    preds = []
+    for sid in store.sample_ids("test"):
+        mask = store.sample(sid).semantic.astype(np.int16)
+        mask[0, 0] = -1
+        preds.append(Prediction(sid, mask=mask))
+    with pytest.raises(ValidationError) as err:
+        score(
+            "semantic-segmentation",
+            store,
+            "test",
+            PredictionSet.from_predictions("semantic-segmentation", preds),
+        )
+    lines = [p for p in err.value.problems if "negative values (min -1)" in p]
+    assert len(lines) == len(store.sample_ids("test"))
