@@ -13,48 +13,48 @@ Families:
 * instance segmentation: :class:`CocoAP` (with :class:`InstanceMasks` for overlapping
   masks), :class:`MatchingScores`, :class:`ObjectErrors`
 * augmented microscopy: :class:`ImageSimilarity`
+
+Names are resolved lazily (PEP 562), so importing one family (e.g. tracking, whose scoring is
+timed as a whole process) does not import the others and their dependencies (scipy.stats,
+scikit-image, pycocotools).
 """
 
-from cellbench.metrics.base import Metric, MetricResult
-from cellbench.metrics.classification import ClassificationMetrics
-from cellbench.metrics.coco import (
-    COCO_AREA_RANGES,
-    COCO_IOU_THRESHOLDS,
-    LIVECELL_AREA_RANGES,
-    CocoAP,
-    InstanceMasks,
-)
-from cellbench.metrics.image import ImageSimilarity
-from cellbench.metrics.instance import MATCHING_IOU_THRESHOLDS, MatchingScores
-from cellbench.metrics.matching import (
-    Overlap,
-    OverlapPairs,
-    coco_greedy_match,
-    label_overlap,
-    label_overlap_pairs,
-    match_hungarian,
-)
-from cellbench.metrics.object_errors import ObjectErrors
-from cellbench.metrics.semantic import SemanticSegmentationMetrics
+from __future__ import annotations
 
-__all__ = [
-    "COCO_AREA_RANGES",
-    "COCO_IOU_THRESHOLDS",
-    "LIVECELL_AREA_RANGES",
-    "MATCHING_IOU_THRESHOLDS",
-    "ClassificationMetrics",
-    "CocoAP",
-    "ImageSimilarity",
-    "InstanceMasks",
-    "MatchingScores",
-    "Metric",
-    "MetricResult",
-    "ObjectErrors",
-    "Overlap",
-    "OverlapPairs",
-    "SemanticSegmentationMetrics",
-    "coco_greedy_match",
-    "label_overlap",
-    "label_overlap_pairs",
-    "match_hungarian",
-]
+from importlib import import_module
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "Metric": "cellbench.metrics.base",
+    "MetricResult": "cellbench.metrics.base",
+    "ClassificationMetrics": "cellbench.metrics.classification",
+    "COCO_AREA_RANGES": "cellbench.metrics.coco",
+    "COCO_IOU_THRESHOLDS": "cellbench.metrics.coco",
+    "LIVECELL_AREA_RANGES": "cellbench.metrics.coco",
+    "CocoAP": "cellbench.metrics.coco",
+    "InstanceMasks": "cellbench.metrics.coco",
+    "ImageSimilarity": "cellbench.metrics.image",
+    "MATCHING_IOU_THRESHOLDS": "cellbench.metrics.instance",
+    "MatchingScores": "cellbench.metrics.instance",
+    "Overlap": "cellbench.metrics.matching",
+    "OverlapPairs": "cellbench.metrics.matching",
+    "coco_greedy_match": "cellbench.metrics.matching",
+    "label_overlap": "cellbench.metrics.matching",
+    "label_overlap_pairs": "cellbench.metrics.matching",
+    "match_hungarian": "cellbench.metrics.matching",
+    "ObjectErrors": "cellbench.metrics.object_errors",
+    "SemanticSegmentationMetrics": "cellbench.metrics.semantic",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module defining a public name on first use."""
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cellbench.metrics' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

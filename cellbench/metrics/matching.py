@@ -27,9 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 #: Largest dense contingency table (cells) before falling back to relabelling ids.
 _MAX_DENSE_CELLS = 1 << 24
@@ -268,6 +265,8 @@ def match_hungarian(iou: np.ndarray, threshold: float) -> tuple[np.ndarray, np.n
     if _is_matching(rows, cols, n_true, n_pred):
         return rows.astype(np.int64), cols.astype(np.int64)
     costs = -cand.astype(np.float64) - iou / (2 * n_matched)
+    from scipy.optimize import linear_sum_assignment  # lazy: keeps overlap-only users light
+
     r, c = linear_sum_assignment(costs)
     ok = iou[r, c] >= threshold
     return r[ok].astype(np.int64), c[ok].astype(np.int64)
@@ -411,6 +410,9 @@ def bipartite_components(
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     a_index = np.asarray(a_index, dtype=np.int64)
     b_index = np.asarray(b_index, dtype=np.int64) + n_a
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix((np.ones(a_index.size, dtype=np.int8), (a_index, b_index)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     labels = labels.astype(np.int64)

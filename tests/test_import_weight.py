@@ -1,0 +1,27 @@
+"""Import paths stay light: what a fresh process pays before doing any work.
+
+CTC scoring is benchmarked as a whole process and the CLI starts on every command, so these
+paths must not pull in heavy libraries they do not use (checked by module, not by timing).
+"""
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("scipy.stats", "skimage", "pycocotools", "torch", "datasets")
+
+
+@pytest.mark.parametrize(
+    "module", ["cellbench.metrics.tracking", "cellbench.scoring", "cellbench.cli", "cellbench"]
+)
+def test_import_does_not_pull_heavy_libraries(module, cli_env):
+    code = (
+        f"import importlib, sys; importlib.import_module({module!r}); "
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, check=True
+    ).stdout.strip()
+    loaded = [m for m in out.split(",") if m]
+    assert loaded == [], f"importing {module} loads {loaded}"
