@@ -86,6 +86,25 @@ RUNS: list[tuple[str, str, str, dict[str, Any]]] = [
         },
     ),
     (
+        "instance-segmentation",
+        "maskrcnn",
+        "synthetic-nuclei",
+        {
+            "model": {
+                "backbone": "resnet18",
+                "backbone_weights": "none",
+                "patch_size": [128, 128],
+                "rpn_post_nms_top_n_train": 1000,
+                "box_batch_size_per_image": 256,
+            },
+            "epochs": 24,
+            "batch_size": 4,
+            "patch_size": [128, 128],
+            "samples_per_epoch": 32,
+            "early_stopping": 24,
+        },
+    ),
+    (
         "augmented-microscopy",
         "unet-regression",
         "synthetic-label-free",
