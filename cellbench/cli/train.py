@@ -94,6 +94,11 @@ def _common(func: Any) -> Any:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Continue the run in RUN_DIR from its last checkpoint.",
 )
+@click.option(
+    "--max-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop after the first epoch that ends past this wall time (resume to continue).",
+)
 def train_cmd(
     task: str | None,
     dataset: str | None,
@@ -109,6 +114,7 @@ def train_cmd(
     quiet: bool,
     out: Path | None,
     resume: Path | None,
+    max_minutes: float | None,
 ) -> None:
     """Train a baseline for TASK on a dataset; writes a run directory with the model package.
 
@@ -129,6 +135,7 @@ def train_cmd(
             "seed": seed,
             "workers": workers,
             "device": device,
+            "max_minutes": max_minutes,
         },
         sets,
     )
@@ -154,7 +161,13 @@ def train_cmd(
         if result.best_value is not None
         else f"model = epoch {result.best_epoch}"
     )
-    state = "stopped early" if result.stopped_early else "done"
+    state = (
+        "stopped early"
+        if result.stopped_early
+        else f"time limit reached (continue with --resume {result.run_dir})"
+        if result.time_limited
+        else "done"
+    )
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports
     click.echo(f"{state}: {result.epochs_run} epochs, {best}; run directory {result.run_dir}")

@@ -62,6 +62,7 @@ _FLOAT_FIELDS = (
     "norm_low",
     "norm_high",
     "tile_overlap",
+    "max_minutes",
 )
 
 
@@ -115,6 +116,11 @@ class TrainConfig:
         channels_last: Channels-last memory format for model and inputs.
         compile: ``torch.compile`` the model's forward.
         early_stopping: Stop after this many validations without improvement (0: never).
+        max_minutes: Wall-clock budget of one call in minutes (None: none): the run stops
+            after the first epoch that ends past it, with its checkpoints and package written
+            as after any epoch, and ``cellbench train --resume`` continues it. For job time
+            limits (SLURM, lent GPU machines); the budget counts per call (resume with a
+            larger one to lift it) and the run config records the stop.
         val_every: Validate every this many epochs (the last epoch is always validated).
         val_loss: Also compute the loss on fixed validation patches (centre patches or whole
             images; needs the baseline's ``loss`` to work in eval mode).
@@ -175,6 +181,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     early_stopping: int = 10
+    max_minutes: float | None = None
     val_every: int = 1
     val_loss: bool = True
     val_metric: bool = True
@@ -320,6 +327,11 @@ class TrainConfig:
         check(
             "grad_clip",
             self.grad_clip is None or (_is_number(self.grad_clip) and self.grad_clip > 0),
+            "null or a number > 0",
+        )
+        check(
+            "max_minutes",
+            self.max_minutes is None or (_is_number(self.max_minutes) and self.max_minutes > 0),
             "null or a number > 0",
         )
         check("lr", _is_number(self.lr) and self.lr > 0, "a number > 0")

@@ -95,7 +95,7 @@ LAST_STATE = "last.state.pt"
 RUN_LOG = "train.log"
 PLOT_INTERVAL_S = 30.0
 #: Config keys a resumed run may change.
-RESUME_OVERRIDES = ("epochs", "device", "workers", "early_stopping", "val_every")
+RESUME_OVERRIDES = ("epochs", "device", "workers", "early_stopping", "val_every", "max_minutes")
 
 
 @dataclass
@@ -110,6 +110,7 @@ class RunResult:
         headline: Name of the selection metric (``val/<headline>``, ``val_loss`` or None).
         direction: ``higher`` or ``lower``.
         stopped_early: Whether early stopping ended the run.
+        time_limited: Whether ``max_minutes`` ended this call before ``epochs`` (resumable).
         history: Per-epoch records (as in ``metrics.jsonl``).
         step_losses: Training loss of every optimiser step run in this call (this rank).
         wall_time_s: Wall time of this call.
@@ -125,6 +126,7 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
     wall_time_s: float = 0.0
+    time_limited: bool = False
 
 
 def open_dataset(ref: str) -> DatasetStore:
@@ -819,6 +821,7 @@ class Trainer:
         }
         bad = 0
         stopped = False
+        time_limited = False
         start_epoch = 0
         if self.resume_dir is not None:
             state = self._load_checkpoint()
@@ -894,8 +897,22 @@ class Trainer:
             if stopped:
                 log.info("early stopping: no improvement in %d validations", cfg.early_stopping)
                 break
+            if cfg.max_minutes is not None and epoch + 1 < cfg.epochs:
+                # Rank 0's clock decides, so every process stops after the same epoch.
+                over = time.perf_counter() - t0 > 60.0 * float(cfg.max_minutes)
+                if dist.broadcast_object(over):
+                    time_limited = True
+                    log.info(
+                        "time limit: %.4g min reached after epoch %d of %d; continue with "
+                        "--resume %s",
+                        cfg.max_minutes,
+                        epoch + 1,
+                        cfg.epochs,
+                        self.run_dir,
+                    )
+                    break
         wall = time.perf_counter() - t0
-        status = "early-stopped" if stopped else "finished"
+        status = "early-stopped" if stopped else "time-limited" if time_limited else "finished"
         if main:
             if not (self.run_dir / "model.json").exists():
                 self._write_package(len(self.history), best)
@@ -913,6 +930,7 @@ class Trainer:
             history=list(self.history),
             step_losses=list(self.step_losses),
             wall_time_s=wall,
+            time_limited=time_limited,
         )
 
     def _environment(self) -> dict[str, str]:

@@ -48,7 +48,14 @@ def test_train_resume_and_predict(runner, make_store, tmp_path):
     assert result.stdout.startswith("done: 2 epochs, best val_loss ")
     assert str(run) in result.stdout and (run / "model.safetensors").is_file()
 
-    result = runner.invoke(main, ["train", "--resume", str(run), "--epochs", "3", "-q"])
+    result = runner.invoke(
+        main, ["train", "--resume", str(run), "--epochs", "4", "--max-minutes", "1e-9", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"time limit reached (continue with --resume {run}): 3 epochs")
+    result = runner.invoke(
+        main, ["train", "--resume", str(run), "--epochs", "3", "--max-minutes", "60", "-q"]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("done: 3 epochs")
 

@@ -201,6 +201,34 @@ def test_out_of_memory_suggests_a_smaller_batch(make_store, tmp_path, monkeypatc
     assert "smaller --batch-size or patch_size" in message
 
 
+def test_time_limit_stops_after_an_epoch_and_resume_finishes_the_same_run(make_store, tmp_path):
+    import yaml
+
+    store = make_store("semantic-segmentation")
+    cfg = _config(store, epochs=3, samples_per_epoch=12)
+    straight = train(cfg, tmp_path / "a", progress=False)
+    assert not straight.time_limited
+    # a budget every epoch overruns: the call ends after epoch 1, checkpoint and package written
+    limited = train(
+        _config(store, epochs=3, samples_per_epoch=12, max_minutes=1e-9),
+        tmp_path / "b",
+        progress=False,
+    )
+    assert limited.time_limited and not limited.stopped_early and limited.epochs_run == 1
+    doc = yaml.safe_load((tmp_path / "b/config.yaml").read_text())
+    assert doc["status"] == "time-limited" and doc["epochs_completed"] == 1
+    assert json.loads((tmp_path / "b/model.json").read_text())["training"]["epoch"] == 1
+    # resuming with a larger budget continues to the very same weights as the straight run
+    done = resume(tmp_path / "b", {"max_minutes": 60}, progress=False)
+    assert done.epochs_run == 3 and not done.time_limited
+    assert yaml.safe_load((tmp_path / "b/config.yaml").read_text())["status"] == "finished"
+    a = load_file(str(tmp_path / "a/checkpoints/last.safetensors"))
+    b = load_file(str(tmp_path / "b/checkpoints/last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(CellbenchError, match="max_minutes"):
+        _config(store, max_minutes=0)
+
+
 def test_early_stopping_and_no_validation_split(make_store, tmp_path, monkeypatch):
     from cellbench.training.engine import Trainer
 
