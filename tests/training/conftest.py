@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -13,6 +16,21 @@ from scipy import ndimage
 import tests.training.toy_models  # noqa: F401  (registers the toy baselines)
 from cellbench.store.sample import Sample
 from cellbench.store.zarr_store import DatasetStore, build_store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def baseline_runner() -> ModuleType:
+    """``baselines/run_baselines.py`` imported as a module (it is a script, not a package)."""
+    name = "cellbench_baseline_runner"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "baselines/run_baselines.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def discs(shape: tuple[int, ...], n: int, radius: float, rng: np.random.Generator) -> np.ndarray:

@@ -30,7 +30,7 @@ def test_one_folder_per_task_and_model():
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_config_builds_the_model_and_readme_states_the_command(folder):
+def test_config_builds_the_model_and_readme_states_the_command(folder, baseline_runner):
     task, name = folder.parent.name, folder.name
     data = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
     assert data["task"] == task and data["baseline"] == name
@@ -55,4 +55,9 @@ def test_config_builds_the_model_and_readme_states_the_command(folder):
     from cellbench.catalog import Catalog
 
     assert task in Catalog().card(found.group(1)).tasks  # a real catalog dataset for the task
-    assert "GPU results: not yet measured." in readme
+    # the results sections are exactly what the runner renders from the results files
+    for profile in baseline_runner.PROFILE.values():
+        assert readme.count(profile.markers[0]) == 1, profile.name
+        assert baseline_runner.render_block(folder, profile) in readme, profile.name
+    if not (folder / "results-gpu.json").exists():
+        assert "GPU results: not yet measured." in readme

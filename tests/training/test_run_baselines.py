@@ -1,0 +1,109 @@
+"""The baseline runner (``baselines/run_baselines.py``): profiles, records, READMEs, entries."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU-only machine")
+def test_gpu_profile_is_refused_without_cuda_and_unknown_names_are_listed(capsys, baseline_runner):
+    rb = baseline_runner
+    with pytest.raises(SystemExit) as exc:
+        rb.main(["--profile", "gpu", "--only", "unet"])
+    assert exc.value.code == 2
+    assert "the gpu profile needs a CUDA device" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        rb.main(["--profile", "cpu", "--only", "unet", "nope"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown baselines: nope" in err and "known: embedding-unet, maskrcnn" in err
+
+
+def test_every_baseline_folder_has_a_gpu_run_on_a_catalog_dataset_serving_its_task(
+    baseline_runner,
+):
+    from cellbench.catalog import Catalog
+
+    rb = baseline_runner
+    catalog = Catalog()
+    folders = {
+        (p.parent.parent.name, p.parent.name) for p in REPO.glob("baselines/*/*/config.yaml")
+    }
+    assert {(r.task, r.model) for r in rb.GPU_RUNS} == folders
+    assert {(r.task, r.model) for r in rb.CPU_RUNS} == folders
+    for run in rb.GPU_RUNS + rb.CPU_RUNS:
+        assert run.task in catalog.card(run.dataset).tasks, run
+    # the published runs cover a real dataset for every task that has one in the catalog
+    real = {c.id for c in catalog.cards() if not c.id.startswith("synthetic-")}
+    for task in ("semantic-segmentation", "instance-segmentation", "augmented-microscopy"):
+        assert {r.dataset for r in rb.GPU_RUNS if r.task == task} & real, task
+
+
+def test_cpu_profile_trains_scores_records_renders_and_enters_one_baseline(
+    tmp_path, baseline_runner
+):
+    rb = baseline_runner
+    folder = tmp_path / "baselines" / "semantic-segmentation" / "unet"
+    shutil.copytree(REPO / "baselines" / "semantic-segmentation" / "unet", folder)
+    (folder / "results-cpu.json").unlink()
+    threads = torch.get_num_threads()
+    try:
+        code = rb.main(
+            [
+                "--profile",
+                "cpu",
+                "--only",
+                "unet",
+                "--baselines",
+                str(tmp_path / "baselines"),
+                "--out",
+                str(tmp_path / "runs"),
+                "--leaderboards",
+                str(tmp_path / "boards"),
+                "--set",
+                "epochs=2",
+                "--set",
+                "samples_per_epoch=16",
+                "--max-minutes",
+                "60",
+            ]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    record = json.loads((folder / "results-cpu.json").read_text())
+    assert record["command"] == (
+        "python baselines/run_baselines.py --profile cpu --only unet "
+        "--set epochs=2 --set samples_per_epoch=16 --max-minutes 60"
+    )
+    assert record["epochs_run"] == 2 and record["epochs_configured"] == 2
+    assert not record["time_limited"] and record["precision"] == "fp32"
+    assert record["config_overrides"]["epochs"] == 2
+    assert record["config_overrides"]["max_minutes"] == 60
+    assert record["config_overrides"]["model"]["base_channels"] == 16  # the CPU override kept
+    s = record["splits"]
+    assert [s[k]["n"] for k in ("train", "val", "test")] == [32, 16, 16]
+    lo, hi = s["test"]["ci"]
+    assert 0.0 <= lo <= s["test"]["headline"] <= hi <= 1.0
+    assert s["train"]["ci"] is None
+    # the README section is exactly the rendering of the record
+    readme = (folder / "README.md").read_text()
+    block = rb.render_block(folder, rb.PROFILE["cpu"])
+    assert block in readme and f"{s['test']['headline']:.4f} (95% CI {lo:.4f}-{hi:.4f})" in block
+    assert readme.count("<!-- cpu-results:begin -->") == 1
+    assert "GPU results: not yet measured." in readme  # the GPU section is untouched
+    # one leaderboard entry with the same test score and no machine paths
+    entries = list((tmp_path / "boards").rglob("entries/*.json"))
+    assert len(entries) == 1
+    assert "synthetic-nuclei@1.0/semantic-segmentation/test" in entries[0].as_posix()
+    text = entries[0].read_text()
+    assert str(tmp_path) not in text
+    entry = json.loads(text)
+    assert entry["manifest"]["name"] == "unet (small CPU config)"
+    assert entry["report"]["headline"]["value"] == s["test"]["headline"]
+    assert [entry["report"]["headline"][k] for k in ("ci_low", "ci_high")] == [lo, hi]
