@@ -187,6 +187,8 @@ def score(
         scored.append(sid)
     if problems:
         raise ValidationError(problems, context=where)
+    # split-level decisions (e.g. COCO maxDets) before any aggregation, bootstrap or grouping
+    stats = {m.name: m.finalize(stats[m.name]) for m in metrics}
 
     report_metrics: dict[str, float] = {}
     directions: dict[str, str] = {}

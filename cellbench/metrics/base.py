@@ -99,6 +99,15 @@ class Metric(ABC, Generic[S]):
     def sample_stats(self, *data: Any, sample_ids: Sequence[str] | None = None) -> list[S]:
         """Compute per-sample sufficient statistics, one record per sample, in input order."""
 
+    def finalize(self, stats: Sequence[S]) -> list[S]:
+        """Fix what depends on every sample scored together (default: nothing to fix).
+
+        Scoring calls this once on the whole split before aggregating, bootstrapping or
+        grouping, so every subset reuses the split-level decision (e.g. COCO's maxDets resolved
+        from the largest ground-truth count of the split). It must be idempotent.
+        """
+        return list(stats)
+
     @abstractmethod
     def aggregate(self, stats: Sequence[S]) -> dict[str, float]:
         """Reduce per-sample statistics (any subset, any multiset) to the metric's values."""
@@ -125,7 +134,7 @@ class Metric(ABC, Generic[S]):
         Returns:
             The aggregated values, per-sample values, details and notes.
         """
-        stats = self.sample_stats(*data, sample_ids=sample_ids)
+        stats = self.finalize(self.sample_stats(*data, sample_ids=sample_ids))
         ids = list(sample_ids) if sample_ids is not None else [str(i) for i in range(len(stats))]
         return MetricResult(
             metric=self.name,

@@ -17,6 +17,7 @@ per-image records, so groups and bootstrap resamples need no pixel work.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -298,14 +299,17 @@ class CocoImageStats:
     """What pycocotools' ``accumulate`` needs from one image, for every threshold and area range.
 
     Attributes:
-        scores: Detection scores in descending order (stable), after the maxDets cut.
+        scores: Detection scores in descending order (stable), after the maxDets cut (all
+            detections while ``max_dets`` is None).
         outcome: ``(n_area_ranges, n_thresholds, n_detections)`` uint8: 0 false positive,
             1 true positive, 2 ignored (matched to an out-of-range ground truth, or unmatched
             and itself out of range).
         n_gt: Ground-truth objects inside each area range (pycocotools' ``npig``).
         n_gt_total: Ground-truth objects in the image.
         n_pred_total: Predicted objects before the maxDets cut.
-        max_dets: The maxDets applied to this image.
+        max_dets: The maxDets applied to this image; None until :meth:`CocoAP.finalize` fixes
+            it for a metric built with ``max_dets=None`` (cutting later is exact: matching is
+            greedy in score order, so a detection's outcome never depends on lower-scored ones).
         scored: Whether the predictions came with scores.
         ndim: 2 or 3 (spatial dimensions of the image).
     """
@@ -315,9 +319,18 @@ class CocoImageStats:
     n_gt: np.ndarray
     n_gt_total: int
     n_pred_total: int
-    max_dets: int
+    max_dets: int | None
     scored: bool
     ndim: int
+
+    def cut(self, max_dets: int) -> CocoImageStats:
+        """The same image with only its ``max_dets`` highest-scored detections."""
+        return dataclasses.replace(
+            self,
+            scores=self.scores[:max_dets],
+            outcome=self.outcome[:, :, :max_dets],
+            max_dets=max_dets,
+        )
 
 
 class CocoAP(Metric[CocoImageStats]):
@@ -347,9 +360,12 @@ class CocoAP(Metric[CocoImageStats]):
 
     **maxDets.** Cell images hold hundreds of objects, and COCO's default ``[1, 10, 100]``
     silently drops the rest. ``max_dets=None`` resolves to ``max(100, the largest number of
-    ground-truth objects in one image)`` over the images passed to one ``sample_stats`` call
-    (pass all images at once, or set ``max_dets`` explicitly, e.g. 2000 as LIVECell); the result
-    notes say which value was used.
+    ground-truth objects in one image)`` over all images scored together: per-image statistics
+    keep every detection and :meth:`finalize` (called by scoring on the whole split, and by
+    ``aggregate`` on what it is given) cuts them, which is exact because the greedy matching
+    never lets a lower-scored detection change a higher-scored one's outcome. Set ``max_dets``
+    explicitly (e.g. 2000 as LIVECell) to cut before matching. The notes say which value was
+    used.
 
     **Scores.** Label images carry no confidence; pass a mapping id -> score per image. Without
     scores every detection scores :data:`DEFAULT_SCORE` (1.0), so the ranking falls back to
@@ -426,7 +442,7 @@ class CocoAP(Metric[CocoImageStats]):
         pair_gt: np.ndarray,
         pair_iou: np.ndarray,
         n_pred_total: int,
-        max_dets: int,
+        max_dets: int | None,
         scored: bool,
         ndim: int,
     ) -> CocoImageStats:
@@ -449,7 +465,7 @@ class CocoAP(Metric[CocoImageStats]):
             n_gt=(~gt_ignore).sum(axis=1).astype(np.int64),
             n_gt_total=int(n_gt),
             n_pred_total=int(n_pred_total),
-            max_dets=int(max_dets),
+            max_dets=None if max_dets is None else int(max_dets),
             scored=scored,
             ndim=ndim,
         )
@@ -458,7 +474,7 @@ class CocoAP(Metric[CocoImageStats]):
         self,
         ov: OverlapPairs,
         scores: Mapping[int, float] | np.ndarray | None,
-        max_dets: int,
+        max_dets: int | None,
         ndim: int,
     ) -> CocoImageStats:
         det_scores = _scores_for(ov.pred_ids, scores)
@@ -481,7 +497,7 @@ class CocoAP(Metric[CocoImageStats]):
         )
 
     def _mask_stats(
-        self, gt: InstanceMasks, pred: InstanceMasks, max_dets: int, scored: bool
+        self, gt: InstanceMasks, pred: InstanceMasks, max_dets: int | None, scored: bool
     ) -> CocoImageStats:
         order = np.argsort(-pred.scores, kind="mergesort")[:max_dets]
         d_rles = [pred.rles[i] for i in order]
@@ -541,8 +557,8 @@ class CocoAP(Metric[CocoImageStats]):
             raise ValidationError(problems, "CocoAP inputs")
         ids = resolve_sample_ids(n, sample_ids)
         score_list = list(scores) if scores is not None else [None] * n
-        # One pass: structural checks, then overlaps / encodings (so the GT counts are known
-        # before maxDets is fixed) and score checks; every problem is reported at once.
+        # One pass: structural checks, then overlaps / encodings and score checks; every
+        # problem is reported at once before any matching.
         prepared: list[tuple[Any, Any, Any, bool, int]] = []
         for sid, gt, pred, sc in zip(ids, ground_truth, predictions, score_list, strict=True):
             where = f"sample {sid!r}"
@@ -580,14 +596,7 @@ class CocoAP(Metric[CocoImageStats]):
                 prepared.append((ov, None, sc, sc is not None, gt.ndim))
         if problems:
             raise ValidationError(problems, "CocoAP inputs")
-        if self.max_dets is None:
-            n_gt_max = max(
-                [len(g) if ov is None else ov.gt_ids.size for ov, g, _, _, _ in prepared],
-                default=0,
-            )
-            max_dets = max(100, n_gt_max)
-        else:
-            max_dets = self.max_dets
+        max_dets = self.max_dets  # None: keep every detection until finalize
         out = []
         for ov, g, extra, scored, ndim in prepared:
             if ov is not None:
@@ -598,8 +607,28 @@ class CocoAP(Metric[CocoImageStats]):
 
     # -- pooled ------------------------------------------------------------------------------
 
+    def finalize(self, stats: Sequence[CocoImageStats]) -> list[CocoImageStats]:
+        """Cut not-yet-cut images to ``max(100, largest ground-truth count)`` over ``stats``.
+
+        With an explicit ``max_dets`` (or already cut records) nothing changes.
+
+        Args:
+            stats: Per-image records of every image scored together.
+
+        Returns:
+            The records, each cut to the resolved maxDets.
+        """
+        if all(s.max_dets is not None for s in stats):
+            return list(stats)
+        if self.max_dets is not None:
+            resolved = self.max_dets
+        else:
+            resolved = max(100, max((s.n_gt_total for s in stats), default=0))
+        return [s if s.max_dets is not None else s.cut(resolved) for s in stats]
+
     def _accumulate(self, stats: Sequence[CocoImageStats]) -> dict[str, np.ndarray]:
         """Run pycocotools' ``accumulate`` (one maxDets): precision (A, T, R), recall (A, T)."""
+        stats = self.finalize(stats)
         n_a, n_t, n_r = len(self.area_names), len(self.iou_thresholds), COCO_RECALL_THRESHOLDS.size
         precision = np.full((n_a, n_t, n_r), -1.0)
         recall = np.full((n_a, n_t), -1.0)
@@ -689,6 +718,7 @@ class CocoAP(Metric[CocoImageStats]):
             ``precision_at_iou`` (TP / (TP + FP) over all kept detections), per-area-range
             AP/AR/ground-truth counts, and counts of images, objects and detections.
         """
+        stats = self.finalize(stats)
         acc = self._accumulate(stats)
         prec = acc["precision"]
         npig = np.sum([s.n_gt for s in stats], axis=0) if stats else np.zeros(len(self.area_names))
@@ -712,7 +742,7 @@ class CocoAP(Metric[CocoImageStats]):
                 }
                 for a, name in enumerate(self.area_names)
             },
-            "max_dets": sorted({s.max_dets for s in stats}),
+            "max_dets": sorted({s.max_dets for s in stats if s.max_dets is not None}),
             "n_images": len(stats),
             "n_gt": int(sum(s.n_gt_total for s in stats)),
             "n_detections": int(sum(s.scores.size for s in stats)),
@@ -721,8 +751,9 @@ class CocoAP(Metric[CocoImageStats]):
 
     def notes(self, stats: Sequence[CocoImageStats]) -> list[str]:
         """Which maxDets was used and why, truncation, missing scores, 3D, empty ranges."""
+        stats = self.finalize(stats)
         notes: list[str] = []
-        used = sorted({s.max_dets for s in stats})
+        used = sorted({s.max_dets for s in stats if s.max_dets is not None})
         largest = max((s.n_gt_total for s in stats), default=0)
         if self.max_dets is not None:
             notes.append(
@@ -740,11 +771,11 @@ class CocoAP(Metric[CocoImageStats]):
                 f"Some images hold more ground-truth objects ({largest}) than maxDets "
                 f"({min(used)}): recall is capped for them."
             )
-        cut = sum(1 for s in stats if s.n_pred_total > s.max_dets)
+        cut = sum(1 for s in stats if s.max_dets is not None and s.n_pred_total > s.max_dets)
         if cut:
             notes.append(
                 f"{cut} image(s) had more predictions than maxDets; the lowest-scored ones were "
-                "dropped before matching, as in pycocotools."
+                "not counted (pycocotools drops them before matching; the outcome is the same)."
             )
         unscored = sum(1 for s in stats if not s.scored and s.n_pred_total)
         if unscored:

@@ -25,17 +25,6 @@ from cellbench.store.zarr_store import DatasetStore
 from cellbench.tasks.base import Task, check_finite, check_label_image
 
 
-def count_objects(labels: np.ndarray) -> int:
-    """Number of distinct non-zero ids in a label image."""
-    flat = labels.reshape(-1)
-    if flat.size == 0:
-        return 0
-    top = int(flat.max())
-    if top <= 4 * flat.size:
-        return int(np.count_nonzero(np.bincount(flat.astype(np.int64), minlength=top + 1)[1:]))
-    return int(np.count_nonzero(np.unique(flat)))
-
-
 class InstanceSegmentationTask(Task):
     """Instance segmentation of cells or nuclei in 2D images and 3D volumes."""
 
@@ -113,31 +102,14 @@ class InstanceSegmentationTask(Task):
         return out
 
     def metrics(self, store: DatasetStore, split: str) -> list[Metric]:
-        """COCO AP (maxDets >= largest GT object count), matching scores, object errors."""
+        """COCO AP (maxDets resolved over the split), matching scores, object errors."""
         from cellbench.metrics.coco import CocoAP
         from cellbench.metrics.instance import MatchingScores
         from cellbench.metrics.object_errors import ObjectErrors
 
-        largest = max(
-            (
-                count_objects(np.asarray(store.labels(sid, "instances")[...]))
-                for sid in store.sample_ids(split)
-            ),
-            default=0,
-        )
-        return [CocoAP(max_dets=max(100, largest)), MatchingScores(), ObjectErrors()]
-
-    def notes(self, metrics: list[Metric]) -> list[str]:
-        """Say which COCO maxDets was used and why."""
-        from cellbench.metrics.coco import CocoAP
-
-        return [
-            f"COCO maxDets = {m.max_dets}: the largest ground-truth object count of one image in "
-            "this split, and at least COCO's 100 (a smaller cap silently drops detections in "
-            "dense images)"
-            for m in metrics
-            if isinstance(m, CocoAP)
-        ]
+        # max_dets=None: max(100, the largest ground-truth count of one image in the split),
+        # fixed by CocoAP.finalize once every image is matched (one read of the ground truth).
+        return [CocoAP(max_dets=None), MatchingScores(), ObjectErrors()]
 
     def sample_stats(
         self, metric: Metric, sample_id: str, truth: Any, prediction: Prediction

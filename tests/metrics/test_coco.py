@@ -98,7 +98,8 @@ def test_more_than_100_objects_default_max_dets_and_note():
     scores = [random_scores(p, rng) for p in preds]
     metric = CocoAP(area_ranges=RANGES)
     stats = metric.sample_stats(gts, preds, scores)
-    assert {s.max_dets for s in stats} == {160}
+    assert {s.max_dets for s in stats} == {None}  # not cut until every image is matched
+    assert {s.max_dets for s in metric.finalize(stats)} == {160}
     notes = metric.notes(stats)
     assert "maxDets = 160" in notes[0] and "max(100" in notes[0]
     _assert_same(metric, stats, *coco_reference(gts, preds, scores, 160, RANGES))
@@ -107,6 +108,49 @@ def test_more_than_100_objects_default_max_dets_and_note():
     assert metric.aggregate(stats)["ar"] > r100[:, 0, 0].mean() + 0.1
     explicit = CocoAP(max_dets=2000, area_ranges=RANGES)
     assert "maxDets = 2000 (set explicitly)" in explicit.notes(explicit.sample_stats(gts, preds))[0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_max_dets_resolved_after_matching_equals_cutting_first(seed):
+    """Streaming images one by one (as scoring does) and cutting at finalize is exact."""
+    rng = np.random.default_rng(100 + seed)
+    # image 0: 120 ground-truth objects (sets maxDets); image 1: few objects but 150
+    # predictions, so the split-level cut (120) drops detections there but a per-image
+    # resolution (100) would drop more.
+    dense = np.kron(rng.permutation(np.arange(1, 121)).reshape(8, 15), np.ones((6, 5)))
+    dense = np.pad(dense.astype(np.int32), ((0, 8), (0, 0)))  # 56 x 75
+    sparse = np.zeros((56, 75), np.int32)
+    sparse[16:] = random_labels((40, 75), 8, rng)
+    clutter = sparse + np.where(sparse > 0, 200, 0)  # the true objects, found (ids + 200)
+    clutter.reshape(-1)[: 150 * 4] = np.repeat(np.arange(1, 151), 4)  # rows 0-7: clutter
+    gts = [dense, sparse, random_labels((56, 75), 5, rng)]
+    preds = [perturb(dense, rng, p_split=0.1, p_merge=0.1), clutter, perturb(gts[2], rng)]
+    scores = [random_scores(p, rng, ties=seed % 2 == 0) for p in preds]
+    # 105 clutter objects rank first, then the true ones: kept at maxDets 120, lost at 100
+    ids = np.unique(clutter[clutter > 0])
+    scores[1] = {int(i): 1.0 - int(i) / 1000 if i < 200 else 0.8945 for i in ids}
+    metric = CocoAP(area_ranges=RANGES)
+    streamed = metric.finalize(
+        [
+            metric.sample_stats([g], [p], [sc])[0]
+            for g, p, sc in zip(gts, preds, scores, strict=True)
+        ]
+    )
+    assert [s.max_dets for s in streamed] == [120, 120, 120]
+    assert streamed[1].n_pred_total > 120 and streamed[1].scores.size == 120
+    cut_first = CocoAP(max_dets=120, area_ranges=RANGES).sample_stats(gts, preds, scores)
+    for a, b in zip(streamed, cut_first, strict=True):
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.outcome, b.outcome)
+    _assert_same(metric, streamed, *coco_reference(gts, preds, scores, 120, RANGES))
+    assert all(a is b for a, b in zip(metric.finalize(streamed), streamed, strict=True))
+    # subsets (bootstrap, groups) keep the split-level cut instead of re-resolving to 100
+    alone = metric.aggregate(streamed[1:2])
+    ref = coco_reference(gts[1:2], preds[1:2], scores[1:2], 120, RANGES)
+    assert alone["ap"] == pytest.approx(ref[0][:, :, 0, 0][ref[0][:, :, 0, 0] > -1].mean())
+    assert alone["ap"] > 0.05  # the true objects count (after 100+ false positives)
+    own = metric.aggregate(metric.sample_stats(gts[1:2], preds[1:2], scores[1:2]))
+    assert own["ap"] == 0.0  # resolved on that image alone: maxDets 100 drops every true object
 
 
 def test_overlapping_masks_path_equals_cocoeval():
