@@ -27,8 +27,8 @@ test: $(VENV)/.test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.test
-	$(VENV)/bin/ruff check cellbench tests benchmarks baselines datasets
-	$(VENV)/bin/ruff format --check cellbench tests benchmarks baselines datasets
+	$(VENV)/bin/ruff check cellbench tests benchmarks baselines datasets setup.py
+	$(VENV)/bin/ruff format --check cellbench tests benchmarks baselines datasets setup.py
 
 bench: $(VENV)/.test
 	$(PY) -m pip install --quiet -e ".[test,bench]"
