@@ -554,6 +554,12 @@ def main(argv: list[str] | None = None) -> int:
         help="baseline folders whose configs are run and whose READMEs/results are written",
     )
     parser.add_argument(
+        "--check",
+        action="store_true",
+        help="smoke-test the selected runs on any device (CPU too): one short epoch of the "
+        "profile's config, then predict and score the test split; records nothing",
+    )
+    parser.add_argument(
         "--render-only",
         action="store_true",
         help="only rewrite the READMEs from the existing results files",
@@ -578,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         for folder in folders:
             render_readme(folder, profile)
         return 0
+    if args.check:
+        return check_runs(profile, selected, args.baselines, no_pretrained=args.no_pretrained)
     if profile.name == "gpu" and not torch.cuda.is_available():
         parser.error(
             "the gpu profile needs a CUDA device (torch.cuda.is_available() is False); "
@@ -613,6 +621,50 @@ def main(argv: list[str] | None = None) -> int:
             extra_args=extra_args,
         )
     return 0
+
+
+def check_runs(
+    profile: Profile, runs: list[Run], baselines: Path, *, no_pretrained: bool = False
+) -> int:
+    """Run each config for one short epoch, predict and score its test split; record nothing.
+
+    Catches what would waste a GPU job: configs the engine rejects, patch sizes a dataset
+    cannot serve, models that fail on its channels, predictions scoring rejects. Uses CUDA
+    when present, else the CPU (precision ``auto`` resolves to fp32 there).
+
+    Returns:
+        0 when every run passed, else 1 (each failure printed on one line).
+    """
+    import tempfile
+
+    failures = 0
+    for run in runs:
+        config_yaml = baselines / run.task / run.model / "config.yaml"
+        cfg = _merge(yaml.safe_load(config_yaml.read_text()), run.overrides)
+        if no_pretrained:
+            cfg = _merge(cfg, _no_pretrained(config_yaml))
+        short = {"epochs": 1, "samples_per_epoch": int(cfg.get("batch_size", 8))}
+        cfg = _merge(cfg, {**short, "workers": 0, "device": "auto", "dataset": run.dataset})
+        label = f"{run.model} on {run.dataset}"
+        started = time.perf_counter()
+        try:
+            store = _verified(run.dataset)
+            with tempfile.TemporaryDirectory(prefix="cellbench-check-") as tmp:
+                config = TrainConfig.from_dict(cfg, context=f"{label} ({profile.label})")
+                train(config, Path(tmp) / "run", store=store, progress=False)
+                preds = predict_split(Path(tmp) / "run", store, "test")
+                report = score(run.task, store, "test", preds, n_bootstrap=0)
+        except (Exception, SystemExit) as err:  # report every run, then fail
+            failures += 1
+            print(f"FAIL {label}: {type(err).__name__}: {err}", flush=True)
+            continue
+        print(
+            f"ok   {label}: 1 epoch of {short['samples_per_epoch']} samples, test "
+            f"{report.headline.name} {report.headline.value:.4f} "
+            f"({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+    return 1 if failures else 0
 
 
 def _nest(key: str, value: Any) -> dict[str, Any]:

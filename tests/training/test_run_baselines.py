@@ -107,3 +107,32 @@ def test_cpu_profile_trains_scores_records_renders_and_enters_one_baseline(
     assert entry["manifest"]["name"] == "unet (small CPU config)"
     assert entry["report"]["headline"]["value"] == s["test"]["headline"]
     assert [entry["report"]["headline"][k] for k in ("ci_low", "ci_high")] == [lo, hi]
+
+
+def test_check_smoke_tests_a_config_and_records_nothing(tmp_path, baseline_runner, capsys):
+    folder = tmp_path / "baselines" / "classification" / "resnet18"
+    shutil.copytree(REPO / "baselines" / "classification" / "resnet18", folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    args = ["--profile", "cpu", "--check", "--only", "resnet18"]
+    args += ["--baselines", str(tmp_path / "baselines")]
+    args += ["--leaderboards", str(tmp_path / "boards")]
+    threads = torch.get_num_threads()
+    try:
+        assert baseline_runner.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith(
+        "ok   resnet18 on synthetic-protein-localisation: 1 epoch of 32 samples, test "
+        "classification/macro_f1 "
+    )
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert not (tmp_path / "boards").exists()
+    # a config the engine rejects fails that run with one line, and the exit status says so
+    (folder / "config.yaml").write_text(
+        (folder / "config.yaml").read_text().replace("schedule: cosine", "schedule: linear")
+    )
+    assert baseline_runner.main(args) == 1
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("FAIL resnet18 on synthetic-protein-localisation: ValidationError")
+    assert "schedule" in line
