@@ -31,6 +31,7 @@ import json
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cellbench.envinfo import environment_report  # noqa: E402
-from cellbench.predictions import write_predictions  # noqa: E402
+from cellbench.predictions import digest_path, write_predictions  # noqa: E402
 from cellbench.registry import pull  # noqa: E402
 from cellbench.scoring import score  # noqa: E402
 from cellbench.submissions import add_report, load_manifest  # noqa: E402
@@ -54,6 +55,8 @@ from cellbench.training.inference import predict_split  # noqa: E402
 from cellbench.training.package import count_parameters  # noqa: E402
 
 PROFILES = ("gpu", "cpu")
+#: Tasks whose leaderboard pages draw error overlays from the entries' kept test predictions.
+OVERLAY_TASKS = ("instance-segmentation",)
 #: Model config keys that load ImageNet weights (``--no-pretrained`` sets them to ``none``).
 WEIGHT_KEYS = ("pretrained", "backbone_weights")
 
@@ -321,6 +324,11 @@ def run_one(
         if pred_path.exists():
             shutil.rmtree(pred_path)
         write_predictions(pred_path, test_preds)
+    predictions_uri = ""
+    if run.task in OVERLAY_TASKS:
+        predictions_uri = _keep_predictions(
+            test_preds, leaderboards, f"{store.id}@{store.version}/{run.task}/test", run, profile
+        )
     limited = " (stopped by the time limit)" if result.time_limited else ""
     manifest_path.write_text(
         yaml.safe_dump(
@@ -345,7 +353,12 @@ def run_one(
             sort_keys=False,
         )
     )
-    add_report(test_report, load_manifest(manifest_path), root=leaderboards, predictions_uri="")
+    add_report(
+        test_report,
+        load_manifest(manifest_path),
+        root=leaderboards,
+        predictions_uri=predictions_uri,
+    )
     record = {
         "task": run.task,
         "baseline": run.model,
@@ -375,6 +388,27 @@ def run_one(
         flush=True,
     )
     return record
+
+
+def _keep_predictions(
+    preds: Any, leaderboards: Path, board: str, run: Run, profile: Profile
+) -> str:
+    """Keep test predictions beside the board's entries; return their root-relative path.
+
+    The folder is named by the predictions' digest, so an entry always points at exactly
+    what it scored (a re-run writes a new folder); the copy is atomic.
+    """
+    leaderboards.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=leaderboards) as tmp:
+        staged = Path(tmp) / "predictions.zarr"
+        write_predictions(staged, preds)
+        digest = digest_path(staged)[:12]
+        rel = f"{board}/predictions/{run.model}-{profile.name}-{digest}.zarr"
+        dest = leaderboards / rel
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            staged.rename(dest)
+    return rel
 
 
 def _verified(dataset: str) -> Any:
@@ -635,8 +669,6 @@ def check_runs(
     Returns:
         0 when every run passed, else 1 (each failure printed on one line).
     """
-    import tempfile
-
     failures = 0
     for run in runs:
         config_yaml = baselines / run.task / run.model / "config.yaml"

@@ -123,7 +123,9 @@ class LeaderboardEntry:
         submission_sha256: Digest of the submitted file or directory (predictions or model).
         submitted: ISO-8601 UTC time the entry was created.
         predictions_uri: Where the scored predictions can be read again (used to draw error
-            overlays when publishing); empty if they were not kept.
+            overlays when publishing): a local path, or a path relative to the leaderboard
+            root for predictions kept beside the entries (``<board>/predictions/...``, as
+            the committed baselines do); empty if they were not kept.
         dataset_card: Snapshot of the dataset card fields in :data:`CARD_FIELDS`.
         schema_version: Version of this entry layout.
     """

@@ -9,7 +9,8 @@ error classes that scoring computed: ``details["per_image"][sample_id]`` of the 
 lacks them (older reports), the same metric is computed for that one image.
 
 Drawing needs the dataset store (``cellbench datasets pull``) and the entry's predictions at
-``predictions_uri``; when either is missing the page says so instead of drawing.
+``predictions_uri`` (a local path, or one relative to a local leaderboard root, which must stay
+inside it); when either is missing the page says so instead of drawing.
 """
 
 from __future__ import annotations
@@ -117,8 +118,27 @@ def _middle_plane(arr: np.ndarray, ndim: int) -> np.ndarray:
     return arr
 
 
+def predictions_path(uri: str, base: Path | None) -> Path | None:
+    """Local path of an entry's ``predictions_uri``, or None when it cannot be read here.
+
+    Relative URIs are resolved against ``base`` (the local leaderboard root) and must stay
+    inside it; without a base they are not resolved.
+    """
+    if not uri:
+        return None
+    path = Path(uri)
+    if not path.is_absolute():
+        if base is None:
+            return None
+        root = base.resolve()
+        path = (root / path).resolve()
+        if not path.is_relative_to(root):
+            return None
+    return path if path.exists() else None
+
+
 def render_overlays(
-    board: Leaderboard, folder: Path, top_k: int = 3
+    board: Leaderboard, folder: Path, top_k: int = 3, base: Path | None = None
 ) -> tuple[list[FigureRef], list[str]]:
     """Draw error overlays of the top entries on the test image where they err the most.
 
@@ -126,6 +146,7 @@ def render_overlays(
         board: An instance-segmentation leaderboard.
         folder: The board's output folder (PNGs go to ``plots/``).
         top_k: Number of entries drawn.
+        base: Local leaderboard root that relative ``predictions_uri`` values are read from.
 
     Returns:
         The figures and notes explaining anything that could not be drawn.
@@ -151,13 +172,15 @@ def render_overlays(
     chosen: list[tuple[str, LeaderboardEntry, Any]] = []
     for row in board.rows[:top_k]:
         for entry in row.replicates:
-            uri = entry.predictions_uri
-            if not uri or not Path(uri).exists():
+            path = predictions_path(entry.predictions_uri, base)
+            if path is None:
                 continue
             try:
-                preds = load_predictions(uri, key.task)
+                preds = load_predictions(path, key.task)
             except CellbenchError as err:
-                notes.append(f"{row.name}: predictions at {uri} unreadable ({err})")
+                notes.append(
+                    f"{row.name}: predictions at {entry.predictions_uri} unreadable ({err})"
+                )
                 continue
             chosen.append((row.name, entry, preds))
             break

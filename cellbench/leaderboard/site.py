@@ -210,7 +210,8 @@ def render_board(
     if overlays and key.task == "instance-segmentation":
         from cellbench.leaderboard.overlays import render_overlays
 
-        figs, why = render_overlays(board, folder, top_k=top_k)
+        base = Path(store.root) if store.local else None
+        figs, why = render_overlays(board, folder, top_k=top_k, base=base)
         figures += figs
         notes += why
 

@@ -4,7 +4,12 @@ from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
 from cellbench.leaderboard.entry import BoardKey
-from cellbench.leaderboard.overlays import classes_from_ids, n_errors, render_overlays
+from cellbench.leaderboard.overlays import (
+    classes_from_ids,
+    n_errors,
+    predictions_path,
+    render_overlays,
+)
 from cellbench.leaderboard.plots import ERROR_COLOURS, overlay_rgb
 from cellbench.leaderboard.ranking import rank_entries
 from cellbench.predictions import Prediction, PredictionWriter
@@ -89,6 +94,34 @@ def test_render_overlays_from_report_details(tmp_path):
     assert "missed 1" in fig.caption and "classes from report details" in fig.caption
     png = imread(tmp_path / "out" / fig.src)
     assert png.ndim == 3 and min(png.shape[:2]) > 200 and float(png[..., :3].std()) > 0.05
+
+
+def test_relative_predictions_uri_is_read_from_the_leaderboard_root_only(tmp_path):
+    card = {"id": "toy", "version": "1.0", "tasks": ["instance-segmentation"]}
+    store = build_store(toy_samples("instance-segmentation", n=8), tmp_path / "t.zarr", card)
+    import_store(store.path)
+    root = tmp_path / "boards"
+    kept = root / KEY.path / "predictions" / "leader.zarr"
+    kept.parent.mkdir(parents=True)
+    _predictions(store, kept, drop=None)
+    (tmp_path / "outside.zarr").mkdir()
+    assert predictions_path(f"{KEY.path}/predictions/leader.zarr", root) == kept.resolve()
+    assert predictions_path(f"{KEY.path}/predictions/leader.zarr", None) is None
+    assert predictions_path("../outside.zarr", root) is None  # may not leave the root
+    assert predictions_path(str(tmp_path / "outside.zarr"), root) == tmp_path / "outside.zarr"
+    assert predictions_path(f"{KEY.path}/predictions/missing.zarr", root) is None
+    assert predictions_path("", root) is None
+    leader = make_entry("leader", 0.9, checksum=store.checksum)
+    leader.predictions_uri = f"{KEY.path}/predictions/leader.zarr"
+    escape = make_entry("escape", 0.5, checksum=store.checksum)
+    escape.predictions_uri = "../outside.zarr"
+    board = rank_entries(KEY, [leader, escape])
+    figures, notes = render_overlays(board, tmp_path / "out", base=root)
+    assert len(figures) == 1 and "leader" in figures[0].caption
+    assert notes == ["escape: no error overlay (its predictions are not available here)"]
+    # without the root (e.g. a remote leaderboard) the relative path is not guessed
+    figures, notes = render_overlays(board, tmp_path / "out2")
+    assert figures == [] and len(notes) == 2
 
 
 def test_render_overlays_without_store_says_why(tmp_path):

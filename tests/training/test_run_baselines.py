@@ -136,3 +136,31 @@ def test_check_smoke_tests_a_config_and_records_nothing(tmp_path, baseline_runne
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith("FAIL resnet18 on synthetic-protein-localisation: ValidationError")
     assert "schedule" in line
+
+
+def test_instance_baseline_keeps_its_test_predictions_for_error_overlays(tmp_path, baseline_runner):
+    from cellbench.leaderboard.site import publish
+    from cellbench.predictions import digest_path
+
+    folder = tmp_path / "baselines" / "instance-segmentation" / "embedding-unet"
+    shutil.copytree(REPO / "baselines" / "instance-segmentation" / "embedding-unet", folder)
+    boards = tmp_path / "boards"
+    args = ["--profile", "cpu", "--only", "embedding-unet", "--set", "epochs=1"]
+    args += ["--set", "samples_per_epoch=16", "--baselines", str(tmp_path / "baselines")]
+    args += ["--out", str(tmp_path / "runs"), "--leaderboards", str(boards)]
+    threads = torch.get_num_threads()
+    try:
+        assert baseline_runner.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    board = "synthetic-nuclei@1.0/instance-segmentation/test"
+    (entry_file,) = (boards / board / "entries").glob("*.json")
+    uri = json.loads(entry_file.read_text())["predictions_uri"]
+    (kept,) = (boards / board / "predictions").glob("*.zarr")
+    assert uri == f"{board}/predictions/{kept.name}"  # relative to the leaderboard root
+    assert kept.name == f"embedding-unet-cpu-{digest_path(kept)[:12]}.zarr"
+    assert not list(boards.glob(".staging-*"))  # nothing half-written left behind
+    result = publish(boards, tmp_path / "site")
+    assert not any("no error overlay" in n for n in result.notes.get(board, []))
+    overlays = list((tmp_path / "site" / board / "plots").glob("overlay-*.png"))
+    assert len(overlays) == 1
