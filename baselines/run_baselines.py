@@ -79,6 +79,14 @@ class Run:
 
 
 SMALL_UNET = {"depth": 3, "base_channels": 16, "patch_size": [64, 64]}
+#: 30 epochs of 128 patches of 64 x 64 (the U-Net family's CPU schedule).
+SMALL_SCHEDULE = {
+    "epochs": 30,
+    "batch_size": 8,
+    "patch_size": [64, 64],
+    "samples_per_epoch": 128,
+    "early_stopping": 30,
+}
 
 #: Small overrides of the GPU configs for a 2-core CPU (synthetic datasets only).
 CPU_RUNS: list[Run] = [
@@ -101,11 +109,7 @@ CPU_RUNS: list[Run] = [
         "synthetic-nuclei",
         {
             "model": SMALL_UNET,
-            "epochs": 30,
-            "batch_size": 8,
-            "patch_size": [64, 64],
-            "samples_per_epoch": 128,
-            "early_stopping": 30,
+            **SMALL_SCHEDULE,
         },
     ),
     Run(
@@ -146,11 +150,7 @@ CPU_RUNS: list[Run] = [
         "synthetic-label-free",
         {
             "model": SMALL_UNET,
-            "epochs": 30,
-            "batch_size": 8,
-            "patch_size": [64, 64],
-            "samples_per_epoch": 128,
-            "early_stopping": 30,
+            **SMALL_SCHEDULE,
         },
     ),
     Run(
@@ -159,11 +159,7 @@ CPU_RUNS: list[Run] = [
         "synthetic-timelapse",
         {
             "model": {"detector_config": {**SMALL_UNET, "embedding_dim": 8}},
-            "epochs": 30,
-            "batch_size": 8,
-            "patch_size": [64, 64],
-            "samples_per_epoch": 128,
-            "early_stopping": 30,
+            **SMALL_SCHEDULE,
         },
     ),
 ]
