@@ -308,6 +308,7 @@ def run_one(
     test_report = type(test_report).from_dict(
         _scrub(test_report.to_dict(), str(out.resolve()), rel_out)
     )
+    test_preds.producer = _scrub(test_preds.producer, str(out.resolve()), rel_out)
     env = environment_report(include_torch=True)
     hardware = _hardware(profile, resolved)
     command = _command(profile, run, extra_args)

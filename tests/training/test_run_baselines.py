@@ -160,6 +160,8 @@ def test_instance_baseline_keeps_its_test_predictions_for_error_overlays(tmp_pat
     assert uri == f"{board}/predictions/{kept.name}"  # relative to the leaderboard root
     assert kept.name == f"embedding-unet-cpu-{digest_path(kept)[:12]}.zarr"
     assert not list(boards.glob(".staging-*"))  # nothing half-written left behind
+    for path in [entry_file, *kept.rglob("zarr.json")]:
+        assert str(tmp_path) not in path.read_text(), path  # no machine paths kept
     result = publish(boards, tmp_path / "site")
     assert not any("no error overlay" in n for n in result.notes.get(board, []))
     overlays = list((tmp_path / "site" / board / "plots").glob("overlay-*.png"))
