@@ -239,17 +239,20 @@ PROFILE = {
 
 
 def _hardware(profile: Profile, resolved: dict[str, Any]) -> str:
+    """What the run actually trained on (the device the engine resolved, not the profile)."""
     precision = resolved.get("precision", "?")
-    if profile.name == "gpu":
-        name = torch.cuda.get_device_name(0)
-        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    device = str(resolved.get("device", "cpu"))
+    if device.startswith("cuda"):
+        index = torch.device(device).index or 0
+        name = torch.cuda.get_device_name(index)
+        total = torch.cuda.get_device_properties(index).total_memory / 2**30
         return (
             f"1x {name} ({total:.0f} GiB), precision {precision}, "
             f"{resolved.get('workers', '?')} data-loader workers"
         )
     return (
         f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
-        f"torch threads (no GPU); small CPU config"
+        f"torch threads (no GPU); {profile.label}"
     )
 
 

@@ -109,6 +109,35 @@ def test_cpu_profile_trains_scores_records_renders_and_enters_one_baseline(
     assert [entry["report"]["headline"][k] for k in ("ci_low", "ci_high")] == [lo, hi]
 
 
+def test_gpu_results_accumulate_per_dataset_and_render_one_section_each(tmp_path, baseline_runner):
+    """The GPU records path, fed with the record of a real (CPU) run of the unet baseline."""
+    rb = baseline_runner
+    folder = tmp_path / "semantic-segmentation" / "unet"
+    shutil.copytree(REPO / "baselines" / "semantic-segmentation" / "unet", folder)
+    gpu = rb.PROFILE["gpu"]
+    cpu_block = rb.render_block(folder, rb.PROFILE["cpu"])
+    assert "GPU results: not yet measured." in rb.render_block(folder, gpu)
+    real = json.loads((folder / "results-cpu.json").read_text())
+    a = {**real, "dataset": "synthetic-nuclei@1.0", "profile": "gpu"}
+    b = {**real, "dataset": "dsb2018-stardist@1.0", "time_limited": True, "epochs_run": 7}
+    for record in (a, b, {**a, "train_wall_time_s": 12.0}):  # the last replaces the first
+        rb._store_record(folder, gpu, record)
+    runs = json.loads((folder / "results-gpu.json").read_text())["runs"]
+    assert [r["dataset"] for r in runs] == ["dsb2018-stardist@1.0", "synthetic-nuclei@1.0"]
+    assert runs[1]["train_wall_time_s"] == 12.0
+    assert rb.load_records(folder, gpu) == runs
+    rb.render_readme(folder, gpu)
+    readme = (folder / "README.md").read_text()
+    block = readme.split("<!-- gpu-results:begin -->")[1].split("<!-- gpu-results:end -->")[0]
+    assert "not yet measured" not in block
+    assert block.index("### dsb2018-stardist@1.0") < block.index("### synthetic-nuclei@1.0")
+    assert "Stopped by the time limit after 7 epochs." in block
+    assert "Training wall time 12 s" in block
+    test = real["splits"]["test"]
+    assert block.count(f"| test | {test['n']} | {test['headline']:.4f} ") == 2
+    assert cpu_block in readme  # the CPU section is untouched
+
+
 def test_check_smoke_tests_a_config_and_records_nothing(tmp_path, baseline_runner, capsys):
     folder = tmp_path / "baselines" / "classification" / "resnet18"
     shutil.copytree(REPO / "baselines" / "classification" / "resnet18", folder)
