@@ -274,13 +274,13 @@ def run_one(
     leaderboards: Path,
     *,
     baselines: Path,
-    extra: dict[str, Any],
+    sets: dict[str, Any],
+    no_pretrained: bool,
     extra_args: list[str],
 ) -> dict[str, Any]:
     """Train, score (train/val/test), record and enter one baseline; return its record."""
     folder = baselines / run.task / run.model
-    gpu_config = yaml.safe_load((folder / "config.yaml").read_text())
-    cfg = _merge(_merge(gpu_config, run.overrides), extra)
+    cfg, overrides = _run_config(folder, run, sets, no_pretrained)
     cfg = _merge(cfg, {**profile.forced, "dataset": run.dataset})
     config = TrainConfig.from_dict(cfg, context=f"{run.model} {profile.label}")
     store = _verified(run.dataset)
@@ -375,7 +375,7 @@ def run_one(
         "train_wall_time_s": round(train_s, 1),
         "hardware": hardware,
         "precision": resolved.get("precision"),
-        "config_overrides": _merge(run.overrides, extra),
+        "config_overrides": overrides,
         "command": command,
         "environment": {
             k: env[k] for k in ("cellbench", "python", "torch", "cuda", "numpy") if k in env
@@ -438,9 +438,9 @@ def _store_record(folder: Path, profile: Profile, record: dict[str, Any]) -> Non
     """Write the record, replacing an earlier one of the same dataset (runs accumulate)."""
     records = [r for r in load_records(folder, profile) if r["dataset"] != record["dataset"]]
     records = sorted([*records, record], key=lambda r: r["dataset"])
-    data: dict[str, Any] = records[0] if len(records) == 1 else {"runs": records}
-    if profile.name == "gpu":
-        data = {"runs": records}
+    # GPU results are always a list; a CPU file keeps its single-record form
+    single = profile.name == "cpu" and len(records) == 1
+    data: dict[str, Any] = records[0] if single else {"runs": records}
     path = folder / profile.results_file
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -547,9 +547,20 @@ def _commit() -> str:
     return code_revision()
 
 
-def _no_pretrained(config_yaml: Path) -> dict[str, Any]:
-    model = yaml.safe_load(config_yaml.read_text()).get("model", {})
-    return {"model": {k: "none" for k in WEIGHT_KEYS if k in model}}
+def _run_config(
+    folder: Path, run: Run, sets: dict[str, Any], no_pretrained: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's config and the overrides of ``config.yaml`` recorded next to its numbers.
+
+    Precedence: ``config.yaml`` < the profile's overrides < ``--no-pretrained`` < ``--set``.
+    """
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    overrides = run.overrides
+    if no_pretrained:
+        model = config.get("model", {})
+        overrides = _merge(overrides, {"model": {k: "none" for k in WEIGHT_KEYS if k in model}})
+    overrides = _merge(overrides, sets)
+    return _merge(config, overrides), overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -640,18 +651,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_pretrained:
         extra_args.append("--no-pretrained")
     for run in selected:
-        extra = sets
-        if args.no_pretrained:
-            extra = _merge(
-                _no_pretrained(args.baselines / run.task / run.model / "config.yaml"), sets
-            )
         run_one(
             profile,
             run,
             out,
             args.leaderboards,
             baselines=args.baselines,
-            extra=extra,
+            sets=sets,
+            no_pretrained=args.no_pretrained,
             extra_args=extra_args,
         )
     return 0
@@ -671,10 +678,7 @@ def check_runs(
     """
     failures = 0
     for run in runs:
-        config_yaml = baselines / run.task / run.model / "config.yaml"
-        cfg = _merge(yaml.safe_load(config_yaml.read_text()), run.overrides)
-        if no_pretrained:
-            cfg = _merge(cfg, _no_pretrained(config_yaml))
+        cfg, _ = _run_config(baselines / run.task / run.model, run, {}, no_pretrained)
         short = {"epochs": 1, "samples_per_epoch": int(cfg.get("batch_size", 8))}
         cfg = _merge(cfg, {**short, "workers": 0, "device": "auto", "dataset": run.dataset})
         label = f"{run.model} on {run.dataset}"

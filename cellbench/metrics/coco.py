@@ -610,7 +610,8 @@ class CocoAP(Metric[CocoImageStats]):
     def finalize(self, stats: Sequence[CocoImageStats]) -> list[CocoImageStats]:
         """Cut not-yet-cut images to ``max(100, largest ground-truth count)`` over ``stats``.
 
-        With an explicit ``max_dets`` (or already cut records) nothing changes.
+        Records already cut (an explicit ``max_dets`` cuts in ``sample_stats``) stay as they
+        are.
 
         Args:
             stats: Per-image records of every image scored together.
@@ -620,10 +621,7 @@ class CocoAP(Metric[CocoImageStats]):
         """
         if all(s.max_dets is not None for s in stats):
             return list(stats)
-        if self.max_dets is not None:
-            resolved = self.max_dets
-        else:
-            resolved = max(100, max((s.n_gt_total for s in stats), default=0))
+        resolved = max(100, max((s.n_gt_total for s in stats), default=0))
         return [s if s.max_dets is not None else s.cut(resolved) for s in stats]
 
     def _accumulate(self, stats: Sequence[CocoImageStats]) -> dict[str, np.ndarray]:

@@ -10,6 +10,14 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """The CPU profile sets torch's thread count for the process; give it back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU-only machine")
 def test_gpu_profile_is_refused_without_cuda_and_unknown_names_are_listed(capsys, baseline_runner):
     rb = baseline_runner
@@ -51,30 +59,10 @@ def test_cpu_profile_trains_scores_records_renders_and_enters_one_baseline(
     folder = tmp_path / "baselines" / "semantic-segmentation" / "unet"
     shutil.copytree(REPO / "baselines" / "semantic-segmentation" / "unet", folder)
     (folder / "results-cpu.json").unlink()
-    threads = torch.get_num_threads()
-    try:
-        code = rb.main(
-            [
-                "--profile",
-                "cpu",
-                "--only",
-                "unet",
-                "--baselines",
-                str(tmp_path / "baselines"),
-                "--out",
-                str(tmp_path / "runs"),
-                "--leaderboards",
-                str(tmp_path / "boards"),
-                "--set",
-                "epochs=2",
-                "--set",
-                "samples_per_epoch=16",
-                "--max-minutes",
-                "60",
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    args = ["--profile", "cpu", "--only", "unet", "--baselines", str(tmp_path / "baselines")]
+    args += ["--out", str(tmp_path / "runs"), "--leaderboards", str(tmp_path / "boards")]
+    args += ["--set", "epochs=2", "--set", "samples_per_epoch=16", "--max-minutes", "60"]
+    code = rb.main(args)
     assert code == 0
     record = json.loads((folder / "results-cpu.json").read_text())
     assert record["command"] == (
@@ -145,11 +133,7 @@ def test_check_smoke_tests_a_config_and_records_nothing(tmp_path, baseline_runne
     args = ["--profile", "cpu", "--check", "--only", "resnet18"]
     args += ["--baselines", str(tmp_path / "baselines")]
     args += ["--leaderboards", str(tmp_path / "boards")]
-    threads = torch.get_num_threads()
-    try:
-        assert baseline_runner.main(args) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert baseline_runner.main(args) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith(
         "ok   resnet18 on synthetic-protein-localisation: 1 epoch of 32 samples, test "
@@ -177,11 +161,7 @@ def test_instance_baseline_keeps_its_test_predictions_for_error_overlays(tmp_pat
     args = ["--profile", "cpu", "--only", "embedding-unet", "--set", "epochs=1"]
     args += ["--set", "samples_per_epoch=16", "--baselines", str(tmp_path / "baselines")]
     args += ["--out", str(tmp_path / "runs"), "--leaderboards", str(boards)]
-    threads = torch.get_num_threads()
-    try:
-        assert baseline_runner.main(args) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert baseline_runner.main(args) == 0
     board = "synthetic-nuclei@1.0/instance-segmentation/test"
     (entry_file,) = (boards / board / "entries").glob("*.json")
     uri = json.loads(entry_file.read_text())["predictions_uri"]
