@@ -919,6 +919,9 @@ class Trainer:
             if self.history:
                 self._plot(final=True)
             self._write_run_config(status, best, wall, started)
+        # Every rank leaves together, so none tears its process group down while another is
+        # still working (a gloo rank aborted at exit once, under load, without this).
+        dist.barrier()
         return RunResult(
             run_dir=self.run_dir,
             epochs_run=len(self.history),
