@@ -29,14 +29,8 @@ from typing import Any
 import yaml
 
 from cellbench.errors import CardError, DatasetNotFoundError
+from cellbench.tasks.registry import task_names
 
-TASKS = (
-    "classification",
-    "semantic-segmentation",
-    "instance-segmentation",
-    "tracking",
-    "augmented-microscopy",
-)
 PROVENANCE = ("manual", "automatic", "simulated", "mixed")
 _ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 REQUIRED_FIELDS = (
@@ -61,7 +55,7 @@ class DatasetCard:
         id: Short stable identifier (lowercase, digits, ``-``).
         version: Dataset version (semantic versioning recommended).
         title: Human-readable title.
-        tasks: Tasks the dataset serves (see :data:`TASKS`).
+        tasks: Tasks the dataset serves (see :func:`cellbench.tasks.task_names`).
         description: What the data shows and how it was acquired.
         license: SPDX identifier or license name, with a URL where useful.
         citation: How to cite the data (BibTeX or a full reference).
@@ -114,10 +108,11 @@ class DatasetCard:
         tasks = data.get("tasks", [])
         if isinstance(tasks, str):
             tasks = [tasks]
-        unknown = [t for t in tasks if t not in TASKS]
+        known = task_names()
+        unknown = [t for t in tasks if t not in known]
         if "tasks" in data and (not tasks or unknown):
             problems.append(
-                f"tasks {unknown or tasks!r} invalid; expected some of {', '.join(TASKS)}"
+                f"tasks {unknown or tasks!r} invalid; expected some of {', '.join(known)}"
             )
         annotation = data.get("annotation", {})
         if "annotation" in data and (

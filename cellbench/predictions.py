@@ -4,20 +4,10 @@ A :class:`PredictionSet` holds one :class:`Prediction` per sample of a dataset s
 task. It can live in memory (what training produces during validation), in the canonical
 on-disk format (a Zarr v3 group written atomically by :class:`PredictionWriter`, what
 ``cellbench predict`` writes and what a submission carries), or be read from the formats people
-already have (:func:`load_predictions` detects them):
-
-=========================  ================================================================
-task                       accepted on disk
-=========================  ================================================================
-classification             canonical Zarr; CSV ``sample_id,label[,score_<class>...]``
-                           (label as class index or class name)
-semantic-segmentation      canonical Zarr; folder of ``<sample_id>.tif`` class masks
-instance-segmentation      canonical Zarr; folder of ``<sample_id>.tif`` label images, with
-                           optional ``scores.csv`` (``sample_id,object_id,score``)
-tracking                   canonical Zarr; folder of Cell Tracking Challenge result folders
-                           ``<sample_id>_RES/`` (``mask###.tif`` + ``res_track.txt``)
-augmented-microscopy       canonical Zarr; folder of ``<sample_id>.tif`` images ``c[,z],y,x``
-=========================  ================================================================
+already have: :func:`load_predictions` opens the canonical set and hands any other path to the
+task, which reads its own formats (:attr:`cellbench.tasks.base.Task.prediction_formats`: a
+classification CSV, folders of TIFF masks or label images, Cell Tracking Challenge result
+folders, ...; ``cellbench score --help`` lists them).
 
 Canonical layout (predictions format 1)::
 
@@ -33,6 +23,7 @@ Canonical layout (predictions format 1)::
       samples/<id>/mask_scores     float64 (n,) scores of ``masks`` (instance, optional)
       samples/<id>/tracks          int64 (n, 4) track_id, start, end, parent (tracking)
       samples/<id>/image           float32 (c,[z,]y,x) predicted target (augmented microscopy)
+      samples/<id>/values/<name>   any further field a task defines (``Prediction.values``)
 
 Validation against the ground truth (shapes, dtypes, ids, NaN, label ranges, CTC rules) is
 declared by each task in :mod:`cellbench.tasks`, which lists every problem at once.
@@ -40,14 +31,12 @@ declared by each task in :mod:`cellbench.tasks`, which lists every problem at on
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +80,8 @@ class Prediction:
         tracks: ``(n, 4)`` int64 ``track_id, start, end, parent`` (tracking; CTC
             ``res_track.txt`` semantics).
         image: Predicted target image ``(c, [z,] y, x)`` (augmented microscopy).
+        values: Further fields defined by a task that the ones above do not cover (e.g. a
+            count per sample), by name; scalars or arrays.
     """
 
     sample_id: str
@@ -103,6 +94,7 @@ class Prediction:
     mask_scores: np.ndarray | None = None
     tracks: np.ndarray | None = None
     image: np.ndarray | None = None
+    values: dict[str, Any] = field(default_factory=dict)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Array fields that are set (excluding classification ``scores``)."""
@@ -221,6 +213,10 @@ class PredictionSet:
                     a = np.ascontiguousarray(arr)
                     h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
                     h.update(a.tobytes())
+            for name in sorted(p.values):
+                a = np.ascontiguousarray(p.values[name])
+                h.update(f"values/{name}:{a.dtype.str}:{a.shape}".encode())
+                h.update(a.tobytes())
         return h.hexdigest()
 
 
@@ -352,7 +348,9 @@ class PredictionWriter:
             self._labels.append(int(prediction.label))
         if prediction.scores is not None:
             self._scores.append(np.asarray(prediction.scores, dtype=np.float32))
-        for name, arr in prediction.arrays().items():
+        arrays = dict(prediction.arrays())
+        arrays.update({f"values/{k}": np.asarray(v) for k, v in prediction.values.items()})
+        for name, arr in arrays.items():
             arr = np.ascontiguousarray(arr)
             chunks = _chunks(arr.shape)
             z = self._root.create_array(
@@ -467,6 +465,9 @@ def _open_canonical(path: Path) -> PredictionSet:
             for name in _ARRAY_FIELDS:
                 if name in group:
                     setattr(p, name, np.asarray(group[name][...]))
+            if "values" in group:
+                values = group["values"]
+                p.values = {k: np.asarray(values[k][...]) for k in sorted(values.array_keys())}
         return p
 
     return PredictionSet(
@@ -481,85 +482,30 @@ def _open_canonical(path: Path) -> PredictionSet:
     )
 
 
-def _read_classification_csv(path: Path, class_names: Sequence[str] | None) -> PredictionSet:
-    problems: list[str] = []
-    preds: list[Prediction] = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        if "sample_id" not in header or "label" not in header:
-            raise ValidationError(
-                [f"CSV header must contain 'sample_id' and 'label' (found {header})"], str(path)
-            )
-        score_cols = [c for c in header if c.startswith("score_")]
-        if class_names and score_cols:
-            expected = [f"score_{c}" for c in class_names]
-            by_index = [f"score_{i}" for i in range(len(class_names))]
-            if score_cols not in (expected, by_index):
-                problems.append(
-                    f"score columns {score_cols} must be {expected} or {by_index} in order"
-                )
-        names = {c: i for i, c in enumerate(class_names or [])}
-        for line_no, row in enumerate(reader, start=2):
-            raw = (row.get("label") or "").strip()
-            if raw in names:
-                label = names[raw]
-            elif re.fullmatch(r"-?\d+", raw):
-                label = int(raw)
-            else:
-                problems.append(
-                    f"line {line_no}: label {raw!r} is neither a class index nor a class name"
-                )
-                continue
-            scores = None
-            if score_cols:
-                try:
-                    scores = np.array([float(row[c]) for c in score_cols], dtype=np.float32)
-                except (TypeError, ValueError):
-                    problems.append(f"line {line_no}: scores must be numbers")
-                    continue
-            preds.append(Prediction(sample_id=row["sample_id"].strip(), label=label, scores=scores))
-    if problems:
-        raise ValidationError(problems, context=str(path))
-    pset = PredictionSet.from_predictions("classification", preds)
-    pset.source = path
-    return pset
+def read_image_folder(
+    path: Path,
+    task: str,
+    field: str,
+    finish: Callable[[Prediction], Prediction] | None = None,
+) -> PredictionSet:
+    """A lazily read folder of ``<sample_id>.tif`` images, one prediction field per file.
 
+    The reader tasks share for their TIFF folders (class masks, label images, target images).
 
-def _read_scores_csv(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    table: dict[str, tuple[list[int], list[float]]] = {}
-    problems = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        need = {"sample_id", "object_id", "score"}
-        if not need <= set(reader.fieldnames or []):
-            raise ValidationError(
-                [f"header must be sample_id,object_id,score (found {reader.fieldnames})"],
-                str(path),
-            )
-        for line_no, row in enumerate(reader, start=2):
-            try:
-                oid, score = int(row["object_id"]), float(row["score"])
-            except (TypeError, ValueError):
-                problems.append(f"line {line_no}: object_id must be an int and score a number")
-                continue
-            ids, scores = table.setdefault(row["sample_id"].strip(), ([], []))
-            ids.append(oid)
-            scores.append(score)
-    if problems:
-        raise ValidationError(problems, context=str(path))
-    return {k: (np.asarray(v[0], np.int64), np.asarray(v[1], np.float64)) for k, v in table.items()}
+    Args:
+        path: The folder.
+        task: Task name recorded in the set.
+        field: The :class:`Prediction` field each image fills (``mask``, ``image``).
+        finish: Called on each prediction after reading (e.g. to attach object scores).
 
-
-def _read_tiff_folder(path: Path, task: str) -> PredictionSet:
+    Raises:
+        ValidationError: If the folder holds no TIFF.
+    """
     import tifffile
 
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
     if not files:
         raise ValidationError([f"no <sample_id>.tif files found for task {task}"], str(path))
-    scores = {}
-    if task == "instance-segmentation" and (path / "scores.csv").is_file():
-        scores = _read_scores_csv(path / "scores.csv")
     by_id = {f.stem: f for f in files}
 
     def load(sid: str) -> Prediction:
@@ -567,30 +513,10 @@ def _read_tiff_folder(path: Path, task: str) -> PredictionSet:
             warnings.simplefilter("ignore")
             data = tifffile.imread(by_id[sid])
         p = Prediction(sample_id=sid)
-        if task == "augmented-microscopy":
-            p.image = data
-        else:
-            p.mask = data
-        if sid in scores:
-            p.object_ids, p.object_scores = scores[sid]
-        return p
+        setattr(p, field, data)
+        return finish(p) if finish is not None else p
 
     return PredictionSet(task=task, source=path, _loader=load, _ids=list(by_id))
-
-
-def _read_ctc_folder(path: Path) -> PredictionSet:
-    from cellbench.ingest.ctc import read_ctc_result
-
-    folders = sorted(p for p in path.iterdir() if p.is_dir() and p.name.endswith("_RES"))
-    if not folders:
-        raise ValidationError(["no <sample_id>_RES folders found for task tracking"], str(path))
-    by_id = {f.name[: -len("_RES")]: f for f in folders}
-
-    def load(sid: str) -> Prediction:
-        seq = read_ctc_result(by_id[sid])
-        return Prediction(sample_id=sid, mask=seq.labels, tracks=seq.tracks)
-
-    return PredictionSet(task="tracking", source=path, _loader=load, _ids=list(by_id))
 
 
 def load_predictions(
@@ -626,20 +552,6 @@ def load_predictions(
             ["not a canonical prediction set; say which task the files are for (--task)"],
             str(path),
         )
-    if path.is_file() and path.suffix.lower() == ".csv" and task == "classification":
-        return _read_classification_csv(path, class_names)
-    if path.is_dir() and task == "tracking":
-        return _read_ctc_folder(path)
-    if path.is_dir() and task in (
-        "semantic-segmentation",
-        "instance-segmentation",
-        "augmented-microscopy",
-    ):
-        return _read_tiff_folder(path, task)
-    raise ValidationError(
-        [
-            f"cannot read {'file' if path.is_file() else 'folder'} as {task} predictions "
-            "(see `cellbench score --help` for accepted formats)"
-        ],
-        str(path),
-    )
+    from cellbench.tasks import get_task
+
+    return get_task(task).read_predictions(path, class_names)

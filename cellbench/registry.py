@@ -213,6 +213,23 @@ def load(ref: str, catalog: Catalog | None = None) -> DatasetStore:
     return DatasetStore.open(path)
 
 
+def open_dataset(dataset: DatasetStore | str | os.PathLike[str]) -> DatasetStore:
+    """Open a dataset given as a store, a store path, or ``id[@version]`` (pulled/imported).
+
+    The one resolver that training, inference and scoring use: an existing path wins, anything
+    else is looked up with :func:`load`.
+
+    Raises:
+        DatasetNotFoundError: If it is neither a store path nor a pulled or imported dataset.
+    """
+    if isinstance(dataset, DatasetStore):
+        return dataset
+    path = Path(dataset).expanduser()
+    if path.exists():
+        return DatasetStore.open(path)
+    return load(str(dataset))
+
+
 def verify(ref: str, progress: bool = False) -> list[str]:
     """Recompute every checksum of a pulled/imported store; one line per problem."""
     return load(ref).verify(progress=progress)

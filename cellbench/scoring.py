@@ -1,11 +1,12 @@
-"""Score predictions against a dataset split: the one driver function of evaluation.
+"""Score predictions against a dataset split: the driver of evaluation, in two steps.
 
-``score(task, dataset, split, predictions)`` streams over the split one sample at a time:
-it loads the ground truth and the prediction, validates the prediction (every problem is
-collected; nothing is reported if any is found) and reduces both to each metric's per-sample
-sufficient statistics. Values for the whole split, for every metadata group and for bootstrap
-resamples are then obtained by re-aggregating those statistics, never by recomputing overlaps.
-Memory therefore stays at one sample's arrays plus the small statistics.
+:func:`collect` streams over the split one sample at a time: it loads the ground truth and the
+prediction, validates the prediction with the task's output check (every problem is collected;
+nothing is reported if any is found) and reduces both to each metric's per-sample sufficient
+statistics. :func:`summarise` then obtains the values for the whole split, for every metadata
+group and for bootstrap resamples by re-aggregating those statistics, never by recomputing
+overlaps, and stamps the report with provenance. Memory therefore stays at one sample's arrays
+plus the small statistics. :func:`score` is the two in a row.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +27,7 @@ from cellbench.metrics.base import Metric
 from cellbench.predictions import PredictionSet, load_predictions
 from cellbench.report import GroupScores, Headline, Provenance, ScoreReport
 from cellbench.store.zarr_store import DatasetStore
+from cellbench.tasks.base import Task
 
 
 def _key(metric: Metric, value: str) -> str:
@@ -97,33 +100,61 @@ def coverage_problems(ids: Sequence[str], predicted: set[str], split: str) -> li
     return out
 
 
-def score(
-    task: str,
-    dataset: DatasetStore | str,
+@dataclass
+class Collected:
+    """What :func:`collect` gathered from one pass over a split: the input of :func:`summarise`.
+
+    Attributes:
+        task: The task's declaration.
+        store: The dataset.
+        split: Split scored.
+        predictions: The prediction set.
+        metrics: The task's metric suite for this split.
+        stats: Per metric name, the per-sample statistics (finalised over the split), in the
+            order of :attr:`sample_ids`.
+        sample_ids: Samples scored, in the split's table order.
+        seconds: Time the collection took.
+    """
+
+    task: Task
+    store: DatasetStore
+    split: str
+    predictions: PredictionSet
+    metrics: list[Metric]
+    stats: dict[str, list[Any]]
+    sample_ids: list[str]
+    seconds: float = 0.0
+
+
+def collect(
+    task: str | Task,
+    dataset: DatasetStore | str | os.PathLike[str],
     split: str,
     predictions: PredictionSet | str | os.PathLike[str],
     *,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    groups: Sequence[str] | None = None,
-    ci_level: float = 0.95,
     progress: bool = False,
-) -> ScoreReport:
-    """Score predictions of one task on one split of a dataset version.
+    check_recorded: bool = True,
+) -> Collected:
+    """Stream over a split once: read, validate and reduce every sample to its statistics.
+
+    Each sample's ground truth and prediction are loaded, the prediction is validated by the
+    task (every problem of every sample is collected), and, while no problem was found, reduced
+    to each metric's per-sample sufficient statistics. Memory stays at one sample's arrays plus
+    the small statistics. Submissions call this directly, so a prediction submission reads the
+    ground truth once.
 
     Args:
-        task: Task name (see :func:`cellbench.tasks.get_task`).
-        dataset: An opened store, or ``id[@version]`` of a pulled/imported dataset.
-        split: Split to score (``test`` for leaderboards, ``val`` during training).
+        task: Task name or declaration (see :func:`cellbench.tasks.get_task`).
+        dataset: An opened store, a store path, or ``id[@version]`` of a pulled/imported
+            dataset.
+        split: Split to score.
         predictions: A prediction set, or a path :func:`load_predictions` can read.
-        n_bootstrap: Bootstrap resamples for the headline CI (0 to skip, e.g. in training).
-        seed: Seed of the bootstrap.
-        groups: Metadata columns to report per group (default: the task's choice).
-        ci_level: Coverage of the confidence interval.
         progress: Show a progress bar over samples.
+        check_recorded: Compare the dataset and version recorded in the predictions with the
+            store's (submissions compare them with the manifest instead).
 
     Returns:
-        The :class:`ScoreReport`.
+        The :class:`Collected` statistics.
 
     Raises:
         ValidationError: Listing every problem of the predictions (nothing is scored then).
@@ -131,12 +162,12 @@ def score(
     """
     from tqdm.auto import tqdm
 
-    from cellbench.registry import load
+    from cellbench.registry import open_dataset
     from cellbench.tasks import get_task
 
     started = time.perf_counter()
-    spec = get_task(task)
-    store = load(dataset) if isinstance(dataset, str) else dataset
+    spec = task if isinstance(task, Task) else get_task(task)
+    store = open_dataset(dataset)
     spec.check_dataset(store)
     if not isinstance(predictions, PredictionSet):
         predictions = load_predictions(
@@ -146,9 +177,13 @@ def score(
     if predictions.task != spec.name:
         raise ValidationError([f"predictions are for task {predictions.task!r}"], where)
     problems: list[str] = []
-    if predictions.dataset and predictions.dataset != store.id:
+    if check_recorded and predictions.dataset and predictions.dataset != store.id:
         problems.append(f"predictions were made for dataset {predictions.dataset!r}")
-    if predictions.dataset_version and predictions.dataset_version != store.version:
+    if (
+        check_recorded
+        and predictions.dataset_version
+        and predictions.dataset_version != store.version
+    ):
         problems.append(
             f"predictions were made for version {predictions.dataset_version!r}, "
             f"scoring version {store.version!r}"
@@ -182,13 +217,53 @@ def score(
             continue
         if problems:
             continue  # keep validating, but stop computing once the run cannot be reported
-        for m, s in zip(metrics, spec.sample_stats_all(metrics, sid, truth, pred), strict=True):
+        for m, s in zip(metrics, spec.sample_stats(metrics, sid, truth, pred), strict=True):
             stats[m.name].append(s)
         scored.append(sid)
     if problems:
         raise ValidationError(problems, context=where)
     # split-level decisions (e.g. COCO maxDets) before any aggregation, bootstrap or grouping
     stats = {m.name: m.finalize(stats[m.name]) for m in metrics}
+    return Collected(
+        task=spec,
+        store=store,
+        split=split,
+        predictions=predictions,
+        metrics=metrics,
+        stats=stats,
+        sample_ids=scored,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def summarise(
+    collected: Collected,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+    ci_level: float = 0.95,
+) -> ScoreReport:
+    """Reduce collected statistics to a report: values, bootstrap interval, groups, provenance.
+
+    Every value comes from re-aggregating the per-sample statistics (never from recomputing
+    overlaps), so groups and bootstrap resamples are exact and cheap.
+
+    Args:
+        collected: What :func:`collect` returned.
+        n_bootstrap: Bootstrap resamples for the headline CI (0 to skip, e.g. in training).
+        seed: Seed of the bootstrap.
+        groups: Metadata columns to report per group (default: the task's choice).
+        ci_level: Coverage of the confidence interval.
+
+    Raises:
+        ValidationError: If a requested group column does not exist.
+    """
+    started = time.perf_counter()
+    spec, store, split = collected.task, collected.store, collected.split
+    metrics, stats, scored = collected.metrics, collected.stats, collected.sample_ids
+    predictions = collected.predictions
+    where = f"predictions for {store.id}@{store.version} split {split!r}"
 
     report_metrics: dict[str, float] = {}
     directions: dict[str, str] = {}
@@ -273,6 +348,7 @@ def score(
     from cellbench.envinfo import environment_report
 
     env = environment_report(include_torch=False)
+    seconds = collected.seconds + time.perf_counter() - started
     provenance = Provenance(
         cellbench_version=__version__,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -280,7 +356,7 @@ def score(
         predictions_sha256=predictions.sha256(),
         environment={k: env[k] for k in ("python", "numpy", "zarr") if k in env},
         extra={
-            "scoring_seconds": round(time.perf_counter() - started, 3),
+            "scoring_seconds": round(seconds, 3),
             "predictions_source": str(predictions.source) if predictions.source else "",
             "producer": predictions.producer,
             "task": spec.describe(),
@@ -299,6 +375,47 @@ def score(
         results=results,
         notes=notes,
         provenance=provenance,
+    )
+
+
+def score(
+    task: str | Task,
+    dataset: DatasetStore | str | os.PathLike[str],
+    split: str,
+    predictions: PredictionSet | str | os.PathLike[str],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+    ci_level: float = 0.95,
+    progress: bool = False,
+) -> ScoreReport:
+    """Score predictions of one task on one split of a dataset version.
+
+    :func:`collect` then :func:`summarise`.
+
+    Args:
+        task: Task name or declaration (see :func:`cellbench.tasks.get_task`).
+        dataset: An opened store, a store path, or ``id[@version]`` of a pulled/imported
+            dataset.
+        split: Split to score (``test`` for leaderboards, ``val`` during training).
+        predictions: A prediction set, or a path :func:`load_predictions` can read.
+        n_bootstrap: Bootstrap resamples for the headline CI (0 to skip, e.g. in training).
+        seed: Seed of the bootstrap.
+        groups: Metadata columns to report per group (default: the task's choice).
+        ci_level: Coverage of the confidence interval.
+        progress: Show a progress bar over samples.
+
+    Returns:
+        The :class:`ScoreReport`.
+
+    Raises:
+        ValidationError: Listing every problem of the predictions (nothing is scored then).
+        CellbenchError: If the dataset does not serve the task.
+    """
+    collected = collect(task, dataset, split, predictions, progress=progress)
+    return summarise(
+        collected, n_bootstrap=n_bootstrap, seed=seed, groups=groups, ci_level=ci_level
     )
 
 

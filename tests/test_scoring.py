@@ -15,7 +15,7 @@ from cellbench.predictions import Prediction, PredictionSet, write_predictions
 from cellbench.registry import pull
 from cellbench.report import ScoreReport
 from cellbench.scoring import bootstrap_ci, score
-from cellbench.tasks import TASKS, get_task
+from cellbench.tasks import get_task, task_names
 
 SMALL = {
     "synthetic-nuclei": {"n_images": 12},
@@ -252,7 +252,7 @@ def test_dataset_must_serve_the_task():
         score("tracking", store, "test", PredictionSet.from_predictions("tracking", []))
     with pytest.raises(CellbenchError, match="unknown task 'segmentation'"):
         get_task("segmentation")
-    assert set(TASKS) == set(TASK_DATA)
+    assert set(task_names()) == set(TASK_DATA)
 
 
 def test_cli_score_writes_report_only_when_valid(tmp_path):

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cellbench.catalog import TASKS
+from cellbench.tasks import task_names
 from cellbench.errors import StoreError
 
 
@@ -225,7 +225,7 @@ def export(
 @click.option("--version", default=None, help="Dataset version of the imported store.")
 @click.option(
     "--task",
-    type=click.Choice(list(TASKS)),
+    type=click.Choice(list(task_names())),
     default=None,
     help="Task of a foreign Hugging Face dataset (turns on column mapping).",
 )

@@ -186,8 +186,11 @@ def render_board(
         labels = ", ".join(b.split("/", 1)[-1] for b in drawn)
         figures.append(FigureRef("curves", name, f"{family}: {labels} versus threshold", family))
 
-    if key.task in ("classification", "semantic-segmentation"):
-        unit = "pixel counts" if key.task == "semantic-segmentation" else "counts"
+    from cellbench.tasks import get_task
+
+    task = get_task(key.task)
+    unit = task.confusion_unit
+    if unit is not None:
         for row in board.rows[:top_k]:
             entry = row.replicates[0]
             found = find_confusion(entry)
@@ -207,11 +210,9 @@ def render_board(
                 )
             )
 
-    if overlays and key.task == "instance-segmentation":
-        from cellbench.leaderboard.overlays import render_overlays
-
+    if overlays:
         base = Path(store.root) if store.local else None
-        figs, why = render_overlays(board, folder, top_k=top_k, base=base)
+        figs, why = task.board_pictures(board, folder, top_k=top_k, base=base)
         figures += figs
         notes += why
 

@@ -144,7 +144,7 @@ from datasets import (
 )
 
 from cellbench._version import __version__
-from cellbench.catalog import TASKS
+from cellbench.tasks import task_names
 from cellbench.errors import (
     CellbenchError,
     ChecksumError,
@@ -1415,13 +1415,13 @@ class ColumnMapping:
     def problems(self) -> list[str]:
         """Every problem of the mapping itself (empty when valid)."""
         out = []
-        usable = [t for t in TASKS if t != "tracking"]
+        usable = [t for t in task_names() if t != "tracking"]
         if self.task == "tracking":
             out.append(
                 "task 'tracking' cannot be imported from a foreign dataset (no standard track "
                 "table column); build a cellbench store with an ingester instead"
             )
-        elif self.task not in TASKS:
+        elif self.task not in task_names():
             out.append(f"task {self.task!r} is not one of {', '.join(usable)} (--task)")
         if not _ID_PATTERN.fullmatch(self.dataset_id or ""):
             out.append(

@@ -27,7 +27,7 @@ from cellbench.leaderboard.entry import LeaderboardEntry, card_snapshot
 from cellbench.leaderboard.store import LeaderboardStore
 from cellbench.predictions import PredictionSet, digest_path, load_predictions, write_predictions
 from cellbench.report import ScoreReport
-from cellbench.scoring import coverage_problems
+from cellbench.scoring import Collected, collect, coverage_problems, summarise
 from cellbench.store.cache import cellbench_home
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.submissions.manifest import (
@@ -38,7 +38,6 @@ from cellbench.submissions.manifest import (
 )
 from cellbench.submissions.measure import ResourceMonitor, ResourceUsage
 from cellbench.submissions.runners import (
-    RUNNABLE_TASKS,
     OnnxModel,
     TorchScriptModel,
     normalise,
@@ -54,6 +53,7 @@ from cellbench.submissions.safety import (
     package_problems,
     torchscript_problems,
 )
+from cellbench.tasks import get_task, task_names
 
 
 @dataclass
@@ -114,16 +114,11 @@ def task_problems(
 ) -> list[str]:
     """Problems of a prediction set against the task's schema and the ground truth.
 
-    Uses the task's own declaration (:func:`cellbench.tasks.get_task`): its ``validate`` when
-    it has one, else its per-sample ``validate_sample`` on every predicted sample of the split,
-    plus missing and extra samples. Checks shapes, dtypes, frame counts, NaN and label ranges.
+    Uses the task's own output check (:meth:`cellbench.tasks.base.Task.validate_sample`) on
+    every predicted sample of the split, plus missing and extra samples. Checks shapes, dtypes,
+    frame counts, NaN and label ranges.
     """
-    from cellbench.tasks import get_task
-
     spec = get_task(task)
-    validate = getattr(spec, "validate", None)
-    if callable(validate):
-        return list(validate(store, split, predictions))
     ids = store.sample_ids(split)
     predicted = set(predictions.sample_ids)
     problems = coverage_problems(ids, predicted, split)
@@ -132,19 +127,6 @@ def task_problems(
             truth = spec.ground_truth(store, sid)
             problems += spec.validate_sample(store, sid, truth, predictions.get(sid))
     return problems
-
-
-def _score(
-    task: str,
-    store: DatasetStore,
-    split: str,
-    predictions: PredictionSet,
-    n_bootstrap: int,
-    seed: int,
-) -> ScoreReport:
-    from cellbench.scoring import score
-
-    return score(task, store, split, predictions, n_bootstrap=n_bootstrap, seed=seed)
 
 
 def device_problems(device: str) -> list[str]:
@@ -217,8 +199,7 @@ def run_convention_model(
         model = OnnxModel(path, onnx_info, device, limits)
         n_params = _onnx_parameter_count(path)
         runtime_info = {"runtime": "onnxruntime", "providers": ",".join(model.providers)}
-    table = "semantic" if task == "semantic-segmentation" else "label"
-    n_classes = len(store.class_names(table))
+    n_classes = len(get_task(task).class_names(store))
     cuda = manifest.kind == "torchscript" and device.startswith("cuda")
     producer = {"kind": manifest.kind, "submission": manifest.name, **runtime_info}
     writer = PredictionWriter(out, task, store.id, store.version, split, producer)
@@ -340,9 +321,11 @@ def evaluate_submission(
     split = fields.get("split", "test")
     predictions: PredictionSet | None = None
     onnx_info: OnnxInfo | None = None
-    if sub_path is not None and kind == "predictions" and task:
+    spec = get_task(task) if task in task_names() else None
+    collected: Collected | None = None
+    if sub_path is not None and kind == "predictions" and spec is not None:
         try:
-            classes = store.class_names("label") if store is not None else None
+            classes = spec.class_names(store) if store is not None else None
             predictions = load_predictions(sub_path, task, class_names=classes or None)
         except ValidationError as err:
             problems += [f"predictions: {p}" for p in err.problems]
@@ -356,13 +339,15 @@ def evaluate_submission(
                 if got and want and got != want:
                     problems.append(f"predictions: recorded {name} {got!r} != manifest {want!r}")
             # The ground truth is usable when the dataset serves this task and split; then the
-            # prediction problems are listed together with any manifest problems.
+            # prediction problems are listed together with any manifest problems. The same
+            # pass computes the statistics scored below (the ground truth is read once).
             if store is not None and task in store.tasks and split in store.splits:
-                problems += [
-                    f"predictions: {p}" for p in task_problems(task, store, split, predictions)
-                ]
+                try:
+                    collected = collect(spec, store, split, predictions, check_recorded=False)
+                except ValidationError as err:
+                    problems += [f"predictions: {p}" for p in err.problems]
     elif sub_path is not None and kind in ("torchscript", "onnx", "safetensors"):
-        if kind in CONVENTION_KINDS and task and task not in RUNNABLE_TASKS:
+        if kind in CONVENTION_KINDS and spec is not None and not spec.accepts_models:
             problems.append(f"kind: cellbench does not run {kind} models for task {task!r}")
         static, onnx_info = _static_model_problems(fields, sub_path, store, limits)
         problems += static
@@ -397,11 +382,15 @@ def evaluate_submission(
             shutil.rmtree(pred_path, ignore_errors=True)
             raise
         predictions = load_predictions(pred_path, task)
-        found = task_problems(task, store, split, predictions)
-        if found:
-            raise ValidationError([f"model predictions: {p}" for p in found], context=context)
+        try:
+            collected = collect(task, store, split, predictions)
+        except ValidationError as err:
+            raise ValidationError(
+                [f"model predictions: {p}" for p in err.problems], context=context
+            ) from None
 
-    report = _score(task, store, split, predictions, n_bootstrap, seed)
+    assert collected is not None
+    report = summarise(collected, n_bootstrap=n_bootstrap, seed=seed)
     prov = report.provenance
     prov.created = prov.created or _now()
     prov.dataset_checksum = prov.dataset_checksum or store.checksum

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from cellbench.catalog import TASKS
+from cellbench.tasks import get_task, task_names
 from cellbench.errors import ValidationError
 from cellbench.leaderboard.entry import manifest_digest
 from cellbench.leaderboard.formatting import safe_url
@@ -281,8 +281,8 @@ def manifest_problems(data: Any) -> tuple[list[str], dict[str, Any]]:
     out["notes"] = text("notes", required=False)
 
     out["task"] = text("task")
-    if out["task"] and out["task"] not in TASKS:
-        problems.append(f"task: {out['task']!r} is not one of {', '.join(TASKS)}")
+    if out["task"] and out["task"] not in task_names():
+        problems.append(f"task: {out['task']!r} is not one of {', '.join(task_names())}")
 
     ref = text("dataset")
     out["dataset"], out["dataset_version"] = "", ""
@@ -302,10 +302,16 @@ def manifest_problems(data: Any) -> tuple[list[str], dict[str, Any]]:
     out["kind"] = text("kind")
     if out["kind"] and out["kind"] not in KINDS:
         problems.append(f"kind: {out['kind']!r} is not one of {', '.join(KINDS)}")
-    if out["task"] == "tracking" and out["kind"] in ("torchscript", "onnx", "safetensors"):
+    if (
+        out["task"] in task_names()
+        and not get_task(out["task"]).accepts_models
+        and out["kind"] in ("torchscript", "onnx", "safetensors")
+    ):
+        spec = get_task(out["task"])
+        formats = "; ".join(("a canonical prediction set", *spec.prediction_formats))
         problems.append(
-            "kind: tracking submissions are accepted as predictions only (CTC result folders "
-            "or a canonical prediction set); cellbench does not run tracking models"
+            f"kind: {spec.name} submissions are accepted as predictions only ({formats}); "
+            f"cellbench does not run {spec.name} models"
         )
     out["submission"] = text("submission")
 

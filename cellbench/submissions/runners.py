@@ -33,6 +33,9 @@ Outputs (the first output, and an optional second, by task)
     tracking                  not run: tracking is accepted as predictions only
     ========================  ==========================================================
 
+    Each task implements its row (:meth:`cellbench.tasks.base.Task.outputs_to_prediction`);
+    a task whose ``accepts_models`` is false takes predictions only.
+
 Spatial output shapes must equal the input's. Anything else is refused with one line naming the
 sample, the output and the expected shape.
 """
@@ -54,13 +57,6 @@ from cellbench.submissions.safety import (
     OnnxInfo,
     graph_op_problems,
     onnx_runtime_shape_problems,
-)
-
-RUNNABLE_TASKS = (
-    "classification",
-    "semantic-segmentation",
-    "instance-segmentation",
-    "augmented-microscopy",
 )
 
 
@@ -93,12 +89,6 @@ def normalise(image: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
     return ((x - lo.reshape(shape).astype(np.float32)) / scale.reshape(shape)).astype(np.float32)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max()
-    e = np.exp(z)
-    return e / e.sum()
-
-
 def postprocess(
     task: str,
     sample_id: str,
@@ -107,6 +97,9 @@ def postprocess(
     n_classes: int = 0,
 ) -> tuple[Prediction | None, list[str]]:
     """Turn raw model outputs into a :class:`Prediction` following the I/O convention.
+
+    The task converts (:meth:`cellbench.tasks.base.Task.outputs_to_prediction`) and checks the
+    result with its one output check.
 
     Args:
         task: Task name.
@@ -118,86 +111,9 @@ def postprocess(
     Returns:
         ``(prediction, problems)``; the prediction is None when there are problems.
     """
-    where = f"sample {sample_id!r}"
-    if not outputs:
-        return None, [f"{where}: model returned no output"]
-    out0 = np.asarray(outputs[0])
-    nd = len(spatial)
-    if task == "classification":
-        want = (1, n_classes) if n_classes else (1, "K")
-        if out0.ndim != 2 or out0.shape[0] != 1 or (n_classes and out0.shape[1] != n_classes):
-            return None, [f"{where}: output 0 has shape {out0.shape}, expected logits {want}"]
-        logits = out0[0].astype(np.float64)
-        if not np.isfinite(logits).all():
-            return None, [f"{where}: logits contain NaN or infinity"]
-        scores = _softmax(logits).astype(np.float32)
-        return Prediction(sample_id, label=int(np.argmax(logits)), scores=scores), []
-    if task == "semantic-segmentation":
-        ok = out0.ndim == nd + 2 and out0.shape[0] == 1 and tuple(out0.shape[2:]) == spatial
-        if not ok or (n_classes and out0.shape[1] != n_classes):
-            k = n_classes or "K"
-            return None, [
-                f"{where}: output 0 has shape {out0.shape}, expected logits (1, {k}, "
-                f"{', '.join(map(str, spatial))})"
-            ]
-        if not np.isfinite(out0).all():
-            return None, [f"{where}: logits contain NaN or infinity"]
-        mask = np.argmax(out0[0], axis=0)
-        dtype = np.uint8 if out0.shape[1] <= 256 else np.uint16
-        return Prediction(sample_id, mask=mask.astype(dtype)), []
-    if task == "instance-segmentation":
-        labels = out0
-        if labels.ndim == nd + 2 and labels.shape[:2] == (1, 1):
-            labels = labels[0, 0]
-        elif labels.ndim == nd + 1 and labels.shape[0] == 1:
-            labels = labels[0]
-        else:
-            return None, [
-                f"{where}: output 0 has shape {out0.shape}, expected a label image "
-                f"(1, {', '.join(map(str, spatial))}) or (1, 1, {', '.join(map(str, spatial))})"
-            ]
-        problems = []
-        if tuple(labels.shape) != spatial:
-            problems.append(f"{where}: label image shape {labels.shape} != input {spatial}")
-        if labels.dtype.kind == "f":
-            if not np.isfinite(labels).all():
-                problems.append(f"{where}: label image contains NaN or infinity")
-            elif not np.array_equal(labels, np.round(labels)):
-                problems.append(f"{where}: label image must hold integer values")
-        elif labels.dtype.kind not in "iub":
-            problems.append(f"{where}: label image dtype {labels.dtype} is not numeric")
-        if not problems and labels.size and labels.min() < 0:
-            problems.append(f"{where}: label image has negative labels")
-        if not problems and labels.size and labels.max() > np.iinfo(np.int32).max:
-            problems.append(f"{where}: labels exceed int32")
-        if problems:
-            return None, problems
-        labels = labels.astype(np.int32)
-        pred = Prediction(sample_id, mask=labels)
-        if len(outputs) > 1:
-            scores = np.asarray(outputs[1], dtype=np.float64).reshape(-1)
-            ids = np.unique(labels)
-            ids = ids[ids > 0]
-            if ids.size and scores.size < int(ids.max()):
-                return None, [
-                    f"{where}: output 1 holds {scores.size} scores but the largest label is "
-                    f"{int(ids.max())} (score of label k at index k-1)"
-                ]
-            if not np.isfinite(scores[ids - 1]).all():
-                return None, [f"{where}: object scores contain NaN or infinity"]
-            pred.object_ids = ids.astype(np.int64)
-            pred.object_scores = scores[ids - 1]
-        return pred, []
-    if task == "augmented-microscopy":
-        if out0.ndim != nd + 2 or out0.shape[0] != 1 or tuple(out0.shape[2:]) != spatial:
-            return None, [
-                f"{where}: output 0 has shape {out0.shape}, expected (1, C_out, "
-                f"{', '.join(map(str, spatial))})"
-            ]
-        if not np.isfinite(out0).all():
-            return None, [f"{where}: prediction contains NaN or infinity"]
-        return Prediction(sample_id, image=out0[0].astype(np.float32)), []
-    return None, [f"task {task!r}: cellbench does not run models for it (submit predictions)"]
+    from cellbench.tasks import get_task
+
+    return get_task(task).outputs_to_prediction(sample_id, outputs, spatial, n_classes)
 
 
 ModelFn = Callable[[np.ndarray], list[np.ndarray]]

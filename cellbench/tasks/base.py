@@ -1,31 +1,55 @@
-"""The task declaration: what a task's ground truth and predictions are, and how it is scored.
+"""The task declaration: what a task's data and predictions are, how it is scored and run.
 
-Each task module declares, once: the store fields its ground truth lives in, the checks a
-prediction must pass, the metric suite (configured for a dataset), the headline metric used for
-ranking and its direction, the unit that bootstrap resamples, and the default metadata fields
-used as evaluation groups. Scoring (:mod:`cellbench.scoring`) and leaderboards read it from
-here and nowhere else.
+A task package (``cellbench/tasks/<task>/``) declares, once: the store fields its ground truth
+lives in, what a prediction must look like (:class:`OutputSpec` and :meth:`Task.check_output`,
+the one output check used by scoring, inference and submitted-model runs), the prediction
+formats it reads, the metric suite, the headline metric used for ranking and its direction, the
+unit that bootstrap resamples, the default evaluation groups, and the hooks the generic
+machinery calls. Scoring (:mod:`cellbench.scoring`), training, submissions and leaderboards
+read a task from here and nowhere else: they call hooks instead of comparing task names.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from cellbench.errors import CellbenchError
+from cellbench.errors import CellbenchError, ValidationError
 from cellbench.metrics.base import Metric
-from cellbench.predictions import Prediction
+from cellbench.predictions import Prediction, PredictionSet
 from cellbench.store.zarr_store import DatasetStore
+
+if TYPE_CHECKING:
+    from cellbench.leaderboard.ranking import Leaderboard
 
 #: Metadata columns used as groups when the card does not name any and the store has them.
 DEFAULT_GROUPS = ("microscope", "plate", "cell_line", "source", "site_type")
 
 
+@dataclass(frozen=True)
+class OutputSpec:
+    """What one sample's prediction must look like (from the ground truth or the input image).
+
+    Attributes:
+        shape: Shape of the prediction's main array: the label image ``([t,] [z,] y, x)``, the
+            target image ``(c, [z,] y, x)``; ``()`` for one value per sample.
+        axes: Axis names of ``shape`` (for messages), e.g. ``"yx"``, ``"tyx"``, ``"czyx"``.
+        n_classes: Number of classes of the task's class table (0 when it has none or the
+            count is unknown, e.g. a submitted model's raw output before it is known).
+    """
+
+    shape: tuple[int, ...]
+    axes: str = ""
+    n_classes: int = 0
+
+
 class Task(ABC):
-    """Declaration of one benchmark task.
+    """Declaration of one benchmark task and the hooks the generic machinery calls.
 
     Attributes:
         name: Task name as used in cards, CLI and leaderboards.
@@ -36,6 +60,14 @@ class Task(ABC):
         ground_truth_fields: Store fields holding the ground truth.
         prediction_fields: :class:`Prediction` fields a prediction must set (any one of them
             when several alternatives are listed in one tuple entry separated by ``|``).
+        prediction_formats: The on-disk formats :meth:`read_predictions` accepts besides the
+            canonical prediction set, one line each (shown by ``cellbench score --help``).
+        class_table: The store's class table that names the task's classes (``label`` or
+            ``semantic``), or None for a task without classes.
+        accepts_models: Whether cellbench runs submitted models for the task (see
+            :meth:`outputs_to_prediction`); otherwise only predictions are accepted.
+        confusion_unit: What a confusion matrix of the task counts (``"counts"``,
+            ``"pixel counts"``), or None when it has none; leaderboards draw it then.
     """
 
     name: ClassVar[str]
@@ -45,6 +77,10 @@ class Task(ABC):
     resampling_unit: ClassVar[str] = "image"
     ground_truth_fields: ClassVar[tuple[str, ...]]
     prediction_fields: ClassVar[tuple[str, ...]]
+    prediction_formats: ClassVar[tuple[str, ...]] = ()
+    class_table: ClassVar[str | None] = None
+    accepts_models: ClassVar[bool] = True
+    confusion_unit: ClassVar[str | None] = None
 
     # ------------------------------------------------------------------ ground truth
     @abstractmethod
@@ -64,12 +100,75 @@ class Task(ABC):
                 f"dataset {store.id}@{store.version} cannot be scored for {self.name}: it {why}"
             )
 
+    def class_names(self, store: DatasetStore) -> list[str]:
+        """Names of the task's classes in a store (empty for a task without classes)."""
+        return list(store.class_names(self.class_table)) if self.class_table else []
+
     # ------------------------------------------------------------------ predictions
     @abstractmethod
+    def expected_output(self, store: DatasetStore, sample_id: str, truth: Any) -> OutputSpec:
+        """What the prediction of one sample must look like, from its ground truth."""
+
+    @abstractmethod
+    def check_output(self, prediction: Prediction, expect: OutputSpec, where: str) -> list[str]:
+        """Every problem of one prediction, each starting with ``where``, naming the expectation.
+
+        The one output check: scoring (against the ground truth's :class:`OutputSpec`),
+        training-time inference and submitted-model runs (against the input's) all call it.
+        """
+
     def validate_sample(
         self, store: DatasetStore, sample_id: str, truth: Any, prediction: Prediction
     ) -> list[str]:
-        """Every problem of one sample's prediction, each naming the sample and expectation."""
+        """Every problem of one sample's prediction against its ground truth."""
+        expect = self.expected_output(store, sample_id, truth)
+        return self.check_output(prediction, expect, f"sample {sample_id!r}")
+
+    def read_predictions(
+        self, path: Path, class_names: Sequence[str] | None = None
+    ) -> PredictionSet:
+        """Read predictions from one of :attr:`prediction_formats` (not the canonical set).
+
+        Args:
+            path: A file or folder in one of the task's formats.
+            class_names: The dataset's class names (to accept names where indices go).
+
+        Raises:
+            ValidationError: If the path is in none of the task's formats, or is malformed.
+        """
+        kind = "file" if path.is_file() else "folder"
+        raise ValidationError(
+            [
+                f"cannot read {kind} as {self.name} predictions (see `cellbench score --help` "
+                "for accepted formats)"
+            ],
+            str(path),
+        )
+
+    def outputs_to_prediction(
+        self,
+        sample_id: str,
+        outputs: Sequence[np.ndarray],
+        spatial: tuple[int, ...],
+        n_classes: int = 0,
+    ) -> tuple[Prediction | None, list[str]]:
+        """Turn a submitted model's raw outputs into a prediction (the I/O convention).
+
+        See :mod:`cellbench.submissions.runners` for the convention. The result is checked with
+        :meth:`check_output` against the input's shape.
+
+        Args:
+            sample_id: The sample (for messages).
+            outputs: Model outputs as arrays, in order.
+            spatial: The input's ``([z,] y, x)`` shape.
+            n_classes: Classes of the dataset (0 when the task has none).
+
+        Returns:
+            ``(prediction, problems)``; the prediction is None when there are problems.
+        """
+        return None, [
+            f"task {self.name!r}: cellbench does not run models for it (submit predictions)"
+        ]
 
     # ------------------------------------------------------------------ evaluation
     @abstractmethod
@@ -78,20 +177,13 @@ class Task(ABC):
 
     @abstractmethod
     def sample_stats(
-        self, metric: Metric, sample_id: str, truth: Any, prediction: Prediction
-    ) -> Any:
-        """Per-sample sufficient statistics of one metric (calls ``metric.sample_stats``)."""
-
-    def sample_stats_all(
         self, metrics: Sequence[Metric], sample_id: str, truth: Any, prediction: Prediction
     ) -> list[Any]:
-        """Per-sample statistics of every metric, in order (what scoring calls per sample).
+        """Per-sample statistics of every metric, in order (scoring calls this once a sample).
 
-        The default asks :meth:`sample_stats` metric by metric; a task overrides this when its
-        metrics share per-sample work (matching a sequence once, painting overlapping masks
-        once).
+        A task shares per-sample work between its metrics here (matching a sequence once,
+        painting overlapping masks once).
         """
-        return [self.sample_stats(m, sample_id, truth, prediction) for m in metrics]
 
     def notes(self, metrics: list[Metric]) -> list[str]:
         """Remarks on how the task configured its metrics for this dataset (default none)."""
@@ -106,6 +198,24 @@ class Task(ABC):
         columns = set(store.metadata_columns)
         chosen = declared or [g for g in DEFAULT_GROUPS if g in columns]
         return [g for g in chosen if g in columns]
+
+    # ------------------------------------------------------------------ leaderboards
+    def board_pictures(
+        self, board: Leaderboard, folder: Path, *, top_k: int, base: Path | None
+    ) -> tuple[list[Any], list[str]]:
+        """Pictures of the top entries' predictions for a published board (default none).
+
+        Args:
+            board: The ranked board.
+            folder: The board's output folder (pictures go under it).
+            top_k: How many entries to draw.
+            base: Local leaderboard root that relative ``predictions_uri`` resolve against.
+
+        Returns:
+            ``(figures, notes)``: :class:`~cellbench.leaderboard.html.FigureRef` records and a
+            line for every entry that could not be drawn.
+        """
+        return [], []
 
     def describe(self) -> dict[str, Any]:
         """The declaration as a dictionary (for reports, docs and leaderboards)."""

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from cellbench.catalog import TASKS
+from cellbench.tasks import task_names
 from cellbench.errors import ValidationError
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -71,7 +71,7 @@ class TrainConfig:
     """Every setting of one training run.
 
     Attributes:
-        task: Task to train for (one of :data:`TASKS`).
+        task: Task to train for (one of :func:`cellbench.tasks.task_names`).
         dataset: Dataset reference ``id[@version]`` (pulled or imported) or a store path.
         baseline: Registered baseline name (``unet``, ``resnet18``, ...).
         model: The baseline's config (fields of its ``config_class``); unknown keys are
@@ -294,7 +294,7 @@ class TrainConfig:
             check(name, getattr(self, name) in allowed, "one of " + ", ".join(allowed))
 
         if self.task:
-            choice("task", TASKS)
+            choice("task", task_names())
         check("dataset", isinstance(self.dataset, str), "a dataset reference or store path")
         check("baseline", isinstance(self.baseline, str), "a baseline name")
         check("model", isinstance(self.model, dict), "a mapping of model config keys")

@@ -4,7 +4,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
 from cellbench.leaderboard.entry import BoardKey
-from cellbench.leaderboard.overlays import (
+from cellbench.tasks.instance_segmentation.overlays import (
     classes_from_ids,
     n_errors,
     predictions_path,

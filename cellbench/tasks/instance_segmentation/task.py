@@ -15,14 +15,18 @@ Headline: COCO AP (IoU 0.50:0.95). Bootstrap unit: the image.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from cellbench.metrics.base import Metric
-from cellbench.predictions import Prediction, paint_masks
+from cellbench.predictions import Prediction, PredictionSet, paint_masks
 from cellbench.store.zarr_store import DatasetStore
-from cellbench.tasks.base import Task, check_finite, check_label_image
+from cellbench.tasks.base import OutputSpec, Task, check_finite, check_label_image
+
+if TYPE_CHECKING:
+    from cellbench.leaderboard.ranking import Leaderboard
 
 
 class InstanceSegmentationTask(Task):
@@ -39,13 +43,18 @@ class InstanceSegmentationTask(Task):
         """The sample's instance label image."""
         return np.asarray(store.labels(sample_id, "instances")[...])
 
-    def validate_sample(
-        self, store: DatasetStore, sample_id: str, truth: Any, prediction: Prediction
-    ) -> list[str]:
-        """Label image or masks of the ground truth's shape; finite scores for existing ids."""
-        where = f"sample {sample_id!r}"
-        axes = store.axes(sample_id).replace("c", "")
-        shape = tuple(truth.shape)
+    prediction_formats: ClassVar[tuple[str, ...]] = (
+        "folder of <sample_id>.tif label images, with optional scores.csv "
+        "(sample_id,object_id,score)",
+    )
+
+    def expected_output(self, store: DatasetStore, sample_id: str, truth: Any) -> OutputSpec:
+        """A label image (or a mask stack) of the ground truth's shape."""
+        return OutputSpec(tuple(truth.shape), store.axes(sample_id).replace("c", ""))
+
+    def check_output(self, prediction: Prediction, expect: OutputSpec, where: str) -> list[str]:
+        """Label image or masks of the expected shape; finite scores for existing ids."""
+        axes, shape = expect.axes, expect.shape
         if prediction.masks is not None:
             masks = np.asarray(prediction.masks)
             out = []
@@ -101,6 +110,77 @@ class InstanceSegmentationTask(Task):
                 out.append(f"{where}: object_ids are not unique")
         return out
 
+    def read_predictions(
+        self, path: Path, class_names: Sequence[str] | None = None
+    ) -> PredictionSet:
+        """A folder of ``<sample_id>.tif`` label images, optionally with ``scores.csv``."""
+        if path.is_dir():
+            from cellbench.tasks.instance_segmentation.io import read_label_folder
+
+            return read_label_folder(path, self.name)
+        return super().read_predictions(path, class_names)
+
+    def outputs_to_prediction(
+        self,
+        sample_id: str,
+        outputs: Sequence[np.ndarray],
+        spatial: tuple[int, ...],
+        n_classes: int = 0,
+    ) -> tuple[Prediction | None, list[str]]:
+        """A label image ``(1, [Z,] Y, X)`` or ``(1, 1, [Z,] Y, X)``, optional object scores.
+
+        The optional second output ``(1, M)`` or ``(M,)`` holds the confidence of label ``k`` at
+        index ``k - 1``.
+        """
+        where = f"sample {sample_id!r}"
+        if not outputs:
+            return None, [f"{where}: model returned no output"]
+        out0 = np.asarray(outputs[0])
+        nd = len(spatial)
+        labels = out0
+        if labels.ndim == nd + 2 and labels.shape[:2] == (1, 1):
+            labels = labels[0, 0]
+        elif labels.ndim == nd + 1 and labels.shape[0] == 1:
+            labels = labels[0]
+        else:
+            return None, [
+                f"{where}: output 0 has shape {out0.shape}, expected a label image "
+                f"(1, {', '.join(map(str, spatial))}) or (1, 1, {', '.join(map(str, spatial))})"
+            ]
+        problems = []
+        if tuple(labels.shape) != spatial:
+            problems.append(f"{where}: label image shape {labels.shape} != input {spatial}")
+        if labels.dtype.kind == "f":
+            if not np.isfinite(labels).all():
+                problems.append(f"{where}: label image contains NaN or infinity")
+            elif not np.array_equal(labels, np.round(labels)):
+                problems.append(f"{where}: label image must hold integer values")
+        elif labels.dtype.kind not in "iub":
+            problems.append(f"{where}: label image dtype {labels.dtype} is not numeric")
+        if not problems and labels.size and labels.min() < 0:
+            problems.append(f"{where}: label image has negative labels")
+        if not problems and labels.size and labels.max() > np.iinfo(np.int32).max:
+            problems.append(f"{where}: labels exceed int32")
+        if problems:
+            return None, problems
+        labels = labels.astype(np.int32)
+        pred = Prediction(sample_id, mask=labels)
+        if len(outputs) > 1:
+            scores = np.asarray(outputs[1], dtype=np.float64).reshape(-1)
+            ids = np.unique(labels)
+            ids = ids[ids > 0]
+            if ids.size and scores.size < int(ids.max()):
+                return None, [
+                    f"{where}: output 1 holds {scores.size} scores but the largest label is "
+                    f"{int(ids.max())} (score of label k at index k-1)"
+                ]
+            if not np.isfinite(scores[ids - 1]).all():
+                return None, [f"{where}: object scores contain NaN or infinity"]
+            pred.object_ids = ids.astype(np.int64)
+            pred.object_scores = scores[ids - 1]
+        problems = self.check_output(pred, OutputSpec(spatial), where)
+        return (None, problems) if problems else (pred, [])
+
     def metrics(self, store: DatasetStore, split: str) -> list[Metric]:
         """COCO AP (maxDets resolved over the split), matching scores, object errors."""
         from cellbench.metrics.coco import CocoAP
@@ -112,12 +192,6 @@ class InstanceSegmentationTask(Task):
         return [CocoAP(max_dets=None), MatchingScores(), ObjectErrors()]
 
     def sample_stats(
-        self, metric: Metric, sample_id: str, truth: Any, prediction: Prediction
-    ) -> Any:
-        """Route the prediction to the metric in the form it takes."""
-        return self.sample_stats_all([metric], sample_id, truth, prediction)[0]
-
-    def sample_stats_all(
         self, metrics: Sequence[Metric], sample_id: str, truth: Any, prediction: Prediction
     ) -> list[Any]:
         """Statistics of every metric for one image.
@@ -150,3 +224,11 @@ class InstanceSegmentationTask(Task):
                 )
             out.append(metric.sample_stats([truth], [labels], sample_ids=[sample_id])[0])
         return out
+
+    def board_pictures(
+        self, board: Leaderboard, folder: Path, *, top_k: int, base: Path | None
+    ) -> tuple[list[Any], list[str]]:
+        """Error overlays (correct, missed, false, split, merged) of the top entries."""
+        from cellbench.tasks.instance_segmentation.overlays import render_overlays
+
+        return render_overlays(board, folder, top_k=top_k, base=base)

@@ -15,14 +15,15 @@ pooled over sequences (operation counts summed before dividing). Bootstrap unit:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from cellbench.metrics.base import Metric
-from cellbench.predictions import Prediction
+from cellbench.predictions import Prediction, PredictionSet
 from cellbench.store.zarr_store import DatasetStore
-from cellbench.tasks.base import Task, check_label_image
+from cellbench.tasks.base import OutputSpec, Task, check_label_image
 
 #: Frames of tolerance when matching predicted to true divisions.
 DIVISION_FRAME_TOLERANCE = 1
@@ -38,6 +39,11 @@ class TrackingTask(Task):
     resampling_unit: ClassVar[str] = "sequence"
     ground_truth_fields: ClassVar[tuple[str, ...]] = ("image", "instances", "tracks")
     prediction_fields: ClassVar[tuple[str, ...]] = ("mask", "tracks")
+    prediction_formats: ClassVar[tuple[str, ...]] = (
+        "folder of Cell Tracking Challenge result folders <sample_id>_RES/ "
+        "(mask###.tif + res_track.txt)",
+    )
+    accepts_models: ClassVar[bool] = False
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> Any:
         """The sequence as a :class:`~cellbench.tracks.TrackedSequence` (labels double as SEG)."""
@@ -51,23 +57,23 @@ class TrackingTask(Task):
             name=sample_id,
         )
 
-    def _as_sequence(self, sample_id: str, prediction: Prediction) -> Any:
+    def _as_sequence(self, name: str, prediction: Prediction) -> Any:
         from cellbench.tracks import TrackedSequence
 
         tracks = np.zeros((0, 4), np.int64) if prediction.tracks is None else prediction.tracks
         return TrackedSequence(
             labels=np.asarray(prediction.mask),
             tracks=np.asarray(tracks).astype(np.int64, copy=False).reshape(-1, 4),
-            name=f"{sample_id} (prediction)",
+            name=f"{name} (prediction)",
         )
 
-    def validate_sample(
-        self, store: DatasetStore, sample_id: str, truth: Any, prediction: Prediction
-    ) -> list[str]:
-        """Mask movie of the ground truth's shape and a track table obeying the CTC rules."""
-        where = f"sample {sample_id!r}"
-        axes = store.axes(sample_id).replace("c", "")
-        out = check_label_image(where, "mask", prediction.mask, tuple(truth.labels.shape), axes)
+    def expected_output(self, store: DatasetStore, sample_id: str, truth: Any) -> OutputSpec:
+        """A label movie of the ground truth's shape ``(t, [z,] y, x)``."""
+        return OutputSpec(tuple(truth.labels.shape), store.axes(sample_id).replace("c", ""))
+
+    def check_output(self, prediction: Prediction, expect: OutputSpec, where: str) -> list[str]:
+        """Mask movie of the expected shape and a track table obeying the CTC rules."""
+        out = check_label_image(where, "mask", prediction.mask, expect.shape, expect.axes)
         if prediction.tracks is None:
             out.append(f"{where}: no track table predicted (n, 4: track_id, start, end, parent)")
         else:
@@ -78,8 +84,18 @@ class TrackingTask(Task):
                 )
         if out:
             return out
-        seq = self._as_sequence(sample_id, prediction)
+        seq = self._as_sequence(where, prediction)
         return [f"{where}: {p}" for p in seq.problems()]
+
+    def read_predictions(
+        self, path: Path, class_names: Sequence[str] | None = None
+    ) -> PredictionSet:
+        """A folder of Cell Tracking Challenge result folders ``<sample_id>_RES``."""
+        if path.is_dir():
+            from cellbench.tasks.tracking.io import read_result_folders
+
+            return read_result_folders(path, self.name)
+        return super().read_predictions(path, class_names)
 
     def metrics(self, store: DatasetStore, split: str) -> list[Metric]:
         """CTC measures, divisions, complete tracks, branching correctness, MOTA/IDF1."""
@@ -100,12 +116,6 @@ class TrackingTask(Task):
         ]
 
     def sample_stats(
-        self, metric: Metric, sample_id: str, truth: Any, prediction: Prediction
-    ) -> Any:
-        """Match the sequence with the ground truth, then reduce the match for one metric."""
-        return self.sample_stats_all([metric], sample_id, truth, prediction)[0]
-
-    def sample_stats_all(
         self, metrics: Sequence[Metric], sample_id: str, truth: Any, prediction: Prediction
     ) -> list[Any]:
         """Match the sequence once; every tracking metric reduces that one match."""

@@ -1,0 +1,60 @@
+"""Instance segmentation predictions on disk: a folder of label images with optional scores.
+
+``<sample_id>.tif`` (or ``.tiff``): one integer label image per sample, 0 = background;
+``scores.csv`` beside them (``sample_id,object_id,score``): the confidence of each object, used
+to rank detections for COCO AP (score every object of an image or none).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from cellbench.errors import ValidationError
+from cellbench.predictions import Prediction, PredictionSet, read_image_folder
+
+
+def read_scores_csv(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read ``sample_id,object_id,score`` rows: ``{sample_id: (object ids, scores)}``.
+
+    Raises:
+        ValidationError: For a wrong header or rows whose id or score is not a number.
+    """
+    table: dict[str, tuple[list[int], list[float]]] = {}
+    problems = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        need = {"sample_id", "object_id", "score"}
+        if not need <= set(reader.fieldnames or []):
+            raise ValidationError(
+                [f"header must be sample_id,object_id,score (found {reader.fieldnames})"],
+                str(path),
+            )
+        for line_no, row in enumerate(reader, start=2):
+            try:
+                oid, score = int(row["object_id"]), float(row["score"])
+            except (TypeError, ValueError):
+                problems.append(f"line {line_no}: object_id must be an int and score a number")
+                continue
+            ids, scores = table.setdefault(row["sample_id"].strip(), ([], []))
+            ids.append(oid)
+            scores.append(score)
+    if problems:
+        raise ValidationError(problems, context=str(path))
+    return {k: (np.asarray(v[0], np.int64), np.asarray(v[1], np.float64)) for k, v in table.items()}
+
+
+def read_label_folder(path: Path, task: str) -> PredictionSet:
+    """Label images ``<sample_id>.tif`` with the object scores of ``scores.csv`` if present."""
+    scores = {}
+    if (path / "scores.csv").is_file():
+        scores = read_scores_csv(path / "scores.csv")
+
+    def add_scores(prediction: Prediction) -> Prediction:
+        if prediction.sample_id in scores:
+            prediction.object_ids, prediction.object_scores = scores[prediction.sample_id]
+        return prediction
+
+    return read_image_folder(path, task, "mask", finish=add_scores)
