@@ -17,7 +17,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from cellbench import settings
 from cellbench.errors import CardError, DatasetNotFoundError
 from cellbench.tasks.registry import task_names
 
@@ -196,10 +196,7 @@ class DatasetCard:
 
 def catalog_roots() -> list[Path]:
     """Folders searched for dataset cards, in priority order."""
-    roots: list[Path] = []
-    env = os.environ.get("CELLBENCH_CATALOG")
-    if env:
-        roots += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    roots = settings.catalog_dirs()
     here = Path(__file__).resolve().parent
     roots += [here / "datasets_catalog", here.parent / "datasets"]
     return [r for r in roots if r.is_dir()]

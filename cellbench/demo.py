@@ -152,6 +152,7 @@ def run_demo(
     device: str = "auto",
     progress: bool = True,
     n_bootstrap: int = 1000,
+    offline: bool | None = None,
 ) -> DemoResult:
     """Run the whole demo (see the module docstring).
 
@@ -161,6 +162,8 @@ def run_demo(
         device: ``auto`` (CUDA if present), ``cpu`` or ``cuda``.
         progress: Show progress bars and per-epoch lines.
         n_bootstrap: Bootstrap resamples for the headline intervals.
+        offline: Never touch the network (default: :func:`cellbench.settings.offline`); the
+            default dataset then has to be in the download cache already.
 
     Returns:
         The paths written.
@@ -182,7 +185,7 @@ def run_demo(
     started = time.perf_counter()
 
     console.rule(f"1. pull {DATASET}")
-    store = pull(DATASET, progress=progress)
+    store = pull(DATASET, progress=progress, offline=offline)
     console.print(
         f"{store.id}@{store.version}: {len(store)} samples {store.splits}, "
         f"digest {store.checksum[:16]}..."

@@ -1,14 +1,16 @@
 """Every catalog entry: valid card, builds, verifies, exports; real entries from PyPI."""
 
+import os
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cellbench.catalog import Catalog
-from cellbench.tasks import task_names
 from cellbench.cli import main
 from cellbench.registry import export_zarr, load, pull
 from cellbench.store.zarr_store import DatasetStore
+from cellbench.tasks import task_names
 
 SYNTHETIC_SMALL = {
     "synthetic-nuclei": {"n_images": 8},
@@ -89,3 +91,11 @@ def test_offline_pull_of_uncached_real_dataset_fails_cleanly():
     assert res.exit_code != 0
     last = res.output.strip().splitlines()[-1]
     assert last.startswith("error:") and "offline" in last.lower()
+
+
+def test_offline_flag_is_passed_as_a_value_not_written_to_the_environment(monkeypatch):
+    monkeypatch.setenv("CELLBENCH_OFFLINE", "0")
+    res = CliRunner().invoke(main, ["--offline", "datasets", "pull", "dsb2018-stardist"])
+    assert res.exit_code != 0
+    assert "offline" in res.output.strip().splitlines()[-1].lower()
+    assert os.environ["CELLBENCH_OFFLINE"] == "0"

@@ -7,13 +7,13 @@ status; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import click
 
 from cellbench._version import __version__
+from cellbench.cli.options import CliOptions
 from cellbench.errors import CellbenchError
 
 
@@ -37,10 +37,11 @@ class CellbenchGroup(click.Group):
     default=False,
     help="Never touch the network (same as CELLBENCH_OFFLINE=1).",
 )
-def main(offline: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, offline: bool) -> None:
     """cellbench: curated microscopy datasets, baselines, scoring and leaderboards."""
-    if offline:
-        os.environ["CELLBENCH_OFFLINE"] = "1"
+    # passed on as a value to the commands that may touch the network (None: the setting)
+    ctx.obj = CliOptions(offline=True if offline else None)
 
 
 @main.command()
@@ -64,11 +65,21 @@ def env() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def demo(out: str, epochs: int, device: str, bootstrap: int, quiet: bool) -> None:
+@click.pass_obj
+def demo(
+    options: CliOptions, out: str, epochs: int, device: str, bootstrap: int, quiet: bool
+) -> None:
     """Pull the default dataset, train a U-Net, submit it, rank it and publish a leaderboard."""
     from cellbench.demo import run_demo
 
-    run_demo(out, epochs=epochs, device=device, progress=not quiet, n_bootstrap=bootstrap)
+    run_demo(
+        out,
+        epochs=epochs,
+        device=device,
+        progress=not quiet,
+        n_bootstrap=bootstrap,
+        offline=options.offline,
+    )
 
 
 def _register() -> None:

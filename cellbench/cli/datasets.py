@@ -8,8 +8,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cellbench.tasks import task_names
+from cellbench.cli.options import CliOptions
 from cellbench.errors import StoreError
+from cellbench.tasks import task_names
 
 
 def _console() -> Console:
@@ -119,11 +120,12 @@ def info(ref: str) -> None:
 @click.argument("ref")
 @click.option("--force", is_flag=True, help="Rebuild even if the store is already cached.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def pull(ref: str, force: bool, quiet: bool) -> None:
+@click.pass_obj
+def pull(options: CliOptions, ref: str, force: bool, quiet: bool) -> None:
     """Fetch REF's sources, verify them and build its canonical store in the cache."""
     from cellbench.registry import pull as do_pull
 
-    store = do_pull(ref, force=force, progress=not quiet)
+    store = do_pull(ref, force=force, progress=not quiet, offline=options.offline)
     click.echo(f"{store.id}@{store.version}: {len(store)} samples {store.splits} at {store.path}")
     click.echo(f"checksum {store.checksum}")
 

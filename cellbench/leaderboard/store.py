@@ -54,8 +54,10 @@ class LeaderboardStoreError(CellbenchError):
 
 
 def default_root() -> str:
-    """Default leaderboard root: ``$CELLBENCH_LEADERBOARDS`` or ``./leaderboards``."""
-    return os.environ.get("CELLBENCH_LEADERBOARDS") or str(Path.cwd() / "leaderboards")
+    """Default leaderboard root (:func:`cellbench.settings.leaderboards_root`)."""
+    from cellbench import settings
+
+    return settings.leaderboards_root()
 
 
 class LeaderboardStore:

@@ -10,23 +10,21 @@ Layout under ``CELLBENCH_HOME`` (default ``~/.cache/cellbench``)::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-_TRUE = {"1", "true", "yes", "on"}
+from cellbench import settings
 
 
 def cellbench_home() -> Path:
-    """Return the cache root (``$CELLBENCH_HOME`` or ``~/.cache/cellbench``), creating it."""
-    root = os.environ.get("CELLBENCH_HOME")
-    path = Path(root).expanduser() if root else Path.home() / ".cache" / "cellbench"
+    """Return the cache root (:func:`cellbench.settings.home`), creating it."""
+    path = settings.home()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def is_offline() -> bool:
-    """Return True when ``CELLBENCH_OFFLINE`` (or ``--offline``) forbids network access."""
-    return os.environ.get("CELLBENCH_OFFLINE", "").strip().lower() in _TRUE
+def is_offline(value: bool | None = None) -> bool:
+    """Whether network access is forbidden (:func:`cellbench.settings.offline`)."""
+    return settings.offline(value)
 
 
 def downloads_dir() -> Path:

@@ -1,0 +1,67 @@
+"""Every ``CELLBENCH_*`` setting in one place (the way Hugging Face datasets' ``config.py`` does).
+
+==========================  ==============================================================
+variable                    meaning (default)
+==========================  ==============================================================
+``CELLBENCH_HOME``          cache root: downloads, built stores, imported-store registry,
+                            scratch space (``~/.cache/cellbench``)
+``CELLBENCH_OFFLINE``       ``1``/``true``/``yes``/``on``: never touch the network (off);
+                            the CLI's ``--offline`` passes the same as a value
+``CELLBENCH_CATALOG``       extra catalog folders searched first, ``os.pathsep``-separated
+                            (none; then the installed and checkout catalogs)
+``CELLBENCH_LEADERBOARDS``  leaderboard root, a folder or fsspec URL (``./leaderboards``)
+==========================  ==============================================================
+
+Settings are read when asked for, never cached, so a test or a long-lived process that changes
+the environment sees the change. Functions that can touch the network take an ``offline``
+argument; ``None`` means "as :func:`offline` says".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME = "CELLBENCH_HOME"
+OFFLINE = "CELLBENCH_OFFLINE"
+CATALOG = "CELLBENCH_CATALOG"
+LEADERBOARDS = "CELLBENCH_LEADERBOARDS"
+
+#: Every setting this module reads, for documentation and ``cellbench env``.
+VARIABLES = (HOME, OFFLINE, CATALOG, LEADERBOARDS)
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def home() -> Path:
+    """The cache root (``$CELLBENCH_HOME`` or ``~/.cache/cellbench``), not created here."""
+    root = os.environ.get(HOME)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "cellbench"
+
+
+def offline(value: bool | None = None) -> bool:
+    """Whether network access is forbidden: ``value`` when given, else ``$CELLBENCH_OFFLINE``."""
+    if value is not None:
+        return bool(value)
+    return os.environ.get(OFFLINE, "").strip().lower() in _TRUE
+
+
+def catalog_dirs() -> list[Path]:
+    """Folders named by ``$CELLBENCH_CATALOG``, in order (they come before the built-in ones)."""
+    env = os.environ.get(CATALOG)
+    return [Path(p).expanduser() for p in env.split(os.pathsep) if p] if env else []
+
+
+def leaderboards_root() -> str:
+    """Default leaderboard root: ``$CELLBENCH_LEADERBOARDS`` or ``./leaderboards``."""
+    return os.environ.get(LEADERBOARDS) or str(Path.cwd() / "leaderboards")
+
+
+def current() -> dict[str, str]:
+    """The value each setting has now (for ``cellbench env`` and bug reports)."""
+    return {
+        HOME: str(home()),
+        OFFLINE: str(offline()).lower(),
+        CATALOG: os.pathsep.join(str(p) for p in catalog_dirs()),
+        LEADERBOARDS: leaderboards_root(),
+    }
