@@ -101,8 +101,14 @@ the image, the class label or label image, the target, the sample id and the met
 columns may be ``Array2D``..``Array5D``, nested ``List`` of numbers, or ``Image`` (decoded with
 the PNG/TIFF bit depth kept: 16-bit stays ``uint16``); ``axes`` says their axis order (default
 ``yx`` for 2-D, ``cyx`` for 3-D arrays and ``yxc`` for 3-D ``Image`` data) and they are transposed
-to cellbench's ``[t,]c[,z],y,x``. Tracking cannot be imported from foreign datasets (no standard
-track table column).
+to cellbench's ``[t,]c[,z],y,x``.
+
+What depends on the task is the task's own (its package's ``hf.py``, an
+:class:`~.task_columns.HFTaskColumns` found by :meth:`cellbench.tasks.base.Task.hf_columns`): the
+Hub task category on exported cards, which columns a foreign import needs, how the label column
+becomes ground truth (class label and class table, label image), and whether foreign datasets can
+be imported for the task at all (tracking's cannot: there is no standard track table column).
+The exporter and importer ask it and never compare task names.
 
 Modules
 -------
@@ -121,6 +127,7 @@ module                  holds
                         :func:`detect_source`
 :mod:`.from_arrow`      Arrow -> NumPy: record batches decoded into per-row arrays
 :mod:`.importer`        :class:`ColumnMapping`, :func:`plan_import`, :class:`HFImport`
+:mod:`.task_columns`    the task hooks (:class:`HFTaskColumns`) and the helpers they use
 ======================= ========================================================================
 """
 
@@ -140,6 +147,7 @@ from cellbench.store.hf.layout import (
 )
 from cellbench.store.hf.plan import ArrayEncoding, ExportPlan, choose_encoding
 from cellbench.store.hf.source import HFSource, HFSplit, detect_source
+from cellbench.store.hf.task_columns import HFTaskColumns
 
 __all__ = [
     "ARRAY_FIELDS",
@@ -156,6 +164,7 @@ __all__ = [
     "HFImport",
     "HFSource",
     "HFSplit",
+    "HFTaskColumns",
     "HubError",
     "choose_encoding",
     "dataset_card",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -23,6 +23,7 @@ from cellbench.store.hf.layout import (
     ARRAY_FIELDS,
     DESCRIPTION_MARKER,
 )
+from cellbench.store.hf.task_columns import columns_of
 
 _HF_LICENSES = frozenset(
     {
@@ -50,13 +51,6 @@ _HF_LICENSES = frozenset(
         "unknown",
     }
 )
-_HF_TASK_CATEGORIES = {
-    "classification": "image-classification",
-    "semantic-segmentation": "image-segmentation",
-    "instance-segmentation": "image-segmentation",
-    "tracking": "image-segmentation",
-    "augmented-microscopy": "image-to-image",
-}
 _COLUMN_MEANINGS = {
     "id": "sample id",
     "split": "split (train, val, test)",
@@ -80,6 +74,16 @@ def _size_category(n: int) -> str:
         if n < limit:
             return name
     return "100K<n<1M" if n < 10**6 else "1M<n<10M"
+
+
+def _task_categories(tasks: Sequence[str]) -> list[str]:
+    """Hub task categories of a card's tasks, from each task's Hugging Face column mapping."""
+    found = set()
+    for task in tasks:
+        columns = columns_of(task)
+        if columns is not None and columns.task_category:
+            found.add(columns.task_category)
+    return sorted(found)
 
 
 def dataset_card(
@@ -115,7 +119,7 @@ def dataset_card(
         if card.get("homepage"):
             header["license_link"] = str(card["homepage"])
     header["tags"] = ["cellbench", "microscopy", "biology", *tasks]
-    categories = sorted({_HF_TASK_CATEGORIES[t] for t in tasks if t in _HF_TASK_CATEGORIES})
+    categories = _task_categories(tasks)
     if categories:
         header["task_categories"] = categories
     header["size_categories"] = [_size_category(int(store.get("n_samples", 0)))]

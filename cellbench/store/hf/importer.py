@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +30,43 @@ from datasets import (
 )
 
 from cellbench.errors import (
+    CellbenchError,
     ChecksumError,
     StoreError,
     ValidationError,
 )
 from cellbench.store.format import CURRENT_FORMAT, FORMATS
-from cellbench.store.hf.from_arrow import _decode_batch, _list_depth
+from cellbench.store.hf.from_arrow import _decode_batch
 from cellbench.store.hf.layout import (
-    ARRAY_CLASSES,
-    INTEGER_DTYPES,
+    CANONICAL_AXES,
     METADATA_FILE,
     NUMERIC_DTYPES,
     SPLIT_ALIASES,
 )
 from cellbench.store.hf.plan import ArrayEncoding
 from cellbench.store.hf.source import HFSource, HFSplit, _read_metadata_file
+from cellbench.store.hf.task_columns import (
+    NO_LABELS,
+    ForeignRowError,
+    array_column_problems,
+    columns_of,
+    to_canonical,
+)
 from cellbench.store.sample import IMAGE_AXES, SPLITS, Sample
 from cellbench.store.zarr_store import DatasetStore, build_store
 from cellbench.tasks import task_names
 
-_CANONICAL_AXES = "tczyx"
 _SUPPORTED_LAYOUTS = ("1",)
+#: Sample fields a task's label reader may set (its ground truth, not the input).
+_TRUTH_FIELDS = frozenset(f.name for f in fields(Sample)) - {
+    "id",
+    "image",
+    "axes",
+    "channel_names",
+    "split",
+    "pixel_size",
+    "metadata",
+}
 _ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
@@ -59,13 +75,15 @@ class ColumnMapping:
     """How the columns of a foreign Hugging Face dataset map onto cellbench samples.
 
     Attributes:
-        task: One of the tasks in :data:`cellbench.catalog.TASKS` except ``tracking``.
+        task: A task of :func:`cellbench.tasks.task_names` whose Hugging Face column mapping
+            (:meth:`cellbench.tasks.base.Task.hf_columns`) imports foreign datasets.
         dataset_id: Id of the new dataset (lowercase letters, digits, ``-``).
         version: Its version.
         image_column: Column holding the input image.
-        label_column: Class label (classification: ``ClassLabel``, integer or string), or
-            the label image (``semantic-segmentation``, ``instance-segmentation``).
-        target_column: Target image (``augmented-microscopy``).
+        label_column: Column the task reads its ground truth from (its
+            :meth:`~cellbench.store.hf.task_columns.HFTaskColumns.foreign_labels`), e.g. a class
+            label (``ClassLabel``, integer or string) or a label image.
+        target_column: Target image (stored as the sample's ``target``).
         id_column: Column with sample ids (default: ``<split>-<row>``).
         axes: Axis order of the image column as stored (e.g. ``yx``, ``yxc``, ``czyx``);
             default ``yx`` (2-D), ``cyx`` (3-D arrays) or ``yxc`` (3-D ``Image`` data).
@@ -89,79 +107,52 @@ class ColumnMapping:
     def problems(self) -> list[str]:
         """Every problem of the mapping itself (empty when valid)."""
         out = []
-        usable = [t for t in task_names() if t != "tracking"]
-        if self.task == "tracking":
-            out.append(
-                "task 'tracking' cannot be imported from a foreign dataset (no standard track "
-                "table column); build a cellbench store with an ingester instead"
-            )
-        elif self.task not in task_names():
+        columns = columns_of(self.task)
+        if columns is None:
+            usable = [t for t in task_names() if _imports_foreign(t)]
             out.append(f"task {self.task!r} is not one of {', '.join(usable)} (--task)")
+        elif columns.import_refusal is not None:
+            out.append(
+                f"task {self.task!r} cannot be imported from a foreign dataset "
+                f"({columns.import_refusal}); build a cellbench store with an ingester instead"
+            )
         if not _ID_PATTERN.fullmatch(self.dataset_id or ""):
             out.append(
                 f"dataset id {self.dataset_id!r} must use lowercase letters, digits and '-' (--id)"
             )
         if not self.version or "/" in self.version or "@" in self.version:
             out.append(f"version {self.version!r} must be non-empty, without '/' or '@'")
-        needs_label = ("classification", "semantic-segmentation", "instance-segmentation")
-        if self.task in needs_label and not self.label_column:
-            out.append(f"task {self.task!r} needs a label column (--label-column)")
-        if self.task == "augmented-microscopy" and not self.target_column:
-            out.append("task 'augmented-microscopy' needs a target column (--target-column)")
+        if columns is not None and columns.import_refusal is None:
+            for attr in columns.required_columns:
+                if not getattr(self, attr):
+                    what, option = _COLUMN_OPTIONS[attr]
+                    out.append(f"task {self.task!r} needs {what} ({option})")
         if self.axes is not None:
             out += _axes_problems(self.axes)
         return out
 
 
+#: What each column of a :class:`ColumnMapping` is called in messages, and its CLI option.
+_COLUMN_OPTIONS = {
+    "image_column": ("an image column", "--image-column"),
+    "label_column": ("a label column", "--label-column"),
+    "target_column": ("a target column", "--target-column"),
+    "id_column": ("an id column", "--id-column"),
+}
+
+
+def _imports_foreign(task: str) -> bool:
+    columns = columns_of(task)
+    return columns is not None and columns.import_refusal is None
+
+
 def _axes_problems(axes: str) -> list[str]:
-    if len(set(axes)) != len(axes) or not set(axes) <= set(_CANONICAL_AXES):
+    if len(set(axes)) != len(axes) or not set(axes) <= set(CANONICAL_AXES):
         return [f"axes {axes!r} must be distinct letters from t, c, z, y, x"]
-    ordered = "".join(a for a in _CANONICAL_AXES if a in axes or a == "c")
+    ordered = "".join(a for a in CANONICAL_AXES if a in axes or a == "c")
     if ordered not in IMAGE_AXES:
         return [f"axes {axes!r} give {ordered!r}, not one of {', '.join(IMAGE_AXES)}"]
     return []
-
-
-def _to_canonical(arr: np.ndarray, axes_in: str, add_channel: bool) -> tuple[np.ndarray, str]:
-    order = sorted(range(len(axes_in)), key=lambda k: _CANONICAL_AXES.index(axes_in[k]))
-    out = np.transpose(arr, order)
-    axes = "".join(axes_in[k] for k in order)
-    if add_channel and "c" not in axes:
-        pos = 1 if axes.startswith("t") else 0
-        out = np.expand_dims(out, pos)
-        axes = axes[:pos] + "c" + axes[pos:]
-    return np.ascontiguousarray(out), axes
-
-
-def _array_kind(feature: Any) -> tuple[str, int | None, str | None] | None:
-    """``(kind, ndim, dtype)`` of an array-like feature, or ``None``."""
-    if isinstance(feature, ARRAY_CLASSES):
-        return "array", len(feature.shape), str(feature.dtype)
-    depth, leaf = _list_depth(feature)
-    if depth and isinstance(leaf, Value):
-        return "list", depth, leaf.dtype
-    if isinstance(feature, Image):
-        return "image", None, None
-    return None
-
-
-_ARRAY_EXPECTED = "a numeric array (Array2D..Array5D or nested List of numbers) or Image"
-_LABEL_IMAGE_EXPECTED = "an integer label image (Array2D..Array5D or nested List of ints) or Image"
-
-
-def _check_array_column(
-    problems: list[str], where: str, features: Features, column: str, integer: bool
-) -> None:
-    if column not in features:
-        problems.append(
-            f"{where}: column {column!r} not found (columns: {', '.join(features) or 'none'})"
-        )
-        return
-    kind = _array_kind(features[column])
-    allowed = INTEGER_DTYPES if integer else NUMERIC_DTYPES
-    if kind is None or (kind[2] is not None and kind[2] not in allowed):
-        expected = _LABEL_IMAGE_EXPECTED if integer else _ARRAY_EXPECTED
-        problems.append(f"{where}: column {column!r} is {features[column]}; expected {expected}")
 
 
 def _is_scalar(feature: Any) -> bool:
@@ -444,31 +435,17 @@ def _plan_foreign(src: HFSource, m: ColumnMapping) -> HFImport:
             )
         else:
             canonical[canon] = split
-    segmentation = m.task in ("semantic-segmentation", "instance-segmentation")
+    columns = columns_of(m.task)
+    assert columns is not None  # m.problems() refuses unknown tasks
     mapped = [m.image_column, m.label_column, m.target_column, m.id_column]
     for split in src.splits:
         where = f"split {split.name!r}"
         feats = split.features
-        _check_array_column(problems, where, feats, m.image_column, integer=False)
-        if m.label_column and segmentation:
-            _check_array_column(problems, where, feats, m.label_column, integer=True)
-        elif m.label_column and m.task == "classification":
-            if m.label_column not in feats:
-                problems.append(
-                    f"{where}: column {m.label_column!r} not found (columns: {', '.join(feats)})"
-                )
-            else:
-                f = feats[m.label_column]
-                ok = isinstance(f, ClassLabel) or (
-                    isinstance(f, Value) and (f.dtype in INTEGER_DTYPES or "string" in f.dtype)
-                )
-                if not ok:
-                    problems.append(
-                        f"{where}: column {m.label_column!r} is {f}; expected a class label "
-                        "(ClassLabel, integer or string Value)"
-                    )
+        problems += array_column_problems(where, feats, m.image_column, integer=False)
+        if m.label_column:
+            problems += columns.check_label_column(feats, m.label_column, where)
         if m.target_column:
-            _check_array_column(problems, where, feats, m.target_column, integer=False)
+            problems += array_column_problems(where, feats, m.target_column, integer=False)
         if m.id_column:
             if m.id_column not in feats:
                 problems.append(
@@ -509,12 +486,10 @@ def _plan_foreign(src: HFSource, m: ColumnMapping) -> HFImport:
             and not c.startswith(".")
             and all(c in s.features and s.features[c] == first[c] for _, s in ordered)
         ]
-    class_names: dict[str, list[str]] = {}
-    label_index = _no_label
-    if m.task == "classification":
-        assert m.label_column is not None
-        names, label_index = _class_table(ordered, m.label_column, src.name)
-        class_names["label"] = names
+    labels = NO_LABELS
+    if m.label_column:
+        labels = columns.foreign_labels([s for _, s in ordered], m.label_column, src.name)
+    class_names = {k: list(v) for k, v in labels.class_names.items()}
     card = {
         "id": m.dataset_id,
         "version": m.version,
@@ -534,7 +509,7 @@ def _plan_foreign(src: HFSource, m: ColumnMapping) -> HFImport:
 
     def rows() -> Iterator[Sample]:
         for canon, split in ordered:
-            yield from _foreign_rows(split, canon, m, meta_cols, label_index)
+            yield from _foreign_rows(split, canon, m, meta_cols, labels.read)
 
     return HFImport(
         source=src,
@@ -546,54 +521,17 @@ def _plan_foreign(src: HFSource, m: ColumnMapping) -> HFImport:
     )
 
 
-def _no_label(value: Any) -> int | None:
-    return None
-
-
-def _class_table(
-    ordered: Sequence[tuple[str, HFSplit]], column: str, name: str
-) -> tuple[list[str], Callable[[Any], int | None]]:
-    """Class names of a classification column and the value -> class index function."""
-    features = [s.features[column] for _, s in ordered]
-    if isinstance(features[0], ClassLabel):
-        names = list(features[0].names)
-        for (_, s), f in zip(ordered, features, strict=True):
-            if not isinstance(f, ClassLabel) or list(f.names) != names:
-                raise ValidationError(
-                    [f"split {s.name!r}: column {column!r} has other class names than the others"],
-                    name,
-                )
-        return names, lambda v: None if v is None or v < 0 else int(v)
-    values: set[Any] = set()
-    for _, split in ordered:
-        for batch in split.batches([column]):
-            values.update(v for v in batch.column(0).to_pylist() if v is not None)
-    if all(isinstance(v, str) for v in values):
-        names = sorted(values)
-        index = {n: i for i, n in enumerate(names)}
-        return names, lambda v: None if v is None else index[v]
-    negative = sorted(v for v in values if v < 0)
-    if negative:
-        raise ValidationError(
-            [f"column {column!r} has negative class labels ({negative[0]}); expected 0, 1, ..."],
-            name,
-        )
-    top = max(values, default=-1)
-    return [str(i) for i in range(top + 1)], lambda v: None if v is None else int(v)
-
-
 def _foreign_rows(
     split: HFSplit,
     canon: str,
     m: ColumnMapping,
     meta_cols: Sequence[str],
-    label_index: Callable[[Any], int | None],
+    read_label: Callable[[Any, str], dict[str, Any]],
 ) -> Iterator[Sample]:
     feats = split.features
     columns = [c for c in (m.image_column, m.label_column, m.target_column, m.id_column) if c]
     columns = list(dict.fromkeys([*columns, *meta_cols]))
     image_is_pil = isinstance(feats[m.image_column], Image)
-    segmentation = m.task in ("semantic-segmentation", "instance-segmentation")
     row0 = 0
     for batch in split.batches(columns):
         cols = _decode_batch(batch, feats, f"split {split.name!r}", row0)
@@ -623,7 +561,7 @@ def _foreign_rows(
                     f"column {m.image_column!r} has shape {image.shape}, which does not match "
                     f"axes {axes_in!r}"
                 )
-            image_c, axes = _to_canonical(image, axes_in, add_channel=True)
+            image_c, axes = to_canonical(image, axes_in, add_channel=True)
             if m.id_column:
                 raw_id = cols[m.id_column][i]
                 if raw_id is None:
@@ -632,23 +570,18 @@ def _foreign_rows(
             else:
                 sid = f"{canon}-{r:06d}"
             sample = Sample(id=sid, image=image_c, axes=axes, split=canon)
-            if m.label_column and m.task == "classification":
-                sample.label = label_index(cols[m.label_column][i])
-            elif m.label_column and segmentation:
-                mask = cols[m.label_column][i]
-                label_axes = axes_in.replace("c", "")
-                if mask is None:
-                    raise fail(f"column {m.label_column!r} is null")
-                if mask.ndim != len(label_axes):
-                    raise fail(
-                        f"column {m.label_column!r} has shape {mask.shape}; expected "
-                        f"{len(label_axes)} dims (axes {label_axes!r})"
-                    )
-                mask_c, _ = _to_canonical(mask, label_axes, add_channel=False)
-                if m.task == "instance-segmentation":
-                    sample.instances = mask_c
-                else:
-                    sample.semantic = mask_c
+            if m.label_column:
+                try:
+                    truth = read_label(cols[m.label_column][i], axes_in)
+                except ForeignRowError as err:
+                    raise fail(str(err)) from None
+                for name, value in truth.items():
+                    if name not in _TRUTH_FIELDS:
+                        raise CellbenchError(
+                            f"task {m.task!r}: its Hugging Face column mapping sets {name!r}, "
+                            f"not a ground-truth field ({', '.join(sorted(_TRUTH_FIELDS))})"
+                        )
+                    setattr(sample, name, value)
             if m.target_column:
                 target = cols[m.target_column][i]
                 if target is None:
@@ -659,7 +592,7 @@ def _foreign_rows(
                         f"column {m.target_column!r} has shape {target.shape}; expected "
                         f"{len(axes_in)} dims (axes {axes_in!r}) or one fewer without channels"
                     )
-                sample.target, _ = _to_canonical(target, target_axes, add_channel=True)
+                sample.target, _ = to_canonical(target, target_axes, add_channel=True)
             for col in meta_cols:
                 value = cols[col][i]
                 feature = feats[col]

@@ -32,6 +32,8 @@ DEFAULT_MAX_SHARD_SIZE = 500 * 10**6
 ROW_GROUP_BYTES = 64 * 2**20
 #: Array fields of a sample, in column order.
 ARRAY_FIELDS = ("image", "instances", "semantic", "target", "tracks")
+#: Axis letters in cellbench (OME-Zarr) order; arrays of other datasets are transposed to it.
+CANONICAL_AXES = "tczyx"
 #: Split names of other datasets understood as cellbench splits.
 SPLIT_ALIASES = {
     "train": "train",
