@@ -179,7 +179,9 @@ def verify(ref: str, quiet: bool) -> None:
     help="Hugging Face token (default: the stored login).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_obj
 def export(
+    options: CliOptions,
     ref: str,
     target: str | None,
     dest: Path | None,
@@ -212,6 +214,7 @@ def export(
             private=private or None,
             max_shard_size=max_shard_size,
             progress=not quiet,
+            offline=options.offline,
         )
         click.echo(f"pushed {ref} to {url}")
 

@@ -44,6 +44,7 @@ def push_to_hub(
     private: bool | None = None,
     max_shard_size: int | str | None = None,
     progress: bool = False,
+    offline: bool | None = None,
 ) -> str:
     """Push a store to the Hugging Face Hub as a Parquet dataset with its card and metadata.
 
@@ -57,6 +58,7 @@ def push_to_hub(
         private: Create the repository as private.
         max_shard_size: Largest Parquet shard (default: ``datasets``' 500MB).
         progress: Show progress bars.
+        offline: Refuse to touch the network (default: ``CELLBENCH_OFFLINE``).
 
     Returns:
         The dataset's URL.
@@ -65,7 +67,7 @@ def push_to_hub(
         OfflineError: In offline mode.
         HubError: If the Hub refuses or cannot be reached.
     """
-    if is_offline():
+    if is_offline(offline):
         raise OfflineError(
             f"pushing {store.id}@{store.version} to the Hugging Face Hub needs the network, "
             "but offline mode is on (CELLBENCH_OFFLINE / --offline)"
