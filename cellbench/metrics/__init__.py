@@ -42,6 +42,7 @@ _LAZY: dict[str, str] = {
     "label_overlap": "cellbench.metrics.matching",
     "label_overlap_pairs": "cellbench.metrics.matching",
     "match_hungarian": "cellbench.metrics.matching",
+    "present_ids": "cellbench.metrics.matching",
     "ObjectErrors": "cellbench.metrics.object_errors",
     "SemanticSegmentationMetrics": "cellbench.metrics.semantic",
 }

@@ -35,7 +35,12 @@ from cellbench.metrics.instance import (
     resolve_sample_ids,
     threshold_key,
 )
-from cellbench.metrics.matching import OverlapPairs, coco_greedy_match, label_overlap_pairs
+from cellbench.metrics.matching import (
+    OverlapPairs,
+    coco_greedy_match,
+    label_overlap_pairs,
+    present_ids,
+)
 
 #: pycocotools' IoU thresholds, ``np.linspace(.5, .95, 10)`` (its exact float values).
 COCO_IOU_THRESHOLDS: tuple[float, ...] = tuple(
@@ -219,7 +224,7 @@ class InstanceMasks:
         shape = labels.shape
         rows, cols = _as_2d(shape)
         flat = labels.reshape(rows, cols).astype(np.int64, copy=False)
-        present = _present_ids(flat)
+        present = present_ids(flat)
         if present.size and present[-1] > 2 * present.size + 1024:
             # Sparse, large ids: work on consecutive indices (find_objects allocates max id).
             flat = np.searchsorted(np.concatenate([[0], present]), flat)
@@ -585,7 +590,7 @@ class CocoAP(Metric[CocoImageStats]):
                 if isinstance(pred, InstanceMasks):
                     prepared.append((None, g, pred, True, len(g.shape)))
                 else:
-                    bad = _score_problems(_present_ids(pred), sc, where)
+                    bad = _score_problems(present_ids(pred), sc, where)
                     problems += bad
                     if not bad:
                         pm = InstanceMasks.from_labels(pred, sc)
@@ -792,9 +797,3 @@ class CocoAP(Metric[CocoImageStats]):
             if npig is None or npig[a] == 0:
                 notes.append(f"No ground-truth object in area range '{name}': its AP/AR are NaN.")
         return notes
-
-
-def _present_ids(labels: np.ndarray) -> np.ndarray:
-    """Ids > 0 present in a label image."""
-    u = np.unique(labels)
-    return u[u > 0].astype(np.int64)
