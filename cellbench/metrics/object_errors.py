@@ -16,8 +16,8 @@ from scipy.optimize import linear_sum_assignment
 
 from cellbench.errors import ValidationError
 from cellbench.metrics.base import Metric
-from cellbench.metrics.instance import check_label_pairs
-from cellbench.metrics.matching import OverlapPairs, bipartite_components, label_overlap_pairs
+from cellbench.metrics.instance import LabelPair, checked_overlap
+from cellbench.metrics.matching import OverlapPairs, bipartite_components
 
 #: Count names summed over images (events for split/merge/catastrophe, objects otherwise).
 COUNT_NAMES: tuple[str, ...] = (
@@ -72,7 +72,7 @@ def _deepcell_assignment(iou: np.ndarray, cutoff1: float) -> tuple[np.ndarray, n
     return rows[top_left], cols[top_left]
 
 
-class ObjectErrors(Metric[ObjectErrorStats]):
+class ObjectErrors(Metric[LabelPair, ObjectErrorStats]):
     r"""Object error classes: correct, missed, false positive, split, merge, catastrophe.
 
     Follows DeepCell's object-based statistics (``deepcell_toolbox.metrics.ObjectAccuracy``,
@@ -260,14 +260,14 @@ class ObjectErrors(Metric[ObjectErrorStats]):
             },
         )
 
-    def sample_stats(
+    def inputs(
         self,
         ground_truth: Sequence[np.ndarray],
         predictions: Sequence[np.ndarray],
         *,
         sample_ids: Sequence[str] | None = None,
-    ) -> list[ObjectErrorStats]:
-        """Classify every object of every image.
+    ) -> list[LabelPair]:
+        """Pair the images up.
 
         Args:
             ground_truth: Ground-truth label images (2D or 3D, 0 = background).
@@ -275,16 +275,24 @@ class ObjectErrors(Metric[ObjectErrorStats]):
             sample_ids: Optional sample ids (kept in the per-image details).
 
         Returns:
-            One :class:`ObjectErrorStats` per image.
+            One :class:`~cellbench.metrics.instance.LabelPair` per image.
+        """
+        return LabelPair.batch(ground_truth, predictions, sample_ids, "ObjectErrors inputs")
+
+    def measure(self, sample: LabelPair, sample_id: str) -> ObjectErrorStats:
+        """Classify every object of one image.
+
+        Args:
+            sample: The ground-truth and predicted label images.
+            sample_id: The image (kept in the per-image details).
+
+        Returns:
+            The image's :class:`ObjectErrorStats`.
 
         Raises:
-            ValidationError: Listing every malformed or mismatched image.
+            ValidationError: Listing every problem of the pair.
         """
-        ids = check_label_pairs(ground_truth, predictions, sample_ids, "ObjectErrors inputs")
-        return [
-            self._classify(label_overlap_pairs(gt, pred), sid)
-            for sid, gt, pred in zip(ids, ground_truth, predictions, strict=True)
-        ]
+        return self._classify(checked_overlap(sample, sample_id, "ObjectErrors inputs"), sample_id)
 
     def aggregate(self, stats: Sequence[ObjectErrorStats]) -> dict[str, float]:
         """Sum the counts over images and derive pooled ratios.

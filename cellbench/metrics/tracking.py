@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.metrics.base import Metric, MetricResult
+from cellbench.metrics.base import Metric, MetricResult, S, sample_id_problems
 from cellbench.metrics.matching import label_overlap
 from cellbench.tracks import TrackedSequence, TrackGraph, present_ids
 
@@ -282,17 +282,6 @@ def _as_matches(gt: Sequence[Any], pred: Sequence[Any] | None) -> list[TrackingM
     return [match_tracking(g, p) for g, p in zip(gts, preds, strict=True)]
 
 
-def _ids(n: int, sample_ids: Sequence[str] | None) -> list[str]:
-    if sample_ids is not None:
-        ids = [str(s) for s in sample_ids]
-        if len(ids) != n:
-            raise ValidationError(
-                [f"{len(ids)} sample ids for {n} sequences"], context="tracking metric input"
-            )
-        return ids
-    return [str(i) for i in range(n)]
-
-
 def _ratio_score(error: float, zero: float) -> float:
     """``1 - min(error, zero) / zero``; NaN when ``zero`` is 0."""
     return 1.0 - min(error, zero) / zero if zero > 0 else math.nan
@@ -303,16 +292,21 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(v)) if v else math.nan
 
 
-class _TrackingMetric(Metric[Any]):
-    """Shared input handling: ``(gt, pred)`` sequences or precomputed matches."""
+class TrackingMetric(Metric[TrackingMatch, S]):
+    """A tracking metric: its per-sample input is a :class:`TrackingMatch`.
 
-    def sample_stats(  # type: ignore[override]
+    The batch arguments are ``(gt, pred)`` sequences, or precomputed matches alone (share one
+    matching between several metrics).
+    """
+
+    def inputs(
         self,
         gt: Sequence[TrackedSequence] | Sequence[TrackingMatch],
         pred: Sequence[TrackedSequence] | None = None,
+        *,
         sample_ids: Sequence[str] | None = None,
-    ) -> list[Any]:
-        """Per-sequence sufficient statistics.
+    ) -> list[TrackingMatch]:
+        """Match each pair of sequences (or take the matches as they are).
 
         Args:
             gt: Ground-truth sequences, or :class:`TrackingMatch` objects (then ``pred=None``).
@@ -320,14 +314,18 @@ class _TrackingMetric(Metric[Any]):
             sample_ids: Identifiers of the sequences (default ``"0"``, ``"1"``, ...).
 
         Returns:
-            One statistics record per sequence, in input order.
+            One match per sequence, in input order.
+
+        Raises:
+            ValidationError: If an item is not a match, the lists differ in length, the ids in
+                number, or a pair of sequences breaks the CTC rules (every problem of the
+                first such pair).
         """
         matches = _as_matches(gt, pred)
-        ids = _ids(len(matches), sample_ids)
-        return [self._stats(m, sid) for m, sid in zip(matches, ids, strict=True)]
-
-    def _stats(self, match: TrackingMatch, sample_id: str) -> Any:
-        raise NotImplementedError
+        bad_ids = sample_id_problems(len(matches), sample_ids, "sequences")
+        if bad_ids:
+            raise ValidationError(bad_ids, context="tracking metric input")
+        return matches
 
 
 # ============================================================================ CTC measures
@@ -438,7 +436,7 @@ def aogm_counts(match: TrackingMatch) -> dict[str, int]:
     }
 
 
-class CTCMeasures(_TrackingMetric):
+class CTCMeasures(TrackingMetric[CTCSequenceStats]):
     """The Cell Tracking Challenge technical measures: DET, SEG, TRA, LNK, OP_CSB, OP_CTB, AOGM.
 
     Formulas (weights ``w`` from :class:`AOGMWeights`, counts from :func:`aogm_counts`)::
@@ -488,13 +486,13 @@ class CTCMeasures(_TrackingMetric):
             raise ValidationError(bad, context="CTCMeasures parameters")
         self._set_params(weights=asdict(self.weights))
 
-    def _stats(self, match: TrackingMatch, sample_id: str) -> CTCSequenceStats:
-        c = aogm_counts(match)
+    def measure(self, sample: TrackingMatch, sample_id: str) -> CTCSequenceStats:
+        """AOGM operation counts and SEG sums of one sequence's match."""
         return CTCSequenceStats(
             sample_id=sample_id,
-            seg_iou_sum=float(match.seg_iou.sum()),
-            seg_n=int(match.seg_iou.size),
-            **c,
+            seg_iou_sum=float(sample.seg_iou.sum()),
+            seg_n=int(sample.seg_iou.size),
+            **aogm_counts(sample),
         )
 
     def _scores(
@@ -703,7 +701,7 @@ def division_counts(match: TrackingMatch, frame_tolerance: int = 0) -> dict[str,
     }
 
 
-class DivisionMetrics(_TrackingMetric):
+class DivisionMetrics(TrackingMetric[DivisionStats]):
     """Division detection: precision, recall, F1 and mitotic branching correctness.
 
     Formulas (counts from :func:`division_counts`, pooled over sequences)::
@@ -738,8 +736,9 @@ class DivisionMetrics(_TrackingMetric):
         self.frame_tolerance = int(frame_tolerance)
         self._set_params(frame_tolerance=self.frame_tolerance)
 
-    def _stats(self, match: TrackingMatch, sample_id: str) -> DivisionStats:
-        return DivisionStats(sample_id=sample_id, **division_counts(match, self.frame_tolerance))
+    def measure(self, sample: TrackingMatch, sample_id: str) -> DivisionStats:
+        """Division counts of one sequence's match."""
+        return DivisionStats(sample_id=sample_id, **division_counts(sample, self.frame_tolerance))
 
     def aggregate(self, stats: Sequence[DivisionStats]) -> dict[str, float]:
         """Pooled precision, recall, F1, MBC, their per-sequence means and the counts."""
@@ -859,7 +858,7 @@ def track_counts(match: TrackingMatch) -> dict[str, Any]:
     }
 
 
-class CompleteTracks(_TrackingMetric):
+class CompleteTracks(TrackingMetric[TrackStats]):
     """Complete tracks (CT) and track fractions (TF), CTC biological measures.
 
     Formulas (Ulman et al. 2017, as implemented by py-ctcmetrics; see :func:`track_counts`)::
@@ -885,8 +884,9 @@ class CompleteTracks(_TrackingMetric):
 
     name = "complete_tracks"
 
-    def _stats(self, match: TrackingMatch, sample_id: str) -> TrackStats:
-        return TrackStats(sample_id=sample_id, **track_counts(match))
+    def measure(self, sample: TrackingMatch, sample_id: str) -> TrackStats:
+        """Complete tracks and track fractions of one sequence's match."""
+        return TrackStats(sample_id=sample_id, **track_counts(sample))
 
     def aggregate(self, stats: Sequence[TrackStats]) -> dict[str, float]:
         """Pooled CT and TF, their per-sequence means and the track counts."""
@@ -931,7 +931,7 @@ class BranchingStats:
 
 def _dividing_tracks(tab: np.ndarray) -> list[tuple[int, int, list[tuple[int, int]]]]:
     """``[(parent id, parent end, [(child id, child begin), ...]), ...]`` for parents with 2+."""
-    out = []
+    out: list[tuple[int, int, list[tuple[int, int]]]] = []
     if tab.shape[0] == 0:
         return out
     parents, n_children = np.unique(tab[tab[:, 3] > 0, 3], return_counts=True)
@@ -994,7 +994,7 @@ def branching_counts(match: TrackingMatch, tolerance: int) -> dict[str, int]:
     return {"tp": tp, "fp": len(comp_divs) - tp, "fn": len(ref_divs) - tp}
 
 
-class BranchingCorrectness(_TrackingMetric):
+class BranchingCorrectness(TrackingMetric[BranchingStats]):
     """Branching correctness BC(i), the CTC biological division measure.
 
     Formula (Ulman et al. 2017; counts from :func:`branching_counts`)::
@@ -1027,8 +1027,9 @@ class BranchingCorrectness(_TrackingMetric):
         self.max_tolerance = int(max_tolerance)
         self._set_params(max_tolerance=self.max_tolerance)
 
-    def _stats(self, match: TrackingMatch, sample_id: str) -> BranchingStats:
-        per = [branching_counts(match, i) for i in range(self.max_tolerance + 1)]
+    def measure(self, sample: TrackingMatch, sample_id: str) -> BranchingStats:
+        """Branching-correctness counts of one sequence's match, for every tolerance."""
+        per = [branching_counts(sample, i) for i in range(self.max_tolerance + 1)]
         return BranchingStats(
             sample_id=sample_id,
             tp=tuple(c["tp"] for c in per),
@@ -1234,7 +1235,7 @@ def _max_weight_matching(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray)
     return total
 
 
-class MOTMetrics(_TrackingMetric):
+class MOTMetrics(TrackingMetric[MOTStats]):
     """CLEAR MOT accuracy (MOTA, MOTP) and identity F1 (IDF1, IDP, IDR).
 
     Formulas (counts from :func:`mot_counts`; per-frame candidates are pairs with IoU >= the
@@ -1271,8 +1272,9 @@ class MOTMetrics(_TrackingMetric):
         self.iou_threshold = float(iou_threshold)
         self._set_params(iou_threshold=self.iou_threshold)
 
-    def _stats(self, match: TrackingMatch, sample_id: str) -> MOTStats:
-        return MOTStats(sample_id=sample_id, **mot_counts(match, self.iou_threshold))
+    def measure(self, sample: TrackingMatch, sample_id: str) -> MOTStats:
+        """CLEAR MOT and identity counts of one sequence's match."""
+        return MOTStats(sample_id=sample_id, **mot_counts(sample, self.iou_threshold))
 
     @staticmethod
     def _values(
@@ -1319,7 +1321,7 @@ class MOTMetrics(_TrackingMetric):
 def score_ctc_folders(
     gt_dir: str | os.PathLike,
     res_dir: str | os.PathLike,
-    metrics: Sequence[Metric[Any]] | None = None,
+    metrics: Sequence[Metric[TrackingMatch, Any]] | None = None,
     sample_id: str | None = None,
 ) -> dict[str, MetricResult]:
     """Score one CTC result folder against its ground-truth folder.
@@ -1342,6 +1344,8 @@ def score_ctc_folders(
     gt = read_ctc_ground_truth(gt_dir)
     res = read_ctc_result(res_dir, n_frames=gt.n_frames, shape=gt.spatial_shape)
     match = match_tracking(gt, res, validate=False)
-    chosen = list(metrics) if metrics is not None else [CTCMeasures(), DivisionMetrics()]
+    chosen: list[Metric[TrackingMatch, Any]] = (
+        list(metrics) if metrics is not None else [CTCMeasures(), DivisionMetrics()]
+    )
     sid = sample_id or os.path.basename(os.path.normpath(str(gt_dir)))
     return {m.name: m.compute([match], sample_ids=[sid]) for m in chosen}
