@@ -11,6 +11,7 @@ from scipy.stats import rankdata
 
 from cellbench.errors import ValidationError
 from cellbench.metrics.base import Metric, sample_id_problems
+from cellbench.metrics.reduce import row_normalized
 
 
 @dataclass(frozen=True)
@@ -298,13 +299,10 @@ class ClassificationMetrics(Metric[ClassifiedSample, ClassificationSampleStats])
     def details(self, stats: Sequence[ClassificationSampleStats]) -> dict[str, Any]:
         """Confusion matrix (counts and row-normalised) with class names, supports."""
         cm = self.confusion_matrix(stats)
-        rows = cm.sum(axis=1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            norm = np.where(rows > 0, cm / np.maximum(rows, 1), np.nan)
         return {
             "class_names": list(self.class_names),
             "confusion_matrix": cm.tolist(),
-            "confusion_matrix_normalized": norm.tolist(),
+            "confusion_matrix_normalized": row_normalized(cm).tolist(),
             "confusion_matrix_axes": "rows = true class, columns = predicted class",
             "support": cm.sum(axis=1).tolist(),
             "n_samples": int(cm.sum()),

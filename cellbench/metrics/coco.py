@@ -273,13 +273,13 @@ def _scores_for(ids: np.ndarray, scores: Mapping[int, float] | np.ndarray | None
 def _score_problems(
     ids: np.ndarray, scores: Mapping[int, float] | np.ndarray | None, where: str
 ) -> list[str]:
+    """Problems with the scores of predicted objects ``ids`` (missing, malformed, not finite)."""
     if scores is None:
         return []
     if isinstance(scores, Mapping):
         missing = [int(i) for i in ids if int(i) not in scores]
         if missing:
             return [f"{where}: no score for predicted ids {missing[:10]} ({len(missing)} in all)"]
-        vals = np.array([float(scores[int(i)]) for i in ids])
     else:
         arr = np.asarray(scores)
         if arr.ndim != 1 or arr.dtype.kind not in "uif":
@@ -288,8 +288,7 @@ def _score_problems(
             return [
                 f"{where}: score array has {arr.size} entries but predicted ids reach {ids.max()}"
             ]
-        vals = arr[ids].astype(np.float64)
-    if not np.isfinite(vals).all():
+    if not np.isfinite(_scores_for(ids, scores)).all():
         return [f"{where}: scores contain NaN or infinite values"]
     return []
 

@@ -11,6 +11,7 @@ from scipy.ndimage import uniform_filter
 
 from cellbench.errors import ValidationError
 from cellbench.metrics.base import Metric, sample_id_problems
+from cellbench.metrics.reduce import mean_defined
 
 Normalization = Literal["separate", "target", "none"]
 SCORE_NAMES: tuple[str, ...] = ("mae", "mse", "psnr", "ssim", "pearson")
@@ -344,9 +345,9 @@ class ImageSimilarity(Metric[ImagePair, ImagePairStats]):
             mat = np.full((len(stats), n_c), np.nan)
             for i, s in enumerate(stats):
                 mat[i, : s.values[k].size] = s.values[k]
-            values[k] = _mean_defined(mat.reshape(-1))
+            values[k] = mean_defined(mat.reshape(-1))
             for c, cname in enumerate(names):
-                values[f"{k}/{cname}"] = _mean_defined(mat[:, c])
+                values[f"{k}/{cname}"] = mean_defined(mat[:, c])
         return values
 
     def details(self, stats: Sequence[ImagePairStats]) -> dict[str, Any]:
@@ -391,9 +392,3 @@ class ImageSimilarity(Metric[ImagePair, ImagePairStats]):
                 "normalisation was used (or only the offset removed if constant)."
             )
         return notes
-
-
-def _mean_defined(x: np.ndarray) -> float:
-    """Mean over non-NaN entries (+inf kept), NaN if none."""
-    x = x[~np.isnan(x)]
-    return float(x.mean()) if x.size else float("nan")

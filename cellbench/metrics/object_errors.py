@@ -18,6 +18,7 @@ from cellbench.errors import ValidationError
 from cellbench.metrics.base import Metric
 from cellbench.metrics.instance import LabelPair, checked_overlap
 from cellbench.metrics.matching import OverlapPairs, bipartite_components
+from cellbench.metrics.reduce import ratio_or_nan
 
 #: Count names summed over images (events for split/merge/catastrophe, objects otherwise).
 COUNT_NAMES: tuple[str, ...] = (
@@ -304,23 +305,19 @@ class ObjectErrors(Metric[LabelPair, ObjectErrorStats]):
             Counts, recall/precision/f1 and per-object error rates (NaN for zero denominators).
         """
         tot = {k: float(sum(s.counts[k] for s in stats)) for k in COUNT_NAMES}
-
-        def div(a: float, b: float) -> float:
-            return a / b if b > 0 else float("nan")
-
-        recall = div(tot["correct"], tot["n_true"])
-        precision = div(tot["correct"], tot["n_pred"])
-        f1 = div(2 * tot["correct"], tot["n_true"] + tot["n_pred"])
+        recall = ratio_or_nan(tot["correct"], tot["n_true"])
+        precision = ratio_or_nan(tot["correct"], tot["n_pred"])
+        f1 = ratio_or_nan(2 * tot["correct"], tot["n_true"] + tot["n_pred"])
         return {
             **tot,
             "recall": recall,
             "precision": precision,
             "f1": f1,
-            "missed_per_gt": div(tot["missed"], tot["n_true"]),
-            "split_per_gt": div(tot["split"], tot["n_true"]),
-            "merge_per_gt": div(tot["merge"], tot["n_true"]),
-            "catastrophe_per_gt": div(tot["catastrophe"], tot["n_true"]),
-            "false_positive_per_pred": div(tot["false_positive"], tot["n_pred"]),
+            "missed_per_gt": ratio_or_nan(tot["missed"], tot["n_true"]),
+            "split_per_gt": ratio_or_nan(tot["split"], tot["n_true"]),
+            "merge_per_gt": ratio_or_nan(tot["merge"], tot["n_true"]),
+            "catastrophe_per_gt": ratio_or_nan(tot["catastrophe"], tot["n_true"]),
+            "false_positive_per_pred": ratio_or_nan(tot["false_positive"], tot["n_pred"]),
         }
 
     def details(self, stats: Sequence[ObjectErrorStats]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from cellbench.errors import ValidationError
 from cellbench.metrics.base import Metric, sample_id_problems
+from cellbench.metrics.reduce import mean_defined, row_normalized
 
 
 @dataclass(frozen=True)
@@ -255,10 +256,10 @@ class SemanticSegmentationMetrics(Metric[ClassMaskPair, SemanticImageStats]):
         values: dict[str, float] = {
             "mean_jaccard_pooled": float(self._class_mean(jac_p)),
             "mean_dice_pooled": float(self._class_mean(dice_p)),
-            "mean_jaccard_per_image": _nanmean(per_img_mj),
-            "mean_dice_per_image": _nanmean(per_img_md),
+            "mean_jaccard_per_image": mean_defined(per_img_mj),
+            "mean_dice_per_image": mean_defined(per_img_md),
             "pixel_accuracy_pooled": float(correct.sum() / total.sum()) if total.sum() else nan,
-            "pixel_accuracy_per_image": _nanmean(
+            "pixel_accuracy_per_image": mean_defined(
                 np.where(total > 0, correct / np.maximum(total, 1), np.nan)
             ),
         }
@@ -273,13 +274,10 @@ class SemanticSegmentationMetrics(Metric[ClassMaskPair, SemanticImageStats]):
         """Pooled pixel confusion matrix (counts and row-normalised) with class names."""
         k = len(self.class_names)
         cm = sum((s.confusion for s in stats), np.zeros((k, k), np.int64))
-        rows = cm.sum(axis=1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            norm = np.where(rows > 0, cm / np.maximum(rows, 1), np.nan)
         return {
             "class_names": list(self.class_names),
             "confusion_matrix": np.asarray(cm).tolist(),
-            "confusion_matrix_normalized": norm.tolist(),
+            "confusion_matrix_normalized": row_normalized(cm).tolist(),
             "confusion_matrix_axes": "rows = true class, columns = predicted class (pixels)",
             "n_ignored_pixels": int(sum(s.n_ignored for s in stats)),
         }
@@ -306,8 +304,3 @@ class SemanticSegmentationMetrics(Metric[ClassMaskPair, SemanticImageStats]):
                 f"Pixels labelled {self.ignore_index} in the ground truth are not counted."
             )
         return notes
-
-
-def _nanmean(x: np.ndarray) -> float:
-    finite = x[np.isfinite(x)]
-    return float(finite.mean()) if finite.size else float("nan")

@@ -53,7 +53,8 @@ import numpy as np
 
 from cellbench.errors import ValidationError
 from cellbench.metrics.base import Metric, MetricResult, S, sample_id_problems
-from cellbench.metrics.matching import label_overlap
+from cellbench.metrics.matching import bipartite_components, label_overlap
+from cellbench.metrics.reduce import mean_defined, pooled_and_mean, ratio_or_nan
 from cellbench.tracks import TrackedSequence, TrackGraph, present_ids
 
 # ============================================================================ matching
@@ -287,11 +288,6 @@ def _ratio_score(error: float, zero: float) -> float:
     return 1.0 - min(error, zero) / zero if zero > 0 else math.nan
 
 
-def _nanmean(values: list[float]) -> float:
-    v = [x for x in values if not math.isnan(x)]
-    return float(np.mean(v)) if v else math.nan
-
-
 class TrackingMetric(Metric[TrackingMatch, S]):
     """A tracking metric: its per-sample input is a :class:`TrackingMatch`.
 
@@ -517,7 +513,7 @@ class CTCMeasures(TrackingMetric[CTCSequenceStats]):
         det = _ratio_score(aogm_d, aogm_d0)
         tra = _ratio_score(aogm, aogm_0)
         lnk = _ratio_score(aogm_a, aogm_a0)
-        seg = seg_sum / seg_n if seg_n > 0 else math.nan
+        seg = ratio_or_nan(seg_sum, seg_n)
         return {
             "det": det,
             "seg": seg,
@@ -533,19 +529,12 @@ class CTCMeasures(TrackingMetric[CTCSequenceStats]):
             "aogm_a0": aogm_a0,
         }
 
-    def _one(self, s: CTCSequenceStats) -> dict[str, float]:
-        return self._scores(
-            s.ns, s.fn, s.fp, s.ed, s.ea, s.ec, s.n_nodes, s.n_edges, s.seg_iou_sum, s.seg_n
-        )
-
     def aggregate(self, stats: Sequence[CTCSequenceStats]) -> dict[str, float]:
         """Pooled scores, per-sequence means and summed operation counts."""
         keys = ("ns", "fn", "fp", "ed", "ea", "ec", "n_nodes", "n_edges", "seg_iou_sum", "seg_n")
+        means = ("det", "seg", "tra", "lnk", "op_csb", "op_ctb")
+        out = pooled_and_mean(stats, keys, self._scores, means)
         tot = {k: sum(getattr(s, k) for s in stats) for k in keys}
-        out = self._scores(*(tot[k] for k in keys))
-        per = [self._one(s) for s in stats]
-        for k in ("det", "seg", "tra", "lnk", "op_csb", "op_ctb"):
-            out[f"{k}_mean"] = _nanmean([p[k] for p in per])
         for k in ("ns", "fn", "fp", "ed", "ea", "ec"):
             out[k] = float(tot[k])
         out["n_ref_nodes"] = float(tot["n_nodes"])
@@ -742,22 +731,15 @@ class DivisionMetrics(TrackingMetric[DivisionStats]):
 
     def aggregate(self, stats: Sequence[DivisionStats]) -> dict[str, float]:
         """Pooled precision, recall, F1, MBC, their per-sequence means and the counts."""
-        out = self._values(*(sum(getattr(s, k) for s in stats) for k in _DIV_KEYS))
-        per = [self._values(*(getattr(s, k) for k in _DIV_KEYS)) for s in stats]
-        for k in ("precision", "recall", "f1", "mbc"):
-            out[f"{k}_mean"] = _nanmean([p[k] for p in per])
-        return out
+        return pooled_and_mean(stats, _DIV_KEYS, self._values, ("precision", "recall", "f1", "mbc"))
 
     @staticmethod
     def _values(tp: int, fp: int, fn: int, wc: int, n_gt: int, n_pred: int) -> dict[str, float]:
-        def div(a: float, b: float) -> float:
-            return a / b if b > 0 else math.nan
-
         return {
-            "precision": div(tp, n_pred),
-            "recall": div(tp, n_gt),
-            "f1": div(2 * tp, n_gt + n_pred),
-            "mbc": div(tp, n_gt + fp),
+            "precision": ratio_or_nan(tp, n_pred),
+            "recall": ratio_or_nan(tp, n_gt),
+            "f1": ratio_or_nan(2 * tp, n_gt + n_pred),
+            "mbc": ratio_or_nan(tp, n_gt + fp),
             "tp": float(tp),
             "fp": float(fp),
             "fn": float(fn),
@@ -892,11 +874,9 @@ class CompleteTracks(TrackingMetric[TrackStats]):
         """Pooled CT and TF, their per-sequence means and the track counts."""
 
         def ct(rc: float, r: float, c: float) -> float:
-            return 2 * rc / (r + c) if r + c > 0 else math.nan
+            return ratio_or_nan(2 * rc, r + c)
 
-        def tf(fr: Sequence[float]) -> float:
-            return float(np.mean(fr)) if len(fr) else math.nan
-
+        tf = mean_defined  # track fractions are never NaN
         rc = sum(s.complete for s in stats)
         r = sum(s.n_gt_tracks for s in stats)
         c = sum(s.n_pred_tracks for s in stats)
@@ -904,8 +884,10 @@ class CompleteTracks(TrackingMetric[TrackStats]):
         return {
             "ct": ct(rc, r, c),
             "tf": tf(all_fr),
-            "ct_mean": _nanmean([ct(s.complete, s.n_gt_tracks, s.n_pred_tracks) for s in stats]),
-            "tf_mean": _nanmean([tf(s.fractions) for s in stats]),
+            "ct_mean": mean_defined(
+                [ct(s.complete, s.n_gt_tracks, s.n_pred_tracks) for s in stats]
+            ),
+            "tf_mean": mean_defined([tf(s.fractions) for s in stats]),
             "complete_tracks": float(rc),
             "n_gt_tracks": float(r),
             "n_pred_tracks": float(c),
@@ -1053,7 +1035,7 @@ class BranchingCorrectness(TrackingMetric[BranchingStats]):
             fp = sum(s.fp[i] for s in stats)
             fn = sum(s.fn[i] for s in stats)
             out[f"bc@{i}"] = self._bc(tp, fp, fn)
-            out[f"bc_mean@{i}"] = _nanmean([self._bc(s.tp[i], s.fp[i], s.fn[i]) for s in stats])
+            out[f"bc_mean@{i}"] = mean_defined([self._bc(s.tp[i], s.fp[i], s.fn[i]) for s in stats])
             out[f"bc_tp@{i}"] = float(tp)
             out[f"bc_fp@{i}"] = float(fp)
             out[f"bc_fn@{i}"] = float(fn)
@@ -1210,14 +1192,10 @@ def mot_counts(match: TrackingMatch, iou_threshold: float = 0.5) -> dict[str, An
 def _max_weight_matching(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray) -> int:
     """Total weight of a maximum-weight bipartite matching, solved per connected component."""
     from scipy.optimize import linear_sum_assignment
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     ur, ri = np.unique(rows, return_inverse=True)
     uc, ci = np.unique(cols, return_inverse=True)
-    n_r, n_c = ur.size, uc.size
-    adj = coo_matrix((np.ones(ri.size), (ri, ci + n_r)), shape=(n_r + n_c, n_r + n_c)).tocsr()
-    _, comp = connected_components(adj, directed=False)
+    comp, _ = bipartite_components(ur.size, uc.size, ri, ci)
     edge_comp = comp[ri]
     total = 0
     order = np.argsort(edge_comp, kind="stable")
@@ -1287,15 +1265,12 @@ class MOTMetrics(TrackingMetric[MOTStats]):
         iou_sum: float,
         idtp: float,
     ) -> dict[str, float]:
-        def div(a: float, b: float) -> float:
-            return a / b if b > 0 else math.nan
-
         return {
-            "mota": 1.0 - div(fn + fp + idsw, n_gt) if n_gt > 0 else math.nan,
-            "motp": div(iou_sum, matches),
-            "idf1": div(2 * idtp, n_gt + n_pred),
-            "idp": div(idtp, n_pred),
-            "idr": div(idtp, n_gt),
+            "mota": 1.0 - ratio_or_nan(fn + fp + idsw, n_gt) if n_gt > 0 else math.nan,
+            "motp": ratio_or_nan(iou_sum, matches),
+            "idf1": ratio_or_nan(2 * idtp, n_gt + n_pred),
+            "idp": ratio_or_nan(idtp, n_pred),
+            "idr": ratio_or_nan(idtp, n_gt),
             "fn": float(fn),
             "fp": float(fp),
             "idsw": float(idsw),
@@ -1308,11 +1283,7 @@ class MOTMetrics(TrackingMetric[MOTStats]):
     def aggregate(self, stats: Sequence[MOTStats]) -> dict[str, float]:
         """Pooled MOTA, MOTP, IDF1, IDP, IDR, per-sequence means and the counts."""
         keys = ("n_gt", "n_pred", "matches", "fn", "fp", "idsw", "iou_sum", "idtp")
-        out = self._values(*(sum(getattr(s, k) for s in stats) for k in keys))
-        per = [self._values(*(getattr(s, k) for k in keys)) for s in stats]
-        for k in ("mota", "motp", "idf1"):
-            out[f"{k}_mean"] = _nanmean([p[k] for p in per])
-        return out
+        return pooled_and_mean(stats, keys, self._values, ("mota", "motp", "idf1"))
 
 
 # ============================================================================ CTC folders
