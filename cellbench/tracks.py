@@ -1,7 +1,7 @@
 """The canonical tracking object: label images over time plus a Cell Tracking Challenge track table.
 
 A :class:`TrackedSequence` is what every tracking hand-off uses: the CTC reader
-(:mod:`cellbench.ingest.ctc`) returns one, the store's tracking
+(:mod:`cellbench.tasks.tracking.ctc`) returns one, the store's tracking
 :class:`~cellbench.store.sample.Sample` converts to and from one, and the tracking metrics
 (:mod:`cellbench.metrics.tracking`) compare two.
 
@@ -234,8 +234,9 @@ class TrackedSequence:
     """A tracked sequence: label images over time, a CTC track table and optional SEG truth.
 
     Construct it directly, from a store :class:`~cellbench.store.sample.Sample`
-    (:meth:`from_sample`), from CTC folders (:func:`cellbench.ingest.ctc.read_ctc_ground_truth`,
-    :func:`cellbench.ingest.ctc.read_ctc_result`) or from a tracker's node links
+    (:meth:`from_sample`), from CTC folders
+    (:func:`cellbench.tasks.tracking.ctc.read_ctc_ground_truth`,
+    :func:`cellbench.tasks.tracking.ctc.read_ctc_result`) or from a tracker's node links
     (:meth:`from_links`). Check it with :meth:`validate`.
 
     Attributes:

@@ -23,8 +23,10 @@ Modules, one per part:
 * :mod:`.divisions`: division detection (:func:`division_counts`, :class:`DivisionMetrics`);
 * :mod:`.biological`: the CTC biological measures (:class:`CompleteTracks`,
   :class:`BranchingCorrectness`);
-* :mod:`.mot`: CLEAR MOT and identity measures (:class:`MOTMetrics`);
-* :mod:`.folders`: :func:`score_ctc_folders`, a CTC result folder against its ground truth.
+* :mod:`.mot`: CLEAR MOT and identity measures (:class:`MOTMetrics`).
+
+Reading and writing CTC folders, and scoring a result folder against its ground-truth folder
+(``score_ctc_folders``), belong to the tracking task: :mod:`cellbench.tasks.tracking.ctc`.
 
 **Matching.** The CTC rule (Matula et al. 2015): in each frame a result object matches a
 reference object when it covers more than half of the reference's pixels
@@ -68,7 +70,6 @@ from cellbench.metrics.tracking.ctc_measures import (
     aogm_counts,
 )
 from cellbench.metrics.tracking.divisions import DivisionMetrics, DivisionStats, division_counts
-from cellbench.metrics.tracking.folders import score_ctc_folders
 from cellbench.metrics.tracking.matching import (
     TrackingMatch,
     TrackingMetric,
@@ -97,6 +98,5 @@ __all__ = [
     "frame_overlap_pairs",
     "match_tracking",
     "mot_counts",
-    "score_ctc_folders",
     "track_counts",
 ]
