@@ -36,8 +36,8 @@ from typing import Any
 
 import yaml
 
-from cellbench.tasks import task_names
 from cellbench.errors import ValidationError
+from cellbench.tasks import task_names
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
