@@ -73,9 +73,9 @@ from cellbench.training.data.loaders import (
     train_source,
 )
 from cellbench.training.errors import CheckpointError, DataError, TrainingError, worker_message
-from cellbench.training.inference import default_tile, predict_split
+from cellbench.training.inference import predict_split
 from cellbench.training.normalisation import Normaliser
-from cellbench.training.package import InferenceSettings, attach_settings, write_package
+from cellbench.training.package import InferenceSettings, write_package
 from cellbench.training.runlog import (
     CONFUSION_PNG,
     CURVES_PNG,
@@ -84,6 +84,7 @@ from cellbench.training.runlog import (
     plot_curves,
     write_metrics,
 )
+from cellbench.training.tiles import Tiler
 
 log = logging.getLogger("cellbench.training")
 
@@ -301,12 +302,10 @@ class Trainer:
         if image is None:
             image = [max(s[a] for s in index.shapes) for a in range(nd)]
         self.image_size = size_tuple(image, nd, "image_size")
-        if hasattr(model_config, "tile_size"):
-            self.tile_size: tuple[int, ...] = ()  # the model tiles whole images itself
-        elif cfg.tile_size:
-            self.tile_size = size_tuple(cfg.tile_size, nd, "tile_size")
-        else:
-            self.tile_size = tuple(default_tile(self.patch_size))
+        configured = size_tuple(cfg.tile_size, nd, "tile_size") if cfg.tile_size else None
+        self.tile_size: tuple[int, ...] = Tiler.resolve(
+            cls.tiling, configured, self.patch_size, cfg.tile_overlap
+        ).tile
 
     def _build(self) -> None:
         cfg = self.config
@@ -407,7 +406,6 @@ class Trainer:
             image_fit=cfg.image_fit,
             precision="bf16" if self.precision == "bf16" else "fp32",
         )
-        attach_settings(self.model, self.settings)
 
         rank, world = self.dist_info.rank, self.dist_info.world
         self.options = LoaderOptions(
