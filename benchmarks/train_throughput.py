@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cellbench.store.sample import Sample
 from cellbench.store.zarr_store import DatasetStore, build_store
 from cellbench.training.augment import BatchAugmenter
-from cellbench.training.baseline import _REGISTRY, get_baseline
+from cellbench.training.baseline import baseline_names, get_baseline
 from cellbench.training.config import DEFAULT_AUGMENT
 from cellbench.training.data import LoaderOptions, PatchDataset, build_index, build_spec
 from cellbench.training.data.datasets import concat_collate
@@ -93,11 +93,9 @@ def cases(small: bool) -> list[Case]:
         Case("tracker", "tracking", 256 // s, max(2, 8 // b)),
     ]
     names = {c.baseline for c in listed}
-    import cellbench.training.models  # noqa: F401  (registers the built-in baselines)
-
-    for name, cls in sorted(_REGISTRY.items()):
+    for name in sorted(baseline_names()):
         if name not in names and not name.startswith(("toy-", "test-")):
-            listed.append(Case(name, cls.tasks[0], 256 // s, max(2, 8 // b)))
+            listed.append(Case(name, get_baseline(name).tasks[0], 256 // s, max(2, 8 // b)))
     return listed
 
 
@@ -168,7 +166,7 @@ def time_case(
     case: Case, device: torch.device, steps: int, warmup: int, workers: int, folder: Path
 ) -> dict:
     """Images/s of one case with the Zarr loader and with a batch resident on the device."""
-    if case.baseline not in _REGISTRY:
+    if case.baseline not in baseline_names():
         return {"note": "not registered (models not merged yet)"}
     cls = get_baseline(case.baseline)
     try:

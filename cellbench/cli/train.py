@@ -189,8 +189,8 @@ def predict_cmd(
     run_dir: Path, dataset: str, split: str, out: Path, device: str | None, quiet: bool
 ) -> None:
     """Predict SPLIT of a dataset with the model package in RUN_DIR; write the prediction set."""
+    from cellbench.registry import open_dataset
     from cellbench.training.distributed import select_device
-    from cellbench.training.engine import open_dataset
     from cellbench.training.inference import write_split_predictions
 
     dev = select_device(device or "auto")

@@ -236,7 +236,7 @@ def run_package(
 ) -> tuple[ResourceUsage, dict[str, Any]]:
     """Run a safetensors model package with the training engine's inference.
 
-    The package is rebuilt by :func:`cellbench.training.package.load_model_package` (baseline
+    The package is rebuilt by :func:`cellbench.training.package.load_package` (baseline
     class from the registry, weights from safetensors: nothing is unpickled) and run with
     :func:`cellbench.training.inference.predict_split`, which applies the training-time
     normalisation and tiling recorded in ``model.json``.
@@ -248,9 +248,10 @@ def run_package(
         ValidationError: If the package's model serves another task than the manifest says.
     """
     from cellbench.training.inference import predict_split
-    from cellbench.training.package import load_model_package
+    from cellbench.training.package import load_package
 
-    model, normaliser = load_model_package(package_dir(manifest.submission_path), device)
+    package = load_package(package_dir(manifest.submission_path), device)
+    model, normaliser = package.model, package.normaliser
     task = getattr(getattr(model, "spec", None), "task", manifest.task)
     if task != manifest.task:
         raise ValidationError(
@@ -263,7 +264,9 @@ def run_package(
     n_params = int(sum(p.numel() for p in model.parameters()))
     cuda = device.startswith("cuda")
     with ResourceMonitor(cuda=cuda) as monitor:
-        pset = predict_split((model, normaliser), store, manifest.split, device=device)
+        pset = predict_split(
+            (model, normaliser), store, manifest.split, settings=package.settings, device=device
+        )
         write_predictions(out, pset)
     extra = {
         "runtime": "cellbench.training",

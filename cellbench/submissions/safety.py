@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from cellbench.training.layout import PACKAGE_FILES, package_dir
+
 GiB = 1 << 30
 
 #: TorchScript ops refused anywhere in a submitted model (file-system and debug I/O).
@@ -681,15 +683,6 @@ def _zip_has_pickle(path: Path) -> bool:
 
 #: File suffixes that usually hold pickles (named in refusals of model packages).
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
-
-
-#: The files of a safetensors model package: the only ones cellbench reads (and digests).
-PACKAGE_FILES = ("model.json", "model.safetensors")
-
-
-def package_dir(path: Path) -> Path:
-    """The package folder of a submission path (the folder itself, or its ``model.json``)."""
-    return path.parent if path.is_file() and path.name == "model.json" else path
 
 
 def package_digest(path: Path) -> str:

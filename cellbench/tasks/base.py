@@ -27,6 +27,7 @@ from cellbench.store.zarr_store import DatasetStore
 if TYPE_CHECKING:
     from cellbench.leaderboard.ranking import Leaderboard
     from cellbench.store.hf.task_columns import HFTaskColumns
+    from cellbench.tasks.training import TaskTraining
 
 #: Metadata columns used as groups when the card does not name any and the store has them.
 DEFAULT_GROUPS = ("microscope", "plate", "cell_line", "source", "site_type")
@@ -201,6 +202,15 @@ class Task(ABC):
         columns = set(store.metadata_columns)
         chosen = declared or [g for g in DEFAULT_GROUPS if g in columns]
         return [g for g in chosen if g in columns]
+
+    # ------------------------------------------------------------------ training
+    def training(self) -> TaskTraining:
+        """The task's training and inference hooks (``tasks/<task>/training.py``).
+
+        Raises:
+            CellbenchError: For a task cellbench does not train baselines for (the default).
+        """
+        raise CellbenchError(f"task {self.name!r} has no training hooks; cellbench cannot train it")
 
     # ------------------------------------------------------------------ leaderboards
     def board_pictures(

@@ -12,6 +12,12 @@ Public API (imported lazily, so ``import cellbench.training`` does not import to
 * :func:`~cellbench.training.tune.tune`: grid search;
 * :class:`~cellbench.training.baseline.Baseline`, ``register``, ``get_baseline``: the model
   contract.
+
+The engine is carved along its seams: :mod:`~cellbench.training.components` (the parts of a
+run, built once), :mod:`~cellbench.training.loop` (one epoch's training and validation),
+:mod:`~cellbench.training.selection` (best epoch, early stopping, time limit) and
+:mod:`~cellbench.training.rundir` (config.yaml, checkpoints, package, metrics, plots).
+What differs between tasks is asked of the task (:meth:`cellbench.tasks.base.Task.training`).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ so a model is rebuilt with ``get_baseline(name)(config, spec)`` and never unpick
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -120,12 +121,18 @@ class Baseline(nn.Module, ABC):
         sample_mode: What the data loader feeds it: ``"patch"`` (random crops of
             :attr:`BaselineConfig` ``patch_size``) or ``"image"`` (whole images, resized or
             padded to a common size by the loader).
+        tiling: Who tiles images larger than a tile at inference (patch models):
+            ``"engine"`` (the engine predicts overlapping tiles, by default twice the patch,
+            and the task stitches them) or ``"model"`` (``predict`` gets whole images and
+            tiles itself, e.g. blending probabilities; see
+            :mod:`cellbench.training.tiles`).
     """
 
     name: ClassVar[str]
     tasks: ClassVar[tuple[str, ...]]
     config_class: ClassVar[type[BaselineConfig]]
     sample_mode: ClassVar[str] = "patch"
+    tiling: ClassVar[str] = "engine"
 
     def __init__(self, config: BaselineConfig, spec: DataSpec) -> None:
         super().__init__()
@@ -158,34 +165,64 @@ class Baseline(nn.Module, ABC):
         """
 
 
+#: Built-in baselines: ``(name, "module:Class")``, imported on first use (the models package
+#: never registers itself on import).
+BUILTIN: tuple[tuple[str, str], ...] = (
+    ("resnet18", "cellbench.training.models.resnet:ResNet18"),
+    ("resnet50", "cellbench.training.models.resnet:ResNet50"),
+    ("unet", "cellbench.training.models.unet:UNetSegmentation"),
+    ("unet-regression", "cellbench.training.models.unet:UNetRegression"),
+    ("maskrcnn", "cellbench.training.models.maskrcnn:MaskRCNNBaseline"),
+    ("embedding-unet", "cellbench.training.models.embedding:EmbeddingUNet"),
+    ("tracker", "cellbench.training.models.tracking:Tracker"),
+)
+_BUILTIN_TARGETS = dict(BUILTIN)
+#: Loaded baseline classes by name: built-ins once imported, and every registered one.
 _REGISTRY: dict[str, type[Baseline]] = {}
 
 
+def _target(cls: type[Baseline]) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def register(cls: type[Baseline]) -> type[Baseline]:
-    """Class decorator adding a baseline to the registry under ``cls.name``."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+    """Class decorator adding a baseline defined outside cellbench under ``cls.name``.
+
+    Raises:
+        ValueError: If another class holds the name (a built-in one included).
+    """
+    builtin = _BUILTIN_TARGETS.get(cls.name)
+    taken = _REGISTRY.get(cls.name)
+    if (taken is not None and taken is not cls) or (builtin and builtin != _target(cls)):
         raise ValueError(f"baseline name {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls
     return cls
 
 
+def baseline_names() -> tuple[str, ...]:
+    """Names of every baseline: built-in ones first, then registered ones (no imports)."""
+    return tuple(_BUILTIN_TARGETS) + tuple(n for n in _REGISTRY if n not in _BUILTIN_TARGETS)
+
+
 def get_baseline(name: str) -> type[Baseline]:
-    """Return a registered baseline class.
+    """Return a baseline class (a built-in one is imported on first use).
 
     Raises:
         CellbenchError: For an unknown name, listing the known ones.
     """
-    import cellbench.training.models  # noqa: F401  (registers the built-in baselines)
-
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise CellbenchError(f"unknown baseline {name!r} (known: {known})") from None
+    cls = _REGISTRY.get(name)
+    if cls is not None:
+        return cls
+    target = _BUILTIN_TARGETS.get(name)
+    if target is None:
+        known = ", ".join(sorted(baseline_names())) or "none"
+        raise CellbenchError(f"unknown baseline {name!r} (known: {known})")
+    module, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    _REGISTRY[name] = cls
+    return cls
 
 
 def baselines_for(task: str) -> list[str]:
-    """Names of the registered baselines serving a task."""
-    import cellbench.training.models  # noqa: F401
-
-    return sorted(n for n, c in _REGISTRY.items() if task in c.tasks)
+    """Names of the baselines serving a task."""
+    return sorted(n for n in baseline_names() if task in get_baseline(n).tasks)

@@ -12,7 +12,8 @@ A package is two files in a run directory (or any folder)::
 The model is rebuilt as ``get_baseline(baseline)(config_class.from_dict(config),
 DataSpec.from_dict(spec))`` and its weights loaded from safetensors: nothing is unpickled.
 The normalisation and inference settings make inference apply exactly the training-time
-input transform.
+input transform. A :class:`ModelPackage` (model, normaliser, inference settings) is what
+the engine writes and what inference takes; settings never ride on the ``nn.Module``.
 
 Stable API (used by submissions): :func:`load_model_package`, :func:`load_package`,
 :class:`ModelPackage`, :class:`InferenceSettings`.
@@ -33,12 +34,15 @@ from cellbench.errors import CellbenchError
 from cellbench.training.baseline import Baseline, DataSpec, get_baseline
 from cellbench.training.checkpoint import load_weights, save_weights, write_json
 from cellbench.training.errors import CheckpointError
+from cellbench.training.layout import (
+    MODEL_FORMAT,
+    MODEL_FORMAT_VERSION,
+    MODEL_JSON,
+    MODEL_WEIGHTS,
+    package_dir,
+)
 from cellbench.training.normalisation import Normaliser
-
-MODEL_FORMAT = "cellbench-model"
-MODEL_FORMAT_VERSION = 1
-MODEL_JSON = "model.json"
-MODEL_WEIGHTS = "model.safetensors"
+from cellbench.training.tiles import Tiler
 
 
 @dataclass
@@ -50,7 +54,7 @@ class InferenceSettings:
         patch_size: Training patch size (patch models).
         tile_size: Largest input given to a patch model at once; larger images are predicted
             in overlapping tiles and stitched (default: twice the patch size). Empty: whole
-            images, always the case for models whose config has its own ``tile_size`` (they
+            images, always the case for baselines whose ``tiling`` policy is ``"model"`` (they
             tile inside ``predict``, e.g. blending probabilities).
         tile_overlap: Fraction of a tile shared with its neighbour.
         image_size: Image models: the size inputs are fitted to.
@@ -80,7 +84,7 @@ class InferenceSettings:
     def for_model(cls, model: Baseline) -> InferenceSettings:
         """Defaults for a bare model: its sample mode and its config's patch size, if any.
 
-        Models whose config has a ``tile_size`` field tile inside ``predict`` and get whole
+        Baselines whose ``tiling`` policy is ``"model"`` tile inside ``predict`` and get whole
         images; other patch models get engine tiles of twice the patch size.
         """
         patch = getattr(model.config, "patch_size", None)
@@ -88,36 +92,53 @@ class InferenceSettings:
         patch_list: list[int] = []
         if patch is not None:
             patch_list = [int(patch)] * nd if isinstance(patch, int) else [int(p) for p in patch]
-        own_tiling = hasattr(model.config, "tile_size")
         return cls(
             sample_mode=model.sample_mode,
             patch_size=patch_list,
-            tile_size=[] if own_tiling else [2 * p for p in patch_list],
+            tile_size=list(Tiler.resolve(model.tiling, None, patch_list).tile),
         )
+
+    @property
+    def tiler(self) -> Tiler:
+        """The engine's tiler for these settings."""
+        return Tiler(tuple(self.tile_size), self.tile_overlap)
 
 
 @dataclass
 class ModelPackage:
-    """A loaded model package.
+    """A model with what inference needs to feed it: the unit inference and the engine pass.
 
     Attributes:
-        model: The baseline, weights loaded, in eval mode.
+        model: The baseline (loaded packages: weights loaded, in eval mode).
         normaliser: Input (and target) normalisation used in training.
         settings: Inference settings.
-        meta: The whole ``model.json``.
-        path: Folder of the package.
+        meta: The whole ``model.json`` (loaded packages), else empty.
+        path: Folder of the package (loaded packages), else None.
     """
 
     model: Baseline
     normaliser: Normaliser
     settings: InferenceSettings
-    meta: dict[str, Any]
-    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
 
     @property
     def task(self) -> str:
         """Task of the model."""
         return self.model.spec.task
+
+    def write(
+        self, folder: str | Path, *, dataset: str, training: Mapping[str, Any] | None = None
+    ) -> Path:
+        """Write the package into ``folder`` (see :func:`write_package`)."""
+        return write_package(
+            folder,
+            self.model,
+            normaliser=self.normaliser,
+            settings=self.settings,
+            dataset=dataset,
+            training=training,
+        )
 
 
 def write_package(
@@ -152,36 +173,13 @@ def write_package(
     return write_json(meta, folder / MODEL_JSON)
 
 
-_SETTINGS_ATTR = "cellbench_inference"
-
-
-def attach_settings(model: Baseline, settings: InferenceSettings) -> None:
-    """Attach inference settings to a model (read back by :func:`settings_of`)."""
-    object.__setattr__(model, _SETTINGS_ATTR, settings)
-
-
-def settings_of(model: Baseline) -> InferenceSettings:
-    """A model's attached inference settings, else defaults from its config."""
-    settings = getattr(model, _SETTINGS_ATTR, None)
-    return (
-        settings if isinstance(settings, InferenceSettings) else InferenceSettings.for_model(model)
-    )
-
-
-def _package_dir(path: str | Path) -> Path:
-    path = Path(path)
-    if path.is_file() and path.name == MODEL_JSON:
-        return path.parent
-    return path
-
-
 def read_package_meta(path: str | Path) -> dict[str, Any]:
     """Read and check ``model.json`` of a package (a folder or the file itself).
 
     Raises:
         CheckpointError: If it is missing, unreadable, of another format or a newer version.
     """
-    folder = _package_dir(path)
+    folder = package_dir(path)
     meta_file = folder / MODEL_JSON
     if not meta_file.is_file():
         raise CheckpointError(f"{folder}: no {MODEL_JSON} (not a cellbench model package)")
@@ -217,7 +215,7 @@ def load_package(path: str | Path, device: str | torch.device = "cpu") -> ModelP
         CheckpointError: For a missing, corrupt or mismatching package.
         CellbenchError: For an unknown baseline or invalid model config.
     """
-    folder = _package_dir(path)
+    folder = package_dir(path)
     meta = read_package_meta(folder)
     cls = get_baseline(str(meta["baseline"]))
     try:
@@ -236,7 +234,6 @@ def load_package(path: str | Path, device: str | torch.device = "cpu") -> ModelP
         if meta.get("inference")
         else InferenceSettings.for_model(model)
     )
-    attach_settings(model, settings)
     return ModelPackage(
         model=model,
         normaliser=Normaliser.from_dict(meta["normalisation"]),
@@ -251,9 +248,9 @@ def load_model_package(
 ) -> tuple[Baseline, Normaliser]:
     """Load a model package as ``(model, normaliser)`` (see :func:`load_package`).
 
-    The inference settings travel with the model (:func:`settings_of`), so
-    ``predict_split((model, normaliser), ...)`` applies the same transforms as
-    ``predict_split(path, ...)``.
+    The pair carries no inference settings: ``predict_split((model, normaliser), ...)`` feeds
+    the model with :meth:`InferenceSettings.for_model` defaults (pass ``settings=``), while
+    ``predict_split(path or load_package(path), ...)`` applies the recorded ones.
     """
     package = load_package(path, device)
     return package.model, package.normaliser

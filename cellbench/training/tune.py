@@ -37,19 +37,13 @@ from typing import Any
 import yaml
 
 from cellbench.errors import ValidationError
+from cellbench.registry import open_dataset
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.training.checkpoint import write_json, write_text
 from cellbench.training.config import TrainConfig
-from cellbench.training.engine import (
-    CHECKPOINTS,
-    LAST_STATE,
-    RUN_CONFIG,
-    load_run_config,
-    open_dataset,
-    resume,
-    train,
-)
+from cellbench.training.engine import load_run_config, resume, train
 from cellbench.training.errors import TrainingError
+from cellbench.training.layout import CHECKPOINTS, LAST_STATE, RUN_CONFIG
 
 #: Keys a grid may not vary (they define the search itself).
 FIXED_KEYS = ("task", "dataset", "baseline", "device")

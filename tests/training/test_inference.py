@@ -13,15 +13,10 @@ from cellbench.training.baseline import Baseline, BaselineConfig, DataSpec, regi
 from cellbench.training.config import TrainConfig
 from cellbench.training.engine import train
 from cellbench.training.errors import TrainingError
-from cellbench.training.inference import (
-    _cores,
-    predict_image,
-    predict_split,
-    tile_starts,
-    write_split_predictions,
-)
+from cellbench.training.inference import predict_image, predict_split, write_split_predictions
 from cellbench.training.normalisation import Normaliser
 from cellbench.training.package import InferenceSettings, load_package
+from cellbench.training.tiles import overlap_step, tile_cores, tile_starts
 from tests.training.toy_models import ToyConfig, ToyPointwise
 
 CPU = torch.device("cpu")
@@ -73,10 +68,10 @@ class EchoImageModel(Baseline):
     [(100, 32, 0.25), (33, 32, 0.4), (512, 256, 0.1), (20, 32, 0.25), (97, 40, 0.0)],
 )
 def test_tiles_cover_the_axis_and_cores_partition_it(n, tile, overlap):
-    starts = tile_starts(n, tile, overlap)
     t = min(tile, n)
+    starts = tile_starts(n, t, overlap_step(t, overlap))
     assert starts[0] == 0 and starts[-1] == n - t
-    cores = _cores(starts, t, n)
+    cores = tile_cores(starts, t, n)
     assert cores[0][0] == 0 and cores[-1][1] == n
     for (_, end), (start, _) in itertools.pairwise(cores):
         assert end == start

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet, read_image_folder
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.tasks.base import OutputSpec, Task, check_finite
+
+if TYPE_CHECKING:
+    from cellbench.tasks.training import TaskTraining
 
 
 class AugmentedMicroscopyTask(Task):
@@ -90,6 +93,12 @@ class AugmentedMicroscopyTask(Task):
         pred = Prediction(sample_id, image=out0[0].astype(np.float32))
         problems = self.check_output(pred, OutputSpec(tuple(out0.shape[1:])), where)
         return (None, problems) if problems else (pred, [])
+
+    def training(self) -> TaskTraining:
+        """Training and inference hooks (:mod:`cellbench.tasks.augmented_microscopy.training`)."""
+        from cellbench.tasks.augmented_microscopy.training import AugmentedMicroscopyTraining
+
+        return AugmentedMicroscopyTraining(self)
 
     def metrics(self, store: DatasetStore, split: str) -> list[Metric]:
         """Image similarity after separate percentile normalisation, per target channel."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.tasks.base import OutputSpec, Task, check_finite
+
+if TYPE_CHECKING:
+    from cellbench.tasks.training import TaskTraining
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -99,6 +102,12 @@ class ClassificationTask(Task):
         pred = Prediction(sample_id, label=int(np.argmax(logits)), scores=scores)
         problems = self.check_output(pred, OutputSpec((), n_classes=out0.shape[1]), where)
         return (None, problems) if problems else (pred, [])
+
+    def training(self) -> TaskTraining:
+        """Training and inference hooks (:mod:`cellbench.tasks.classification.training`)."""
+        from cellbench.tasks.classification.training import ClassificationTraining
+
+        return ClassificationTraining(self)
 
     def metrics(self, store: DatasetStore, split: str) -> list[Metric]:
         """Confusion matrix based metrics for the dataset's classes."""

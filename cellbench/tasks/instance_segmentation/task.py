@@ -27,6 +27,7 @@ from cellbench.tasks.base import OutputSpec, Task, check_finite, check_label_ima
 
 if TYPE_CHECKING:
     from cellbench.leaderboard.ranking import Leaderboard
+    from cellbench.tasks.training import TaskTraining
 
 
 class InstanceSegmentationTask(Task):
@@ -180,6 +181,12 @@ class InstanceSegmentationTask(Task):
             pred.object_scores = scores[ids - 1]
         problems = self.check_output(pred, OutputSpec(spatial), where)
         return (None, problems) if problems else (pred, [])
+
+    def training(self) -> TaskTraining:
+        """Training and inference hooks (:mod:`cellbench.tasks.instance_segmentation.training`)."""
+        from cellbench.tasks.instance_segmentation.training import InstanceSegmentationTraining
+
+        return InstanceSegmentationTraining(self)
 
     def metrics(self, store: DatasetStore, split: str) -> list[Metric]:
         """COCO AP (maxDets resolved over the split), matching scores, object errors."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet, read_image_folder
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.tasks.base import OutputSpec, Task, check_label_image
+
+if TYPE_CHECKING:
+    from cellbench.tasks.training import TaskTraining
 
 BACKGROUND_NAMES = ("background", "bg")
 
@@ -86,6 +89,12 @@ class SemanticSegmentationTask(Task):
         pred = Prediction(sample_id, mask=mask.astype(dtype))
         problems = self.check_output(pred, OutputSpec(spatial, n_classes=out0.shape[1]), where)
         return (None, problems) if problems else (pred, [])
+
+    def training(self) -> TaskTraining:
+        """Training and inference hooks (:mod:`cellbench.tasks.semantic_segmentation.training`)."""
+        from cellbench.tasks.semantic_segmentation.training import SemanticSegmentationTraining
+
+        return SemanticSegmentationTraining(self)
 
     def metrics(self, store: DatasetStore, split: str) -> list[Metric]:
         """Jaccard/Dice per class (pooled and per image); background left out of the means."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.tasks.base import OutputSpec, Task, check_label_image
+
+if TYPE_CHECKING:
+    from cellbench.tasks.training import TaskTraining
 
 #: Frames of tolerance when matching predicted to true divisions.
 DIVISION_FRAME_TOLERANCE = 1
@@ -96,6 +99,12 @@ class TrackingTask(Task):
 
             return read_result_folders(path, self.name)
         return super().read_predictions(path, class_names)
+
+    def training(self) -> TaskTraining:
+        """Training and inference hooks (:mod:`cellbench.tasks.tracking.training`)."""
+        from cellbench.tasks.tracking.training import TrackingTraining
+
+        return TrackingTraining(self)
 
     def metrics(self, store: DatasetStore, split: str) -> list[Metric]:
         """CTC measures, divisions, complete tracks, branching correctness, MOTA/IDF1."""

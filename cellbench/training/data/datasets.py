@@ -25,7 +25,6 @@ import torch.nn.functional as F  # noqa: N812
 from torch.utils.data import Dataset
 
 from cellbench.training.data.index import SplitIndex
-from cellbench.training.data.reader import StoreReader
 from cellbench.training.errors import DataError
 from cellbench.training.normalisation import Normaliser
 
@@ -221,7 +220,7 @@ class PatchDataset(Dataset):
         self.k = int(patches_per_read)
         self.aligned = aligned
         self.keys = tuple(keys or index.keys)
-        self.reader = StoreReader(index.store_path)
+        self.reader = index.reader()
 
     def __len__(self) -> int:
         return len(self.index.items)
@@ -346,7 +345,7 @@ class ImageDataset(Dataset):
         self.size = tuple(int(s) for s in image_size)
         self.fit = fit
         self.keys = tuple(keys or index.keys)
-        self.reader = StoreReader(index.store_path)
+        self.reader = index.reader()
 
     def __len__(self) -> int:
         return len(self.index.items)

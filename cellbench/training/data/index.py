@@ -2,12 +2,15 @@
 
 :func:`build_index` makes one pass over a split (threads; Zarr decoding releases the GIL):
 it records every sample's shape and chunking, computes the per-image normalisation statistics
-once (so workers never recompute them per patch), counts classes (samples per class for
-classification, pixels per class for semantic segmentation) and keeps a few pixel positions
-of every class in every image (so rare-class oversampling can centre patches on them).
+once (so workers never recompute them per patch), and collects the task's class statistics
+(:meth:`~cellbench.tasks.training.TaskTraining.split_statistics`: e.g. samples per class,
+or pixels per class and a few pixel positions of every class in every image, so rare-class
+oversampling can centre patches on them).
 
-Items are samples, except for tracking, where each time point of each sequence is an item
-(the instance model of a tracker trains on single frames ``image[t]``/``instances[t]``).
+What to read is the task's: its batch keys and the store field of each
+(:attr:`~cellbench.tasks.training.TaskTraining.fields`). Items are samples, except for
+sequence tasks (:attr:`~cellbench.tasks.training.TaskTraining.sequences`), where each time
+point of each sequence is an item (a tracker's detector trains on single frames).
 """
 
 from __future__ import annotations
@@ -15,27 +18,20 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cellbench.errors import CellbenchError
 from cellbench.store.zarr_store import DatasetStore
+from cellbench.tasks import get_task
 from cellbench.training.baseline import DataSpec
-from cellbench.training.data.reader import StoreReader
+from cellbench.training.data.reader import CHANNEL_FIELDS, StoreReader
 from cellbench.training.errors import DataError
 from cellbench.training.normalisation import Normaliser
 
-#: Batch keys each task trains on (besides ``label`` for classification).
-TASK_KEYS: dict[str, tuple[str, ...]] = {
-    "classification": ("image",),
-    "semantic-segmentation": ("image", "mask"),
-    "instance-segmentation": ("image", "instances"),
-    "tracking": ("image", "instances"),
-    "augmented-microscopy": ("image", "target"),
-}
-_STORE_FIELD = {"mask": "semantic", "instances": "instances", "target": "target"}
-#: Pixel positions kept per class and image for rare-class oversampling.
-LOCATIONS_PER_CLASS = 64
+if TYPE_CHECKING:
+    from cellbench.tasks.training import TaskTraining
 
 
 @dataclass
@@ -62,6 +58,7 @@ class SplitIndex:
         target_channels: Target channels (augmented microscopy).
         channel_names: Input channel names (of the first sample).
         target_channel_names: Target channel names.
+        fields: Batch key -> store field it is read from (the task's).
     """
 
     store_path: str
@@ -83,11 +80,16 @@ class SplitIndex:
     target_channels: int = 0
     channel_names: list[str] = field(default_factory=list)
     target_channel_names: list[str] = field(default_factory=list)
+    fields: dict[str, str] = field(default_factory=dict)
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """Batch keys of this task."""
-        return TASK_KEYS[self.task]
+        """Batch keys of this task (besides ``label``, present when :attr:`labels` are)."""
+        return tuple(self.fields)
+
+    def reader(self) -> StoreReader:
+        """A reader of this split's store that knows the task's store fields."""
+        return StoreReader(self.store_path, self.fields)
 
     def item_shape(self, item: int) -> tuple[int, ...]:
         """Spatial shape of an item."""
@@ -110,6 +112,18 @@ def _target_channel_names(store: DatasetStore, sid: str, n: int) -> list[str]:
     return names if len(names) == n else [f"target-{i}" for i in range(n)]
 
 
+def task_hooks(task: str) -> TaskTraining:
+    """The training hooks of a task, by name.
+
+    Raises:
+        DataError: For an unknown task or one cellbench does not train.
+    """
+    try:
+        return get_task(task).training()
+    except CellbenchError as err:
+        raise DataError(str(err)) from None
+
+
 def build_index(
     store: DatasetStore,
     task: str,
@@ -128,8 +142,9 @@ def build_index(
         task: Task to train for.
         split: Split to index.
         normaliser: Input/target normalisation (its dataset statistics must be fitted).
-        n_classes: Semantic segmentation: number of classes (0: infer from the labels).
-        locations: Semantic segmentation: keep class pixel positions for oversampling.
+        n_classes: Classes of the task's class table (0: infer from the labels).
+        locations: Keep class pixel positions for rare-class oversampling (tasks whose
+            class statistics have positions).
         seed: Seed for choosing the kept positions.
         threads: Reader threads (default: up to 8).
 
@@ -140,22 +155,17 @@ def build_index(
         DataError: If the store lacks what the task needs, images disagree in channel count
             or dimensionality, labels do not match images, or an image contains NaN.
     """
-    if task not in TASK_KEYS:
-        raise DataError(f"unknown task {task!r} (known: {', '.join(TASK_KEYS)})")
-    keys = TASK_KEYS[task]
-    fields = set(store.fields)
+    hooks = task_hooks(task)
+    fields = dict(hooks.fields)
+    keys = tuple(fields)
     ref = f"{store.id}@{store.version}"
-    for key in keys[1:]:
-        if _STORE_FIELD[key] not in fields:
-            raise DataError(
-                f"dataset {ref} has no {_STORE_FIELD[key]!r} arrays, which task {task} needs"
-            )
-    if task == "classification" and "label" not in store.table:
-        raise DataError(f"dataset {ref} has no class labels, which classification needs")
+    problems = hooks.check_store(store)
+    if problems:
+        raise DataError("; ".join(problems))
     sids = store.sample_ids(split)
     if not sids:
         raise DataError(f"dataset {ref} has no samples in split {split!r}")
-    reader = StoreReader(str(store.path))
+    reader = StoreReader(str(store.path), fields)
     reader._store = store
     rng = np.random.default_rng(seed)
     seeds = rng.integers(0, 2**32, len(sids))
@@ -164,8 +174,8 @@ def build_index(
         sid = sids[i]
         image = reader.array(sid, "image")
         axes = store.axes(sid)
-        if task == "tracking" and not axes.startswith("t"):
-            raise DataError(f"sample {sid!r}: tracking needs a time axis (image axes {axes!r})")
+        if hooks.sequences and not axes.startswith("t"):
+            raise DataError(f"sample {sid!r}: {task} needs a time axis (image axes {axes!r})")
         c_axis = axes.index("c")
         spatial = tuple(int(n) for a, n in zip(axes, image.shape, strict=True) if a in "zyx")
         chunks = tuple(int(n) for a, n in zip(axes, image.chunks, strict=True) if a in "zyx")
@@ -186,29 +196,19 @@ def build_index(
                 )
             out["target_stats"] = normaliser.target_image_stats(target, f"sample {sid!r}: target")
             out["target_channels"] = int(target.shape[0])
-        for key in ("mask", "instances"):
-            if key in keys:
-                lab = reader.array(sid, key)
-                want = ((out["frames"],) if out["frames"] else ()) + spatial
-                if tuple(lab.shape) != want:
-                    raise DataError(
-                        f"sample {sid!r}: {_STORE_FIELD[key]} shape {tuple(lab.shape)} does not "
-                        f"match the image (expected {want})"
-                    )
-        if task == "semantic-segmentation":
-            mask = np.asarray(reader.array(sid, "mask")[...])
-            counts = np.bincount(mask.ravel().astype(np.int64))
-            out["counts"] = counts
-            if locations:
-                r = np.random.default_rng(int(seeds[i]))
-                locs = {}
-                flat = mask.ravel()
-                for c in np.flatnonzero(counts):
-                    where = np.flatnonzero(flat == c)
-                    if where.size > LOCATIONS_PER_CLASS:
-                        where = r.choice(where, LOCATIONS_PER_CLASS, replace=False)
-                    locs[int(c)] = np.stack(np.unravel_index(where, mask.shape), axis=1)
-                out["locations"] = locs
+        for key in keys:
+            if reader.field(key) in CHANNEL_FIELDS:
+                continue
+            lab = reader.array(sid, key)
+            want = ((out["frames"],) if out["frames"] else ()) + spatial
+            if tuple(lab.shape) != want:
+                raise DataError(
+                    f"sample {sid!r}: {fields[key]} shape {tuple(lab.shape)} does not "
+                    f"match the image (expected {want})"
+                )
+        out["task"] = hooks.sample_statistics(
+            lambda key: reader.array(sid, key), int(seeds[i]), locations
+        )
         return out
 
     workers = threads or min(8, (os.cpu_count() or 1) + 2)
@@ -228,7 +228,7 @@ def build_index(
 
     items: list[tuple[int, int]] = []
     for i, info in enumerate(infos):
-        if task == "tracking":
+        if hooks.sequences:
             items.extend((i, t) for t in range(info["frames"]))
         else:
             items.append((i, -1))
@@ -246,45 +246,18 @@ def build_index(
         ndim=len(infos[0]["shape"]),
         image_stats=np.stack([info["stats"] for info in infos]),
         channel_names=store.channel_names(sids[0]),
+        fields=fields,
     )
     if "target" in keys:
         index.target_stats = np.stack([info["target_stats"] for info in infos])
         index.target_channels = infos[0]["target_channels"]
         index.target_channel_names = _target_channel_names(store, sids[0], index.target_channels)
-    if task == "classification":
-        found = [store.label(s) for s in sids]
-        labels = np.array([-1 if v is None else v for v in found], dtype=np.int64)
-        missing = [s for s, v in zip(sids, labels, strict=True) if v < 0]
-        if missing:
-            raise DataError(
-                f"dataset {ref}: {len(missing)} sample(s) without a class label "
-                f"(e.g. {missing[0]!r})"
-            )
-        index.labels = labels.astype(np.int64)
-        k = max(n_classes, int(labels.max()) + 1)
-        index.class_counts = np.bincount(labels, minlength=k).astype(np.int64)
-    if task == "semantic-segmentation":
-        k = max([n_classes] + [len(info["counts"]) for info in infos])
-        if n_classes and k > n_classes:
-            bad = next(
-                s for s, info in zip(sids, infos, strict=True) if len(info["counts"]) > n_classes
-            )
-            raise DataError(
-                f"sample {bad!r}: semantic label {k - 1} out of range for {n_classes} classes"
-            )
-        index.class_counts = np.sum(
-            [np.pad(info["counts"], (0, k - len(info["counts"]))) for info in infos], axis=0
-        ).astype(np.int64)
-        if locations:
-            for c in range(k):
-                item_ids, positions = [], []
-                for i, info in enumerate(infos):
-                    pos = info["locations"].get(c)
-                    if pos is not None:
-                        item_ids.append(np.full(len(pos), i, dtype=np.int64))
-                        positions.append(pos)
-                if item_ids:
-                    index.class_locations[c] = (np.concatenate(item_ids), np.concatenate(positions))
+    stats = hooks.split_statistics(
+        store, sids, [info["task"] for info in infos], n_classes=n_classes, locations=locations
+    )
+    index.labels = stats.labels
+    index.class_counts = stats.counts
+    index.class_locations = stats.locations
     return index
 
 
@@ -321,14 +294,11 @@ def build_spec(
 
     Args:
         index: Training split index.
-        class_names: Class names from the store (classification: ``label`` table; semantic:
-            ``semantic`` table); generated as ``class-<i>`` when the store has none.
+        class_names: Class names of the task's class table in the store; generated as
+            ``class-<i>`` for classes the store does not name.
         imbalance: ``loss`` or ``both`` put class weights into the spec.
     """
-    names: tuple[str, ...] = ()
-    if index.task in ("classification", "semantic-segmentation"):
-        k = max(len(class_names), len(index.class_counts) if index.class_counts is not None else 0)
-        names = tuple(class_names) + tuple(f"class-{i}" for i in range(len(class_names), k))
+    names = task_hooks(index.task).spec_class_names(class_names, index.class_counts)
     weights: tuple[float, ...] = ()
     if imbalance in ("loss", "both") and index.class_counts is not None:
         counts = np.pad(index.class_counts, (0, len(names) - len(index.class_counts)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -9,35 +10,34 @@ import zarr
 
 from cellbench.store.zarr_store import DatasetStore
 
-#: Batch key -> (store accessor, name) of the array it is read from.
-STORE_FIELDS: dict[str, tuple[str, str]] = {
-    "image": ("image", ""),
-    "mask": ("labels", "semantic"),
-    "instances": ("labels", "instances"),
-    "target": ("target", ""),
-}
+#: Store fields with a channel axis (read as ``(C, *region)``); the others are label images.
+CHANNEL_FIELDS = ("image", "target")
 
 
 class StoreReader:
     """Open a store lazily, once per process, and cache its per-sample Zarr arrays.
 
-    Pickles as the store path only, so DataLoader workers (forked or spawned) open their own
-    handles instead of sharing the parent's.
+    Pickles as the store path and the field mapping only, so DataLoader workers (forked or
+    spawned) open their own handles instead of sharing the parent's.
 
     Args:
         path: Path of a canonical store.
+        fields: Batch key -> store field it is read from (a task's
+            :attr:`~cellbench.tasks.training.TaskTraining.fields`); keys not listed are read
+            from the store field of the same name.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, fields: Mapping[str, str] | None = None) -> None:
         self.path = str(path)
+        self.fields = dict(fields or {})
         self._store: DatasetStore | None = None
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "fields": self.fields}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+        self.__init__(state["path"], state.get("fields"))  # type: ignore[misc]
 
     @property
     def store(self) -> DatasetStore:
@@ -46,13 +46,21 @@ class StoreReader:
             self._store = DatasetStore.open(self.path)
         return self._store
 
+    def field(self, key: str) -> str:
+        """The store field a batch key is read from."""
+        return self.fields.get(key, key)
+
     def array(self, sample_id: str, key: str) -> zarr.Array:
         """Lazy array of batch key ``key`` (``image``, ``mask``, ``instances``, ``target``)."""
         cached = self._arrays.get((sample_id, key))
         if cached is None:
-            accessor, name = STORE_FIELDS[key]
-            fn = getattr(self.store, accessor)
-            cached = fn(sample_id, name) if name else fn(sample_id)
+            name = self.field(key)
+            if name == "image":
+                cached = self.store.image(sample_id)
+            elif name == "target":
+                cached = self.store.target(sample_id)
+            else:
+                cached = self.store.labels(sample_id, name)
             self._arrays[(sample_id, key)] = cached
         return cached
 
@@ -72,6 +80,6 @@ class StoreReader:
         lead: tuple[Any, ...] = ()
         if frame >= 0:
             lead = (frame,)
-        if key in ("image", "target"):
+        if self.field(key) in CHANNEL_FIELDS:
             lead = (*lead, slice(None))
         return np.asarray(arr[(*lead, *region)])

@@ -1,4 +1,7 @@
-"""Built-in baseline models; importing this package registers them (see ``baseline.register``).
+"""Built-in baseline models, listed by name in :data:`cellbench.training.baseline.BUILTIN`.
+
+The registry imports a model's module on first use (``get_baseline(name)``); importing this
+package registers nothing.
 
 ==================  ==========================  ===============================================
 registry name       task                        module

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as nnf
 
 from cellbench.errors import CellbenchError
-from cellbench.training.baseline import Baseline, DataSpec, register
+from cellbench.training.baseline import Baseline, DataSpec
 from cellbench.training.models.common import check_range
 from cellbench.training.models.unet import (
     UNetArchConfig,
@@ -303,7 +303,6 @@ class EmbeddingUNetConfig(UNetArchConfig):
         return out
 
 
-@register
 class EmbeddingUNet(UNetBaselineMixin, Baseline):
     """U-Net with embedding, foreground and seediness heads (``embedding-unet``), 2D and 3D.
 

@@ -43,7 +43,7 @@ from torchvision.ops import misc as misc_ops
 
 from cellbench.errors import CellbenchError
 from cellbench.predictions import paint_masks
-from cellbench.training.baseline import Baseline, BaselineConfig, DataSpec, register
+from cellbench.training.baseline import Baseline, BaselineConfig, DataSpec
 from cellbench.training.models.common import (
     adapt_first_conv_weight,
     check_choice,
@@ -226,7 +226,6 @@ class MaskRCNNConfig(BaselineConfig):
         return out
 
 
-@register
 class MaskRCNNBaseline(Baseline):
     """Mask R-CNN for 2D instance segmentation (``maskrcnn``).
 

@@ -34,7 +34,7 @@ import torch.nn.functional as nnf
 import torchvision
 from torch import nn
 
-from cellbench.training.baseline import Baseline, BaselineConfig, DataSpec, register
+from cellbench.training.baseline import Baseline, BaselineConfig, DataSpec
 from cellbench.training.models.common import (
     adapt_first_conv_weight,
     check_input,
@@ -183,7 +183,6 @@ class ResNetClassifier(Baseline):
         return {"label": int(scores.argmax()), "scores": scores}
 
 
-@register
 class ResNet18(ResNetClassifier):
     """ResNet-18 classifier (``resnet18``); see :class:`ResNetClassifier`."""
 
@@ -191,7 +190,6 @@ class ResNet18(ResNetClassifier):
     arch = "resnet18"
 
 
-@register
 class ResNet50(ResNetClassifier):
     """ResNet-50 classifier (``resnet50``); see :class:`ResNetClassifier`."""
 

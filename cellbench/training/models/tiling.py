@@ -4,7 +4,8 @@
 overlapping tiles of a 2D or 3D image and blends the tile outputs with a weight that is highest
 at the tile centre (a Gaussian, as nnU-Net and MONAI do), so predictions near tile borders,
 where the network sees less context, count less. Images smaller than a tile are padded (by
-reflection where possible) and the result is cropped back.
+reflection where possible) and the result is cropped back. Tiles are placed along each axis
+by :func:`cellbench.training.tiles.tile_starts` (the engine's rule too).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as nnf
 
 from cellbench.errors import CellbenchError
+from cellbench.training.tiles import tile_starts
 
 
 def _per_dim(value: int | Sequence[int], ndim: int, name: str) -> list[int]:
@@ -26,20 +28,6 @@ def _per_dim(value: int | Sequence[int], ndim: int, name: str) -> list[int]:
     if len(out) != ndim:
         raise CellbenchError(f"{name} {list(value)} must have one entry per spatial dim ({ndim})")
     return out
-
-
-def tile_starts(size: int, tile: int, step: int) -> list[int]:
-    """Start offsets of tiles of length ``tile`` covering ``[0, size)`` with stride ``step``.
-
-    The last tile is aligned with the end, so every tile lies inside the image
-    (``size >= tile`` is required).
-    """
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile + 1, step))
-    if starts[-1] != size - tile:
-        starts.append(size - tile)
-    return starts
 
 
 def blending_weight(

@@ -52,12 +52,12 @@ from scipy.optimize import linear_sum_assignment
 
 from cellbench.errors import CellbenchError, ValidationError
 from cellbench.metrics.matching import label_overlap
+from cellbench.tasks import get_task
 from cellbench.training.baseline import (
     Baseline,
     BaselineConfig,
     DataSpec,
     get_baseline,
-    register,
 )
 from cellbench.training.models.common import check_input, check_range, raise_problems
 
@@ -346,7 +346,6 @@ class TrackerConfig(BaselineConfig):
         }
 
 
-@register
 class Tracker(Baseline):
     """Detect-then-link tracker (``tracker``) wrapping an instance segmentation baseline.
 
@@ -366,18 +365,20 @@ class Tracker(Baseline):
         self.config: TrackerConfig = config
         raise_problems(config.problems(), "tracker config")
         cls = get_baseline(config.detector)
-        if "instance-segmentation" not in cls.tasks:
+        # the task a model of single frames serves, declared by the sequence task
+        frame_task = get_task(spec.task).training().frame_task
+        if frame_task is None or frame_task not in cls.tasks:
+            kind = str(frame_task).replace("-", " ")
             raise CellbenchError(
-                f"tracker detector {config.detector!r} is not an instance segmentation baseline"
+                f"tracker detector {config.detector!r} is not an {kind} baseline "
+                f"(it serves {', '.join(cls.tasks)})"
             )
         detector_fields = dict(config.detector_config)
         names = {f.name for f in dataclasses.fields(cls.config_class)}
         if config.patch_size and "patch_size" in names and "patch_size" not in detector_fields:
             detector_fields["patch_size"] = list(config.patch_size)
         detector_config = cls.config_class.from_dict(detector_fields)
-        self.detector = cls(
-            detector_config, dataclasses.replace(spec, task="instance-segmentation")
-        )
+        self.detector = cls(detector_config, dataclasses.replace(spec, task=frame_task))
         # the detector resolves defaults and records loaded weights in its config: keep both
         config.detector_config = self.detector.config.to_dict()
         config.patch_size = list(getattr(self.detector.config, "patch_size", config.patch_size))

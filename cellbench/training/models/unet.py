@@ -11,6 +11,7 @@ The network (:class:`UNet`) is reused by the embedding U-Net for instance segmen
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from cellbench.errors import CellbenchError
-from cellbench.training.baseline import Baseline, BaselineConfig, DataSpec, register
+from cellbench.training.baseline import Baseline, BaselineConfig, DataSpec
 from cellbench.training.models.common import (
     check_choice,
     check_input,
@@ -227,8 +228,13 @@ def check_spec_ndim(spec: DataSpec, name: str) -> None:
 
 
 class UNetBaselineMixin:
-    """Tiled dense inference shared by the U-Net baselines (expects ``net``, ``config``)."""
+    """Tiled dense inference shared by the U-Net baselines (expects ``net``, ``config``).
 
+    The U-Nets tile whole images inside ``predict`` (Gaussian-blended probabilities over
+    ``config.tile_size`` tiles), so the engine gives them whole images.
+    """
+
+    tiling: ClassVar[str] = "model"
     net: UNet
     config: UNetArchConfig
     spec: DataSpec
@@ -327,7 +333,6 @@ class UNetConfig(UNetArchConfig):
         return out
 
 
-@register
 class UNetSegmentation(UNetBaselineMixin, Baseline):
     """U-Net for semantic segmentation (``unet``), 2D and 3D.
 
@@ -403,7 +408,6 @@ class UNetRegressionConfig(UNetArchConfig):
         return out
 
 
-@register
 class UNetRegression(UNetBaselineMixin, Baseline):
     """U-Net regressing target channels from the input (``unet-regression``), 2D and 3D.
 
