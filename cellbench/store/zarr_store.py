@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
@@ -44,6 +43,7 @@ from cellbench.store.integrity import (
     verify_store,
 )
 from cellbench.store.sample import SPLITS, TRACK_COLUMNS, Sample
+from cellbench.store.scratch import make_scratch
 
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _AXIS_UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
@@ -406,7 +406,7 @@ def build_store(
     if dest.exists():
         raise StoreError(f"{dest}: already exists; refusing to overwrite a store")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=work_dir or dest.parent))
+    scratch = make_scratch(work_dir or dest.parent, prefix=f".{dest.name}.")
     try:
         writer = StoreWriter(
             scratch / "store.zarr",
