@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -324,7 +323,9 @@ class PredictionWriter:
         if self.path.exists():
             raise FileExistsError(f"{self.path}: already exists; choose a new output path")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._scratch = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        from cellbench.store.scratch import make_scratch
+
+        self._scratch = make_scratch(self.path.parent, prefix=f".{self.path.name}.")
         self._root = zarr.open_group(str(self._scratch / "p.zarr"), mode="w-", zarr_format=3)
         self.header = {
             "format_version": PREDICTIONS_FORMAT_VERSION,
