@@ -153,12 +153,14 @@ def clean_cache() -> list[Path]:
     Returns:
         What was removed.
     """
-    from cellbench.store.cache import cellbench_home, stores_dir, tmp_dir
+    from cellbench import settings
 
-    removed = clean_stale(tmp_dir(), unowned_age_s=UNOWNED_AGE_S)
-    for folder in sorted(p for p in stores_dir().iterdir() if p.is_dir()):
+    home = settings.home()  # nothing is created here: cleaning must not leave folders either
+    removed = clean_stale(home / "tmp", unowned_age_s=UNOWNED_AGE_S)
+    stores = home / "stores"
+    for folder in sorted(p for p in stores.iterdir() if p.is_dir()) if stores.is_dir() else []:
         removed += clean_stale(folder)
-    subs = cellbench_home() / "submissions"
+    subs = home / "submissions"
     removed += clean_stale(subs)  # model runs that were killed before their result was kept
     if subs.is_dir():
         for folder in sorted(p for p in subs.iterdir() if p.is_dir()):

@@ -15,15 +15,19 @@ A submitted model is untrusted input from a stranger. cellbench's rules:
   code: ``torch.jit.load`` compiles the archive's ``code/`` and runs TorchScript
   ``__setstate__`` methods *while loading*, and running the model executes whatever ops it
   names - including file access (``torch.save`` writes files, ``torch.from_file`` reads
-  them). Before loading, cellbench therefore (1) checks every zip member name (no absolute
+  them). ``torch.jit.load`` runs ``__setstate__`` before anything can inspect the loaded
+  module, so the archive is judged without executing any of it. Before loading, cellbench
+  therefore (1) checks every zip member name (no absolute
   paths, no ``..``, no backslashes or drive letters, no symlinks, no duplicates), the number
   and sizes of members and their compression ratios (zip bombs); (2) walks the opcodes of every
   pickle in the archive with :mod:`pickletools` (which parses, never executes) and refuses any
   global reference outside a short allow-list (TorchScript's own classes ``__torch__.*``,
-  tensor/storage rebuild helpers, ``collections.OrderedDict``); (3) scans the TorchScript source
-  for ops that touch files or the process (:data:`DENIED_OPS`) and for custom op namespaces
-  (which would need native libraries). After loading, every method graph of every submodule is
-  checked against the same op deny-list before the model is run.
+  tensor/storage rebuild helpers, ``collections.OrderedDict``); (3) reads the TorchScript source
+  as tokens and with TorchScript's own parser (``torch._C._parse_source_def``) and refuses any
+  naming of ops that touch files or the process (:data:`DENIED_OPS`), however it is spaced or
+  split over lines, and custom op namespaces (which would need native libraries); code either
+  parser cannot read is refused as unvettable. After loading, every method graph of every
+  submodule is checked against the same op deny-list before the model is run.
 * **ONNX** is a declarative graph, parsed with ``onnx`` (protobuf, no code). Before a session
   is created cellbench refuses unknown operator domains (custom ops need native libraries),
   external-data paths that leave the model's folder, and declared tensor shapes whose size
@@ -45,6 +49,7 @@ import pickletools
 import re
 import stat
 import struct
+import tokenize
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -306,29 +311,145 @@ def global_allowed(name: str) -> bool:
     return name in ALLOWED_GLOBALS or any(p.match(name) for p in _ALLOWED_GLOBAL_PATTERNS)
 
 
-_OP_CALL = re.compile(r"\bops\.([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
-_TORCH_CALL = re.compile(r"\btorch\.([A-Za-z_]\w*)\s*\(")
+_DENIED_ATEN = frozenset(op.split("::", 1)[1] for op in DENIED_OPS if op.startswith("aten::"))
+_SKIP_TOKENS = frozenset({tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT})
+_SEXPR_OPS_NS = re.compile(r"\(\.\s*\(variable \(ident ops\)\)\s*\(ident ([A-Za-z_]\w*)\)\)")
+_SEXPR_IDENT = re.compile(r"\(ident ([A-Za-z_]\w*)\)")
+
+
+def _dotted_chains(source: str) -> list[list[str]]:
+    """Every dotted name in Python/TorchScript source, as its list of parts.
+
+    Built from the tokenizer's tokens, so spaces around the dots, comments, line continuations
+    and newlines inside brackets do not matter (``torch . save``, ``torch .save``,
+    a backslash continuation between ``torch.`` and ``save``, and ``ops . aten . save`` all
+    give the same chain); strings
+    are single tokens and never form chains.
+
+    Raises:
+        tokenize.TokenError, SyntaxError: If the source cannot be tokenized.
+    """
+    chains: list[list[str]] = []
+    current: list[str] = []
+    expect_name = True
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in _SKIP_TOKENS:
+            continue
+        if tok.type == tokenize.NAME and expect_name:
+            current.append(tok.string)
+            expect_name = False
+        elif tok.type == tokenize.OP and tok.string == "." and current and not expect_name:
+            expect_name = True
+        else:
+            if current:
+                chains.append(current)
+            current = [tok.string] if tok.type == tokenize.NAME else []
+            expect_name = not current
+    if current:
+        chains.append(current)
+    return chains
+
+
+def _chain_op(chain: Sequence[str]) -> tuple[str, str] | None:
+    """``(namespace, op)`` named by a dotted chain, if it names an op."""
+    parts = list(chain)
+    if parts[:2] == ["torch", "ops"]:
+        parts = parts[1:]
+    if parts[:1] == ["ops"] and len(parts) >= 3:
+        return parts[1], parts[2]
+    if parts[:1] == ["torch"] and len(parts) == 2:
+        return "aten", parts[1]
+    return None
+
+
+def _parsed_by_torchscript(source: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Parse every method of a code file with TorchScript's own parser.
+
+    Python's ``ast`` finds the functions (serialized TorchScript is Python syntax); each is
+    then parsed by ``torch._C._parse_source_def``, TorchScript's lexer and parser, whose tree
+    (an S-expression) is what ``torch.jit.load`` would compile.
+
+    Returns:
+        ``(trees, problems)``: ``(function name, S-expression)`` pairs, and one problem for
+        source Python cannot parse or a function TorchScript's parser rejects.
+    """
+    import ast
+    import textwrap
+
+    try:
+        module = ast.parse(source)
+    except (SyntaxError, ValueError) as err:
+        return [], [f"code cannot be parsed ({err.__class__.__name__}: {err}); cannot vet it"]
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - TorchScript submissions need torch anyway
+        return [], ["torch is not installed; TorchScript code cannot be vetted"]
+    lines = source.splitlines(keepends=True)
+    trees: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for node in ast.walk(module):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        text = textwrap.dedent("".join(lines[first - 1 : node.end_lineno]))
+        try:
+            tree = torch._C._parse_source_def(text)
+        except Exception as err:  # RuntimeError from the C++ parser
+            problems.append(
+                f"TorchScript's parser rejects {node.name!r} ({str(err).splitlines()[0]}); "
+                "cannot vet it"
+            )
+            continue
+        trees.append((node.name, str(tree)))
+    return trees, problems
 
 
 def torchscript_source_problems(name: str, source: str) -> list[str]:
-    """Refused ops named in one TorchScript source file of an archive.
+    """Refused ops named in one TorchScript source file of an archive, judged without running it.
 
     Serialized TorchScript names ``aten`` ops as ``torch.<op>(...)`` and other ops as
     ``ops.<namespace>.<op>(...)``; TorchScript has no dynamic attribute access, so an op the
-    code can call must appear here by name.
+    code can call must appear here by name. The file is read twice, and a problem in either
+    refuses it: (1) as tokens, so whitespace, comments and line continuations between the
+    parts of a dotted name cannot hide it (any appearance of a refused op's name is refused,
+    whatever it is attached to); (2) with TorchScript's own parser, method by method, and the
+    refused names and op namespaces are looked up in the parse trees it produces. Source that
+    either parser cannot read is refused as unvettable.
     """
-    out = []
-    denied_aten = {op.split("::", 1)[1] for op in DENIED_OPS if op.startswith("aten::")}
-    for match in _TORCH_CALL.finditer(source):
-        if match.group(1) in denied_aten:
-            out.append(f"{name}: calls torch.{match.group(1)} (file access is not allowed)")
-    for match in _OP_CALL.finditer(source):
-        ns, op = match.group(1), match.group(2)
-        if ns not in ALLOWED_NAMESPACES:
-            out.append(f"{name}: calls custom op {ns}::{op} (only {sorted(ALLOWED_NAMESPACES)})")
-        elif f"{ns}::{op}" in DENIED_OPS:
-            out.append(f"{name}: calls {ns}::{op} (file access is not allowed)")
-    return sorted(set(out))
+    out: set[str] = set()
+    try:
+        chains = _dotted_chains(source)
+    except (tokenize.TokenError, SyntaxError) as err:
+        return [f"{name}: code cannot be tokenized ({err}); cannot vet it"]
+    for chain in chains:
+        found = _chain_op(chain)
+        if found is not None:
+            ns, op = found
+            if ns not in ALLOWED_NAMESPACES:
+                out.add(f"{name}: calls custom op {ns}::{op} (only {sorted(ALLOWED_NAMESPACES)})")
+            elif f"{ns}::{op}" in DENIED_OPS:
+                shown = f"torch.{op}" if ns == "aten" else f"{ns}::{op}"
+                out.add(f"{name}: calls {shown} (file access is not allowed)")
+            continue
+        for part in chain:
+            if part in _DENIED_ATEN:
+                out.add(
+                    f"{name}: names {'.'.join(chain)!r}; {part!r} is an op that touches files "
+                    "(not allowed anywhere in a submitted model)"
+                )
+    trees, problems = _parsed_by_torchscript(source)
+    out.update(f"{name}: {p}" for p in problems)
+    for fn, tree in trees:
+        for ns in _SEXPR_OPS_NS.findall(tree):
+            if ns not in ALLOWED_NAMESPACES:
+                out.add(f"{name}: {fn} calls custom op namespace {ns!r} (TorchScript parse tree)")
+        denied = sorted(set(_SEXPR_IDENT.findall(tree)) & _DENIED_ATEN)
+        if denied and not any(f"calls torch.{d}" in p for p in out for d in denied):
+            out.add(
+                f"{name}: {fn} names {', '.join(denied)} (TorchScript parse tree; file access "
+                "is not allowed)"
+            )
+    return sorted(out)
 
 
 def torchscript_problems(path: Path, limits: Limits = DEFAULT_LIMITS) -> list[str]:
