@@ -423,6 +423,7 @@ def push_to_hub(
     private: bool | None = None,
     max_shard_size: int | str | None = None,
     progress: bool = False,
+    offline: bool | None = None,
 ) -> str:
     """Push a pulled or imported dataset to the Hugging Face Hub (data, card and metadata).
 
@@ -433,6 +434,7 @@ def push_to_hub(
         private: Create the repository as private.
         max_shard_size: Largest Parquet shard.
         progress: Show progress bars.
+        offline: Refuse to touch the network (default: ``CELLBENCH_OFFLINE``).
 
     Returns:
         The dataset's URL.
@@ -446,6 +448,7 @@ def push_to_hub(
         private=private,
         max_shard_size=max_shard_size,
         progress=progress,
+        offline=offline,
     )
 
 

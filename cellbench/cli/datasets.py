@@ -217,7 +217,9 @@ def upgrade(ref: str, quiet: bool) -> None:
     help="Hugging Face token (default: the stored login).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_obj
 def export(
+    options: CliOptions,
     ref: str,
     target: str | None,
     dest: Path | None,
@@ -250,6 +252,7 @@ def export(
             private=private or None,
             max_shard_size=max_shard_size,
             progress=not quiet,
+            offline=options.offline,
         )
         click.echo(f"pushed {ref} to {url}")
 

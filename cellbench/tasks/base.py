@@ -26,6 +26,7 @@ from cellbench.store.zarr_store import DatasetStore
 
 if TYPE_CHECKING:
     from cellbench.leaderboard.ranking import Leaderboard
+    from cellbench.store.hf.task_columns import HFTaskColumns
 
 #: Metadata columns used as groups when the card does not name any and the store has them.
 DEFAULT_GROUPS = ("microscope", "plate", "cell_line", "source", "site_type")
@@ -228,6 +229,41 @@ class Task(ABC):
             "ground_truth_fields": list(self.ground_truth_fields),
             "prediction_fields": list(self.prediction_fields),
         }
+
+    # ------------------------------------------------------------------ Hugging Face
+    def hf_columns(self) -> HFTaskColumns:
+        """The task's Hugging Face column mapping (Hub category, foreign dataset import).
+
+        ``HF_COLUMNS`` of the ``hf`` module in the package that declares the task
+        (``cellbench/tasks/<task>/hf.py``), imported on first use; a task without one gets
+        :class:`~cellbench.store.hf.task_columns.NoHFColumns` (no Hub category, no import of
+        foreign datasets). A task declared elsewhere may override this method instead.
+
+        Raises:
+            CellbenchError: If the ``hf`` module defines no ``HF_COLUMNS``.
+        """
+        import importlib
+        import sys
+
+        from cellbench.store.hf.task_columns import HFTaskColumns, NoHFColumns
+
+        declaring = type(self).__module__
+        module = sys.modules.get(declaring)
+        package = declaring if hasattr(module, "__path__") else declaring.rpartition(".")[0]
+        if not package:
+            return NoHFColumns()
+        try:
+            hf = importlib.import_module(f"{package}.hf")
+        except ModuleNotFoundError as err:
+            if err.name != f"{package}.hf":
+                raise
+            return NoHFColumns()
+        columns = getattr(hf, "HF_COLUMNS", None)
+        if not isinstance(columns, HFTaskColumns):
+            raise CellbenchError(
+                f"{package}.hf: HF_COLUMNS must be an HFTaskColumns instance (task {self.name!r})"
+            )
+        return columns
 
 
 # ---------------------------------------------------------------------- shared checks

@@ -261,7 +261,7 @@ def test_encoding_choice_and_float16(tmp_path):
 def test_batches_row_groups_and_shards(tmp_path, monkeypatch):
     samples, _ = _variable_2d()
     store = _build(tmp_path / "s.zarr", samples * 1, "batched")
-    monkeypatch.setattr(hf, "ROW_GROUP_BYTES", 1000)  # every sample is its own batch
+    monkeypatch.setattr(hf.layout, "ROW_GROUP_BYTES", 1000)  # every sample is its own batch
     out = hf.write_parquet(store, tmp_path / "hf", max_shard_size="1KB")
     shards = sorted(p.name for p in (out / "train").iterdir())
     assert shards == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]

@@ -5,16 +5,16 @@ import pytest
 
 from cellbench.predictions import load_predictions
 from cellbench.scoring import score
-from cellbench.tasks import get_task
+from cellbench.tasks import get_task, task_names
 from cellbench.training.baseline import baselines_for
-from cellbench.training.config import TASKS, TrainConfig
+from cellbench.training.config import TrainConfig
 from cellbench.training.engine import train
 from cellbench.training.inference import predict_split, write_split_predictions
 from cellbench.training.models import tiny_config
 
 BUILT_IN = sorted(
     (task, name)
-    for task in TASKS
+    for task in task_names()
     for name in baselines_for(task)
     if not name.startswith(("toy-", "test-"))
 )
