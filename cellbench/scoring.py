@@ -225,6 +225,14 @@ def collect(
             continue
         truth = spec.ground_truth(store, sid)
         try:
+            # declared shapes first: nothing of a prediction is decoded before they fit
+            declared = predictions.declared(sid)
+            early = spec.check_declared(
+                declared, spec.expected_output(store, sid, truth), f"sample {sid!r}"
+            )
+            if early:
+                problems.extend(early)
+                continue
             pred = predictions.get(sid)
         except ValidationError as err:  # e.g. a CTC result folder that breaks the rules
             problems.extend(f"sample {sid!r}: {p}" for p in err.problems)
