@@ -53,6 +53,7 @@ MAX_HEADER_BYTES = 64 << 20  # a canonical set's zarr.json
 MAX_SAMPLES = 1_000_000  # sample ids in one prediction set
 MAX_CLASSES = 100_000  # columns of table/scores
 MAX_FILES = 1_000_000  # entries walked looking for symbolic links
+MAX_CSV_BYTES = 1 << 30  # a predictions CSV
 _ARRAY_FIELDS = (
     "mask",
     "object_ids",
@@ -631,6 +632,39 @@ def _open_canonical(path: Path) -> PredictionSet:
         _ids=ids,
         _declare=declare,
     )
+
+
+def read_csv_rows(
+    path: Path, max_bytes: int = MAX_CSV_BYTES
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a predictions CSV, within budgets (bytes, rows, UTF-8, field size).
+
+    Raises:
+        ValidationError: One line for a file that is too large, not UTF-8 or not CSV.
+    """
+    import csv
+
+    where = str(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValidationError([f"{size} bytes (a predictions CSV is at most {max_bytes})"], where)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValidationError(
+            [f"not UTF-8 text (byte {err.start}); save the CSV as UTF-8"], where
+        ) from None
+    try:
+        reader = csv.DictReader(text.splitlines())
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        rows = []
+        for row in reader:
+            rows.append(row)
+            if len(rows) > MAX_SAMPLES * 1000:
+                raise ValidationError([f"more than {MAX_SAMPLES * 1000} rows"], where)
+    except csv.Error as err:
+        raise ValidationError([f"line {reader.line_num}: not valid CSV ({err})"], where) from None
+    return header, rows
 
 
 def _short(err: BaseException) -> str:
