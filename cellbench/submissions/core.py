@@ -208,7 +208,13 @@ def run_convention_model(
         for sid in store.sample_ids(split):
             image = np.asarray(store.image(sid)[...])
             x = normalise(image, manifest.normalisation)[None]
-            outputs = model(x)
+            try:
+                outputs = model(x)
+            except ValidationError as err:
+                raise ValidationError(
+                    [f"sample {sid!r}: {p}" for p in err.problems],
+                    context=f"{path} (model run)",
+                ) from None
             spatial = tuple(image.shape[1:])
             pred, problems = postprocess(task, sid, outputs, spatial, n_classes)
             if problems:

@@ -871,10 +871,125 @@ def package_problems(path: Path, limits: Limits = DEFAULT_LIMITS) -> list[str]:
             f"{folder}: model.json is missing (baseline name, config, spec, normalisation)"
         )
     else:
-        try:
-            data = json.loads(config.read_text(encoding="utf-8"))
-            if not isinstance(data, dict):
-                problems.append(f"{config}: must be a JSON object")
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            problems.append(f"{config}: not valid JSON ({err})")
+        problems += model_json_problems(config)
     return problems
+
+
+#: Budgets of a model package's ``model.json``.
+MAX_MODEL_JSON_BYTES = 1 << 20
+MAX_SIDE = 65_536  # pixels along one axis of a tile, patch or fitted image
+MAX_TILE_PIXELS = 1 << 28  # pixels of one tile or fitted image (1 GiB per float32 channel)
+MAX_TILE_OVERLAP = 0.9  # an overlap of 1 never advances
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    dups = sorted({k for k in keys if keys.count(k) > 1})
+    if dups:
+        raise ValueError(f"key(s) {', '.join(map(repr, dups))} appear twice")
+    return dict(pairs)
+
+
+def _sizes_problems(where: str, value: Any, name: str) -> list[str]:
+    if value in (None, []):
+        return []
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        return [f"{where}: {name} must be a list of 1-3 integers, got {str(value)[:60]}"]
+    if not all(1 <= v <= MAX_SIDE for v in value):
+        return [f"{where}: {name} {value} must hold sizes between 1 and {MAX_SIDE}"]
+    pixels = 1
+    for v in value:
+        pixels *= v
+    if pixels > MAX_TILE_PIXELS:
+        return [
+            f"{where}: {name} {value} asks for {pixels * 4 / GiB:.0f} GiB per float32 channel "
+            f"(at most {MAX_TILE_PIXELS} pixels); refused before loading"
+        ]
+    return []
+
+
+def model_json_problems(path: Path) -> list[str]:
+    """Check a model package's ``model.json`` before anything is built from it.
+
+    Structure (an object whose ``config``, ``spec``, ``normalisation`` and ``inference`` are
+    objects), the normalisation mode, percentiles, and the inference settings: tile, patch
+    and image sizes within :data:`MAX_SIDE` and :data:`MAX_TILE_PIXELS`, a tile overlap in
+    ``[0, MAX_TILE_OVERLAP]``, known sample mode, fit and precision. Duplicate keys and
+    excessive size or nesting are refused.
+
+    Returns:
+        One line per problem.
+    """
+    where = str(path)
+    size = path.stat().st_size
+    if size > MAX_MODEL_JSON_BYTES:
+        return [f"{where}: {size} bytes (at most {MAX_MODEL_JSON_BYTES})"]
+    try:
+        data = json.loads(path.read_bytes(), object_pairs_hook=_unique_keys)
+    except RecursionError:
+        return [f"{where}: nested too deeply"]
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, duplicate keys
+        return [f"{where}: not valid JSON ({str(err).splitlines()[0][:200]})"]
+    if not isinstance(data, dict):
+        return [f"{where}: must be a JSON object"]
+    out: list[str] = []
+    for key in ("config", "spec", "normalisation", "inference"):
+        if key in data and not isinstance(data[key], dict):
+            out.append(f"{where}: {key} must be an object, got {type(data[key]).__name__}")
+    if "baseline" in data and not isinstance(data["baseline"], str):
+        out.append(f"{where}: baseline must be a name")
+    norm = data.get("normalisation")
+    if isinstance(norm, dict):
+        from cellbench.training.normalisation import MODES, TARGET_MODES
+
+        mode = norm.get("mode", "percentile")
+        if mode not in MODES:
+            out.append(f"{where}: normalisation.mode {str(mode)[:40]!r} is not one of {MODES}")
+        target = norm.get("target_mode", "none")
+        if target not in TARGET_MODES:
+            out.append(
+                f"{where}: normalisation.target_mode {str(target)[:40]!r} is not one of "
+                f"{TARGET_MODES}"
+            )
+        low, high = norm.get("low", 1.0), norm.get("high", 99.8)
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high))
+        if not numbers or not 0 <= low < high <= 100:
+            out.append(
+                f"{where}: normalisation percentiles must satisfy 0 <= low < high <= 100 "
+                f"(got {str(low)[:20]}, {str(high)[:20]})"
+            )
+    inference = data.get("inference")
+    sources = [("inference", inference), ("config", data.get("config"))]
+    for section, block in sources:
+        if not isinstance(block, dict):
+            continue
+        at = f"{where}: {section}"
+        for name in ("patch_size", "tile_size", "image_size"):
+            if name in block:
+                out += _sizes_problems(at, block[name], name)
+        if "tile_overlap" in block:
+            ov = block["tile_overlap"]
+            if (
+                not isinstance(ov, int | float)
+                or isinstance(ov, bool)
+                or not 0 <= ov <= MAX_TILE_OVERLAP
+            ):
+                out.append(f"{at}: tile_overlap {str(ov)[:20]} must be in [0, {MAX_TILE_OVERLAP}]")
+    if isinstance(inference, dict):
+        for name, allowed in (
+            ("sample_mode", ("patch", "image")),
+            ("image_fit", ("pad", "resize")),
+            ("precision", ("fp32", "bf16")),
+        ):
+            if name in inference and inference[name] not in allowed:
+                out.append(
+                    f"{where}: inference.{name} {str(inference[name])[:40]!r} is not one of "
+                    f"{allowed}"
+                )
+    return out
