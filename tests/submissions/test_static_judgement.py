@@ -125,3 +125,14 @@ def test_unedited_archive_with_save_refused_statically(tmp_path):
     path = script(SaveOnLoad(str(target)), tmp_path / "s.pt")
     assert any("calls torch.save" in p for p in torchscript_problems(path))
     assert not target.exists()
+
+
+def test_onnx_checks_are_a_core_dependency():
+    """ONNX submissions are vetted with ``onnx``: a plain install must carry it."""
+    import tomllib
+
+    from tests.conftest import REPO
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = [d.split(">")[0].split("=")[0].split("[")[0].strip() for d in project["dependencies"]]
+    assert "onnx" in core and "onnxruntime" in core
