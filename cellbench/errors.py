@@ -40,6 +40,14 @@ class StoreError(CellbenchError):
     """A canonical store is incomplete, corrupt or of an unknown format version."""
 
 
+class CorruptStoreError(StoreError):
+    """Stored content disagrees with the store's manifest (a damaged or edited store).
+
+    The message is one line naming the dataset, the array or node, the sample and the command
+    that repairs the store.
+    """
+
+
 class ValidationError(CellbenchError):
     """Input failed validation; carries every problem found, not only the first.
 

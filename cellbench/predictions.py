@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,9 +44,16 @@ import numpy as np
 
 from cellbench._version import __version__
 from cellbench.errors import ValidationError
+from cellbench.store.sample import SAMPLE_ID_PATTERN
 
 PREDICTIONS_FORMAT_VERSION = "1"
 _ATTR = "cellbench_predictions"
+#: Budgets checked before anything is decoded or allocated.
+MAX_HEADER_BYTES = 64 << 20  # a canonical set's zarr.json
+MAX_SAMPLES = 1_000_000  # sample ids in one prediction set
+MAX_CLASSES = 100_000  # columns of table/scores
+MAX_FILES = 1_000_000  # entries walked looking for symbolic links
+MAX_CSV_BYTES = 1 << 30  # a predictions CSV
 _ARRAY_FIELDS = (
     "mask",
     "object_ids",
@@ -136,6 +142,7 @@ class PredictionSet:
     _items: dict[str, Prediction] = field(default_factory=dict, repr=False)
     _loader: Any = field(default=None, repr=False)
     _ids: list[str] = field(default_factory=list, repr=False)
+    _declare: Any = field(default=None, repr=False)
 
     @classmethod
     def from_predictions(
@@ -196,6 +203,20 @@ class PredictionSet:
     def __iter__(self) -> Iterator[Prediction]:
         for sid in self._ids:
             yield self.get(sid)
+
+    def declared(self, sample_id: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Shape and dtype of every array of one sample's prediction, without decoding it.
+
+        Sets read from disk answer from file headers (Zarr metadata, TIFF tags), so a
+        prediction that declares a huge array is refused before anything is allocated. Sets in
+        memory (and readers without headers) answer with an empty mapping.
+
+        Raises:
+            ValidationError: If the headers cannot be read.
+        """
+        if self._declare is None:  # in memory (already allocated) or a reader without headers
+            return {}
+        return dict(self._declare(sample_id))
 
     def sha256(self) -> str:
         """Digest of the predictions' content (files on disk, or arrays in memory)."""
@@ -324,7 +345,9 @@ class PredictionWriter:
         if self.path.exists():
             raise FileExistsError(f"{self.path}: already exists; choose a new output path")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._scratch = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        from cellbench.store.scratch import make_scratch
+
+        self._scratch = make_scratch(self.path.parent, prefix=f".{self.path.name}.")
         self._root = zarr.open_group(str(self._scratch / "p.zarr"), mode="w-", zarr_format=3)
         self.header = {
             "format_version": PREDICTIONS_FORMAT_VERSION,
@@ -430,28 +453,146 @@ def write_predictions(path: str | os.PathLike[str], predictions: PredictionSet) 
 # --------------------------------------------------------------------------- reading
 def _is_canonical(path: Path) -> bool:
     meta = path / "zarr.json"
-    return meta.is_file() and _ATTR in meta.read_text(encoding="utf-8")
+    if not meta.is_file():
+        return False
+    try:
+        with meta.open("rb") as fh:
+            head = fh.read(MAX_HEADER_BYTES + 1)
+    except OSError:
+        return False
+    return _ATTR.encode() in head
+
+
+def _header_problems(header: Any) -> list[str]:
+    """Problems of a canonical set's header (``cellbench_predictions`` attributes)."""
+    if not isinstance(header, dict):
+        return ["header (zarr.json attributes cellbench_predictions) must be an object"]
+    out = []
+    if header.get("complete") is not True:
+        out.append("prediction set is incomplete (interrupted write)")
+    if str(header.get("format_version")) != PREDICTIONS_FORMAT_VERSION:
+        out.append(
+            f"predictions format version {header.get('format_version')!r} is unknown "
+            f"(this cellbench reads {PREDICTIONS_FORMAT_VERSION})"
+        )
+    for key in ("task", "dataset", "dataset_version", "split"):
+        if key in header and not isinstance(header[key], str):
+            out.append(f"header field {key!r} must be text")
+    if not isinstance(header.get("task"), str) or not header.get("task"):
+        out.append("header has no task")
+    ids = header.get("sample_ids")
+    if not isinstance(ids, list):
+        out.append("header has no sample_ids list")
+        return out
+    if len(ids) > MAX_SAMPLES:
+        out.append(f"header lists {len(ids)} sample_ids (at most {MAX_SAMPLES})")
+        return out
+    bad = [i for i in ids if not isinstance(i, str) or not SAMPLE_ID_PATTERN.fullmatch(i)]
+    if bad:
+        shown = ", ".join(repr(b)[:40] for b in bad[:3])
+        out.append(
+            f"{len(bad)} sample_ids are not sample ids (text matching "
+            f"{SAMPLE_ID_PATTERN.pattern}): {shown}"
+        )
+    seen: set[Any] = set()
+    dups = sorted({str(i) for i in ids if isinstance(i, str) and (i in seen or seen.add(i))})
+    if dups:
+        out.append(f"sample_ids listed more than once: {', '.join(dups[:10])}")
+    return out
+
+
+def _array_meta(root: Any, key: str) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and NumPy dtype of array ``key`` from its metadata only (None if absent)."""
+    import zarr
+
+    if key not in root:
+        return None
+    node = root[key]
+    if not isinstance(node, zarr.Array):
+        raise ValueError(f"{key} is not an array")
+    try:
+        dtype = np.dtype(node.dtype)
+    except TypeError:
+        dtype = np.dtype(object)
+    return tuple(int(n) for n in node.shape), dtype
 
 
 def _open_canonical(path: Path) -> PredictionSet:
+    import json
+
     import zarr
 
-    root = zarr.open_group(str(path), mode="r", zarr_format=3)
-    header = dict(root.attrs[_ATTR])
-    if header.get("complete") is not True:
-        raise ValidationError(["prediction set is incomplete (interrupted write)"], str(path))
-    if str(header.get("format_version")) != PREDICTIONS_FORMAT_VERSION:
+    where = str(path)
+    meta_file = path / "zarr.json"
+    if meta_file.stat().st_size > MAX_HEADER_BYTES:
+        raise ValidationError([f"zarr.json is larger than {MAX_HEADER_BYTES} bytes"], where)
+    try:
+        meta = json.loads(meta_file.read_bytes())
+        header = meta["attributes"][_ATTR]
+    except (ValueError, KeyError, TypeError) as err:
         raise ValidationError(
-            [
-                f"predictions format version {header.get('format_version')!r} is unknown "
-                f"(this cellbench reads {PREDICTIONS_FORMAT_VERSION})"
-            ],
-            str(path),
-        )
+            [f"zarr.json is not readable prediction-set metadata ({_short(err)})"], where
+        ) from None
+    problems = _header_problems(header)
+    if problems:
+        raise ValidationError(problems, where)
+    try:
+        root = zarr.open_group(str(path), mode="r", zarr_format=3)
+    except Exception as err:  # zarr raises several types for malformed metadata
+        raise ValidationError([f"not a readable Zarr group ({_short(err)})"], where) from None
     ids = [str(s) for s in header["sample_ids"]]
     row = {sid: i for i, sid in enumerate(ids)}
-    labels = np.asarray(root["table/label"][...]) if "table/label" in root else None
-    scores = np.asarray(root["table/scores"][...]) if "table/scores" in root else None
+    labels = scores = None
+    try:
+        for key in ("table/label", "table/scores"):
+            found = _array_meta(root, key)
+            if found is None:
+                continue
+            shape, dtype = found
+            want_rows = len(ids)
+            if key == "table/label":
+                if dtype.kind not in "iu":
+                    problems.append(f"{key}: dtype {dtype} must be an integer type (class indices)")
+                elif shape != (want_rows,):
+                    problems.append(
+                        f"{key}: shape {shape}, expected ({want_rows},): one per sample"
+                    )
+                else:
+                    labels = np.asarray(root[key][...])
+            else:
+                if dtype.kind not in "iuf":
+                    problems.append(f"{key}: dtype {dtype} must be numeric (class scores)")
+                elif len(shape) != 2 or shape[0] != want_rows or shape[1] > MAX_CLASSES:
+                    problems.append(
+                        f"{key}: shape {shape}, expected ({want_rows}, n_classes) with at most "
+                        f"{MAX_CLASSES} classes"
+                    )
+                else:
+                    scores = np.asarray(root[key][...])
+    except Exception as err:  # undecodable chunks, unknown codecs
+        problems.append(f"table arrays unreadable ({_short(err)})")
+    if problems:
+        raise ValidationError(problems, where)
+
+    def declare(sid: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        key = f"samples/{sid}"
+        out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        try:
+            if key not in root:
+                return out
+            group = root[key]
+            for name in _ARRAY_FIELDS:
+                found = _array_meta(group, name)
+                if found is not None:
+                    out[name] = found
+            if "values" in group:
+                for k in sorted(group["values"].array_keys()):
+                    found = _array_meta(group["values"], k)
+                    if found is not None:
+                        out[f"values/{k}"] = found
+        except Exception as err:  # malformed or unknown metadata
+            raise ValidationError([f"unreadable array metadata ({_short(err)})"]) from None
+        return out
 
     def load(sid: str) -> Prediction:
         p = Prediction(sample_id=sid)
@@ -460,14 +601,22 @@ def _open_canonical(path: Path) -> PredictionSet:
         if scores is not None:
             p.scores = scores[row[sid]]
         key = f"samples/{sid}"
-        if key in root:
-            group = root[key]
-            for name in _ARRAY_FIELDS:
-                if name in group:
-                    setattr(p, name, np.asarray(group[name][...]))
-            if "values" in group:
-                values = group["values"]
-                p.values = {k: np.asarray(values[k][...]) for k in sorted(values.array_keys())}
+        field_name = ""
+        try:
+            if key in root:
+                group = root[key]
+                for name in _ARRAY_FIELDS:
+                    field_name = name
+                    if name in group:
+                        setattr(p, name, np.asarray(group[name][...]))
+                if "values" in group:
+                    field_name = "values"
+                    values = group["values"]
+                    p.values = {k: np.asarray(values[k][...]) for k in sorted(values.array_keys())}
+        except Exception as err:  # truncated or garbage chunks, unknown codecs
+            raise ValidationError(
+                [f"{field_name or 'arrays'}: unreadable ({_short(err)})"]
+            ) from None
         return p
 
     return PredictionSet(
@@ -475,11 +624,71 @@ def _open_canonical(path: Path) -> PredictionSet:
         dataset=str(header.get("dataset", "")),
         dataset_version=str(header.get("dataset_version", "")),
         split=str(header.get("split", "")),
-        producer=dict(header.get("producer", {})),
+        producer=dict(header.get("producer", {}))
+        if isinstance(header.get("producer"), dict)
+        else {},
         source=path,
         _loader=load,
         _ids=ids,
+        _declare=declare,
     )
+
+
+def read_csv_rows(
+    path: Path, max_bytes: int = MAX_CSV_BYTES
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a predictions CSV, within budgets (bytes, rows, UTF-8, field size).
+
+    Raises:
+        ValidationError: One line for a file that is too large, not UTF-8 or not CSV.
+    """
+    import csv
+
+    where = str(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValidationError([f"{size} bytes (a predictions CSV is at most {max_bytes})"], where)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValidationError(
+            [f"not UTF-8 text (byte {err.start}); save the CSV as UTF-8"], where
+        ) from None
+    try:
+        reader = csv.DictReader(text.splitlines())
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        rows = []
+        for row in reader:
+            rows.append(row)
+            if len(rows) > MAX_SAMPLES * 1000:
+                raise ValidationError([f"more than {MAX_SAMPLES * 1000} rows"], where)
+    except csv.Error as err:
+        raise ValidationError([f"line {reader.line_num}: not valid CSV ({err})"], where) from None
+    return header, rows
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text[:200]
+
+
+def _symlink_problems(path: Path) -> list[str]:
+    """Symbolic links inside a predictions path that lead outside it (refused)."""
+    root = path.resolve()
+    out: list[str] = []
+    entries = [path] if path.is_symlink() else []
+    if path.is_dir():
+        for count, entry in enumerate(path.rglob("*")):
+            if count > MAX_FILES:
+                out.append(f"holds more than {MAX_FILES} files")
+                break
+            if entry.is_symlink():
+                entries.append(entry)
+    for entry in entries:
+        target = entry.resolve()
+        if entry == path or not target.is_relative_to(root):
+            out.append(f"{entry}: symbolic link to {target}, outside the predictions")
+    return out
 
 
 def read_image_folder(
@@ -506,17 +715,44 @@ def read_image_folder(
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
     if not files:
         raise ValidationError([f"no <sample_id>.tif files found for task {task}"], str(path))
-    by_id = {f.stem: f for f in files}
+    problems = []
+    by_id: dict[str, Path] = {}
+    for f in files:
+        if not SAMPLE_ID_PATTERN.fullmatch(f.stem):
+            problems.append(f"{f.name}: file name is not a sample id ({SAMPLE_ID_PATTERN.pattern})")
+        elif f.stem in by_id:
+            problems.append(f"{f.name}: sample {f.stem!r} has two files")
+        else:
+            by_id[f.stem] = f
+    if problems:
+        raise ValidationError(problems, str(path))
+
+    def declare(sid: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with tifffile.TiffFile(by_id[sid]) as tif:
+                    series = tif.series[0]
+                    return {field: (tuple(int(n) for n in series.shape), np.dtype(series.dtype))}
+        except Exception as err:  # zero-byte, truncated or garbage files
+            raise ValidationError(
+                [f"{by_id[sid].name}: not a readable TIFF ({_short(err)})"]
+            ) from None
 
     def load(sid: str) -> Prediction:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data = tifffile.imread(by_id[sid])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data = tifffile.imread(by_id[sid])
+        except Exception as err:  # truncated data, unsupported compression
+            raise ValidationError(
+                [f"{by_id[sid].name}: not a readable TIFF ({_short(err)})"]
+            ) from None
         p = Prediction(sample_id=sid)
         setattr(p, field, data)
         return finish(p) if finish is not None else p
 
-    return PredictionSet(task=task, source=path, _loader=load, _ids=list(by_id))
+    return PredictionSet(task=task, source=path, _loader=load, _ids=list(by_id), _declare=declare)
 
 
 def load_predictions(
@@ -538,8 +774,11 @@ def load_predictions(
         ValidationError: If the path cannot be read as predictions for the task.
     """
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise ValidationError([f"{path} does not exist"], context="predictions")
+    links = _symlink_problems(path)
+    if links:
+        raise ValidationError(links, context=str(path))
     if path.is_dir() and _is_canonical(path):
         pset = _open_canonical(path)
         if task is not None and pset.task != task:

@@ -21,6 +21,7 @@ from cellbench.catalog import Catalog, DatasetCard, load_recipe, parse_ref
 from cellbench.errors import ChecksumError, DatasetNotFoundError, StoreError
 from cellbench.store.cache import cellbench_home, is_offline, stores_dir, tmp_dir
 from cellbench.store.sample import Sample
+from cellbench.store.scratch import clean_cache, make_scratch
 from cellbench.store.zarr_store import DatasetStore, build_store
 
 if TYPE_CHECKING:
@@ -154,9 +155,10 @@ def pull(
     card = catalog.card(ident, version)
     offline = is_offline() if offline is None else offline
     dest = store_path(card.id, card.version)
+    clean_cache()  # work areas of pulls that were killed
     if dest.exists() and not force:
         return DatasetStore.open(dest)
-    work = Path(tempfile.mkdtemp(prefix=f"{card.id}-", dir=tmp_dir()))
+    work = make_scratch(tmp_dir(), prefix=f"{card.id}-")
     staged = work / "store.zarr"
     try:
         ctx = RecipeContext(
@@ -193,8 +195,8 @@ def pull(
     return DatasetStore.open(dest)
 
 
-def load(ref: str, catalog: Catalog | None = None) -> DatasetStore:
-    """Open a pulled or imported dataset; never touches the network.
+def store_location(ref: str, catalog: Catalog | None = None) -> Path:
+    """Folder of a pulled or imported dataset's store, without opening it.
 
     Raises:
         DatasetNotFoundError: If the dataset is unknown or not pulled yet.
@@ -204,12 +206,99 @@ def load(ref: str, catalog: Catalog | None = None) -> DatasetStore:
     key = f"{ident}@{version}"
     entry = imported().get(key)
     if entry is not None:
-        return DatasetStore.open(entry["path"])
+        path = Path(entry["path"])
+        if not path.exists():
+            raise DatasetNotFoundError(
+                f"imported dataset {key}: its store {path} no longer exists; import it again"
+            )
+        return path
     path = store_path(ident, version)
     if not path.exists():
         raise DatasetNotFoundError(
             f"dataset {key} is not in the cache ({path}); run `cellbench datasets pull {key}`"
         )
+    return path
+
+
+def load(ref: str, catalog: Catalog | None = None) -> DatasetStore:
+    """Open a pulled or imported dataset; never touches the network.
+
+    Every later read of the store is checked against its manifest (see
+    :class:`~cellbench.store.zarr_store.DatasetStore`).
+
+    Raises:
+        DatasetNotFoundError: If the dataset is unknown or not pulled yet.
+        StoreError: If the store is half-built, foreign or damaged (one line, naming the repair).
+    """
+    return DatasetStore.open(store_location(ref, catalog))
+
+
+def upgrade(ref: str, *, progress: bool = False, catalog: Catalog | None = None) -> DatasetStore:
+    """Rewrite a pulled or imported store in the current store format, on request only.
+
+    The store is verified first (a damaged store is not converted: pull it again with
+    ``--force``), converted sample by sample into a new store beside it, and swapped in once
+    complete; until then the old store stays in place. A catalog dataset whose card pins a
+    store digest must convert to exactly that digest; otherwise (for example a format 1 store
+    of a dataset whose metadata the current card corrects) nothing changes and the message
+    says to rebuild it from its sources with ``cellbench datasets pull ID --force``.
+
+    Args:
+        ref: ``id`` or ``id@version``.
+        progress: Show progress bars.
+        catalog: Catalog to use (default: the installed catalog).
+
+    Returns:
+        The opened store (unchanged when it already has the current format).
+
+    Raises:
+        StoreError: If the store does not verify.
+        ChecksumError: If the converted store does not match the card's pinned digest.
+    """
+    from cellbench.store.format import CURRENT_FORMAT
+    from cellbench.store.integrity import forget_verdicts
+
+    catalog = catalog or Catalog()
+    path = store_location(ref, catalog)
+    store = DatasetStore.open(path)
+    key = store.ref
+    if store.format.version == CURRENT_FORMAT.version:
+        return store
+    clean_cache()
+    problems = store.verify(progress=progress)
+    if problems:
+        raise StoreError(
+            f"{key}: the format {store.format.version} store does not verify "
+            f"({len(problems)} problem(s), first: {problems[0]}), so it is not converted; "
+            f"rebuild it with `cellbench datasets pull {key} --force`"
+        )
+    work = make_scratch(path.parent, prefix=f".{path.name}.upgrade-")
+    try:
+        new = build_store(
+            store.samples(),
+            work / "new.zarr",
+            store.card,
+            class_names=store.meta.get("classes") or None,
+            work_dir=work,
+        )
+        pin = None
+        if store.id in catalog.ids():
+            try:
+                pin = catalog.card(store.id, store.version).checksums.get("store")
+            except DatasetNotFoundError:
+                pin = None
+        if pin and new.checksum != pin:
+            raise ChecksumError(
+                f"{key}: converted store digest {new.checksum} does not match the card's "
+                f"checksums.store {pin} (the card changed what the store holds); the format "
+                f"{store.format.version} store is kept: rebuild it from its sources with "
+                f"`cellbench datasets pull {key} --force`"
+            )
+        path.rename(work / "old.zarr")
+        (work / "new.zarr").rename(path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    forget_verdicts()
     return DatasetStore.open(path)
 
 
@@ -231,8 +320,13 @@ def open_dataset(dataset: DatasetStore | str | os.PathLike[str]) -> DatasetStore
 
 
 def verify(ref: str, progress: bool = False) -> list[str]:
-    """Recompute every checksum of a pulled/imported store; one line per problem."""
-    return load(ref).verify(progress=progress)
+    """Recompute every checksum of a pulled/imported store; one line per problem.
+
+    Works on stores too damaged to open (see :func:`cellbench.store.integrity.verify_store`).
+    """
+    from cellbench.store.integrity import verify_store
+
+    return verify_store(store_location(ref), progress=progress)
 
 
 def export_zarr(ref: str, dest: str | Path) -> Path:
@@ -407,7 +501,12 @@ def import_hf(
     if key in imported() or dest.exists():
         where = imported().get(key, {}).get("path", dest)
         raise StoreError(f"{key} is already imported ({where}); choose another version (--version)")
-    store = plan.build(dest, work_dir=tmp_dir(), progress=progress)
+    clean_cache()
+    work = make_scratch(tmp_dir(), prefix=f"import-{ident}-")
+    try:
+        store = plan.build(dest, work_dir=work, progress=progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     entries = imported()
     entries[key] = {"path": str(store.path)}
     _write_registry(entries)

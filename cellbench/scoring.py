@@ -49,7 +49,10 @@ def bootstrap_ci(
 
     Samples (images or sequences) are drawn with replacement ``n_bootstrap`` times; the
     statistic is re-aggregated on each resample (Efron & Tibshirani 1993, ch. 13). Resamples on
-    which the statistic is undefined (NaN) are dropped.
+    which the statistic is undefined (NaN) are dropped. A statistic that is the same finite
+    value on the whole split and on every single sample (a perfect submission) is a constant,
+    and the interval of a constant is that constant: it is returned as such whenever the
+    resamples do not give a finite interval.
 
     Args:
         aggregate: Function from a list of per-sample statistics to a float.
@@ -72,9 +75,24 @@ def bootstrap_ci(
         values[b] = aggregate([items[i] for i in idx])
     values = values[np.isfinite(values)]
     if values.size == 0:
-        return float("nan"), float("nan")
+        return _constant_interval(aggregate, items)
     alpha = (1.0 - level) / 2.0
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
+    low, high = float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return _constant_interval(aggregate, items)
+    return low, high
+
+
+def _constant_interval(aggregate: Any, items: Sequence[Any]) -> tuple[float, float]:
+    """``(v, v)`` when the statistic is ``v`` on the split and on every sample, else NaNs."""
+    point = float(aggregate(list(items)))
+    if not math.isfinite(point):
+        return float("nan"), float("nan")
+    for item in items:
+        single = float(aggregate([item]))
+        if math.isfinite(single) and single != point:
+            return float("nan"), float("nan")
+    return point, point
 
 
 def coverage_problems(ids: Sequence[str], predicted: set[str], split: str) -> list[str]:
@@ -207,6 +225,14 @@ def collect(
             continue
         truth = spec.ground_truth(store, sid)
         try:
+            # declared shapes first: nothing of a prediction is decoded before they fit
+            declared = predictions.declared(sid)
+            early = spec.check_declared(
+                declared, spec.expected_output(store, sid, truth), f"sample {sid!r}"
+            )
+            if early:
+                problems.extend(early)
+                continue
             pred = predictions.get(sid)
         except ValidationError as err:  # e.g. a CTC result folder that breaks the rules
             problems.extend(f"sample {sid!r}: {p}" for p in err.problems)

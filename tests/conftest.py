@@ -29,6 +29,27 @@ def _isolated_cellbench_home(tmp_path_factory: pytest.TempPathFactory, monkeypat
     return home
 
 
+@pytest.fixture(autouse=True)
+def _validate_every_built_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Check every format 2 store a test builds with independent OME-Zarr 0.5 validators.
+
+    Wraps :meth:`StoreWriter.close` (the one place every store is finished: ``build_store``,
+    ``pull``, Hugging Face import, upgrades), so no test can build an invalid store unnoticed.
+    """
+    from cellbench.store.zarr_store import StoreWriter
+    from tests.ome_validation import validate_store_ome
+
+    original = StoreWriter.close
+
+    def close(self: StoreWriter):  # type: ignore[no-untyped-def]
+        manifest = original(self)
+        if self.fmt.ome_dimension_names:
+            validate_store_ome(self.path)
+        return manifest
+
+    monkeypatch.setattr(StoreWriter, "close", close)
+
+
 @pytest.fixture
 def cli_env() -> dict[str, str]:
     """Environment for running ``python -m cellbench`` in a subprocess from a source checkout."""

@@ -114,3 +114,40 @@ def assert_samples_equal(a: Sample, b: Sample) -> None:
             assert x.dtype == y.dtype and np.array_equal(x, y), name
     assert a.metadata == b.metadata
     assert a.pixel_size == b.pixel_size
+
+
+def reseal(path) -> None:
+    """Rewrite a format 2 store's manifest after a test changed its content on purpose.
+
+    Stores are checked against their manifest on every read, so a test that plants, say, a NaN
+    in a target (which :class:`~cellbench.store.zarr_store.StoreWriter` would refuse) must
+    re-seal the store to test what happens downstream of the integrity checks. Stores opened
+    before the change keep the old manifest: open the store again afterwards.
+    """
+    import json
+    from pathlib import Path
+
+    import zarr
+
+    from cellbench.store import checksums
+    from cellbench.store.integrity import forget_verdicts
+
+    path = Path(path)
+    manifest = json.loads((path / checksums.MANIFEST_NAME).read_text())
+    meta = json.loads((path / "zarr.json").read_text())["attributes"]["cellbench"]
+    entries = {}
+    for apath, entry in manifest["arrays"].items():
+        arr = zarr.open_array(str(path / apath), mode="r")
+        entry = {**entry, "sha256": checksums.hash_zarr_array(arr)}
+        entry["chunk_sha256"] = {
+            key: checksums.file_sha256(path / apath / key)
+            for key in checksums.expected_chunk_keys(arr)
+            if (path / apath / key).is_file()
+        }
+        entries[apath] = entry
+    nodes = {
+        node: checksums.node_entry(json.loads((path / node / "zarr.json").read_text()))
+        for node in manifest["nodes"]
+    }
+    checksums.write_manifest(path, entries, meta, manifest["format_version"], nodes)
+    forget_verdicts()

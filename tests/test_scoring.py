@@ -340,3 +340,25 @@ def test_negative_labels_are_reported_for_every_sample():
         )
     lines = [p for p in err.value.problems if "negative values (min -1)" in p]
     assert len(lines) == len(store.sample_ids("test"))
+
+
+def test_bootstrap_interval_of_a_constant_is_that_constant():
+    """A statistic undefined on every resample but equal to v on the split and on each sample
+    (a perfect submission) has the interval [v, v], never [nan, nan]."""
+    import math
+
+    from cellbench.scoring import bootstrap_ci
+
+    def undefined_on_resamples(stats):
+        # like an AP whose area range is empty in every resample that repeats a sample
+        return float("nan") if len(set(map(id, stats))) != len(stats) else 1.0
+
+    items = [object() for _ in range(5)]
+    assert bootstrap_ci(undefined_on_resamples, items, 50) == (1.0, 1.0)
+
+    def varying(stats):  # undefined on every resample, different on each single sample
+        return float(items.index(stats[0])) if len(stats) == 1 else float("nan")
+
+    low, high = bootstrap_ci(varying, items, 50)
+    assert math.isnan(low) and math.isnan(high)  # not a constant: no interval is claimed
+    assert bootstrap_ci(lambda s: 0.5, items, 20) == (0.5, 0.5)

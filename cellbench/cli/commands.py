@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cellbench.cli.cache import cache
 from cellbench.cli.datasets import datasets
 from cellbench.cli.leaderboard import leaderboard
 from cellbench.cli.score import score, score_ctc
@@ -19,4 +20,5 @@ ALL: list[click.Command] = [
     tune_cmd,
     submit,
     leaderboard,
+    cache,
 ]

@@ -96,6 +96,9 @@ def info(ref: str) -> None:
         console.print(f"classes ({table_name}): {', '.join(names)}")
     if card.groups:
         console.print(f"groups:      {', '.join(card.groups)}")
+    pixel = card.extra.get("pixel_size")
+    if isinstance(pixel, dict) and pixel.get("known") is False:
+        console.print(f"pixel size:  unknown - {str(pixel.get('note', '')).strip()}")
     console.print(f"\n{card.description}\n")
     console.print(f"[bold]splits[/bold]: {card.splits.get('method')}")
     for key, value in card.splits.items():
@@ -118,7 +121,11 @@ def info(ref: str) -> None:
 
 @datasets.command()
 @click.argument("ref")
-@click.option("--force", is_flag=True, help="Rebuild even if the store is already cached.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rebuild even if the store is already cached (repairs or upgrades it).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_obj
 def pull(options: CliOptions, ref: str, force: bool, quiet: bool) -> None:
@@ -134,17 +141,48 @@ def pull(options: CliOptions, ref: str, force: bool, quiet: bool) -> None:
 @click.argument("ref")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def verify(ref: str, quiet: bool) -> None:
-    """Recompute every checksum of REF's store and report every mismatch."""
-    from cellbench.registry import load
+    """Recompute every checksum of REF's store and report every problem at once."""
+    from cellbench.registry import store_location
+    from cellbench.store.format import CURRENT_FORMAT
+    from cellbench.store.integrity import repair_hint, verify_store
 
-    store = load(ref)
-    problems = store.verify(progress=not quiet)
+    path = store_location(ref)
+    problems = verify_store(path, progress=not quiet)
     if problems:
         for line in problems:
             click.secho(line, fg="red", err=True)
-        raise StoreError(f"{store.id}@{store.version}: {len(problems)} problem(s) found")
+        raise StoreError(f"{ref}: {len(problems)} problem(s) found; {repair_hint(ref)}")
+    from cellbench.store.zarr_store import DatasetStore
+
+    store = DatasetStore.open(path)
     n = len(store.manifest["arrays"])
-    click.echo(f"{store.id}@{store.version}: OK ({n} arrays verified, digest {store.checksum})")
+    click.echo(f"{store.ref}: OK ({n} arrays verified, digest {store.checksum})")
+    if store.format.version != CURRENT_FORMAT.version:
+        click.echo(
+            f"note: store format {store.format.version}: its manifest covers array content "
+            f"only, not metadata; `cellbench datasets upgrade {store.ref}` converts it to "
+            f"format {CURRENT_FORMAT.version}"
+        )
+
+
+@datasets.command()
+@click.argument("ref")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def upgrade(ref: str, quiet: bool) -> None:
+    """Convert REF's store to the current store format (verified first; never automatic)."""
+    from cellbench.registry import store_location
+    from cellbench.registry import upgrade as do_upgrade
+    from cellbench.store.format import detect_format
+
+    before = detect_format(store_location(ref)).version
+    store = do_upgrade(ref, progress=not quiet)
+    if before == store.format.version:
+        click.echo(f"{store.ref}: already store format {before}; nothing to do")
+        return
+    click.echo(
+        f"{store.ref}: upgraded from store format {before} to {store.format.version} "
+        f"(checksum {store.checksum})"
+    )
 
 
 @datasets.command()

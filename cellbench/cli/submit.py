@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
 from cellbench.errors import ValidationError
+
+
+def _fmt(value: float | None) -> str:
+    """A score for the terminal: 4 decimals, ``n/a`` for undefined (NaN/None) values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4f}"
 
 
 @click.command()
@@ -89,13 +97,15 @@ def submit(
         f"{result.manifest.name} (seed {result.manifest.seed}) on "
         f"{report.dataset}@{report.dataset_version} {report.task}/{report.split}"
     )
-    click.echo(
-        f"  {head.name} = {head.value:.4f}  {round(head.ci_level * 100)}% CI "
-        f"[{head.ci_low:.4f}, {head.ci_high:.4f}] ({head.direction} is better)"
+    ci = (
+        f"{round(head.ci_level * 100)}% CI [{_fmt(head.ci_low)}, {_fmt(head.ci_high)}]"
+        if math.isfinite(head.ci_low) and math.isfinite(head.ci_high)
+        else "CI undefined"
     )
+    click.echo(f"  {head.name} = {_fmt(head.value)}  {ci} ({head.direction} is better)")
     for group in report.groups:
         if group.worst_group is not None:
-            click.echo(f"  worst {group.field}: {group.worst_group} = {group.worst_value:.4f}")
+            click.echo(f"  worst {group.field}: {group.worst_group} = {_fmt(group.worst_value)}")
     if result.usage is not None:
         u = result.usage
         mem = f"{u.peak_memory_mb:.0f} MB peak RSS" if u.peak_memory_mb is not None else "n/a"

@@ -8,7 +8,12 @@ are detected separately, because Zarr silently reads a missing chunk as the fill
 
 The store digest (the dataset checksum quoted in cards and score reports) is the sha256 of the
 sorted ``path: sha256, shape, dtype`` lines plus the digest of the semantic root attributes (the
-card snapshot without build timestamps).
+card snapshot without build timestamps). From store format 2 on it also covers every node's
+semantic metadata (group attributes such as OME axes, pixel sizes and channel names; array
+attributes, ``dimension_names`` and fill value), and the manifest records, outside the digest,
+the sha256 of every node's ``zarr.json`` (canonical JSON) and of every chunk file, so readers
+check each file as they read it. Compressed chunk bytes and codec settings stay out of the
+digest on purpose: they may differ between library versions while the content does not.
 """
 
 from __future__ import annotations
@@ -142,17 +147,99 @@ def array_entry(arr: zarr.Array) -> dict[str, Any]:
     }
 
 
+def canonical_json(obj: Any) -> bytes:
+    """JSON with sorted keys and no whitespace: equal objects give equal bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
+
+
+def json_sha256(obj: Any) -> str:
+    """sha256 of :func:`canonical_json`."""
+    return hashlib.sha256(canonical_json(obj)).hexdigest()
+
+
+def node_semantics(meta: dict[str, Any]) -> dict[str, Any]:
+    """The part of a node's ``zarr.json`` that defines the dataset (not how it is encoded).
+
+    Groups: their attributes (OME axes, scales, channel names, label properties, ...). Arrays:
+    attributes, ``dimension_names`` and fill value (shape and dtype are in the content entry;
+    codecs and chunking are encoding, which may differ between library versions).
+    """
+    out: dict[str, Any] = {"node_type": meta.get("node_type"), "attributes": meta.get("attributes")}
+    if meta.get("node_type") == "array":
+        out["dimension_names"] = meta.get("dimension_names")
+        out["fill_value"] = meta.get("fill_value")
+    return out
+
+
+def node_entry(meta: dict[str, Any]) -> dict[str, Any]:
+    """Manifest entry of one node's ``zarr.json`` (format 2)."""
+    return {
+        "node_type": meta.get("node_type"),
+        "zarr_json_sha256": json_sha256(meta),
+        "semantic_sha256": json_sha256(node_semantics(meta)),
+    }
+
+
+def digest_v2(
+    entries: dict[str, dict[str, Any]], nodes: dict[str, dict[str, Any]], attrs: dict[str, Any]
+) -> str:
+    """Store digest of format 2: content entries, node semantics and the root attributes."""
+    h = hashlib.sha256()
+    for path in sorted(entries):
+        e = entries[path]
+        h.update(f"{path}\t{e['sha256']}\t{list(e['shape'])}\t{e['dtype']}\n".encode())
+    for path in sorted(nodes):
+        h.update(f"node\t{path}\t{nodes[path]['semantic_sha256']}\n".encode())
+    h.update(json_sha256(semantic_attributes(attrs)).encode())
+    return h.hexdigest()
+
+
+def manifest_self_sha256(manifest: dict[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON without its own ``manifest_sha256`` field."""
+    return json_sha256({k: v for k, v in manifest.items() if k != "manifest_sha256"})
+
+
+def store_digest(manifest: dict[str, Any], attrs: dict[str, Any]) -> str:
+    """Recompute the store digest a manifest should carry, for its format version."""
+    if str(manifest.get("format_version")) == "1":
+        return digest_of(manifest["arrays"], attrs)
+    return digest_v2(manifest["arrays"], manifest["nodes"], attrs)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a (small) file's bytes, such as one chunk."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def write_manifest(
-    root: Path, entries: dict[str, dict[str, Any]], attrs: dict[str, Any], format_version: str
+    root: Path,
+    entries: dict[str, dict[str, Any]],
+    attrs: dict[str, Any],
+    format_version: str,
+    nodes: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write ``manifest.json`` (sorted keys) and return it."""
-    manifest = {
+    """Write ``manifest.json`` (sorted keys) and return it.
+
+    Args:
+        root: Store directory.
+        entries: Per-array content entries (format 2 adds ``sparse`` and ``chunk_sha256``).
+        attrs: The root ``cellbench`` attributes.
+        format_version: Store format version.
+        nodes: Per-node metadata entries (format 2; :func:`node_entry`), None for format 1.
+    """
+    manifest: dict[str, Any] = {
         "algorithm": "sha256",
         "format_version": format_version,
         "content": "decoded array bytes (dtype, shape, C order)",
-        "digest": digest_of(entries, attrs),
         "arrays": {k: entries[k] for k in sorted(entries)},
     }
+    if nodes is None:
+        manifest["digest"] = digest_of(entries, attrs)
+    else:
+        manifest["content"] += "; node metadata (canonical zarr.json); chunk files"
+        manifest["nodes"] = {k: nodes[k] for k in sorted(nodes)}
+        manifest["digest"] = digest_v2(entries, nodes, attrs)
+        manifest["manifest_sha256"] = manifest_self_sha256(manifest)
     (root / MANIFEST_NAME).write_text(
         json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8"
     )

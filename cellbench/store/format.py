@@ -13,8 +13,21 @@ Changelog
     targets under ``targets/``, CTC track tables under ``tracks/``, the per-sample table
     (id, split, class label, metadata columns) under ``samples/``, and ``manifest.json`` with
     content checksums at the root.
+``2`` (cellbench 0.2)
+    Same layout and chunking as 1. OME-Zarr 0.5 validity: every level array's ``zarr.json``
+    carries ``dimension_names`` equal to the ``axes`` of its multiscales (0.5 requires it).
+    Unknown physical sizes are written as unknown: an axis whose pixel size the sample does not
+    know gets scale 1 and no ``unit`` (format 1 wrote 1.0 micrometre), and readers report only
+    the sizes that carry a unit. The manifest covers the metadata as well as the arrays: every
+    node's ``zarr.json`` (axes, channel names, pixel sizes, class tables, label properties,
+    sparse flags: everything scoring and training read) by sha256 of its canonical JSON, every
+    chunk file by sha256 (so each read is checked as it happens, and a missing chunk is an
+    error unless the array is declared ``sparse``), and itself (``manifest_sha256``). The
+    store digest covers the decoded arrays, the semantic metadata of every node and the root
+    attributes. Format 1 stores are still read (and verified as far as their manifest goes);
+    ``cellbench datasets upgrade ID`` rewrites one as format 2 on request.
 
-Layout of format 1::
+Layout of format 1 (and 2)::
 
     <id>@<version>.zarr/
       zarr.json                     attributes["cellbench"]: format, card, classes, fields
@@ -35,7 +48,8 @@ patch size, so an aligned 256 x 256 patch decodes one chunk of ~128 KiB at uint1
 enough for zstd to compress well. Images smaller than a chunk are stored as one chunk.
 Compression is Blosc/zstd level 5 with bit-shuffle for integer data (camera counts and label
 ids compress 3-10x better bit-shuffled) and byte-shuffle for floats. Every chunk is written, even
-when it holds only the fill value, so a missing chunk file is always corruption.
+when it holds only the fill value, so a missing chunk file is always corruption (format 2 may
+declare an array ``sparse`` in its manifest; its empty chunks are then not written).
 """
 
 from __future__ import annotations
@@ -62,6 +76,11 @@ class StoreFormat(ABC):
         meta = attrs.get("cellbench", {})
         return meta.get("format") == STORE_KIND and str(meta.get("format_version")) == self.version
 
+    #: Whether level arrays carry ``dimension_names`` and unknown sizes are written unit-less.
+    ome_dimension_names: ClassVar[bool] = False
+    #: Whether the manifest covers node metadata and chunk files (verified reads per chunk).
+    manifest_covers_metadata: ClassVar[bool] = False
+
     @abstractmethod
     def image_path(self, sample_id: str) -> str:
         """Path of a sample's image group (the array itself is ``<path>/0``)."""
@@ -85,6 +104,13 @@ class StoreFormat(ABC):
     @abstractmethod
     def chunks(self, shape: tuple[int, ...], axes: str) -> tuple[int, ...]:
         """Chunk shape for an array of ``shape`` with the given axes."""
+
+    def sample_of(self, path: str) -> str | None:
+        """The sample an array or group path belongs to (None for the samples table, root)."""
+        parts = path.split("/")
+        if len(parts) >= 2 and parts[0] in ("images", "targets", "tracks"):
+            return parts[1]
+        return None
 
 
 class FormatV1(StoreFormat):
@@ -139,8 +165,24 @@ class FormatV1(StoreFormat):
         return tuple(out)
 
 
-FORMATS: dict[str, StoreFormat] = {f.version: f for f in (FormatV1(),)}
-CURRENT_FORMAT: StoreFormat = FORMATS["1"]
+class FormatV2(FormatV1):
+    """Store format version 2: format 1's layout, OME-Zarr 0.5 valid, metadata in the manifest.
+
+    Level arrays carry ``dimension_names``, unknown sizes are unit-less, and the manifest covers
+    every node's metadata and every chunk file (see the module docstring).
+    """
+
+    version = "2"
+    changelog = (
+        "dimension_names on level arrays (OME-Zarr 0.5), unknown pixel sizes without a unit, "
+        "manifest over every node's metadata and every chunk file (verified reads), sparse flag."
+    )
+    ome_dimension_names = True
+    manifest_covers_metadata = True
+
+
+FORMATS: dict[str, StoreFormat] = {f.version: f for f in (FormatV1(), FormatV2())}
+CURRENT_FORMAT: StoreFormat = FORMATS["2"]
 
 
 def read_root_attributes(path: str | Path) -> dict[str, Any]:
@@ -153,12 +195,17 @@ def read_root_attributes(path: str | Path) -> dict[str, Any]:
     if not meta_file.is_file():
         raise StoreError(f"{path}: not a cellbench store (no zarr.json; expected a Zarr v3 group)")
     try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise StoreError(f"{meta_file}: unreadable Zarr metadata ({err})") from err
+        meta = json.loads(meta_file.read_bytes())
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise StoreError(f"{meta_file}: unreadable Zarr metadata ({err})") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"{meta_file}: unreadable Zarr metadata (not a JSON object)")
     if meta.get("zarr_format") != 3 or meta.get("node_type") != "group":
         raise StoreError(f"{meta_file}: expected a Zarr v3 group, found {meta.get('zarr_format')}")
-    return dict(meta.get("attributes", {}))
+    attrs = meta.get("attributes", {})
+    if not isinstance(attrs, dict):
+        raise StoreError(f"{meta_file}: unreadable Zarr metadata (attributes not an object)")
+    return dict(attrs)
 
 
 def detect_format(path: str | Path) -> StoreFormat:

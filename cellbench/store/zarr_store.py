@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -23,12 +22,28 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
+from zarr.storage import LocalStore
 
 from cellbench._version import __version__
-from cellbench.errors import StoreError, ValidationError
+from cellbench.errors import CorruptStoreError, StoreError, ValidationError
 from cellbench.store import checksums
-from cellbench.store.format import CURRENT_FORMAT, STORE_KIND, StoreFormat, detect_format
+from cellbench.store.format import (
+    CURRENT_FORMAT,
+    STORE_KIND,
+    StoreFormat,
+    detect_format,
+    read_root_attributes,
+)
+from cellbench.store.integrity import (
+    StoreManifest,
+    VerifiedStore,
+    known_verdict,
+    remember_verdict,
+    repair_hint,
+    verify_store,
+)
 from cellbench.store.sample import SPLITS, TRACK_COLUMNS, Sample
+from cellbench.store.scratch import make_scratch
 
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _AXIS_UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
@@ -41,22 +56,26 @@ def _compressor(dtype: np.dtype) -> BloscCodec:
     return BloscCodec(cname="zstd", clevel=5, shuffle=shuffle)
 
 
-def _axes_meta(axes: str) -> list[dict[str, str]]:
+def _axes_meta(axes: str, known: Collection[str] | None = None) -> list[dict[str, str]]:
+    """OME axes; ``known`` limits units to the axes whose size is known (None: every axis)."""
     out = []
     for a in axes:
         entry = {"name": a, "type": _AXIS_TYPES[a]}
-        if a in _AXIS_UNITS:
+        if a in _AXIS_UNITS and (known is None or a in known):
             entry["unit"] = _AXIS_UNITS[a]
         out.append(entry)
     return out
 
 
-def _multiscales(name: str, axes: str, pixel_size: Mapping[str, float]) -> list[dict[str, Any]]:
+def _multiscales(
+    name: str, axes: str, pixel_size: Mapping[str, float], unknown_unitless: bool = True
+) -> list[dict[str, Any]]:
+    """OME multiscales of one level; unknown sizes get scale 1 and (format 2) no unit."""
     scale = [float(pixel_size.get(a, 1.0)) if a != "c" else 1.0 for a in axes]
     return [
         {
             "name": name,
-            "axes": _axes_meta(axes),
+            "axes": _axes_meta(axes, set(pixel_size) if unknown_unitless else None),
             "datasets": [
                 {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
             ],
@@ -121,6 +140,9 @@ class StoreWriter:
             ``{"semantic": [...]}`` for semantic segmentation.
         fmt: Store format to write (the current one by default).
         display_name: Name used in error messages (defaults to the directory name).
+        sparse: Label fields (``instances``, ``semantic``) written sparse (format 2 only):
+            chunks holding only the fill value are not written, and the manifest says so, so
+            readers accept their absence. Every other array has every chunk.
     """
 
     def __init__(
@@ -130,6 +152,7 @@ class StoreWriter:
         class_names: Mapping[str, Sequence[str]] | None = None,
         fmt: StoreFormat = CURRENT_FORMAT,
         display_name: str | None = None,
+        sparse: Collection[str] = (),
     ) -> None:
         self.path = Path(path)
         self.display_name = display_name or self.path.name
@@ -141,6 +164,12 @@ class StoreWriter:
         self.card = dict(card)
         self.class_names = {k: list(v) for k, v in (class_names or {}).items()}
         self.fmt = fmt
+        unknown = sorted(set(sparse) - set(_LABEL_FIELDS))
+        if unknown:
+            raise StoreError(f"sparse fields must be among {_LABEL_FIELDS}, got {unknown}")
+        if sparse and not fmt.manifest_covers_metadata:
+            raise StoreError(f"store format {fmt.version} has no sparse arrays")
+        self.sparse = frozenset(sparse)
         self.root = zarr.open_group(str(self.path), mode="w-", zarr_format=3)
         self._rows: list[dict[str, Any]] = []
         self._ids: set[str] = set()
@@ -148,12 +177,17 @@ class StoreWriter:
         self._axes: set[str] = set()
         self._entries: dict[str, dict[str, Any]] = {}
 
-    def _write_array(self, path: str, data: np.ndarray, axes: str | None) -> zarr.Array:
+    def _write_array(
+        self, path: str, data: np.ndarray, axes: str | None, sparse: bool = False
+    ) -> zarr.Array:
         data = np.ascontiguousarray(data)
         if axes is None:
             chunks = tuple(max(1, n) for n in data.shape)
         else:
             chunks = self.fmt.chunks(data.shape, axes)
+        extra: dict[str, Any] = {}
+        if axes is not None and self.fmt.ome_dimension_names:
+            extra["dimension_names"] = tuple(axes)
         arr = self.root.create_array(
             path,
             shape=data.shape,
@@ -161,17 +195,26 @@ class StoreWriter:
             chunks=chunks,
             compressors=_compressor(data.dtype),
             fill_value=0,
-            config={"write_empty_chunks": True},
+            config={"write_empty_chunks": not sparse},
+            **extra,
         )
         if data.size:
             arr[...] = data
-        self._entries[path] = {
+        entry: dict[str, Any] = {
             "sha256": checksums.hash_ndarray(data),
             "shape": list(data.shape),
             "dtype": data.dtype.str,
             "chunks": list(arr.chunks),
             "nchunks": len(checksums.expected_chunk_keys(arr)),
         }
+        if self.fmt.manifest_covers_metadata:
+            entry["sparse"] = bool(sparse)
+            entry["chunk_sha256"] = {
+                key: checksums.file_sha256(self.path / path / key)
+                for key in checksums.expected_chunk_keys(arr)
+                if (self.path / path / key).is_file()
+            }
+        self._entries[path] = entry
         return arr
 
     def add(self, sample: Sample) -> None:
@@ -198,6 +241,7 @@ class StoreWriter:
         self._axes.add(sample.axes)
         sid = sample.id
         fmt = self.fmt
+        unitless = fmt.ome_dimension_names
 
         img_path = fmt.image_path(sid)
         group = self.root.require_group(img_path)
@@ -207,7 +251,7 @@ class StoreWriter:
         self._write_array(f"{img_path}/0", sample.image, sample.axes)
         group.attrs["ome"] = {
             "version": "0.5",
-            "multiscales": _multiscales(sid, sample.axes, sample.pixel_size),
+            "multiscales": _multiscales(sid, sample.axes, sample.pixel_size, unitless),
             "omero": _omero(names, sample.image, sample.axes),
         }
         self._fields.add("image")
@@ -220,7 +264,7 @@ class StoreWriter:
                 arr = getattr(sample, name)
                 lpath = fmt.label_path(sid, name)
                 lgroup = self.root.require_group(lpath)
-                self._write_array(f"{lpath}/0", arr, sample.label_axes)
+                self._write_array(f"{lpath}/0", arr, sample.label_axes, sparse=name in self.sparse)
                 image_label: dict[str, Any] = {"version": "0.5", "source": {"image": "../../"}}
                 if name == "semantic" and "semantic" in self.class_names:
                     image_label["properties"] = [
@@ -229,7 +273,9 @@ class StoreWriter:
                     ]
                 lgroup.attrs["ome"] = {
                     "version": "0.5",
-                    "multiscales": _multiscales(name, sample.label_axes, sample.pixel_size),
+                    "multiscales": _multiscales(
+                        name, sample.label_axes, sample.pixel_size, unitless
+                    ),
                     "image-label": image_label,
                 }
                 self._fields.add(name)
@@ -244,7 +290,7 @@ class StoreWriter:
             self._write_array(f"{tpath}/0", sample.target, taxes)
             tgroup.attrs["ome"] = {
                 "version": "0.5",
-                "multiscales": _multiscales(sid, taxes, sample.pixel_size),
+                "multiscales": _multiscales(sid, taxes, sample.pixel_size, unitless),
                 "omero": _omero(tnames, sample.target, taxes),
             }
             self._fields.add("target")
@@ -310,11 +356,22 @@ class StoreWriter:
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             },
         }
-        manifest = checksums.write_manifest(self.path, self._entries, meta, fmt.version)
+        nodes = self._node_entries() if fmt.manifest_covers_metadata else None
+        manifest = checksums.write_manifest(self.path, self._entries, meta, fmt.version, nodes)
         meta["complete"] = True
         # Written last: a store without this flag (an interrupted write) is never accepted.
         self.root.attrs["cellbench"] = meta
         return manifest
+
+    def _node_entries(self) -> dict[str, dict[str, Any]]:
+        """Manifest entries of every node's ``zarr.json`` below the root (format 2)."""
+        nodes: dict[str, dict[str, Any]] = {}
+        for meta_file in sorted(self.path.rglob("zarr.json")):
+            rel = meta_file.parent.relative_to(self.path).as_posix()
+            if rel == ".":
+                continue  # the root's attributes are covered by the digest itself
+            nodes[rel] = checksums.node_entry(json.loads(meta_file.read_bytes()))
+        return nodes
 
 
 def build_store(
@@ -323,6 +380,9 @@ def build_store(
     card: Mapping[str, Any],
     class_names: Mapping[str, Sequence[str]] | None = None,
     work_dir: str | Path | None = None,
+    *,
+    fmt: StoreFormat = CURRENT_FORMAT,
+    sparse: Collection[str] = (),
 ) -> DatasetStore:
     """Build a store atomically: write to a scratch directory, then rename into ``dest``.
 
@@ -336,6 +396,8 @@ def build_store(
         class_names: Class tables (see :class:`StoreWriter`).
         work_dir: Where to build; defaults to ``dest``'s parent (same filesystem, so the final
             rename is atomic).
+        fmt: Store format to write (the current one by default).
+        sparse: Label fields written sparse (see :class:`StoreWriter`).
 
     Returns:
         The opened, complete store.
@@ -344,9 +406,16 @@ def build_store(
     if dest.exists():
         raise StoreError(f"{dest}: already exists; refusing to overwrite a store")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=work_dir or dest.parent))
+    scratch = make_scratch(work_dir or dest.parent, prefix=f".{dest.name}.")
     try:
-        writer = StoreWriter(scratch / "store.zarr", card, class_names, display_name=str(dest))
+        writer = StoreWriter(
+            scratch / "store.zarr",
+            card,
+            class_names,
+            fmt=fmt,
+            display_name=str(dest),
+            sparse=sparse,
+        )
         for sample in samples:
             writer.add(sample)
         writer.close()
@@ -357,36 +426,125 @@ def build_store(
 
 
 class DatasetStore:
-    """Read access to a complete canonical store.
+    """Read access to a complete canonical store; every read is checked against the manifest.
 
-    Open with :meth:`open`; it checks the format version and completeness but not the content
-    checksums (call :meth:`verify` for that).
+    Open with :meth:`open`: it checks the format version, completeness and the manifest, and
+    reads everything through :class:`~cellbench.store.integrity.VerifiedStore`, so each chunk
+    and each node's metadata is compared with the manifest as it is read (format 2), and a
+    format 1 array's decoded content is hashed on its first read in the process. A mismatch
+    raises :class:`~cellbench.errors.CorruptStoreError` naming the dataset, array and sample.
+    :meth:`verify` checks the whole store at once.
     """
 
-    def __init__(self, path: Path, fmt: StoreFormat, root: zarr.Group, meta: dict[str, Any]):
+    def __init__(
+        self,
+        path: Path,
+        fmt: StoreFormat,
+        root: zarr.Group,
+        meta: dict[str, Any],
+        manifest: StoreManifest | None = None,
+    ):
         self.path = path
         self.format = fmt
         self.root = root
         self.meta = meta
+        self._manifest = manifest
         self._table: dict[str, np.ndarray] | None = None
         self._index: dict[str, int] | None = None
+        self._root_problem: str | None = None
+        if manifest is not None:
+            try:
+                digest = checksums.store_digest(manifest.data, meta)
+            except (KeyError, TypeError, ValueError):
+                digest = ""
+            if digest != manifest.digest:
+                self._root_problem = (
+                    f"dataset {self.ref}: root attributes (card snapshot, class tables, fields) "
+                    f"do not match the store digest in the manifest; {repair_hint(self.ref)}"
+                )
 
     @classmethod
     def open(cls, path: str | Path) -> DatasetStore:
-        """Open a store, checking its format version and that it was completely written.
+        """Open a store, checking its format version, completeness and manifest.
 
         Raises:
-            StoreError: For a missing, foreign, unknown-version or incomplete store.
+            StoreError: For a missing, foreign, unknown-version or incomplete store, or one
+                whose manifest is missing or damaged (one line, with the repair command).
         """
         path = Path(path)
         fmt = detect_format(path)
-        root = zarr.open_group(str(path), mode="r", zarr_format=3)
-        meta = dict(root.attrs["cellbench"])
+        meta = dict(read_root_attributes(path)["cellbench"])
+        ident = meta.get("dataset", {}) if isinstance(meta.get("dataset"), dict) else {}
+        ref = f"{ident.get('id', path.name)}@{ident.get('version', '?')}"
         if meta.get("complete") is not True:
-            raise StoreError(f"{path}: store is incomplete (interrupted build); rebuild it")
-        if not (path / checksums.MANIFEST_NAME).is_file():
-            raise StoreError(f"{path}: store has no {checksums.MANIFEST_NAME}; rebuild it")
-        return cls(path, fmt, root, meta)
+            raise StoreError(f"{path}: store is incomplete (interrupted build); {repair_hint(ref)}")
+        manifest = StoreManifest.read(path, ref)
+        if manifest.format.version != fmt.version:
+            raise CorruptStoreError(
+                f"{path}: root says store format {fmt.version}, manifest says "
+                f"{manifest.format.version}; {repair_hint(ref)}"
+            )
+        verified = VerifiedStore(LocalStore(path, read_only=True), manifest, ref)
+        try:
+            root = zarr.open_group(store=verified, mode="r", zarr_format=3)
+        except StoreError:
+            raise
+        except Exception as err:  # zarr/json errors on a damaged root
+            raise CorruptStoreError(
+                f"{path}: unreadable store ({err}); {repair_hint(ref)}"
+            ) from None
+        return cls(path, fmt, root, meta, manifest)
+
+    @property
+    def ref(self) -> str:
+        """``id@version``."""
+        return f"{self.id}@{self.version}"
+
+    def _check_root(self) -> None:
+        if self._root_problem is not None:
+            raise CorruptStoreError(self._root_problem)
+
+    def _verified(self, path: str) -> None:
+        """Check a format 1 array's decoded content once per process (and the root always).
+
+        Format 2 stores are checked chunk by chunk as they are read, by the verified store.
+        """
+        self._check_root()
+        man = self._manifest
+        if man is None or man.covers_metadata or known_verdict(self.path, man.digest, path):
+            return
+        entry = man.arrays.get(path)
+        sample = self.format.sample_of(path)
+        who = f" (sample {sample!r})" if sample else ""
+        if entry is None:
+            raise CorruptStoreError(
+                f"dataset {self.ref}: array {path!r}{who} is not in the store manifest; "
+                f"{repair_hint(self.ref)}"
+            )
+        try:
+            arr = zarr.open_array(
+                LocalStore(self.path / path, read_only=True), mode="r", zarr_format=3
+            )
+            problem = None
+            if list(arr.shape) != list(entry["shape"]):
+                problem = f"has shape {list(arr.shape)}, manifest says {entry['shape']}"
+            else:
+                missing = [
+                    k
+                    for k in checksums.expected_chunk_keys(arr)
+                    if not (self.path / path / k).is_file()
+                ]
+                if missing:
+                    problem = f"is missing chunk file {missing[0]}"
+                elif checksums.hash_zarr_array(arr) != entry["sha256"]:
+                    problem = "content does not match the manifest (sha256)"
+        except Exception as err:  # decoding errors come from several codec libraries
+            problem = f"cannot be read ({str(err).splitlines()[0] if str(err) else err!r})"
+        if problem is not None:
+            raise CorruptStoreError(
+                f"dataset {self.ref}: array {path!r}{who} {problem}; {repair_hint(self.ref)}"
+            )
+        remember_verdict(self.path, man.digest, path)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -416,11 +574,14 @@ class DatasetStore:
 
     def class_names(self, table: str) -> list[str]:
         """Class names of a class table (``label`` or ``semantic``); empty if absent."""
+        self._check_root()
         return list(self.meta.get("classes", {}).get(table, []))
 
     @cached_property
     def manifest(self) -> dict[str, Any]:
         """The content manifest written at build time (read once per opened store)."""
+        if self._manifest is not None:
+            return self._manifest.data
         return json.loads((self.path / checksums.MANIFEST_NAME).read_text(encoding="utf-8"))
 
     @property
@@ -435,17 +596,28 @@ class DatasetStore:
         if self._table is None:
             fmt = self.format
             table = {
-                "id": _str_array(self.root[fmt.table_path("id")][...]),
-                "split": _str_array(self.root[fmt.table_path("split")][...]),
+                "id": _str_array(self._table_column(fmt.table_path("id"))),
+                "split": _str_array(self._table_column(fmt.table_path("split"))),
             }
             if "label" in self.meta["fields"]:
-                table["label"] = np.asarray(self.root[fmt.table_path("label")][...])
+                table["label"] = self._table_column(fmt.table_path("label"))
             for col in self.meta.get("metadata_columns", []):
-                values = np.asarray(self.root[fmt.table_path(col)][...])
+                values = self._table_column(fmt.table_path(col))
                 table[col] = _str_array(values) if values.dtype.kind in "TUO" else values
             self._table = table
             self._index = {sid: i for i, sid in enumerate(table["id"].tolist())}
         return self._table
+
+    def _table_column(self, path: str) -> np.ndarray:
+        self._verified(path)
+        try:
+            node = self.root[path]
+        except KeyError:
+            raise CorruptStoreError(
+                f"dataset {self.ref}: samples table column {path!r} is missing; "
+                f"{repair_hint(self.ref)}"
+            ) from None
+        return np.asarray(node[...])
 
     @property
     def metadata_columns(self) -> list[str]:
@@ -513,17 +685,31 @@ class DatasetStore:
 
     # ------------------------------------------------------------------ arrays
     def _group_attrs(self, path: str) -> dict[str, Any]:
-        return dict(self.root[path].attrs.get("ome", {}))
+        self._check_root()
+        try:
+            return dict(self.root[path].attrs.get("ome", {}))
+        except KeyError:
+            raise CorruptStoreError(
+                f"dataset {self.ref}: group {path!r} is missing; {repair_hint(self.ref)}"
+            ) from None
 
     def _array(self, path: str, sample_id: str, what: str) -> zarr.Array:
         self._row(sample_id)
+        if self._manifest is not None and path not in self._manifest.arrays:
+            raise StoreError(f"dataset {self.ref}: sample {sample_id!r} has no {what}")
+        self._verified(path)
         try:
             node = self.root[path]
         except KeyError:
-            raise StoreError(
-                f"dataset {self.id}@{self.version}: sample {sample_id!r} has no {what}"
+            raise CorruptStoreError(
+                f"dataset {self.ref}: array {path!r} (sample {sample_id!r}) is missing; "
+                f"{repair_hint(self.ref)}"
             ) from None
-        assert isinstance(node, zarr.Array)
+        if not isinstance(node, zarr.Array):
+            raise CorruptStoreError(
+                f"dataset {self.ref}: {path!r} (sample {sample_id!r}) is not an array; "
+                f"{repair_hint(self.ref)}"
+            )
         return node
 
     def image(self, sample_id: str) -> zarr.Array:
@@ -544,12 +730,25 @@ class DatasetStore:
 
     def _image_meta(self, sample_id: str) -> tuple[str, list[str], dict[str, float]]:
         """Axes, channel names and pixel sizes of a sample's image, from one attribute read."""
+        self._row(sample_id)
         attrs = self._group_attrs(self.format.image_path(sample_id))
-        ms = attrs["multiscales"][0]
-        scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
-        axes = "".join(a["name"] for a in ms["axes"])
-        names = [c["label"] for c in attrs.get("omero", {}).get("channels", [])]
-        sizes = {a: float(s) for a, s in zip(axes, scale, strict=True) if a != "c"}
+        try:
+            ms = attrs["multiscales"][0]
+            scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
+            axes = "".join(a["name"] for a in ms["axes"])
+            names = [c["label"] for c in attrs.get("omero", {}).get("channels", [])]
+            # format 2 writes unknown sizes without a unit; format 1 gave every axis one
+            known = {a["name"] for a in ms["axes"] if "unit" in a}
+            sizes = {
+                a: float(s)
+                for a, s in zip(axes, scale, strict=True)
+                if a != "c" and (a in known or not self.format.ome_dimension_names)
+            }
+        except (KeyError, IndexError, TypeError, ValueError) as err:
+            raise CorruptStoreError(
+                f"dataset {self.ref}: image metadata of sample {sample_id!r} is malformed "
+                f"({type(err).__name__}: {err}); {repair_hint(self.ref)}"
+            ) from None
         return axes, names, sizes
 
     def axes(self, sample_id: str) -> str:
@@ -561,7 +760,7 @@ class DatasetStore:
         return self._image_meta(sample_id)[1]
 
     def pixel_size(self, sample_id: str) -> dict[str, float]:
-        """Physical pixel size per spatial/time axis of a sample."""
+        """Physical pixel size per spatial/time axis of a sample (unknown sizes are absent)."""
         return self._image_meta(sample_id)[2]
 
     def sample(self, sample_id: str) -> Sample:
@@ -603,9 +802,9 @@ class DatasetStore:
     def verify(self, progress: bool = False) -> list[str]:
         """Recompute every checksum and report every problem (empty list: store is intact).
 
-        Checks that every array in the manifest exists with its shape and dtype, that no chunk
-        file is missing, that every chunk decodes, that decoded content matches its sha256, that
-        no unexpected array is present, and that the digest matches.
+        See :func:`cellbench.store.integrity.verify_store`: root attributes and digest, the
+        manifest, every node's metadata (format 2), every array's chunk files and decoded
+        content, and unknown files, all listed at once.
 
         Args:
             progress: Show a progress bar over arrays.
@@ -613,58 +812,7 @@ class DatasetStore:
         Returns:
             One line per problem.
         """
-        from tqdm.auto import tqdm
-
-        manifest = self.manifest
-        problems: list[str] = []
-        expected: dict[str, dict[str, Any]] = manifest["arrays"]
-        found = dict(checksums.iter_arrays(self.root))
-        where = f"{self.path}"
-        for path in sorted(set(found) - set(expected)):
-            problems.append(f"{where}: array {path!r} is not in the manifest")
-        items = sorted(expected.items())
-        for path, entry in tqdm(
-            items, desc="verify", unit="array", disable=None if progress else True
-        ):
-            arr = found.get(path)
-            if arr is None:
-                problems.append(f"{where}: array {path!r} is missing")
-                continue
-            if list(arr.shape) != list(entry["shape"]):
-                problems.append(
-                    f"{where}: array {path!r} has shape {list(arr.shape)}, "
-                    f"manifest says {entry['shape']}"
-                )
-                continue
-            missing = [
-                key
-                for key in checksums.expected_chunk_keys(arr)
-                if not (self.path / path / key).is_file()
-            ]
-            if missing:
-                shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-                problems.append(
-                    f"{where}: array {path!r} is missing {len(missing)} chunk file(s): {shown}"
-                )
-                continue
-            try:
-                digest = checksums.hash_zarr_array(arr)
-            except Exception as err:  # decoding errors come from several codec libraries
-                problems.append(f"{where}: array {path!r} has a corrupt chunk ({err})")
-                continue
-            if digest != entry["sha256"]:
-                problems.append(
-                    f"{where}: array {path!r} content sha256 {digest[:12]}... does not match "
-                    f"manifest {entry['sha256'][:12]}..."
-                )
-        if not problems:
-            digest = checksums.digest_of(expected, self.meta)
-            if digest != manifest["digest"]:
-                problems.append(
-                    f"{where}: store digest {digest[:12]}... does not match manifest "
-                    f"{manifest['digest'][:12]}... (card snapshot or attributes changed)"
-                )
-        return problems
+        return verify_store(self.path, progress=progress)
 
     def __repr__(self) -> str:
         return (

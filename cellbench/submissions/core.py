@@ -29,6 +29,7 @@ from cellbench.predictions import PredictionSet, digest_path, load_predictions, 
 from cellbench.report import ScoreReport
 from cellbench.scoring import Collected, collect, coverage_problems, summarise
 from cellbench.store.cache import cellbench_home
+from cellbench.store.scratch import clean_cache, clean_stale, make_scratch
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.submissions.manifest import (
     CONVENTION_KINDS,
@@ -207,7 +208,13 @@ def run_convention_model(
         for sid in store.sample_ids(split):
             image = np.asarray(store.image(sid)[...])
             x = normalise(image, manifest.normalisation)[None]
-            outputs = model(x)
+            try:
+                outputs = model(x)
+            except ValidationError as err:
+                raise ValidationError(
+                    [f"sample {sid!r}: {p}" for p in err.problems],
+                    context=f"{path} (model run)",
+                ) from None
             spatial = tuple(image.shape[1:])
             pred, problems = postprocess(task, sid, outputs, spatial, n_classes)
             if problems:
@@ -306,6 +313,7 @@ def evaluate_submission(
     """
     manifest_path = Path(manifest_path)
     context = f"submission {manifest_path}"
+    clean_cache()  # temporaries of killed runs (never those of a live process)
     data = read_manifest_data(manifest_path)
     problems, fields = manifest_problems(data)
     store = _open_store(fields, problems)
@@ -371,26 +379,32 @@ def evaluate_submission(
         pred_path = sub_path
     else:
         root = Path(predictions_dir) if predictions_dir else cellbench_home() / "submissions"
-        folder = root / f"{manifest.sha256[:12]}-{submission_sha[:12]}"
-        folder.mkdir(parents=True, exist_ok=True)
-        pred_path = folder / f"predictions-{uuid.uuid4().hex[:8]}.zarr"
+        clean_stale(root)  # runs of earlier submissions that were killed
+        # The model runs in an owner-recorded scratch folder; its predictions are kept only
+        # once they were scored, so a refused (or killed) submission leaves nothing behind.
+        run = make_scratch(root, prefix=".run-")
+        staged = run / "predictions.zarr"
         try:
             if kind in CONVENTION_KINDS:
                 usage, extra = run_convention_model(
-                    manifest, store, onnx_info, pred_path, device, limits
+                    manifest, store, onnx_info, staged, device, limits
                 )
             else:
-                usage, extra = run_package(manifest, store, pred_path, device)
-        except BaseException:
-            shutil.rmtree(pred_path, ignore_errors=True)
-            raise
+                usage, extra = run_package(manifest, store, staged, device)
+            try:
+                collected = collect(task, store, split, load_predictions(staged, task))
+            except ValidationError as err:
+                raise ValidationError(
+                    [f"model predictions: {p}" for p in err.problems], context=context
+                ) from None
+            folder = root / f"{manifest.sha256[:12]}-{submission_sha[:12]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pred_path = folder / f"predictions-{uuid.uuid4().hex[:8]}.zarr"
+            staged.rename(pred_path)
+        finally:
+            shutil.rmtree(run, ignore_errors=True)
         predictions = load_predictions(pred_path, task)
-        try:
-            collected = collect(task, store, split, predictions)
-        except ValidationError as err:
-            raise ValidationError(
-                [f"model predictions: {p}" for p in err.problems], context=context
-            ) from None
+        collected.predictions = predictions
 
     assert collected is not None
     report = summarise(collected, n_bootstrap=n_bootstrap, seed=seed)

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cellbench.errors import ValidationError
 from cellbench.leaderboard.entry import manifest_digest
 from cellbench.leaderboard.formatting import safe_url
@@ -34,6 +32,10 @@ CONVENTION_KINDS = ("torchscript", "onnx")
 NORMALISATIONS = ("percentile", "minmax", "zscore", "none")
 DEFAULT_NORMALISATION: dict[str, Any] = {"method": "percentile", "low": 1.0, "high": 99.8}
 
+#: Budgets of manifest values.
+MAX_INT = (1 << 63) - 1
+MAX_TEXT_CHARS = 1000
+MAX_NOTES_CHARS = 10_000
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[A-Za-z]{2,}$")
 _COMMIT = re.compile(r"^[0-9a-fA-F]{7,64}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -179,6 +181,10 @@ def _text(data: Mapping[str, Any], key: str, problems: list[str], required: bool
     text = str(value).strip()
     if required and not text:
         problems.append(f"{key}: must not be empty")
+    limit = MAX_NOTES_CHARS if key == "notes" else MAX_TEXT_CHARS
+    if len(text) > limit:
+        problems.append(f"{key}: at most {limit} characters (has {len(text)})")
+        return text[:limit]
     if _CONTROL.search(text):
         problems.append(f"{key}: contains control characters")
     return text
@@ -190,7 +196,11 @@ def _int(data: Mapping[str, Any], key: str, problems: list[str]) -> int:
         problems.append(f"{key}: required (a non-negative integer)")
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        problems.append(f"{key}: must be a non-negative integer, got {value!r}")
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        problems.append(f"{key}: must be a non-negative integer, got {shown}")
+        return 0
+    if value > MAX_INT:
+        problems.append(f"{key}: {value} is larger than {MAX_INT} (a signed 64-bit integer)")
         return 0
     return int(value)
 
@@ -378,16 +388,26 @@ def parse_manifest(data: Any, path: str | os.PathLike[str] | None = None) -> Sub
 def read_manifest_data(path: str | os.PathLike[str]) -> Any:
     """Read a manifest YAML file without validating it.
 
+    The YAML is read within budgets (size, nesting, aliases, integer size, duplicate keys:
+    see :mod:`cellbench.strict_yaml`), so a hostile file is one line, not a hang.
+
     Raises:
-        ValidationError: If the file is missing or not valid YAML.
+        ValidationError: If the file is missing, too large or not valid YAML.
     """
+    from cellbench import strict_yaml
+
     path = Path(path)
     if not path.is_file():
         raise ValidationError([f"{path} does not exist"], context="manifest")
+    size = path.stat().st_size
+    if size > strict_yaml.MAX_BYTES:
+        raise ValidationError(
+            [f"{size} bytes; a manifest is at most {strict_yaml.MAX_BYTES} bytes"], str(path)
+        )
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ValidationError([f"not valid YAML ({err})"], context=str(path)) from err
+        return strict_yaml.load(path.read_bytes())
+    except strict_yaml.YamlBudgetError as err:
+        raise ValidationError([str(err)], context=str(path)) from None
 
 
 def load_manifest(path: str | os.PathLike[str]) -> SubmissionManifest:

@@ -119,6 +119,16 @@ def postprocess(
 ModelFn = Callable[[np.ndarray], list[np.ndarray]]
 
 
+def model_error(err: BaseException, shape: Sequence[int]) -> str:
+    """One line for an exception a submitted model raised on an input of ``shape``."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    first = first if len(first) <= 300 else first[:297] + "..."
+    return (
+        f"the model raised {type(err).__name__} on an input of shape {tuple(shape)} "
+        f"(float32, (1, C, [Z,] Y, X) with the dataset's {shape[1]} channel(s)): {first}"
+    )
+
+
 class TorchScriptModel:
     """A vetted TorchScript model following the I/O convention.
 
@@ -147,14 +157,30 @@ class TorchScriptModel:
         self.module.eval()
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        """Run the model on one normalised input."""
+        """Run the model on one normalised input.
+
+        Raises:
+            ValidationError: If the model raises, or returns anything but tensors (one line).
+        """
         torch = self.torch
-        with torch.inference_mode():
-            out = self.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+        try:
+            with torch.inference_mode():
+                out = self.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+        except Exception as err:  # anything the submitted code raises
+            raise ValidationError([model_error(err, x.shape)]) from None
         if isinstance(out, torch.Tensor):
             out = [out]
         elif isinstance(out, dict):
             out = list(out.values())
+        elif not isinstance(out, list | tuple):
+            out = [out]
+        bad = [
+            f"output {i} is a {type(o).__name__}, expected a tensor"
+            for i, o in enumerate(out)
+            if not isinstance(o, torch.Tensor)
+        ]
+        if bad:
+            raise ValidationError(bad)
         return [
             o.detach().float().cpu().numpy() if o.is_floating_point() else o.detach().cpu().numpy()
             for o in out
@@ -198,4 +224,15 @@ class OnnxModel:
             if problems:
                 raise ValidationError(problems, context=str(self.path))
             self._checked.add(shape)
-        return [np.asarray(o) for o in self.session.run(None, {self.info.input_name: x})]
+        try:
+            outputs = self.session.run(None, {self.info.input_name: x})
+        except Exception as err:  # onnxruntime raises for shape, type and op failures
+            raise ValidationError([model_error(err, x.shape)]) from None
+        bad = [
+            f"output {i} is a {type(o).__name__}, expected a tensor"
+            for i, o in enumerate(outputs)
+            if not isinstance(o, np.ndarray) or o.dtype.kind not in "biuf"
+        ]
+        if bad:
+            raise ValidationError(bad)
+        return [np.asarray(o) for o in outputs]

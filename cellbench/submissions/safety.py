@@ -15,15 +15,19 @@ A submitted model is untrusted input from a stranger. cellbench's rules:
   code: ``torch.jit.load`` compiles the archive's ``code/`` and runs TorchScript
   ``__setstate__`` methods *while loading*, and running the model executes whatever ops it
   names - including file access (``torch.save`` writes files, ``torch.from_file`` reads
-  them). Before loading, cellbench therefore (1) checks every zip member name (no absolute
+  them). ``torch.jit.load`` runs ``__setstate__`` before anything can inspect the loaded
+  module, so the archive is judged without executing any of it. Before loading, cellbench
+  therefore (1) checks every zip member name (no absolute
   paths, no ``..``, no backslashes or drive letters, no symlinks, no duplicates), the number
   and sizes of members and their compression ratios (zip bombs); (2) walks the opcodes of every
   pickle in the archive with :mod:`pickletools` (which parses, never executes) and refuses any
   global reference outside a short allow-list (TorchScript's own classes ``__torch__.*``,
-  tensor/storage rebuild helpers, ``collections.OrderedDict``); (3) scans the TorchScript source
-  for ops that touch files or the process (:data:`DENIED_OPS`) and for custom op namespaces
-  (which would need native libraries). After loading, every method graph of every submodule is
-  checked against the same op deny-list before the model is run.
+  tensor/storage rebuild helpers, ``collections.OrderedDict``); (3) reads the TorchScript source
+  as tokens and with TorchScript's own parser (``torch._C._parse_source_def``) and refuses any
+  naming of ops that touch files or the process (:data:`DENIED_OPS`), however it is spaced or
+  split over lines, and custom op namespaces (which would need native libraries); code either
+  parser cannot read is refused as unvettable. After loading, every method graph of every
+  submodule is checked against the same op deny-list before the model is run.
 * **ONNX** is a declarative graph, parsed with ``onnx`` (protobuf, no code). Before a session
   is created cellbench refuses unknown operator domains (custom ops need native libraries),
   external-data paths that leave the model's folder, and declared tensor shapes whose size
@@ -45,6 +49,7 @@ import pickletools
 import re
 import stat
 import struct
+import tokenize
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -308,29 +313,145 @@ def global_allowed(name: str) -> bool:
     return name in ALLOWED_GLOBALS or any(p.match(name) for p in _ALLOWED_GLOBAL_PATTERNS)
 
 
-_OP_CALL = re.compile(r"\bops\.([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
-_TORCH_CALL = re.compile(r"\btorch\.([A-Za-z_]\w*)\s*\(")
+_DENIED_ATEN = frozenset(op.split("::", 1)[1] for op in DENIED_OPS if op.startswith("aten::"))
+_SKIP_TOKENS = frozenset({tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT})
+_SEXPR_OPS_NS = re.compile(r"\(\.\s*\(variable \(ident ops\)\)\s*\(ident ([A-Za-z_]\w*)\)\)")
+_SEXPR_IDENT = re.compile(r"\(ident ([A-Za-z_]\w*)\)")
+
+
+def _dotted_chains(source: str) -> list[list[str]]:
+    """Every dotted name in Python/TorchScript source, as its list of parts.
+
+    Built from the tokenizer's tokens, so spaces around the dots, comments, line continuations
+    and newlines inside brackets do not matter (``torch . save``, ``torch .save``,
+    a backslash continuation between ``torch.`` and ``save``, and ``ops . aten . save`` all
+    give the same chain); strings
+    are single tokens and never form chains.
+
+    Raises:
+        tokenize.TokenError, SyntaxError: If the source cannot be tokenized.
+    """
+    chains: list[list[str]] = []
+    current: list[str] = []
+    expect_name = True
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in _SKIP_TOKENS:
+            continue
+        if tok.type == tokenize.NAME and expect_name:
+            current.append(tok.string)
+            expect_name = False
+        elif tok.type == tokenize.OP and tok.string == "." and current and not expect_name:
+            expect_name = True
+        else:
+            if current:
+                chains.append(current)
+            current = [tok.string] if tok.type == tokenize.NAME else []
+            expect_name = not current
+    if current:
+        chains.append(current)
+    return chains
+
+
+def _chain_op(chain: Sequence[str]) -> tuple[str, str] | None:
+    """``(namespace, op)`` named by a dotted chain, if it names an op."""
+    parts = list(chain)
+    if parts[:2] == ["torch", "ops"]:
+        parts = parts[1:]
+    if parts[:1] == ["ops"] and len(parts) >= 3:
+        return parts[1], parts[2]
+    if parts[:1] == ["torch"] and len(parts) == 2:
+        return "aten", parts[1]
+    return None
+
+
+def _parsed_by_torchscript(source: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Parse every method of a code file with TorchScript's own parser.
+
+    Python's ``ast`` finds the functions (serialized TorchScript is Python syntax); each is
+    then parsed by ``torch._C._parse_source_def``, TorchScript's lexer and parser, whose tree
+    (an S-expression) is what ``torch.jit.load`` would compile.
+
+    Returns:
+        ``(trees, problems)``: ``(function name, S-expression)`` pairs, and one problem for
+        source Python cannot parse or a function TorchScript's parser rejects.
+    """
+    import ast
+    import textwrap
+
+    try:
+        module = ast.parse(source)
+    except (SyntaxError, ValueError) as err:
+        return [], [f"code cannot be parsed ({err.__class__.__name__}: {err}); cannot vet it"]
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - TorchScript submissions need torch anyway
+        return [], ["torch is not installed; TorchScript code cannot be vetted"]
+    lines = source.splitlines(keepends=True)
+    trees: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for node in ast.walk(module):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        text = textwrap.dedent("".join(lines[first - 1 : node.end_lineno]))
+        try:
+            tree = torch._C._parse_source_def(text)
+        except Exception as err:  # RuntimeError from the C++ parser
+            problems.append(
+                f"TorchScript's parser rejects {node.name!r} ({str(err).splitlines()[0]}); "
+                "cannot vet it"
+            )
+            continue
+        trees.append((node.name, str(tree)))
+    return trees, problems
 
 
 def torchscript_source_problems(name: str, source: str) -> list[str]:
-    """Refused ops named in one TorchScript source file of an archive.
+    """Refused ops named in one TorchScript source file of an archive, judged without running it.
 
     Serialized TorchScript names ``aten`` ops as ``torch.<op>(...)`` and other ops as
     ``ops.<namespace>.<op>(...)``; TorchScript has no dynamic attribute access, so an op the
-    code can call must appear here by name.
+    code can call must appear here by name. The file is read twice, and a problem in either
+    refuses it: (1) as tokens, so whitespace, comments and line continuations between the
+    parts of a dotted name cannot hide it (any appearance of a refused op's name is refused,
+    whatever it is attached to); (2) with TorchScript's own parser, method by method, and the
+    refused names and op namespaces are looked up in the parse trees it produces. Source that
+    either parser cannot read is refused as unvettable.
     """
-    out = []
-    denied_aten = {op.split("::", 1)[1] for op in DENIED_OPS if op.startswith("aten::")}
-    for match in _TORCH_CALL.finditer(source):
-        if match.group(1) in denied_aten:
-            out.append(f"{name}: calls torch.{match.group(1)} (file access is not allowed)")
-    for match in _OP_CALL.finditer(source):
-        ns, op = match.group(1), match.group(2)
-        if ns not in ALLOWED_NAMESPACES:
-            out.append(f"{name}: calls custom op {ns}::{op} (only {sorted(ALLOWED_NAMESPACES)})")
-        elif f"{ns}::{op}" in DENIED_OPS:
-            out.append(f"{name}: calls {ns}::{op} (file access is not allowed)")
-    return sorted(set(out))
+    out: set[str] = set()
+    try:
+        chains = _dotted_chains(source)
+    except (tokenize.TokenError, SyntaxError) as err:
+        return [f"{name}: code cannot be tokenized ({err}); cannot vet it"]
+    for chain in chains:
+        found = _chain_op(chain)
+        if found is not None:
+            ns, op = found
+            if ns not in ALLOWED_NAMESPACES:
+                out.add(f"{name}: calls custom op {ns}::{op} (only {sorted(ALLOWED_NAMESPACES)})")
+            elif f"{ns}::{op}" in DENIED_OPS:
+                shown = f"torch.{op}" if ns == "aten" else f"{ns}::{op}"
+                out.add(f"{name}: calls {shown} (file access is not allowed)")
+            continue
+        for part in chain:
+            if part in _DENIED_ATEN:
+                out.add(
+                    f"{name}: names {'.'.join(chain)!r}; {part!r} is an op that touches files "
+                    "(not allowed anywhere in a submitted model)"
+                )
+    trees, problems = _parsed_by_torchscript(source)
+    out.update(f"{name}: {p}" for p in problems)
+    for fn, tree in trees:
+        for ns in _SEXPR_OPS_NS.findall(tree):
+            if ns not in ALLOWED_NAMESPACES:
+                out.add(f"{name}: {fn} calls custom op namespace {ns!r} (TorchScript parse tree)")
+        denied = sorted(set(_SEXPR_IDENT.findall(tree)) & _DENIED_ATEN)
+        if denied and not any(f"calls torch.{d}" in p for p in out for d in denied):
+            out.add(
+                f"{name}: {fn} names {', '.join(denied)} (TorchScript parse tree; file access "
+                "is not allowed)"
+            )
+    return sorted(out)
 
 
 def torchscript_problems(path: Path, limits: Limits = DEFAULT_LIMITS) -> list[str]:
@@ -743,10 +864,125 @@ def package_problems(path: Path, limits: Limits = DEFAULT_LIMITS) -> list[str]:
             f"{folder}: model.json is missing (baseline name, config, spec, normalisation)"
         )
     else:
-        try:
-            data = json.loads(config.read_text(encoding="utf-8"))
-            if not isinstance(data, dict):
-                problems.append(f"{config}: must be a JSON object")
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            problems.append(f"{config}: not valid JSON ({err})")
+        problems += model_json_problems(config)
     return problems
+
+
+#: Budgets of a model package's ``model.json``.
+MAX_MODEL_JSON_BYTES = 1 << 20
+MAX_SIDE = 65_536  # pixels along one axis of a tile, patch or fitted image
+MAX_TILE_PIXELS = 1 << 28  # pixels of one tile or fitted image (1 GiB per float32 channel)
+MAX_TILE_OVERLAP = 0.9  # an overlap of 1 never advances
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    dups = sorted({k for k in keys if keys.count(k) > 1})
+    if dups:
+        raise ValueError(f"key(s) {', '.join(map(repr, dups))} appear twice")
+    return dict(pairs)
+
+
+def _sizes_problems(where: str, value: Any, name: str) -> list[str]:
+    if value in (None, []):
+        return []
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        return [f"{where}: {name} must be a list of 1-3 integers, got {str(value)[:60]}"]
+    if not all(1 <= v <= MAX_SIDE for v in value):
+        return [f"{where}: {name} {value} must hold sizes between 1 and {MAX_SIDE}"]
+    pixels = 1
+    for v in value:
+        pixels *= v
+    if pixels > MAX_TILE_PIXELS:
+        return [
+            f"{where}: {name} {value} asks for {pixels * 4 / GiB:.0f} GiB per float32 channel "
+            f"(at most {MAX_TILE_PIXELS} pixels); refused before loading"
+        ]
+    return []
+
+
+def model_json_problems(path: Path) -> list[str]:
+    """Check a model package's ``model.json`` before anything is built from it.
+
+    Structure (an object whose ``config``, ``spec``, ``normalisation`` and ``inference`` are
+    objects), the normalisation mode, percentiles, and the inference settings: tile, patch
+    and image sizes within :data:`MAX_SIDE` and :data:`MAX_TILE_PIXELS`, a tile overlap in
+    ``[0, MAX_TILE_OVERLAP]``, known sample mode, fit and precision. Duplicate keys and
+    excessive size or nesting are refused.
+
+    Returns:
+        One line per problem.
+    """
+    where = str(path)
+    size = path.stat().st_size
+    if size > MAX_MODEL_JSON_BYTES:
+        return [f"{where}: {size} bytes (at most {MAX_MODEL_JSON_BYTES})"]
+    try:
+        data = json.loads(path.read_bytes(), object_pairs_hook=_unique_keys)
+    except RecursionError:
+        return [f"{where}: nested too deeply"]
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, duplicate keys
+        return [f"{where}: not valid JSON ({str(err).splitlines()[0][:200]})"]
+    if not isinstance(data, dict):
+        return [f"{where}: must be a JSON object"]
+    out: list[str] = []
+    for key in ("config", "spec", "normalisation", "inference"):
+        if key in data and not isinstance(data[key], dict):
+            out.append(f"{where}: {key} must be an object, got {type(data[key]).__name__}")
+    if "baseline" in data and not isinstance(data["baseline"], str):
+        out.append(f"{where}: baseline must be a name")
+    norm = data.get("normalisation")
+    if isinstance(norm, dict):
+        from cellbench.training.normalisation import MODES, TARGET_MODES
+
+        mode = norm.get("mode", "percentile")
+        if mode not in MODES:
+            out.append(f"{where}: normalisation.mode {str(mode)[:40]!r} is not one of {MODES}")
+        target = norm.get("target_mode", "none")
+        if target not in TARGET_MODES:
+            out.append(
+                f"{where}: normalisation.target_mode {str(target)[:40]!r} is not one of "
+                f"{TARGET_MODES}"
+            )
+        low, high = norm.get("low", 1.0), norm.get("high", 99.8)
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high))
+        if not numbers or not 0 <= low < high <= 100:
+            out.append(
+                f"{where}: normalisation percentiles must satisfy 0 <= low < high <= 100 "
+                f"(got {str(low)[:20]}, {str(high)[:20]})"
+            )
+    inference = data.get("inference")
+    sources = [("inference", inference), ("config", data.get("config"))]
+    for section, block in sources:
+        if not isinstance(block, dict):
+            continue
+        at = f"{where}: {section}"
+        for name in ("patch_size", "tile_size", "image_size"):
+            if name in block:
+                out += _sizes_problems(at, block[name], name)
+        if "tile_overlap" in block:
+            ov = block["tile_overlap"]
+            if (
+                not isinstance(ov, int | float)
+                or isinstance(ov, bool)
+                or not 0 <= ov <= MAX_TILE_OVERLAP
+            ):
+                out.append(f"{at}: tile_overlap {str(ov)[:20]} must be in [0, {MAX_TILE_OVERLAP}]")
+    if isinstance(inference, dict):
+        for name, allowed in (
+            ("sample_mode", ("patch", "image")),
+            ("image_fit", ("pad", "resize")),
+            ("precision", ("fp32", "bf16")),
+        ):
+            if name in inference and inference[name] not in allowed:
+                out.append(
+                    f"{where}: inference.{name} {str(inference[name])[:40]!r} is not one of "
+                    f"{allowed}"
+                )
+    return out

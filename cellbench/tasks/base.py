@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 
 #: Metadata columns used as groups when the card does not name any and the store has them.
 DEFAULT_GROUPS = ("microscope", "plate", "cell_line", "source", "site_type")
+#: How many times the ground truth's elements a prediction's main array may declare.
+MAX_SIZE_FACTOR = 4
+#: Largest number of masks in one sample's mask stack.
+MAX_MASKS = 1 << 16
+#: Largest number of elements of a prediction array other than the main one (ids, scores,
+#: track tables, task values).
+MAX_AUX_ELEMENTS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,48 @@ class Task(ABC):
         The one output check: scoring (against the ground truth's :class:`OutputSpec`),
         training-time inference and submitted-model runs (against the input's) all call it.
         """
+
+    def check_declared(
+        self,
+        declared: dict[str, tuple[tuple[int, ...], np.dtype]],
+        expect: OutputSpec,
+        where: str,
+    ) -> list[str]:
+        """Problems of a prediction's declared arrays, found before any of them is decoded.
+
+        ``declared`` maps field names to ``(shape, dtype)`` read from file headers (see
+        :meth:`cellbench.predictions.PredictionSet.declared`). Budgets against the ground
+        truth: the main array (``mask``, ``image``) and each mask of a stack may hold at most
+        :data:`MAX_SIZE_FACTOR` times the ground truth's elements, a stack at most
+        :data:`MAX_MASKS` masks, any other array :data:`MAX_AUX_ELEMENTS` elements. So a small
+        file declaring a 100,000 x 100,000 array is refused before anything is allocated;
+        smaller mismatches are decoded and reported in full by :meth:`check_output`.
+        """
+        out = []
+        shape = tuple(expect.shape)
+        budget = MAX_SIZE_FACTOR * max(1, int(np.prod(shape, dtype=np.float64)))
+        for name, (dims, _dtype) in sorted(declared.items()):
+            size = float(np.prod(dims, dtype=np.float64))
+            if name in ("mask", "image"):
+                if size > budget:
+                    out.append(
+                        f"{where}: {name} declares shape {tuple(dims)}, far larger than the "
+                        f"ground truth's {shape} (axes {expect.axes!r}); refused before decoding"
+                    )
+            elif name == "masks":
+                n = dims[0] if dims else 0
+                if n > MAX_MASKS or size > budget * max(1, n):
+                    out.append(
+                        f"{where}: masks declare shape {tuple(dims)}, expected (n, "
+                        f"{', '.join(map(str, shape))}) with n <= {MAX_MASKS}; refused before "
+                        "decoding"
+                    )
+            elif size > MAX_AUX_ELEMENTS:
+                out.append(
+                    f"{where}: {name} declares shape {tuple(dims)} (more than "
+                    f"{MAX_AUX_ELEMENTS} elements); refused before decoding"
+                )
+        return out
 
     def validate_sample(
         self, store: DatasetStore, sample_id: str, truth: Any, prediction: Prediction

@@ -297,7 +297,7 @@ def test_metadata_json_in_every_place(tmp_path):
     out = hf.write_parquet(store, tmp_path / "hf")
     meta = json.loads((out / "cellbench.json").read_text())
     assert meta["source_digest"] == store.checksum
-    assert meta["store_format_version"] == "1" and meta["cellbench_hf"] == "1"
+    assert meta["store_format_version"] == "2" and meta["cellbench_hf"] == "1"
     assert meta["dataset"] == store.card and meta["classes"] == {"label": ["a", "b", "c"]}
     assert meta["store"]["split_counts"] == {"train": 2, "val": 1, "test": 1}
     schema = pq.read_schema(out / "test" / "test-00000-of-00001.parquet")

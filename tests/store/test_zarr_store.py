@@ -152,7 +152,7 @@ def test_incomplete_or_foreign_store_refused(tmp_path):
 
 def test_detect_format_current(tmp_path):
     store = _build(tmp_path)
-    assert detect_format(store.path).version == CURRENT_FORMAT.version == "1"
+    assert detect_format(store.path).version == CURRENT_FORMAT.version == "2"
 
 
 def test_bad_sample_leaves_nothing_behind(tmp_path):

@@ -161,3 +161,25 @@ def test_unavailable_device_refused_before_running(toy_dataset, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValidationError, match="CUDA is not available"):
             evaluate_submission(path, device="cuda")
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_model_refused_after_running_leaves_nothing_in_the_cache(toy_dataset, tmp_path):
+    import torch
+
+    from cellbench.store.cache import cellbench_home
+    from tests.submissions.models import script
+
+    class WrongShape(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :, :3].round().to(torch.int32)
+
+    model = script(WrongShape(), tmp_path / "wrong.pt")
+    manifest = _write(tmp_path, kind="torchscript", submission=str(model))
+    root = tmp_path / "lb"
+    for _ in range(3):
+        with pytest.raises(ValidationError, match=r"label image shape \(3, 36\) != input"):
+            submit(manifest, root=root)
+    subs = cellbench_home() / "submissions"
+    assert not subs.exists() or list(subs.iterdir()) == []
+    assert not root.exists()

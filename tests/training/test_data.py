@@ -7,7 +7,7 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 
 from cellbench.store.sample import Sample
-from cellbench.store.zarr_store import build_store
+from cellbench.store.zarr_store import DatasetStore, build_store
 from cellbench.training.data import (
     EpochSampler,
     ImageDataset,
@@ -23,6 +23,7 @@ from cellbench.training.data import (
 from cellbench.training.data.datasets import place
 from cellbench.training.errors import DataError
 from cellbench.training.normalisation import Normaliser
+from tests.factories import reseal
 
 CPU = torch.device("cpu")
 
@@ -265,6 +266,8 @@ def test_nan_in_an_image_names_the_sample(make_store):
     index = build_index(store, "augmented-microscopy", "train", Normaliser())
     arr = zarr.open_array(str(store.path / "targets" / sid / "0"), mode="r+")
     arr[0, 3, 3] = np.nan
+    reseal(store.path)  # a NaN the manifest agrees with: what training's own checks must find
+    store = DatasetStore.open(store.path)
     with pytest.raises(DataError, match=f"sample '{sid}'.*target contains NaN"):
         PatchDataset(index, (48, 48))[(1, 0, -1)]
     with pytest.raises(DataError, match=f"sample '{sid}': target \\(channel 0\\) contains NaN"):

@@ -12,6 +12,7 @@ from cellbench.training.config import TrainConfig
 from cellbench.training.engine import resume, train
 from cellbench.training.errors import CheckpointError, DataError, TrainingError
 from cellbench.training.package import load_model_package
+from tests.factories import reseal
 
 
 def _config(store, task="semantic-segmentation", baseline="toy-semantic", **kw) -> TrainConfig:
@@ -174,6 +175,7 @@ def test_mismatched_task_and_nan_data_are_clean_errors(make_store, tmp_path):
     sid = aug.sample_ids("train")[0]
     arr = zarr.open_array(str(aug.path / "targets" / sid / "0"), mode="r+")
     arr[0, 1, 1] = np.nan
+    reseal(aug.path)  # a NaN the manifest agrees with: what training's own checks must find
     cfg = _config(aug, "augmented-microscopy", "toy-regressor", patch_size=48, workers=2)
     with pytest.raises(DataError) as info:  # found while indexing (target percentiles)
         train(cfg, tmp_path / "c", progress=False)

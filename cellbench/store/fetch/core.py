@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-import tempfile
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ from cellbench.store.fetch.source import (
     redact,
     url_kind,
 )
+from cellbench.store.scratch import make_scratch
 
 
 def cache_file(sha256: str, name: str) -> Path:
@@ -207,19 +208,30 @@ def _fetch_local(url: str, source: Source, target: Path) -> Path:
 def _fetch_pypi(url: str, source: Source, target: Path, opts: _Options) -> Path:
     name, version, _ = parse_pypi_url(url)
     assert source.member is not None  # validated: pypi sources name a member
-    with tempfile.TemporaryDirectory(prefix="pip-download-", dir=tmp_dir()) as work:
-        dist, is_sdist = pip_download(
-            name, version, Path(work), timeout=opts.timeout, attempts=opts.attempts
+    work = make_scratch(tmp_dir(), prefix="pip-download-")  # owner-recorded: see scratch.py
+    try:
+        return _pypi_member(name, version, work, source, target, opts)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _pypi_member(
+    name: str, version: str, work: Path, source: Source, target: Path, opts: _Options
+) -> Path:
+    folder = work / "dist"  # pip's own folder: the owner record must not look like a download
+    folder.mkdir()
+    dist, is_sdist = pip_download(
+        name, version, folder, timeout=opts.timeout, attempts=opts.attempts
+    )
+    if source.size is not None and dist.stat().st_size != source.size:
+        raise MismatchError(
+            f"{dist.name}: size mismatch: {dist.stat().st_size} bytes, card says {source.size}"
         )
-        if source.size is not None and dist.stat().st_size != source.size:
-            raise MismatchError(
-                f"{dist.name}: size mismatch: {dist.stat().st_size} bytes, card says {source.size}"
-            )
-        if source.sha256 is not None:
-            actual = sha256_file(dist)
-            if actual != source.sha256:
-                raise MismatchError(f"{dist.name}: sha256 mismatch: got {actual}")
-        return _extract_member_verified(dist, source, target, lenient=is_sdist)
+    if source.sha256 is not None:
+        actual = sha256_file(dist)
+        if actual != source.sha256:
+            raise MismatchError(f"{dist.name}: sha256 mismatch: got {actual}")
+    return _extract_member_verified(dist, source, target, lenient=is_sdist)
 
 
 def _extract_member_verified(archive: Path, source: Source, target: Path, lenient: bool) -> Path:

@@ -63,7 +63,7 @@ _COLUMN_MEANINGS = {
     "tracks": "CTC track table: track_id, start, end, parent",
     "axes": "axis order of `image` (OME-Zarr order)",
     "channel_names": "one name per image channel",
-    "pixel_size": "physical size per axis (um for z/y/x, s for t)",
+    "pixel_size": "physical size per axis (um for z/y/x, s for t); null = unknown",
     "metadata": "per-sample metadata (evaluation groups); '' or NaN = missing",
     "table_row": "row in the canonical store's sample table",
 }

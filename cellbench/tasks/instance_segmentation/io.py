@@ -7,13 +7,14 @@ to rank detections for COCO AP (score every object of an image or none).
 
 from __future__ import annotations
 
-import csv
+import re
 from pathlib import Path
 
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.predictions import Prediction, PredictionSet, read_image_folder
+from cellbench.predictions import Prediction, PredictionSet, read_csv_rows, read_image_folder
+from cellbench.store.sample import SAMPLE_ID_PATTERN
 
 
 def read_scores_csv(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -24,23 +25,29 @@ def read_scores_csv(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """
     table: dict[str, tuple[list[int], list[float]]] = {}
     problems = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        need = {"sample_id", "object_id", "score"}
-        if not need <= set(reader.fieldnames or []):
-            raise ValidationError(
-                [f"header must be sample_id,object_id,score (found {reader.fieldnames})"],
-                str(path),
-            )
-        for line_no, row in enumerate(reader, start=2):
-            try:
-                oid, score = int(row["object_id"]), float(row["score"])
-            except (TypeError, ValueError):
-                problems.append(f"line {line_no}: object_id must be an int and score a number")
-                continue
-            ids, scores = table.setdefault(row["sample_id"].strip(), ([], []))
-            ids.append(oid)
-            scores.append(score)
+    header, rows = read_csv_rows(path)
+    need = {"sample_id", "object_id", "score"}
+    if not need <= set(header):
+        raise ValidationError(
+            [f"header must be sample_id,object_id,score (found {header[:10]})"], str(path)
+        )
+    for line_no, row in enumerate(rows, start=2):
+        sid = (row.get("sample_id") or "").strip()
+        if not SAMPLE_ID_PATTERN.fullmatch(sid):
+            shown = sid if len(sid) <= 40 else sid[:37] + "..."
+            problems.append(f"line {line_no}: sample_id {shown!r} is not a sample id")
+            continue
+        raw_id = (row.get("object_id") or "").strip()
+        try:
+            if not re.fullmatch(r"\d{1,18}", raw_id):
+                raise ValueError(raw_id)
+            oid, score = int(raw_id), float(row["score"])
+        except (TypeError, ValueError):
+            problems.append(f"line {line_no}: object_id must be an int and score a number")
+            continue
+        ids, scores = table.setdefault(sid, ([], []))
+        ids.append(oid)
+        scores.append(score)
     if problems:
         raise ValidationError(problems, context=str(path))
     return {k: (np.asarray(v[0], np.int64), np.asarray(v[1], np.float64)) for k, v in table.items()}
