@@ -89,6 +89,18 @@ def fmt_resource(value: Any, digits: int = 1) -> str:
     return f"{float(value):.{digits}f}"
 
 
+def data_value(value: Any) -> str:
+    """Sort key of a number cell (``data-value``): full precision, JavaScript's infinities.
+
+    Missing values give an empty string (they sort last).
+    """
+    if is_number(value):
+        return repr(float(value))
+    if is_infinite(value):
+        return "Infinity" if float(value) > 0 else "-Infinity"  # what JavaScript parses
+    return ""
+
+
 def safe_url(url: Any) -> str:
     """Return ``url`` if it is an absolute http(s) URL with a host, else an empty string.
 

@@ -5,7 +5,7 @@ Site layout written by :func:`publish` (``OUT`` is the ``--out`` folder)::
     OUT/index.html                 datasets with their cards and links to every leaderboard
     OUT/README.md                  the same index in Markdown
     OUT/leaderboards.json          machine-readable index (board, path, headline, leader)
-    OUT/assets/style.css           copied from cellbench/leaderboard/assets
+    OUT/assets/style.css           copied from cellbench/leaderboard/templates/assets
     OUT/assets/leaderboard.js      sortable tables (vanilla JS, no network)
     OUT/<dataset>@<version>/<task>/<split>/
         index.html                 the leaderboard page
@@ -26,7 +26,6 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +43,7 @@ from cellbench.leaderboard.plots import (
 )
 from cellbench.leaderboard.ranking import Leaderboard, rank_entries
 from cellbench.leaderboard.store import LeaderboardStore
-
-ASSETS = ("style.css", "leaderboard.js")
+from cellbench.leaderboard.templates import copy_assets
 
 
 class PublishError(CellbenchError):
@@ -253,11 +251,7 @@ def publish(
     if not keys:
         raise PublishError(f"no leaderboard entries under {store.url}; nothing to publish")
     out.mkdir(parents=True, exist_ok=True)
-    assets = out / "assets"
-    assets.mkdir(exist_ok=True)
-    package_assets = resources.files("cellbench.leaderboard") / "assets"
-    for name in ASSETS:
-        (assets / name).write_bytes((package_assets / name).read_bytes())
+    copy_assets(out)
 
     rendered: list[tuple[Leaderboard, str]] = []
     notes: dict[str, list[str]] = {}
