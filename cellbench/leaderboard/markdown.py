@@ -13,7 +13,9 @@ from cellbench.leaderboard.formatting import (
     fmt_mean_std,
     fmt_resource,
     fmt_value,
+    md_code,
     md_escape,
+    md_fence,
     md_link,
 )
 from cellbench.leaderboard.layout import scalar_families, series_families
@@ -53,7 +55,7 @@ def card_lines(card: Mapping[str, Any], ref: str, checksum: str = "") -> list[st
     """Dataset card summary lines (title, license, annotation provenance, splits, citation)."""
     lines = []
     title = card.get("title") or ref
-    lines.append(f"**Dataset**: {md_link(title, card.get('homepage'))} (`{md_escape(ref)}`)")
+    lines.append(f"**Dataset**: {md_link(title, card.get('homepage'))} ({md_code(ref)})")
     if card.get("license"):
         lines.append(f"**License**: {md_escape(card['license'])}")
     ann = card.get("annotation") or {}
@@ -64,7 +66,7 @@ def card_lines(card: Mapping[str, Any], ref: str, checksum: str = "") -> list[st
     if isinstance(splits, Mapping) and splits.get("method"):
         lines.append(f"**Splits**: {md_escape(splits['method'])}")
     if checksum:
-        lines.append(f"**Dataset checksum**: `{checksum}`")
+        lines.append(f"**Dataset checksum**: {md_code(checksum)}")
     return lines
 
 
@@ -92,7 +94,7 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
     out += [line + "  " for line in card_lines(card, key.ref, board.dataset_checksum)]
     out += [
         "",
-        f"**Headline metric**: `{md_escape(head)}` ({direction_word(board.direction)}), "
+        f"**Headline metric**: {md_code(head)} ({direction_word(board.direction)}), "
         f"{round(board.ci_level * 100)}% bootstrap interval over test samples.",
         "",
     ]
@@ -170,7 +172,9 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
 
     out += ["## Provenance and reproduction", ""]
     out.append(
-        f"Show this board: `cellbench leaderboard show {key.ref} {key.task} --split {key.split}`. "
+        "Show this board: "
+        + md_code(f"cellbench leaderboard show {key.ref} {key.task} --split {key.split}")
+        + ". "
         "Each entry was scored with `cellbench submit MANIFEST.yaml`; the digests below identify "
         "the exact submission, manifest and dataset build."
     )
@@ -192,9 +196,9 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
                     md_escape(r.name),
                     str(e.seed),
                     md_escape(e.manifest.get("kind", "")),
-                    f"`{e.submission_sha256[:16]}`",
-                    f"`{e.manifest_sha256[:16]}`",
-                    f"`{e.report.provenance.dataset_checksum[:16]}`",
+                    md_code(e.submission_sha256[:16]),
+                    md_code(e.manifest_sha256[:16]),
+                    md_code(e.report.provenance.dataset_checksum[:16]),
                     md_escape(e.report.provenance.cellbench_version),
                 ]
             )
@@ -203,7 +207,7 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
         out += ["## Notes", ""] + [f"- {md_escape(n)}" for n in board.notes] + [""]
     citation = card.get("citation")
     if citation:
-        out += ["## Citation", "", "```", str(citation).strip(), "```", ""]
+        out += ["## Citation", "", *md_fence(citation), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -269,7 +273,7 @@ def render_index_markdown(boards: Sequence[tuple[Leaderboard, str]]) -> str:
         by_dataset.setdefault(board.key.ref, []).append((board, rel))
     for ref, items in sorted(by_dataset.items()):
         card = items[0][0].dataset_card
-        out += [f"## {md_escape(card.get('title') or ref)} (`{md_escape(ref)}`)", ""]
+        out += [f"## {md_escape(card.get('title') or ref)} ({md_code(ref)})", ""]
         out += [line + "  " for line in card_lines(card, ref)]
         out.append("")
         header = ["task", "split", "headline", "leader", "value", "entries"]
@@ -280,7 +284,7 @@ def render_index_markdown(boards: Sequence[tuple[Leaderboard, str]]) -> str:
                 [
                     f"[{md_escape(board.key.task)}]({rel}/README.md)",
                     md_escape(board.key.split),
-                    f"`{md_escape(board.headline)}` ({direction_word(board.direction)})",
+                    f"{md_code(board.headline)} ({direction_word(board.direction)})",
                     md_escape(top.name),
                     fmt_mean_std(top.headline.mean, top.headline.std),
                     str(len(board.rows)),

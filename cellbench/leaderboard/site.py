@@ -11,6 +11,7 @@ Site layout written by :func:`publish` (``OUT`` is the ``--out`` folder)::
         index.html                 the leaderboard page
         README.md                  the leaderboard in Markdown
         leaderboard.json           ranked rows with every number at full precision
+        leaderboard.csv            one row per entry, every metric's mean (spreadsheets)
         plots/*.png                per-metric bars, curves, confusion matrices, error overlays
 
 Publishing into the leaderboard root itself is allowed: entries live in ``entries/`` folders,
@@ -20,7 +21,6 @@ which publishing never touches.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
 import tempfile
@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from cellbench.errors import CellbenchError
+from cellbench.leaderboard.csvfile import render_csv
 from cellbench.leaderboard.entry import BoardKey, LeaderboardEntry
-from cellbench.leaderboard.formatting import json_number
+from cellbench.leaderboard.formatting import json_number, json_text
 from cellbench.leaderboard.html import FigureRef, render_board_html, render_index_html
 from cellbench.leaderboard.layout import curve_series, scalar_families, series_families
 from cellbench.leaderboard.markdown import render_index_markdown, render_markdown
@@ -91,7 +92,7 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def _json_text(data: Any) -> str:
-    return json.dumps(_nan_to_none(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return json_text(_nan_to_none(data))
 
 
 def find_confusion(entry: LeaderboardEntry) -> tuple[list[list[float]], list[str]] | None:
@@ -219,6 +220,7 @@ def render_board(
     data = board.to_dict()
     data["publish_notes"] = notes
     _write_text(folder / "leaderboard.json", _json_text(data))
+    _write_text(folder / "leaderboard.csv", render_csv(board))
     _write_text(folder / "index.html", render_board_html(board, figures, "../../../", notes))
     return board, notes
 
