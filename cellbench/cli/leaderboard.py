@@ -87,6 +87,7 @@ def print_board(
         console: Where to print (default: stdout).
     """
     from cellbench.leaderboard import load_board
+    from cellbench.leaderboard.display import header, value_text
     from cellbench.leaderboard.formatting import (
         direction_word,
         fmt_count,
@@ -94,6 +95,7 @@ def print_board(
         fmt_mean_std,
         fmt_resource,
     )
+    from cellbench.leaderboard.glossary import describe
     from cellbench.leaderboard.markdown import rank_label
 
     board = load_board(store, store.find_board(dataset, task, split))
@@ -101,7 +103,8 @@ def print_board(
     table = Table(
         title=_text(f"{board.dataset_card.get('title') or board.key.ref} — {task} ({split})"),
         caption=_text(
-            f"{board.headline}: {direction_word(board.direction)}; ± std over seeds; "
+            f"{describe(board.headline).name} ({board.headline}): "
+            f"{direction_word(board.direction)}; ± std over seeds; "
             f"{pct}% bootstrap interval. '=' tied, '≈' interval overlaps the entry above."
         ),
     )
@@ -109,7 +112,7 @@ def print_board(
     wide = console.width >= 120  # narrow terminals and logs: keep the columns that rank
     table.add_column("rank", justify="right", no_wrap=True)
     table.add_column("entry", overflow="fold", min_width=18)
-    table.add_column(_text(board.headline.rsplit("/", 1)[-1]), justify="right", no_wrap=True)
+    table.add_column(_text(describe(board.headline).name), justify="right", no_wrap=True)
     table.add_column(f"{pct}% interval", no_wrap=True)
     table.add_column("seeds", justify="right")
     if wide:
@@ -118,7 +121,7 @@ def print_board(
         table.add_column("mem (MB)", justify="right", no_wrap=True)
     extra = board.metric_keys[1:] if all_metrics else []
     for key in extra:
-        table.add_column(_text(key), justify="right", no_wrap=True)
+        table.add_column(_text(header(board, key)), justify="right", no_wrap=True)
     if wide:
         table.add_column("flags")
     for r in board.rows:
@@ -143,7 +146,7 @@ def print_board(
             fmt_interval(r.headline.ci_low, r.headline.ci_high),
             str(len(r.replicates)),
             *resources,
-            *[fmt_mean_std(r.metrics[k].mean, r.metrics[k].std) for k in extra],
+            *[value_text(k, r.metrics.get(k)) for k in extra],
             *([_text("; ".join(r.flags))] if wide else []),
         )
     console.print(table)

@@ -56,6 +56,17 @@ def fmt_value(value: Any) -> str:
     return f"{v:.4f}"
 
 
+def fmt_tally(value: Any) -> str:
+    """A count shown as a count: ``12,345``; a mean over seeds keeps one decimal (``12.5``).
+
+    Missing values are an em dash.
+    """
+    if not is_number(value):
+        return MISSING
+    v = float(value)
+    return f"{round(v):,}" if v == round(v) else f"{v:,.1f}"
+
+
 def fmt_mean_std(mean: Any, std: Any) -> str:
     """``mean ± std``, or just the mean when there is no spread (a single seed)."""
     if not is_number(mean):

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cellbench.leaderboard.display import better, header, headline_phrase, mark, value_text
 from cellbench.leaderboard.formatting import (
     MISSING,
     direction_word,
@@ -25,12 +26,21 @@ from cellbench.leaderboard.formatting import (
     fmt_value,
     safe_url,
 )
+from cellbench.leaderboard.glossary import anchor_of, describe, generic_name
+from cellbench.leaderboard.glossary import families as glossary_families
 from cellbench.leaderboard.layout import scalar_families, series_families
-from cellbench.leaderboard.markdown import arrow, group_mean, worst_group
+from cellbench.leaderboard.markdown import group_mean, worst_group
 from cellbench.leaderboard.ranking import RANKING_RULES, Leaderboard, RankedEntry
 from cellbench.leaderboard.templates import CSP, render
 
-__all__ = ["CSP", "FigureRef", "card_view", "render_board_html", "render_index_html"]
+__all__ = [
+    "CSP",
+    "FigureRef",
+    "card_view",
+    "render_board_html",
+    "render_glossary_html",
+    "render_index_html",
+]
 
 
 @dataclass(frozen=True)
@@ -127,24 +137,34 @@ def _rank_row(row: RankedEntry) -> dict[str, Any]:
     }
 
 
+def _column(board: Leaderboard, key: str, name: str | None = None) -> dict[str, Any]:
+    """A sortable metric column: human name, direction mark (quality) or ``count``."""
+    return {
+        "label": header(board, key, name),
+        "key": key,
+        "better": better(board, key),
+        "title": describe(key).tooltip(),
+    }
+
+
+def _cell(row: RankedEntry, key: str, spread: bool = True) -> tuple[Any, str]:
+    s = row.metrics.get(key)
+    return (s.mean if s else None), value_text(key, s, spread)
+
+
 def _metric_tables(board: Leaderboard) -> list[dict[str, Any]]:
     out = []
     for family, keys in scalar_families(board.metric_keys, board.headline).items():
-        columns = []
-        for k in keys:
-            d = board.directions.get(k, "higher")
-            columns.append({"label": f"{k.split('/', 1)[-1]} ({arrow(d)})", "key": k, "better": d})
-        rows = [
+        rows = [{"name": r.name, "cells": [_cell(r, k) for k in keys]} for r in board.rows]
+        doc = glossary_families().get(family)
+        out.append(
             {
-                "name": r.name,
-                "cells": [
-                    (r.metrics[k].mean, fmt_mean_std(r.metrics[k].mean, r.metrics[k].std))
-                    for k in keys
-                ],
+                "family": family,
+                "title": doc.title if doc else "",
+                "columns": [_column(board, k) for k in keys],
+                "rows": rows,
             }
-            for r in board.rows
-        ]
-        out.append({"family": family, "columns": columns, "rows": rows})
+        )
     return out
 
 
@@ -153,18 +173,17 @@ def _series_tables(board: Leaderboard) -> list[dict[str, Any]]:
     for family, bases in series_families(board.metric_keys).items():
         tables = []
         for base, points in bases.items():
-            d = board.directions.get(points[0][1], "higher")
+            name = _series_name(base, points[0][1])
             tables.append(
                 {
                     "base": base,
-                    "arrow": arrow(d),
-                    "columns": [{"label": f"@{t:g}", "key": k, "better": d} for t, k in points],
+                    "name": name,
+                    "arrow": mark(board, points[0][1]),
+                    "columns": [_column(board, k, f"@{t:g}") for t, k in points],
                     "rows": [
                         {
                             "name": r.name,
-                            "cells": [
-                                (r.metrics[k].mean, fmt_value(r.metrics[k].mean)) for _, k in points
-                            ],
+                            "cells": [_cell(r, k, spread=False) for _, k in points],
                         }
                         for r in board.rows
                     ],
@@ -172,6 +191,12 @@ def _series_tables(board: Leaderboard) -> list[dict[str, Any]]:
             )
         out.append({"family": family, "tables": tables})
     return out
+
+
+def _series_name(base: str, first_key: str) -> str:
+    """Human name of a threshold series (``AP at IoU t``), or its base key."""
+    info = describe(first_key)
+    return info.generic if info.documented else base
 
 
 def _group_tables(board: Leaderboard) -> list[dict[str, Any]]:
@@ -270,6 +295,10 @@ def render_board_html(
         key=key,
         card=card_view(card, key.ref, board.dataset_checksum),
         headline=board.headline,
+        headline_name=describe(board.headline).name,
+        headline_title=describe(board.headline).tooltip(),
+        headline_phrase=headline_phrase(board),
+        headline_definition=describe(board.headline).definition,
         direction_word=direction_word(board.direction),
         better="higher" if board.direction == "higher" else "lower",
         pct=round(board.ci_level * 100),
@@ -324,3 +353,48 @@ def render_index_html(boards: Sequence[tuple[Leaderboard, str]]) -> str:
             }
         )
     return render("index.html", root="", datasets=datasets)
+
+
+def render_glossary_html(boards: Sequence[tuple[Leaderboard, str]]) -> str:
+    """The metric glossary page: every documented metric family and where it is used.
+
+    Args:
+        boards: ``(board, relative folder)`` pairs (to link each family to its boards).
+
+    Returns:
+        The HTML document.
+    """
+    used: dict[str, list[dict[str, str]]] = {}
+    for board, rel in boards:
+        for family in sorted({k.split("/", 1)[0] for k in board.metric_keys}):
+            used.setdefault(family, []).append(
+                {"href": f"{rel}/index.html", "label": f"{board.key.ref} {board.key.task}"}
+            )
+    docs = sorted(glossary_families().values(), key=lambda d: (d.family not in used, d.title))
+    families = []
+    for doc in docs:
+        values = []
+        for v in doc.values:
+            kind = "count" if v.kind == "count" else f"quality, {direction_word(v.direction)}"
+            values.append(
+                {
+                    "anchor": anchor_of(doc.family, v.pattern),
+                    "pattern": v.pattern,
+                    "name": generic_name(v),
+                    "unit": v.unit,
+                    "kind_text": kind,
+                    "definition": v.definition,
+                }
+            )
+        families.append(
+            {
+                "family": doc.family,
+                "title": doc.title,
+                "module": doc.module,
+                "class_name": doc.class_name,
+                "boards": used.get(doc.family, []),
+                "entries": values,
+                "docstring": doc.docstring,
+            }
+        )
+    return render("glossary.html", root="", families=families)

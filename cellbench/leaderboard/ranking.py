@@ -228,7 +228,7 @@ class Leaderboard:
             },
             "ranking_rules": list(RANKING_RULES),
             "metrics": [
-                {"key": k, "direction": self.directions.get(k, "higher")} for k in self.metric_keys
+                _metric_info(k, self.directions.get(k, "higher")) for k in self.metric_keys
             ],
             "dataset_checksum": self.dataset_checksum,
             "dataset_card": self.dataset_card,
@@ -236,6 +236,21 @@ class Leaderboard:
             "notes": list(self.notes),
             "cellbench_version": __version__,
         }
+
+
+def _metric_info(key: str, direction: str) -> dict[str, Any]:
+    """A metric's key, human name, unit, kind and definition; a direction for quality values."""
+    from cellbench.leaderboard.glossary import describe
+
+    info = describe(key)
+    return {
+        "key": key,
+        "name": info.name,
+        "unit": info.unit,
+        "kind": info.kind,
+        "definition": info.definition,
+        "direction": None if info.is_count else direction,
+    }
 
 
 def _order_value(value: float, direction: str) -> tuple[int, float]:

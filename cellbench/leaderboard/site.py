@@ -3,6 +3,7 @@
 Site layout written by :func:`publish` (``OUT`` is the ``--out`` folder)::
 
     OUT/index.html                 datasets with their cards and links to every leaderboard
+    OUT/glossary.html              metric names, units, definitions (from metric docstrings)
     OUT/README.md                  the same index in Markdown
     OUT/leaderboards.json          machine-readable index (board, path, headline, leader)
     OUT/assets/style.css           copied from cellbench/leaderboard/templates/assets
@@ -33,7 +34,12 @@ from cellbench.errors import CellbenchError
 from cellbench.leaderboard.csvfile import render_csv
 from cellbench.leaderboard.entry import BoardKey, LeaderboardEntry
 from cellbench.leaderboard.formatting import json_number, json_text
-from cellbench.leaderboard.html import FigureRef, render_board_html, render_index_html
+from cellbench.leaderboard.html import (
+    FigureRef,
+    render_board_html,
+    render_glossary_html,
+    render_index_html,
+)
 from cellbench.leaderboard.layout import curve_series, scalar_families, series_families
 from cellbench.leaderboard.markdown import render_index_markdown, render_markdown
 from cellbench.leaderboard.plots import (
@@ -264,6 +270,7 @@ def publish(
             notes[key.path] = why
 
     _write_text(out / "index.html", render_index_html(rendered))
+    _write_text(out / "glossary.html", render_glossary_html(rendered))
     _write_text(out / "README.md", render_index_markdown(rendered))
     index = [
         {

@@ -6,6 +6,7 @@ Files (package data)::
     macros.html      small pieces used by the pages (links, sortable headers, number cells)
     board.html       one leaderboard
     index.html       every leaderboard
+    card.html        a dataset card (included by board and index pages)
     glossary.html    metric names, units and definitions
     assets/style.css the stylesheet (no web fonts, no external resources)
     assets/leaderboard.js  sortable tables (vanilla JavaScript, reorders rows, writes no markup)
@@ -33,6 +34,7 @@ How to extend the layout (e.g. the challenge server's pages)::
     copy_assets(site_folder)                 # writes site_folder/assets/style.css and the script
 
 Blocks of ``base.html``: ``title`` (text of ``<title>``), ``head`` (extra ``<link>``/``<meta>``),
+``header_links`` (links after the site name in the header; default: the metric glossary),
 ``nav`` (breadcrumb line), ``content`` (inside ``<main id="content">``), ``footer``. Variables it
 reads: ``root`` (required; ``""`` for a page at the site root, ``"../../../"`` for a board page)
 and, optionally, ``csp`` (defaults to :data:`CSP`) and ``version``. A server that serves the
