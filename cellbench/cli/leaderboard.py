@@ -105,7 +105,8 @@ def print_board(
         caption=_text(
             f"{describe(board.headline).name} ({board.headline}): "
             f"{direction_word(board.direction)}; ± std over seeds; "
-            f"{pct}% bootstrap interval. '=' tied, '≈' interval overlaps the entry above."
+            f"{pct}% bootstrap interval. '=' tied, '≈' not shown to differ from the entry above "
+            "(paired bootstrap)."
         ),
     )
     console = console or _console()

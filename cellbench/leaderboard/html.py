@@ -30,7 +30,7 @@ from cellbench.leaderboard.glossary import anchor_of, describe, generic_name
 from cellbench.leaderboard.glossary import families as glossary_families
 from cellbench.leaderboard.layout import scalar_families, series_families
 from cellbench.leaderboard.markdown import group_mean, worst_group
-from cellbench.leaderboard.ranking import RANKING_RULES, Leaderboard, RankedEntry
+from cellbench.leaderboard.ranking import OVERLAP, RANKING_RULES, Leaderboard, RankedEntry
 from cellbench.leaderboard.templates import CSP, render
 
 __all__ = [
@@ -110,9 +110,8 @@ def _rank_row(row: RankedEntry) -> dict[str, Any]:
     mark, mark_title = "", ""
     if row.tied_with_above:
         mark, mark_title = "=", "same value as the entry above"
-    elif row.overlaps_above:
-        mark = "≈"
-        mark_title = "not significantly different from the entry above (intervals overlap)"
+    elif row.similar_to_above:
+        mark, mark_title = "≈", comparison_text(row)
     return {
         "name": row.name,
         "rank": row.rank,
@@ -150,6 +149,25 @@ def _column(board: Leaderboard, key: str, name: str | None = None) -> dict[str, 
 def _cell(row: RankedEntry, key: str, spread: bool = True) -> tuple[Any, str]:
     s = row.metrics.get(key)
     return (s.mean if s else None), value_text(key, s, spread)
+
+
+def comparison_text(row: RankedEntry) -> str:
+    """One line on how a row compares with the row above (empty for the first row)."""
+    c = row.vs_above
+    if c is None:
+        return ""
+    if c.method == OVERLAP:
+        if c.not_separated:
+            return (
+                "not shown to differ from the entry above: 95% intervals overlap (no paired "
+                "replicates)"
+            )
+        return "differs from the entry above: 95% intervals do not overlap (no paired replicates)"
+    verdict = "not shown to differ from" if c.not_separated else "differs from"
+    return (
+        f"{verdict} the entry above: difference {fmt_value(c.difference)}, 95% {c.method} "
+        f"interval {fmt_interval(c.ci_low, c.ci_high)}"
+    )
 
 
 def _metric_tables(board: Leaderboard) -> list[dict[str, Any]]:

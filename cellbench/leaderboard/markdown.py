@@ -25,8 +25,8 @@ from cellbench.leaderboard.ranking import RANKING_RULES, Leaderboard, RankedEntr
 
 
 def rank_label(row: RankedEntry) -> str:
-    """Rank text with its markers: ``=`` tied with the entry above, ``≈`` overlapping interval."""
-    mark = "=" if row.tied_with_above else ("≈" if row.overlaps_above else "")
+    """Rank text with its markers: ``=`` tied with the entry above, ``≈`` not shown to differ."""
+    mark = "=" if row.tied_with_above else ("≈" if row.similar_to_above else "")
     return f"{mark}{row.rank}"
 
 
@@ -129,7 +129,11 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
             ]
         )
     out.append(_table(rank_header, ["r", "l", "l", "r", "l", "r", "r", "r", "r", "l", "l"], rows))
-    out += ["", "Markers: `=` same value as the entry above; `≈` interval overlaps the one above."]
+    out += [
+        "",
+        "Markers: `=` same value as the entry above; `≈` not shown to differ from the entry above "
+        "(paired bootstrap, see the rules).",
+    ]
     out += [""] + [f"- {md_escape(rule)}" for rule in RANKING_RULES]
     if plots and plots.get("headline"):
         out += ["", f"![{md_escape(describe(head).name)} per entry]({plots['headline']})"]
