@@ -1,4 +1,4 @@
-"""``cellbench leaderboard``: list, show, add and publish leaderboards."""
+"""``cellbench leaderboard``: list, show, add, controls and publish leaderboards."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _console() -> Console:
 
 @click.group()
 def leaderboard() -> None:
-    """Leaderboards: list, show, add a scored report, publish the site."""
+    """Leaderboards: list, show, add a scored report, compute controls, publish the site."""
 
 
 @leaderboard.command("list")
@@ -194,6 +194,40 @@ def add(
     from cellbench.leaderboard.formatting import visible_text
 
     click.echo(visible_text(f"added {entry.name} (seed {entry.seed}) to {entry.key.path}: {path}"))
+
+
+@leaderboard.command()
+@click.argument("dataset", required=False)
+@click.argument("task", required=False)
+@click.option("--split", default="test", show_default=True)
+@click.option("--root", default=None, help=_ROOT_HELP)
+def controls(dataset: str | None, task: str | None, split: str, root: str | None) -> None:
+    """Compute and store the controls of every board (or of DATASET's TASK board).
+
+    Controls are reference predictions cellbench makes and scores itself (a classical method,
+    the perfect and the empty prediction, depending on the task); they need the dataset
+    (cellbench datasets pull ID) and are written to the board's controls/ folder.
+    """
+    from cellbench.leaderboard import LeaderboardStore
+    from cellbench.leaderboard.controls import compute_controls
+    from cellbench.leaderboard.formatting import fmt_interval, fmt_value, visible_text
+
+    store = LeaderboardStore(root)
+    if (dataset is None) != (task is None):
+        raise ValidationError(["give DATASET and TASK, or neither"], "leaderboard controls")
+    keys = [store.find_board(dataset, task, split)] if dataset and task else store.boards()
+    if not keys:
+        raise ValidationError([f"no leaderboards under {store.url}"], "leaderboard controls")
+    for key in keys:
+        for entry in compute_controls(key, progress=lambda line: click.echo(line, err=True)):
+            path = store.put_control(entry)
+            h = entry.report.headline
+            click.echo(
+                visible_text(
+                    f"{key.path}: {entry.name}: {h.name} {fmt_value(h.value)} "
+                    f"{fmt_interval(h.ci_low, h.ci_high)} -> {path}"
+                )
+            )
 
 
 @leaderboard.command()

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from cellbench._version import __version__
+from cellbench.leaderboard.controls import anchors, normalised
 from cellbench.leaderboard.entry import BoardKey, LeaderboardEntry
 from cellbench.leaderboard.formatting import json_number
 
@@ -151,6 +152,9 @@ class RankedEntry:
         overlaps_above: Interval overlaps that of the entry directly above.
         flags: Warnings shown next to the entry (few seeds, different dataset build, ...).
         vs_above: Comparison with the entry directly above (None for the first row).
+        normalised: Headline on the control scale, 0 = best control, 1 = perfect (NaN when the
+            board has no such controls); see :mod:`cellbench.leaderboard.controls`.
+        control: ``reference``, ``perfect`` or ``empty`` for a control row, else empty.
     """
 
     rank: int
@@ -162,6 +166,8 @@ class RankedEntry:
     overlaps_above: bool = False
     flags: list[str] = field(default_factory=list)
     vs_above: Comparison | None = None
+    normalised: float = float("nan")
+    control: str = ""
 
     @property
     def similar_to_above(self) -> bool:
@@ -222,6 +228,8 @@ class RankedEntry:
             "overlaps_above": self.overlaps_above,
             "similar_to_above": self.similar_to_above,
             "vs_above": self.vs_above.to_dict() if self.vs_above else None,
+            "normalised": json_number(self.normalised),
+            "control": self.control or None,
             "flags": list(self.flags),
             "runtime_s": runtime.to_dict() if runtime else None,
             "peak_memory_mb": memory.to_dict() if memory else None,
@@ -256,6 +264,10 @@ class Leaderboard:
         dataset_checksum: Checksum of the dataset build most entries were scored on.
         dataset_card: Snapshot of the dataset card.
         notes: Remarks about the board (inconsistent entries, report notes).
+        controls: Control rows computed by cellbench (not ranked; ``rank`` 0), best first.
+        normalisation: The anchors of the normalised score (``zero``/``one`` names and
+            values), or None when the board has no best control and perfect control.
+        thumbnail: Page-relative path of a dataset picture drawn when publishing (or empty).
     """
 
     key: BoardKey
@@ -268,6 +280,9 @@ class Leaderboard:
     dataset_checksum: str
     dataset_card: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    controls: list[RankedEntry] = field(default_factory=list)
+    normalisation: dict[str, Any] | None = None
+    thumbnail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (deterministic: no generation timestamp)."""
@@ -286,6 +301,10 @@ class Leaderboard:
             "dataset_checksum": self.dataset_checksum,
             "dataset_card": self.dataset_card,
             "rows": [r.to_dict() for r in self.rows],
+            "controls": [r.to_dict() for r in self.controls],
+            "normalisation": {k: json_number(v) for k, v in self.normalisation.items()}
+            if self.normalisation
+            else None,
             "notes": list(self.notes),
             "cellbench_version": __version__,
         }
@@ -318,12 +337,18 @@ def _equal(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
 
 
-def rank_entries(key: BoardKey, entries: Iterable[LeaderboardEntry]) -> Leaderboard:
+def rank_entries(
+    key: BoardKey,
+    entries: Iterable[LeaderboardEntry],
+    controls: Iterable[LeaderboardEntry] = (),
+) -> Leaderboard:
     """Aggregate replicates and rank the entries of one leaderboard.
 
     Args:
         key: The leaderboard.
         entries: Its entries (any order; replicates share the entry name).
+        controls: Its controls (see :mod:`cellbench.leaderboard.controls`): shown, not ranked,
+            and the anchors of the normalised score.
 
     Returns:
         The ranked :class:`Leaderboard`.
@@ -332,9 +357,10 @@ def rank_entries(key: BoardKey, entries: Iterable[LeaderboardEntry]) -> Leaderbo
         ValueError: If there are no entries, or an entry belongs to another board.
     """
     entries = list(entries)
+    controls = list(controls)
     if not entries:
         raise ValueError(f"leaderboard {key.path} has no entries")
-    wrong = [e.entry_id for e in entries if e.key != key]
+    wrong = [e.entry_id for e in [*entries, *controls] if e.key != key]
     if wrong:
         raise ValueError(f"entries {wrong} do not belong to leaderboard {key.path}")
 
@@ -361,8 +387,7 @@ def rank_entries(key: BoardKey, entries: Iterable[LeaderboardEntry]) -> Leaderbo
     metric_keys = [headline] + [k for k in all_keys if k != headline]
     directions.setdefault(headline, direction)
 
-    rows: list[RankedEntry] = []
-    for name, reps in groups.items():
+    def build(name: str, reps: list[LeaderboardEntry]) -> RankedEntry:
         reps = sorted(reps, key=lambda e: (e.seed, e.submitted))
         head_values = [
             e.report.headline.value
@@ -389,7 +414,9 @@ def rank_entries(key: BoardKey, entries: Iterable[LeaderboardEntry]) -> Leaderbo
         seeds = [e.seed for e in reps]
         if len(set(seeds)) != len(seeds):
             flags.append("duplicate seeds among replicates")
-        rows.append(RankedEntry(0, name, reps, head, metrics, flags=flags))
+        return RankedEntry(0, name, reps, head, metrics, flags=flags)
+
+    rows = [build(name, reps) for name, reps in groups.items()]
 
     rows.sort(key=lambda r: (_order_value(r.headline.mean, direction), r.name))
     for i, row in enumerate(rows):
@@ -408,6 +435,26 @@ def rank_entries(key: BoardKey, entries: Iterable[LeaderboardEntry]) -> Leaderbo
             row.overlaps_above = max(lo, alo) <= min(hi, ahi)
         row.vs_above = compare(above, row, headline, direction, ci_level)
 
+    control_rows = []
+    for c in controls:
+        row = build(c.name, [c])
+        row.flags = [f for f in row.flags if "different dataset build" in f]
+        row.control = str(c.manifest.get("control", "reference"))
+        control_rows.append(row)
+    control_rows.sort(key=lambda r: (_order_value(r.headline.mean, direction), r.name))
+    normalisation = None
+    found = anchors(control_rows, direction)
+    if found is not None:
+        zero, one = found
+        normalisation = {
+            "zero": zero.name,
+            "zero_value": zero.headline.mean,
+            "one": one.name,
+            "one_value": one.headline.mean,
+        }
+        for row in [*rows, *control_rows]:
+            row.normalised = normalised(row.headline.mean, zero.headline.mean, one.headline.mean)
+
     card: dict[str, Any] = {}
     for e in sorted(entries, key=lambda e: e.submitted):
         card.update(e.dataset_card)
@@ -424,6 +471,8 @@ def rank_entries(key: BoardKey, entries: Iterable[LeaderboardEntry]) -> Leaderbo
         dataset_checksum=dataset_checksum,
         dataset_card=card,
         notes=notes,
+        controls=control_rows,
+        normalisation=normalisation,
     )
 
 

@@ -74,7 +74,7 @@ class PublishResult:
 
 def load_board(store: LeaderboardStore, key: BoardKey) -> Leaderboard:
     """Rank one stored leaderboard, with its dataset card completed from the catalog."""
-    board = rank_entries(key, store.entries(key))
+    board = rank_entries(key, store.entries(key), store.controls(key))
     board.dataset_card = {**board.dataset_card, **_catalog_card(key)}
     return board
 

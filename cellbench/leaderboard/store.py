@@ -4,6 +4,8 @@ Layout (``root`` is a local folder such as the repository's ``leaderboards/``, o
 ``s3://bucket/leaderboards`` or ``memory://lb``)::
 
     <root>/<dataset>@<version>/<task>/<split>/entries/<name-slug>-<name-hash>__seed-<seed>.json
+    <root>/<dataset>@<version>/<task>/<split>/owners/<name-slug>-<name-hash>.json
+    <root>/<dataset>@<version>/<task>/<split>/controls/<control-slug>-<hash>.json
 
 Why this layout: a leaderboard is a folder, an entry is a file, so a pull request adding a
 result touches exactly one new file and never edits a shared one. There is no index file to
@@ -53,6 +55,7 @@ from cellbench.leaderboard.entry import BoardKey, LeaderboardEntry
 
 ENTRIES_DIR = "entries"
 OWNERS_DIR = "owners"
+CONTROLS_DIR = "controls"
 
 
 class EntryExistsError(CellbenchError):
@@ -96,6 +99,10 @@ class LeaderboardStore:
         """Folder holding a leaderboard's entry files."""
         return f"{self.board_dir(key)}/{ENTRIES_DIR}"
 
+    def controls_dir(self, key: BoardKey) -> str:
+        """Folder of a board's controls (written by cellbench only, never by submissions)."""
+        return f"{self.board_dir(key)}/{CONTROLS_DIR}"
+
     def entry_path(self, entry: LeaderboardEntry) -> str:
         """Full path an entry is (or would be) stored at."""
         return f"{self.entries_dir(entry.key)}/{entry.filename}"
@@ -116,6 +123,11 @@ class LeaderboardStore:
             EntryExistsError: If this entry name already has a replicate with this seed.
         """
         problems = entry.problems()
+        if entry.manifest.get("kind") == "control":
+            problems.append(
+                "kind 'control' is reserved for the controls cellbench computes itself "
+                "(cellbench leaderboard controls)"
+            )
         if problems:
             raise ValidationError(problems, context=f"leaderboard entry {entry.name!r}")
         self.claim_name(entry)
@@ -147,6 +159,7 @@ class LeaderboardStore:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; entries are meant to be shared
             try:
                 os.link(tmp, path)
             except FileExistsError:
@@ -256,7 +269,57 @@ class LeaderboardStore:
         first = min(same, key=lambda e: (e.submitted, e.entry_id))
         return {"name": entry.name, **first.owner}
 
+    def put_control(self, entry: LeaderboardEntry) -> str:
+        """Store (or replace) one control of a board; see :mod:`cellbench.leaderboard.controls`.
+
+        Controls are recomputed by cellbench, so unlike entries they may be replaced; the file
+        is replaced atomically (temporary file and rename; one PUT on object stores).
+
+        Returns:
+            The path (or URL) written.
+        """
+        path = f"{self.controls_dir(entry.key)}/{entry.name_id}.json"
+        data = entry.to_json().encode("utf-8")
+        if self.local:
+            folder = Path(path).parent
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=folder)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            return path
+        with contextlib.suppress(Exception):
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(path, data)
+        return str(self.fs.unstrip_protocol(path))
+
     # ------------------------------------------------------------------ reading
+    def controls(self, key: BoardKey) -> list[LeaderboardEntry]:
+        """The controls of a board (empty when none were computed), in file-name order.
+
+        Raises:
+            LeaderboardStoreError: If a control file is not valid entry JSON (names the file).
+        """
+        folder = self.controls_dir(key)
+        if not self.fs.exists(folder):
+            return []
+        paths = sorted(
+            str(p)
+            for p in self.fs.glob(f"{folder}/*.json")
+            if not str(p).rsplit("/", 1)[-1].startswith(".")
+        )
+        return [self._read_entry(p) for p in paths]
+
+    def _read_entry(self, path: str) -> LeaderboardEntry:
+        try:
+            return LeaderboardEntry.from_json(self.fs.cat_file(path).decode("utf-8"))
+        except (ValueError, KeyError, TypeError) as err:
+            raise LeaderboardStoreError(f"{path}: not a valid leaderboard entry ({err})") from err
+
     def boards(self) -> list[BoardKey]:
         """Every leaderboard under the root that holds at least one entry, sorted."""
         pattern = f"{self.root}/*@*/*/*/{ENTRIES_DIR}/*.json"
@@ -288,17 +351,7 @@ class LeaderboardStore:
         Raises:
             LeaderboardStoreError: If an entry file is not valid entry JSON (names the file).
         """
-        out = []
-        for path in self._entry_files(key):
-            try:
-                text = self.fs.cat_file(path).decode("utf-8")
-                entry = LeaderboardEntry.from_json(text)
-            except (ValueError, KeyError, TypeError) as err:
-                raise LeaderboardStoreError(
-                    f"{path}: not a valid leaderboard entry ({err})"
-                ) from err
-            out.append(entry)
-        return out
+        return [self._read_entry(path) for path in self._entry_files(key)]
 
     def find_board(self, dataset: str, task: str, split: str = "test") -> BoardKey:
         """Resolve ``dataset`` (``id`` or ``id@version``) to a stored board.

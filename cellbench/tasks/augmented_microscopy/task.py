@@ -18,7 +18,7 @@ import numpy as np
 from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet, read_image_folder
 from cellbench.store.zarr_store import DatasetStore
-from cellbench.tasks.base import OutputSpec, Task, check_finite
+from cellbench.tasks.base import Control, OutputSpec, Task, check_finite
 
 
 class AugmentedMicroscopyTask(Task):
@@ -30,6 +30,7 @@ class AugmentedMicroscopyTask(Task):
     direction: ClassVar[str] = "higher"
     ground_truth_fields: ClassVar[tuple[str, ...]] = ("image", "target")
     prediction_fields: ClassVar[tuple[str, ...]] = ("image",)
+    key_metrics: ClassVar[tuple[str, ...]] = ("image_similarity/ssim",)
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> np.ndarray:
         """The sample's target image."""
@@ -107,3 +108,9 @@ class AugmentedMicroscopyTask(Task):
         return [
             metric.sample_stats([truth], [image], sample_ids=[sample_id])[0] for metric in metrics
         ]
+
+    def controls(self, store: DatasetStore, split: str) -> list[Control]:
+        """The input, the blurred input and the target (see ``controls.py``)."""
+        from cellbench.tasks.augmented_microscopy.controls import augmented_controls
+
+        return augmented_controls()

@@ -17,7 +17,7 @@ import numpy as np
 from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet
 from cellbench.store.zarr_store import DatasetStore
-from cellbench.tasks.base import OutputSpec, Task, check_finite
+from cellbench.tasks.base import Control, OutputSpec, Task, check_finite
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -40,6 +40,7 @@ class ClassificationTask(Task):
     )
     class_table: ClassVar[str | None] = "label"
     confusion_unit: ClassVar[str | None] = "counts"
+    key_metrics: ClassVar[tuple[str, ...]] = ("classification/accuracy",)
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> int:
         """The sample's class index."""
@@ -120,3 +121,9 @@ class ClassificationTask(Task):
             )[0]
             for metric in metrics
         ]
+
+    def controls(self, store: DatasetStore, split: str) -> list[Control]:
+        """The majority class and the perfect prediction (see ``controls.py``)."""
+        from cellbench.tasks.classification.controls import classification_controls
+
+        return classification_controls()

@@ -18,7 +18,7 @@ import numpy as np
 from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet, read_image_folder
 from cellbench.store.zarr_store import DatasetStore
-from cellbench.tasks.base import OutputSpec, Task, check_label_image
+from cellbench.tasks.base import Control, OutputSpec, Task, check_label_image
 
 BACKGROUND_NAMES = ("background", "bg")
 
@@ -103,3 +103,9 @@ class SemanticSegmentationTask(Task):
             metric.sample_stats([truth], [prediction.mask], sample_ids=[sample_id])[0]
             for metric in metrics
         ]
+
+    def controls(self, store: DatasetStore, split: str) -> list[Control]:
+        """Otsu foreground as one class, perfect and empty (see ``controls.py``)."""
+        from cellbench.tasks.semantic_segmentation.controls import semantic_controls
+
+        return semantic_controls(BACKGROUND_NAMES)

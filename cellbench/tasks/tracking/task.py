@@ -23,7 +23,7 @@ import numpy as np
 from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet
 from cellbench.store.zarr_store import DatasetStore
-from cellbench.tasks.base import OutputSpec, Task, check_label_image
+from cellbench.tasks.base import Control, OutputSpec, Task, check_label_image
 
 #: Frames of tolerance when matching predicted to true divisions.
 DIVISION_FRAME_TOLERANCE = 1
@@ -44,6 +44,22 @@ class TrackingTask(Task):
         "(mask###.tif + res_track.txt)",
     )
     accepts_models: ClassVar[bool] = False
+    key_metrics: ClassVar[tuple[str, ...]] = ("ctc/seg", "ctc/tra", "divisions/f1")
+    error_breakdown: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "Graph operations to fix (AOGM)": (
+            ("cell splits", "ctc/ns"),
+            ("missing cells", "ctc/fn"),
+            ("spurious cells", "ctc/fp"),
+            ("redundant links", "ctc/ed"),
+            ("missing links", "ctc/ea"),
+            ("wrong link type", "ctc/ec"),
+        ),
+        "Division errors": (
+            ("missed", "divisions/fn"),
+            ("false", "divisions/fp"),
+            ("wrong children", "divisions/wc"),
+        ),
+    }
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> Any:
         """The sequence as a :class:`~cellbench.tracks.TrackedSequence` (labels double as SEG)."""
@@ -123,3 +139,9 @@ class TrackingTask(Task):
 
         match = match_tracking(truth, self._as_sequence(sample_id, prediction), validate=False)
         return [m.sample_stats([match], sample_ids=[sample_id])[0] for m in metrics]
+
+    def controls(self, store: DatasetStore, split: str) -> list[Control]:
+        """Otsu + watershed with nearest-neighbour linking, and perfect (see ``controls.py``)."""
+        from cellbench.tasks.tracking.controls import tracking_controls
+
+        return tracking_controls()
