@@ -249,25 +249,46 @@ def controls(dataset: str | None, task: str | None, split: str, root: str | None
     default=3,
     show_default=True,
     type=click.IntRange(1),
-    help="Entries shown in confusion matrices and error overlays.",
+    help="Entries shown in confusion matrices, curves and pictures.",
 )
-@click.option("--no-overlays", is_flag=True, help="Skip example error overlays.")
+@click.option(
+    "--no-overlays",
+    is_flag=True,
+    help="Skip the per-task pictures and dataset thumbnails (they need the pulled datasets).",
+)
+@click.option("--quiet", is_flag=True, help="No progress lines.")
 def publish(
-    root: str | None, out: Path | None, to: str | None, top_k: int, no_overlays: bool
+    root: str | None,
+    out: Path | None,
+    to: str | None,
+    top_k: int,
+    no_overlays: bool,
+    quiet: bool,
 ) -> None:
-    """Render every leaderboard as Markdown, JSON and a static HTML site; optionally push it."""
+    """Render every leaderboard as Markdown, JSON, CSV and a static HTML site; optionally push it.
+
+    Progress goes to stderr, one line per board. Figures are cached by content in
+    $CELLBENCH_HOME/cache/figures, so publishing unchanged boards again only renders pages.
+    """
     from cellbench.leaderboard import publish as do_publish
     from cellbench.leaderboard import publish_to
     from cellbench.leaderboard.formatting import visible_text
 
     if out is None and to is None:
         raise ValidationError(["give --out DIR and/or --to URL"], "leaderboard publish")
+
+    def progress(line: str) -> None:
+        if not quiet:
+            click.echo(visible_text(line), err=True)
+
     if to is None:
         assert out is not None
-        result = do_publish(root, out, top_k=top_k, overlays=not no_overlays)
+        result = do_publish(root, out, top_k=top_k, overlays=not no_overlays, progress=progress)
         where = ""
     else:
-        result, where = publish_to(root, to, out=out, top_k=top_k, overlays=not no_overlays)
+        result, where = publish_to(
+            root, to, out=out, top_k=top_k, overlays=not no_overlays, progress=progress
+        )
     click.echo(
         f"rendered {len(result.boards)} leaderboard(s)"
         + (f" into {result.out}" if out is not None else "")

@@ -205,6 +205,11 @@ def md_fence(text: Any, info: str = "") -> list[str]:
 _URL_UNSAFE = {c: f"%{ord(c):02X}" for c in " ()[]<>|`\\\"'"}
 
 
+def md_target(path: str) -> str:
+    """A relative path as a Markdown link target (characters that would end it encoded)."""
+    return "".join(_URL_UNSAFE.get(c, c) for c in visible_text(path))
+
+
 def md_link(text: Any, url: Any) -> str:
     """Markdown link if ``url`` is a safe http(s) URL, else the escaped text alone."""
     label = md_escape(text)

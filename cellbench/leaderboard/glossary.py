@@ -83,7 +83,7 @@ class FamilyDoc:
         family: The metric's ``name``.
         class_name: The class (``CocoAP``).
         module: Module path of the class (``cellbench.metrics.coco``).
-        title: First line of the docstring.
+        title: First line of the docstring, as plain text.
         docstring: The whole docstring (cleaned), glossary section included.
         values: Its glossary entries, in docstring order.
     """
@@ -234,11 +234,18 @@ def families() -> dict[str, FamilyDoc]:
                     family=name,
                     class_name=node.name,
                     module=module,
-                    title=doc.splitlines()[0].strip(),
+                    title=plain_title(doc.splitlines()[0]),
                     docstring=doc,
                     values=tuple(values),
                 )
     return out
+
+
+def plain_title(line: str) -> str:
+    """A docstring summary line as plain text: reST roles and literals unwrapped, no period."""
+    text = re.sub(r":[a-z]+:`([^`]*)`", r"\1", line.strip())
+    text = text.replace("``", "").replace("`", "")
+    return text.rstrip(".").strip()
 
 
 def _fill(text: str, groups: dict[str, str]) -> str:

@@ -24,6 +24,7 @@ from cellbench.leaderboard.formatting import (
     fmt_mean_std,
     fmt_resource,
     fmt_value,
+    is_number,
     safe_url,
 )
 from cellbench.leaderboard.glossary import anchor_of, describe, generic_name
@@ -103,6 +104,21 @@ def _authors(m: Mapping[str, Any]) -> str:
     return ", ".join(str(a) for a in authors)
 
 
+def anchor(row: RankedEntry) -> str:
+    """Page id of a row's details (``entry-<name id>``)."""
+    return f"entry-{row.replicates[0].name_id}"
+
+
+def _vs_text(row: RankedEntry) -> tuple[Any, str]:
+    """Sort value and text of the comparison column: the difference and its interval."""
+    c = row.vs_above
+    if c is None:
+        return None, ""
+    if c.method == OVERLAP:
+        return None, "intervals overlap" if c.not_separated else "intervals apart"
+    return c.difference, f"{fmt_value(c.difference)} {fmt_interval(c.ci_low, c.ci_high)}"
+
+
 def _rank_row(row: RankedEntry) -> dict[str, Any]:
     m = row.manifest
     code = m.get("code") if isinstance(m.get("code"), Mapping) else {}
@@ -112,8 +128,10 @@ def _rank_row(row: RankedEntry) -> dict[str, Any]:
         mark, mark_title = "=", "same value as the entry above"
     elif row.similar_to_above:
         mark, mark_title = "≈", comparison_text(row)
+    vs_value, vs_text = _vs_text(row)
     return {
         "name": row.name,
+        "anchor": anchor(row),
         "rank": row.rank,
         "leader": row.rank == 1,
         "mark": mark,
@@ -125,6 +143,11 @@ def _rank_row(row: RankedEntry) -> dict[str, Any]:
         "headline": row.headline.mean,
         "headline_text": fmt_mean_std(row.headline.mean, row.headline.std),
         "interval": fmt_interval(row.headline.ci_low, row.headline.ci_high),
+        "normalised": row.normalised,
+        "normalised_text": fmt_normalised(row.normalised),
+        "vs": vs_value,
+        "vs_text": vs_text,
+        "vs_title": comparison_text(row),
         "n_seeds": len(row.replicates),
         "params": m.get("n_parameters"),
         "params_text": fmt_count(m.get("n_parameters")),
@@ -133,6 +156,26 @@ def _rank_row(row: RankedEntry) -> dict[str, Any]:
         "memory": memory.mean if memory else None,
         "memory_text": fmt_resource(memory.mean, 0) if memory else MISSING,
         "submitted": row.submitted[:10],
+    }
+
+
+def fmt_normalised(value: Any) -> str:
+    """A normalised score with two decimals, or an em dash."""
+    return f"{float(value):.2f}" if is_number(value) else MISSING
+
+
+def _control_row(row: RankedEntry) -> dict[str, Any]:
+    e = row.replicates[0]
+    return {
+        "name": row.name,
+        "kind": row.control,
+        "headline": row.headline.mean,
+        "headline_text": fmt_value(row.headline.mean),
+        "interval": fmt_interval(row.headline.ci_low, row.headline.ci_high),
+        "normalised": row.normalised,
+        "normalised_text": fmt_normalised(row.normalised),
+        "description": str(e.manifest.get("notes", "")),
+        "flags": list(row.flags),
     }
 
 
@@ -274,12 +317,103 @@ def _provenance(board: Leaderboard) -> list[dict[str, Any]]:
     return out
 
 
-_SECTIONS = (
-    ("metrics", "Per-metric charts"),
-    ("confusion", "Confusion matrices"),
-    ("curves", "Metrics versus threshold"),
-    ("overlays", "Example errors"),
+#: Figure sections of a board page, in page order: (FigureRef section, page id, heading).
+SECTIONS = (
+    ("metrics", "metrics", "At a glance"),
+    ("groups", "group-charts", "By group"),
+    ("errors", "errors", "Errors"),
+    ("curves", "curves", "Against the IoU threshold"),
+    ("confusion", "confusion", "Confusion matrices"),
 )
+#: FigureRef sections shown under "Pictures" (task pictures; ``overlays`` as drawn by
+#: instance segmentation).
+PICTURE_SECTIONS = ("pictures", "overlays")
+
+
+def _entry_details(
+    board: Leaderboard, links: Mapping[str, Mapping[str, str]]
+) -> list[dict[str, Any]]:
+    from cellbench.leaderboard.reproduce import reproduce_commands
+
+    out = []
+    for row in [*board.rows, *board.controls]:
+        m = row.manifest
+        code = m.get("code") if isinstance(m.get("code"), Mapping) else {}
+        replicates = []
+        for e in row.replicates:
+            mine = links.get(e.entry_id, {})
+            replicates.append(
+                {
+                    "seed": e.seed,
+                    "receipt": mine.get("receipt", ""),
+                    "manifest": mine.get("manifest", ""),
+                    "predictions": mine.get("predictions", ""),
+                    "submission_sha256": e.submission_sha256,
+                    "dataset_checksum": e.report.provenance.dataset_checksum,
+                }
+            )
+        first = row.replicates[0]
+        out.append(
+            {
+                "name": row.name,
+                "anchor": anchor(row),
+                "control": row.control,
+                "authors": _authors(m),
+                "kind": str(m.get("kind", "")),
+                "code_url": code.get("url", ""),
+                "commit": str(code.get("commit", "")),
+                "paper": str(m.get("paper", "")),
+                "weights_url": safe_url(m.get("weights_url")),
+                "training_data": str(m.get("training_data", "")),
+                "hardware": str(m.get("hardware", "")),
+                "license": str(m.get("license", "")),
+                "notes": str(m.get("notes", "")),
+                "replicates": replicates,
+                "commands": reproduce_commands(first, links.get(first.entry_id, {})),
+            }
+        )
+    return out
+
+
+def _summary(board: Leaderboard) -> dict[str, Any]:
+    top = board.rows[0]
+    info = describe(board.headline)
+    best = None
+    if board.normalisation:
+        best = {
+            "name": board.normalisation["zero"],
+            "value": fmt_value(board.normalisation["zero_value"]),
+            "perfect": fmt_value(board.normalisation["one_value"]),
+        }
+    return {
+        "leader": top.name,
+        "leader_anchor": anchor(top),
+        "value": fmt_mean_std(top.headline.mean, top.headline.std),
+        "interval": fmt_interval(top.headline.ci_low, top.headline.ci_high),
+        "normalised": fmt_normalised(top.normalised) if is_number(top.normalised) else "",
+        "metric": info.name,
+        "n_entries": len(board.rows),
+        "n_controls": len(board.controls),
+        "updated": max(r.submitted for r in board.rows)[:10],
+        "best_control": best,
+        "separated": bool(
+            len(board.rows) > 1 and board.rows[1].vs_above and not board.rows[1].similar_to_above
+        ),
+        "runner_up": board.rows[1].name if len(board.rows) > 1 else "",
+    }
+
+
+def _method(board: Leaderboard) -> dict[str, Any]:
+    pct = round(board.ci_level * 100)
+    unit = next((r.replicates[0].report.headline.resampling_unit for r in board.rows), "image")
+    return {
+        "pct": pct,
+        "unit": unit or "image",
+        "n_bootstrap": max(
+            (e.report.headline.n_bootstrap for r in board.rows for e in r.replicates), default=0
+        ),
+        "methods": sorted({r.vs_above.method for r in board.rows if r.vs_above}),
+    }
 
 
 def render_board_html(
@@ -287,31 +421,40 @@ def render_board_html(
     figures: Sequence[FigureRef] = (),
     root: str = "../../../",
     notes: Sequence[str] = (),
+    links: Mapping[str, Mapping[str, str]] | None = None,
+    picture_notes: Sequence[str] = (),
 ) -> str:
     """Render one leaderboard page.
 
     Args:
         board: The ranked leaderboard.
-        figures: Plots to show, with paths relative to the page.
+        figures: Charts and pictures to show, with paths relative to the page.
         root: Relative path from the page to the site root (for assets and the index).
-        notes: Extra remarks from publishing (e.g. why overlays are missing).
+        notes: Extra remarks from publishing (e.g. why pictures are missing).
+        links: Per entry id, its published files (``receipt``, ``manifest``,
+            ``predictions``), page-relative.
+        picture_notes: Why pictures are missing (shown in the pictures section).
 
     Returns:
         The HTML document.
     """
     key = board.key
     card = board.dataset_card
+    task_title = _task_title(key.task)
     sections = []
-    for section, heading in _SECTIONS:
+    for section, page_id, heading in SECTIONS:
         items = [f for f in figures if f.section == section]
         if items:
-            sections.append({"id": section, "heading": heading, "figures": items})
+            sections.append({"id": page_id, "heading": heading, "figures": items})
+    pictures = [f for f in figures if f.section in PICTURE_SECTIONS]
     return render(
         "board.html",
         root=root,
-        title=f"{card.get('title') or key.ref} — {key.task} ({key.split})",
+        title=f"{card.get('title') or key.ref}: {task_title} ({key.split})",
         key=key,
+        task_title=task_title,
         card=card_view(card, key.ref, board.dataset_checksum),
+        summary=_summary(board),
         headline=board.headline,
         headline_name=describe(board.headline).name,
         headline_title=describe(board.headline).tooltip(),
@@ -321,14 +464,30 @@ def render_board_html(
         better="higher" if board.direction == "higher" else "lower",
         pct=round(board.ci_level * 100),
         rows=[_rank_row(r) for r in board.rows],
+        controls=[_control_row(r) for r in board.controls],
+        normalisation=board.normalisation,
         rules=list(RANKING_RULES),
+        method=_method(board),
         metric_tables=_metric_tables(board),
         series=_series_tables(board),
         groups=_group_tables(board),
         figure_sections=sections,
+        pictures=pictures,
+        picture_notes=list(picture_notes),
+        entries=_entry_details(board, links or {}),
         provenance=_provenance(board),
         notes=[*board.notes, *notes],
     )
+
+
+def _task_title(task: str) -> str:
+    from cellbench.errors import CellbenchError
+    from cellbench.tasks import get_task
+
+    try:
+        return get_task(task).title
+    except CellbenchError:  # an unknown task still renders, with its name
+        return task
 
 
 def render_index_html(boards: Sequence[tuple[Leaderboard, str]]) -> str:
@@ -353,13 +512,19 @@ def render_index_html(boards: Sequence[tuple[Leaderboard, str]]) -> str:
                 {
                     "href": f"{rel}/index.html",
                     "task": board.key.task,
+                    "task_title": _task_title(board.key.task),
                     "split": board.key.split,
                     "headline": board.headline,
+                    "headline_name": describe(board.headline).name,
                     "direction_word": direction_word(board.direction),
                     "leader": top.name,
                     "value": top.headline.mean,
                     "value_text": fmt_mean_std(top.headline.mean, top.headline.std),
+                    "interval": fmt_interval(top.headline.ci_low, top.headline.ci_high),
                     "n_entries": len(board.rows),
+                    "n_controls": len(board.controls),
+                    "updated": max(r.submitted for r in board.rows)[:10],
+                    "thumbnail": f"{rel}/{board.thumbnail}" if board.thumbnail else "",
                 }
             )
         datasets.append(

@@ -18,10 +18,12 @@ from cellbench.leaderboard.formatting import (
     md_escape,
     md_fence,
     md_link,
+    md_target,
+    safe_url,
 )
 from cellbench.leaderboard.glossary import describe
 from cellbench.leaderboard.layout import scalar_families, series_families
-from cellbench.leaderboard.ranking import RANKING_RULES, Leaderboard, RankedEntry
+from cellbench.leaderboard.ranking import OVERLAP, RANKING_RULES, Leaderboard, RankedEntry
 
 
 def rank_label(row: RankedEntry) -> str:
@@ -67,32 +69,78 @@ def card_lines(card: Mapping[str, Any], ref: str, checksum: str = "") -> list[st
     return lines
 
 
-def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) -> str:
-    """Render one leaderboard as a README.
+def _md_fig(f: Any) -> str:
+    alt = md_escape(f.alt.replace("[", "(").replace("]", ")"))
+    return f"![{alt}]({md_target(f.src)})  \n*{md_escape(f.caption)}*"
+
+
+#: Figure sections in README order: (FigureRef sections, heading).
+_FIGURE_SECTIONS = (
+    (("metrics",), "At a glance"),
+    (("groups",), "By group"),
+    (("errors",), "Errors"),
+    (("curves",), "Against the IoU threshold"),
+    (("confusion",), "Confusion matrices"),
+    (("pictures", "overlays"), "Pictures"),
+)
+
+
+def render_markdown(
+    board: Leaderboard,
+    figures: Sequence[Any] | Mapping[str, str] | None = None,
+    *,
+    notes: Sequence[str] = (),
+    links: Mapping[str, Mapping[str, str]] | None = None,
+) -> str:
+    """Render one leaderboard as a README (the same content as its HTML page).
 
     Args:
         board: The ranked leaderboard.
-        plots: Relative paths of rendered plots (``{"headline": "plots/....png", ...}``); the
-            headline chart is embedded when given.
+        figures: The page's figures (:class:`~cellbench.leaderboard.html.FigureRef`), or a
+            ``{"headline": "plots/....png"}`` mapping (older callers).
+        notes: Remarks from publishing (missing pictures, missing controls).
+        links: Per entry id, its published files (``receipt``, ``manifest``, ``predictions``).
 
     Returns:
         Markdown text.
     """
+    from cellbench.leaderboard.html import FigureRef, fmt_normalised
+    from cellbench.leaderboard.reproduce import reproduce_commands
+
+    if isinstance(figures, Mapping):
+        figures = [
+            FigureRef("metrics", src, f"{describe(board.headline).name} per entry", "headline")
+            for src in figures.values()
+        ]
+    figures = list(figures or [])
+    links = links or {}
     key = board.key
     card = board.dataset_card
     title = card.get("title") or key.ref
     head = board.headline
+    pct = round(board.ci_level * 100)
+    top = board.rows[0]
     out = [
         f"# {md_escape(title)} — {md_escape(key.task)} ({md_escape(key.split)} split)",
         "",
         "<!-- machine-written by `cellbench leaderboard publish`; edit the entry files instead -->",
         "",
+        f"**Leader**: {md_escape(top.name)}, {md_escape(describe(head).name)} "
+        f"{fmt_mean_std(top.headline.mean, top.headline.std)} "
+        f"({pct}% interval {fmt_interval(top.headline.ci_low, top.headline.ci_high)})"
+        + (f", normalised {fmt_normalised(top.normalised)}" if board.normalisation else "")
+        + f"; {len(board.rows)} entries"
+        + (f", {len(board.controls)} controls" if board.controls else "")
+        + f"; last submission {md_escape(max(r.submitted for r in board.rows)[:10])}.",
+        "",
     ]
     out += [line + "  " for line in card_lines(card, key.ref, board.dataset_checksum)]
     out += [
         "",
-        f"**Headline metric**: {md_escape(headline_phrase(board))}, {md_code(head)}; "
-        f"{round(board.ci_level * 100)}% bootstrap interval over test samples.",
+        f"**Headline metric**: {md_escape(headline_phrase(board))}, {md_code(head)}: "
+        f"{md_escape(describe(head).definition)} {pct}% bootstrap interval over test samples.",
+        "",
+        "## Ranking",
         "",
     ]
     rank_header = [
@@ -100,8 +148,10 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
         "entry",
         "authors",
         f"{md_escape(describe(head).name)} (mean ± std)",
-        f"{round(board.ci_level * 100)}% interval",
+        f"{pct}% interval",
         "seeds",
+        "normalised",
+        "vs above (paired)",
         "params",
         "runtime (s)",
         "peak memory (MB)",
@@ -113,6 +163,14 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
         m = r.manifest
         code = m.get("code") if isinstance(m.get("code"), Mapping) else {}
         runtime, memory = r.resource("runtime_s"), r.resource("peak_memory_mb")
+        c = r.vs_above
+        vs = ""
+        if c is not None:
+            vs = (
+                f"{fmt_value(c.difference)} {fmt_interval(c.ci_low, c.ci_high)}"
+                if c.method != OVERLAP
+                else ("intervals overlap" if c.not_separated else "intervals apart")
+            )
         rows.append(
             [
                 rank_label(r),
@@ -121,6 +179,8 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
                 fmt_mean_std(r.headline.mean, r.headline.std),
                 fmt_interval(r.headline.ci_low, r.headline.ci_high),
                 str(len(r.replicates)),
+                fmt_normalised(r.normalised),
+                vs,
                 fmt_count(m.get("n_parameters")),
                 fmt_resource(runtime.mean) if runtime else MISSING,
                 fmt_resource(memory.mean, 0) if memory else MISSING,
@@ -128,15 +188,63 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
                 md_escape(_row_flags(r)),
             ]
         )
-    out.append(_table(rank_header, ["r", "l", "l", "r", "l", "r", "r", "r", "r", "l", "l"], rows))
+    align = ["r", "l", "l", "r", "l", "r", "r", "l", "r", "r", "r", "l", "l"]
+    out.append(_table(rank_header, align, rows))
     out += [
         "",
         "Markers: `=` same value as the entry above; `≈` not shown to differ from the entry above "
         "(paired bootstrap, see the rules).",
     ]
     out += [""] + [f"- {md_escape(rule)}" for rule in RANKING_RULES]
-    if plots and plots.get("headline"):
-        out += ["", f"![{md_escape(describe(head).name)} per entry]({plots['headline']})"]
+
+    if board.controls:
+        out += ["", "## Controls", ""]
+        out.append(
+            "Reference predictions computed and scored by cellbench itself "
+            "(`cellbench leaderboard controls`), not ranked."
+            + (
+                f" Normalised score = (x − {md_escape(board.normalisation['zero'])}) / "
+                f"({md_escape(board.normalisation['one'])} − "
+                f"{md_escape(board.normalisation['zero'])}): 0 = best control, 1 = perfect."
+                if board.normalisation
+                else ""
+            )
+        )
+        out.append("")
+        body = [
+            [
+                md_escape(c.name),
+                md_escape(c.control),
+                fmt_value(c.headline.mean),
+                fmt_interval(c.headline.ci_low, c.headline.ci_high),
+                fmt_normalised(c.normalised),
+                md_escape(c.replicates[0].manifest.get("notes", "")),
+            ]
+            for c in board.controls
+        ]
+        out.append(
+            _table(
+                [
+                    "control",
+                    "kind",
+                    md_escape(describe(head).name),
+                    f"{pct}% interval",
+                    "normalised",
+                    "how it is made",
+                ],
+                ["l", "l", "r", "l", "r", "l"],
+                body,
+            )
+        )
+
+    for sections, heading in _FIGURE_SECTIONS:
+        items = [f for f in figures if f.section in sections]
+        if items:
+            out += ["", f"## {heading}", ""]
+            for f in items:
+                out += [_md_fig(f), ""]
+    if notes:
+        out += ["", "## Publishing notes", ""] + [f"- {md_escape(n)}" for n in notes]
 
     out += ["", "## All metrics (mean ± std over seeds)", ""]
     for family, keys in scalar_families(board.metric_keys, board.headline).items():
@@ -170,7 +278,27 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
     if group_section:
         out += ["## Per group", "", *group_section]
 
-    out += ["## Provenance and reproduction", ""]
+    out += ["## Entries: files and how to reproduce them", ""]
+    for r in [*board.rows, *board.controls]:
+        first = r.replicates[0]
+        out += [f"### {md_escape(r.name)}", ""]
+        files = []
+        for e in r.replicates:
+            mine = links.get(e.entry_id, {})
+            parts = [f"seed {e.seed}:"]
+            if mine.get("receipt"):
+                parts.append(f"[receipt]({md_target(mine['receipt'])})")
+            if mine.get("manifest"):
+                parts.append(f"[manifest]({md_target(mine['manifest'])})")
+            if mine.get("predictions"):
+                parts.append(f"[predictions]({md_target(mine['predictions'] + '/')})")
+            weights = safe_url(e.manifest.get("weights_url"))
+            if weights:
+                parts.append(md_link("weights", weights))
+            files.append("- " + " ".join(parts))
+        commands = reproduce_commands(first, links.get(first.entry_id, {}))
+        out += [*files, "", *md_fence("\n".join(commands), "bash"), ""]
+    out += ["### Digests", ""]
     out.append(
         "Show this board: "
         + md_code(f"cellbench leaderboard show {key.ref} {key.task} --split {key.split}")

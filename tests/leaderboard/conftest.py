@@ -15,10 +15,31 @@ import pytest
 @pytest.fixture(scope="session", autouse=True)
 def _session_cellbench_home(tmp_path_factory):
     before = os.environ.get("CELLBENCH_HOME")
-    os.environ["CELLBENCH_HOME"] = str(tmp_path_factory.mktemp("lb_session_home"))
+    home = tmp_path_factory.mktemp("lb_session_home")
+    os.environ["CELLBENCH_HOME"] = str(home)
     os.environ.setdefault("CELLBENCH_OFFLINE", "1")
-    yield
+    yield home
     if before is None:
         os.environ.pop("CELLBENCH_HOME", None)
     else:
         os.environ["CELLBENCH_HOME"] = before
+
+
+@pytest.fixture(scope="session")
+def task_boards(tmp_path_factory, _session_cellbench_home):
+    """One board per task from generated data, and its published site (pictures included).
+
+    Returns:
+        ``(leaderboard root, site folder, PublishResult)``; the datasets and the figure cache
+        are in the session's cellbench home (``_session_cellbench_home``).
+    """
+    from cellbench.leaderboard import publish
+    from tests.leaderboard.boards import build_task_boards
+
+    root = tmp_path_factory.mktemp("task_boards")
+    store = build_task_boards(root)
+    site = tmp_path_factory.mktemp("task_site")
+    lines: list[str] = []
+    result = publish(store, site, progress=lines.append)
+    result.progress = lines
+    return root, site, result

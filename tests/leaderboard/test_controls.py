@@ -1,12 +1,13 @@
 """Controls: each classical reference by hand, every task's controls scored on generated data."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from cellbench.errors import ValidationError
-from cellbench.leaderboard import BoardKey, LeaderboardStore
+from cellbench.leaderboard import BoardKey, LeaderboardStore, publish
 from cellbench.leaderboard.controls import compute_controls, is_control, normalised
 from cellbench.leaderboard.ranking import rank_entries
 from cellbench.registry import pull
@@ -186,3 +187,10 @@ def test_normalised_score_and_controls_on_the_board(tmp_path):
     assert board.rows[0].normalised == pytest.approx((0.6 - 0.4) / (1.0 - 0.4))
     assert [c.normalised for c in board.controls] == pytest.approx([1.0, 0.0, -0.4 / 0.6])
     assert math.isnan(normalised(0.5, 0.4, 0.4))
+    out = publish(store, tmp_path / "site", overlays=False).out
+    data = json.loads((out / key.path / "leaderboard.json").read_text())
+    assert [r["name"] for r in data["rows"]] == ["model"]
+    assert data["rows"][0]["normalised"] == pytest.approx(1 / 3)
+    assert [c["control"] for c in data["controls"]] == ["perfect", "reference", "empty"]
+    page = (out / key.path / "index.html").read_text()
+    assert 'id="controls"' in page and "control: Otsu" in page

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet, read_image_folder
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.tasks.base import Control, OutputSpec, Task, check_finite
+
+if TYPE_CHECKING:
+    from cellbench.leaderboard.ranking import Leaderboard
 
 
 class AugmentedMicroscopyTask(Task):
@@ -114,3 +117,11 @@ class AugmentedMicroscopyTask(Task):
         from cellbench.tasks.augmented_microscopy.controls import augmented_controls
 
         return augmented_controls()
+
+    def board_pictures(
+        self, board: Leaderboard, folder: Path, *, top_k: int, base: Path | None
+    ) -> tuple[list[Any], list[str]]:
+        """Input, target, prediction and absolute error (see ``pictures.py``)."""
+        from cellbench.tasks.augmented_microscopy.pictures import render_pictures
+
+        return render_pictures(self, board, folder, top_k=top_k, base=base)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.tasks.base import Control, OutputSpec, Task, check_finite
+
+if TYPE_CHECKING:
+    from cellbench.leaderboard.ranking import Leaderboard
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -127,3 +130,11 @@ class ClassificationTask(Task):
         from cellbench.tasks.classification.controls import classification_controls
 
         return classification_controls()
+
+    def board_pictures(
+        self, board: Leaderboard, folder: Path, *, top_k: int, base: Path | None
+    ) -> tuple[list[Any], list[str]]:
+        """The test crops the drawn entries get wrong most (see ``pictures.py``)."""
+        from cellbench.tasks.classification.pictures import render_pictures
+
+        return render_pictures(self, board, folder, top_k=top_k, base=base)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet, read_image_folder
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.tasks.base import Control, OutputSpec, Task, check_label_image
+
+if TYPE_CHECKING:
+    from cellbench.leaderboard.ranking import Leaderboard
 
 BACKGROUND_NAMES = ("background", "bg")
 
@@ -109,3 +112,11 @@ class SemanticSegmentationTask(Task):
         from cellbench.tasks.semantic_segmentation.controls import semantic_controls
 
         return semantic_controls(BACKGROUND_NAMES)
+
+    def board_pictures(
+        self, board: Leaderboard, folder: Path, *, top_k: int, base: Path | None
+    ) -> tuple[list[Any], list[str]]:
+        """Class overlays with the errors marked (see ``pictures.py``)."""
+        from cellbench.tasks.semantic_segmentation.pictures import render_pictures
+
+        return render_pictures(self, board, folder, top_k=top_k, base=base)

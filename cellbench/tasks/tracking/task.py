@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.tasks.base import Control, OutputSpec, Task, check_label_image
+
+if TYPE_CHECKING:
+    from cellbench.leaderboard.ranking import Leaderboard
 
 #: Frames of tolerance when matching predicted to true divisions.
 DIVISION_FRAME_TOLERANCE = 1
@@ -145,3 +148,11 @@ class TrackingTask(Task):
         from cellbench.tasks.tracking.controls import tracking_controls
 
         return tracking_controls()
+
+    def board_pictures(
+        self, board: Leaderboard, folder: Path, *, top_k: int, base: Path | None
+    ) -> tuple[list[Any], list[str]]:
+        """Tracks over frames and lineage trees with their errors (see ``pictures.py``)."""
+        from cellbench.tasks.tracking.pictures import render_pictures
+
+        return render_pictures(self, board, folder, top_k=top_k, base=base)
