@@ -291,7 +291,7 @@ def render_markdown(
             if mine.get("manifest"):
                 parts.append(f"[manifest]({md_target(mine['manifest'])})")
             if mine.get("predictions"):
-                parts.append(f"[predictions]({md_target(mine['predictions'] + '/')})")
+                parts.append(f"[predictions]({md_target(mine['predictions'])})")
             weights = safe_url(e.manifest.get("weights_url"))
             if weights:
                 parts.append(md_link("weights", weights))

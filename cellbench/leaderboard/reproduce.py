@@ -69,9 +69,12 @@ def reproduce_commands(
         lines += commands
     predictions = (links or {}).get("predictions")
     if predictions:
-        lines.append("# score the kept predictions (download the folder linked above)")
+        local = predictions.rsplit("/", 1)[-1].removesuffix(".zip")
+        lines.append("# score the kept predictions (the file linked above)")
+        if predictions.endswith(".zip"):
+            lines.append(f"unzip {q(local + '.zip')}")
         lines.append(
-            f"cellbench score {q(predictions)} --task {q(key.task)} --dataset {q(key.ref)} "
+            f"cellbench score {q(local)} --task {q(key.task)} --dataset {q(key.ref)} "
             f"--split {q(key.split)} --out report.json"
         )
     else:

@@ -17,7 +17,7 @@ Site layout written by :func:`publish` (``OUT`` is the ``--out`` folder)::
         entries/<entry>.json       each entry's receipt (the entry file, byte for byte)
         manifests/<entry>.yaml     each entry's submission manifest
         controls/<control>.json    each control's receipt
-        predictions/<name>         predictions kept beside the board, copied once
+        predictions/<name>.zip     predictions kept beside the board, zipped once (cached)
 
 Publishing into the leaderboard root itself is allowed: the entry, control and prediction files
 it would copy are already there and are left untouched. Figures are cached by the digest of
@@ -120,8 +120,8 @@ def entry_files(
       values, digests, provenance), byte for byte;
     * ``controls/<name_id>.json``: the same for controls;
     * ``manifests/<entry_id>.yaml``: the submission manifest as YAML;
-    * ``predictions/<name>``: predictions kept beside the board in the leaderboard root
-      (copied once; their folder names carry their digest).
+    * ``predictions/<name>.zip``: predictions kept beside the board in the leaderboard root,
+      as a zip (see :func:`zip_predictions`).
 
     Returns:
         Per entry id, the page-relative links: ``receipt``, ``manifest``, ``predictions``.
@@ -153,14 +153,10 @@ def entry_files(
             mine["manifest"] = man
             path = predictions_path(e.predictions_uri, base)
             if path is not None and board_root is not None and path.is_relative_to(board_root):
-                target = folder / "predictions" / path.relative_to(board_root)
-                if path.resolve() != target.resolve() and not target.exists():
-                    if path.is_dir():
-                        shutil.copytree(path, target)
-                    else:
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(path, target)
-                mine["predictions"] = f"predictions/{path.relative_to(board_root).as_posix()}"
+                rel_pred = path.relative_to(board_root).as_posix()
+                name = f"predictions/{rel_pred}.zip" if path.is_dir() else f"predictions/{rel_pred}"
+                zip_predictions(path, folder / name)
+                mine["predictions"] = name
             links[e.entry_id] = mine
     for c in board.controls:
         e = c.replicates[0]
@@ -168,6 +164,42 @@ def entry_files(
         _write_if_changed(folder / rel, raw(f"{store.controls_dir(e.key)}/{e.name_id}.json", e))
         links[e.entry_id] = {"receipt": rel}
     return links
+
+
+def zip_predictions(path: Path, target: Path) -> Path:
+    """Publish kept predictions as one file: a folder (a Zarr store) as an uncompressed zip.
+
+    A static site cannot serve a folder for download; the zip unpacks to the same folder name
+    (``unzip NAME.zarr.zip`` gives ``NAME.zarr``). Zarr chunks are compressed already, so the
+    zip stores them as they are. The zip is cached with the figures, keyed by the folder's
+    file names, sizes and modification times; a file is copied as it is.
+    """
+    import os
+    import zipfile
+
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_dir():
+        shutil.copyfile(path, target)
+        return target
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    inputs = [
+        path.name,
+        [(p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files],
+    ]
+
+    def write(out: Path) -> None:
+        tmp = out.with_name(f".{out.name}.tmp")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for p in files:
+                info = zipfile.ZipInfo(f"{path.name}/{p.relative_to(path).as_posix()}")
+                info.date_time = (1980, 1, 1, 0, 0, 0)  # the same bytes for the same files
+                zf.writestr(info, p.read_bytes())
+        os.replace(tmp, out)
+
+    figcache.draw(target, "predictions-zip", inputs, write)
+    return target
 
 
 def thumbnail(board: Leaderboard, folder: Path) -> str:

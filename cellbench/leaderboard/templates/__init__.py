@@ -43,12 +43,14 @@ assets elsewhere sets ``root`` to the URL prefix that holds ``assets/`` (e.g. ``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.bccache
 
 from cellbench._version import __version__
 
@@ -74,6 +76,7 @@ def environment() -> jinja2.Environment:
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("cellbench.leaderboard", "templates"),
+        bytecode_cache=_bytecode_cache(),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -91,6 +94,30 @@ def environment() -> jinja2.Environment:
     )
     env.globals.update(CSP=CSP, version=__version__)
     return env
+
+
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Compiled templates on disk, keyed by template source; a cache that fails is skipped."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().load_bytecode(bucket)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates in ``$CELLBENCH_HOME/cache/jinja`` (saves compiling every run)."""
+    try:
+        from cellbench.store.cache import cellbench_home
+
+        folder = cellbench_home() / "cache" / "jinja"
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return _BytecodeCache(str(folder))
 
 
 def render(template: str, **context: Any) -> str:
