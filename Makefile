@@ -44,5 +44,9 @@ bench: $(VENV)/.test
 	$(PY) -m pip install --quiet -e ".[test,bench]"
 	$(PY) benchmarks/run_all.py
 
+# time `cellbench leaderboard publish` on leaderboards/ (cold and warm figure cache)
+bench-publish: $(VENV)/.test
+	$(PY) benchmarks/bench_publish.py --pull
+
 clean-venv:
 	rm -rf $(VENV)
