@@ -151,6 +151,17 @@ def print_board(
             *([_text("; ".join(r.flags))] if wide else []),
         )
     console.print(table)
+    from cellbench.leaderboard.formatting import fmt_value
+
+    for c in board.controls:
+        norm = f", normalised {c.normalised:.2f}" if c.normalised == c.normalised else ""
+        console.print(
+            _text(
+                f"{c.name} ({c.control}, not ranked): {fmt_value(c.headline.mean)} "
+                f"{fmt_interval(c.headline.ci_low, c.headline.ci_high)}{norm}",
+                style="dim",
+            )
+        )
     for note in board.notes:
         console.print(_text(f"note: {note}"))
 
