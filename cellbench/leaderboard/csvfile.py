@@ -1,4 +1,4 @@
-"""CSV rendering: one row per ranked entry with every metric's mean over seeds.
+"""CSV rendering: one row per ranked entry (then per control) with every metric's mean.
 
 For spreadsheets and scripts. Text cells go through
 :func:`~cellbench.leaderboard.formatting.csv_text` (no formula injection, no control
@@ -26,10 +26,15 @@ def _number(value: Any) -> str:
 
 
 def render_csv(board: Leaderboard) -> str:
-    """The board as CSV text (header row, then one row per entry in rank order)."""
+    """The board as CSV text: a header, the entries in rank order, then the controls.
+
+    Controls have no rank and name their kind (``reference``, ``perfect``, ``empty``) in the
+    ``control`` column, which is empty for entries.
+    """
     head = board.headline
     header = [
         "rank",
+        "control",
         "entry",
         "authors",
         "code_url",
@@ -43,7 +48,7 @@ def render_csv(board: Leaderboard) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([csv_text(h) for h in header])
-    for r in board.rows:
+    for r in [*board.rows, *board.controls]:
         m = r.manifest
         code = m.get("code") if isinstance(m.get("code"), Mapping) else {}
         authors = m.get("authors") or []
@@ -52,7 +57,8 @@ def render_csv(board: Leaderboard) -> str:
         h = r.headline
         writer.writerow(
             [
-                str(r.rank),
+                str(r.rank) if not r.control else "",
+                r.control,
                 csv_text(r.name),
                 csv_text("; ".join(str(a) for a in authors)),
                 csv_text(code.get("url", "")),

@@ -197,6 +197,18 @@ def render_markdown(
     ]
     out += [""] + [f"- {md_escape(rule)}" for rule in RANKING_RULES]
 
+    if not board.controls:
+        out += [
+            "",
+            "## Controls",
+            "",
+            "No controls have been computed for this board yet; with the dataset pulled: "
+            + md_code(
+                f"cellbench leaderboard controls {key.ref} {key.task} --split {key.split}",
+                in_table=False,
+            )
+            + ".",
+        ]
     if board.controls:
         out += ["", "## Controls", ""]
         out.append(
@@ -404,20 +416,31 @@ def render_index_markdown(boards: Sequence[tuple[Leaderboard, str]]) -> str:
         out += [f"## {md_escape(card.get('title') or ref)} ({md_code(ref)})", ""]
         out += [line + "  " for line in card_lines(card, ref)]
         out.append("")
-        header = ["task", "split", "headline", "leader", "value", "entries"]
+        header = [
+            "task",
+            "split",
+            "headline",
+            "leader",
+            "value",
+            "95% interval",
+            "entries",
+            "updated",
+        ]
         body = []
         for board, rel in sorted(items, key=lambda t: (t[0].key.task, t[0].key.split)):
             top = board.rows[0]
             body.append(
                 [
-                    f"[{md_escape(board.key.task)}]({rel}/README.md)",
+                    f"[{md_escape(board.key.task)}]({md_target(rel + '/README.md')})",
                     md_escape(board.key.split),
                     f"{md_escape(describe(board.headline).name)} "
                     f"({direction_word(board.direction)})",
                     md_escape(top.name),
                     fmt_mean_std(top.headline.mean, top.headline.std),
+                    fmt_interval(top.headline.ci_low, top.headline.ci_high),
                     str(len(board.rows)),
+                    md_escape(max(r.submitted for r in board.rows)[:10]),
                 ]
             )
-        out += [_table(header, ["l", "l", "l", "l", "r", "r"], body), ""]
+        out += [_table(header, ["l", "l", "l", "l", "r", "l", "r", "l"], body), ""]
     return "\n".join(out).rstrip() + "\n"

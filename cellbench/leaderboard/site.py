@@ -154,9 +154,14 @@ def entry_files(
             path = predictions_path(e.predictions_uri, base)
             if path is not None and board_root is not None and path.is_relative_to(board_root):
                 rel_pred = path.relative_to(board_root).as_posix()
-                name = f"predictions/{rel_pred}.zip" if path.is_dir() else f"predictions/{rel_pred}"
-                zip_predictions(path, folder / name)
-                mine["predictions"] = name
+                if (folder / "predictions").resolve() == board_root.resolve():
+                    # published into the leaderboard root: link the kept folder, add nothing
+                    mine["predictions"] = f"predictions/{rel_pred}"
+                else:
+                    zipped = f"predictions/{rel_pred}.zip" if path.is_dir() else ""
+                    name = zipped or f"predictions/{rel_pred}"
+                    zip_predictions(path, folder / name)
+                    mine["predictions"] = name
             links[e.entry_id] = mine
     for c in board.controls:
         e = c.replicates[0]
@@ -264,11 +269,6 @@ def render_board(
         thumb = thumbnail(board, folder)
     else:
         picture_notes = ["pictures were not drawn (published with --no-overlays)"]
-    if not board.controls:
-        notes.append(
-            "no controls computed for this board: run `cellbench leaderboard controls "
-            f"{key.ref} {key.task} --split {key.split}` with the dataset pulled"
-        )
     links = entry_files(store, board, folder)
     board.thumbnail = thumb
     _write_text(

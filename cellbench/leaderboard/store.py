@@ -128,6 +128,8 @@ class LeaderboardStore:
                 "kind 'control' is reserved for the controls cellbench computes itself "
                 "(cellbench leaderboard controls)"
             )
+        if entry.name.strip().lower().startswith("control:"):
+            problems.append("entry names starting with 'control:' are reserved for controls")
         if problems:
             raise ValidationError(problems, context=f"leaderboard entry {entry.name!r}")
         self.claim_name(entry)

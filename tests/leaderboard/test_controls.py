@@ -171,6 +171,8 @@ def test_normalised_score_and_controls_on_the_board(tmp_path):
         store.put_control(c)
     with pytest.raises(ValidationError, match="reserved for the controls"):
         store.add(make_entry("sneaky", 0.9, manifest={"kind": "control", "control": "perfect"}))
+    with pytest.raises(ValidationError, match="reserved for controls"):
+        store.add(make_entry("Control: perfect", 0.9))
     board = rank_entries(key, store.entries(key), store.controls(key))
     assert [r.name for r in board.rows] == ["model"]
     assert [r.name for r in board.controls] == [

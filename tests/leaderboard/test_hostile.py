@@ -105,9 +105,10 @@ def test_csv_quotes_fields_and_defuses_formulas(site):
     rows = list(csv.reader(io.StringIO((folder / "leaderboard.csv").read_text())))
     header, body = rows[0], rows[1:]
     assert all(len(r) == len(header) for r in body)
-    mine = next(r for r in body if r[1].startswith("x | y"))
-    assert mine[2].startswith("'=HYPERLINK") and "\x1b" not in mine[1]
-    assert mine[1] == visible_text(NAME)
+    entry, authors = header.index("entry"), header.index("authors")
+    mine = next(r for r in body if r[entry].startswith("x | y"))
+    assert mine[authors].startswith("'=HYPERLINK") and "\x1b" not in mine[entry]
+    assert mine[entry] == visible_text(NAME)
     assert float(mine[header.index("matching/f1@0.50 mean")]) == 0.7
 
 

@@ -142,3 +142,27 @@ def test_tracking_errors_and_lanes_by_hand():
         7: 2,
         9: 3,
     }
+
+
+def test_publishing_into_the_leaderboard_root_adds_nothing_to_its_data(tmp_path):
+    from tests.leaderboard.site_fixture import build_store
+
+    root = tmp_path / "lb"
+    store = build_store(root)
+    key = BoardKey("toy", "1.0", "instance-segmentation", "test")
+    kept = root / key.path / "predictions" / "p.zarr"
+    kept.mkdir(parents=True)
+    (kept / "zarr.json").write_text("{}")
+    entry = store.entries(key)[0]
+    path = root / key.path / "entries" / entry.filename
+    text = path.read_text().replace(
+        '"predictions_uri": ""', f'"predictions_uri": "{key.path}/predictions/p.zarr"'
+    )
+    path.write_text(text)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    publish(store, root, overlays=False)
+    after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert {p: after[p] for p in before} == before  # entries, owners, predictions untouched
+    assert not list(root.rglob("*.zip"))
+    page = (root / key.path / "index.html").read_text()
+    assert 'href="predictions/p.zarr"' in page
