@@ -1,4 +1,4 @@
-"""Static HTML: an index of datasets and tasks, and one page per leaderboard.
+"""Static HTML: an index of every board, one page per leaderboard, and the metric glossary.
 
 The pages are rendered from the Jinja2 templates in :mod:`cellbench.leaderboard.templates`
 with autoescaping on: this module only prepares plain values (text, numbers, relative paths)
@@ -46,10 +46,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FigureRef:
-    """A rendered plot shown on a leaderboard page.
+    """A rendered chart or picture shown on a leaderboard page.
 
     Attributes:
-        section: Page section (``metrics``, ``confusion``, ``curves``, ``overlays``).
+        section: Page section: ``metrics``, ``groups``, ``errors``, ``curves``, ``confusion``
+            (charts, see :data:`SECTIONS`), ``pictures`` or ``overlays`` (task pictures).
         src: Path relative to the page.
         caption: Caption text (plain text; escaped when rendered).
         alt: Alternative text.
