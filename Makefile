@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -n 2
+# axe-core for the accessibility checks of the leaderboard site (tests/leaderboard), from npm
+AXE_VERSION ?= 4.14.1
+TEST_TOOLS ?= .test-tools
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint bench bench-publish clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +23,17 @@ $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@ $(VENV)/.runtime
 
+# The browser tests use the system chromium (never downloaded) and axe-core from npm; without
+# npm the accessibility checks are skipped (and say so).
+$(TEST_TOOLS)/node_modules/axe-core/axe.min.js:
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --silent --no-save --no-audit --no-fund --prefix $(TEST_TOOLS) axe-core@$(AXE_VERSION); \
+	else echo "npm not found: the axe-core accessibility checks will be skipped"; fi
+
 demo: $(VENV)/.runtime
 	$(VENV)/bin/cellbench demo --out demo-output
 
-test: $(VENV)/.test
+test: $(VENV)/.test $(TEST_TOOLS)/node_modules/axe-core/axe.min.js
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.test
@@ -33,6 +43,10 @@ lint: $(VENV)/.test
 bench: $(VENV)/.test
 	$(PY) -m pip install --quiet -e ".[test,bench]"
 	$(PY) benchmarks/run_all.py
+
+# time `cellbench leaderboard publish` on leaderboards/ (cold and warm figure cache)
+bench-publish: $(VENV)/.test
+	$(PY) benchmarks/bench_publish.py --pull
 
 clean-venv:
 	rm -rf $(VENV)

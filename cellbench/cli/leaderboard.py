@@ -1,4 +1,4 @@
-"""``cellbench leaderboard``: list, show, add and publish leaderboards."""
+"""``cellbench leaderboard``: list, show, add, controls and publish leaderboards."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _console() -> Console:
 
 @click.group()
 def leaderboard() -> None:
-    """Leaderboards: list, show, add a scored report, publish the site."""
+    """Leaderboards: list, show, add a scored report, compute controls, publish the site."""
 
 
 @leaderboard.command("list")
@@ -42,8 +42,16 @@ def list_(root: str | None) -> None:
     for key in store.boards():
         board = load_board(store, key)
         top = board.rows[0]
-        table.add_row(key.ref, key.task, key.split, board.headline, str(len(board.rows)), top.name)
+        cells = (key.ref, key.task, key.split, board.headline, str(len(board.rows)), top.name)
+        table.add_row(*(_text(c) for c in cells))
     _console().print(table)
+
+
+def _text(value: Any, style: str = "") -> Text:
+    """User text for a rich table: never read as console markup, control characters shown."""
+    from cellbench.leaderboard.formatting import visible_text
+
+    return Text(visible_text(value), style=style)
 
 
 @leaderboard.command()
@@ -79,6 +87,7 @@ def print_board(
         console: Where to print (default: stdout).
     """
     from cellbench.leaderboard import load_board
+    from cellbench.leaderboard.display import header, value_text
     from cellbench.leaderboard.formatting import (
         direction_word,
         fmt_count,
@@ -86,22 +95,25 @@ def print_board(
         fmt_mean_std,
         fmt_resource,
     )
+    from cellbench.leaderboard.glossary import describe
     from cellbench.leaderboard.markdown import rank_label
 
     board = load_board(store, store.find_board(dataset, task, split))
     pct = round(board.ci_level * 100)
     table = Table(
-        title=Text(f"{board.dataset_card.get('title') or board.key.ref} — {task} ({split})"),
-        caption=Text(
-            f"{board.headline}: {direction_word(board.direction)}; ± std over seeds; "
-            f"{pct}% bootstrap interval. '=' tied, '≈' interval overlaps the entry above."
+        title=_text(f"{board.dataset_card.get('title') or board.key.ref} — {task} ({split})"),
+        caption=_text(
+            f"{describe(board.headline).name} ({board.headline}): "
+            f"{direction_word(board.direction)}; ± std over seeds; "
+            f"{pct}% bootstrap interval. '=' tied, '≈' not shown to differ from the entry above "
+            "(paired bootstrap)."
         ),
     )
     console = console or _console()
     wide = console.width >= 120  # narrow terminals and logs: keep the columns that rank
     table.add_column("rank", justify="right", no_wrap=True)
     table.add_column("entry", overflow="fold", min_width=18)
-    table.add_column(board.headline.rsplit("/", 1)[-1], justify="right", no_wrap=True)
+    table.add_column(_text(describe(board.headline).name), justify="right", no_wrap=True)
     table.add_column(f"{pct}% interval", no_wrap=True)
     table.add_column("seeds", justify="right")
     if wide:
@@ -110,7 +122,7 @@ def print_board(
         table.add_column("mem (MB)", justify="right", no_wrap=True)
     extra = board.metric_keys[1:] if all_metrics else []
     for key in extra:
-        table.add_column(key, justify="right", no_wrap=True)
+        table.add_column(_text(header(board, key)), justify="right", no_wrap=True)
     if wide:
         table.add_column("flags")
     for r in board.rows:
@@ -124,9 +136,10 @@ def print_board(
             if wide
             else []
         )
-        name = Text(r.name)
+        name = _text(r.name)
         if not wide and r.flags:  # flags go under the name instead of in their own column
-            name.append("\n" + "; ".join(r.flags), style="dim")
+            name.append("\n")
+            name.append(_text("; ".join(r.flags), style="dim"))
         table.add_row(
             rank_label(r),
             name,
@@ -134,12 +147,23 @@ def print_board(
             fmt_interval(r.headline.ci_low, r.headline.ci_high),
             str(len(r.replicates)),
             *resources,
-            *[fmt_mean_std(r.metrics[k].mean, r.metrics[k].std) for k in extra],
-            *([Text("; ".join(r.flags))] if wide else []),
+            *[value_text(k, r.metrics.get(k)) for k in extra],
+            *([_text("; ".join(r.flags))] if wide else []),
         )
     console.print(table)
+    from cellbench.leaderboard.formatting import fmt_value
+
+    for c in board.controls:
+        norm = f", normalised {c.normalised:.2f}" if c.normalised == c.normalised else ""
+        console.print(
+            _text(
+                f"{c.name} ({c.control}, not ranked): {fmt_value(c.headline.mean)} "
+                f"{fmt_interval(c.headline.ci_low, c.headline.ci_high)}{norm}",
+                style="dim",
+            )
+        )
     for note in board.notes:
-        console.print(f"note: {note}", markup=False)
+        console.print(_text(f"note: {note}"))
 
 
 @leaderboard.command()
@@ -178,7 +202,43 @@ def add(
         submission_sha256=submission_sha256,
         predictions_uri=predictions,
     )
-    click.echo(f"added {entry.name} (seed {entry.seed}) to {entry.key.path}: {path}")
+    from cellbench.leaderboard.formatting import visible_text
+
+    click.echo(visible_text(f"added {entry.name} (seed {entry.seed}) to {entry.key.path}: {path}"))
+
+
+@leaderboard.command()
+@click.argument("dataset", required=False)
+@click.argument("task", required=False)
+@click.option("--split", default="test", show_default=True)
+@click.option("--root", default=None, help=_ROOT_HELP)
+def controls(dataset: str | None, task: str | None, split: str, root: str | None) -> None:
+    """Compute and store the controls of every board (or of DATASET's TASK board).
+
+    Controls are reference predictions cellbench makes and scores itself (a classical method,
+    the perfect and the empty prediction, depending on the task); they need the dataset
+    (cellbench datasets pull ID) and are written to the board's controls/ folder.
+    """
+    from cellbench.leaderboard import LeaderboardStore
+    from cellbench.leaderboard.controls import compute_controls
+    from cellbench.leaderboard.formatting import fmt_interval, fmt_value, visible_text
+
+    store = LeaderboardStore(root)
+    if (dataset is None) != (task is None):
+        raise ValidationError(["give DATASET and TASK, or neither"], "leaderboard controls")
+    keys = [store.find_board(dataset, task, split)] if dataset and task else store.boards()
+    if not keys:
+        raise ValidationError([f"no leaderboards under {store.url}"], "leaderboard controls")
+    for key in keys:
+        for entry in compute_controls(key, progress=lambda line: click.echo(line, err=True)):
+            path = store.put_control(entry)
+            h = entry.report.headline
+            click.echo(
+                visible_text(
+                    f"{key.path}: {entry.name}: {h.name} {fmt_value(h.value)} "
+                    f"{fmt_interval(h.ci_low, h.ci_high)} -> {path}"
+                )
+            )
 
 
 @leaderboard.command()
@@ -200,31 +260,53 @@ def add(
     default=3,
     show_default=True,
     type=click.IntRange(1),
-    help="Entries shown in confusion matrices and error overlays.",
+    help="Entries shown in confusion matrices, curves and pictures.",
 )
-@click.option("--no-overlays", is_flag=True, help="Skip example error overlays.")
+@click.option(
+    "--no-overlays",
+    is_flag=True,
+    help="Skip the per-task pictures and dataset thumbnails (they need the pulled datasets).",
+)
+@click.option("--quiet", is_flag=True, help="No progress lines.")
 def publish(
-    root: str | None, out: Path | None, to: str | None, top_k: int, no_overlays: bool
+    root: str | None,
+    out: Path | None,
+    to: str | None,
+    top_k: int,
+    no_overlays: bool,
+    quiet: bool,
 ) -> None:
-    """Render every leaderboard as Markdown, JSON and a static HTML site; optionally push it."""
+    """Render every leaderboard as Markdown, JSON, CSV and a static HTML site; optionally push it.
+
+    Progress goes to stderr, one line per board. Figures are cached by content in
+    $CELLBENCH_HOME/cache/figures, so publishing unchanged boards again only renders pages.
+    """
     from cellbench.leaderboard import publish as do_publish
     from cellbench.leaderboard import publish_to
+    from cellbench.leaderboard.formatting import visible_text
 
     if out is None and to is None:
         raise ValidationError(["give --out DIR and/or --to URL"], "leaderboard publish")
+
+    def progress(line: str) -> None:
+        if not quiet:
+            click.echo(visible_text(line), err=True)
+
     if to is None:
         assert out is not None
-        result = do_publish(root, out, top_k=top_k, overlays=not no_overlays)
+        result = do_publish(root, out, top_k=top_k, overlays=not no_overlays, progress=progress)
         where = ""
     else:
-        result, where = publish_to(root, to, out=out, top_k=top_k, overlays=not no_overlays)
+        result, where = publish_to(
+            root, to, out=out, top_k=top_k, overlays=not no_overlays, progress=progress
+        )
     click.echo(
         f"rendered {len(result.boards)} leaderboard(s)"
         + (f" into {result.out}" if out is not None else "")
     )
     for path, notes in result.notes.items():
         for note in notes:
-            click.echo(f"  {path}: {note}")
+            click.echo(visible_text(f"  {path}: {note}"))
     if out is not None:
         click.echo(f"open {Path(result.out) / 'index.html'}")
     if where:

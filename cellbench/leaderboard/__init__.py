@@ -1,10 +1,13 @@
-"""Leaderboards: entry store, ranking and rendering (Markdown, JSON, static HTML, plots).
+"""Leaderboards: entry store, ranking, controls and rendering (Markdown, JSON, CSV, HTML).
 
 One leaderboard per (dataset version, task, split). Entries are JSON files, one per replicate
-(see :mod:`cellbench.leaderboard.store` for the layout and atomicity guarantees); ranking
-aggregates replicates and marks ties and overlapping intervals
-(:mod:`cellbench.leaderboard.ranking`); :func:`publish` renders every board and :func:`push`
-uploads the result to a Hugging Face dataset repo or any fsspec location.
+(see :mod:`cellbench.leaderboard.store` for the layout, atomicity and name ownership); ranking
+aggregates replicates, marks ties and compares neighbours with a paired bootstrap
+(:mod:`cellbench.leaderboard.ranking`); controls are references cellbench scores itself
+(:mod:`cellbench.leaderboard.controls`); :func:`publish` renders every board (charts in
+:mod:`.figures`, task pictures through ``Task.board_pictures``, pages from
+:mod:`.templates`) and :func:`push` uploads the result to a Hugging Face dataset repo or any
+fsspec location.
 
 Typical use::
 

@@ -59,13 +59,13 @@ def series_families(keys: Sequence[str]) -> dict[str, dict[str, list[tuple[float
 
 
 def curve_series(
-    series: dict[str, list[tuple[float, str]]],
+    series: dict[str, list[tuple[float, str]]], *, preferred_only: bool = False
 ) -> dict[str, list[tuple[float, str]]]:
     """The series of one metric worth drawing as curves (at most :data:`MAX_CURVES`).
 
     Precision, recall, F1 and AP series come first; other series are drawn only when a metric
-    has none of those.
+    has none of those (never with ``preferred_only``).
     """
     preferred = {b: p for b, p in series.items() if _PREFERRED.match(b.split("/", 1)[-1])}
-    chosen = preferred or series
+    chosen = preferred if preferred_only else (preferred or series)
     return dict(list(chosen.items())[:MAX_CURVES])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cellbench.leaderboard.display import header, headline_phrase, mark, value_text
 from cellbench.leaderboard.formatting import (
     MISSING,
     direction_word,
@@ -13,21 +14,21 @@ from cellbench.leaderboard.formatting import (
     fmt_mean_std,
     fmt_resource,
     fmt_value,
+    md_code,
     md_escape,
+    md_fence,
     md_link,
+    md_target,
+    safe_url,
 )
+from cellbench.leaderboard.glossary import describe
 from cellbench.leaderboard.layout import scalar_families, series_families
-from cellbench.leaderboard.ranking import RANKING_RULES, Leaderboard, RankedEntry
-
-
-def arrow(direction: str) -> str:
-    """``↑`` for higher-is-better, ``↓`` for lower-is-better."""
-    return "↓" if direction == "lower" else "↑"
+from cellbench.leaderboard.ranking import OVERLAP, RANKING_RULES, Leaderboard, RankedEntry
 
 
 def rank_label(row: RankedEntry) -> str:
-    """Rank text with its markers: ``=`` tied with the entry above, ``≈`` overlapping interval."""
-    mark = "=" if row.tied_with_above else ("≈" if row.overlaps_above else "")
+    """Rank text with its markers: ``=`` tied with the entry above, ``≈`` not shown to differ."""
+    mark = "=" if row.tied_with_above else ("≈" if row.similar_to_above else "")
     return f"{mark}{row.rank}"
 
 
@@ -53,7 +54,7 @@ def card_lines(card: Mapping[str, Any], ref: str, checksum: str = "") -> list[st
     """Dataset card summary lines (title, license, annotation provenance, splits, citation)."""
     lines = []
     title = card.get("title") or ref
-    lines.append(f"**Dataset**: {md_link(title, card.get('homepage'))} (`{md_escape(ref)}`)")
+    lines.append(f"**Dataset**: {md_link(title, card.get('homepage'))} ({md_code(ref)})")
     if card.get("license"):
         lines.append(f"**License**: {md_escape(card['license'])}")
     ann = card.get("annotation") or {}
@@ -64,45 +65,93 @@ def card_lines(card: Mapping[str, Any], ref: str, checksum: str = "") -> list[st
     if isinstance(splits, Mapping) and splits.get("method"):
         lines.append(f"**Splits**: {md_escape(splits['method'])}")
     if checksum:
-        lines.append(f"**Dataset checksum**: `{checksum}`")
+        lines.append(f"**Dataset checksum**: {md_code(checksum)}")
     return lines
 
 
-def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) -> str:
-    """Render one leaderboard as a README.
+def _md_fig(f: Any) -> str:
+    alt = md_escape(f.alt.replace("[", "(").replace("]", ")"))
+    return f"![{alt}]({md_target(f.src)})  \n*{md_escape(f.caption)}*"
+
+
+#: Figure sections in README order: (FigureRef sections, heading).
+_FIGURE_SECTIONS = (
+    (("metrics",), "At a glance"),
+    (("groups",), "By group"),
+    (("errors",), "Errors"),
+    (("curves",), "Against the IoU threshold"),
+    (("confusion",), "Confusion matrices"),
+    (("pictures", "overlays"), "Pictures"),
+)
+
+
+def render_markdown(
+    board: Leaderboard,
+    figures: Sequence[Any] | Mapping[str, str] | None = None,
+    *,
+    notes: Sequence[str] = (),
+    links: Mapping[str, Mapping[str, str]] | None = None,
+) -> str:
+    """Render one leaderboard as a README (the same content as its HTML page).
 
     Args:
         board: The ranked leaderboard.
-        plots: Relative paths of rendered plots (``{"headline": "plots/....png", ...}``); the
-            headline chart is embedded when given.
+        figures: The page's figures (:class:`~cellbench.leaderboard.html.FigureRef`), or a
+            ``{"headline": "plots/....png"}`` mapping (older callers).
+        notes: Remarks from publishing (missing pictures, missing controls).
+        links: Per entry id, its published files (``receipt``, ``manifest``, ``predictions``).
 
     Returns:
         Markdown text.
     """
+    from cellbench.leaderboard.html import FigureRef, fmt_normalised
+    from cellbench.leaderboard.reproduce import reproduce_commands
+
+    if isinstance(figures, Mapping):
+        figures = [
+            FigureRef("metrics", src, f"{describe(board.headline).name} per entry", "headline")
+            for src in figures.values()
+        ]
+    figures = list(figures or [])
+    links = links or {}
     key = board.key
     card = board.dataset_card
     title = card.get("title") or key.ref
     head = board.headline
+    pct = round(board.ci_level * 100)
+    top = board.rows[0]
     out = [
         f"# {md_escape(title)} — {md_escape(key.task)} ({md_escape(key.split)} split)",
         "",
         "<!-- machine-written by `cellbench leaderboard publish`; edit the entry files instead -->",
         "",
+        f"**Leader**: {md_escape(top.name)}, {md_escape(describe(head).name)} "
+        f"{fmt_mean_std(top.headline.mean, top.headline.std)} "
+        f"({pct}% interval {fmt_interval(top.headline.ci_low, top.headline.ci_high)})"
+        + (f", normalised {fmt_normalised(top.normalised)}" if board.normalisation else "")
+        + f"; {len(board.rows)} entries"
+        + (f", {len(board.controls)} controls" if board.controls else "")
+        + f"; last submission {md_escape(max(r.submitted for r in board.rows)[:10])}.",
+        "",
     ]
     out += [line + "  " for line in card_lines(card, key.ref, board.dataset_checksum)]
     out += [
         "",
-        f"**Headline metric**: `{md_escape(head)}` ({direction_word(board.direction)}), "
-        f"{round(board.ci_level * 100)}% bootstrap interval over test samples.",
+        f"**Headline metric**: {md_escape(headline_phrase(board))}, {md_code(head)}: "
+        f"{md_escape(describe(head).definition)} {pct}% bootstrap interval over test samples.",
+        "",
+        "## Ranking",
         "",
     ]
-    header = [
+    rank_header = [
         "rank",
         "entry",
         "authors",
-        f"{md_escape(head)} (mean ± std)",
-        f"{round(board.ci_level * 100)}% interval",
+        f"{md_escape(describe(head).name)} (mean ± std)",
+        f"{pct}% interval",
         "seeds",
+        "normalised",
+        "vs above (paired)",
         "params",
         "runtime (s)",
         "peak memory (MB)",
@@ -114,6 +163,14 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
         m = r.manifest
         code = m.get("code") if isinstance(m.get("code"), Mapping) else {}
         runtime, memory = r.resource("runtime_s"), r.resource("peak_memory_mb")
+        c = r.vs_above
+        vs = ""
+        if c is not None:
+            vs = (
+                f"{fmt_value(c.difference)} {fmt_interval(c.ci_low, c.ci_high)}"
+                if c.method != OVERLAP
+                else ("intervals overlap" if c.not_separated else "intervals apart")
+            )
         rows.append(
             [
                 rank_label(r),
@@ -122,6 +179,8 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
                 fmt_mean_std(r.headline.mean, r.headline.std),
                 fmt_interval(r.headline.ci_low, r.headline.ci_high),
                 str(len(r.replicates)),
+                fmt_normalised(r.normalised),
+                vs,
                 fmt_count(m.get("n_parameters")),
                 fmt_resource(runtime.mean) if runtime else MISSING,
                 fmt_resource(memory.mean, 0) if memory else MISSING,
@@ -129,24 +188,86 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
                 md_escape(_row_flags(r)),
             ]
         )
-    out.append(_table(header, ["r", "l", "l", "r", "l", "r", "r", "r", "r", "l", "l"], rows))
-    out += ["", "Markers: `=` same value as the entry above; `≈` interval overlaps the one above."]
+    align = ["r", "l", "l", "r", "l", "r", "r", "l", "r", "r", "r", "l", "l"]
+    out.append(_table(rank_header, align, rows))
+    out += [
+        "",
+        "Markers: `=` same value as the entry above; `≈` not shown to differ from the entry above "
+        "(paired bootstrap, see the rules).",
+    ]
     out += [""] + [f"- {md_escape(rule)}" for rule in RANKING_RULES]
-    if plots and plots.get("headline"):
-        out += ["", f"![{md_escape(head)} per entry]({plots['headline']})"]
+
+    if not board.controls:
+        out += [
+            "",
+            "## Controls",
+            "",
+            "No controls have been computed for this board yet; with the dataset pulled: "
+            + md_code(
+                f"cellbench leaderboard controls {key.ref} {key.task} --split {key.split}",
+                in_table=False,
+            )
+            + ".",
+        ]
+    if board.controls:
+        out += ["", "## Controls", ""]
+        out.append(
+            "Reference predictions computed and scored by cellbench itself "
+            "(`cellbench leaderboard controls`), not ranked."
+            + (
+                f" Normalised score = (x − {md_escape(board.normalisation['zero'])}) / "
+                f"({md_escape(board.normalisation['one'])} − "
+                f"{md_escape(board.normalisation['zero'])}): 0 = best control, 1 = perfect."
+                if board.normalisation
+                else ""
+            )
+        )
+        out.append("")
+        body = [
+            [
+                md_escape(c.name),
+                md_escape(c.control),
+                fmt_value(c.headline.mean),
+                fmt_interval(c.headline.ci_low, c.headline.ci_high),
+                fmt_normalised(c.normalised),
+                md_escape(c.replicates[0].manifest.get("notes", "")),
+            ]
+            for c in board.controls
+        ]
+        out.append(
+            _table(
+                [
+                    "control",
+                    "kind",
+                    md_escape(describe(head).name),
+                    f"{pct}% interval",
+                    "normalised",
+                    "how it is made",
+                ],
+                ["l", "l", "r", "l", "r", "l"],
+                body,
+            )
+        )
+
+    for sections, heading in _FIGURE_SECTIONS:
+        items = [f for f in figures if f.section in sections]
+        if items:
+            out += ["", f"## {heading}", ""]
+            for f in items:
+                out += [_md_fig(f), ""]
+    if notes:
+        out += ["", "## Publishing notes", ""] + [f"- {md_escape(n)}" for n in notes]
 
     out += ["", "## All metrics (mean ± std over seeds)", ""]
     for family, keys in scalar_families(board.metric_keys, board.headline).items():
-        out += [f"### {md_escape(family)}", ""]
-        header = ["entry"] + [
-            f"{md_escape(k.split('/', 1)[-1])} ({arrow(board.directions.get(k, 'higher'))})"
-            for k in keys
-        ]
+        title = describe(keys[0]).family_title
+        out += [f"### {md_escape(title or family)} ({md_code(family, in_table=False)})", ""]
+        head_row = ["entry"] + [md_escape(header(board, k)) for k in keys]
         body = [
-            [md_escape(r.name)] + [fmt_mean_std(r.metrics[k].mean, r.metrics[k].std) for k in keys]
+            [md_escape(r.name)] + [value_text(k, r.metrics.get(k)) for k in keys]
             for r in board.rows
         ]
-        out += [_table(header, ["l"] + ["r"] * len(keys), body), ""]
+        out += [_table(head_row, ["l"] + ["r"] * len(keys), body), ""]
 
     series = series_families(board.metric_keys)
     if series:
@@ -154,28 +275,51 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
     for family, bases in series.items():
         out += [f"<details><summary>{md_escape(family)}</summary>", ""]
         for base, points in bases.items():
-            direction = board.directions.get(points[0][1], "higher")
-            out += [f"**{md_escape(base)}** ({arrow(direction)})", ""]
-            header = ["entry"] + [f"@{t:g}" for t, _ in points]
+            info = describe(points[0][1])
+            name = f" {md_escape(info.generic)}" if info.documented else ""
+            out += [f"**{md_escape(base)}**{name} ({mark(board, points[0][1])})", ""]
+            head_row = ["entry"] + [f"@{t:g}" for t, _ in points]
             body = [
-                [md_escape(r.name)] + [fmt_value(r.metrics[k].mean) for _, k in points]
+                [md_escape(r.name)] + [value_text(k, r.metrics.get(k), False) for _, k in points]
                 for r in board.rows
             ]
-            out += [_table(header, ["l"] + ["r"] * len(points), body), ""]
+            out += [_table(head_row, ["l"] + ["r"] * len(points), body), ""]
         out += ["</details>", ""]
 
     group_section = _groups_markdown(board)
     if group_section:
         out += ["## Per group", "", *group_section]
 
-    out += ["## Provenance and reproduction", ""]
+    out += ["## Entries: files and how to reproduce them", ""]
+    for r in [*board.rows, *board.controls]:
+        first = r.replicates[0]
+        out += [f"### {md_escape(r.name)}", ""]
+        files = []
+        for e in r.replicates:
+            mine = links.get(e.entry_id, {})
+            parts = [f"seed {e.seed}:"]
+            if mine.get("receipt"):
+                parts.append(f"[receipt]({md_target(mine['receipt'])})")
+            if mine.get("manifest"):
+                parts.append(f"[manifest]({md_target(mine['manifest'])})")
+            if mine.get("predictions"):
+                parts.append(f"[predictions]({md_target(mine['predictions'])})")
+            weights = safe_url(e.manifest.get("weights_url"))
+            if weights:
+                parts.append(md_link("weights", weights))
+            files.append("- " + " ".join(parts))
+        commands = reproduce_commands(first, links.get(first.entry_id, {}))
+        out += [*files, "", *md_fence("\n".join(commands), "bash"), ""]
+    out += ["### Digests", ""]
     out.append(
-        f"Show this board: `cellbench leaderboard show {key.ref} {key.task} --split {key.split}`. "
+        "Show this board: "
+        + md_code(f"cellbench leaderboard show {key.ref} {key.task} --split {key.split}")
+        + ". "
         "Each entry was scored with `cellbench submit MANIFEST.yaml`; the digests below identify "
         "the exact submission, manifest and dataset build."
     )
     out.append("")
-    header = [
+    prov_header = [
         "entry",
         "seed",
         "kind",
@@ -192,18 +336,18 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
                     md_escape(r.name),
                     str(e.seed),
                     md_escape(e.manifest.get("kind", "")),
-                    f"`{e.submission_sha256[:16]}`",
-                    f"`{e.manifest_sha256[:16]}`",
-                    f"`{e.report.provenance.dataset_checksum[:16]}`",
+                    md_code(e.submission_sha256[:16]),
+                    md_code(e.manifest_sha256[:16]),
+                    md_code(e.report.provenance.dataset_checksum[:16]),
                     md_escape(e.report.provenance.cellbench_version),
                 ]
             )
-    out += [_table(header, ["l", "r", "l", "l", "l", "l", "l"], body), ""]
+    out += [_table(prov_header, ["l", "r", "l", "l", "l", "l", "l"], body), ""]
     if board.notes:
         out += ["## Notes", ""] + [f"- {md_escape(n)}" for n in board.notes] + [""]
     citation = card.get("citation")
     if citation:
-        out += ["## Citation", "", "```", str(citation).strip(), "```", ""]
+        out += ["## Citation", "", *md_fence(citation), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -217,7 +361,7 @@ def _groups_markdown(board: Leaderboard) -> list[str]:
     out: list[str] = []
     for fld, names in sorted(fields.items()):
         groups = sorted(names)
-        out += [f"### by {md_escape(fld)} ({md_escape(board.headline)})", ""]
+        out += [f"### by {md_escape(fld)} ({md_escape(describe(board.headline).name)})", ""]
         header = ["entry"] + [md_escape(g) for g in groups] + ["worst group"]
         body = []
         for r in board.rows:
@@ -269,22 +413,34 @@ def render_index_markdown(boards: Sequence[tuple[Leaderboard, str]]) -> str:
         by_dataset.setdefault(board.key.ref, []).append((board, rel))
     for ref, items in sorted(by_dataset.items()):
         card = items[0][0].dataset_card
-        out += [f"## {md_escape(card.get('title') or ref)} (`{md_escape(ref)}`)", ""]
+        out += [f"## {md_escape(card.get('title') or ref)} ({md_code(ref)})", ""]
         out += [line + "  " for line in card_lines(card, ref)]
         out.append("")
-        header = ["task", "split", "headline", "leader", "value", "entries"]
+        header = [
+            "task",
+            "split",
+            "headline",
+            "leader",
+            "value",
+            "95% interval",
+            "entries",
+            "updated",
+        ]
         body = []
         for board, rel in sorted(items, key=lambda t: (t[0].key.task, t[0].key.split)):
             top = board.rows[0]
             body.append(
                 [
-                    f"[{md_escape(board.key.task)}]({rel}/README.md)",
+                    f"[{md_escape(board.key.task)}]({md_target(rel + '/README.md')})",
                     md_escape(board.key.split),
-                    f"`{md_escape(board.headline)}` ({direction_word(board.direction)})",
+                    f"{md_escape(describe(board.headline).name)} "
+                    f"({direction_word(board.direction)})",
                     md_escape(top.name),
                     fmt_mean_std(top.headline.mean, top.headline.std),
+                    fmt_interval(top.headline.ci_low, top.headline.ci_high),
                     str(len(board.rows)),
+                    md_escape(max(r.submitted for r in board.rows)[:10]),
                 ]
             )
-        out += [_table(header, ["l", "l", "l", "l", "r", "r"], body), ""]
+        out += [_table(header, ["l", "l", "l", "l", "r", "l", "r", "l"], body), ""]
     return "\n".join(out).rstrip() + "\n"

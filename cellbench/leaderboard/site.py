@@ -3,49 +3,56 @@
 Site layout written by :func:`publish` (``OUT`` is the ``--out`` folder)::
 
     OUT/index.html                 datasets with their cards and links to every leaderboard
+    OUT/glossary.html              metric names, units, definitions (from metric docstrings)
     OUT/README.md                  the same index in Markdown
     OUT/leaderboards.json          machine-readable index (board, path, headline, leader)
-    OUT/assets/style.css           copied from cellbench/leaderboard/assets
+    OUT/assets/style.css           copied from cellbench/leaderboard/templates/assets
     OUT/assets/leaderboard.js      sortable tables (vanilla JS, no network)
     OUT/<dataset>@<version>/<task>/<split>/
         index.html                 the leaderboard page
         README.md                  the leaderboard in Markdown
         leaderboard.json           ranked rows with every number at full precision
-        plots/*.png                per-metric bars, curves, confusion matrices, error overlays
+        leaderboard.csv            one row per entry, every metric's mean (spreadsheets)
+        plots/*.png                charts (see figures.py) and per-task pictures
+        entries/<entry>.json       each entry's receipt (the entry file, byte for byte)
+        manifests/<entry>.yaml     each entry's submission manifest
+        controls/<control>.json    each control's receipt
+        predictions/<name>.zip     predictions kept beside the board, zipped once (cached)
 
-Publishing into the leaderboard root itself is allowed: entries live in ``entries/`` folders,
-which publishing never touches.
+Publishing into the leaderboard root itself is allowed: the entry, control and prediction files
+it would copy are already there and are left untouched. Figures are cached by the digest of
+what they show (:mod:`cellbench.leaderboard.figcache`), so publishing unchanged boards again
+only renders the pages.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import shutil
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cellbench.errors import CellbenchError
-from cellbench.leaderboard.entry import BoardKey, LeaderboardEntry
-from cellbench.leaderboard.formatting import json_number
-from cellbench.leaderboard.html import FigureRef, render_board_html, render_index_html
-from cellbench.leaderboard.layout import curve_series, scalar_families, series_families
-from cellbench.leaderboard.markdown import render_index_markdown, render_markdown
-from cellbench.leaderboard.plots import (
-    bar_chart,
-    confusion_chart,
-    curves_chart,
-    file_stem,
+from cellbench.leaderboard import figcache, plots
+from cellbench.leaderboard.csvfile import render_csv
+from cellbench.leaderboard.entry import BoardKey
+from cellbench.leaderboard.formatting import json_number, json_text
+from cellbench.leaderboard.html import (
+    render_board_html,
+    render_glossary_html,
+    render_index_html,
 )
+from cellbench.leaderboard.markdown import render_index_markdown, render_markdown
+from cellbench.leaderboard.pictures import publishing
 from cellbench.leaderboard.ranking import Leaderboard, rank_entries
 from cellbench.leaderboard.store import LeaderboardStore
-
-ASSETS = ("style.css", "leaderboard.js")
+from cellbench.leaderboard.templates import copy_assets
 
 
 class PublishError(CellbenchError):
@@ -69,18 +76,18 @@ class PublishResult:
 
 def load_board(store: LeaderboardStore, key: BoardKey) -> Leaderboard:
     """Rank one stored leaderboard, with its dataset card completed from the catalog."""
-    board = rank_entries(key, store.entries(key))
+    board = rank_entries(key, store.entries(key), store.controls(key))
     board.dataset_card = {**board.dataset_card, **_catalog_card(key)}
     return board
 
 
 def _catalog_card(key: BoardKey) -> dict[str, Any]:
     """The catalog's card for the dataset version, if the catalog knows it (else empty)."""
-    from cellbench.catalog import Catalog
     from cellbench.leaderboard.entry import card_snapshot
+    from cellbench.leaderboard.pictures import catalog
 
     try:
-        card = Catalog().card(key.dataset, key.version)
+        card = catalog().card(key.dataset, key.version)
     except CellbenchError:
         return {}
     return card_snapshot(card.to_dict())
@@ -93,51 +100,135 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def _json_text(data: Any) -> str:
-    return json.dumps(_nan_to_none(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return json_text(_nan_to_none(data))
 
 
-def find_confusion(entry: LeaderboardEntry) -> tuple[list[list[float]], list[str]] | None:
-    """Confusion-matrix counts and class names from a report's metric details, if present.
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Write bytes unless the file already holds them (publishing into the root itself)."""
+    if path.is_file() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
-    Looks for a details value under a key containing ``confusion`` that is a square matrix (or
-    a mapping holding one under ``counts``/``matrix``); class names come from the details
-    (``class_names``/``labels``) or the dataset card's ``label`` class table.
+
+def entry_files(
+    store: LeaderboardStore, board: Leaderboard, folder: Path
+) -> dict[str, dict[str, str]]:
+    """Write each entry's receipt, manifest and kept predictions into the board's folder.
+
+    * ``entries/<entry_id>.json``: the receipt, the entry file itself (scores, per-sample
+      values, digests, provenance), byte for byte;
+    * ``controls/<name_id>.json``: the same for controls;
+    * ``manifests/<entry_id>.yaml``: the submission manifest as YAML;
+    * ``predictions/<name>.zip``: predictions kept beside the board in the leaderboard root,
+      as a zip (see :func:`zip_predictions`).
+
+    Returns:
+        Per entry id, the page-relative links: ``receipt``, ``manifest``, ``predictions``.
     """
+    import yaml
 
-    def square(value: Any) -> list[list[float]] | None:
-        if isinstance(value, Mapping):
-            for k in ("counts", "matrix", "confusion_matrix"):
-                if k in value:
-                    return square(value[k])
-            return None
-        if (
-            isinstance(value, list)
-            and value
-            and all(isinstance(r, list) and len(r) == len(value) for r in value)
-            and all(isinstance(x, int | float) for r in value for x in r)
-        ):
-            return value
-        return None
+    from cellbench.leaderboard.pictures import predictions_path
 
-    for result in entry.report.results:
-        details = result.get("details") or {}
-        if not isinstance(details, Mapping):
-            continue
-        keys = sorted(details, key=lambda k: (k != "confusion_matrix", str(k)))
-        for k in keys:
-            v = details[k]
-            if "confusion" not in str(k).lower():
-                continue
-            matrix = square(v)
-            if matrix is None:
-                continue
-            names = details.get("class_names") or details.get("labels")
-            if isinstance(v, Mapping):
-                names = v.get("class_names") or v.get("labels") or names
-            if not names:
-                names = (entry.dataset_card.get("class_names") or {}).get("label") or []
-            return matrix, [str(n) for n in names]
-    return None
+    links: dict[str, dict[str, str]] = {}
+    base = Path(store.root).resolve() if store.local else None
+    board_root = (base / board.key.path / "predictions") if base else None
+
+    def raw(path: str, entry: Any) -> bytes:
+        """The stored file's bytes (the receipt as written), else the entry re-serialised."""
+        try:
+            return store.fs.cat_file(path)
+        except (FileNotFoundError, OSError):
+            return entry.to_json().encode("utf-8")
+
+    for row in board.rows:
+        for e in row.replicates:
+            mine: dict[str, str] = {}
+            rel = f"entries/{e.filename}"
+            _write_if_changed(folder / rel, raw(store.entry_path(e), e))
+            mine["receipt"] = rel
+            man = f"manifests/{e.entry_id}.yaml"
+            text = yaml.safe_dump(e.manifest, sort_keys=False, allow_unicode=True)
+            _write_if_changed(folder / man, text.encode("utf-8"))
+            mine["manifest"] = man
+            path = predictions_path(e.predictions_uri, base)
+            if path is not None and board_root is not None and path.is_relative_to(board_root):
+                rel_pred = path.relative_to(board_root).as_posix()
+                if (folder / "predictions").resolve() == board_root.resolve():
+                    # published into the leaderboard root: link the kept folder, add nothing
+                    mine["predictions"] = f"predictions/{rel_pred}"
+                else:
+                    zipped = f"predictions/{rel_pred}.zip" if path.is_dir() else ""
+                    name = zipped or f"predictions/{rel_pred}"
+                    zip_predictions(path, folder / name)
+                    mine["predictions"] = name
+            links[e.entry_id] = mine
+    for c in board.controls:
+        e = c.replicates[0]
+        rel = f"controls/{e.name_id}.json"
+        _write_if_changed(folder / rel, raw(f"{store.controls_dir(e.key)}/{e.name_id}.json", e))
+        links[e.entry_id] = {"receipt": rel}
+    return links
+
+
+def zip_predictions(path: Path, target: Path) -> Path:
+    """Publish kept predictions as one file: a folder (a Zarr store) as an uncompressed zip.
+
+    A static site cannot serve a folder for download; the zip unpacks to the same folder name
+    (``unzip NAME.zarr.zip`` gives ``NAME.zarr``). Zarr chunks are compressed already, so the
+    zip stores them as they are. The zip is cached with the figures, keyed by the folder's
+    file names, sizes and modification times; a file is copied as it is.
+    """
+    import os
+    import zipfile
+
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_dir():
+        shutil.copyfile(path, target)
+        return target
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    inputs = [
+        path.name,
+        [(p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files],
+    ]
+
+    def write(out: Path) -> None:
+        tmp = out.with_name(f".{out.name}.tmp")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for p in files:
+                info = zipfile.ZipInfo(f"{path.name}/{p.relative_to(path).as_posix()}")
+                info.date_time = (1980, 1, 1, 0, 0, 0)  # the same bytes for the same files
+                zf.writestr(info, p.read_bytes())
+        os.replace(tmp, out)
+
+    figcache.draw(target, "predictions-zip", inputs, write)
+    return target
+
+
+def thumbnail(board: Leaderboard, folder: Path) -> str:
+    """Draw ``plots/thumbnail.png`` from the first test image when the dataset is here.
+
+    Returns:
+        The page-relative path, or empty when the dataset store is not available.
+    """
+    from cellbench.leaderboard.pictures import open_store
+
+    store, _ = open_store(board, "thumbnail")
+    if store is None:
+        return ""
+    ids = store.sample_ids(board.key.split) or store.sample_ids()
+    if not ids:
+        return ""
+    name = "plots/thumbnail.png"
+    figcache.draw(
+        folder / name,
+        "thumbnail",
+        {"checksum": store.checksum, "sample": ids[0]},
+        lambda p: plots.thumbnail(np.asarray(store.image(ids[0])[...]), p),
+    )
+    return name
 
 
 def render_board(
@@ -148,81 +239,53 @@ def render_board(
     top_k: int = 3,
     overlays: bool = True,
 ) -> tuple[Leaderboard, list[str]]:
-    """Render one leaderboard (plots, README.md, leaderboard.json, index.html) under ``out``.
+    """Render one leaderboard (charts, pictures, README.md, JSON, CSV, index.html) under ``out``.
 
     Args:
         store: Where the entries are.
         key: Which leaderboard.
         out: Site root.
-        top_k: Entries shown in confusion matrices, curves and overlays.
-        overlays: Draw example error overlays (instance segmentation; needs the dataset store
-            and the entries' predictions).
+        top_k: Entries shown in confusion matrices, curves and pictures.
+        overlays: Draw the per-task pictures (they need the dataset store and the entries'
+            kept predictions) and the dataset thumbnail.
 
     Returns:
         The ranked board and notes about anything that could not be drawn.
     """
-    board = load_board(store, key)
-    folder = out / key.path
-    plots = folder / "plots"
-    shutil.rmtree(plots, ignore_errors=True)
-    figures: list[FigureRef] = []
-    notes: list[str] = []
-
-    charts = [
-        k for keys in scalar_families(board.metric_keys, board.headline).values() for k in keys
-    ]
-    for k in [board.headline] + [k for k in charts if k != board.headline]:
-        if k != board.headline and all(math.isnan(r.metrics[k].mean) for r in board.rows):
-            continue  # undefined for every entry (e.g. no large objects): nothing to draw
-        name = f"plots/bar-{file_stem(k)}.png"
-        bar_chart(board, k, folder / name)
-        whisker = "95% interval" if k == board.headline else "± std over seeds"
-        figures.append(FigureRef("metrics", name, f"{k} per entry (whiskers: {whisker})", k))
-
-    for family, series in series_families(board.metric_keys).items():
-        drawn = curve_series(series)
-        name = f"plots/curves-{file_stem(family)}.png"
-        curves_chart(board, family, drawn, folder / name, top_k=max(top_k, 5))
-        labels = ", ".join(b.split("/", 1)[-1] for b in drawn)
-        figures.append(FigureRef("curves", name, f"{family}: {labels} versus threshold", family))
-
+    from cellbench.leaderboard.figures import board_figures
     from cellbench.tasks import get_task
 
+    board = load_board(store, key)
+    folder = out / key.path
+    shutil.rmtree(folder / "plots", ignore_errors=True)
     task = get_task(key.task)
-    unit = task.confusion_unit
-    if unit is not None:
-        for row in board.rows[:top_k]:
-            entry = row.replicates[0]
-            found = find_confusion(entry)
-            if found is None:
-                notes.append(f"{row.name}: no confusion matrix in the report's details")
-                continue
-            matrix, names = found
-            name = f"plots/confusion-{file_stem(entry.entry_id)}.png"
-            confusion_chart(matrix, names, f"{row.name} (seed {entry.seed})", folder / name)
-            figures.append(
-                FigureRef(
-                    "confusion",
-                    name,
-                    f"{row.name}, seed {entry.seed}: rows true class, columns predicted; colour "
-                    f"is the fraction of the true class, numbers are {unit}",
-                    f"confusion matrix of {row.name}",
-                )
-            )
-
+    figures, notes = board_figures(board, folder, task, top_k=top_k)
+    thumb = ""
+    picture_notes: list[str] = []
     if overlays:
         base = Path(store.root) if store.local else None
-        figs, why = task.board_pictures(board, folder, top_k=top_k, base=base)
+        figs, picture_notes = task.board_pictures(board, folder, top_k=top_k, base=base)
         figures += figs
-        notes += why
-
-    rel_plots = {"headline": f"plots/bar-{file_stem(board.headline)}.png"}
-    _write_text(folder / "README.md", render_markdown(board, rel_plots))
+        thumb = thumbnail(board, folder)
+    else:
+        picture_notes = ["pictures were not drawn (published with --no-overlays)"]
+    links = entry_files(store, board, folder)
+    board.thumbnail = thumb
+    _write_text(
+        folder / "README.md",
+        render_markdown(board, figures, notes=[*notes, *picture_notes], links=links),
+    )
     data = board.to_dict()
-    data["publish_notes"] = notes
+    data["publish_notes"] = [*notes, *picture_notes]
     _write_text(folder / "leaderboard.json", _json_text(data))
-    _write_text(folder / "index.html", render_board_html(board, figures, "../../../", notes))
-    return board, notes
+    _write_text(folder / "leaderboard.csv", render_csv(board))
+    _write_text(
+        folder / "index.html",
+        render_board_html(
+            board, figures, "../../../", notes, links=links, picture_notes=picture_notes
+        ),
+    )
+    return board, [*notes, *picture_notes]
 
 
 def publish(
@@ -231,14 +294,19 @@ def publish(
     *,
     top_k: int = 3,
     overlays: bool = True,
+    progress: Callable[[str], None] | None = None,
+    cache: Path | bool | None = True,
 ) -> PublishResult:
-    """Render every leaderboard of a store as Markdown, JSON and a static HTML site.
+    """Render every leaderboard of a store as Markdown, JSON, CSV and a static HTML site.
 
     Args:
         store: A :class:`LeaderboardStore` or its root (local path or fsspec URL).
         out: Local folder to write the site into (created if needed).
-        top_k: Entries shown in confusion matrices and overlays.
-        overlays: Draw example error overlays for instance segmentation.
+        top_k: Entries shown in confusion matrices, curves and pictures.
+        overlays: Draw the per-task pictures and dataset thumbnails.
+        progress: Called with one line per board (and a summary) while publishing.
+        cache: Figure cache folder; True for ``$CELLBENCH_HOME/cache/figures``, False or None
+            to draw every figure (see :mod:`cellbench.leaderboard.figcache`).
 
     Returns:
         What was written.
@@ -246,6 +314,7 @@ def publish(
     Raises:
         PublishError: If the store has no leaderboards.
     """
+    started = time.perf_counter()
     if not isinstance(store, LeaderboardStore):
         store = LeaderboardStore(store)
     out = Path(out)
@@ -253,21 +322,27 @@ def publish(
     if not keys:
         raise PublishError(f"no leaderboard entries under {store.url}; nothing to publish")
     out.mkdir(parents=True, exist_ok=True)
-    assets = out / "assets"
-    assets.mkdir(exist_ok=True)
-    package_assets = resources.files("cellbench.leaderboard") / "assets"
-    for name in ASSETS:
-        (assets / name).write_bytes((package_assets / name).read_bytes())
+    copy_assets(out)
+    folder = figcache.default_folder() if cache is True else (cache or None)
 
     rendered: list[tuple[Leaderboard, str]] = []
     notes: dict[str, list[str]] = {}
-    for key in keys:
-        board, why = render_board(store, key, out, top_k=top_k, overlays=overlays)
-        rendered.append((board, key.path))
-        if why:
-            notes[key.path] = why
+    with figcache.using(folder) as counts, publishing():
+        for i, key in enumerate(keys, 1):
+            t0, hits0, drawn0 = time.perf_counter(), counts.hits, counts.drawn
+            board, why = render_board(store, key, out, top_k=top_k, overlays=overlays)
+            rendered.append((board, key.path))
+            if why:
+                notes[key.path] = why
+            if progress:
+                progress(
+                    f"[{i}/{len(keys)}] {key.path}: {len(board.rows)} entries, "
+                    f"{len(board.controls)} controls, {counts.drawn - drawn0} figures drawn, "
+                    f"{counts.hits - hits0} from cache ({time.perf_counter() - t0:.1f} s)"
+                )
 
     _write_text(out / "index.html", render_index_html(rendered))
+    _write_text(out / "glossary.html", render_glossary_html(rendered))
     _write_text(out / "README.md", render_index_markdown(rendered))
     index = [
         {
@@ -276,12 +351,17 @@ def publish(
             "headline": {"metric": b.headline, "direction": b.direction},
             "leader": b.rows[0].name,
             "leader_value": b.rows[0].headline.mean,
+            "leader_ci": [b.rows[0].headline.ci_low, b.rows[0].headline.ci_high],
             "n_entries": len(b.rows),
+            "n_controls": len(b.controls),
+            "updated": max(r.submitted for r in b.rows),
             "dataset_card": b.dataset_card,
         }
         for b, rel in rendered
     ]
     _write_text(out / "leaderboards.json", _json_text(index))
+    if progress:
+        progress(f"published {len(keys)} board(s) in {time.perf_counter() - started:.1f} s")
     return PublishResult(out=out, boards=keys, notes=notes)
 
 
@@ -356,11 +436,12 @@ def publish_to(
     out: str | Path | None = None,
     top_k: int = 3,
     overlays: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[PublishResult, str]:
     """Render (into ``out`` or a temporary folder) and push to ``to`` (see :func:`push`)."""
     if out is not None:
-        result = publish(store, out, top_k=top_k, overlays=overlays)
+        result = publish(store, out, top_k=top_k, overlays=overlays, progress=progress)
         return result, push(result.out, to)
     with tempfile.TemporaryDirectory(prefix="cellbench-site-") as tmp:
-        result = publish(store, tmp, top_k=top_k, overlays=overlays)
+        result = publish(store, tmp, top_k=top_k, overlays=overlays, progress=progress)
         return result, push(tmp, to)

@@ -60,6 +60,7 @@ _FIELDS = (
     "submission",
     "normalisation",
     "notes",
+    "weights_url",
 )
 _REQUIRED = (
     "name",
@@ -102,6 +103,8 @@ class SubmissionManifest:
         submission: Path of the submitted file/folder (relative to the manifest's folder).
         normalisation: Input normalisation for TorchScript/ONNX models.
         notes: Free text.
+        weights_url: Optional http(s) link to the model package or weights (leaderboards
+            link it).
         path: The manifest file, if read from one.
     """
 
@@ -124,6 +127,7 @@ class SubmissionManifest:
     paper: str = ""
     normalisation: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    weights_url: str = ""
     path: Path | None = None
 
     @property
@@ -161,6 +165,8 @@ class SubmissionManifest:
         }
         if self.kind in CONVENTION_KINDS:
             out["normalisation"] = dict(self.normalisation)
+        if self.weights_url:  # only when given, so older manifests keep their digest
+            out["weights_url"] = self.weights_url
         return out
 
     @property
@@ -289,6 +295,9 @@ def manifest_problems(data: Any) -> tuple[list[str], dict[str, Any]]:
     out["hardware"] = text("hardware")
     out["license"] = text("license")
     out["notes"] = text("notes", required=False)
+    out["weights_url"] = text("weights_url", required=False)
+    if out["weights_url"] and not safe_url(out["weights_url"]):
+        problems.append(f"weights_url: {out['weights_url']!r} must be an http(s) URL")
 
     out["task"] = text("task")
     if out["task"] and out["task"] not in task_names():
@@ -450,6 +459,7 @@ submission: predictions.zarr       # path relative to this file:
 #   low: 1.0
 #   high: 99.8
 notes: ""
+# weights_url: https://example.org/my-model.zip   # optional: where the weights can be downloaded
 """
 
 

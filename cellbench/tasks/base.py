@@ -12,7 +12,7 @@ read a task from here and nowhere else: they call hooks instead of comparing tas
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -55,6 +55,28 @@ class OutputSpec:
     shape: tuple[int, ...]
     axes: str = ""
     n_classes: int = 0
+
+
+@dataclass(frozen=True)
+class Control:
+    """A reference prediction cellbench computes itself for every leaderboard of a task.
+
+    Controls anchor a board: a classical method (what a biologist would try first), and, where
+    meaningful, the perfect prediction (the ground truth) and the empty one. They are scored
+    like any submission and shown, marked as controls, beside the entries.
+
+    Attributes:
+        name: Short name (``"Otsu + watershed"``).
+        kind: ``"reference"`` (a classical method), ``"perfect"`` or ``"empty"``.
+        description: One line saying exactly how the prediction is made.
+        predict: ``(store, sample_ids) -> {sample id: Prediction}`` for the given samples (a
+            whole split when scoring, a few samples when a leaderboard draws pictures).
+    """
+
+    name: str
+    kind: str
+    description: str
+    predict: Callable[[DatasetStore, Sequence[str]], dict[str, Prediction]]
 
 
 class Task(ABC):
@@ -262,6 +284,15 @@ class Task(ABC):
         raise CellbenchError(f"task {self.name!r} has no training hooks; cellbench cannot train it")
 
     # ------------------------------------------------------------------ leaderboards
+    #: Metrics drawn beside the headline (one chart each) and shown in the board summary.
+    key_metrics: ClassVar[tuple[str, ...]] = ()
+    #: Error counts drawn as one stacked bar per entry: ``{chart title: ((label, key), ...)}``.
+    error_breakdown: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {}
+
+    def controls(self, store: DatasetStore, split: str) -> list[Control]:
+        """The controls of this task on a dataset split (default none); see :class:`Control`."""
+        return []
+
     def board_pictures(
         self, board: Leaderboard, folder: Path, *, top_k: int, base: Path | None
     ) -> tuple[list[Any], list[str]]:

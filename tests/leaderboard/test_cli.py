@@ -96,3 +96,59 @@ def test_add_show_list_publish(tmp_path, cli_cmd, cli_env):
     assert res.returncode == 1 and "no leaderboard for toy / tracking / test" in res.stderr
     res = run(cli_cmd, cli_env, "leaderboard", "publish", "--root", str(root))
     assert res.returncode == 1 and "give --out DIR and/or --to URL" in res.stderr
+
+
+def test_publish_shows_progress_and_controls_command(tmp_path, cli_cmd, cli_env):
+    from cellbench.registry import pull
+    from tests.leaderboard.helpers import make_entry
+
+    root = tmp_path / "lb"
+    build_store(root)
+    res = run(
+        cli_cmd,
+        cli_env,
+        "leaderboard",
+        "publish",
+        "--root",
+        str(root),
+        "--out",
+        str(tmp_path / "site"),
+    )
+    assert res.returncode == 0, res.stderr
+    progress = [line for line in res.stderr.splitlines() if line.startswith("[")]
+    assert [line.split()[0] for line in progress] == ["[1/2]", "[2/2]"]
+    assert "figures drawn" in progress[0] and "published 2 board(s)" in res.stderr
+    quiet = run(
+        cli_cmd,
+        cli_env,
+        "leaderboard",
+        "publish",
+        "--root",
+        str(root),
+        "--out",
+        str(tmp_path / "site"),
+        "--quiet",
+    )
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+    store = pull("synthetic-protein-localisation", options={"n_images": 40}, progress=False)
+    entry = make_entry(
+        "m",
+        0.5,
+        dataset=store.id,
+        task="classification",
+        headline="classification/macro_f1",
+        checksum=store.checksum,
+        manifest={"dataset": f"{store.id}@{store.version}"},
+    )
+    LeaderboardStore(root).add(entry)
+    res = run(
+        cli_cmd, cli_env, "leaderboard", "controls", store.id, "classification", "--root", str(root)
+    )
+    assert res.returncode == 0, res.stderr
+    assert "control: majority class: classification/macro_f1" in res.stdout
+    assert "control: perfect: classification/macro_f1 1.0000" in res.stdout
+    key = entry.key
+    assert len(LeaderboardStore(root).controls(key)) == 2
+    res = run(cli_cmd, cli_env, "leaderboard", "controls", store.id, "--root", str(root))
+    assert res.returncode == 1 and "give DATASET and TASK, or neither" in res.stderr

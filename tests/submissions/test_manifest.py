@@ -139,3 +139,11 @@ def test_unreadable_manifest(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ValidationError, match="not valid YAML"):
         load_manifest(bad)
+
+
+def test_optional_weights_url_is_checked_and_kept_only_when_given():
+    m = parse_manifest({**VALID, "weights_url": "https://example.org/w.zip"})
+    assert m.to_dict()["weights_url"] == "https://example.org/w.zip"
+    assert "weights_url" not in parse_manifest(VALID).to_dict()  # older digests unchanged
+    problems, _ = manifest_problems({**VALID, "weights_url": "javascript:alert(1)"})
+    assert problems == ["weights_url: 'javascript:alert(1)' must be an http(s) URL"]

@@ -126,6 +126,18 @@ class CompleteTracks(TrackingMetric[TrackStats]):
     ways).
 
     traccuracy 0.3.0 has no CT/TF.
+
+    Glossary:
+        ct (fraction 0-1; quality): Complete tracks (CT). Share of reference tracks reconstructed
+            completely, 2 T_rc / (T_r + T_c).
+        tf (fraction 0-1; quality): Track fractions (TF). Longest uninterrupted fraction of each
+            reference track followed by one result track, averaged.
+        ct_mean (fraction 0-1; quality): CT, mean of sequences. CT of each sequence, averaged.
+        tf_mean (fraction 0-1; quality): TF, mean of sequences. TF of each sequence, averaged.
+        complete_tracks (tracks; count): Complete tracks. Reference tracks reconstructed completely
+            (T_rc).
+        n_gt_tracks (tracks; count): Reference tracks. Tracks in the reference (T_r).
+        n_pred_tracks (tracks; count): Result tracks. Tracks in the result (T_c).
     """
 
     name = "complete_tracks"

@@ -161,6 +161,50 @@ class CTCMeasures(TrackingMetric[CTCSequenceStats]):
     all annotated slices of one time point, which only differs when the same label appears in
     several annotated slices of one frame.
 
+    Glossary:
+        op_ctb (fraction 0-1; quality): OP_CTB. The Cell Tracking Benchmark score (SEG + TRA) / 2,
+            pooled over sequences.
+        op_csb (fraction 0-1; quality): OP_CSB. The Cell Segmentation Benchmark score (SEG + DET) /
+            2, pooled over sequences.
+        tra (fraction 0-1; quality): TRA. Tracking accuracy 1 - AOGM / AOGM_0: how little of the
+            reference graph has to be fixed, pooled over sequences.
+        det (fraction 0-1; quality): DET. Detection accuracy: TRA with only the node operations
+            (split, add, delete cells).
+        lnk (fraction 0-1; quality): LNK. Linking accuracy: TRA with only the edge operations.
+        seg (fraction 0-1; quality): SEG. Mean Jaccard index of reference objects with the result
+            object covering more than half of them (0 when none).
+        op_ctb_mean (fraction 0-1; quality): OP_CTB, mean of sequences. OP_CTB of each sequence,
+            averaged (the CTC convention).
+        op_csb_mean (fraction 0-1; quality): OP_CSB, mean of sequences. OP_CSB of each sequence,
+            averaged.
+        tra_mean (fraction 0-1; quality): TRA, mean of sequences. TRA of each sequence, averaged.
+        det_mean (fraction 0-1; quality): DET, mean of sequences. DET of each sequence, averaged.
+        lnk_mean (fraction 0-1; quality): LNK, mean of sequences. LNK of each sequence, averaged.
+        seg_mean (fraction 0-1; quality): SEG, mean of sequences. SEG of each sequence, averaged.
+        aogm (weighted operations; quality): AOGM. Weighted count of the graph operations that turn
+            the result into the reference (split x5, add cell x10, delete cell x1, delete link x1,
+            add link x1.5, fix link type x1).
+        aogm_d (weighted operations; quality): AOGM, detection part. Weighted node operations
+            (split, add, delete cells).
+        aogm_a (weighted operations; quality): AOGM, association part. Weighted edge operations
+            (delete, add, fix links).
+        aogm_0 (weighted operations; count): AOGM of an empty result. Cost of building the reference
+            graph from nothing (the TRA normaliser).
+        aogm_d0 (weighted operations; count): AOGM_D of an empty result. The DET normaliser.
+        aogm_a0 (weighted operations; count): AOGM_A of an empty result. The LNK normaliser.
+        ns (operations; count): Cell splits needed (NS). Result cells covering several reference
+            cells, counted as the splits needed.
+        fn (cells; count): Missing cells (FN). Reference cells with no result cell.
+        fp (cells; count): Spurious cells (FP). Result cells with no reference cell.
+        ed (links; count): Redundant links (ED). Result links to delete.
+        ea (links; count): Missing links (EA). Reference links to add.
+        ec (links; count): Wrong link type (EC). Links whose type (same cell vs division) must
+            change.
+        n_ref_nodes (cells; count): Reference cells. Detections in the reference graph.
+        n_ref_edges (links; count): Reference links. Links in the reference graph.
+        n_seg_objects (objects; count): SEG reference objects. Annotated objects SEG is averaged
+            over.
+
     Citation: Matula et al. (2015) PLoS ONE 10(12): e0144959; Ulman et al. (2017) Nat. Methods.
 
     Args:

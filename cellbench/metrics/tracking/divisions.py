@@ -170,6 +170,30 @@ class DivisionMetrics(TrackingMetric[DivisionStats]):
     ``CTCMatcher`` on results without merges (tested); traccuracy raises on any merge, this class
     does not (see :func:`division_counts` for the rule).
 
+    Glossary:
+        f1 (fraction 0-1; quality): Division F1. Harmonic mean of division precision and recall
+            (one-frame tolerance).
+        precision (fraction 0-1; quality): Division precision. Correct divisions / predicted
+            divisions.
+        recall (fraction 0-1; quality): Division recall. Correct divisions / reference divisions.
+        mbc (fraction 0-1; quality): Mitotic branching correctness. TP / (TP + FP + FN + wrong
+            children).
+        f1_mean (fraction 0-1; quality): Division F1, mean of sequences. Division F1 of each
+            sequence, averaged.
+        precision_mean (fraction 0-1; quality): Division precision, mean of sequences. Division
+            precision of each sequence, averaged.
+        recall_mean (fraction 0-1; quality): Division recall, mean of sequences. Division recall of
+            each sequence, averaged.
+        mbc_mean (fraction 0-1; quality): Mitotic branching correctness, mean of sequences. MBC of
+            each sequence, averaged.
+        tp (divisions; count): Correct divisions. Predicted divisions matching a reference division.
+        fp (divisions; count): False divisions. Predicted divisions with no reference division.
+        fn (divisions; count): Missed divisions. Reference divisions with no predicted division.
+        wc (divisions; count): Divisions with wrong children. Divisions found at the right mother
+            but with the wrong daughters.
+        n_gt (divisions; count): Reference divisions. Divisions in the reference.
+        n_pred (divisions; count): Predicted divisions. Divisions in the result.
+
     Args:
         frame_tolerance: Largest frame shift between a result and a reference division that still
             counts as correct (traccuracy's frame buffer), >= 0.

@@ -205,6 +205,30 @@ class MOTMetrics(TrackingMetric[MOTStats]):
     per-sequence values. Cross-checked against py-motmetrics 1.4.0 fed the same IoU matrices
     (tested).
 
+    Glossary:
+        mota (score up to 1; quality): MOTA. CLEAR MOT accuracy 1 - (FN + FP + identity switches) /
+            reference detections.
+        motp (fraction 0-1; quality): MOTP. Mean IoU of the matched detections.
+        idf1 (fraction 0-1; quality): IDF1. Identity F1: detections assigned to the right track, 2
+            IDTP / (n_gt + n_pred).
+        idp (fraction 0-1; quality): ID precision. IDTP / result detections.
+        idr (fraction 0-1; quality): ID recall. IDTP / reference detections.
+        mota_mean (score up to 1; quality): MOTA, mean of sequences. MOTA of each sequence,
+            averaged.
+        motp_mean (fraction 0-1; quality): MOTP, mean of sequences. MOTP of each sequence, averaged.
+        idf1_mean (fraction 0-1; quality): IDF1, mean of sequences. IDF1 of each sequence, averaged.
+        matches (detections; count): Matched detections. Reference detections matched in their
+            frame.
+        idtp (detections; count): Identity true positives. Detections matched with the right
+            identity.
+        idsw (events; count): Identity switches. Times a reference track changes its matched result
+            track.
+        fn (detections; count): Missed detections. Reference detections with no match in their
+            frame.
+        fp (detections; count): False detections. Result detections with no match in their frame.
+        n_gt (detections; count): Reference detections. Detections in the reference, all frames.
+        n_pred (detections; count): Result detections. Detections in the result, all frames.
+
     Citations: Bernardin & Stiefelhagen (2008) EURASIP JIVP 2008:246309; Ristani et al. (2016)
     ECCV Workshops.
 

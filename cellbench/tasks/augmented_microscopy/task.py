@@ -18,7 +18,10 @@ import numpy as np
 from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet, read_image_folder
 from cellbench.store.zarr_store import DatasetStore
-from cellbench.tasks.base import OutputSpec, Task, check_finite
+from cellbench.tasks.base import Control, OutputSpec, Task, check_finite
+
+if TYPE_CHECKING:
+    from cellbench.leaderboard.ranking import Leaderboard
 
 if TYPE_CHECKING:
     from cellbench.tasks.training import TaskTraining
@@ -33,6 +36,7 @@ class AugmentedMicroscopyTask(Task):
     direction: ClassVar[str] = "higher"
     ground_truth_fields: ClassVar[tuple[str, ...]] = ("image", "target")
     prediction_fields: ClassVar[tuple[str, ...]] = ("image",)
+    key_metrics: ClassVar[tuple[str, ...]] = ("image_similarity/ssim",)
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> np.ndarray:
         """The sample's target image."""
@@ -116,3 +120,17 @@ class AugmentedMicroscopyTask(Task):
 
         sample = ImagePair(truth, np.asarray(prediction.image))
         return [metric.measure(sample, sample_id) for metric in metrics]
+
+    def controls(self, store: DatasetStore, split: str) -> list[Control]:
+        """The input, the blurred input and the target (see ``controls.py``)."""
+        from cellbench.tasks.augmented_microscopy.controls import augmented_controls
+
+        return augmented_controls()
+
+    def board_pictures(
+        self, board: Leaderboard, folder: Path, *, top_k: int, base: Path | None
+    ) -> tuple[list[Any], list[str]]:
+        """Input, target, prediction and absolute error (see ``pictures.py``)."""
+        from cellbench.tasks.augmented_microscopy.pictures import render_pictures
+
+        return render_pictures(self, board, folder, top_k=top_k, base=base)

@@ -17,7 +17,10 @@ import numpy as np
 from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet
 from cellbench.store.zarr_store import DatasetStore
-from cellbench.tasks.base import OutputSpec, Task, check_finite
+from cellbench.tasks.base import Control, OutputSpec, Task, check_finite
+
+if TYPE_CHECKING:
+    from cellbench.leaderboard.ranking import Leaderboard
 
 if TYPE_CHECKING:
     from cellbench.tasks.training import TaskTraining
@@ -43,6 +46,7 @@ class ClassificationTask(Task):
     )
     class_table: ClassVar[str | None] = "label"
     confusion_unit: ClassVar[str | None] = "counts"
+    key_metrics: ClassVar[tuple[str, ...]] = ("classification/accuracy",)
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> int:
         """The sample's class index."""
@@ -124,3 +128,17 @@ class ClassificationTask(Task):
         scores = None if prediction.scores is None else np.asarray(prediction.scores)
         sample = ClassifiedSample(truth, int(prediction.label), scores)
         return [metric.measure(sample, sample_id) for metric in metrics]
+
+    def controls(self, store: DatasetStore, split: str) -> list[Control]:
+        """The majority class and the perfect prediction (see ``controls.py``)."""
+        from cellbench.tasks.classification.controls import classification_controls
+
+        return classification_controls()
+
+    def board_pictures(
+        self, board: Leaderboard, folder: Path, *, top_k: int, base: Path | None
+    ) -> tuple[list[Any], list[str]]:
+        """The test crops the drawn entries get wrong most (see ``pictures.py``)."""
+        from cellbench.tasks.classification.pictures import render_pictures
+
+        return render_pictures(self, board, folder, top_k=top_k, base=base)

@@ -21,9 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from cellbench._version import __version__
 from cellbench.errors import CellbenchError
+from cellbench.leaderboard import figcache
 from cellbench.leaderboard.entry import LeaderboardEntry
 from cellbench.leaderboard.html import FigureRef
+from cellbench.leaderboard.pictures import middle_plane, predictions_path
 from cellbench.leaderboard.plots import file_stem, overlay_chart
 from cellbench.leaderboard.ranking import Leaderboard
 
@@ -112,29 +115,36 @@ def _pick_sample(
     return sample_ids[0]
 
 
-def _middle_plane(arr: np.ndarray, ndim: int) -> np.ndarray:
-    while arr.ndim > ndim:
-        arr = arr[arr.shape[0] // 2]
-    return arr
+class _Skip(Exception):  # noqa: N818 - an internal signal, not an error users see
+    """A prediction that cannot be drawn (the message says why)."""
 
 
-def predictions_path(uri: str, base: Path | None) -> Path | None:
-    """Local path of an entry's ``predictions_uri``, or None when it cannot be read here.
+class _ControlPredictions:
+    """A control's predictions, computed for one sample when first asked for."""
 
-    Relative URIs are resolved against ``base`` (the local leaderboard root) and must stay
-    inside it; without a base they are not resolved.
-    """
-    if not uri:
-        return None
-    path = Path(uri)
-    if not path.is_absolute():
-        if base is None:
-            return None
-        root = base.resolve()
-        path = (root / path).resolve()
-        if not path.is_relative_to(root):
-            return None
-    return path if path.exists() else None
+    def __init__(self, spec: Any, store: Any) -> None:
+        self.spec, self.store = spec, store
+        self.done: dict[str, Any] = {}
+
+    def get(self, sid: str) -> Any:
+        if sid not in self.done:
+            self.done.update(self.spec.predict(self.store, [sid]))
+        return self.done[sid]
+
+
+def _control_sources(board: Leaderboard, store: Any) -> list[tuple[str, LeaderboardEntry, Any]]:
+    """The board's classical reference controls, as (name, entry, predictions) to draw."""
+    if not board.controls:
+        return []
+    from cellbench.tasks import get_task
+
+    specs = {c.name: c for c in get_task(board.key.task).controls(store, board.key.split)}
+    out = []
+    for row in board.controls:
+        spec = specs.get(row.name.removeprefix("control: "))
+        if spec is not None and row.control == "reference":
+            out.append((row.name, row.replicates[0], _ControlPredictions(spec, store)))
+    return out
 
 
 def render_overlays(
@@ -151,12 +161,12 @@ def render_overlays(
     Returns:
         The figures and notes explaining anything that could not be drawn.
     """
+    from cellbench.leaderboard.pictures import load_store
     from cellbench.predictions import load_predictions
-    from cellbench.registry import load
 
     key = board.key
     try:
-        store = load(key.ref)
+        store = load_store(key.ref)
     except CellbenchError as err:
         return [], [f"error overlays need the dataset store: {err}"]
     if board.dataset_checksum and store.checksum != board.dataset_checksum:
@@ -186,50 +196,74 @@ def render_overlays(
             break
         else:
             notes.append(f"{row.name}: no error overlay (its predictions are not available here)")
+    chosen += _control_sources(board, store)
     if not chosen:
         return [], notes
 
     sid = _pick_sample([e for _, e, _ in chosen], sample_ids, board.headline, board.direction)
-    image = np.asarray(store.image(sid)[...])
-    gt = np.asarray(store.labels(sid, "instances")[...])
-    spatial = gt.ndim
+    spatial = len(store.labels(sid, "instances").shape)
     figures: list[FigureRef] = []
     for name, entry, preds in chosen:
-        try:
-            pred = preds.get(sid).mask
-        except KeyError:
-            notes.append(f"{name}: no prediction for sample {sid}")
-            continue
-        if pred is None or pred.shape != gt.shape:
-            notes.append(f"{name}: prediction of {sid} has no label image of shape {gt.shape}")
-            continue
         ids = (object_errors_of(entry) or {}).get(sid)
-        source = "report details"
-        if ids is None:
-            ids = _compute_ids(gt, np.asarray(pred), sid)
-            source = "computed with ObjectErrors (not in the report)"
-        gt_cls, pred_cls = classes_from_ids(ids)
+        source = "report details" if ids is not None else "computed with ObjectErrors"
         path = f"plots/overlay-{file_stem(entry.entry_id)}-{file_stem(sid)}.png"
+        inputs = {
+            "board": key.path,
+            "checksum": store.checksum,
+            "sample": sid,
+            "entry": [name, entry.entry_id, entry.submission_sha256],
+            "predictions": entry.report.provenance.predictions_sha256,
+            "ids": ids,
+            "cellbench": __version__,
+        }
+
+        def draw(target: Path, name: str = name, preds: Any = preds, ids: Any = ids) -> None:
+            image = np.asarray(store.image(sid)[...])
+            gt = np.asarray(store.labels(sid, "instances")[...])
+            try:
+                pred = preds.get(sid).mask
+            except KeyError:
+                raise _Skip(f"{name}: no prediction for sample {sid}") from None
+            if pred is None or pred.shape != gt.shape:
+                raise _Skip(f"{name}: prediction of {sid} has no label image of shape {gt.shape}")
+            if ids is None:
+                ids = _compute_ids(gt, np.asarray(pred), sid)
+            gt_cls, pred_cls = classes_from_ids(ids)
+            overlay_chart(
+                middle_plane(image, spatial + 1),
+                middle_plane(gt, 2),
+                middle_plane(np.asarray(pred), 2),
+                gt_cls,
+                pred_cls,
+                f"{name} — {sid}",
+                target,
+                pixel_size=store.pixel_size(sid),
+            )
+
+        try:
+            figcache.draw(folder / path, "instance-overlay", inputs, draw)
+        except _Skip as why:
+            notes.append(str(why))
+            continue
+        if ids is None:  # drawn (not cached) with ids computed for the counts below
+            gt = np.asarray(store.labels(sid, "instances")[...])
+            ids = _compute_ids(gt, np.asarray(preds.get(sid).mask), sid)
         counts = ", ".join(
             f"{c.replace('_', ' ')} {len(ids.get(c, []))}"
             for c in ("correct", "missed", "false_positive", *_EVENT_CLASSES)
         )
         plane = " (middle z plane)" if spatial == 3 else ""
-        overlay_chart(
-            _middle_plane(image, spatial + 1),
-            _middle_plane(gt, 2),
-            _middle_plane(np.asarray(pred), 2),
-            gt_cls,
-            pred_cls,
-            f"{name} — {sid}",
-            folder / path,
+        origin = (
+            " (a control, recomputed by cellbench)"
+            if entry.manifest.get("kind") == "control"
+            else ""
         )
         figures.append(
             FigureRef(
                 "overlays",
                 path,
-                f"{name} (seed {entry.seed}) on {sid}{plane}: {counts}. Fill: ground truth by "
-                f"class; outline: prediction by class; classes from {source}.",
+                f"{name} (seed {entry.seed}){origin} on {sid}{plane}: {counts}. Fill: ground truth "
+                f"by class; outline: prediction by class; classes from {source}.",
                 f"error overlay of {name} on {sid}",
             )
         )

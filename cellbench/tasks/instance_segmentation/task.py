@@ -23,7 +23,7 @@ import numpy as np
 from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet, paint_masks
 from cellbench.store.zarr_store import DatasetStore
-from cellbench.tasks.base import OutputSpec, Task, check_finite, check_label_image
+from cellbench.tasks.base import Control, OutputSpec, Task, check_finite, check_label_image
 
 if TYPE_CHECKING:
     from cellbench.leaderboard.ranking import Leaderboard
@@ -230,6 +230,23 @@ class InstanceSegmentationTask(Task):
                 pair = LabelPair(truth, labels)
             out.append(metric.measure(pair, sample_id))
         return out
+
+    key_metrics: ClassVar[tuple[str, ...]] = ("coco_ap/ap", "matching_scores/f1_pooled@0.50")
+    error_breakdown: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "Object errors (DeepCell classes)": (
+            ("missed", "object_errors/missed"),
+            ("false positive", "object_errors/false_positive"),
+            ("split", "object_errors/split"),
+            ("merge", "object_errors/merge"),
+            ("catastrophe", "object_errors/catastrophe"),
+        )
+    }
+
+    def controls(self, store: DatasetStore, split: str) -> list[Control]:
+        """Otsu + watershed, perfect and empty (see ``controls.py``)."""
+        from cellbench.tasks.instance_segmentation.controls import instance_controls
+
+        return instance_controls()
 
     def board_pictures(
         self, board: Leaderboard, folder: Path, *, top_k: int, base: Path | None

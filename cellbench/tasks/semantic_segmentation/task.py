@@ -18,7 +18,10 @@ import numpy as np
 from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet, read_image_folder
 from cellbench.store.zarr_store import DatasetStore
-from cellbench.tasks.base import OutputSpec, Task, check_label_image
+from cellbench.tasks.base import Control, OutputSpec, Task, check_label_image
+
+if TYPE_CHECKING:
+    from cellbench.leaderboard.ranking import Leaderboard
 
 if TYPE_CHECKING:
     from cellbench.tasks.training import TaskTraining
@@ -112,3 +115,17 @@ class SemanticSegmentationTask(Task):
 
         sample = ClassMaskPair(truth, prediction.mask)
         return [metric.measure(sample, sample_id) for metric in metrics]
+
+    def controls(self, store: DatasetStore, split: str) -> list[Control]:
+        """Otsu foreground as one class, perfect and empty (see ``controls.py``)."""
+        from cellbench.tasks.semantic_segmentation.controls import semantic_controls
+
+        return semantic_controls(BACKGROUND_NAMES)
+
+    def board_pictures(
+        self, board: Leaderboard, folder: Path, *, top_k: int, base: Path | None
+    ) -> tuple[list[Any], list[str]]:
+        """Class overlays with the errors marked (see ``pictures.py``)."""
+        from cellbench.tasks.semantic_segmentation.pictures import render_pictures
+
+        return render_pictures(self, board, folder, top_k=top_k, base=base)

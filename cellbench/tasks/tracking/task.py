@@ -23,7 +23,10 @@ import numpy as np
 from cellbench.metrics.base import Metric
 from cellbench.predictions import Prediction, PredictionSet
 from cellbench.store.zarr_store import DatasetStore
-from cellbench.tasks.base import OutputSpec, Task, check_label_image
+from cellbench.tasks.base import Control, OutputSpec, Task, check_label_image
+
+if TYPE_CHECKING:
+    from cellbench.leaderboard.ranking import Leaderboard
 
 if TYPE_CHECKING:
     from cellbench.tasks.training import TaskTraining
@@ -47,6 +50,22 @@ class TrackingTask(Task):
         "(mask###.tif + res_track.txt)",
     )
     accepts_models: ClassVar[bool] = False
+    key_metrics: ClassVar[tuple[str, ...]] = ("ctc/seg", "ctc/tra", "divisions/f1")
+    error_breakdown: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "Graph operations to fix (AOGM)": (
+            ("cell splits", "ctc/ns"),
+            ("missing cells", "ctc/fn"),
+            ("spurious cells", "ctc/fp"),
+            ("redundant links", "ctc/ed"),
+            ("missing links", "ctc/ea"),
+            ("wrong link type", "ctc/ec"),
+        ),
+        "Division errors": (
+            ("missed", "divisions/fn"),
+            ("false", "divisions/fp"),
+            ("wrong children", "divisions/wc"),
+        ),
+    }
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> Any:
         """The sequence as a :class:`~cellbench.tracks.TrackedSequence` (labels double as SEG)."""
@@ -132,3 +151,17 @@ class TrackingTask(Task):
 
         match = match_tracking(truth, self._as_sequence(sample_id, prediction), validate=False)
         return [m.measure(match, sample_id) for m in metrics]
+
+    def controls(self, store: DatasetStore, split: str) -> list[Control]:
+        """Otsu + watershed with nearest-neighbour linking, and perfect (see ``controls.py``)."""
+        from cellbench.tasks.tracking.controls import tracking_controls
+
+        return tracking_controls()
+
+    def board_pictures(
+        self, board: Leaderboard, folder: Path, *, top_k: int, base: Path | None
+    ) -> tuple[list[Any], list[str]]:
+        """Tracks over frames and lineage trees with their errors (see ``pictures.py``)."""
+        from cellbench.tasks.tracking.pictures import render_pictures
+
+        return render_pictures(self, board, folder, top_k=top_k, base=base)
