@@ -9,12 +9,15 @@ from rich.console import Console
 from rich.table import Table
 
 from cellbench.cli.options import CliOptions
+from cellbench.cli.output import emit_json, id_column, json_option
 from cellbench.errors import StoreError
 from cellbench.tasks import task_names
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    from cellbench.cli.output import console
+
+    return console()
 
 
 def _human_bytes(n: float | None) -> str:
@@ -33,34 +36,70 @@ def datasets() -> None:
 
 
 @datasets.command("list")
-def list_() -> None:
+@json_option
+def list_(as_json: bool) -> None:
     """Table of every dataset: id, version, tasks, size, license, whether it is cached."""
     from cellbench.catalog import Catalog
     from cellbench.registry import imported, store_path
 
-    table = Table(show_lines=False)
-    for col in ("id", "version", "tasks", "samples", "size", "license", "cached"):
-        table.add_column(col)
+    rows = []
     for card in Catalog().cards():
-        cached = "yes" if store_path(card.id, card.version).exists() else ""
-        table.add_row(
-            card.id,
-            card.version,
-            ", ".join(card.tasks),
-            str(card.size.get("samples", "?")),
-            _human_bytes(card.size.get("bytes")),
-            card.license,
-            cached,
+        path = store_path(card.id, card.version)
+        rows.append(
+            {
+                "id": card.id,
+                "version": card.version,
+                "tasks": list(card.tasks),
+                "samples": card.size.get("samples"),
+                "bytes": card.size.get("bytes"),
+                "license": card.license,
+                "cached": path.exists(),
+                "path": str(path) if path.exists() else None,
+                "imported": False,
+            }
         )
     for key, entry in sorted(imported().items()):
         ident, version = key.split("@", 1)
-        table.add_row(ident, version, "(imported)", "", "", "", entry["path"])
+        rows.append(
+            {
+                "id": ident,
+                "version": version,
+                "tasks": [],
+                "samples": None,
+                "bytes": None,
+                "license": None,
+                "cached": True,
+                "path": entry["path"],
+                "imported": True,
+            }
+        )
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(show_lines=False)
+    id_column(table, "id", [r["id"] for r in rows])
+    for col in ("version", "tasks", "samples", "size", "license", "cached"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if r["imported"]:
+            table.add_row(r["id"], r["version"], "(imported)", "", "", "", r["path"])
+            continue
+        table.add_row(
+            r["id"],
+            r["version"],
+            ", ".join(r["tasks"]),
+            str(r["samples"] if r["samples"] is not None else "?"),
+            _human_bytes(r["bytes"]),
+            r["license"],
+            "yes" if r["cached"] else "",
+        )
     _console().print(table)
 
 
 @datasets.command()
 @click.argument("ref")
-def info(ref: str) -> None:
+@json_option
+def info(ref: str, as_json: bool) -> None:
     """Show the dataset card of REF (``id`` or ``id@version``)."""
     from cellbench.catalog import Catalog, parse_ref
     from cellbench.registry import load, store_path
@@ -70,12 +109,38 @@ def info(ref: str) -> None:
     if ident not in catalog.ids():
         store = load(ref)
         card = store.card
+        if as_json:
+            emit_json(
+                {
+                    **dict(card),
+                    "id": store.id,
+                    "version": store.version,
+                    "tasks": list(store.tasks),
+                    "samples": len(store),
+                    "splits": store.splits,
+                    "path": str(store.path),
+                    "imported": True,
+                }
+            )
+            return
         console = _console()
         console.print(f"[bold]{card.get('title', store.id)}[/bold]  ({store.id}@{store.version})")
         console.print(f"imported store: {store.path}")
         console.print(f"tasks: {', '.join(store.tasks)}; samples: {len(store)}; {store.splits}")
         return
     card = catalog.card(ident, version)
+    path = store_path(card.id, card.version)
+    if as_json:
+        emit_json(
+            {
+                **card.to_dict(),
+                "versions": catalog.versions(card.id),
+                "cached": path.exists(),
+                "path": str(path) if path.exists() else None,
+                "imported": False,
+            }
+        )
+        return
     console = _console()
     console.print(f"[bold]{card.title}[/bold]  ({card.ref})")
     console.print(f"tasks:       {', '.join(card.tasks)}")
@@ -111,7 +176,6 @@ def info(ref: str) -> None:
                 console.print(f"    sha256 {sha}")
     if card.checksums:
         console.print(f"[bold]store checksum[/bold]: {card.checksums.get('store')}")
-    path = store_path(card.id, card.version)
     console.print(f"cached:      {path if path.exists() else 'no (cellbench datasets pull)'}")
     console.print(f"\n[bold]citation[/bold]:\n{card.citation}")
 

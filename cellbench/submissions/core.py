@@ -129,6 +129,23 @@ def task_problems(
     return problems
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch is installed and sees a GPU, else ``cpu``; others as given.
+
+    torch is imported only for ``auto`` and only when it is installed, so ONNX models run on a
+    core install without it.
+    """
+    if device != "auto":
+        return device
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def device_problems(device: str) -> list[str]:
     """Problems with the requested inference device (``cpu``, ``cuda`` or ``cuda:N``)."""
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
@@ -287,7 +304,8 @@ def evaluate_submission(
 
     Args:
         manifest_path: The submission manifest (YAML).
-        device: Where to run model submissions (``cpu``, ``cuda``, ``cuda:1``).
+        device: Where to run model submissions (``cpu``, ``cuda``, ``cuda:1``; ``auto``: a
+            GPU when torch sees one).
         n_bootstrap: Bootstrap resamples for the headline's confidence interval.
         seed: Seed of the bootstrap.
         predictions_dir: Where predictions of model submissions are written (default:
@@ -351,6 +369,7 @@ def evaluate_submission(
             problems.append(f"kind: cellbench does not run {kind} models for task {task!r}")
         static, onnx_info = _static_model_problems(fields, sub_path, store, limits)
         problems += static
+        device = resolve_device(device)
         problems += device_problems(device)
     if problems:
         if kind in ("torchscript", "onnx", "safetensors"):
