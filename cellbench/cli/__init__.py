@@ -81,7 +81,12 @@ def env() -> None:
     help="Output folder (an earlier demo folder there is replaced).",
 )
 @click.option("--epochs", default=40, show_default=True, help="U-Net training epochs.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when available), cpu, cuda or cuda:N.",
+)
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_obj

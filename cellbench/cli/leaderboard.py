@@ -229,8 +229,9 @@ def add(
     help="Entries shown in confusion matrices and error overlays.",
 )
 @click.option("--no-overlays", is_flag=True, help="Skip example error overlays.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def publish(
-    root: str | None, out: Path | None, to: str | None, top_k: int, no_overlays: bool
+    root: str | None, out: Path | None, to: str | None, top_k: int, no_overlays: bool, quiet: bool
 ) -> None:
     """Render every leaderboard as Markdown, JSON and a static HTML site; optionally push it."""
     from cellbench.leaderboard import publish as do_publish
@@ -240,10 +241,12 @@ def publish(
         raise ValidationError(["give --out DIR and/or --to URL"], "leaderboard publish")
     if to is None:
         assert out is not None
-        result = do_publish(root, out, top_k=top_k, overlays=not no_overlays)
+        result = do_publish(root, out, top_k=top_k, overlays=not no_overlays, progress=not quiet)
         where = ""
     else:
-        result, where = publish_to(root, to, out=out, top_k=top_k, overlays=not no_overlays)
+        result, where = publish_to(
+            root, to, out=out, top_k=top_k, overlays=not no_overlays, progress=not quiet
+        )
     click.echo(
         f"rendered {len(result.boards)} leaderboard(s)"
         + (f" into {result.out}" if out is not None else "")

@@ -87,8 +87,11 @@ def _catalog_card(key: BoardKey) -> dict[str, Any]:
 
 
 def _write_text(path: Path, text: str) -> Path:
+    """Write atomically (temporary name, then rename): an interrupted publish cuts no file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
     return path
 
 
@@ -231,6 +234,7 @@ def publish(
     *,
     top_k: int = 3,
     overlays: bool = True,
+    progress: bool = False,
 ) -> PublishResult:
     """Render every leaderboard of a store as Markdown, JSON and a static HTML site.
 
@@ -239,6 +243,7 @@ def publish(
         out: Local folder to write the site into (created if needed).
         top_k: Entries shown in confusion matrices and overlays.
         overlays: Draw example error overlays for instance segmentation.
+        progress: Show a progress bar over leaderboards on stderr.
 
     Returns:
         What was written.
@@ -261,7 +266,9 @@ def publish(
 
     rendered: list[tuple[Leaderboard, str]] = []
     notes: dict[str, list[str]] = {}
-    for key in keys:
+    from tqdm import tqdm
+
+    for key in tqdm(keys, desc="leaderboards", unit="board", disable=not progress or None):
         board, why = render_board(store, key, out, top_k=top_k, overlays=overlays)
         rendered.append((board, key.path))
         if why:
@@ -356,11 +363,12 @@ def publish_to(
     out: str | Path | None = None,
     top_k: int = 3,
     overlays: bool = True,
+    progress: bool = False,
 ) -> tuple[PublishResult, str]:
     """Render (into ``out`` or a temporary folder) and push to ``to`` (see :func:`push`)."""
     if out is not None:
-        result = publish(store, out, top_k=top_k, overlays=overlays)
+        result = publish(store, out, top_k=top_k, overlays=overlays, progress=progress)
         return result, push(result.out, to)
     with tempfile.TemporaryDirectory(prefix="cellbench-site-") as tmp:
-        result = publish(store, tmp, top_k=top_k, overlays=overlays)
+        result = publish(store, tmp, top_k=top_k, overlays=overlays, progress=progress)
         return result, push(tmp, to)

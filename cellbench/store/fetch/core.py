@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cellbench.errors import CardError, ChecksumError, FetchError, OfflineError
+from cellbench.progress import activity
 from cellbench.store.cache import downloads_dir, is_offline, tmp_dir
 from cellbench.store.fetch._archive import extract_member
 from cellbench.store.fetch._files import (
@@ -207,7 +208,10 @@ def _fetch_local(url: str, source: Source, target: Path) -> Path:
 def _fetch_pypi(url: str, source: Source, target: Path, opts: _Options) -> Path:
     name, version, _ = parse_pypi_url(url)
     assert source.member is not None  # validated: pypi sources name a member
-    with tempfile.TemporaryDirectory(prefix="pip-download-", dir=tmp_dir()) as work:
+    with (
+        tempfile.TemporaryDirectory(prefix="pip-download-", dir=tmp_dir()) as work,
+        activity(f"pip download {name}=={version}", opts.progress),
+    ):
         dist, is_sdist = pip_download(
             name, version, Path(work), timeout=opts.timeout, attempts=opts.attempts
         )
