@@ -26,7 +26,7 @@ from cellbench.store.zarr_store import DatasetStore, build_store
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-    from cellbench.store.hf import ColumnMapping
+    from cellbench.store.hf import ColumnMapping, HFImport
 
 _IMPORTED = "imported.json"
 
@@ -399,10 +399,7 @@ def import_hf(
     ident, ver = str(plan.card["id"]), str(plan.card["version"])
     key = f"{ident}@{ver}"
     if ident in Catalog().ids():
-        raise StoreError(
-            f"{plan.source.name}: dataset id {ident!r} belongs to the catalog; import it under "
-            f"another id (--id), or run `cellbench datasets pull {ident}`"
-        )
+        return _import_catalog_export(plan, ident, ver, progress)
     dest = store_path(ident, ver)
     if key in imported() or dest.exists():
         where = imported().get(key, {}).get("path", dest)
@@ -412,6 +409,45 @@ def import_hf(
     entries[key] = {"path": str(store.path)}
     _write_registry(entries)
     return store
+
+
+def _import_catalog_export(
+    plan: HFImport, ident: str, version: str, progress: bool
+) -> DatasetStore:
+    """Import an export of a catalog dataset: bit-exact against the cached or pinned store.
+
+    The rebuilt store must have the exported digest (checked by the build) and that digest must
+    be the one of the catalog's store: the cached store's, else the card's pinned
+    ``checksums.store``. A cached store stays as it is (the rebuild is discarded once compared);
+    otherwise the rebuild becomes the cached catalog store, as a pull would have made it.
+    """
+    catalog = Catalog()
+    card = catalog.card(ident, version if version in catalog.versions(ident) else None)
+    where = plan.source.name
+    other = f"import it under another id (--id) or run `cellbench datasets pull {ident}`"
+    if card.version != version or plan.expected_digest is None:
+        raise StoreError(f"{where}: dataset id {ident!r} belongs to the catalog; {other}")
+    dest = store_path(ident, version)
+    cached = DatasetStore.open(dest).checksum if dest.exists() else None
+    reference = cached or card.checksums.get("store")
+    if reference is None:
+        raise StoreError(
+            f"{where}: {ident}@{version} is a catalog dataset without a pinned digest and is not "
+            f"cached, so the export cannot be checked against it; {other}"
+        )
+    if plan.expected_digest != reference:
+        raise StoreError(
+            f"{where}: exported digest {plan.expected_digest} differs from the catalog store's "
+            f"{reference} ({ident}@{version}); {other}"
+        )
+    if cached is None:
+        return plan.build(dest, work_dir=tmp_dir(), progress=progress)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{ident}-import-", dir=tmp_dir()))
+    try:
+        plan.build(scratch / "store.zarr", work_dir=scratch, progress=progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return DatasetStore.open(dest)
 
 
 def import_path(
