@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cellbench.cli.options import CliOptions
-from cellbench.cli.output import emit_json, id_column, json_option
+from cellbench.cli.output import emit_json, id_column, is_stdout, json_option
 from cellbench.errors import StoreError
 from cellbench.tasks import task_names
 
@@ -385,3 +385,61 @@ def import_(
     )
     click.echo(f"imported {store.id}@{store.version} ({len(store)} samples) from {path}")
     click.echo(f"store {store.path}, checksum {store.checksum}")
+    if mapping is None and dataset_id is None and version is None:
+        from cellbench.store.hf import HFSource, detect_source
+
+        if detect_source(path) != "zarr":
+            exported = (HFSource.open(path).metadata or {}).get("source_digest")
+            if exported == store.checksum:
+                click.echo(f"bit-exact: rebuilt digest {store.checksum} = the exported store's")
+
+
+@datasets.command("croissant")
+@click.argument("ref")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, allow_dash=True),
+    default="-",
+    show_default=True,
+    help="Write the JSON-LD here ('-': stdout).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars (when the store is built).")
+@click.pass_obj
+def croissant_(options: CliOptions, ref: str, out: Path, quiet: bool) -> None:
+    """Print REF's Croissant 1.1 JSON-LD description (pulls the store if needed)."""
+    import json
+
+    from cellbench.catalog import Catalog, parse_ref
+    from cellbench.croissant import croissant as describe
+    from cellbench.registry import load, pull
+
+    ident = parse_ref(ref)[0]
+    if ident in Catalog().ids():
+        store = pull(ref, progress=not quiet, offline=options.offline)
+        card = Catalog().card(store.id, store.version)
+    else:
+        store, card = load(ref), None
+    text = json.dumps(describe(card, store), indent=1, ensure_ascii=False) + "\n"
+    if is_stdout(out):
+        click.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    click.echo(f"wrote {out}", err=True)
+
+
+@datasets.command()
+@click.argument("ref")
+def cite(ref: str) -> None:
+    """Print how to cite REF as a BibTeX entry."""
+    from cellbench.catalog import Catalog, parse_ref
+    from cellbench.citation import bibtex
+    from cellbench.croissant import store_card
+    from cellbench.registry import load
+
+    ident, version = parse_ref(ref)
+    catalog = Catalog()
+    card = catalog.card(ident, version) if ident in catalog.ids() else store_card(load(ref))
+    click.echo(bibtex(card), nl=False)
