@@ -49,7 +49,8 @@ print("@@RESULT@@" + json.dumps({"out": OUT, "rss_kb": _hwm, "kids_kb": _kids}, 
 CELLBENCH = """
 import time
 t0 = time.perf_counter()
-from cellbench.metrics.tracking import CTCMeasures, DivisionMetrics, score_ctc_folders
+from cellbench.metrics.tracking import CTCMeasures, DivisionMetrics
+from cellbench.tasks.tracking.ctc import score_ctc_folders
 r = score_ctc_folders(GT, RES, [CTCMeasures(), DivisionMetrics()])
 v, d = r["ctc"].values, r["divisions"].values
 OUT = {k.upper(): v[k] for k in ("det", "seg", "tra", "lnk", "aogm", "aogm_0",
@@ -129,7 +130,7 @@ def run_snippet(code: str, gt: Path, res: Path, divisions: bool = True) -> tuple
 def make_data(args: argparse.Namespace, root: Path) -> tuple[Path, Path, dict]:
     from tracking_synth import perturb, simulate
 
-    from cellbench.ingest.ctc import write_ctc_ground_truth, write_ctc_result
+    from cellbench.tasks.tracking.ctc import write_ctc_ground_truth, write_ctc_result
 
     t0 = time.perf_counter()
     gt = simulate(

@@ -1,7 +1,7 @@
 """The canonical tracking object: label images over time plus a Cell Tracking Challenge track table.
 
 A :class:`TrackedSequence` is what every tracking hand-off uses: the CTC reader
-(:mod:`cellbench.ingest.ctc`) returns one, the store's tracking
+(:mod:`cellbench.tasks.tracking.ctc`) returns one, the store's tracking
 :class:`~cellbench.store.sample.Sample` converts to and from one, and the tracking metrics
 (:mod:`cellbench.metrics.tracking`) compare two.
 
@@ -35,42 +35,13 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
+from cellbench.metrics.matching import present_ids
 
 #: Columns of the track table, as in the CTC ``man_track.txt`` (``L B E P``).
 TRACK_COLUMNS = ("track_id", "start", "end", "parent")
 
 FrameNamer = Callable[[int], str]
 RowNamer = Callable[[int], str]
-
-
-def present_ids(frame: np.ndarray) -> np.ndarray:
-    """Return the sorted non-zero ids present in one label image, as int64.
-
-    Uses a ``bincount`` for small non-negative ids (uint8/uint16 movies) and ``np.unique``
-    otherwise.
-
-    Args:
-        frame: An integer label image of any dimensionality.
-
-    Returns:
-        Sorted unique non-zero ids (int64).
-    """
-    a = np.asarray(frame)
-    if a.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if a.dtype == np.bool_:
-        a = a.view(np.uint8)
-    if a.dtype.kind == "u" and a.dtype.itemsize <= 2:
-        flat = a.ravel()
-        counts = np.bincount(flat[flat != 0])  # cells cover a fraction of a frame
-        return np.flatnonzero(counts).astype(np.int64)
-    hi = int(a.max())
-    if a.dtype.kind in "ui" and hi < max(1 << 20, 4 * a.size) and int(a.min()) >= 0:
-        counts = np.bincount(a.ravel().astype(np.intp, copy=False))
-        ids = np.flatnonzero(counts)
-        return ids[ids > 0].astype(np.int64)
-    ids = np.unique(a).astype(np.int64)
-    return ids[ids != 0]
 
 
 def format_ranges(values: Sequence[int] | np.ndarray, limit: int = 12) -> str:
@@ -263,8 +234,9 @@ class TrackedSequence:
     """A tracked sequence: label images over time, a CTC track table and optional SEG truth.
 
     Construct it directly, from a store :class:`~cellbench.store.sample.Sample`
-    (:meth:`from_sample`), from CTC folders (:func:`cellbench.ingest.ctc.read_ctc_ground_truth`,
-    :func:`cellbench.ingest.ctc.read_ctc_result`) or from a tracker's node links
+    (:meth:`from_sample`), from CTC folders
+    (:func:`cellbench.tasks.tracking.ctc.read_ctc_ground_truth`,
+    :func:`cellbench.tasks.tracking.ctc.read_ctc_result`) or from a tracker's node links
     (:meth:`from_links`). Check it with :meth:`validate`.
 
     Attributes:

@@ -13,7 +13,14 @@ HEAVY = ("scipy.stats", "skimage", "pycocotools", "torch", "datasets")
 
 
 @pytest.mark.parametrize(
-    "module", ["cellbench.metrics.tracking", "cellbench.scoring", "cellbench.cli", "cellbench"]
+    "module",
+    [
+        "cellbench.metrics.tracking",
+        "cellbench.tasks.tracking.ctc",
+        "cellbench.scoring",
+        "cellbench.cli",
+        "cellbench",
+    ],
 )
 def test_import_does_not_pull_heavy_libraries(module, cli_env):
     code = (
@@ -25,3 +32,15 @@ def test_import_does_not_pull_heavy_libraries(module, cli_env):
     ).stdout.strip()
     loaded = [m for m in out.split(",") if m]
     assert loaded == [], f"importing {module} loads {loaded}"
+
+
+def test_ctc_folder_scoring_does_not_load_the_store(cli_env):
+    # score_ctc_folders is timed as a whole process against py-ctcmetrics and traccuracy.
+    code = (
+        "import sys, cellbench.tasks.tracking.ctc; "
+        "print(','.join(m for m in ('zarr', 'cellbench.store.zarr_store') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, check=True
+    ).stdout.strip()
+    assert out == ""

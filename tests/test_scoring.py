@@ -8,7 +8,6 @@ from click.testing import CliRunner
 
 from cellbench.cli import main
 from cellbench.errors import CellbenchError, ValidationError
-from cellbench.ingest.ctc import write_ctc_result
 from cellbench.metrics.coco import CocoAP
 from cellbench.metrics.instance import MatchingScores
 from cellbench.predictions import Prediction, PredictionSet, write_predictions
@@ -16,6 +15,7 @@ from cellbench.registry import pull
 from cellbench.report import ScoreReport
 from cellbench.scoring import bootstrap_ci, score
 from cellbench.tasks import get_task, task_names
+from cellbench.tasks.tracking.ctc import write_ctc_result
 
 SMALL = {
     "synthetic-nuclei": {"n_images": 12},
@@ -303,7 +303,7 @@ def test_cli_score_writes_report_only_when_valid(tmp_path):
 
 
 def test_cli_score_ctc_folders(tmp_path):
-    from cellbench.ingest.ctc import write_ctc_ground_truth
+    from cellbench.tasks.tracking.ctc import write_ctc_ground_truth
 
     store = _store("tracking")
     seq = _seq(store.sample(store.sample_ids("test")[0]))

@@ -141,8 +141,8 @@ def score_ctc(gt_dir: Path, res_dir: Path, division_tolerance: int, as_json: boo
         CompleteTracks,
         CTCMeasures,
         DivisionMetrics,
-        score_ctc_folders,
     )
+    from cellbench.tasks.tracking.ctc import score_ctc_folders
 
     results = score_ctc_folders(
         gt_dir,

@@ -6,13 +6,22 @@ A metric is configured once (thresholds, weights, normalisation) and then comput
     result = metric.compute(ground_truth, predictions, sample_ids=ids)
     result.values["f1@0.50"]
 
-Computation is split in two so that scoring can regroup and resample cheaply:
+Each family declares the input of one sample as a small dataclass (a pair of label images, a
+:class:`~cellbench.metrics.tracking.TrackingMatch`, a true and predicted class, ...), and a
+metric is generic in that input and in its per-sample statistics, ``Metric[In, S]``.
+Computation is split so that scoring can regroup and resample cheaply:
 
-* :meth:`Metric.sample_stats` turns the data of each sample (an image, a sequence) into a small
-  picklable record of sufficient statistics (counts, matched scores, intersections, ...).
+* :meth:`Metric.measure` turns one sample's input into a small picklable record of sufficient
+  statistics (counts, matched scores, intersections, ...); this is the one per-sample call, the
+  one a task makes for every sample it scores;
+* :meth:`Metric.finalize` fixes, once per split, what depends on every sample scored together;
 * :meth:`Metric.aggregate` reduces any list of those records to the metric's values.
 
-``compute`` is ``aggregate(sample_stats(...))`` plus per-sample values wrapped in a
+The batch API is built on those in this base class, once for every family:
+:meth:`Metric.sample_stats` splits the family's batch arguments into per-sample inputs
+(:meth:`Metric.inputs`) and measures each, reporting the problems of every sample in one
+:class:`~cellbench.errors.ValidationError`; ``compute`` is
+``aggregate(finalize(sample_stats(...)))`` plus per-sample values wrapped in a
 :class:`MetricResult` stamped with the parameters and the cellbench version.
 """
 
@@ -24,8 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from cellbench._version import __version__
+from cellbench.errors import ValidationError
 from cellbench.report import to_jsonable
 
+#: The per-sample input a metric family takes.
+In = TypeVar("In")
+#: The per-sample sufficient statistics a metric produces.
 S = TypeVar("S")
 
 
@@ -64,12 +77,37 @@ class MetricResult:
         }
 
 
-class Metric(ABC, Generic[S]):
-    """Base class: parameters at construction, data at compute.
+def resolve_sample_ids(n: int, sample_ids: Sequence[str] | None) -> list[str]:
+    """Return sample ids (``"0"``, ``"1"``, ... when none are given)."""
+    return [str(i) for i in range(n)] if sample_ids is None else [str(s) for s in sample_ids]
 
-    Subclasses set :attr:`name`, :attr:`higher_is_better` (for each value name the metric
-    produces, via :meth:`direction`), store their parameters with :meth:`_set_params` and
-    implement :meth:`sample_stats` and :meth:`aggregate`.
+
+def sample_id_problems(
+    n: int, sample_ids: Sequence[str] | None, unit: str = "samples"
+) -> list[str]:
+    """The problem with a list of sample ids that does not have one id per sample, if any.
+
+    Args:
+        n: Number of samples.
+        sample_ids: The ids given (None: ids are generated, nothing to check).
+        unit: What a sample is called in the message (``"samples"``, ``"sequences"``).
+
+    Returns:
+        One line, or nothing.
+    """
+    if sample_ids is not None and len(sample_ids) != n:
+        return [f"{len(sample_ids)} sample ids for {n} {unit}"]
+    return []
+
+
+class Metric(ABC, Generic[In, S]):
+    """Base class: parameters at construction, data at compute, one typed per-sample call.
+
+    Subclasses set :attr:`name` and :attr:`lower_is_better`, store their parameters with
+    :meth:`_set_params`, and implement :meth:`measure` (one sample's input ``In`` to its
+    statistics ``S``), :meth:`inputs` (the family's batch arguments to per-sample inputs) and
+    :meth:`aggregate`; :meth:`finalize`, :meth:`sample_values`, :meth:`details` and
+    :meth:`notes` have defaults.
     """
 
     name: ClassVar[str] = "metric"
@@ -95,9 +133,75 @@ class Metric(ABC, Generic[S]):
         base = value_name.split("@", 1)[0].split("/", 1)[0]
         return "lower" if base in self.lower_is_better else "higher"
 
+    # -- per sample ----------------------------------------------------------------------------
+
     @abstractmethod
+    def measure(self, sample: In, sample_id: str) -> S:
+        """Sufficient statistics of one sample.
+
+        Args:
+            sample: The sample's input, of the family's input type.
+            sample_id: The sample's id (named in error messages, kept where the statistics
+                carry it).
+
+        Returns:
+            The sample's statistics record.
+
+        Raises:
+            ValidationError: Listing every problem of this sample's input.
+        """
+
+    @abstractmethod
+    def inputs(self, *data: Any, **options: Any) -> list[In]:
+        """Split the family's batch arguments into one input per sample, in order.
+
+        Each family declares its own batch arguments (e.g. ``ground_truth, predictions`` or
+        ``y_true, y_pred, scores``) plus the keyword ``sample_ids``; this base signature is
+        left open (``*data, **options``) so that every family's signature is a valid override.
+
+        Args:
+            *data: The family's batch arguments.
+            **options: ``sample_ids``, optional identifiers, one per sample.
+
+        Returns:
+            The per-sample inputs.
+
+        Raises:
+            ValidationError: Listing every problem of the batch as a whole (lengths that do not
+                match, a sample id count that differs from the sample count, ...).
+        """
+
+    # -- batch ---------------------------------------------------------------------------------
+
     def sample_stats(self, *data: Any, sample_ids: Sequence[str] | None = None) -> list[S]:
-        """Compute per-sample sufficient statistics, one record per sample, in input order."""
+        """Compute per-sample sufficient statistics, one record per sample, in input order.
+
+        Args:
+            *data: The family's batch arguments (see :meth:`inputs`).
+            sample_ids: Optional identifiers, one per sample; defaults to ``"0"``, ``"1"``, ...
+
+        Returns:
+            One :meth:`measure` record per sample.
+
+        Raises:
+            ValidationError: Listing the problems of every sample at once.
+        """
+        samples = self.inputs(*data, sample_ids=sample_ids)
+        ids = resolve_sample_ids(len(samples), sample_ids)
+        out: list[S] = []
+        problems: list[str] = []
+        context = ""
+        for sample, sid in zip(samples, ids, strict=True):
+            try:
+                stats = self.measure(sample, sid)
+            except ValidationError as err:
+                problems += err.problems
+                context = context or err.context
+                continue
+            out.append(stats)
+        if problems:
+            raise ValidationError(problems, context)
+        return out
 
     def finalize(self, stats: Sequence[S]) -> list[S]:
         """Fix what depends on every sample scored together (default: nothing to fix).

@@ -10,7 +10,23 @@ import numpy as np
 from scipy.stats import rankdata
 
 from cellbench.errors import ValidationError
-from cellbench.metrics.base import Metric
+from cellbench.metrics.base import Metric, sample_id_problems
+from cellbench.metrics.reduce import row_normalized
+
+
+@dataclass(frozen=True)
+class ClassifiedSample:
+    """The input of one sample to :class:`ClassificationMetrics`.
+
+    Attributes:
+        y_true: True class index.
+        y_pred: Predicted class index.
+        scores: Optional class scores (probabilities or logits), shape ``(n_classes,)``.
+    """
+
+    y_true: int
+    y_pred: int
+    scores: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -28,7 +44,7 @@ class ClassificationSampleStats:
     scores: np.ndarray | None
 
 
-class ClassificationMetrics(Metric[ClassificationSampleStats]):
+class ClassificationMetrics(Metric[ClassifiedSample, ClassificationSampleStats]):
     r"""Multi-class classification metrics, pooled over all samples.
 
     With :math:`C` the confusion matrix (rows = true class, columns = predicted class, the
@@ -88,15 +104,15 @@ class ClassificationMetrics(Metric[ClassificationSampleStats]):
         """Number of classes."""
         return len(self.class_names)
 
-    def sample_stats(
+    def inputs(
         self,
         y_true: Sequence[int] | np.ndarray,
         y_pred: Sequence[int] | np.ndarray,
         scores: np.ndarray | None = None,
         *,
         sample_ids: Sequence[str] | None = None,
-    ) -> list[ClassificationSampleStats]:
-        """One record per sample.
+    ) -> list[ClassifiedSample]:
+        """Check the arrays as a whole and split them into one input per sample.
 
         Args:
             y_true: True class indices, shape ``(n,)``.
@@ -105,7 +121,7 @@ class ClassificationMetrics(Metric[ClassificationSampleStats]):
             sample_ids: Optional ids, used in error messages.
 
         Returns:
-            The per-sample records.
+            The per-sample inputs.
 
         Raises:
             ValidationError: Listing every problem (shapes, dtypes, out-of-range classes,
@@ -140,17 +156,58 @@ class ClassificationMetrics(Metric[ClassificationSampleStats]):
                 problems.append(
                     f"scores contain NaN or infinite values at {_where(bad, sample_ids)}"
                 )
-        if sample_ids is not None and len(sample_ids) != t.size:
-            problems.append(f"{len(sample_ids)} sample ids for {t.size} samples")
+        problems += sample_id_problems(t.size, sample_ids)
         if problems:
             raise ValidationError(problems, "ClassificationMetrics inputs")
         s64 = None if s is None else s.astype(np.float64)
         return [
-            ClassificationSampleStats(
+            ClassifiedSample(
                 y_true=int(t[i]), y_pred=int(p[i]), scores=None if s64 is None else s64[i]
             )
             for i in range(t.size)
         ]
+
+    def measure(self, sample: ClassifiedSample, sample_id: str) -> ClassificationSampleStats:
+        """One sample's record.
+
+        Args:
+            sample: True and predicted class, and optional class scores.
+            sample_id: The sample (named in error messages).
+
+        Returns:
+            The sample's :class:`ClassificationSampleStats` (scores as float64).
+
+        Raises:
+            ValidationError: Listing every problem (non-integer or out-of-range classes, scores
+                of the wrong shape, non-numeric or non-finite scores).
+        """
+        where = f"sample {sample_id!r}"
+        k = self.n_classes
+        problems = []
+        for name, value in (("y_true", sample.y_true), ("y_pred", sample.y_pred)):
+            v = np.asarray(value)
+            if v.ndim != 0 or v.dtype.kind not in "ui":
+                problems.append(f"{where}: {name} must be an integer class index, got {value!r}")
+            elif not 0 <= int(v) < k:
+                problems.append(f"{where}: {name} {int(v)} is outside [0, {k})")
+        scores = None
+        if sample.scores is not None:
+            sc = np.asarray(sample.scores)
+            if sc.shape != (k,):
+                problems.append(
+                    f"{where}: scores must have shape (n_classes,) = ({k},), got {sc.shape}"
+                )
+            elif sc.dtype.kind not in "uif":
+                problems.append(f"{where}: scores must be numeric, got {sc.dtype}")
+            elif not np.isfinite(sc).all():
+                problems.append(f"{where}: scores contain NaN or infinite values")
+            else:
+                scores = sc.astype(np.float64, copy=False)
+        if problems:
+            raise ValidationError(problems, "ClassificationMetrics inputs")
+        return ClassificationSampleStats(
+            y_true=int(sample.y_true), y_pred=int(sample.y_pred), scores=scores
+        )
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -160,7 +217,7 @@ class ClassificationMetrics(Metric[ClassificationSampleStats]):
         t = np.fromiter((s.y_true for s in stats), dtype=np.int64, count=len(stats))
         p = np.fromiter((s.y_pred for s in stats), dtype=np.int64, count=len(stats))
         if stats and all(s.scores is not None for s in stats):
-            sc = np.stack([s.scores for s in stats])  # type: ignore[misc]
+            sc = np.stack([s.scores for s in stats if s.scores is not None])
         else:
             sc = None
         return t, p, sc
@@ -242,13 +299,10 @@ class ClassificationMetrics(Metric[ClassificationSampleStats]):
     def details(self, stats: Sequence[ClassificationSampleStats]) -> dict[str, Any]:
         """Confusion matrix (counts and row-normalised) with class names, supports."""
         cm = self.confusion_matrix(stats)
-        rows = cm.sum(axis=1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            norm = np.where(rows > 0, cm / np.maximum(rows, 1), np.nan)
         return {
             "class_names": list(self.class_names),
             "confusion_matrix": cm.tolist(),
-            "confusion_matrix_normalized": norm.tolist(),
+            "confusion_matrix_normalized": row_normalized(cm).tolist(),
             "confusion_matrix_axes": "rows = true class, columns = predicted class",
             "support": cm.sum(axis=1).tolist(),
             "n_samples": int(cm.sum()),

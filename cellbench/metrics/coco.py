@@ -28,14 +28,14 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage
 
 from cellbench.errors import ValidationError
-from cellbench.metrics.base import Metric
-from cellbench.metrics.instance import (
-    check_thresholds,
-    label_image_problems,
-    resolve_sample_ids,
-    threshold_key,
+from cellbench.metrics.base import Metric, sample_id_problems
+from cellbench.metrics.instance import check_thresholds, label_image_problems, threshold_key
+from cellbench.metrics.matching import (
+    OverlapPairs,
+    coco_greedy_match,
+    label_overlap_pairs,
+    present_ids,
 )
-from cellbench.metrics.matching import OverlapPairs, coco_greedy_match, label_overlap_pairs
 
 #: pycocotools' IoU thresholds, ``np.linspace(.5, .95, 10)`` (its exact float values).
 COCO_IOU_THRESHOLDS: tuple[float, ...] = tuple(
@@ -219,7 +219,7 @@ class InstanceMasks:
         shape = labels.shape
         rows, cols = _as_2d(shape)
         flat = labels.reshape(rows, cols).astype(np.int64, copy=False)
-        present = _present_ids(flat)
+        present = present_ids(flat)
         if present.size and present[-1] > 2 * present.size + 1024:
             # Sparse, large ids: work on consecutive indices (find_objects allocates max id).
             flat = np.searchsorted(np.concatenate([[0], present]), flat)
@@ -273,13 +273,13 @@ def _scores_for(ids: np.ndarray, scores: Mapping[int, float] | np.ndarray | None
 def _score_problems(
     ids: np.ndarray, scores: Mapping[int, float] | np.ndarray | None, where: str
 ) -> list[str]:
+    """Problems with the scores of predicted objects ``ids`` (missing, malformed, not finite)."""
     if scores is None:
         return []
     if isinstance(scores, Mapping):
         missing = [int(i) for i in ids if int(i) not in scores]
         if missing:
             return [f"{where}: no score for predicted ids {missing[:10]} ({len(missing)} in all)"]
-        vals = np.array([float(scores[int(i)]) for i in ids])
     else:
         arr = np.asarray(scores)
         if arr.ndim != 1 or arr.dtype.kind not in "uif":
@@ -288,10 +288,26 @@ def _score_problems(
             return [
                 f"{where}: score array has {arr.size} entries but predicted ids reach {ids.max()}"
             ]
-        vals = arr[ids].astype(np.float64)
-    if not np.isfinite(vals).all():
+    if not np.isfinite(_scores_for(ids, scores)).all():
         return [f"{where}: scores contain NaN or infinite values"]
     return []
+
+
+@dataclass(frozen=True)
+class ScoredInstances:
+    """The input of one image to :class:`CocoAP`: objects, and how confident each prediction is.
+
+    Attributes:
+        ground_truth: A label image ``([z,] y, x)`` (0 = background) or :class:`InstanceMasks`.
+        prediction: A label image of the same shape, or :class:`InstanceMasks` (which carry
+            their own scores, and may overlap).
+        scores: For a label-image prediction only: mapping predicted id -> score, or an array
+            indexed by id, or None (every object scores :data:`DEFAULT_SCORE`).
+    """
+
+    ground_truth: np.ndarray | InstanceMasks
+    prediction: np.ndarray | InstanceMasks
+    scores: Mapping[int, float] | np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -333,7 +349,7 @@ class CocoImageStats:
         )
 
 
-class CocoAP(Metric[CocoImageStats]):
+class CocoAP(Metric[ScoredInstances, CocoImageStats]):
     r"""COCO mask average precision and recall, as pycocotools ``COCOeval`` (``useCats=0``).
 
     Per image, detections are sorted by descending score (stable mergesort; label-image
@@ -521,15 +537,15 @@ class CocoAP(Metric[CocoImageStats]):
             ndim=len(gt.shape),
         )
 
-    def sample_stats(
+    def inputs(
         self,
         ground_truth: Sequence[np.ndarray | InstanceMasks],
         predictions: Sequence[np.ndarray | InstanceMasks],
         scores: Sequence[Mapping[int, float] | np.ndarray | None] | None = None,
         *,
         sample_ids: Sequence[str] | None = None,
-    ) -> list[CocoImageStats]:
-        """Match every image at every threshold and area range.
+    ) -> list[ScoredInstances]:
+        """One :class:`ScoredInstances` per image.
 
         Args:
             ground_truth: Per image, a label image ``([z,] y, x)`` or :class:`InstanceMasks`.
@@ -540,10 +556,10 @@ class CocoAP(Metric[CocoImageStats]):
             sample_ids: Optional sample ids, used in error messages.
 
         Returns:
-            One :class:`CocoImageStats` per image.
+            The per-image inputs.
 
         Raises:
-            ValidationError: Listing every malformed input (types, shapes, missing scores).
+            ValidationError: If the lists differ in length (every mismatch listed).
         """
         n = len(ground_truth)
         problems: list[str] = []
@@ -551,59 +567,64 @@ class CocoAP(Metric[CocoImageStats]):
             problems.append(f"{n} ground-truth images but {len(predictions)} predictions")
         if scores is not None and len(scores) != n:
             problems.append(f"{len(scores)} score mappings for {n} images")
-        if sample_ids is not None and len(sample_ids) != n:
-            problems.append(f"{len(sample_ids)} sample ids for {n} samples")
+        problems += sample_id_problems(n, sample_ids)
         if problems:
             raise ValidationError(problems, "CocoAP inputs")
-        ids = resolve_sample_ids(n, sample_ids)
         score_list = list(scores) if scores is not None else [None] * n
-        # One pass: structural checks, then overlaps / encodings and score checks; every
-        # problem is reported at once before any matching.
-        prepared: list[tuple[Any, Any, Any, bool, int]] = []
-        for sid, gt, pred, sc in zip(ids, ground_truth, predictions, score_list, strict=True):
-            where = f"sample {sid!r}"
-            found: list[str] = []
-            shapes = []
-            for role, obj in (("ground truth", gt), ("prediction", pred)):
-                if isinstance(obj, InstanceMasks):
-                    shapes.append(obj.shape)
-                else:
-                    p = label_image_problems(obj, where, role)
-                    found += p
-                    shapes.append(None if p else obj.shape)
-            if None not in shapes and shapes[0] != shapes[1]:
-                found.append(
-                    f"{where}: prediction shape {shapes[1]} differs from ground truth {shapes[0]}"
-                )
-            if sc is not None and isinstance(pred, InstanceMasks):
-                found.append(f"{where}: scores given for InstanceMasks (they carry their own)")
-            problems += found
-            if found:
-                continue
-            if isinstance(gt, InstanceMasks) or isinstance(pred, InstanceMasks):
-                g = gt if isinstance(gt, InstanceMasks) else InstanceMasks.from_labels(gt)
-                if isinstance(pred, InstanceMasks):
-                    prepared.append((None, g, pred, True, len(g.shape)))
-                else:
-                    bad = _score_problems(_present_ids(pred), sc, where)
-                    problems += bad
-                    if not bad:
-                        pm = InstanceMasks.from_labels(pred, sc)
-                        prepared.append((None, g, pm, sc is not None, len(g.shape)))
+        return [
+            ScoredInstances(gt, pred, sc)
+            for gt, pred, sc in zip(ground_truth, predictions, score_list, strict=True)
+        ]
+
+    def measure(self, sample: ScoredInstances, sample_id: str) -> CocoImageStats:
+        """Match one image at every threshold and area range.
+
+        Args:
+            sample: The image's ground truth, prediction and scores.
+            sample_id: The image (named in error messages).
+
+        Returns:
+            The image's :class:`CocoImageStats` (cut to ``max_dets`` when it is set; otherwise
+            :meth:`finalize` cuts).
+
+        Raises:
+            ValidationError: Listing every problem of the image (types, shapes, missing scores).
+        """
+        gt, pred, sc = sample.ground_truth, sample.prediction, sample.scores
+        where = f"sample {sample_id!r}"
+        # Structural checks, then overlaps / encodings and score checks, before any matching.
+        problems: list[str] = []
+        shapes: list[tuple[int, ...] | None] = []
+        for role, obj in (("ground truth", gt), ("prediction", pred)):
+            if isinstance(obj, InstanceMasks):
+                shapes.append(obj.shape)
             else:
-                ov = label_overlap_pairs(gt, pred)
-                problems += _score_problems(ov.pred_ids, sc, where)
-                prepared.append((ov, None, sc, sc is not None, gt.ndim))
+                p = label_image_problems(obj, where, role)
+                problems += p
+                shapes.append(None if p else obj.shape)
+        if None not in shapes and shapes[0] != shapes[1]:
+            problems.append(
+                f"{where}: prediction shape {shapes[1]} differs from ground truth {shapes[0]}"
+            )
+        if sc is not None and isinstance(pred, InstanceMasks):
+            problems.append(f"{where}: scores given for InstanceMasks (they carry their own)")
         if problems:
             raise ValidationError(problems, "CocoAP inputs")
         max_dets = self.max_dets  # None: keep every detection until finalize
-        out = []
-        for ov, g, extra, scored, ndim in prepared:
-            if ov is not None:
-                out.append(self._label_stats(ov, extra, max_dets, ndim))
-            else:
-                out.append(self._mask_stats(g, extra, max_dets, scored))
-        return out
+        if isinstance(gt, InstanceMasks) or isinstance(pred, InstanceMasks):
+            g = gt if isinstance(gt, InstanceMasks) else InstanceMasks.from_labels(gt)
+            if isinstance(pred, InstanceMasks):
+                return self._mask_stats(g, pred, max_dets, True)
+            problems = _score_problems(present_ids(pred), sc, where)
+            if problems:
+                raise ValidationError(problems, "CocoAP inputs")
+            pm = InstanceMasks.from_labels(pred, sc)
+            return self._mask_stats(g, pm, max_dets, sc is not None)
+        ov = label_overlap_pairs(gt, pred)
+        problems = _score_problems(ov.pred_ids, sc, where)
+        if problems:
+            raise ValidationError(problems, "CocoAP inputs")
+        return self._label_stats(ov, sc, max_dets, gt.ndim)
 
     # -- pooled ------------------------------------------------------------------------------
 
@@ -792,9 +813,3 @@ class CocoAP(Metric[CocoImageStats]):
             if npig is None or npig[a] == 0:
                 notes.append(f"No ground-truth object in area range '{name}': its AP/AR are NaN.")
         return notes
-
-
-def _present_ids(labels: np.ndarray) -> np.ndarray:
-    """Ids > 0 present in a label image."""
-    u = np.unique(labels)
-    return u[u > 0].astype(np.int64)

@@ -10,7 +10,8 @@ import numpy as np
 from scipy.ndimage import uniform_filter
 
 from cellbench.errors import ValidationError
-from cellbench.metrics.base import Metric
+from cellbench.metrics.base import Metric, sample_id_problems
+from cellbench.metrics.reduce import mean_defined
 
 Normalization = Literal["separate", "target", "none"]
 SCORE_NAMES: tuple[str, ...] = ("mae", "mse", "psnr", "ssim", "pearson")
@@ -27,6 +28,19 @@ class ImagePairStats:
 
     values: dict[str, np.ndarray]
     degenerate: np.ndarray
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """The input of one image to :class:`ImageSimilarity`.
+
+    Attributes:
+        target: The true image, ``(c, y, x)`` or ``(c, z, y, x)``, numeric.
+        prediction: The predicted image, same shape.
+    """
+
+    target: np.ndarray
+    prediction: np.ndarray
 
 
 def percentile_normalize(
@@ -104,7 +118,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.clip(np.dot(x, y) / den, -1.0, 1.0))
 
 
-class ImageSimilarity(Metric[ImagePairStats]):
+class ImageSimilarity(Metric[ImagePair, ImagePairStats]):
     r"""MAE, MSE, PSNR, SSIM and Pearson correlation between predicted and target images.
 
     Each image and channel (inputs shaped ``(c, y, x)`` or ``(c, z, y, x)``) is first
@@ -209,14 +223,14 @@ class ImageSimilarity(Metric[ImagePairStats]):
             p, deg_p = percentile_normalize(pred, self.percentiles, reference=target)
         return p, t, deg_t or deg_p
 
-    def sample_stats(
+    def inputs(
         self,
         targets: Sequence[np.ndarray],
         predictions: Sequence[np.ndarray],
         *,
         sample_ids: Sequence[str] | None = None,
-    ) -> list[ImagePairStats]:
-        """Per image and channel, the five scores.
+    ) -> list[ImagePair]:
+        """Pair the images up.
 
         Args:
             targets: True images, ``(c, y, x)`` or ``(c, z, y, x)``.
@@ -224,74 +238,86 @@ class ImageSimilarity(Metric[ImagePairStats]):
             sample_ids: Optional ids, used in error messages.
 
         Returns:
-            One :class:`ImagePairStats` per image.
+            One :class:`ImagePair` per image.
 
         Raises:
-            ValidationError: Listing every problem (shapes, dtypes, non-finite values, images
-                smaller than the SSIM window, channel count).
+            ValidationError: If the lists differ in length, or the ids in number.
         """
         problems = []
         if len(targets) != len(predictions):
             problems.append(f"{len(targets)} targets but {len(predictions)} predictions")
-        if sample_ids is not None and len(sample_ids) != len(targets):
-            problems.append(f"{len(sample_ids)} sample ids for {len(targets)} samples")
+        problems += sample_id_problems(len(targets), sample_ids)
         if problems:
             raise ValidationError(problems, "ImageSimilarity inputs")
-        ids = [str(i) for i in range(len(targets))] if sample_ids is None else list(sample_ids)
-        for sid, tgt, pred in zip(ids, targets, predictions, strict=True):
-            where = f"sample {sid!r}"
-            ok = True
-            for role, arr in (("target", tgt), ("prediction", pred)):
-                if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "uif":
-                    problems.append(f"{where}: {role} must be a numeric numpy array")
-                    ok = False
-                elif arr.ndim not in (3, 4):
-                    problems.append(
-                        f"{where}: {role} must be shaped (c, y, x) or (c, z, y, x), got {arr.shape}"
-                    )
-                    ok = False
-                elif arr.dtype.kind == "f" and not np.isfinite(arr).all():
-                    problems.append(f"{where}: {role} contains NaN or infinite values")
-                    ok = False
-            if not ok:
-                continue
-            if tgt.shape != pred.shape:
+        return [ImagePair(t, p) for t, p in zip(targets, predictions, strict=True)]
+
+    def _problems(self, tgt: Any, pred: Any, where: str) -> list[str]:
+        """Every problem of one image pair (types, shapes, non-finite values, sizes)."""
+        problems = []
+        ok = True
+        for role, arr in (("target", tgt), ("prediction", pred)):
+            if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "uif":
+                problems.append(f"{where}: {role} must be a numeric numpy array")
+                ok = False
+            elif arr.ndim not in (3, 4):
                 problems.append(
-                    f"{where}: prediction shape {pred.shape} differs from target {tgt.shape}"
+                    f"{where}: {role} must be shaped (c, y, x) or (c, z, y, x), got {arr.shape}"
                 )
-                continue
-            if self.channel_names is not None and tgt.shape[0] != len(self.channel_names):
-                problems.append(
-                    f"{where}: {tgt.shape[0]} channels, expected "
-                    f"{len(self.channel_names)} ({list(self.channel_names)})"
-                )
-            if min(tgt.shape[1:]) < self.ssim_window:
-                problems.append(
-                    f"{where}: spatial shape {tgt.shape[1:]} is smaller than the "
-                    f"SSIM window {self.ssim_window}"
-                )
+                ok = False
+            elif arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                problems.append(f"{where}: {role} contains NaN or infinite values")
+                ok = False
+        if not ok:
+            return problems
+        if tgt.shape != pred.shape:
+            return [f"{where}: prediction shape {pred.shape} differs from target {tgt.shape}"]
+        if self.channel_names is not None and tgt.shape[0] != len(self.channel_names):
+            problems.append(
+                f"{where}: {tgt.shape[0]} channels, expected "
+                f"{len(self.channel_names)} ({list(self.channel_names)})"
+            )
+        if min(tgt.shape[1:]) < self.ssim_window:
+            problems.append(
+                f"{where}: spatial shape {tgt.shape[1:]} is smaller than the "
+                f"SSIM window {self.ssim_window}"
+            )
+        return problems
+
+    def measure(self, sample: ImagePair, sample_id: str) -> ImagePairStats:
+        """Per channel of one image, the five scores.
+
+        Args:
+            sample: The true and predicted image.
+            sample_id: The image (named in error messages).
+
+        Returns:
+            The image's :class:`ImagePairStats`.
+
+        Raises:
+            ValidationError: Listing every problem (shapes, dtypes, non-finite values, an image
+                smaller than the SSIM window, channel count).
+        """
+        tgt, pred = sample.target, sample.prediction
+        problems = self._problems(tgt, pred, f"sample {sample_id!r}")
         if problems:
             raise ValidationError(problems, "ImageSimilarity inputs")
-        out = []
-        for tgt, pred in zip(targets, predictions, strict=True):
-            n_c = tgt.shape[0]
-            vals = {k: np.zeros(n_c) for k in SCORE_NAMES}
-            degenerate = np.zeros(n_c, dtype=bool)
-            for c in range(n_c):
-                p, t, deg = self._normalize(pred[c], tgt[c])
-                diff = p - t
-                mse = float(np.mean(diff * diff))
-                vals["mae"][c] = float(np.mean(np.abs(diff)))
-                vals["mse"][c] = mse
-                with np.errstate(divide="ignore"):
-                    vals["psnr"][c] = float(
-                        10 * np.log10(np.float64(self.data_range) ** 2 / np.float64(mse))
-                    )
-                vals["ssim"][c] = ssim(p, t, self.data_range, self.ssim_window)
-                vals["pearson"][c] = pearson(p, t)
-                degenerate[c] = deg
-            out.append(ImagePairStats(values=vals, degenerate=degenerate))
-        return out
+        n_c = tgt.shape[0]
+        vals = {k: np.zeros(n_c) for k in SCORE_NAMES}
+        degenerate = np.zeros(n_c, dtype=bool)
+        for c in range(n_c):
+            p, t, deg = self._normalize(pred[c], tgt[c])
+            diff = p - t
+            mse = float(np.mean(diff * diff))
+            vals["mae"][c] = float(np.mean(np.abs(diff)))
+            vals["mse"][c] = mse
+            with np.errstate(divide="ignore"):
+                vals["psnr"][c] = float(
+                    10 * np.log10(np.float64(self.data_range) ** 2 / np.float64(mse))
+                )
+            vals["ssim"][c] = ssim(p, t, self.data_range, self.ssim_window)
+            vals["pearson"][c] = pearson(p, t)
+            degenerate[c] = deg
+        return ImagePairStats(values=vals, degenerate=degenerate)
 
     def _channel_names(self, n: int) -> list[str]:
         return (
@@ -319,9 +345,9 @@ class ImageSimilarity(Metric[ImagePairStats]):
             mat = np.full((len(stats), n_c), np.nan)
             for i, s in enumerate(stats):
                 mat[i, : s.values[k].size] = s.values[k]
-            values[k] = _mean_defined(mat.reshape(-1))
+            values[k] = mean_defined(mat.reshape(-1))
             for c, cname in enumerate(names):
-                values[f"{k}/{cname}"] = _mean_defined(mat[:, c])
+                values[f"{k}/{cname}"] = mean_defined(mat[:, c])
         return values
 
     def details(self, stats: Sequence[ImagePairStats]) -> dict[str, Any]:
@@ -366,9 +392,3 @@ class ImageSimilarity(Metric[ImagePairStats]):
                 "normalisation was used (or only the offset removed if constant)."
             )
         return notes
-
-
-def _mean_defined(x: np.ndarray) -> float:
-    """Mean over non-NaN entries (+inf kept), NaN if none."""
-    x = x[~np.isnan(x)]
-    return float(x.mean()) if x.size else float("nan")

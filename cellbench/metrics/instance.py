@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.metrics.base import Metric
-from cellbench.metrics.matching import label_overlap_pairs, match_hungarian
+from cellbench.metrics.base import Metric, sample_id_problems
+from cellbench.metrics.matching import OverlapPairs, label_overlap_pairs, match_hungarian
 
 #: IoU thresholds 0.50, 0.55, ..., 0.95 (decimal values, as StarDist users pass them).
 MATCHING_IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
@@ -56,11 +56,6 @@ def check_thresholds(
     return values
 
 
-def resolve_sample_ids(n: int, sample_ids: Sequence[str] | None) -> list[str]:
-    """Return sample ids (``"0"``, ``"1"``, ... when none are given)."""
-    return [str(i) for i in range(n)] if sample_ids is None else [str(s) for s in sample_ids]
-
-
 def label_image_problems(arr: Any, where: str, role: str) -> list[str]:
     """Problems with one label image (type, dtype, dimensionality, negative ids).
 
@@ -85,49 +80,88 @@ def label_image_problems(arr: Any, where: str, role: str) -> list[str]:
     return []
 
 
-def check_label_pairs(
-    ground_truth: Sequence[Any],
-    predictions: Sequence[Any],
-    sample_ids: Sequence[str] | None,
-    context: str,
-) -> list[str]:
-    """Validate paired lists of label images; raise one error listing every problem.
+@dataclass(frozen=True)
+class LabelPair:
+    """The input of one image to the label-image instance metrics.
+
+    Attributes:
+        ground_truth: Ground-truth label image ``([z,] y, x)``, integer ids, 0 = background.
+        prediction: Predicted label image of the same shape.
+    """
+
+    ground_truth: np.ndarray
+    prediction: np.ndarray
+
+    def problems(self, where: str) -> list[str]:
+        """Every problem of the pair (types, dtypes, dimensionality, negative ids, shapes).
+
+        Args:
+            where: Which sample it is (starts every line, e.g. ``"sample 'a'"``).
+
+        Returns:
+            One line per problem (empty when valid).
+        """
+        gp = label_image_problems(self.ground_truth, where, "ground truth")
+        pp = label_image_problems(self.prediction, where, "prediction")
+        out = gp + pp
+        if not gp and not pp and self.ground_truth.shape != self.prediction.shape:
+            out.append(
+                f"{where}: prediction shape {self.prediction.shape} differs from ground truth "
+                f"{self.ground_truth.shape}"
+            )
+        return out
+
+    @classmethod
+    def batch(
+        cls,
+        ground_truth: Sequence[Any],
+        predictions: Sequence[Any],
+        sample_ids: Sequence[str] | None,
+        context: str,
+    ) -> list[LabelPair]:
+        """Pair up lists of label images, one pair per sample.
+
+        Args:
+            ground_truth: Ground-truth label images.
+            predictions: Predicted label images.
+            sample_ids: Optional sample ids (must match the number of samples).
+            context: What is being validated (for the message).
+
+        Returns:
+            The pairs, in order (each checked when it is measured).
+
+        Raises:
+            ValidationError: If the lists differ in length, or the ids in number.
+        """
+        if len(ground_truth) != len(predictions):
+            raise ValidationError(
+                [f"{len(ground_truth)} ground-truth images but {len(predictions)} predictions"],
+                context,
+            )
+        bad_ids = sample_id_problems(len(ground_truth), sample_ids)
+        if bad_ids:
+            raise ValidationError(bad_ids, context)
+        return [cls(gt, pred) for gt, pred in zip(ground_truth, predictions, strict=True)]
+
+
+def checked_overlap(pair: LabelPair, sample_id: str, context: str) -> OverlapPairs:
+    """The overlap of a valid pair; raise one error listing the pair's problems otherwise.
 
     Args:
-        ground_truth: Ground-truth label images.
-        predictions: Predicted label images.
-        sample_ids: Optional sample ids (must match the number of samples).
+        pair: The two label images.
+        sample_id: The sample (for the message).
         context: What is being validated (for the message).
 
     Returns:
-        The resolved sample ids.
+        The sparse overlap of the two label images.
 
     Raises:
-        ValidationError: If anything is wrong, with one line per problem.
+        ValidationError: If the pair is malformed, with one line per problem.
     """
-    problems: list[str] = []
-    if len(ground_truth) != len(predictions):
-        raise ValidationError(
-            [f"{len(ground_truth)} ground-truth images but {len(predictions)} predictions"],
-            context,
-        )
-    if sample_ids is not None and len(sample_ids) != len(ground_truth):
-        raise ValidationError(
-            [f"{len(sample_ids)} sample ids for {len(ground_truth)} samples"], context
-        )
-    ids = resolve_sample_ids(len(ground_truth), sample_ids)
-    for sid, gt, pred in zip(ids, ground_truth, predictions, strict=True):
-        where = f"sample {sid!r}"
-        gp = label_image_problems(gt, where, "ground truth")
-        pp = label_image_problems(pred, where, "prediction")
-        problems += gp + pp
-        if not gp and not pp and gt.shape != pred.shape:
-            problems.append(
-                f"{where}: prediction shape {pred.shape} differs from ground truth {gt.shape}"
-            )
+    problems = pair.problems(f"sample {sample_id!r}")
     if problems:
         raise ValidationError(problems, context)
-    return ids
+    return label_overlap_pairs(pair.ground_truth, pair.prediction)
 
 
 @dataclass(frozen=True)
@@ -156,7 +190,7 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-class MatchingScores(Metric[MatchingImageStats]):
+class MatchingScores(Metric[LabelPair, MatchingImageStats]):
     r"""Detection scores from an optimal one-to-one matching at IoU thresholds.
 
     At each IoU threshold t, ground-truth and predicted objects are matched one-to-one with the
@@ -211,14 +245,14 @@ class MatchingScores(Metric[MatchingImageStats]):
         self.iou_thresholds = check_thresholds(iou_thresholds)
         self._set_params(iou_thresholds=list(self.iou_thresholds))
 
-    def sample_stats(
+    def inputs(
         self,
         ground_truth: Sequence[np.ndarray],
         predictions: Sequence[np.ndarray],
         *,
         sample_ids: Sequence[str] | None = None,
-    ) -> list[MatchingImageStats]:
-        """Match every image's objects at every threshold.
+    ) -> list[LabelPair]:
+        """Pair the images up.
 
         Args:
             ground_truth: Ground-truth label images (2D or 3D, 0 = background).
@@ -226,28 +260,34 @@ class MatchingScores(Metric[MatchingImageStats]):
             sample_ids: Optional sample ids, used in error messages.
 
         Returns:
-            One :class:`MatchingImageStats` per image.
+            One :class:`LabelPair` per image.
+        """
+        return LabelPair.batch(ground_truth, predictions, sample_ids, "MatchingScores inputs")
+
+    def measure(self, sample: LabelPair, sample_id: str) -> MatchingImageStats:
+        """Match one image's objects at every threshold.
+
+        Args:
+            sample: The ground-truth and predicted label images.
+            sample_id: The image (named in error messages).
+
+        Returns:
+            The image's :class:`MatchingImageStats`.
 
         Raises:
-            ValidationError: Listing every malformed or mismatched image.
+            ValidationError: Listing every problem of the pair.
         """
-        check_label_pairs(ground_truth, predictions, sample_ids, "MatchingScores inputs")
-        out = []
-        for gt, pred in zip(ground_truth, predictions, strict=True):
-            ov = label_overlap_pairs(gt, pred)
-            iou = ov.to_dense().iou()
-            tp = np.zeros(len(self.iou_thresholds), dtype=np.int64)
-            sum_iou = np.zeros(len(self.iou_thresholds))
-            for i, t in enumerate(self.iou_thresholds):
-                r, c = match_hungarian(iou, t)
-                tp[i] = r.size
-                sum_iou[i] = float(iou[r, c].sum())
-            out.append(
-                MatchingImageStats(
-                    tp=tp, sum_iou=sum_iou, n_true=int(ov.gt_ids.size), n_pred=int(ov.pred_ids.size)
-                )
-            )
-        return out
+        ov = checked_overlap(sample, sample_id, "MatchingScores inputs")
+        iou = ov.to_dense().iou()
+        tp = np.zeros(len(self.iou_thresholds), dtype=np.int64)
+        sum_iou = np.zeros(len(self.iou_thresholds))
+        for i, t in enumerate(self.iou_thresholds):
+            r, c = match_hungarian(iou, t)
+            tp[i] = r.size
+            sum_iou[i] = float(iou[r, c].sum())
+        return MatchingImageStats(
+            tp=tp, sum_iou=sum_iou, n_true=int(ov.gt_ids.size), n_pred=int(ov.pred_ids.size)
+        )
 
     @staticmethod
     def _scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, s: np.ndarray) -> dict[str, Any]:

@@ -8,7 +8,8 @@ its uint16 limits: labels are cast to int64 first, so large or sparse ids never 
 Two views of that table are offered: :func:`label_overlap` gives the dense
 ``(n_gt, n_pred)`` :class:`Overlap` and :func:`label_overlap_pairs` the sparse
 :class:`OverlapPairs` (only the pairs that share pixels), which is what dense images with
-hundreds of objects need.
+hundreds of objects need. :func:`present_ids` lists the objects of one label image (the one
+implementation used by the COCO encoder, the tracking sequences and their matching).
 
 Assignment strategies built on it live here too; each metric family picks the rule its
 reference defines:
@@ -112,6 +113,36 @@ class OverlapPairs:
             gt_area=self.gt_area,
             pred_area=self.pred_area,
         )
+
+
+def present_ids(frame: np.ndarray) -> np.ndarray:
+    """Return the sorted non-zero ids present in one label image, as int64.
+
+    Uses a ``bincount`` for small non-negative ids (uint8/uint16 movies) and ``np.unique``
+    otherwise.
+
+    Args:
+        frame: An integer label image of any dimensionality.
+
+    Returns:
+        Sorted unique non-zero ids (int64).
+    """
+    a = np.asarray(frame)
+    if a.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if a.dtype == np.bool_:
+        a = a.view(np.uint8)
+    if a.dtype.kind == "u" and a.dtype.itemsize <= 2:
+        flat = a.ravel()
+        counts = np.bincount(flat[flat != 0])  # cells cover a fraction of a frame
+        return np.flatnonzero(counts).astype(np.int64)
+    hi = int(a.max())
+    if a.dtype.kind in "ui" and hi < max(1 << 20, 4 * a.size) and int(a.min()) >= 0:
+        counts = np.bincount(a.ravel().astype(np.intp, copy=False))
+        ids = np.flatnonzero(counts)
+        return ids[ids > 0].astype(np.int64)
+    ids = np.unique(a).astype(np.int64)
+    return ids[ids != 0]
 
 
 def _as_labels(arr: np.ndarray, name: str) -> np.ndarray:

@@ -16,8 +16,9 @@ from scipy.optimize import linear_sum_assignment
 
 from cellbench.errors import ValidationError
 from cellbench.metrics.base import Metric
-from cellbench.metrics.instance import check_label_pairs
-from cellbench.metrics.matching import OverlapPairs, bipartite_components, label_overlap_pairs
+from cellbench.metrics.instance import LabelPair, checked_overlap
+from cellbench.metrics.matching import OverlapPairs, bipartite_components
+from cellbench.metrics.reduce import ratio_or_nan
 
 #: Count names summed over images (events for split/merge/catastrophe, objects otherwise).
 COUNT_NAMES: tuple[str, ...] = (
@@ -72,7 +73,7 @@ def _deepcell_assignment(iou: np.ndarray, cutoff1: float) -> tuple[np.ndarray, n
     return rows[top_left], cols[top_left]
 
 
-class ObjectErrors(Metric[ObjectErrorStats]):
+class ObjectErrors(Metric[LabelPair, ObjectErrorStats]):
     r"""Object error classes: correct, missed, false positive, split, merge, catastrophe.
 
     Follows DeepCell's object-based statistics (``deepcell_toolbox.metrics.ObjectAccuracy``,
@@ -260,14 +261,14 @@ class ObjectErrors(Metric[ObjectErrorStats]):
             },
         )
 
-    def sample_stats(
+    def inputs(
         self,
         ground_truth: Sequence[np.ndarray],
         predictions: Sequence[np.ndarray],
         *,
         sample_ids: Sequence[str] | None = None,
-    ) -> list[ObjectErrorStats]:
-        """Classify every object of every image.
+    ) -> list[LabelPair]:
+        """Pair the images up.
 
         Args:
             ground_truth: Ground-truth label images (2D or 3D, 0 = background).
@@ -275,16 +276,24 @@ class ObjectErrors(Metric[ObjectErrorStats]):
             sample_ids: Optional sample ids (kept in the per-image details).
 
         Returns:
-            One :class:`ObjectErrorStats` per image.
+            One :class:`~cellbench.metrics.instance.LabelPair` per image.
+        """
+        return LabelPair.batch(ground_truth, predictions, sample_ids, "ObjectErrors inputs")
+
+    def measure(self, sample: LabelPair, sample_id: str) -> ObjectErrorStats:
+        """Classify every object of one image.
+
+        Args:
+            sample: The ground-truth and predicted label images.
+            sample_id: The image (kept in the per-image details).
+
+        Returns:
+            The image's :class:`ObjectErrorStats`.
 
         Raises:
-            ValidationError: Listing every malformed or mismatched image.
+            ValidationError: Listing every problem of the pair.
         """
-        ids = check_label_pairs(ground_truth, predictions, sample_ids, "ObjectErrors inputs")
-        return [
-            self._classify(label_overlap_pairs(gt, pred), sid)
-            for sid, gt, pred in zip(ids, ground_truth, predictions, strict=True)
-        ]
+        return self._classify(checked_overlap(sample, sample_id, "ObjectErrors inputs"), sample_id)
 
     def aggregate(self, stats: Sequence[ObjectErrorStats]) -> dict[str, float]:
         """Sum the counts over images and derive pooled ratios.
@@ -296,23 +305,19 @@ class ObjectErrors(Metric[ObjectErrorStats]):
             Counts, recall/precision/f1 and per-object error rates (NaN for zero denominators).
         """
         tot = {k: float(sum(s.counts[k] for s in stats)) for k in COUNT_NAMES}
-
-        def div(a: float, b: float) -> float:
-            return a / b if b > 0 else float("nan")
-
-        recall = div(tot["correct"], tot["n_true"])
-        precision = div(tot["correct"], tot["n_pred"])
-        f1 = div(2 * tot["correct"], tot["n_true"] + tot["n_pred"])
+        recall = ratio_or_nan(tot["correct"], tot["n_true"])
+        precision = ratio_or_nan(tot["correct"], tot["n_pred"])
+        f1 = ratio_or_nan(2 * tot["correct"], tot["n_true"] + tot["n_pred"])
         return {
             **tot,
             "recall": recall,
             "precision": precision,
             "f1": f1,
-            "missed_per_gt": div(tot["missed"], tot["n_true"]),
-            "split_per_gt": div(tot["split"], tot["n_true"]),
-            "merge_per_gt": div(tot["merge"], tot["n_true"]),
-            "catastrophe_per_gt": div(tot["catastrophe"], tot["n_true"]),
-            "false_positive_per_pred": div(tot["false_positive"], tot["n_pred"]),
+            "missed_per_gt": ratio_or_nan(tot["missed"], tot["n_true"]),
+            "split_per_gt": ratio_or_nan(tot["split"], tot["n_true"]),
+            "merge_per_gt": ratio_or_nan(tot["merge"], tot["n_true"]),
+            "catastrophe_per_gt": ratio_or_nan(tot["catastrophe"], tot["n_true"]),
+            "false_positive_per_pred": ratio_or_nan(tot["false_positive"], tot["n_pred"]),
         }
 
     def details(self, stats: Sequence[ObjectErrorStats]) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.metrics.base import Metric
+from cellbench.metrics.base import Metric, sample_id_problems
+from cellbench.metrics.reduce import mean_defined, row_normalized
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,21 @@ class SemanticImageStats:
     n_ignored: int
 
 
-class SemanticSegmentationMetrics(Metric[SemanticImageStats]):
+@dataclass(frozen=True)
+class ClassMaskPair:
+    """The input of one image to :class:`SemanticSegmentationMetrics`.
+
+    Attributes:
+        ground_truth: Class index per pixel, a ``([z,] y, x)`` integer array (may hold the
+            metric's ``ignore_index``).
+        prediction: Predicted class index per pixel, same shape, values in ``[0, n_classes)``.
+    """
+
+    ground_truth: np.ndarray
+    prediction: np.ndarray
+
+
+class SemanticSegmentationMetrics(Metric[ClassMaskPair, SemanticImageStats]):
     r"""Per-class Jaccard index (IoU) and Dice coefficient, and pixel accuracy.
 
     For class c with ground-truth pixels :math:`A` and predicted pixels :math:`B`:
@@ -90,14 +105,14 @@ class SemanticSegmentationMetrics(Metric[SemanticImageStats]):
             class_names=names, ignore_index=self.ignore_index, mean_exclude=list(self.mean_exclude)
         )
 
-    def sample_stats(
+    def inputs(
         self,
         ground_truth: Sequence[np.ndarray],
         predictions: Sequence[np.ndarray],
         *,
         sample_ids: Sequence[str] | None = None,
-    ) -> list[SemanticImageStats]:
-        """One confusion matrix per image (a single ``np.bincount``).
+    ) -> list[ClassMaskPair]:
+        """Pair the images up.
 
         Args:
             ground_truth: Class index per pixel, ``([z,] y, x)`` integer arrays.
@@ -106,73 +121,86 @@ class SemanticSegmentationMetrics(Metric[SemanticImageStats]):
             sample_ids: Optional ids, used in error messages.
 
         Returns:
-            The per-image statistics.
+            One :class:`ClassMaskPair` per image.
 
         Raises:
-            ValidationError: Listing every problem (shapes, dtypes, values out of range).
+            ValidationError: If the lists differ in length, or the ids in number.
         """
-        k = len(self.class_names)
         problems = []
         if len(ground_truth) != len(predictions):
             problems.append(
                 f"{len(ground_truth)} ground-truth images but {len(predictions)} predictions"
             )
-        if sample_ids is not None and len(sample_ids) != len(ground_truth):
-            problems.append(f"{len(sample_ids)} sample ids for {len(ground_truth)} samples")
+        problems += sample_id_problems(len(ground_truth), sample_ids)
         if problems:
             raise ValidationError(problems, "SemanticSegmentationMetrics inputs")
-        ids = [str(i) for i in range(len(ground_truth))] if sample_ids is None else list(sample_ids)
-        for sid, gt, pred in zip(ids, ground_truth, predictions, strict=True):
-            where = f"sample {sid!r}"
-            ok = True
-            for role, arr in (("ground truth", gt), ("prediction", pred)):
-                if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "ui":
-                    problems.append(
-                        f"{where}: {role} must be an integer numpy array of class "
-                        f"indices, got {getattr(arr, 'dtype', type(arr).__name__)}"
-                    )
-                    ok = False
-                elif arr.ndim not in (2, 3):
-                    problems.append(
-                        f"{where}: {role} must be 2D (y, x) or 3D (z, y, x), got shape {arr.shape}"
-                    )
-                    ok = False
-            if not ok:
-                continue
-            if gt.shape != pred.shape:
+        return [ClassMaskPair(g, p) for g, p in zip(ground_truth, predictions, strict=True)]
+
+    def _problems(self, gt: Any, pred: Any, where: str) -> list[str]:
+        """Every problem of one image pair (types, dimensionality, shapes, class ranges)."""
+        k = len(self.class_names)
+        problems = []
+        ok = True
+        for role, arr in (("ground truth", gt), ("prediction", pred)):
+            if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "ui":
                 problems.append(
-                    f"{where}: prediction shape {pred.shape} differs from ground truth {gt.shape}"
+                    f"{where}: {role} must be an integer numpy array of class "
+                    f"indices, got {getattr(arr, 'dtype', type(arr).__name__)}"
                 )
-                continue
-            valid = gt != self.ignore_index if self.ignore_index is not None else None
-            g = gt if valid is None else gt[valid]
-            p = pred if valid is None else pred[valid]
-            if g.size and (g.min() < 0 or g.max() >= k):
+                ok = False
+            elif arr.ndim not in (2, 3):
                 problems.append(
-                    f"{where}: ground truth has values outside [0, {k})"
-                    + (
-                        ""
-                        if self.ignore_index is None
-                        else f" other than ignore_index {self.ignore_index}"
-                    )
+                    f"{where}: {role} must be 2D (y, x) or 3D (z, y, x), got shape {arr.shape}"
                 )
-            if p.size and (p.min() < 0 or p.max() >= k):
-                problems.append(f"{where}: prediction has values outside [0, {k}) on scored pixels")
+                ok = False
+        if not ok:
+            return problems
+        if gt.shape != pred.shape:
+            return [f"{where}: prediction shape {pred.shape} differs from ground truth {gt.shape}"]
+        valid = gt != self.ignore_index if self.ignore_index is not None else None
+        g = gt if valid is None else gt[valid]
+        p = pred if valid is None else pred[valid]
+        if g.size and (g.min() < 0 or g.max() >= k):
+            problems.append(
+                f"{where}: ground truth has values outside [0, {k})"
+                + (
+                    ""
+                    if self.ignore_index is None
+                    else f" other than ignore_index {self.ignore_index}"
+                )
+            )
+        if p.size and (p.min() < 0 or p.max() >= k):
+            problems.append(f"{where}: prediction has values outside [0, {k}) on scored pixels")
+        return problems
+
+    def measure(self, sample: ClassMaskPair, sample_id: str) -> SemanticImageStats:
+        """The image's confusion matrix (a single ``np.bincount``).
+
+        Args:
+            sample: Ground-truth and predicted class masks.
+            sample_id: The image (named in error messages).
+
+        Returns:
+            The image's :class:`SemanticImageStats`.
+
+        Raises:
+            ValidationError: Listing every problem (shapes, dtypes, values out of range).
+        """
+        gt, pred = sample.ground_truth, sample.prediction
+        problems = self._problems(gt, pred, f"sample {sample_id!r}")
         if problems:
             raise ValidationError(problems, "SemanticSegmentationMetrics inputs")
-        out = []
-        for gt, pred in zip(ground_truth, predictions, strict=True):
-            g = gt.reshape(-1).astype(np.int64)
-            p = pred.reshape(-1).astype(np.int64)
-            n_ignored = 0
-            if self.ignore_index is not None:
-                valid = g != self.ignore_index
-                n_ignored = int(g.size - valid.sum())
-                if n_ignored:
-                    g, p = g[valid], p[valid]
-            cm = np.bincount(g * k + p, minlength=k * k).reshape(k, k)
-            out.append(SemanticImageStats(confusion=cm, n_ignored=n_ignored))
-        return out
+        k = len(self.class_names)
+        g = gt.reshape(-1).astype(np.int64)
+        p = pred.reshape(-1).astype(np.int64)
+        n_ignored = 0
+        if self.ignore_index is not None:
+            valid = g != self.ignore_index
+            n_ignored = int(g.size - valid.sum())
+            if n_ignored:
+                g, p = g[valid], p[valid]
+        cm = np.bincount(g * k + p, minlength=k * k).reshape(k, k)
+        return SemanticImageStats(confusion=cm, n_ignored=n_ignored)
 
     @staticmethod
     def _scores(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -228,10 +256,10 @@ class SemanticSegmentationMetrics(Metric[SemanticImageStats]):
         values: dict[str, float] = {
             "mean_jaccard_pooled": float(self._class_mean(jac_p)),
             "mean_dice_pooled": float(self._class_mean(dice_p)),
-            "mean_jaccard_per_image": _nanmean(per_img_mj),
-            "mean_dice_per_image": _nanmean(per_img_md),
+            "mean_jaccard_per_image": mean_defined(per_img_mj),
+            "mean_dice_per_image": mean_defined(per_img_md),
             "pixel_accuracy_pooled": float(correct.sum() / total.sum()) if total.sum() else nan,
-            "pixel_accuracy_per_image": _nanmean(
+            "pixel_accuracy_per_image": mean_defined(
                 np.where(total > 0, correct / np.maximum(total, 1), np.nan)
             ),
         }
@@ -246,13 +274,10 @@ class SemanticSegmentationMetrics(Metric[SemanticImageStats]):
         """Pooled pixel confusion matrix (counts and row-normalised) with class names."""
         k = len(self.class_names)
         cm = sum((s.confusion for s in stats), np.zeros((k, k), np.int64))
-        rows = cm.sum(axis=1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            norm = np.where(rows > 0, cm / np.maximum(rows, 1), np.nan)
         return {
             "class_names": list(self.class_names),
             "confusion_matrix": np.asarray(cm).tolist(),
-            "confusion_matrix_normalized": norm.tolist(),
+            "confusion_matrix_normalized": row_normalized(cm).tolist(),
             "confusion_matrix_axes": "rows = true class, columns = predicted class (pixels)",
             "n_ignored_pixels": int(sum(s.n_ignored for s in stats)),
         }
@@ -279,8 +304,3 @@ class SemanticSegmentationMetrics(Metric[SemanticImageStats]):
                 f"Pixels labelled {self.ignore_index} in the ground truth are not counted."
             )
         return notes
-
-
-def _nanmean(x: np.ndarray) -> float:
-    finite = x[np.isfinite(x)]
-    return float(finite.mean()) if finite.size else float("nan")

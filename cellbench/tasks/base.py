@@ -182,8 +182,10 @@ class Task(ABC):
     ) -> list[Any]:
         """Per-sample statistics of every metric, in order (scoring calls this once a sample).
 
-        A task shares per-sample work between its metrics here (matching a sequence once,
-        painting overlapping masks once).
+        A task builds each metric family's per-sample input (e.g. a
+        :class:`~cellbench.metrics.instance.LabelPair`) and calls
+        :meth:`Metric.measure <cellbench.metrics.base.Metric.measure>`, sharing per-sample work
+        between its metrics here (matching a sequence once, painting overlapping masks once).
         """
 
     def notes(self, metrics: list[Metric]) -> list[str]:

@@ -10,6 +10,7 @@ from cellbench.metrics.matching import (
     label_overlap,
     label_overlap_pairs,
     match_hungarian,
+    present_ids,
 )
 
 from ._synth import perturb, random_labels
@@ -158,3 +159,16 @@ def test_bipartite_components():
     assert la[0] == lb[0] == lb[1]
     assert la[2] == lb[2]
     assert len({la[0], la[1], la[2]}) == 3
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64, np.uint32])
+def test_present_ids_equals_unique_nonzero(dtype):
+    rng = np.random.default_rng(5)
+    lab = random_labels((20, 24), 9, rng).astype(dtype)
+    ref = np.unique(lab)
+    np.testing.assert_array_equal(present_ids(lab), ref[ref > 0].astype(np.int64))
+    assert present_ids(lab).dtype == np.int64
+    sparse = lab.astype(np.int64) * 10**9
+    ref = np.unique(sparse)
+    np.testing.assert_array_equal(present_ids(sparse), ref[ref > 0])
+    assert present_ids(np.zeros((3, 4), dtype)).tolist() == []

@@ -11,19 +11,20 @@ from tracking_cases import BASE_TABLE, base_gt, base_objects, paint
 from tracking_synth import simulate
 
 from cellbench.errors import ValidationError
-from cellbench.ingest.ctc import (
+from cellbench.metrics.tracking import CTCMeasures
+from cellbench.tasks.tracking.ctc import (
     ctc_result_problems,
     frame_digits,
     parse_track_file,
     read_ctc_ground_truth,
     read_ctc_result,
     read_track_file,
+    score_ctc_folders,
     validate_ctc_result,
     write_ctc_ground_truth,
     write_ctc_result,
     write_track_file,
 )
-from cellbench.metrics.tracking import CTCMeasures, score_ctc_folders
 from cellbench.tracks import SegAnnotation, TrackedSequence
 
 

@@ -30,12 +30,6 @@ from tracking_cases import (
 )
 from tracking_synth import perturb, simulate
 
-from cellbench.ingest.ctc import (
-    read_ctc_ground_truth,
-    read_ctc_result,
-    write_ctc_ground_truth,
-    write_ctc_result,
-)
 from cellbench.metrics.tracking import (
     BranchingCorrectness,
     CompleteTracks,
@@ -44,6 +38,12 @@ from cellbench.metrics.tracking import (
     MOTMetrics,
     TrackingMatch,
     match_tracking,
+)
+from cellbench.tasks.tracking.ctc import (
+    read_ctc_ground_truth,
+    read_ctc_result,
+    write_ctc_ground_truth,
+    write_ctc_result,
 )
 from cellbench.tracks import SegAnnotation, TrackedSequence
 

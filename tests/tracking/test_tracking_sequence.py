@@ -7,8 +7,9 @@ import pytest
 from tracking_cases import BASE_TABLE, base_gt, base_objects, paint
 
 from cellbench.errors import ValidationError
+from cellbench.metrics.matching import present_ids
 from cellbench.store.sample import Sample
-from cellbench.tracks import TrackedSequence, format_ranges, present_ids
+from cellbench.tracks import TrackedSequence, format_ranges
 
 
 def test_base_is_valid_and_graph_is_as_drawn() -> None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cellbench.tracks import SegAnnotation, TrackedSequence, present_ids
+from cellbench.metrics.matching import present_ids
+from cellbench.tracks import SegAnnotation, TrackedSequence
 
 
 @dataclass

@@ -24,8 +24,8 @@ def evaluate(n_sequences: int = 4, n_frames: int = 30, size: int = 192, seed: in
     """Print TRA, LNK, BC(0) and the linking time per sequence for a few parameter settings."""
     from ctc_metrics.scripts.evaluate import evaluate_sequence
 
-    from cellbench.ingest.ctc import write_ctc_result
     from cellbench.synthetic import timelapse
+    from cellbench.tasks.tracking.ctc import write_ctc_result
     from cellbench.tracks import TrackedSequence
     from cellbench.training.models.tracking import link
 

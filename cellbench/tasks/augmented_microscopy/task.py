@@ -103,7 +103,7 @@ class AugmentedMicroscopyTask(Task):
         self, metrics: Sequence[Metric], sample_id: str, truth: Any, prediction: Prediction
     ) -> list[Any]:
         """Per-channel similarity of one image."""
-        image = np.asarray(prediction.image)
-        return [
-            metric.sample_stats([truth], [image], sample_ids=[sample_id])[0] for metric in metrics
-        ]
+        from cellbench.metrics.image import ImagePair
+
+        sample = ImagePair(truth, np.asarray(prediction.image))
+        return [metric.measure(sample, sample_id) for metric in metrics]

@@ -110,13 +110,8 @@ class ClassificationTask(Task):
         self, metrics: Sequence[Metric], sample_id: str, truth: Any, prediction: Prediction
     ) -> list[Any]:
         """One (true, predicted, scores) record."""
-        scores = None if prediction.scores is None else np.asarray(prediction.scores)[None]
-        return [
-            metric.sample_stats(
-                np.asarray([truth]),
-                np.asarray([int(prediction.label)]),
-                scores,
-                sample_ids=[sample_id],
-            )[0]
-            for metric in metrics
-        ]
+        from cellbench.metrics.classification import ClassifiedSample
+
+        scores = None if prediction.scores is None else np.asarray(prediction.scores)
+        sample = ClassifiedSample(truth, int(prediction.label), scores)
+        return [metric.measure(sample, sample_id) for metric in metrics]

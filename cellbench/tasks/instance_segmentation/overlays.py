@@ -77,10 +77,10 @@ def n_errors(ids: Mapping[str, Any]) -> int:
 
 
 def _compute_ids(gt: np.ndarray, pred: np.ndarray, sample_id: str) -> dict[str, Any]:
+    from cellbench.metrics.instance import LabelPair
     from cellbench.metrics.object_errors import ObjectErrors
 
-    result = ObjectErrors().compute([gt], [pred], sample_ids=[sample_id])
-    return dict(result.details["per_image"][sample_id])
+    return dict(ObjectErrors().measure(LabelPair(gt, pred), sample_id).ids)
 
 
 def _pick_sample(

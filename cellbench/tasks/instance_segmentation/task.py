@@ -199,30 +199,29 @@ class InstanceSegmentationTask(Task):
         COCO AP takes overlapping masks as they are; the other metrics take a label image,
         painted once per sample (higher scores win overlaps).
         """
-        from cellbench.metrics.coco import CocoAP, InstanceMasks
+        from cellbench.metrics.coco import CocoAP, InstanceMasks, ScoredInstances
+        from cellbench.metrics.instance import LabelPair
 
-        labels: np.ndarray | None = None
+        pair: LabelPair | None = None
         out = []
         for metric in metrics:
             if isinstance(metric, CocoAP):
                 if prediction.masks is not None:
                     pred = InstanceMasks.from_masks(prediction.masks, prediction.mask_scores)
-                    out.append(metric.sample_stats([truth], [pred], sample_ids=[sample_id])[0])
+                    out.append(metric.measure(ScoredInstances(truth, pred), sample_id))
                 else:
                     scores = prediction.score_of() or None
-                    out.append(
-                        metric.sample_stats(
-                            [truth], [prediction.mask], [scores], sample_ids=[sample_id]
-                        )[0]
-                    )
+                    sample = ScoredInstances(truth, prediction.mask, scores)
+                    out.append(metric.measure(sample, sample_id))
                 continue
-            if labels is None:
+            if pair is None:
                 labels = (
                     paint_masks(prediction.masks, prediction.mask_scores)[0]
                     if prediction.masks is not None
                     else prediction.mask
                 )
-            out.append(metric.sample_stats([truth], [labels], sample_ids=[sample_id])[0])
+                pair = LabelPair(truth, labels)
+            out.append(metric.measure(pair, sample_id))
         return out
 
     def board_pictures(

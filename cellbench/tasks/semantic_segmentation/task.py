@@ -99,7 +99,7 @@ class SemanticSegmentationTask(Task):
         self, metrics: Sequence[Metric], sample_id: str, truth: Any, prediction: Prediction
     ) -> list[Any]:
         """One confusion matrix of the image."""
-        return [
-            metric.sample_stats([truth], [prediction.mask], sample_ids=[sample_id])[0]
-            for metric in metrics
-        ]
+        from cellbench.metrics.semantic import ClassMaskPair
+
+        sample = ClassMaskPair(truth, prediction.mask)
+        return [metric.measure(sample, sample_id) for metric in metrics]

@@ -19,7 +19,7 @@ def read_result_folders(path: Path, task: str) -> PredictionSet:
     Raises:
         ValidationError: If ``path`` holds no ``*_RES`` folder.
     """
-    from cellbench.ingest.ctc import read_ctc_result
+    from cellbench.tasks.tracking.ctc import read_ctc_result
 
     folders = sorted(p for p in path.iterdir() if p.is_dir() and p.name.endswith("_RES"))
     if not folders:

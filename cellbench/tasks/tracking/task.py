@@ -122,4 +122,4 @@ class TrackingTask(Task):
         from cellbench.metrics.tracking import match_tracking
 
         match = match_tracking(truth, self._as_sequence(sample_id, prediction), validate=False)
-        return [m.sample_stats([match], sample_ids=[sample_id])[0] for m in metrics]
+        return [m.measure(match, sample_id) for m in metrics]

@@ -36,7 +36,7 @@ Limitations: a division is recognised when at least one daughter is linked to th
 step 1 (the usual case, since a daughter overlaps its mother); a mother whose two daughters
 are both farther than ``max_distance`` ends and the daughters start unrelated tracks.
 
-Write the result in the CTC layout with :func:`cellbench.ingest.ctc.write_ctc_result`.
+Write the result in the CTC layout with :func:`cellbench.tasks.tracking.ctc.write_ctc_result`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ import tifffile
 import torch
 
 from cellbench.errors import CellbenchError, ValidationError
-from cellbench.ingest.ctc import write_ctc_result
+from cellbench.tasks.tracking.ctc import write_ctc_result
 from cellbench.tracks import TrackedSequence
 from cellbench.training.baseline import DataSpec, get_baseline
 from cellbench.training.models.tracking import link

@@ -1,4 +1,4 @@
-"""Cell Tracking Challenge (CTC) folders: read, write and validate.
+"""Cell Tracking Challenge (CTC) folders: read, write, validate and score.
 
 Layout of one sequence ``<seq>`` (e.g. ``01``), as distributed by celltrackingchallenge.net::
 
@@ -18,18 +18,29 @@ Every reader validates and raises :class:`cellbench.errors.ValidationError` list
 problems, each naming the file and frame (missing or extra frames, wrong shape or dtype, labels
 in masks not in the track file or vice versa, a track absent in a frame between B and E, a parent
 ending after its daughter begins, malformed lines, ...).
+
+:func:`score_ctc_folders` scores one result folder against its ground-truth folder with the
+tracking metrics (:mod:`cellbench.metrics.tracking`), as the ``cellbench score-ctc`` command does.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cellbench.errors import ValidationError
+from cellbench.metrics.base import Metric, MetricResult
+from cellbench.metrics.tracking import (
+    CTCMeasures,
+    DivisionMetrics,
+    TrackingMatch,
+    match_tracking,
+)
 from cellbench.tracks import SegAnnotation, TrackedSequence
 
 GT_TRACK_FILE = "man_track.txt"
@@ -458,3 +469,35 @@ def write_ctc_ground_truth(
             )
             _imwrite(seg / name, np.asarray(a.labels).astype(np.uint16, copy=False))
     return out
+
+
+# ---------------------------------------------------------------------------- scoring
+def score_ctc_folders(
+    gt_dir: str | os.PathLike,
+    res_dir: str | os.PathLike,
+    metrics: Sequence[Metric[TrackingMatch, Any]] | None = None,
+    sample_id: str | None = None,
+) -> dict[str, MetricResult]:
+    """Score one CTC result folder against its ground-truth folder.
+
+    Args:
+        gt_dir: The ``<seq>_GT`` folder (``TRA`` and optional ``SEG``).
+        res_dir: The ``<seq>_RES`` folder (``mask###.tif`` and ``res_track.txt``).
+        metrics: Tracking metrics to compute (default: :class:`CTCMeasures` and
+            :class:`DivisionMetrics`).
+        sample_id: Identifier of the sequence in the results (default: the GT folder name).
+
+    Returns:
+        ``{metric.name: MetricResult}``.
+
+    Raises:
+        ValidationError: If either folder breaks the CTC rules (every problem listed).
+    """
+    gt = read_ctc_ground_truth(gt_dir)
+    res = read_ctc_result(res_dir, n_frames=gt.n_frames, shape=gt.spatial_shape)
+    match = match_tracking(gt, res, validate=False)
+    chosen: list[Metric[TrackingMatch, Any]] = (
+        list(metrics) if metrics is not None else [CTCMeasures(), DivisionMetrics()]
+    )
+    sid = sample_id or os.path.basename(os.path.normpath(str(gt_dir)))
+    return {m.name: m.compute([match], sample_ids=[sid]) for m in chosen}
