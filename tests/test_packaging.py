@@ -48,6 +48,17 @@ def test_wheel_ships_every_card_and_recipe_of_the_catalog(wheel):
     assert not any("__pycache__" in n for n in names)
 
 
+def test_wheel_registers_the_napari_plugin(wheel):
+    """napari discovers the plugin from the installed distribution's entry point."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        text = zf.read(entry_points).decode()
+        manifest = yaml.safe_load(zf.read("cellbench/napari/napari.yaml"))
+    assert "[napari.manifest]\ncellbench = cellbench.napari:napari.yaml" in text
+    assert manifest["name"] == "cellbench"
+
+
 def test_installed_wheel_finds_the_catalog_without_a_checkout(wheel, tmp_path):
     site = tmp_path / "site"
     subprocess.run(
