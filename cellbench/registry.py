@@ -113,6 +113,17 @@ def resolve(ref: str, catalog: Catalog | None = None) -> tuple[str, str]:
     raise DatasetNotFoundError(f"unknown dataset {ident!r}")
 
 
+def _counted(samples: Iterable[Sample], card: DatasetCard, progress: bool) -> Iterable[Sample]:
+    """The samples, counted by a progress bar on stderr while the store is built."""
+    from tqdm.auto import tqdm
+
+    total = card.size.get("samples") if progress else None
+    desc = f"build {card.ref}"
+    yield from tqdm(
+        samples, total=total, desc=desc, unit="sample", disable=None if progress else True
+    )
+
+
 def _recipe_samples(card: DatasetCard, ctx: RecipeContext) -> Iterable[Sample]:
     build = load_recipe(card)
     return build(ctx)
@@ -167,7 +178,7 @@ def pull(
             options=dict(options or {}),
         )
         store = build_store(
-            _recipe_samples(card, ctx),
+            _counted(_recipe_samples(card, ctx), card, progress and not options),
             staged,
             card.snapshot(),
             class_names=card.class_names,
