@@ -181,6 +181,7 @@ def test_submit_json_then_leaderboard_list_and_show_json(runner, scored, monkeyp
 
 
 def test_missing_extra_is_one_line_naming_it(runner, monkeypatch):
+    pull("synthetic-nuclei", options={"n_images": 8}, progress=False)
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if `cellbench[hf]` were not installed
     for name in [m for m in sys.modules if m.startswith("cellbench.store.hf")]:
         monkeypatch.delitem(sys.modules, name)

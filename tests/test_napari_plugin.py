@@ -11,9 +11,11 @@ from npe2 import PluginManager, PluginManifest
 from npe2.io_utils import read
 
 from cellbench.leaderboard.plots import ERROR_COLOURS
-from cellbench.napari import error_codes, error_overlay, get_reader
+from cellbench.napari import get_reader
 from cellbench.predictions import Prediction, PredictionSet, write_predictions
 from cellbench.registry import pull
+from cellbench.tasks import get_task
+from cellbench.tasks.instance_segmentation.overlays import ERROR_CODES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,7 +95,7 @@ def test_predictions_open_with_error_overlays_in_leaderboard_colours(plugin, tmp
     assert kind == "labels" and mask.shape == (len(ids), 128, 128)
     gt_codes, gkw, _ = layers["errors: ground truth"]
     pred_codes, pkw, _ = layers["errors: predicted"]
-    codes = error_codes()
+    codes = ERROR_CODES
     colours = gkw["colormap"]
     assert {colours[codes[c]] for c in codes} == set(ERROR_COLOURS.values())
     assert colours[codes["missed"]] == ERROR_COLOURS["missed"] and colours[0] == "transparent"
@@ -111,7 +113,11 @@ def test_error_overlay_classes_split_and_merge():
     pred[2:8, 2:5], pred[2:8, 5:8] = 1, 2  # object 1 split in two
     pred[12:18, 2:8] = 3  # object 2 correct
     pred[2:8, 12:18] = 4  # object 3 correct
-    gt, pr = error_overlay(truth, pred, "s")
-    codes = error_codes()
+    gt, pr = get_task("instance-segmentation").error_overlay(truth, Prediction("s", mask=pred), "s")
+    codes = ERROR_CODES
+    assert (
+        get_task("semantic-segmentation").error_overlay(truth, Prediction("s", mask=pred), "s")
+        is None
+    )
     assert gt[4, 4] == codes["split"] and gt[14, 4] == codes["correct"]
     assert pr[4, 3] == pr[4, 6] == codes["split"]

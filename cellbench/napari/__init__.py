@@ -102,7 +102,7 @@ def read_store(path: str | Path) -> list[LayerData]:
 
     store = DatasetStore.open(path)
     ids = store.sample_ids()
-    metas = {sid: store._image_meta(sid) for sid in ids}
+    metas = {s: (store.axes(s), store.channel_names(s), store.pixel_size(s)) for s in ids}
     keys = [(metas[s][0], tuple(store.image(s).shape)) for s in ids]
     groups = _groups(keys)
     layers: list[LayerData] = []
@@ -183,83 +183,50 @@ def read_predictions(path: str | Path) -> list[LayerData]:
 def overlay_colormap() -> dict[Any, str]:
     """Label value -> colour of the error overlay layers (leaderboard colours; 0 transparent)."""
     from cellbench.leaderboard.plots import ERROR_COLOURS
+    from cellbench.tasks.instance_segmentation.overlays import ERROR_CODES
 
     return {None: "transparent", 0: "transparent"} | {
-        i + 1: colour for i, colour in enumerate(ERROR_COLOURS.values())
+        code: ERROR_COLOURS[name] for name, code in ERROR_CODES.items()
     }
 
 
-def error_codes() -> dict[str, int]:
-    """Error class -> label value in the overlay layers (``correct`` 1, ``missed`` 2, ...)."""
-    from cellbench.leaderboard.plots import ERROR_COLOURS
-
-    return {name: i + 1 for i, name in enumerate(ERROR_COLOURS)}
-
-
-def error_overlay(
-    truth: np.ndarray, predicted: np.ndarray, sample_id: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth and predicted objects painted with their error class code.
-
-    The classes come from :class:`cellbench.metrics.object_errors.ObjectErrors` (as the
-    leaderboard's overlays); codes are :func:`error_codes`.
-    """
-    from cellbench.tasks.instance_segmentation.overlays import _compute_ids, classes_from_ids
-
-    gt_classes, pred_classes = classes_from_ids(_compute_ids(truth, predicted, sample_id))
-    codes = error_codes()
-
-    def paint(labels: np.ndarray, classes: dict[int, str]) -> np.ndarray:
-        labels = np.asarray(labels).astype(np.int64)
-        table = np.zeros(int(labels.max(initial=0)) + 1, dtype=np.uint8)
-        for obj, cls in classes.items():
-            if 0 < obj < table.size:
-                table[obj] = codes[cls]
-        return table[labels]
-
-    return paint(truth, gt_classes), paint(predicted, pred_classes)
-
-
 def error_overlay_layers(pset: Any) -> list[LayerData]:
-    """Two Labels layers of object error classes, when the predicted dataset is cached."""
+    """Two Labels layers of object error classes, when the task draws them and the data is cached.
+
+    The task decides (:meth:`cellbench.tasks.base.Task.error_overlay`); tasks without object
+    errors add no layer.
+    """
     from cellbench.errors import CellbenchError
     from cellbench.registry import load
+    from cellbench.tasks import get_task
+    from cellbench.tasks.instance_segmentation.overlays import ERROR_CODES
 
-    if pset.task != "instance-segmentation" or not pset.dataset:
+    if not pset.dataset:
         return []
     try:
+        task = get_task(pset.task)
         store = load(f"{pset.dataset}@{pset.dataset_version}")
-    except CellbenchError:
+    except (CellbenchError, KeyError):
         return []
+    known = set(store.sample_ids())
     pairs = []
     for sid in pset.sample_ids:
-        mask = pset.get(sid).mask
-        if mask is None or sid not in store.sample_ids():
+        if sid not in known:
             continue
-        truth = np.asarray(store.labels(sid, "instances")[...])
-        if truth.shape == mask.shape:
-            pairs.append((sid, *error_overlay(truth, mask, sid)))
+        painted = task.error_overlay(task.ground_truth(store, sid), pset.get(sid), sid)
+        if painted is None:
+            continue
+        pairs.append((sid, *painted))
     groups = _groups([tuple(gt.shape) for _, gt, _ in pairs])
     layers: list[LayerData] = []
     colormap = overlay_colormap()
     for shape, members in groups.items():
         sids = [pairs[i][0] for i in members]
         suffix = "" if len(groups) == 1 else f" {'x'.join(map(str, shape))}"
-        meta = {"sample_ids": sids, "codes": error_codes()}
-        layers.append(
-            (
-                np.stack([pairs[i][1] for i in members]),
-                {"name": f"errors: ground truth{suffix}", "metadata": meta,
-                 "colormap": colormap, "opacity": 0.45},
-                "labels",
-            )
-        )  # fmt: skip
-        layers.append(
-            (
-                np.stack([pairs[i][2] for i in members]),
-                {"name": f"errors: predicted{suffix}", "metadata": meta,
-                 "colormap": colormap, "contour": 1},
-                "labels",
-            )
-        )  # fmt: skip
+        meta = {"sample_ids": sids, "codes": dict(ERROR_CODES)}
+        for part, extra in (("ground truth", {"opacity": 0.45}), ("predicted", {"contour": 1})):
+            index = 1 if part == "ground truth" else 2
+            kwargs = {"name": f"errors: {part}{suffix}", "metadata": meta, "colormap": colormap}
+            stack = np.stack([pairs[i][index] for i in members])
+            layers.append((stack, kwargs | extra, "labels"))
     return layers
