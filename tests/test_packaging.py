@@ -170,6 +170,8 @@ def test_core_install_scores_and_publishes_without_torch(wheel, tmp_path):
     board = json.loads(next((work / "site").rglob("leaderboard.json")).read_text())
     assert board["rows"][0]["name"] == "Shifted truth"
     assert "Shifted truth" in (work / "site" / "index.html").read_text()
+    done = run(cellbench, "env")
+    assert done.returncode == 0 and "extras           none (core install)" in done.stdout
     # what needs an extra says which, in one line
     done = run(cellbench, "train", "semantic-segmentation", "--dataset", "tiny-nuclei")
     assert done.returncode == 1
