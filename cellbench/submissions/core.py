@@ -161,6 +161,36 @@ def device_problems(device: str) -> list[str]:
     return []
 
 
+def _bioimageio_as_torchscript(
+    fields: dict[str, Any], path: Path, problems: list[str]
+) -> tuple[Path | None, dict[str, Any]]:
+    """Turn a BioImage.IO package submission into the TorchScript submission it runs as.
+
+    The manifest fields become ``kind: torchscript`` with the package's normalisation; the
+    returned mapping (name, format version) is kept in the report's provenance.
+    """
+    from cellbench.submissions.bioimageio import read_package, unpack
+
+    # a zip is unpacked once per content into the cache (the weights are run from there)
+    where = cellbench_home() / "submissions" / "bioimageio"
+    folder, unpack_problems = unpack(path, where / digest_path(path)[:16])
+    problems += unpack_problems
+    if folder is None:
+        return None, {}
+    package = read_package(folder)
+    problems += package.problems
+    fields["kind"] = "torchscript"
+    fields["normalisation"] = package.normalisation
+    if package.weights is not None:
+        fields["submission"] = str(package.weights)
+    info = {
+        "name": package.name,
+        "format_version": str(package.rdf.get("format_version", "")),
+        "package": str(path),
+    }
+    return package.weights, info
+
+
 def _static_model_problems(
     manifest_fields: dict[str, Any], path: Path, store: DatasetStore | None, limits: Limits
 ) -> tuple[list[str], OnnxInfo | None]:
@@ -333,6 +363,9 @@ def evaluate_submission(
         if not sub_path.exists():
             problems.append(f"submission: {sub_path} does not exist")
             sub_path = None
+    bioimageio: dict[str, Any] = {}
+    if fields.get("kind") == "bioimageio" and sub_path is not None:
+        sub_path, bioimageio = _bioimageio_as_torchscript(fields, sub_path, problems)
 
     kind = fields.get("kind")
     task = fields.get("task", "")
@@ -421,10 +454,11 @@ def evaluate_submission(
     prov.predictions_sha256 = prov.predictions_sha256 or predictions.sha256()
     prov.extra.update(
         {
-            "submission_kind": kind,
+            "submission_kind": "bioimageio" if bioimageio else kind,
             "submission_sha256": submission_sha,
             "manifest_sha256": manifest.sha256,
             **extra,
+            **({"bioimageio": bioimageio} if bioimageio else {}),
         }
     )
     if usage is not None:
