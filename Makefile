@@ -1,6 +1,8 @@
 # Two entry points, each creating the virtualenv it needs on a fresh machine:
 #   make demo   pull the embedded default dataset, train a tiny baseline, score it, publish a leaderboard
-#   make test   run the test suite
+#               (installs cellbench[train]: the demo trains and runs a model)
+#   make test   run the test suite (installs cellbench[all,test])
+# `pip install cellbench` alone is the light core: data, scoring and leaderboards, no torch.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,11 +18,11 @@ $(VENV)/bin/python:
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[train]"
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[all,test]"
 	touch $@ $(VENV)/.runtime
 
 # The browser tests use the system chromium (never downloaded) and axe-core from npm; without
@@ -41,7 +43,7 @@ lint: $(VENV)/.test
 	$(VENV)/bin/ruff format --check cellbench tests benchmarks baselines datasets setup.py
 
 bench: $(VENV)/.test
-	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m pip install --quiet -e ".[all,test,bench]"
 	$(PY) benchmarks/run_all.py
 
 # time `cellbench leaderboard publish` on leaderboards/ (cold and warm figure cache)

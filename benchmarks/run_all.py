@@ -1,6 +1,7 @@
 """Run every benchmark in turn (``make bench``), each in its own process.
 
-Scoring benchmarks run at the sizes quoted in ``benchmarks/README.md``. The training
+Scoring benchmarks run at the sizes quoted in ``benchmarks/README.md``; ``core_install.py``
+prints the size of a core-only virtualenv and the import weight of the core paths. The training
 throughput benchmark runs at its small CPU sizes unless a CUDA device is present, in which case
 it runs the full GPU configuration. Pass ``--quick`` for a smoke run with small inputs.
 """
@@ -35,6 +36,7 @@ def main() -> int:
             "bench_tracking.py",
             *(["--frames", "10", "--size", "256", "--repeat", "1"] if quick else []),
         ],
+        ["core_install.py"],
         [
             "train_throughput.py",
             *(["--device", "cuda"] if _cuda() and not quick else ["--small", "--steps", "3"]),

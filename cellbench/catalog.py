@@ -29,6 +29,7 @@ import yaml
 
 from cellbench import settings
 from cellbench.errors import CardError, DatasetNotFoundError
+from cellbench.licenses import spdx_problems
 from cellbench.tasks.registry import task_names
 
 PROVENANCE = ("manual", "automatic", "simulated", "mixed")
@@ -57,8 +58,9 @@ class DatasetCard:
         title: Human-readable title.
         tasks: Tasks the dataset serves (see :func:`cellbench.tasks.task_names`).
         description: What the data shows and how it was acquired.
-        license: SPDX identifier or license name, with a URL where useful.
-        citation: How to cite the data (BibTeX or a full reference).
+        license: SPDX license identifier or expression (:mod:`cellbench.licenses`).
+        citation: How to cite the data (a full reference; structured fields for BibTeX and
+            Croissant go in ``extra["cite"]``, see :mod:`cellbench.citation`).
         annotation: ``{"provenance": manual|automatic|simulated|mixed, "details": str}``.
         splits: ``{"method": str, ...}``: how train/val/test were made and why.
         sources: Named source files: ``{name: {urls: [...], sha256: ..., ...}}``; empty for
@@ -129,6 +131,8 @@ class DatasetCard:
         for key in ("id", "version", "title", "description", "license", "citation"):
             if key in data and not str(data[key]).strip():
                 problems.append(f"field {key!r} is empty")
+        if str(data.get("license", "")).strip():
+            problems += spdx_problems(str(data["license"]))
         ident = str(data.get("id", ""))
         if ident and not _ID_PATTERN.fullmatch(ident):
             problems.append(f"id {ident!r} must use lowercase letters, digits and '-'")

@@ -16,6 +16,19 @@ def _pkg(name: str) -> str:
         return "not installed"
 
 
+def installed_extras() -> str:
+    """The optional groups (``pip install cellbench[EXTRA]``) installed, e.g. ``train, hf``."""
+    from importlib.util import find_spec
+
+    from cellbench.extras import EXTRA_OF
+
+    have: dict[str, bool] = {}
+    for module, extra in EXTRA_OF.items():
+        have[extra] = have.get(extra, True) and find_spec(module) is not None
+    names = [e for e, ok in have.items() if ok]
+    return ", ".join(names) if names else "none (core install)"
+
+
 def environment_report(include_torch: bool = True) -> dict[str, str]:
     """Collect versions of cellbench, Python, torch/CUDA and the storage stack.
 
@@ -30,6 +43,7 @@ def environment_report(include_torch: bool = True) -> dict[str, str]:
         "cellbench": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "extras": installed_extras(),
     }
     if not include_torch:
         report["torch"] = _pkg("torch")

@@ -27,7 +27,7 @@ from cellbench.store.zarr_store import DatasetStore, build_store
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-    from cellbench.store.hf import ColumnMapping
+    from cellbench.store.hf import ColumnMapping, HFImport
 
 _IMPORTED = "imported.json"
 
@@ -114,6 +114,17 @@ def resolve(ref: str, catalog: Catalog | None = None) -> tuple[str, str]:
     raise DatasetNotFoundError(f"unknown dataset {ident!r}")
 
 
+def _counted(samples: Iterable[Sample], card: DatasetCard, progress: bool) -> Iterable[Sample]:
+    """The samples, counted by a progress bar on stderr while the store is built."""
+    from tqdm.auto import tqdm
+
+    total = card.size.get("samples") if progress else None
+    desc = f"build {card.ref}"
+    yield from tqdm(
+        samples, total=total, desc=desc, unit="sample", disable=None if progress else True
+    )
+
+
 def _recipe_samples(card: DatasetCard, ctx: RecipeContext) -> Iterable[Sample]:
     build = load_recipe(card)
     return build(ctx)
@@ -169,7 +180,7 @@ def pull(
             options=dict(options or {}),
         )
         store = build_store(
-            _recipe_samples(card, ctx),
+            _counted(_recipe_samples(card, ctx), card, progress and not options),
             staged,
             card.snapshot(),
             class_names=card.class_names,
@@ -493,10 +504,7 @@ def import_hf(
     ident, ver = str(plan.card["id"]), str(plan.card["version"])
     key = f"{ident}@{ver}"
     if ident in Catalog().ids():
-        raise StoreError(
-            f"{plan.source.name}: dataset id {ident!r} belongs to the catalog; import it under "
-            f"another id (--id), or run `cellbench datasets pull {ident}`"
-        )
+        return _import_catalog_export(plan, ident, ver, progress)
     dest = store_path(ident, ver)
     if key in imported() or dest.exists():
         where = imported().get(key, {}).get("path", dest)
@@ -511,6 +519,45 @@ def import_hf(
     entries[key] = {"path": str(store.path)}
     _write_registry(entries)
     return store
+
+
+def _import_catalog_export(
+    plan: HFImport, ident: str, version: str, progress: bool
+) -> DatasetStore:
+    """Import an export of a catalog dataset: bit-exact against the cached or pinned store.
+
+    The rebuilt store must have the exported digest (checked by the build) and that digest must
+    be the one of the catalog's store: the cached store's, else the card's pinned
+    ``checksums.store``. A cached store stays as it is (the rebuild is discarded once compared);
+    otherwise the rebuild becomes the cached catalog store, as a pull would have made it.
+    """
+    catalog = Catalog()
+    card = catalog.card(ident, version if version in catalog.versions(ident) else None)
+    where = plan.source.name
+    other = f"import it under another id (--id) or run `cellbench datasets pull {ident}`"
+    if card.version != version or plan.expected_digest is None:
+        raise StoreError(f"{where}: dataset id {ident!r} belongs to the catalog; {other}")
+    dest = store_path(ident, version)
+    cached = DatasetStore.open(dest).checksum if dest.exists() else None
+    reference = cached or card.checksums.get("store")
+    if reference is None:
+        raise StoreError(
+            f"{where}: {ident}@{version} is a catalog dataset without a pinned digest and is not "
+            f"cached, so the export cannot be checked against it; {other}"
+        )
+    if plan.expected_digest != reference:
+        raise StoreError(
+            f"{where}: exported digest {plan.expected_digest} differs from the catalog store's "
+            f"{reference} ({ident}@{version}); {other}"
+        )
+    if cached is None:
+        return plan.build(dest, work_dir=tmp_dir(), progress=progress)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{ident}-import-", dir=tmp_dir()))
+    try:
+        plan.build(scratch / "store.zarr", work_dir=scratch, progress=progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return DatasetStore.open(dest)
 
 
 def import_path(

@@ -10,6 +10,8 @@ import sys
 import pytest
 
 HEAVY = ("scipy.stats", "skimage", "pycocotools", "torch", "datasets")
+#: What the core install leaves out: never imported on the data, scoring or leaderboard paths.
+EXTRAS = ("torch", "torchvision", "safetensors", "onnxruntime", "datasets", "pyarrow", "s3fs")
 
 
 @pytest.mark.parametrize(
@@ -44,3 +46,25 @@ def test_ctc_folder_scoring_does_not_load_the_store(cli_env):
         [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, check=True
     ).stdout.strip()
     assert out == ""
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "cellbench.registry",
+        "cellbench.leaderboard",
+        "cellbench.submissions",
+        "cellbench.croissant",
+        "cellbench.napari",
+        "cellbench.tasks.instance_segmentation.task",
+    ],
+)
+def test_core_paths_import_no_extra(module, cli_env):
+    code = (
+        f"import importlib, sys; importlib.import_module({module!r}); "
+        f"print(','.join(m for m in {EXTRAS!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, check=True
+    ).stdout.strip()
+    assert [m for m in out.split(",") if m] == [], f"importing {module} loads extras"

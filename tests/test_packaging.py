@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,6 +61,17 @@ def test_wheel_ships_the_site_templates_and_assets(wheel):
     assert expected <= names
 
 
+def test_wheel_registers_the_napari_plugin(wheel):
+    """napari discovers the plugin from the installed distribution's entry point."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        text = zf.read(entry_points).decode()
+        manifest = yaml.safe_load(zf.read("cellbench/napari/napari.yaml"))
+    assert "[napari.manifest]\ncellbench = cellbench.napari:napari.yaml" in text
+    assert manifest["name"] == "cellbench"
+
+
 def test_installed_wheel_finds_the_catalog_without_a_checkout(wheel, tmp_path):
     site = tmp_path / "site"
     subprocess.run(
@@ -100,3 +112,86 @@ def test_installed_wheel_finds_the_catalog_without_a_checkout(wheel, tmp_path):
     assert info["roots"] == [str(site / "cellbench" / "datasets_catalog")]
     assert info["ids"] == sorted(p.parent.name for p in (REPO / "datasets").glob("*/card.yaml"))
     assert info["recipe"] == "build"
+
+
+CORE_SCRIPT = """
+import importlib.util, json, sys
+import numpy as np
+import yaml
+from cellbench.registry import load
+from cellbench.predictions import Prediction, PredictionSet, write_predictions
+store = load("tiny-nuclei")
+preds = [
+    Prediction(sample_id=s, mask=np.roll(store.sample(s).instances, 3, axis=-1))
+    for s in store.sample_ids("test")
+]
+pset = PredictionSet.from_predictions(
+    "instance-segmentation", preds, store.id, store.version, "test"
+)
+write_predictions("preds.zarr", pset)
+from cellbench.submissions import write_template
+manifest = yaml.safe_load(open(write_template("entry.yaml")))
+manifest.update(submission="preds.zarr", dataset="tiny-nuclei@1.0", name="Shifted truth")
+open("entry.yaml", "w").write(yaml.safe_dump(manifest))
+missing = [m for m in ("torch", "torchvision", "onnxruntime", "datasets", "pyarrow", "s3fs")
+           if importlib.util.find_spec(m) is not None]
+print(json.dumps({"installed_heavy": missing}))
+"""
+
+
+def test_core_install_scores_and_publishes_without_torch(wheel, tmp_path):
+    """`pip install cellbench` alone: pull, score, submit and publish; no torch anywhere."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from core_install import SIZE_GOAL, build_core_venv, folder_size
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    python = build_core_venv(tmp_path / "venv", wheel, compile_pyc=False)
+    cellbench = str(tmp_path / "venv" / "bin" / "cellbench")
+    # a small copy of synthetic-nuclei (8 images) keeps the store build short
+    card = yaml.safe_load((REPO / "datasets" / "synthetic-nuclei" / "card.yaml").read_text())
+    card.update(id="tiny-nuclei", size={})
+    card["generator"]["params"]["n_images"] = 8
+    (tmp_path / "catalog" / "tiny-nuclei").mkdir(parents=True)
+    (tmp_path / "catalog" / "tiny-nuclei" / "card.yaml").write_text(yaml.safe_dump(card))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["CELLBENCH_HOME"] = str(tmp_path / "home")
+    env["CELLBENCH_CATALOG"] = str(tmp_path / "catalog")
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(args), cwd=work, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    done = run(cellbench, "datasets", "pull", "tiny-nuclei", "-q", "--offline")
+    assert done.returncode == 0, done.stderr
+    done = run(str(python), "-c", CORE_SCRIPT)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"installed_heavy": []}
+    score = "--task", "instance-segmentation", "--dataset", "tiny-nuclei", "preds.zarr"
+    done = run(cellbench, "score", *score, "--bootstrap", "50", "--json", "-q")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["headline"]["name"] == "coco_ap/ap" and 0 < report["headline"]["value"] < 1
+    done = run(cellbench, "submit", "entry.yaml", "--root", "lb", "--bootstrap", "50", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["report"]["headline"] == report["headline"]
+    done = run(cellbench, "leaderboard", "publish", "--root", "lb", "--out", "site")
+    assert done.returncode == 0, done.stderr
+    board = json.loads(next((work / "site").rglob("leaderboard.json")).read_text())
+    assert board["rows"][0]["name"] == "Shifted truth"
+    assert "Shifted truth" in (work / "site" / "index.html").read_text()
+    done = run(cellbench, "env")
+    assert done.returncode == 0 and "extras           none (core install)" in done.stdout
+    # what needs an extra says which, in one line
+    done = run(cellbench, "train", "semantic-segmentation", "--dataset", "tiny-nuclei")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: `cellbench train` needs torch, which the core install leaves out: "
+        "pip install 'cellbench[train]'"
+    ]
+    # without bytecode here; `python benchmarks/core_install.py` measures a user's install
+    size = folder_size(tmp_path / "venv")
+    assert size < SIZE_GOAL, f"core virtualenv is {size / 1e6:.0f} MB"

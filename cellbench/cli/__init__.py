@@ -2,7 +2,13 @@
 
 Commands parse arguments, call one library function and print its result. Errors derived from
 :class:`cellbench.errors.CellbenchError` are printed as one line on stderr with a non-zero exit
-status; anything else is a bug and keeps its traceback.
+status; so is a missing optional dependency (the extra to install is named, see
+:mod:`cellbench.extras`); Ctrl-C exits with status 130 (what was being written is left out, not
+half-written: stores, prediction sets, reports and entries are written to a temporary name and
+renamed into place). Anything else is a bug and keeps its traceback.
+
+Options shared by every command (:mod:`cellbench.cli.options`): ``--offline`` is accepted before
+or after the subcommand.
 """
 
 from __future__ import annotations
@@ -13,12 +19,16 @@ from typing import Any
 import click
 
 from cellbench._version import __version__
-from cellbench.cli.options import CliOptions
+from cellbench.cli.options import COMMAND_KEY, CliOptions, add_shared_options
 from cellbench.errors import CellbenchError
+from cellbench.extras import missing_extra
+
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 class CellbenchGroup(click.Group):
-    """Click group that reports :class:`CellbenchError` as one clean line."""
+    """Click group that reports user errors, missing extras and Ctrl-C as one clean line."""
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command, turning user errors into a one-line message and exit code."""
@@ -27,6 +37,15 @@ class CellbenchGroup(click.Group):
         except CellbenchError as err:
             click.secho(f"error: {err}", fg="red", err=True)
             ctx.exit(err.exit_code)
+        except ImportError as err:
+            extra = missing_extra(err, f"`{ctx.meta.get(COMMAND_KEY, ctx.command_path)}`")
+            if extra is None:
+                raise
+            click.secho(f"error: {extra}", fg="red", err=True)
+            ctx.exit(extra.exit_code)
+        except KeyboardInterrupt:
+            click.secho("interrupted", fg="red", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=CellbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,7 +81,12 @@ def env() -> None:
     help="Output folder (an earlier demo folder there is replaced).",
 )
 @click.option("--epochs", default=40, show_default=True, help="U-Net training epochs.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when available), cpu, cuda or cuda:N.",
+)
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_obj
@@ -88,6 +112,7 @@ def _register() -> None:
 
     for command in commands.ALL:
         main.add_command(command)
+    add_shared_options(main)
 
 
 _register()

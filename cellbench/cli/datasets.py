@@ -9,12 +9,15 @@ from rich.console import Console
 from rich.table import Table
 
 from cellbench.cli.options import CliOptions
+from cellbench.cli.output import emit_json, id_column, is_stdout, json_option
 from cellbench.errors import StoreError
 from cellbench.tasks import task_names
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    from cellbench.cli.output import console
+
+    return console()
 
 
 def _human_bytes(n: float | None) -> str:
@@ -33,34 +36,70 @@ def datasets() -> None:
 
 
 @datasets.command("list")
-def list_() -> None:
+@json_option
+def list_(as_json: bool) -> None:
     """Table of every dataset: id, version, tasks, size, license, whether it is cached."""
     from cellbench.catalog import Catalog
     from cellbench.registry import imported, store_path
 
-    table = Table(show_lines=False)
-    for col in ("id", "version", "tasks", "samples", "size", "license", "cached"):
-        table.add_column(col)
+    rows = []
     for card in Catalog().cards():
-        cached = "yes" if store_path(card.id, card.version).exists() else ""
-        table.add_row(
-            card.id,
-            card.version,
-            ", ".join(card.tasks),
-            str(card.size.get("samples", "?")),
-            _human_bytes(card.size.get("bytes")),
-            card.license,
-            cached,
+        path = store_path(card.id, card.version)
+        rows.append(
+            {
+                "id": card.id,
+                "version": card.version,
+                "tasks": list(card.tasks),
+                "samples": card.size.get("samples"),
+                "bytes": card.size.get("bytes"),
+                "license": card.license,
+                "cached": path.exists(),
+                "path": str(path) if path.exists() else None,
+                "imported": False,
+            }
         )
     for key, entry in sorted(imported().items()):
         ident, version = key.split("@", 1)
-        table.add_row(ident, version, "(imported)", "", "", "", entry["path"])
+        rows.append(
+            {
+                "id": ident,
+                "version": version,
+                "tasks": [],
+                "samples": None,
+                "bytes": None,
+                "license": None,
+                "cached": True,
+                "path": entry["path"],
+                "imported": True,
+            }
+        )
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(show_lines=False)
+    id_column(table, "id", [r["id"] for r in rows])
+    for col in ("version", "tasks", "samples", "size", "license", "cached"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if r["imported"]:
+            table.add_row(r["id"], r["version"], "(imported)", "", "", "", r["path"])
+            continue
+        table.add_row(
+            r["id"],
+            r["version"],
+            ", ".join(r["tasks"]),
+            str(r["samples"] if r["samples"] is not None else "?"),
+            _human_bytes(r["bytes"]),
+            r["license"],
+            "yes" if r["cached"] else "",
+        )
     _console().print(table)
 
 
 @datasets.command()
 @click.argument("ref")
-def info(ref: str) -> None:
+@json_option
+def info(ref: str, as_json: bool) -> None:
     """Show the dataset card of REF (``id`` or ``id@version``)."""
     from cellbench.catalog import Catalog, parse_ref
     from cellbench.registry import load, store_path
@@ -70,12 +109,38 @@ def info(ref: str) -> None:
     if ident not in catalog.ids():
         store = load(ref)
         card = store.card
+        if as_json:
+            emit_json(
+                {
+                    **dict(card),
+                    "id": store.id,
+                    "version": store.version,
+                    "tasks": list(store.tasks),
+                    "samples": len(store),
+                    "splits": store.splits,
+                    "path": str(store.path),
+                    "imported": True,
+                }
+            )
+            return
         console = _console()
         console.print(f"[bold]{card.get('title', store.id)}[/bold]  ({store.id}@{store.version})")
         console.print(f"imported store: {store.path}")
         console.print(f"tasks: {', '.join(store.tasks)}; samples: {len(store)}; {store.splits}")
         return
     card = catalog.card(ident, version)
+    path = store_path(card.id, card.version)
+    if as_json:
+        emit_json(
+            {
+                **card.to_dict(),
+                "versions": catalog.versions(card.id),
+                "cached": path.exists(),
+                "path": str(path) if path.exists() else None,
+                "imported": False,
+            }
+        )
+        return
     console = _console()
     console.print(f"[bold]{card.title}[/bold]  ({card.ref})")
     console.print(f"tasks:       {', '.join(card.tasks)}")
@@ -114,7 +179,6 @@ def info(ref: str) -> None:
                 console.print(f"    sha256 {sha}")
     if card.checksums:
         console.print(f"[bold]store checksum[/bold]: {card.checksums.get('store')}")
-    path = store_path(card.id, card.version)
     console.print(f"cached:      {path if path.exists() else 'no (cellbench datasets pull)'}")
     console.print(f"\n[bold]citation[/bold]:\n{card.citation}")
 
@@ -359,3 +423,61 @@ def import_(
     )
     click.echo(f"imported {store.id}@{store.version} ({len(store)} samples) from {path}")
     click.echo(f"store {store.path}, checksum {store.checksum}")
+    if mapping is None and dataset_id is None and version is None:
+        from cellbench.store.hf import HFSource, detect_source
+
+        if detect_source(path) != "zarr":
+            exported = (HFSource.open(path).metadata or {}).get("source_digest")
+            if exported == store.checksum:
+                click.echo(f"bit-exact: rebuilt digest {store.checksum} = the exported store's")
+
+
+@datasets.command("croissant")
+@click.argument("ref")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, allow_dash=True),
+    default="-",
+    show_default=True,
+    help="Write the JSON-LD here ('-': stdout).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars (when the store is built).")
+@click.pass_obj
+def croissant_(options: CliOptions, ref: str, out: Path, quiet: bool) -> None:
+    """Print REF's Croissant 1.1 JSON-LD description (pulls the store if needed)."""
+    import json
+
+    from cellbench.catalog import Catalog, parse_ref
+    from cellbench.croissant import croissant as describe
+    from cellbench.registry import load, pull
+
+    ident = parse_ref(ref)[0]
+    if ident in Catalog().ids():
+        store = pull(ref, progress=not quiet, offline=options.offline)
+        card = Catalog().card(store.id, store.version)
+    else:
+        store, card = load(ref), None
+    text = json.dumps(describe(card, store), indent=1, ensure_ascii=False) + "\n"
+    if is_stdout(out):
+        click.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    click.echo(f"wrote {out}", err=True)
+
+
+@datasets.command()
+@click.argument("ref")
+def cite(ref: str) -> None:
+    """Print how to cite REF as a BibTeX entry."""
+    from cellbench.catalog import Catalog, parse_ref
+    from cellbench.citation import bibtex
+    from cellbench.croissant import store_card
+    from cellbench.registry import load
+
+    ident, version = parse_ref(ref)
+    catalog = Catalog()
+    card = catalog.card(ident, version) if ident in catalog.ids() else store_card(load(ref))
+    click.echo(bibtex(card), nl=False)

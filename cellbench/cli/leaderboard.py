@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cellbench.cli.output import emit_json, id_column, json_option
 from cellbench.errors import ValidationError
 
 _ROOT_HELP = (
@@ -20,8 +20,9 @@ _ROOT_HELP = (
 
 def _console() -> Console:
     # Piped output (files, CI logs) gets a wide table instead of 80 truncated columns.
-    width = None if sys.stdout.isatty() else 220
-    return Console(highlight=False, soft_wrap=True, width=width)
+    from cellbench.cli.output import console
+
+    return console()
 
 
 @click.group()
@@ -31,16 +32,34 @@ def leaderboard() -> None:
 
 @leaderboard.command("list")
 @click.option("--root", default=None, help=_ROOT_HELP)
-def list_(root: str | None) -> None:
+@json_option
+def list_(root: str | None, as_json: bool) -> None:
     """Every leaderboard with its number of entries and its leader."""
     from cellbench.leaderboard import LeaderboardStore, load_board
 
     store = LeaderboardStore(root)
+    boards = [load_board(store, key) for key in store.boards()]
+    if as_json:
+        emit_json(
+            [
+                {
+                    **b.key.to_dict(),
+                    "ref": b.key.ref,
+                    "headline": {"metric": b.headline, "direction": b.direction},
+                    "entries": len(b.rows),
+                    "leader": b.rows[0].name,
+                    "leader_value": b.rows[0].headline.mean,
+                }
+                for b in boards
+            ]
+        )
+        return
     table = Table()
-    for col in ("dataset", "task", "split", "headline", "entries", "leader"):
-        table.add_column(col)
-    for key in store.boards():
-        board = load_board(store, key)
+    id_column(table, "dataset", [b.key.ref for b in boards])
+    for col in ("task", "split", "headline", "entries", "leader"):
+        table.add_column(col, overflow="fold")
+    for board in boards:
+        key = board.key
         top = board.rows[0]
         cells = (key.ref, key.task, key.split, board.headline, str(len(board.rows)), top.name)
         table.add_row(*(_text(c) for c in cells))
@@ -60,10 +79,17 @@ def _text(value: Any, style: str = "") -> Text:
 @click.option("--split", default="test", show_default=True)
 @click.option("--root", default=None, help=_ROOT_HELP)
 @click.option("--all-metrics", is_flag=True, help="Add a column for every metric.")
-def show(dataset: str, task: str, split: str, root: str | None, all_metrics: bool) -> None:
+@json_option
+def show(
+    dataset: str, task: str, split: str, root: str | None, all_metrics: bool, as_json: bool
+) -> None:
     """Show the leaderboard of DATASET (id or id@version) for TASK."""
-    from cellbench.leaderboard import LeaderboardStore
+    from cellbench.leaderboard import LeaderboardStore, load_board
 
+    if as_json:
+        store = LeaderboardStore(root)
+        emit_json(load_board(store, store.find_board(dataset, task, split)).to_dict())
+        return
     print_board(LeaderboardStore(root), dataset, task, split, all_metrics=all_metrics)
 
 
@@ -267,7 +293,7 @@ def controls(dataset: str | None, task: str | None, split: str, root: str | None
     is_flag=True,
     help="Skip the per-task pictures and dataset thumbnails (they need the pulled datasets).",
 )
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def publish(
     root: str | None,
     out: Path | None,

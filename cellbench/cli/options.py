@@ -1,8 +1,21 @@
-"""Options of the ``cellbench`` command group, handed to commands as a value."""
+"""Options of the ``cellbench`` command group, handed to commands as a value.
+
+``--offline`` belongs to the group (``cellbench --offline datasets pull X``) and, through
+:func:`add_shared_options`, to every command below it as well (``cellbench datasets pull X
+--offline``): either spelling sets :attr:`CliOptions.offline` in the value commands receive with
+``click.pass_obj``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
+
+import click
+
+#: Key in ``click.Context.meta`` holding the command path being run (for error messages).
+COMMAND_KEY = "cellbench.command"
 
 
 @dataclass(frozen=True)
@@ -15,3 +28,55 @@ class CliOptions:
     """
 
     offline: bool | None = None
+
+
+def _offline_after_subcommand(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """Fold a subcommand's ``--offline`` into the options value its callback receives."""
+    ctx.meta[COMMAND_KEY] = ctx.command_path
+    options = ctx.obj if isinstance(ctx.obj, CliOptions) else CliOptions()
+    if value:
+        options = dataclasses.replace(options, offline=True)
+    ctx.obj = options
+
+
+def offline_option() -> click.Option:
+    """A fresh ``--offline`` flag for one command (the group's, repeated after a subcommand)."""
+    return click.Option(
+        ["--offline"],
+        is_flag=True,
+        default=False,
+        expose_value=False,
+        callback=_offline_after_subcommand,
+        help="Never touch the network (same as `cellbench --offline` or CELLBENCH_OFFLINE=1).",
+    )
+
+
+def add_shared_options(group: click.Group) -> None:
+    """Give every command and subgroup under ``group`` the shared options (``--offline``)."""
+    for command in group.commands.values():
+        if not any("--offline" in p.opts for p in command.params):
+            command.params.append(offline_option())
+        if isinstance(command, click.Group):
+            add_shared_options(command)
+
+
+class OneSpellingOption(click.Option):
+    """An option whose first name is its one spelling; later names are hidden old spellings.
+
+    Old spellings keep working (scripts do not break) but help shows only the current one, so
+    every command documents one spelling per option.
+    """
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        """Help line with the first spelling only."""
+        opts = self.opts
+        self.opts = opts[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+
+def one_spelling(*names: str, **kwargs: Any) -> Any:
+    """``click.option`` with :class:`OneSpellingOption` (first name shown, the rest accepted)."""
+    return click.option(*names, cls=OneSpellingOption, **kwargs)

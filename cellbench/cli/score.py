@@ -9,6 +9,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from cellbench.cli.options import one_spelling
+from cellbench.cli.output import info, is_stdout, json_option
 from cellbench.report import ScoreReport
 
 
@@ -62,11 +64,23 @@ def print_report(report: ScoreReport, console: Console | None = None, full: bool
 @click.option("--dataset", required=True, help="Dataset id[@version] (pulled or imported).")
 @click.option("--split", default="test", show_default=True)
 @click.argument("predictions", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), help="Write the ScoreReport JSON here.")
-@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples (0: off).")
-@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, allow_dash=True),
+    help="Write the ScoreReport JSON here ('-': stdout, instead of the tables).",
+)
+@click.option(
+    "--bootstrap",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Bootstrap resamples (0: off).",
+)
+@one_spelling("--bootstrap-seed", "--seed", default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--group", "groups", multiple=True, help="Metadata column to group by (repeat).")
 @click.option("--full", is_flag=True, help="Show values at every IoU threshold.")
+@json_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def score(
     task: str,
     dataset: str,
@@ -74,27 +88,33 @@ def score(
     predictions: Path,
     out: Path | None,
     bootstrap: int,
-    seed: int,
+    bootstrap_seed: int,
     groups: tuple[str, ...],
     full: bool,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """Score PREDICTIONS (canonical Zarr, CSV, TIFF folder or CTC folders) on a split."""
     from cellbench.scoring import score as do_score
 
+    data_on_stdout = as_json or is_stdout(out)
     report = do_score(
         task,
         dataset,
         split,
         predictions,
         n_bootstrap=bootstrap,
-        seed=seed,
+        seed=bootstrap_seed,
         groups=list(groups) or None,
-        progress=True,
+        progress=not quiet,
     )
-    print_report(report, full=full)
-    if out is not None:
+    if data_on_stdout:
+        click.echo(report.to_json())
+    else:
+        print_report(report, full=full)
+    if out is not None and not is_stdout(out):
         report.save(out)
-        click.echo(f"report written to {out}")
+        info(f"report written to {out}", quiet_stdout=data_on_stdout)
 
 
 @click.command("score-ctc")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import click
 
+from cellbench.cli.options import one_spelling
+from cellbench.cli.output import emit_json, is_stdout, json_option
 from cellbench.errors import ValidationError
 
 
@@ -33,16 +36,21 @@ def _fmt(value: float | None) -> str:
 )
 @click.option("--dry-run", is_flag=True, help="Validate and score, but do not add the entry.")
 @click.option(
-    "--device", default="cpu", show_default=True, help="Where to run models: cpu, cuda, cuda:1."
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Where to run models: auto (CUDA when available), cpu, cuda or cuda:N.",
 )
-@click.option(
+@one_spelling(
+    "--bootstrap",
     "--n-bootstrap",
+    "n_bootstrap",
     default=1000,
     show_default=True,
     type=click.IntRange(0),
-    help="Bootstrap resamples for the headline's 95% interval.",
+    help="Bootstrap resamples for the headline's 95% interval (0: off).",
 )
-@click.option("--bootstrap-seed", default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--bootstrap-seed", default=0, show_default=True, help="Bootstrap seed.")
 @click.option(
     "--predictions-dir",
     type=click.Path(path_type=Path),
@@ -52,10 +60,11 @@ def _fmt(value: float | None) -> str:
 @click.option(
     "--report",
     "report_out",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, allow_dash=True),
     default=None,
-    help="Also write the ScoreReport JSON here.",
+    help="Also write the ScoreReport JSON here ('-': stdout).",
 )
+@json_option
 def submit(
     manifest: Path | None,
     init: bool,
@@ -66,6 +75,7 @@ def submit(
     bootstrap_seed: int,
     predictions_dir: Path | None,
     report_out: Path | None,
+    as_json: bool,
 ) -> None:
     """Score the submission described by MANIFEST and add it to its leaderboard.
 
@@ -91,6 +101,11 @@ def submit(
         seed=bootstrap_seed,
         predictions_dir=predictions_dir,
     )
+    if as_json or is_stdout(report_out):
+        _print_json(result, report_only=not as_json)
+        if report_out is not None and not is_stdout(report_out):
+            result.report.save(report_out)
+        return
     report = result.report
     head = report.headline
     click.echo(
@@ -118,3 +133,21 @@ def submit(
         click.echo(f"added {result.entry_path}")
     else:
         click.echo("dry run: leaderboard not changed")
+
+
+def _print_json(result: Any, *, report_only: bool) -> None:
+    """The submission result (or only its ScoreReport) as one JSON document on stdout."""
+    if report_only:
+        click.echo(result.report.to_json())
+        return
+    emit_json(
+        {
+            "name": result.manifest.name,
+            "seed": result.manifest.seed,
+            "entry_path": result.entry_path,
+            "dry_run": result.entry_path is None,
+            "predictions_path": str(result.predictions_path),
+            "usage": result.usage.to_dict() if result.usage is not None else None,
+            "report": result.report.to_dict(),
+        }
+    )

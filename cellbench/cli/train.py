@@ -74,7 +74,9 @@ def _common(func: Any) -> Any:
             click.option("--lr", type=float, help="Peak learning rate."),
             click.option("--seed", type=int, help="Random seed."),
             click.option("--workers", type=int, help="Data-loader worker processes."),
-            click.option("--device", help="auto (default), cpu, cuda or cuda:N."),
+            click.option(
+                "--device", help="auto (CUDA when available; the default), cpu, cuda or cuda:N."
+            ),
             click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_HELP_SET),
             click.option(
                 "--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines."
@@ -183,17 +185,22 @@ def train_cmd(
     type=click.Path(path_type=Path),
     help="Prediction set to write (canonical Zarr; must not exist).",
 )
-@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available).")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when available), cpu, cuda or cuda:N.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def predict_cmd(
-    run_dir: Path, dataset: str, split: str, out: Path, device: str | None, quiet: bool
+    run_dir: Path, dataset: str, split: str, out: Path, device: str, quiet: bool
 ) -> None:
     """Predict SPLIT of a dataset with the model package in RUN_DIR; write the prediction set."""
     from cellbench.registry import open_dataset
     from cellbench.training.distributed import select_device
     from cellbench.training.inference import write_split_predictions
 
-    dev = select_device(device or "auto")
+    dev = select_device(device)
     store = open_dataset(dataset)
     path = write_split_predictions(
         run_dir,

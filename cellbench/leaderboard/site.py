@@ -94,8 +94,11 @@ def _catalog_card(key: BoardKey) -> dict[str, Any]:
 
 
 def _write_text(path: Path, text: str) -> Path:
+    """Write atomically (temporary name, then rename): an interrupted publish cuts no file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
     return path
 
 

@@ -13,6 +13,14 @@ Two input paths give identical numbers to pycocotools:
 Accumulation (pooled over images, sorted by score with a stable mergesort, cumulative TP/FP,
 monotone precision sampled at 101 recall points) is done in :meth:`CocoAP.aggregate` on small
 per-image records, so groups and bootstrap resamples need no pixel work.
+
+**Why cellbench keeps its own COCO engine** rather than calling pycocotools' ``COCOeval``:
+measured in ``benchmarks/bench_instance.py`` (50 label images of 512x512 with 300 cells each,
+2-core CPU), it gives identical numbers (largest difference of the precision and recall arrays
+0.0) at 1.5 ms per image against 665 ms for pycocotools (443x) and 64 ms for faster-coco-eval
+(42x), because it needs no RLE encoding of label images; and its per-image records let every
+group and bootstrap resample re-aggregate in about 10 ms for 50 images, where ``COCOeval`` would
+run again. pycocotools stays the reference it is tested against and does the RLE path.
 """
 
 from __future__ import annotations

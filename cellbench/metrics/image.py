@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.ndimage import uniform_filter
 
 from cellbench.errors import ValidationError
 from cellbench.metrics.base import Metric, sample_id_problems
@@ -70,12 +69,13 @@ def percentile_normalize(
 
 
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float, win_size: int = 7) -> float:
-    """Mean structural similarity (Wang et al. 2004) with a uniform window, as scikit-image.
+    """Mean structural similarity (Wang et al. 2004): ``skimage.metrics.structural_similarity``.
 
-    Same settings as ``skimage.metrics.structural_similarity`` defaults: uniform
-    ``win_size``-wide window (``win_size**ndim`` samples), sample covariance, K1 = 0.01,
-    K2 = 0.03, reflect padding, mean over the image minus a ``(win_size - 1) // 2`` border.
-    Works in 2D and 3D.
+    scikit-image's defaults: uniform ``win_size``-wide window (``win_size**ndim`` samples),
+    sample covariance, K1 = 0.01, K2 = 0.03, reflect padding, mean over the image minus a
+    ``(win_size - 1) // 2`` border; 2D and 3D. Inputs are cast to float64 first, so the value is
+    bit-identical to the copy cellbench kept before (tests/metrics/test_image.py checks both).
+    scikit-image is imported here, not at module import, to keep ``cellbench.scoring`` light.
 
     Args:
         a: First image (float).
@@ -86,24 +86,11 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float, win_size: int = 7) -> 
     Returns:
         The mean SSIM.
     """
+    from skimage.metrics import structural_similarity
+
     a = a.astype(np.float64, copy=False)
     b = b.astype(np.float64, copy=False)
-    n_px = win_size**a.ndim
-    cov_norm = n_px / (n_px - 1)
-    ux = uniform_filter(a, size=win_size)
-    uy = uniform_filter(b, size=win_size)
-    uxx = uniform_filter(a * a, size=win_size)
-    uyy = uniform_filter(b * b, size=win_size)
-    uxy = uniform_filter(a * b, size=win_size)
-    vx = cov_norm * (uxx - ux * ux)
-    vy = cov_norm * (uyy - uy * uy)
-    vxy = cov_norm * (uxy - ux * uy)
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-    pad = (win_size - 1) // 2
-    inner = tuple(slice(pad, n - pad) for n in s.shape)
-    return float(s[inner].mean(dtype=np.float64))
+    return float(structural_similarity(a, b, data_range=data_range, win_size=win_size))
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -130,6 +130,23 @@ def task_problems(
     return problems
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch is installed and sees a GPU, else ``cpu``; others as given.
+
+    torch is imported only for ``auto`` and only when it is installed, so ONNX models run on a
+    core install without it.
+    """
+    if device != "auto":
+        return device
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def device_problems(device: str) -> list[str]:
     """Problems with the requested inference device (``cpu``, ``cuda`` or ``cuda:N``)."""
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
@@ -143,6 +160,36 @@ def device_problems(device: str) -> list[str]:
         if index >= torch.cuda.device_count():
             return [f"device: {device} requested but only {torch.cuda.device_count()} GPU(s)"]
     return []
+
+
+def _bioimageio_as_torchscript(
+    fields: dict[str, Any], path: Path, problems: list[str]
+) -> tuple[Path | None, dict[str, Any]]:
+    """Turn a BioImage.IO package submission into the TorchScript submission it runs as.
+
+    The manifest fields become ``kind: torchscript`` with the package's normalisation; the
+    returned mapping (name, format version) is kept in the report's provenance.
+    """
+    from cellbench.submissions.bioimageio import read_package, unpack
+
+    # a zip is unpacked once per content into the cache (the weights are run from there)
+    where = cellbench_home() / "submissions" / "bioimageio"
+    folder, unpack_problems = unpack(path, where / digest_path(path)[:16])
+    problems += unpack_problems
+    if folder is None:
+        return None, {}
+    package = read_package(folder)
+    problems += package.problems
+    fields["kind"] = "torchscript"
+    fields["normalisation"] = package.normalisation
+    if package.weights is not None:
+        fields["submission"] = str(package.weights)
+    info = {
+        "name": package.name,
+        "format_version": str(package.rdf.get("format_version", "")),
+        "package": str(path),
+    }
+    return package.weights, info
 
 
 def _static_model_problems(
@@ -297,7 +344,8 @@ def evaluate_submission(
 
     Args:
         manifest_path: The submission manifest (YAML).
-        device: Where to run model submissions (``cpu``, ``cuda``, ``cuda:1``).
+        device: Where to run model submissions (``cpu``, ``cuda``, ``cuda:1``; ``auto``: a
+            GPU when torch sees one).
         n_bootstrap: Bootstrap resamples for the headline's confidence interval.
         seed: Seed of the bootstrap.
         predictions_dir: Where predictions of model submissions are written (default:
@@ -326,6 +374,9 @@ def evaluate_submission(
         if not sub_path.exists():
             problems.append(f"submission: {sub_path} does not exist")
             sub_path = None
+    bioimageio: dict[str, Any] = {}
+    if fields.get("kind") == "bioimageio" and sub_path is not None:
+        sub_path, bioimageio = _bioimageio_as_torchscript(fields, sub_path, problems)
 
     kind = fields.get("kind")
     task = fields.get("task", "")
@@ -362,6 +413,7 @@ def evaluate_submission(
             problems.append(f"kind: cellbench does not run {kind} models for task {task!r}")
         static, onnx_info = _static_model_problems(fields, sub_path, store, limits)
         problems += static
+        device = resolve_device(device)
         problems += device_problems(device)
     if problems:
         if kind in ("torchscript", "onnx", "safetensors"):
@@ -419,10 +471,11 @@ def evaluate_submission(
     prov.predictions_sha256 = prov.predictions_sha256 or predictions.sha256()
     prov.extra.update(
         {
-            "submission_kind": kind,
+            "submission_kind": "bioimageio" if bioimageio else kind,
             "submission_sha256": submission_sha,
             "manifest_sha256": manifest.sha256,
             **extra,
+            **({"bioimageio": bioimageio} if bioimageio else {}),
         }
     )
     if usage is not None:

@@ -26,7 +26,7 @@ from cellbench.store.sample import SPLITS
 from cellbench.tasks import get_task, task_names
 
 #: What can be submitted.
-KINDS = ("predictions", "torchscript", "onnx", "safetensors")
+KINDS = ("predictions", "torchscript", "onnx", "safetensors", "bioimageio")
 #: Model kinds that cellbench runs with the TorchScript/ONNX input-output convention.
 CONVENTION_KINDS = ("torchscript", "onnx")
 NORMALISATIONS = ("percentile", "minmax", "zscore", "none")
@@ -324,7 +324,7 @@ def manifest_problems(data: Any) -> tuple[list[str], dict[str, Any]]:
     if (
         out["task"] in task_names()
         and not get_task(out["task"]).accepts_models
-        and out["kind"] in ("torchscript", "onnx", "safetensors")
+        and out["kind"] in ("torchscript", "onnx", "safetensors", "bioimageio")
     ):
         spec = get_task(out["task"])
         formats = "; ".join(("a canonical prediction set", *spec.prediction_formats))
@@ -449,11 +449,12 @@ task: instance-segmentation        # classification | semantic-segmentation |
                                    # instance-segmentation | tracking | augmented-microscopy
 dataset: synthetic-nuclei@1.0      # dataset id@version (explicit version)
 split: test
-kind: predictions                  # predictions | torchscript | onnx | safetensors
+kind: predictions                  # predictions | torchscript | onnx | safetensors | bioimageio
 submission: predictions.zarr       # path relative to this file:
   # predictions: a canonical prediction set (.zarr) or a format `cellbench score` reads
   # torchscript: a torch.jit.save archive;  onnx: an .onnx file
   # safetensors: a model package folder (model.json + model.safetensors) of a cellbench baseline
+  # bioimageio: a BioImage.IO 0.5 model package (folder or .zip with rdf.yaml, TorchScript weights)
 # normalisation:                   # torchscript/onnx only; how cellbench normalises the input
 #   method: percentile             # percentile (default) | minmax | zscore | none
 #   low: 1.0

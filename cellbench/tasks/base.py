@@ -310,6 +310,23 @@ class Task(ABC):
         """
         return [], []
 
+    def error_overlay(
+        self, truth: Any, prediction: Prediction, sample_id: str
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Object error classes painted per pixel, for viewers (default none).
+
+        Args:
+            truth: The sample's ground truth (:meth:`ground_truth`).
+            prediction: Its prediction.
+            sample_id: The sample (for messages).
+
+        Returns:
+            ``(truth_codes, prediction_codes)``: label images of the same shape whose values
+            are the codes of :data:`cellbench.tasks.instance_segmentation.overlays.ERROR_CODES`
+            (0 = background), or None when the task has no object errors.
+        """
+        return None
+
     def describe(self) -> dict[str, Any]:
         """The declaration as a dictionary (for reports, docs and leaderboards)."""
         return {

@@ -97,3 +97,30 @@ def test_validation_lists_every_problem():
     with pytest.raises(ValidationError, match="explicit data_range"):
         ImageSimilarity(normalization="none")
     assert m.direction("mae/a") == "lower" and m.direction("ssim") == "higher"
+
+
+def _ssim_copy_cellbench_kept(a, b, data_range, win_size=7):
+    """The hand-rolled SSIM cellbench used before it called scikit-image (for the check below)."""
+    from scipy.ndimage import uniform_filter
+
+    n_px = win_size**a.ndim
+    cov_norm = n_px / (n_px - 1)
+    ux, uy = uniform_filter(a, size=win_size), uniform_filter(b, size=win_size)
+    uxx, uyy = uniform_filter(a * a, size=win_size), uniform_filter(b * b, size=win_size)
+    uxy = uniform_filter(a * b, size=win_size)
+    vx, vy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy)
+    vxy = cov_norm * (uxy - ux * uy)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    pad = (win_size - 1) // 2
+    return float(s[tuple(slice(pad, n - pad) for n in s.shape)].mean(dtype=np.float64))
+
+
+@pytest.mark.parametrize("shape", [(33, 47), (9, 20, 26)])
+@pytest.mark.parametrize("win_size", [3, 7])
+def test_ssim_from_skimage_is_identical_to_the_copy_it_replaced(shape, win_size):
+    from cellbench.metrics.image import ssim
+
+    target, pred = _pair(3, shape)
+    t, p = _ref_norm(target), _ref_norm(pred)
+    assert ssim(p, t, 1.0, win_size) == _ssim_copy_cellbench_kept(p, t, 1.0, win_size)

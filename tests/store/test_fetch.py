@@ -587,3 +587,15 @@ def test_invalid_arguments():
         fetch(_http_source("https://data.invalid/x.bin"), attempts=0)
     with pytest.raises(CardError, match="no mirrors"):
         Source((), GOOD)
+
+
+def test_pypi_download_says_what_it_is_doing(pypi_index, tmp_path, capsys):
+    """pip download can take long with no bytes counted: a line on stderr says what runs."""
+    table = payload(1000, seed=7)
+    wheel = build_wheel(tmp_path, "tinyslow", "0.1", {"tinyslow/t.bin": table})
+    pypi_index.publish("tinyslow", wheel)
+    source = Source(("pypi://tinyslow==0.1/tinyslow/t.bin",), None, member_sha256=sha(table))
+    fetch(source, **{**FAST, "progress": True})
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[0] == "pip download tinyslow==0.1 ..."
+    assert captured.out == ""

@@ -109,8 +109,9 @@ EXPECTED_FEATURES = {
 def test_parquet_round_trip_every_task(tmp_path, task):
     store = _task_store(tmp_path, task)
     out = hf.write_parquet(store, tmp_path / "hf")
+    hub_names = {"train": "train", "val": "validation", "test": "test"}
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["README.md", "cellbench.json", *store.splits]
+        ["README.md", "cellbench.json", "croissant.json", *(hub_names[s] for s in store.splits)]
     )
     shard = out / "train" / "train-00000-of-00001.parquet"
     features = Features.from_arrow_schema(pq.read_schema(shard))
@@ -277,11 +278,11 @@ def test_datasets_reads_the_export_with_declared_types(tmp_path):
     store = _task_store(tmp_path, "augmented-microscopy")
     out = hf.write_parquet(store, tmp_path / "hf")
     loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
-    assert set(loaded) == {"train", "val", "test"}
+    assert set(loaded) == {"train", "validation", "test"}
     assert loaded["train"].num_rows == 2
     assert loaded["train"].features == hf.ExportPlan.from_store(store).features
     # datasets' numpy format casts integers to int64 unless dtype=None
-    row = loaded["val"].with_format("numpy", dtype=None)[0]
+    row = loaded["validation"].with_format("numpy", dtype=None)[0]
     sid = str(row["id"])
     assert sid == "augm-002" and row["table_row"] == 2
     image = np.asarray(store.image(sid)[...])
@@ -297,7 +298,7 @@ def test_metadata_json_in_every_place(tmp_path):
     out = hf.write_parquet(store, tmp_path / "hf")
     meta = json.loads((out / "cellbench.json").read_text())
     assert meta["source_digest"] == store.checksum
-    assert meta["store_format_version"] == "2" and meta["cellbench_hf"] == "1"
+    assert meta["store_format_version"] == "2" and meta["cellbench_hf"] == "2"
     assert meta["dataset"] == store.card and meta["classes"] == {"label": ["a", "b", "c"]}
     assert meta["store"]["split_counts"] == {"train": 2, "val": 1, "test": 1}
     schema = pq.read_schema(out / "test" / "test-00000-of-00001.parquet")
@@ -319,7 +320,7 @@ def test_shards_without_json_still_import_and_partial_data_fails_digest(tmp_path
     moved = tmp_path / "moved"
     shutil.copytree(out, moved, ignore=shutil.ignore_patterns("*.json", "*.md"))
     _assert_same(store, hf.plan_import(moved).build(tmp_path / "back.zarr"))
-    shutil.rmtree(moved / "val")  # a split went missing: the digest cannot match
+    shutil.rmtree(moved / "validation")  # a split went missing: the digest cannot match
     with pytest.raises(ChecksumError, match="does not match the exported store's digest"):
         import_hf(moved)
     _cache_is_clean()
@@ -332,7 +333,7 @@ def test_lost_metadata_can_be_supplied(tmp_path):
     bare = DatasetDict(
         {
             s: Dataset.from_parquet(str(out / s / "*.parquet"), cache_dir=str(tmp_path / "c"))
-            for s in store.splits
+            for s in ("train", "validation", "test")
         }
     )
     assert hf.metadata_from_description(bare["train"].info.description) is None
@@ -388,7 +389,7 @@ def test_dataset_card_text():
 def test_hub_files_and_offline_push(tmp_path):
     store = _task_store(tmp_path, "classification")
     files = hf.hub_files(store, repo_id="lab/toy")
-    assert set(files) == {"README.md", "cellbench.json"}
+    assert set(files) == {"README.md", "cellbench.json", "croissant.json"}
     assert 'load_dataset("lab/toy")' in files["README.md"].decode()
     assert json.loads(files["cellbench.json"])["source_digest"] == store.checksum
     import_path(store.path)

@@ -91,7 +91,7 @@ def test_every_problem_listed_at_once():
         "dataset: 'toy' must name the version explicitly as id@version (leaderboards are per "
         "dataset version)",
         "split: 'holdout' is not one of train, val, test",
-        "kind: 'pickle' is not one of predictions, torchscript, onnx, safetensors",
+        "kind: 'pickle' is not one of predictions, torchscript, onnx, safetensors, bioimageio",
         "normalisation: only used for torchscript/onnx models (predictions need none; "
         "safetensors packages carry their own in model.json)",
     ]

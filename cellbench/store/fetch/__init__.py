@@ -35,6 +35,15 @@ Cache layout (under :func:`cellbench.store.cache.downloads_dir`)::
 An extracted member is cached under its own ``member_sha256``; its archive (when it has a
 ``sha256``) under the archive's. Offline, a file can be provided by copying it to the path
 that :func:`cached_path` names: it is hashed on first use and deleted if it does not match.
+
+**Why cellbench keeps its own fetcher** rather than pooch: a dropped connection must cost only
+the missing bytes, and a file must come from the next mirror when one fails. Measured (a 20 MB
+file served on 127.0.0.1 whose first response is cut after 10 MB): :func:`fetch` finished in one
+call with a Range request for the last 10 MB (20 MB transferred); pooch 1.9.0's ``retrieve``
+raised ``ChunkedEncodingError``, and the second call started again from byte 0 (30 MB
+transferred, two calls). pooch also has no mirror list per file and no verified member of a
+wheel on the package index (``pypi://``). Locks come from the ``filelock`` package and
+filesystem URLs from fsspec; only the resuming, mirror and verification logic is cellbench's.
 """
 
 from __future__ import annotations

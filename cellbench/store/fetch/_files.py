@@ -7,10 +7,11 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+import filelock
 
 log = logging.getLogger("cellbench.fetch")
 
@@ -172,13 +173,13 @@ def check_cached(dest: Path, sha256: str, size: int | None = None) -> bool:
 
 
 class FileLock:
-    """An exclusive inter-process lock on a lock file (``flock``; ``msvcrt`` on Windows).
+    """An exclusive inter-process lock on a lock file, from the maintained ``filelock`` package.
 
-    The kernel releases the lock when its holder exits or dies, so a crashed download never
-    leaves a stale lock behind; the (empty) lock file itself is left in place, because deleting
-    a lock file that another process may have just opened would let two holders coexist.
-    Locks taken through separately opened descriptors exclude each other even within one
-    process, so threads are serialised as well.
+    ``filelock`` takes an OS lock (``flock`` on POSIX, ``msvcrt`` on Windows), which the kernel
+    releases when its holder exits or dies, so a crashed download never leaves a stale lock; the
+    lock file stays in place (``preserve_lock_file``) so a waiting process never locks a file
+    that was just unlinked. Every :class:`FileLock` opens its own descriptor, so threads of one
+    process are serialised as well. This wrapper only adds the log line shown while blocked.
 
     Args:
         path: The lock file (created if missing).
@@ -188,63 +189,23 @@ class FileLock:
     def __init__(self, path: Path, what: str = "") -> None:
         self.path = path
         self.what = what or str(path)
-        self._fd: int | None = None
+        self._lock: filelock.BaseFileLock | None = None
 
     def __enter__(self) -> FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = filelock.FileLock(self.path, thread_local=False, preserve_lock_file=True)
         try:
-            if not _try_lock(fd):
-                log.info("waiting for another process fetching %s", self.what)
-                _lock_blocking(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            log.info("waiting for another process fetching %s", self.what)
+            lock.acquire()
+        self._lock = lock
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                _unlock(fd)
-            finally:
-                os.close(fd)
-
-
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-    def _lock_blocking(fd: int) -> None:
-        while not _try_lock(fd):
-            time.sleep(0.2)
-
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _lock_blocking(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
 
 @contextlib.contextmanager

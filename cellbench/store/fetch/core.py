@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cellbench.errors import CardError, ChecksumError, FetchError, OfflineError
+from cellbench.progress import activity
 from cellbench.store.cache import downloads_dir, is_offline, tmp_dir
 from cellbench.store.fetch._archive import extract_member
 from cellbench.store.fetch._files import (
@@ -220,9 +221,10 @@ def _pypi_member(
 ) -> Path:
     folder = work / "dist"  # pip's own folder: the owner record must not look like a download
     folder.mkdir()
-    dist, is_sdist = pip_download(
-        name, version, folder, timeout=opts.timeout, attempts=opts.attempts
-    )
+    with activity(f"pip download {name}=={version}", opts.progress):
+        dist, is_sdist = pip_download(
+            name, version, folder, timeout=opts.timeout, attempts=opts.attempts
+        )
     if source.size is not None and dist.stat().st_size != source.size:
         raise MismatchError(
             f"{dist.name}: size mismatch: {dist.stat().st_size} bytes, card says {source.size}"

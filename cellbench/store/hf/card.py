@@ -19,41 +19,20 @@ from datasets import (
     Features,
 )
 
+from cellbench.licenses import hub_license
 from cellbench.store.hf.layout import (
     ARRAY_FIELDS,
     DESCRIPTION_MARKER,
 )
 from cellbench.store.hf.task_columns import columns_of
 
-_HF_LICENSES = frozenset(
-    {
-        "apache-2.0",
-        "mit",
-        "bsd-2-clause",
-        "bsd-3-clause",
-        "cc0-1.0",
-        "cc-by-2.0",
-        "cc-by-3.0",
-        "cc-by-4.0",
-        "cc-by-sa-3.0",
-        "cc-by-sa-4.0",
-        "cc-by-nc-2.0",
-        "cc-by-nc-3.0",
-        "cc-by-nc-4.0",
-        "cc-by-nd-4.0",
-        "cc-by-nc-nd-4.0",
-        "cc-by-nc-sa-4.0",
-        "gpl-3.0",
-        "lgpl-3.0",
-        "odbl",
-        "odc-by",
-        "pddl",
-        "unknown",
-    }
-)
+#: Hub license values that are not SPDX ids (foreign datasets may use them).
+_HUB_ONLY_LICENSES = frozenset({"other", "unknown"})
 _COLUMN_MEANINGS = {
     "id": "sample id",
-    "split": "split (train, val, test)",
+    "split": "split (train, validation, test)",
+    "preview": "8-bit PNG thumbnail of `image` for viewing (first time point, max over z)",
+    "semantic_classes": "semantic classes present in the sample (names in the feature)",
     "label": "class index (-1 = none)",
     "image": "input image, axes in `axes`",
     "instances": "instance id per pixel (0 = background), axes of the image without c",
@@ -109,10 +88,12 @@ def dataset_card(
     title = str(card.get("title") or ident)
     tasks = [str(t) for t in card.get("tasks", [])]
     license_ = str(card.get("license", "") or "unknown")
-    slug = license_.strip().lower().replace(" ", "-")
+    notes = str(card.get("license_notes", "") or "").strip()
+    slug = license_.strip().lower().replace(" ", "-")  # SPDX ids are the Hub's, lower-cased
     header: dict[str, Any] = {"pretty_name": title}
-    if slug in _HF_LICENSES:
-        header["license"] = slug
+    hub = hub_license(license_) or (slug if slug in _HUB_ONLY_LICENSES else None)
+    if hub is not None:
+        header["license"] = hub
     else:
         header["license"] = "other"
         header["license_name"] = re.sub(r"[^a-z0-9.-]+", "-", slug).strip("-") or "other"
@@ -139,7 +120,8 @@ def dataset_card(
                 "data_files": [{"split": s, "path": p} for s, p in data_files.items()],
             }
         ]
-    counts = dict(store.get("split_counts", {}))
+    names = dict(metadata.get("split_names") or {})
+    counts = {names.get(k, k): v for k, v in dict(store.get("split_counts", {})).items()}
     annotation = dict(card.get("annotation") or {})
     features = Features.from_dict(metadata["features"]) if metadata.get("features") else {}
     lines = [
@@ -157,7 +139,7 @@ def dataset_card(
         f"| tasks | {', '.join(tasks) or '-'} |",
         f"| samples | {store.get('n_samples', '?')} "
         f"({', '.join(f'{k}: {v}' for k, v in counts.items())}) |",
-        f"| license | {license_} |",
+        f"| license | {license_}{f' ({notes})' if notes else ''} |",
     ]
     if annotation:
         details = f" - {annotation['details']}" if annotation.get("details") else ""

@@ -24,6 +24,7 @@ from datasets import (
 )
 
 from cellbench._version import __version__
+from cellbench.croissant import CROISSANT_FILE, croissant
 from cellbench.errors import (
     StoreError,
     ValidationError,
@@ -33,6 +34,7 @@ from cellbench.store.hf.layout import (
     DEFAULT_MAX_SHARD_SIZE,
     DESCRIPTION_MARKER,
     HF_LAYOUT_VERSION,
+    HF_SPLIT_NAMES,
     METADATA_FILE,
     PARQUET_METADATA_KEY,
     README_FILE,
@@ -172,13 +174,18 @@ def write_parquet(
                         yield _arrow_table(batch, plan.features, schema)
                         bar.update(len(batch))
 
-                _write_split(tmp / split, split, tables(), schema, max_bytes, compression)
-                data_files[split] = f"{split}/*.parquet"
+                name = HF_SPLIT_NAMES.get(split, split)  # the Hub's names: validation
+                _write_split(tmp / name, name, tables(), schema, max_bytes, compression)
+                data_files[name] = f"{name}/*.parquet"
         (tmp / METADATA_FILE).write_text(
             json.dumps(plan.metadata, indent=1, sort_keys=True) + "\n", encoding="utf-8"
         )
         (tmp / README_FILE).write_text(
             dataset_card(plan.metadata, data_files=data_files), encoding="utf-8"
+        )
+        (tmp / CROISSANT_FILE).write_text(
+            json.dumps(croissant(None, store), indent=1, ensure_ascii=False) + "\n",
+            encoding="utf-8",
         )
         tmp.rename(dest)
     finally:
@@ -226,7 +233,7 @@ def to_hf(
         progress: Show ``datasets``' progress bars.
 
     Returns:
-        The ``DatasetDict`` (keys: the store's splits).
+        The ``DatasetDict`` (keys: the Hub's split names, ``train``, ``validation``, ``test``).
     """
     plan = ExportPlan.from_store(store)
     card = plan.metadata["dataset"]
@@ -245,12 +252,12 @@ def to_hf(
                     "layout": HF_LAYOUT_VERSION,
                     "cellbench": __version__,
                 },
-                split=datasets.NamedSplit(split),
+                split=datasets.NamedSplit(HF_SPLIT_NAMES.get(split, split)),
                 writer_batch_size=plan.rows_per_batch(),
             )
             ds.info.description = description
             ds.info.citation = str(card.get("citation", ""))
             ds.info.homepage = str(card.get("homepage", ""))
             ds.info.license = str(card.get("license", ""))
-            out[split] = ds
+            out[HF_SPLIT_NAMES.get(split, split)] = ds
     return out

@@ -28,11 +28,14 @@ class HubError(CellbenchError):
 
 
 def hub_files(store: DatasetStore, repo_id: str | None = None) -> dict[str, bytes]:
-    """Files uploaded next to the data by :func:`push_to_hub`: ``README.md`` and the JSON."""
+    """Files uploaded next to the data: ``README.md``, the metadata JSON, ``croissant.json``."""
+    from cellbench.croissant import CROISSANT_FILE, croissant
+
     plan = ExportPlan.from_store(store)
     return {
         README_FILE: dataset_card(plan.metadata, repo_id=repo_id).encode("utf-8"),
         METADATA_FILE: (json.dumps(plan.metadata, indent=1, sort_keys=True) + "\n").encode(),
+        CROISSANT_FILE: (json.dumps(croissant(None, store), indent=1) + "\n").encode(),
     }
 
 

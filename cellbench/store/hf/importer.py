@@ -42,6 +42,7 @@ from cellbench.store.hf.layout import (
     METADATA_FILE,
     NUMERIC_DTYPES,
     SPLIT_ALIASES,
+    SUPPORTED_LAYOUTS,
 )
 from cellbench.store.hf.plan import ArrayEncoding
 from cellbench.store.hf.source import HFSource, HFSplit, _read_metadata_file
@@ -56,7 +57,6 @@ from cellbench.store.sample import IMAGE_AXES, SPLITS, Sample
 from cellbench.store.zarr_store import DatasetStore, build_store
 from cellbench.tasks import task_names
 
-_SUPPORTED_LAYOUTS = ("1",)
 #: Sample fields a task's label reader may set (its ground truth, not the input).
 _TRUTH_FIELDS = frozenset(f.name for f in fields(Sample)) - {
     "id",
@@ -304,10 +304,10 @@ def _plan_cellbench(src: HFSource, dataset_id: str | None, version: str | None) 
     meta = src.metadata
     assert meta is not None
     layout = str(meta.get("cellbench_hf"))
-    if layout not in _SUPPORTED_LAYOUTS:
+    if layout not in SUPPORTED_LAYOUTS:
         raise StoreError(
             f"{src.name}: Hugging Face layout {layout!r} is unknown to this cellbench "
-            f"(reads {', '.join(_SUPPORTED_LAYOUTS)}); upgrade cellbench"
+            f"(reads {', '.join(SUPPORTED_LAYOUTS)}); upgrade cellbench"
         )
     fmt_version = str(meta.get("store_format_version"))
     if fmt_version not in FORMATS:
@@ -352,8 +352,11 @@ def _plan_cellbench(src: HFSource, dataset_id: str | None, version: str | None) 
     same_format = fmt_version == CURRENT_FORMAT.version
     digest = None if overridden or not same_format else meta.get("source_digest")
 
+    derived = set(meta.get("derived_columns") or ())
+    read = Features({k: v for k, v in expected.items() if k not in derived})
+
     def rows() -> Iterator[Sample]:
-        streams = [_cellbench_rows(split, expected, encodings) for split in src.splits]
+        streams = [_cellbench_rows(split, read, encodings) for split in src.splits]
         for _, sample in heapq.merge(*streams, key=lambda item: item[0]):
             yield sample
 
@@ -373,7 +376,7 @@ def _cellbench_rows(
     row0 = 0
     last = -1
     where = f"split {split.name!r}"
-    for batch in split.batches():
+    for batch in split.batches(list(features)):
         cols = _decode_batch(batch, features, where, row0)
         target_names = cols.get("target_channel_names")
         for i in range(batch.num_rows):
@@ -403,7 +406,7 @@ def _cellbench_rows(
                 image=arrays["image"],  # type: ignore[arg-type]
                 axes=axes,
                 channel_names=list(cols["channel_names"][i] or []),
-                split=str(cols["split"][i]),
+                split=SPLIT_ALIASES.get(str(cols["split"][i]), str(cols["split"][i])),
                 pixel_size={a: float(v) for a, v in pixel.items() if v is not None},
                 metadata=dict(cols["metadata"][i] or {}) if "metadata" in cols else {},
                 label=None if label is None or label < 0 else int(label),

@@ -15,8 +15,12 @@ from datasets import (
     Array5D,
 )
 
-#: Version of the Hugging Face representation described in :mod:`cellbench.store.hf`.
-HF_LAYOUT_VERSION = "1"
+#: Version of the Hugging Face representation described in :mod:`cellbench.store.hf`
+#: (2: Hub split names, the ``preview`` thumbnail and task columns such as
+#: ``semantic_classes``; 1 is still imported).
+HF_LAYOUT_VERSION = "2"
+#: Layout versions the importer reads.
+SUPPORTED_LAYOUTS = ("1", "2")
 #: Name of the metadata JSON written next to the data.
 METADATA_FILE = "cellbench.json"
 #: Name of the dataset card.
@@ -34,6 +38,12 @@ ROW_GROUP_BYTES = 64 * 2**20
 ARRAY_FIELDS = ("image", "instances", "semantic", "target", "tracks")
 #: Axis letters in cellbench (OME-Zarr) order; arrays of other datasets are transposed to it.
 CANONICAL_AXES = "tczyx"
+#: cellbench split -> Hugging Face split name (the Hub's convention: ``validation``).
+HF_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+#: Column of 8-bit PNG thumbnails (``Image``) that the Hub's dataset viewer shows.
+PREVIEW_COLUMN = "preview"
+#: Longest side of a preview thumbnail, in pixels.
+PREVIEW_SIZE = 256
 #: Split names of other datasets understood as cellbench splits.
 SPLIT_ALIASES = {
     "train": "train",

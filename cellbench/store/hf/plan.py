@@ -24,6 +24,7 @@ from datasets import (
     Array5D,
     ClassLabel,
     Features,
+    Image,
     LargeList,
     List,
     Value,
@@ -35,9 +36,13 @@ from cellbench.store.hf import layout
 from cellbench.store.hf.layout import (
     ARRAY_FIELDS,
     HF_LAYOUT_VERSION,
+    HF_SPLIT_NAMES,
     MAX_LIST_ELEMENTS,
     NUMERIC_DTYPES,
+    PREVIEW_COLUMN,
 )
+from cellbench.store.hf.preview import preview_png
+from cellbench.store.hf.task_columns import HFTaskColumns, columns_of
 from cellbench.store.zarr_store import DatasetStore
 
 _ARRAY_TYPES: dict[int, type] = {2: Array2D, 3: Array3D, 4: Array4D, 5: Array5D}
@@ -168,12 +173,14 @@ class ExportPlan:
         features: Declared features (the same for every split).
         metadata: The cellbench metadata JSON (see :mod:`cellbench.store.hf`).
         max_sample_bytes: Largest sample's array bytes (sizes record batches).
+        task_columns: The store's tasks' column mappings that add derived columns.
     """
 
     encodings: dict[str, ArrayEncoding]
     features: Features
     metadata: dict[str, Any]
     max_sample_bytes: int
+    task_columns: tuple[HFTaskColumns, ...] = ()
 
     @classmethod
     def from_store(cls, store: DatasetStore) -> ExportPlan:
@@ -200,6 +207,7 @@ class ExportPlan:
                 encodings[name] = enc
 
         feats: dict[str, Any] = {"id": Value("string"), "split": Value("string")}
+        feats[PREVIEW_COLUMN] = Image()
         if "label" in store.fields:
             names = store.class_names("label")
             labels = store.table["label"]
@@ -219,6 +227,16 @@ class ExportPlan:
                 c: Value(_SCALAR_META.get(store.table[c].dtype.kind, "string")) for c in meta_cols
             }
         feats["table_row"] = Value("int64")
+        derived = [PREVIEW_COLUMN]
+        task_columns = []
+        classes = {k: store.class_names(k) for k in ("label", "semantic")}
+        for task in store.tasks:
+            columns = columns_of(task)
+            extra = columns.export_features(store.fields, classes) if columns else {}
+            if columns is not None and extra:
+                task_columns.append(columns)
+                feats.update(extra)
+                derived += list(extra)
         features = Features(feats)
 
         attrs = checksums.semantic_attributes(store.meta)
@@ -235,13 +253,15 @@ class ExportPlan:
             },
             "encodings": {k: v.to_dict() for k, v in encodings.items()},
             "features": features.to_dict(),
+            "split_names": {k: HF_SPLIT_NAMES.get(k, k) for k in store.splits},
+            "derived_columns": derived,
             "exported": {
                 "cellbench": __version__,
                 "datasets": datasets.__version__,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             },
         }
-        return cls(encodings, features, metadata, max_bytes)
+        return cls(encodings, features, metadata, max_bytes, tuple(task_columns))
 
     def rows_per_batch(self) -> int:
         """Rows per record batch so one batch holds about ``ROW_GROUP_BYTES`` of arrays."""
@@ -257,7 +277,8 @@ def _examples(store: DatasetStore, plan: ExportPlan, split: str) -> Iterator[dic
     for row in rows:
         sid = str(table["id"][row])
         sample = store.sample(sid)
-        ex: dict[str, Any] = {"id": sid, "split": split}
+        ex: dict[str, Any] = {"id": sid, "split": HF_SPLIT_NAMES.get(split, split)}
+        ex[PREVIEW_COLUMN] = {"bytes": preview_png(sample.image, sample.axes), "path": None}
         if has_label:
             ex["label"] = int(table["label"][row])
         for name in ARRAY_FIELDS:
@@ -274,6 +295,8 @@ def _examples(store: DatasetStore, plan: ExportPlan, split: str) -> Iterator[dic
         if meta_cols:
             ex["metadata"] = {c: table[c][row].item() for c in meta_cols}
         ex["table_row"] = row
+        for columns in plan.task_columns:
+            ex.update(columns.export_values(sample, plan.features))
         yield ex
 
 

@@ -12,7 +12,10 @@ compare task names:
   columns a foreign import needs;
 * :meth:`~HFTaskColumns.check_label_column`: problems of the label column's feature, per split;
 * :meth:`~HFTaskColumns.foreign_labels`: the class tables of the new store and how one row's
-  label value becomes the task's ground-truth fields of a :class:`~cellbench.store.sample.Sample`.
+  label value becomes the task's ground-truth fields of a :class:`~cellbench.store.sample.Sample`;
+* :meth:`~HFTaskColumns.export_features` and :meth:`~HFTaskColumns.export_values`: derived
+  columns the export adds for Hub users (e.g. the semantic classes present in a sample, typed as
+  ``ClassLabel`` so the class names travel in the features); the importer skips them.
 
 The importer handles what is the same for every task (image, target, id and metadata columns).
 Building blocks for the hooks: :func:`to_canonical` (axes as stored -> cellbench order),
@@ -36,6 +39,7 @@ from cellbench.store.hf.layout import (
     INTEGER_DTYPES,
     NUMERIC_DTYPES,
 )
+from cellbench.store.sample import Sample
 from cellbench.tasks import get_task, task_names
 
 if TYPE_CHECKING:
@@ -110,6 +114,21 @@ class HFTaskColumns:
             ValidationError: If the column's values cannot make class tables.
         """
         return NO_LABELS
+
+    def export_features(
+        self, fields: Sequence[str], class_names: dict[str, list[str]]
+    ) -> dict[str, Any]:
+        """Derived columns this task adds to an export: name -> ``datasets`` feature.
+
+        Args:
+            fields: The store's sample fields (``image``, ``semantic``, ...).
+            class_names: The store's class tables.
+        """
+        return {}
+
+    def export_values(self, sample: Sample, features: Features) -> dict[str, Any]:
+        """One sample's values of the columns :meth:`export_features` declared (in ``features``)."""
+        return {}
 
 
 class NoHFColumns(HFTaskColumns):

@@ -26,11 +26,14 @@ from cellbench.errors import CellbenchError
 from cellbench.leaderboard import figcache
 from cellbench.leaderboard.entry import LeaderboardEntry
 from cellbench.leaderboard.html import FigureRef
-from cellbench.leaderboard.pictures import middle_plane, predictions_path
+from cellbench.leaderboard.pictures import ERROR_COLOURS, middle_plane, predictions_path
 from cellbench.leaderboard.plots import file_stem, overlay_chart
 from cellbench.leaderboard.ranking import Leaderboard
 
 _EVENT_CLASSES = ("split", "merge", "catastrophe")
+#: Error class -> code in per-pixel class images (0 = background), in
+#: :data:`~cellbench.leaderboard.plots.ERROR_COLOURS` order, so viewers use the same colours.
+ERROR_CODES = {name: i + 1 for i, name in enumerate(ERROR_COLOURS)}
 
 
 def object_errors_of(entry: LeaderboardEntry) -> dict[str, Any] | None:
@@ -84,6 +87,27 @@ def _compute_ids(gt: np.ndarray, pred: np.ndarray, sample_id: str) -> dict[str, 
     from cellbench.metrics.object_errors import ObjectErrors
 
     return dict(ObjectErrors().measure(LabelPair(gt, pred), sample_id).ids)
+
+
+def error_class_images(
+    truth: np.ndarray, predicted: np.ndarray, sample_id: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth and predicted label images with each object painted by its error class code.
+
+    Classes as the leaderboard's overlays draw them (:class:`~cellbench.metrics.object_errors.
+    ObjectErrors`); codes are :data:`ERROR_CODES`.
+    """
+    gt_classes, pred_classes = classes_from_ids(_compute_ids(truth, predicted, sample_id))
+
+    def paint(labels: np.ndarray, classes: Mapping[int, str]) -> np.ndarray:
+        labels = np.asarray(labels).astype(np.int64)
+        table = np.zeros(int(labels.max(initial=0)) + 1, dtype=np.uint8)
+        for obj, cls in classes.items():
+            if 0 < obj < table.size:
+                table[obj] = ERROR_CODES[cls]
+        return table[labels]
+
+    return paint(truth, gt_classes), paint(predicted, pred_classes)
 
 
 def _pick_sample(

@@ -255,3 +255,14 @@ class InstanceSegmentationTask(Task):
         from cellbench.tasks.instance_segmentation.overlays import render_overlays
 
         return render_overlays(board, folder, top_k=top_k, base=base)
+
+    def error_overlay(
+        self, truth: Any, prediction: Prediction, sample_id: str
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Ground-truth and predicted objects painted with their error class code."""
+        from cellbench.tasks.instance_segmentation.overlays import error_class_images
+
+        mask = prediction.mask
+        if mask is None or np.shape(mask) != np.shape(truth):
+            return None
+        return error_class_images(np.asarray(truth), np.asarray(mask), sample_id)

@@ -1,0 +1,152 @@
+"""BioImage.IO model packages as submissions (manifest ``kind: bioimageio``).
+
+A BioImage.IO 0.5 model package (a folder or ``.zip`` with ``rdf.yaml``) is run as the
+TorchScript model its ``weights.torchscript`` entry names, under cellbench's I/O convention
+(:mod:`cellbench.submissions.runners`), with the input normalisation its ``preprocessing`` declares
+instead of a manifest ``normalisation``:
+
+=================================================  ============================================
+rdf.yaml input preprocessing                       cellbench normalisation
+=================================================  ============================================
+``scale_range`` (``min_percentile``,               ``percentile`` (``low``, ``high``), per
+``max_percentile``; per channel)                   channel as cellbench always does
+``zero_mean_unit_variance``                        ``zscore``
+none (``ensure_dtype`` alone)                      ``none``
+=================================================  ============================================
+
+The description is read with PyYAML (no ``bioimageio.spec`` needed to submit); the weights file
+must exist inside the package and match its ``sha256`` when one is given, and then goes through
+the same static TorchScript checks as any submitted model. Anything else (several inputs, other
+preprocessing, no TorchScript weights, a zip member escaping the folder) is listed as a problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: File name of the description inside a package.
+RDF_FILE = "rdf.yaml"
+
+
+@dataclass
+class BioImageIOPackage:
+    """What cellbench runs from a BioImage.IO package.
+
+    Attributes:
+        rdf: The parsed ``rdf.yaml``.
+        weights: The TorchScript weights file (None when missing).
+        normalisation: cellbench's normalisation equivalent to the input preprocessing.
+        problems: Everything that keeps the package from being run, one line each.
+    """
+
+    rdf: dict[str, Any] = field(default_factory=dict)
+    weights: Path | None = None
+    normalisation: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The model's name in its description."""
+        return str(self.rdf.get("name", ""))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def unpack(path: Path, into: Path) -> tuple[Path | None, list[str]]:
+    """The package folder: ``path`` itself, or a zip extracted into ``into`` (checked members)."""
+    if path.is_dir():
+        return path, []
+    if (into / RDF_FILE).is_file():  # unpacked before (``into`` is named by the zip's digest)
+        return into, []
+    if not zipfile.is_zipfile(path):
+        return None, [f"submission: {path} is neither a BioImage.IO package folder nor a zip"]
+    into.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path) as zf:
+        bad = [n for n in zf.namelist() if n.startswith("/") or ".." in Path(n).parts]
+        if bad:
+            return None, [f"submission: zip member {bad[0]!r} leaves the package folder"]
+        zf.extractall(into)
+    return into, []
+
+
+def _normalisation(preprocessing: list[Any], where: str) -> tuple[dict[str, Any], list[str]]:
+    ops = [p for p in preprocessing if isinstance(p, dict) and p.get("id") != "ensure_dtype"]
+    if not ops:
+        return {"method": "none"}, []
+    if len(ops) > 1:
+        names = ", ".join(str(p.get("id")) for p in ops)
+        return {}, [f"{where}: preprocessing {names}: cellbench runs one normalisation step"]
+    op = ops[0]
+    kwargs = dict(op.get("kwargs") or {})
+    if op.get("id") == "scale_range":
+        low = float(kwargs.get("min_percentile", 0.0))
+        high = float(kwargs.get("max_percentile", 100.0))
+        return {"method": "percentile", "low": low, "high": high}, []
+    if op.get("id") == "zero_mean_unit_variance":
+        return {"method": "zscore"}, []
+    return {}, [
+        f"{where}: preprocessing {op.get('id')!r} is not one cellbench can run "
+        "(scale_range, zero_mean_unit_variance or none)"
+    ]
+
+
+def read_package(folder: Path) -> BioImageIOPackage:
+    """Read a BioImage.IO 0.5 model package folder into what cellbench runs."""
+    out = BioImageIOPackage()
+    rdf_path = folder / RDF_FILE
+    where = f"submission {rdf_path}"
+    if not rdf_path.is_file():
+        out.problems.append(f"submission: {folder} has no {RDF_FILE} (not a BioImage.IO package)")
+        return out
+    try:
+        rdf = yaml.safe_load(rdf_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        out.problems.append(f"{where}: unreadable ({err})")
+        return out
+    if not isinstance(rdf, dict):
+        out.problems.append(f"{where}: not a YAML mapping")
+        return out
+    out.rdf = rdf
+    if rdf.get("type") != "model":
+        out.problems.append(f"{where}: type {rdf.get('type')!r}, expected 'model'")
+    if not str(rdf.get("format_version", "")).startswith("0.5."):
+        out.problems.append(
+            f"{where}: format_version {rdf.get('format_version')!r}; cellbench reads 0.5.x"
+        )
+    inputs = rdf.get("inputs") or []
+    if len(inputs) != 1:
+        out.problems.append(f"{where}: {len(inputs)} input tensors; cellbench feeds one image")
+    else:
+        axes = [str(a.get("type")) for a in inputs[0].get("axes") or []]
+        if axes[:2] != ["batch", "channel"] or any(a != "space" for a in axes[2:]):
+            out.problems.append(
+                f"{where}: input axes {axes}; expected batch, channel, then space axes"
+            )
+        norm, problems = _normalisation(list(inputs[0].get("preprocessing") or []), where)
+        out.normalisation, out.problems = norm, out.problems + problems
+    torchscript = dict((rdf.get("weights") or {}).get("torchscript") or {})
+    if not torchscript.get("source"):
+        out.problems.append(f"{where}: no torchscript weights (cellbench runs TorchScript)")
+        return out
+    weights = (folder / str(torchscript["source"])).resolve()
+    if folder.resolve() not in weights.parents or not weights.is_file():
+        out.problems.append(f"{where}: torchscript weights {torchscript['source']!r} not found")
+        return out
+    expected = torchscript.get("sha256")
+    if expected and _sha256(weights) != str(expected):
+        out.problems.append(f"{where}: torchscript weights do not match their sha256")
+        return out
+    out.weights = weights
+    return out
