@@ -268,6 +268,18 @@ class BranchingCorrectness(TrackingMetric[BranchingStats]):
     buffer): BC compares track end and start frames and matches at fixed frames, and counts
     matched pairs (a result division could in principle pair with two references).
 
+    Glossary:
+        bc@<i> (fraction 0-1; quality): BC(<i>). Branching correctness: F1 of division detection
+            with <i> frames of tolerance (CTC), pooled.
+        bc_mean@<i> (fraction 0-1; quality): BC(<i>), mean of sequences. BC(<i>) of each sequence,
+            averaged.
+        bc_tp@<i> (divisions; count): BC(<i>) matched divisions. Divisions matched with <i> frames
+            of tolerance.
+        bc_fp@<i> (divisions; count): BC(<i>) false divisions. Result divisions not matched with <i>
+            frames of tolerance.
+        bc_fn@<i> (divisions; count): BC(<i>) missed divisions. Reference divisions not matched with
+            <i> frames of tolerance.
+
     Args:
         max_tolerance: Largest frame tolerance ``i`` reported (all of ``0..max_tolerance``).
     """
