@@ -20,9 +20,11 @@ A submitted model is untrusted input from a stranger. cellbench's rules:
   and sizes of members and their compression ratios (zip bombs); (2) walks the opcodes of every
   pickle in the archive with :mod:`pickletools` (which parses, never executes) and refuses any
   global reference outside a short allow-list (TorchScript's own classes ``__torch__.*``,
-  tensor/storage rebuild helpers, ``collections.OrderedDict``); (3) scans the TorchScript source
-  for ops that touch files or the process (:data:`DENIED_OPS`) and for custom op namespaces
-  (which would need native libraries). After loading, every method graph of every submodule is
+  tensor/storage rebuild helpers, ``collections.OrderedDict``); (3) parses the TorchScript
+  source with :mod:`ast` (spacing, comments and line continuations cannot hide a name) and
+  refuses ops that touch files or the process (:data:`DENIED_OPS`) and custom op namespaces
+  (which would need native libraries). The archive is then loaded only inside the sandbox
+  (:mod:`cellbench.submissions.sandbox`), where every method graph of every submodule is
   checked against the same op deny-list before the model is run.
 * **ONNX** is a declarative graph, parsed with ``onnx`` (protobuf, no code). Before a session
   is created cellbench refuses unknown operator domains (custom ops need native libraries),
@@ -31,14 +33,17 @@ A submitted model is untrusted input from a stranger. cellbench's rules:
   anything is allocated); per input shape, ONNX shape inference bounds every intermediate
   tensor the same way before the first run.
 
-These checks are defence in depth, not a sandbox: a TorchScript or ONNX model can still use a
-lot of CPU time, and bugs in the native runtimes are out of cellbench's reach. Run untrusted
-submissions in a container without network access or credentials (the leaderboard maintainers
-do), and prefer predictions or safetensors packages when you can.
+These checks run in the calling process and never load the model. Every model is then loaded
+and run only in the sandbox (:mod:`cellbench.submissions.sandbox`: a separate process without
+network, with resource limits and, where the kernel has Landlock, without access to anything
+but its inputs and a scratch folder), which bounds what a model that slips through can do. Bugs
+in the native runtimes and the kernel remain out of cellbench's reach; prefer predictions or
+safetensors packages when you can.
 """
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import pickletools
@@ -306,29 +311,61 @@ def global_allowed(name: str) -> bool:
     return name in ALLOWED_GLOBALS or any(p.match(name) for p in _ALLOWED_GLOBAL_PATTERNS)
 
 
-_OP_CALL = re.compile(r"\bops\.([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
-_TORCH_CALL = re.compile(r"\btorch\.([A-Za-z_]\w*)\s*\(")
+def _dotted(node: ast.AST) -> list[str] | None:
+    """``a.b.c`` as ``["a", "b", "c"]``; None when the chain does not start at a name."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return parts[::-1]
+    return None
 
 
 def torchscript_source_problems(name: str, source: str) -> list[str]:
     """Refused ops named in one TorchScript source file of an archive.
 
-    Serialized TorchScript names ``aten`` ops as ``torch.<op>(...)`` and other ops as
-    ``ops.<namespace>.<op>(...)``; TorchScript has no dynamic attribute access, so an op the
-    code can call must appear here by name.
+    Serialized TorchScript is Python syntax: ``aten`` ops appear as ``torch.<op>(...)`` and
+    other ops as ``ops.<namespace>.<op>(...)``. The source is parsed with :mod:`ast` (parsed,
+    never run), so spacing, comments, parentheses and line continuations (``torch. save``,
+    ``torch .save``, ``ops . aten . save``) cannot hide a name. Refused: any attribute chain
+    ``torch.<denied>`` or ``ops.<ns>.<op>`` outside the allowed namespaces or denied, and -
+    because TorchScript has no dynamic attribute access, only constant-string ``getattr`` - any
+    other attribute, name or string constant spelling a denied op. A file that does not parse
+    is refused.
     """
-    out = []
     denied_aten = {op.split("::", 1)[1] for op in DENIED_OPS if op.startswith("aten::")}
-    for match in _TORCH_CALL.finditer(source):
-        if match.group(1) in denied_aten:
-            out.append(f"{name}: calls torch.{match.group(1)} (file access is not allowed)")
-    for match in _OP_CALL.finditer(source):
-        ns, op = match.group(1), match.group(2)
-        if ns not in ALLOWED_NAMESPACES:
-            out.append(f"{name}: calls custom op {ns}::{op} (only {sorted(ALLOWED_NAMESPACES)})")
-        elif f"{ns}::{op}" in DENIED_OPS:
-            out.append(f"{name}: calls {ns}::{op} (file access is not allowed)")
-    return sorted(set(out))
+    denied_names = denied_aten | {op.split("::", 1)[1] for op in DENIED_OPS}
+    try:
+        tree = ast.parse(source, filename=name)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
+        return [f"{name}: TorchScript source cannot be parsed to be vetted ({type(err).__name__})"]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        chain = _dotted(node) if isinstance(node, ast.Attribute) else None
+        if chain is not None:
+            if chain[0] == "torch" and len(chain) > 1 and chain[1] in denied_aten:
+                out.add(f"{name}: calls torch.{chain[1]} (file access is not allowed)")
+                continue
+            if "ops" in chain[:2] and len(chain) >= chain.index("ops") + 3:
+                i = chain.index("ops")
+                ns, op = chain[i + 1], chain[i + 2]
+                if ns not in ALLOWED_NAMESPACES:
+                    allowed = sorted(ALLOWED_NAMESPACES)
+                    out.add(f"{name}: calls custom op {ns}::{op} (only {allowed})")
+                elif f"{ns}::{op}" in DENIED_OPS:
+                    out.add(f"{name}: calls {ns}::{op} (file access is not allowed)")
+                continue
+        if isinstance(node, ast.Attribute) and node.attr in denied_names:
+            out.add(f"{name}: uses the name {node.attr!r} of a refused op")
+        elif isinstance(node, ast.Name) and node.id in denied_names:
+            out.add(f"{name}: uses the name {node.id!r} of a refused op")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value.strip()
+            if text in denied_names or text in DENIED_OPS:
+                out.add(f"{name}: names the refused op {text!r} in a string")
+    return sorted(out)
 
 
 def torchscript_problems(path: Path, limits: Limits = DEFAULT_LIMITS) -> list[str]:
@@ -556,6 +593,20 @@ def onnx_problems(
         output_shapes=[_dims(o)[0] for o in graph.output],
     )
     return problems, info
+
+
+def onnx_external_files(path: Path) -> list[str]:
+    """Relative locations of an ONNX model's external tensor files (parsed, nothing loaded)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    out = set()
+    for tensor in _all_initializers(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {e.key: e.value for e in tensor.external_data}
+            if entries.get("location"):
+                out.add(entries["location"])
+    return sorted(out)
 
 
 def _all_nodes(graph: Any) -> Iterable[Any]:

@@ -216,6 +216,45 @@ def submit_in_process(manifest_path: str, root: str, home: str, barrier) -> str:
     return str(submit(manifest_path, root=root, n_bootstrap=20).entry_path)
 
 
+def _register_mean_classifier() -> None:
+    """Register ``test-mean-classifier`` (at import, so a sandboxed run that imports this
+    module as a plugin knows it too)."""
+    from dataclasses import dataclass
+
+    from cellbench.training.baseline import _REGISTRY, Baseline, BaselineConfig, DataSpec, register
+
+    if "test-mean-classifier" in _REGISTRY:
+        return
+
+    @dataclass
+    class MeanConfig(BaselineConfig):
+        pass
+
+    @register
+    class MeanClassifier(Baseline):
+        name = "test-mean-classifier"
+        tasks = ("classification",)
+        config_class = MeanConfig
+        sample_mode = "image"
+
+        def __init__(self, config: MeanConfig, spec: DataSpec) -> None:
+            super().__init__(config, spec)
+            self.head = Classifier()
+
+        def loss(self, batch):
+            logits = self.head(batch["image"])
+            loss = nn.functional.cross_entropy(logits, batch["label"])
+            return loss, {"ce": float(loss)}
+
+        @torch.no_grad()
+        def predict(self, image):
+            logits = self.head(image)[0]
+            return {"label": int(logits.argmax()), "scores": logits.softmax(0).cpu().numpy()}
+
+
+_register_mean_classifier()
+
+
 def linear_classifier_package(folder: Path, dataset: str) -> Path:
     """A safetensors model package of a tiny registered classification baseline.
 
@@ -223,43 +262,7 @@ def linear_classifier_package(folder: Path, dataset: str) -> Path:
     and applies the fixed 3x2 weights of :class:`Classifier`, so its predictions can be
     checked against a NumPy reference.
     """
-    from dataclasses import dataclass
-
-    from cellbench.training.baseline import (
-        _REGISTRY,
-        Baseline,
-        BaselineConfig,
-        DataSpec,
-        register,
-    )
-
-    if "test-mean-classifier" not in _REGISTRY:
-
-        @dataclass
-        class MeanConfig(BaselineConfig):
-            pass
-
-        @register
-        class MeanClassifier(Baseline):
-            name = "test-mean-classifier"
-            tasks = ("classification",)
-            config_class = MeanConfig
-            sample_mode = "image"
-
-            def __init__(self, config: MeanConfig, spec: DataSpec) -> None:
-                super().__init__(config, spec)
-                self.head = Classifier()
-
-            def loss(self, batch):
-                logits = self.head(batch["image"])
-                loss = nn.functional.cross_entropy(logits, batch["label"])
-                return loss, {"ce": float(loss)}
-
-            @torch.no_grad()
-            def predict(self, image):
-                logits = self.head(image)[0]
-                return {"label": int(logits.argmax()), "scores": logits.softmax(0).cpu().numpy()}
-
+    from cellbench.training.baseline import _REGISTRY, DataSpec
     from cellbench.training.normalisation import Normaliser
     from cellbench.training.package import InferenceSettings, write_package
 
