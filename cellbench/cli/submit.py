@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -42,6 +43,17 @@ from cellbench.errors import ValidationError
     help="Where predictions of model submissions are written (default: the cellbench cache).",
 )
 @click.option(
+    "--max-runtime",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Wall-clock seconds a model run may take once its runtime is loaded (default 1800).",
+)
+@click.option(
+    "--max-memory",
+    default=None,
+    help="Memory a model run may add beyond its runtime, e.g. 8GB, 512MB (default 8GB).",
+)
+@click.option(
     "--report",
     "report_out",
     type=click.Path(path_type=Path),
@@ -57,16 +69,21 @@ def submit(
     n_bootstrap: int,
     bootstrap_seed: int,
     predictions_dir: Path | None,
+    max_runtime: float | None,
+    max_memory: str | None,
     report_out: Path | None,
 ) -> None:
     """Score the submission described by MANIFEST and add it to its leaderboard.
 
     Every problem (manifest fields, missing or extra samples, shapes, unsafe model files) is
     listed at once and nothing is stored. Models (TorchScript, ONNX, safetensors packages)
-    are run by cellbench on the split; their runtime and peak memory are recorded.
+    are run by cellbench on the split in a sandbox (a separate process without network,
+    confined to its inputs, stopped at --max-runtime/--max-memory); their runtime and peak
+    memory are recorded.
     """
     from cellbench.submissions import submit as do_submit
     from cellbench.submissions import write_template
+    from cellbench.submissions.sandbox import SandboxLimits, parse_bytes
 
     if init:
         path = write_template(manifest or Path("submission.yaml"))
@@ -74,6 +91,11 @@ def submit(
         return
     if manifest is None:
         raise ValidationError(["give the manifest file (or --init to write a template)"], "submit")
+    limits = SandboxLimits()
+    if max_runtime is not None:
+        limits = dataclasses.replace(limits, max_runtime_s=max_runtime)
+    if max_memory is not None:
+        limits = dataclasses.replace(limits, max_memory_bytes=parse_bytes(max_memory))
     result = do_submit(
         manifest,
         root=root,
@@ -82,6 +104,7 @@ def submit(
         n_bootstrap=n_bootstrap,
         seed=bootstrap_seed,
         predictions_dir=predictions_dir,
+        sandbox=limits,
     )
     report = result.report
     head = report.headline
@@ -100,7 +123,7 @@ def submit(
         u = result.usage
         mem = f"{u.peak_memory_mb:.0f} MB peak RSS" if u.peak_memory_mb is not None else "n/a"
         gpu = f", {u.peak_gpu_memory_mb:.0f} MB GPU" if u.peak_gpu_memory_mb is not None else ""
-        click.echo(f"  inference: {u.runtime_s:.2f} s, {mem}{gpu}")
+        click.echo(f"  inference: {u.runtime_s:.2f} s, {mem}{gpu} (sandboxed)")
     if report_out is not None:
         report.save(report_out)
         click.echo(f"  report: {report_out}")

@@ -83,6 +83,25 @@ DEFAULT_MAX_RUNTIME_S = 1800.0
 DEFAULT_MAX_MEMORY_BYTES = 8 * GiB
 
 
+def parse_bytes(text: str | int) -> int:
+    """``8GB``, ``512MB``, ``1.5GiB``, ``1000000`` -> bytes (units are powers of 1024).
+
+    Raises:
+        CellbenchError: For anything else.
+    """
+    raw = str(text).strip().upper().replace(" ", "")
+    units = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number = raw.rstrip("IB").rstrip("KMGT") if raw[-1:].isalpha() else raw
+    unit = raw[len(number) :].rstrip("B").rstrip("I")
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in units or value <= 0 or len(raw) > 32:
+        raise CellbenchError(f"memory size {text!r}: expected e.g. 8GB, 512MB or a byte count")
+    return int(value * units[unit])
+
+
 class SandboxError(CellbenchError):
     """A sandboxed model run failed (the model raised, or the sandbox could not start)."""
 

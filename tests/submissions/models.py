@@ -279,3 +279,44 @@ def linear_classifier_package(folder: Path, dataset: str) -> Path:
         dataset=dataset,
     )
     return folder
+
+
+#: Spellings of ``torch.save(`` that TorchScript accepts and a regex scan misses (issue 15).
+HIDDEN_SAVE_SPELLINGS = {
+    "space-after-dot": "torch. save(",
+    "space-before-dot": "torch .save(",
+    "line-continuation": "torch.\\\n      save(",
+    "ops-aten": "ops . aten . save(",
+}
+
+
+def respelled_save_on_load(folder: Path, target: Path, spelling: str) -> Path:
+    """A :class:`SaveOnLoad` archive whose ``torch.save(`` is rewritten as ``spelling``."""
+    base = script(SaveOnLoad(str(target)), folder / "base.pt")
+    out = folder / "respelled.pt"
+    with zipfile.ZipFile(base) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith(".py"):
+                data = data.replace(b"torch.save(", spelling.encode())
+            zout.writestr(info, data)
+    base.unlink()
+    return out
+
+
+class Spin(nn.Module):
+    """Never returns: a runaway model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        while bool(y.sum() > -1.0):
+            y = y + 1.0
+        return y
+
+
+class Hog(nn.Module):
+    """Allocates about 6 GB for its first sample."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        big = torch.ones(1500, 1024, 1024)
+        return (x[:, 0] > 0.5).to(torch.int64) + big.sum().to(torch.int64) * 0
