@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cellbench.errors import ValidationError
+from cellbench.registry import import_store
 from cellbench.store.zarr_store import build_store
 from cellbench.submissions import submit
 from cellbench.submissions.core import run_sandboxed
@@ -24,7 +25,6 @@ from cellbench.submissions.sandbox import (
     SandboxLimits,
     capabilities,
 )
-from cellbench.registry import import_store
 from tests.factories import toy_samples
 from tests.submissions.models import (
     HIDDEN_SAVE_SPELLINGS,
