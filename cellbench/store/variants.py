@@ -16,7 +16,7 @@ hash it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,9 @@ from cellbench.store.zarr_store import DatasetStore, build_store
 VARIANT_KEY = "variant"
 
 
-def _without_truth(sample: Sample) -> Sample:
+def _without_truth(sample: Sample, keep_metadata: Collection[str] | None) -> Sample:
+    if keep_metadata is not None:  # metadata such as object counts can give the truth away
+        sample.metadata = {k: v for k, v in sample.metadata.items() if k in keep_metadata}
     sample.label = None
     sample.semantic = None
     sample.instances = None
@@ -37,12 +39,17 @@ def _without_truth(sample: Sample) -> Sample:
     return sample
 
 
-def _samples(store: DatasetStore, keep: set[str] | None, strip: set[str]) -> Iterator[Sample]:
+def _samples(
+    store: DatasetStore,
+    keep: set[str] | None,
+    strip: set[str],
+    keep_metadata: Collection[str] | None,
+) -> Iterator[Sample]:
     for sid in store.sample_ids():
         if keep is not None and sid not in keep:
             continue
         sample = store.sample(sid)
-        yield _without_truth(sample) if sid in strip else sample
+        yield _without_truth(sample, keep_metadata) if sid in strip else sample
 
 
 def truth_paths(store: DatasetStore, sample_id: str) -> list[str]:
@@ -110,21 +117,28 @@ def write_public_variant(
     return build_store(_samples(store, None, hidden), dest, card, store.meta.get("classes") or None)
 
 
-def write_inputs(store: DatasetStore, split: str, dest: str | Path) -> DatasetStore:
+def write_inputs(
+    store: DatasetStore,
+    split: str,
+    dest: str | Path,
+    keep_metadata: Collection[str] | None = None,
+) -> DatasetStore:
     """Write a store holding only one split's images (no ground truth, no other split).
 
     Args:
         store: The source store.
         split: The split whose images a model run may read.
         dest: New store directory (must not exist; written atomically).
+        keep_metadata: Metadata columns kept (default: all).
 
     Returns:
-        The opened inputs store (same dataset id, version, classes and metadata).
+        The opened inputs store (same dataset id, version and classes).
     """
     ids = set(store.sample_ids(split))
     card = dict(store.card)
     card[VARIANT_KEY] = {"kind": "inputs", "split": split}
-    return build_store(_samples(store, ids, ids), dest, card, store.meta.get("classes") or None)
+    samples = _samples(store, ids, ids, keep_metadata)
+    return build_store(samples, dest, card, store.meta.get("classes") or None)
 
 
 def variant_of(store: DatasetStore) -> dict[str, Any]:

@@ -225,6 +225,7 @@ def run_sandboxed(
     plugins: tuple[str, ...] | None = None,
     require_landlock: bool = False,
     on_progress: Any = None,
+    inputs: Path | None = None,
 ) -> tuple[ResourceUsage, dict[str, Any]]:
     """Run a vetted model submission in the sandbox; write canonical predictions to ``out``.
 
@@ -244,6 +245,8 @@ def run_sandboxed(
             baseline when the caller registered it outside cellbench).
         require_landlock: Refuse to run where the filesystem cannot be confined.
         on_progress: Called with ``(done, total, sample)``.
+        inputs: A ready inputs store (the split's images only, e.g. a challenge's); default:
+            one is written from ``store`` for this run.
 
     Returns:
         Runtime/memory of inference (measured in the child) and facts about the run, with
@@ -260,8 +263,14 @@ def run_sandboxed(
     if out.exists():
         raise ValidationError([f"{out}: already exists"], context="predictions")
     reads, devices = _device_paths(device)
+    if inputs is not None:
+        reads = (*reads, inputs.resolve())
     with run_folder() as run:
-        _sandbox_inputs(store, manifest.split, run)
+        if inputs is None:
+            _sandbox_inputs(store, manifest.split, run)
+        else:
+            (run / "inputs").mkdir()
+            (run / "inputs" / "store.zarr").symlink_to(inputs.resolve(), target_is_directory=True)
         model_rel = _copy_model(manifest.kind, path, run)
         job: dict[str, Any] = {
             "entry": "cellbench.submissions.runners:sandbox_entry",

@@ -106,6 +106,10 @@ class SandboxError(CellbenchError):
     """A sandboxed model run failed (the model raised, or the sandbox could not start)."""
 
 
+class SandboxUnavailableError(SandboxError):
+    """The sandbox could not be set up as required (e.g. no Landlock where it is required)."""
+
+
 class SandboxLimitError(SandboxError):
     """A sandboxed model run broke one of its limits and was stopped.
 
@@ -734,7 +738,7 @@ def run_in_sandbox(
             ):
                 bad.append(f"{guarded} lies inside {root}")
     if bad:
-        raise SandboxError(
+        raise SandboxUnavailableError(
             "sandbox: the model run would be able to read protected data ("
             + "; ".join(sorted(set(bad)))
             + "); move the cache or storage out of the Python installation"
@@ -928,7 +932,10 @@ def raise_for(result: SandboxResult, limits: SandboxLimits, context: str) -> Non
             f"peak memory {result.peak_memory_mb:.0f} MB"
         )
         raise SandboxLimitError(message, result.limit, result)
-    raise SandboxError(f"{context}: model run failed: {result.message.splitlines()[0][:500]}")
+    first = (result.message.splitlines() or ["no message"])[0][:500]
+    if first.startswith("sandbox:"):
+        raise SandboxUnavailableError(f"{context}: {first}")
+    raise SandboxError(f"{context}: model run failed: {first}")
 
 
 @contextlib.contextmanager
