@@ -61,6 +61,12 @@ class Headline:
         ci_level: Coverage of the interval (0.95 by default).
         n_bootstrap: Number of bootstrap resamples.
         resampling_unit: What was resampled (``"image"`` or ``"sequence"``).
+        replicates: The headline on each bootstrap resample, in resample order (NaN where it is
+            undefined); empty when not kept. Two reports whose :attr:`resamples` agree drew
+            the same samples in resample ``b``, so their replicates can be compared pairwise
+            (the leaderboard's paired comparison).
+        resamples: Digest identifying the resamples: the bootstrap seed, the number of
+            resamples and the ordered sample ids (empty when replicates are not kept).
     """
 
     name: str
@@ -71,6 +77,8 @@ class Headline:
     ci_level: float = 0.95
     n_bootstrap: int = 0
     resampling_unit: str = "image"
+    replicates: list[float] = field(default_factory=list)
+    resamples: str = ""
 
 
 @dataclass
@@ -169,6 +177,7 @@ class ScoreReport:
                 f"understands ({SCHEMA_VERSION}); upgrade cellbench"
             )
         head = {k: _nan(v) for k, v in data.pop("headline").items()}
+        head["replicates"] = [float(_nan(v)) for v in head.get("replicates") or []]
         groups = [
             GroupScores(
                 field=g["field"],

@@ -61,20 +61,53 @@ def bootstrap_ci(
     Returns:
         ``(low, high)``; NaN when disabled or undefined.
     """
+    return percentile_interval(bootstrap_replicates(aggregate, stats, n_bootstrap, seed), level)
+
+
+def bootstrap_replicates(
+    aggregate: Any, stats: Sequence[Any], n_bootstrap: int, seed: int = 0
+) -> np.ndarray:
+    """The statistic on each bootstrap resample, in resample order (NaN where undefined).
+
+    Resample ``b`` draws ``n`` indices with ``np.random.default_rng(seed)``, so every call with
+    the same seed and the same number of samples draws the same indices in the same order:
+    replicates of two prediction sets of one split are paired resample by resample.
+
+    Args:
+        aggregate: Function from a list of per-sample statistics to a float.
+        stats: Per-sample statistics.
+        n_bootstrap: Number of resamples (0 gives an empty array).
+        seed: Random seed.
+    """
     n = len(stats)
     if n_bootstrap <= 0 or n == 0:
-        return float("nan"), float("nan")
+        return np.empty(0)
     rng = np.random.default_rng(seed)
     values = np.empty(n_bootstrap)
     items = list(stats)
     for b in range(n_bootstrap):
         idx = rng.integers(0, n, n)
         values[b] = aggregate([items[i] for i in idx])
+    return values
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates (non-finite ones dropped; NaN if none)."""
+    values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan"), float("nan")
     alpha = (1.0 - level) / 2.0
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
+
+
+def resamples_digest(seed: int, n_bootstrap: int, sample_ids: Sequence[str]) -> str:
+    """Identity of a bootstrap's resamples: seed, count and ordered sample ids (sha256)."""
+    import hashlib
+    import json
+
+    payload = json.dumps([int(seed), int(n_bootstrap), list(sample_ids)], separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def coverage_problems(ids: Sequence[str], predicted: set[str], split: str) -> list[str]:
@@ -299,7 +332,8 @@ def summarise(
     def head_of(subset: Sequence[Any]) -> float:
         return float(head_metric.aggregate(subset).get(head_value_name, float("nan")))
 
-    low, high = bootstrap_ci(head_of, head_stats, n_bootstrap, seed, ci_level)
+    replicates = bootstrap_replicates(head_of, head_stats, n_bootstrap, seed)
+    low, high = percentile_interval(replicates, ci_level)
     headline = Headline(
         name=spec.headline,
         value=report_metrics.get(spec.headline, float("nan")),
@@ -309,6 +343,8 @@ def summarise(
         ci_level=ci_level,
         n_bootstrap=n_bootstrap if n_bootstrap > 0 else 0,
         resampling_unit=spec.resampling_unit,
+        replicates=replicates.tolist(),
+        resamples=resamples_digest(seed, n_bootstrap, scored) if replicates.size else "",
     )
 
     group_fields = list(groups) if groups is not None else spec.groups(store)

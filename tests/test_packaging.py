@@ -47,6 +47,19 @@ def test_wheel_ships_every_card_and_recipe_of_the_catalog(wheel):
     assert not any("__pycache__" in n for n in names)
 
 
+def test_wheel_ships_the_site_templates_and_assets(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    folder = REPO / "cellbench" / "leaderboard" / "templates"
+    expected = {
+        f"cellbench/leaderboard/templates/{p.relative_to(folder).as_posix()}"
+        for p in folder.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert "cellbench/leaderboard/templates/base.html" in expected
+    assert "cellbench/leaderboard/templates/assets/style.css" in expected
+    assert expected <= names
+
+
 def test_installed_wheel_finds_the_catalog_without_a_checkout(wheel, tmp_path):
     site = tmp_path / "site"
     subprocess.run(

@@ -42,8 +42,16 @@ def list_(root: str | None) -> None:
     for key in store.boards():
         board = load_board(store, key)
         top = board.rows[0]
-        table.add_row(key.ref, key.task, key.split, board.headline, str(len(board.rows)), top.name)
+        cells = (key.ref, key.task, key.split, board.headline, str(len(board.rows)), top.name)
+        table.add_row(*(_text(c) for c in cells))
     _console().print(table)
+
+
+def _text(value: Any, style: str = "") -> Text:
+    """User text for a rich table: never read as console markup, control characters shown."""
+    from cellbench.leaderboard.formatting import visible_text
+
+    return Text(visible_text(value), style=style)
 
 
 @leaderboard.command()
@@ -79,6 +87,7 @@ def print_board(
         console: Where to print (default: stdout).
     """
     from cellbench.leaderboard import load_board
+    from cellbench.leaderboard.display import header, value_text
     from cellbench.leaderboard.formatting import (
         direction_word,
         fmt_count,
@@ -86,22 +95,25 @@ def print_board(
         fmt_mean_std,
         fmt_resource,
     )
+    from cellbench.leaderboard.glossary import describe
     from cellbench.leaderboard.markdown import rank_label
 
     board = load_board(store, store.find_board(dataset, task, split))
     pct = round(board.ci_level * 100)
     table = Table(
-        title=Text(f"{board.dataset_card.get('title') or board.key.ref} — {task} ({split})"),
-        caption=Text(
-            f"{board.headline}: {direction_word(board.direction)}; ± std over seeds; "
-            f"{pct}% bootstrap interval. '=' tied, '≈' interval overlaps the entry above."
+        title=_text(f"{board.dataset_card.get('title') or board.key.ref} — {task} ({split})"),
+        caption=_text(
+            f"{describe(board.headline).name} ({board.headline}): "
+            f"{direction_word(board.direction)}; ± std over seeds; "
+            f"{pct}% bootstrap interval. '=' tied, '≈' not shown to differ from the entry above "
+            "(paired bootstrap)."
         ),
     )
     console = console or _console()
     wide = console.width >= 120  # narrow terminals and logs: keep the columns that rank
     table.add_column("rank", justify="right", no_wrap=True)
     table.add_column("entry", overflow="fold", min_width=18)
-    table.add_column(board.headline.rsplit("/", 1)[-1], justify="right", no_wrap=True)
+    table.add_column(_text(describe(board.headline).name), justify="right", no_wrap=True)
     table.add_column(f"{pct}% interval", no_wrap=True)
     table.add_column("seeds", justify="right")
     if wide:
@@ -110,7 +122,7 @@ def print_board(
         table.add_column("mem (MB)", justify="right", no_wrap=True)
     extra = board.metric_keys[1:] if all_metrics else []
     for key in extra:
-        table.add_column(key, justify="right", no_wrap=True)
+        table.add_column(_text(header(board, key)), justify="right", no_wrap=True)
     if wide:
         table.add_column("flags")
     for r in board.rows:
@@ -124,9 +136,10 @@ def print_board(
             if wide
             else []
         )
-        name = Text(r.name)
+        name = _text(r.name)
         if not wide and r.flags:  # flags go under the name instead of in their own column
-            name.append("\n" + "; ".join(r.flags), style="dim")
+            name.append("\n")
+            name.append(_text("; ".join(r.flags), style="dim"))
         table.add_row(
             rank_label(r),
             name,
@@ -134,12 +147,12 @@ def print_board(
             fmt_interval(r.headline.ci_low, r.headline.ci_high),
             str(len(r.replicates)),
             *resources,
-            *[fmt_mean_std(r.metrics[k].mean, r.metrics[k].std) for k in extra],
-            *([Text("; ".join(r.flags))] if wide else []),
+            *[value_text(k, r.metrics.get(k)) for k in extra],
+            *([_text("; ".join(r.flags))] if wide else []),
         )
     console.print(table)
     for note in board.notes:
-        console.print(f"note: {note}", markup=False)
+        console.print(_text(f"note: {note}"))
 
 
 @leaderboard.command()
@@ -178,7 +191,9 @@ def add(
         submission_sha256=submission_sha256,
         predictions_uri=predictions,
     )
-    click.echo(f"added {entry.name} (seed {entry.seed}) to {entry.key.path}: {path}")
+    from cellbench.leaderboard.formatting import visible_text
+
+    click.echo(visible_text(f"added {entry.name} (seed {entry.seed}) to {entry.key.path}: {path}"))
 
 
 @leaderboard.command()
@@ -209,6 +224,7 @@ def publish(
     """Render every leaderboard as Markdown, JSON and a static HTML site; optionally push it."""
     from cellbench.leaderboard import publish as do_publish
     from cellbench.leaderboard import publish_to
+    from cellbench.leaderboard.formatting import visible_text
 
     if out is None and to is None:
         raise ValidationError(["give --out DIR and/or --to URL"], "leaderboard publish")
@@ -224,7 +240,7 @@ def publish(
     )
     for path, notes in result.notes.items():
         for note in notes:
-            click.echo(f"  {path}: {note}")
+            click.echo(visible_text(f"  {path}: {note}"))
     if out is not None:
         click.echo(f"open {Path(result.out) / 'index.html'}")
     if where:

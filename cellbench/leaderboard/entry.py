@@ -156,14 +156,31 @@ class LeaderboardEntry:
         return BoardKey(r.dataset, r.dataset_version, r.task, r.split)
 
     @property
-    def entry_id(self) -> str:
-        """Stable file stem: name slug, a short hash of the exact name, and the seed.
+    def name_id(self) -> str:
+        """File stem of the entry name: its slug and a short hash of the exact name.
 
-        The hash keeps two names with the same slug (``"U-Net"``, ``"unet"``) apart; the seed
-        makes one file per replicate, so a replicate can be stored only once.
+        The hash keeps two names with the same slug (``"U-Net"``, ``"unet"``) apart.
         """
         digest = hashlib.sha256(self.name.encode()).hexdigest()[:8]
-        return f"{slugify(self.name)}-{digest}__seed-{self.seed}"
+        return f"{slugify(self.name)}-{digest}"
+
+    @property
+    def entry_id(self) -> str:
+        """Stable file stem: :attr:`name_id` and the seed.
+
+        The seed makes one file per replicate, so a replicate can be stored only once.
+        """
+        return f"{self.name_id}__seed-{self.seed}"
+
+    @property
+    def owner(self) -> dict[str, Any]:
+        """Who owns the entry name: the authors and the code URL of the manifest."""
+        authors = self.manifest.get("authors") or []
+        if isinstance(authors, str):
+            authors = [authors]
+        code = self.manifest.get("code") or {}
+        url = str(code.get("url", "")) if isinstance(code, Mapping) else ""
+        return {"authors": [str(a) for a in authors], "code_url": url}
 
     @property
     def filename(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cellbench.leaderboard.display import header, headline_phrase, mark, value_text
 from cellbench.leaderboard.formatting import (
     MISSING,
     direction_word,
@@ -13,21 +14,19 @@ from cellbench.leaderboard.formatting import (
     fmt_mean_std,
     fmt_resource,
     fmt_value,
+    md_code,
     md_escape,
+    md_fence,
     md_link,
 )
+from cellbench.leaderboard.glossary import describe
 from cellbench.leaderboard.layout import scalar_families, series_families
 from cellbench.leaderboard.ranking import RANKING_RULES, Leaderboard, RankedEntry
 
 
-def arrow(direction: str) -> str:
-    """``↑`` for higher-is-better, ``↓`` for lower-is-better."""
-    return "↓" if direction == "lower" else "↑"
-
-
 def rank_label(row: RankedEntry) -> str:
-    """Rank text with its markers: ``=`` tied with the entry above, ``≈`` overlapping interval."""
-    mark = "=" if row.tied_with_above else ("≈" if row.overlaps_above else "")
+    """Rank text with its markers: ``=`` tied with the entry above, ``≈`` not shown to differ."""
+    mark = "=" if row.tied_with_above else ("≈" if row.similar_to_above else "")
     return f"{mark}{row.rank}"
 
 
@@ -53,7 +52,7 @@ def card_lines(card: Mapping[str, Any], ref: str, checksum: str = "") -> list[st
     """Dataset card summary lines (title, license, annotation provenance, splits, citation)."""
     lines = []
     title = card.get("title") or ref
-    lines.append(f"**Dataset**: {md_link(title, card.get('homepage'))} (`{md_escape(ref)}`)")
+    lines.append(f"**Dataset**: {md_link(title, card.get('homepage'))} ({md_code(ref)})")
     if card.get("license"):
         lines.append(f"**License**: {md_escape(card['license'])}")
     ann = card.get("annotation") or {}
@@ -64,7 +63,7 @@ def card_lines(card: Mapping[str, Any], ref: str, checksum: str = "") -> list[st
     if isinstance(splits, Mapping) and splits.get("method"):
         lines.append(f"**Splits**: {md_escape(splits['method'])}")
     if checksum:
-        lines.append(f"**Dataset checksum**: `{checksum}`")
+        lines.append(f"**Dataset checksum**: {md_code(checksum)}")
     return lines
 
 
@@ -92,15 +91,15 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
     out += [line + "  " for line in card_lines(card, key.ref, board.dataset_checksum)]
     out += [
         "",
-        f"**Headline metric**: `{md_escape(head)}` ({direction_word(board.direction)}), "
+        f"**Headline metric**: {md_escape(headline_phrase(board))}, {md_code(head)}; "
         f"{round(board.ci_level * 100)}% bootstrap interval over test samples.",
         "",
     ]
-    header = [
+    rank_header = [
         "rank",
         "entry",
         "authors",
-        f"{md_escape(head)} (mean ± std)",
+        f"{md_escape(describe(head).name)} (mean ± std)",
         f"{round(board.ci_level * 100)}% interval",
         "seeds",
         "params",
@@ -129,24 +128,26 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
                 md_escape(_row_flags(r)),
             ]
         )
-    out.append(_table(header, ["r", "l", "l", "r", "l", "r", "r", "r", "r", "l", "l"], rows))
-    out += ["", "Markers: `=` same value as the entry above; `≈` interval overlaps the one above."]
+    out.append(_table(rank_header, ["r", "l", "l", "r", "l", "r", "r", "r", "r", "l", "l"], rows))
+    out += [
+        "",
+        "Markers: `=` same value as the entry above; `≈` not shown to differ from the entry above "
+        "(paired bootstrap, see the rules).",
+    ]
     out += [""] + [f"- {md_escape(rule)}" for rule in RANKING_RULES]
     if plots and plots.get("headline"):
-        out += ["", f"![{md_escape(head)} per entry]({plots['headline']})"]
+        out += ["", f"![{md_escape(describe(head).name)} per entry]({plots['headline']})"]
 
     out += ["", "## All metrics (mean ± std over seeds)", ""]
     for family, keys in scalar_families(board.metric_keys, board.headline).items():
-        out += [f"### {md_escape(family)}", ""]
-        header = ["entry"] + [
-            f"{md_escape(k.split('/', 1)[-1])} ({arrow(board.directions.get(k, 'higher'))})"
-            for k in keys
-        ]
+        title = describe(keys[0]).family_title
+        out += [f"### {md_escape(title or family)} ({md_code(family, in_table=False)})", ""]
+        head_row = ["entry"] + [md_escape(header(board, k)) for k in keys]
         body = [
-            [md_escape(r.name)] + [fmt_mean_std(r.metrics[k].mean, r.metrics[k].std) for k in keys]
+            [md_escape(r.name)] + [value_text(k, r.metrics.get(k)) for k in keys]
             for r in board.rows
         ]
-        out += [_table(header, ["l"] + ["r"] * len(keys), body), ""]
+        out += [_table(head_row, ["l"] + ["r"] * len(keys), body), ""]
 
     series = series_families(board.metric_keys)
     if series:
@@ -154,14 +155,15 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
     for family, bases in series.items():
         out += [f"<details><summary>{md_escape(family)}</summary>", ""]
         for base, points in bases.items():
-            direction = board.directions.get(points[0][1], "higher")
-            out += [f"**{md_escape(base)}** ({arrow(direction)})", ""]
-            header = ["entry"] + [f"@{t:g}" for t, _ in points]
+            info = describe(points[0][1])
+            name = f" {md_escape(info.generic)}" if info.documented else ""
+            out += [f"**{md_escape(base)}**{name} ({mark(board, points[0][1])})", ""]
+            head_row = ["entry"] + [f"@{t:g}" for t, _ in points]
             body = [
-                [md_escape(r.name)] + [fmt_value(r.metrics[k].mean) for _, k in points]
+                [md_escape(r.name)] + [value_text(k, r.metrics.get(k), False) for _, k in points]
                 for r in board.rows
             ]
-            out += [_table(header, ["l"] + ["r"] * len(points), body), ""]
+            out += [_table(head_row, ["l"] + ["r"] * len(points), body), ""]
         out += ["</details>", ""]
 
     group_section = _groups_markdown(board)
@@ -170,12 +172,14 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
 
     out += ["## Provenance and reproduction", ""]
     out.append(
-        f"Show this board: `cellbench leaderboard show {key.ref} {key.task} --split {key.split}`. "
+        "Show this board: "
+        + md_code(f"cellbench leaderboard show {key.ref} {key.task} --split {key.split}")
+        + ". "
         "Each entry was scored with `cellbench submit MANIFEST.yaml`; the digests below identify "
         "the exact submission, manifest and dataset build."
     )
     out.append("")
-    header = [
+    prov_header = [
         "entry",
         "seed",
         "kind",
@@ -192,18 +196,18 @@ def render_markdown(board: Leaderboard, plots: Mapping[str, str] | None = None) 
                     md_escape(r.name),
                     str(e.seed),
                     md_escape(e.manifest.get("kind", "")),
-                    f"`{e.submission_sha256[:16]}`",
-                    f"`{e.manifest_sha256[:16]}`",
-                    f"`{e.report.provenance.dataset_checksum[:16]}`",
+                    md_code(e.submission_sha256[:16]),
+                    md_code(e.manifest_sha256[:16]),
+                    md_code(e.report.provenance.dataset_checksum[:16]),
                     md_escape(e.report.provenance.cellbench_version),
                 ]
             )
-    out += [_table(header, ["l", "r", "l", "l", "l", "l", "l"], body), ""]
+    out += [_table(prov_header, ["l", "r", "l", "l", "l", "l", "l"], body), ""]
     if board.notes:
         out += ["## Notes", ""] + [f"- {md_escape(n)}" for n in board.notes] + [""]
     citation = card.get("citation")
     if citation:
-        out += ["## Citation", "", "```", str(citation).strip(), "```", ""]
+        out += ["## Citation", "", *md_fence(citation), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -217,7 +221,7 @@ def _groups_markdown(board: Leaderboard) -> list[str]:
     out: list[str] = []
     for fld, names in sorted(fields.items()):
         groups = sorted(names)
-        out += [f"### by {md_escape(fld)} ({md_escape(board.headline)})", ""]
+        out += [f"### by {md_escape(fld)} ({md_escape(describe(board.headline).name)})", ""]
         header = ["entry"] + [md_escape(g) for g in groups] + ["worst group"]
         body = []
         for r in board.rows:
@@ -269,7 +273,7 @@ def render_index_markdown(boards: Sequence[tuple[Leaderboard, str]]) -> str:
         by_dataset.setdefault(board.key.ref, []).append((board, rel))
     for ref, items in sorted(by_dataset.items()):
         card = items[0][0].dataset_card
-        out += [f"## {md_escape(card.get('title') or ref)} (`{md_escape(ref)}`)", ""]
+        out += [f"## {md_escape(card.get('title') or ref)} ({md_code(ref)})", ""]
         out += [line + "  " for line in card_lines(card, ref)]
         out.append("")
         header = ["task", "split", "headline", "leader", "value", "entries"]
@@ -280,7 +284,8 @@ def render_index_markdown(boards: Sequence[tuple[Leaderboard, str]]) -> str:
                 [
                     f"[{md_escape(board.key.task)}]({rel}/README.md)",
                     md_escape(board.key.split),
-                    f"`{md_escape(board.headline)}` ({direction_word(board.direction)})",
+                    f"{md_escape(describe(board.headline).name)} "
+                    f"({direction_word(board.direction)})",
                     md_escape(top.name),
                     fmt_mean_std(top.headline.mean, top.headline.std),
                     str(len(board.rows)),

@@ -7,6 +7,7 @@ so that re-publishing unchanged results gives byte-identical files.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from cellbench.leaderboard.formatting import direction_word, fmt_count, is_number
+from cellbench.leaderboard.formatting import direction_word, fmt_count, is_number, visible_text
 from cellbench.leaderboard.ranking import Leaderboard
 
 _BAR = "#3b6ea8"
@@ -35,7 +36,7 @@ ERROR_COLOURS = {
 
 def plain(text: Any, max_len: int = 40) -> str:
     """User text made safe for matplotlib (no mathtext ``$``), shortened to ``max_len``."""
-    s = " ".join(str(text).split()).replace("$", r"\$")
+    s = " ".join(visible_text(text).split()).replace("$", r"\$")
     return s if len(s) <= max_len else s[: max_len - 1] + "…"
 
 
@@ -46,9 +47,21 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+#: Longest stem :func:`file_stem` returns (file names stay far below the 255-byte limit).
+MAX_STEM = 80
+
+
 def file_stem(key: str) -> str:
-    """File-name-safe stem of a metric key (``coco_ap/ap50`` -> ``coco_ap--ap50``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", key.replace("/", "--")).strip("-") or "metric"
+    """File-name-safe stem of a metric key (``coco_ap/ap50`` -> ``coco_ap--ap50``).
+
+    Stems longer than :data:`MAX_STEM` are cut and end with a short hash of the full key, so
+    long keys (and keys that differ only past the cut) still give distinct, valid file names.
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", key.replace("/", "--")).strip("-.") or "metric"
+    if len(stem) > MAX_STEM:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        stem = f"{stem[: MAX_STEM - 11].rstrip('-.')}-{digest}"
+    return stem
 
 
 def bar_chart(board: Leaderboard, key: str, path: Path) -> Path:

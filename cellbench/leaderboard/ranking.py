@@ -11,10 +11,16 @@ Rules (also printed on every rendered leaderboard, see :data:`RANKING_RULES`):
 3. Entries are ordered by the mean headline value in the task's direction; an entry whose value
    is missing (NaN) ranks last. Entries with equal values share a rank (competition ranking:
    1, 2, 2, 4).
-4. An entry whose interval overlaps the interval of the entry ranked directly above it is marked
-   as not significantly different from it. Overlap of 95% intervals is a conservative check
-   (two values can differ significantly while their intervals overlap slightly), so the marker
-   means "not shown to differ", not "shown to be equal".
+4. Each entry is compared with the entry ranked directly above it by a **paired bootstrap** of
+   the difference of their headlines (:func:`paired_difference`): scoring keeps the headline of
+   every bootstrap resample, and resample ``b`` draws the same test samples for every entry of
+   the board (same seed, same ordered samples), so the difference is taken resample by
+   resample; sample difficulty, shared by both entries, cancels. For entries with several
+   seeds, every resample also draws the seeds with replacement (a two-level bootstrap), so
+   seed-to-seed variance widens the interval. ``≈`` marks an entry whose 95% interval of the
+   difference contains 0: not shown to differ from the entry above. When either entry's report
+   has no replicates (reports from before they were kept), the comparison falls back to the
+   overlap of the two 95% intervals, which is conservative, and says so.
 """
 
 from __future__ import annotations
@@ -40,9 +46,13 @@ RANKING_RULES = (
     f"{MIN_SEEDS} seeds are flagged.",
     "The interval is the 95% bootstrap interval over test samples (for several seeds: the mean "
     "of the replicates' bounds).",
-    "'≈' marks an entry whose interval overlaps that of the entry directly above: not "
-    "significantly different from it (a conservative check).",
+    "'≈' marks an entry not shown to differ from the entry directly above: the 95% paired "
+    "bootstrap interval of their difference (same resampled test samples, seeds resampled too) "
+    "contains 0; without paired replicates, their 95% intervals overlap (a conservative check).",
 )
+PAIRED = "paired bootstrap"
+PAIRED_SEEDS = "paired bootstrap over samples and seeds"
+OVERLAP = "interval overlap (no paired replicates)"
 
 
 def _finite(x: float | None) -> bool:
@@ -94,6 +104,40 @@ class Summary:
 
 
 @dataclass
+class Comparison:
+    """An entry against the entry ranked directly above it.
+
+    Attributes:
+        method: :data:`PAIRED`, :data:`PAIRED_SEEDS` or :data:`OVERLAP`.
+        difference: Headline of the entry above minus this one's, oriented so that a positive
+            difference means the entry above is better (NaN for :data:`OVERLAP`).
+        ci_low: Lower bound of the difference's interval (NaN for :data:`OVERLAP`).
+        ci_high: Upper bound of the difference's interval (NaN for :data:`OVERLAP`).
+        n_resamples: Bootstrap resamples used (0 for :data:`OVERLAP`).
+        not_separated: The interval contains 0 (or, for :data:`OVERLAP`, the two headline
+            intervals overlap): not shown to differ.
+    """
+
+    method: str
+    difference: float = float("nan")
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    n_resamples: int = 0
+    not_separated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (NaN as ``null``)."""
+        return {
+            "method": self.method,
+            "difference": json_number(self.difference),
+            "ci_low": json_number(self.ci_low),
+            "ci_high": json_number(self.ci_high),
+            "n_resamples": self.n_resamples,
+            "not_separated": self.not_separated,
+        }
+
+
+@dataclass
 class RankedEntry:
     """One row of a leaderboard: an entry with its replicates aggregated.
 
@@ -106,6 +150,7 @@ class RankedEntry:
         tied_with_above: Same headline value as the entry directly above.
         overlaps_above: Interval overlaps that of the entry directly above.
         flags: Warnings shown next to the entry (few seeds, different dataset build, ...).
+        vs_above: Comparison with the entry directly above (None for the first row).
     """
 
     rank: int
@@ -116,6 +161,12 @@ class RankedEntry:
     tied_with_above: bool = False
     overlaps_above: bool = False
     flags: list[str] = field(default_factory=list)
+    vs_above: Comparison | None = None
+
+    @property
+    def similar_to_above(self) -> bool:
+        """Not shown to differ from the entry above (the ``≈`` mark)."""
+        return self.vs_above is not None and self.vs_above.not_separated
 
     @property
     def seeds(self) -> list[int]:
@@ -169,6 +220,8 @@ class RankedEntry:
             "metrics": {k: s.to_dict() for k, s in sorted(self.metrics.items())},
             "tied_with_above": self.tied_with_above,
             "overlaps_above": self.overlaps_above,
+            "similar_to_above": self.similar_to_above,
+            "vs_above": self.vs_above.to_dict() if self.vs_above else None,
             "flags": list(self.flags),
             "runtime_s": runtime.to_dict() if runtime else None,
             "peak_memory_mb": memory.to_dict() if memory else None,
@@ -228,7 +281,7 @@ class Leaderboard:
             },
             "ranking_rules": list(RANKING_RULES),
             "metrics": [
-                {"key": k, "direction": self.directions.get(k, "higher")} for k in self.metric_keys
+                _metric_info(k, self.directions.get(k, "higher")) for k in self.metric_keys
             ],
             "dataset_checksum": self.dataset_checksum,
             "dataset_card": self.dataset_card,
@@ -236,6 +289,21 @@ class Leaderboard:
             "notes": list(self.notes),
             "cellbench_version": __version__,
         }
+
+
+def _metric_info(key: str, direction: str) -> dict[str, Any]:
+    """A metric's key, human name, unit, kind and definition; a direction for quality values."""
+    from cellbench.leaderboard.glossary import describe
+
+    info = describe(key)
+    return {
+        "key": key,
+        "name": info.name,
+        "unit": info.unit,
+        "kind": info.kind,
+        "definition": info.definition,
+        "direction": None if info.is_count else direction,
+    }
 
 
 def _order_value(value: float, direction: str) -> tuple[int, float]:
@@ -338,6 +406,7 @@ def rank_entries(key: BoardKey, entries: Iterable[LeaderboardEntry]) -> Leaderbo
         alo, ahi = above.headline.ci_low, above.headline.ci_high
         if all(_finite(v) for v in (lo, hi, alo, ahi)):
             row.overlaps_above = max(lo, alo) <= min(hi, ahi)
+        row.vs_above = compare(above, row, headline, direction, ci_level)
 
     card: dict[str, Any] = {}
     for e in sorted(entries, key=lambda e: e.submitted):
@@ -356,3 +425,94 @@ def rank_entries(key: BoardKey, entries: Iterable[LeaderboardEntry]) -> Leaderbo
         dataset_card=card,
         notes=notes,
     )
+
+
+def replicate_matrix(row: RankedEntry, headline: str) -> tuple[np.ndarray, str] | None:
+    """The headline's bootstrap replicates of every seed of an entry, ``(n_seeds, B)``.
+
+    Returns:
+        The matrix and the resamples digest, or None when a replicate lacks them (or they
+        were drawn differently).
+    """
+    reps = [e.report.headline for e in row.replicates]
+    if not reps or any(h.name != headline or not h.replicates or not h.resamples for h in reps):
+        return None
+    if len({h.resamples for h in reps}) != 1 or len({len(h.replicates) for h in reps}) != 1:
+        return None
+    return np.asarray([h.replicates for h in reps], dtype=np.float64), reps[0].resamples
+
+
+def paired_difference(
+    above: np.ndarray,
+    below: np.ndarray,
+    direction: str = "higher",
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float, int]:
+    """Bootstrap interval of the difference between two entries, paired resample by resample.
+
+    ``above[s, b]`` and ``below[s, b]`` are the headline of seed ``s`` on bootstrap resample
+    ``b`` (the same test samples for both entries). With one seed each, the difference on
+    resample ``b`` is ``above[0, b] - below[0, b]``. With several seeds, resample ``b`` also
+    draws each entry's seeds with replacement (independently for the two entries) and
+    compares the means of the drawn seeds' replicates ``b``, so seed-to-seed variance enters
+    the interval. Resamples where either side is undefined (NaN, or an infinity on both sides)
+    are dropped; the interval is the percentile interval of the differences.
+
+    Args:
+        above: ``(n_seeds_above, B)`` replicates of the better-ranked entry.
+        below: ``(n_seeds_below, B)`` replicates of the other entry.
+        direction: ``higher`` or ``lower``: the difference is oriented so that a positive value
+            means ``above`` is better.
+        level: Coverage of the interval.
+        seed: Seed of the seed resampling (unused with one seed per entry).
+
+    Returns:
+        ``(mean of the paired differences, low, high, resamples used)``; NaN values and 0
+        resamples when nothing is left.
+    """
+    a = np.atleast_2d(np.asarray(above, dtype=np.float64))
+    b = np.atleast_2d(np.asarray(below, dtype=np.float64))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"replicates differ in length: {a.shape[1]} and {b.shape[1]}")
+    n = a.shape[1]
+    rng = np.random.default_rng(seed)
+    cols = np.arange(n)[:, None]
+
+    def seed_means(m: np.ndarray) -> np.ndarray:
+        if m.shape[0] == 1:
+            return m[0]
+        draws = rng.integers(0, m.shape[0], (n, m.shape[0]))
+        return m[draws, cols].mean(axis=1)
+
+    with np.errstate(invalid="ignore"):
+        diff = seed_means(a) - seed_means(b)
+    if direction == "lower":
+        diff = -diff
+    diff = diff[np.isfinite(diff)]
+    if diff.size == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    alpha = (1.0 - level) / 2.0
+    return (
+        float(diff.mean()),
+        float(np.quantile(diff, alpha)),
+        float(np.quantile(diff, 1.0 - alpha)),
+        int(diff.size),
+    )
+
+
+def compare(
+    above: RankedEntry, row: RankedEntry, headline: str, direction: str, level: float = 0.95
+) -> Comparison:
+    """Compare a row with the row ranked directly above it (see rule 4 of the module)."""
+    a = replicate_matrix(above, headline)
+    b = replicate_matrix(row, headline)
+    if a is not None and b is not None and a[1] == b[1]:
+        _, lo, hi, n = paired_difference(a[0], b[0], direction, level)
+        if n:
+            method = PAIRED_SEEDS if max(a[0].shape[0], b[0].shape[0]) > 1 else PAIRED
+            with np.errstate(invalid="ignore"):
+                diff = above.headline.mean - row.headline.mean
+            diff = -diff if direction == "lower" else diff
+            return Comparison(method, diff, lo, hi, n, bool(lo <= 0.0 <= hi))
+    return Comparison(OVERLAP, not_separated=row.overlaps_above)

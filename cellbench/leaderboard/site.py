@@ -3,14 +3,16 @@
 Site layout written by :func:`publish` (``OUT`` is the ``--out`` folder)::
 
     OUT/index.html                 datasets with their cards and links to every leaderboard
+    OUT/glossary.html              metric names, units, definitions (from metric docstrings)
     OUT/README.md                  the same index in Markdown
     OUT/leaderboards.json          machine-readable index (board, path, headline, leader)
-    OUT/assets/style.css           copied from cellbench/leaderboard/assets
+    OUT/assets/style.css           copied from cellbench/leaderboard/templates/assets
     OUT/assets/leaderboard.js      sortable tables (vanilla JS, no network)
     OUT/<dataset>@<version>/<task>/<split>/
         index.html                 the leaderboard page
         README.md                  the leaderboard in Markdown
         leaderboard.json           ranked rows with every number at full precision
+        leaderboard.csv            one row per entry, every metric's mean (spreadsheets)
         plots/*.png                per-metric bars, curves, confusion matrices, error overlays
 
 Publishing into the leaderboard root itself is allowed: entries live in ``entries/`` folders,
@@ -20,20 +22,24 @@ which publishing never touches.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from cellbench.errors import CellbenchError
+from cellbench.leaderboard.csvfile import render_csv
 from cellbench.leaderboard.entry import BoardKey, LeaderboardEntry
-from cellbench.leaderboard.formatting import json_number
-from cellbench.leaderboard.html import FigureRef, render_board_html, render_index_html
+from cellbench.leaderboard.formatting import json_number, json_text
+from cellbench.leaderboard.html import (
+    FigureRef,
+    render_board_html,
+    render_glossary_html,
+    render_index_html,
+)
 from cellbench.leaderboard.layout import curve_series, scalar_families, series_families
 from cellbench.leaderboard.markdown import render_index_markdown, render_markdown
 from cellbench.leaderboard.plots import (
@@ -44,8 +50,7 @@ from cellbench.leaderboard.plots import (
 )
 from cellbench.leaderboard.ranking import Leaderboard, rank_entries
 from cellbench.leaderboard.store import LeaderboardStore
-
-ASSETS = ("style.css", "leaderboard.js")
+from cellbench.leaderboard.templates import copy_assets
 
 
 class PublishError(CellbenchError):
@@ -93,7 +98,7 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def _json_text(data: Any) -> str:
-    return json.dumps(_nan_to_none(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return json_text(_nan_to_none(data))
 
 
 def find_confusion(entry: LeaderboardEntry) -> tuple[list[list[float]], list[str]] | None:
@@ -221,6 +226,7 @@ def render_board(
     data = board.to_dict()
     data["publish_notes"] = notes
     _write_text(folder / "leaderboard.json", _json_text(data))
+    _write_text(folder / "leaderboard.csv", render_csv(board))
     _write_text(folder / "index.html", render_board_html(board, figures, "../../../", notes))
     return board, notes
 
@@ -253,11 +259,7 @@ def publish(
     if not keys:
         raise PublishError(f"no leaderboard entries under {store.url}; nothing to publish")
     out.mkdir(parents=True, exist_ok=True)
-    assets = out / "assets"
-    assets.mkdir(exist_ok=True)
-    package_assets = resources.files("cellbench.leaderboard") / "assets"
-    for name in ASSETS:
-        (assets / name).write_bytes((package_assets / name).read_bytes())
+    copy_assets(out)
 
     rendered: list[tuple[Leaderboard, str]] = []
     notes: dict[str, list[str]] = {}
@@ -268,6 +270,7 @@ def publish(
             notes[key.path] = why
 
     _write_text(out / "index.html", render_index_html(rendered))
+    _write_text(out / "glossary.html", render_glossary_html(rendered))
     _write_text(out / "README.md", render_index_markdown(rendered))
     index = [
         {

@@ -23,12 +23,21 @@ Writes are atomic and write-once:
   documented in the error message.
 
 Different entries and different seeds always have different file names, so concurrent
-submissions never contend for a name.
+submissions never contend for a file.
+
+Entry names are owned. The first writer of a name on a board owns it: before its entry is
+written, :meth:`LeaderboardStore.add` creates ``<board>/owners/<name-slug>-<name-hash>.json``
+(the authors and code URL) with the same write-once primitive as entries (exclusive hard link;
+a conditional PUT on object stores). Exactly one of several concurrent writers creates the
+record; every writer then reads it and is refused unless it names the same authors and code
+URL. On boards written before ownership records existed, the record is created for the owner of
+the name's earliest entry.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -43,6 +52,7 @@ from cellbench.errors import CellbenchError, ValidationError
 from cellbench.leaderboard.entry import BoardKey, LeaderboardEntry
 
 ENTRIES_DIR = "entries"
+OWNERS_DIR = "owners"
 
 
 class EntryExistsError(CellbenchError):
@@ -101,20 +111,19 @@ class LeaderboardStore:
             The local path, or the URL for remote filesystems, that was written.
 
         Raises:
-            ValidationError: If the entry is inconsistent (manifest vs report, unsafe names).
+            ValidationError: If the entry is inconsistent (manifest vs report, unsafe names) or
+                its name is owned by other authors (see :meth:`claim_name`).
             EntryExistsError: If this entry name already has a replicate with this seed.
         """
         problems = entry.problems()
         if problems:
             raise ValidationError(problems, context=f"leaderboard entry {entry.name!r}")
-        self._check_same_owner(entry)
+        self.claim_name(entry)
         data = entry.to_json().encode("utf-8")
         path = self.entry_path(entry)
-        if self.local:
-            self._write_local(path, data)
-            return path
-        self._write_remote(path, data)
-        return str(self.fs.unstrip_protocol(path))
+        if not self._create(path, data):
+            raise EntryExistsError(self._exists_message(entry, path))
+        return path if self.local else str(self.fs.unstrip_protocol(path))
 
     def _exists_message(self, entry: LeaderboardEntry, path: str) -> str:
         return (
@@ -122,7 +131,14 @@ class LeaderboardStore:
             f"{entry.key.path}; submit another seed or choose another entry name"
         )
 
-    def _write_local(self, path: str, data: bytes) -> None:
+    def _create(self, path: str, data: bytes) -> bool:
+        """Write ``data`` to ``path`` only if it does not exist; False if it already did."""
+        if self.local:
+            return self._create_local(path, data)
+        return self._create_remote(path, data)
+
+    @staticmethod
+    def _create_local(path: str, data: bytes) -> bool:
         folder = Path(path).parent
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=folder)
@@ -134,15 +150,13 @@ class LeaderboardStore:
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise EntryExistsError(self._exists_message(self._entry_of(data), path)) from None
+                return False
             except OSError:
                 # Filesystems without hard links: exclusive create, then write in place.
                 try:
                     out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 except FileExistsError:
-                    raise EntryExistsError(
-                        self._exists_message(self._entry_of(data), path)
-                    ) from None
+                    return False
                 with os.fdopen(out, "wb") as fh:
                     fh.write(data)
                     fh.flush()
@@ -153,50 +167,94 @@ class LeaderboardStore:
                     os.fsync(dir_fd)
                 finally:
                     os.close(dir_fd)
+            return True
         finally:
             Path(tmp).unlink(missing_ok=True)
 
-    def _write_remote(self, path: str, data: bytes) -> None:
+    def _create_remote(self, path: str, data: bytes) -> bool:
         folder = path.rsplit("/", 1)[0]
         with contextlib.suppress(Exception):  # object stores have no folders
             self.fs.makedirs(folder, exist_ok=True)
-        entry = self._entry_of(data)
         try:
             with self.fs.open(path, "xb") as fh:
                 fh.write(data)
         except FileExistsError:
-            raise EntryExistsError(self._exists_message(entry, path)) from None
+            return False
         except (ValueError, NotImplementedError, TypeError):
             # No exclusive-create mode on this filesystem: check, then write once.
             if self.fs.exists(path):
-                raise EntryExistsError(self._exists_message(entry, path)) from None
+                return False
             self.fs.pipe_file(path, data)
         except OSError as err:
             if "PreconditionFailed" in str(err) or "412" in str(err):
-                raise EntryExistsError(self._exists_message(entry, path)) from None
+                return False
             raise
+        return True
 
-    @staticmethod
-    def _entry_of(data: bytes) -> LeaderboardEntry:
-        return LeaderboardEntry.from_json(data.decode("utf-8"))
+    # ------------------------------------------------------------------ ownership
+    def owner_path(self, entry: LeaderboardEntry) -> str:
+        """Where the ownership record of an entry's name is (or would be) stored."""
+        return f"{self.board_dir(entry.key)}/{OWNERS_DIR}/{entry.name_id}.json"
 
-    def _check_same_owner(self, entry: LeaderboardEntry) -> None:
-        """Refuse an entry name already used on the board by other authors or other code."""
-        for other in self.entries(entry.key):
-            if other.name != entry.name:
-                continue
-            mine = (entry.manifest.get("authors"), _code_url(entry.manifest))
-            theirs = (other.manifest.get("authors"), _code_url(other.manifest))
-            if mine != theirs:
-                raise ValidationError(
-                    [
-                        f"entry name {entry.name!r} is already used on {entry.key.path} by "
-                        f"authors {theirs[0]} with code {theirs[1]!r}; replicates of one entry "
-                        "must share authors and code URL (choose another name)"
-                    ],
-                    context="leaderboard entry",
-                )
-            return
+    def owner(self, entry: LeaderboardEntry) -> dict[str, Any] | None:
+        """The ownership record of an entry's name on its board, or None if unclaimed.
+
+        Raises:
+            LeaderboardStoreError: If the record is not valid JSON (names the file).
+        """
+        path = self.owner_path(entry)
+        try:
+            raw = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise LeaderboardStoreError(f"{path}: not a valid ownership record ({err})") from err
+        if not isinstance(record, dict):
+            raise LeaderboardStoreError(f"{path}: not a valid ownership record (not an object)")
+        return record
+
+    def claim_name(self, entry: LeaderboardEntry) -> dict[str, Any]:
+        """Make sure the entry's name belongs to its authors and code URL (atomically).
+
+        The first writer of a name creates its ownership record (write-once, so exactly one of
+        several concurrent writers succeeds); every writer then compares itself with the
+        stored record.
+
+        Returns:
+            The ownership record.
+
+        Raises:
+            ValidationError: If the name is owned by other authors or another code URL.
+        """
+        record = self.owner(entry)
+        if record is None:
+            claim = self._legacy_owner(entry) or {"name": entry.name, **entry.owner}
+            data = json.dumps(claim, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+            self._create(self.owner_path(entry), data)  # False: another writer was first
+            record = self.owner(entry)
+            if record is None:  # pragma: no cover - a store that lost a completed write
+                raise LeaderboardStoreError(f"{self.owner_path(entry)}: ownership record vanished")
+        theirs = {"authors": record.get("authors"), "code_url": record.get("code_url", "")}
+        if theirs != entry.owner:
+            raise ValidationError(
+                [
+                    f"entry name {entry.name!r} is already used on {entry.key.path} by "
+                    f"authors {theirs['authors']} with code {theirs['code_url']!r}; replicates "
+                    "of one entry must share authors and code URL (choose another name)"
+                ],
+                context="leaderboard entry",
+            )
+        return record
+
+    def _legacy_owner(self, entry: LeaderboardEntry) -> dict[str, Any] | None:
+        """Owner of a name stored before ownership records: its earliest entry's authors."""
+        same = [e for e in self.entries(entry.key) if e.name == entry.name]
+        if not same:
+            return None
+        first = min(same, key=lambda e: (e.submitted, e.entry_id))
+        return {"name": entry.name, **first.owner}
 
     # ------------------------------------------------------------------ reading
     def boards(self) -> list[BoardKey]:
@@ -266,11 +324,6 @@ class LeaderboardStore:
                 f"(boards: {known})"
             )
         return max(matches, key=lambda k: _natural(k.version))
-
-
-def _code_url(manifest: dict[str, Any]) -> str:
-    code = manifest.get("code") or {}
-    return str(code.get("url", "")) if isinstance(code, dict) else ""
 
 
 def _natural(version: str) -> tuple[Any, ...]:

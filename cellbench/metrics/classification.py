@@ -55,6 +55,27 @@ class ClassificationMetrics(Metric[ClassificationSampleStats]):
     All values are in [0, 1], higher is better. Pooling: dataset-pooled over samples.
     Per-sample values (``per_sample``) are 0/1 correctness.
 
+    Glossary:
+        accuracy (fraction 0-1; quality): Accuracy. Fraction of samples whose predicted class is the
+            true class.
+        balanced_accuracy (fraction 0-1; quality): Balanced accuracy. Recall averaged over the true
+            classes, so rare classes count as much as common ones.
+        macro_f1 (fraction 0-1; quality): Macro F1. F1 of each class, averaged over the classes.
+        micro_f1 (fraction 0-1; quality): Micro F1. F1 from counts summed over classes (equals
+            accuracy for single-label data).
+        precision/<class> (fraction 0-1; quality): Precision, <class>. Of the samples predicted as
+            <class>, the fraction that are <class>.
+        recall/<class> (fraction 0-1; quality): Recall, <class>. Of the <class> samples, the
+            fraction predicted as <class>.
+        f1/<class> (fraction 0-1; quality): F1, <class>. Harmonic mean of precision and recall of
+            <class>.
+        roc_auc/<class> (fraction 0-1; quality): ROC AUC, <class>. Area under the one-vs-rest ROC
+            curve of the <class> score.
+        roc_auc_macro (fraction 0-1; quality): Macro ROC AUC. One-vs-rest ROC AUC averaged over the
+            classes.
+        top<k>_accuracy (fraction 0-1; quality): Top-<k> accuracy. Fraction of samples whose true
+            class is among the <k> highest scores.
+
     Reference:
         Pedregosa et al., "Scikit-learn: Machine Learning in Python", JMLR 2011 (definitions
         and conventions cross-checked in the tests); Hand & Till, Machine Learning 2001 (OvR AUC).

@@ -379,6 +379,20 @@ class CocoAP(Metric[CocoImageStats]):
     Not supported: ``iscrowd`` regions and categories (``useCats=1``): single-class instance
     segmentation only.
 
+    Glossary:
+        ap (fraction 0-1; quality): COCO AP. Mask average precision over IoU thresholds
+            0.50:0.05:0.95 and 101 recall levels, all images pooled (pycocotools).
+        ap@<t> (fraction 0-1; quality): AP at IoU <t>. COCO average precision at the one IoU
+            threshold <t> (AP50 at 0.50, AP75 at 0.75).
+        ar (fraction 0-1; quality): COCO AR. Fraction of ground-truth objects found with at most
+            maxDets detections per image, averaged over IoU 0.50:0.05:0.95.
+        recall@<t> (fraction 0-1; quality): Recall at IoU <t>. Fraction of ground-truth objects
+            matched at IoU threshold <t> (COCO greedy matching).
+        ap_<area> (fraction 0-1; quality): AP, <area> objects. COCO AP counting only ground-truth
+            objects in the <area> area range.
+        ar_<area> (fraction 0-1; quality): AR, <area> objects. COCO AR counting only ground-truth
+            objects in the <area> area range.
+
     Reference:
         Lin et al., "Microsoft COCO: Common Objects in Context", ECCV 2014; pycocotools
         ``cocoeval.py``. Dense-cell settings: Edlund et al., "LIVECell", Nature Methods 2021.

@@ -135,6 +135,29 @@ class ImageSimilarity(Metric[ImagePairStats]):
     Pooling: per-image values, averaged over images per channel (``<name>/<channel>``) and
     over images and channels (``<name>``).
 
+    Glossary:
+        pearson (correlation -1 to 1; quality): Pearson r. Pixel-wise Pearson correlation of
+            prediction and target, averaged over images and channels.
+        pearson/<channel> (correlation -1 to 1; quality): Pearson r, <channel>. Pixel-wise Pearson
+            correlation of the <channel> channel, averaged over images.
+        ssim (index -1 to 1; quality): SSIM. Structural similarity (7-pixel window) after percentile
+            normalisation, averaged over images and channels.
+        ssim/<channel> (index -1 to 1; quality): SSIM, <channel>. Structural similarity of the
+            <channel> channel, averaged over images.
+        psnr (dB; quality): PSNR. Peak signal-to-noise ratio 10 log10(1 / MSE) after percentile
+            normalisation, averaged over images and channels.
+        psnr/<channel> (dB; quality): PSNR, <channel>. Peak signal-to-noise ratio of the <channel>
+            channel, averaged over images.
+        mae (normalised intensity; quality): MAE. Mean absolute difference after percentile
+            normalisation (0.1-99.9) of each image, averaged over images and channels.
+        mae/<channel> (normalised intensity; quality): MAE, <channel>. Mean absolute difference of
+            the <channel> channel after percentile normalisation, averaged over images.
+        mse (normalised intensity squared; quality): MSE. Mean squared difference after percentile
+            normalisation, averaged over images and channels.
+        mse/<channel> (normalised intensity squared; quality): MSE, <channel>. Mean squared
+            difference of the <channel> channel after percentile normalisation, averaged over
+            images.
+
     Reference:
         Ounkomol et al., "Label-free prediction of three-dimensional fluorescence images from
         transmitted-light microscopy", Nature Methods 2018; Wang et al., "Image quality

@@ -194,6 +194,43 @@ class MatchingScores(Metric[MatchingImageStats]):
     the threshold) to float32, so an IoU within float32 rounding (~1e-7) of a threshold could
     be classified differently; matched-IoU means agree to ~1e-7. No other difference is known.
 
+    Glossary:
+        precision_pooled@<t> (fraction 0-1; quality): Precision at IoU <t>, pooled. TP / (TP + FP)
+            with one-to-one (Hungarian) matching at IoU <t>, counts summed over images.
+        recall_pooled@<t> (fraction 0-1; quality): Recall at IoU <t>, pooled. TP / (TP + FN) with
+            one-to-one matching at IoU <t>, counts summed over images.
+        f1_pooled@<t> (fraction 0-1; quality): F1 at IoU <t>, pooled. 2 TP / (2 TP + FP + FN) with
+            one-to-one matching at IoU <t>, counts summed over images.
+        dsb_score_pooled@<t> (fraction 0-1; quality): DSB score at IoU <t>, pooled. TP / (TP + FP +
+            FN), the Data Science Bowl 2018 score (StarDist "accuracy"; not COCO AP), counts summed
+            over images.
+        mean_matched_iou_pooled@<t> (fraction 0-1; quality): Mean matched IoU at IoU <t>, pooled.
+            Mean IoU of the matched pairs at threshold <t>, over all images.
+        panoptic_quality_pooled@<t> (fraction 0-1; quality): Panoptic quality at IoU <t>, pooled.
+            Sum of matched IoU / (TP + FP/2 + FN/2) at threshold <t>, counts summed over images.
+        precision_per_image@<t> (fraction 0-1; quality): Precision at IoU <t>, per image. Each
+            image's TP / (TP + FP) at IoU <t>, averaged over images.
+        recall_per_image@<t> (fraction 0-1; quality): Recall at IoU <t>, per image. Each image's TP
+            / (TP + FN) at IoU <t>, averaged over images.
+        f1_per_image@<t> (fraction 0-1; quality): F1 at IoU <t>, per image. Each image's 2 TP / (2
+            TP + FP + FN) at IoU <t>, averaged over images.
+        dsb_score_per_image@<t> (fraction 0-1; quality): DSB score at IoU <t>, per image. Each
+            image's TP / (TP + FP + FN) at IoU <t>, averaged over images.
+        mean_matched_iou_per_image@<t> (fraction 0-1; quality): Mean matched IoU at IoU <t>, per
+            image. Each image's mean IoU of matched pairs at threshold <t>, averaged over images.
+        panoptic_quality_per_image@<t> (fraction 0-1; quality): Panoptic quality at IoU <t>, per
+            image. Each image's panoptic quality at threshold <t>, averaged over images.
+        mean_dsb_score_per_image (fraction 0-1; quality): Mean DSB score, per image. Per-image DSB
+            score averaged over images and IoU thresholds (the DSB2018 leaderboard score).
+        mean_dsb_score_pooled (fraction 0-1; quality): Mean DSB score, pooled. Pooled DSB score
+            averaged over the IoU thresholds.
+        tp@<t> (objects; count): True positives at IoU <t>. Matched pairs with IoU >= <t>, summed
+            over images.
+        fp@<t> (objects; count): False positives at IoU <t>. Predicted objects left unmatched at IoU
+            <t>, summed over images.
+        fn@<t> (objects; count): False negatives at IoU <t>. Ground-truth objects left unmatched at
+            IoU <t>, summed over images.
+
     References:
         Schmidt et al., "Cell Detection with Star-convex Polygons", MICCAI 2018
         (``stardist/matching.py``); Caicedo et al., "Nucleus segmentation across imaging

@@ -111,6 +111,40 @@ class ObjectErrors(Metric[ObjectErrorStats]):
     only exact cost ties could resolve differently); ``force_event_links`` is not offered.
     Parameter names are DeepCell's: ``cutoff1`` is a cost, not an IoU threshold.
 
+    Glossary:
+        recall (fraction 0-1; quality): Object recall. Correctly segmented ground-truth objects /
+            all ground-truth objects (DeepCell error classes).
+        precision (fraction 0-1; quality): Object precision. Correctly segmented objects / all
+            predicted objects.
+        f1 (fraction 0-1; quality): Object F1. Harmonic mean of object recall and precision.
+        correct (objects; count): Correct objects. Ground-truth objects matched one-to-one with a
+            predicted object (IoU above the cutoff).
+        missed (objects; count): Missed objects. Ground-truth objects with no predicted object.
+        false_positive (objects; count): False positives. Predicted objects with no ground-truth
+            object.
+        split (events; count): Splits. One ground-truth object cut into several predicted objects.
+        merge (events; count): Merges. Several ground-truth objects predicted as one object.
+        catastrophe (events; count): Catastrophes. Several ground-truth objects tangled with several
+            predicted objects.
+        pred_in_split (objects; count): Predicted objects in splits. Predicted objects taking part
+            in a split.
+        gt_in_merge (objects; count): Ground-truth objects in merges. Ground-truth objects taking
+            part in a merge.
+        gt_in_catastrophe (objects; count): Ground-truth objects in catastrophes. Ground-truth
+            objects taking part in a catastrophe.
+        pred_in_catastrophe (objects; count): Predicted objects in catastrophes. Predicted objects
+            taking part in a catastrophe.
+        missed_per_gt (fraction 0-1; quality): Missed rate. Missed objects per ground-truth object.
+        split_per_gt (rate; quality): Split rate. Split events per ground-truth object.
+        merge_per_gt (rate; quality): Merge rate. Merge events per ground-truth object.
+        catastrophe_per_gt (rate; quality): Catastrophe rate. Catastrophe events per ground-truth
+            object.
+        false_positive_per_pred (fraction 0-1; quality): False-positive rate. False positives per
+            predicted object.
+        n_true (objects; count): Ground-truth objects. Objects in the ground truth of the scored
+            images.
+        n_pred (objects; count): Predicted objects. Objects in the predictions of the scored images.
+
     Reference:
         Caicedo et al., "Evaluation of Deep Learning Strategies for Nucleus Segmentation in
         Fluorescence Images", Cytometry A 2019; Greenwald et al., "Whole-cell segmentation of

@@ -50,6 +50,30 @@ class SemanticSegmentationMetrics(Metric[SemanticImageStats]):
     ``pixel_accuracy_per_image`` its mean over images. Pixels whose ground truth equals
     ``ignore_index`` are excluded from every count. 2D and 3D images are handled alike.
 
+    Glossary:
+        mean_jaccard_pooled (fraction 0-1; quality): Mean Jaccard (IoU), pooled. Per-class
+            intersection over union with pixels summed over all images, averaged over the classes
+            (background left out).
+        mean_dice_pooled (fraction 0-1; quality): Mean Dice, pooled. Per-class Dice coefficient
+            2|A∩B| / (|A| + |B|) with pixels summed over all images, averaged over the classes
+            (background left out).
+        mean_jaccard_per_image (fraction 0-1; quality): Mean Jaccard (IoU), per image. Per-class IoU
+            of each image, averaged over images and classes.
+        mean_dice_per_image (fraction 0-1; quality): Mean Dice, per image. Per-class Dice of each
+            image, averaged over images and classes.
+        jaccard_pooled/<class> (fraction 0-1; quality): Jaccard (IoU), <class>. Intersection over
+            union of class <class>, pixels summed over all images.
+        dice_pooled/<class> (fraction 0-1; quality): Dice, <class>. Dice coefficient of class
+            <class>, pixels summed over all images.
+        jaccard_per_image/<class> (fraction 0-1; quality): Jaccard (IoU) per image, <class>. IoU of
+            class <class> in each image where it occurs, averaged over those images.
+        dice_per_image/<class> (fraction 0-1; quality): Dice per image, <class>. Dice of class
+            <class> in each image where it occurs, averaged over those images.
+        pixel_accuracy_pooled (fraction 0-1; quality): Pixel accuracy, pooled. Correctly classified
+            pixels / all counted pixels over the dataset.
+        pixel_accuracy_per_image (fraction 0-1; quality): Pixel accuracy, per image. Each image's
+            fraction of correctly classified pixels, averaged over images.
+
     Reference:
         Everingham et al., "The PASCAL Visual Object Classes Challenge", IJCV 2010
         (pooled IoU); Csurka et al., "What is a good evaluation measure for semantic

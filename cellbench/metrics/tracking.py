@@ -471,6 +471,50 @@ class CTCMeasures(_TrackingMetric):
     all annotated slices of one time point, which only differs when the same label appears in
     several annotated slices of one frame.
 
+    Glossary:
+        op_ctb (fraction 0-1; quality): OP_CTB. The Cell Tracking Benchmark score (SEG + TRA) / 2,
+            pooled over sequences.
+        op_csb (fraction 0-1; quality): OP_CSB. The Cell Segmentation Benchmark score (SEG + DET) /
+            2, pooled over sequences.
+        tra (fraction 0-1; quality): TRA. Tracking accuracy 1 - AOGM / AOGM_0: how little of the
+            reference graph has to be fixed, pooled over sequences.
+        det (fraction 0-1; quality): DET. Detection accuracy: TRA with only the node operations
+            (split, add, delete cells).
+        lnk (fraction 0-1; quality): LNK. Linking accuracy: TRA with only the edge operations.
+        seg (fraction 0-1; quality): SEG. Mean Jaccard index of reference objects with the result
+            object covering more than half of them (0 when none).
+        op_ctb_mean (fraction 0-1; quality): OP_CTB, mean of sequences. OP_CTB of each sequence,
+            averaged (the CTC convention).
+        op_csb_mean (fraction 0-1; quality): OP_CSB, mean of sequences. OP_CSB of each sequence,
+            averaged.
+        tra_mean (fraction 0-1; quality): TRA, mean of sequences. TRA of each sequence, averaged.
+        det_mean (fraction 0-1; quality): DET, mean of sequences. DET of each sequence, averaged.
+        lnk_mean (fraction 0-1; quality): LNK, mean of sequences. LNK of each sequence, averaged.
+        seg_mean (fraction 0-1; quality): SEG, mean of sequences. SEG of each sequence, averaged.
+        aogm (weighted operations; quality): AOGM. Weighted count of the graph operations that turn
+            the result into the reference (split x5, add cell x10, delete cell x1, delete link x1,
+            add link x1.5, fix link type x1).
+        aogm_d (weighted operations; quality): AOGM, detection part. Weighted node operations
+            (split, add, delete cells).
+        aogm_a (weighted operations; quality): AOGM, association part. Weighted edge operations
+            (delete, add, fix links).
+        aogm_0 (weighted operations; count): AOGM of an empty result. Cost of building the reference
+            graph from nothing (the TRA normaliser).
+        aogm_d0 (weighted operations; count): AOGM_D of an empty result. The DET normaliser.
+        aogm_a0 (weighted operations; count): AOGM_A of an empty result. The LNK normaliser.
+        ns (operations; count): Cell splits needed (NS). Result cells covering several reference
+            cells, counted as the splits needed.
+        fn (cells; count): Missing cells (FN). Reference cells with no result cell.
+        fp (cells; count): Spurious cells (FP). Result cells with no reference cell.
+        ed (links; count): Redundant links (ED). Result links to delete.
+        ea (links; count): Missing links (EA). Reference links to add.
+        ec (links; count): Wrong link type (EC). Links whose type (same cell vs division) must
+            change.
+        n_ref_nodes (cells; count): Reference cells. Detections in the reference graph.
+        n_ref_edges (links; count): Reference links. Links in the reference graph.
+        n_seg_objects (objects; count): SEG reference objects. Annotated objects SEG is averaged
+            over.
+
     Citation: Matula et al. (2015) PLoS ONE 10(12): e0144959; Ulman et al. (2017) Nat. Methods.
 
     Args:
@@ -720,6 +764,30 @@ class DivisionMetrics(_TrackingMetric):
     ``CTCMatcher`` on results without merges (tested); traccuracy raises on any merge, this class
     does not (see :func:`division_counts` for the rule).
 
+    Glossary:
+        f1 (fraction 0-1; quality): Division F1. Harmonic mean of division precision and recall
+            (one-frame tolerance).
+        precision (fraction 0-1; quality): Division precision. Correct divisions / predicted
+            divisions.
+        recall (fraction 0-1; quality): Division recall. Correct divisions / reference divisions.
+        mbc (fraction 0-1; quality): Mitotic branching correctness. TP / (TP + FP + FN + wrong
+            children).
+        f1_mean (fraction 0-1; quality): Division F1, mean of sequences. Division F1 of each
+            sequence, averaged.
+        precision_mean (fraction 0-1; quality): Division precision, mean of sequences. Division
+            precision of each sequence, averaged.
+        recall_mean (fraction 0-1; quality): Division recall, mean of sequences. Division recall of
+            each sequence, averaged.
+        mbc_mean (fraction 0-1; quality): Mitotic branching correctness, mean of sequences. MBC of
+            each sequence, averaged.
+        tp (divisions; count): Correct divisions. Predicted divisions matching a reference division.
+        fp (divisions; count): False divisions. Predicted divisions with no reference division.
+        fn (divisions; count): Missed divisions. Reference divisions with no predicted division.
+        wc (divisions; count): Divisions with wrong children. Divisions found at the right mother
+            but with the wrong daughters.
+        n_gt (divisions; count): Reference divisions. Divisions in the reference.
+        n_pred (divisions; count): Predicted divisions. Divisions in the result.
+
     Args:
         frame_tolerance: Largest frame shift between a result and a reference division that still
             counts as correct (traccuracy's frame buffer), >= 0.
@@ -881,6 +949,18 @@ class CompleteTracks(_TrackingMetric):
     ways).
 
     traccuracy 0.3.0 has no CT/TF.
+
+    Glossary:
+        ct (fraction 0-1; quality): Complete tracks (CT). Share of reference tracks reconstructed
+            completely, 2 T_rc / (T_r + T_c).
+        tf (fraction 0-1; quality): Track fractions (TF). Longest uninterrupted fraction of each
+            reference track followed by one result track, averaged.
+        ct_mean (fraction 0-1; quality): CT, mean of sequences. CT of each sequence, averaged.
+        tf_mean (fraction 0-1; quality): TF, mean of sequences. TF of each sequence, averaged.
+        complete_tracks (tracks; count): Complete tracks. Reference tracks reconstructed completely
+            (T_rc).
+        n_gt_tracks (tracks; count): Reference tracks. Tracks in the reference (T_r).
+        n_pred_tracks (tracks; count): Result tracks. Tracks in the result (T_c).
     """
 
     name = "complete_tracks"
@@ -1009,6 +1089,18 @@ class BranchingCorrectness(_TrackingMetric):
     :class:`DivisionMetrics` (traccuracy's frame buffer): BC compares track end and start frames
     and matches at fixed frames, and counts matched pairs (a result division could in principle
     pair with two references).
+
+    Glossary:
+        bc@<i> (fraction 0-1; quality): BC(<i>). Branching correctness: F1 of division detection
+            with <i> frames of tolerance (CTC), pooled.
+        bc_mean@<i> (fraction 0-1; quality): BC(<i>), mean of sequences. BC(<i>) of each sequence,
+            averaged.
+        bc_tp@<i> (divisions; count): BC(<i>) matched divisions. Divisions matched with <i> frames
+            of tolerance.
+        bc_fp@<i> (divisions; count): BC(<i>) false divisions. Result divisions not matched with <i>
+            frames of tolerance.
+        bc_fn@<i> (divisions; count): BC(<i>) missed divisions. Reference divisions not matched with
+            <i> frames of tolerance.
 
     Args:
         max_tolerance: Largest frame tolerance ``i`` reported (all of ``0..max_tolerance``).
@@ -1250,6 +1342,30 @@ class MOTMetrics(_TrackingMetric):
     over sequences (each sequence has its own identity assignment); ``*_mean`` average
     per-sequence values. Cross-checked against py-motmetrics 1.4.0 fed the same IoU matrices
     (tested).
+
+    Glossary:
+        mota (score up to 1; quality): MOTA. CLEAR MOT accuracy 1 - (FN + FP + identity switches) /
+            reference detections.
+        motp (fraction 0-1; quality): MOTP. Mean IoU of the matched detections.
+        idf1 (fraction 0-1; quality): IDF1. Identity F1: detections assigned to the right track, 2
+            IDTP / (n_gt + n_pred).
+        idp (fraction 0-1; quality): ID precision. IDTP / result detections.
+        idr (fraction 0-1; quality): ID recall. IDTP / reference detections.
+        mota_mean (score up to 1; quality): MOTA, mean of sequences. MOTA of each sequence,
+            averaged.
+        motp_mean (fraction 0-1; quality): MOTP, mean of sequences. MOTP of each sequence, averaged.
+        idf1_mean (fraction 0-1; quality): IDF1, mean of sequences. IDF1 of each sequence, averaged.
+        matches (detections; count): Matched detections. Reference detections matched in their
+            frame.
+        idtp (detections; count): Identity true positives. Detections matched with the right
+            identity.
+        idsw (events; count): Identity switches. Times a reference track changes its matched result
+            track.
+        fn (detections; count): Missed detections. Reference detections with no match in their
+            frame.
+        fp (detections; count): False detections. Result detections with no match in their frame.
+        n_gt (detections; count): Reference detections. Detections in the reference, all frames.
+        n_pred (detections; count): Result detections. Detections in the result, all frames.
 
     Citations: Bernardin & Stiefelhagen (2008) EURASIP JIVP 2008:246309; Ristani et al. (2016)
     ECCV Workshops.

@@ -119,3 +119,17 @@ def add_one(root: str, name: str, seed: int, barrier: Any) -> str:
         return "ok"
     except EntryExistsError:
         return "exists"
+
+
+def add_as_author(root: str, author: str, seed: int, barrier: Any) -> str:
+    """Store entry "contested" by ``author`` after every process reached the barrier."""
+    from cellbench.errors import ValidationError
+    from cellbench.leaderboard.store import LeaderboardStore
+
+    entry = make_entry("contested", 0.5, seed=seed, manifest={"authors": [author]})
+    barrier.wait()
+    try:
+        LeaderboardStore(root).add(entry)
+        return "ok"
+    except ValidationError as err:
+        return "refused" if "already used" in str(err) else f"error: {err}"

@@ -4,17 +4,17 @@ from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
 from cellbench.leaderboard.entry import BoardKey
+from cellbench.leaderboard.plots import ERROR_COLOURS, overlay_rgb
+from cellbench.leaderboard.ranking import rank_entries
+from cellbench.predictions import Prediction, PredictionWriter
+from cellbench.registry import import_store
+from cellbench.store.zarr_store import build_store
 from cellbench.tasks.instance_segmentation.overlays import (
     classes_from_ids,
     n_errors,
     predictions_path,
     render_overlays,
 )
-from cellbench.leaderboard.plots import ERROR_COLOURS, overlay_rgb
-from cellbench.leaderboard.ranking import rank_entries
-from cellbench.predictions import Prediction, PredictionWriter
-from cellbench.registry import import_store
-from cellbench.store.zarr_store import build_store
 from tests.factories import toy_samples
 from tests.leaderboard.helpers import make_entry
 

@@ -7,7 +7,7 @@ import pytest
 from cellbench.errors import ValidationError
 from cellbench.leaderboard.entry import BoardKey, LeaderboardEntry
 from cellbench.leaderboard.store import EntryExistsError, LeaderboardStore, LeaderboardStoreError
-from tests.leaderboard.helpers import add_one, make_entry
+from tests.leaderboard.helpers import add_as_author, add_one, make_entry
 
 KEY = BoardKey("toy", "1.0", "instance-segmentation", "test")
 
@@ -121,6 +121,49 @@ def test_eight_processes_at_once_lose_nothing(tmp_path):
         "entry-5",
         "same",
     ]
+
+
+@pytest.mark.parametrize("round_", range(2))
+def test_eight_authors_racing_for_one_name_only_the_first_gets_it(tmp_path, round_):
+    authors = [f"Author {i}" for i in range(8)]
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(len(authors))
+        with ctx.Pool(len(authors)) as pool:
+            results = pool.starmap(
+                add_as_author, [(str(tmp_path), a, i, barrier) for i, a in enumerate(authors)]
+            )
+    assert sorted(results) == ["ok"] + ["refused"] * 7
+    winner = authors[results.index("ok")]
+    store = LeaderboardStore(tmp_path)
+    entries = store.entries(KEY)
+    assert [e.manifest["authors"] for e in entries] == [[winner]]
+    assert store.owner(entries[0]) == {
+        "name": "contested",
+        "authors": [winner],
+        "code_url": "https://example.org/code",
+    }
+    # the owner adds another seed; anyone else is still refused
+    store.add(make_entry("contested", 0.6, seed=20, manifest={"authors": [winner]}))
+    loser = next(a for a in authors if a != winner)
+    with pytest.raises(ValidationError, match="already used"):
+        store.add(make_entry("contested", 0.6, seed=21, manifest={"authors": [loser]}))
+    assert len(store.entries(KEY)) == 2
+
+
+def test_name_on_a_board_without_ownership_records_belongs_to_its_first_entry(tmp_path):
+    store = LeaderboardStore(tmp_path)
+    first = make_entry("legacy", 0.5, seed=0, manifest={"authors": ["Early"]})
+    late = make_entry("legacy", 0.5, seed=1, manifest={"authors": ["Late"]})
+    late.submitted = "2025-01-01T00:00:00+00:00"  # after the first
+    folder = tmp_path / KEY.path / "entries"
+    folder.mkdir(parents=True)
+    for e in (first, late):  # written by an older cellbench: no owners/ record
+        (folder / e.filename).write_text(e.to_json())
+    with pytest.raises(ValidationError, match=r"authors \['Early'\]"):
+        store.add(make_entry("legacy", 0.7, seed=2, manifest={"authors": ["Late"]}))
+    store.add(make_entry("legacy", 0.7, seed=3, manifest={"authors": ["Early"]}))
+    assert store.owner(first)["authors"] == ["Early"]
 
 
 @pytest.fixture
