@@ -246,7 +246,14 @@ def prepare_challenge(config: ChallengeConfig, root: str | os.PathLike[str]) -> 
             [f"dataset {config.dataset}: {err} (run: cellbench datasets pull {config.dataset})"],
             where,
         ) from None
+    from cellbench.store.variants import variant_of
+
     problems = []
+    if variant_of(store):
+        problems.append(
+            f"dataset {config.dataset}: the cache holds its {variant_of(store).get('kind')} "
+            f"variant ({store.path}), not the complete store with the hidden labels"
+        )
     if config.task not in store.tasks:
         problems.append(f"dataset {config.dataset} serves {store.tasks}, not {config.task}")
     if config.hidden_split not in store.splits:

@@ -34,14 +34,14 @@ class ReceiptError(CellbenchError):
     """A receipt is malformed or its signature does not verify."""
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe copy: NaN/inf become None, tuples lists."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -73,7 +73,7 @@ class SigningKey:
 
     def sign(self, receipt: dict[str, Any]) -> dict[str, Any]:
         """Return the signed receipt document."""
-        body = _clean(receipt)
+        body = json_safe(receipt)
         signature = self.private.sign(canonical(body))
         return {
             "receipt": body,

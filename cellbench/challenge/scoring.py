@@ -33,21 +33,28 @@ def subset(collected: Collected, ids: Sequence[str]) -> Collected:
 
 
 def aggregate_summary(report: ScoreReport, n_samples: int) -> dict[str, Any]:
-    """What may be published of a report on hidden data: headline and aggregate metrics."""
+    """What may be published of a report on hidden data: headline and aggregate metrics.
+
+    Undefined values (NaN) become None (``null`` in JSON).
+    """
+    from cellbench.challenge.receipts import json_safe
+
     head = report.headline
-    return {
-        "n_samples": n_samples,
-        "headline": {
-            "name": head.name,
-            "value": head.value,
-            "ci_low": head.ci_low,
-            "ci_high": head.ci_high,
-            "ci_level": head.ci_level,
-            "n_bootstrap": head.n_bootstrap,
-            "direction": head.direction,
-        },
-        "metrics": dict(report.metrics),
-    }
+    return json_safe(
+        {
+            "n_samples": n_samples,
+            "headline": {
+                "name": head.name,
+                "value": head.value,
+                "ci_low": head.ci_low,
+                "ci_high": head.ci_high,
+                "ci_level": head.ci_level,
+                "n_bootstrap": head.n_bootstrap,
+                "direction": head.direction,
+            },
+            "metrics": dict(report.metrics),
+        }
+    )
 
 
 def score_challenge(challenge: PreparedChallenge, predictions: PredictionSet) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import click
 from cellbench.cli.datasets import datasets
 from cellbench.cli.leaderboard import leaderboard
 from cellbench.cli.score import score, score_ctc
+from cellbench.cli.server import receipt_group, serve, server_group, worker
 from cellbench.cli.submit import submit
 from cellbench.cli.train import predict_cmd, train_cmd, tune_cmd
 
@@ -19,4 +20,8 @@ ALL: list[click.Command] = [
     tune_cmd,
     submit,
     leaderboard,
+    serve,
+    worker,
+    server_group,
+    receipt_group,
 ]

@@ -54,6 +54,15 @@ from cellbench.errors import ValidationError
     help="Memory a model run may add beyond its runtime, e.g. 8GB, 512MB (default 8GB).",
 )
 @click.option(
+    "--server",
+    "server",
+    default=None,
+    help="Submit to a challenge server (URL) instead of scoring here; follows the status.",
+)
+@click.option("--token", default=None, help="Team token for --server (default $CELLBENCH_TOKEN).")
+@click.option("--challenge", default=None, help="Challenge id on --server (if it runs several).")
+@click.option("--no-wait", is_flag=True, help="With --server: upload, print the id and exit.")
+@click.option(
     "--report",
     "report_out",
     type=click.Path(path_type=Path),
@@ -71,6 +80,10 @@ def submit(
     predictions_dir: Path | None,
     max_runtime: float | None,
     max_memory: str | None,
+    server: str | None,
+    token: str | None,
+    challenge: str | None,
+    no_wait: bool,
     report_out: Path | None,
 ) -> None:
     """Score the submission described by MANIFEST and add it to its leaderboard.
@@ -91,6 +104,9 @@ def submit(
         return
     if manifest is None:
         raise ValidationError(["give the manifest file (or --init to write a template)"], "submit")
+    if server:
+        _submit_remote(manifest, server, token, challenge, no_wait)
+        return
     limits = SandboxLimits()
     if max_runtime is not None:
         limits = dataclasses.replace(limits, max_runtime_s=max_runtime)
@@ -131,3 +147,66 @@ def submit(
         click.echo(f"added {result.entry_path}")
     else:
         click.echo("dry run: leaderboard not changed")
+
+
+def _submit_remote(
+    manifest: Path, url: str, token: str | None, challenge: str | None, no_wait: bool
+) -> None:
+    """Upload to a challenge server, then follow the submission with a progress display."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from cellbench.errors import CellbenchError
+    from cellbench.server.client import Client
+
+    console = Console(stderr=True, highlight=False)
+    client = Client(url, token)
+    try:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=console
+        ) as bar:
+            task = bar.add_task("upload", total=None)
+            created = client.submit(
+                manifest,
+                challenge,
+                lambda sent, total: bar.update(task, completed=sent, total=total),
+            )
+        sid = created["id"]
+        click.echo(f"submitted {sid}: {url.rstrip('/')}/submissions/{sid}")
+        if no_wait:
+            return
+        shown: dict[str, object] = {"state": None}
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[what]}"),
+            console=console,
+        ) as bar:
+            task = bar.add_task("queued", total=None, what="")
+
+            def update(view: dict) -> None:
+                done, total = view["progress"]["done"], view["progress"]["total"]
+                what = f"{done}/{total} samples" if total else ""
+                bar.update(
+                    task, description=view["state"], completed=done, total=total or None, what=what
+                )
+                if view["state"] != shown["state"]:
+                    shown["state"] = view["state"]
+
+            view = client.follow(sid, update)
+    finally:
+        client.close()
+    click.echo(f"{view['name']}: {view['state']}")
+    for event in view["events"]:
+        click.echo(f"  {event['at']}  {event['state']:<9} {event['detail']}")
+    if view["state"] == "scored":
+        head = view["public"]["headline"]
+        click.echo(
+            f"  public {head['name']} = {head['value']:.4f}  {round(head['ci_level'] * 100)}% CI "
+            f"[{head['ci_low']:.4f}, {head['ci_high']:.4f}] ({view['public']['n_samples']} samples)"
+        )
+        click.echo(f"  receipt: {url.rstrip('/')}{view['receipt_url']}")
+        return
+    for reason in view["reasons"]:
+        click.echo(f"  - {reason}")
+    raise CellbenchError(f"submission {sid} {view['state']} ({len(view['reasons'])} problem(s))")

@@ -33,8 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cellbench.challenge.prepare import PreparedChallenge
 from cellbench.server import accounts, queue
@@ -51,8 +61,8 @@ from cellbench.server.views import (
 log = logging.getLogger("cellbench.server")
 
 CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-    "base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -156,17 +166,6 @@ class _TooLargeError(Exception):
 
 def create_app(state: ServerState) -> Any:
     """Build the FastAPI app for a prepared server state."""
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import (
-        FileResponse,
-        HTMLResponse,
-        JSONResponse,
-        RedirectResponse,
-        Response,
-    )
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
     from cellbench.server.pages import Pages
 
     app = FastAPI(title="cellbench challenge server", docs_url=None, redoc_url=None)
@@ -189,7 +188,11 @@ def create_app(state: ServerState) -> Any:
             return JSONResponse(
                 {"detail": exc.detail}, status_code=exc.status_code, headers=headers
             )
-        html = pages.error(exc.status_code, str(exc.detail), team=_page_team(request))
+        detail = exc.detail
+        if isinstance(detail, dict) and "problems" in detail:
+            detail = "; ".join(detail["problems"])
+        cookie = request.cookies.get(COOKIE, "")
+        html = pages.error(exc.status_code, str(detail), _page_team(request), cookie)
         return HTMLResponse(html, status_code=exc.status_code, headers=headers)
 
     # ------------------------------------------------------------------ helpers
@@ -405,7 +408,7 @@ def create_app(state: ServerState) -> Any:
 
     @app.get("/receipts/{sid}.json")
     def receipt(sid: str) -> Any:
-        from cellbench.server.receipts import receipt_for
+        from cellbench.server.status import receipt_for
 
         doc = receipt_for(state, sid)
         if doc is None:
@@ -415,18 +418,19 @@ def create_app(state: ServerState) -> Any:
     # ------------------------------------------------------------------ HTML
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> str:
-        return pages.index(_page_team(request))
+        return pages.index(_page_team(request), request.cookies.get(COOKIE, ""))
 
     @app.get("/challenges/{cid}", response_class=HTMLResponse)
     def challenge_page(cid: str, request: Request) -> str:
-        return pages.challenge(challenge_or_404(cid), _page_team(request))
+        cookie = request.cookies.get(COOKIE, "")
+        return pages.challenge(challenge_or_404(cid), _page_team(request), cookie)
 
     @app.get("/challenges/{cid}/leaderboard", response_class=HTMLResponse)
     def leaderboard_page(cid: str, request: Request) -> str:
         c = challenge_or_404(cid)
         with maker() as session:
             board = leaderboard(session, c)
-        return pages.leaderboard(c, board, _page_team(request))
+        return pages.leaderboard(c, board, _page_team(request), request.cookies.get(COOKIE, ""))
 
     def signed_in(request: Request) -> Team:
         team = _page_team(request)
@@ -476,7 +480,7 @@ def create_app(state: ServerState) -> Any:
         if team is None:
             return RedirectResponse(f"/signin?next=/submissions/{sid}", status_code=303)
         view = view_of(own_submission(sid, team))
-        return pages.submission(view, team)
+        return pages.submission(view, team, request.cookies.get(COOKIE, ""))
 
     @app.get("/team", response_class=HTMLResponse)
     def team_page(request: Request) -> Any:
@@ -521,7 +525,11 @@ def create_app(state: ServerState) -> Any:
         response.delete_cookie(COOKIE, path="/")
         return response
 
-    @app.get("/static/{name}")
+    @app.get("/static/index.html")
+    def static_home() -> Any:
+        return RedirectResponse("/", status_code=303)
+
+    @app.get("/static/assets/{name}")
     def static(name: str) -> Any:
         path = pages.static_file(name)
         if path is None:

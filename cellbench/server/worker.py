@@ -399,7 +399,15 @@ def run_worker(
                 stop.wait(poll_seconds)
                 continue
             log.info("claimed %s (attempt %d)", lease.submission_id, lease.attempt)
-            process(ctx, lease)
+            try:
+                process(ctx, lease)
+            except Exception:  # never let one job take the worker down
+                log.error("job %s:\n%s", lease.submission_id, traceback.format_exc())
+                reason = ["internal error while recording the result (logged on the server)"]
+                try:
+                    queue.finish(engine, lease, "failed", reasons=reason)
+                except Exception:
+                    log.error("could not record the failure of %s", lease.submission_id)
             done += 1
     finally:
         queue.unregister_worker(engine, ctx.owner)

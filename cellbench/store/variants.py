@@ -99,6 +99,7 @@ def write_public_variant(
     hidden_split: str,
     dest: str | Path,
     note: Mapping[str, Any] | None = None,
+    keep_metadata: Collection[str] = (),
 ) -> DatasetStore:
     """Write the public variant of a store: the hidden split's images without ground truth.
 
@@ -107,14 +108,22 @@ def write_public_variant(
         hidden_split: Split whose ground truth is left out.
         dest: New store directory (must not exist; written atomically).
         note: Extra fields for the card's ``variant`` record (e.g. a label commitment).
+        keep_metadata: Metadata columns the hidden samples keep (the others, which may be
+            derived from the labels, such as object counts, are left out).
 
     Returns:
         The opened public store.
     """
     hidden = set(store.sample_ids(hidden_split))
     card = dict(store.card)
-    card[VARIANT_KEY] = {"kind": "public", "hidden_split": hidden_split, **dict(note or {})}
-    return build_store(_samples(store, None, hidden), dest, card, store.meta.get("classes") or None)
+    card[VARIANT_KEY] = {
+        "kind": "public",
+        "hidden_split": hidden_split,
+        "hidden_metadata_kept": sorted(keep_metadata),
+        **dict(note or {}),
+    }
+    samples = _samples(store, None, hidden, set(keep_metadata))
+    return build_store(samples, dest, card, store.meta.get("classes") or None)
 
 
 def write_inputs(
