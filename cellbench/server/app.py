@@ -124,18 +124,23 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._drain(receive, self.limit)  # bounded, so the client reads the 413
             await self._refuse(send)
             return
         seen = 0
         started = False
+        more = True
 
         async def limited_receive() -> Any:
-            nonlocal seen
+            nonlocal seen, more
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                more = bool(message.get("more_body"))
                 if seen > self.limit:
-                    raise _TooLargeError()
+                    if more:  # read (and drop) a bounded rest, so that the client reads the 413
+                        await self._drain(receive, self.limit)
+                    raise _TooLargeError(self.limit - _OVERHEAD)
             return message
 
         async def tracking_send(message: Any) -> None:
@@ -150,6 +155,17 @@ class BodyLimit:
             if not started:
                 await self._refuse(send)
 
+    @staticmethod
+    async def _drain(receive: Any, budget: int) -> None:
+        drained = 0
+        while drained < budget:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            drained += len(message.get("body", b""))
+            if not message.get("more_body"):
+                return
+
     async def _refuse(self, send: Any) -> None:
         body = json.dumps(
             {"detail": f"request body over the limit of {self.limit - _OVERHEAD} bytes"}
@@ -160,8 +176,40 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLargeError(Exception):
-    """Raised inside the app's receive() when the body passes the limit."""
+class SecurityHeaders:
+    """ASGI middleware: the security headers on every response; no caching of private pages."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Add the headers to the response start (pure ASGI: no task group, no buffering)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        private = scope["path"].startswith(("/api/", "/submissions", "/team", "/signin"))
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                present = {k.lower() for k, _ in headers}
+                extra = dict(SECURITY_HEADERS)
+                if private:
+                    extra["Cache-Control"] = "no-store"
+                for key, value in extra.items():
+                    if key.lower().encode() not in present:
+                        headers.append((key.lower().encode(), value.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class _TooLargeError(StarletteHTTPException):
+    """Raised inside the app's receive() when the body passes the limit (answered 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over the limit of {limit} bytes")
 
 
 def create_app(state: ServerState) -> Any:
@@ -171,15 +219,6 @@ def create_app(state: ServerState) -> Any:
     app = FastAPI(title="cellbench challenge server", docs_url=None, redoc_url=None)
     pages = Pages(state)
     maker = sessions(state.engine)
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        for key, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(key, value)
-        if request.url.path.startswith(("/api/", "/submissions", "/team", "/signin")):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -536,7 +575,7 @@ def create_app(state: ServerState) -> Any:
             raise HTTPException(404, "not found")
         return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
 
-    return BodyLimit(app, state.max_body)
+    return SecurityHeaders(BodyLimit(app, state.max_body))
 
 
 def _safe_next(target: str) -> str:
