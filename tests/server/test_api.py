@@ -376,7 +376,7 @@ def _hidden_label_secrets(home: Path) -> list[str]:
 
 
 def test_hidden_labels_never_leave_the_server(served, tmp_path):
-    home, url = served["home"], served["url"]
+    home = served["home"]
     secrets_ = _hidden_label_secrets(home)
     truth = ground_truth(home)
     token = served["tokens"]["alpha"]
@@ -419,7 +419,8 @@ def test_hidden_labels_never_leave_the_server(served, tmp_path):
     train = public.sample(public.sample_ids("train")[0])
     assert train.instances is not None and "site" in train.metadata
     # no label array of a hidden sample is in the archive at all
-    names = tarfile.open(fileobj=io.BytesIO(archive)).getnames()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tf:
+        names = tf.getnames()
     assert not [n for n in names if any(f"images/{sid}/labels" in n for sid in truth)]
 
 
