@@ -1,0 +1,204 @@
+"""The queue under stress, on SQLite and PostgreSQL: many clients at once, a worker killed with
+SIGKILL in the middle of a job, and the server killed with jobs queued.
+
+Every submission must end scored exactly once: one ``scored`` event, one finished job, one
+leaderboard-eligible result, nothing lost and nothing duplicated.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import select
+from torch import nn
+
+from tests.server.helpers import (
+    ServerProcess,
+    build_dataset,
+    ground_truth,
+    predictions_zip,
+    start_worker,
+    upload,
+    wait_final,
+    write_challenge,
+)
+
+pytestmark = pytest.mark.xdist_group("server-queue")
+
+
+class Slow(nn.Module):
+    """Thresholds the image after about a second of busy work per image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x[:, 0]
+        for _ in range(150000):
+            y = y * 1.0
+        return (y > 0.5).to(torch.int64)
+
+
+@pytest.fixture(scope="module")
+def setup(db_url, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    build_dataset(home)
+    path = write_challenge(home / "challenge.yaml")
+    return {"home": home, "challenge": path, "db": db_url}
+
+
+def _teams(db: str, names: list[str]) -> list[str]:
+    from cellbench.server.accounts import add_team
+    from cellbench.server.db import make_engine
+
+    engine = make_engine(db)
+    try:
+        return [add_team(engine, n) for n in names]
+    finally:
+        engine.dispose()
+
+
+def _history(db: str, sid: str) -> tuple[list[str], list]:
+    from cellbench.server.db import Event, Job, make_engine, sessions
+
+    engine = make_engine(db)
+    try:
+        with sessions(engine)() as s:
+            events = s.scalars(
+                select(Event.state).where(Event.submission_id == sid).order_by(Event.id)
+            ).all()
+            jobs = s.scalars(select(Job).where(Job.submission_id == sid)).all()
+        return list(events), list(jobs)
+    finally:
+        engine.dispose()
+
+
+def _variants(home, n):
+    truth = ground_truth(home)
+    ids = sorted(truth)
+    out = []
+    for i in range(n):
+        masks = {k: v.copy() for k, v in truth.items()}
+        sid = ids[i % len(ids)]
+        labels = np.unique(masks[sid][masks[sid] > 0])
+        masks[sid][masks[sid] == labels[i % len(labels)]] = 0  # drop one object
+        out.append(masks)
+    return out
+
+
+def test_sixteen_clients_at_once_each_scored_exactly_once(setup, tmp_path):
+    server = ServerProcess(setup["home"], setup["challenge"], setup["db"], workers=2).start()
+    try:
+        tokens = _teams(setup["db"], [f"crowd-{i}" for i in range(4)])
+        payloads = [
+            predictions_zip(m, tmp_path, f"p{i}")
+            for i, m in enumerate(_variants(setup["home"], 16))
+        ]
+        barrier = threading.Barrier(16)
+
+        def client(i: int) -> str:
+            barrier.wait()
+            r = upload(
+                server.url,
+                tokens[i % 4],
+                payloads[i],
+                filename=f"p{i}.zip",
+                name=f"crowd entry {i}",
+            )
+            assert r.status_code == 202, r.text
+            return r.json()["id"]
+
+        with ThreadPoolExecutor(16) as pool:
+            ids = list(pool.map(client, range(16)))
+        assert len(set(ids)) == 16
+        views = [
+            wait_final(server.url, tokens[i % 4], sid, timeout=300) for i, sid in enumerate(ids)
+        ]
+        assert [v["state"] for v in views] == ["scored"] * 16
+        for sid in ids:
+            events, jobs = _history(setup["db"], sid)
+            assert events == ["queued", "running", "scored"], (sid, events)
+            assert len(jobs) == 1 and jobs[0].state == "done" and jobs[0].attempts == 1
+        listed = []
+        for token in tokens:
+            team = httpx.get(
+                f"{server.url}/api/team", headers={"Authorization": f"Bearer {token}"}
+            ).json()
+            listed += [s["id"] for s in team["submissions"]]
+        assert sorted(listed) == sorted(ids)
+        board = httpx.get(f"{server.url}/api/challenges/toy-challenge/leaderboard").json()
+        crowd = [r for r in board["rows"] if r["team"].startswith("crowd-")]
+        assert len(crowd) == 4 and sum(r["n_scored"] for r in crowd) == 16
+    finally:
+        server.stop()
+
+
+def test_worker_killed_mid_job_is_requeued_and_scored_once(setup, tmp_path):
+    server = ServerProcess(setup["home"], setup["challenge"], setup["db"], workers=0).start()
+    first = second = None
+    try:
+        (token,) = _teams(setup["db"], ["killed"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.script(Slow()), str(tmp_path / "slow.pt"))
+        r = upload(
+            server.url,
+            token,
+            (tmp_path / "slow.pt").read_bytes(),
+            filename="slow.pt",
+            kind="torchscript",
+        )
+        sid = r.json()["id"]
+        first = start_worker(setup["home"], setup["db"])
+        deadline = time.monotonic() + 180
+        while True:  # wait until the first worker is predicting
+            view = httpx.get(
+                f"{server.url}/api/submissions/{sid}", headers={"Authorization": f"Bearer {token}"}
+            ).json()
+            if view["state"] == "running" and view["progress"]["done"] >= 1:
+                break
+            assert time.monotonic() < deadline and view["state"] in ("queued", "running"), view
+            time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        second = start_worker(setup["home"], setup["db"])
+        view = wait_final(server.url, token, sid, timeout=300)
+        assert view["state"] == "scored", view
+        events, jobs = _history(setup["db"], sid)
+        assert events == ["queued", "running", "queued", "running", "scored"], events
+        assert len(jobs) == 1 and jobs[0].attempts == 2 and jobs[0].state == "done"
+        details = [e["detail"] for e in view["events"]]
+        assert "stopped heartbeating" in details[2] and f"{first.pid}" in details[2]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(60)
+        server.stop()
+
+
+def test_server_killed_with_jobs_queued_loses_nothing(setup, tmp_path):
+    server = ServerProcess(setup["home"], setup["challenge"], setup["db"], workers=0).start()
+    (token,) = _teams(setup["db"], ["restart"])
+    payloads = [
+        predictions_zip(m, tmp_path, f"r{i}") for i, m in enumerate(_variants(setup["home"], 5))
+    ]
+    ids = [upload(server.url, token, p, filename="r.zip").json()["id"] for p in payloads]
+    server.stop(signal.SIGKILL)
+    restarted = ServerProcess(setup["home"], setup["challenge"], setup["db"], workers=2).start()
+    try:
+        views = [wait_final(restarted.url, token, sid, timeout=300) for sid in ids]
+        assert [v["state"] for v in views] == ["scored"] * 5
+        for sid in ids:
+            assert _history(setup["db"], sid)[0] == ["queued", "running", "scored"]
+        team = httpx.get(
+            f"{restarted.url}/api/team", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+        assert sorted(s["id"] for s in team["submissions"]) == sorted(ids)
+    finally:
+        restarted.stop()
