@@ -125,11 +125,11 @@ def _name_problems(name: str) -> list[str]:
 def _zip_members(path: Path) -> Iterator[tuple[str, str, int, int]]:
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
-            mode = info.external_attr >> 16
+            fmt = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix mode recorded
             kind = "dir" if info.is_dir() else "file"
-            if stat.S_ISLNK(mode):
+            if fmt == stat.S_IFLNK:
                 kind = "symlink"
-            elif mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            elif fmt and fmt not in (stat.S_IFREG, stat.S_IFDIR):
                 kind = "special"
             yield info.filename, kind, info.file_size, info.compress_size
 
