@@ -60,10 +60,13 @@ from cellbench.server.views import (
 
 log = logging.getLogger("cellbench.server")
 
-CSP = (
+#: Content-Security-Policy of every page (the HTTP header; pages repeat it in a <meta> tag
+#: without ``frame-ancestors``, which only a header can carry).
+META_CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
-    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "form-action 'self'; base-uri 'none'"
 )
+CSP = META_CSP + "; frame-ancestors 'none'"
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",

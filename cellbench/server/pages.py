@@ -50,11 +50,11 @@ class Pages:
         )
 
     def _render(self, template: str, team: Team | None, cookie: str = "", **ctx: Any) -> str:
-        from cellbench.server.app import CSP
+        from cellbench.server.app import META_CSP
 
         csrf = accounts.csrf_token(self.state.session_secret, cookie) if cookie else ""
         return self.env.get_template(template).render(
-            root="/static/", csp=CSP, team=team, csrf=csrf, refresh=ctx.pop("refresh", 0), **ctx
+            root="/static/", csp=META_CSP, team=team, csrf=csrf, refresh=ctx.pop("refresh", 0), **ctx
         )
 
     # ------------------------------------------------------------------ pages
