@@ -29,6 +29,8 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,30 @@ SECURITY_HEADERS = {
 COOKIE = "cellbench_session"
 #: Room for the manifest and multipart framing on top of a challenge's upload limit.
 _OVERHEAD = 1 << 20
+
+
+class TTLCache:
+    """A small in-process cache whose entries expire (hot read paths under load)."""
+
+    def __init__(self, seconds: float, size: int = 10_000) -> None:
+        self.seconds, self.size = seconds, size
+        self._data: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        """The cached value, or None when absent or expired."""
+        with self._lock:
+            hit = self._data.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        """Cache a value (the whole cache is dropped when it grows past its size)."""
+        with self._lock:
+            if len(self._data) >= self.size:
+                self._data.clear()
+            self._data[key] = (time.monotonic() + self.seconds, value)
 
 
 @dataclass
@@ -222,6 +248,10 @@ def create_app(state: ServerState) -> Any:
     app = FastAPI(title="cellbench challenge server", docs_url=None, redoc_url=None)
     pages = Pages(state)
     maker = sessions(state.engine)
+    # hot read paths: token lookups (10 s), leaderboards (1 s), views of finished submissions
+    tokens = TTLCache(10.0)
+    boards = TTLCache(1.0)
+    finished = TTLCache(60.0)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -249,12 +279,21 @@ def create_app(state: ServerState) -> Any:
         scheme, _, token = header.partition(" ")
         team = None
         if scheme.lower() == "bearer":
-            team = accounts.team_for_token(state.engine, token.strip())
+            token = token.strip()
+            team = tokens.get(token)
+            if team is None:
+                team = accounts.team_for_token(state.engine, token)
+                if team is not None:
+                    tokens.put(token, team)
         if team is None:
             raise HTTPException(
                 401, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"}
             )
         return team
+
+    def _cached_team(request: Request) -> Team | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return tokens.get(token.strip()) if scheme.lower() == "bearer" else None
 
     def _page_team(request: Request) -> Team | None:
         return accounts.team_for_session(
@@ -267,6 +306,14 @@ def create_app(state: ServerState) -> Any:
         if sub is None or (sub.team_id != team.id and not team.organiser):
             raise HTTPException(404, f"no submission {sid!r}")
         return sub
+
+    def board_of(challenge: PreparedChallenge) -> dict[str, Any]:
+        board = boards.get(challenge.id)
+        if board is None:
+            with maker() as session:
+                board = leaderboard(session, challenge)
+            boards.put(challenge.id, board)
+        return board
 
     def view_of(sub: Submission) -> dict[str, Any]:
         with maker() as session:
@@ -391,10 +438,14 @@ def create_app(state: ServerState) -> Any:
         return c.public_info(revealed=c.config.closed(utcnow()))
 
     @app.get("/api/challenges/{cid}/leaderboard")
-    def api_leaderboard(cid: str) -> dict[str, Any]:
-        c = challenge_or_404(cid)
-        with maker() as session:
-            return leaderboard(session, c)
+    async def api_leaderboard(cid: str) -> Response:
+        challenge = challenge_or_404(cid)
+        body = boards.get(("json", cid))
+        if body is None:  # at most about once a second per challenge
+            board = await run_in_threadpool(board_of, challenge)
+            body = json.dumps(board).encode()
+            boards.put(("json", cid), body)
+        return Response(body, media_type="application/json")
 
     @app.get("/api/challenges/{cid}/public-store")
     def api_public_store(cid: str) -> Any:
@@ -424,9 +475,20 @@ def create_app(state: ServerState) -> Any:
             await form.close()
 
     @app.get("/api/submissions/{sid}")
-    def api_submission(sid: str, request: Request) -> dict[str, Any]:
-        team = api_team(request)
-        return view_of(own_submission(sid, team))
+    async def api_submission(sid: str, request: Request) -> Response:
+        team = _cached_team(request) or await run_in_threadpool(api_team, request)
+        cached = finished.get(sid)
+        if cached is not None and (cached[0] == team.id or team.organiser):
+            return Response(cached[1], media_type="application/json")
+        return await run_in_threadpool(_submission_json, sid, team)
+
+    def _submission_json(sid: str, team: Team) -> Response:
+        sub = own_submission(sid, team)
+        body = json.dumps(view_of(sub)).encode()
+        challenge = state.challenges.get(sub.challenge_id)
+        if sub.state in queue.FINAL and challenge and not challenge.config.closed(utcnow()):
+            finished.put(sid, (sub.team_id, body))  # final and not about to reveal more
+        return Response(body, media_type="application/json")
 
     @app.get("/api/team")
     def api_team_info(request: Request) -> dict[str, Any]:
@@ -470,8 +532,7 @@ def create_app(state: ServerState) -> Any:
     @app.get("/challenges/{cid}/leaderboard", response_class=HTMLResponse)
     def leaderboard_page(cid: str, request: Request) -> str:
         c = challenge_or_404(cid)
-        with maker() as session:
-            board = leaderboard(session, c)
+        board = board_of(c)
         return pages.leaderboard(c, board, _page_team(request), request.cookies.get(COOKIE, ""))
 
     def signed_in(request: Request) -> Team:

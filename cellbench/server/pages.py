@@ -54,7 +54,12 @@ class Pages:
 
         csrf = accounts.csrf_token(self.state.session_secret, cookie) if cookie else ""
         return self.env.get_template(template).render(
-            root="/static/", csp=META_CSP, team=team, csrf=csrf, refresh=ctx.pop("refresh", 0), **ctx
+            root="/static/",
+            csp=META_CSP,
+            team=team,
+            csrf=csrf,
+            refresh=ctx.pop("refresh", 0),
+            **ctx,
         )
 
     # ------------------------------------------------------------------ pages

@@ -87,18 +87,14 @@ def claim(engine: Engine, owner: str, lease_seconds: float = LEASE_SECONDS) -> L
     """
     while True:
         now = utcnow()
+        claimable = or_(
+            Job.state == "queued", and_(Job.state == "running", Job.lease_expires_at < now)
+        )
+        with engine.connect() as conn:  # a cheap read first: no write lock while idle
+            if conn.execute(select(Job.id).where(claimable).limit(1)).first() is None:
+                return None
         with write_session(engine) as session:
-            query = (
-                select(Job)
-                .where(
-                    or_(
-                        Job.state == "queued",
-                        and_(Job.state == "running", Job.lease_expires_at < now),
-                    )
-                )
-                .order_by(Job.id)
-                .limit(1)
-            )
+            query = select(Job).where(claimable).order_by(Job.id).limit(1)
             if is_postgres(engine):
                 query = query.with_for_update(skip_locked=True)
             job = session.scalars(query).first()

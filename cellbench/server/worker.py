@@ -368,7 +368,7 @@ def run_worker(
     engine: Engine,
     storage: Path,
     *,
-    poll_seconds: float = 0.5,
+    poll_seconds: float = 0.2,
     lease_seconds: float = queue.LEASE_SECONDS,
     require_landlock: bool = True,
     max_jobs: int | None = None,

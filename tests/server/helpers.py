@@ -205,3 +205,13 @@ def wait_final(url: str, token: str, sid: str, timeout: float = 180) -> dict:
         if time.monotonic() > deadline:
             raise AssertionError(f"submission {sid} still {view.get('state')}")
         time.sleep(0.3)
+
+
+def leaderboard_when(url: str, ready, timeout: float = 10) -> dict:
+    """The leaderboard once ``ready(board)`` holds (boards are cached for up to a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        board = httpx.get(f"{url}/api/challenges/{CHALLENGE}/leaderboard", timeout=30).json()
+        if ready(board) or time.monotonic() > deadline:
+            return board
+        time.sleep(0.2)

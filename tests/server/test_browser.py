@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.server.helpers import (
+    leaderboard_when,
     CHALLENGE,
     ServerProcess,
     build_dataset,
@@ -126,6 +127,7 @@ def test_sign_in_upload_watch_scored_and_find_on_leaderboard(served, browser, tm
     assert page.inner_text("h1") == HOSTILE  # shown as text
     assert page.inner_text("#public-score") == "1.0000"
 
+    leaderboard_when(url, lambda b: bool(b["rows"]))
     page.goto(f"{url}/challenges/{CHALLENGE}/leaderboard")
     row = page.locator("#leaderboard tbody tr").first
     assert row.get_attribute("data-entry") == HOSTILE

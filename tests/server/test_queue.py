@@ -24,6 +24,7 @@ from tests.server.helpers import (
     ServerProcess,
     build_dataset,
     ground_truth,
+    leaderboard_when,
     predictions_zip,
     start_worker,
     upload,
@@ -131,7 +132,10 @@ def test_sixteen_clients_at_once_each_scored_exactly_once(setup, tmp_path):
             ).json()
             listed += [s["id"] for s in team["submissions"]]
         assert sorted(listed) == sorted(ids)
-        board = httpx.get(f"{server.url}/api/challenges/toy-challenge/leaderboard").json()
+        board = leaderboard_when(
+            server.url,
+            lambda b: sum(r["n_scored"] for r in b["rows"] if r["team"].startswith("crowd-")) == 16,
+        )
         crowd = [r for r in board["rows"] if r["team"].startswith("crowd-")]
         assert len(crowd) == 4 and sum(r["n_scored"] for r in crowd) == 16
     finally:
