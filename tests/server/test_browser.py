@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests.server.helpers import (
-    leaderboard_when,
     CHALLENGE,
     ServerProcess,
     build_dataset,
     ground_truth,
+    leaderboard_when,
     predictions_zip,
     write_challenge,
 )
