@@ -206,3 +206,70 @@ def test_server_killed_with_jobs_queued_loses_nothing(setup, tmp_path):
         assert sorted(s["id"] for s in team["submissions"]) == sorted(ids)
     finally:
         restarted.stop()
+
+
+def test_deadline_reveals_private_scores_and_closes_submissions(setup, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from cellbench.challenge.receipts import verify_receipt
+    from tests.server.helpers import CHALLENGE, env
+
+    server = ServerProcess(setup["home"], setup["challenge"], setup["db"], workers=1).start()
+    (token,) = _teams(setup["db"], ["deadline"])
+    try:
+        data = predictions_zip(ground_truth(setup["home"]), tmp_path, "d")
+        sid = upload(server.url, token, data, filename="d.zip").json()["id"]
+        before = wait_final(server.url, token, sid)
+        assert before["state"] == "scored" and before["private"] is None
+        info = httpx.get(f"{server.url}/api/challenges/{CHALLENGE}").json()
+        assert info["commitment_salt"] is None
+        published = info["label_commitment"]
+    finally:
+        server.stop()
+    closed = write_challenge(
+        tmp_path / "closed.yaml", phases=[{"name": "open", "deadline": "2020-01-01T00:00:00Z"}]
+    )
+    server = ServerProcess(setup["home"], closed, setup["db"], workers=0).start()
+    try:
+        view = httpx.get(
+            f"{server.url}/api/submissions/{sid}", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+        assert view["private"]["headline"]["value"] == 1.0 and view["private"]["n_samples"] == 3
+        board = httpx.get(f"{server.url}/api/challenges/{CHALLENGE}/leaderboard").json()
+        assert board["revealed"] and board["ranked_on"] == "private"
+        row = next(r for r in board["rows"] if r["submission"] == sid)
+        assert row["private"]["value"] == 1.0
+        info = httpx.get(f"{server.url}/api/challenges/{CHALLENGE}").json()
+        assert info["label_commitment"] == published  # deadlines are not committed to
+        assert len(info["commitment_salt"]) == 64
+        doc = httpx.get(f"{server.url}/receipts/{sid}.json").json()
+        keys = httpx.get(f"{server.url}/api/keys").json()["keys"]
+        body = verify_receipt(doc, keys[doc["signature"]["key_id"]].encode())
+        assert body["kind"] == "final" and body["private"]["headline"]["value"] == 1.0
+        assert body["issued_at"] == "2020-01-01T00:00:00Z"
+        late = upload(server.url, token, data, filename="late.zip")
+        assert late.status_code == 403 and "closed" in late.json()["detail"]
+        # the commitment opens: recompute it from the labels and the revealed salt
+        code = (
+            "import json, sys\n"
+            "from cellbench.challenge.prepare import label_commitment\n"
+            "from cellbench.store.zarr_store import DatasetStore\n"
+            "from cellbench.store.variants import hidden_label_manifest\n"
+            f"s = DatasetStore.open({str(setup['home'] / 'toy.zarr')!r})\n"
+            "info = json.loads(sys.stdin.read())\n"
+            "print(label_commitment(hidden_label_manifest(s, 'test'), info['metric_parameters'],"
+            " info['commitment_salt']))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            input=json.dumps(info),
+            capture_output=True,
+            text=True,
+            env=env(setup["home"]),
+            check=True,
+        )
+        assert out.stdout.strip() == info["label_commitment"]
+    finally:
+        server.stop()
