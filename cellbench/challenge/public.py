@@ -36,11 +36,17 @@ def _install(built: Path, ident: str, version: str, force: bool) -> DatasetStore
 def build_public(ref: str, hidden_split: str = "test", force: bool = False) -> DatasetStore:
     """Build the public variant of a dataset from its complete store (pulled if needed)."""
     from cellbench.catalog import Catalog, parse_ref
-    from cellbench.registry import load, pull
+    from cellbench.registry import load, public_store_path, pull, resolve
     from cellbench.store.cache import tmp_dir
     from cellbench.store.variants import write_public_variant
 
     ident, _ = parse_ref(ref)
+    if not force:
+        resolved = resolve(ref)
+        if public_store_path(*resolved).exists():
+            raise StoreError(
+                f"{public_store_path(*resolved)}: a public variant is already cached (use --force)"
+            )
     store = pull(ref, progress=False) if ident in Catalog().ids() else load(ref)
     with tempfile.TemporaryDirectory(dir=tmp_dir()) as tmp:
         built = write_public_variant(store, hidden_split, Path(tmp) / "public.zarr")

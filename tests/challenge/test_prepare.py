@@ -105,3 +105,36 @@ def test_prepared_challenge_stores_and_scores(store, tmp_path):
     assert scores["public"]["n_samples"] + scores["private"]["n_samples"] == 10
     assert set(scores["public"]) == {"n_samples", "headline", "metrics"}
     json.dumps(scores, allow_nan=False)
+
+
+def test_pull_public_builds_the_variant_and_load_falls_back_to_it(cli_cmd, cli_env):
+    import shutil
+    import subprocess
+
+    from cellbench.registry import load, public_store_path, store_path
+
+    run = subprocess.run(
+        [*cli_cmd, "datasets", "pull", "synthetic-nuclei", "--public", "--hidden-split", "test"],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "(public, test without labels)" in run.stdout
+    assert public_store_path("synthetic-nuclei", "1.0").is_dir()
+    shutil.rmtree(store_path("synthetic-nuclei", "1.0"))  # only the public variant is left
+    store = load("synthetic-nuclei@1.0")
+    assert variant_of(store)["kind"] == "public" and variant_of(store)["hidden_split"] == "test"
+    test_ids = store.sample_ids("test")
+    assert len(test_ids) == 16 and all(store.sample(s).instances is None for s in test_ids)
+    assert all("n_nuclei" not in store.metadata(s) for s in test_ids)
+    assert store.sample(store.sample_ids("train")[0]).instances is not None
+    again = subprocess.run(
+        [*cli_cmd, "datasets", "pull", "synthetic-nuclei", "--public"],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        timeout=300,
+    )
+    assert again.returncode == 1 and "already cached (use --force)" in again.stderr

@@ -79,6 +79,30 @@ def _history(db: str, sid: str) -> tuple[list[str], list]:
         engine.dispose()
 
 
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
 def _variants(home, n):
     truth = ground_truth(home)
     ids = sorted(truth)
@@ -168,8 +192,14 @@ def test_worker_killed_mid_job_is_requeued_and_scored_once(setup, tmp_path):
                 break
             assert time.monotonic() < deadline and view["state"] in ("queued", "running"), view
             time.sleep(0.2)
+        children = _children(first.pid)  # the sandbox running the model
+        assert children, "the model runs in a child process of the worker"
         first.send_signal(signal.SIGKILL)
         first.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in children):  # it dies with its worker
+            assert time.monotonic() < deadline, "the sandbox outlived its worker"
+            time.sleep(0.1)
         second = start_worker(setup["home"], setup["db"])
         view = wait_final(server.url, token, sid, timeout=300)
         assert view["state"] == "scored", view
