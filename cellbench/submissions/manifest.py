@@ -21,11 +21,11 @@ from typing import Any
 
 import yaml
 
-from cellbench.tasks import get_task, task_names
 from cellbench.errors import ValidationError
 from cellbench.leaderboard.entry import manifest_digest
 from cellbench.leaderboard.formatting import safe_url
 from cellbench.store.sample import SPLITS
+from cellbench.tasks import get_task, task_names
 
 #: What can be submitted.
 KINDS = ("predictions", "torchscript", "onnx", "safetensors")

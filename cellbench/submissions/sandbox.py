@@ -687,13 +687,17 @@ def run_in_sandbox(
     extra_rw_files: tuple[Path, ...] = (),
     on_progress: Any = None,
 ) -> SandboxResult:
-    """Run one job (see :mod:`cellbench.submissions.sandbox_jobs`) in a sandboxed child.
+    """Run one job in a sandboxed child and wait for it (at most the wall-clock limit).
 
-    ``run_dir`` must hold ``inputs/`` and ``model/`` (read-only to the child); ``work/`` and
-    ``pkgs/`` are created here.
+    The job names its ``entry`` (``"module:function"``, called in the child as
+    ``entry(job, status)`` once the child is locked down; it returns a JSON-able dict and may
+    send ``start``/``progress`` events with ``status.send``) and ``preload`` (modules imported
+    before the memory limit is set, e.g. ``torch``). Submitted models use
+    :func:`cellbench.submissions.runners.sandbox_entry`. ``run_dir`` must hold ``inputs/`` and
+    ``model/`` (read-only to the child); ``work/`` and ``pkgs/`` are created here.
 
     Args:
-        job: What to run (kind, task, split, normalisation, ...); paths relative to
+        job: What to run (entry, preload, and the entry's own fields); paths relative to
             ``run_dir``.
         run_dir: The private run folder.
         limits: Limits of the run.
