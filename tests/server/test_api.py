@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,6 @@ from tests.server.helpers import (
     write_challenge,
 )
 
-pytestmark = pytest.mark.xdist_group("server-api")
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
@@ -180,8 +180,9 @@ def test_tokens_other_teams_and_unknown_ids(served, tmp_path):
     assert upload(url, "cbt_wrong", data).status_code == 401
     r = _get(served, "/api/team")
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-    alpha = _get(served, "/api/team", served["tokens"]["alpha"]).json()
-    sid = alpha["submissions"][0]["id"]
+    created = upload(url, served["tokens"]["alpha"], data)
+    assert created.status_code == 202
+    sid = created.json()["id"]
     other = _get(served, f"/api/submissions/{sid}", served["tokens"]["beta"])
     missing = _get(served, "/api/submissions/0000000000000000", served["tokens"]["beta"])
     assert other.status_code == missing.status_code == 404
@@ -189,8 +190,13 @@ def test_tokens_other_teams_and_unknown_ids(served, tmp_path):
     assert _get(served, f"/api/submissions/{sid}", "cbt_wrong").status_code == 401
     assert _get(served, f"/api/submissions/{sid}", served["tokens"]["organiser"]).status_code == 200
     assert _get(served, "/api/status", served["tokens"]["alpha"]).status_code == 403
-    status = _get(served, "/api/status", served["tokens"]["organiser"]).json()
-    assert status["teams"] == 6 and len(status["workers"]) == 1
+    deadline = time.monotonic() + 120
+    while True:  # the worker registers once it has started
+        status = _get(served, "/api/status", served["tokens"]["organiser"]).json()
+        if status["workers"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert status["teams"] >= 6 and len(status["workers"]) == 1
     bad = httpx.post(url + "/signin", data={"token": "cbt_nope"}, timeout=30)
     assert bad.status_code == 401 and "not valid" in bad.text
     # a page of another team's submission: 404 too

@@ -31,7 +31,6 @@ CHROMIUM = shutil.which("chromium") or (
 )
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.xdist_group("server-browser"),
     pytest.mark.skipif(
         CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"
     ),

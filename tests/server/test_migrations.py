@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from sqlalchemy import inspect, text
 
 from cellbench.server.db import (
@@ -20,7 +19,6 @@ from cellbench.server.db import (
     upgrade,
 )
 
-pytestmark = pytest.mark.xdist_group("server-migrations")
 RECEIPT = {"receipt": {"type": "cellbench-receipt"}, "signature": {"key_id": "0123456789abcdef"}}
 
 

@@ -32,8 +32,6 @@ from tests.server.helpers import (
     write_challenge,
 )
 
-pytestmark = pytest.mark.xdist_group("server-queue")
-
 
 class Slow(nn.Module):
     """Thresholds the image after about a second of busy work per image."""
