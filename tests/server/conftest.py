@@ -39,6 +39,20 @@ class PgAdmin:
     def url(self, name: str) -> str:
         return f"postgresql://{self.user}@{PG_HOST}:{PG_PORT}/{name}"
 
+    def drop_stale(self) -> None:
+        """Drop test databases left by runs whose process is gone (a killed run)."""
+        with self._connect() as conn:
+            names = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'cellbench_test_%'"
+                )
+            ]
+        for name in names:
+            pid = name.split("_")[2]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                self.drop(name)
+
 
 def _find_admin() -> PgAdmin | None:
     try:
@@ -66,6 +80,7 @@ def postgres() -> PgAdmin:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the PostgreSQL cases: {message}")
         pytest.skip(message)
+    admin.drop_stale()
     return admin
 
 
