@@ -41,6 +41,10 @@ def main() -> int:
             "train_throughput.py",
             *(["--device", "cuda"] if _cuda() and not quick else ["--small", "--steps", "3"]),
         ],
+        [
+            "server.py",
+            *(["--requests", "4", "--batch", "2", "--bootstrap", "100"] if quick else []),
+        ],
     ]
     failed = []
     for script, *extra in runs:

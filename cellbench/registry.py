@@ -72,6 +72,26 @@ def store_path(dataset_id: str, version: str) -> Path:
     return stores_dir() / dataset_id / f"{version}.zarr"
 
 
+def public_store_path(dataset_id: str, version: str) -> Path:
+    """Cache location of a store's public variant (hidden split without labels).
+
+    ``cellbench datasets pull ID --public`` puts it there; :func:`load` opens it when the
+    complete store is not in the cache.
+    """
+    return stores_dir() / dataset_id / f"{version}.public.zarr"
+
+
+def _public_fallback(ref: str) -> DatasetStore | None:
+    ident, version = parse_ref(ref)
+    if version is None:
+        found = sorted((stores_dir() / ident).glob("*.public.zarr"))
+        if len(found) != 1:
+            return None
+        return DatasetStore.open(found[0])
+    path = public_store_path(ident, version)
+    return DatasetStore.open(path) if path.exists() else None
+
+
 def _registry_file() -> Path:
     path = cellbench_home() / "registry"
     path.mkdir(parents=True, exist_ok=True)
@@ -213,7 +233,13 @@ def store_location(ref: str, catalog: Catalog | None = None) -> Path:
         DatasetNotFoundError: If the dataset is unknown or not pulled yet.
     """
     catalog = catalog or Catalog()
-    ident, version = resolve(ref, catalog)
+    try:
+        ident, version = resolve(ref, catalog)
+    except DatasetNotFoundError:
+        public = _public_fallback(ref)
+        if public is None:
+            raise
+        return public
     key = f"{ident}@{version}"
     entry = imported().get(key)
     if entry is not None:
@@ -224,6 +250,8 @@ def store_location(ref: str, catalog: Catalog | None = None) -> Path:
             )
         return path
     path = store_path(ident, version)
+    if not path.exists() and public_store_path(ident, version).exists():
+        return DatasetStore.open(public_store_path(ident, version))
     if not path.exists():
         raise DatasetNotFoundError(
             f"dataset {key} is not in the cache ({path}); run `cellbench datasets pull {key}`"

@@ -8,6 +8,7 @@ from cellbench.cli.cache import cache
 from cellbench.cli.datasets import datasets
 from cellbench.cli.leaderboard import leaderboard
 from cellbench.cli.score import score, score_ctc
+from cellbench.cli.server import receipt_group, serve, server_group, worker
 from cellbench.cli.submit import submit
 from cellbench.cli.train import predict_cmd, train_cmd, tune_cmd
 
@@ -21,4 +22,8 @@ ALL: list[click.Command] = [
     submit,
     leaderboard,
     cache,
+    serve,
+    worker,
+    server_group,
+    receipt_group,
 ]

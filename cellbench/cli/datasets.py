@@ -191,11 +191,38 @@ def info(ref: str, as_json: bool) -> None:
     help="Rebuild even if the store is already cached (repairs or upgrades it).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option(
+    "--public",
+    is_flag=True,
+    help="Get the public variant: every image, train/val labels, the hidden split without "
+    "labels (from --server, or built here from the complete store).",
+)
+@click.option("--server", default=None, help="Challenge server to download the variant from.")
+@click.option("--challenge", default=None, help="Challenge id on --server.")
+@click.option("--token", default=None, help="Token, if the server asks for one.")
+@click.option(
+    "--hidden-split", default="test", show_default=True, help="Split left without labels."
+)
 @click.pass_obj
-def pull(options: CliOptions, ref: str, force: bool, quiet: bool) -> None:
+def pull(
+    options: CliOptions,
+    ref: str,
+    force: bool,
+    quiet: bool,
+    public: bool,
+    server: str | None,
+    challenge: str | None,
+    token: str | None,
+    hidden_split: str,
+) -> None:
     """Fetch REF's sources, verify them and build its canonical store in the cache."""
     from cellbench.registry import pull as do_pull
 
+    if public:
+        _pull_public(ref, force, server, challenge, token, hidden_split)
+        return
+    if server:
+        raise StoreError("--server downloads public variants only: add --public")
     store = do_pull(ref, force=force, progress=not quiet, offline=options.offline)
     click.echo(f"{store.id}@{store.version}: {len(store)} samples {store.splits} at {store.path}")
     click.echo(f"checksum {store.checksum}")
@@ -481,3 +508,26 @@ def cite(ref: str) -> None:
     catalog = Catalog()
     card = catalog.card(ident, version) if ident in catalog.ids() else store_card(load(ref))
     click.echo(bibtex(card), nl=False)
+
+
+def _pull_public(
+    ref: str,
+    force: bool,
+    server: str | None,
+    challenge: str | None,
+    token: str | None,
+    hidden_split: str,
+) -> None:
+    from cellbench.challenge.public import build_public, download_public
+
+    if server:
+        store, info = download_public(ref, server, challenge, token, force)
+        click.echo(f"{store.id}@{store.version} (public, challenge {info['id']}) at {store.path}")
+        click.echo(f"  label commitment {info['label_commitment']}")
+        click.echo(f"  archive sha256 {info['public_store_sha256']}")
+    else:
+        store = build_public(ref, hidden_split, force)
+        click.echo(
+            f"{store.id}@{store.version} (public, {hidden_split} without labels) at {store.path}"
+        )
+    click.echo(f"  {len(store)} samples {store.splits}; checksum {store.checksum}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,26 @@ def _fmt(value: float | None) -> str:
     help="Where predictions of model submissions are written (default: the cellbench cache).",
 )
 @click.option(
+    "--max-runtime",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Wall-clock seconds a model run may take once its runtime is loaded (default 1800).",
+)
+@click.option(
+    "--max-memory",
+    default=None,
+    help="Memory a model run may add beyond its runtime, e.g. 8GB, 512MB (default 8GB).",
+)
+@click.option(
+    "--server",
+    "server",
+    default=None,
+    help="Submit to a challenge server (URL) instead of scoring here; follows the status.",
+)
+@click.option("--token", default=None, help="Team token for --server (default $CELLBENCH_TOKEN).")
+@click.option("--challenge", default=None, help="Challenge id on --server (if it runs several).")
+@click.option("--no-wait", is_flag=True, help="With --server: upload, print the id and exit.")
+@click.option(
     "--report",
     "report_out",
     type=click.Path(path_type=Path, allow_dash=True),
@@ -74,6 +95,12 @@ def submit(
     n_bootstrap: int,
     bootstrap_seed: int,
     predictions_dir: Path | None,
+    max_runtime: float | None,
+    max_memory: str | None,
+    server: str | None,
+    token: str | None,
+    challenge: str | None,
+    no_wait: bool,
     report_out: Path | None,
     as_json: bool,
 ) -> None:
@@ -81,10 +108,13 @@ def submit(
 
     Every problem (manifest fields, missing or extra samples, shapes, unsafe model files) is
     listed at once and nothing is stored. Models (TorchScript, ONNX, safetensors packages)
-    are run by cellbench on the split; their runtime and peak memory are recorded.
+    are run by cellbench on the split in a sandbox (a separate process without network,
+    confined to its inputs, stopped at --max-runtime/--max-memory); their runtime and peak
+    memory are recorded.
     """
     from cellbench.submissions import submit as do_submit
     from cellbench.submissions import write_template
+    from cellbench.submissions.sandbox import SandboxLimits, parse_bytes
 
     if init:
         path = write_template(manifest or Path("submission.yaml"))
@@ -92,6 +122,14 @@ def submit(
         return
     if manifest is None:
         raise ValidationError(["give the manifest file (or --init to write a template)"], "submit")
+    if server:
+        _submit_remote(manifest, server, token, challenge, no_wait)
+        return
+    limits = SandboxLimits()
+    if max_runtime is not None:
+        limits = dataclasses.replace(limits, max_runtime_s=max_runtime)
+    if max_memory is not None:
+        limits = dataclasses.replace(limits, max_memory_bytes=parse_bytes(max_memory))
     result = do_submit(
         manifest,
         root=root,
@@ -100,6 +138,7 @@ def submit(
         n_bootstrap=n_bootstrap,
         seed=bootstrap_seed,
         predictions_dir=predictions_dir,
+        sandbox=limits,
     )
     if as_json or is_stdout(report_out):
         _print_json(result, report_only=not as_json)
@@ -125,7 +164,7 @@ def submit(
         u = result.usage
         mem = f"{u.peak_memory_mb:.0f} MB peak RSS" if u.peak_memory_mb is not None else "n/a"
         gpu = f", {u.peak_gpu_memory_mb:.0f} MB GPU" if u.peak_gpu_memory_mb is not None else ""
-        click.echo(f"  inference: {u.runtime_s:.2f} s, {mem}{gpu}")
+        click.echo(f"  inference: {u.runtime_s:.2f} s, {mem}{gpu} (sandboxed)")
     if report_out is not None:
         report.save(report_out)
         click.echo(f"  report: {report_out}")
@@ -151,3 +190,66 @@ def _print_json(result: Any, *, report_only: bool) -> None:
             "report": result.report.to_dict(),
         }
     )
+
+
+def _submit_remote(
+    manifest: Path, url: str, token: str | None, challenge: str | None, no_wait: bool
+) -> None:
+    """Upload to a challenge server, then follow the submission with a progress display."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from cellbench.errors import CellbenchError
+    from cellbench.server.client import Client
+
+    console = Console(stderr=True, highlight=False)
+    client = Client(url, token)
+    try:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=console
+        ) as bar:
+            task = bar.add_task("upload", total=None)
+            created = client.submit(
+                manifest,
+                challenge,
+                lambda sent, total: bar.update(task, completed=sent, total=total),
+            )
+        sid = created["id"]
+        click.echo(f"submitted {sid}: {url.rstrip('/')}/submissions/{sid}")
+        if no_wait:
+            return
+        shown: dict[str, object] = {"state": None}
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[what]}"),
+            console=console,
+        ) as bar:
+            task = bar.add_task("queued", total=None, what="")
+
+            def update(view: dict) -> None:
+                done, total = view["progress"]["done"], view["progress"]["total"]
+                what = f"{done}/{total} samples" if total else ""
+                bar.update(
+                    task, description=view["state"], completed=done, total=total or None, what=what
+                )
+                if view["state"] != shown["state"]:
+                    shown["state"] = view["state"]
+
+            view = client.follow(sid, update)
+    finally:
+        client.close()
+    click.echo(f"{view['name']}: {view['state']}")
+    for event in view["events"]:
+        click.echo(f"  {event['at']}  {event['state']:<9} {event['detail']}")
+    if view["state"] == "scored":
+        head = view["public"]["headline"]
+        click.echo(
+            f"  public {head['name']} = {head['value']:.4f}  {round(head['ci_level'] * 100)}% CI "
+            f"[{head['ci_low']:.4f}, {head['ci_high']:.4f}] ({view['public']['n_samples']} samples)"
+        )
+        click.echo(f"  receipt: {url.rstrip('/')}{view['receipt_url']}")
+        return
+    for reason in view["reasons"]:
+        click.echo(f"  - {reason}")
+    raise CellbenchError(f"submission {sid} {view['state']} ({len(view['reasons'])} problem(s))")

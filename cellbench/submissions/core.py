@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -20,12 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cellbench.errors import CellbenchError, ValidationError
 from cellbench.leaderboard.entry import LeaderboardEntry, card_snapshot
 from cellbench.leaderboard.store import LeaderboardStore
-from cellbench.predictions import PredictionSet, digest_path, load_predictions, write_predictions
+from cellbench.predictions import PredictionSet, digest_path, load_predictions
 from cellbench.report import ScoreReport
 from cellbench.scoring import Collected, collect, coverage_problems, summarise
 from cellbench.store.cache import cellbench_home
@@ -37,22 +36,25 @@ from cellbench.submissions.manifest import (
     manifest_problems,
     read_manifest_data,
 )
-from cellbench.submissions.measure import ResourceMonitor, ResourceUsage
-from cellbench.submissions.runners import (
-    OnnxModel,
-    TorchScriptModel,
-    normalise,
-    postprocess,
-)
+from cellbench.submissions.measure import ResourceUsage
 from cellbench.submissions.safety import (
     DEFAULT_LIMITS,
+    PACKAGE_FILES,
     Limits,
     OnnxInfo,
+    onnx_external_files,
     onnx_problems,
     package_digest,
     package_dir,
     package_problems,
     torchscript_problems,
+)
+from cellbench.submissions.sandbox import (
+    SandboxError,
+    SandboxLimits,
+    raise_for,
+    run_folder,
+    run_in_sandbox,
 )
 from cellbench.tasks import get_task, task_names
 
@@ -206,6 +208,175 @@ def _static_model_problems(
     return [], None
 
 
+def _sandbox_inputs(store: DatasetStore, split: str, run: Path) -> None:
+    from cellbench.store.variants import write_inputs
+
+    (run / "inputs").mkdir()
+    write_inputs(store, split, run / "inputs" / "store.zarr")
+
+
+def _copy_model(kind: str, path: Path, run: Path) -> str:
+    """Copy the submitted model file(s) into the run folder; return the path the child opens."""
+    model_dir = run / "model"
+    model_dir.mkdir()
+    if kind == "safetensors":
+        folder = package_dir(path)
+        for name in PACKAGE_FILES:
+            shutil.copyfile(folder / name, model_dir / name)
+        return "model"
+    shutil.copyfile(path, model_dir / path.name)
+    if kind == "onnx":  # external tensor files, checked by onnx_problems to lie beside it
+        for location in onnx_external_files(path):
+            target = model_dir / location
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path.parent / location, target)
+    return f"model/{path.name}"
+
+
+def _device_paths(device: str) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    if not device.startswith("cuda"):
+        return (), ()
+    devices = tuple(sorted(Path("/dev").glob("nvidia*")))
+    reads = tuple(Path(p) for p in ("/proc/driver/nvidia", "/sys/bus/pci", "/sys/devices"))
+    return reads, devices
+
+
+def _plugins_for(kind: str, path: Path) -> tuple[str, ...]:
+    """Modules defining a package's baseline outside cellbench (registered by the caller)."""
+    import json
+    import sys
+
+    if kind != "safetensors" or "cellbench.training.baseline" not in sys.modules:
+        return ()
+    from cellbench.training.baseline import _REGISTRY
+
+    try:
+        meta = json.loads((package_dir(path) / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()
+    cls = _REGISTRY.get(str(meta.get("baseline", ""))) if isinstance(meta, dict) else None
+    if cls is None or cls.__module__.startswith("cellbench."):
+        return ()
+    return (cls.__module__,)
+
+
+def run_sandboxed(
+    manifest: SubmissionManifest,
+    store: DatasetStore,
+    out: Path,
+    device: str,
+    *,
+    onnx_info: OnnxInfo | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    sandbox: SandboxLimits | None = None,
+    plugins: tuple[str, ...] | None = None,
+    require_landlock: bool = False,
+    on_progress: Any = None,
+    inputs: Path | None = None,
+) -> tuple[ResourceUsage, dict[str, Any]]:
+    """Run a vetted model submission in the sandbox; write canonical predictions to ``out``.
+
+    The model is never loaded in this process: :mod:`cellbench.submissions.sandbox` starts a
+    locked-down child that reads a copy of the split's images only (no labels), loads the model
+    and writes predictions into its scratch folder; they are moved to ``out`` afterwards.
+
+    Args:
+        manifest: The submission manifest (kind, task, split, normalisation, file).
+        store: The dataset.
+        out: Destination of the canonical prediction set (must not exist).
+        device: ``cpu`` or ``cuda[:N]``.
+        onnx_info: What the ONNX checks found (ONNX only).
+        limits: Size limits (ONNX per-shape checks).
+        sandbox: Runtime, memory and other limits of the run.
+        plugins: Modules the child imports first (default: the module of a package's
+            baseline when the caller registered it outside cellbench).
+        require_landlock: Refuse to run where the filesystem cannot be confined.
+        on_progress: Called with ``(done, total, sample)``.
+        inputs: A ready inputs store (the split's images only, e.g. a challenge's); default:
+            one is written from ``store`` for this run.
+
+    Returns:
+        Runtime/memory of inference (measured in the child) and facts about the run, with
+        ``sandbox``: wall time, CPU time and peak memory of the whole child and the
+        protections it applied.
+
+    Raises:
+        ValidationError: If an output breaks the convention (names the sample and shape).
+        SandboxLimitError: If the run broke a limit (names it and how far it got).
+        SandboxError: If the model failed to load or raised.
+    """
+    sandbox = sandbox or SandboxLimits()
+    path = manifest.submission_path
+    if out.exists():
+        raise ValidationError([f"{out}: already exists"], context="predictions")
+    reads, devices = _device_paths(device)
+    if inputs is not None:
+        reads = (*reads, inputs.resolve())
+    with run_folder() as run:
+        if inputs is None:
+            _sandbox_inputs(store, manifest.split, run)
+        else:
+            (run / "inputs").mkdir()
+            (run / "inputs" / "store.zarr").symlink_to(inputs.resolve(), target_is_directory=True)
+        model_rel = _copy_model(manifest.kind, path, run)
+        job: dict[str, Any] = {
+            "entry": "cellbench.submissions.runners:sandbox_entry",
+            "preload": ["torch"] if manifest.kind != "onnx" else ["onnxruntime", "onnx"],
+            "kind": manifest.kind,
+            "task": manifest.task,
+            "split": manifest.split,
+            "device": device,
+            "name": manifest.name,
+            "model": model_rel,
+            "display_path": str(path),
+            "inputs": "inputs/store.zarr",
+            "out": "work/predictions.zarr",
+            "normalisation": dict(manifest.normalisation),
+            "onnx_info": dataclasses.asdict(onnx_info) if onnx_info is not None else None,
+            "size_limits": dataclasses.asdict(limits),
+        }
+        result = run_in_sandbox(
+            job,
+            run,
+            sandbox,
+            plugins=_plugins_for(manifest.kind, path) if plugins is None else plugins,
+            require_landlock=require_landlock,
+            extra_read=reads,
+            extra_rw_files=devices,
+            on_progress=on_progress,
+        )
+        raise_for(result, sandbox, context=str(path))
+        produced = run / "work" / "predictions.zarr"
+        unsafe = special_files(produced)
+        if unsafe:
+            raise SandboxError(f"{path}: the model run left links or special files: {unsafe[0]}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(produced), str(out))
+    usage = ResourceUsage(**{k: v for k, v in result.usage.items() if k != "method"})
+    usage.method = dict(result.usage.get("method") or {})
+    extra = {
+        **result.extra,
+        "sandbox": {
+            "runtime_s": round(result.runtime_s, 3),
+            "cpu_s": round(result.cpu_s, 3),
+            "peak_memory_mb": round(result.peak_memory_mb, 1),
+            "protections": result.protections,
+        },
+    }
+    return usage, extra
+
+
+def special_files(folder: Path) -> list[str]:
+    """Symbolic links and non-regular files below a folder (what a model run must not leave)."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = Path(root) / name
+            if p.is_symlink() or not (p.is_dir() or p.is_file()):
+                out.append(str(p.relative_to(folder)))
+    return out
+
+
 def run_convention_model(
     manifest: SubmissionManifest,
     store: DatasetStore,
@@ -213,12 +384,14 @@ def run_convention_model(
     out: Path,
     device: str,
     limits: Limits,
+    sandbox: SandboxLimits | None = None,
 ) -> tuple[ResourceUsage, dict[str, Any]]:
     """Run a vetted TorchScript/ONNX model over the split; write canonical predictions to ``out``.
 
     Follows the I/O convention of :mod:`cellbench.submissions.runners`. Call only after the
     static checks (:func:`cellbench.submissions.safety.torchscript_problems` or
-    :func:`~cellbench.submissions.safety.onnx_problems`) found nothing.
+    :func:`~cellbench.submissions.safety.onnx_problems`) found nothing. The model runs in the
+    sandbox (:func:`run_sandboxed`), never in this process.
 
     Args:
         manifest: The submission manifest (kind, task, split, normalisation, file).
@@ -227,108 +400,42 @@ def run_convention_model(
         out: Destination of the canonical prediction set (must not exist).
         device: ``cpu`` or ``cuda[:N]``.
         limits: Size limits (ONNX per-shape checks).
+        sandbox: Runtime and memory limits of the run.
 
     Returns:
         Runtime/memory of inference and facts about the runtime (parameter count, device).
 
     Raises:
         ValidationError: If an output breaks the convention (names the sample and shape).
+        SandboxLimitError: If the run broke a limit.
     """
-    from cellbench.predictions import PredictionWriter
-
-    task, split = manifest.task, manifest.split
-    path = manifest.submission_path
-    if manifest.kind == "torchscript":
-        model: Any = TorchScriptModel(path, device)
-        n_params = int(sum(p.numel() for p in model.module.parameters()))
-        runtime_info = {"runtime": "torch.jit", "device": str(model.device)}
-    else:
-        assert onnx_info is not None
-        model = OnnxModel(path, onnx_info, device, limits)
-        n_params = _onnx_parameter_count(path)
-        runtime_info = {"runtime": "onnxruntime", "providers": ",".join(model.providers)}
-    n_classes = len(get_task(task).class_names(store))
-    cuda = manifest.kind == "torchscript" and device.startswith("cuda")
-    producer = {"kind": manifest.kind, "submission": manifest.name, **runtime_info}
-    writer = PredictionWriter(out, task, store.id, store.version, split, producer)
-    with ResourceMonitor(cuda=cuda) as monitor, writer:
-        for sid in store.sample_ids(split):
-            image = np.asarray(store.image(sid)[...])
-            x = normalise(image, manifest.normalisation)[None]
-            try:
-                outputs = model(x)
-            except ValidationError as err:
-                raise ValidationError(
-                    [f"sample {sid!r}: {p}" for p in err.problems],
-                    context=f"{path} (model run)",
-                ) from None
-            spatial = tuple(image.shape[1:])
-            pred, problems = postprocess(task, sid, outputs, spatial, n_classes)
-            if problems:
-                raise ValidationError(problems, context=f"{path} (model output)")
-            assert pred is not None
-            writer.add(pred)
-    extra = {**runtime_info, "measured_parameters": n_params}
-    return monitor.usage, extra
-
-
-def _onnx_parameter_count(path: Path) -> int:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    total = 0
-    for t in model.graph.initializer:
-        n = 1
-        for d in t.dims:
-            n *= int(d)
-        total += n
-    return total
+    return run_sandboxed(
+        manifest, store, out, device, onnx_info=onnx_info, limits=limits, sandbox=sandbox
+    )
 
 
 def run_package(
-    manifest: SubmissionManifest, store: DatasetStore, out: Path, device: str
+    manifest: SubmissionManifest,
+    store: DatasetStore,
+    out: Path,
+    device: str,
+    sandbox: SandboxLimits | None = None,
 ) -> tuple[ResourceUsage, dict[str, Any]]:
-    """Run a safetensors model package with the training engine's inference.
+    """Run a safetensors model package with the training engine's inference, in the sandbox.
 
     The package is rebuilt by :func:`cellbench.training.package.load_package` (baseline
     class from the registry, weights from safetensors: nothing is unpickled) and run with
     :func:`cellbench.training.inference.predict_split`, which applies the training-time
-    normalisation and tiling recorded in ``model.json``.
+    normalisation and tiling recorded in ``model.json`` - inside the sandbox child.
 
     Returns:
         Runtime/memory of inference and facts about the run (parameter count, device).
 
     Raises:
         ValidationError: If the package's model serves another task than the manifest says.
+        SandboxLimitError: If the run broke a limit.
     """
-    from cellbench.training.inference import predict_split
-    from cellbench.training.package import load_package
-
-    package = load_package(package_dir(manifest.submission_path), device)
-    model, normaliser = package.model, package.normaliser
-    task = getattr(getattr(model, "spec", None), "task", manifest.task)
-    if task != manifest.task:
-        raise ValidationError(
-            [
-                f"the packaged {model.name!r} model predicts {task}, the manifest says "
-                f"{manifest.task}"
-            ],
-            context=str(manifest.submission_path),
-        )
-    n_params = int(sum(p.numel() for p in model.parameters()))
-    cuda = device.startswith("cuda")
-    with ResourceMonitor(cuda=cuda) as monitor:
-        pset = predict_split(
-            (model, normaliser), store, manifest.split, settings=package.settings, device=device
-        )
-        write_predictions(out, pset)
-    extra = {
-        "runtime": "cellbench.training",
-        "baseline": model.name,
-        "device": device,
-        "measured_parameters": n_params,
-    }
-    return monitor.usage, extra
+    return run_sandboxed(manifest, store, out, device, sandbox=sandbox)
 
 
 def evaluate_submission(
@@ -339,6 +446,7 @@ def evaluate_submission(
     seed: int = 0,
     predictions_dir: str | os.PathLike[str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    sandbox: SandboxLimits | None = None,
 ) -> SubmissionResult:
     """Validate and score a submission without adding it to a leaderboard.
 
@@ -351,6 +459,8 @@ def evaluate_submission(
         predictions_dir: Where predictions of model submissions are written (default:
             ``$CELLBENCH_HOME/submissions``).
         limits: Size limits for model files.
+        sandbox: Runtime and memory limits of model runs (default
+            :class:`~cellbench.submissions.sandbox.SandboxLimits`).
 
     Returns:
         The manifest, report and (unsaved) leaderboard entry.
@@ -439,10 +549,10 @@ def evaluate_submission(
         try:
             if kind in CONVENTION_KINDS:
                 usage, extra = run_convention_model(
-                    manifest, store, onnx_info, staged, device, limits
+                    manifest, store, onnx_info, staged, device, limits, sandbox
                 )
             else:
-                usage, extra = run_package(manifest, store, staged, device)
+                usage, extra = run_package(manifest, store, staged, device, sandbox)
             try:
                 collected = collect(task, store, split, load_predictions(staged, task))
             except ValidationError as err:
@@ -503,6 +613,7 @@ def submit(
     seed: int = 0,
     predictions_dir: str | os.PathLike[str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    sandbox: SandboxLimits | None = None,
 ) -> SubmissionResult:
     """Validate, score and add a submission to its leaderboard.
 
@@ -516,6 +627,7 @@ def submit(
         seed: Bootstrap seed.
         predictions_dir: Where predictions of model submissions are written.
         limits: Size limits for model files.
+        sandbox: Runtime and memory limits of model runs.
 
     Returns:
         The result, with ``entry_path`` set unless ``dry_run``.
@@ -531,6 +643,7 @@ def submit(
         seed=seed,
         predictions_dir=predictions_dir,
         limits=limits,
+        sandbox=sandbox,
     )
     if not dry_run:
         result.entry_path = LeaderboardStore(root).add(result.entry)

@@ -236,3 +236,125 @@ class OnnxModel:
         if bad:
             raise ValidationError(bad)
         return [np.asarray(o) for o in outputs]
+
+
+# ------------------------------------------------------------------------- in the sandbox
+def _onnx_parameter_count(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    total = 0
+    for t in model.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= int(d)
+        total += n
+    return total
+
+
+def sandbox_entry(job: Mapping[str, Any], status: Any) -> dict[str, Any]:
+    """Run a submitted model over a split; called inside the sandbox child only.
+
+    The job (written by :func:`cellbench.submissions.core.run_convention_model` or
+    :func:`~cellbench.submissions.core.run_package`) names the model kind, task, split,
+    normalisation and device; paths are relative to the run folder. Predictions are streamed
+    to ``job["out"]``; ``status`` receives ``start`` and one ``progress`` event per sample.
+
+    Returns:
+        ``{"usage": ResourceUsage dict, "extra": facts about the run}``.
+
+    Raises:
+        ValidationError: If an output breaks the convention (names the sample and shape) or
+            the package serves another task.
+    """
+    import contextlib
+
+    from cellbench.predictions import PredictionWriter
+    from cellbench.store.zarr_store import DatasetStore
+    from cellbench.submissions.measure import ResourceMonitor
+    from cellbench.tasks import get_task
+
+    run_dir = Path(job["run_dir"])
+    store = DatasetStore.open(run_dir / job["inputs"])
+    out = run_dir / job["out"]
+    kind, task, split, device = job["kind"], job["task"], job["split"], job["device"]
+    display = str(job.get("display_path") or job["model"])
+    model_path = run_dir / job["model"]
+    ids = store.sample_ids(split)
+    status.send("start", total=len(ids))
+    cuda = device.startswith("cuda")
+    if kind == "safetensors":
+        from cellbench.training.inference import predict_split
+        from cellbench.training.package import load_package
+
+        package = load_package(model_path, device)
+        net, normaliser = package.model, package.normaliser
+        served = getattr(getattr(net, "spec", None), "task", task)
+        if served != task:
+            raise ValidationError(
+                [f"the packaged {net.name!r} model predicts {served}, the manifest says {task}"],
+                context=display,
+            )
+        n_params = int(sum(p.numel() for p in net.parameters()))
+        with ResourceMonitor(cuda=cuda) as monitor, contextlib.ExitStack() as stack:
+            writer: PredictionWriter | None = None
+            for i, sid in enumerate(ids):
+                pset = predict_split(
+                    (net, normaliser),
+                    store,
+                    split,
+                    settings=package.settings,
+                    device=device,
+                    sample_ids=[sid],
+                )
+                if writer is None:
+                    writer = stack.enter_context(
+                        PredictionWriter(
+                            out, pset.task, pset.dataset, pset.dataset_version, split, pset.producer
+                        )
+                    )
+                writer.add(pset.get(sid))
+                status.send("progress", done=i + 1, total=len(ids), sample=sid)
+        extra = {
+            "runtime": "cellbench.training",
+            "baseline": net.name,
+            "device": device,
+            "measured_parameters": n_params,
+        }
+        return {"usage": monitor.usage.to_dict(), "extra": extra}
+
+    model: Any
+    if kind == "torchscript":
+        model = TorchScriptModel(model_path, device)
+        n_params = int(sum(p.numel() for p in model.module.parameters()))
+        runtime_info = {"runtime": "torch.jit", "device": str(model.device)}
+    else:
+        info = OnnxInfo(**job["onnx_info"])
+        model = OnnxModel(model_path, info, device, Limits(**job["size_limits"]))
+        n_params = _onnx_parameter_count(model_path)
+        runtime_info = {"runtime": "onnxruntime", "providers": ",".join(model.providers)}
+    n_classes = len(get_task(task).class_names(store))
+    producer = {"kind": kind, "submission": job.get("name", ""), **runtime_info}
+    writer = PredictionWriter(out, task, store.id, store.version, split, producer)
+    with ResourceMonitor(cuda=cuda and kind == "torchscript") as monitor, writer:
+        for i, sid in enumerate(ids):
+            image = np.asarray(store.image(sid)[...])
+            x = normalise(image, job["normalisation"])[None]
+            try:
+                outputs = model(x)
+            except ValidationError as err:
+                raise ValidationError(
+                    [f"sample {sid!r}: {p}" for p in err.problems],
+                    context=f"{display} (model run)",
+                ) from None
+            spatial = tuple(image.shape[1:])
+            pred, problems = postprocess(task, sid, outputs, spatial, n_classes)
+            if problems:
+                raise ValidationError(problems, context=f"{display} (model output)")
+            assert pred is not None
+            writer.add(pred)
+            status.send("progress", done=i + 1, total=len(ids), sample=sid)
+    return {
+        "usage": monitor.usage.to_dict(),
+        "extra": {**runtime_info, "measured_parameters": n_params},
+    }

@@ -26,8 +26,11 @@ A submitted model is untrusted input from a stranger. cellbench's rules:
   as tokens and with TorchScript's own parser (``torch._C._parse_source_def``) and refuses any
   naming of ops that touch files or the process (:data:`DENIED_OPS`), however it is spaced or
   split over lines, and custom op namespaces (which would need native libraries); code either
-  parser cannot read is refused as unvettable. After loading, every method graph of every
-  submodule is checked against the same op deny-list before the model is run.
+  parser cannot read is refused as unvettable; so is a string constant spelling a refused op
+  (TorchScript has no dynamic attribute access beyond constant-string ``getattr``). The archive
+  is then loaded only inside the sandbox (:mod:`cellbench.submissions.sandbox`), where every
+  method graph of every submodule is checked against the same op deny-list before the model is
+  run.
 * **ONNX** is a declarative graph, parsed with ``onnx`` (protobuf, no code). Before a session
   is created cellbench refuses unknown operator domains (custom ops need native libraries),
   external-data paths that leave the model's folder, and declared tensor shapes whose size
@@ -35,14 +38,17 @@ A submitted model is untrusted input from a stranger. cellbench's rules:
   anything is allocated); per input shape, ONNX shape inference bounds every intermediate
   tensor the same way before the first run.
 
-These checks are defence in depth, not a sandbox: a TorchScript or ONNX model can still use a
-lot of CPU time, and bugs in the native runtimes are out of cellbench's reach. Run untrusted
-submissions in a container without network access or credentials (the leaderboard maintainers
-do), and prefer predictions or safetensors packages when you can.
+These checks run in the calling process and never load the model. Every model is then loaded
+and run only in the sandbox (:mod:`cellbench.submissions.sandbox`: a separate process without
+network, with resource limits and, where the kernel has Landlock, without access to anything
+but its inputs and a scratch folder), which bounds what a model that slips through can do. Bugs
+in the native runtimes and the kernel remain out of cellbench's reach; prefer predictions or
+safetensors packages when you can.
 """
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import pickletools
@@ -364,6 +370,24 @@ def _chain_op(chain: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
+def _denied_strings(source: str) -> list[str]:
+    """String constants spelling a refused op (``getattr(torch, "save")`` would reach it)."""
+    names = {op.split("::", 1)[1] for op in DENIED_OPS} | set(DENIED_OPS)
+    try:
+        module = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []  # reported as unparseable by _parsed_by_torchscript
+    return sorted(
+        {
+            f"names the refused op {node.value.strip()!r} in a string"
+            for node in ast.walk(module)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.strip() in names
+        }
+    )
+
+
 def _parsed_by_torchscript(source: str) -> tuple[list[tuple[str, str]], list[str]]:
     """Parse every method of a code file with TorchScript's own parser.
 
@@ -375,7 +399,6 @@ def _parsed_by_torchscript(source: str) -> tuple[list[tuple[str, str]], list[str
         ``(trees, problems)``: ``(function name, S-expression)`` pairs, and one problem for
         source Python cannot parse or a function TorchScript's parser rejects.
     """
-    import ast
     import textwrap
 
     try:
@@ -441,6 +464,7 @@ def torchscript_source_problems(name: str, source: str) -> list[str]:
                 )
     trees, problems = _parsed_by_torchscript(source)
     out.update(f"{name}: {p}" for p in problems)
+    out.update(f"{name}: {p}" for p in _denied_strings(source))
     for fn, tree in trees:
         for ns in _SEXPR_OPS_NS.findall(tree):
             if ns not in ALLOWED_NAMESPACES:
@@ -679,6 +703,20 @@ def onnx_problems(
         output_shapes=[_dims(o)[0] for o in graph.output],
     )
     return problems, info
+
+
+def onnx_external_files(path: Path) -> list[str]:
+    """Relative locations of an ONNX model's external tensor files (parsed, nothing loaded)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    out = set()
+    for tensor in _all_initializers(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {e.key: e.value for e in tensor.external_data}
+            if entries.get("location"):
+                out.add(entries["location"])
+    return sorted(out)
 
 
 def _all_nodes(graph: Any) -> Iterable[Any]:

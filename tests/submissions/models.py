@@ -216,6 +216,45 @@ def submit_in_process(manifest_path: str, root: str, home: str, barrier) -> str:
     return str(submit(manifest_path, root=root, n_bootstrap=20).entry_path)
 
 
+def _register_mean_classifier() -> None:
+    """Register ``test-mean-classifier`` (at import, so a sandboxed run that imports this
+    module as a plugin knows it too)."""
+    from dataclasses import dataclass
+
+    from cellbench.training.baseline import _REGISTRY, Baseline, BaselineConfig, DataSpec, register
+
+    if "test-mean-classifier" in _REGISTRY:
+        return
+
+    @dataclass
+    class MeanConfig(BaselineConfig):
+        pass
+
+    @register
+    class MeanClassifier(Baseline):
+        name = "test-mean-classifier"
+        tasks = ("classification",)
+        config_class = MeanConfig
+        sample_mode = "image"
+
+        def __init__(self, config: MeanConfig, spec: DataSpec) -> None:
+            super().__init__(config, spec)
+            self.head = Classifier()
+
+        def loss(self, batch):
+            logits = self.head(batch["image"])
+            loss = nn.functional.cross_entropy(logits, batch["label"])
+            return loss, {"ce": float(loss)}
+
+        @torch.no_grad()
+        def predict(self, image):
+            logits = self.head(image)[0]
+            return {"label": int(logits.argmax()), "scores": logits.softmax(0).cpu().numpy()}
+
+
+_register_mean_classifier()
+
+
 def linear_classifier_package(folder: Path, dataset: str) -> Path:
     """A safetensors model package of a tiny registered classification baseline.
 
@@ -223,43 +262,7 @@ def linear_classifier_package(folder: Path, dataset: str) -> Path:
     and applies the fixed 3x2 weights of :class:`Classifier`, so its predictions can be
     checked against a NumPy reference.
     """
-    from dataclasses import dataclass
-
-    from cellbench.training.baseline import (
-        _REGISTRY,
-        Baseline,
-        BaselineConfig,
-        DataSpec,
-        register,
-    )
-
-    if "test-mean-classifier" not in _REGISTRY:
-
-        @dataclass
-        class MeanConfig(BaselineConfig):
-            pass
-
-        @register
-        class MeanClassifier(Baseline):
-            name = "test-mean-classifier"
-            tasks = ("classification",)
-            config_class = MeanConfig
-            sample_mode = "image"
-
-            def __init__(self, config: MeanConfig, spec: DataSpec) -> None:
-                super().__init__(config, spec)
-                self.head = Classifier()
-
-            def loss(self, batch):
-                logits = self.head(batch["image"])
-                loss = nn.functional.cross_entropy(logits, batch["label"])
-                return loss, {"ce": float(loss)}
-
-            @torch.no_grad()
-            def predict(self, image):
-                logits = self.head(image)[0]
-                return {"label": int(logits.argmax()), "scores": logits.softmax(0).cpu().numpy()}
-
+    from cellbench.training.baseline import _REGISTRY, DataSpec
     from cellbench.training.normalisation import Normaliser
     from cellbench.training.package import InferenceSettings, write_package
 
@@ -276,3 +279,44 @@ def linear_classifier_package(folder: Path, dataset: str) -> Path:
         dataset=dataset,
     )
     return folder
+
+
+#: Spellings of ``torch.save(`` that TorchScript accepts and a regex scan misses (issue 15).
+HIDDEN_SAVE_SPELLINGS = {
+    "space-after-dot": "torch. save(",
+    "space-before-dot": "torch .save(",
+    "line-continuation": "torch.\\\n      save(",
+    "ops-aten": "ops . aten . save(",
+}
+
+
+def respelled_save_on_load(folder: Path, target: Path, spelling: str) -> Path:
+    """A :class:`SaveOnLoad` archive whose ``torch.save(`` is rewritten as ``spelling``."""
+    base = script(SaveOnLoad(str(target)), folder / "base.pt")
+    out = folder / "respelled.pt"
+    with zipfile.ZipFile(base) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith(".py"):
+                data = data.replace(b"torch.save(", spelling.encode())
+            zout.writestr(info, data)
+    base.unlink()
+    return out
+
+
+class Spin(nn.Module):
+    """Never returns: a runaway model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        while bool(y.sum() > -1.0):
+            y = y + 1.0
+        return y
+
+
+class Hog(nn.Module):
+    """Allocates about 6 GB for its first sample."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        big = torch.ones(1500, 1024, 1024)
+        return (x[:, 0] > 0.5).to(torch.int64) + big.sum().to(torch.int64) * 0
