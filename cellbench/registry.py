@@ -81,15 +81,14 @@ def public_store_path(dataset_id: str, version: str) -> Path:
     return stores_dir() / dataset_id / f"{version}.public.zarr"
 
 
-def _public_fallback(ref: str) -> DatasetStore | None:
+def _public_fallback(ref: str) -> Path | None:
+    """The public variant's folder of a dataset the catalog does not list, if pulled."""
     ident, version = parse_ref(ref)
     if version is None:
         found = sorted((stores_dir() / ident).glob("*.public.zarr"))
-        if len(found) != 1:
-            return None
-        return DatasetStore.open(found[0])
+        return found[0] if len(found) == 1 else None
     path = public_store_path(ident, version)
-    return DatasetStore.open(path) if path.exists() else None
+    return path if path.exists() else None
 
 
 def _registry_file() -> Path:
@@ -251,7 +250,7 @@ def store_location(ref: str, catalog: Catalog | None = None) -> Path:
         return path
     path = store_path(ident, version)
     if not path.exists() and public_store_path(ident, version).exists():
-        return DatasetStore.open(public_store_path(ident, version))
+        return public_store_path(ident, version)
     if not path.exists():
         raise DatasetNotFoundError(
             f"dataset {key} is not in the cache ({path}); run `cellbench datasets pull {key}`"

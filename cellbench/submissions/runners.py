@@ -58,6 +58,7 @@ from cellbench.submissions.safety import (
     graph_op_problems,
     onnx_runtime_shape_problems,
 )
+from cellbench.submissions.sandbox import resource_limit_of
 
 
 def normalise(image: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
@@ -167,6 +168,8 @@ class TorchScriptModel:
             with torch.inference_mode():
                 out = self.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
         except Exception as err:  # anything the submitted code raises
+            if resource_limit_of(err) is not None:
+                raise  # the sandbox reports which limit was reached
             raise ValidationError([model_error(err, x.shape)]) from None
         if isinstance(out, torch.Tensor):
             out = [out]
@@ -227,6 +230,8 @@ class OnnxModel:
         try:
             outputs = self.session.run(None, {self.info.input_name: x})
         except Exception as err:  # onnxruntime raises for shape, type and op failures
+            if resource_limit_of(err) is not None:
+                raise  # the sandbox reports which limit was reached
             raise ValidationError([model_error(err, x.shape)]) from None
         bad = [
             f"output {i} is a {type(o).__name__}, expected a tensor"

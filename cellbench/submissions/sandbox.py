@@ -508,7 +508,8 @@ def _vm_size() -> int:
     return 0
 
 
-def _limit_of(err: BaseException) -> str | None:
+def resource_limit_of(err: BaseException) -> str | None:
+    """The sandbox limit an exception shows was reached (``memory``, ``open-files``...) or None."""
     text = f"{type(err).__name__}: {err}".lower()
     if isinstance(err, MemoryError) or any(
         s in text
@@ -557,7 +558,7 @@ def _child_main(job_file: str) -> None:
             status.send("problems", problems=err.problems, context=err.context)
             os._exit(3)
         message = f"{type(err).__name__}: {err}"
-        limit_name = _limit_of(err)
+        limit_name = resource_limit_of(err)
         if limit_name:
             status.send("limit", limit=limit_name, message=message[:2000])
             os._exit(4)
