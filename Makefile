@@ -17,12 +17,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e ".[train]"
+$(VENV)/.runtime: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[train]"
 	touch $@
 
-$(VENV)/.test: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e ".[all,test]"
+# constraints.txt pins the test environment (pip's resolver gives up without it; see the file)
+$(VENV)/.test: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,test]"
 	touch $@ $(VENV)/.runtime
 
 # The browser tests use the system chromium (never downloaded) and axe-core from npm; without
@@ -43,7 +44,7 @@ lint: $(VENV)/.test
 	$(VENV)/bin/ruff format --check cellbench tests benchmarks baselines datasets setup.py
 
 bench: $(VENV)/.test
-	$(PY) -m pip install --quiet -e ".[all,test,bench]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,test,bench]"
 	$(PY) benchmarks/run_all.py
 
 # time `cellbench leaderboard publish` on leaderboards/ (cold and warm figure cache)
