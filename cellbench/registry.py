@@ -293,14 +293,14 @@ def upgrade(ref: str, *, progress: bool = False, catalog: Catalog | None = None)
         StoreError: If the store does not verify.
         ChecksumError: If the converted store does not match the card's pinned digest.
     """
-    from cellbench.store.format import CURRENT_FORMAT
+    from cellbench.store.format import is_current
     from cellbench.store.integrity import forget_verdicts
 
     catalog = catalog or Catalog()
     path = store_location(ref, catalog)
     store = DatasetStore.open(path)
     key = store.ref
-    if store.format.version == CURRENT_FORMAT.version:
+    if is_current(store.format):
         return store
     clean_cache()
     problems = store.verify(progress=progress)

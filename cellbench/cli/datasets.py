@@ -234,7 +234,7 @@ def pull(
 def verify(ref: str, quiet: bool) -> None:
     """Recompute every checksum of REF's store and report every problem at once."""
     from cellbench.registry import store_location
-    from cellbench.store.format import CURRENT_FORMAT
+    from cellbench.store.format import CURRENT_FORMAT, is_current
     from cellbench.store.integrity import repair_hint, verify_store
 
     path = store_location(ref)
@@ -248,7 +248,7 @@ def verify(ref: str, quiet: bool) -> None:
     store = DatasetStore.open(path)
     n = len(store.manifest["arrays"])
     click.echo(f"{store.ref}: OK ({n} arrays verified, digest {store.checksum})")
-    if store.format.version != CURRENT_FORMAT.version:
+    if not is_current(store.format):
         click.echo(
             f"note: store format {store.format.version}: its manifest covers array content "
             f"only, not metadata; `cellbench datasets upgrade {store.ref}` converts it to "

@@ -2,7 +2,9 @@
 
 Ground truth: per-frame instance labels ``(t, [z,] y, x)`` and the track table (``track_id,
 start, end, parent``, the CTC ``man_track.txt``) of each sequence; the instance labels serve
-as both TRA markers and SEG annotation (every object of every frame is annotated).
+as TRA markers, and as SEG annotation too (every object of every frame) unless the sequence
+carries sparse SEG truth (store format 3, from CTC ``man_seg`` files), which SEG then uses:
+only the annotated frames or slices, and in them only the annotated objects, count.
 Predictions: relabelled masks of the same shape with a CTC result track table, in the canonical
 format or as ``<sample_id>_RES`` folders; both are checked against every CTC rule.
 
@@ -68,15 +70,22 @@ class TrackingTask(Task):
     }
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> Any:
-        """The sequence as a :class:`~cellbench.tracks.TrackedSequence` (labels double as SEG)."""
-        from cellbench.tracks import SegAnnotation, TrackedSequence
+        """The sequence as a :class:`~cellbench.tracks.TrackedSequence`.
+
+        SEG is scored on the sequence's sparse SEG truth where the store has one (CTC
+        ``man_seg``: only the annotated frames or slices, and in them only the drawn objects);
+        otherwise the instance labels double as SEG truth (every object of every frame).
+        """
+        from cellbench.tracks import SegAnnotation, TrackedSequence, seg_annotations
 
         labels = np.asarray(store.labels(sample_id, "instances")[...])
+        if store.has_seg_truth(sample_id):
+            seg_arr, annotated = store.seg_truth(sample_id)
+            seg = seg_annotations(seg_arr, annotated)
+        else:
+            seg = tuple(SegAnnotation(frame=t, labels=labels[t]) for t in range(labels.shape[0]))
         return TrackedSequence(
-            labels=labels,
-            tracks=store.tracks(sample_id),
-            seg=tuple(SegAnnotation(frame=t, labels=labels[t]) for t in range(labels.shape[0])),
-            name=sample_id,
+            labels=labels, tracks=store.tracks(sample_id), seg=seg, name=sample_id
         )
 
     def _as_sequence(self, name: str, prediction: Prediction) -> Any:
