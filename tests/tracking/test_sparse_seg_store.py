@@ -114,3 +114,48 @@ def test_bad_seg_truth_is_listed(tmp_path: Path) -> None:
     assert "slice z=2 of a 2D frame" in text
     assert "labels outside the annotated frames" in text
     assert not (tmp_path / "a.zarr").exists()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_sparse_seg_through_store_equals_py_ctcmetrics(tmp_path: Path) -> None:
+    """Store (format 3) -> task ground truth -> SEG equals py-ctcmetrics on the CTC folders."""
+    import contextlib
+    import io
+    import os
+
+    from tracking_synth import perturb
+
+    from cellbench.formats.registry import write_samples
+    from cellbench.tasks.tracking.ctc import write_ctc_result
+
+    os.environ.setdefault("NO_JIT_WARNING", "1")
+    ctc_eval = pytest.importorskip("ctc_metrics.scripts.evaluate")
+    gt = simulate(n_frames=8, shape=(48, 48), n_cells=6, n_divisions=2, radius=4.0, seed=11)
+    labels = gt.labels.astype(np.uint16)
+    rng = np.random.default_rng(0)
+    ann = []
+    for t in (0, 3, 6):  # three annotated frames, about two thirds of their objects drawn
+        frame = labels[t].copy()
+        ids = np.unique(frame[frame > 0])
+        dropped = rng.choice(ids, size=max(1, ids.size // 3), replace=False)
+        frame[np.isin(frame, dropped)] = 0
+        ann.append(SegAnnotation(t, frame))
+    gt = TrackedSequence(labels, gt.tracks, seg=tuple(ann))
+    res, _ = perturb(gt, seed=5, p_fn=0.08, p_fp=0.05, p_merge=0.05, p_split=0.05)
+    store = build_store([_sample(gt)], tmp_path / "a.zarr", CARD)
+    truth = get_task("tracking").ground_truth(store, "01")
+    ours = _seg_of(truth, res)["seg"]
+
+    write_samples("ctc", store.samples(), tmp_path / "ctc")
+    write_ctc_result(res, tmp_path / "ctc" / "01_RES")
+    with contextlib.redirect_stdout(io.StringIO()):
+        ref = ctc_eval.evaluate_sequence(
+            str(tmp_path / "ctc" / "01_RES"), str(tmp_path / "ctc" / "01_GT"), ["SEG"], threads=1
+        )
+    assert 0.3 < ours < 0.99  # a case where errors matter
+    assert ours == pytest.approx(ref["SEG"], abs=1e-12)
+    # the dense convention (every object of every frame) gives another number
+    dense = TrackedSequence(
+        labels, gt.tracks, seg=tuple(SegAnnotation(t, labels[t]) for t in range(8))
+    )
+    assert _seg_of(dense, res)["seg"] != pytest.approx(ours, abs=1e-6)
