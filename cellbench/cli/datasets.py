@@ -174,8 +174,20 @@ def info(ref: str, as_json: bool) -> None:
         for name, src in card.sources.items():
             urls = src.get("urls") or [src.get("url")]
             console.print(f"  {name}: {', '.join(str(u) for u in urls)}")
+            if src.get("manual"):
+                console.print(
+                    f"    manual download: {src.get('filename')} from {src.get('manual')} "
+                    "(login or license: cellbench does not download it; `pull` says where "
+                    "to put it)"
+                )
             sha = src.get("member_sha256") or src.get("sha256")
-            if sha:
+            if str(sha).strip().lower() == "unpinned":
+                from cellbench.store.fetch.pinning import recorded_sha256
+
+                seen = recorded_sha256(card.ref, name)
+                note = f"; your first pull recorded {seen}" if seen else ""
+                console.print(f"    sha256 unpinned upstream (the source publishes none{note})")
+            elif sha:
                 console.print(f"    sha256 {sha}")
     if card.checksums:
         console.print(f"[bold]store checksum[/bold]: {card.checksums.get('store')}")
@@ -226,6 +238,24 @@ def pull(
     store = do_pull(ref, force=force, progress=not quiet, offline=options.offline)
     click.echo(f"{store.id}@{store.version}: {len(store)} samples {store.splits} at {store.path}")
     click.echo(f"checksum {store.checksum}")
+
+
+@datasets.command()
+@click.argument("ref")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def pin(ref: str, quiet: bool) -> None:
+    """Write REF's recorded source sha256s and store digest into its card (maintainers).
+
+    Sources marked `sha256: unpinned` get the sha256 your first verified pull recorded in the
+    lock file; the store is rebuilt from the cache and its digest written to checksums.store.
+    """
+    from cellbench.registry import pin as do_pin
+
+    result = do_pin(ref, progress=not quiet)
+    for name, sha in result["sources"].items():
+        click.echo(f"source {name}: sha256 {sha}")
+    click.echo(f"store checksum {result['store']}")
+    click.echo(f"written to {result['card']}")
 
 
 @datasets.command()
