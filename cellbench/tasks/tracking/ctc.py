@@ -842,3 +842,65 @@ FORMAT = Format(
         "split": "split of every sequence when no cellbench.json says (default train)",
     },
 )
+
+
+def ctc_archive_samples(
+    archive: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    name: str,
+    splits: dict[str, str],
+    *,
+    seg: str = "gold",
+    pixel_size: dict[str, float] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Any:
+    """Stream the sequences of a Cell Tracking Challenge training archive (``<NAME>.zip``).
+
+    The archive holds ``<NAME>/01/t###.tif``, ``<NAME>/01_GT/{TRA,SEG}``, optionally
+    ``<NAME>/01_ST/SEG``, and the same for ``02``. It is extracted into ``work_dir`` (one
+    sequence is held in memory at a time) and read with :func:`read_ctc_dataset`.
+
+    Args:
+        archive: The zip file.
+        work_dir: Scratch folder (the recipe context's).
+        name: The dataset name, the archive's top folder (e.g. ``Fluo-N2DH-GOWT1``).
+        splits: ``{sequence: split}``; every sequence of the archive must be listed.
+        seg: SEG truth to keep (``gold``, ``silver`` or ``none``).
+        pixel_size: Physical sizes to record on every sample (only if known).
+        metadata: Extra metadata for every sample (the sequence is added as ``sequence``).
+
+    Yields:
+        One sample per sequence (id ``<sequence>``).
+
+    Raises:
+        ValidationError: A layout or content problem (every problem of a sequence listed), or
+            sequences in the archive that ``splits`` does not list (and vice versa).
+    """
+    import zipfile
+
+    out = Path(work_dir) / "ctc-extract"
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+        bad = [n for n in names if n.startswith("/") or ".." in Path(n).parts]
+        if bad:
+            raise ValidationError([f"unsafe path {b!r} in the archive" for b in bad[:5]])
+        if not any(n.startswith(f"{name}/") for n in names):
+            raise ValidationError(
+                [f"{Path(archive).name}: no top folder {name}/ (expected {name}/01/t000.tif ...)"]
+            )
+        zf.extractall(out)
+    root = out / name
+    found = _sequences(root)
+    problems = [
+        f"sequence {s} is in the archive but has no split in the recipe"
+        for s in found
+        if s not in splits
+    ]
+    problems += [f"sequence {s} is missing from the archive" for s in splits if s not in found]
+    if problems:
+        raise ValidationError(problems, context=str(archive))
+    for seq in sorted(splits):
+        for sample in read_ctc_dataset(root, seg=seg, split=splits[seq], sequences=[seq]):
+            sample.pixel_size = dict(pixel_size or {})
+            sample.metadata = {**(metadata or {}), "sequence": seq, "seg_truth": seg}
+            yield sample
