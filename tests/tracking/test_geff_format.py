@@ -69,6 +69,16 @@ def test_sample_geff_sample_round_trip(tmp_path: Path, shape: tuple[int, ...]) -
     assert back.checksum == first.checksum
 
 
+def test_writer_refuses_more_than_two_daughters(tmp_path: Path) -> None:
+    lab = np.zeros((2, 12, 12), np.uint16)
+    lab[0, 2:8, 2:8] = 1
+    lab[1, 0:3, 0:3], lab[1, 5:8, 5:8], lab[1, 9:12, 9:12] = 2, 3, 4
+    tracks = np.array([[1, 0, 0, 0], [2, 1, 1, 1], [3, 1, 1, 1], [4, 1, 1, 1]])
+    s = Sample(id="x", image=lab[:, None], axes="tcyx", instances=lab, tracks=tracks)
+    with pytest.raises(ValidationError, match="track 1 has 3 daughters; a GEFF division"):
+        write_samples("geff", [s], tmp_path / "g")
+
+
 def test_validator_lists_graph_problems(tmp_path: Path) -> None:
     s = _sample("01", (32, 32), 1)
     seq = TrackedSequence(s.instances, s.tracks)

@@ -170,6 +170,12 @@ def write_geff(samples: Iterable[Sample], dest: str | os.PathLike) -> None:
         problems = [f"{where}: {p}" for p in sample.problems() + seq.problems()]
         if sample.seg is not None:
             problems.append(f"{where}: has sparse SEG truth, which GEFF cannot hold (use ctc)")
+        parents, n = np.unique(seq.tracks[seq.tracks[:, 3] > 0, 3], return_counts=True)
+        for parent, count in zip(parents[n > 2].tolist(), n[n > 2].tolist(), strict=True):
+            problems.append(
+                f"{where}: track {parent} has {count} daughters; a GEFF division has at most "
+                "two children (cellbench's GEFF validator and tracking tools expect it)"
+            )
         if problems:
             raise ValidationError(problems, str(out))
         write_sequence_geff(seq, out / sample.id, sample.image)
