@@ -112,6 +112,8 @@ def test_validator_lists_every_problem_at_once(tmp_path: Path) -> None:
     tifffile.imwrite(tra / "man_track001.tif", f1)
     # missing raw frame, duplicate id, parent ending after its daughter begins
     (root / "01" / "t004.tif").unlink()
+    truncated = (root / "01" / "t002.tif").read_bytes()
+    (root / "01" / "t002.tif").write_bytes(truncated[: len(truncated) // 3])
     daughters = table[table[:, 3] > 0]
     assert daughters.size, "the generated case divides"
     rows = table.tolist()
@@ -123,6 +125,7 @@ def test_validator_lists_every_problem_at_once(tmp_path: Path) -> None:
     problems = get_format("ctc").validate(root)
     text = "\n".join(problems)
     assert "01: 1 frame file(s) missing: frames 4" in text
+    assert "01/t002.tif (frame 2): cannot be read as a TIFF" in text
     assert "man_track003.tif (frame 3): dtype float32, expected uint16" in text
     assert f"track id {rows[0][0]} is defined 2 times" in text
     assert "not before its daughter" in text

@@ -159,3 +159,12 @@ def test_sparse_seg_through_store_equals_py_ctcmetrics(tmp_path: Path) -> None:
         labels, gt.tracks, seg=tuple(SegAnnotation(t, labels[t]) for t in range(8))
     )
     assert _seg_of(dense, res)["seg"] != pytest.approx(ours, abs=1e-6)
+
+
+def test_hugging_face_export_refuses_sparse_seg_instead_of_dropping_it(tmp_path: Path) -> None:
+    from cellbench.errors import StoreError
+    from cellbench.store.hf.plan import ExportPlan
+
+    store = build_store([_sample(_sparse_2d())], tmp_path / "a.zarr", CARD)
+    with pytest.raises(StoreError, match=r"sparse SEG truth .* export it with --to ctc"):
+        ExportPlan.from_store(store)
