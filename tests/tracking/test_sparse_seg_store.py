@@ -168,3 +168,18 @@ def test_hugging_face_export_refuses_sparse_seg_instead_of_dropping_it(tmp_path:
     store = build_store([_sample(_sparse_2d())], tmp_path / "a.zarr", CARD)
     with pytest.raises(StoreError, match=r"sparse SEG truth .* export it with --to ctc"):
         ExportPlan.from_store(store)
+
+
+def test_public_variant_leaves_the_hidden_seg_truth_out(tmp_path: Path) -> None:
+    from cellbench.store.variants import hidden_label_manifest, write_public_variant
+
+    gt = _sparse_2d()
+    train = _sample(gt, "01")
+    train.split = "train"
+    store = build_store([train, _sample(gt, "02")], tmp_path / "a.zarr", CARD)
+    public = write_public_variant(store, "test", tmp_path / "public.zarr")
+    hidden = public.sample("02")
+    assert hidden.seg is None and hidden.instances is None and not public.has_seg_truth("02")
+    assert public.sample("01").seg is not None  # the training split keeps its truth
+    paths = hidden_label_manifest(store, "test")["arrays"]
+    assert {"images/02/labels/seg/0", "segframes/02"} <= set(paths)
