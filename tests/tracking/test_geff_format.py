@@ -146,3 +146,29 @@ def test_geff_prediction_scored_like_the_same_ctc_result(
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["metrics"]["ctc/tra"] == from_ctc.metrics["ctc/tra"]
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("shape", [(32, 32), (6, 20, 20)])
+def test_interoperates_with_the_geff_reference_implementation(
+    tmp_path: Path, shape: tuple[int, ...]
+) -> None:
+    """geff's own CTC -> GEFF converter is read back exactly; ours passes geff's validators."""
+    import geff
+    from geff.convert._ctc import from_ctc_to_geff
+    from geff.core_io import read_to_memory
+    from geff.validate.segmentation import has_valid_seg_id
+
+    from cellbench.tasks.tracking.geff import read_sequence_geff
+
+    s = _sample("01", shape, 7)
+    seq = TrackedSequence(s.instances, s.tracks)
+    write_ctc_result(seq, tmp_path / "01_RES")
+    from_ctc_to_geff(tmp_path / "01_RES", tmp_path / "ref.geff", tmp_path / "ref_seg.zarr")
+    back, image = read_sequence_geff(tmp_path / "ref.geff")
+    assert image is None
+    assert np.array_equal(back.labels, seq.labels) and back.tracks.tolist() == seq.tracks.tolist()
+    write_sequence_geff(seq, tmp_path / "ours")
+    geff.validate_structure(str(tmp_path / "ours" / "tracks"))
+    ok, errors = has_valid_seg_id(read_to_memory(str(tmp_path / "ours" / "tracks")))
+    assert ok, errors
