@@ -838,8 +838,10 @@ FORMAT = Format(
     write=write_ctc_dataset,
     validate=ctc_dataset_problems,
     options={
-        "seg": "SEG truth: gold (01_GT/SEG, sparse, manual), silver (01_ST/SEG) or none",
-        "split": "split of every sequence when no cellbench.json says (default train)",
+        "seg": "read: SEG truth gold (01_GT/SEG, sparse, manual), silver (01_ST/SEG) or none; "
+        "write: where SEG truth goes, gold (_GT/SEG) or silver (_ST/SEG)",
+        "split": "read only: split of every sequence when no cellbench.json says (default train)",
+        "sequences": "read only: the sequences to read (default all)",
     },
 )
 

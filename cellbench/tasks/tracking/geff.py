@@ -456,5 +456,7 @@ FORMAT = Format(
     read=read_geff,
     write=write_geff,
     validate=geff_problems,
-    options={"split": "split of every sequence when no cellbench.json says (default train)"},
+    options={
+        "split": "read only: split of every sequence when no cellbench.json says (default train)"
+    },
 )
