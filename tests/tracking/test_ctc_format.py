@@ -83,6 +83,9 @@ def test_silver_truth_and_image_only_sequences(tmp_path: Path) -> None:
     silver = list(read_samples("ctc", tmp_path / "ctc", seg="silver"))
     assert silver[0].seg_annotated.tolist() == [[0, -1], [4, -1]]
     gold = list(read_samples("ctc", tmp_path / "ctc"))
+    assert [s.id for s in read_samples("ctc", tmp_path / "ctc", sequences="02")] == ["02"]
+    with pytest.raises(ValidationError, match="sequence '03' not found"):
+        list(read_samples("ctc", tmp_path / "ctc", sequences="01,03"))
     assert gold[0].seg is None and np.array_equal(gold[0].instances, samples[0].instances)
     # a CTC test sequence (no _GT): image only
     (tmp_path / "ctc" / "cellbench.json").unlink()

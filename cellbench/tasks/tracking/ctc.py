@@ -699,7 +699,7 @@ def read_ctc_dataset(
         seg: ``gold`` (``<seq>_GT/SEG``, manual and sparse), ``silver`` (``<seq>_ST/SEG``,
             computer-generated from several top methods, every frame) or ``none``.
         split: Split of every sample (a ``cellbench.json`` sidecar overrides it).
-        sequences: Only these sequences (default: all).
+        sequences: Only these sequences (default: all); a string is split at commas.
 
     Yields:
         One sample per sequence, in name order.
@@ -716,6 +716,8 @@ def read_ctc_dataset(
     if problems:
         raise ValidationError(problems, context=str(root))
     names = _sequences(root)
+    if isinstance(sequences, str):  # from the command line: "01,02"
+        sequences = [s.strip() for s in sequences.split(",") if s.strip()]
     if sequences is not None:
         unknown = sorted(set(sequences) - set(names))
         if unknown:
