@@ -114,6 +114,10 @@ def test_validator_lists_every_problem_at_once(tmp_path: Path) -> None:
     f1[31, 31] = 999
     tifffile.imwrite(tra / "man_track001.tif", f1)
     # missing raw frame, duplicate id, parent ending after its daughter begins
+    late = next(r for r in table.tolist() if r[1] >= 2)  # a track that starts at frame >= 2
+    f0 = lab[0].copy()
+    f0[-3:, -3:] = late[0]  # ... drawn in frame 0, outside its span
+    tifffile.imwrite(tra / "man_track000.tif", f0)
     (root / "01" / "t004.tif").unlink()
     truncated = (root / "01" / "t002.tif").read_bytes()
     (root / "01" / "t002.tif").write_bytes(truncated[: len(truncated) // 3])
@@ -133,6 +137,9 @@ def test_validator_lists_every_problem_at_once(tmp_path: Path) -> None:
     assert f"track id {rows[0][0]} is defined 2 times" in text
     assert "not before its daughter" in text
     assert "label 999 is present in frame 1" in text and "not a track" in text
+    assert (
+        f"label {late[0]} is present in frame 0 (man_track000.tif), outside its track span" in text
+    )
     assert f"track {ids0[0]} " in text and "is absent from frame 2" in text
     assert f"man_track001.tif (frame 1): label(s) {ids0[1]} are in more than one piece" in text
     assert all(p.startswith(("01", "sample")) for p in problems), problems
