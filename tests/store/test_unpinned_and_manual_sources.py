@@ -138,3 +138,22 @@ def test_manual_source_says_what_to_download_and_where_then_verifies(
     dest.write_bytes(data)
     store = pull("toy-unpinned", progress=False)
     assert len(store) == 3 and store.verify() == []
+
+
+def test_unpinned_manual_file_is_recorded_and_used_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = bytes(range(256)) * 8
+    source = {"manual": "https://example.org/login", "filename": "t.bin", "sha256": "unpinned"}
+    _catalog(tmp_path, monkeypatch, {**_card("unused"), "sources": {"blob": source}})
+    dest = manual_dir("toy-unpinned") / "t.bin"
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(data)
+    pull("toy-unpinned", progress=False)
+    assert json.loads(lock_file().read_text())["toy-unpinned@1.0"]["blob"]["sha256"] == sha(data)
+    from cellbench.store.fetch.core import cache_file
+
+    assert not cache_file(sha(data), "t.bin").exists()  # not copied into the cache
+    dest.write_bytes(data[::-1])  # replaced by another file: refused against the record
+    with pytest.raises(ChecksumError, match="changed upstream"):
+        pull("toy-unpinned", progress=False, force=True)

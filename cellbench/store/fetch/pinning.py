@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -279,18 +278,16 @@ def _first_pull(
             reasons.append(f"{redact(url)}: {got} bytes, card says {size}")
             part.unlink(missing_ok=True)
             continue
+        pending.append(Recorded(key, name, digest, got, url))
+        if source_file is not part:  # a local file (e.g. a manual download) is used in place
+            return source_file
         from cellbench.store.fetch.core import cache_file
 
         target = cache_file(digest, filename)
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(lock_path(target), where):
             if not check_cached(target, digest):
-                if source_file is part:
-                    finalize(part, target, digest)
-                else:
-                    shutil.copyfile(source_file, part)
-                    finalize(part, target, digest)
-        pending.append(Recorded(key, name, digest, got, url))
+                finalize(part, target, digest)
         return target
     message = f"could not fetch {where}: " + "; ".join(reasons)
     if offline and all(r.endswith("skipped, offline") for r in reasons):
