@@ -67,6 +67,9 @@ def test_sample_geff_sample_round_trip(tmp_path: Path, shape: tuple[int, ...]) -
     assert (out_deg == 2).sum() == int((first.tracks("01")[:, 3] > 0).sum()) // 2
     back = build_store(read_samples("geff", tmp_path / "g"), tmp_path / "b.zarr", CARD)
     assert back.checksum == first.checksum
+    (tmp_path / "g" / "cellbench.json").write_text("{not json")
+    with pytest.raises(ValidationError, match="cellbench.json: unreadable"):
+        list(read_samples("geff", tmp_path / "g"))
 
 
 def test_writer_refuses_more_than_two_daughters(tmp_path: Path) -> None:

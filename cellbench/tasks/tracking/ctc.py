@@ -529,7 +529,8 @@ def _sequences(src: Path) -> list[str]:
     )
 
 
-def _read_sidecar(src: Path) -> tuple[dict[str, Any], list[str]]:
+def read_sidecar(src: Path) -> tuple[dict[str, Any], list[str]]:
+    """The per-sequence records of a :data:`SIDECAR` file (empty without one), and problems."""
     import json
 
     path = src / SIDECAR
@@ -712,7 +713,7 @@ def read_ctc_dataset(
         raise ValidationError([f"seg={seg!r}: expected one of {', '.join(_SEG_CHOICES)}"])
     if not root.is_dir():
         raise ValidationError([f"{root}: not a folder (expected a CTC dataset folder)"])
-    meta, problems = _read_sidecar(root)
+    meta, problems = read_sidecar(root)
     if problems:
         raise ValidationError(problems, context=str(root))
     names = _sequences(root)
@@ -757,7 +758,7 @@ def ctc_dataset_problems(src: str | os.PathLike, *, seg: str = "gold", **_: Any)
         return [f"seg={seg!r}: expected one of {', '.join(_SEG_CHOICES)}"]
     if not root.is_dir():
         return [f"{root}: not a folder (expected a CTC dataset folder)"]
-    meta, problems = _read_sidecar(root)
+    meta, problems = read_sidecar(root)
     names = _sequences(root)
     if not names:
         problems.append(f"{root}: no sequence folder with t###.tif frames (expected 01/, 02/)")

@@ -407,9 +407,11 @@ def read_geff(src: str | os.PathLike, *, split: str = "train") -> Iterator[Sampl
     folders = _sequence_folders(root) if root.is_dir() else []
     if not folders:
         raise ValidationError([f"{root}: no <sample_id>/{GRAPH} GEFF graphs found"])
-    meta = {}
-    if (root / SIDECAR).is_file():
-        meta = json.loads((root / SIDECAR).read_text(encoding="utf-8")).get("sequences", {})
+    from cellbench.tasks.tracking.ctc import read_sidecar
+
+    meta, problems = read_sidecar(root)
+    if problems:
+        raise ValidationError(problems, str(root))
     for folder in folders:
         seq, image = read_sequence_geff(folder)
         info = meta.get(folder.name, {})
