@@ -68,7 +68,7 @@ def test_sample_geff_sample_round_trip(tmp_path: Path, shape: tuple[int, ...]) -
     back = build_store(read_samples("geff", tmp_path / "g"), tmp_path / "b.zarr", CARD)
     assert back.checksum == first.checksum
     (tmp_path / "g" / "cellbench.json").write_text("{not json")
-    with pytest.raises(ValidationError, match="cellbench.json: unreadable"):
+    with pytest.raises(ValidationError, match=r"cellbench\.json: unreadable"):
         list(read_samples("geff", tmp_path / "g"))
 
 

@@ -19,10 +19,11 @@ successors divides). cellbench writes one folder per sequence, as the GEFF spec 
         image                      (T, C, [Z,] Y, X) the raw image (related object "image")
 
 Reading follows the metadata: the ``labels`` related object (any path) and its ``label_prop``
-(default ``seg_id``) link nodes to label images, so GEFF files written by other tools
-(trackastra, motile, ...) are read as well. A graph whose track ids, labels and links already
-form CTC tracks is read as it is (bit-exact round trip); any other graph is cut into CTC tracks
-by :meth:`~cellbench.tracks.TrackedSequence.from_links` (a node with several successors ends its
+(default ``seg_id``) link nodes to label images and the axis of type ``time`` names the frame
+property, so GEFF files written by other tools (geff's own CTC converter, trackers) are read.
+A graph whose track ids, labels and links already form CTC tracks is read as it is (bit-exact
+round trip); any other graph is cut into CTC tracks by
+:meth:`~cellbench.tracks.TrackedSequence.from_links` (a node with several successors ends its
 track; each successor starts a daughter track).
 """
 
@@ -214,8 +215,10 @@ def _load(graph: Path) -> tuple[dict[str, Any] | None, list[str]]:
     problems: list[str] = []
     lab_path, label_prop = _related(graph, meta, "labels")
     label_prop = label_prop or "seg_id"
+    # the time property is the axis of type "time" (trackers name it t, frame, time, ...)
+    time_prop = next((a.name for a in meta.axes or [] if a.type == "time"), "t")
     props = mem["node_props"]
-    for needed in ("t", label_prop):
+    for needed in (time_prop, label_prop):
         if needed not in props:
             problems.append(f"{name}: nodes lack the {needed!r} property")
     labels = None
@@ -241,9 +244,9 @@ def _load(graph: Path) -> tuple[dict[str, Any] | None, list[str]]:
     if problems:
         return None, problems
     ids = np.asarray(mem["node_ids"]).astype(np.int64)
-    t = np.asarray(props["t"]["values"])
+    t = np.asarray(props[time_prop]["values"])
     seg = np.asarray(props[label_prop]["values"])
-    for what, arr in (("t", t), (label_prop, seg)):
+    for what, arr in ((time_prop, t), (label_prop, seg)):
         if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
             problems.append(f"{name}: node property {what!r} holds non-integer values")
     t, seg = t.astype(np.int64), seg.astype(np.int64)
