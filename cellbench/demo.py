@@ -170,9 +170,9 @@ def run_demo(
     """
     from rich.console import Console
 
-    from cellbench.cli.leaderboard import print_board
     from cellbench.envinfo import environment_report
     from cellbench.leaderboard import LeaderboardStore, publish
+    from cellbench.leaderboard.terminal import print_board
     from cellbench.registry import pull
     from cellbench.submissions import submit
     from cellbench.training.config import TrainConfig

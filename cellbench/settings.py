@@ -10,6 +10,9 @@ variable                    meaning (default)
 ``CELLBENCH_CATALOG``       extra catalog folders searched first, ``os.pathsep``-separated
                             (none; then the installed and checkout catalogs)
 ``CELLBENCH_LEADERBOARDS``  leaderboard root, a folder or fsspec URL (``./leaderboards``)
+``CELLBENCH_DB``            challenge server database URL (``cellbench serve``/``worker``;
+                            none: the embedded SQLite file under the server's folder)
+``CELLBENCH_TOKEN``         API token ``cellbench submit --server`` sends (none; ``--token``)
 ==========================  ==============================================================
 
 Files under ``CELLBENCH_HOME`` that users may look at: ``sources.lock.json`` (the sha256 of
@@ -31,9 +34,11 @@ HOME = "CELLBENCH_HOME"
 OFFLINE = "CELLBENCH_OFFLINE"
 CATALOG = "CELLBENCH_CATALOG"
 LEADERBOARDS = "CELLBENCH_LEADERBOARDS"
+DB = "CELLBENCH_DB"
+TOKEN = "CELLBENCH_TOKEN"
 
 #: Every setting this module reads, for documentation and ``cellbench env``.
-VARIABLES = (HOME, OFFLINE, CATALOG, LEADERBOARDS)
+VARIABLES = (HOME, OFFLINE, CATALOG, LEADERBOARDS, DB, TOKEN)
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -72,11 +77,32 @@ def leaderboards_root() -> str:
     return os.environ.get(LEADERBOARDS) or str(Path.cwd() / "leaderboards")
 
 
+def server_db(value: str | None = None) -> str | None:
+    """The challenge server's database URL: ``value`` when given, else ``$CELLBENCH_DB``."""
+    return value or os.environ.get(DB) or None
+
+
+def server_token(value: str | None = None) -> str | None:
+    """The API token for a challenge server: ``value`` when given, else ``$CELLBENCH_TOKEN``."""
+    return value or os.environ.get(TOKEN) or None
+
+
 def current() -> dict[str, str]:
-    """The value each setting has now (for ``cellbench env`` and bug reports)."""
+    """The value each setting has now (for ``cellbench env`` and bug reports).
+
+    The token is a secret: only whether it is set is shown. A database URL may carry a password,
+    which is masked.
+    """
+    db = server_db() or ""
+    if "@" in db and ":" in db.split("@", 1)[0].split("//", 1)[-1]:
+        scheme, _, rest = db.partition("//")
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        db = f"{scheme}//{user}:***@{rest.split('@', 1)[1]}"
     return {
         HOME: str(home()),
         OFFLINE: str(offline()).lower(),
         CATALOG: os.pathsep.join(str(p) for p in catalog_dirs()),
         LEADERBOARDS: leaderboards_root(),
+        DB: db,
+        TOKEN: "set" if server_token() else "",
     }

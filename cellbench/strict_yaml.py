@@ -110,11 +110,12 @@ _StrictLoader.yaml_implicit_resolvers = yaml.SafeLoader.yaml_implicit_resolvers
 _StrictLoader.yaml_constructors = yaml.SafeLoader.yaml_constructors
 
 
-def load(data: bytes | str) -> Any:
+def load(data: bytes | str, max_bytes: int = MAX_BYTES) -> Any:
     """Parse one YAML document within the budgets of the module docstring.
 
     Args:
         data: The document (bytes are decoded as UTF-8).
+        max_bytes: Size budget (default :data:`MAX_BYTES`).
 
     Returns:
         The parsed value (as ``yaml.safe_load`` would give).
@@ -122,8 +123,8 @@ def load(data: bytes | str) -> Any:
     Raises:
         YamlBudgetError: For a broken budget, bad UTF-8 or invalid YAML (one line).
     """
-    if len(data) > MAX_BYTES:
-        raise YamlBudgetError(f"{len(data)} bytes (at most {MAX_BYTES})")
+    if len(data) > max_bytes:
+        raise YamlBudgetError(f"{len(data)} bytes (at most {max_bytes})")
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")

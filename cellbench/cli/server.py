@@ -37,9 +37,9 @@ def _needs_server_extra() -> None:
 
 
 def _db(db: str | None) -> str | None:
-    import os
+    from cellbench.settings import server_db
 
-    return db or os.environ.get("CELLBENCH_DB")
+    return server_db(db)
 
 
 @click.command()

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cellbench import settings
 from cellbench.errors import CellbenchError, ValidationError
 
-TOKEN_ENV = "CELLBENCH_TOKEN"
+TOKEN_ENV = settings.TOKEN
 
 
 class ServerError(CellbenchError):
@@ -69,7 +70,7 @@ class Client:
         import httpx
 
         self.url = url.rstrip("/")
-        self.token = token or os.environ.get(TOKEN_ENV)
+        self.token = settings.server_token(token)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 

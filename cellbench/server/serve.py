@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from cellbench import settings
 from cellbench.challenge.config import load_challenge
 from cellbench.challenge.prepare import PreparedChallenge, prepare_challenge
 from cellbench.errors import CellbenchError
@@ -37,7 +38,7 @@ from cellbench.server.db import (
 log = logging.getLogger("cellbench.server")
 
 #: Environment variable carrying the database URL to workers.
-DB_ENV = "CELLBENCH_DB"
+DB_ENV = settings.DB
 
 
 def default_storage() -> Path:
@@ -259,7 +260,7 @@ def worker_main(
     from cellbench.server.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    engine = make_engine(db or os.environ.get(DB_ENV))
+    engine = make_engine(settings.server_db(db))
     check_schema(engine)
     stop = threading.Event()
     if parent_pid is not None:

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from cellbench.cli import main
-from cellbench.cli.leaderboard import print_board
 from cellbench.leaderboard import BoardKey, LeaderboardStore, publish
 from cellbench.leaderboard.formatting import md_code, md_escape, md_link, visible_text
+from cellbench.leaderboard.terminal import print_board
 from tests.leaderboard.helpers import make_entry
 
 KEY = BoardKey("toy", "1.0", "instance-segmentation", "test")

@@ -1,7 +1,13 @@
 """Image classification (e.g. protein localisation classes).
 
-The task package: ``task.py`` declares the task and its scoring; ``io.py`` reads the on-disk
-prediction formats it accepts.
+The task package (the plugin: nothing outside it branches on this task):
+
+* ``task.py``: declares the task: ground truth, headline and metric suite, the one output check;
+* ``io.py``: reads the on-disk prediction formats the task accepts;
+* ``training.py``: batch keys, targets, class statistics, epoch diagnostics, tile stitching;
+* ``hf.py``: its Hugging Face dataset columns;
+* ``controls.py``: the reference controls its leaderboards show beside the entries;
+* ``pictures.py``: the pictures its leaderboard pages show.
 """
 
 from cellbench.tasks.classification.task import ClassificationTask

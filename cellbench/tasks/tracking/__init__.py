@@ -1,8 +1,14 @@
 """Cell tracking with divisions (Cell Tracking Challenge measures).
 
-The task package: ``task.py`` declares the task and its scoring; ``ctc.py`` reads, writes,
-validates and scores Cell Tracking Challenge folders (ground truth ``<seq>_GT``, results
-``<seq>_RES``); ``io.py`` reads the on-disk prediction formats the task accepts.
+The task package (the plugin: nothing outside it branches on this task):
+
+* ``task.py``: declares the task: ground truth, headline and metric suite, the one output check;
+* ``io.py``: reads the on-disk prediction formats the task accepts;
+* ``training.py``: batch keys, targets, class statistics, epoch diagnostics, tile stitching;
+* ``hf.py``: its Hugging Face dataset columns;
+* ``controls.py``: the reference controls its leaderboards show beside the entries;
+* ``pictures.py``: the pictures its leaderboard pages show;
+* ``ctc.py``: reads, writes, validates and scores Cell Tracking Challenge folders.
 """
 
 from __future__ import annotations
