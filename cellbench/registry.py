@@ -49,22 +49,36 @@ class RecipeContext:
     progress: bool
     work_dir: Path
     options: dict[str, Any] = field(default_factory=dict)
+    #: sha256s first seen for unpinned sources; written to the lock file after the build.
+    recorded: list[Any] = field(default_factory=list)
 
     def fetch(self, name: str) -> Path:
         """Fetch the card source ``name`` (verified by sha256) and return its local path.
 
+        Sources whose upstream publishes no checksum (``sha256: unpinned``) are verified
+        against the sha256 recorded on the first pull; manual sources (``manual: URL``) are
+        read from the user's manual folder (see :mod:`cellbench.store.fetch.pinning`).
+
         Raises:
             DatasetNotFoundError: If the card declares no such source.
         """
-        from cellbench.store.fetch import Source, fetch
+        from cellbench.store.fetch.pinning import fetch_card_source
 
         if name not in self.card.sources:
             raise DatasetNotFoundError(
                 f"dataset {self.card.ref}: card declares no source {name!r} "
                 f"(has {', '.join(self.card.sources) or 'none'})"
             )
-        source = Source.from_card(self.card.sources[name], base_dir=self.card.path)
-        return fetch(source, offline=self.offline, progress=self.progress)
+        return fetch_card_source(
+            self.card.ref,
+            self.card.id,
+            name,
+            self.card.sources[name],
+            base_dir=self.card.path,
+            offline=self.offline,
+            progress=self.progress,
+            pending=self.recorded,
+        )
 
 
 def store_path(dataset_id: str, version: str) -> Path:
@@ -211,6 +225,10 @@ def pull(
                 f"dataset {card.ref}: built store digest {store.checksum} does not match the "
                 f"card's checksums.store {expected} (source or recipe changed?)"
             )
+        if ctx.recorded:  # first pull of unpinned sources: the build verified them
+            from cellbench.store.fetch.pinning import record
+
+            record(ctx.recorded)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists() and force:  # move the old store aside only once the new one is ready
             dest.rename(work / "old.zarr")
@@ -223,6 +241,58 @@ def pull(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return DatasetStore.open(dest)
+
+
+def pin(ref: str, *, progress: bool = False, catalog: Catalog | None = None) -> dict[str, Any]:
+    """Write the sha256s recorded for ``ref``'s unpinned sources and its store digest into its card.
+
+    For maintainers, after a verified pull: every ``sha256: unpinned`` source with a record in
+    the lock file gets that sha256, then the store is rebuilt from the cached sources (offline;
+    pinning changes the card snapshot inside the store, hence the digest) and ``checksums.store``
+    is set to the new digest. The card file is rewritten atomically, every other line kept.
+
+    Returns:
+        ``{"card": path, "sources": {name: sha256}, "store": digest}``.
+
+    Raises:
+        CardError: The card has no file, or unpinned sources were never pulled.
+    """
+    from cellbench.errors import CardError
+    from cellbench.store.fetch.pinning import is_unpinned, pin_card_text, read_lock
+
+    catalog = catalog or Catalog()
+    ident, version = parse_ref(ref)
+    card = catalog.card(ident, version)
+    if card.path is None:
+        raise CardError(f"dataset {card.ref}: card has no file to write")
+    card_file = card.path / "card.yaml"
+    locked = read_lock().get(card.ref, {})
+    unpinned = [n for n, e in card.sources.items() if is_unpinned(e)]
+    missing = [n for n in unpinned if n not in locked]
+    if missing:
+        raise CardError(
+            f"dataset {card.ref}: no sha256 recorded for unpinned source(s) "
+            f"{', '.join(missing)}; run `cellbench datasets pull {card.ref}` first"
+        )
+    shas = {n: str(locked[n]["sha256"]) for n in unpinned}
+    original = card_file.read_text(encoding="utf-8")
+
+    def write(text: str) -> None:
+        tmp = card_file.with_name(f".{card_file.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, card_file)
+
+    text, _ = pin_card_text(original, shas, None)
+    write(text)
+    try:
+        fresh = Catalog(catalog.roots)
+        store = pull(card.ref, force=True, offline=True, progress=progress, catalog=fresh)
+        text, _ = pin_card_text(text, {}, store.checksum)
+        write(text)
+    except BaseException:
+        write(original)  # never leave a half-pinned card
+        raise
+    return {"card": card_file, "sources": shas, "store": store.checksum}
 
 
 def store_location(ref: str, catalog: Catalog | None = None) -> Path:
@@ -293,14 +363,14 @@ def upgrade(ref: str, *, progress: bool = False, catalog: Catalog | None = None)
         StoreError: If the store does not verify.
         ChecksumError: If the converted store does not match the card's pinned digest.
     """
-    from cellbench.store.format import CURRENT_FORMAT
+    from cellbench.store.format import is_current
     from cellbench.store.integrity import forget_verdicts
 
     catalog = catalog or Catalog()
     path = store_location(ref, catalog)
     store = DatasetStore.open(path)
     key = store.ref
-    if store.format.version == CURRENT_FORMAT.version:
+    if is_current(store.format):
         return store
     clean_cache()
     problems = store.verify(progress=progress)

@@ -15,6 +15,11 @@ variable                    meaning (default)
 ``CELLBENCH_TOKEN``         API token ``cellbench submit --server`` sends (none; ``--token``)
 ==========================  ==============================================================
 
+Files under ``CELLBENCH_HOME`` that users may look at: ``sources.lock.json`` (the sha256 of
+each source whose upstream publishes none, recorded by its first verified pull; see
+:func:`lock_file`) and ``manual/<dataset id>/`` (files that must be downloaded by hand; see
+:func:`manual_dir`).
+
 Settings are read when asked for, never cached, so a test or a long-lived process that changes
 the environment sees the change. Functions that can touch the network take an ``offline``
 argument; ``None`` means "as :func:`offline` says".
@@ -42,6 +47,16 @@ def home() -> Path:
     """The cache root (``$CELLBENCH_HOME`` or ``~/.cache/cellbench``), not created here."""
     root = os.environ.get(HOME)
     return Path(root).expanduser() if root else Path.home() / ".cache" / "cellbench"
+
+
+def lock_file() -> Path:
+    """The user's source lock file: sha256s recorded on the first pull of unpinned sources."""
+    return home() / "sources.lock.json"
+
+
+def manual_dir(dataset_id: str) -> Path:
+    """Where the user puts files of ``dataset_id`` that must be downloaded by hand."""
+    return home() / "manual" / dataset_id
 
 
 def offline(value: bool | None = None) -> bool:

@@ -103,6 +103,53 @@ class SegAnnotation:
     z: int | None = None
 
 
+def seg_annotations(seg: Any, annotated: np.ndarray) -> tuple[SegAnnotation, ...]:
+    """SEG annotations from a sparse label image and its ``(n, 2)`` table of ``frame, z``.
+
+    Args:
+        seg: ``(T, [Z,] Y, X)`` label image (a NumPy or lazy Zarr array: only the annotated
+            frames or slices are read).
+        annotated: Rows ``frame, z`` (``z = -1``: the whole frame), as stored by the canonical
+            store (:attr:`cellbench.store.sample.Sample.seg_annotated`).
+
+    Returns:
+        One :class:`SegAnnotation` per row, in frame then slice order.
+    """
+    rows = sorted((int(t), int(z)) for t, z in np.asarray(annotated).reshape(-1, 2).tolist())
+    return tuple(
+        SegAnnotation(
+            frame=t, labels=np.asarray(seg[t] if z < 0 else seg[t, z]), z=None if z < 0 else z
+        )
+        for t, z in rows
+    )
+
+
+def seg_arrays(
+    seg: Sequence[SegAnnotation], labels_shape: tuple[int, ...], dtype: Any = np.uint16
+) -> tuple[np.ndarray, np.ndarray]:
+    """The store's sparse form of SEG annotations: a label image and its ``frame, z`` table.
+
+    Args:
+        seg: The annotations (whole frames or z slices).
+        labels_shape: ``(T, [Z,] Y, X)`` of the sequence.
+        dtype: Dtype of the label image.
+
+    Returns:
+        The ``(T, [Z,] Y, X)`` label image (0 outside the annotations) and the ``(n, 2)``
+        int64 table (``z = -1``: a whole frame), sorted.
+    """
+    out = np.zeros(labels_shape, dtype=dtype)
+    rows = []
+    for a in sorted(seg, key=lambda a: (a.frame, -1 if a.z is None else a.z)):
+        if a.z is None:
+            out[a.frame] = a.labels
+            rows.append((a.frame, -1))
+        else:
+            out[a.frame, a.z] = a.labels
+            rows.append((a.frame, a.z))
+    return out, np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+
+
 @dataclass(frozen=True, eq=False)
 class TrackGraph:
     """The acyclic oriented graph of a tracked sequence (CTC AOGM representation).
@@ -554,7 +601,7 @@ class TrackedSequence:
             sample: A sample with ``instances`` ``(T, [Z,] Y, X)`` and ``tracks`` ``(n, 4)``.
 
         Returns:
-            The sequence (no SEG annotations: the store keeps dense instances only).
+            The sequence, with the sample's sparse SEG truth when it has one.
 
         Raises:
             ValidationError: If the sample has no ``instances`` or ``tracks``.
@@ -568,7 +615,10 @@ class TrackedSequence:
                 ],
                 context=f"sample {getattr(sample, 'id', '?')!r}",
             )
-        return cls(labels=sample.instances, tracks=sample.tracks, name=str(sample.id))
+        seg: tuple[SegAnnotation, ...] = ()
+        if getattr(sample, "seg", None) is not None and sample.seg_annotated is not None:
+            seg = seg_annotations(sample.seg, sample.seg_annotated)
+        return cls(labels=sample.instances, tracks=sample.tracks, seg=seg, name=str(sample.id))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Return ``{"instances": labels, "tracks": tracks}``, the tracking fields of a Sample."""

@@ -174,8 +174,20 @@ def info(ref: str, as_json: bool) -> None:
         for name, src in card.sources.items():
             urls = src.get("urls") or [src.get("url")]
             console.print(f"  {name}: {', '.join(str(u) for u in urls)}")
+            if src.get("manual"):
+                console.print(
+                    f"    manual download: {src.get('filename')} from {src.get('manual')} "
+                    "(login or license: cellbench does not download it; `pull` says where "
+                    "to put it)"
+                )
             sha = src.get("member_sha256") or src.get("sha256")
-            if sha:
+            if str(sha).strip().lower() == "unpinned":
+                from cellbench.store.fetch.pinning import recorded_sha256
+
+                seen = recorded_sha256(card.ref, name)
+                note = f"; your first pull recorded {seen}" if seen else ""
+                console.print(f"    sha256 unpinned upstream (the source publishes none{note})")
+            elif sha:
                 console.print(f"    sha256 {sha}")
     if card.checksums:
         console.print(f"[bold]store checksum[/bold]: {card.checksums.get('store')}")
@@ -231,10 +243,28 @@ def pull(
 @datasets.command()
 @click.argument("ref")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def pin(ref: str, quiet: bool) -> None:
+    """Write REF's recorded source sha256s and store digest into its card (maintainers).
+
+    Sources marked `sha256: unpinned` get the sha256 your first verified pull recorded in the
+    lock file; the store is rebuilt from the cache and its digest written to checksums.store.
+    """
+    from cellbench.registry import pin as do_pin
+
+    result = do_pin(ref, progress=not quiet)
+    for name, sha in result["sources"].items():
+        click.echo(f"source {name}: sha256 {sha}")
+    click.echo(f"store checksum {result['store']}")
+    click.echo(f"written to {result['card']}")
+
+
+@datasets.command()
+@click.argument("ref")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def verify(ref: str, quiet: bool) -> None:
     """Recompute every checksum of REF's store and report every problem at once."""
     from cellbench.registry import store_location
-    from cellbench.store.format import CURRENT_FORMAT
+    from cellbench.store.format import CURRENT_FORMAT, is_current
     from cellbench.store.integrity import repair_hint, verify_store
 
     path = store_location(ref)
@@ -248,7 +278,7 @@ def verify(ref: str, quiet: bool) -> None:
     store = DatasetStore.open(path)
     n = len(store.manifest["arrays"])
     click.echo(f"{store.ref}: OK ({n} arrays verified, digest {store.checksum})")
-    if store.format.version != CURRENT_FORMAT.version:
+    if not is_current(store.format):
         click.echo(
             f"note: store format {store.format.version}: its manifest covers array content "
             f"only, not metadata; `cellbench datasets upgrade {store.ref}` converts it to "

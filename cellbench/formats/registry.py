@@ -51,7 +51,10 @@ class Format:
 
 
 #: Built-in formats, ``name -> "module:attribute"`` (imported on first use).
-BUILTIN: dict[str, str] = {}
+BUILTIN: dict[str, str] = {
+    "ctc": "cellbench.tasks.tracking.ctc:FORMAT",
+    "geff": "cellbench.tasks.tracking.geff:FORMAT",
+}
 
 _registered: dict[str, Format] = {}
 

@@ -27,7 +27,17 @@ Changelog
     attributes. Format 1 stores are still read (and verified as far as their manifest goes);
     ``cellbench datasets upgrade ID`` rewrites one as format 2 on request.
 
-Layout of format 1 (and 2)::
+``3`` (cellbench 0.3)
+    Format 2 plus sparse segmentation truth for tracking sequences (the CTC ``man_seg`` files:
+    only some frames, or some z slices of some frames, and within them only some objects are
+    annotated). A sequence's SEG truth is the label image ``images/<sample>/labels/seg/0`` (same
+    shape and chunking as ``instances``, written sparse: chunks of unannotated frames are not
+    written) and the table ``segframes/<sample>`` (``(n, 2)`` int64 ``frame, z``; ``z = -1``
+    for a whole frame) naming what is annotated. A store is written as format 3 only when it
+    holds SEG truth, so every other store stays format 2 with an unchanged digest; formats 1
+    and 2 are still read (their tracking truth is dense: every object of every frame).
+
+Layout of format 1 (and 2; 3 adds ``labels/seg`` and ``segframes/``)::
 
     <id>@<version>.zarr/
       zarr.json                     attributes["cellbench"]: format, card, classes, fields
@@ -105,10 +115,17 @@ class StoreFormat(ABC):
     def chunks(self, shape: tuple[int, ...], axes: str) -> tuple[int, ...]:
         """Chunk shape for an array of ``shape`` with the given axes."""
 
+    #: Whether tracking sequences can carry sparse SEG truth (``labels/seg`` + ``segframes/``).
+    sparse_seg: ClassVar[bool] = False
+
+    def seg_frames_path(self, sample_id: str) -> str:
+        """Path of a sequence's table of SEG-annotated ``frame, z`` (format 3 and later)."""
+        raise StoreError(f"store format {self.version} has no sparse SEG truth")
+
     def sample_of(self, path: str) -> str | None:
         """The sample an array or group path belongs to (None for the samples table, root)."""
         parts = path.split("/")
-        if len(parts) >= 2 and parts[0] in ("images", "targets", "tracks"):
+        if len(parts) >= 2 and parts[0] in ("images", "targets", "tracks", "segframes"):
             return parts[1]
         return None
 
@@ -181,8 +198,33 @@ class FormatV2(FormatV1):
     manifest_covers_metadata = True
 
 
-FORMATS: dict[str, StoreFormat] = {f.version: f for f in (FormatV1(), FormatV2())}
+class FormatV3(FormatV2):
+    """Store format version 3: format 2 plus sparse SEG truth of tracking sequences.
+
+    Written only for stores that hold SEG truth (see the module docstring); format 2 remains
+    the format of every other store, so :data:`CURRENT_FORMAT` stays 2.
+    """
+
+    version = "3"
+    changelog = (
+        "Sparse SEG truth of tracking sequences: labels/seg (sparse label image) and "
+        "segframes/<sample> (annotated frame, z); written only when a store holds it."
+    )
+    sparse_seg = True
+
+    def seg_frames_path(self, sample_id: str) -> str:
+        """Path of a sequence's table of SEG-annotated ``frame, z``."""
+        return f"segframes/{sample_id}"
+
+
+FORMATS: dict[str, StoreFormat] = {f.version: f for f in (FormatV1(), FormatV2(), FormatV3())}
+#: The format new stores are written in (format 3 is used instead when a store holds SEG truth).
 CURRENT_FORMAT: StoreFormat = FORMATS["2"]
+
+
+def is_current(fmt: StoreFormat) -> bool:
+    """Whether a store of this format needs no upgrade (it is :data:`CURRENT_FORMAT` or newer)."""
+    return int(fmt.version) >= int(CURRENT_FORMAT.version)
 
 
 def read_root_attributes(path: str | Path) -> dict[str, Any]:

@@ -9,7 +9,8 @@ task                     targets
 classification           ``label`` (int class index into the dataset's class table)
 semantic-segmentation    ``semantic`` (class index per pixel, ``[z,]y,x``)
 instance-segmentation    ``instances`` (instance id per pixel, 0 = background, ``[z,]y,x``)
-tracking                 ``instances`` with a leading ``t`` axis and ``tracks`` (CTC table)
+tracking                 ``instances`` with a leading ``t`` axis and ``tracks`` (CTC table);
+                         optionally sparse SEG truth ``seg`` + ``seg_annotated``
 augmented-microscopy     ``target`` (fluorescence, ``c,[z,]y,x``, same spatial shape as image)
 ======================== ======================================================================
 
@@ -53,6 +54,12 @@ class Sample:
         tracks: ``(n, 4)`` int64 table ``track_id, start, end, parent`` (tracking).
         target: Target image with axes ``c[,z],y,x`` (augmented microscopy).
         target_channel_names: One name per channel of :attr:`target`.
+        seg: Sparse segmentation truth of a tracking sample (CTC ``man_seg``): instance ids
+            with the shape of :attr:`instances`, set only in the annotated frames or z slices
+            listed in :attr:`seg_annotated` (0 everywhere else). Within an annotated frame or
+            slice only the objects drawn are annotated; SEG is scored on those alone.
+        seg_annotated: ``(n, 2)`` int64 rows ``frame, z`` naming what :attr:`seg` annotates:
+            ``z = -1`` for a whole frame, ``z >= 0`` for one slice of a 3D frame.
     """
 
     id: str
@@ -68,6 +75,8 @@ class Sample:
     tracks: np.ndarray | None = None
     target: np.ndarray | None = None
     target_channel_names: list[str] = field(default_factory=list)
+    seg: np.ndarray | None = None
+    seg_annotated: np.ndarray | None = None
 
     @property
     def label_axes(self) -> str:
@@ -142,6 +151,7 @@ class Sample:
                 out.append(f"{where}: tracks must be an (n, 4) integer table {TRACK_COLUMNS}")
             elif "t" not in self.axes:
                 out.append(f"{where}: tracks given but image has no 't' axis")
+        out.extend(self._seg_problems(where, label_shape))
         if self.label is not None and (
             not isinstance(self.label, int | np.integer) or self.label < 0
         ):
@@ -149,6 +159,58 @@ class Sample:
         for key, value in self.metadata.items():
             if not isinstance(value, str | int | float | bool | np.generic):
                 out.append(f"{where}: metadata {key!r} has unsupported type {type(value)}")
+        return out
+
+    def _seg_problems(self, where: str, label_shape: tuple[int, ...]) -> list[str]:
+        """Problems of the sparse SEG truth (:attr:`seg` with :attr:`seg_annotated`)."""
+        if self.seg is None and self.seg_annotated is None:
+            return []
+        if self.seg is None or self.seg_annotated is None:
+            return [f"{where}: seg and seg_annotated must be given together"]
+        out: list[str] = []
+        if "t" not in self.axes:
+            out.append(f"{where}: seg (sparse SEG truth) needs a 't' axis")
+        seg = self.seg
+        if seg.shape != label_shape:
+            out.append(
+                f"{where}: seg shape {seg.shape} != image shape without channels {label_shape}"
+            )
+        if seg.dtype.kind not in "ui":
+            out.append(f"{where}: seg dtype {seg.dtype} must be an integer type")
+        elif seg.size and seg.min() < 0:
+            out.append(f"{where}: seg has negative values")
+        ann = np.asarray(self.seg_annotated)
+        if ann.ndim != 2 or ann.shape[1] != 2 or ann.dtype.kind not in "ui":
+            out.append(f"{where}: seg_annotated must be an (n, 2) integer table (frame, z)")
+            return out
+        if out:
+            return out
+        n_t = seg.shape[0]
+        n_z = seg.shape[1] if seg.ndim == 4 else 0
+        covered = np.zeros(seg.shape[:2] if seg.ndim == 4 else seg.shape[:1], dtype=bool)
+        seen: set[tuple[int, int]] = set()
+        for t, z in ann.tolist():
+            if (t, z) in seen:
+                out.append(f"{where}: seg_annotated lists frame {t} z={z} twice")
+            seen.add((t, z))
+            if not 0 <= t < n_t:
+                out.append(f"{where}: seg_annotated frame {t} is outside 0..{n_t - 1}")
+                continue
+            if z == -1:
+                covered[t] = True
+            elif seg.ndim != 4:
+                out.append(f"{where}: seg_annotated frame {t} names slice z={z} of a 2D frame")
+            elif not 0 <= z < n_z:
+                out.append(f"{where}: seg_annotated frame {t} slice z={z} is outside 0..{n_z - 1}")
+            else:
+                covered[t, z] = True
+        outside = seg.reshape(*covered.shape, -1).any(axis=-1) & ~covered
+        if outside.any():
+            where_bad = np.argwhere(outside)[:5].tolist()
+            out.append(
+                f"{where}: seg has labels outside the annotated frames/slices (frame[, z]: "
+                f"{where_bad}); list them in seg_annotated or clear them"
+            )
         return out
 
     def validate(self) -> None:
@@ -159,5 +221,5 @@ class Sample:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Return the array fields that are set, keyed by field name."""
-        names = ("image", "semantic", "instances", "tracks", "target")
+        names = ("image", "semantic", "instances", "tracks", "target", "seg", "seg_annotated")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}

@@ -36,6 +36,8 @@ def _without_truth(sample: Sample, keep_metadata: Collection[str] | None) -> Sam
     sample.tracks = None
     sample.target = None
     sample.target_channel_names = []
+    sample.seg = None
+    sample.seg_annotated = None
     return sample
 
 
@@ -53,11 +55,13 @@ def _samples(
 
 
 def truth_paths(store: DatasetStore, sample_id: str) -> list[str]:
-    """Manifest paths of every ground-truth array of one sample (labels, target, tracks)."""
+    """Manifest paths of every ground-truth array of one sample (labels, target, tracks, SEG)."""
     fmt = store.format
     arrays = store.manifest["arrays"]
     candidates = [f"{fmt.label_path(sample_id, name)}/0" for name in ("instances", "semantic")]
     candidates += [f"{fmt.target_path(sample_id)}/0", fmt.tracks_path(sample_id)]
+    if fmt.sparse_seg:  # sparse SEG truth of tracking sequences (format 3)
+        candidates += [f"{fmt.label_path(sample_id, 'seg')}/0", fmt.seg_frames_path(sample_id)]
     return [p for p in candidates if p in arrays]
 
 

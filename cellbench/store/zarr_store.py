@@ -29,6 +29,7 @@ from cellbench.errors import CorruptStoreError, StoreError, ValidationError
 from cellbench.store import checksums
 from cellbench.store.format import (
     CURRENT_FORMAT,
+    FORMATS,
     STORE_KIND,
     StoreFormat,
     detect_format,
@@ -235,6 +236,15 @@ class StoreWriter:
                 f"sample {sample.id!r}: label {sample.label} out of range for "
                 f"{len(self.class_names['label'])} classes"
             )
+        if sample.seg is not None and not self.fmt.sparse_seg:
+            if self.fmt.manifest_covers_metadata:
+                # format 3 = format 2 + SEG truth: same layout so far, so switching is safe
+                self.fmt = FORMATS["3"]
+            else:
+                problems.append(
+                    f"sample {sample.id!r}: store format {self.fmt.version} cannot hold sparse "
+                    "SEG truth (format 3 or later can)"
+                )
         if problems:
             raise ValidationError(problems, context=f"writing store {self.display_name}")
         self._ids.add(sample.id)
@@ -256,7 +266,7 @@ class StoreWriter:
         }
         self._fields.add("image")
 
-        label_names = [n for n in _LABEL_FIELDS if getattr(sample, n) is not None]
+        label_names = [n for n in (*_LABEL_FIELDS, "seg") if getattr(sample, n) is not None]
         if label_names:
             labels_group = self.root.require_group(f"{img_path}/labels")
             labels_group.attrs["ome"] = {"version": "0.5", "labels": label_names}
@@ -264,7 +274,8 @@ class StoreWriter:
                 arr = getattr(sample, name)
                 lpath = fmt.label_path(sid, name)
                 lgroup = self.root.require_group(lpath)
-                self._write_array(f"{lpath}/0", arr, sample.label_axes, sparse=name in self.sparse)
+                sparse = name in self.sparse or name == "seg"
+                self._write_array(f"{lpath}/0", arr, sample.label_axes, sparse=sparse)
                 image_label: dict[str, Any] = {"version": "0.5", "source": {"image": "../../"}}
                 if name == "semantic" and "semantic" in self.class_names:
                     image_label["properties"] = [
@@ -300,6 +311,11 @@ class StoreWriter:
             arr = self._write_array(fmt.tracks_path(sid), tracks, None)
             arr.attrs["columns"] = list(TRACK_COLUMNS)
             self._fields.add("tracks")
+
+        if sample.seg_annotated is not None:
+            ann = np.asarray(sample.seg_annotated, dtype=np.int64).reshape(-1, 2)
+            arr = self._write_array(fmt.seg_frames_path(sid), ann, None)
+            arr.attrs["columns"] = ["frame", "z"]
 
         if sample.label is not None:
             self._fields.add("label")
@@ -791,7 +807,32 @@ class DatasetStore:
             sample.target_channel_names = [c["label"] for c in omero.get("channels", [])]
         if "tracks" in fields and self.format.tracks_path(sample_id) in self.root:
             sample.tracks = self.tracks(sample_id)
+        if "seg" in fields and "seg" in present:
+            seg, annotated = self.seg_truth(sample_id)
+            sample.seg, sample.seg_annotated = np.asarray(seg[...]), annotated
         return sample
+
+    def has_seg_truth(self, sample_id: str) -> bool:
+        """Whether a tracking sequence carries sparse SEG truth (store format 3 and later)."""
+        if not self.format.sparse_seg or "seg" not in self.meta["fields"]:
+            return False
+        return self.format.seg_frames_path(sample_id) in self.root
+
+    def seg_truth(self, sample_id: str) -> tuple[zarr.Array, np.ndarray]:
+        """A sequence's sparse SEG truth: the lazy label image and its annotated ``frame, z``.
+
+        Returns:
+            The ``(T, [Z,] Y, X)`` label image (0 outside what is annotated) and the ``(n, 2)``
+            int64 table of annotated ``frame, z`` (``z = -1``: the whole frame).
+
+        Raises:
+            StoreError: If the sequence has no SEG truth.
+        """
+        if not self.has_seg_truth(sample_id):
+            raise StoreError(f"dataset {self.ref}: sample {sample_id!r} has no SEG truth")
+        path = self.format.seg_frames_path(sample_id)
+        annotated = np.asarray(self._array(path, sample_id, "SEG frames")[...], dtype=np.int64)
+        return self.labels(sample_id, "seg"), annotated.reshape(-1, 2)
 
     def samples(self, split: str | None = None) -> Iterator[Sample]:
         """Iterate whole samples (optionally of one split), loading one at a time."""

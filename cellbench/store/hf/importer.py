@@ -66,6 +66,9 @@ _TRUTH_FIELDS = frozenset(f.name for f in fields(Sample)) - {
     "split",
     "pixel_size",
     "metadata",
+    # sparse SEG truth (store format 3) has no Hugging Face columns yet
+    "seg",
+    "seg_annotated",
 }
 _ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 

@@ -184,7 +184,19 @@ class ExportPlan:
 
     @classmethod
     def from_store(cls, store: DatasetStore) -> ExportPlan:
-        """Plan the export of ``store`` from its manifest and table (no pixel is read)."""
+        """Plan the export of ``store`` from its manifest and table (no pixel is read).
+
+        Raises:
+            StoreError: The store holds sparse SEG truth (store format 3), which the Hugging
+                Face layout does not carry yet (refused rather than silently dropped).
+        """
+        if "seg" in store.fields:
+            from cellbench.errors import StoreError
+
+            raise StoreError(
+                f"dataset {store.ref}: holds sparse SEG truth (store format 3), which the "
+                "Hugging Face export does not carry yet; export it with --to ctc instead"
+            )
         arrays = store.manifest["arrays"]
         entries: dict[str, list[tuple[tuple[int, ...], str] | None]] = {f: [] for f in ARRAY_FIELDS}
         max_bytes = 1

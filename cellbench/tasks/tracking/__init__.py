@@ -8,7 +8,9 @@ The task package (the plugin: nothing outside it branches on this task):
 * ``hf.py``: its Hugging Face dataset columns;
 * ``controls.py``: the reference controls its leaderboards show beside the entries;
 * ``pictures.py``: the pictures its leaderboard pages show;
-* ``ctc.py``: reads, writes, validates and scores Cell Tracking Challenge folders.
+* ``ctc.py``: reads, writes, validates and scores Cell Tracking Challenge folders (single
+  sequences and whole datasets: the ``ctc`` format, and the CTC training-archive reader);
+* ``geff.py``: the ``geff`` format: tracking graphs in and out, with label images beside them.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
+from cellbench.formats.registry import Format
 from cellbench.metrics.base import Metric, MetricResult
 from cellbench.metrics.tracking import (
     CTCMeasures,
@@ -458,17 +459,22 @@ def write_ctc_ground_truth(
     for t in range(seq.n_frames):
         _imwrite(tra / f"man_track{t:0{d}d}.tif", lab[t].astype(np.uint16, copy=False))
     write_track_file(tra / GT_TRACK_FILE, seq.tracks)
-    if seq.seg:
-        seg = out / "SEG"
-        seg.mkdir(parents=True, exist_ok=True)
-        for a in seq.seg:
-            name = (
-                f"man_seg{a.frame:0{d}d}.tif"
-                if a.z is None
-                else (f"man_seg_{a.frame:0{d}d}_{a.z:03d}.tif")
-            )
-            _imwrite(seg / name, np.asarray(a.labels).astype(np.uint16, copy=False))
+    _write_seg(out / "SEG", seq.seg, d)
     return out
+
+
+def _write_seg(seg: Path, annotations: Sequence[SegAnnotation], d: int) -> None:
+    """``man_seg###.tif`` per annotated frame, ``man_seg_###_ZZZ.tif`` per annotated slice."""
+    if not annotations:
+        return
+    seg.mkdir(parents=True, exist_ok=True)
+    for a in annotations:
+        name = (
+            f"man_seg{a.frame:0{d}d}.tif"
+            if a.z is None
+            else (f"man_seg_{a.frame:0{d}d}_{a.z:03d}.tif")
+        )
+        _imwrite(seg / name, np.asarray(a.labels).astype(np.uint16, copy=False))
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -501,3 +507,405 @@ def score_ctc_folders(
     )
     sid = sample_id or os.path.basename(os.path.normpath(str(gt_dir)))
     return {m.name: m.compute([match], sample_ids=[sid]) for m in chosen}
+
+
+# ---------------------------------------------------------------------------- dataset folders
+#: Sidecar written beside the CTC folders by :func:`write_ctc_dataset`: what the CTC layout
+#: has no place for (split, channel names, pixel sizes, metadata), so a store -> CTC -> store
+#: round trip is exact. CTC tools ignore it; without it the reader uses its defaults.
+SIDECAR = "cellbench.json"
+_IMG_RE = re.compile(r"^t(\d+)\.tiff?$")
+_SEG_CHOICES = ("gold", "silver", "none")
+
+
+def _sequences(src: Path) -> list[str]:
+    """Sequence names of a CTC dataset folder: ``01``, ``02`` ... (folders with images)."""
+    return sorted(
+        p.name
+        for p in src.iterdir()
+        if p.is_dir()
+        and not p.name.endswith(("_GT", "_ST", "_RES"))
+        and any(_IMG_RE.match(f) for f in os.listdir(p))
+    )
+
+
+def read_sidecar(src: Path) -> tuple[dict[str, Any], list[str]]:
+    """The per-sequence records of a :data:`SIDECAR` file (empty without one), and problems."""
+    import json
+
+    path = src / SIDECAR
+    if not path.is_file():
+        return {}, []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        seqs = data["sequences"]
+        if not isinstance(seqs, dict):
+            raise TypeError("'sequences' is not an object")
+    except (ValueError, KeyError, TypeError) as err:
+        return {}, [f"{SIDECAR}: unreadable ({err}); expected {{'sequences': {{name: {{...}}}}}}"]
+    return seqs, []
+
+
+def _read_images(seq_dir: Path, n_frames: int | None) -> tuple[np.ndarray | None, list[str]]:
+    """The raw frames ``<seq>/t###.tif`` as one ``(T, [Z,] Y, X)`` stack.
+
+    ``n_frames`` is the ground truth's frame count (``None``: the highest frame found + 1).
+    """
+    files, problems = _scan(seq_dir, _IMG_RE)
+    problems = [f"{seq_dir.name}/{p}" for p in problems]
+    if not files:
+        return None, [*problems, f"{seq_dir.name}: no t###.tif frames"]
+    n = max(files) + 1 if n_frames is None else n_frames
+    for t in sorted(files):
+        if t >= n:
+            problems.append(
+                f"{seq_dir.name}/{files[t].name}: frame {t} is beyond the {n} frames of the "
+                "ground truth"
+            )
+    files = {t: f for t, f in files.items() if t < n}
+    missing = [t for t in range(n) if t not in files]
+    if missing:
+        from cellbench.tracks import format_ranges
+
+        problems.append(
+            f"{seq_dir.name}: {len(missing)} frame file(s) missing: frames {format_ranges(missing)}"
+        )
+    stack: np.ndarray | None = None
+    for t in sorted(files):
+        path = files[t]
+        where = f"{seq_dir.name}/{path.name} (frame {t})"
+        try:
+            arr = _imread(path)
+        except Exception as err:
+            problems.append(f"{where}: cannot be read as a TIFF ({err})")
+            continue
+        if arr.dtype.kind not in "uif":
+            problems.append(f"{where}: dtype {arr.dtype}, expected a numeric image")
+            continue
+        if stack is None:
+            if arr.ndim not in (2, 3):
+                problems.append(f"{where}: {arr.ndim} dims, expected (Y, X) or (Z, Y, X)")
+                continue
+            stack = np.zeros((n, *arr.shape), dtype=arr.dtype)
+        if arr.shape != stack.shape[1:] or arr.dtype != stack.dtype:
+            problems.append(
+                f"{where}: {arr.dtype} {arr.shape}, expected {stack.dtype} {stack.shape[1:]} "
+                "like the first frame"
+            )
+            continue
+        stack[t] = arr
+    return stack, problems
+
+
+def _pieces_problems(labels: np.ndarray, folder: str, prefix: str, digits: int) -> list[str]:
+    """Objects made of more than one connected piece (full connectivity), per frame."""
+    from skimage.measure import label as cc_label
+
+    out: list[str] = []
+    for t in range(labels.shape[0]):
+        frame = labels[t]
+        if not frame.any():
+            continue
+        comps = cc_label(frame, background=0, connectivity=frame.ndim)
+        pairs = np.unique(np.stack([frame[comps > 0].astype(np.int64), comps[comps > 0]]), axis=1)
+        ids, counts = np.unique(pairs[0], return_counts=True)
+        split = ids[counts > 1]
+        if split.size:
+            out.append(
+                f"{folder}/{prefix}{t:0{digits}d}.tif (frame {t}): label(s) "
+                f"{', '.join(map(str, split.tolist()[:10]))} are in more than one piece "
+                "(expected one connected object per label)"
+            )
+    return out
+
+
+def _read_sequence(
+    src: Path, name: str, seg: str, meta: dict[str, Any], split: str, check: bool
+) -> tuple[Any, list[str]]:
+    from cellbench.store.sample import Sample
+    from cellbench.tracks import seg_arrays
+
+    problems: list[str] = []
+    gt_dir, st_dir = src / f"{name}_GT", src / f"{name}_ST"
+    truth: TrackedSequence | None = None
+    n_frames: int | None = None
+    if (gt_dir / "TRA").is_dir():
+        try:
+            truth = read_ctc_ground_truth(gt_dir, seg=seg == "gold")
+            n_frames = truth.n_frames
+        except ValidationError as err:
+            problems += [f"{gt_dir.name}: {p}" for p in err.problems]
+            files, _ = _scan(gt_dir / "TRA", _TRA_RE)
+            n_frames = max(files) + 1 if files else None
+    image, more = _read_images(src / name, n_frames)
+    problems = more + problems
+    seg_ann: tuple[SegAnnotation, ...] = truth.seg if truth is not None else ()
+    if seg == "silver":
+        if not (st_dir / "SEG").is_dir():
+            problems.append(f"{st_dir.name}/SEG: missing (silver truth asked for)")
+        elif image is not None:
+            seg_ann, more = _read_seg(st_dir / "SEG", image.shape[0], image.shape[1:])
+            problems += [f"{st_dir.name}/{p}" for p in more]
+    if image is not None and truth is not None and truth.labels.shape != image.shape:
+        problems.append(
+            f"{gt_dir.name}/TRA: masks are {truth.labels.shape} (T, [Z,] Y, X), images in "
+            f"{name}/ are {image.shape}"
+        )
+    if check and (gt_dir / "TRA").is_dir():
+        try:  # unvalidated, so the pieces are checked in every readable frame
+            masks = truth or read_ctc_ground_truth(gt_dir, seg=False, validate=False)
+        except ValidationError:
+            masks = None  # no TRA frames at all: already reported
+        if masks is not None:
+            d = frame_digits(masks.n_frames)
+            problems += _pieces_problems(masks.labels, f"{gt_dir.name}/TRA", "man_track", d)
+    if problems or image is None:
+        return None, problems
+    info = meta.get(name, {})
+    axes = str(info.get("axes", "tczyx" if image.ndim == 4 else "tcyx"))
+    sample = Sample(
+        id=name,
+        image=image[:, None],
+        axes=axes,
+        channel_names=list(info.get("channel_names", [])),
+        split=str(info.get("split", split)),
+        pixel_size={k: float(v) for k, v in info.get("pixel_size", {}).items()},
+        metadata=dict(info.get("metadata", {})),
+    )
+    if truth is not None:
+        sample.instances = truth.labels
+        sample.tracks = truth.tracks
+        if seg_ann:
+            sample.seg, sample.seg_annotated = seg_arrays(seg_ann, truth.labels.shape)
+    return sample, [f"sample {sample.id!r}: {p}" for p in sample.problems()]
+
+
+def read_ctc_dataset(
+    src: str | os.PathLike,
+    *,
+    seg: str = "gold",
+    split: str = "train",
+    sequences: Sequence[str] | None = None,
+) -> Any:
+    """Stream a CTC dataset folder (``01/``, ``01_GT/``, ``01_ST/``, ``02/`` ...) as samples.
+
+    One :class:`~cellbench.store.sample.Sample` per sequence (id = the sequence name), image
+    ``(T, 1, [Z,] Y, X)`` from ``<seq>/t###.tif``; when ``<seq>_GT/TRA`` exists, ``instances``
+    are the TRA markers and ``tracks`` the ``man_track.txt`` table, and SEG truth is kept as
+    sparse ``seg`` + ``seg_annotated`` (only the annotated frames or z slices). Sequences
+    without ground truth (CTC test sets) give image-only samples.
+
+    Args:
+        src: The dataset folder.
+        seg: ``gold`` (``<seq>_GT/SEG``, manual and sparse), ``silver`` (``<seq>_ST/SEG``,
+            computer-generated from several top methods, every frame) or ``none``.
+        split: Split of every sample (a ``cellbench.json`` sidecar overrides it).
+        sequences: Only these sequences (default: all); a string is split at commas.
+
+    Yields:
+        One sample per sequence, in name order.
+
+    Raises:
+        ValidationError: Listing every problem of a sequence (file, frame, expectation).
+    """
+    root = Path(src)
+    if seg not in _SEG_CHOICES:
+        raise ValidationError([f"seg={seg!r}: expected one of {', '.join(_SEG_CHOICES)}"])
+    if not root.is_dir():
+        raise ValidationError([f"{root}: not a folder (expected a CTC dataset folder)"])
+    meta, problems = read_sidecar(root)
+    if problems:
+        raise ValidationError(problems, context=str(root))
+    names = _sequences(root)
+    if isinstance(sequences, str):  # from the command line: "01,02"
+        sequences = [s.strip() for s in sequences.split(",") if s.strip()]
+    if sequences is not None:
+        unknown = sorted(set(sequences) - set(names))
+        if unknown:
+            raise ValidationError(
+                [
+                    f"sequence {u!r} not found (found: {', '.join(names) or 'none'})"
+                    for u in unknown
+                ],
+                context=str(root),
+            )
+        names = [n for n in names if n in set(sequences)]
+    if not names:
+        raise ValidationError(
+            [f"{root}: no sequence folder with t###.tif frames (expected 01/, 02/, ...)"]
+        )
+    for name in names:
+        sample, problems = _read_sequence(root, name, seg, meta, split, check=False)
+        if problems:
+            raise ValidationError(problems, context=f"{root} sequence {name}")
+        yield sample
+
+
+def ctc_dataset_problems(src: str | os.PathLike, *, seg: str = "gold", **_: Any) -> list[str]:
+    """Every problem of a CTC dataset folder, all sequences at once (never raises).
+
+    Checked beyond what reading checks: objects in more than one piece in the TRA masks.
+
+    Args:
+        src: The dataset folder.
+        seg: Which SEG truth to check (``gold``, ``silver`` or ``none``).
+
+    Returns:
+        One line per problem, naming the sequence folder, file and frame.
+    """
+    root = Path(src)
+    if seg not in _SEG_CHOICES:
+        return [f"seg={seg!r}: expected one of {', '.join(_SEG_CHOICES)}"]
+    if not root.is_dir():
+        return [f"{root}: not a folder (expected a CTC dataset folder)"]
+    meta, problems = read_sidecar(root)
+    names = _sequences(root)
+    if not names:
+        problems.append(f"{root}: no sequence folder with t###.tif frames (expected 01/, 02/)")
+    for name in names:
+        problems += _read_sequence(root, name, seg, meta, "train", check=True)[1]
+    return problems
+
+
+def write_ctc_dataset(samples: Any, dest: str | os.PathLike, *, seg: str = "gold") -> None:
+    """Write tracking samples as a CTC dataset folder, one sequence per sample.
+
+    ``<id>/t###.tif`` (the image, one channel), ``<id>_GT/TRA`` (instances and the track table)
+    and the SEG truth as ``<id>_GT/SEG`` (or ``<id>_ST/SEG`` with ``seg="silver"``), plus the
+    :data:`SIDECAR` ``cellbench.json`` (split, channel names, pixel sizes, metadata). Sequence
+    folders are named by sample id. ``dest`` must not exist (callers write to a temporary
+    folder and rename it).
+
+    Args:
+        samples: Tracking samples (image ``tcyx``/``tczyx`` with one channel).
+        dest: Destination folder (created).
+        seg: Where SEG truth goes: ``gold`` (``_GT/SEG``) or ``silver`` (``_ST/SEG``).
+
+    Raises:
+        ValidationError: A sample the CTC layout cannot hold (several channels, no time axis,
+            ids beyond uint16), every problem of it listed.
+    """
+    import json
+
+    from cellbench.tracks import seg_annotations
+
+    if seg not in ("gold", "silver"):
+        raise ValidationError([f"seg={seg!r}: expected gold or silver"])
+    out = Path(dest)
+    out.mkdir(parents=True)
+    meta: dict[str, Any] = {}
+    for sample in samples:
+        where = f"sample {sample.id!r}"
+        problems = list(sample.problems())
+        if "t" not in sample.axes:
+            problems.append(f"{where}: axes {sample.axes!r} have no time axis (CTC needs t)")
+        elif sample.image.shape[1] != 1:
+            problems.append(
+                f"{where}: {sample.image.shape[1]} channels; CTC frames hold one channel "
+                "(write one channel per dataset)"
+            )
+        if problems:
+            raise ValidationError(problems, context=str(out))
+        image = sample.image[:, 0]
+        d = frame_digits(image.shape[0])
+        (out / sample.id).mkdir()
+        for t in range(image.shape[0]):
+            _imwrite(out / sample.id / f"t{t:0{d}d}.tif", image[t])
+        ann: tuple[SegAnnotation, ...] = ()
+        if sample.seg is not None and sample.seg_annotated is not None:
+            ann = seg_annotations(sample.seg, sample.seg_annotated)
+        if sample.instances is not None and sample.tracks is not None:
+            seq = TrackedSequence(
+                sample.instances, sample.tracks, seg=ann if seg == "gold" else (), name=sample.id
+            )
+            write_ctc_ground_truth(seq, out / f"{sample.id}_GT", digits=d)
+        if seg == "silver" or sample.instances is None:
+            _write_seg(out / f"{sample.id}_{'ST' if seg == 'silver' else 'GT'}" / "SEG", ann, d)
+        meta[sample.id] = {
+            "axes": sample.axes,
+            "split": sample.split,
+            "channel_names": list(sample.channel_names),
+            "pixel_size": dict(sample.pixel_size),
+            "metadata": {
+                k: v.item() if isinstance(v, np.generic) else v for k, v in sample.metadata.items()
+            },
+        }
+    (out / SIDECAR).write_text(json.dumps({"sequences": meta}, indent=1), encoding="utf-8")
+
+
+FORMAT = Format(
+    name="ctc",
+    description="Cell Tracking Challenge dataset folder (01/t###.tif, 01_GT/TRA, SEG, 01_ST)",
+    tasks=("tracking",),
+    read=read_ctc_dataset,
+    write=write_ctc_dataset,
+    validate=ctc_dataset_problems,
+    options={
+        "seg": "read: SEG truth gold (01_GT/SEG, sparse, manual), silver (01_ST/SEG) or none; "
+        "write: where SEG truth goes, gold (_GT/SEG) or silver (_ST/SEG)",
+        "split": "read only: split of every sequence when no cellbench.json says (default train)",
+        "sequences": "read only: the sequences to read (default all)",
+    },
+)
+
+
+def ctc_archive_samples(
+    archive: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    name: str,
+    splits: dict[str, str],
+    *,
+    seg: str = "gold",
+    pixel_size: dict[str, float] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Any:
+    """Stream the sequences of a Cell Tracking Challenge training archive (``<NAME>.zip``).
+
+    The archive holds ``<NAME>/01/t###.tif``, ``<NAME>/01_GT/{TRA,SEG}``, optionally
+    ``<NAME>/01_ST/SEG``, and the same for ``02``. It is extracted into ``work_dir`` (one
+    sequence is held in memory at a time) and read with :func:`read_ctc_dataset`.
+
+    Args:
+        archive: The zip file.
+        work_dir: Scratch folder (the recipe context's).
+        name: The dataset name, the archive's top folder (e.g. ``Fluo-N2DH-GOWT1``).
+        splits: ``{sequence: split}``; every sequence of the archive must be listed.
+        seg: SEG truth to keep (``gold``, ``silver`` or ``none``).
+        pixel_size: Physical sizes to record on every sample (only if known).
+        metadata: Extra metadata for every sample (the sequence is added as ``sequence``).
+
+    Yields:
+        One sample per sequence (id ``<sequence>``).
+
+    Raises:
+        ValidationError: A layout or content problem (every problem of a sequence listed), or
+            sequences in the archive that ``splits`` does not list (and vice versa).
+    """
+    import zipfile
+
+    out = Path(work_dir) / "ctc-extract"
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+        bad = [n for n in names if n.startswith("/") or ".." in Path(n).parts]
+        if bad:
+            raise ValidationError([f"unsafe path {b!r} in the archive" for b in bad[:5]])
+        if not any(n.startswith(f"{name}/") for n in names):
+            raise ValidationError(
+                [f"{Path(archive).name}: no top folder {name}/ (expected {name}/01/t000.tif ...)"]
+            )
+        zf.extractall(out)
+    root = out / name
+    found = _sequences(root)
+    problems = [
+        f"sequence {s} is in the archive but has no split in the recipe"
+        for s in found
+        if s not in splits
+    ]
+    problems += [f"sequence {s} is missing from the archive" for s in splits if s not in found]
+    if problems:
+        raise ValidationError(problems, context=str(archive))
+    for seq in sorted(splits):
+        for sample in read_ctc_dataset(root, seg=seg, split=splits[seq], sequences=[seq]):
+            sample.pixel_size = dict(pixel_size or {})
+            sample.metadata = {**(metadata or {}), "sequence": seq, "seg_truth": seg}
+            yield sample

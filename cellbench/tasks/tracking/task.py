@@ -2,9 +2,12 @@
 
 Ground truth: per-frame instance labels ``(t, [z,] y, x)`` and the track table (``track_id,
 start, end, parent``, the CTC ``man_track.txt``) of each sequence; the instance labels serve
-as both TRA markers and SEG annotation (every object of every frame is annotated).
+as TRA markers, and as SEG annotation too (every object of every frame) unless the sequence
+carries sparse SEG truth (store format 3, from CTC ``man_seg`` files), which SEG then uses:
+only the annotated frames or slices, and in them only the annotated objects, count.
 Predictions: relabelled masks of the same shape with a CTC result track table, in the canonical
-format or as ``<sample_id>_RES`` folders; both are checked against every CTC rule.
+format, as ``<sample_id>_RES`` folders or as GEFF graphs ``<sample_id>/tracks`` linked to a label
+image by ``seg_id``; all are checked against every CTC rule.
 
 Metrics: DET, SEG, TRA, LNK, OP_CSB, OP_CTB and the AOGM operation counts (Matula et al. 2015),
 division precision/recall/F1 with a 1-frame tolerance, complete tracks, branching correctness
@@ -48,6 +51,8 @@ class TrackingTask(Task):
     prediction_formats: ClassVar[tuple[str, ...]] = (
         "folder of Cell Tracking Challenge result folders <sample_id>_RES/ "
         "(mask###.tif + res_track.txt)",
+        "folder of GEFF graphs <sample_id>/tracks/ with seg_id linking nodes to a label image "
+        "(related object 'labels', e.g. <sample_id>/labels)",
     )
     accepts_models: ClassVar[bool] = False
     key_metrics: ClassVar[tuple[str, ...]] = ("ctc/seg", "ctc/tra", "divisions/f1")
@@ -68,15 +73,22 @@ class TrackingTask(Task):
     }
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> Any:
-        """The sequence as a :class:`~cellbench.tracks.TrackedSequence` (labels double as SEG)."""
-        from cellbench.tracks import SegAnnotation, TrackedSequence
+        """The sequence as a :class:`~cellbench.tracks.TrackedSequence`.
+
+        SEG is scored on the sequence's sparse SEG truth where the store has one (CTC
+        ``man_seg``: only the annotated frames or slices, and in them only the drawn objects);
+        otherwise the instance labels double as SEG truth (every object of every frame).
+        """
+        from cellbench.tracks import SegAnnotation, TrackedSequence, seg_annotations
 
         labels = np.asarray(store.labels(sample_id, "instances")[...])
+        if store.has_seg_truth(sample_id):
+            seg_arr, annotated = store.seg_truth(sample_id)
+            seg = seg_annotations(seg_arr, annotated)
+        else:
+            seg = tuple(SegAnnotation(frame=t, labels=labels[t]) for t in range(labels.shape[0]))
         return TrackedSequence(
-            labels=labels,
-            tracks=store.tracks(sample_id),
-            seg=tuple(SegAnnotation(frame=t, labels=labels[t]) for t in range(labels.shape[0])),
-            name=sample_id,
+            labels=labels, tracks=store.tracks(sample_id), seg=seg, name=sample_id
         )
 
     def _as_sequence(self, name: str, prediction: Prediction) -> Any:
@@ -112,10 +124,16 @@ class TrackingTask(Task):
     def read_predictions(
         self, path: Path, class_names: Sequence[str] | None = None
     ) -> PredictionSet:
-        """A folder of Cell Tracking Challenge result folders ``<sample_id>_RES``."""
+        """CTC result folders ``<sample_id>_RES`` or GEFF graphs ``<sample_id>/tracks``."""
         if path.is_dir():
-            from cellbench.tasks.tracking.io import read_result_folders
+            from cellbench.tasks.tracking.io import (
+                is_geff_folder,
+                read_geff_folders,
+                read_result_folders,
+            )
 
+            if is_geff_folder(path):
+                return read_geff_folders(path, self.name)
             return read_result_folders(path, self.name)
         return super().read_predictions(path, class_names)
 

@@ -1,0 +1,15 @@
+"""Recipe ctc-fluo-n3dh-ce: a fake Fluo-N3DH-CE.zip in the real layout, pulled from 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.datasets.ctc_recipe_check import pull_fake_ctc
+
+
+def test_recipe_builds_the_sequences_from_the_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pull_fake_ctc("ctc-fluo-n3dh-ce", "Fluo-N3DH-CE", True, tmp_path, monkeypatch)
