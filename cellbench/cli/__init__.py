@@ -45,7 +45,14 @@ class CellbenchGroup(click.Group):
             ctx.exit(extra.exit_code)
         except KeyboardInterrupt:
             click.secho("interrupted", fg="red", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+            # Cleanup ran while the interrupt unwound. Exit now: an interrupt that reaches a
+            # worker thread (zarr's event loop) at interpreter shutdown would otherwise turn
+            # exit 130 into a kill by SIGINT (seen: exit -2 after "interrupted").
+            import os
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=CellbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
