@@ -25,11 +25,12 @@ tracking metrics (:mod:`cellbench.metrics.tracking`), as the ``cellbench score-c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +44,9 @@ from cellbench.metrics.tracking import (
     match_tracking,
 )
 from cellbench.tracks import SegAnnotation, TrackedSequence
+
+if TYPE_CHECKING:
+    from cellbench.store.sample import Sample
 
 GT_TRACK_FILE = "man_track.txt"
 RES_TRACK_FILE = "res_track.txt"
@@ -514,6 +518,26 @@ def score_ctc_folders(
 #: has no place for (split, channel names, pixel sizes, metadata), so a store -> CTC -> store
 #: round trip is exact. CTC tools ignore it; without it the reader uses its defaults.
 SIDECAR = "cellbench.json"
+
+
+def sidecar_record(sample: Sample) -> dict[str, Any]:
+    """What a :data:`SIDECAR` keeps of a sequence that the track files cannot hold."""
+    return {
+        "axes": sample.axes,
+        "split": sample.split,
+        "channel_names": list(sample.channel_names),
+        "pixel_size": dict(sample.pixel_size),
+        "metadata": {
+            k: v.item() if isinstance(v, np.generic) else v for k, v in sample.metadata.items()
+        },
+    }
+
+
+def write_sidecar(out: Path, records: dict[str, dict[str, Any]]) -> None:
+    """Write the :data:`SIDECAR` of a dataset folder (``{"sequences": {name: record}}``)."""
+    (out / SIDECAR).write_text(json.dumps({"sequences": records}, indent=1), encoding="utf-8")
+
+
 _IMG_RE = re.compile(r"^t(\d+)\.tiff?$")
 _SEG_CHOICES = ("gold", "silver", "none")
 
@@ -785,8 +809,6 @@ def write_ctc_dataset(samples: Any, dest: str | os.PathLike, *, seg: str = "gold
         ValidationError: A sample the CTC layout cannot hold (several channels, no time axis,
             ids beyond uint16), every problem of it listed.
     """
-    import json
-
     from cellbench.tracks import seg_annotations
 
     if seg not in ("gold", "silver"):
@@ -821,16 +843,8 @@ def write_ctc_dataset(samples: Any, dest: str | os.PathLike, *, seg: str = "gold
             write_ctc_ground_truth(seq, out / f"{sample.id}_GT", digits=d)
         if seg == "silver" or sample.instances is None:
             _write_seg(out / f"{sample.id}_{'ST' if seg == 'silver' else 'GT'}" / "SEG", ann, d)
-        meta[sample.id] = {
-            "axes": sample.axes,
-            "split": sample.split,
-            "channel_names": list(sample.channel_names),
-            "pixel_size": dict(sample.pixel_size),
-            "metadata": {
-                k: v.item() if isinstance(v, np.generic) else v for k, v in sample.metadata.items()
-            },
-        }
-    (out / SIDECAR).write_text(json.dumps({"sequences": meta}, indent=1), encoding="utf-8")
+        meta[sample.id] = sidecar_record(sample)
+    write_sidecar(out, meta)
 
 
 FORMAT = Format(

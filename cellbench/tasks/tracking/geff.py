@@ -29,7 +29,6 @@ track; each successor starts a daughter track).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -40,9 +39,9 @@ import numpy as np
 from cellbench.errors import ValidationError
 from cellbench.formats.registry import Format
 from cellbench.store.sample import Sample
+from cellbench.tasks.tracking.ctc import sidecar_record, write_sidecar
 from cellbench.tracks import TrackedSequence
 
-SIDECAR = "cellbench.json"
 GRAPH = "tracks"
 LABELS = "labels"
 IMAGE = "image"
@@ -180,16 +179,8 @@ def write_geff(samples: Iterable[Sample], dest: str | os.PathLike) -> None:
         if problems:
             raise ValidationError(problems, str(out))
         write_sequence_geff(seq, out / sample.id, sample.image)
-        meta[sample.id] = {
-            "axes": sample.axes,
-            "split": sample.split,
-            "channel_names": list(sample.channel_names),
-            "pixel_size": dict(sample.pixel_size),
-            "metadata": {
-                k: v.item() if isinstance(v, np.generic) else v for k, v in sample.metadata.items()
-            },
-        }
-    (out / SIDECAR).write_text(json.dumps({"sequences": meta}, indent=1), encoding="utf-8")
+        meta[sample.id] = sidecar_record(sample)
+    write_sidecar(out, meta)
 
 
 # ---------------------------------------------------------------------------- read
