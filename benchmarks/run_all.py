@@ -3,7 +3,10 @@
 Scoring benchmarks run at the sizes quoted in ``benchmarks/README.md``; ``core_install.py``
 prints the size of a core-only virtualenv and the import weight of the core paths. The training
 throughput benchmark runs at its small CPU sizes unless a CUDA device is present, in which case
-it runs the full GPU configuration. Pass ``--quick`` for a smoke run with small inputs.
+it runs the full GPU configuration. ``compare_revisions.py`` scores the same files with this
+checkout and with the revision before the task-plugin refactor (``--base`` to choose another),
+printing both revisions' metric values and the time ratio. Pass ``--quick`` for a smoke run with
+small inputs.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ def _cuda() -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small inputs, for a smoke run")
+    parser.add_argument(
+        "--base", default=None, help="revision compare_revisions.py measures against"
+    )
     args = parser.parse_args()
     quick = args.quick
     runs = [
@@ -35,6 +41,11 @@ def main() -> int:
         [
             "bench_tracking.py",
             *(["--frames", "10", "--size", "256", "--repeat", "1"] if quick else []),
+        ],
+        [
+            "compare_revisions.py",
+            *(["--images", "5", "--frames", "30", "--rounds", "3"] if quick else []),
+            *(["--base", args.base] if args.base else []),
         ],
         ["core_install.py"],
         [
