@@ -54,6 +54,11 @@ class Format:
 BUILTIN: dict[str, str] = {
     "ctc": "cellbench.tasks.tracking.ctc:FORMAT",
     "geff": "cellbench.tasks.tracking.geff:FORMAT",
+    # image + mask layouts, TissueNet, image folders, OME (formats-layouts)
+    "bbbc-labels": "cellbench.tasks.instance_segmentation.label_folders:BBBC_LABELS",
+    "cellpose": "cellbench.tasks.instance_segmentation.cellpose:FORMAT",
+    "dsb": "cellbench.tasks.instance_segmentation.dsb:FORMAT",
+    "stardist": "cellbench.tasks.instance_segmentation.label_folders:STARDIST",
 }
 
 _registered: dict[str, Format] = {}
