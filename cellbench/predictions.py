@@ -696,6 +696,7 @@ def read_image_folder(
     task: str,
     field: str,
     finish: Callable[[Prediction], Prediction] | None = None,
+    sample_id_of: Callable[[str], str] | None = None,
 ) -> PredictionSet:
     """A lazily read folder of ``<sample_id>.tif`` images, one prediction field per file.
 
@@ -706,6 +707,8 @@ def read_image_folder(
         task: Task name recorded in the set.
         field: The :class:`Prediction` field each image fills (``mask``, ``image``).
         finish: Called on each prediction after reading (e.g. to attach object scores).
+        sample_id_of: Maps a file stem to its sample id (default: the stem itself), e.g. to
+            strip a tool's suffix such as Cellpose's ``_cp_masks``.
 
     Raises:
         ValidationError: If the folder holds no TIFF.
@@ -718,12 +721,13 @@ def read_image_folder(
     problems = []
     by_id: dict[str, Path] = {}
     for f in files:
-        if not SAMPLE_ID_PATTERN.fullmatch(f.stem):
+        sid = sample_id_of(f.stem) if sample_id_of is not None else f.stem
+        if not SAMPLE_ID_PATTERN.fullmatch(sid):
             problems.append(f"{f.name}: file name is not a sample id ({SAMPLE_ID_PATTERN.pattern})")
-        elif f.stem in by_id:
-            problems.append(f"{f.name}: sample {f.stem!r} has two files")
+        elif sid in by_id:
+            problems.append(f"{f.name}: sample {sid!r} has two files ({by_id[sid].name})")
         else:
-            by_id[f.stem] = f
+            by_id[sid] = f
     if problems:
         raise ValidationError(problems, str(path))
 

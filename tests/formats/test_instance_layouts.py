@@ -246,3 +246,38 @@ def test_cellpose_refuses_seg_npy_and_reads_cp_masks(tmp_path: Path) -> None:
         list(read_samples("cellpose", tmp_path, optional_masks="true"))
     (line,) = err.value.problems
     assert line.startswith("img03.npy: cannot be read (") and "never unpickled" in line
+
+
+def test_cellpose_prediction_names_are_scored(
+    tmp_path: Path, dsb_real: tuple[np.ndarray, np.ndarray]
+) -> None:
+    from cellbench.predictions import load_predictions
+    from cellbench.scoring import score
+
+    store = build_store(_samples(*dsb_real), tmp_path / "a.zarr", CARD)
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    truth = store.sample("dsb-b").instances
+    tifffile.imwrite(preds / "dsb-b_cp_masks.tif", truth)
+    with pytest.warns(UserWarning, match=r"suffix _cp_masks is stripped .*dsb-b_cp_masks\.tif"):
+        pset = load_predictions(preds, task="instance-segmentation")
+    assert pset.sample_ids == ["dsb-b"]
+    report = score("instance-segmentation", store, "test", pset, n_bootstrap=0)
+    assert report.metrics["matching_scores/f1_pooled@0.50"] == 1.0
+    # one object dropped: 1 false negative among n objects
+    n = int(truth.max())
+    worse = np.where(truth == 1, 0, truth).astype(np.uint16)
+    tifffile.imwrite(preds / "dsb-b_cp_masks.tif", worse)
+    with pytest.warns(UserWarning):
+        pset = load_predictions(preds, task="instance-segmentation")
+    report = score("instance-segmentation", store, "test", pset, n_bootstrap=0)
+    assert report.metrics["matching_scores/f1_pooled@0.50"] == pytest.approx(
+        2 * (n - 1) / (2 * (n - 1) + 1)
+    )
+    tifffile.imwrite(preds / "dsb-b.tif", truth)
+    with pytest.warns(UserWarning), pytest.raises(ValidationError) as err:
+        load_predictions(preds, task="instance-segmentation")
+    assert err.value.problems == ["dsb-b_cp_masks.tif: sample 'dsb-b' has two files (dsb-b.tif)"]
+    np.save(preds / "dsb-b_seg.npy", np.array([{"masks": truth}], dtype=object))
+    with pytest.raises(ValidationError, match=r"dsb-b_seg\.npy: a Cellpose _seg\.npy file is a"):
+        load_predictions(preds, task="instance-segmentation")
