@@ -59,6 +59,7 @@ BUILTIN: dict[str, str] = {
     "cellpose": "cellbench.tasks.instance_segmentation.cellpose:FORMAT",
     "dsb": "cellbench.tasks.instance_segmentation.dsb:FORMAT",
     "stardist": "cellbench.tasks.instance_segmentation.label_folders:STARDIST",
+    "tissuenet": "cellbench.tasks.instance_segmentation.tissuenet:FORMAT",
 }
 
 _registered: dict[str, Format] = {}
