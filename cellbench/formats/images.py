@@ -95,6 +95,8 @@ def to_cyx(arr: np.ndarray, where: str) -> tuple[np.ndarray | None, list[str], s
     Returns:
         The array (or ``None``), the problems, and ``"rgb"`` when the file was colour.
     """
+    if arr.size == 0:
+        return None, [f"{where}: no pixels (shape {arr.shape}; a truncated or empty file?)"], None
     if arr.dtype.kind not in "uif" or arr.dtype.kind == "b":
         return None, [f"{where}: dtype {arr.dtype}, expected a numeric image"], None
     if arr.ndim == 2:

@@ -58,6 +58,7 @@ BUILTIN: dict[str, str] = {
     "bbbc-labels": "cellbench.tasks.instance_segmentation.label_folders:BBBC_LABELS",
     "cellpose": "cellbench.tasks.instance_segmentation.cellpose:FORMAT",
     "dsb": "cellbench.tasks.instance_segmentation.dsb:FORMAT",
+    "image-folder": "cellbench.tasks.classification.image_folder:FORMAT",
     "stardist": "cellbench.tasks.instance_segmentation.label_folders:STARDIST",
     "tissuenet": "cellbench.tasks.instance_segmentation.tissuenet:FORMAT",
 }
