@@ -59,6 +59,8 @@ BUILTIN: dict[str, str] = {
     "cellpose": "cellbench.tasks.instance_segmentation.cellpose:FORMAT",
     "dsb": "cellbench.tasks.instance_segmentation.dsb:FORMAT",
     "image-folder": "cellbench.tasks.classification.image_folder:FORMAT",
+    "ome-tiff": "cellbench.formats.ome_tiff:FORMAT",
+    "ome-zarr": "cellbench.formats.ome_zarr:FORMAT",
     "stardist": "cellbench.tasks.instance_segmentation.label_folders:STARDIST",
     "tissuenet": "cellbench.tasks.instance_segmentation.tissuenet:FORMAT",
 }
