@@ -11,13 +11,13 @@ per nucleus), then, each in a fresh Python process:
 * **convert**: ``build_store(read_samples(...))``, i.e. what ``cellbench convert --to zarr``
   does: read, validate and write the canonical Zarr store (compressed chunks, checksums).
 
-Throughput is decoded megabytes (images + labels as arrays in memory) per second, so the three
-columns are comparable. Peak memory is the process's peak RSS (VmHWM) minus its RSS just
-before the timed work, against the largest single decoded unit a converter must hold: one CTC
-*sequence* is one sample (``(T, 1, Y, X)`` image + labels), one DSB image is one sample, and
-the largest single frame / image is printed too. Goals (issue 10): convert within 2x of the raw
-read, peak under 3x the largest image or frame. The verdict line says met or NOT met; nothing
-is adjusted to meet it.
+Throughput is megabytes of input files per second (the same files for the three steps, so the
+columns compare directly; the decoded sizes are printed too). Peak memory is the process's
+peak RSS (VmHWM) minus its RSS just before the timed work, against the largest single frame or
+image (the goal's unit) and the largest sample a converter must hold: one CTC *sequence* is
+one sample (``(T, 1, Y, X)`` image + labels), one DSB image is one sample. Goals (issue 10):
+convert within 2x of the raw read, peak under 3x the largest image or frame. The verdict lines
+say met or NOT met; nothing is adjusted to meet them.
 
 COCO: when a ``coco`` format is registered (``cellbench.formats.format_names()``) with a reader
 and writer, the DSB samples are also written as COCO and timed the same way (raw read =
@@ -25,8 +25,8 @@ and writer, the DSB samples are also written as COCO and timed the same way (raw
 
 Usage::
 
-    python benchmarks/ingest.py                        # about 300 MB decoded, a few minutes
-    python benchmarks/ingest.py --frames 20 --images 20  # quicker
+    python benchmarks/ingest.py                        # about 350 MB decoded, a few minutes
+    python benchmarks/ingest.py --frames 20 --images 10  # quicker
 """
 
 from __future__ import annotations
@@ -193,14 +193,17 @@ def _measure(fmt: str, task: str, src: Path, work: Path, repeat: int) -> dict[st
 
 
 def _print(name: str, res: dict[str, dict], sizes: dict[str, int], on_disk: int) -> list[str]:
-    mb = res["raw read"]["bytes"] / 1e6
-    print(f"\n{name}: {mb:.0f} MB decoded ({on_disk / 1e6:.0f} MB on disk)")
-    print(f"  {'step':<10} {'best s':>8} {'MB/s':>8} {'peak MB':>9} {'x largest sample':>17}")
+    mb = res["read"]["bytes"] / 1e6
+    print(
+        f"\n{name}: {on_disk / 1e6:.0f} MB of input files, {mb:.0f} MB of decoded samples "
+        f"(the raw read decodes {res['raw read']['bytes'] / 1e6:.0f} MB: every file)"
+    )
+    print(f"  {'step':<10} {'best s':>8} {'input MB/s':>11} {'peak MB':>9} {'x largest frame':>16}")
     for step, r in res.items():
         peak = r["peak_kb"] * 1024
         print(
-            f"  {step:<10} {r['s']:8.2f} {r['bytes'] / 1e6 / r['s']:8.1f} {peak / 1e6:9.1f}"
-            f" {peak / sizes['sample']:17.2f}"
+            f"  {step:<10} {r['s']:8.2f} {on_disk / 1e6 / r['s']:11.1f} {peak / 1e6:9.1f}"
+            f" {peak / sizes['frame']:16.2f}"
         )
     ratio = res["convert"]["s"] / res["raw read"]["s"]
     peak = res["convert"]["peak_kb"] * 1024
@@ -225,7 +228,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--size", type=int, default=512, help="CTC frame and DSB image side")
     parser.add_argument("--cells", type=int, default=80)
-    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--dsb-size", type=int, default=1024, help="DSB image side")
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}, {platform.node()}")
@@ -237,7 +241,7 @@ def main() -> int:
         res = _measure("ctc", "tracking", ctc, work, args.repeat)
         verdicts += _print("CTC", res, sizes, _disk(ctc))
         dsb = work / "dsb"
-        sizes = make_dsb(dsb, args.images, args.size, args.cells)
+        sizes = make_dsb(dsb, args.images, args.dsb_size, args.cells)
         res = _measure("dsb", "instance-segmentation", dsb, work, args.repeat)
         verdicts += _print("DSB", res, sizes, _disk(dsb))
         from cellbench.formats.registry import (
