@@ -259,7 +259,7 @@ def test_cellpose_prediction_names_are_scored(
     preds.mkdir()
     truth = store.sample("dsb-b").instances
     tifffile.imwrite(preds / "dsb-b_cp_masks.tif", truth)
-    with pytest.warns(UserWarning, match=r"suffix _cp_masks is stripped .*dsb-b_cp_masks\.tif"):
+    with pytest.warns(UserWarning, match=r"suffix _cp_masks is stripped .*dsb-b_cp_masks -> dsb-b"):
         pset = load_predictions(preds, task="instance-segmentation")
     assert pset.sample_ids == ["dsb-b"]
     report = score("instance-segmentation", store, "test", pset, n_bootstrap=0)
@@ -281,3 +281,27 @@ def test_cellpose_prediction_names_are_scored(
     np.save(preds / "dsb-b_seg.npy", np.array([{"masks": truth}], dtype=object))
     with pytest.raises(ValidationError, match=r"dsb-b_seg\.npy: a Cellpose _seg\.npy file is a"):
         load_predictions(preds, task="instance-segmentation")
+
+
+def test_prediction_folders_accept_png_and_npy(
+    tmp_path: Path, dsb_real: tuple[np.ndarray, np.ndarray]
+) -> None:
+    from cellbench.predictions import load_predictions
+
+    store = build_store(_samples(*dsb_real), tmp_path / "a.zarr", CARD)
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    iio.imwrite(preds / "dsb-a_cp_masks.png", store.sample("dsb-a").instances)  # 16-bit PNG
+    np.save(preds / "dsb-b.npy", store.sample("dsb-b").instances.astype(np.int32))
+    with pytest.warns(UserWarning, match="Cellpose file name"):
+        pset = load_predictions(preds, task="instance-segmentation")
+    assert sorted(pset.sample_ids) == ["dsb-a", "dsb-b"]
+    assert pset.declared("dsb-a") == {"mask": ((128, 160), np.dtype(np.uint16))}
+    assert pset.declared("dsb-b") == {"mask": ((128, 160), np.dtype(np.int32))}
+    for sid in ("dsb-a", "dsb-b"):
+        assert np.array_equal(pset.get(sid).mask, store.sample(sid).instances)
+    np.save(preds / "dsb-b.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.warns(UserWarning), pytest.raises(ValidationError) as err:
+        pset = load_predictions(preds, task="instance-segmentation")
+        pset.declared("dsb-b")
+    assert err.value.problems[0].startswith("dsb-b.npy: not a readable NPY (")

@@ -1,12 +1,14 @@
 """Instance segmentation predictions on disk: a folder of label images with optional scores.
 
-``<sample_id>.tif`` (or ``.tiff``): one integer label image per sample, 0 = background;
+``<sample_id>.tif`` (or ``.tiff``, ``.png``, ``.npy``): one integer label image per sample,
+0 = background;
 ``scores.csv`` beside them (``sample_id,object_id,score``): the confidence of each object, used
 to rank detections for COCO AP (score every object of an image or none).
 
-Cellpose's output names are recognised: ``<sample_id>_cp_masks.tif`` is the prediction of
-``<sample_id>`` (a warning says the suffix was stripped), and Cellpose's ``<id>_seg.npy`` files
-(pickled dicts, never unpickled) are refused with a message saying to save ``_cp_masks.tif``.
+Cellpose's output names are recognised: ``<sample_id>_cp_masks.tif`` (or ``.png``, Cellpose's
+default) is the prediction of ``<sample_id>`` (a warning says the suffix was stripped), and
+Cellpose's ``<id>_seg.npy`` files (pickled dicts, never unpickled) are refused with a message
+saying to save ``_cp_masks.tif``.
 """
 
 from __future__ import annotations
@@ -73,13 +75,13 @@ def read_label_folder(path: Path, task: str) -> PredictionSet:
     refused = [seg_npy_problem(p.name) for p in sorted(path.iterdir()) if p.name.endswith(SEG_NPY)]
     if refused:
         raise ValidationError(refused, str(path))
-    stems = [p.stem for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff")]
+    stems = [p.stem for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".png")]
     cellpose = [s for s in stems if s.endswith(CP_MASKS)]
     if not cellpose:
         return read_image_folder(path, task, "mask", finish=add_scores)
     warnings.warn(
-        f"{path}: {len(cellpose)} Cellpose file name(s) <sample_id>{CP_MASKS}.tif: the suffix "
-        f"{CP_MASKS} is stripped to give the sample id (e.g. {cellpose[0]}.tif -> "
+        f"{path}: {len(cellpose)} Cellpose file name(s) <sample_id>{CP_MASKS}.tif|png: the suffix "
+        f"{CP_MASKS} is stripped to give the sample id (e.g. {cellpose[0]} -> "
         f"{cellpose[0][: -len(CP_MASKS)]})",
         UserWarning,
         stacklevel=2,
