@@ -231,15 +231,19 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--dsb-size", type=int, default=1024, help="DSB image side")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--only", choices=("ctc", "dsb"), help="run one input kind")
     args = parser.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}, {platform.node()}")
     verdicts: list[str] = []
     with tempfile.TemporaryDirectory(prefix="cellbench-ingest-") as tmp:
         work = Path(tmp)
-        ctc = work / "ctc"
-        sizes = make_ctc(ctc, args.sequences, args.frames, args.size, args.cells)
-        res = _measure("ctc", "tracking", ctc, work, args.repeat)
-        verdicts += _print("CTC", res, sizes, _disk(ctc))
+        if args.only in (None, "ctc"):
+            ctc = work / "ctc"
+            sizes = make_ctc(ctc, args.sequences, args.frames, args.size, args.cells)
+            res = _measure("ctc", "tracking", ctc, work, args.repeat)
+            verdicts += _print("CTC", res, sizes, _disk(ctc))
+        if args.only == "ctc":
+            return _verdicts(verdicts)
         dsb = work / "dsb"
         sizes = make_dsb(dsb, args.images, args.dsb_size, args.cells)
         res = _measure("dsb", "instance-segmentation", dsb, work, args.repeat)
@@ -260,6 +264,10 @@ def main() -> int:
                 verdicts += _print("COCO", res, sizes, _disk(coco))
         else:
             print("\nCOCO: no 'coco' format registered in this checkout; skipped")
+    return _verdicts(verdicts)
+
+
+def _verdicts(verdicts: list[str]) -> int:
     print("\nverdicts (measured, not adjusted):")
     for v in verdicts:
         print("  " + v)
