@@ -197,6 +197,7 @@ def read_pair(
     if raw is None:
         return None, problems
     image, more, colour_image = to_cyx(raw, rel(pair.image, root))
+    del raw  # the file's array (RGBA for DSB PNGs) is not needed while the masks are read
     problems += more
     if image is None:
         return None, problems
