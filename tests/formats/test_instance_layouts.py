@@ -305,3 +305,20 @@ def test_prediction_folders_accept_png_and_npy(
         pset = load_predictions(preds, task="instance-segmentation")
         pset.declared("dsb-b")
     assert err.value.problems[0].startswith("dsb-b.npy: not a readable NPY (")
+
+
+def test_truncated_tiff_and_wrong_dtype_are_named(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    lab = np.zeros((64, 64), np.uint16)
+    lab[5:20, 5:20] = 1
+    tifffile.imwrite(tmp_path / "images" / "a.tif", np.ones((64, 64), np.uint16))
+    tifffile.imwrite(tmp_path / "masks" / "a.tif", lab)
+    data = (tmp_path / "masks" / "a.tif").read_bytes()
+    (tmp_path / "masks" / "a.tif").write_bytes(data[: len(data) // 2])  # truncated
+    tifffile.imwrite(tmp_path / "images" / "b.tif", np.ones((64, 64), np.complex64))
+    tifffile.imwrite(tmp_path / "masks" / "b.tif", lab)
+    problems = get_format("stardist").validate(tmp_path)
+    assert len(problems) == 2
+    assert problems[0].startswith("masks/a.tif: cannot be read ("), problems
+    assert problems[1] == "images/b.tif: dtype complex64, expected a numeric image"
