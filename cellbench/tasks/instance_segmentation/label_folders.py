@@ -181,20 +181,20 @@ def _reader(colour: bool, default_masks: str) -> Any:
         required = str(optional_masks).lower() not in ("true", "1", "yes")
         pairs, splits, problems = _scan(root, images, masks, required, split)
         sidecar, more = read_sidecar(root)
+        problems += more
+        if problems or not pairs:  # every layout problem at once, before anything is read
+            raise ValidationError(problems or [f"{root}: no images found"], str(root))
         records = sidecar.get("samples", {})
-        for pair in pairs:
-            sample_iter = stream(
+        for pair in pairs:  # each with its own split (split folders or split files)
+            yield from stream(
                 root,
                 [pair],
-                problems + more,
+                [],
                 records,
                 split=splits.get(pair.id, split),
                 kind="label",
                 colour=colour,
             )
-            yield from sample_iter
-        if not pairs:
-            raise ValidationError(problems + more or [f"{root}: no images found"], str(root))
 
     return read
 
