@@ -487,8 +487,6 @@ def read_coco(
     if problems:
         raise ValidationError(problems, context=str(path))
     imgs, by_image, problems = _index(data, path.name)
-    if problems:
-        raise ValidationError(problems, context=str(path))
     if image_ids is not None:
         wanted = {int(i) for i in image_ids}
         imgs = [img for img in imgs if img["id"] in wanted]
