@@ -55,6 +55,7 @@ BUILTIN: dict[str, str] = {
     "coco": "cellbench.tasks.instance_segmentation.coco:FORMAT",
     "ctc": "cellbench.tasks.tracking.ctc:FORMAT",
     "geff": "cellbench.tasks.tracking.geff:FORMAT",
+    "tiff": "cellbench.tasks.instance_segmentation.tiff:FORMAT",
 }
 
 _registered: dict[str, Format] = {}
