@@ -330,6 +330,7 @@ def upgrade(ref: str, quiet: bool) -> None:
     help="Also push to the Hugging Face Hub as REPO (user/name).",
 )
 @click.option("--private", is_flag=True, help="Create the Hub repository as private.")
+@click.option("--split", default=None, help="Only this split (format exports; default all).")
 @click.option(
     "--option",
     "-o",
@@ -355,6 +356,7 @@ def export(
     max_shard_size: str,
     repo_id: str | None,
     private: bool,
+    split: str | None,
     pairs: tuple[str, ...],
     token: str | None,
     quiet: bool,
@@ -376,12 +378,14 @@ def export(
     known = ["zarr", "hf", *format_names()]
     if target is not None and target not in known:
         raise click.BadParameter(f"{target!r} is not one of {', '.join(known)}", param_hint="--to")
-    if pairs and target in ("zarr", "hf"):
-        raise click.UsageError(f"--option is for format exports, not --to {target}")
+    if (pairs or split) and target in ("zarr", "hf"):
+        raise click.UsageError(f"--option and --split are for format exports, not --to {target}")
     if target not in (None, "zarr", "hf") and dest is not None:
         from cellbench.formats.convert import export_dataset, parse_options
 
-        out = export_dataset(ref, target, dest, options=parse_options(pairs), progress=not quiet)
+        out = export_dataset(
+            ref, target, dest, split=split, options=parse_options(pairs), progress=not quiet
+        )
         click.echo(f"exported {ref} to {out} ({target})")
     elif target == "zarr" and dest is not None:
         out = export_zarr(ref, dest)

@@ -270,11 +270,22 @@ def export_dataset(
     split: str | None = None,
     options: Mapping[str, str] | None = None,
     progress: bool = False,
+    store: Any = None,
 ) -> Path:
-    """Write a pulled or imported dataset (or one split) in format ``to``, atomically."""
+    """Write a pulled or imported dataset (or one split) in format ``to``, atomically.
+
+    Args:
+        ref: ``id[@version]`` of a pulled or imported dataset (ignored when ``store`` given).
+        to: A registered format name.
+        dest: Destination (must not exist).
+        split: Only this split (default all samples).
+        options: Writer options.
+        progress: Show a progress bar.
+        store: An opened :class:`~cellbench.store.zarr_store.DatasetStore` instead of ``ref``.
+    """
     from cellbench.registry import load
 
-    store = load(ref)
+    store = store if store is not None else load(ref)
     writer = get_format(to)
     _, write_opts = split_options(dict(options or {}), None, writer)
     ids = store.sample_ids(split)

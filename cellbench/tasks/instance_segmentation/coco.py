@@ -116,11 +116,13 @@ def _is_num(v: Any) -> bool:
 
 # ---------------------------------------------------------------------------- segmentations
 def segmentation_rle(
-    seg: Any, height: int, width: int, where: str
+    seg: Any, height: int, width: int, where: str, *, strict: bool = True
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """One compressed RLE for a COCO ``segmentation`` (polygons, RLE or compressed RLE).
 
-    Checks the shape of the segmentation and that polygons lie inside the image.
+    Checks the shape of the segmentation and that polygons lie inside the image. A compressed
+    RLE is decoded to check that it covers the image when ``strict``; otherwise only its
+    characters are checked (cheap, for large results files; decoding happens later).
 
     Returns:
         ``(rle, problems)``; ``rle`` is None when the segmentation cannot be rasterised.
@@ -170,6 +172,10 @@ def segmentation_rle(
             return mask_utils.frPyObjects({"size": size, "counts": counts}, height, width), []
         if isinstance(counts, str):
             rle = {"size": size, "counts": counts.encode("ascii", "replace")}
+            if not strict:
+                if counts and (min(counts) < "0" or max(counts) > "o"):
+                    return None, [f"{where}: compressed RLE counts hold characters outside 0-o"]
+                return rle, []
             try:
                 n = int(mask_utils.area(rle))
                 total = int(np.asarray(mask_utils.decode(rle)).size)
@@ -202,7 +208,7 @@ def mask_polygons(mask: np.ndarray) -> list[list[float]]:
 
 
 # ---------------------------------------------------------------------------- table checks
-def _index(data: Any, name: str) -> tuple[list[dict], dict[int, list[dict]], list[str]]:
+def coco_index(data: Any, name: str) -> tuple[list[dict], dict[int, list[dict]], list[str]]:
     """Images, annotations grouped by image id, and every structural problem."""
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         shown = "a list" if isinstance(data, list) else type(data).__name__
@@ -486,7 +492,7 @@ def read_coco(
     data, problems = load_json(path)
     if problems:
         raise ValidationError(problems, context=str(path))
-    imgs, by_image, problems = _index(data, path.name)
+    imgs, by_image, problems = coco_index(data, path.name)
     if image_ids is not None:
         wanted = {int(i) for i in image_ids}
         imgs = [img for img in imgs if img["id"] in wanted]
@@ -536,7 +542,7 @@ def coco_problems(
     data, problems = load_json(path)
     if problems:
         return problems
-    imgs, by_image, problems = _index(data, path.name)
+    imgs, by_image, problems = coco_index(data, path.name)
     for img in imgs:
         where = f"{path.name}: image id {img['id']} ({img['file_name']})"
         anns = by_image.get(img["id"], [])
