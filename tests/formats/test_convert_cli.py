@@ -1,0 +1,145 @@
+"""``cellbench convert`` / ``validate``: bad input is listed at once, nothing is left at DEST."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+from cellbench.cli import main
+from cellbench.formats.registry import read_samples, write_samples
+from cellbench.store.sample import Sample
+from cellbench.store.zarr_store import DatasetStore
+
+
+def _samples(n: int = 3) -> list[Sample]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        lab = np.zeros((32, 40), np.uint16)
+        lab[2:9, 3:11] = 1
+        lab[15:25, 10 + i : 22 + i] = 2
+        lab[26:30, 30:38] = 3
+        out.append(
+            Sample(
+                id=f"im{i}",
+                image=rng.integers(0, 4000, (1, 32, 40)).astype(np.uint16),
+                instances=lab,
+                split=("train", "val", "test")[i % 3],
+            )
+        )
+    return out
+
+
+def _run(*args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(main, list(args))
+    return res.exit_code, res.output
+
+
+def _bad_tiff_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "bad"
+    write_samples("tiff", _samples(4), root)
+    data = (root / "masks" / "im0.tif").read_bytes()
+    (root / "masks" / "im0.tif").write_bytes(data[: len(data) // 3])  # truncated
+    tifffile.imwrite(root / "masks" / "im1.tif", np.zeros((32, 40), np.float32))  # wrong dtype
+    tifffile.imwrite(root / "masks" / "im2.tif", np.zeros((30, 40), np.uint16))  # other shape
+    (root / "masks" / "im3.tif").unlink()  # image without mask
+    return root
+
+
+def test_validate_tiff_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
+    root = _bad_tiff_folder(tmp_path)
+    code, out = _run("validate", str(root), "--format", "tiff")
+    assert code == 1
+    lines = out.strip().splitlines()
+    assert lines[-1].endswith("4 problem(s) found")
+    text = "\n".join(lines[:-1])
+    assert "images/im3.tif: no mask (expected masks/im3.tif)" in text
+    assert "masks/im0.tif: cannot be read as a TIFF" in text
+    assert "masks/im1.tif: float32 (32, 40), expected an integer (y, x) or (z, y, x)" in text
+    assert "masks/im2.tif: shape (30, 40) does not match images/im2.tif of shape (32, 40)" in text
+
+
+def test_convert_bad_tiff_lists_every_problem_and_leaves_nothing(tmp_path: Path) -> None:
+    root = _bad_tiff_folder(tmp_path)
+    for to in ("zarr", "coco", "ctc"):
+        dest = tmp_path / f"out-{to}"
+        code, out = _run("convert", str(root), "--from", "tiff", "--to", to, str(dest), "-q")
+        assert code == 1, out
+        assert "4 problems found" in out and "masks/im2.tif" in out and "masks/im0.tif" in out
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]  # no DEST, no scratch
+
+
+def test_convert_bad_coco_lists_every_problem_and_leaves_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "coco"
+    write_samples("coco", _samples(2), src)
+    doc = json.loads((src / "annotations.json").read_text())
+    doc["images"].append(dict(doc["images"][0]))  # duplicate image id 1
+    doc["annotations"][0]["segmentation"] = [[-5.0, 1.0, 10.0, 1.0, 10.0, 8.0]]  # outside
+    (src / "annotations.json").write_text(json.dumps(doc))
+    dest = tmp_path / "out"
+    code, out = _run("convert", str(src), "--from", "coco", "--to", "zarr", str(dest), "-q")
+    assert code == 1
+    assert "2 problems found" in out
+    assert "annotations.json: image id 1: duplicate image id (images[0] and images[2])" in out
+    assert "image id 1 annotation id 1: polygon 0 reaches outside the image" in out
+    assert not dest.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["coco"]
+    (src / "annotations.json").write_text(json.dumps([{"image_id": 1}]))
+    code, out = _run("validate", str(src), "--format", "coco")
+    assert code == 1 and "annotations.json: a list (a COCO results list?" in out
+
+
+def test_convert_round_trips_and_refuses_an_existing_dest(tmp_path: Path) -> None:
+    src = tmp_path / "coco"
+    write_samples("coco", _samples(3), src)
+    assert _run("validate", str(src), "--format", "coco")[0] == 0
+    code, out = _run(
+        "convert", str(src), "--from", "coco", "--to", "zarr", str(tmp_path / "s.zarr")
+    )
+    assert code == 0, out
+    store = DatasetStore.open(tmp_path / "s.zarr")
+    assert store.tasks == ["instance-segmentation"] and store.splits == {
+        "train": 1,
+        "val": 1,
+        "test": 1,
+    }
+    for fmt in ("tiff", "ctc", "geff", "hf"):
+        code, out = _run(
+            "convert", str(src), "--from", "coco", "--to", fmt, str(tmp_path / fmt), "-q"
+        )
+        assert code == 0, (fmt, out)
+    back = {s.id: s for s in read_samples("tiff", tmp_path / "tiff")}
+    for s in _samples(3):
+        np.testing.assert_array_equal(back[s.id].instances, s.instances)
+    seq = {s.id: s for s in read_samples("ctc", tmp_path / "ctc")}
+    assert seq["im1"].axes == "tcyx"
+    np.testing.assert_array_equal(seq["im1"].instances[0], _samples(3)[1].instances)
+    code, out = _run("convert", str(src), "--from", "coco", "--to", "tiff", str(tmp_path / "tiff"))
+    assert code == 1 and "already exists" in out
+    code, out = _run(
+        "convert", str(src), "--from", "coco", "--to", "tiff", str(tmp_path / "x"), "-o", "nope=1"
+    )
+    assert code == 1 and "option 'nope' is not one of" in out and not (tmp_path / "x").exists()
+    code, out = _run("convert", str(src), "--from", "nope", "--to", "tiff", str(tmp_path / "y"))
+    assert code == 2 and "'nope' is not one of" in out
+
+
+def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from cellbench.formats import convert as conv
+
+    def boom(samples, dest, **_):  # writes a file, then Ctrl-C
+        Path(dest).mkdir()
+        (Path(dest) / "half").write_text("x")
+        raise KeyboardInterrupt
+
+    fmt = conv.get_format("tiff")
+    monkeypatch.setattr(conv, "get_format", lambda name: dataclasses.replace(fmt, write=boom))
+    with pytest.raises(KeyboardInterrupt):
+        conv.write_target(iter(_samples(1)), "tiff", tmp_path / "dest")
+    assert list(tmp_path.iterdir()) == []
