@@ -49,7 +49,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +216,8 @@ def coco_index(data: Any, name: str) -> tuple[list[dict], dict[int, list[dict]],
         return [], {}, [f"{name}: {shown}{hint}, expected a COCO object with an 'images' list"]
     problems: list[str] = []
     anns = data.get("annotations")
+    if isinstance(anns, dict):  # {id: annotation}, as some LIVECell files were published
+        anns = list(anns.values())
     if not isinstance(anns, list):
         problems.append(f"{name}: no 'annotations' list (expected COCO instance annotations)")
         anns = []
@@ -342,10 +344,12 @@ def image_to_cyx(arr: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def _read_image(folder: Path, img: dict, where: str) -> tuple[np.ndarray | None, list[str]]:
-    path = folder / img["file_name"]
+def _read_image(
+    folder: Path, img: dict, where: str, locate_image: Callable[[str], Path] | None = None
+) -> tuple[np.ndarray | None, list[str]]:
+    path = locate_image(img["file_name"]) if locate_image else folder / img["file_name"]
     if not path.is_file():
-        return None, [f"{where}: image file {path.name} not found in {folder.name}/"]
+        return None, [f"{where}: image file {path.name} not found in {path.parent.name}/"]
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return None, [f"{where}: {path.name} is not {', '.join(IMAGE_SUFFIXES)}"]
     try:
@@ -463,6 +467,7 @@ def read_coco(
     overlaps: str = "keep",
     split: str = "train",
     image_ids: Iterable[int] | None = None,
+    locate_image: Callable[[str], Path] | None = None,
 ) -> Iterator[Sample]:
     """Stream the images of a COCO instance JSON as instance segmentation samples.
 
@@ -474,7 +479,9 @@ def read_coco(
         images: Folder the ``file_name`` entries are relative to (see :func:`locate`).
         overlaps: ``keep`` (refuse overlapping objects) or ``resolve`` (smaller on top).
         split: Split of every sample, unless the image record's ``cellbench`` field says.
-        image_ids: Only these image ids (default all), e.g. one split of LIVECell.
+        image_ids: Only these image ids (default all).
+        locate_image: Maps a ``file_name`` to its file, for layouts that are not one flat
+            folder (LIVECell keeps images in one folder per cell type); replaces ``images``.
 
     Yields:
         Samples in the order of the JSON's ``images`` list. Problems of one image do not stop
@@ -498,7 +505,7 @@ def read_coco(
         imgs = [img for img in imgs if img["id"] in wanted]
     for img in imgs:
         where = f"{path.name}: image id {img['id']} ({img['file_name']})"
-        image, more = _read_image(folder, img, where)
+        image, more = _read_image(folder, img, where, locate_image)
         rles, bad = _image_rles(img, by_image[img["id"]], path.name, check_boxes=False)
         more += bad
         labels, overlapping, bad = (
