@@ -203,3 +203,75 @@ def test_bad_results_list_every_problem(tmp_path: Path) -> None:
     path.write_text(json.dumps({"images": []}))
     with pytest.raises(ValidationError, match="expected a COCO results list"):
         load_predictions(path, TASK)
+
+
+def test_cli_score_and_submit_accept_a_coco_results_folder(tmp_path: Path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from cellbench.cli import main
+    from cellbench.registry import import_store
+
+    store = _store(tmp_path)
+    import_store(store.path)
+    folder = tmp_path / "export"
+    res = CliRunner().invoke(
+        main,
+        ["datasets", "export", "cocores", "--to", "coco", str(folder), "--split", "test", "-q"],
+    )
+    assert res.exit_code == 0, res.output
+    images = json.loads((folder / "annotations.json").read_text())["images"]
+    assert [i["file_name"] for i in images] == ["img0.tif", "img1.tif", "img2.tif"]
+    dets = []
+    for img in images:  # the truth itself, one detection per object: AP = 1
+        lab = np.asarray(store.labels(Path(img["file_name"]).stem)[...])
+        dets += [
+            {"image_id": img["id"], "segmentation": _rle(lab == k), "score": 0.9}
+            for k in np.unique(lab)[1:]
+        ]
+    (folder / "results.json").write_text(json.dumps(dets))
+    res = CliRunner().invoke(
+        main,
+        [
+            "score",
+            "--task",
+            TASK,
+            "--dataset",
+            "cocores",
+            "--split",
+            "test",
+            str(folder / "results.json"),
+            "--bootstrap",
+            "0",
+            "--json",
+            "-q",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["metrics"]["coco_ap/ap"] == 1.0
+    manifest = tmp_path / "sub.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "name": "m",
+                "authors": ["a"],
+                "contact": "a@example.org",
+                "code": {"url": "https://example.org/c", "commit": "abcdef1"},
+                "training_data": "none",
+                "n_parameters": 0,
+                "seed": 0,
+                "hardware": "cpu",
+                "license": "MIT",
+                "task": TASK,
+                "dataset": "cocores@1.0",
+                "kind": "predictions",
+                "submission": str(folder),
+            }
+        )
+    )
+    res = CliRunner().invoke(
+        main,
+        ["submit", str(manifest), "--dry-run", "--bootstrap", "0", "--root", str(tmp_path / "b")],
+    )
+    assert res.exit_code == 0, res.output
+    assert "coco_ap/ap = 1" in res.output

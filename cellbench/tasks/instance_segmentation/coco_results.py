@@ -166,8 +166,9 @@ def read_coco_results(path: Path, task: str) -> PredictionSet:
         dets = by_sample[sid]
         h, w = sizes[sid]
         if dets:
-            masks = np.asarray(mask_utils.decode([r for r, _ in dets]), dtype=bool)
-            masks = np.ascontiguousarray(masks.transpose(2, 0, 1))
+            # decode gives (h, w, n) uint8 0/1 in Fortran order: viewed, not copied, as
+            # (n, h, w) bool, which InstanceMasks.from_masks re-encodes without reordering
+            masks = mask_utils.decode([r for r, _ in dets]).view(bool).transpose(2, 0, 1)
         else:
             masks = np.zeros((0, h, w), dtype=bool)
         scores = np.asarray([s for _, s in dets], dtype=np.float64)
