@@ -60,7 +60,7 @@ def convert(
     DEST is written under a temporary name beside it and renamed when complete: after an error
     or Ctrl-C nothing is left at DEST. Problems of SRC are listed all at once (exit 1).
     """
-    from cellbench.formats.convert import STORE_TARGETS, parse_options
+    from cellbench.formats.convert import STORE_TARGETS, overlap_note, parse_options
     from cellbench.formats.convert import convert as do_convert
 
     known = format_names()
@@ -72,8 +72,16 @@ def convert(
             raise click.BadParameter(
                 f"{value!r} is not one of {', '.join(allowed)}", param_hint=flag
             )
-    out = do_convert(src, from_format, to, dest, options=parse_options(pairs), progress=not quiet)
-    click.echo(f"converted {src} ({from_format}) to {out} ({to})")
+    tally: dict[str, int] = {}
+    out = do_convert(
+        src, from_format, to, dest, options=parse_options(pairs), progress=not quiet, tally=tally
+    )
+    click.echo(
+        f"converted {src} ({from_format}, {tally.get('samples', 0)} samples) to {out} ({to})"
+    )
+    note = overlap_note(tally)
+    if note:
+        click.echo(f"note: {note}")
 
 
 @click.command(cls=_FormatsHelp)

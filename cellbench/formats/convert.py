@@ -28,6 +28,9 @@ from cellbench.errors import CellbenchError, ValidationError
 from cellbench.formats.registry import Format, get_format
 from cellbench.store.sample import Sample
 
+#: Sample metadata a reader sets to the number of objects that overlapped another in the source
+#: (and were resolved into one label image); :func:`convert` sums it for its summary line.
+OVERLAP_KEY = "overlapping_objects"
 #: Targets that are not registered formats.
 STORE_TARGETS = ("zarr", "hf")
 #: Formats whose samples carry a time axis.
@@ -107,13 +110,36 @@ def as_sequence(sample: Sample) -> Sample:
     )
 
 
-def _counted(samples: Iterable[Sample], progress: bool, desc: str, total: int | None) -> Iterator:
+def _counted(
+    samples: Iterable[Sample],
+    progress: bool,
+    desc: str,
+    total: int | None,
+    tally: dict[str, int] | None = None,
+) -> Iterator:
     from tqdm.auto import tqdm
 
     with tqdm(total=total, desc=desc, unit="sample", disable=None if progress else True) as bar:
         for sample in samples:
+            if tally is not None:
+                tally["samples"] = tally.get("samples", 0) + 1
+                n = int(sample.metadata.get(OVERLAP_KEY, 0) or 0)
+                if n:
+                    tally["overlapping_samples"] = tally.get("overlapping_samples", 0) + 1
+                    tally["overlapping_objects"] = tally.get("overlapping_objects", 0) + n
             yield sample
             bar.update(1)
+
+
+def overlap_note(tally: dict[str, int]) -> str | None:
+    """One line summarising the overlaps a reader resolved (None when there were none)."""
+    if not tally.get("overlapping_samples"):
+        return None
+    return (
+        f"{tally['overlapping_samples']} of {tally['samples']} images had overlapping objects "
+        f"({tally['overlapping_objects']} objects), resolved into one label image each as the "
+        f"reader's overlaps option says (per image: metadata {OVERLAP_KEY})"
+    )
 
 
 def _card(dest: Path, tasks: Iterable[str], title: str) -> dict[str, Any]:
@@ -158,6 +184,7 @@ def write_target(
     title: str = "",
     progress: bool = False,
     total: int | None = None,
+    tally: dict[str, int] | None = None,
 ) -> Path:
     """Write ``samples`` to ``dest`` as ``to`` (a format name, ``zarr`` or ``hf``), atomically.
 
@@ -170,6 +197,7 @@ def write_target(
         title: Store title (``zarr``/``hf``).
         progress: Show a progress bar.
         total: Number of samples, if known (for the bar).
+        tally: Filled with counts of samples and resolved overlaps (see :func:`overlap_note`).
 
     Returns:
         ``dest``.
@@ -185,7 +213,7 @@ def write_target(
     fmt = None if to in STORE_TARGETS else get_format(to)
     if fmt is not None and fmt.write is None:
         raise CellbenchError(f"format {to!r} can be read but not written")
-    stream = _counted(samples, progress, f"convert -> {to}", total)
+    stream = _counted(samples, progress, f"convert -> {to}", total, tally)
     if to in _SEQUENCE_FORMATS:
         stream = (as_sequence(s) for s in stream)
     scratch = make_scratch(dest.parent, prefix=f".{dest.name}.")
@@ -239,8 +267,11 @@ def convert(
     *,
     options: Mapping[str, str] | None = None,
     progress: bool = False,
+    tally: dict[str, int] | None = None,
 ) -> Path:
     """Read ``src`` as ``from_format`` and write it to ``dest`` as ``to``, atomically.
+
+    ``tally``, when given, is filled with counts for :func:`overlap_note`.
 
     Raises:
         ValidationError: Unknown options, or every problem of the source.
@@ -259,6 +290,7 @@ def convert(
         tasks=reader.tasks if to in STORE_TARGETS and len(reader.tasks) == 1 else (),
         title=f"converted from {from_format}: {Path(src).name}",
         progress=progress,
+        tally=tally,
     )
 
 

@@ -11,7 +11,7 @@ import tifffile
 from click.testing import CliRunner
 
 from cellbench.cli import main
-from cellbench.formats.registry import read_samples, write_samples
+from cellbench.formats.registry import get_format, read_samples, write_samples
 from cellbench.store.sample import Sample
 from cellbench.store.zarr_store import DatasetStore
 
@@ -143,3 +143,67 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(KeyboardInterrupt):
         conv.write_target(iter(_samples(1)), "tiff", tmp_path / "dest")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overlapping_coco_objects_refused_by_default_and_reported_when_resolved(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "coco"
+    write_samples("coco", _samples(2), src)
+    doc = json.loads((src / "annotations.json").read_text())
+    first = doc["annotations"][0]
+    big = [1.0, 1.0, 20.0, 1.0, 20.0, 12.0, 1.0, 12.0]  # covers object 1 of image 1
+    doc["annotations"].append(
+        {**first, "id": 99, "segmentation": [big], "bbox": None, "area": None}
+    )
+    doc["annotations"] = {str(a["id"]): a for a in doc["annotations"]}  # as LIVECell once shipped
+    (src / "annotations.json").write_text(json.dumps(doc))
+    code, out = _run(
+        "convert", str(src), "--from", "coco", "--to", "zarr", str(tmp_path / "a.zarr")
+    )
+    assert code == 1 and "image id 1 (im0.tif): 2 objects overlap another" in out
+    assert "overlaps=resolve" in out and not (tmp_path / "a.zarr").exists()
+    code, out = _run(
+        "convert",
+        str(src),
+        "--from",
+        "coco",
+        "--to",
+        "zarr",
+        str(tmp_path / "b.zarr"),
+        "-o",
+        "overlaps=resolve",
+        "-q",
+    )
+    assert code == 0, out
+    assert "note: 1 of 2 images had overlapping objects (2 objects)" in out
+    store = DatasetStore.open(tmp_path / "b.zarr")
+    lab = np.asarray(store.labels("im0")[...])
+    np.testing.assert_array_equal(lab == 1, _samples(2)[0].instances == 1)  # smaller on top
+    assert store.metadata("im0")["overlapping_objects"] == 2
+    assert store.metadata("im1")["overlapping_objects"] == 0
+
+
+def test_tiff_folder_reads_png_and_npy(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    root = tmp_path / "mixed"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    s = _samples(1)[0]
+    iio.imwrite(root / "images" / "a.png", s.image[0].astype(np.uint8))
+    np.save(root / "masks" / "a.npy", s.instances.astype(np.int32))
+    rgb = np.stack([s.image[0].astype(np.uint8)] * 3, axis=-1)
+    iio.imwrite(root / "images" / "b.png", rgb)
+    tifffile.imwrite(root / "masks" / "b.tif", s.instances)
+    np.save(root / "masks" / "c.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    tifffile.imwrite(root / "images" / "c.tif", s.image[0])
+    problems = get_format("tiff").validate(root)
+    assert len(problems) == 1 and problems[0].startswith("masks/c.npy: cannot be read as NPY")
+    (root / "masks" / "c.npy").unlink()
+    (root / "images" / "c.tif").unlink()
+    a, b = read_samples("tiff", root)
+    assert a.image.shape == (1, 32, 40) and a.image.dtype == np.uint8
+    assert b.image.shape == (3, 32, 40)
+    np.testing.assert_array_equal(a.instances, s.instances)
+    np.testing.assert_array_equal(b.instances, s.instances)
