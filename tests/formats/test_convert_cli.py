@@ -51,6 +51,15 @@ def _bad_tiff_folder(tmp_path: Path) -> Path:
     return root
 
 
+def test_validate_tiff_finds_objects_in_two_pieces(tmp_path: Path) -> None:
+    s = _samples(1)[0]
+    s.instances[30:32, 0:2] = 1  # a second piece of object 1
+    write_samples("tiff", [s], tmp_path / "t")
+    code, out = _run("validate", str(tmp_path / "t"), "--format", "tiff")
+    assert code == 1
+    assert "masks/im0.tif: label(s) 1 are in more than one piece" in out
+
+
 def test_validate_tiff_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
     root = _bad_tiff_folder(tmp_path)
     code, out = _run("validate", str(root), "--format", "tiff")

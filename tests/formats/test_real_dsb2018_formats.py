@@ -15,6 +15,7 @@ import pytest
 from scipy import ndimage
 
 from cellbench.formats.convert import convert, export_dataset
+from cellbench.formats.registry import get_format
 from cellbench.registry import pull
 from cellbench.store.zarr_store import DatasetStore
 from tests.formats.test_coco_results import _check_equal, _rle
@@ -33,6 +34,7 @@ def test_dsb2018_round_trips_and_coco_results_equal_cocoeval(
     # already 1..n, so all three give the very same arrays.
     for fmt in ("coco", "ctc", "tiff"):
         out = export_dataset("", fmt, tmp_path / fmt, store=store)
+        assert get_format(fmt).validate(out) == []
         back = DatasetStore.open(convert(out, fmt, "zarr", tmp_path / f"{fmt}.zarr"))
         assert back.sample_ids() == ids
         for sid in ids:

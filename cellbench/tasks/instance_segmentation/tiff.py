@@ -177,12 +177,39 @@ def read_tiff_folder(src: str | os.PathLike, *, split: str = "train") -> Iterato
         raise ValidationError(problems, context=str(root))
 
 
+def _pieces(labels: np.ndarray, name: str) -> list[str]:
+    """Labels made of more than one connected piece (full connectivity)."""
+    from skimage.measure import label as cc_label
+
+    if not labels.any():
+        return []
+    comps = cc_label(labels, background=0, connectivity=labels.ndim)
+    fg = comps > 0
+    pairs = np.unique(np.stack([labels[fg].astype(np.int64), comps[fg]]), axis=1)
+    ids, counts = np.unique(pairs[0], return_counts=True)
+    split = ids[counts > 1]
+    if not split.size:
+        return []
+    return [
+        f"{name}: label(s) {', '.join(map(str, split.tolist()[:10]))} are in more than one "
+        "piece (expected one connected object per label)"
+    ]
+
+
 def tiff_folder_problems(src: str | os.PathLike, *, split: str = "train", **_: Any) -> list[str]:
-    """Every problem of a TIFF folder: unreadable files, dtypes, shapes, unpaired files."""
+    """Every problem of a TIFF folder.
+
+    Unreadable files (truncated TIFF, pickled NPY), non-integer or negative labels, masks of
+    another shape than their image, images without masks and masks without images, two files
+    for one sample, and objects in more than one piece.
+    """
     root = Path(src)
     files, meta, ids, problems = _scan(root, split)
     for sid in ids:
-        problems += _sample(sid, files, meta, split)[1]
+        sample, more = _sample(sid, files, meta, split)
+        problems += more
+        if sample is not None and not more:
+            problems += _pieces(np.asarray(sample.instances), f"{MASKS}/{files[MASKS][sid].name}")
     return problems
 
 
