@@ -181,3 +181,24 @@ def test_write_then_read_gives_the_same_samples(tmp_path: Path, segmentation: st
         assert b.metadata["plate"] == s.metadata["plate"]
         np.testing.assert_array_equal(b.image, s.image)
         np.testing.assert_array_equal(b.instances, s.instances)
+
+
+def test_file_names_leaving_the_image_folder_are_refused_and_channels_kept(
+    tmp_path: Path,
+) -> None:
+    doc = {
+        "images": [{"id": 1, "file_name": "../secret.tif", "width": 4, "height": 4}],
+        "annotations": [],
+    }
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    problems = get_format("coco").validate(tmp_path)
+    assert problems[0] == (
+        "annotations.json: image id 1: file_name '../secret.tif' leaves the image folder "
+        "(expected a relative path)"
+    )
+    lab = np.zeros((12, 10), np.uint16)
+    lab[2:5, 2:6] = 1
+    s = Sample(id="five", image=np.arange(600, dtype=np.uint16).reshape(5, 12, 10), instances=lab)
+    write_samples("coco", [s], tmp_path / "multi")
+    (back,) = read_samples("coco", tmp_path / "multi")
+    np.testing.assert_array_equal(back.image, s.image)

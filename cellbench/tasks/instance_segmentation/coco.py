@@ -245,7 +245,11 @@ def coco_index(data: Any, name: str) -> tuple[list[dict], dict[int, list[dict]],
         seen[iid] = k
         fn = img["file_name"]
         stem = Path(fn).stem
-        if not SAMPLE_ID_PATTERN.match(stem):
+        if Path(fn).is_absolute() or ".." in Path(fn).parts:
+            problems.append(
+                f"{where}: file_name {fn!r} leaves the image folder (expected a relative path)"
+            )
+        elif not SAMPLE_ID_PATTERN.match(stem):
             problems.append(
                 f"{where}: file_name {fn!r} does not give a sample id (expected a stem matching "
                 f"{SAMPLE_ID_PATTERN.pattern})"
@@ -334,12 +338,16 @@ def read_image_file(path: Path) -> np.ndarray:
 
 
 def image_to_cyx(arr: np.ndarray) -> np.ndarray | None:
-    """``(y, x)`` -> ``(1, y, x)``; ``(y, x, 3|4)`` RGB(A) -> ``(3|4, y, x)``; else None."""
+    """An image as ``(c, y, x)``, or None when it is not 2D.
+
+    ``(y, x)`` -> ``(1, y, x)``; ``(y, x, 3|4)`` RGB(A) -> ``(3|4, y, x)``; other 3D arrays are
+    taken as ``(c, y, x)`` (what the writer writes).
+    """
     if arr.ndim == 2:
         return arr[None]
     if arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.shape[0] > 4:
         return np.moveaxis(arr, 2, 0)
-    if arr.ndim == 3 and arr.shape[0] <= 4:
+    if arr.ndim == 3:
         return arr
     return None
 
