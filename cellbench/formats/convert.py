@@ -320,6 +320,10 @@ def export_dataset(
     store = store if store is not None else load(ref)
     writer = get_format(to)
     _, write_opts = split_options(dict(options or {}), None, writer)
+    if split is not None and split not in store.splits:
+        raise ValidationError(
+            [f"split {split!r} not in {store.ref} (has {', '.join(store.splits) or 'none'})"]
+        )
     ids = store.sample_ids(split)
     samples = (store.sample(sid) for sid in ids)
     return write_target(samples, to, dest, options=write_opts, progress=progress, total=len(ids))

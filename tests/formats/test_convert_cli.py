@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import tifffile
 from click.testing import CliRunner
 
 from cellbench.cli import main
+from cellbench.errors import ValidationError
 from cellbench.formats.registry import get_format, read_samples, write_samples
 from cellbench.store.sample import Sample
 from cellbench.store.zarr_store import DatasetStore
@@ -216,3 +218,19 @@ def test_tiff_folder_reads_png_and_npy(tmp_path: Path) -> None:
     assert b.image.shape == (3, 32, 40)
     np.testing.assert_array_equal(a.instances, s.instances)
     np.testing.assert_array_equal(b.instances, s.instances)
+
+
+def test_export_of_an_unknown_split_is_refused(tmp_path: Path) -> None:
+    from cellbench.formats.convert import export_dataset
+    from cellbench.store.zarr_store import build_store
+
+    store = build_store(
+        _samples(2),
+        tmp_path / "s.zarr",
+        {"id": "x", "version": "1.0", "tasks": ["instance-segmentation"]},
+    )
+    with pytest.raises(
+        ValidationError, match=re.escape("split 'test' not in x@1.0 (has train, val)")
+    ):
+        export_dataset("", "coco", tmp_path / "out", split="test", store=store)
+    assert not (tmp_path / "out").exists()
