@@ -52,16 +52,17 @@ class Format:
 
 #: Built-in formats, ``name -> "module:attribute"`` (imported on first use).
 BUILTIN: dict[str, str] = {
-    "ctc": "cellbench.tasks.tracking.ctc:FORMAT",
-    "geff": "cellbench.tasks.tracking.geff:FORMAT",
-    # image + mask layouts, TissueNet, image folders, OME (formats-layouts)
     "bbbc-labels": "cellbench.tasks.instance_segmentation.label_folders:BBBC_LABELS",
     "cellpose": "cellbench.tasks.instance_segmentation.cellpose:FORMAT",
+    "coco": "cellbench.tasks.instance_segmentation.coco:FORMAT",
+    "ctc": "cellbench.tasks.tracking.ctc:FORMAT",
     "dsb": "cellbench.tasks.instance_segmentation.dsb:FORMAT",
+    "geff": "cellbench.tasks.tracking.geff:FORMAT",
     "image-folder": "cellbench.tasks.classification.image_folder:FORMAT",
     "ome-tiff": "cellbench.formats.ome_tiff:FORMAT",
     "ome-zarr": "cellbench.formats.ome_zarr:FORMAT",
     "stardist": "cellbench.tasks.instance_segmentation.label_folders:STARDIST",
+    "tiff": "cellbench.tasks.instance_segmentation.tiff:FORMAT",
     "tissuenet": "cellbench.tasks.instance_segmentation.tissuenet:FORMAT",
 }
 
