@@ -24,6 +24,10 @@ Writer = Callable[..., None]
 #: ``validate(src, **options) -> list[str]``: every problem found, one line each, naming the
 #: file and what was expected; an empty list means valid.
 Validator = Callable[..., list[str]]
+#: ``class_names(src, **read options) -> {table: [names]}``: the class tables of a source
+#: (``label`` for classification), which samples cannot carry; stores built from the source
+#: get them.
+ClassTables = Callable[..., dict[str, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class Format:
         validate: Lists every problem of a source without converting it, or ``None``.
         options: Names of the extra keyword options :attr:`read`/:attr:`write` accept, with a
             one-line help each (the CLI exposes them as ``--option NAME=VALUE``).
+        class_names: The class tables of a source, for formats whose samples index one
+            (classification labels), or ``None``.
     """
 
     name: str
@@ -48,6 +54,7 @@ class Format:
     write: Writer | None = None
     validate: Validator | None = None
     options: dict[str, str] = field(default_factory=dict)
+    class_names: ClassTables | None = None
 
 
 #: Built-in formats, ``name -> "module:attribute"`` (imported on first use).

@@ -126,3 +126,40 @@ def test_split_folders_and_round_trip(tmp_path: Path) -> None:
         tifffile.imwrite(tmp_path / "splits" / split / cls / f"{name}.tif", np.ones((4, 4), "u1"))
     got = [(s.id, s.split, s.label) for s in read_samples("image-folder", tmp_path / "splits")]
     assert got == [("x1", "train", 0), ("x2", "val", 1), ("x3", "test", 0)]
+
+
+def test_cli_convert_to_a_store_keeps_the_class_table_and_export_writes_it(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from cellbench.cli import main
+    from cellbench.formats.convert import export_dataset
+    from cellbench.store.zarr_store import DatasetStore
+
+    _tree(tmp_path / "src")
+    (tmp_path / "src" / "apoptosis").mkdir()  # an empty class, kept by classes=
+    res = CliRunner().invoke(
+        main,
+        [
+            "convert",
+            str(tmp_path / "src"),
+            "--from",
+            "image-folder",
+            "--to",
+            "zarr",
+            str(tmp_path / "s.zarr"),
+            "-o",
+            "classes=apoptosis,interphase,mitosis",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    store = DatasetStore.open(tmp_path / "s.zarr")
+    assert store.tasks == ["classification"]
+    assert store.class_names("label") == ["apoptosis", "interphase", "mitosis"]
+    labels = {sid: store.sample(sid).label for sid in store.sample_ids()}
+    assert labels == {"cell_01": 2, "cell_02": 2, "cell_03": 1, "cell_04": 1}
+    export_dataset("", "image-folder", tmp_path / "out", store=store)
+    assert class_table(tmp_path / "out") == ["apoptosis", "interphase", "mitosis"]
+    back = {s.id: s.label for s in read_samples("image-folder", tmp_path / "out")}
+    assert back == labels

@@ -10,7 +10,9 @@ Layout::
 The class table is the sorted class-folder names (``classes=a,b,c`` fixes another order or
 adds classes without images; a ``cellbench.json`` written by cellbench keeps the store's
 table); each sample's ``label`` indexes it and its metadata records
-``class_name``. :func:`class_table` returns the table for the store's ``class_names``.
+``class_name``. :func:`class_table` returns the table for the store's ``class_names``
+(``cellbench convert --from image-folder --to zarr`` stores it; ``datasets export --to
+image-folder`` writes the store's table).
 Sample ids are file stems (two files with one stem are a problem). In the metadata CSV a
 ``split`` column sets the split; ``file`` values are paths relative to the root (``a/x.png``)
 or bare file names when those are unique.
@@ -316,6 +318,13 @@ def write_image_folder(
     write_sidecar(out, records, extra={"classes": table})
 
 
+def class_tables(
+    src: str | Path, *, classes: str | Iterable[str] | None = None, **_: Any
+) -> dict[str, list[str]]:
+    """The source's class table as the store keeps it (``{"label": [...]}``)."""
+    return {"label": class_table(src, classes)}
+
+
 FORMAT = Format(
     name="image-folder",
     description="Classification image folders (<root>/<class>/*.tif|png|jpg|npy, optional "
@@ -332,4 +341,5 @@ FORMAT = Format(
         "class_names": "write: the class table, comma-separated (default: each sample's "
         "class_name metadata)",
     },
+    class_names=class_tables,
 )
