@@ -322,3 +322,39 @@ def test_truncated_tiff_and_wrong_dtype_are_named(tmp_path: Path) -> None:
     assert len(problems) == 2
     assert problems[0].startswith("masks/a.tif: cannot be read ("), problems
     assert problems[1] == "images/b.tif: dtype complex64, expected a numeric image"
+
+
+def test_cli_validate_and_convert_a_bad_dsb_folder(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cellbench.cli import main
+
+    img = np.zeros((16, 16), np.uint8)
+    m1 = np.zeros((16, 16), np.uint8)
+    m1[0:6, 0:6] = 255
+    m2 = np.zeros((16, 16), np.uint8)
+    m2[4:8, 4:8] = 255
+    _png(tmp_path / "src" / "a" / "images" / "a.png", img)
+    _png(tmp_path / "src" / "a" / "masks" / "m1.png", m1)
+    _png(tmp_path / "src" / "a" / "masks" / "m2.png", m2)
+    _png(tmp_path / "src" / "b" / "images" / "b.png", img)
+    res = CliRunner().invoke(main, ["validate", str(tmp_path / "src"), "--format", "dsb"])
+    assert res.exit_code == 1
+    assert "b/masks/: missing (image without masks" in res.output
+    assert "a/masks/m2.png: overlaps a/masks/m1.png in 4 pixel(s)" in res.output
+    dest = tmp_path / "out.zarr"
+    res = CliRunner().invoke(
+        main, ["convert", str(tmp_path / "src"), "--from", "dsb", "--to", "zarr", str(dest)]
+    )
+    assert res.exit_code == 1 and not dest.exists()
+    assert "b/masks/: missing" in res.output
+    (tmp_path / "src" / "b" / "masks").mkdir()
+    _png(tmp_path / "src" / "b" / "masks" / "x.png", m1)
+    args = ["convert", str(tmp_path / "src"), "--from", "dsb", "--to", "zarr", str(dest)]
+    res = CliRunner().invoke(main, [*args, "-o", "overlap=first"])
+    assert res.exit_code == 0, res.output
+    from cellbench.store.zarr_store import DatasetStore
+
+    store = DatasetStore.open(dest)
+    assert store.tasks == ["instance-segmentation"] and len(store) == 2
+    assert (store.sample("a").instances == 2).sum() == 16 - 4
