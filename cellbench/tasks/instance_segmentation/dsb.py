@@ -12,7 +12,7 @@ listed); ``overlap=first`` gives a contested pixel to the first mask in name ord
 folders without ``masks/`` (the DSB test sets) give image-only samples when ``masks=optional``.
 
 Writing makes the same layout: the image as ``<id>/images/<id>.png`` when PNG can hold it
-exactly (uint8/uint16 with 1, 3 or 4 channels), else ``<id>/images/<id>.tif`` (``c, y, x``);
+exactly (uint8/uint16 grey, uint8 RGB), else ``<id>/images/<id>.tif`` (``c, y, x``);
 one ``<id>/masks/<id>_<object id>.png`` per object, and the ``cellbench.json`` sidecar (split,
 channel names, pixel sizes, metadata). Object ids are renumbered 1..n in ascending order.
 """
@@ -163,7 +163,7 @@ def image_file_for(image: np.ndarray) -> tuple[str, np.ndarray]:
     """``(suffix, array to write)``: PNG when it holds the image exactly, else TIFF (cyx)."""
     if image.dtype in (np.uint8, np.uint16) and image.shape[0] == 1:
         return ".png", image[0]
-    if image.dtype == np.uint8 and image.shape[0] in (3, 4):
+    if image.dtype == np.uint8 and image.shape[0] == 3:  # (RGBA would lose an opaque alpha)
         return ".png", np.ascontiguousarray(np.moveaxis(image, 0, -1))
     return ".tif", image
 
