@@ -21,7 +21,8 @@ say met or NOT met; nothing is adjusted to meet them.
 
 COCO: when a ``coco`` format is registered (``cellbench.formats.format_names()``) with a reader
 and writer, the DSB samples are also written as COCO and timed the same way (raw read =
-``json.load`` of the annotation file plus the images).
+``json.loads`` of the annotation file, ``pycocotools.mask.decode`` of every annotation, and the
+images).
 
 Usage::
 
@@ -65,8 +66,17 @@ for p in files:
         nbytes += tifffile.imread(p).nbytes
     elif p.suffix == ".png":
         nbytes += iio.imread(p).nbytes
-    else:
-        json.loads(p.read_text())
+    else:  # COCO: parse, then decode every mask (RLE or polygons) with pycocotools
+        data = json.loads(p.read_text())
+        from pycocotools import mask as mask_utils
+        sizes = {im["id"]: (im["height"], im["width"]) for im in data.get("images", [])}
+        for a in data.get("annotations", []):
+            seg, (h, w) = a["segmentation"], sizes[a["image_id"]]
+            if isinstance(seg, list):
+                seg = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+            elif isinstance(seg.get("counts"), list):
+                seg = mask_utils.frPyObjects(seg, h, w)
+            nbytes += mask_utils.decode(seg).nbytes
 elapsed = time.perf_counter() - t0
 """
 
