@@ -113,6 +113,9 @@ class TaskTraining:
         fields: Batch key -> store field it is read from, ``image`` first (the batch keys of
             :mod:`cellbench.training.baseline`; a sample's class comes from the class table,
             batch key ``label``, when :attr:`ClassStatistics.labels` are set).
+        sample_keys: Batch key -> key of the public PyTorch dataset's samples
+            (:class:`cellbench.torch.CellbenchDataset`, MONAI-style ``image`` / ``mask`` /
+            ``label`` / ``target``) where they differ; keys not listed keep their name.
         sequences: Samples are time sequences ``(t, c, [z,] y, x)``: every frame is a
             training item, and a model predicts a whole sequence at once.
         frame_task: For sequence tasks, the task a model of single frames serves (a
@@ -122,6 +125,7 @@ class TaskTraining:
     """
 
     fields: ClassVar[Mapping[str, str]] = {"image": "image"}
+    sample_keys: ClassVar[Mapping[str, str]] = {}
     sequences: ClassVar[bool] = False
     frame_task: ClassVar[str | None] = None
     diagnoses_predictions: ClassVar[bool] = False
@@ -139,6 +143,10 @@ class TaskTraining:
     def has_classes(self) -> bool:
         """Whether the task has a class table (class weights and rebalancing apply)."""
         return self.task.class_table is not None
+
+    def sample_key(self, key: str) -> str:
+        """The public dataset's name of a batch key (see :attr:`sample_keys`)."""
+        return self.sample_keys.get(key, key)
 
     def check_store(self, store: DatasetStore) -> list[str]:
         """Problems that keep a store from being trained on for this task (one line each)."""

@@ -117,6 +117,7 @@ class InstanceSegmentationTraining(TaskTraining):
     """Instance label images: first-pixel stitching of tiles."""
 
     fields: ClassVar[Mapping[str, str]] = {"image": "image", "instances": "instances"}
+    sample_keys: ClassVar[Mapping[str, str]] = {"instances": "mask"}
 
     def stitcher(self, shape: Sequence[int]) -> TileStitcher:
         """First-pixel stitching of instances."""
