@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from cellbench.errors import CellbenchError, one_line
 from cellbench.training import distributed as dist
 from cellbench.training.components import Components
 from cellbench.training.config import TrainConfig
-from cellbench.training.errors import DataError, TrainingError, worker_message
+from cellbench.training.errors import TrainingError
 from cellbench.training.inference import predict_split
 
 
@@ -114,8 +115,8 @@ class EpochLoop:
                 bar.update(1)
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{float(losses[-1]):.4g}")
-        except DataError as err:
-            raise DataError(worker_message(err)) from None
+        except CellbenchError as err:
+            raise one_line(err) from None
         finally:
             bar.close()
         elapsed = time.perf_counter() - start
@@ -152,8 +153,8 @@ class EpochLoop:
                     n = int(batch["image"].shape[0])
                     total += float(loss) * n
                     count += n
-            except DataError as err:
-                raise DataError(worker_message(err)) from None
+            except CellbenchError as err:
+                raise one_line(err) from None
         total, count = dist.all_reduce_sum([total, count], self.device)
         return total / count if count else None
 
