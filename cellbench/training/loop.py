@@ -9,6 +9,7 @@ anything is all-reduced or broadcast, so all ranks agree.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 
 from cellbench.errors import CellbenchError, one_line
+from cellbench.progress import STEP_THRESHOLD_S as STEP_S
+from cellbench.progress import activity
 from cellbench.training import distributed as dist
 from cellbench.training.components import Components
 from cellbench.training.config import TrainConfig
@@ -86,8 +89,16 @@ class EpochLoop:
             # None: tqdm switches itself off when stderr is not a terminal (logs, CI)
             disable=None if (self.progress and self.dist_info.is_main) else True,
         )
+        shown = self.progress and self.dist_info.is_main
         try:
-            for step, batch in enumerate(parts.source):
+            batches = iter(parts.source)
+            first: Any = None
+            if parts.steps_per_epoch:
+                # starting workers and decoding the first batch can take a while
+                with activity(f"first batch of epoch {epoch + 1}", shown, after_s=STEP_S):
+                    first = next(batches, None)
+            chained = batches if first is None else itertools.chain([first], batches)
+            for step, batch in enumerate(chained):
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 batch = parts.augmenter(batch, gen)
                 if fmt is not None:
