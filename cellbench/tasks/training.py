@@ -65,6 +65,26 @@ class Tile:
         return tuple(slice(s, s + n) for s, n in zip(self.start, self.size, strict=True))
 
 
+@dataclass(frozen=True)
+class ExportOutput:
+    """The output of a network exported for a task (a BioImage.IO model's output tensor).
+
+    It is the first output of the model-submission I/O convention
+    (:mod:`cellbench.submissions.runners`), so an exported package can be submitted back.
+
+    Attributes:
+        id: Tensor id (``logits``, ``prediction``, ``labels``).
+        description: What the values are.
+        channel_names: Names of the channel axis, or None for an output without one.
+        spatial: Whether the output has the input's spatial axes.
+    """
+
+    id: str
+    description: str
+    channel_names: tuple[str, ...] | None
+    spatial: bool
+
+
 class TileStitcher(ABC):
     """Assembles a whole-image prediction from a model's outputs on overlapping tiles.
 
@@ -255,9 +275,27 @@ class TaskTraining:
                 setattr(prediction, name, np.asarray(output[name]))
         return prediction
 
+    def export_output(self, spec: Any) -> ExportOutput | None:
+        """The output of this task's networks exported as BioImage.IO models (default: none).
+
+        Args:
+            spec: The model's :class:`~cellbench.training.baseline.DataSpec`.
+
+        Returns:
+            The output description, or None when the task's models are not exported.
+        """
+        return None
+
     def provenance(self, normaliser: Any) -> dict[str, Any]:
         """Facts about predictions to record with them (default none)."""
         return {}
 
 
-__all__ = ["ARRAY_FIELDS", "ClassStatistics", "TaskTraining", "Tile", "TileStitcher"]
+__all__ = [
+    "ARRAY_FIELDS",
+    "ClassStatistics",
+    "ExportOutput",
+    "TaskTraining",
+    "Tile",
+    "TileStitcher",
+]

@@ -29,7 +29,7 @@ from cellbench.training.models.common import (
     raise_problems,
     resolve_size,
 )
-from cellbench.training.models.tiling import tiled_predict
+from cellbench.training.models.tiling import PadToMultiple, tiled_predict
 
 NORMS = ("batch", "instance", "group", "none")
 UPSAMPLING = ("bilinear", "transposed")
@@ -248,6 +248,10 @@ class UNetBaselineMixin:
         self.config.tile_size = resolve_size(
             self.config.tile_size, self.spec.ndim, double, double, "tile_size"
         )
+
+    def export_network(self) -> nn.Module:
+        """The U-Net on a whole image, padded to its size multiple (logits or targets)."""
+        return PadToMultiple(self.net, self.net.divisor)
 
     def dense_predict(self, image: torch.Tensor, softmax: bool = False) -> torch.Tensor:
         """Run the network over a whole image with tiling; returns ``(K, *spatial)`` float32."""
