@@ -4,6 +4,8 @@ The package folder holds::
 
     rdf.yaml               the model description (format 0.5): axes, pre/post-processing, ...
     weights.torchscript.pt the network as TorchScript (the baseline's ``export_network``)
+    weights.onnx           the same network as ONNX (dynamic axes), when it reproduces
+                           TorchScript in onnxruntime (``cellbench[models]``)
     test_input.npy         a raw test-split image (cropped to a valid size), float32
     test_output.npy        the network's output on it, preprocessed as ``rdf.yaml`` says
     README.md              the documentation: task, dataset, training, normalisation, command
@@ -29,9 +31,10 @@ The output is the task's first output of the model-submission convention
 target, or a label image; augmented-microscopy targets trained with ``dataset-meanstd``
 normalisation get a ``scale_linear`` postprocessing back to target units.
 
-ONNX weights are not written: the TorchScript weights are what cellbench submissions and
-BioImage.IO consumers run, and ``torch.onnx`` export needs the extra ``onnxscript`` package
-on current torch (measured: not installed with ``cellbench[train]``).
+ONNX weights come from the TorchScript module through torch's TorchScript-based exporter
+(``dynamo=False``: the dynamo exporter needs ``onnxscript``, which no extra installs), and
+are kept only when onnxruntime reproduces TorchScript on the test input and on a smaller
+size (a traced module, whose control flow is fixed at one size, gets none).
 
 The package is written to a temporary folder beside ``DEST`` and renamed into place; a
 ``DEST`` that exists and is not empty is refused.
@@ -40,6 +43,7 @@ The package is written to a temporary folder beside ``DEST`` and renamed into pl
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import shutil
 import tempfile
@@ -62,8 +66,12 @@ from cellbench.training.layout import RUN_CONFIG
 from cellbench.training.normalisation import Normaliser
 from cellbench.training.package import ModelPackage, load_package
 
+log = logging.getLogger("cellbench.training")
+
 FORMAT_VERSION = "0.5.4"
 WEIGHTS_FILE = "weights.torchscript.pt"
+ONNX_FILE = "weights.onnx"
+ONNX_OPSET = 17
 TEST_INPUT = "test_input.npy"
 TEST_OUTPUT = "test_output.npy"
 COVER = "cover.png"
@@ -199,13 +207,56 @@ def _test_image(
     return image[(slice(None), *crop)][None].astype(np.float32), sid, store.card
 
 
-def _script(network: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+def _script(network: torch.nn.Module, example: torch.Tensor) -> tuple[torch.jit.ScriptModule, bool]:
+    """The network as TorchScript, and whether it was scripted (else traced)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return torch.jit.script(network)
-        except Exception:  # not scriptable: trace it (fixed control flow)
-            return torch.jit.trace(network, example, check_trace=False)
+            return torch.jit.script(network), True
+        except Exception:  # not scriptable: trace it (control flow fixed at the example)
+            return torch.jit.trace(network, example, check_trace=False), False
+
+
+def _onnx(scripted: torch.jit.ScriptModule, example: torch.Tensor, path: Path) -> int | None:
+    """Write ONNX weights with dynamic batch and spatial axes, if they reproduce TorchScript.
+
+    Checked with onnxruntime on the example and on an example one size step smaller per
+    axis; returns the opset written, or None (nothing left at ``path``) when onnxruntime is
+    not installed, the export fails, or the outputs differ.
+    """
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    dynamic = {0: "batch", **{i: f"space{i}" for i in range(2, example.dim())}}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                scripted,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=ONNX_OPSET,
+                input_names=["raw"],
+                output_names=["output"],
+                dynamic_axes={"raw": dynamic, "output": dynamic},
+            )
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        smaller = example[
+            (..., *(slice(0, max(SIZE_MIN, n - SIZE_STEP)) for n in example.shape[2:]))
+        ]
+        for x in (example, smaller.contiguous()):
+            with torch.no_grad():
+                want = scripted(x).float().numpy()
+            got = session.run(None, {"raw": x.numpy()})[0]
+            if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-5):
+                raise ValueError("ONNX output differs from TorchScript")
+    except Exception as err:  # ONNX is optional: the package keeps its TorchScript weights
+        log.info("no ONNX weights: %s", str(err).splitlines()[0] if str(err) else type(err))
+        path.unlink(missing_ok=True)
+        return None
+    return ONNX_OPSET
 
 
 def _cover(raw: np.ndarray, out: np.ndarray, output: ExportOutput, path: Path) -> None:
@@ -351,7 +402,7 @@ def export_bioimageio(
     raw, sid, card = _test_image(package, run_config)
     norm = package.normaliser
     x = torch.from_numpy(normalise_like_rdf(raw, norm))
-    scripted = _script(network, x)
+    scripted, is_script = _script(network, x)
     with torch.no_grad():
         out = scripted(x).float().numpy()
     post = _postprocessing(norm, output)
@@ -364,11 +415,20 @@ def export_bioimageio(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         scripted.save(str(tmp / WEIGHTS_FILE))
+        # traced modules fix the spatial size of their control flow: no ONNX from them
+        opset = _onnx(scripted, x, tmp / ONNX_FILE) if is_script else None
         np.save(tmp / TEST_INPUT, raw, allow_pickle=False)
         np.save(tmp / TEST_OUTPUT, out.astype(np.float32), allow_pickle=False)
         _cover(raw, out, output, tmp / COVER)
         (tmp / README).write_text(_readme(package, run_config, run_dir), encoding="utf-8")
         rdf = _rdf(package, output, tmp, post, run_config, authors, license, name, sid, card)
+        if opset is not None:
+            rdf["weights"]["onnx"] = {
+                "source": ONNX_FILE,
+                "sha256": _sha256(tmp / ONNX_FILE),
+                "opset_version": opset,
+                "parent": "torchscript",
+            }
         (tmp / RDF_FILE).write_text(
             yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True), encoding="utf-8"
         )

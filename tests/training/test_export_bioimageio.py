@@ -61,6 +61,7 @@ def test_export_writes_a_valid_package_whose_test_output_is_the_run_model(run, t
         "rdf.yaml",
         "test_input.npy",
         "test_output.npy",
+        "weights.onnx",
         "weights.torchscript.pt",
     ]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pkg.")]  # no temp left
@@ -92,6 +93,16 @@ def test_export_writes_a_valid_package_whose_test_output_is_the_run_model(run, t
     with torch.no_grad():
         expected = package.model(x).numpy()
     np.testing.assert_allclose(np.load(dest / "test_output.npy"), expected, rtol=1e-5, atol=1e-6)
+
+    # the ONNX weights (dynamic axes) give the same output, at another size too
+    ort = pytest.importorskip("onnxruntime")
+    assert rdf["weights"]["onnx"]["parent"] == "torchscript"
+    session = ort.InferenceSession(str(dest / "weights.onnx"), providers=["CPUExecutionProvider"])
+    for xin in (x, x[..., :24, :17].contiguous()):
+        with torch.no_grad():
+            want = package.model(xin).numpy()
+        got = session.run(None, {"raw": xin.numpy()})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
     # a non-empty DEST is refused with one line, and left as it was
     before = (dest / "rdf.yaml").read_bytes()
@@ -184,6 +195,10 @@ def test_bioimageio_core_reproduces_the_package_offline(run, tmp_path, monkeypat
     core = pytest.importorskip("bioimageio.core")
     summary = core.test_model(dest / "rdf.yaml")
     assert summary.status in ("passed", "valid-format"), summary.format()
-    names = [d.name for d in summary.details]
-    assert any("Reproduce test outputs" in n for n in names), names
+    passed = {d.name for d in summary.details if d.status == "passed"}
+    for fmt in ("torchscript", "onnx"):
+        assert f"Reproduce test outputs from test inputs ({fmt})" in passed, passed
+        assert (
+            f"Run {fmt} inference for inputs with batch_size: 2 and size parameter n: 2" in passed
+        )
     assert all(d.status != "failed" for d in summary.details), summary.format()
