@@ -63,6 +63,7 @@ from cellbench.submissions.bioimageio import RDF_FILE
 from cellbench.tasks import get_task
 from cellbench.tasks.training import ExportOutput
 from cellbench.training.layout import RUN_CONFIG
+from cellbench.training.models.tiling import PadToMultiple
 from cellbench.training.normalisation import Normaliser
 from cellbench.training.package import ModelPackage, load_package
 
@@ -207,14 +208,45 @@ def _test_image(
     return image[(slice(None), *crop)][None].astype(np.float32), sid, store.card
 
 
-def _script(network: torch.nn.Module, example: torch.Tensor) -> tuple[torch.jit.ScriptModule, bool]:
-    """The network as TorchScript, and whether it was scripted (else traced)."""
+def to_torchscript(
+    network: torch.nn.Module, example: torch.Tensor
+) -> tuple[torch.jit.ScriptModule, bool]:
+    """The network as TorchScript, and whether it takes any size (else traced at one).
+
+    Scripted when possible; a :class:`PadToMultiple` whose inner network cannot be scripted
+    keeps its padding scripted around the traced network; anything else is traced.
+
+    Raises:
+        CellbenchError: If the TorchScript module does not reproduce the network on the
+            example (and, for a size-free module, on a smaller input).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return torch.jit.script(network), True
-        except Exception:  # not scriptable: trace it (control flow fixed at the example)
-            return torch.jit.trace(network, example, check_trace=False), False
+            scripted, any_size = torch.jit.script(network), True
+        except Exception:
+            if isinstance(network, PadToMultiple):
+                scripted, any_size = torch.jit.script(network.with_traced_net(example)), True
+            else:  # control flow fixed at the example's size
+                scripted, any_size = torch.jit.trace(network, example, check_trace=False), False
+        checks = [example]
+        if any_size:
+            checks.append(_smaller(example))
+        for x in checks:
+            with torch.no_grad():
+                want, got = network(x).float(), scripted(x).float()
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+                raise CellbenchError(
+                    f"the TorchScript export of the network does not reproduce it on an input "
+                    f"of shape {tuple(x.shape)}; it cannot be packaged"
+                )
+    return scripted, any_size
+
+
+def _smaller(example: torch.Tensor) -> torch.Tensor:
+    """The example cut one size step smaller per spatial axis (not below the minimum)."""
+    cut = tuple(slice(0, max(SIZE_MIN, int(n) - SIZE_STEP)) for n in example.shape[2:])
+    return example[(..., *cut)].contiguous()
 
 
 def _onnx(scripted: torch.jit.ScriptModule, example: torch.Tensor, path: Path) -> int | None:
@@ -402,7 +434,7 @@ def export_bioimageio(
     raw, sid, card = _test_image(package, run_config)
     norm = package.normaliser
     x = torch.from_numpy(normalise_like_rdf(raw, norm))
-    scripted, is_script = _script(network, x)
+    scripted, any_size = to_torchscript(network, x)
     with torch.no_grad():
         out = scripted(x).float().numpy()
     post = _postprocessing(norm, output)
@@ -416,12 +448,13 @@ def export_bioimageio(
     try:
         scripted.save(str(tmp / WEIGHTS_FILE))
         # traced modules fix the spatial size of their control flow: no ONNX from them
-        opset = _onnx(scripted, x, tmp / ONNX_FILE) if is_script else None
+        opset = _onnx(scripted, x, tmp / ONNX_FILE) if any_size else None
         np.save(tmp / TEST_INPUT, raw, allow_pickle=False)
         np.save(tmp / TEST_OUTPUT, out.astype(np.float32), allow_pickle=False)
         _cover(raw, out, output, tmp / COVER)
         (tmp / README).write_text(_readme(package, run_config, run_dir), encoding="utf-8")
-        rdf = _rdf(package, output, tmp, post, run_config, authors, license, name, sid, card)
+        sizes = None if any_size else [int(n) for n in raw.shape[2:]]
+        rdf = _rdf(package, output, tmp, post, run_config, authors, license, name, sid, card, sizes)
         if opset is not None:
             rdf["weights"]["onnx"] = {
                 "source": ONNX_FILE,
@@ -452,6 +485,7 @@ def _rdf(
     name: str | None,
     sample_id: str,
     store_card: dict[str, Any],
+    fixed: list[int] | None,
 ) -> dict[str, Any]:
     meta = package.meta
     spec = package.model.spec
@@ -461,8 +495,14 @@ def _rdf(
         {"type": "batch"},
         {"type": "channel", "channel_names": channel_names},
     ]
+    # a traced network takes the test image's size only
     in_axes += [
-        {"type": "space", "id": a, "size": {"min": SIZE_MIN, "step": SIZE_STEP}} for a in spatial
+        {
+            "type": "space",
+            "id": a,
+            "size": {"min": SIZE_MIN, "step": SIZE_STEP} if fixed is None else fixed[i],
+        }
+        for i, a in enumerate(spatial)
     ]
     out_axes: list[dict[str, Any]] = [{"type": "batch"}]
     if output.channel_names is not None:
@@ -539,4 +579,4 @@ def _rdf(
     }
 
 
-__all__ = ["export_bioimageio", "normalise_like_rdf", "preprocessing"]
+__all__ = ["export_bioimageio", "normalise_like_rdf", "preprocessing", "to_torchscript"]

@@ -163,6 +163,18 @@ class PadToMultiple(nn.Module):
         self.net = net
         self.multiple: list[int] = [int(m) for m in multiple]
 
+    def with_traced_net(self, example: torch.Tensor) -> PadToMultiple:
+        """A copy whose inner network is traced on ``example`` padded (for TorchScript).
+
+        For networks TorchScript cannot script but can trace (no data-dependent control
+        flow): the padding stays scripted, so the module still takes any size.
+        """
+        pads: list[int] = []
+        for n, m in zip(reversed(example.shape[2:]), reversed(self.multiple), strict=True):
+            pads += [0, (m - int(n) % m) % m]
+        padded = nnf.pad(example, pads)
+        return PadToMultiple(torch.jit.trace(self.net, padded, check_trace=False), self.multiple)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The network's output on ``x``, of ``x``'s spatial size."""
         nd = len(self.multiple)

@@ -249,10 +249,6 @@ class UNetBaselineMixin:
             self.config.tile_size, self.spec.ndim, double, double, "tile_size"
         )
 
-    def export_network(self) -> nn.Module:
-        """The U-Net on a whole image, padded to its size multiple (logits or targets)."""
-        return PadToMultiple(self.net, self.net.divisor)
-
     def dense_predict(self, image: torch.Tensor, softmax: bool = False) -> torch.Tensor:
         """Run the network over a whole image with tiling; returns ``(K, *spatial)`` float32."""
         check_input(image, self.spec, self.name)
@@ -372,6 +368,10 @@ class UNetSegmentation(UNetBaselineMixin, Baseline):
         """Class logits ``(B, n_classes, *spatial)``."""
         return self.net(image)
 
+    def export_network(self) -> nn.Module:
+        """The U-Net on a whole image, padded to its size multiple: class logits."""
+        return PadToMultiple(self.net, self.net.divisor)
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy (+ Dice) of a batch with ``image`` and ``mask``."""
         logits = self.net(batch["image"])
@@ -438,6 +438,10 @@ class UNetRegression(UNetBaselineMixin, Baseline):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Predicted targets ``(B, out_channels, *spatial)``."""
         return self.net(image)
+
+    def export_network(self) -> nn.Module:
+        """The U-Net on a whole image, padded to its size multiple: normalised targets."""
+        return PadToMultiple(self.net, self.net.divisor)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """MSE or L1 between the prediction and ``target``."""
