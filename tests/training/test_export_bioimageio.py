@@ -202,3 +202,38 @@ def test_bioimageio_core_reproduces_the_package_offline(run, tmp_path, monkeypat
             f"Run {fmt} inference for inputs with batch_size: 2 and size parameter n: 2" in passed
         )
     assert all(d.status != "failed" for d in summary.details), summary.format()
+
+
+@pytest.mark.parametrize(
+    ("task", "baseline", "output"),
+    [
+        ("classification", "toy-classifier", ["batch", "channel"]),
+        ("augmented-microscopy", "toy-regressor", ["batch", "channel", "space", "space"]),
+    ],
+)
+def test_export_of_other_tasks_is_valid(make_store, tmp_path, task, baseline, output):
+    spec = pytest.importorskip("bioimageio.spec")
+    store = make_store(task)
+    run_dir = tmp_path / "run"
+    args = ["train", task, "--dataset", str(store.path), "--baseline", baseline]
+    args += ["--out", str(run_dir), "--epochs", "1", "--workers", "0", "--batch-size", "2", "-q"]
+    for setting in ("patch_size=16", "val_metric=false", "samples_per_epoch=4"):
+        args += ["--set", setting]
+    trained = CliRunner().invoke(main, args)
+    assert trained.exit_code == 0, trained.output
+    dest = tmp_path / "pkg"
+    result = _export(run_dir, dest)
+    assert result.exit_code == 0, result.output
+    rdf = yaml.safe_load((dest / "rdf.yaml").read_text())
+    (out,) = rdf["outputs"]
+    assert [a["type"] for a in out["axes"]] == output
+    names = out["axes"][1]["channel_names"]
+    if task == "classification":
+        assert names == ["left", "right", "top"] and out["id"] == "logits"
+    else:
+        assert names == ["fluo"] and out["id"] == "prediction"
+    got = np.load(dest / "test_output.npy")
+    raw = np.load(dest / "test_input.npy")
+    assert got.shape[0] == 1 and (got.ndim == 2 or got.shape[2:] == raw.shape[2:])
+    summary = spec.load_description(dest / "rdf.yaml", perform_io_checks=True).validation_summary
+    assert summary.status in ("passed", "valid-format"), summary.format()
