@@ -45,6 +45,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cellbench.errors import CellbenchError
+from cellbench.progress import STEP_THRESHOLD_S as STEP_S
+from cellbench.progress import activity
 from cellbench.registry import open_dataset
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.tasks import get_task
@@ -102,6 +104,8 @@ class CellbenchDataset(Dataset):
         tile_overlap: Evaluation tiles share ``round(patch * overlap)`` pixels per axis.
         samples_per_epoch: Training: crops per epoch (default: one per item).
         seed: Seed of the crops.
+        progress: Say on stderr what a slow start-up (over 2 s: dataset statistics,
+            indexing the split) is doing.
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class CellbenchDataset(Dataset):
         tile_overlap: float = 0.0,
         samples_per_epoch: int | None = None,
         seed: int = 0,
+        progress: bool = True,
     ) -> None:
         store = open_dataset(ref)
         self.task = resolve_task(store, task)
@@ -134,23 +139,29 @@ class CellbenchDataset(Dataset):
         self.epoch = 0
         if not 0 <= tile_overlap < 1:
             raise CellbenchError(f"tile_overlap must be in [0, 1), not {tile_overlap}")
-        norm = Normaliser(
-            mode=normalisation,
-            target_mode=self.hooks.target_normalisation(target_normalisation),
-        )
+        try:
+            norm = Normaliser(
+                mode=normalisation,
+                target_mode=self.hooks.target_normalisation(target_normalisation),
+            )
+        except ValueError as err:
+            raise CellbenchError(str(err)) from None
+        ref_name = f"{store.id}@{store.version}"
         if norm.needs_fit:
             ids = store.sample_ids("train")
-            norm = norm.fit_dataset(
-                ((sid, store.image(sid), store.axes(sid).index("c")) for sid in ids),
-                ((sid, store.target(sid)) for sid in ids)
-                if norm.target_mode == "dataset-meanstd"
-                else (),
-            )
+            with activity(f"{norm.mode} statistics of {ref_name} train", progress, after_s=STEP_S):
+                norm = norm.fit_dataset(
+                    ((sid, store.image(sid), store.axes(sid).index("c")) for sid in ids),
+                    ((sid, store.target(sid)) for sid in ids)
+                    if norm.target_mode == "dataset-meanstd"
+                    else (),
+                )
         self.normaliser = norm
         class_table = get_task(self.task).class_names(store)
-        self.index: SplitIndex = build_index(
-            store, self.task, split, norm, n_classes=len(class_table), seed=self.seed
-        )
+        with activity(f"indexing {ref_name} {split}", progress, after_s=STEP_S):
+            self.index: SplitIndex = build_index(
+                store, self.task, split, norm, n_classes=len(class_table), seed=self.seed
+            )
         ndim = self.index.ndim
         if patch_size is None:
             self.patch_size: tuple[int, ...] | None = None
@@ -350,10 +361,8 @@ def _make_data_module_class() -> type:
             """Index the splits the stage needs."""
             if stage in (None, "fit"):
                 self._dataset("train")
-            if stage in (None, "fit", "validate"):
-                store = open_dataset(self._dataset("train").index.store_path)
-                if "val" in store.splits:
-                    self._dataset("val")
+            if stage in (None, "fit", "validate") and "val" in open_dataset(self.ref).splits:
+                self._dataset("val")
             if stage in (None, "test"):
                 self._dataset("test")
 

@@ -189,3 +189,20 @@ def test_data_module_without_lightning_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "pytorch_lightning", None)
     with pytest.raises(CellbenchError, match=r"pip install 'cellbench\[lightning\]'"):
         ct.CellbenchDataModule  # noqa: B018
+
+
+def test_dataset_normalisation_modes(make_store):
+    store = make_store("augmented-microscopy")
+    ds = CellbenchDataset(
+        store, "val", normalisation="dataset-meanstd", target_normalisation="dataset-meanstd"
+    )
+    ids = store.sample_ids("train")
+    pixels = np.concatenate([np.asarray(store.image(s)[...], np.float64).ravel() for s in ids])
+    mean, std = ds.normaliser.channel_stats[0]
+    assert mean == pytest.approx(pixels.mean()) and std == pytest.approx(pixels.std())
+    sample = ds[0]  # a whole image (no patch size)
+    raw = np.asarray(store.image(sample["sample_id"])[...], np.float64)
+    assert sample["origin"].tolist() == [0, 0]
+    np.testing.assert_allclose(sample["image"].numpy(), (raw - mean) / std, rtol=1e-5)
+    with pytest.raises(CellbenchError, match="normalisation mode 'zscore' not one of"):
+        CellbenchDataset(store, "val", normalisation="zscore")
