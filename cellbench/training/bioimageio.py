@@ -149,7 +149,8 @@ def normalise_like_rdf(image: np.ndarray, norm: Normaliser) -> np.ndarray:
             np.float32
         )
     if norm.mode in ("dataset-meanstd", "dataset-percentile"):
-        return Normaliser.apply(x[0], norm.channel_stats, 0)[None].astype(np.float32)
+        stats = np.asarray(norm.channel_stats, dtype=np.float64)
+        return Normaliser.apply(x[0], stats, 0)[None].astype(np.float32)
     return x
 
 

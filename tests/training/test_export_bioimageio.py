@@ -22,8 +22,7 @@ from cellbench.training.package import load_package
 TASK = "semantic-segmentation"
 
 
-@pytest.fixture
-def run(make_store, tmp_path):
+def _train(make_store, tmp_path, *settings: str):
     """A toy semantic-segmentation run (one epoch) on a registered store, whole-image tiles."""
     store = make_store(TASK)
     import_store(store.path)
@@ -35,11 +34,18 @@ def run(make_store, tmp_path):
         "val_metric=false",
         "samples_per_epoch=4",
         "tile_size=[64,64]",
+        *settings,
     ):
         args += ["--set", setting]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return store, run_dir
+
+
+@pytest.fixture
+def run(make_store, tmp_path):
+    """A toy semantic-segmentation run with per-image percentile normalisation."""
+    return _train(make_store, tmp_path)
 
 
 def _export(run_dir, dest, *extra):
@@ -178,14 +184,41 @@ def test_unexportable_models_and_bad_options_are_one_line(make_store, tmp_path):
     assert bad.exit_code == 1 and "may hold only letters" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    ("mode", "op"),
+    [("dataset-meanstd", "fixed_zero_mean_unit_variance"), ("dataset-percentile", "scale_linear")],
+)
+def test_dataset_normalisation_becomes_fixed_preprocessing(make_store, tmp_path, mode, op):
+    _, run_dir = _train(make_store, tmp_path, f"normalisation={mode}")
+    dest = tmp_path / "pkg"
+    assert _export(run_dir, dest).exit_code == 0
+    rdf = yaml.safe_load((dest / "rdf.yaml").read_text())
+    steps = rdf["inputs"][0]["preprocessing"]
+    assert [s["id"] for s in steps] == ["ensure_dtype", op]
+    ((offset, scale),) = load_package(run_dir).normaliser.channel_stats
+    kwargs = steps[1]["kwargs"]
+    if op == "scale_linear":
+        assert kwargs["gain"] == [pytest.approx(1 / scale)]
+        assert kwargs["offset"] == [pytest.approx(-offset / scale)]
+    else:
+        assert kwargs == {"axis": "channel", "mean": [offset], "std": [scale]}
+    # the test output is the model on the input normalised with the run's own statistics
+    raw = np.load(dest / "test_input.npy")
+    x = torch.from_numpy(((raw - offset) / scale).astype(np.float32))
+    with torch.no_grad():
+        want = load_package(run_dir).model(x).numpy()
+    np.testing.assert_allclose(np.load(dest / "test_output.npy"), want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.slow
-def test_bioimageio_core_reproduces_the_package_offline(run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["percentile", "dataset-meanstd", "dataset-percentile", "none"])
+def test_bioimageio_core_reproduces_the_package_offline(make_store, tmp_path, monkeypatch, mode):
     """``bioimageio.core.test_model`` runs the weights on the test input and compares.
 
     Nothing may be fetched: every proxy points at a closed loopback port and the BioImage.IO
     cache is a temp folder.
     """
-    _, run_dir = run
+    _, run_dir = _train(make_store, tmp_path, f"normalisation={mode}")
     dest = tmp_path / "pkg"
     assert _export(run_dir, dest).exit_code == 0
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
