@@ -77,7 +77,7 @@ TEST_INPUT = "test_input.npy"
 TEST_OUTPUT = "test_output.npy"
 COVER = "cover.png"
 README = "README.md"
-#: Spatial sizes the package accepts: ``SIZE_MIN + n * SIZE_STEP``.
+#: Spatial sizes the package accepts: ``SIZE_MIN + n * SIZE_STEP`` (see :func:`axis_min`).
 SIZE_MIN, SIZE_STEP = 16, 8
 #: Largest test image side (larger images are cropped from their origin).
 TEST_MAX = 256
@@ -170,13 +170,18 @@ def _postprocessing(norm: Normaliser, output: ExportOutput) -> list[dict[str, An
     return []
 
 
+def axis_min(n: int) -> int:
+    """Smallest size a package accepts along an axis whose test size is ``n``.
+
+    :data:`SIZE_MIN`, or the test size itself for shorter axes (a few z-planes).
+    """
+    return min(SIZE_MIN, n)
+
+
 def _valid_size(n: int) -> int:
-    n = min(n, TEST_MAX)
-    if n < SIZE_MIN:
-        raise CellbenchError(
-            f"test image side {n} is smaller than the package's minimum size {SIZE_MIN}"
-        )
-    return SIZE_MIN + (n - SIZE_MIN) // SIZE_STEP * SIZE_STEP
+    """The test image's size along an axis of size ``n``: ``axis_min + k * SIZE_STEP``."""
+    low = axis_min(n)
+    return low + (min(n, TEST_MAX) - low) // SIZE_STEP * SIZE_STEP
 
 
 def _test_image(
@@ -246,7 +251,7 @@ def to_torchscript(
 
 def _smaller(example: torch.Tensor) -> torch.Tensor:
     """The example cut one size step smaller per spatial axis (not below the minimum)."""
-    cut = tuple(slice(0, max(SIZE_MIN, int(n) - SIZE_STEP)) for n in example.shape[2:])
+    cut = tuple(slice(0, max(axis_min(int(n)), int(n) - SIZE_STEP)) for n in example.shape[2:])
     return example[(..., *cut)].contiguous()
 
 
@@ -276,10 +281,7 @@ def _onnx(scripted: torch.jit.ScriptModule, example: torch.Tensor, path: Path) -
                 dynamic_axes={"raw": dynamic, "output": dynamic},
             )
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        smaller = example[
-            (..., *(slice(0, max(SIZE_MIN, n - SIZE_STEP)) for n in example.shape[2:]))
-        ]
-        for x in (example, smaller.contiguous()):
+        for x in (example, _smaller(example)):
             with torch.no_grad():
                 want = scripted(x).float().numpy()
             got = session.run(None, {"raw": x.numpy()})[0]
@@ -350,7 +352,8 @@ def _readme(package: ModelPackage, run_config: dict[str, Any], run_dir: Path) ->
         "",
         f"Input `raw`: float32 `(batch, channel, {'z, ' if spec.ndim == 3 else ''}y, x)`, "
         f"channels {', '.join(spec.channel_names) or spec.in_channels}; any spatial size "
-        f"{SIZE_MIN} + n * {SIZE_STEP}. The preprocessing in `rdf.yaml` is the training "
+        f"{SIZE_MIN} + n * {SIZE_STEP} (fewer z-planes where the test image has fewer). "
+        "The preprocessing in `rdf.yaml` is the training "
         "normalisation.",
         "",
     ]
@@ -454,8 +457,21 @@ def export_bioimageio(
         np.save(tmp / TEST_OUTPUT, out.astype(np.float32), allow_pickle=False)
         _cover(raw, out, output, tmp / COVER)
         (tmp / README).write_text(_readme(package, run_config, run_dir), encoding="utf-8")
-        sizes = None if any_size else [int(n) for n in raw.shape[2:]]
-        rdf = _rdf(package, output, tmp, post, run_config, authors, license, name, sid, card, sizes)
+        size = [int(n) for n in raw.shape[2:]]
+        rdf = _rdf(
+            package,
+            output,
+            tmp,
+            post,
+            run_config,
+            authors,
+            license,
+            name,
+            sid,
+            card,
+            size,
+            not any_size,
+        )
         if opset is not None:
             rdf["weights"]["onnx"] = {
                 "source": ONNX_FILE,
@@ -486,7 +502,8 @@ def _rdf(
     name: str | None,
     sample_id: str,
     store_card: dict[str, Any],
-    fixed: list[int] | None,
+    test_size: list[int],
+    fixed: bool,
 ) -> dict[str, Any]:
     meta = package.meta
     spec = package.model.spec
@@ -501,7 +518,9 @@ def _rdf(
         {
             "type": "space",
             "id": a,
-            "size": {"min": SIZE_MIN, "step": SIZE_STEP} if fixed is None else fixed[i],
+            "size": {"min": axis_min(test_size[i]), "step": SIZE_STEP}
+            if not fixed
+            else test_size[i],
         }
         for i, a in enumerate(spatial)
     ]

@@ -270,3 +270,28 @@ def test_export_of_other_tasks_is_valid(make_store, tmp_path, task, baseline, ou
     assert got.shape[0] == 1 and (got.ndim == 2 or got.shape[2:] == raw.shape[2:])
     summary = spec.load_description(dest / "rdf.yaml", perform_io_checks=True).validation_summary
     assert summary.status in ("passed", "valid-format"), summary.format()
+
+
+def test_3d_export_with_few_z_planes(make_store, tmp_path):
+    spec = pytest.importorskip("bioimageio.spec")
+    store = make_store(TASK, size=(6, 20, 26))
+    run_dir = tmp_path / "run"
+    args = ["train", TASK, "--dataset", str(store.path), "--baseline", "toy-semantic"]
+    args += ["--out", str(run_dir), "--epochs", "1", "--workers", "0", "--batch-size", "2", "-q"]
+    for setting in ("patch_size=[4,16,16]", "val_metric=false", "samples_per_epoch=4"):
+        args += ["--set", setting]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    dest = tmp_path / "pkg"
+    result = _export(run_dir, dest)
+    assert result.exit_code == 0, result.output
+    rdf = yaml.safe_load((dest / "rdf.yaml").read_text())
+    space = rdf["inputs"][0]["axes"][2:]
+    assert [(a["id"], a["size"]) for a in space] == [
+        ("z", {"min": 6, "step": 8}),
+        ("y", {"min": 16, "step": 8}),
+        ("x", {"min": 16, "step": 8}),
+    ]
+    assert np.load(dest / "test_input.npy").shape == (1, 1, 6, 16, 24)
+    assert np.load(dest / "test_output.npy").shape == (1, 3, 6, 16, 24)
+    summary = spec.load_description(dest / "rdf.yaml", perform_io_checks=True).validation_summary
+    assert summary.status in ("passed", "valid-format"), summary.format()
