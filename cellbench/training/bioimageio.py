@@ -363,10 +363,12 @@ def _readme(package: ModelPackage, run_config: dict[str, Any], run_dir: Path) ->
     lines += [
         "## Validation",
         "",
-        "`test_output.npy` is this network's output on `test_input.npy`; the package was "
-        "checked with `bioimageio.spec` and reproduced with `bioimageio.core`'s `test_model` "
-        "in cellbench's tests. Scores of the model on the dataset's test split: "
-        "`cellbench submit` with a manifest of `kind: bioimageio` pointing at this folder.",
+        "`test_output.npy` is this network's output on `test_input.npy` (a raw image of the "
+        "dataset), preprocessed as `rdf.yaml` says. Check the package with "
+        "`bioimageio test rdf.yaml` (`bioimageio.core`); cellbench's tests validate packages "
+        "exported this way with `bioimageio.spec` and reproduce them with `test_model`. To "
+        "score the model on the dataset's test split, `cellbench submit` a manifest of "
+        "`kind: bioimageio` whose `submission` is this folder.",
         "",
         "## Reproduce",
         "",
