@@ -206,3 +206,16 @@ def test_dataset_normalisation_modes(make_store):
     np.testing.assert_allclose(sample["image"].numpy(), (raw - mean) / std, rtol=1e-5)
     with pytest.raises(CellbenchError, match="normalisation mode 'zscore' not one of"):
         CellbenchDataset(store, "val", normalisation="zscore")
+
+
+def test_dataset_pickles_for_spawned_workers(make_store):
+    """Spawn and forkserver workers (macOS, Python 3.14 on Linux) get a pickled copy."""
+    import pickle
+
+    store = make_store("instance-segmentation")
+    ds = CellbenchDataset(store, "train", patch_size=16, seed=5)
+    ds.set_epoch(2)
+    copy = pickle.loads(pickle.dumps(ds))
+    a, b = ds[3], copy[3]
+    assert a["sample_id"] == b["sample_id"] and torch.equal(a["image"], b["image"])
+    assert torch.equal(a["mask"], b["mask"]) and torch.equal(a["origin"], b["origin"])
