@@ -81,23 +81,27 @@ class EpochLoop:
         n_images = 0
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
+        shown = self.progress and self.dist_info.is_main
+        try:
+            batches = iter(parts.source)
+            first: Any = None
+            if parts.steps_per_epoch:
+                # starting workers and decoding the first batch can take a while (shown before
+                # the step bar, so the two never share a terminal line)
+                with activity(f"first batch of epoch {epoch + 1}", shown, after_s=STEP_S):
+                    first = next(batches, None)
+        except CellbenchError as err:
+            raise one_line(err) from None
+        chained = batches if first is None else itertools.chain([first], batches)
         bar = tqdm(
             total=parts.steps_per_epoch,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="step",
             leave=False,
             # None: tqdm switches itself off when stderr is not a terminal (logs, CI)
-            disable=None if (self.progress and self.dist_info.is_main) else True,
+            disable=None if shown else True,
         )
-        shown = self.progress and self.dist_info.is_main
         try:
-            batches = iter(parts.source)
-            first: Any = None
-            if parts.steps_per_epoch:
-                # starting workers and decoding the first batch can take a while
-                with activity(f"first batch of epoch {epoch + 1}", shown, after_s=STEP_S):
-                    first = next(batches, None)
-            chained = batches if first is None else itertools.chain([first], batches)
             for step, batch in enumerate(chained):
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 batch = parts.augmenter(batch, gen)
