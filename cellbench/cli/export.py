@@ -53,3 +53,8 @@ def export_model(
             run_dir, dest, authors=list(authors), license=license_id, name=name
         )
     click.echo(f"wrote BioImage.IO model package {path}")
+    from cellbench.submissions.bioimageio import read_package
+
+    # e.g. dataset-statistics preprocessing: valid BioImage.IO, not a runnable submission
+    for problem in read_package(path).problems:
+        click.secho(f"note: not submittable to cellbench as is: {problem}", fg="yellow", err=True)

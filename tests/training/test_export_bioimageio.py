@@ -60,6 +60,7 @@ def test_export_writes_a_valid_package_whose_test_output_is_the_run_model(run, t
     result = _export(run_dir, dest)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"wrote BioImage.IO model package {dest}"
+    assert result.stderr == ""  # submittable as it is
     names = sorted(p.name for p in dest.iterdir())
     assert names == [
         "README.md",
@@ -191,7 +192,14 @@ def test_unexportable_models_and_bad_options_are_one_line(make_store, tmp_path):
 def test_dataset_normalisation_becomes_fixed_preprocessing(make_store, tmp_path, mode, op):
     _, run_dir = _train(make_store, tmp_path, f"normalisation={mode}")
     dest = tmp_path / "pkg"
-    assert _export(run_dir, dest).exit_code == 0
+    result = _export(run_dir, dest)
+    assert result.exit_code == 0
+    # cellbench submissions run per-image normalisation only: the CLI says so
+    assert result.stderr.strip() == (
+        f"note: not submittable to cellbench as is: submission {dest / 'rdf.yaml'}: "
+        f"preprocessing {op!r} is not one cellbench can run "
+        "(scale_range, zero_mean_unit_variance or none)"
+    )
     rdf = yaml.safe_load((dest / "rdf.yaml").read_text())
     steps = rdf["inputs"][0]["preprocessing"]
     assert [s["id"] for s in steps] == ["ensure_dtype", op]
