@@ -5,7 +5,7 @@ unknown (a ``pip download``, loading a model, starting data-loader workers) uses
 :func:`activity`: a one-line ticker with the elapsed time on a terminal, and one plain line when
 stderr is a pipe or log (so a log still says what the minutes went on). With ``after_s`` (e.g.
 :data:`STEP_THRESHOLD_S`) nothing appears unless the step outlasts it: training start-up wraps
-every step that can be slow (opening or pulling the store, fitting normalisation statistics,
+every step that can be slow (opening the store, fitting normalisation statistics,
 indexing splits, building the model, the first batch) this way. Nothing is printed on
 stdout, which stays free for results and ``--json``.
 """
@@ -62,9 +62,10 @@ def activity(
             shown.set()
 
     def tick() -> None:
-        if after_s > 0 and stop.wait(after_s):
-            return
-        show()
+        if after_s > 0:
+            if stop.wait(after_s):
+                return
+            show()
         if not tty:
             return
         while not stop.wait(interval_s):

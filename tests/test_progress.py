@@ -54,3 +54,13 @@ def test_without_threshold_the_line_is_immediate_and_disabled_is_silent():
     with activity("pip download x==1", enabled=False, stream=silent, after_s=0):
         pass
     assert silent.getvalue() == ""
+
+
+def test_without_threshold_a_terminal_gets_the_line_once_then_its_time():
+    stream = Terminal()
+    with activity("loading model", stream=stream, interval_s=0.01):
+        _wait_for(stream, "\rloading model ... ")
+    text = stream.getvalue()
+    assert text.startswith("loading model ...\r")  # written once, then ticked over
+    assert not text.startswith("loading model ...loading model")
+    assert text.endswith(" s\n") and text.count("\n") == 1
