@@ -8,6 +8,7 @@ The package folder holds::
                            TorchScript in onnxruntime (``cellbench[models]``)
     test_input.npy         a raw test-split image (cropped to a valid size), float32
     test_output.npy        the network's output on it, preprocessed as ``rdf.yaml`` says
+    sample_input.tif       the test input as TIFF (and sample_output.tif for image outputs)
     README.md              the documentation: task, dataset, training, normalisation, command
     cover.png              input beside output (2:1)
 
@@ -76,6 +77,8 @@ ONNX_OPSET = 17
 TEST_INPUT = "test_input.npy"
 TEST_OUTPUT = "test_output.npy"
 COVER = "cover.png"
+SAMPLE_INPUT = "sample_input.tif"
+SAMPLE_OUTPUT = "sample_output.tif"
 README = "README.md"
 #: Spatial sizes the package accepts: ``SIZE_MIN + n * SIZE_STEP`` (see :func:`axis_min`).
 SIZE_MIN, SIZE_STEP = 16, 8
@@ -294,6 +297,15 @@ def _onnx(scripted: torch.jit.ScriptModule, example: torch.Tensor, path: Path) -
     return ONNX_OPSET
 
 
+def _sample_tensors(raw: np.ndarray, out: np.ndarray, output: ExportOutput, folder: Path) -> None:
+    """TIFF copies of the test input and (spatial) output for people and viewers (FAIR)."""
+    import tifffile
+
+    tifffile.imwrite(folder / SAMPLE_INPUT, raw[0])
+    if output.spatial:
+        tifffile.imwrite(folder / SAMPLE_OUTPUT, out[0].astype(np.float32))
+
+
 def _cover(raw: np.ndarray, out: np.ndarray, output: ExportOutput, path: Path) -> None:
     """Input (channel 0) beside the output (argmax of logits, else channel 0): 2:1, 8-bit RGB."""
     from matplotlib import colormaps
@@ -457,6 +469,7 @@ def export_bioimageio(
         opset = _onnx(scripted, x, tmp / ONNX_FILE) if any_size else None
         np.save(tmp / TEST_INPUT, raw, allow_pickle=False)
         np.save(tmp / TEST_OUTPUT, out.astype(np.float32), allow_pickle=False)
+        _sample_tensors(raw, out, output, tmp)
         _cover(raw, out, output, tmp / COVER)
         (tmp / README).write_text(_readme(package, run_config, run_dir), encoding="utf-8")
         size = [int(n) for n in raw.shape[2:]]
@@ -550,6 +563,11 @@ def _rdf(
         "test_tensor": {"source": TEST_OUTPUT, "sha256": _sha256(folder / TEST_OUTPUT)},
         "data": {"type": "float32"},
     }
+    if (folder / SAMPLE_OUTPUT).is_file():
+        output_descr["sample_tensor"] = {
+            "source": SAMPLE_OUTPUT,
+            "sha256": _sha256(folder / SAMPLE_OUTPUT),
+        }
     if post:
         output_descr["postprocessing"] = post
     title = name or re.sub(
@@ -576,6 +594,10 @@ def _rdf(
                 "description": f"raw image (test sample {sample_id!r} of {dataset_ref})",
                 "axes": in_axes,
                 "test_tensor": {"source": TEST_INPUT, "sha256": _sha256(folder / TEST_INPUT)},
+                "sample_tensor": {
+                    "source": SAMPLE_INPUT,
+                    "sha256": _sha256(folder / SAMPLE_INPUT),
+                },
                 "data": {"type": "float32"},
                 "preprocessing": preprocessing(package.normaliser, spatial),
             }

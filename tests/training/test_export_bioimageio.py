@@ -66,6 +66,8 @@ def test_export_writes_a_valid_package_whose_test_output_is_the_run_model(run, t
         "README.md",
         "cover.png",
         "rdf.yaml",
+        "sample_input.tif",
+        "sample_output.tif",
         "test_input.npy",
         "test_output.npy",
         "weights.onnx",
@@ -94,6 +96,8 @@ def test_export_writes_a_valid_package_whose_test_output_is_the_run_model(run, t
     sid = store.sample_ids("test")[0]
     image = np.asarray(store.image(sid)[...], dtype=np.float32)
     assert raw.shape == (1, 1, 40, 32) and np.array_equal(raw[0], image[:, :40, :32])
+    tifffile = pytest.importorskip("tifffile")
+    assert np.array_equal(tifffile.imread(dest / "sample_input.tif"), raw[0])
     lo, hi = np.percentile(raw[0, 0].astype(np.float64), [1.0, 99.8])
     x = torch.from_numpy(((raw - lo) / (hi - lo + 1e-6)).astype(np.float32))
     package = load_package(run_dir)
