@@ -55,6 +55,6 @@ def export_model(
     click.echo(f"wrote BioImage.IO model package {path}")
     from cellbench.submissions.bioimageio import read_package
 
-    # e.g. dataset-statistics preprocessing: valid BioImage.IO, not a runnable submission
+    # what would keep `cellbench submit` from running it (valid BioImage.IO all the same)
     for problem in read_package(path).problems:
         click.secho(f"note: not submittable to cellbench as is: {problem}", fg="yellow", err=True)

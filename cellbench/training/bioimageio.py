@@ -23,7 +23,7 @@ run normalisation          rdf.yaml preprocessing
                            over the spatial axes)
 ``none``                   ``ensure_dtype`` float32 alone
 ``dataset-meanstd``        ``fixed_zero_mean_unit_variance`` (the dataset's mean and std per
-                           channel; valid BioImage.IO, not runnable as a cellbench submission)
+                           channel; submitted back as the ``affine`` normalisation)
 ``dataset-percentile``     ``scale_linear`` (gain ``1/scale``, offset ``-offset/scale``; likewise)
 =========================  ==================================================================
 
@@ -301,9 +301,11 @@ def _sample_tensors(raw: np.ndarray, out: np.ndarray, output: ExportOutput, fold
     """TIFF copies of the test input and (spatial) output for people and viewers (FAIR)."""
     import tifffile
 
-    tifffile.imwrite(folder / SAMPLE_INPUT, raw[0])
+    tifffile.imwrite(folder / SAMPLE_INPUT, raw[0], photometric="minisblack")
     if output.spatial:
-        tifffile.imwrite(folder / SAMPLE_OUTPUT, out[0].astype(np.float32))
+        tifffile.imwrite(
+            folder / SAMPLE_OUTPUT, out[0].astype(np.float32), photometric="minisblack"
+        )
 
 
 def _cover(raw: np.ndarray, out: np.ndarray, output: ExportOutput, path: Path) -> None:

@@ -133,13 +133,22 @@ def test_export_writes_a_valid_package_whose_test_output_is_the_run_model(run, t
 
 
 def test_exported_package_submitted_back_scores_like_the_run(run, tmp_path):
+    store, run_dir = run
+    dest = tmp_path / "pkg"
+    assert _export(run_dir, dest).exit_code == 0
+    result, own = _submit_and_score(store, run_dir, dest, tmp_path)
+    assert result.manifest.normalisation == {"method": "percentile", "low": 1.0, "high": 99.8}
+    assert result.report.headline.name == own.headline.name
+    assert result.report.headline.value == pytest.approx(own.headline.value, abs=1e-12)
+    assert json.loads(json.dumps(result.report.provenance.extra["bioimageio"]))["name"]
+
+
+def _submit_and_score(store, run_dir, dest, tmp_path):
+    """The package submitted as ``kind: bioimageio``, and the run's own test-split report."""
     from cellbench.scoring import score
     from cellbench.submissions import submit
     from cellbench.training.inference import write_split_predictions
 
-    store, run_dir = run
-    dest = tmp_path / "pkg"
-    assert _export(run_dir, dest).exit_code == 0
     preds = write_split_predictions(run_dir, store, "test", tmp_path / "own.zarr", progress=False)
     own = score(TASK, store, "test", preds, n_bootstrap=20)
     manifest = tmp_path / "bioimageio.yaml"
@@ -163,11 +172,7 @@ def test_exported_package_submitted_back_scores_like_the_run(run, tmp_path):
             }
         )
     )
-    result = submit(manifest, root=tmp_path / "lb", n_bootstrap=20)
-    assert result.manifest.normalisation == {"method": "percentile", "low": 1.0, "high": 99.8}
-    assert result.report.headline.name == own.headline.name
-    assert result.report.headline.value == pytest.approx(own.headline.value, abs=1e-12)
-    assert json.loads(json.dumps(result.report.provenance.extra["bioimageio"]))["name"]
+    return submit(manifest, root=tmp_path / "lb", n_bootstrap=20), own
 
 
 def test_unexportable_models_and_bad_options_are_one_line(make_store, tmp_path):
@@ -194,16 +199,10 @@ def test_unexportable_models_and_bad_options_are_one_line(make_store, tmp_path):
     [("dataset-meanstd", "fixed_zero_mean_unit_variance"), ("dataset-percentile", "scale_linear")],
 )
 def test_dataset_normalisation_becomes_fixed_preprocessing(make_store, tmp_path, mode, op):
-    _, run_dir = _train(make_store, tmp_path, f"normalisation={mode}")
+    store, run_dir = _train(make_store, tmp_path, f"normalisation={mode}")
     dest = tmp_path / "pkg"
     result = _export(run_dir, dest)
-    assert result.exit_code == 0
-    # cellbench submissions run per-image normalisation only: the CLI says so
-    assert result.stderr.strip() == (
-        f"note: not submittable to cellbench as is: submission {dest / 'rdf.yaml'}: "
-        f"preprocessing {op!r} is not one cellbench can run "
-        "(scale_range, zero_mean_unit_variance or none)"
-    )
+    assert result.exit_code == 0 and result.stderr == ""  # submittable as it is
     rdf = yaml.safe_load((dest / "rdf.yaml").read_text())
     steps = rdf["inputs"][0]["preprocessing"]
     assert [s["id"] for s in steps] == ["ensure_dtype", op]
@@ -220,6 +219,13 @@ def test_dataset_normalisation_becomes_fixed_preprocessing(make_store, tmp_path,
     with torch.no_grad():
         want = load_package(run_dir).model(x).numpy()
     np.testing.assert_allclose(np.load(dest / "test_output.npy"), want, rtol=1e-5, atol=1e-5)
+    # submitted back, it runs with the same fixed statistics and scores like the run
+    result, own = _submit_and_score(store, run_dir, dest, tmp_path)
+    norm = result.manifest.normalisation
+    assert norm["method"] == "affine"
+    assert norm["offset"] == [pytest.approx(offset)]
+    assert norm["scale"] == [pytest.approx(scale, rel=1e-6)]
+    assert result.report.headline.value == pytest.approx(own.headline.value, abs=1e-12)
 
 
 @pytest.mark.slow
