@@ -20,7 +20,7 @@ import click
 
 from cellbench._version import __version__
 from cellbench.cli.options import COMMAND_KEY, CliOptions, add_shared_options
-from cellbench.errors import CellbenchError
+from cellbench.errors import CellbenchError, one_line
 from cellbench.extras import missing_extra
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
@@ -35,6 +35,8 @@ class CellbenchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CellbenchError as err:
+            # an error from a DataLoader worker arrives with the worker's traceback folded in
+            err = one_line(err)
             click.secho(f"error: {err}", fg="red", err=True)
             ctx.exit(err.exit_code)
         except ImportError as err:

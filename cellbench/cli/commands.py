@@ -7,6 +7,7 @@ import click
 from cellbench.cli.cache import cache
 from cellbench.cli.convert import convert, validate
 from cellbench.cli.datasets import datasets
+from cellbench.cli.export import export_model
 from cellbench.cli.leaderboard import leaderboard
 from cellbench.cli.score import score, score_ctc
 from cellbench.cli.server import receipt_group, serve, server_group, worker
@@ -22,6 +23,7 @@ ALL: list[click.Command] = [
     train_cmd,
     predict_cmd,
     tune_cmd,
+    export_model,
     submit,
     leaderboard,
     cache,
