@@ -215,6 +215,14 @@ def info(ref: str, as_json: bool) -> None:
 @click.option(
     "--hidden-split", default="test", show_default=True, help="Split left without labels."
 )
+@click.option(
+    "--to",
+    "to",
+    default=None,
+    metavar="URL",
+    help="Also upload the verified store to an fsspec URL (s3://bucket/prefix; endpoint and "
+    "credentials from the AWS_* variables); its root zarr.json is written last.",
+)
 @click.pass_obj
 def pull(
     options: CliOptions,
@@ -226,10 +234,20 @@ def pull(
     challenge: str | None,
     token: str | None,
     hidden_split: str,
+    to: str | None,
 ) -> None:
     """Fetch REF's sources, verify them and build its canonical store in the cache."""
     from cellbench.registry import pull as do_pull
 
+    if to is not None:
+        if public or server:
+            raise StoreError("--to uploads the complete store; it cannot be combined with --public")
+        from cellbench.registry import pull_to
+
+        store = pull_to(ref, to, force=force, progress=not quiet, offline=options.offline)
+        click.echo(f"{store.ref}: {len(store)} samples {store.splits} at {store.path}")
+        click.echo(f"checksum {store.checksum}")
+        return
     if public:
         _pull_public(ref, force, server, challenge, token, hidden_split)
         return
@@ -266,7 +284,20 @@ def verify(ref: str, quiet: bool) -> None:
     from cellbench.registry import store_location
     from cellbench.store.format import CURRENT_FORMAT, is_current
     from cellbench.store.integrity import repair_hint, verify_store
+    from cellbench.store.remote import is_url
 
+    if is_url(ref):
+        from cellbench.store.zarr_store import DatasetStore
+
+        remote = DatasetStore.open(ref)
+        problems = remote.verify(progress=not quiet)
+        if problems:
+            for line in problems:
+                click.secho(line, fg="red", err=True)
+            raise StoreError(f"{ref}: {len(problems)} problem(s) found; {repair_hint(remote.ref)}")
+        n = len(remote.manifest["arrays"])
+        click.echo(f"{remote.ref}: OK ({n} arrays verified at {ref}, digest {remote.checksum})")
+        return
     path = store_location(ref)
     problems = verify_store(path, progress=not quiet)
     if problems:

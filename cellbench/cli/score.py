@@ -59,11 +59,27 @@ def print_report(report: ScoreReport, console: Console | None = None, full: bool
         console.print(f"note: {note}")
 
 
+def _predictions_location(ctx: click.Context, param: click.Parameter, value: str) -> str | Path:
+    """A URL (``s3://.../preds.zarr``) as is; a local path must exist."""
+    from cellbench.store.remote import is_url
+
+    if is_url(value) and not value.startswith("file://"):
+        return value
+    path = Path(value.removeprefix("file://"))
+    if not path.exists():
+        raise click.BadParameter(f"{value}: does not exist", ctx=ctx, param=param)
+    return path
+
+
 @click.command()
 @click.option("--task", required=True, help="Task name, e.g. instance-segmentation.")
-@click.option("--dataset", required=True, help="Dataset id[@version] (pulled or imported).")
+@click.option(
+    "--dataset",
+    required=True,
+    help="Dataset id[@version] (pulled or imported), a store folder or a store URL (s3://...).",
+)
 @click.option("--split", default="test", show_default=True)
-@click.argument("predictions", type=click.Path(exists=True, path_type=Path))
+@click.argument("predictions", callback=_predictions_location)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, allow_dash=True),
@@ -85,7 +101,7 @@ def score(
     task: str,
     dataset: str,
     split: str,
-    predictions: Path,
+    predictions: str | Path,
     out: Path | None,
     bootstrap: int,
     bootstrap_seed: int,
