@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cellbench.cli.options import CliOptions
+from cellbench.cli.options import CliOptions, scheduler_option
 from cellbench.cli.output import emit_json, id_column, is_stdout, json_option
 from cellbench.errors import StoreError
 from cellbench.tasks import task_names
@@ -279,7 +279,8 @@ def pin(ref: str, quiet: bool) -> None:
 @datasets.command()
 @click.argument("ref")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def verify(ref: str, quiet: bool) -> None:
+@scheduler_option("the checks (one task per array)")
+def verify(ref: str, quiet: bool, scheduler: str | None) -> None:
     """Recompute every checksum of REF's store and report every problem at once."""
     from cellbench.registry import store_location
     from cellbench.store.format import CURRENT_FORMAT, is_current
@@ -290,7 +291,7 @@ def verify(ref: str, quiet: bool) -> None:
         from cellbench.store.zarr_store import DatasetStore
 
         remote = DatasetStore.open(ref)
-        problems = remote.verify(progress=not quiet)
+        problems = remote.verify(progress=not quiet, scheduler=scheduler)
         if problems:
             for line in problems:
                 click.secho(line, fg="red", err=True)
@@ -299,7 +300,7 @@ def verify(ref: str, quiet: bool) -> None:
         click.echo(f"{remote.ref}: OK ({n} arrays verified at {ref}, digest {remote.checksum})")
         return
     path = store_location(ref)
-    problems = verify_store(path, progress=not quiet)
+    problems = verify_store(path, progress=not quiet, scheduler=scheduler)
     if problems:
         for line in problems:
             click.secho(line, fg="red", err=True)

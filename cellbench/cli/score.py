@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cellbench.cli.options import one_spelling
+from cellbench.cli.options import one_spelling, scheduler_option
 from cellbench.cli.output import info, is_stdout, json_option
 from cellbench.report import ScoreReport
 
@@ -97,6 +97,7 @@ def _predictions_location(ctx: click.Context, param: click.Parameter, value: str
 @click.option("--full", is_flag=True, help="Show values at every IoU threshold.")
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@scheduler_option("the per-sample statistics (one task per image or sequence)")
 def score(
     task: str,
     dataset: str,
@@ -109,6 +110,7 @@ def score(
     full: bool,
     as_json: bool,
     quiet: bool,
+    scheduler: str | None,
 ) -> None:
     """Score PREDICTIONS (canonical Zarr, CSV, TIFF folder or CTC folders) on a split."""
     from cellbench.scoring import score as do_score
@@ -123,6 +125,7 @@ def score(
         seed=bootstrap_seed,
         groups=list(groups) or None,
         progress=not quiet,
+        scheduler=scheduler,
     )
     if data_on_stdout:
         click.echo(report.to_json())

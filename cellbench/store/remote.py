@@ -515,8 +515,11 @@ def array_problems_of(store: Any, apath: str, bypass_cache: bool = True) -> list
     return []
 
 
-def verify_remote(store: Any, progress: bool = False) -> list[str]:
-    """Check every array of a remote store (sequentially); one line per problem.
+def verify_remote(store: Any, progress: bool = False, scheduler: str | None = None) -> list[str]:
+    """Check every array of a remote store; one line per problem.
+
+    ``scheduler`` None checks the arrays one after the other; otherwise one Dask task per
+    array (:func:`cellbench.parallel.verify_arrays`).
 
     The root attributes and manifest were checked when the store was opened; here every node
     the manifest lists and every array's chunks and content are read from the remote store.
@@ -542,6 +545,16 @@ def verify_remote(store: Any, progress: bool = False) -> list[str]:
             problems.append(str(err))
         except Exception as err:  # network errors have no common base class
             problems.append(f"{store.path}: node {node!r} cannot be read ({type(err).__name__})")
+    if scheduler is not None:
+        from cellbench.parallel import verify_arrays
+
+        return problems + verify_arrays(
+            str(store.path),
+            sorted(store._manifest.arrays),
+            store._manifest,
+            scheduler=scheduler,
+            progress=progress,
+        )
     for apath in tqdm(
         sorted(store._manifest.arrays), desc="verify", unit="array", disable=not progress
     ):

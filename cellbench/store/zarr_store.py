@@ -855,7 +855,7 @@ class DatasetStore:
             yield self.sample(sid)
 
     # ------------------------------------------------------------------ integrity
-    def verify(self, progress: bool = False) -> list[str]:
+    def verify(self, progress: bool = False, scheduler: str | None = None) -> list[str]:
         """Recompute every checksum and report every problem (empty list: store is intact).
 
         See :func:`cellbench.store.integrity.verify_store`: root attributes and digest, the
@@ -864,6 +864,8 @@ class DatasetStore:
 
         Args:
             progress: Show a progress bar over arrays.
+            scheduler: Dask scheduler (one task per array, see :mod:`cellbench.parallel`);
+                None checks here, one array after the other.
 
         Returns:
             One line per problem.
@@ -871,8 +873,8 @@ class DatasetStore:
         if self.is_remote:
             from cellbench.store.remote import verify_remote
 
-            return verify_remote(self, progress=progress)
-        return verify_store(self.path, progress=progress)
+            return verify_remote(self, progress=progress, scheduler=scheduler)
+        return verify_store(self.path, progress=progress, scheduler=scheduler)
 
     def __repr__(self) -> str:
         return (
