@@ -4,7 +4,6 @@ reads through the bounded chunk cache, corruption, interrupted uploads, scoring 
 from __future__ import annotations
 
 import json
-import uuid
 
 import numpy as np
 import pytest
@@ -21,15 +20,9 @@ CARD = {"id": "toy", "version": "1", "tasks": ["instance-segmentation"]}
 
 
 @pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    """The moto endpoint as the environment's S3 endpoint, and a fresh bucket."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    bucket = f"b-{uuid.uuid4().hex[:12]}"
-    s3_endpoint.client.create_bucket(Bucket=bucket)
-    return _Bucket(s3_endpoint.client, bucket)
+def s3(s3_endpoint, s3_bucket):
+    """The moto server as the environment's S3 endpoint, and a fresh bucket on it."""
+    return _Bucket(s3_endpoint.client, s3_bucket)
 
 
 class _Bucket:
@@ -252,3 +245,33 @@ def test_format_1_store_is_refused_remotely(s3, tmp_path):
 def test_missing_prefix_is_not_a_store(s3):
     with pytest.raises(StoreError, match="not a cellbench store"):
         DatasetStore.open(f"s3://{s3.bucket}/nothing/here.zarr")
+
+
+def test_training_reader_streams_only_the_chunks_a_patch_touches(s3, tmp_path, monkeypatch):
+    from cellbench.store.sample import Sample
+    from cellbench.training.data.reader import StoreReader
+
+    monkeypatch.setenv("CELLBENCH_CHUNK_CACHE", "10MB")
+    rng = np.random.default_rng(0)
+    samples = [
+        Sample(
+            id=f"big-{i}",
+            image=rng.integers(0, 4096, (1, 600, 600), dtype=np.uint16),
+            instances=np.zeros((600, 600), np.uint16),
+            channel_names=["nuclei"],
+            split="train",
+        )
+        for i in range(2)
+    ]
+    local = build_store(samples, tmp_path / "big.zarr", CARD)
+    url = f"s3://{s3.bucket}/big/big.zarr"
+    _upload(local, url)
+    reader = StoreReader(url, {"mask": "instances"})
+    region = (slice(300, 364), slice(10, 74))  # inside tile (1, 0) of a 3 x 3 grid
+    patch = reader.read("big-1", "image", -1, region)
+    np.testing.assert_array_equal(patch, np.asarray(local.image("big-1")[(slice(None), *region)]))
+    digests = local.manifest["arrays"]["images/big-1/0"]["chunk_sha256"]
+    cache_root = reader.store.root.store.cache.root
+    cached = {p.name for p in cache_root.rglob("*") if p.is_file()}
+    assert digests["c/0/1/0"] in cached
+    assert not ({v for k, v in digests.items() if k != "c/0/1/0"} & cached)  # 1 of 9 tiles
