@@ -525,10 +525,8 @@ def _open_canonical(path: Path) -> PredictionSet:
 
 
 def _open_canonical_url(url: str) -> PredictionSet:
-    """A canonical prediction set at an fsspec URL, read chunk by chunk (zarr's FsspecStore)."""
-    from zarr.storage import FsspecStore
-
-    from cellbench.store.remote import _storage_options, filesystem
+    """A canonical prediction set at a URL, read chunk by chunk (zarr's async stores)."""
+    from cellbench.store.remote import filesystem, zarr_store
 
     url = url.rstrip("/")
     try:
@@ -545,7 +543,7 @@ def _open_canonical_url(url: str) -> PredictionSet:
         raise
     except Exception as err:  # network and backend errors have no common base class
         raise ValidationError([f"cannot be read ({type(err).__name__}: {err})"], url) from None
-    store = FsspecStore.from_url(url, storage_options=_storage_options(url, None), read_only=True)
+    store = zarr_store(url)
     return _open_canonical_group(raw, store, url, url)
 
 

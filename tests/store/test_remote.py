@@ -275,3 +275,31 @@ def test_training_reader_streams_only_the_chunks_a_patch_touches(s3, tmp_path, m
     cached = {p.name for p in cache_root.rglob("*") if p.is_file()}
     assert digests["c/0/1/0"] in cached
     assert not ({v for k, v in digests.items() if k != "c/0/1/0"} & cached)  # 1 of 9 tiles
+
+
+@pytest.mark.parametrize("backend", ["fsspec", "obstore"])
+def test_both_object_store_backends_read_the_same(s3, local_store, monkeypatch, backend):
+    from zarr import storage
+
+    if backend == "obstore":
+        pytest.importorskip("obstore")
+    expected = storage.ObjectStore if backend == "obstore" else storage.FsspecStore
+    url = f"s3://{s3.bucket}/be/toy.zarr"
+    from cellbench.store.remote import upload_store
+
+    upload_store(local_store.path, url)
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", backend)
+    monkeypatch.setenv("CELLBENCH_CHUNK_CACHE", "0")  # every read goes to the server
+    remote = DatasetStore.open(url)
+    assert isinstance(remote.root.store._store, expected)
+    for sid in local_store.sample_ids():
+        np.testing.assert_array_equal(remote.image(sid)[...], local_store.image(sid)[...])
+    assert remote.verify() == []
+
+
+def test_object_store_setting_is_checked(monkeypatch):
+    from cellbench import settings
+
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "boto")
+    with pytest.raises(ValueError, match="'boto' is not one of auto, obstore, fsspec"):
+        settings.object_store_backend()
