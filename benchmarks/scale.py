@@ -421,7 +421,7 @@ def main() -> None:
         _table("2. training reads, random 64x64 patches (image + mask) from 256x256 images",
                bench_loader(work, s3, 20 if q else 100, 256, 200 if q else 2000),
                "patches/s")  # fmt: skip
-        sizes = (25, 100) if q else (100, 400)
+        sizes = (25, 100) if q else (50, 200)
         _table("3. peak memory of scoring streamed from S3 (fresh process each)",
                bench_memory(work, s3, sizes, 256), "MiB")  # fmt: skip
         _table("4. raw reads of every object of a 200-image store from the S3 server",
