@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cellbench.cli.cache import cache
+from cellbench.cli.convert import convert, validate
 from cellbench.cli.datasets import datasets
 from cellbench.cli.leaderboard import leaderboard
 from cellbench.cli.score import score, score_ctc
@@ -16,6 +17,8 @@ ALL: list[click.Command] = [
     datasets,
     score,
     score_ctc,
+    convert,
+    validate,
     train_cmd,
     predict_cmd,
     tune_cmd,
