@@ -218,6 +218,13 @@ def _local_array_problems(root: str, manifest: Any, apath: str) -> list[str]:
     return _array_problems(zarr, Path(root), root, apath, manifest.arrays[apath], manifest)
 
 
+def _remote_array_problems(url: str, apath: str) -> list[str]:
+    """One Dask task: the problems of one array of a remote store (opened once per worker)."""
+    from cellbench.store.remote import array_problems_of, open_remote
+
+    return array_problems_of(_opened("store", url, lambda: open_remote(url)), apath)
+
+
 def verify_arrays(
     location: str,
     array_paths: Sequence[str],
@@ -232,10 +239,10 @@ def verify_arrays(
     the remote, bypassing the chunk cache) and checks them and the decoded content against the
     manifest.
     """
-    from cellbench.store.remote import is_url, remote_array_problems
+    from cellbench.store.remote import is_url
 
     if is_url(location):
-        fn: Callable[..., list[str]] = remote_array_problems
+        fn: Callable[..., list[str]] = _remote_array_problems
         shared: tuple[Any, ...] = (location,)
     else:
         fn, shared = _local_array_problems, (location, manifest)

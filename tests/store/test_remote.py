@@ -303,3 +303,26 @@ def test_object_store_setting_is_checked(monkeypatch):
     monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "boto")
     with pytest.raises(ValueError, match="'boto' is not one of auto, obstore, fsspec"):
         settings.object_store_backend()
+
+
+def test_load_and_verify_with_a_scheduler_from_s3(s3, local_store):
+    import cellbench
+
+    url = f"s3://{s3.bucket}/lv/toy.zarr"
+    remote = _upload(local_store, url)
+    assert cellbench.load(url).checksum == local_store.checksum
+    assert remote.verify(scheduler="threads") == []
+    sid = local_store.sample_ids()[3]
+    s3.client.delete_object(Bucket=s3.bucket, Key=f"lv/toy.zarr/images/{sid}/0/c/0/0/0")
+    sequential = remote.verify()
+    assert len(sequential) == 1 and "missing chunk file c/0/0/0" in sequential[0]
+    assert remote.verify(scheduler="threads") == sequential
+
+
+def test_missing_predictions_url_is_one_clear_problem(s3):
+    from cellbench.errors import ValidationError
+    from cellbench.predictions import load_predictions
+
+    url = f"s3://{s3.bucket}/none/preds.zarr"
+    with pytest.raises(ValidationError, match=r"no zarr\.json: not a canonical prediction set"):
+        load_predictions(url)
