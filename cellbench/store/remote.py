@@ -467,8 +467,8 @@ def upload_store(
     Args:
         local: A complete local store folder (verified by the caller).
         url: Destination fsspec URL.
-        force: Replace a store already at ``url`` (its root ``zarr.json`` is removed first, so
-            it stops opening before anything else changes).
+        force: Replace a store (or other files) already at ``url`` (a store's root
+            ``zarr.json`` is removed first, so it stops opening before anything else changes).
         progress: Show a progress bar over files.
         storage_options: fsspec options (``s3://`` endpoint from ``AWS_ENDPOINT_URL`` too).
         batch: Files per concurrent ``put``.
@@ -477,7 +477,8 @@ def upload_store(
         The destination URL.
 
     Raises:
-        StoreError: A store already at ``url`` (without ``force``), or the upload failed.
+        StoreError: A store or other files already at ``url`` (without ``force``), or the
+            upload failed.
     """
     from tqdm.auto import tqdm
 
@@ -490,6 +491,11 @@ def upload_store(
             raise StoreError(f"{url}: a store is already there; add --force to replace it")
         fs.rm_file(root_meta)
     if fs.exists(path):
+        if not force and fs.find(path):
+            raise StoreError(
+                f"{url}: holds files but no store (left by an interrupted upload?); "
+                "add --force to replace them"
+            )
         fs.rm(path, recursive=True)
     with contextlib.suppress(OSError):
         fs.mkdirs(path, exist_ok=True)

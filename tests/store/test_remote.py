@@ -174,6 +174,11 @@ def test_interrupted_upload_leaves_nothing_that_opens(s3, local_store, monkeypat
     assert DatasetStore.open(url).checksum == local_store.checksum
     with pytest.raises(StoreError, match="already there"):
         upload_store(local_store.path, url)
+    # files that are not a store are never replaced silently
+    s3.client.put_object(Bucket=s3.bucket, Key="other/data.zarr/keep.txt", Body=b"mine")
+    with pytest.raises(StoreError, match="holds files but no store"):
+        upload_store(local_store.path, f"s3://{s3.bucket}/other/data.zarr")
+    assert _keys(s3, "other/") == ["other/data.zarr/keep.txt"]
 
 
 def test_cli_pull_to_s3_verify_and_score_from_s3_equal_local(s3, tmp_path):
