@@ -80,3 +80,24 @@ class OneSpellingOption(click.Option):
 def one_spelling(*names: str, **kwargs: Any) -> Any:
     """``click.option`` with :class:`OneSpellingOption` (first name shown, the rest accepted)."""
     return click.option(*names, cls=OneSpellingOption, **kwargs)
+
+
+def _scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from cellbench.parallel import resolve_scheduler
+
+    try:
+        return resolve_scheduler(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx=ctx, param=param) from None
+
+
+def scheduler_option(what: str) -> Any:
+    """``--scheduler``: run ``what`` as Dask tasks (local pool or a distributed scheduler)."""
+    return click.option(
+        "--scheduler",
+        default=None,
+        callback=_scheduler,
+        metavar="threads|processes|synchronous|tcp://HOST:8786",
+        help=f"Run {what} as Dask tasks on a local pool or a dask.distributed scheduler "
+        "(default: $DASK_SCHEDULER_ADDRESS if set, else in this process as before).",
+    )

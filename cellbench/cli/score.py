@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cellbench.cli.options import one_spelling
+from cellbench.cli.options import one_spelling, scheduler_option
 from cellbench.cli.output import info, is_stdout, json_option
 from cellbench.report import ScoreReport
 
@@ -59,11 +59,27 @@ def print_report(report: ScoreReport, console: Console | None = None, full: bool
         console.print(f"note: {note}")
 
 
+def _predictions_location(ctx: click.Context, param: click.Parameter, value: str) -> str | Path:
+    """A URL (``s3://.../preds.zarr``) as is; a local path must exist."""
+    from cellbench.store.remote import is_url
+
+    if is_url(value) and not value.startswith("file://"):
+        return value
+    path = Path(value.removeprefix("file://"))
+    if not path.exists():
+        raise click.BadParameter(f"{value}: does not exist", ctx=ctx, param=param)
+    return path
+
+
 @click.command()
 @click.option("--task", required=True, help="Task name, e.g. instance-segmentation.")
-@click.option("--dataset", required=True, help="Dataset id[@version] (pulled or imported).")
+@click.option(
+    "--dataset",
+    required=True,
+    help="Dataset id[@version] (pulled or imported), a store folder or a store URL (s3://...).",
+)
 @click.option("--split", default="test", show_default=True)
-@click.argument("predictions", type=click.Path(exists=True, path_type=Path))
+@click.argument("predictions", callback=_predictions_location)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, allow_dash=True),
@@ -81,11 +97,12 @@ def print_report(report: ScoreReport, console: Console | None = None, full: bool
 @click.option("--full", is_flag=True, help="Show values at every IoU threshold.")
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@scheduler_option("the per-sample statistics (one task per image or sequence)")
 def score(
     task: str,
     dataset: str,
     split: str,
-    predictions: Path,
+    predictions: str | Path,
     out: Path | None,
     bootstrap: int,
     bootstrap_seed: int,
@@ -93,6 +110,7 @@ def score(
     full: bool,
     as_json: bool,
     quiet: bool,
+    scheduler: str | None,
 ) -> None:
     """Score PREDICTIONS (canonical Zarr, CSV, TIFF folder, CTC folders, COCO results JSON).
 
@@ -112,6 +130,7 @@ def score(
         seed=bootstrap_seed,
         groups=list(groups) or None,
         progress=not quiet,
+        scheduler=scheduler,
     )
     if data_on_stdout:
         click.echo(report.to_json())
