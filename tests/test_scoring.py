@@ -316,6 +316,10 @@ def test_cli_score_ctc_folders(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["ctc"]["values"]["tra"] == 1.0 and data["ctc"]["values"]["fn"] == 0
+    # The CTC identity measures and both MOTA conventions, side by side.
+    assert data["hota"]["values"]["hota"] == 1.0 and data["hota"]["values"]["chota"] == 1.0
+    assert data["mot_ctc"]["values"]["mota"] == 1.0 and data["mot"]["values"]["mota"] == 1.0
+    assert "cca" in data["cca"]["values"]
     # break the result: remove a mask frame and corrupt the track file
     (tmp_path / "01_RES" / "mask001.tif").unlink()
     (tmp_path / "01_RES" / "res_track.txt").write_text("1 0 x 0\n")

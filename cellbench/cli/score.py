@@ -138,9 +138,13 @@ def score_ctc(gt_dir: Path, res_dir: Path, division_tolerance: int, as_json: boo
 
     from cellbench.metrics.tracking import (
         BranchingCorrectness,
+        CellCycleAccuracy,
         CompleteTracks,
         CTCMeasures,
+        CTCMOTMetrics,
         DivisionMetrics,
+        HOTAMetrics,
+        MOTMetrics,
     )
     from cellbench.tasks.tracking.ctc import score_ctc_folders
 
@@ -152,6 +156,10 @@ def score_ctc(gt_dir: Path, res_dir: Path, division_tolerance: int, as_json: boo
             DivisionMetrics(frame_tolerance=division_tolerance),
             CompleteTracks(),
             BranchingCorrectness(),
+            CellCycleAccuracy(),
+            HOTAMetrics(),
+            CTCMOTMetrics(),
+            MOTMetrics(),
         ],
     )
     if as_json:

@@ -32,9 +32,12 @@ from tracking_synth import perturb, simulate
 
 from cellbench.metrics.tracking import (
     BranchingCorrectness,
+    CellCycleAccuracy,
     CompleteTracks,
     CTCMeasures,
+    CTCMOTMetrics,
     DivisionMetrics,
+    HOTAMetrics,
     MOTMetrics,
     TrackingMatch,
     match_tracking,
@@ -388,6 +391,66 @@ def test_branching_correctness_shifted_division_vs_py_ctcmetrics(
     write_ctc_ground_truth(gt, tmp_path / "01_GT")
     write_ctc_result(res, tmp_path / "01_RES")
     _check_bc(tmp_path, match_tracking(gt, res))
+
+
+# --------------------------------------------------------------------------- HOTA, CHOTA, CCA
+def check_identity_vs_py_ctcmetrics(root: Path, m: TrackingMatch) -> dict[str, float]:
+    """HOTA, CHOTA, CTC MOTA/IDF1 and CCA against py-ctcmetrics on one CTC folder pair."""
+    h = HOTAMetrics().compute([m]).values
+    mo = CTCMOTMetrics().compute([m]).values
+    cca = CellCycleAccuracy().compute([m]).values["cca"]
+    ref = _py_ctc(root, ["HOTA", "CHOTA", "MOTA", "IDF1", "CCA"])
+    assert h["hota"] == pytest.approx(ref["HOTA"], abs=1e-9)
+    assert h["chota"] == pytest.approx(ref["CHOTA"], abs=1e-9)
+    assert (mo["tp"], mo["fp"], mo["fn"], mo["idsw"], mo["multi"]) == (
+        ref["TP"],
+        ref["FP"],
+        ref["FN"],
+        ref["IDSW"],
+        ref["MULTI-ASSIGNMENTS"],
+    )
+    assert mo["mota"] == pytest.approx(ref["MOTA"], abs=1e-9)
+    assert mo["precision"] == pytest.approx(ref["Precision"], abs=1e-9)
+    assert mo["recall"] == pytest.approx(ref["Recall"], abs=1e-9)
+    assert mo["idtp"] == ref["IDTP"]
+    for key in ("IDF1", "IDP", "IDR"):
+        assert mo[key.lower()] == pytest.approx(ref[key], abs=1e-9), key
+    assert (np.isnan(cca) and ref["CCA"] is None) or cca == pytest.approx(ref["CCA"], abs=1e-9)
+    return {**h, **{f"mot_ctc/{k}": v for k, v in mo.items()}, "cca": cca}
+
+
+@pytest.mark.parametrize("seed", [c[0] for c in CASES])
+def test_hota_chota_ctc_mot_identical_to_py_ctcmetrics(cases: dict[int, Path], seed: int) -> None:
+    v = check_identity_vs_py_ctcmetrics(cases[seed], _ours(cases[seed]))
+    # The cases exercise what the measures are about: switches, merges, imperfect association.
+    assert v["mot_ctc/idsw"] > 0 and 0 < v["hota"] < 1 and 0 < v["chota"] < 1
+    if seed in (0, 2, 4):
+        assert v["mot_ctc/multi"] > 0
+    # The CTC convention differs from CLEAR MOT (cellbench's mot/...) on these sequences.
+    assert MOTMetrics().compute([_ours(cases[seed])]).values["idsw"] != v["mot_ctc/idsw"]
+
+
+@pytest.mark.parametrize("seed", [12, 25, 29])
+def test_cell_cycle_accuracy_identical_to_py_ctcmetrics(tmp_path: Path, seed: int) -> None:
+    # Long lineages: daughters divide again, so complete cycles exist in both.
+    gt = simulate(n_frames=24, shape=(48, 48), n_cells=3, n_divisions=9, seed=seed)
+    res, _ = perturb(gt, seed=seed + 7, merges=False, p_miss_division=0.2, p_parent_link=0.05)
+    write_ctc_ground_truth(gt, tmp_path / "01_GT")
+    write_ctc_result(res, tmp_path / "01_RES")
+    v = check_identity_vs_py_ctcmetrics(tmp_path, _ours(tmp_path))
+    assert 0 < v["cca"] < 1
+
+
+def test_cell_cycle_accuracy_of_known_lengths() -> None:
+    from cellbench.metrics.tracking.biological import cca_value, cell_cycle_lengths
+
+    # 1 -> (2, 3), 2 -> (4, 5), 3 -> (6, 7): tracks 2 and 3 are complete cycles.
+    tab = [[1, 0, 2, 0], [2, 3, 5, 1], [3, 3, 8, 1], [4, 6, 9, 2], [5, 6, 9, 2]]
+    tab += [[6, 9, 9, 3], [7, 9, 9, 3]]
+    assert cell_cycle_lengths(np.asarray(tab)) == (2, 5)
+    assert cca_value([2, 5], [2, 5]) == 1.0
+    assert cca_value([2, 5], [2, 2]) == 0.5  # CDFs at 2: 0.5 vs 1.0
+    assert np.isnan(cca_value([], [3])) and cca_value([3], []) == 0.0
 
 
 # --------------------------------------------------------------------------- py-motmetrics

@@ -1,4 +1,4 @@
-"""Cell tracking metrics: CTC DET/SEG/TRA/LNK/AOGM, divisions, CT/TF/BC(i), MOTA/IDF1.
+"""Cell tracking metrics: CTC DET/SEG/TRA/LNK/AOGM, divisions, CT/TF/BC(i)/CCA, MOTA/IDF1, HOTA.
 
 Pipeline (one canonical object per hand-off)::
 
@@ -23,7 +23,10 @@ Modules, one per part:
 * :mod:`.divisions`: division detection (:func:`division_counts`, :class:`DivisionMetrics`);
 * :mod:`.biological`: the CTC biological measures (:class:`CompleteTracks`,
   :class:`BranchingCorrectness`);
-* :mod:`.mot`: CLEAR MOT and identity measures (:class:`MOTMetrics`).
+* :mod:`.biological` also holds cell cycle accuracy (:class:`CellCycleAccuracy`, CCA);
+* :mod:`.mot`: CLEAR MOT and identity measures (:class:`MOTMetrics`);
+* :mod:`.identity`: HOTA (CTC variant), CHOTA and MOTA/IDF1 in the CTC tools' convention
+  (:class:`HOTAMetrics`, :class:`CTCMOTMetrics`, on merged single-child links).
 
 **Why cellbench keeps its own CTC engine** rather than calling py-ctcmetrics or traccuracy:
 measured in ``benchmarks/bench_tracking.py`` (whole processes on 2 cores, a 100-frame sequence
@@ -65,6 +68,8 @@ from __future__ import annotations
 from cellbench.metrics.tracking.biological import (
     BranchingCorrectness,
     BranchingStats,
+    CellCycleAccuracy,
+    CellCycleStats,
     CompleteTracks,
     TrackStats,
     branching_counts,
@@ -77,6 +82,13 @@ from cellbench.metrics.tracking.ctc_measures import (
     aogm_counts,
 )
 from cellbench.metrics.tracking.divisions import DivisionMetrics, DivisionStats, division_counts
+from cellbench.metrics.tracking.identity import (
+    CTCMOTMetrics,
+    CTCMOTStats,
+    HOTAMetrics,
+    HOTAStats,
+    identity_counts,
+)
 from cellbench.metrics.tracking.matching import (
     TrackingMatch,
     TrackingMetric,
@@ -89,11 +101,17 @@ __all__ = [
     "AOGMWeights",
     "BranchingCorrectness",
     "BranchingStats",
+    "CTCMOTMetrics",
+    "CTCMOTStats",
     "CTCMeasures",
     "CTCSequenceStats",
+    "CellCycleAccuracy",
+    "CellCycleStats",
     "CompleteTracks",
     "DivisionMetrics",
     "DivisionStats",
+    "HOTAMetrics",
+    "HOTAStats",
     "MOTMetrics",
     "MOTStats",
     "TrackStats",
@@ -103,6 +121,7 @@ __all__ = [
     "branching_counts",
     "division_counts",
     "frame_overlap_pairs",
+    "identity_counts",
     "match_tracking",
     "mot_counts",
     "track_counts",
