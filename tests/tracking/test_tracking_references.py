@@ -1,4 +1,4 @@
-"""Cross-checks against py-ctcmetrics 1.3.3, traccuracy 0.3.0 and py-motmetrics 1.4.0.
+"""Cross-checks against py-ctcmetrics 1.3.3, traccuracy 0.3.0 and 0.4.1, and py-motmetrics 1.4.0.
 
 Sequences are generated (moving cells with divisions, appearances and disappearances), perturbed
 into results (missed, extra, merged and split objects, identity swaps, broken and re-linked
@@ -9,9 +9,14 @@ tool deviates from the CTC definition or has a bug, a dedicated test shows the d
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import logging
 import os
+import subprocess
+import sys
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -28,7 +33,7 @@ from tracking_cases import (
     replace,
     result,
 )
-from tracking_synth import perturb, simulate
+from tracking_synth import drop_mother_last_detection, perturb, simulate
 
 from cellbench.metrics.tracking import (
     BranchingCorrectness,
@@ -206,6 +211,125 @@ def test_shifted_divisions_identical_to_traccuracy(tmp_path: Path, case: str) ->
         ), fb
         tps.append(d["tp"])
     assert tps == {"late1": [0, 1, 1], "late2": [0, 0, 1], "early1": [0, 1, 1]}[case]
+
+
+# --------------------------------------------------------------------------- traccuracy 0.4.1
+#: Wheels run in a subprocess (traccuracy 0.4.1 pins click<8.2, which the project's
+#: environment cannot take): pinned by sha256, unpacked on PYTHONPATH ahead of traccuracy 0.3.
+TRACCURACY_041 = {
+    "traccuracy==0.4.1": (
+        "traccuracy-0.4.1-py3-none-any.whl",
+        "b4eac3752264edbf231853a3c2202adbecbbf7df7e1e7063b48a66f08b1c5d0f",
+    ),
+    "skan==0.13.1": (
+        "skan-0.13.1-py3-none-any.whl",
+        "174c8ae26d098638b3869e812f809614c63b9e318861f7d5a36257f118d5aaca",
+    ),
+}
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def traccuracy_041(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding traccuracy 0.4.1 (and skan, which it imports) unpacked from PyPI."""
+    folder = tmp_path_factory.mktemp("traccuracy041")
+    site = folder / "site"
+    for spec, (wheel, sha) in TRACCURACY_041.items():
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", spec, "-d", str(folder)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0 or not (folder / wheel).is_file():
+            pytest.skip(f"PyPI unreachable for {spec}: {done.stderr.strip()[-200:]}")
+        assert hashlib.sha256((folder / wheel).read_bytes()).hexdigest() == sha, wheel
+        with zipfile.ZipFile(folder / wheel) as zf:
+            zf.extractall(site)
+    return site
+
+
+def _gap_case(seed: int, gap_in: str) -> tuple[TrackedSequence, TrackedSequence]:
+    gt = simulate(n_frames=14, shape=(48, 48), n_cells=6, n_divisions=5, seed=seed)
+    res, _ = perturb(gt, seed=seed + 50, merges=False, p_miss_division=0.2)
+    if gap_in == "result":
+        return gt, drop_mother_last_detection(res, seed=seed + 1)
+    return drop_mother_last_detection(gt, seed=seed), res
+
+
+def _missing_mother() -> tuple[TrackedSequence, TrackedSequence]:
+    """The result misses the mother's last detection: its link to the daughters skips a frame."""
+    gt = div_gt()
+    lab = gt.labels.copy()
+    lab[2][lab[2] == 1] = 0
+    return gt, TrackedSequence(lab, [[1, 0, 1, 0], [2, 3, 5, 1], [3, 3, 5, 1], [4, 0, 5, 0]])
+
+
+#: Division cases cross-checked against traccuracy 0.4.1 (hand-built, then generated with gaps).
+DIVISION_CASES = {
+    "missing_mother": _missing_mother,
+    "late1": lambda: (div_gt(), late_division(1)),
+    "late2": lambda: (div_gt(), late_division(2)),
+    "early1": lambda: (div_gt(), early_division()),
+    **{
+        f"gap_{side}_{seed}": (lambda s=seed, g=side: _gap_case(s, g))
+        for seed in (0, 1, 2, 5)
+        for side in ("result", "reference")
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def traccuracy_041_divisions(
+    traccuracy_041: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[TrackingMatch, dict]]:
+    """Every division case scored by traccuracy 0.4.1 (one subprocess) and matched here."""
+    base = tmp_path_factory.mktemp("division_cases")
+    matches = {}
+    for name, make in DIVISION_CASES.items():
+        gt, res = make()
+        assert gt.problems() == [] and res.problems() == [], name
+        write_ctc_ground_truth(gt, base / name / "01_GT")
+        write_ctc_result(res, base / name / "01_RES")
+        matches[name] = match_tracking(gt, res)
+    env = {**os.environ, "PYTHONPATH": str(traccuracy_041)}
+    roots = [str(base / name) for name in DIVISION_CASES]
+    done = subprocess.run(
+        [sys.executable, str(HERE / "traccuracy_divisions.py"), "2", *roots],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert out["version"] == "0.4.1" and out["file"].startswith(str(traccuracy_041))
+    return {name: (matches[name], out["results"][str(base / name)]) for name in DIVISION_CASES}
+
+
+def _division_counts(m: TrackingMatch, fb: int) -> dict[str, int]:
+    v = DivisionMetrics(frame_tolerance=fb).compute([m]).values
+    return {k: int(v[k]) for k in ("tp", "fp", "fn", "wc", "n_gt", "n_pred")}
+
+
+@pytest.mark.parametrize("case", list(DIVISION_CASES))
+def test_division_tolerance_identical_to_traccuracy_041(
+    traccuracy_041_divisions: dict[str, tuple[TrackingMatch, dict]], case: str
+) -> None:
+    m, ref = traccuracy_041_divisions[case]
+    got = {fb: _division_counts(m, fb) for fb in (0, 1, 2)}
+    for fb in (0, 1, 2):
+        assert got[fb] == ref[str(fb)], fb
+    if case.startswith("gap_"):
+        # The gaps shift divisions by a frame: the tolerance recovers them.
+        assert got[1]["tp"] > got[0]["tp"]
+
+
+def test_division_tolerance_walks_frames_over_a_missing_mother() -> None:
+    # The result's division is one frame early and its parent link skips the frame of the
+    # missing detection. Walking back and forth by frames (as traccuracy 0.4.1 and the
+    # docstring do), it is the reference division within one frame; walking by links (the
+    # rule before), it was rejected at every tolerance.
+    gt, res = _missing_mother()
+    m = match_tracking(gt, res)
+    assert [_division_counts(m, fb)["tp"] for fb in (0, 1, 2)] == [0, 1, 1]
+    assert _division_counts(m, 1)["fp"] == 0 and _division_counts(m, 1)["fn"] == 0
 
 
 def test_traccuracy_counts_merged_nodes_not_split_operations(tmp_path: Path) -> None:
