@@ -127,13 +127,23 @@ def score(
     type=click.IntRange(0),
     help="Frames of tolerance when matching divisions (walked by frames, traccuracy 0.4.1).",
 )
+@click.option(
+    "--linking-only",
+    is_flag=True,
+    help="The segmentation was given (CTC linking benchmark): the masks must be the reference's; "
+    "report LNK, CT, TF, BC(i), CCA, BIO(i), OP_CLB(i), divisions, HOTA/CHOTA, MOTA/IDF1.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def score_ctc(gt_dir: Path, res_dir: Path, division_tolerance: int, as_json: bool) -> None:
+def score_ctc(
+    gt_dir: Path, res_dir: Path, division_tolerance: int, linking_only: bool, as_json: bool
+) -> None:
     """Score one Cell Tracking Challenge result folder (RES_DIR) against GT_DIR.
 
     GT_DIR is a ``<seq>_GT`` folder (``TRA/man_track*.tif`` + ``man_track.txt``, optional
     ``SEG``); RES_DIR a ``<seq>_RES`` folder (``mask*.tif`` + ``res_track.txt``). Both are
-    checked against every CTC rule first.
+    checked against every CTC rule first. With ``--linking-only`` the result's masks must also
+    be the reference's, relabelled (every differing frame is listed), and only link-dependent
+    measures are reported (DET and SEG are 1 by construction).
     """
     import json
 
@@ -147,22 +157,24 @@ def score_ctc(gt_dir: Path, res_dir: Path, division_tolerance: int, as_json: boo
         HOTAMetrics,
         MOTMetrics,
     )
+    from cellbench.metrics.tracking.linking import LinkingMetrics
     from cellbench.tasks.tracking.ctc import score_ctc_folders
 
-    results = score_ctc_folders(
-        gt_dir,
-        res_dir,
-        metrics=[
+    divisions = DivisionMetrics(frame_tolerance=division_tolerance)
+    if linking_only:
+        metrics = [LinkingMetrics(), divisions, HOTAMetrics(), CTCMOTMetrics()]
+    else:
+        metrics = [
             CTCMeasures(),
-            DivisionMetrics(frame_tolerance=division_tolerance),
+            divisions,
             CompleteTracks(),
             BranchingCorrectness(),
             CellCycleAccuracy(),
             HOTAMetrics(),
             CTCMOTMetrics(),
             MOTMetrics(),
-        ],
-    )
+        ]
+    results = score_ctc_folders(gt_dir, res_dir, metrics=metrics, linking_only=linking_only)
     if as_json:
         click.echo(json.dumps({k: r.to_dict() for k, r in results.items()}, indent=2))
         return

@@ -577,6 +577,58 @@ def test_cell_cycle_accuracy_of_known_lengths() -> None:
     assert np.isnan(cca_value([], [3])) and cca_value([3], []) == 0.0
 
 
+# --------------------------------------------------------------------------- linking only
+@pytest.mark.parametrize("seed", [12, 25, 29])
+def test_linking_only_identical_to_py_ctcmetrics(tmp_path: Path, seed: int) -> None:
+    from ctc_metrics.metrics.biological.bio import bio
+    from ctc_metrics.metrics.biological.op_clb import op_clb
+
+    from cellbench.metrics.tracking import LinkingMetrics, given_segmentation_problems
+
+    gt = simulate(n_frames=24, shape=(48, 48), n_cells=3, n_divisions=9, seed=seed)
+    # Links only: no missed, extra, merged or split objects; the masks stay the reference's.
+    res, _counts = perturb(
+        gt, seed=seed + 3, p_fn=0, p_fp=0, p_merge=0, p_split=0, p_swap=0.05, p_drop_link=0.05
+    )
+    write_ctc_ground_truth(gt, tmp_path / "01_GT")
+    write_ctc_result(res, tmp_path / "01_RES")
+    m = _ours(tmp_path)
+    assert given_segmentation_problems(m) == []
+    v = LinkingMetrics().compute([m]).values
+    ref = _py_ctc(tmp_path, ["LNK", "DET", "CT", "TF", "BC(3)", "CCA"])
+    assert ref["DET"] == 1.0 and v["lnk"] < 1.0
+    assert v["lnk"] == pytest.approx(ref["LNK"], abs=1e-12)
+    assert v["ct"] == pytest.approx(ref["CT"], abs=1e-12)
+    assert v["cca"] == pytest.approx(ref["CCA"], abs=1e-12)
+    _, _, tf_no_break = _py_ctc_fractions(tmp_path)
+    assert v["tf"] == pytest.approx(tf_no_break, abs=1e-12)
+    for i in range(4):
+        assert v[f"bc@{i}"] == pytest.approx(ref[f"BC({i})"], abs=1e-12)
+        expected = bio(ref["CT"], tf_no_break, ref[f"BC({i})"], ref["CCA"])
+        assert v[f"bio@{i}"] == pytest.approx(expected, abs=1e-12)
+        assert v[f"op_clb@{i}"] == pytest.approx(op_clb(ref["LNK"], expected), abs=1e-12)
+        if ref["TF"] == pytest.approx(tf_no_break):
+            assert v[f"bio@{i}"] == pytest.approx(ref[f"BIO({i})"], abs=1e-12)
+
+
+def test_linking_only_refuses_a_result_with_other_masks() -> None:
+    from cellbench.metrics.tracking import given_segmentation_problems
+
+    gt = base_gt()
+    assert given_segmentation_problems(match_tracking(gt, gt.relabel({1: 9}))) == []
+    # Frame 2: C loses its last row (not exact); frame 3: an extra object in the free box.
+    objs = [*base_objects(), (3, 7, "X")]
+    lab = paint(objs)
+    lab[2][lab[2] == 3] = 0
+    lab[2, 1:3, 9:13] = 3
+    res = TrackedSequence(lab, [*BASE_TABLE, [7, 3, 3, 0]])
+    problems = given_segmentation_problems(match_tracking(gt, res))
+    assert len(problems) == 2
+    assert problems[0].startswith("frame 2: reference objects 3 are not reproduced exactly")
+    assert "result objects 3 are not a reference object" in problems[0]
+    assert problems[1].startswith("frame 3: result objects 7 are not a reference object")
+
+
 # --------------------------------------------------------------------------- py-motmetrics
 def _motmetrics(m: TrackingMatch, thr: float) -> dict:
     mm = pytest.importorskip("motmetrics")

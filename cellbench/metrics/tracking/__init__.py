@@ -26,7 +26,9 @@ Modules, one per part:
 * :mod:`.biological` also holds cell cycle accuracy (:class:`CellCycleAccuracy`, CCA);
 * :mod:`.mot`: CLEAR MOT and identity measures (:class:`MOTMetrics`);
 * :mod:`.identity`: HOTA (CTC variant), CHOTA and MOTA/IDF1 in the CTC tools' convention
-  (:class:`HOTAMetrics`, :class:`CTCMOTMetrics`, on merged single-child links).
+  (:class:`HOTAMetrics`, :class:`CTCMOTMetrics`, on merged single-child links);
+* :mod:`.linking`: linking-only evaluation, the segmentation given (:class:`LinkingMetrics`:
+  LNK, CT, TF, BC(i), CCA, BIO(i), OP_CLB(i); :func:`given_segmentation_problems`).
 
 **Why cellbench keeps its own CTC engine** rather than calling py-ctcmetrics or traccuracy:
 measured in ``benchmarks/bench_tracking.py`` (whole processes on 2 cores, a 100-frame sequence
@@ -89,6 +91,11 @@ from cellbench.metrics.tracking.identity import (
     HOTAStats,
     identity_counts,
 )
+from cellbench.metrics.tracking.linking import (
+    LinkingMetrics,
+    LinkingStats,
+    given_segmentation_problems,
+)
 from cellbench.metrics.tracking.matching import (
     TrackingMatch,
     TrackingMetric,
@@ -112,6 +119,8 @@ __all__ = [
     "DivisionStats",
     "HOTAMetrics",
     "HOTAStats",
+    "LinkingMetrics",
+    "LinkingStats",
     "MOTMetrics",
     "MOTStats",
     "TrackStats",
@@ -121,6 +130,7 @@ __all__ = [
     "branching_counts",
     "division_counts",
     "frame_overlap_pairs",
+    "given_segmentation_problems",
     "identity_counts",
     "match_tracking",
     "mot_counts",
