@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from cellbench.cli.options import one_spelling
 from cellbench.cli.output import info, is_stdout, json_option
-from cellbench.report import ScoreReport
+
+if TYPE_CHECKING:  # rich and the report are imported when used, not on every start
+    from rich.console import Console
+
+    from cellbench.report import ScoreReport
 
 
 def _fmt(value: float) -> str:
@@ -24,6 +27,9 @@ def _fmt(value: float) -> str:
 
 def print_report(report: ScoreReport, console: Console | None = None, full: bool = False) -> None:
     """Print a score report as terminal tables (headline, metrics, groups)."""
+    from rich.console import Console
+    from rich.table import Table
+
     console = console or Console(highlight=False)
     h = report.headline
     ci = (
@@ -178,6 +184,9 @@ def score_ctc(
     if as_json:
         click.echo(json.dumps({k: r.to_dict() for k, r in results.items()}, indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"{res_dir.name} vs {gt_dir.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from scipy import ndimage
 
 from cellbench.errors import ValidationError
 from cellbench.metrics.base import Metric, sample_id_problems
@@ -234,6 +233,8 @@ class InstanceMasks:
             lookup = np.concatenate([[0], present])
         else:
             lookup = None
+        from scipy import ndimage  # lazy: label-image scoring never needs it
+
         slices = ndimage.find_objects(flat)
         rles = []
         ids = []

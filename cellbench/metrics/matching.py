@@ -441,10 +441,21 @@ def bipartite_components(
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     a_index = np.asarray(a_index, dtype=np.int64)
     b_index = np.asarray(b_index, dtype=np.int64) + n_a
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    graph = coo_matrix((np.ones(a_index.size, dtype=np.int8), (a_index, b_index)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    labels = labels.astype(np.int64)
+    # Hooking and pointer jumping in numpy (Shiloach-Vishkin style): each node ends up pointing
+    # at the smallest node of its component. Numbering the roots in order gives the labels
+    # scipy.sparse.csgraph.connected_components gives, without importing scipy.sparse (about
+    # 0.15 s of a process start; this runs on every tracking score).
+    root = np.arange(n, dtype=np.int64)
+    while True:
+        ra, rb = root[a_index], root[b_index]
+        differ = ra != rb
+        if not differ.any():
+            break
+        np.minimum.at(root, np.maximum(ra, rb)[differ], np.minimum(ra, rb)[differ])
+        while True:
+            jumped = root[root]
+            if np.array_equal(jumped, root):
+                break
+            root = jumped
+    labels = np.unique(root, return_inverse=True)[1].astype(np.int64)
     return labels[:n_a], labels[n_a:]

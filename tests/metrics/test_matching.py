@@ -172,3 +172,38 @@ def test_present_ids_equals_unique_nonzero(dtype):
     ref = np.unique(sparse)
     np.testing.assert_array_equal(present_ids(sparse), ref[ref > 0])
     assert present_ids(np.zeros((3, 4), dtype)).tolist() == []
+
+
+def test_bipartite_components_equal_scipy_connected_components():
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from cellbench.metrics.matching import bipartite_components
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        na, nb = (int(x) for x in rng.integers(1, 40, 2))
+        ne = int(rng.integers(0, 60))
+        a, b = rng.integers(0, na, ne), rng.integers(0, nb, ne)
+        la, lb = bipartite_components(na, nb, a, b)
+        graph = coo_matrix((np.ones(ne, np.int8), (a, b + na)), shape=(na + nb, na + nb))
+        _, expected = connected_components(graph, directed=False)
+        assert np.array_equal(np.concatenate([la, lb]), expected)
+
+
+def test_small_hungarian_equals_linear_sum_assignment():
+    from scipy.optimize import linear_sum_assignment
+
+    from cellbench.metrics.tracking.mot import _hungarian_max, _max_weight_matching
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        n, m = (int(x) for x in rng.integers(1, 12, 2))
+        w = rng.integers(0, 6, (n, m)) * (rng.random((n, m)) < 0.5)
+        r, c = linear_sum_assignment(w, maximize=True)
+        assert _hungarian_max(w.astype(float)) == w[r, c].sum()
+    # A component larger than the numpy solver's limit goes to scipy: same optimum.
+    w = rng.integers(1, 9, (150, 140))
+    r, c = linear_sum_assignment(w, maximize=True)
+    rows, cols = np.nonzero(w)
+    assert _max_weight_matching(rows, cols, w[rows, cols]) == w[r, c].sum()
