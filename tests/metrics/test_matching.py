@@ -207,3 +207,34 @@ def test_small_hungarian_equals_linear_sum_assignment():
     r, c = linear_sum_assignment(w, maximize=True)
     rows, cols = np.nonzero(w)
     assert _max_weight_matching(rows, cols, w[rows, cols]) == w[r, c].sum()
+
+
+@pytest.mark.parametrize("kind", ["dense_table", "sorted_runs", "large_ids", "noise"])
+def test_label_overlap_pairs_every_path_equals_brute_force(kind):
+    from collections import Counter
+
+    from cellbench.metrics.matching import label_overlap_pairs
+
+    rng = np.random.default_rng(3)
+    if kind == "noise":  # no runs to merge: every pixel its own run
+        g = rng.integers(0, 40, (30, 30))
+        p = rng.integers(0, 40, (30, 30))
+    else:  # blocky label images (piecewise constant, like cells)
+        n = {"dense_table": 20, "sorted_runs": 600, "large_ids": 600}[kind]
+        g = np.repeat(np.repeat(rng.integers(0, n, (24, 24)), 3, 0), 3, 1)
+        p = np.roll(np.repeat(np.repeat(rng.integers(0, n, (24, 24)), 3, 0), 3, 1), 1, 0)
+        if kind == "large_ids":
+            g = g.astype(np.int64) * (2**40 + 7)
+    ov = label_overlap_pairs(g, p)
+    pairs = Counter((int(a), int(b)) for a, b in zip(g.ravel(), p.ravel(), strict=True) if a and b)
+    got = {
+        (int(ov.gt_ids[i]), int(ov.pred_ids[j])): int(c)
+        for i, j, c in zip(ov.gt_index, ov.pred_index, ov.intersection, strict=True)
+    }
+    assert got == dict(pairs)
+    assert dict(zip(ov.gt_ids.tolist(), ov.gt_area.tolist(), strict=True)) == {
+        int(k): int(v) for k, v in Counter(g[g > 0].tolist()).items()
+    }
+    assert dict(zip(ov.pred_ids.tolist(), ov.pred_area.tolist(), strict=True)) == {
+        int(k): int(v) for k, v in Counter(p[p > 0].tolist()).items()
+    }
