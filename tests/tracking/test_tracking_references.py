@@ -565,6 +565,31 @@ def test_cell_cycle_accuracy_identical_to_py_ctcmetrics(tmp_path: Path, seed: in
     assert 0 < v["cca"] < 1
 
 
+def test_chota_lineage_does_not_depend_on_track_table_order(tmp_path: Path) -> None:
+    # The result follows the reference exactly, except that daughter Q is cut in two and
+    # re-linked with a single-child parent link (2 -> 7): merged, {2, 7} is Q, whose parent is P.
+    # py-ctcmetrics keeps the parent column of the first row of a merged track; with row 7
+    # listed before row 2, that is 7's parent (2, i.e. the merged track itself), and Q's link to
+    # P is lost from the CHOTA lineage. cellbench takes the root's parent whatever the order.
+    gt = div_gt()
+    lab = gt.labels.copy()
+    lab[4:6][lab[4:6] == 2] = 7
+    table = [[1, 0, 2, 0], [2, 3, 3, 1], [3, 3, 5, 1], [4, 0, 5, 0], [7, 4, 5, 2]]
+    res = TrackedSequence(lab, table)
+    write_ctc_ground_truth(gt, tmp_path / "01_GT")
+    write_ctc_result(res, tmp_path / "01_RES")
+    v = HOTAMetrics().compute([gt], [res]).values
+    assert v["hota"] == 1.0 and v["chota"] == 1.0
+    assert _py_ctc(tmp_path, ["CHOTA"])["CHOTA"] == pytest.approx(1.0)  # root listed first
+    track_file = tmp_path / "01_RES" / "res_track.txt"
+    rows = track_file.read_text().splitlines()
+    child_first = sorted(rows, key=lambda r: r.split()[0] != "7")  # row 7 first
+    track_file.write_text("\n".join(child_first) + "\n")
+    assert _py_ctc(tmp_path, ["CHOTA"])["CHOTA"] < 0.99
+    m = _ours(tmp_path)
+    assert HOTAMetrics().compute([m]).values["chota"] == 1.0
+
+
 def test_cell_cycle_accuracy_of_known_lengths() -> None:
     from cellbench.metrics.tracking.biological import cca_value, cell_cycle_lengths
 
