@@ -225,28 +225,38 @@ class InstanceMasks:
         labels = np.asarray(labels)
         shape = labels.shape
         rows, cols = _as_2d(shape)
-        flat = labels.reshape(rows, cols).astype(np.int64, copy=False)
-        present = present_ids(flat)
-        if present.size and present[-1] > 2 * present.size + 1024:
-            # Sparse, large ids: work on consecutive indices (find_objects allocates max id).
-            flat = np.searchsorted(np.concatenate([[0], present]), flat)
-            lookup = np.concatenate([[0], present])
-        else:
-            lookup = None
-        from scipy import ndimage  # lazy: label-image scoring never needs it
-
-        slices = ndimage.find_objects(flat)
-        rles = []
-        ids = []
-        buf = np.zeros((rows, cols), dtype=np.uint8, order="F")
-        for idx, sl in enumerate(slices):
-            if sl is None:
-                continue
-            lab = idx + 1
-            buf[:] = 0
-            buf[sl] = flat[sl] == lab
-            rles.append(mask_utils.encode(buf))
-            ids.append(lab if lookup is None else int(lookup[lab]))
+        # COCO RLEs run down columns: the label image in Fortran order, cut into runs once; each
+        # object's counts are its runs' gaps and lengths. One pass over the pixels for all
+        # objects (encoding each object from a full-image buffer cost objects x pixels: 88 % of
+        # the RLE path's time at 300 cells on 512 x 512); pycocotools compresses the counts.
+        col_major = labels.reshape(rows, cols).ravel(order="F")
+        n_px = col_major.size
+        change = np.ones(n_px, dtype=bool)
+        np.not_equal(col_major[1:], col_major[:-1], out=change[1:])
+        starts = np.flatnonzero(change)
+        values = col_major[starts].astype(np.int64)
+        lengths = np.diff(starts, append=n_px)
+        fg = values != 0
+        order = np.argsort(values[fg], kind="stable")  # by object, runs in pixel order
+        starts, values, lengths = starts[fg][order], values[fg][order], lengths[fg][order]
+        first = np.flatnonzero(np.diff(values, prepend=-1))
+        ends = starts + lengths
+        prev_end = np.zeros_like(ends)
+        prev_end[1:] = ends[:-1]
+        prev_end[first] = 0
+        counts = np.empty(2 * starts.size, dtype=np.int64)
+        counts[0::2] = starts - prev_end
+        counts[1::2] = lengths
+        tails = n_px - ends[np.append(first[1:], starts.size) - 1] if starts.size else starts
+        bounds = np.append(2 * first, counts.size)
+        ids = values[first].tolist()
+        uncompressed = []
+        for k in range(len(ids)):
+            c = counts[bounds[k] : bounds[k + 1]].tolist()
+            if tails[k]:
+                c.append(int(tails[k]))
+            uncompressed.append({"counts": c, "size": [rows, cols]})
+        rles = mask_utils.frPyObjects(uncompressed, rows, cols) if uncompressed else []
         ids_arr = np.asarray(ids, dtype=np.int64)
         s = _scores_for(ids_arr, scores)
         return cls(shape=tuple(shape), rles=tuple(rles), scores=s, ids=ids_arr)
