@@ -11,6 +11,10 @@ Three parts, each printed as a table (run from the repository root):
   generated and scored one image at a time, as ``cellbench score`` streams a store) at two
   image counts, each in a fresh process: time per image and peak RSS (VmHWM). The per-image
   sufficient statistics kept for AP are small, so the peak hardly depends on the count.
+* ``rle``: a COCO ground-truth file and a results file with overlapping RLE masks, scored from
+  the files by pycocotools, faster-coco-eval, hotcoco, ultrafast-pycocotools (optional, from an
+  unpacked wheel) and cellbench: ms/image and the largest difference of the precision/recall
+  arrays from pycocotools'.
 * ``3d``: instance scoring of 3D volumes (random ellipsoids, perturbed) by cellbench's
   ``MatchingScores`` and StarDist's ``matching_dataset`` (if installed) at IoU 0.5-0.9: time
   and tp/fp/fn side by side (they must be equal).
@@ -20,6 +24,7 @@ Usage::
     python benchmarks/bench_scale_scoring.py density --images 5
     python benchmarks/bench_scale_scoring.py split --images 100 400
     python benchmarks/bench_scale_scoring.py 3d --volumes 16
+    python benchmarks/bench_scale_scoring.py rle --images 10 --ultrafast-path /path/to/unpacked
 """
 
 from __future__ import annotations
@@ -183,6 +188,151 @@ def three_d(n_volumes: int) -> None:
         )
 
 
+def _coco_params(ev, ranges) -> None:
+    ev.params.useCats = 0
+    ev.params.maxDets = [MAX_DETS]
+    ev.params.areaRng = [list(v) for v in ranges.values()]
+    ev.params.areaRngLbl = list(ranges)
+
+
+def _pycocotools_like(module_coco, module_eval, gt_file: str, res_file: str) -> dict:
+    import contextlib
+    import io
+
+    from cellbench.metrics.coco import LIVECELL_AREA_RANGES
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = module_coco.COCO(gt_file)
+        dt = gt.loadRes(res_file)
+        ev = module_eval.COCOeval(gt, dt, "segm")
+        _coco_params(ev, LIVECELL_AREA_RANGES)
+        ev.evaluate()
+        ev.accumulate()
+    return {
+        "precision": np.asarray(ev.eval["precision"])[..., -1],
+        "recall": np.asarray(ev.eval["recall"])[..., -1],
+    }
+
+
+def _cellbench_from_files(gt_file: str, res_file: str) -> dict:
+    from cellbench.metrics.coco import LIVECELL_AREA_RANGES, CocoAP, InstanceMasks
+
+    gt = json.loads(Path(gt_file).read_text())
+    res = json.loads(Path(res_file).read_text())
+    by_image: dict[int, list] = {im["id"]: [] for im in gt["images"]}
+    for a in res:
+        by_image[a["image_id"]].append(a)
+    gts_by_image: dict[int, list] = {im["id"]: [] for im in gt["images"]}
+    for a in gt["annotations"]:
+        gts_by_image[a["image_id"]].append(a)
+    gts, preds = [], []
+    for im in gt["images"]:
+        shape = (im["height"], im["width"])
+        g = gts_by_image[im["id"]]
+        gts.append(InstanceMasks.from_rles([a["segmentation"] for a in g], shape))
+        d = by_image[im["id"]]
+        preds.append(
+            InstanceMasks.from_rles(
+                [a["segmentation"] for a in d], shape, [a["score"] for a in d], [a["id"] for a in d]
+            )
+        )
+    metric = CocoAP(max_dets=MAX_DETS, area_ranges=LIVECELL_AREA_RANGES)
+    stats = metric.sample_stats(gts, preds)
+    arrays = metric.coco_arrays(stats)
+    return {"precision": arrays["precision"], "recall": arrays["recall"]}
+
+
+def rle(n_images: int, ultrafast_path: str | None) -> None:
+    """COCO JSON with overlapping RLE masks: every evaluator from the same two files."""
+    import tempfile
+
+    import bench_instance as bi
+
+    bi.SHAPE = (512, 512)
+    rng = np.random.default_rng(0)
+    gts, preds, scores = [], [], []
+    for _ in range(n_images):
+        g = bi.make_ground_truth(rng, 300)
+        p, sc = bi.make_prediction(rng, g)
+        gts.append(g)
+        preds.append(p)
+        scores.append(sc)
+    masks = bi.overlapping_predictions(rng, preds, scores)
+    gt_json, dt_json = bi.masks_to_json(gts, masks)
+    for ann in gt_json["annotations"] + dt_json["annotations"]:
+        seg = dict(ann["segmentation"])
+        seg["counts"] = seg["counts"].decode("ascii")  # JSON text, as a results file holds it
+        ann["segmentation"] = seg
+    for ann in dt_json["annotations"]:
+        # pycocotools' loadRes takes a result's area from its "bbox" (w x h) when the first
+        # result has one, and that area decides the area-range ignore flags of segm
+        # evaluation; without "bbox" it is the mask area, which cellbench uses. Results here
+        # carry no bbox, so every tool evaluates the same thing.
+        del ann["bbox"], ann["area"]
+    folder = Path(tempfile.mkdtemp())
+    gt_file, res_file = str(folder / "gt.json"), str(folder / "results.json")
+    Path(gt_file).write_text(json.dumps(gt_json))
+    Path(res_file).write_text(json.dumps(dt_json["annotations"]))
+    tools = {}
+    import pycocotools.coco
+    import pycocotools.cocoeval
+
+    tools["pycocotools"] = lambda: _pycocotools_like(
+        pycocotools.coco, pycocotools.cocoeval, gt_file, res_file
+    )
+    try:
+        import faster_coco_eval
+
+        faster_coco_eval.init_as_pycocotools  # noqa: B018 (presence check)
+        from faster_coco_eval import COCO as FCOCO
+        from faster_coco_eval import COCOeval_faster
+
+        class _F:
+            COCO = FCOCO
+
+        class _FE:
+            COCOeval = COCOeval_faster
+
+        tools["faster-coco-eval"] = lambda: _pycocotools_like(_F, _FE, gt_file, res_file)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        import hotcoco
+
+        class _H:
+            COCO = hotcoco.COCO
+
+        class _HE:
+            COCOeval = hotcoco.COCOeval
+
+        tools["hotcoco"] = lambda: _pycocotools_like(_H, _HE, gt_file, res_file)
+    except ImportError:
+        pass
+    if ultrafast_path:
+        sys.path.insert(0, ultrafast_path)
+        import ultrafast_pycocotools.coco as ufc
+        import ultrafast_pycocotools.cocoeval as ufe
+
+        tools["ultrafast-pycocotools"] = lambda: _pycocotools_like(ufc, ufe, gt_file, res_file)
+    tools["cellbench"] = lambda: _cellbench_from_files(gt_file, res_file)
+    reference = tools["pycocotools"]()
+    print(f"{n_images} images of 512x512, 300 cells, predictions dilated 2 px (overlapping RLEs)")
+    print("| tool (gt.json + results.json) | ms/image (best of 3) | max abs diff vs pycocotools |")
+    print("|---|---:|---:|")
+    for name, fn in tools.items():
+        best = np.inf
+        out = None
+        for _ in range(1 if name == "pycocotools" else 3):
+            t0 = time.perf_counter()
+            out = fn()
+            best = min(best, time.perf_counter() - t0)
+        diff = max(
+            float(np.abs(out["precision"] - reference["precision"]).max()),
+            float(np.abs(out["recall"] - reference["recall"]).max()),
+        )
+        print(f"| {name} | {best / n_images * 1e3:.1f} | {diff:.1e} |")
+
+
 def main() -> None:
     """Parse arguments and run one part."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -193,6 +343,13 @@ def main() -> None:
     s.add_argument("--images", type=int, nargs="+", default=[100, 400])
     t = sub.add_parser("3d")
     t.add_argument("--volumes", type=int, default=16)
+    r = sub.add_parser("rle")
+    r.add_argument("--images", type=int, default=10)
+    r.add_argument(
+        "--ultrafast-path",
+        default=None,
+        help="folder holding an unpacked ultrafast-pycocotools wheel (not a dependency)",
+    )
     args = p.parse_args()
     print(
         f"machine: {platform.machine()}, Python {platform.python_version()}, NumPy {np.__version__}"
@@ -201,6 +358,8 @@ def main() -> None:
         density(args.images)
     elif args.part == "split":
         split(args.images)
+    elif args.part == "rle":
+        rle(args.images, args.ultrafast_path)
     else:
         three_d(args.volumes)
 
