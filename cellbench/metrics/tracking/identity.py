@@ -172,7 +172,6 @@ def _lineage_intervals(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     tin = np.zeros(n, dtype=np.int64)
     tout = np.zeros(n, dtype=np.int64)
     clock = 0
-    seen = np.zeros(n, dtype=bool)
     roots = [k for k in range(n) if not (0 <= parent[k] < n) or parent[k] == k]
     for r in roots:
         stack = [(r, False)]
@@ -181,7 +180,6 @@ def _lineage_intervals(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if done:
                 tout[node] = clock
                 continue
-            seen[node] = True
             tin[node] = clock
             clock += 1
             stack.append((node, True))
