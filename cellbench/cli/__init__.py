@@ -25,7 +25,7 @@ from cellbench.cli.options import (
     add_shared_options,
     add_shared_options_to,
 )
-from cellbench.errors import CellbenchError
+from cellbench.errors import CellbenchError, one_line
 from cellbench.extras import missing_extra
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
@@ -62,6 +62,8 @@ class CellbenchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CellbenchError as err:
+            # an error from a DataLoader worker arrives with the worker's traceback folded in
+            err = one_line(err)
             click.secho(f"error: {err}", fg="red", err=True)
             ctx.exit(err.exit_code)
         except ImportError as err:

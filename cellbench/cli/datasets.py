@@ -311,9 +311,9 @@ def upgrade(ref: str, quiet: bool) -> None:
 @click.option(
     "--to",
     "target",
-    type=click.Choice(["zarr", "hf"]),
     default=None,
-    help="Export format: a Zarr copy, or Hugging Face Parquet shards with a dataset card.",
+    help="Export format: zarr (a copy of the store), hf (Hugging Face Parquet shards with a "
+    "dataset card) or a format of `cellbench convert` (ctc, coco, tiff, geff, ...).",
 )
 @click.argument("dest", required=False, type=click.Path(path_type=Path))
 @click.option(
@@ -330,6 +330,15 @@ def upgrade(ref: str, quiet: bool) -> None:
     help="Also push to the Hugging Face Hub as REPO (user/name).",
 )
 @click.option("--private", is_flag=True, help="Create the Hub repository as private.")
+@click.option("--split", default=None, help="Only this split (format exports; default all).")
+@click.option(
+    "--option",
+    "-o",
+    "pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Option of the --to format (repeat), as in `cellbench convert`.",
+)
 @click.option(
     "--token",
     envvar="HF_TOKEN",
@@ -347,10 +356,17 @@ def export(
     max_shard_size: str,
     repo_id: str | None,
     private: bool,
+    split: str | None,
+    pairs: tuple[str, ...],
     token: str | None,
     quiet: bool,
 ) -> None:
-    """Export REF's store: `--to zarr DEST`, `--to hf DEST` and/or `--push-to-hub REPO`."""
+    """Export REF's store: `--to zarr|hf|ctc|coco|tiff|... DEST` and/or `--push-to-hub REPO`.
+
+    Formats other than zarr and hf are written under a temporary name beside DEST and renamed
+    when complete (nothing is left at DEST after an error or Ctrl-C).
+    """
+    from cellbench.formats.registry import format_names
     from cellbench.registry import export_hf, export_zarr, push_to_hub
 
     if target is None and repo_id is None:
@@ -359,7 +375,19 @@ def export(
         raise click.UsageError(f"--to {target} needs a destination folder DEST")
     if target is None and dest is not None:
         raise click.UsageError(f"DEST {dest} given without --to zarr or --to hf")
-    if target == "zarr" and dest is not None:
+    known = ["zarr", "hf", *format_names()]
+    if target is not None and target not in known:
+        raise click.BadParameter(f"{target!r} is not one of {', '.join(known)}", param_hint="--to")
+    if (pairs or split) and target in ("zarr", "hf"):
+        raise click.UsageError(f"--option and --split are for format exports, not --to {target}")
+    if target not in (None, "zarr", "hf") and dest is not None:
+        from cellbench.formats.convert import export_dataset, parse_options
+
+        out = export_dataset(
+            ref, target, dest, split=split, options=parse_options(pairs), progress=not quiet
+        )
+        click.echo(f"exported {ref} to {out} ({target})")
+    elif target == "zarr" and dest is not None:
         out = export_zarr(ref, dest)
         click.echo(f"exported {ref} to {out}")
     elif target == "hf" and dest is not None:

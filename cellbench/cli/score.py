@@ -100,7 +100,12 @@ def score(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Score PREDICTIONS (canonical Zarr, CSV, TIFF folder or CTC folders) on a split."""
+    """Score PREDICTIONS (canonical Zarr, CSV, TIFF folder, CTC folders, COCO results JSON).
+
+    A COCO results JSON ([{image_id, segmentation, score}], instance segmentation) maps its
+    image ids to samples through the annotations.json beside it: the dataset's COCO export
+    (`cellbench datasets export ID --to coco DEST --split SPLIT`).
+    """
     from cellbench.scoring import score as do_score
 
     data_on_stdout = as_json or is_stdout(out)

@@ -52,8 +52,10 @@ class Format:
 
 #: Built-in formats, ``name -> "module:attribute"`` (imported on first use).
 BUILTIN: dict[str, str] = {
+    "coco": "cellbench.tasks.instance_segmentation.coco:FORMAT",
     "ctc": "cellbench.tasks.tracking.ctc:FORMAT",
     "geff": "cellbench.tasks.tracking.geff:FORMAT",
+    "tiff": "cellbench.tasks.instance_segmentation.tiff:FORMAT",
 }
 
 _registered: dict[str, Format] = {}

@@ -47,6 +47,8 @@ class InstanceSegmentationTask(Task):
     prediction_formats: ClassVar[tuple[str, ...]] = (
         "folder of <sample_id>.tif label images, with optional scores.csv "
         "(sample_id,object_id,score)",
+        "COCO results JSON [{image_id, segmentation, score}] (or a folder holding results.json),"
+        " image ids mapped through annotations.json beside it (the dataset's COCO export)",
     )
 
     def expected_output(self, store: DatasetStore, sample_id: str, truth: Any) -> OutputSpec:
@@ -114,7 +116,14 @@ class InstanceSegmentationTask(Task):
     def read_predictions(
         self, path: Path, class_names: Sequence[str] | None = None
     ) -> PredictionSet:
-        """A folder of ``<sample_id>.tif`` label images, optionally with ``scores.csv``."""
+        """Label images (``<sample_id>.tif`` + ``scores.csv``) or a COCO results JSON."""
+        from cellbench.tasks.instance_segmentation.coco_results import (
+            is_results_path,
+            read_coco_results,
+        )
+
+        if is_results_path(path):
+            return read_coco_results(path, self.name)
         if path.is_dir():
             from cellbench.tasks.instance_segmentation.io import read_label_folder
 

@@ -1,0 +1,111 @@
+"""``cellbench convert`` and ``cellbench validate``: community formats in and out."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cellbench.cli.output import emit_json, json_option
+from cellbench.formats.registry import format_names
+
+_OPTION_HELP = "Format option NAME=VALUE (repeat); see `cellbench convert --help` for the list."
+
+
+def _formats_help() -> str:
+    from cellbench.formats.registry import get_format
+
+    lines = []
+    for name in format_names():
+        try:
+            fmt = get_format(name)
+        except ImportError:  # a format whose optional dependency is missing
+            lines.append(f"{name}: (optional dependency not installed)")
+            continue
+        opts = "; ".join(f"{k}: {v}" for k, v in fmt.options.items())
+        lines.append(f"{name}: {fmt.description}" + (f" [options: {opts}]" if opts else ""))
+    return "\n\n".join(lines)
+
+
+class _FormatsHelp(click.Command):
+    """Lists the registered formats (and their options) at the end of ``--help``."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_paragraph()
+        formatter.write_text("Formats:")
+        with formatter.indentation():
+            for paragraph in _formats_help().split("\n\n"):
+                formatter.write_paragraph()
+                formatter.write_text(paragraph)
+
+
+@click.command(cls=_FormatsHelp)
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.option("--from", "from_format", required=True, help="Format of SRC (see below).")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    help="Target: zarr (a canonical cellbench store), hf (Hugging Face Parquet) or a format.",
+)
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--option", "-o", "pairs", multiple=True, metavar="NAME=VALUE", help=_OPTION_HELP)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def convert(
+    src: Path, from_format: str, to: str, dest: Path, pairs: tuple[str, ...], quiet: bool
+) -> None:
+    """Convert SRC (format --from) into DEST (format --to).
+
+    DEST is written under a temporary name beside it and renamed when complete: after an error
+    or Ctrl-C nothing is left at DEST. Problems of SRC are listed all at once (exit 1).
+    """
+    from cellbench.formats.convert import STORE_TARGETS, overlap_note, parse_options
+    from cellbench.formats.convert import convert as do_convert
+
+    known = format_names()
+    for flag, value, allowed in (
+        ("--from", from_format, known),
+        ("--to", to, [*STORE_TARGETS, *known]),
+    ):
+        if value not in allowed:
+            raise click.BadParameter(
+                f"{value!r} is not one of {', '.join(allowed)}", param_hint=flag
+            )
+    tally: dict[str, int] = {}
+    out = do_convert(
+        src, from_format, to, dest, options=parse_options(pairs), progress=not quiet, tally=tally
+    )
+    click.echo(
+        f"converted {src} ({from_format}, {tally.get('samples', 0)} samples) to {out} ({to})"
+    )
+    note = overlap_note(tally)
+    if note:
+        click.echo(f"note: {note}")
+
+
+@click.command(cls=_FormatsHelp)
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", required=True, help="Format of PATH (see below).")
+@click.option("--option", "-o", "pairs", multiple=True, metavar="NAME=VALUE", help=_OPTION_HELP)
+@json_option
+def validate(path: Path, fmt: str, pairs: tuple[str, ...], as_json: bool) -> None:
+    """List every problem of PATH read as --format, one line each; exit 1 when any."""
+    from cellbench.formats.convert import parse_options, validate_path
+
+    if fmt not in format_names():
+        raise click.BadParameter(
+            f"{fmt!r} is not one of {', '.join(format_names())}", param_hint="--format"
+        )
+    problems = validate_path(path, fmt, parse_options(pairs))
+    if as_json:
+        emit_json({"path": str(path), "format": fmt, "problems": problems})
+    else:
+        for line in problems:
+            click.echo(line)
+        click.echo(
+            f"{path}: {len(problems)} problem(s) found" if problems else f"{path}: valid {fmt}",
+            err=bool(problems),
+        )
+    if problems:
+        sys.exit(1)

@@ -1,0 +1,350 @@
+"""Convert between on-disk formats and the canonical store, never leaving half a result.
+
+:func:`convert` reads a source with one registered format and writes it with another, or into a
+canonical cellbench store (``zarr``) or Hugging Face Parquet shards (``hf``, through a store
+built on the way). :func:`export_dataset` writes a pulled or imported dataset in a format.
+Both write into a scratch folder beside the destination and rename it into place at the end,
+so an error or Ctrl-C leaves nothing at the destination.
+
+Format options (``--option NAME=VALUE`` on the command line) go to the reader and/or the writer
+whose function takes a keyword of that name; an option neither takes is refused.
+
+Time-lapse formats (``ctc``, ``geff``) hold sequences; a 2D or 3D still image (axes ``cyx`` /
+``czyx``) written to them becomes a one-frame sequence whose track table has one track per
+object (``id, 0, 0, 0``), the way Cell Tracking Challenge segmentation-only data look.
+"""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellbench.errors import CellbenchError, ValidationError
+from cellbench.formats.registry import Format, get_format
+from cellbench.store.sample import Sample
+
+#: Sample metadata a reader sets to the number of objects that overlapped another in the source
+#: (and were resolved into one label image); :func:`convert` sums it for its summary line.
+OVERLAP_KEY = "overlapping_objects"
+#: Targets that are not registered formats.
+STORE_TARGETS = ("zarr", "hf")
+#: Formats whose samples carry a time axis.
+_SEQUENCE_FORMATS = ("ctc", "geff")
+
+
+def _accepts(func: Callable[..., Any] | None, name: str) -> bool:
+    if func is None:
+        return False
+    params = inspect.signature(func).parameters
+    return name in params and params[name].kind == inspect.Parameter.KEYWORD_ONLY
+
+
+def split_options(
+    options: Mapping[str, str], reader: Format | None, writer: Format | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Route ``NAME=VALUE`` options to the reader and the writer that take them.
+
+    Raises:
+        ValidationError: Options neither takes (each listed with the known names).
+    """
+    read_opts, write_opts, problems = {}, {}, []
+    for name, value in options.items():
+        r = reader is not None and _accepts(reader.read, name)
+        w = writer is not None and _accepts(writer.write, name)
+        if r:
+            read_opts[name] = value
+        if w:
+            write_opts[name] = value
+        if not (r or w):
+            known = sorted(
+                {*(reader.options if reader else {}), *(writer.options if writer else {})}
+            )
+            problems.append(
+                f"option {name!r} is not one of the formats' options ({', '.join(known) or 'none'})"
+            )
+    if problems:
+        raise ValidationError(problems, context="--option")
+    return read_opts, write_opts
+
+
+def parse_options(pairs: Iterable[str]) -> dict[str, str]:
+    """``["NAME=VALUE", ...]`` to a dict.
+
+    Raises:
+        ValidationError: Pairs without ``=`` (all listed).
+    """
+    out, bad = {}, []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            bad.append(f"{pair!r}: expected NAME=VALUE")
+        else:
+            out[name.strip()] = value
+    if bad:
+        raise ValidationError(bad, context="--option")
+    return out
+
+
+def as_sequence(sample: Sample) -> Sample:
+    """A still image as a one-frame sequence (time-lapse formats); sequences unchanged."""
+    if "t" in sample.axes or sample.instances is None:
+        return sample
+    ids = np.unique(sample.instances)
+    ids = ids[ids > 0].astype(np.int64)
+    tracks = np.stack([ids, np.zeros_like(ids), np.zeros_like(ids), np.zeros_like(ids)], 1)
+    return Sample(
+        id=sample.id,
+        image=sample.image[None],
+        axes="t" + sample.axes,
+        channel_names=list(sample.channel_names),
+        split=sample.split,
+        pixel_size=dict(sample.pixel_size),
+        metadata=dict(sample.metadata),
+        instances=sample.instances[None],
+        tracks=tracks.reshape(-1, 4),
+    )
+
+
+def _counted(
+    samples: Iterable[Sample],
+    progress: bool,
+    desc: str,
+    total: int | None,
+    tally: dict[str, int] | None = None,
+) -> Iterator:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=desc, unit="sample", disable=None if progress else True) as bar:
+        for sample in samples:
+            if tally is not None:
+                tally["samples"] = tally.get("samples", 0) + 1
+                n = int(sample.metadata.get(OVERLAP_KEY, 0) or 0)
+                if n:
+                    tally["overlapping_samples"] = tally.get("overlapping_samples", 0) + 1
+                    tally["overlapping_objects"] = tally.get("overlapping_objects", 0) + n
+            yield sample
+            bar.update(1)
+
+
+def overlap_note(tally: dict[str, int]) -> str | None:
+    """One line summarising the overlaps a reader resolved (None when there were none)."""
+    if not tally.get("overlapping_samples"):
+        return None
+    return (
+        f"{tally['overlapping_samples']} of {tally['samples']} images had overlapping objects "
+        f"({tally['overlapping_objects']} objects), resolved into one label image each as the "
+        f"reader's overlaps option says (per image: metadata {OVERLAP_KEY})"
+    )
+
+
+def _card(dest: Path, tasks: Iterable[str], title: str) -> dict[str, Any]:
+    import re
+
+    ident = re.sub(r"[^a-z0-9-]+", "-", dest.name.lower().removesuffix(".zarr")).strip("-")
+    return {
+        "id": ident or "converted",
+        "version": "1.0",
+        "title": title,
+        "tasks": sorted(set(tasks)),
+        "license": "unknown",
+        "description": title,
+    }
+
+
+def _infer_tasks(sample: Sample) -> list[str]:
+    """Tasks a sample's targets can serve (what the written store's card lists)."""
+    from cellbench.tasks import all_tasks
+
+    have = {
+        f
+        for f in ("instances", "semantic", "label", "target", "tracks")
+        if getattr(sample, f) is not None
+    }
+    have.add("image")
+    found = []
+    for task in all_tasks():
+        need = {f.split("|")[0] for f in task.ground_truth_fields}
+        if need <= have and ("t" in sample.axes) == ("tracks" in need):
+            found.append(task.name)
+    return found
+
+
+def write_target(
+    samples: Iterable[Sample],
+    to: str,
+    dest: str | Path,
+    *,
+    options: Mapping[str, str] | None = None,
+    tasks: Iterable[str] = (),
+    title: str = "",
+    progress: bool = False,
+    total: int | None = None,
+    tally: dict[str, int] | None = None,
+) -> Path:
+    """Write ``samples`` to ``dest`` as ``to`` (a format name, ``zarr`` or ``hf``), atomically.
+
+    Args:
+        samples: The samples, streamed.
+        to: Target format.
+        dest: Destination (must not exist).
+        options: Writer options.
+        tasks: Tasks of the store card (``zarr``/``hf``; default: inferred from the samples).
+        title: Store title (``zarr``/``hf``).
+        progress: Show a progress bar.
+        total: Number of samples, if known (for the bar).
+        tally: Filled with counts of samples and resolved overlaps (see :func:`overlap_note`).
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        CellbenchError: ``dest`` exists; ValidationError for bad samples.
+    """
+    from cellbench.store.scratch import make_scratch
+
+    dest = Path(dest)
+    if dest.exists() or dest.is_symlink():
+        raise CellbenchError(f"{dest}: already exists; choose a new destination")
+    fmt = None if to in STORE_TARGETS else get_format(to)
+    if fmt is not None and fmt.write is None:
+        raise CellbenchError(f"format {to!r} can be read but not written")
+    stream = _counted(samples, progress, f"convert -> {to}", total, tally)
+    if to in _SEQUENCE_FORMATS:
+        stream = (as_sequence(s) for s in stream)
+    scratch = make_scratch(dest.parent, prefix=f".{dest.name}.")
+    try:
+        out = scratch / "out"
+        if fmt is not None:
+            fmt.write(stream, out, **dict(options or {}))
+        else:
+            _write_store(stream, to, out, scratch, tasks, title or dest.name, progress)
+        out.rename(dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return dest
+
+
+def _write_store(
+    stream: Iterator[Sample],
+    to: str,
+    out: Path,
+    scratch: Path,
+    tasks: Iterable[str],
+    title: str,
+    progress: bool,
+) -> None:
+    from cellbench.store.zarr_store import build_store
+
+    first = next(stream, None)
+    if first is None:
+        raise ValidationError(["no samples to write"])
+    task_list = list(tasks) or _infer_tasks(first)
+
+    def chained() -> Iterator[Sample]:
+        yield first
+        yield from stream
+
+    store_path = out if to == "zarr" else scratch / "store.zarr"
+    store = build_store(
+        chained(), store_path, _card(store_path, task_list, title), work_dir=scratch
+    )
+    if to == "hf":
+        from cellbench.store.hf.export import write_parquet
+
+        write_parquet(store, out, progress=progress)
+
+
+def convert(
+    src: str | Path,
+    from_format: str,
+    to: str,
+    dest: str | Path,
+    *,
+    options: Mapping[str, str] | None = None,
+    progress: bool = False,
+    tally: dict[str, int] | None = None,
+) -> Path:
+    """Read ``src`` as ``from_format`` and write it to ``dest`` as ``to``, atomically.
+
+    ``tally``, when given, is filled with counts for :func:`overlap_note`.
+
+    Raises:
+        ValidationError: Unknown options, or every problem of the source.
+    """
+    reader = get_format(from_format)
+    if reader.read is None:
+        raise CellbenchError(f"format {from_format!r} can be written but not read")
+    writer = None if to in STORE_TARGETS else get_format(to)
+    read_opts, write_opts = split_options(dict(options or {}), reader, writer)
+    samples = reader.read(Path(src), **read_opts)
+    return write_target(
+        samples,
+        to,
+        dest,
+        options=write_opts,
+        tasks=reader.tasks if to in STORE_TARGETS and len(reader.tasks) == 1 else (),
+        title=f"converted from {from_format}: {Path(src).name}",
+        progress=progress,
+        tally=tally,
+    )
+
+
+def export_dataset(
+    ref: str,
+    to: str,
+    dest: str | Path,
+    *,
+    split: str | None = None,
+    options: Mapping[str, str] | None = None,
+    progress: bool = False,
+    store: Any = None,
+) -> Path:
+    """Write a pulled or imported dataset (or one split) in format ``to``, atomically.
+
+    Args:
+        ref: ``id[@version]`` of a pulled or imported dataset (ignored when ``store`` given).
+        to: A registered format name.
+        dest: Destination (must not exist).
+        split: Only this split (default all samples).
+        options: Writer options.
+        progress: Show a progress bar.
+        store: An opened :class:`~cellbench.store.zarr_store.DatasetStore` instead of ``ref``.
+    """
+    from cellbench.registry import load
+
+    store = store if store is not None else load(ref)
+    writer = get_format(to)
+    _, write_opts = split_options(dict(options or {}), None, writer)
+    if split is not None and split not in store.splits:
+        raise ValidationError(
+            [f"split {split!r} not in {store.ref} (has {', '.join(store.splits) or 'none'})"]
+        )
+    ids = store.sample_ids(split)
+    samples = (store.sample(sid) for sid in ids)
+    return write_target(samples, to, dest, options=write_opts, progress=progress, total=len(ids))
+
+
+def validate_path(
+    path: str | Path, fmt: str, options: Mapping[str, str] | None = None
+) -> list[str]:
+    """Every problem of ``path`` read as ``fmt`` (empty when valid).
+
+    Raises:
+        CellbenchError: The format has no validator, or an option it does not take.
+    """
+    f = get_format(fmt)
+    if f.validate is None:
+        raise CellbenchError(f"format {fmt!r} has no validator")
+    opts = dict(options or {})
+    unknown = [k for k in opts if k not in f.options]
+    if unknown:
+        raise ValidationError(
+            [f"option {k!r} is not an option of {fmt} ({', '.join(f.options)})" for k in unknown],
+            context="--option",
+        )
+    return f.validate(Path(path), **opts)

@@ -1,0 +1,679 @@
+"""COCO instance JSON (the LIVECell format): read, write and validate.
+
+Layout: one JSON file (``annotations.json`` when cellbench writes it) with the COCO object
+detection fields, and the images it names by ``file_name`` relative to an image folder::
+
+    annotations.json   {"images": [{id, file_name, width, height}, ...],
+                        "annotations": [{id, image_id, category_id, segmentation, area, bbox,
+                                         iscrowd}, ...],
+                        "categories": [{id, name}, ...]}
+    images/<file_name> TIFF (``.tif``/``.tiff``), PNG, JPEG or NPY
+
+``segmentation`` is a polygon list (``[[x0, y0, x1, y1, ...], ...]``, pixel units, COCO's
+convention that pixel ``(x, y)`` covers ``[x, x+1) x [y, y+1)``), an uncompressed RLE
+(``{"size": [h, w], "counts": [int, ...]}``) or a compressed RLE (``counts`` a string);
+all three are rasterised with ``pycocotools.mask`` (the reference COCO tools use), so masks
+are exactly what ``COCOeval`` scores.
+
+**Overlaps.** COCO objects may overlap (LIVECell's manual annotations do); a cellbench store
+holds one instance label image per sample (``labels/instances``), which cannot. The reader's
+``overlaps`` option says what to do:
+
+* ``keep`` (default): overlapping objects are refused, one line per image naming the image id,
+  the number of objects that overlap another and the pixels covered more than once (never a
+  silently dropped pixel);
+* ``resolve``: objects are painted into one label image from the largest to the smallest
+  (ties in annotation order), so **a smaller object lies on top of a larger one** and keeps all
+  its pixels; a larger object loses only the pixels a smaller one covers. Cells lying on
+  cells are usually the smaller ones in LIVECell, and this order keeps every object present
+  (an object is only lost when smaller objects cover it entirely, which is reported). The
+  number of objects that overlap another is recorded on each sample as metadata
+  ``overlapping_objects``.
+
+Category ids are not kept: instance segmentation in cellbench is class-agnostic (as LIVECell's
+evaluation, ``useCats=0``); the writer writes one category (``category``, default ``cell``).
+Instance ids are numbered 1..n in annotation order when read, so a store -> COCO -> store round
+trip gives the same label image up to relabelling (identical when the ids were 1..n in
+ascending order, which the writer keeps).
+
+The writer stores each sample's split, channel names, pixel sizes and metadata in an extra
+``cellbench`` field of its image record (COCO tools ignore unknown fields), so a round trip
+keeps them. Only 2D samples (``cyx``) fit COCO.
+
+COCO *results* files (predictions, ``[{image_id, segmentation, score}]``) are read by
+:mod:`cellbench.tasks.instance_segmentation.coco_results`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellbench.errors import ValidationError
+from cellbench.formats.registry import Format
+from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
+
+#: The JSON file name the writer uses (and the reader looks for inside a folder).
+ANNOTATIONS = "annotations.json"
+#: The image folder the writer uses (and the reader's default beside the JSON).
+IMAGES = "images"
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
+OVERLAP_CHOICES = ("keep", "resolve")
+SEGMENTATION_CHOICES = ("rle", "polygon")
+#: Largest COCO JSON read (bytes); LIVECell's train file is about 0.6 GB.
+MAX_JSON_BYTES = 4 << 30
+
+
+# ---------------------------------------------------------------------------- locating files
+def locate(src: str | os.PathLike, images: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """The COCO JSON file and image folder of ``src``.
+
+    Args:
+        src: A COCO JSON file, or a folder holding :data:`ANNOTATIONS` (and :data:`IMAGES`).
+        images: Image folder (``file_name`` is relative to it); default ``images/`` beside the
+            JSON when it exists, else the JSON's folder.
+
+    Raises:
+        ValidationError: No JSON found.
+    """
+    p = Path(src)
+    if p.is_dir():
+        p = p / ANNOTATIONS
+    if not p.is_file():
+        raise ValidationError(
+            [f"{p}: not found (expected a COCO JSON file, or a folder holding {ANNOTATIONS})"]
+        )
+    if images is not None:
+        return p, Path(images)
+    return p, (p.parent / IMAGES if (p.parent / IMAGES).is_dir() else p.parent)
+
+
+def load_json(path: Path) -> tuple[Any, list[str]]:
+    """Parse a JSON file; one problem line when it is too large or not JSON."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        return None, [f"{path.name}: {size} bytes, larger than the {MAX_JSON_BYTES} read"]
+    try:
+        with open(path, "rb") as f:
+            return json.load(f), []
+    except (ValueError, UnicodeDecodeError) as err:
+        return None, [f"{path.name}: not JSON ({str(err)[:120]}); expected a COCO JSON object"]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+# ---------------------------------------------------------------------------- segmentations
+def segmentation_rle(
+    seg: Any, height: int, width: int, where: str, *, strict: bool = True
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """One compressed RLE for a COCO ``segmentation`` (polygons, RLE or compressed RLE).
+
+    Checks the shape of the segmentation and that polygons lie inside the image. A compressed
+    RLE is decoded to check that it covers the image when ``strict``; otherwise only its
+    characters are checked (cheap, for large results files; decoding happens later).
+
+    Returns:
+        ``(rle, problems)``; ``rle`` is None when the segmentation cannot be rasterised.
+    """
+    from pycocotools import mask as mask_utils
+
+    problems: list[str] = []
+    if isinstance(seg, list):
+        if not seg:
+            return None, [f"{where}: empty polygon list (expected [[x0, y0, x1, y1, ...], ...])"]
+        polys = []
+        for k, poly in enumerate(seg):
+            if not isinstance(poly, list) or not all(_is_num(v) for v in poly):
+                problems.append(f"{where}: polygon {k} is not a list of numbers")
+            elif len(poly) < 6 or len(poly) % 2:
+                problems.append(
+                    f"{where}: polygon {k} has {len(poly)} coordinates (expected an even number, "
+                    "at least 6: x0, y0, x1, y1, x2, y2, ...)"
+                )
+            else:
+                xs, ys = np.asarray(poly[0::2], float), np.asarray(poly[1::2], float)
+                if xs.min() < 0 or ys.min() < 0 or xs.max() > width or ys.max() > height:
+                    problems.append(
+                        f"{where}: polygon {k} reaches outside the image (x in "
+                        f"[{xs.min():g}, {xs.max():g}], y in [{ys.min():g}, {ys.max():g}]; "
+                        f"expected 0 <= x <= {width}, 0 <= y <= {height})"
+                    )
+                polys.append([float(v) for v in poly])
+        if problems:
+            return None, problems
+        return mask_utils.merge(mask_utils.frPyObjects(polys, height, width)), []
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if (
+            not isinstance(size, list)
+            or len(size) != 2
+            or not all(_is_int(v) for v in size)
+            or list(size) != [height, width]
+        ):
+            return None, [f"{where}: RLE size {size!r}, expected [{height}, {width}] (h, w)"]
+        if isinstance(counts, list):
+            if not all(_is_int(v) and v >= 0 for v in counts) or sum(counts) != height * width:
+                return None, [
+                    f"{where}: uncompressed RLE counts must be non-negative integers summing to "
+                    f"{height * width} (h * w)"
+                ]
+            return mask_utils.frPyObjects({"size": size, "counts": counts}, height, width), []
+        if isinstance(counts, str):
+            rle = {"size": size, "counts": counts.encode("ascii", "replace")}
+            if not strict:
+                if counts and (min(counts) < "0" or max(counts) > "o"):
+                    return None, [f"{where}: compressed RLE counts hold characters outside 0-o"]
+                return rle, []
+            try:
+                n = int(mask_utils.area(rle))
+                total = int(np.asarray(mask_utils.decode(rle)).size)
+            except Exception as err:  # malformed counts string
+                return None, [f"{where}: compressed RLE counts do not decode ({err})"]
+            if total != height * width or n < 0:
+                return None, [f"{where}: compressed RLE does not cover {height}x{width}"]
+            return rle, []
+        return None, [f"{where}: RLE counts must be a list of integers or a string"]
+    return None, [
+        f"{where}: segmentation is {type(seg).__name__}, expected a polygon list or an RLE dict"
+    ]
+
+
+def mask_polygons(mask: np.ndarray) -> list[list[float]]:
+    """Outline polygons of a binary mask (pixel-corner coordinates, COCO convention).
+
+    Traced at level 0.5 of the zero-padded mask with ``skimage.measure.find_contours``; the
+    polygons rasterise back to the mask up to boundary pixels (RLE is the exact choice).
+    """
+    from skimage.measure import find_contours
+
+    out = []
+    for contour in find_contours(np.pad(mask.astype(np.float32), 1), 0.5):
+        if len(contour) < 3:
+            continue
+        ys, xs = contour[:, 0] - 0.5, contour[:, 1] - 0.5  # padded index -> pixel corner
+        out.append([round(float(v), 2) for xy in zip(xs, ys, strict=True) for v in xy])
+    return out
+
+
+# ---------------------------------------------------------------------------- table checks
+def coco_index(data: Any, name: str) -> tuple[list[dict], dict[int, list[dict]], list[str]]:
+    """Images, annotations grouped by image id, and every structural problem."""
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        shown = "a list" if isinstance(data, list) else type(data).__name__
+        hint = " (a COCO results list? read it as predictions)" if isinstance(data, list) else ""
+        return [], {}, [f"{name}: {shown}{hint}, expected a COCO object with an 'images' list"]
+    problems: list[str] = []
+    anns = data.get("annotations")
+    if isinstance(anns, dict):  # {id: annotation}, as some LIVECell files were published
+        anns = list(anns.values())
+    if not isinstance(anns, list):
+        problems.append(f"{name}: no 'annotations' list (expected COCO instance annotations)")
+        anns = []
+    images: list[dict] = []
+    seen: dict[int, int] = {}
+    names: dict[str, int] = {}
+    for k, img in enumerate(data["images"]):
+        if not isinstance(img, dict):
+            problems.append(f"{name}: images[{k}] is not an object")
+            continue
+        iid = img.get("id")
+        where = f"{name}: image id {iid!r}"
+        bad = [f for f in ("id", "width", "height") if not _is_int(img.get(f))]
+        if not isinstance(img.get("file_name"), str):
+            bad.append("file_name")
+        if bad:
+            problems.append(
+                f"{where} (images[{k}]): {', '.join(bad)} missing or of the wrong type "
+                "(expected integer id, width, height and a file_name string)"
+            )
+            continue
+        if iid in seen:
+            problems.append(f"{where}: duplicate image id (images[{seen[iid]}] and images[{k}])")
+            continue
+        seen[iid] = k
+        fn = img["file_name"]
+        stem = Path(fn).stem
+        if Path(fn).is_absolute() or ".." in Path(fn).parts:
+            problems.append(
+                f"{where}: file_name {fn!r} leaves the image folder (expected a relative path)"
+            )
+        elif not SAMPLE_ID_PATTERN.match(stem):
+            problems.append(
+                f"{where}: file_name {fn!r} does not give a sample id (expected a stem matching "
+                f"{SAMPLE_ID_PATTERN.pattern})"
+            )
+        elif stem in names:
+            problems.append(
+                f"{where}: file_name stem {stem!r} also used by image id {names[stem]} "
+                "(sample ids must be unique)"
+            )
+        else:
+            names[stem] = iid
+        images.append(img)
+    by_image: dict[int, list[dict]] = {iid: [] for iid in seen}
+    for k, ann in enumerate(anns):
+        if not isinstance(ann, dict) or "segmentation" not in ann:
+            problems.append(f"{name}: annotations[{k}] is not an object with a segmentation")
+            continue
+        iid = ann.get("image_id")
+        if iid not in by_image:
+            problems.append(
+                f"{name}: annotation id {ann.get('id')!r} names image id {iid!r}, which is not "
+                "in 'images'"
+            )
+            continue
+        by_image[iid].append(ann)
+    return images, by_image, problems
+
+
+def _bbox_area_problems(ann: dict, rle: dict, where: str) -> list[str]:
+    """Check bbox and area against the rasterised (RLE) or exact (polygon) geometry."""
+    from pycocotools import mask as mask_utils
+
+    out = []
+    seg = ann["segmentation"]
+    if isinstance(seg, list):
+        xs = np.concatenate([np.asarray(p[0::2], float) for p in seg])
+        ys = np.concatenate([np.asarray(p[1::2], float) for p in seg])
+        box = np.array([xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()])
+        area = float(sum(_shoelace(p) for p in seg))
+        tol_box, tol_area = 1.0, max(2.0, 0.05 * area)
+    else:
+        box = np.asarray(mask_utils.toBbox(rle), float)
+        area = float(mask_utils.area(rle))
+        tol_box, tol_area = 0.5, 0.5
+    bbox = ann.get("bbox")
+    if bbox is not None:
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_num(v) for v in bbox)):
+            out.append(f"{where}: bbox {bbox!r} is not [x, y, w, h]")
+        elif np.abs(np.asarray(bbox, float) - box).max() > tol_box:
+            out.append(
+                f"{where}: bbox {[round(v, 2) for v in bbox]} inconsistent with the segmentation "
+                f"(expected about {[round(float(v), 2) for v in box]})"
+            )
+    a = ann.get("area")
+    if a is not None:
+        if not _is_num(a):
+            out.append(f"{where}: area {a!r} is not a number")
+        elif abs(float(a) - area) > tol_area:
+            out.append(
+                f"{where}: area {a:g} inconsistent with the segmentation (expected about "
+                f"{area:.1f})"
+            )
+    return out
+
+
+def _shoelace(poly: list[float]) -> float:
+    x, y = np.asarray(poly[0::2], float), np.asarray(poly[1::2], float)
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+# ---------------------------------------------------------------------------- images
+def read_image_file(path: Path) -> np.ndarray:
+    """An image file as an array: TIFF (tifffile), NPY (no pickles) or PNG/JPEG (imageio)."""
+    suffix = path.suffix.lower()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            return np.asarray(tifffile.imread(path))
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        import imageio.v3 as iio
+
+        return np.asarray(iio.imread(path))
+
+
+def image_to_cyx(arr: np.ndarray) -> np.ndarray | None:
+    """An image as ``(c, y, x)``, or None when it is not 2D.
+
+    ``(y, x)`` -> ``(1, y, x)``; ``(y, x, 3|4)`` RGB(A) -> ``(3|4, y, x)``; other 3D arrays are
+    taken as ``(c, y, x)`` (what the writer writes).
+    """
+    if arr.ndim == 2:
+        return arr[None]
+    if arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.shape[0] > 4:
+        return np.moveaxis(arr, 2, 0)
+    if arr.ndim == 3:
+        return arr
+    return None
+
+
+def _read_image(
+    folder: Path, img: dict, where: str, locate_image: Callable[[str], Path] | None = None
+) -> tuple[np.ndarray | None, list[str]]:
+    path = locate_image(img["file_name"]) if locate_image else folder / img["file_name"]
+    if not path.is_file():
+        return None, [f"{where}: image file {path.name} not found in {path.parent.name}/"]
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return None, [f"{where}: {path.name} is not {', '.join(IMAGE_SUFFIXES)}"]
+    try:
+        arr = read_image_file(path)
+    except Exception as err:  # truncated, not an image, pickled npy
+        return None, [f"{where}: {path.name} cannot be read as an image ({str(err)[:120]})"]
+    cyx = image_to_cyx(arr)
+    if cyx is None or cyx.dtype.kind not in "uif":
+        return None, [
+            f"{where}: {path.name} is {arr.dtype} {arr.shape}, expected a numeric (y, x) or "
+            "(y, x, 3) image"
+        ]
+    if cyx.shape[1:] != (img["height"], img["width"]):
+        return None, [
+            f"{where}: {path.name} is {cyx.shape[2]}x{cyx.shape[1]} (w x h), the JSON says "
+            f"{img['width']}x{img['height']}"
+        ]
+    return cyx, []
+
+
+# ---------------------------------------------------------------------------- one image
+def _image_rles(
+    img: dict, anns: list[dict], name: str, check_boxes: bool
+) -> tuple[list[dict], list[str]]:
+    rles, problems = [], []
+    h, w = img["height"], img["width"]
+    for ann in anns:
+        where = f"{name}: image id {img['id']} annotation id {ann.get('id')!r}"
+        rle, more = segmentation_rle(ann["segmentation"], h, w, where)
+        problems += more
+        if rle is None:
+            continue
+        if check_boxes:
+            problems += _bbox_area_problems(ann, rle, where)
+        if ann.get("iscrowd", 0) not in (0, False):
+            problems.append(f"{where}: iscrowd={ann['iscrowd']!r}; cell annotations expect 0")
+        rles.append(rle)
+    return rles, problems
+
+
+def _labels(
+    rles: list[dict], h: int, w: int, overlaps: str, where: str
+) -> tuple[np.ndarray | None, int, list[str]]:
+    """Paint masks into a label image; count objects that overlap another."""
+    from pycocotools import mask as mask_utils
+
+    n = len(rles)
+    dtype = np.uint16 if n < 2**16 else np.uint32
+    labels = np.zeros((h, w), dtype=dtype)
+    if not n:
+        return labels, 0, []
+    cover = np.zeros((h, w), dtype=np.uint16)
+    areas = np.zeros(n, dtype=np.int64)
+    for k, rle in enumerate(rles):
+        m = mask_utils.decode(rle).astype(bool)
+        cover += m
+        areas[k] = m.sum()
+    multi = cover > 1
+    if not multi.any():
+        for k, rle in enumerate(rles):
+            labels[mask_utils.decode(rle).astype(bool)] = k + 1
+        return labels, 0, []
+    overlapping = sum(bool(mask_utils.decode(r).astype(bool)[multi].any()) for r in rles)
+    if overlaps == "keep":
+        return (
+            None,
+            overlapping,
+            [
+                f"{where}: {overlapping} objects overlap another ({int(multi.sum())} pixels "
+                "covered more than once); a store holds one label image per sample, so "
+                "overlapping objects cannot be kept (read with overlaps=resolve: smaller "
+                "objects on top)"
+            ],
+        )
+    order = np.argsort(-areas, kind="stable")  # largest first: smaller ones end on top
+    for k in order:
+        labels[mask_utils.decode(rles[k]).astype(bool)] = k + 1
+    present = np.zeros(n + 1, dtype=bool)
+    present[np.unique(labels)] = True
+    hidden = [int(k) + 1 for k in range(n) if areas[k] and not present[k + 1]]
+    problems = []
+    if hidden:
+        problems.append(
+            f"{where}: objects {', '.join(map(str, hidden[:10]))} (annotation order) are covered "
+            "entirely by smaller objects and vanish when overlaps are resolved"
+        )
+    return labels, overlapping, problems
+
+
+def _sample(
+    img: dict, image: np.ndarray, labels: np.ndarray, overlapping: int, split: str
+) -> Sample:
+    extra = img.get("cellbench") if isinstance(img.get("cellbench"), dict) else {}
+    metadata = dict(extra.get("metadata", {}))
+    metadata.setdefault("coco_image_id", int(img["id"]))
+    metadata["overlapping_objects"] = int(overlapping)
+    names = extra.get("channel_names") or []
+    return Sample(
+        id=Path(img["file_name"]).stem,
+        image=image,
+        axes="cyx",
+        channel_names=[str(c) for c in names],
+        split=str(extra.get("split", split)),
+        pixel_size={k: float(v) for k, v in dict(extra.get("pixel_size", {})).items()},
+        metadata=metadata,
+        instances=labels,
+    )
+
+
+# ---------------------------------------------------------------------------- public API
+def read_coco(
+    src: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    overlaps: str = "keep",
+    split: str = "train",
+    image_ids: Iterable[int] | None = None,
+    locate_image: Callable[[str], Path] | None = None,
+) -> Iterator[Sample]:
+    """Stream the images of a COCO instance JSON as instance segmentation samples.
+
+    One sample per image record (id = the ``file_name`` stem), image ``(c, y, x)`` and
+    ``instances`` painted from the annotations (see the module docstring for overlaps).
+
+    Args:
+        src: The COCO JSON file, or a folder holding :data:`ANNOTATIONS` and :data:`IMAGES`.
+        images: Folder the ``file_name`` entries are relative to (see :func:`locate`).
+        overlaps: ``keep`` (refuse overlapping objects) or ``resolve`` (smaller on top).
+        split: Split of every sample, unless the image record's ``cellbench`` field says.
+        image_ids: Only these image ids (default all).
+        locate_image: Maps a ``file_name`` to its file, for layouts that are not one flat
+            folder (LIVECell keeps images in one folder per cell type); replaces ``images``.
+
+    Yields:
+        Samples in the order of the JSON's ``images`` list. Problems of one image do not stop
+        the check of the others: once any is found nothing more is yielded, and every problem
+        is raised together at the end.
+
+    Raises:
+        ValidationError: Every problem found (file, image id, expectation).
+    """
+    if overlaps not in OVERLAP_CHOICES:
+        raise ValidationError([f"overlaps={overlaps!r}: expected keep or resolve"])
+    if split not in SPLITS:
+        raise ValidationError([f"split={split!r}: expected one of {', '.join(SPLITS)}"])
+    path, folder = locate(src, images)
+    data, problems = load_json(path)
+    if problems:
+        raise ValidationError(problems, context=str(path))
+    imgs, by_image, problems = coco_index(data, path.name)
+    if image_ids is not None:
+        wanted = {int(i) for i in image_ids}
+        imgs = [img for img in imgs if img["id"] in wanted]
+    for img in imgs:
+        where = f"{path.name}: image id {img['id']} ({img['file_name']})"
+        image, more = _read_image(folder, img, where, locate_image)
+        rles, bad = _image_rles(img, by_image[img["id"]], path.name, check_boxes=False)
+        more += bad
+        labels, overlapping, bad = (
+            _labels(rles, img["height"], img["width"], overlaps, where)
+            if not bad
+            else (None, 0, [])
+        )
+        more += bad
+        problems += more
+        if problems or image is None or labels is None:
+            continue
+        yield _sample(img, image, labels, overlapping, split)
+    if problems:
+        raise ValidationError(problems, context=str(path))
+
+
+def coco_problems(
+    src: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    overlaps: str = "keep",
+    **_: Any,
+) -> list[str]:
+    """Every problem of a COCO instance JSON and its images, all at once (never raises).
+
+    Checks: JSON that is not COCO, duplicate image ids, annotations naming unknown image ids,
+    segmentations of the wrong shape, polygons outside the image, bbox or area inconsistent
+    with the segmentation, images without annotations, missing or unreadable image files,
+    image sizes differing from the JSON, and overlapping objects (with ``overlaps=keep``).
+
+    Returns:
+        One line per problem naming the file, the image id (and annotation id) and what was
+        expected.
+    """
+    if overlaps not in OVERLAP_CHOICES:
+        return [f"overlaps={overlaps!r}: expected keep or resolve"]
+    try:
+        path, folder = locate(src, images)
+    except ValidationError as err:
+        return list(err.problems)
+    data, problems = load_json(path)
+    if problems:
+        return problems
+    imgs, by_image, problems = coco_index(data, path.name)
+    for img in imgs:
+        where = f"{path.name}: image id {img['id']} ({img['file_name']})"
+        anns = by_image.get(img["id"], [])
+        if not anns:
+            problems.append(f"{where}: no annotations (expected at least one object per image)")
+        _, more = _read_image(folder, img, where)
+        problems += more
+        rles, more = _image_rles(img, anns, path.name, check_boxes=True)
+        problems += more
+        if not more and rles:
+            problems += _labels(rles, img["height"], img["width"], overlaps, where)[2]
+    return problems
+
+
+def write_coco(
+    samples: Iterable[Sample],
+    dest: str | os.PathLike,
+    *,
+    segmentation: str = "rle",
+    category: str = "cell",
+) -> None:
+    """Write instance segmentation samples as ``images/<id>.tif`` + ``annotations.json``.
+
+    Image ids are 1..n in sample order; each object of ``instances`` (ascending label) becomes
+    one annotation with ``iscrowd`` 0, ``category_id`` 1, ``bbox`` and ``area`` from its mask.
+
+    Args:
+        samples: 2D samples (``cyx``) with ``instances``.
+        dest: Destination folder (created; must not exist).
+        segmentation: ``rle`` (compressed RLE, exact) or ``polygon`` (outlines traced with
+            :func:`mask_polygons`; boundary pixels may differ when read back).
+        category: Name of the one category.
+
+    Raises:
+        ValidationError: A sample COCO cannot hold (3D, time axis, no instances).
+    """
+    import tifffile
+    from pycocotools import mask as mask_utils
+
+    if segmentation not in SEGMENTATION_CHOICES:
+        raise ValidationError([f"segmentation={segmentation!r}: expected rle or polygon"])
+    out = Path(dest)
+    (out / IMAGES).mkdir(parents=True)
+    images, annotations = [], []
+    for n, sample in enumerate(samples, start=1):
+        where = f"sample {sample.id!r}"
+        problems = list(sample.problems())
+        if sample.axes != "cyx":
+            problems.append(f"{where}: axes {sample.axes!r}; COCO holds 2D images (cyx)")
+        if sample.instances is None:
+            problems.append(f"{where}: no instance labels to write as COCO annotations")
+        if problems:
+            raise ValidationError(problems, context=str(out))
+        image = sample.image[0] if sample.image.shape[0] == 1 else sample.image
+        tifffile.imwrite(out / IMAGES / f"{sample.id}.tif", image)
+        h, w = sample.instances.shape
+        images.append(
+            {
+                "id": n,
+                "file_name": f"{sample.id}.tif",
+                "width": int(w),
+                "height": int(h),
+                "cellbench": {
+                    "split": sample.split,
+                    "channel_names": list(sample.channel_names),
+                    "pixel_size": dict(sample.pixel_size),
+                    "metadata": {
+                        k: v.item() if isinstance(v, np.generic) else v
+                        for k, v in sample.metadata.items()
+                        if k not in ("coco_image_id", "overlapping_objects")
+                    },
+                },
+            }
+        )
+        labels = np.asarray(sample.instances)
+        ids = np.unique(labels)
+        for label in ids[ids > 0]:
+            m = np.asfortranarray(labels == label, dtype=np.uint8)
+            rle = mask_utils.encode(m)
+            ann: dict[str, Any] = {
+                "id": len(annotations) + 1,
+                "image_id": n,
+                "category_id": 1,
+                "iscrowd": 0,
+                "area": float(mask_utils.area(rle)),
+                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+            }
+            if segmentation == "rle":
+                ann["segmentation"] = {"size": [int(h), int(w)], "counts": rle["counts"].decode()}
+            else:
+                ann["segmentation"] = mask_polygons(m.astype(bool))
+            annotations.append(ann)
+    doc = {
+        "info": {"description": "written by cellbench", "version": "1.0"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": category, "supercategory": category}],
+    }
+    with open(out / ANNOTATIONS, "w", encoding="utf-8") as f:
+        json.dump(doc, f)
+
+
+FORMAT = Format(
+    name="coco",
+    description="COCO instance JSON (annotations.json + images/, polygons or RLE; LIVECell)",
+    tasks=("instance-segmentation",),
+    read=read_coco,
+    write=write_coco,
+    validate=coco_problems,
+    options={
+        "images": "read: folder the file_name entries are relative to (default images/ beside "
+        "the JSON)",
+        "overlaps": "read: keep (refuse overlapping objects, the default) or resolve (paint "
+        "largest first, so smaller objects lie on top)",
+        "split": "read: split of every image without a cellbench record (default train)",
+        "segmentation": "write: rle (exact, default) or polygon",
+        "category": "write: the category name (default cell)",
+    },
+)
