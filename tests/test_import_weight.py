@@ -71,12 +71,14 @@ def test_core_paths_import_no_extra(module, cli_env):
 
 
 #: Never imported by ``cellbench score-ctc --json``: each costs 0.1-0.3 s of a process start
-#: (scipy.optimize and scipy.sparse for assignments and components, importlib.metadata for the
-#: version, rich for tables that --json does not print, the other commands' modules).
+#: (scipy.optimize and scipy.sparse for assignments and components, numpy.ma which a plain
+#: np.unique imports under NumPy 2.4, importlib.metadata for the version, rich for tables that
+#: --json does not print, the other commands' modules).
 SCORE_CTC_NEVER = (
     "scipy.optimize",
     "scipy.sparse",
     "scipy.ndimage",
+    "numpy.ma",
     "importlib.metadata",
     "rich",
     "zarr",

@@ -212,7 +212,8 @@ def hota_sums(c: IdentityCounts) -> tuple[float, float]:
     all_c = np.arange(c.res_total.size)
     chota = 0.0
     col_cache: dict[int, tuple[np.ndarray, float]] = {}
-    for i in np.unique(c.pair_ref).tolist():
+    refs = np.sort(c.pair_ref)  # (plain np.unique would import numpy.ma: ~10 ms of a start)
+    for i in refs[np.diff(refs, prepend=-1) != 0].tolist():
         row_in = _related(tin_r, tout_r, c.pair_ref, i)
         r_sum = float(c.ref_total[_related(tin_r, tout_r, all_r, i)].sum())
         for k in np.flatnonzero(c.pair_ref == i).tolist():
