@@ -54,10 +54,15 @@ def offline_option() -> click.Option:
 def add_shared_options(group: click.Group) -> None:
     """Give every command and subgroup under ``group`` the shared options (``--offline``)."""
     for command in group.commands.values():
-        if not any("--offline" in p.opts for p in command.params):
-            command.params.append(offline_option())
-        if isinstance(command, click.Group):
-            add_shared_options(command)
+        add_shared_options_to(command)
+
+
+def add_shared_options_to(command: click.Command) -> None:
+    """Give one command (and, for a group, every command under it) the shared options."""
+    if not any("--offline" in p.opts for p in command.params):
+        command.params.append(offline_option())
+    if isinstance(command, click.Group):
+        add_shared_options(command)
 
 
 class OneSpellingOption(click.Option):
