@@ -16,6 +16,38 @@ class CellbenchError(Exception):
     exit_code: int = 1
 
 
+def worker_message(err: BaseException) -> str:
+    """The original one-line message of an error re-raised from a DataLoader worker.
+
+    ``torch.utils.data`` re-raises a worker's error as the same type with the worker's
+    traceback folded into the message (``Caught <Type> in DataLoader worker process 0.
+    Original Traceback ...``); its last line holds ``<module.Type>: <message>``. Other
+    messages are returned unchanged.
+    """
+    text = str(err).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    name = type(err).__name__ + ": "
+    return last.split(name, 1)[1] if name in last else last
+
+
+def one_line(err: CellbenchError) -> CellbenchError:
+    """``err``, or for one re-raised from a DataLoader worker, its original one-line form.
+
+    The worker's traceback is dropped; the type is kept where it can be rebuilt from a message.
+    """
+    message = worker_message(err)
+    if message == str(err).strip():
+        return err
+    try:
+        clean = type(err)(message)
+    except Exception:  # a subclass with another constructor: keep the type's exit code
+        clean = CellbenchError(message)
+        clean.exit_code = err.exit_code
+    return clean
+
+
 class DatasetNotFoundError(CellbenchError):
     """An unknown dataset id or version was requested."""
 

@@ -130,7 +130,7 @@ class PredictionSet:
         dataset_version: Dataset version (empty when unknown).
         split: Split predicted.
         producer: Free-form provenance of what made the predictions (model, run, command).
-        source: Path the predictions were read from, if any.
+        source: Path (or URL) the predictions were read from, if any.
     """
 
     task: str
@@ -138,7 +138,7 @@ class PredictionSet:
     dataset_version: str = ""
     split: str = ""
     producer: dict[str, Any] = field(default_factory=dict)
-    source: Path | None = None
+    source: Path | str | None = None
     _items: dict[str, Prediction] = field(default_factory=dict, repr=False)
     _loader: Any = field(default=None, repr=False)
     _ids: list[str] = field(default_factory=list, repr=False)
@@ -518,16 +518,44 @@ def _array_meta(root: Any, key: str) -> tuple[tuple[int, ...], np.dtype] | None:
 
 
 def _open_canonical(path: Path) -> PredictionSet:
+    meta_file = path / "zarr.json"
+    if meta_file.stat().st_size > MAX_HEADER_BYTES:
+        raise ValidationError([f"zarr.json is larger than {MAX_HEADER_BYTES} bytes"], str(path))
+    return _open_canonical_group(meta_file.read_bytes(), str(path), str(path), path)
+
+
+def _open_canonical_url(url: str) -> PredictionSet:
+    """A canonical prediction set at a URL, read chunk by chunk (zarr's async stores)."""
+    from cellbench.store.remote import filesystem, zarr_store
+
+    url = url.rstrip("/")
+    try:
+        fs, root = filesystem(url)
+        size = fs.size(f"{root}/zarr.json")
+        if size is not None and size > MAX_HEADER_BYTES:
+            raise ValidationError([f"zarr.json is larger than {MAX_HEADER_BYTES} bytes"], url)
+        raw = fs.cat_file(f"{root}/zarr.json")
+    except FileNotFoundError:
+        raise ValidationError(
+            ["no zarr.json: not a canonical prediction set (or an interrupted upload)"], url
+        ) from None
+    except ValidationError:
+        raise
+    except Exception as err:  # network and backend errors have no common base class
+        raise ValidationError([f"cannot be read ({type(err).__name__}: {err})"], url) from None
+    store = zarr_store(url)
+    return _open_canonical_group(raw, store, url, url)
+
+
+def _open_canonical_group(
+    raw_meta: bytes, store: Any, where: str, source: Path | str
+) -> PredictionSet:
     import json
 
     import zarr
 
-    where = str(path)
-    meta_file = path / "zarr.json"
-    if meta_file.stat().st_size > MAX_HEADER_BYTES:
-        raise ValidationError([f"zarr.json is larger than {MAX_HEADER_BYTES} bytes"], where)
     try:
-        meta = json.loads(meta_file.read_bytes())
+        meta = json.loads(raw_meta)
         header = meta["attributes"][_ATTR]
     except (ValueError, KeyError, TypeError) as err:
         raise ValidationError(
@@ -537,7 +565,7 @@ def _open_canonical(path: Path) -> PredictionSet:
     if problems:
         raise ValidationError(problems, where)
     try:
-        root = zarr.open_group(str(path), mode="r", zarr_format=3)
+        root = zarr.open_group(store, mode="r", zarr_format=3)
     except Exception as err:  # zarr raises several types for malformed metadata
         raise ValidationError([f"not a readable Zarr group ({_short(err)})"], where) from None
     ids = [str(s) for s in header["sample_ids"]]
@@ -627,7 +655,7 @@ def _open_canonical(path: Path) -> PredictionSet:
         producer=dict(header.get("producer", {}))
         if isinstance(header.get("producer"), dict)
         else {},
-        source=path,
+        source=source,
         _loader=load,
         _ids=ids,
         _declare=declare,
@@ -800,7 +828,16 @@ def load_predictions(
     Raises:
         ValidationError: If the path cannot be read as predictions for the task.
     """
-    path = Path(path)
+    from cellbench.store.remote import is_url
+
+    if is_url(path) and not str(path).startswith("file://"):
+        pset = _open_canonical_url(str(path))
+        if task is not None and pset.task != task:
+            raise ValidationError(
+                [f"predictions are for task {pset.task!r}, not {task!r}"], str(path)
+            )
+        return pset
+    path = Path(str(path).removeprefix("file://"))
     if not path.exists() and not path.is_symlink():
         raise ValidationError([f"{path} does not exist"], context="predictions")
     links = _symlink_problems(path)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from cellbench.catalog import Catalog, DatasetCard, load_recipe, parse_ref
 from cellbench.errors import ChecksumError, DatasetNotFoundError, StoreError
 from cellbench.store.cache import cellbench_home, is_offline, stores_dir, tmp_dir
+from cellbench.store.remote import is_url
 from cellbench.store.sample import Sample
 from cellbench.store.scratch import clean_cache, make_scratch
 from cellbench.store.zarr_store import DatasetStore, build_store
@@ -338,7 +339,56 @@ def load(ref: str, catalog: Catalog | None = None) -> DatasetStore:
         DatasetNotFoundError: If the dataset is unknown or not pulled yet.
         StoreError: If the store is half-built, foreign or damaged (one line, naming the repair).
     """
+    if is_url(ref):
+        return DatasetStore.open(ref)
     return DatasetStore.open(store_location(ref, catalog))
+
+
+def pull_to(
+    ref: str,
+    url: str,
+    *,
+    offline: bool | None = None,
+    force: bool = False,
+    progress: bool = True,
+    catalog: Catalog | None = None,
+) -> DatasetStore:
+    """Pull a dataset (see :func:`pull`), verify it, then upload it to an fsspec URL.
+
+    The store is built (or found) in the local cache and verified completely before anything is
+    uploaded; the upload writes the root ``zarr.json`` last (see
+    :func:`cellbench.store.remote.upload_store`), so an interrupted upload leaves nothing that
+    opens as a store.
+
+    Args:
+        ref: ``id`` or ``id@version``.
+        url: Destination, e.g. ``s3://bucket/prefix``; the store goes to
+            ``<url>/<id>@<version>.zarr`` unless ``url`` already ends in ``.zarr``.
+        offline: Forbid network access for the sources (the upload still needs the URL).
+        force: Rebuild the local store and replace a store already at the destination.
+        progress: Show progress bars.
+        catalog: Catalog to use.
+
+    Returns:
+        The store opened at its URL.
+
+    Raises:
+        StoreError: The local store does not verify, or the upload failed.
+    """
+    from cellbench.store.integrity import verify_store
+    from cellbench.store.remote import upload_store
+
+    local = pull(ref, offline=offline, force=force, progress=progress, catalog=catalog)
+    problems = verify_store(local.path, progress=progress)
+    if problems:
+        raise StoreError(
+            f"{local.ref}: the local store does not verify ({len(problems)} problem(s)), "
+            f"nothing uploaded: " + "; ".join(problems[:3])
+        )
+    url = url.rstrip("/")
+    dest = url if url.endswith(".zarr") else f"{url}/{local.id}@{local.version}.zarr"
+    upload_store(local.path, dest, force=force, progress=progress)
+    return DatasetStore.open(dest)
 
 
 def upgrade(ref: str, *, progress: bool = False, catalog: Catalog | None = None) -> DatasetStore:
@@ -421,6 +471,8 @@ def open_dataset(dataset: DatasetStore | str | os.PathLike[str]) -> DatasetStore
     """
     if isinstance(dataset, DatasetStore):
         return dataset
+    if is_url(dataset):
+        return DatasetStore.open(str(dataset))
     path = Path(dataset).expanduser()
     if path.exists():
         return DatasetStore.open(path)

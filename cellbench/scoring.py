@@ -197,6 +197,44 @@ class Collected:
     seconds: float = 0.0
 
 
+def sample_outcome(
+    spec: Task,
+    store: DatasetStore,
+    predictions: PredictionSet,
+    metrics: Sequence[Metric],
+    sid: str,
+    *,
+    compute: bool = True,
+) -> tuple[list[str], list[Any] | None]:
+    """Validate one sample's prediction and reduce it to each metric's statistics.
+
+    The unit of work of :func:`collect`, run in this process or as one Dask task per sample
+    (:mod:`cellbench.parallel`).
+
+    Returns:
+        ``(problems, stats)``: the sample's problems, and its per-metric statistics (None when
+        there are problems or ``compute`` is False).
+    """
+    truth = spec.ground_truth(store, sid)
+    try:
+        # declared shapes first: nothing of a prediction is decoded before they fit
+        declared = predictions.declared(sid)
+        early = spec.check_declared(
+            declared, spec.expected_output(store, sid, truth), f"sample {sid!r}"
+        )
+        if early:
+            return list(early), None
+        pred = predictions.get(sid)
+    except ValidationError as err:  # e.g. a CTC result folder that breaks the rules
+        return [f"sample {sid!r}: {p}" for p in err.problems], None
+    sample_problems = spec.validate_sample(store, sid, truth, pred)
+    if sample_problems:
+        return list(sample_problems), None
+    if not compute:
+        return [], None
+    return [], list(spec.sample_stats(list(metrics), sid, truth, pred))
+
+
 def collect(
     task: str | Task,
     dataset: DatasetStore | str | os.PathLike[str],
@@ -205,6 +243,7 @@ def collect(
     *,
     progress: bool = False,
     check_recorded: bool = True,
+    scheduler: str | None = None,
 ) -> Collected:
     """Stream over a split once: read, validate and reduce every sample to its statistics.
 
@@ -223,6 +262,10 @@ def collect(
         progress: Show a progress bar over samples.
         check_recorded: Compare the dataset and version recorded in the predictions with the
             store's (submissions compare them with the manifest instead).
+        scheduler: None (default): one pass in this process. Otherwise the per-sample work runs
+            as one Dask task per sample (:func:`cellbench.parallel.sample_outcomes`) on
+            ``threads``, ``processes``, ``synchronous`` or a ``dask.distributed`` scheduler
+            address (``tcp://host:8786``); the statistics, hence every value, are identical.
 
     Returns:
         The :class:`Collected` statistics.
@@ -268,36 +311,29 @@ def collect(
     metrics = spec.metrics(store, split)
     stats: dict[str, list[Any]] = {m.name: [] for m in metrics}
     scored: list[str] = []
-    for sid in tqdm(
-        ids,
-        desc=f"score {spec.name}",
-        unit=spec.resampling_unit,
-        disable=None if progress else True,
-    ):
-        if sid not in predicted:
-            continue
-        truth = spec.ground_truth(store, sid)
-        try:
-            # declared shapes first: nothing of a prediction is decoded before they fit
-            declared = predictions.declared(sid)
-            early = spec.check_declared(
-                declared, spec.expected_output(store, sid, truth), f"sample {sid!r}"
+    todo = [sid for sid in ids if sid in predicted]
+    if scheduler is not None:
+        from cellbench.parallel import sample_outcomes
+
+        outcomes = sample_outcomes(
+            spec, store, predictions, metrics, todo, scheduler=scheduler, progress=progress
+        )
+    else:
+        outcomes = (
+            sample_outcome(spec, store, predictions, metrics, sid, compute=not problems)
+            for sid in tqdm(
+                todo,
+                desc=f"score {spec.name}",
+                unit=spec.resampling_unit,
+                disable=None if progress else True,
             )
-            if early:
-                problems.extend(early)
-                continue
-            pred = predictions.get(sid)
-        except ValidationError as err:  # e.g. a CTC result folder that breaks the rules
-            problems.extend(f"sample {sid!r}: {p}" for p in err.problems)
-            continue
-        sample_problems = spec.validate_sample(store, sid, truth, pred)
-        if sample_problems:
-            problems.extend(sample_problems)
-            continue
-        if problems:
+        )
+    for sid, (sample_problems, sample_stats) in zip(todo, outcomes, strict=True):
+        problems.extend(sample_problems)
+        if sample_problems or problems or sample_stats is None:
             continue  # keep validating, but stop computing once the run cannot be reported
-        for m, s in zip(metrics, spec.sample_stats(metrics, sid, truth, pred), strict=True):
-            stats[m.name].append(s)
+        for m, st in zip(metrics, sample_stats, strict=True):
+            stats[m.name].append(st)
         scored.append(sid)
     if problems:
         raise ValidationError(problems, context=where)
@@ -471,6 +507,7 @@ def score(
     groups: Sequence[str] | None = None,
     ci_level: float = 0.95,
     progress: bool = False,
+    scheduler: str | None = None,
 ) -> ScoreReport:
     """Score predictions of one task on one split of a dataset version.
 
@@ -487,6 +524,8 @@ def score(
         groups: Metadata columns to report per group (default: the task's choice).
         ci_level: Coverage of the confidence interval.
         progress: Show a progress bar over samples.
+        scheduler: Dask scheduler for the per-sample work (see :func:`collect`); None: in
+            this process.
 
     Returns:
         The :class:`ScoreReport`.
@@ -495,7 +534,7 @@ def score(
         ValidationError: Listing every problem of the predictions (nothing is scored then).
         CellbenchError: If the dataset does not serve the task.
     """
-    collected = collect(task, dataset, split, predictions, progress=progress)
+    collected = collect(task, dataset, split, predictions, progress=progress, scheduler=scheduler)
     return summarise(
         collected, n_bootstrap=n_bootstrap, seed=seed, groups=groups, ci_level=ci_level
     )

@@ -13,6 +13,12 @@ variable                    meaning (default)
 ``CELLBENCH_DB``            challenge server database URL (``cellbench serve``/``worker``;
                             none: the embedded SQLite file under the server's folder)
 ``CELLBENCH_TOKEN``         API token ``cellbench submit --server`` sends (none; ``--token``)
+``CELLBENCH_CHUNK_CACHE``   size bound of the local cache of verified chunks read from stores
+                            at URLs (``s3://...``), e.g. ``2GiB``, ``500MB``; ``0`` disables
+                            it (``2GiB``; kept under ``CELLBENCH_HOME/chunks``)
+``CELLBENCH_OBJECT_STORE``  how stores at ``s3://``/``gs://``/``az://`` URLs are read:
+                            ``auto`` (obstore when installed, else fsspec), ``obstore`` or
+                            ``fsspec`` (``auto``)
 ==========================  ==============================================================
 
 Files under ``CELLBENCH_HOME`` that users may look at: ``sources.lock.json`` (the sha256 of
@@ -36,9 +42,11 @@ CATALOG = "CELLBENCH_CATALOG"
 LEADERBOARDS = "CELLBENCH_LEADERBOARDS"
 DB = "CELLBENCH_DB"
 TOKEN = "CELLBENCH_TOKEN"
+CHUNK_CACHE = "CELLBENCH_CHUNK_CACHE"
+OBJECT_STORE = "CELLBENCH_OBJECT_STORE"
 
 #: Every setting this module reads, for documentation and ``cellbench env``.
-VARIABLES = (HOME, OFFLINE, CATALOG, LEADERBOARDS, DB, TOKEN)
+VARIABLES = (HOME, OFFLINE, CATALOG, LEADERBOARDS, DB, TOKEN, CHUNK_CACHE, OBJECT_STORE)
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -87,6 +95,39 @@ def server_token(value: str | None = None) -> str | None:
     return value or os.environ.get(TOKEN) or None
 
 
+def chunk_cache_bytes(value: str | None = None) -> int:
+    """Bound of the chunk cache in bytes: ``value``, else ``$CELLBENCH_CHUNK_CACHE``, else 2 GiB.
+
+    Raises:
+        ValueError: For a value that is not a size (``2GiB``, ``500MB``, ``1048576``).
+    """
+    from cellbench.store.remote import parse_size
+
+    text = value if value is not None else os.environ.get(CHUNK_CACHE, "").strip()
+    if not text:
+        return DEFAULT_CHUNK_CACHE
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise ValueError(f"{CHUNK_CACHE}: {err}") from None
+
+
+def object_store_backend(value: str | None = None) -> str:
+    """``auto``, ``obstore`` or ``fsspec``: ``value``, else ``$CELLBENCH_OBJECT_STORE``.
+
+    Raises:
+        ValueError: For any other value.
+    """
+    chosen = (value or os.environ.get(OBJECT_STORE, "") or "auto").strip().lower()
+    if chosen not in ("auto", "obstore", "fsspec"):
+        raise ValueError(f"{OBJECT_STORE}: {chosen!r} is not one of auto, obstore, fsspec")
+    return chosen
+
+
+#: Default bound of the chunk cache (bytes).
+DEFAULT_CHUNK_CACHE = 2 * 2**30
+
+
 def current() -> dict[str, str]:
     """The value each setting has now (for ``cellbench env`` and bug reports).
 
@@ -105,4 +146,6 @@ def current() -> dict[str, str]:
         LEADERBOARDS: leaderboards_root(),
         DB: db,
         TOKEN: "set" if server_token() else "",
+        CHUNK_CACHE: os.environ.get(CHUNK_CACHE, "") or "2GiB",
+        OBJECT_STORE: os.environ.get(OBJECT_STORE, "") or "auto",
     }

@@ -62,3 +62,39 @@ def cli_env() -> dict[str, str]:
 def cli_cmd() -> list[str]:
     """Command prefix that runs the cellbench CLI with the current interpreter."""
     return [sys.executable, "-m", "cellbench"]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-protocol server (moto) on 127.0.0.1, shared by the session."""
+    boto3 = pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    from tests.store.fetch_helpers import S3Endpoint
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    yield S3Endpoint(url, client)
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, monkeypatch):
+    """A fresh bucket on the moto server, which the environment names as the S3 endpoint."""
+    import uuid
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_endpoint.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_endpoint.secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    s3_endpoint.client.create_bucket(Bucket=bucket)
+    return bucket

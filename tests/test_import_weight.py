@@ -68,3 +68,82 @@ def test_core_paths_import_no_extra(module, cli_env):
         [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, check=True
     ).stdout.strip()
     assert [m for m in out.split(",") if m] == [], f"importing {module} loads extras"
+
+
+#: Never imported by ``cellbench score-ctc --json``: each costs 0.1-0.3 s of a process start
+#: (scipy.optimize and scipy.sparse for assignments and components, numpy.ma which a plain
+#: np.unique imports under NumPy 2.4, importlib.metadata for the version, rich for tables that
+#: --json does not print, the other commands' modules).
+SCORE_CTC_NEVER = (
+    "scipy.optimize",
+    "scipy.sparse",
+    "scipy.ndimage",
+    "numpy.ma",
+    "importlib.metadata",
+    "rich",
+    "zarr",
+    "cellbench.cli.datasets",
+    "cellbench.cli.train",
+    "cellbench.cli.server",
+)
+
+
+def test_score_ctc_process_imports_only_what_it_uses(cli_env, tmp_path):
+    import json
+
+    import numpy as np
+
+    from cellbench.tasks.tracking.ctc import write_ctc_ground_truth, write_ctc_result
+    from cellbench.tracks import TrackedSequence
+
+    lab = np.zeros((4, 24, 24), np.uint16)
+    lab[0:2, 2:8, 2:12] = 1  # divides into 2 and 3
+    lab[2:4, 2:8, 2:7] = 2
+    lab[2:4, 2:8, 7:12] = 3
+    lab[:, 14:20, 14:20] = 4
+    gt = TrackedSequence(lab, [[1, 0, 1, 0], [2, 2, 3, 1], [3, 2, 3, 1], [4, 0, 3, 0]])
+    res = TrackedSequence(lab, [[1, 0, 1, 0], [2, 2, 3, 1], [3, 2, 3, 1], [4, 0, 1, 0]])
+    res = TrackedSequence(np.where(lab == 4, 0, lab).astype(np.uint16), res.tracks[:3])
+    write_ctc_ground_truth(gt, tmp_path / "01_GT")
+    write_ctc_result(res, tmp_path / "01_RES")
+    code = (
+        "import sys, json\n"
+        "from cellbench.cli import main\n"
+        f"sys.argv = ['cellbench', 'score-ctc', {str(tmp_path / '01_GT')!r}, "
+        f"{str(tmp_path / '01_RES')!r}, '--json']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        f"print(json.dumps([m for m in {SCORE_CTC_NEVER!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, check=True
+    ).stdout
+    *report, loaded = out.strip().splitlines()
+    values = json.loads("\n".join(report))
+    assert values["ctc"]["values"]["fn"] == 4  # the real scoring ran (track 4 missing)
+    assert values["hota"]["values"]["hota"] < 1 and values["mot_ctc"]["values"]["idf1"] < 1
+    assert json.loads(loaded) == [], f"score-ctc imports {loaded}"
+
+
+def test_lazy_cli_registry_matches_the_commands():
+    from click.testing import CliRunner
+
+    from cellbench.cli import main
+    from cellbench.cli.commands import LAZY, load
+
+    for name in LAZY:
+        assert load(name).name == name
+    help_text = CliRunner().invoke(main, ["--help"]).output
+    assert all(name in help_text for name in LAZY)
+    # Loaded commands get the shared options like the others.
+    assert any("--offline" in p.opts for p in main.get_command(None, "score-ctc").params)
+
+
+def test_version_constant_is_the_packaged_version():
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from cellbench import __version__
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert __version__ == pyproject["project"]["version"] == version("cellbench")

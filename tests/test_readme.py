@@ -56,4 +56,5 @@ def test_every_python_block_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "coco_ap/ap" in done.stdout
+    assert re.search(r"^epoch 1: loss \d+\.\d{3}$", done.stdout, re.MULTILINE), done.stdout
     assert (work / "preds.zarr").is_dir()

@@ -316,12 +316,58 @@ def test_cli_score_ctc_folders(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["ctc"]["values"]["tra"] == 1.0 and data["ctc"]["values"]["fn"] == 0
+    # The CTC identity measures and both MOTA conventions, side by side.
+    assert data["hota"]["values"]["hota"] == 1.0 and data["hota"]["values"]["chota"] == 1.0
+    assert data["mot_ctc"]["values"]["mota"] == 1.0 and data["mot"]["values"]["mota"] == 1.0
+    assert "cca" in data["cca"]["values"]
     # break the result: remove a mask frame and corrupt the track file
     (tmp_path / "01_RES" / "mask001.tif").unlink()
     (tmp_path / "01_RES" / "res_track.txt").write_text("1 0 x 0\n")
     res = runner.invoke(main, ["score-ctc", str(tmp_path / "01_GT"), str(tmp_path / "01_RES")])
     assert res.exit_code == 1
     assert "mask001" in res.output and "res_track.txt" in res.output
+
+
+def test_cli_score_ctc_linking_only(tmp_path):
+    from cellbench.tasks.tracking.ctc import write_ctc_ground_truth
+    from cellbench.tracks import TrackedSequence
+
+    store = _store("tracking")
+    seq = _seq(store.sample(store.sample_ids("test")[0]))
+    write_ctc_ground_truth(seq, tmp_path / "01_GT")
+    # The given segmentation, relabelled, with every track cut after its first frame: the links
+    # are wrong, the masks are right.
+    labels = seq.labels.astype(np.int64)
+    rows, nxt = [], int(labels.max()) + 1
+    for lab, b, e, _ in seq.tracks.tolist():
+        rows.append([lab, b, b, 0])
+        for t in range(b + 1, e + 1):
+            labels[t][labels[t] == lab] = nxt
+            rows.append([nxt, t, t, 0])
+            nxt += 1
+    write_ctc_result(TrackedSequence(labels.astype(np.uint16), rows), tmp_path / "01_RES")
+    args = ["score-ctc", str(tmp_path / "01_GT"), str(tmp_path / "01_RES"), "--linking-only"]
+    runner = CliRunner()
+    res = runner.invoke(main, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    v = json.loads(res.output)["linking"]["values"]
+    n_links = seq.graph().n_edges  # track links and parent links: all missing
+    assert v["ea"] == n_links and v["ed"] == 0 and v["lnk"] == 0.0
+    # Only the reference's one-frame tracks are complete: CT = 2 T_rc / (T_r + T_c).
+    one_frame = sum(1 for _, b, e, _ in seq.tracks.tolist() if b == e)
+    assert v["ct"] == pytest.approx(2 * one_frame / (len(seq.tracks) + len(rows)))
+    assert v["op_clb@0"] == pytest.approx((v["lnk"] + v["bio@0"]) / 2)
+    assert "ctc" not in json.loads(res.output)  # DET/SEG are 1 by construction: not shown
+    # Masks that are not the reference's are refused, frame by frame.
+    frame = labels[1].copy()
+    frame[frame > 0] = 0
+    labels[1] = frame
+    rows = [r for r in rows if r[1] != 1]
+    write_ctc_result(TrackedSequence(labels.astype(np.uint16), rows), tmp_path / "02_RES")
+    args[2] = str(tmp_path / "02_RES")
+    res = runner.invoke(main, args)
+    assert res.exit_code == 1
+    assert "frame 1: reference objects" in res.output and "linking-only" in res.output
 
 
 def test_negative_labels_are_reported_for_every_sample():

@@ -19,8 +19,13 @@ from typing import Any
 import click
 
 from cellbench._version import __version__
-from cellbench.cli.options import COMMAND_KEY, CliOptions, add_shared_options
-from cellbench.errors import CellbenchError
+from cellbench.cli.options import (
+    COMMAND_KEY,
+    CliOptions,
+    add_shared_options,
+    add_shared_options_to,
+)
+from cellbench.errors import CellbenchError, one_line
 from cellbench.extras import missing_extra
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
@@ -28,13 +33,37 @@ EXIT_INTERRUPTED = 130
 
 
 class CellbenchGroup(click.Group):
-    """Click group that reports user errors, missing extras and Ctrl-C as one clean line."""
+    """Click group that reports user errors, missing extras and Ctrl-C as one clean line.
+
+    Its registered commands (:data:`cellbench.cli.commands.LAZY`) are imported when first
+    looked up, so a process only imports the command it runs.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Registered (lazy) commands in registry order, then the ones defined here."""
+        from cellbench.cli.commands import LAZY
+
+        return list(LAZY) + sorted(n for n in self.commands if n not in LAZY)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, imported on first use and given the shared options."""
+        if cmd_name not in self.commands:
+            from cellbench.cli.commands import LAZY, load
+
+            if cmd_name not in LAZY:
+                return None
+            command = load(cmd_name)
+            self.add_command(command)
+            add_shared_options_to(command)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command, turning user errors into a one-line message and exit code."""
         try:
             return super().invoke(ctx)
         except CellbenchError as err:
+            # an error from a DataLoader worker arrives with the worker's traceback folded in
+            err = one_line(err)
             click.secho(f"error: {err}", fg="red", err=True)
             ctx.exit(err.exit_code)
         except ImportError as err:
@@ -113,16 +142,7 @@ def demo(
     )
 
 
-def _register() -> None:
-    """Attach the command modules to the main group."""
-    from cellbench.cli import commands
-
-    for command in commands.ALL:
-        main.add_command(command)
-    add_shared_options(main)
-
-
-_register()
+add_shared_options(main)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cellbench.cli.options import CliOptions
+from cellbench.cli.options import CliOptions, scheduler_option
 from cellbench.cli.output import emit_json, id_column, is_stdout, json_option
 from cellbench.errors import StoreError
 from cellbench.tasks import task_names
@@ -215,6 +215,14 @@ def info(ref: str, as_json: bool) -> None:
 @click.option(
     "--hidden-split", default="test", show_default=True, help="Split left without labels."
 )
+@click.option(
+    "--to",
+    "to",
+    default=None,
+    metavar="URL",
+    help="Also upload the verified store to an fsspec URL (s3://bucket/prefix; endpoint and "
+    "credentials from the AWS_* variables); its root zarr.json is written last.",
+)
 @click.pass_obj
 def pull(
     options: CliOptions,
@@ -226,10 +234,20 @@ def pull(
     challenge: str | None,
     token: str | None,
     hidden_split: str,
+    to: str | None,
 ) -> None:
     """Fetch REF's sources, verify them and build its canonical store in the cache."""
     from cellbench.registry import pull as do_pull
 
+    if to is not None:
+        if public or server:
+            raise StoreError("--to uploads the complete store; it cannot be combined with --public")
+        from cellbench.registry import pull_to
+
+        store = pull_to(ref, to, force=force, progress=not quiet, offline=options.offline)
+        click.echo(f"{store.ref}: {len(store)} samples {store.splits} at {store.path}")
+        click.echo(f"checksum {store.checksum}")
+        return
     if public:
         _pull_public(ref, force, server, challenge, token, hidden_split)
         return
@@ -261,14 +279,28 @@ def pin(ref: str, quiet: bool) -> None:
 @datasets.command()
 @click.argument("ref")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def verify(ref: str, quiet: bool) -> None:
+@scheduler_option("the checks (one task per array)")
+def verify(ref: str, quiet: bool, scheduler: str | None) -> None:
     """Recompute every checksum of REF's store and report every problem at once."""
     from cellbench.registry import store_location
     from cellbench.store.format import CURRENT_FORMAT, is_current
     from cellbench.store.integrity import repair_hint, verify_store
+    from cellbench.store.remote import is_url
 
+    if is_url(ref):
+        from cellbench.store.zarr_store import DatasetStore
+
+        remote = DatasetStore.open(ref)
+        problems = remote.verify(progress=not quiet, scheduler=scheduler)
+        if problems:
+            for line in problems:
+                click.secho(line, fg="red", err=True)
+            raise StoreError(f"{ref}: {len(problems)} problem(s) found; {repair_hint(remote.ref)}")
+        n = len(remote.manifest["arrays"])
+        click.echo(f"{remote.ref}: OK ({n} arrays verified at {ref}, digest {remote.checksum})")
+        return
     path = store_location(ref)
-    problems = verify_store(path, progress=not quiet)
+    problems = verify_store(path, progress=not quiet, scheduler=scheduler)
     if problems:
         for line in problems:
             click.secho(line, fg="red", err=True)

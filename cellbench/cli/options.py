@@ -54,10 +54,15 @@ def offline_option() -> click.Option:
 def add_shared_options(group: click.Group) -> None:
     """Give every command and subgroup under ``group`` the shared options (``--offline``)."""
     for command in group.commands.values():
-        if not any("--offline" in p.opts for p in command.params):
-            command.params.append(offline_option())
-        if isinstance(command, click.Group):
-            add_shared_options(command)
+        add_shared_options_to(command)
+
+
+def add_shared_options_to(command: click.Command) -> None:
+    """Give one command (and, for a group, every command under it) the shared options."""
+    if not any("--offline" in p.opts for p in command.params):
+        command.params.append(offline_option())
+    if isinstance(command, click.Group):
+        add_shared_options(command)
 
 
 class OneSpellingOption(click.Option):
@@ -80,3 +85,24 @@ class OneSpellingOption(click.Option):
 def one_spelling(*names: str, **kwargs: Any) -> Any:
     """``click.option`` with :class:`OneSpellingOption` (first name shown, the rest accepted)."""
     return click.option(*names, cls=OneSpellingOption, **kwargs)
+
+
+def _scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from cellbench.parallel import resolve_scheduler
+
+    try:
+        return resolve_scheduler(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx=ctx, param=param) from None
+
+
+def scheduler_option(what: str) -> Any:
+    """``--scheduler``: run ``what`` as Dask tasks (local pool or a distributed scheduler)."""
+    return click.option(
+        "--scheduler",
+        default=None,
+        callback=_scheduler,
+        metavar="threads|processes|synchronous|tcp://HOST:8786",
+        help=f"Run {what} as Dask tasks on a local pool or a dask.distributed scheduler "
+        "(default: $DASK_SCHEDULER_ADDRESS if set, else in this process as before).",
+    )

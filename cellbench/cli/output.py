@@ -13,11 +13,13 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:  # rich is imported when a table is printed, not on --json paths
+    from rich.console import Console
+    from rich.table import Table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,6 +31,8 @@ STDOUT = "-"
 
 def console(*, stderr: bool = False) -> Console:
     """A rich console: the terminal's width, or :data:`PIPE_WIDTH` when piped."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else PIPE_WIDTH
     return Console(highlight=False, soft_wrap=True, width=width, stderr=stderr)

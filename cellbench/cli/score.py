@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from cellbench.cli.options import one_spelling
+from cellbench.cli.options import one_spelling, scheduler_option
 from cellbench.cli.output import info, is_stdout, json_option
-from cellbench.report import ScoreReport
+
+if TYPE_CHECKING:  # rich and the report are imported when used, not on every start
+    from rich.console import Console
+
+    from cellbench.report import ScoreReport
 
 
 def _fmt(value: float) -> str:
@@ -24,6 +27,9 @@ def _fmt(value: float) -> str:
 
 def print_report(report: ScoreReport, console: Console | None = None, full: bool = False) -> None:
     """Print a score report as terminal tables (headline, metrics, groups)."""
+    from rich.console import Console
+    from rich.table import Table
+
     console = console or Console(highlight=False)
     h = report.headline
     ci = (
@@ -59,11 +65,27 @@ def print_report(report: ScoreReport, console: Console | None = None, full: bool
         console.print(f"note: {note}")
 
 
+def _predictions_location(ctx: click.Context, param: click.Parameter, value: str) -> str | Path:
+    """A URL (``s3://.../preds.zarr``) as is; a local path must exist."""
+    from cellbench.store.remote import is_url
+
+    if is_url(value) and not value.startswith("file://"):
+        return value
+    path = Path(value.removeprefix("file://"))
+    if not path.exists():
+        raise click.BadParameter(f"{value}: does not exist", ctx=ctx, param=param)
+    return path
+
+
 @click.command()
 @click.option("--task", required=True, help="Task name, e.g. instance-segmentation.")
-@click.option("--dataset", required=True, help="Dataset id[@version] (pulled or imported).")
+@click.option(
+    "--dataset",
+    required=True,
+    help="Dataset id[@version] (pulled or imported), a store folder or a store URL (s3://...).",
+)
 @click.option("--split", default="test", show_default=True)
-@click.argument("predictions", type=click.Path(exists=True, path_type=Path))
+@click.argument("predictions", callback=_predictions_location)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, allow_dash=True),
@@ -81,11 +103,12 @@ def print_report(report: ScoreReport, console: Console | None = None, full: bool
 @click.option("--full", is_flag=True, help="Show values at every IoU threshold.")
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@scheduler_option("the per-sample statistics (one task per image or sequence)")
 def score(
     task: str,
     dataset: str,
     split: str,
-    predictions: Path,
+    predictions: str | Path,
     out: Path | None,
     bootstrap: int,
     bootstrap_seed: int,
@@ -93,6 +116,7 @@ def score(
     full: bool,
     as_json: bool,
     quiet: bool,
+    scheduler: str | None,
 ) -> None:
     """Score PREDICTIONS (canonical Zarr, CSV, TIFF folder, CTC folders, COCO results JSON).
 
@@ -112,6 +136,7 @@ def score(
         seed=bootstrap_seed,
         groups=list(groups) or None,
         progress=not quiet,
+        scheduler=scheduler,
     )
     if data_on_stdout:
         click.echo(report.to_json())
@@ -129,39 +154,63 @@ def score(
     "--division-tolerance",
     default=1,
     show_default=True,
-    help="Frames of tolerance when matching divisions.",
+    type=click.IntRange(0),
+    help="Frames of tolerance when matching divisions (walked by frames, traccuracy 0.4.1).",
+)
+@click.option(
+    "--linking-only",
+    is_flag=True,
+    help="The segmentation was given (CTC linking benchmark): the masks must be the reference's; "
+    "report LNK, CT, TF, BC(i), CCA, BIO(i), OP_CLB(i), divisions, HOTA/CHOTA, MOTA/IDF1.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def score_ctc(gt_dir: Path, res_dir: Path, division_tolerance: int, as_json: bool) -> None:
+def score_ctc(
+    gt_dir: Path, res_dir: Path, division_tolerance: int, linking_only: bool, as_json: bool
+) -> None:
     """Score one Cell Tracking Challenge result folder (RES_DIR) against GT_DIR.
 
     GT_DIR is a ``<seq>_GT`` folder (``TRA/man_track*.tif`` + ``man_track.txt``, optional
     ``SEG``); RES_DIR a ``<seq>_RES`` folder (``mask*.tif`` + ``res_track.txt``). Both are
-    checked against every CTC rule first.
+    checked against every CTC rule first. With ``--linking-only`` the result's masks must also
+    be the reference's, relabelled (every differing frame is listed), and only link-dependent
+    measures are reported (DET and SEG are 1 by construction).
     """
     import json
 
     from cellbench.metrics.tracking import (
         BranchingCorrectness,
+        CellCycleAccuracy,
         CompleteTracks,
         CTCMeasures,
+        CTCMOTMetrics,
         DivisionMetrics,
+        HOTAMetrics,
+        MOTMetrics,
     )
+    from cellbench.metrics.tracking.linking import LinkingMetrics
     from cellbench.tasks.tracking.ctc import score_ctc_folders
 
-    results = score_ctc_folders(
-        gt_dir,
-        res_dir,
-        metrics=[
+    divisions = DivisionMetrics(frame_tolerance=division_tolerance)
+    if linking_only:
+        metrics = [LinkingMetrics(), divisions, HOTAMetrics(), CTCMOTMetrics()]
+    else:
+        metrics = [
             CTCMeasures(),
-            DivisionMetrics(frame_tolerance=division_tolerance),
+            divisions,
             CompleteTracks(),
             BranchingCorrectness(),
-        ],
-    )
+            CellCycleAccuracy(),
+            HOTAMetrics(),
+            CTCMOTMetrics(),
+            MOTMetrics(),
+        ]
+    results = score_ctc_folders(gt_dir, res_dir, metrics=metrics, linking_only=linking_only)
     if as_json:
         click.echo(json.dumps({k: r.to_dict() for k, r in results.items()}, indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"{res_dir.name} vs {gt_dir.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")

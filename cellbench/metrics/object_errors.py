@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from cellbench.errors import ValidationError
 from cellbench.metrics.base import Metric
@@ -68,6 +67,8 @@ def _deepcell_assignment(iou: np.ndarray, cutoff1: float) -> tuple[np.ndarray, n
     cm[-n_p:, -n_t:] = 1 - iou.T
     cm[-n_p:, :n_p] = cutoff1 * np.eye(n_p) + np.ones((n_p, n_p)) - np.eye(n_p)
     cm[:n_t, -n_t:] = cutoff1 * np.eye(n_t) + np.ones((n_t, n_t)) - np.eye(n_t)
+    from scipy.optimize import linear_sum_assignment  # lazy: 0.3 s of a process start
+
     rows, cols = linear_sum_assignment(cm)
     top_left = (rows < n_t) & (cols < n_p)
     return rows[top_left], cols[top_left]

@@ -311,7 +311,9 @@ def forget_verdicts() -> None:
 
 
 # ---------------------------------------------------------------------- full verification
-def verify_store(path: str | os.PathLike[str], progress: bool = False) -> list[str]:
+def verify_store(
+    path: str | os.PathLike[str], progress: bool = False, scheduler: str | None = None
+) -> list[str]:
     """Check a store folder completely and list every problem (empty: the store is intact).
 
     Works on stores that cannot be opened (a truncated manifest or root ``zarr.json`` is one
@@ -325,6 +327,8 @@ def verify_store(path: str | os.PathLike[str], progress: bool = False) -> list[s
     Args:
         path: The store folder.
         progress: Show a progress bar over arrays.
+        scheduler: None: check the arrays one after the other here. Otherwise one Dask task
+            per array (see :mod:`cellbench.parallel`); the problems are the same, in order.
 
     Returns:
         One line per damaged node or array and per unknown file.
@@ -408,6 +412,13 @@ def verify_store(path: str | os.PathLike[str], progress: bool = False) -> list[s
             bad_nodes.add(node)
 
     items = sorted(manifest.arrays.items())
+    if scheduler is not None:
+        from cellbench.parallel import verify_arrays
+
+        todo = [apath for apath, _ in items if apath not in bad_nodes]
+        problems += verify_arrays(where, todo, manifest, scheduler=scheduler, progress=progress)
+        problems += _unknown_files(root, where, manifest)
+        return problems
     bar = tqdm(items, desc="verify", unit="array", disable=None if progress else True)
     for apath, entry in bar:
         if apath in bad_nodes:

@@ -454,7 +454,7 @@ class DatasetStore:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         fmt: StoreFormat,
         root: zarr.Group,
         meta: dict[str, Any],
@@ -483,10 +483,20 @@ class DatasetStore:
     def open(cls, path: str | Path) -> DatasetStore:
         """Open a store, checking its format version, completeness and manifest.
 
+        ``path`` may be an fsspec URL (``s3://bucket/prefix/ds@1.zarr``): the store is then
+        read chunk by chunk through a local verified chunk cache (see
+        :mod:`cellbench.store.remote`) and :attr:`path` is the URL.
+
         Raises:
             StoreError: For a missing, foreign, unknown-version or incomplete store, or one
                 whose manifest is missing or damaged (one line, with the repair command).
         """
+        from cellbench.store.remote import is_url, open_remote
+
+        if is_url(path):
+            if not str(path).startswith("file://"):
+                return open_remote(str(path))
+            path = str(path)[len("file://") :]
         path = Path(path)
         fmt = detect_format(path)
         meta = dict(read_root_attributes(path)["cellbench"])
@@ -510,6 +520,11 @@ class DatasetStore:
                 f"{path}: unreadable store ({err}); {repair_hint(ref)}"
             ) from None
         return cls(path, fmt, root, meta, manifest)
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the store is read from a URL (``path`` is then the URL)."""
+        return isinstance(self.path, str)
 
     @property
     def ref(self) -> str:
@@ -840,7 +855,7 @@ class DatasetStore:
             yield self.sample(sid)
 
     # ------------------------------------------------------------------ integrity
-    def verify(self, progress: bool = False) -> list[str]:
+    def verify(self, progress: bool = False, scheduler: str | None = None) -> list[str]:
         """Recompute every checksum and report every problem (empty list: store is intact).
 
         See :func:`cellbench.store.integrity.verify_store`: root attributes and digest, the
@@ -849,11 +864,17 @@ class DatasetStore:
 
         Args:
             progress: Show a progress bar over arrays.
+            scheduler: Dask scheduler (one task per array, see :mod:`cellbench.parallel`);
+                None checks here, one array after the other.
 
         Returns:
             One line per problem.
         """
-        return verify_store(self.path, progress=progress)
+        if self.is_remote:
+            from cellbench.store.remote import verify_remote
+
+            return verify_remote(self, progress=progress, scheduler=scheduler)
+        return verify_store(self.path, progress=progress, scheduler=scheduler)
 
     def __repr__(self) -> str:
         return (

@@ -11,6 +11,10 @@ rdf.yaml input preprocessing                       cellbench normalisation
 ``scale_range`` (``min_percentile``,               ``percentile`` (``low``, ``high``), per
 ``max_percentile``; per channel)                   channel as cellbench always does
 ``zero_mean_unit_variance``                        ``zscore``
+``fixed_zero_mean_unit_variance`` (``mean``,       ``affine``: offset ``mean``, scale
+``std``, ``eps``)                                  ``std + eps``
+``scale_linear`` (``gain`` > 0, ``offset``)        ``affine``: offset ``-offset / gain``, scale
+                                                   ``1 / gain``
 none (``ensure_dtype`` alone)                      ``none``
 =================================================  ============================================
 
@@ -23,6 +27,7 @@ preprocessing, no TorchScript weights, a zip member escaping the folder) is list
 from __future__ import annotations
 
 import hashlib
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,10 +101,46 @@ def _normalisation(preprocessing: list[Any], where: str) -> tuple[dict[str, Any]
         return {"method": "percentile", "low": low, "high": high}, []
     if op.get("id") == "zero_mean_unit_variance":
         return {"method": "zscore"}, []
+    if op.get("id") in ("fixed_zero_mean_unit_variance", "scale_linear"):
+        return _affine(str(op["id"]), kwargs, where)
     return {}, [
         f"{where}: preprocessing {op.get('id')!r} is not one cellbench can run "
-        "(scale_range, zero_mean_unit_variance or none)"
+        "(scale_range, zero_mean_unit_variance, fixed_zero_mean_unit_variance, "
+        "scale_linear or none)"
     ]
+
+
+def _numbers(value: Any) -> list[float] | None:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    ):
+        return None
+    return [float(v) for v in values]
+
+
+def _affine(op: str, kwargs: dict[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
+    """Fixed per-channel statistics as cellbench's ``affine`` normalisation (module table)."""
+    if op == "fixed_zero_mean_unit_variance":
+        mean, std = _numbers(kwargs.get("mean")), _numbers(kwargs.get("std"))
+        eps = _numbers(kwargs.get("eps", 1e-6))
+        if mean is None or std is None or eps is None or len(mean) != len(std):
+            return {}, [f"{where}: {op} needs numbers mean and std of equal length"]
+        offset, scale = mean, [s + eps[0] for s in std]
+    else:
+        gain, off = _numbers(kwargs.get("gain", 1.0)), _numbers(kwargs.get("offset", 0.0))
+        if gain is not None and off is not None:  # a scalar applies to every channel
+            n = max(len(gain), len(off))
+            gain = gain * n if len(gain) == 1 else gain
+            off = off * n if len(off) == 1 else off
+        if gain is None or off is None or len(gain) != len(off):
+            return {}, [f"{where}: {op} needs numbers gain and offset of equal length"]
+        if any(g <= 0 for g in gain):
+            return {}, [f"{where}: {op} gain must be positive for cellbench to run it"]
+        offset, scale = [-o / g for o, g in zip(off, gain, strict=True)], [1 / g for g in gain]
+    if any(s <= 0 for s in scale):
+        return {}, [f"{where}: {op} gives a non-positive scale"]
+    return {"method": "affine", "offset": offset, "scale": scale}, []
 
 
 def read_package(folder: Path) -> BioImageIOPackage:

@@ -12,6 +12,7 @@ does not silently drop information.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from cellbench.tasks import get_task, task_names
 KINDS = ("predictions", "torchscript", "onnx", "safetensors", "bioimageio")
 #: Model kinds that cellbench runs with the TorchScript/ONNX input-output convention.
 CONVENTION_KINDS = ("torchscript", "onnx")
-NORMALISATIONS = ("percentile", "minmax", "zscore", "none")
+NORMALISATIONS = ("percentile", "minmax", "zscore", "affine", "none")
 DEFAULT_NORMALISATION: dict[str, Any] = {"method": "percentile", "low": 1.0, "high": 99.8}
 
 #: Budgets of manifest values.
@@ -373,6 +374,28 @@ def _normalisation(norm: Any, problems: list[str]) -> dict[str, Any]:
             )
         else:
             out.update(low=float(low), high=float(high))
+    elif method == "affine":
+        allowed |= {"offset", "scale"}
+        values = {k: norm.get(k) for k in ("offset", "scale")}
+        numbers = all(
+            isinstance(v, list)
+            and v
+            and all(isinstance(n, int | float) and not isinstance(n, bool) for n in v)
+            and all(math.isfinite(n) for n in v)
+            for v in values.values()
+        )
+        if not numbers or len(values["offset"]) != len(values["scale"]):
+            problems.append(
+                "normalisation: affine needs offset and scale, lists of numbers of equal "
+                "length (one per channel)"
+            )
+        elif any(n <= 0 for n in values["scale"]):
+            problems.append("normalisation: affine scale values must be positive")
+        else:
+            out.update(
+                offset=[float(n) for n in values["offset"]],
+                scale=[float(n) for n in values["scale"]],
+            )
     extra = sorted(set(norm) - allowed)
     if extra:
         problems.append(
@@ -456,7 +479,8 @@ submission: predictions.zarr       # path relative to this file:
   # safetensors: a model package folder (model.json + model.safetensors) of a cellbench baseline
   # bioimageio: a BioImage.IO 0.5 model package (folder or .zip with rdf.yaml, TorchScript weights)
 # normalisation:                   # torchscript/onnx only; how cellbench normalises the input
-#   method: percentile             # percentile (default) | minmax | zscore | none
+#   method: percentile             # percentile (default) | minmax | zscore | affine | none
+#                                  # (affine: offset: [..], scale: [..] per channel)
 #   low: 1.0
 #   high: 99.8
 notes: ""

@@ -12,6 +12,8 @@ Input (every task cellbench runs models for)
                  ``low``/``high`` (default 1 and 99.8); not clipped
     minmax       ``(x - min) / (max - min)``
     zscore       ``(x - mean) / std``
+    affine       ``(x - offset_c) / scale_c`` with fixed per-channel ``offset`` and
+                 ``scale`` lists (dataset statistics, e.g. of an exported cellbench run)
     none         ``x`` as float32
     ===========  =================================================================
 
@@ -75,6 +77,16 @@ def normalise(image: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
     method = spec.get("method", "percentile")
     if method == "none":
         return x
+    if method == "affine":
+        offset = np.asarray(spec["offset"], dtype=np.float32)
+        scale = np.asarray(spec["scale"], dtype=np.float32)
+        if offset.size not in (1, x.shape[0]):
+            raise ValueError(
+                f"normalisation has {offset.size} affine offsets for an image of "
+                f"{x.shape[0]} channels"
+            )
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        return ((x - offset.reshape(shape)) / scale.reshape(shape)).astype(np.float32)
     flat = x.reshape(x.shape[0], -1)
     if method == "percentile":
         lo, hi = np.percentile(flat, [spec.get("low", 1.0), spec.get("high", 99.8)], axis=1)
@@ -344,7 +356,12 @@ def sandbox_entry(job: Mapping[str, Any], status: Any) -> dict[str, Any]:
     with ResourceMonitor(cuda=cuda and kind == "torchscript") as monitor, writer:
         for i, sid in enumerate(ids):
             image = np.asarray(store.image(sid)[...])
-            x = normalise(image, job["normalisation"])[None]
+            try:
+                x = normalise(image, job["normalisation"])[None]
+            except ValueError as err:
+                raise ValidationError(
+                    [f"sample {sid!r}: {err}"], context=f"{display} (normalisation)"
+                ) from None
             try:
                 outputs = model(x)
             except ValidationError as err:

@@ -9,8 +9,9 @@ A task lives in ``cellbench/tasks/<task>/`` and is listed once in :mod:`.registr
 ``io.py``
     Every on-disk prediction format the task accepts besides the canonical Zarr set.
 ``training.py``, ``hf.py``
-    Training hooks (batch keys, targets, class table, imbalance, diagnostics, inference
-    stitching) and the Hugging Face column mapping.
+    Training hooks (batch keys and their public names in :mod:`cellbench.torch`, targets,
+    class table, imbalance, diagnostics, inference stitching, the output of exported
+    BioImage.IO models) and the Hugging Face column mapping.
 
 Scoring, training, submissions, the HF exporter and leaderboards call these hooks and never
 compare task names. Adding a task is one new package plus one line in

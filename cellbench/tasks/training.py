@@ -65,6 +65,26 @@ class Tile:
         return tuple(slice(s, s + n) for s, n in zip(self.start, self.size, strict=True))
 
 
+@dataclass(frozen=True)
+class ExportOutput:
+    """The output of a network exported for a task (a BioImage.IO model's output tensor).
+
+    It is the first output of the model-submission I/O convention
+    (:mod:`cellbench.submissions.runners`), so an exported package can be submitted back.
+
+    Attributes:
+        id: Tensor id (``logits``, ``prediction``, ``labels``).
+        description: What the values are.
+        channel_names: Names of the channel axis, or None for an output without one.
+        spatial: Whether the output has the input's spatial axes.
+    """
+
+    id: str
+    description: str
+    channel_names: tuple[str, ...] | None
+    spatial: bool
+
+
 class TileStitcher(ABC):
     """Assembles a whole-image prediction from a model's outputs on overlapping tiles.
 
@@ -113,6 +133,9 @@ class TaskTraining:
         fields: Batch key -> store field it is read from, ``image`` first (the batch keys of
             :mod:`cellbench.training.baseline`; a sample's class comes from the class table,
             batch key ``label``, when :attr:`ClassStatistics.labels` are set).
+        sample_keys: Batch key -> key of the public PyTorch dataset's samples
+            (:class:`cellbench.torch.CellbenchDataset`, MONAI-style ``image`` / ``mask`` /
+            ``label`` / ``target``) where they differ; keys not listed keep their name.
         sequences: Samples are time sequences ``(t, c, [z,] y, x)``: every frame is a
             training item, and a model predicts a whole sequence at once.
         frame_task: For sequence tasks, the task a model of single frames serves (a
@@ -122,6 +145,7 @@ class TaskTraining:
     """
 
     fields: ClassVar[Mapping[str, str]] = {"image": "image"}
+    sample_keys: ClassVar[Mapping[str, str]] = {}
     sequences: ClassVar[bool] = False
     frame_task: ClassVar[str | None] = None
     diagnoses_predictions: ClassVar[bool] = False
@@ -139,6 +163,10 @@ class TaskTraining:
     def has_classes(self) -> bool:
         """Whether the task has a class table (class weights and rebalancing apply)."""
         return self.task.class_table is not None
+
+    def sample_key(self, key: str) -> str:
+        """The public dataset's name of a batch key (see :attr:`sample_keys`)."""
+        return self.sample_keys.get(key, key)
 
     def check_store(self, store: DatasetStore) -> list[str]:
         """Problems that keep a store from being trained on for this task (one line each)."""
@@ -247,9 +275,27 @@ class TaskTraining:
                 setattr(prediction, name, np.asarray(output[name]))
         return prediction
 
+    def export_output(self, spec: Any) -> ExportOutput | None:
+        """The output of this task's networks exported as BioImage.IO models (default: none).
+
+        Args:
+            spec: The model's :class:`~cellbench.training.baseline.DataSpec`.
+
+        Returns:
+            The output description, or None when the task's models are not exported.
+        """
+        return None
+
     def provenance(self, normaliser: Any) -> dict[str, Any]:
         """Facts about predictions to record with them (default none)."""
         return {}
 
 
-__all__ = ["ARRAY_FIELDS", "ClassStatistics", "TaskTraining", "Tile", "TileStitcher"]
+__all__ = [
+    "ARRAY_FIELDS",
+    "ClassStatistics",
+    "ExportOutput",
+    "TaskTraining",
+    "Tile",
+    "TileStitcher",
+]

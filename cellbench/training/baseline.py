@@ -164,6 +164,25 @@ class Baseline(nn.Module, ABC):
             ``mask`` + ``tracks`` (tracking), ``image`` (augmented microscopy, normalised scale).
         """
 
+    def export_network(self) -> nn.Module:
+        """The network for export (TorchScript, BioImage.IO), input to submission output.
+
+        One module from a normalised input ``(1, C, [Z,] Y, X)`` of any size to the task's
+        first output of the model submission convention
+        (:mod:`cellbench.submissions.runners`), described by
+        :meth:`~cellbench.tasks.training.TaskTraining.export_output`.
+
+        Baselines whose prediction is the network's output override this (returning the
+        network, padded to the sizes it needs); by default a model is not exportable.
+
+        Raises:
+            CellbenchError: When the prediction needs steps outside one network.
+        """
+        raise CellbenchError(
+            f"baseline {self.name!r} cannot be exported as one network: its prediction "
+            "needs post-processing outside the network"
+        )
+
 
 #: Built-in baselines: ``(name, "module:Class")``, imported on first use (the models package
 #: never registers itself on import).

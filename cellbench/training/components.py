@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cellbench.progress import STEP_THRESHOLD_S as STEP_S
+from cellbench.progress import activity
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.tasks import get_task
 from cellbench.tasks.training import TaskTraining
@@ -257,6 +259,8 @@ def build_components(
     dist_info: dist.DistInfo,
     device: torch.device,
     saved: Mapping[str, Any] | None = None,
+    *,
+    progress: bool = False,
 ) -> Components:
     """Build every part of a run, once, in a fixed order.
 
@@ -267,6 +271,8 @@ def build_components(
         device: The training device.
         saved: The ``config.yaml`` document of a run being resumed (its normalisation and
             spec are reused, so the resumed run computes what the uninterrupted one would).
+        progress: Show the steps that take longer than ``STEP_THRESHOLD_S`` (statistics,
+            indexing, building the model).
 
     Raises:
         TrainingError: For a dataset or baseline that does not serve the task.
@@ -298,7 +304,8 @@ def build_components(
         )
         if norm.needs_fit:
             if dist_info.is_main:
-                norm = _fit_normaliser(store, norm)
+                with activity(f"{norm.mode} statistics of {ref} train", progress, after_s=STEP_S):
+                    norm = _fit_normaliser(store, norm)
             norm = dist.broadcast_object(norm)
 
     class_names = task.class_names(store)
@@ -312,26 +319,29 @@ def build_components(
     index = None
     if dist_info.is_main:
         log.info("indexing %s split train (normalisation: %s)", ref, norm.describe())
-        index = build_index(
-            store,
-            config.task,
-            "train",
-            norm,
-            n_classes=len(class_names),
-            locations=rebalance,
-            seed=config.seed,
-        )
+        with activity(f"indexing {ref} train", progress, after_s=STEP_S):
+            index = build_index(
+                store,
+                config.task,
+                "train",
+                norm,
+                n_classes=len(class_names),
+                locations=rebalance,
+                seed=config.seed,
+            )
     train_index: SplitIndex = dist.broadcast_object(index)
     val_index = None
     if "val" in store.splits and config.val_loss and dist_info.is_main:
-        val_index = build_index(store, config.task, "val", norm, n_classes=len(class_names))
+        with activity(f"indexing {ref} val", progress, after_s=STEP_S):
+            val_index = build_index(store, config.task, "val", norm, n_classes=len(class_names))
     val_index = dist.broadcast_object(val_index)
 
     if saved.get("spec"):
         spec = DataSpec.from_dict(saved["spec"])
     else:
         spec = build_spec(train_index, class_names, config.imbalance)
-    model: Baseline = cls(model_config, spec)
+    with activity(f"building model {cls.name}", progress, after_s=STEP_S):
+        model: Baseline = cls(model_config, spec)
     # after construction: a model may fill in defaults (the tracker takes its detector's)
     sizes = resolve_sizes(config, cls, model.config, train_index)
     precision = resolve_precision(config.precision, device)

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cellbench.progress import STEP_THRESHOLD_S as STEP_S
+from cellbench.progress import activity
 from cellbench.registry import open_dataset
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.training import distributed as dist
@@ -203,11 +205,15 @@ class Trainer:
             dist.teardown()
 
     def _build(self) -> tuple[Components, Selection, EpochLoop]:
-        store = self.store = self.store or open_dataset(self.config.dataset)
+        shown = self.progress and self.dist_info.is_main
+        if self.store is None:
+            with activity(f"opening dataset {self.config.dataset}", shown, after_s=STEP_S):
+                self.store = open_dataset(self.config.dataset)
+        store = self.store
         selection = Selection.for_run(self.config, "val" in store.splits)
         self.selection = selection
         parts = self.parts = build_components(
-            self.config, store, self.dist_info, self.device, self.saved_doc
+            self.config, store, self.dist_info, self.device, self.saved_doc, progress=shown
         )
         loop = self.loop = EpochLoop(self.config, parts, self.dist_info, self.device, self.progress)
         return parts, selection, loop

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from cellbench.errors import CellbenchError
+from cellbench.errors import CellbenchError, worker_message
+
+__all__ = ["CheckpointError", "DataError", "TrainingError", "worker_message"]
 
 
 class TrainingError(CellbenchError):
@@ -22,17 +24,3 @@ class DataError(TrainingError):
 
 class CheckpointError(TrainingError):
     """A checkpoint or model package is corrupt or belongs to another architecture."""
-
-
-def worker_message(err: BaseException) -> str:
-    """The original one-line message of an error re-raised from a DataLoader worker.
-
-    ``torch.utils.data`` re-raises worker errors with the worker's traceback folded into the
-    message; the last line holds ``<Type>: <message>``.
-    """
-    text = str(err).strip()
-    if "Original Traceback" not in text:
-        return text
-    last = text.splitlines()[-1]
-    name = type(err).__name__ + ": "
-    return last.split(name, 1)[1] if name in last else last

@@ -9,6 +9,7 @@ anything is all-reduced or broadcast, so all ranks agree.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -16,10 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from cellbench.errors import CellbenchError, one_line
+from cellbench.progress import STEP_THRESHOLD_S as STEP_S
+from cellbench.progress import activity
 from cellbench.training import distributed as dist
 from cellbench.training.components import Components
 from cellbench.training.config import TrainConfig
-from cellbench.training.errors import DataError, TrainingError, worker_message
+from cellbench.training.errors import TrainingError
 from cellbench.training.inference import predict_split
 
 
@@ -77,16 +81,28 @@ class EpochLoop:
         n_images = 0
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
+        shown = self.progress and self.dist_info.is_main
+        try:
+            batches = iter(parts.source)
+            first: Any = None
+            if parts.steps_per_epoch:
+                # starting workers and decoding the first batch can take a while (shown before
+                # the step bar, so the two never share a terminal line)
+                with activity(f"first batch of epoch {epoch + 1}", shown, after_s=STEP_S):
+                    first = next(batches, None)
+        except CellbenchError as err:
+            raise one_line(err) from None
+        chained = batches if first is None else itertools.chain([first], batches)
         bar = tqdm(
             total=parts.steps_per_epoch,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="step",
             leave=False,
             # None: tqdm switches itself off when stderr is not a terminal (logs, CI)
-            disable=None if (self.progress and self.dist_info.is_main) else True,
+            disable=None if shown else True,
         )
         try:
-            for step, batch in enumerate(parts.source):
+            for step, batch in enumerate(chained):
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 batch = parts.augmenter(batch, gen)
                 if fmt is not None:
@@ -114,8 +130,8 @@ class EpochLoop:
                 bar.update(1)
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{float(losses[-1]):.4g}")
-        except DataError as err:
-            raise DataError(worker_message(err)) from None
+        except CellbenchError as err:
+            raise one_line(err) from None
         finally:
             bar.close()
         elapsed = time.perf_counter() - start
@@ -152,8 +168,8 @@ class EpochLoop:
                     n = int(batch["image"].shape[0])
                     total += float(loss) * n
                     count += n
-            except DataError as err:
-                raise DataError(worker_message(err)) from None
+            except CellbenchError as err:
+                raise one_line(err) from None
         total, count = dist.all_reduce_sum([total, count], self.device)
         return total / count if count else None
 

@@ -191,3 +191,24 @@ def test_s3_store_uses_conditional_write_once(s3_endpoint):
         store.add(make_entry("m", 0.9, seed=0))
     entries = LeaderboardStore("s3://bucket/lb", **opts).entries(KEY)
     assert [e.report.headline.value for e in entries] == [0.5]
+
+
+def test_eight_processes_at_once_on_s3_lose_nothing(s3_endpoint, monkeypatch):
+    # the same race as on a local disk, on the S3 server: conditional PUTs, write-once
+    import s3fs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # inherited by the spawned writers
+    s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}).mkdir("race")
+    root = "s3://race/lb"
+    jobs = [(root, f"entry-{i}", i) for i in range(6)] + [(root, "same", 0)] * 2
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(len(jobs))
+        with ctx.Pool(len(jobs)) as pool:
+            results = pool.starmap(add_one, [(*job, barrier) for job in jobs])
+    assert results[:6] == ["ok"] * 6
+    assert sorted(results[6:]) == ["exists", "ok"]
+    store = LeaderboardStore(root)
+    entries = store.entries(KEY)
+    assert sorted(e.name for e in entries) == [*(f"entry-{i}" for i in range(6)), "same"]
+    assert len(store.fs.ls(f"race/lb/{KEY.path}/entries")) == 7  # no stray temporary objects

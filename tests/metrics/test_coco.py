@@ -329,3 +329,28 @@ def test_score_arrays_and_uncompressed_rles():
     expected = expected.reshape(4, 4, order="F")
     np.testing.assert_array_equal(m.to_masks()[0], expected)
     assert m.areas().tolist() == [3]
+
+
+def test_from_labels_rles_equal_pycocotools_encode_per_object():
+    # The run-based encoder gives, for every object, the RLE pycocotools encodes from that
+    # object's own binary mask (2D, 3D as its (z*y, x) view, touching the last pixel, ids 2^40).
+    from pycocotools import mask as mask_utils
+
+    from cellbench.metrics.coco import InstanceMasks
+
+    rng = np.random.default_rng(5)
+    cases = [
+        np.repeat(rng.integers(0, 6, (9, 7)), 2, axis=1).astype(np.uint16),
+        rng.integers(0, 40, (3, 8, 6)).astype(np.int32),
+        np.array([[0, 1], [1, 1]], dtype=np.uint8),
+        np.array([[2**40, 0, 5], [2**40, 2**40, 5]], dtype=np.int64),
+        np.zeros((4, 4), dtype=np.uint8),
+    ]
+    for lab in cases:
+        m = InstanceMasks.from_labels(lab)
+        flat = lab.reshape(-1, lab.shape[-1])
+        expected_ids = [int(i) for i in np.unique(flat) if i != 0]
+        assert m.ids.tolist() == expected_ids
+        for rle, obj in zip(m.rles, expected_ids, strict=True):
+            ref = mask_utils.encode(np.asfortranarray((flat == obj).astype(np.uint8)))
+            assert rle["counts"] == ref["counts"] and list(rle["size"]) == list(ref["size"])

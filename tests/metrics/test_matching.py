@@ -172,3 +172,71 @@ def test_present_ids_equals_unique_nonzero(dtype):
     ref = np.unique(sparse)
     np.testing.assert_array_equal(present_ids(sparse), ref[ref > 0])
     assert present_ids(np.zeros((3, 4), dtype)).tolist() == []
+
+
+def test_bipartite_components_equal_scipy_connected_components():
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from cellbench.metrics.matching import bipartite_components
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        na, nb = (int(x) for x in rng.integers(1, 40, 2))
+        ne = int(rng.integers(0, 60))
+        a, b = rng.integers(0, na, ne), rng.integers(0, nb, ne)
+        la, lb = bipartite_components(na, nb, a, b)
+        graph = coo_matrix((np.ones(ne, np.int8), (a, b + na)), shape=(na + nb, na + nb))
+        _, expected = connected_components(graph, directed=False)
+        assert np.array_equal(np.concatenate([la, lb]), expected)
+
+
+def test_small_hungarian_equals_linear_sum_assignment():
+    from scipy.optimize import linear_sum_assignment
+
+    from cellbench.metrics.tracking.mot import _hungarian_max, _max_weight_matching
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        n, m = (int(x) for x in rng.integers(1, 12, 2))
+        w = rng.integers(0, 6, (n, m)) * (rng.random((n, m)) < 0.5)
+        r, c = linear_sum_assignment(w, maximize=True)
+        assert _hungarian_max(w.astype(float)) == w[r, c].sum()
+    # A component larger than the numpy solver's limit goes to scipy: same optimum.
+    w = rng.integers(1, 9, (150, 140))
+    r, c = linear_sum_assignment(w, maximize=True)
+    rows, cols = np.nonzero(w)
+    assert _max_weight_matching(rows, cols, w[rows, cols]) == w[r, c].sum()
+
+
+@pytest.mark.parametrize(
+    "kind", ["pixel_table", "dense_table", "sorted_runs", "large_ids", "noise"]
+)
+def test_label_overlap_pairs_every_path_equals_brute_force(kind):
+    from collections import Counter
+
+    from cellbench.metrics.matching import label_overlap_pairs
+
+    rng = np.random.default_rng(3)
+    if kind == "noise":  # no runs to merge: every pixel its own run
+        g = rng.integers(0, 40, (30, 30))
+        p = rng.integers(0, 40, (30, 30))
+    else:  # blocky label images (piecewise constant, like cells)
+        n = {"pixel_table": 20, "dense_table": 100, "sorted_runs": 600, "large_ids": 600}[kind]
+        g = np.repeat(np.repeat(rng.integers(0, n, (24, 24)), 3, 0), 3, 1)
+        p = np.roll(np.repeat(np.repeat(rng.integers(0, n, (24, 24)), 3, 0), 3, 1), 1, 0)
+        if kind == "large_ids":
+            g = g.astype(np.int64) * (2**40 + 7)
+    ov = label_overlap_pairs(g, p)
+    pairs = Counter((int(a), int(b)) for a, b in zip(g.ravel(), p.ravel(), strict=True) if a and b)
+    got = {
+        (int(ov.gt_ids[i]), int(ov.pred_ids[j])): int(c)
+        for i, j, c in zip(ov.gt_index, ov.pred_index, ov.intersection, strict=True)
+    }
+    assert got == dict(pairs)
+    assert dict(zip(ov.gt_ids.tolist(), ov.gt_area.tolist(), strict=True)) == {
+        int(k): int(v) for k, v in Counter(g[g > 0].tolist()).items()
+    }
+    assert dict(zip(ov.pred_ids.tolist(), ov.pred_area.tolist(), strict=True)) == {
+        int(k): int(v) for k, v in Counter(p[p > 0].tolist()).items()
+    }

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.store.fetch_helpers import HTTPFileServer, PypiIndex, S3Endpoint
+from tests.store.fetch_helpers import HTTPFileServer, PypiIndex
 
 
 @pytest.fixture
@@ -34,24 +34,3 @@ def pypi_index(
     monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "pip-cache"))
     monkeypatch.setenv("PIP_DISABLE_PIP_VERSION_CHECK", "1")
     return PypiIndex(http_server)
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[S3Endpoint]:
-    """A real S3-protocol server (moto) on 127.0.0.1, shared by the session."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    yield S3Endpoint(url, client)
-    server.stop()

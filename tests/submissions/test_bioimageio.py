@@ -150,3 +150,37 @@ def test_bioimageio_package_problems_are_listed(tmp_path):
     with pytest.raises(ValidationError, match="leaves the package folder"):
         submit(_manifest(tmp_path, evil, store), root=tmp_path / "lb")
     assert not (tmp_path / "lb").exists() or not list((tmp_path / "lb").rglob("entries/*.json"))
+
+
+def test_fixed_preprocessing_maps_to_affine_normalisation(tmp_path):
+    from cellbench.submissions.bioimageio import read_package
+
+    cases = [
+        (
+            {"id": "fixed_zero_mean_unit_variance", "kwargs": {"mean": [10.0], "std": [4.0]}},
+            {"method": "affine", "offset": [10.0], "scale": [4.0 + 1e-6]},
+        ),
+        (
+            {"id": "scale_linear", "kwargs": {"axis": "channel", "gain": [0.5], "offset": [-1.0]}},
+            {"method": "affine", "offset": [2.0], "scale": [2.0]},
+        ),
+        (
+            {"id": "scale_linear", "kwargs": {"gain": 2.0}},
+            {"method": "affine", "offset": [-0.0], "scale": [0.5]},
+        ),
+    ]
+    for i, (op, expected) in enumerate(cases):
+        package = read_package(_package(tmp_path / f"m{i}", [op]))
+        norm = package.normalisation
+        assert package.problems == [] and norm["method"] == "affine"
+        assert norm["offset"] == pytest.approx(expected["offset"])
+        assert norm["scale"] == pytest.approx(expected["scale"], rel=1e-9)
+    negative = read_package(
+        _package(
+            tmp_path / "neg", [{"id": "scale_linear", "kwargs": {"gain": [-1.0], "offset": [0]}}]
+        )
+    )
+    assert negative.problems == [
+        f"submission {tmp_path / 'neg' / 'rdf.yaml'}: scale_linear gain must be positive for "
+        "cellbench to run it"
+    ]

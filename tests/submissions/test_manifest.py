@@ -147,3 +147,19 @@ def test_optional_weights_url_is_checked_and_kept_only_when_given():
     assert "weights_url" not in parse_manifest(VALID).to_dict()  # older digests unchanged
     problems, _ = manifest_problems({**VALID, "weights_url": "javascript:alert(1)"})
     assert problems == ["weights_url: 'javascript:alert(1)' must be an http(s) URL"]
+
+
+def test_affine_normalisation_is_validated():
+    norm = {"method": "affine", "offset": [1, 2.5], "scale": [3, 0.5]}
+    m = parse_manifest({**VALID, "kind": "torchscript", "normalisation": norm})
+    assert m.normalisation == {"method": "affine", "offset": [1.0, 2.5], "scale": [3.0, 0.5]}
+    for bad, message in [
+        ({"offset": [1], "scale": [1, 2]}, "lists of numbers of equal length"),
+        ({"offset": [1], "scale": [0]}, "affine scale values must be positive"),
+        ({"offset": "x", "scale": [1]}, "lists of numbers of equal length"),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            parse_manifest(
+                {**VALID, "kind": "torchscript", "normalisation": {"method": "affine", **bad}}
+            )
+        assert message in str(info.value)

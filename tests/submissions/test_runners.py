@@ -175,3 +175,12 @@ def test_threshold_model_without_scores(inst_store, tmp_path):
     run_convention_model(manifest, inst_store, None, tmp_path / "plain.zarr", "cpu", DEFAULT_LIMITS)
     preds = load_predictions(tmp_path / "plain.zarr", "instance-segmentation")
     assert all(preds.get(s).object_ids is None for s in preds.sample_ids)
+
+
+def test_affine_normalisation_by_hand():
+    img = np.stack([np.full((3, 4), 10, np.uint16), np.full((3, 4), 4, np.uint16)])
+    out = normalise(img, {"method": "affine", "offset": [2.0, 1.0], "scale": [4.0, 0.5]})
+    assert out.dtype == np.float32
+    assert np.all(out[0] == 2.0) and np.all(out[1] == 6.0)
+    with pytest.raises(ValueError, match="3 affine offsets for an image of 2 channels"):
+        normalise(img, {"method": "affine", "offset": [0, 0, 0], "scale": [1, 1, 1]})

@@ -119,3 +119,68 @@ def test_error_containing_segmentation_is_caught_as_a_ctc_result(
     text = "\n".join(problems)
     assert "is absent from" in text  # ids of frame 0 do not persist in the unlinked masks
     assert "but is not a track in res_track.txt" in text
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_real_hela_perturbed_results_identical_to_py_ctcmetrics(
+    resources: dict[str, np.ndarray], tmp_path: Path, seed: int
+) -> None:
+    """Real HeLa masks as a reference, perturbed into results: every CTC key vs py-ctcmetrics."""
+    pytest.importorskip("ctc_metrics")
+    from test_tracking_references import _py_ctc, check_identity_vs_py_ctcmetrics
+    from tracking_synth import perturb
+
+    from cellbench.metrics.tracking import CTCMeasures, match_tracking
+    from cellbench.tasks.tracking.ctc import write_ctc_ground_truth, write_ctc_result
+
+    gt = _linked(resources["hela_seg"])
+    res, counts = perturb(gt, seed=seed, p_fn=0.05, p_fp=0.05, p_swap=0.05, p_parent_link=0.05)
+    assert res.problems() == [] and counts.fn > 0 and counts.swap > 0
+    assert int((gt.graph().out_degree >= 2).sum()) > 0  # real divisions (by overlap)
+    write_ctc_ground_truth(gt, tmp_path / "01_GT")
+    write_ctc_result(res, tmp_path / "01_RES")
+    m = match_tracking(gt, res)
+    v = check_identity_vs_py_ctcmetrics(tmp_path, m)
+    assert 0 < v["hota"] < 1 and 0 < v["chota"] < 1 and v["mot_ctc/idsw"] > 0
+    ours = CTCMeasures().compute([m]).values
+    ref = _py_ctc(tmp_path, ["DET", "TRA", "LNK"])
+    for key in ("DET", "TRA", "LNK"):
+        assert ours[key.lower()] == pytest.approx(ref[key], abs=1e-9), key
+
+
+def test_real_hela_divisions_with_gaps_identical_to_traccuracy_041(
+    resources: dict[str, np.ndarray], tmp_path: Path, traccuracy_041: Path
+) -> None:
+    """Perturbed real HeLa results whose mothers miss their last detection: division counts
+    at frame tolerances 0-2 equal traccuracy 0.4.1's (run from its wheel in a subprocess)."""
+    import json
+    import os
+
+    from test_tracking_references import HERE
+    from tracking_synth import drop_mother_last_detection, perturb
+
+    from cellbench.metrics.tracking import DivisionMetrics, match_tracking
+    from cellbench.tasks.tracking.ctc import write_ctc_ground_truth, write_ctc_result
+
+    gt = _linked(resources["hela_seg"])
+    res, _ = perturb(gt, seed=3, merges=False, p_fn=0.03, p_fp=0.03, p_miss_division=0.1)
+    res = drop_mother_last_detection(res, seed=4, p=1.0)
+    assert res.problems() == []
+    write_ctc_ground_truth(gt, tmp_path / "01_GT")
+    write_ctc_result(res, tmp_path / "01_RES")
+    done = subprocess.run(
+        [sys.executable, str(HERE / "traccuracy_divisions.py"), "2", str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(traccuracy_041)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ref = json.loads(done.stdout)["results"][str(tmp_path)]
+    m = match_tracking(gt, res)
+    got = {}
+    for fb in (0, 1, 2):
+        v = DivisionMetrics(frame_tolerance=fb).compute([m]).values
+        got[fb] = {k: int(v[k]) for k in ("tp", "fp", "fn", "wc", "n_gt", "n_pred")}
+        assert got[fb] == ref[str(fb)], fb
+    assert got[1]["tp"] > got[0]["tp"]  # the gaps shift divisions; the tolerance finds them

@@ -1,4 +1,4 @@
-"""Cross-checks against py-ctcmetrics 1.3.3, traccuracy 0.3.0 and py-motmetrics 1.4.0.
+"""Cross-checks against py-ctcmetrics 1.3.3, traccuracy 0.3.0 and 0.4.1, and py-motmetrics 1.4.0.
 
 Sequences are generated (moving cells with divisions, appearances and disappearances), perturbed
 into results (missed, extra, merged and split objects, identity swaps, broken and re-linked
@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -28,13 +31,16 @@ from tracking_cases import (
     replace,
     result,
 )
-from tracking_synth import perturb, simulate
+from tracking_synth import drop_mother_last_detection, perturb, simulate
 
 from cellbench.metrics.tracking import (
     BranchingCorrectness,
+    CellCycleAccuracy,
     CompleteTracks,
     CTCMeasures,
+    CTCMOTMetrics,
     DivisionMetrics,
+    HOTAMetrics,
     MOTMetrics,
     TrackingMatch,
     match_tracking,
@@ -203,6 +209,97 @@ def test_shifted_divisions_identical_to_traccuracy(tmp_path: Path, case: str) ->
         ), fb
         tps.append(d["tp"])
     assert tps == {"late1": [0, 1, 1], "late2": [0, 0, 1], "early1": [0, 1, 1]}[case]
+
+
+# --------------------------------------------------------------------------- traccuracy 0.4.1
+HERE = Path(__file__).resolve().parent
+
+
+def _gap_case(seed: int, gap_in: str) -> tuple[TrackedSequence, TrackedSequence]:
+    gt = simulate(n_frames=14, shape=(48, 48), n_cells=6, n_divisions=5, seed=seed)
+    res, _ = perturb(gt, seed=seed + 50, merges=False, p_miss_division=0.2)
+    if gap_in == "result":
+        return gt, drop_mother_last_detection(res, seed=seed + 1)
+    return drop_mother_last_detection(gt, seed=seed), res
+
+
+def _missing_mother() -> tuple[TrackedSequence, TrackedSequence]:
+    """The result misses the mother's last detection: its link to the daughters skips a frame."""
+    gt = div_gt()
+    lab = gt.labels.copy()
+    lab[2][lab[2] == 1] = 0
+    return gt, TrackedSequence(lab, [[1, 0, 1, 0], [2, 3, 5, 1], [3, 3, 5, 1], [4, 0, 5, 0]])
+
+
+#: Division cases cross-checked against traccuracy 0.4.1 (hand-built, then generated with gaps).
+DIVISION_CASES = {
+    "missing_mother": _missing_mother,
+    "late1": lambda: (div_gt(), late_division(1)),
+    "late2": lambda: (div_gt(), late_division(2)),
+    "early1": lambda: (div_gt(), early_division()),
+    **{
+        f"gap_{side}_{seed}": (lambda s=seed, g=side: _gap_case(s, g))
+        for seed in (0, 1, 2, 5)
+        for side in ("result", "reference")
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def traccuracy_041_divisions(
+    traccuracy_041: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[TrackingMatch, dict]]:
+    """Every division case scored by traccuracy 0.4.1 (one subprocess) and matched here."""
+    base = tmp_path_factory.mktemp("division_cases")
+    matches = {}
+    for name, make in DIVISION_CASES.items():
+        gt, res = make()
+        assert gt.problems() == [] and res.problems() == [], name
+        write_ctc_ground_truth(gt, base / name / "01_GT")
+        write_ctc_result(res, base / name / "01_RES")
+        matches[name] = match_tracking(gt, res)
+    env = {**os.environ, "PYTHONPATH": str(traccuracy_041)}
+    roots = [str(base / name) for name in DIVISION_CASES]
+    done = subprocess.run(
+        [sys.executable, str(HERE / "traccuracy_divisions.py"), "2", *roots],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert out["version"] == "0.4.1" and out["file"].startswith(str(traccuracy_041))
+    return {name: (matches[name], out["results"][str(base / name)]) for name in DIVISION_CASES}
+
+
+def _division_counts(m: TrackingMatch, fb: int) -> dict[str, int]:
+    v = DivisionMetrics(frame_tolerance=fb).compute([m]).values
+    return {k: int(v[k]) for k in ("tp", "fp", "fn", "wc", "n_gt", "n_pred")}
+
+
+@pytest.mark.parametrize("case", list(DIVISION_CASES))
+def test_division_tolerance_identical_to_traccuracy_041(
+    traccuracy_041_divisions: dict[str, tuple[TrackingMatch, dict]], case: str
+) -> None:
+    m, ref = traccuracy_041_divisions[case]
+    got = {fb: _division_counts(m, fb) for fb in (0, 1, 2)}
+    for fb in (0, 1, 2):
+        assert got[fb] == ref[str(fb)], fb
+    if case.startswith("gap_"):
+        # The gaps shift divisions by a frame: the tolerance recovers them.
+        assert got[1]["tp"] > got[0]["tp"]
+
+
+def test_division_tolerance_walks_frames_over_a_missing_mother() -> None:
+    # The result's division is one frame early and its parent link skips the frame of the
+    # missing detection. Walking back and forth by frames (as traccuracy 0.4.1 and the
+    # docstring do), it is the reference division within one frame; walking by links (the
+    # rule before), it was rejected at every tolerance.
+    gt, res = _missing_mother()
+    m = match_tracking(gt, res)
+    assert [_division_counts(m, fb)["tp"] for fb in (0, 1, 2)] == [0, 1, 1]
+    assert _division_counts(m, 1)["fp"] == 0 and _division_counts(m, 1)["fn"] == 0
 
 
 def test_traccuracy_counts_merged_nodes_not_split_operations(tmp_path: Path) -> None:
@@ -388,6 +485,143 @@ def test_branching_correctness_shifted_division_vs_py_ctcmetrics(
     write_ctc_ground_truth(gt, tmp_path / "01_GT")
     write_ctc_result(res, tmp_path / "01_RES")
     _check_bc(tmp_path, match_tracking(gt, res))
+
+
+# --------------------------------------------------------------------------- HOTA, CHOTA, CCA
+def check_identity_vs_py_ctcmetrics(root: Path, m: TrackingMatch) -> dict[str, float]:
+    """HOTA, CHOTA, CTC MOTA/IDF1 and CCA against py-ctcmetrics on one CTC folder pair."""
+    h = HOTAMetrics().compute([m]).values
+    mo = CTCMOTMetrics().compute([m]).values
+    cca = CellCycleAccuracy().compute([m]).values["cca"]
+    ref = _py_ctc(root, ["HOTA", "CHOTA", "MOTA", "IDF1", "CCA"])
+    assert h["hota"] == pytest.approx(ref["HOTA"], abs=1e-9)
+    assert h["chota"] == pytest.approx(ref["CHOTA"], abs=1e-9)
+    assert (mo["tp"], mo["fp"], mo["fn"], mo["idsw"], mo["multi"]) == (
+        ref["TP"],
+        ref["FP"],
+        ref["FN"],
+        ref["IDSW"],
+        ref["MULTI-ASSIGNMENTS"],
+    )
+    assert mo["mota"] == pytest.approx(ref["MOTA"], abs=1e-9)
+    assert mo["precision"] == pytest.approx(ref["Precision"], abs=1e-9)
+    assert mo["recall"] == pytest.approx(ref["Recall"], abs=1e-9)
+    assert mo["idtp"] == ref["IDTP"]
+    for key in ("IDF1", "IDP", "IDR"):
+        assert mo[key.lower()] == pytest.approx(ref[key], abs=1e-9), key
+    assert (np.isnan(cca) and ref["CCA"] is None) or cca == pytest.approx(ref["CCA"], abs=1e-9)
+    return {**h, **{f"mot_ctc/{k}": v for k, v in mo.items()}, "cca": cca}
+
+
+@pytest.mark.parametrize("seed", [c[0] for c in CASES])
+def test_hota_chota_ctc_mot_identical_to_py_ctcmetrics(cases: dict[int, Path], seed: int) -> None:
+    v = check_identity_vs_py_ctcmetrics(cases[seed], _ours(cases[seed]))
+    # The cases exercise what the measures are about: switches, merges, imperfect association.
+    assert v["mot_ctc/idsw"] > 0 and 0 < v["hota"] < 1 and 0 < v["chota"] < 1
+    if seed in (0, 2, 4):
+        assert v["mot_ctc/multi"] > 0
+    # The CTC convention differs from CLEAR MOT (cellbench's mot/...) on these sequences.
+    assert MOTMetrics().compute([_ours(cases[seed])]).values["idsw"] != v["mot_ctc/idsw"]
+
+
+@pytest.mark.parametrize("seed", [12, 25, 29])
+def test_cell_cycle_accuracy_identical_to_py_ctcmetrics(tmp_path: Path, seed: int) -> None:
+    # Long lineages: daughters divide again, so complete cycles exist in both.
+    gt = simulate(n_frames=24, shape=(48, 48), n_cells=3, n_divisions=9, seed=seed)
+    res, _ = perturb(gt, seed=seed + 7, merges=False, p_miss_division=0.2, p_parent_link=0.05)
+    write_ctc_ground_truth(gt, tmp_path / "01_GT")
+    write_ctc_result(res, tmp_path / "01_RES")
+    v = check_identity_vs_py_ctcmetrics(tmp_path, _ours(tmp_path))
+    assert 0 < v["cca"] < 1
+
+
+def test_chota_lineage_does_not_depend_on_track_table_order(tmp_path: Path) -> None:
+    # The result follows the reference exactly, except that daughter Q is cut in two and
+    # re-linked with a single-child parent link (2 -> 7): merged, {2, 7} is Q, whose parent is P.
+    # py-ctcmetrics keeps the parent column of the first row of a merged track; with row 7
+    # listed before row 2, that is 7's parent (2, i.e. the merged track itself), and Q's link to
+    # P is lost from the CHOTA lineage. cellbench takes the root's parent whatever the order.
+    gt = div_gt()
+    lab = gt.labels.copy()
+    lab[4:6][lab[4:6] == 2] = 7
+    table = [[1, 0, 2, 0], [2, 3, 3, 1], [3, 3, 5, 1], [4, 0, 5, 0], [7, 4, 5, 2]]
+    res = TrackedSequence(lab, table)
+    write_ctc_ground_truth(gt, tmp_path / "01_GT")
+    write_ctc_result(res, tmp_path / "01_RES")
+    v = HOTAMetrics().compute([gt], [res]).values
+    assert v["hota"] == 1.0 and v["chota"] == 1.0
+    assert _py_ctc(tmp_path, ["CHOTA"])["CHOTA"] == pytest.approx(1.0)  # root listed first
+    track_file = tmp_path / "01_RES" / "res_track.txt"
+    rows = track_file.read_text().splitlines()
+    child_first = sorted(rows, key=lambda r: r.split()[0] != "7")  # row 7 first
+    track_file.write_text("\n".join(child_first) + "\n")
+    assert _py_ctc(tmp_path, ["CHOTA"])["CHOTA"] < 0.99
+    m = _ours(tmp_path)
+    assert HOTAMetrics().compute([m]).values["chota"] == 1.0
+
+
+def test_cell_cycle_accuracy_of_known_lengths() -> None:
+    from cellbench.metrics.tracking.biological import cca_value, cell_cycle_lengths
+
+    # 1 -> (2, 3), 2 -> (4, 5), 3 -> (6, 7): tracks 2 and 3 are complete cycles.
+    tab = [[1, 0, 2, 0], [2, 3, 5, 1], [3, 3, 8, 1], [4, 6, 9, 2], [5, 6, 9, 2]]
+    tab += [[6, 9, 9, 3], [7, 9, 9, 3]]
+    assert cell_cycle_lengths(np.asarray(tab)) == (2, 5)
+    assert cca_value([2, 5], [2, 5]) == 1.0
+    assert cca_value([2, 5], [2, 2]) == 0.5  # CDFs at 2: 0.5 vs 1.0
+    assert np.isnan(cca_value([], [3])) and cca_value([3], []) == 0.0
+
+
+# --------------------------------------------------------------------------- linking only
+@pytest.mark.parametrize("seed", [12, 25, 29])
+def test_linking_only_identical_to_py_ctcmetrics(tmp_path: Path, seed: int) -> None:
+    from ctc_metrics.metrics.biological.bio import bio
+    from ctc_metrics.metrics.biological.op_clb import op_clb
+
+    from cellbench.metrics.tracking import LinkingMetrics, given_segmentation_problems
+
+    gt = simulate(n_frames=24, shape=(48, 48), n_cells=3, n_divisions=9, seed=seed)
+    # Links only: no missed, extra, merged or split objects; the masks stay the reference's.
+    res, _counts = perturb(
+        gt, seed=seed + 3, p_fn=0, p_fp=0, p_merge=0, p_split=0, p_swap=0.05, p_drop_link=0.05
+    )
+    write_ctc_ground_truth(gt, tmp_path / "01_GT")
+    write_ctc_result(res, tmp_path / "01_RES")
+    m = _ours(tmp_path)
+    assert given_segmentation_problems(m) == []
+    v = LinkingMetrics().compute([m]).values
+    ref = _py_ctc(tmp_path, ["LNK", "DET", "CT", "TF", "BC(3)", "CCA"])
+    assert ref["DET"] == 1.0 and v["lnk"] < 1.0
+    assert v["lnk"] == pytest.approx(ref["LNK"], abs=1e-12)
+    assert v["ct"] == pytest.approx(ref["CT"], abs=1e-12)
+    assert v["cca"] == pytest.approx(ref["CCA"], abs=1e-12)
+    _, _, tf_no_break = _py_ctc_fractions(tmp_path)
+    assert v["tf"] == pytest.approx(tf_no_break, abs=1e-12)
+    for i in range(4):
+        assert v[f"bc@{i}"] == pytest.approx(ref[f"BC({i})"], abs=1e-12)
+        expected = bio(ref["CT"], tf_no_break, ref[f"BC({i})"], ref["CCA"])
+        assert v[f"bio@{i}"] == pytest.approx(expected, abs=1e-12)
+        assert v[f"op_clb@{i}"] == pytest.approx(op_clb(ref["LNK"], expected), abs=1e-12)
+        if ref["TF"] == pytest.approx(tf_no_break):
+            assert v[f"bio@{i}"] == pytest.approx(ref[f"BIO({i})"], abs=1e-12)
+
+
+def test_linking_only_refuses_a_result_with_other_masks() -> None:
+    from cellbench.metrics.tracking import given_segmentation_problems
+
+    gt = base_gt()
+    assert given_segmentation_problems(match_tracking(gt, gt.relabel({1: 9}))) == []
+    # Frame 2: C loses its last row (not exact); frame 3: an extra object in the free box.
+    objs = [*base_objects(), (3, 7, "X")]
+    lab = paint(objs)
+    lab[2][lab[2] == 3] = 0
+    lab[2, 1:3, 9:13] = 3
+    res = TrackedSequence(lab, [*BASE_TABLE, [7, 3, 3, 0]])
+    problems = given_segmentation_problems(match_tracking(gt, res))
+    assert len(problems) == 2
+    assert problems[0].startswith("frame 2: reference objects 3 are not reproduced exactly")
+    assert "result objects 3 are not a reference object" in problems[0]
+    assert problems[1].startswith("frame 3: result objects 7 are not a reference object")
 
 
 # --------------------------------------------------------------------------- py-motmetrics

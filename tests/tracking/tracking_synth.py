@@ -366,3 +366,25 @@ def perturb(
         new = rng.choice(np.arange(1, max_id + 1), size=n, replace=False)
         res = res.relabel(np.stack([res.tracks[:, 0], new], axis=1))
     return res, counts
+
+
+def drop_mother_last_detection(
+    seq: TrackedSequence, seed: int = 0, p: float = 0.7
+) -> TrackedSequence:
+    """Delete the last detection of dividing mothers: the parent link then skips a frame.
+
+    Each mother whose track is longer than one frame loses its last detection with probability
+    ``p``; its track ends a frame earlier, so its daughters begin two frames after it (a gap,
+    valid CTC). The tracker "missed the mother just before it divided".
+    """
+    rng = np.random.default_rng(seed)
+    lab = seq.labels.copy()
+    tab = np.asarray(seq.tracks).copy()
+    parents, cnt = np.unique(tab[tab[:, 3] > 0, 3], return_counts=True)
+    for m in parents[cnt >= 2].tolist():
+        row = int(np.flatnonzero(tab[:, 0] == m)[0])
+        b, e = int(tab[row, 1]), int(tab[row, 2])
+        if e > b and rng.random() < p:
+            lab[e][lab[e] == m] = 0
+            tab[row, 2] = e - 1
+    return TrackedSequence(lab, tab, seg=seq.seg, name=seq.name)

@@ -243,3 +243,34 @@ def test_tune_ranks_runs_by_the_selection_metric(runner, make_store, tmp_path):
     assert bad.exit_code == 1
     assert "'baseline' cannot be searched over" in bad.stderr
     assert "unknown key 'warp'" in bad.stderr
+
+
+def test_training_start_up_steps_show_progress_when_slow(runner, make_store, tmp_path, monkeypatch):
+    """Every start-up step is wrapped in ``activity``: with the threshold at 0 all of them show
+    (on the captured stderr); with the real 2 s threshold a tiny run shows none."""
+    import cellbench.training.components as components
+    import cellbench.training.engine as engine
+    import cellbench.training.loop as loop
+
+    store = make_store("semantic-segmentation")
+    args = ["train", "semantic-segmentation", "--dataset", str(store.path)]
+    args += ["--baseline", "toy-semantic", *[a for a in QUICK if a != "-q"]]
+    quick = runner.invoke(main, [*args, "--out", str(tmp_path / "a")])
+    assert quick.exit_code == 0, quick.output
+    assert " ..." not in quick.stderr
+    for module in (components, engine, loop):
+        monkeypatch.setattr(module, "STEP_S", 0.0)
+    slow = runner.invoke(
+        main, [*args, "--set", "normalisation=dataset-meanstd", "--out", str(tmp_path / "b")]
+    )
+    assert slow.exit_code == 0, slow.output
+    shown = [line for line in slow.stderr.splitlines() if line.endswith(" ...")]
+    assert shown == [
+        f"opening dataset {store.path} ...",
+        "dataset-meanstd statistics of toy-sema@1.0 train ...",
+        "indexing toy-sema@1.0 train ...",
+        "indexing toy-sema@1.0 val ...",
+        "building model toy-semantic ...",
+        "first batch of epoch 1 ...",
+        "first batch of epoch 2 ...",
+    ], slow.stderr

@@ -1,4 +1,4 @@
-"""Cell tracking metrics: CTC DET/SEG/TRA/LNK/AOGM, divisions, CT/TF/BC(i), MOTA/IDF1.
+"""Cell tracking metrics: CTC DET/SEG/TRA/LNK/AOGM, divisions, CT/TF/BC(i)/CCA, MOTA/IDF1, HOTA.
 
 Pipeline (one canonical object per hand-off)::
 
@@ -23,7 +23,12 @@ Modules, one per part:
 * :mod:`.divisions`: division detection (:func:`division_counts`, :class:`DivisionMetrics`);
 * :mod:`.biological`: the CTC biological measures (:class:`CompleteTracks`,
   :class:`BranchingCorrectness`);
-* :mod:`.mot`: CLEAR MOT and identity measures (:class:`MOTMetrics`).
+* :mod:`.biological` also holds cell cycle accuracy (:class:`CellCycleAccuracy`, CCA);
+* :mod:`.mot`: CLEAR MOT and identity measures (:class:`MOTMetrics`);
+* :mod:`.identity`: HOTA (CTC variant), CHOTA and MOTA/IDF1 in the CTC tools' convention
+  (:class:`HOTAMetrics`, :class:`CTCMOTMetrics`, on merged single-child links);
+* :mod:`.linking`: linking-only evaluation, the segmentation given (:class:`LinkingMetrics`:
+  LNK, CT, TF, BC(i), CCA, BIO(i), OP_CLB(i); :func:`given_segmentation_problems`).
 
 **Why cellbench keeps its own CTC engine** rather than calling py-ctcmetrics or traccuracy:
 measured in ``benchmarks/bench_tracking.py`` (whole processes on 2 cores, a 100-frame sequence
@@ -65,6 +70,8 @@ from __future__ import annotations
 from cellbench.metrics.tracking.biological import (
     BranchingCorrectness,
     BranchingStats,
+    CellCycleAccuracy,
+    CellCycleStats,
     CompleteTracks,
     TrackStats,
     branching_counts,
@@ -77,6 +84,18 @@ from cellbench.metrics.tracking.ctc_measures import (
     aogm_counts,
 )
 from cellbench.metrics.tracking.divisions import DivisionMetrics, DivisionStats, division_counts
+from cellbench.metrics.tracking.identity import (
+    CTCMOTMetrics,
+    CTCMOTStats,
+    HOTAMetrics,
+    HOTAStats,
+    identity_counts,
+)
+from cellbench.metrics.tracking.linking import (
+    LinkingMetrics,
+    LinkingStats,
+    given_segmentation_problems,
+)
 from cellbench.metrics.tracking.matching import (
     TrackingMatch,
     TrackingMetric,
@@ -89,11 +108,19 @@ __all__ = [
     "AOGMWeights",
     "BranchingCorrectness",
     "BranchingStats",
+    "CTCMOTMetrics",
+    "CTCMOTStats",
     "CTCMeasures",
     "CTCSequenceStats",
+    "CellCycleAccuracy",
+    "CellCycleStats",
     "CompleteTracks",
     "DivisionMetrics",
     "DivisionStats",
+    "HOTAMetrics",
+    "HOTAStats",
+    "LinkingMetrics",
+    "LinkingStats",
     "MOTMetrics",
     "MOTStats",
     "TrackStats",
@@ -103,6 +130,8 @@ __all__ = [
     "branching_counts",
     "division_counts",
     "frame_overlap_pairs",
+    "given_segmentation_problems",
+    "identity_counts",
     "match_tracking",
     "mot_counts",
     "track_counts",

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cellbench.tasks.base import OutputSpec
-from cellbench.tasks.training import TaskTraining, Tile, TileStitcher
+from cellbench.tasks.training import ExportOutput, TaskTraining, Tile, TileStitcher
 
 
 def ramp(length: int, start: int, n: int, overlap: int) -> np.ndarray:
@@ -94,6 +94,18 @@ class AugmentedMicroscopyTraining(TaskTraining):
                 img = img[0]
             output["image"] = normaliser.denormalise_target(img)
         return output
+
+    def export_output(self, spec: Any) -> ExportOutput:
+        """The predicted target channels, on the training target normalisation's scale."""
+        names = tuple(spec.target_channel_names) or tuple(
+            f"target-{i}" for i in range(spec.out_channels)
+        )
+        return ExportOutput(
+            "prediction",
+            "predicted target image, on the scale of the training target normalisation",
+            names,
+            True,
+        )
 
     def output_spec(self, shape: tuple[int, ...], n_classes: int, n_outputs: int) -> OutputSpec:
         """An image of the model's output channels over the input's spatial shape."""

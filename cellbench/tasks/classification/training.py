@@ -17,7 +17,7 @@ import numpy as np
 
 from cellbench.predictions import Prediction
 from cellbench.tasks.base import OutputSpec
-from cellbench.tasks.training import ClassStatistics, TaskTraining
+from cellbench.tasks.training import ClassStatistics, ExportOutput, TaskTraining
 
 if TYPE_CHECKING:
     from cellbench.predictions import PredictionSet
@@ -94,6 +94,15 @@ class ClassificationTraining(TaskTraining):
         path = folder / CONFUSION_PNG
         plot_confusion(matrix, list(class_names), path, title=title)
         return [path]
+
+    def export_output(self, spec: Any) -> ExportOutput:
+        """Class logits of the image; the class is the argmax, scores its softmax."""
+        return ExportOutput(
+            "logits",
+            "class logits of the image; the predicted class is the argmax",
+            tuple(spec.class_names),
+            False,
+        )
 
     def output_spec(self, shape: tuple[int, ...], n_classes: int, n_outputs: int) -> OutputSpec:
         """One class index (and optional scores) among the model's classes."""

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cellbench.tasks.base import OutputSpec
-from cellbench.tasks.training import TaskTraining, Tile, TileStitcher
+from cellbench.tasks.training import ExportOutput, TaskTraining, Tile, TileStitcher
 
 
 def first_corners(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,10 +117,15 @@ class InstanceSegmentationTraining(TaskTraining):
     """Instance label images: first-pixel stitching of tiles."""
 
     fields: ClassVar[Mapping[str, str]] = {"image": "image", "instances": "instances"}
+    sample_keys: ClassVar[Mapping[str, str]] = {"instances": "mask"}
 
     def stitcher(self, shape: Sequence[int]) -> TileStitcher:
         """First-pixel stitching of instances."""
         return InstanceStitcher(shape)
+
+    def export_output(self, spec: Any) -> ExportOutput:
+        """An instance label image (0 = background, integer-valued)."""
+        return ExportOutput("labels", "instance label image, 0 = background", None, True)
 
     def output_spec(self, shape: tuple[int, ...], n_classes: int, n_outputs: int) -> OutputSpec:
         """A label image (or a mask stack) of the input's spatial shape."""

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from cellbench.tasks.base import OutputSpec
-from cellbench.tasks.training import ClassStatistics, TaskTraining, Tile, TileStitcher
+from cellbench.tasks.training import (
+    ClassStatistics,
+    ExportOutput,
+    TaskTraining,
+    Tile,
+    TileStitcher,
+)
 
 if TYPE_CHECKING:
     from cellbench.store.zarr_store import DatasetStore
@@ -116,6 +122,15 @@ class SemanticSegmentationTraining(TaskTraining):
     def stitcher(self, shape: Sequence[int]) -> TileStitcher:
         """Core stitching of class masks."""
         return CoreStitcher(shape)
+
+    def export_output(self, spec: Any) -> ExportOutput:
+        """Class logits per pixel; the class is the argmax over channels."""
+        return ExportOutput(
+            "logits",
+            "class logits per pixel; the predicted class is the argmax over channels",
+            tuple(spec.class_names),
+            True,
+        )
 
     def output_spec(self, shape: tuple[int, ...], n_classes: int, n_outputs: int) -> OutputSpec:
         """A class mask of the input's spatial shape."""

@@ -487,6 +487,8 @@ def score_ctc_folders(
     res_dir: str | os.PathLike,
     metrics: Sequence[Metric[TrackingMatch, Any]] | None = None,
     sample_id: str | None = None,
+    *,
+    linking_only: bool = False,
 ) -> dict[str, MetricResult]:
     """Score one CTC result folder against its ground-truth folder.
 
@@ -496,16 +498,26 @@ def score_ctc_folders(
         metrics: Tracking metrics to compute (default: :class:`CTCMeasures` and
             :class:`DivisionMetrics`).
         sample_id: Identifier of the sequence in the results (default: the GT folder name).
+        linking_only: The segmentation was given (the CTC linking benchmark): refuse a result
+            whose masks are not the reference's, relabelled, before scoring (see
+            :func:`cellbench.metrics.tracking.linking.given_segmentation_problems`).
 
     Returns:
         ``{metric.name: MetricResult}``.
 
     Raises:
-        ValidationError: If either folder breaks the CTC rules (every problem listed).
+        ValidationError: If either folder breaks the CTC rules, or, linking only, the masks
+            differ from the reference's (every problem listed).
     """
     gt = read_ctc_ground_truth(gt_dir)
     res = read_ctc_result(res_dir, n_frames=gt.n_frames, shape=gt.spatial_shape)
     match = match_tracking(gt, res, validate=False)
+    if linking_only:
+        from cellbench.metrics.tracking.linking import given_segmentation_problems
+
+        problems = given_segmentation_problems(match)
+        if problems:
+            raise ValidationError(problems, context=f"{res_dir} (linking only)")
     chosen: list[Metric[TrackingMatch, Any]] = (
         list(metrics) if metrics is not None else [CTCMeasures(), DivisionMetrics()]
     )

@@ -10,9 +10,11 @@ format, as ``<sample_id>_RES`` folders or as GEFF graphs ``<sample_id>/tracks`` 
 image by ``seg_id``; all are checked against every CTC rule.
 
 Metrics: DET, SEG, TRA, LNK, OP_CSB, OP_CTB and the AOGM operation counts (Matula et al. 2015),
-division precision/recall/F1 with a 1-frame tolerance, complete tracks, branching correctness
-and MOTA/IDF1. Headline: OP_CTB = (SEG + TRA) / 2, the CTC's Cell Tracking Benchmark score,
-pooled over sequences (operation counts summed before dividing). Bootstrap unit: the sequence.
+division precision/recall/F1 with a 1-frame tolerance, complete tracks, branching correctness,
+cell cycle accuracy, HOTA (CTC variant) and CHOTA, and MOTA/IDF1 twice: CLEAR MOT (``mot/...``)
+and the CTC tools' convention (``mot_ctc/...``). Headline: OP_CTB = (SEG + TRA) / 2, the CTC's
+Cell Tracking Benchmark score, pooled over sequences (operation counts summed before dividing).
+Bootstrap unit: the sequence.
 """
 
 from __future__ import annotations
@@ -144,12 +146,15 @@ class TrackingTask(Task):
         return TrackingTraining(self)
 
     def metrics(self, store: DatasetStore, split: str) -> list[Metric]:
-        """CTC measures, divisions, complete tracks, branching correctness, MOTA/IDF1."""
+        """CTC measures, divisions, CT/TF, BC(i), CCA, HOTA/CHOTA, MOTA/IDF1 (both conventions)."""
         from cellbench.metrics.tracking import (
             BranchingCorrectness,
+            CellCycleAccuracy,
             CompleteTracks,
             CTCMeasures,
+            CTCMOTMetrics,
             DivisionMetrics,
+            HOTAMetrics,
             MOTMetrics,
         )
 
@@ -158,7 +163,10 @@ class TrackingTask(Task):
             DivisionMetrics(frame_tolerance=DIVISION_FRAME_TOLERANCE),
             CompleteTracks(),
             BranchingCorrectness(),
+            CellCycleAccuracy(),
+            HOTAMetrics(),
             MOTMetrics(),
+            CTCMOTMetrics(),
         ]
 
     def sample_stats(

@@ -24,6 +24,7 @@ class TrackingTraining(TaskTraining):
     """Sequences: frames are training items; whole sequences are predicted."""
 
     fields: ClassVar[Mapping[str, str]] = {"image": "image", "instances": "instances"}
+    sample_keys: ClassVar[Mapping[str, str]] = {"instances": "mask"}
     sequences: ClassVar[bool] = True
     frame_task: ClassVar[str | None] = "instance-segmentation"
 

@@ -242,8 +242,7 @@ class PatchDataset(Dataset):
     def _fill(self, key: Key | int, buffers: dict[str, np.ndarray], at: int) -> None:
         item, seed, cls = key if isinstance(key, tuple) else (int(key), -1, -1)
         index = self.index
-        s, frame = index.items[item]
-        sid = index.sample_ids[s]
+        s = index.items[item][0]
         rng = None if seed < 0 else np.random.default_rng(seed)
         anchor = None
         if rng is not None and cls >= 0 and cls in index.class_locations:
@@ -255,6 +254,26 @@ class PatchDataset(Dataset):
         region, origins = plan_patches(
             index.shapes[s], self.patch, index.chunks[s], k, self.aligned, rng, anchor
         )
+        for key_name, data in self.read_region(item, region).items():
+            buf = buffers[key_name]
+            for j, origin in enumerate(origins):
+                cut(data, region, origin, self.patch, PAD_VALUE[key_name], buf.dtype, buf[at + j])
+        if index.labels is not None:
+            buffers["label"][at : at + len(origins)] = int(index.labels[s])
+
+    def read_region(self, item: int, region: tuple[slice, ...]) -> dict[str, np.ndarray]:
+        """Every batch key of an item over ``region``, checked and normalised.
+
+        Images and targets come back as float32 ``(C, *region)`` on the normalised scale,
+        label images as stored ``region``; the caller cuts patches from them with :func:`cut`.
+
+        Raises:
+            DataError: If a float array holds NaN or infinite values.
+        """
+        index = self.index
+        s, frame = index.items[item]
+        sid = index.sample_ids[s]
+        out = {}
         for key_name in self.keys:
             data = self.reader.read(sid, key_name, frame, region)
             if data.dtype.kind == "f" and not np.isfinite(data).all():
@@ -266,11 +285,8 @@ class PatchDataset(Dataset):
             elif key_name == "target":
                 assert index.target_stats is not None
                 data = Normaliser.apply(data, index.target_stats[s], 0)
-            buf = buffers[key_name]
-            for j, origin in enumerate(origins):
-                cut(data, region, origin, self.patch, PAD_VALUE[key_name], buf.dtype, buf[at + j])
-        if index.labels is not None:
-            buffers["label"][at : at + len(origins)] = int(index.labels[s])
+            out[key_name] = data
+        return out
 
     def __getitem__(self, key: Key | int) -> dict[str, torch.Tensor]:
         buffers = self._buffers(self._count(key))

@@ -160,6 +160,10 @@ class ResNetClassifier(Baseline):
         """Class logits ``(B, n_classes)``."""
         return self.head(self.dropout(self.net(image)))
 
+    def export_network(self) -> nn.Module:
+        """The classifier itself: class logits ``(1, n_classes)`` of an image of any size."""
+        return self
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy (class-weighted when the spec has weights) of ``image`` vs ``label``."""
         logits = self(batch["image"]).float()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as nnf
+from torch import nn
 
 from cellbench.errors import CellbenchError
 from cellbench.training.tiles import tile_starts
@@ -143,3 +144,55 @@ def tiled_predict(
     out /= norm
     crop = (slice(None), slice(None), *(slice(0, s) for s in spatial))
     return out[crop].contiguous()
+
+
+class PadToMultiple(nn.Module):
+    """A dense network on inputs of any size: padded to its size multiple, cropped back.
+
+    Pads the end of each spatial axis to a multiple of ``multiple`` (reflect where possible,
+    as :func:`tiled_predict` pads) and crops the output to the input's size: a whole-image
+    module for export (TorchScript-compatible, 2D or 3D).
+
+    Args:
+        net: A dense network ``(B, C, *spatial) -> (B, K, *spatial)``.
+        multiple: Size multiple per spatial axis.
+    """
+
+    def __init__(self, net: nn.Module, multiple: Sequence[int]) -> None:
+        super().__init__()
+        self.net = net
+        self.multiple: list[int] = [int(m) for m in multiple]
+
+    def with_traced_net(self, example: torch.Tensor) -> PadToMultiple:
+        """A copy whose inner network is traced on ``example`` padded (for TorchScript).
+
+        For networks TorchScript cannot script but can trace (no data-dependent control
+        flow): the padding stays scripted, so the module still takes any size.
+        """
+        pads: list[int] = []
+        for n, m in zip(reversed(example.shape[2:]), reversed(self.multiple), strict=True):
+            pads += [0, (m - int(n) % m) % m]
+        padded = nnf.pad(example, pads)
+        return PadToMultiple(torch.jit.trace(self.net, padded, check_trace=False), self.multiple)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's output on ``x``, of ``x``'s spatial size."""
+        nd = len(self.multiple)
+        sizes: list[int] = []
+        pads: list[int] = []
+        for i in range(nd):
+            sizes.append(int(x.shape[x.dim() - nd + i]))
+        for i in range(nd - 1, -1, -1):
+            pads.append(0)
+            pads.append((self.multiple[i] - sizes[i] % self.multiple[i]) % self.multiple[i])
+        reflect = True
+        for i in range(nd):
+            if pads[2 * (nd - 1 - i) + 1] >= sizes[i]:
+                reflect = False
+        if reflect:
+            y = self.net(nnf.pad(x, pads, mode="reflect"))
+        else:
+            y = self.net(nnf.pad(x, pads, mode="constant", value=0.0))
+        if nd == 2:
+            return y[:, :, : sizes[0], : sizes[1]]
+        return y[:, :, : sizes[0], : sizes[1], : sizes[2]]

@@ -29,7 +29,7 @@ from cellbench.training.models.common import (
     raise_problems,
     resolve_size,
 )
-from cellbench.training.models.tiling import tiled_predict
+from cellbench.training.models.tiling import PadToMultiple, tiled_predict
 
 NORMS = ("batch", "instance", "group", "none")
 UPSAMPLING = ("bilinear", "transposed")
@@ -368,6 +368,10 @@ class UNetSegmentation(UNetBaselineMixin, Baseline):
         """Class logits ``(B, n_classes, *spatial)``."""
         return self.net(image)
 
+    def export_network(self) -> nn.Module:
+        """The U-Net on a whole image, padded to its size multiple: class logits."""
+        return PadToMultiple(self.net, self.net.divisor)
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy (+ Dice) of a batch with ``image`` and ``mask``."""
         logits = self.net(batch["image"])
@@ -434,6 +438,10 @@ class UNetRegression(UNetBaselineMixin, Baseline):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Predicted targets ``(B, out_channels, *spatial)``."""
         return self.net(image)
+
+    def export_network(self) -> nn.Module:
+        """The U-Net on a whole image, padded to its size multiple: normalised targets."""
+        return PadToMultiple(self.net, self.net.divisor)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """MSE or L1 between the prediction and ``target``."""

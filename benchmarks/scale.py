@@ -1,0 +1,439 @@
+"""Beyond one machine: Dask scoring, streaming reads from S3, sharding, fsspec vs obstore.
+
+Everything runs on this machine against a local S3-protocol server (moto's
+``ThreadedMotoServer`` on 127.0.0.1, the server the tests use), and prints one table per
+question, side by side:
+
+1. scoring throughput (images/s) of a 2,000-image instance-segmentation split: in one process
+   (the default path), and on a ``dask.distributed.LocalCluster`` of 1 and 2 worker processes
+   (one thread each), with the speed-up of 2 workers over 1 (goal: 1.8x);
+2. training-loader throughput (random 64 x 64 patches/s through
+   :class:`cellbench.training.data.reader.StoreReader`, the reader the data loader uses): from
+   the S3 server (chunk cache off, and warm), from the same store on local disk, and from
+   arrays already in memory (the upper bound);
+3. peak memory (RSS) of scoring a split streamed from S3 (store and predictions both at
+   ``s3://``), for two split sizes 4x apart, each in a fresh process;
+4. raw zarr reads of every chunk of a store from the S3 server through zarr's ``FsspecStore``
+   (s3fs) and ``ObjectStore`` (obstore, measured only if ``obstore`` is importable);
+5. Zarr v3 sharding against the current chunking (format 2): objects per store, whole-image
+   and random-patch read throughput from the S3 server.
+
+    python benchmarks/scale.py            # the full run (a few minutes)
+    python benchmarks/scale.py --quick    # smaller sizes, to check it runs
+
+Run from the repository root. Figures depend on the machine and on moto (a Python server, far
+slower per request than S3 itself); ``docs/scaling.md`` records a run and what it predicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CARD = {"id": "bench", "version": "1", "tasks": ["instance-segmentation"]}
+
+
+# ---------------------------------------------------------------------- data
+def _blobs(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
+    labels = np.zeros((size, size), np.uint16)
+    yy, xx = np.mgrid[:size, :size]
+    for k in range(1, n + 1):
+        cy, cx = rng.integers(4, size - 4, 2)
+        r = rng.integers(3, max(4, size // 8))
+        labels[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (labels == 0)] = k
+    return labels
+
+
+def make_split(root: Path, n: int, size: int, seed: int = 0) -> tuple[Any, Path]:
+    """A store of ``n`` test images (``size`` x ``size``) and imperfect predictions of them."""
+    from cellbench.predictions import Prediction, PredictionSet, write_predictions
+    from cellbench.store.sample import Sample
+    from cellbench.store.zarr_store import build_store
+
+    rng = np.random.default_rng(seed)
+    samples, preds = [], []
+    for i in range(n):
+        inst = _blobs(rng, size, 8)
+        samples.append(
+            Sample(
+                id=f"img-{i:05d}",
+                image=rng.integers(0, 4096, (1, size, size), dtype=np.uint16),
+                instances=inst,
+                channel_names=["nuclei"],
+                split="test",
+                metadata={"plate": f"p{i % 4}"},
+            )
+        )
+        pred = inst.copy()
+        pred[pred == 1] = 0
+        preds.append(Prediction(f"img-{i:05d}", mask=pred))
+    store = build_store(samples, root / f"split-{n}-{size}-{seed}.zarr", CARD)
+    pset = PredictionSet.from_predictions("instance-segmentation", preds, "bench", "1")
+    write_predictions(root / f"preds-{n}-{size}-{seed}.zarr", pset)
+    return store, root / f"preds-{n}-{size}-{seed}.zarr"
+
+
+# ---------------------------------------------------------------------- S3 server
+class S3:
+    """moto's server on 127.0.0.1 with the AWS_* environment pointing at it."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        os.environ.update(
+            AWS_ENDPOINT_URL=self.url,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        import s3fs
+
+        s3fs.S3FileSystem(client_kwargs={"endpoint_url": self.url}).mkdir("bench")
+
+    def upload(self, local: Path, key: str) -> str:
+        from cellbench.store.remote import filesystem, upload_store
+
+        url = f"s3://bench/{key}"
+        if (local / "manifest.json").is_file():
+            upload_store(local, url, force=True)
+        else:
+            fs, _ = filesystem(url)
+            fs.put(str(local), f"bench/{key}", recursive=True)
+        return url
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+# ---------------------------------------------------------------------- 1. Dask scoring
+def bench_scoring(work: Path, n: int, size: int) -> list[tuple[str, float, str]]:
+    import logging
+
+    from distributed import LocalCluster
+
+    from cellbench.scoring import score
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    store, preds = make_split(work, n, size)
+    rows = []
+    t = time.perf_counter()
+    ref = score("instance-segmentation", store, "test", preds, n_bootstrap=0)
+    one_proc = time.perf_counter() - t
+    rows.append(("one process (default, no Dask)", n / one_proc, ""))
+    rates = {}
+    for workers in (1, 2):
+        with LocalCluster(
+            n_workers=workers,
+            processes=True,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster:
+            # warm-up: workers import cellbench and open the store once
+            score("instance-segmentation", store, "test", preds, n_bootstrap=0,
+                  scheduler=cluster.scheduler_address)  # fmt: skip
+            t = time.perf_counter()
+            got = score("instance-segmentation", store, "test", preds, n_bootstrap=0,
+                        scheduler=cluster.scheduler_address)  # fmt: skip
+            rates[workers] = n / (time.perf_counter() - t)
+        same = json.dumps(got.metrics, sort_keys=True) == json.dumps(ref.metrics, sort_keys=True)
+        rows.append(
+            (f"LocalCluster, {workers} worker process(es)", rates[workers],
+             "values identical" if same else "VALUES DIFFER")
+        )  # fmt: skip
+    rows.append(("speed-up 2 workers / 1 worker (x)", rates[2] / rates[1], "(goal 1.8x)"))
+    return rows
+
+
+# ---------------------------------------------------------------------- 2. training reads
+def _patches(reader: Any, ids: list[str], size: int, n: int, seed: int = 0) -> float:
+    rng = np.random.default_rng(seed)
+    t = time.perf_counter()
+    for _ in range(n):
+        sid = ids[rng.integers(len(ids))]
+        y, x = rng.integers(0, size - 64, 2)
+        region = (slice(int(y), int(y) + 64), slice(int(x), int(x) + 64))
+        reader.read(sid, "image", -1, region)
+        reader.read(sid, "mask", -1, region)
+    return n / (time.perf_counter() - t)
+
+
+class _InMemory:
+    def __init__(self, store: Any, ids: list[str]) -> None:
+        self.data = {(s, "image"): np.asarray(store.image(s)[...]) for s in ids} | {
+            (s, "mask"): np.asarray(store.labels(s)[...]) for s in ids
+        }
+
+    def read(self, sid: str, key: str, frame: int, region: tuple[slice, ...]) -> np.ndarray:
+        arr = self.data[(sid, key)]
+        return np.ascontiguousarray(arr[(slice(None), *region)] if key == "image" else arr[region])
+
+
+class _ZarrInMemory:
+    """The store's chunk files in a zarr MemoryStore: decoding without I/O or verification."""
+
+    def __init__(self, path: Path, ids: list[str]) -> None:
+        import zarr
+        from zarr.storage import MemoryStore
+
+        mapping = {}
+        for f in path.rglob("*"):
+            if f.is_file():
+                from zarr.core.buffer import default_buffer_prototype
+
+                mapping[f.relative_to(path).as_posix()] = (
+                    default_buffer_prototype().buffer.from_bytes(f.read_bytes())
+                )
+        root = zarr.open_group(MemoryStore(mapping), mode="r")
+        self.arrays = {(s, "image"): root[f"images/{s}/0"] for s in ids} | {
+            (s, "mask"): root[f"images/{s}/labels/instances/0"] for s in ids
+        }
+
+    def read(self, sid: str, key: str, frame: int, region: tuple[slice, ...]) -> np.ndarray:
+        arr = self.arrays[(sid, key)]
+        return np.asarray(arr[(slice(None), *region)] if key == "image" else arr[region])
+
+
+def bench_loader(work: Path, s3: S3, n_images: int, size: int, n_patches: int) -> list[tuple]:
+    from cellbench.store import remote
+    from cellbench.training.data.reader import StoreReader
+
+    store, _ = make_split(work, n_images, size, seed=1)
+    ids = store.sample_ids()
+    url = s3.upload(store.path, "loader/store.zarr")
+    fields = {"mask": "instances"}
+    rows = []
+    mem = _patches(_InMemory(store, ids), ids, size, n_patches)
+    zmem = _patches(_ZarrInMemory(store.path, ids), ids, size, n_patches)
+    local = StoreReader(str(store.path), fields)
+    _patches(local, ids, size, 50)
+    disk = _patches(local, ids, size, n_patches)
+    os.environ["CELLBENCH_CHUNK_CACHE"] = "0"
+    remote._CACHES.clear()
+    cold = _patches(StoreReader(url, fields), ids, size, max(50, n_patches // 4))
+    os.environ["CELLBENCH_CHUNK_CACHE"] = "2GiB"
+    remote._CACHES.clear()
+    warm_reader = StoreReader(url, fields)
+    _patches(warm_reader, ids, size, n_patches)  # fills the cache
+    warm = _patches(warm_reader, ids, size, n_patches)
+    rows.append(("in memory, decoded numpy arrays", mem, "(no decoding at all)"))
+    rows.append(("in memory, the store's chunks in a zarr MemoryStore", zmem, "1.00 (upper bound)"))
+    rows.append(
+        ("local disk (format 2 store, verified reads)", disk, f"{disk / zmem:.2f} of in-memory")
+    )
+    rows.append(("S3 server, chunk cache off", cold, f"{cold / disk:.2f} of local disk"))
+    rows.append(("S3 server, chunk cache warm", warm, f"{warm / disk:.2f} of local disk"))
+    return rows
+
+
+# ---------------------------------------------------------------------- 3. peak memory
+_CHILD = r"""
+import json, sys, threading, time
+sys.path.insert(0, sys.argv[3])
+from cellbench.scoring import score
+import cellbench.tasks, cellbench.store.remote, s3fs, zarr
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+peak, stop = [rss()], threading.Event()
+def watch():
+    while not stop.wait(0.005):
+        peak[0] = max(peak[0], rss())
+base = rss()
+threading.Thread(target=watch, daemon=True).start()
+t = time.perf_counter()
+r = score("instance-segmentation", sys.argv[1], "test", sys.argv[2], n_bootstrap=0)
+stop.set()
+print(json.dumps({"rss_mib": max(peak[0], rss()), "base_mib": base,
+                  "seconds": time.perf_counter() - t, "n": len(r.per_sample)}))
+"""
+
+
+def bench_memory(work: Path, s3: S3, sizes: tuple[int, int], size: int) -> list[tuple]:
+    rows = []
+    repo = str(Path(__file__).resolve().parents[1])
+    for n in sizes:
+        store, preds = make_split(work, n, size, seed=2)
+        surl = s3.upload(store.path, f"mem/split-{n}.zarr")
+        purl = s3.upload(preds, f"mem/preds-{n}.zarr")
+        env = {**os.environ, "CELLBENCH_CHUNK_CACHE": "64MiB", "OMP_NUM_THREADS": "1"}
+        with tempfile.TemporaryDirectory() as home:
+            env["CELLBENCH_HOME"] = home
+            out = subprocess.run(
+                [sys.executable, "-c", _CHILD, surl, purl, repo],
+                env=env, capture_output=True, text=True, check=True,
+            )  # fmt: skip
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        raw = n * size * size * 2 * 3 / 2**20  # image + truth + prediction, uint16
+        rows.append(
+            (f"{n} images of {size}x{size} from S3", res["rss_mib"],
+             f"peak RSS while scoring; {res['rss_mib'] - res['base_mib']:.0f} MiB above the "
+             f"process before scoring; split data {raw:.0f} MiB; {res['seconds']:.1f} s")
+        )  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------------- 4. fsspec vs obstore
+async def _read_all(store: Any, keys: list[str]) -> int:
+    from zarr.core.buffer import default_buffer_prototype
+
+    proto = default_buffer_prototype()
+    sem = asyncio.Semaphore(32)
+
+    async def one(k: str) -> int:
+        async with sem:
+            buf = await store.get(k, proto)
+            return len(buf.to_bytes()) if buf is not None else 0
+
+    return sum(await asyncio.gather(*(one(k) for k in keys)))
+
+
+def bench_backends(work: Path, s3: S3) -> list[tuple]:
+    from zarr.core.sync import sync
+    from zarr.storage import FsspecStore
+
+    store, _ = make_split(work, 200, 256, seed=3)
+    url = s3.upload(store.path, "backends/store.zarr")
+    keys = sorted(
+        p.relative_to(store.path).as_posix() for p in store.path.rglob("*") if p.is_file()
+    )
+    rows = []
+    fs_store = FsspecStore.from_url(url, storage_options={"endpoint_url": s3.url}, read_only=True)
+    sync(_read_all(fs_store, keys[:20]))
+    t = time.perf_counter()
+    nbytes = sync(_read_all(fs_store, keys))
+    dt = time.perf_counter() - t
+    rows.append(
+        ("zarr FsspecStore (s3fs)", len(keys) / dt, f"objects/s, {nbytes / dt / 1e6:.1f} MB/s")
+    )
+    try:
+        from obstore.store import S3Store
+        from zarr.storage import ObjectStore
+    except ImportError:
+        rows.append(("zarr ObjectStore (obstore)", float("nan"), "obstore not installed"))
+        return rows
+    ob = ObjectStore(
+        S3Store("bench", prefix="backends/store.zarr", endpoint=s3.url,
+                access_key_id="testing", secret_access_key="testing", region="us-east-1",
+                client_options={"allow_http": True}),
+        read_only=True,
+    )  # fmt: skip
+    sync(_read_all(ob, keys[:20]))
+    t = time.perf_counter()
+    nbytes = sync(_read_all(ob, keys))
+    dt = time.perf_counter() - t
+    rows.append(
+        ("zarr ObjectStore (obstore)", len(keys) / dt, f"objects/s, {nbytes / dt / 1e6:.1f} MB/s")
+    )
+    return rows
+
+
+# ---------------------------------------------------------------------- 5. sharding
+def bench_sharding(work: Path, s3: S3, n: int, size: int, n_patches: int) -> list[tuple]:
+    import zarr
+    from zarr.codecs import BloscCodec, BloscShuffle
+    from zarr.storage import FsspecStore
+
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 4096, (1, size, size), dtype=np.uint16) for _ in range(n)]
+    rows = []
+    for name, shards in (("format 2 chunking (256 x 256 tiles)", None),
+                         ("Zarr v3 sharding (one shard per image)", (1, size, size))):  # fmt: skip
+        local = work / f"shard-{shards is not None}.zarr"
+        root = zarr.open_group(str(local), mode="w", zarr_format=3)
+        for i, img in enumerate(images):
+            arr = root.create_array(
+                f"images/{i}/0", shape=img.shape, dtype=img.dtype, chunks=(1, 256, 256),
+                shards=shards, fill_value=0,
+                compressors=BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle),
+            )  # fmt: skip
+            arr[...] = img
+        objects = sum(1 for p in local.rglob("*") if p.is_file())
+        url = s3.upload(local, f"shard/{local.name}")
+        remote = zarr.open_group(
+            FsspecStore.from_url(url, storage_options={"endpoint_url": s3.url}, read_only=True),
+            mode="r",
+        )
+        t = time.perf_counter()
+        for i in range(n):
+            np.asarray(remote[f"images/{i}/0"][...])
+        whole = n / (time.perf_counter() - t)
+        prng = np.random.default_rng(5)
+        t = time.perf_counter()
+        for _ in range(n_patches):
+            i = int(prng.integers(n))
+            y, x = (int(v) for v in prng.integers(0, size - 64, 2))
+            np.asarray(remote[f"images/{i}/0"][0, y : y + 64, x : x + 64])
+        patches = n_patches / (time.perf_counter() - t)
+        rows.append((name, float(objects), f"objects; {whole:.1f} whole images/s; "
+                     f"{patches:.0f} random 64x64 patches/s"))  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------------- main
+def _table(title: str, rows: list[tuple], unit: str) -> None:
+    print(f"\n{title}")
+    width = max(len(r[0]) for r in rows)
+    for label, value, note in rows:
+        shown = unit if not label.endswith("(x)") else ""
+        print(f"  {label:<{width}}  {value:>10.2f} {shown:<9} {note}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    args = parser.parse_args()
+    q = args.quick
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}; S3 = moto ThreadedMotoServer on 127.0.0.1"
+    )
+    work = Path(tempfile.mkdtemp(prefix="cellbench-scale-"))
+    os.environ.setdefault("CELLBENCH_HOME", str(work / "home"))
+    os.environ["OMP_NUM_THREADS"] = "1"
+    s3 = S3()
+    try:
+        t0 = time.perf_counter()
+        _table("1. scoring throughput, instance split of "
+               f"{200 if q else 2000} images of 64x64", bench_scoring(work, 200 if q else 2000, 64),
+               "images/s")  # fmt: skip
+        _table("2. training reads, random 64x64 patches (image + mask) from 256x256 images",
+               bench_loader(work, s3, 20 if q else 100, 256, 200 if q else 2000),
+               "patches/s")  # fmt: skip
+        sizes = (25, 100) if q else (50, 200)
+        _table("3. peak memory of scoring streamed from S3 (fresh process each)",
+               bench_memory(work, s3, sizes, 256), "MiB")  # fmt: skip
+        _table("4. raw reads of every object of a 200-image store from the S3 server",
+               bench_backends(work, s3), "obj/s")  # fmt: skip
+        _table("5. sharding: 2048 x 2048 uint16 images on the S3 server",
+               bench_sharding(work, s3, 2 if q else 8, 2048, 50 if q else 200), "")  # fmt: skip
+        print(f"\ntotal {time.perf_counter() - t0:.0f} s; peak RSS of this process "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")  # fmt: skip
+    finally:
+        s3.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

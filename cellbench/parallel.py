@@ -1,0 +1,258 @@
+"""Scoring and store verification as Dask graphs: one task per sample or array, same reduction.
+
+cellbench does not schedule work itself; it hands independent per-item tasks to Dask and keeps
+the reduction it already has:
+
+* scoring: :func:`sample_outcomes` runs :func:`cellbench.scoring.sample_outcome` (validate one
+  sample's prediction, reduce it to each metric's sufficient statistics) as one task per image
+  or sequence. The driver then finalises and aggregates those statistics exactly as the
+  single-process path does (:func:`cellbench.scoring.collect` / ``summarise``), in the split's
+  table order, so groups and bootstrap resamples are exact and every value is the same
+  whatever the scheduler and the number of workers.
+* verification: :func:`verify_arrays` checks one store array per task (chunk files against the
+  manifest, then the decoded content's sha256).
+
+Schedulers (``--scheduler``): ``synchronous`` (one thread, for debugging), ``threads`` (Dask's
+local thread pool), ``processes`` (Dask's local process pool) or the address of a running
+``dask.distributed`` scheduler (``tcp://host:8786``); ``$DASK_SCHEDULER_ADDRESS`` is used when
+no scheduler is named. Without either, nothing here runs: scoring stays the single pass in the
+calling process.
+
+Tasks carry locations, not open objects: each task opens the store (a folder or a URL, read
+through the verified chunk cache of :mod:`cellbench.store.remote`) and the predictions by
+location, once per worker process and thread (kept in a small per-worker table), so a
+distributed worker on another machine needs only the URL. In-memory prediction sets are sent
+along with the tasks. Tasks are pure, so when a ``dask.distributed`` worker dies, the scheduler
+reruns its tasks elsewhere and the result is unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+LOCAL_SCHEDULERS = ("synchronous", "threads", "processes")
+
+
+def resolve_scheduler(value: str | None) -> str | None:
+    """The scheduler to use: ``value``, else ``$DASK_SCHEDULER_ADDRESS``, else None (no Dask).
+
+    Raises:
+        ValueError: For a value that is neither a local scheduler nor an address.
+    """
+    chosen = value or os.environ.get(SCHEDULER_ENV) or None
+    if chosen is None:
+        return None
+    if chosen in LOCAL_SCHEDULERS or "://" in chosen:
+        return chosen
+    raise ValueError(
+        f"scheduler {chosen!r}: expected one of {', '.join(LOCAL_SCHEDULERS)} or a "
+        "dask.distributed address such as tcp://host:8786"
+    )
+
+
+def map_ordered(
+    fn: Callable[..., Any],
+    items: Sequence[tuple[Any, ...]],
+    *,
+    scheduler: str,
+    progress: bool = False,
+    desc: str = "",
+    unit: str = "task",
+    shared: tuple[Any, ...] = (),
+) -> list[Any]:
+    """``[fn(*shared, *item) for item in items]`` as one Dask task per item, in order.
+
+    Args:
+        fn: A module-level (picklable) function.
+        items: Per-task arguments.
+        scheduler: ``synchronous``, ``threads``, ``processes`` or a distributed address.
+        progress: Show a progress bar over finished tasks.
+        desc: Progress bar label.
+        unit: Progress bar unit.
+        shared: Arguments common to every task (sent once, not once per task).
+
+    Returns:
+        The results, in the order of ``items``.
+    """
+    from tqdm.auto import tqdm
+
+    if not items:
+        return []
+    if "://" in scheduler:
+        from distributed import Client, as_completed
+
+        with Client(scheduler, set_as_default=False) as client:
+            common = [client.scatter(a, broadcast=True) if _big(a) else a for a in shared]
+            futures = [client.submit(fn, *common, *item, pure=False) for item in items]
+            index = {f.key: i for i, f in enumerate(futures)}
+            out: list[Any] = [None] * len(futures)
+            with tqdm(total=len(futures), desc=desc, unit=unit, disable=not progress) as bar:
+                for future in as_completed(futures, loop=client.loop):
+                    out[index[future.key]] = future.result()
+                    bar.update(1)
+            return out
+
+    import dask
+    from dask.callbacks import Callback
+
+    common_d = [dask.delayed(a, traverse=False) if _big(a) else a for a in shared]
+    tasks = [dask.delayed(fn, pure=False)(*common_d, *item) for item in items]
+    with tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress) as bar:
+        names = {t.key for t in tasks}
+
+        class _Bar(Callback):
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
+                if key in names:
+                    bar.update(1)
+
+        with _Bar():
+            return list(dask.compute(*tasks, scheduler=scheduler))
+
+
+def _big(obj: Any) -> bool:
+    return not isinstance(obj, str | int | float | bool | type(None))
+
+
+# ---------------------------------------------------------------------- scoring
+_OPENED: dict[tuple[Any, ...], Any] = {}
+_OPENED_LOCK = threading.Lock()
+
+
+def _opened(kind: str, location: Any, opener: Callable[[], Any]) -> Any:
+    """An object opened once per worker process and thread (stores are not shared by threads)."""
+    key = (kind, location, os.getpid(), threading.get_ident())
+    with _OPENED_LOCK:
+        found = _OPENED.get(key)
+    if found is None:
+        found = opener()
+        with _OPENED_LOCK:
+            if len(_OPENED) > 64:
+                _OPENED.clear()
+            _OPENED[key] = found
+    return found
+
+
+def _score_sample(
+    task: str,
+    store_loc: str,
+    pred_source: Any,
+    class_names: list[str] | None,
+    metrics: list[Any],
+    sid: str,
+) -> tuple[list[str], list[Any] | None]:
+    """One Dask task: :func:`cellbench.scoring.sample_outcome` of one sample."""
+    from cellbench.predictions import PredictionSet, load_predictions
+    from cellbench.scoring import sample_outcome
+    from cellbench.store.zarr_store import DatasetStore
+    from cellbench.tasks import get_task
+
+    spec = get_task(task)
+    store = _opened("store", store_loc, lambda: DatasetStore.open(store_loc))
+    if isinstance(pred_source, PredictionSet):
+        predictions = pred_source
+    else:
+        predictions = _opened(
+            "predictions",
+            (str(pred_source), task),
+            lambda: load_predictions(pred_source, task=task, class_names=class_names),
+        )
+    return sample_outcome(spec, store, predictions, metrics, sid)
+
+
+def sample_outcomes(
+    spec: Any,
+    store: Any,
+    predictions: Any,
+    metrics: Sequence[Any],
+    sample_ids: Sequence[str],
+    *,
+    scheduler: str,
+    progress: bool = False,
+) -> list[tuple[list[str], list[Any] | None]]:
+    """Per-sample problems and statistics of ``sample_ids``, one Dask task per sample.
+
+    Args:
+        spec: The task declaration.
+        store: The opened dataset (its folder or URL is what the tasks open).
+        predictions: The prediction set: read again by each worker from its source when it has
+            one, else sent with the tasks.
+        metrics: The split's metric suite (decided by the driver, sent to every task).
+        sample_ids: Samples to score, in table order.
+        scheduler: See :func:`map_ordered`.
+        progress: Show a progress bar.
+
+    Returns:
+        ``(problems, stats)`` per sample, in the order of ``sample_ids``.
+    """
+    source = predictions.source if predictions.source is not None else predictions
+    return map_ordered(
+        _score_sample,
+        [(sid,) for sid in sample_ids],
+        scheduler=scheduler,
+        progress=progress,
+        desc=f"score {spec.name} ({scheduler})",
+        unit=spec.resampling_unit,
+        shared=(
+            spec.name,
+            str(store.path),
+            source,
+            store.class_names("label") or None,
+            list(metrics),
+        ),
+    )
+
+
+# ---------------------------------------------------------------------- verification
+def _local_array_problems(root: str, manifest: Any, apath: str) -> list[str]:
+    """One Dask task: the problems of one array of a local store."""
+    from pathlib import Path
+
+    import zarr
+
+    from cellbench.store.integrity import _array_problems
+
+    return _array_problems(zarr, Path(root), root, apath, manifest.arrays[apath], manifest)
+
+
+def _remote_array_problems(url: str, apath: str) -> list[str]:
+    """One Dask task: the problems of one array of a remote store (opened once per worker)."""
+    from cellbench.store.remote import array_problems_of, open_remote
+
+    return array_problems_of(_opened("store", url, lambda: open_remote(url)), apath)
+
+
+def verify_arrays(
+    location: str,
+    array_paths: Sequence[str],
+    manifest: Any,
+    *,
+    scheduler: str,
+    progress: bool = False,
+) -> list[str]:
+    """Problems of each listed array of the store at ``location`` (folder or URL), in order.
+
+    One Dask task per array; each reads the array's chunk files (a remote store's straight from
+    the remote, bypassing the chunk cache) and checks them and the decoded content against the
+    manifest.
+    """
+    from cellbench.store.remote import is_url
+
+    if is_url(location):
+        fn: Callable[..., list[str]] = _remote_array_problems
+        shared: tuple[Any, ...] = (location,)
+    else:
+        fn, shared = _local_array_problems, (location, manifest)
+    results = map_ordered(
+        fn,
+        [(p,) for p in array_paths],
+        scheduler=scheduler,
+        progress=progress,
+        desc=f"verify ({scheduler})",
+        unit="array",
+        shared=shared,
+    )
+    return [line for lines in results for line in lines]

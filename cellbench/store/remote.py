@@ -1,0 +1,615 @@
+"""Canonical stores at fsspec URLs: verified chunk-by-chunk reads, a bounded chunk cache, upload.
+
+A store can live at any fsspec URL (``s3://bucket/prefix/ds@1.zarr``, ``gs://``, ``hf://``,
+``file://``, ``memory://``). Reading it never downloads it whole:
+:class:`RemoteVerifiedStore` sits between zarr and zarr's async
+:class:`~zarr.storage.FsspecStore`, so zarr asks for exactly the chunk files a slice needs, and
+each one is
+
+1. looked up in the local :class:`ChunkCache` (content-addressed by the sha256 the manifest
+   records for it, bounded in bytes, least recently used evicted first), else fetched;
+2. checked against the manifest like every local read
+   (:meth:`~cellbench.store.integrity.VerifiedStore.check`): a chunk whose bytes do not match is
+   a :class:`~cellbench.errors.CorruptStoreError` naming the dataset, array, sample and chunk,
+   never a wrong number. A damaged cache entry is removed before the error is raised, so the
+   next read fetches it again;
+3. stored in the cache only after it verified (written to a temporary file, then renamed: a
+   reader never sees a half-written entry).
+
+Only stores whose manifest covers every chunk file (store format 2 and later) are opened
+remotely; a format 1 store must be upgraded first (its manifest has one digest per whole
+array, which cannot be checked chunk by chunk).
+
+:func:`upload_store` copies a complete local store to a URL so that nothing at the destination
+opens as a store until the copy is complete: every chunk and node file first, then
+``manifest.json``, and the root ``zarr.json`` (which :meth:`DatasetStore.open` looks for first)
+last. An interrupted upload is removed as far as possible; whatever is left has no root
+``zarr.json`` and is refused as "not a cellbench store".
+
+Why fsspec and not obstore: obstore was measured against fsspec on the local S3 server (see
+``docs/scaling.md``); the figure and the decision are recorded there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from zarr.abc.store import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    SuffixByteRequest,
+)
+from zarr.core.buffer import Buffer, BufferPrototype
+
+from cellbench.errors import CorruptStoreError, StoreError
+from cellbench.store import checksums
+from cellbench.store.integrity import StoreManifest, VerifiedStore, repair_hint
+
+ROOT_META = "zarr.json"
+
+
+def is_url(location: object) -> bool:
+    """Whether ``location`` names a store by URL (``scheme://...``) rather than a local path."""
+    if not isinstance(location, str) or "://" not in location:
+        return False
+    scheme = location.split("://", 1)[0]
+    return scheme.replace("+", "").replace("-", "").replace(":", "").isalnum()
+
+
+def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """The fsspec filesystem and path of ``url`` (``s3://`` endpoints from ``AWS_ENDPOINT_URL``).
+
+    Returns:
+        ``(filesystem, path)`` with ``path`` stripped of the protocol and trailing ``/``.
+    """
+    import fsspec
+
+    from cellbench.store.fetch._fs import resolve_storage_options
+
+    opts = resolve_storage_options(url, storage_options or {})
+    fs, path = fsspec.core.url_to_fs(url, **opts)
+    return fs, path.rstrip("/")
+
+
+_OBSTORE_SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss")
+
+
+def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """A read-only async zarr store for ``url``: obstore's where it can, else fsspec's.
+
+    ``$CELLBENCH_OBJECT_STORE`` chooses: ``auto`` (default) uses zarr's
+    :class:`~zarr.storage.ObjectStore` over obstore for ``s3://``, ``gs://`` and ``az://``
+    URLs when obstore is installed and no fsspec ``storage_options`` were given (it was
+    measured about 3.8x faster than s3fs per object; ``docs/scaling.md``), and zarr's
+    :class:`~zarr.storage.FsspecStore` otherwise; ``fsspec`` or ``obstore`` force one.
+    obstore reads endpoint and credentials from the same ``AWS_*``/``GOOGLE_*``/``AZURE_*``
+    variables.
+
+    Raises:
+        StoreError: ``obstore`` was asked for but is not installed or cannot serve the URL.
+    """
+    from zarr.storage import FsspecStore
+
+    from cellbench import settings
+
+    backend = settings.object_store_backend()
+    scheme = url.split("://", 1)[0].lower()
+    if backend != "fsspec" and scheme in _OBSTORE_SCHEMES and not storage_options:
+        try:
+            from obstore.store import from_url
+            from zarr.storage import ObjectStore
+        except ImportError:
+            if backend == "obstore":
+                raise StoreError(
+                    f"{settings.OBJECT_STORE}=obstore but obstore is not installed "
+                    "(pip install obstore)"
+                ) from None
+        else:
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+                "AWS_ENDPOINT_URL", ""
+            )
+            client = {"allow_http": True} if endpoint.startswith("http://") else None
+            if scheme == "s3a":
+                url = "s3" + url[3:]
+            return ObjectStore(from_url(url, client_options=client), read_only=True)
+    elif backend == "obstore":
+        raise StoreError(f"{url}: obstore serves s3://, gs:// and az:// URLs only")
+    return FsspecStore.from_url(
+        url, storage_options=_storage_options(url, storage_options), read_only=True
+    )
+
+
+def _storage_options(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    from cellbench.store.fetch._fs import resolve_storage_options
+
+    return resolve_storage_options(url, storage_options or {})
+
+
+# ---------------------------------------------------------------------- chunk cache
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9}
+_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40})
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size such as ``"2GiB"``, ``"500 MB"`` or ``"1048576"``.
+
+    Raises:
+        ValueError: For text that is not a non-negative size.
+    """
+    s = text.strip().lower().replace(" ", "")
+    num = s.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = s[len(num) :]
+    if unit not in _UNITS or not num:
+        raise ValueError(f"{text!r} is not a size (e.g. 2GiB, 500MB, 1048576)")
+    value = float(num)
+    if value < 0:
+        raise ValueError(f"{text!r}: a size cannot be negative")
+    return int(value * _UNITS[unit])
+
+
+class ChunkCache:
+    """Verified chunk files on local disk, bounded in bytes, least recently used evicted first.
+
+    Entries are content-addressed: the file name is the sha256 the manifest records for the
+    chunk (``<root>/<ab>/<sha256>``), so stores that share a chunk share the entry and an entry
+    can always be checked against its name. Several processes may share the folder; each keeps
+    the total it knows of (a scan at first use plus its own writes) within ``limit``.
+
+    Args:
+        root: Cache folder (created on first write).
+        limit: Size bound in bytes; 0 disables the cache.
+    """
+
+    def __init__(self, root: Path, limit: int) -> None:
+        self.root = Path(root)
+        self.limit = int(limit)
+        self._lock = threading.Lock()
+        self._index: OrderedDict[str, int] | None = None
+        self._total = 0
+        self.hits = 0
+        self.misses = 0
+
+    def _load(self) -> OrderedDict[str, int]:
+        if self._index is None:
+            found: list[tuple[float, str, int]] = []
+            if self.root.is_dir():
+                for f in self.root.glob("??/*"):
+                    if f.name.startswith("."):
+                        continue
+                    try:
+                        st = f.stat()
+                    except OSError:
+                        continue
+                    found.append((st.st_mtime, f.name, st.st_size))
+            found.sort()
+            self._index = OrderedDict((name, size) for _, name, size in found)
+            self._total = sum(self._index.values())
+        return self._index
+
+    def _file(self, name: str) -> Path:
+        return self.root / name[:2] / name
+
+    @property
+    def size(self) -> int:
+        """Bytes held (as this process knows)."""
+        with self._lock:
+            self._load()
+            return self._total
+
+    def get(self, name: str) -> bytes | None:
+        """The entry's bytes, or None when it is not cached (not verified here)."""
+        if self.limit <= 0:
+            return None
+        file = self._file(name)
+        try:
+            data = file.read_bytes()
+        except OSError:
+            with self._lock:
+                index = self._load()
+                self._total -= index.pop(name, 0)
+                self.misses += 1
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(file)
+        with self._lock:
+            index = self._load()
+            if name in index:
+                index.move_to_end(name)
+            else:
+                index[name] = len(data)
+                self._total += len(data)
+            self.hits += 1
+        return data
+
+    def put(self, name: str, data: bytes) -> None:
+        """Store a verified entry atomically, then evict the least recently used over the bound."""
+        if self.limit <= 0 or len(data) > self.limit:
+            return
+        file = self._file(name)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.parent / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, file)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return  # a full or read-only cache disk never fails a read
+        with self._lock:
+            index = self._load()
+            self._total += len(data) - index.pop(name, 0)
+            index[name] = len(data)
+            while self._total > self.limit and index:
+                old, size = index.popitem(last=False)
+                self._total -= size
+                with contextlib.suppress(OSError):
+                    self._file(old).unlink()
+
+    def discard(self, name: str) -> None:
+        """Remove an entry (a damaged one)."""
+        with contextlib.suppress(OSError):
+            self._file(name).unlink()
+        with self._lock:
+            index = self._load()
+            self._total -= index.pop(name, 0)
+
+
+_CACHES: dict[tuple[str, int], ChunkCache] = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def default_cache() -> ChunkCache:
+    """The process's cache at ``$CELLBENCH_HOME/chunks``, bounded by ``$CELLBENCH_CHUNK_CACHE``."""
+    from cellbench import settings
+
+    key = (str(settings.home() / "chunks"), settings.chunk_cache_bytes())
+    with _CACHES_LOCK:
+        cache = _CACHES.get(key)
+        if cache is None:
+            cache = _CACHES[key] = ChunkCache(Path(key[0]), key[1])
+        return cache
+
+
+# ---------------------------------------------------------------------- verified remote reads
+def _slice(data: bytes, byte_range: ByteRequest | None) -> bytes:
+    if byte_range is None:
+        return data
+    if isinstance(byte_range, RangeByteRequest):
+        return data[byte_range.start : byte_range.end]
+    if isinstance(byte_range, OffsetByteRequest):
+        return data[byte_range.offset :]
+    if isinstance(byte_range, SuffixByteRequest):
+        return data[-byte_range.suffix :] if byte_range.suffix else b""
+    raise TypeError(f"unknown byte request {byte_range!r}")
+
+
+class RemoteVerifiedStore(VerifiedStore):
+    """A read-only zarr store over a remote one: cached, and every file checked on every read.
+
+    Args:
+        store: zarr's :class:`~zarr.storage.FsspecStore` of the store's URL.
+        manifest: The store's manifest (format 2 or later).
+        ref: ``id@version`` for messages.
+        cache: The chunk cache (:func:`default_cache` when None).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        manifest: StoreManifest,
+        ref: str,
+        cache: ChunkCache | None = None,
+        url: str = "",
+    ) -> None:
+        super().__init__(store, manifest, ref)
+        self.cache = cache if cache is not None else default_cache()
+        self.url = url
+
+    def _with_store(self, store: Any) -> RemoteVerifiedStore:
+        return type(self)(store, self.manifest, self.ref, self.cache, self.url)
+
+    def uncached(self) -> RemoteVerifiedStore:
+        """The same store without the chunk cache (verification reads the remote itself)."""
+        return type(self)(
+            self._store, self.manifest, self.ref, ChunkCache(self.cache.root, 0), self.url
+        )
+
+    def __hash__(self) -> int:
+        return hash((str(self._store), self.manifest.digest))
+
+    def _cache_name(self, key: str) -> str | None:
+        """The cache entry of ``key``: its manifest digest (None: not cacheable)."""
+        man = self.manifest
+        if key.endswith("/" + ROOT_META):
+            entry = man.nodes.get(key[: -len(ROOT_META) - 1])
+            return None if entry is None else "m" + entry["zarr_json_sha256"]
+        located = man.locate(key)
+        if located is None:
+            return None
+        path, chunk = located
+        return man.arrays[path].get("chunk_sha256", {}).get(chunk)
+
+    async def get(
+        self,
+        key: str,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        """Read ``key`` from the cache or the remote store, check it, then slice the range."""
+        if prototype is None:
+            from zarr.core.buffer import default_buffer_prototype
+
+            prototype = default_buffer_prototype()
+        name = self._cache_name(key)
+        data = self.cache.get(name) if name else None
+        if data is not None:
+            try:
+                self.check(key, data)
+            except CorruptStoreError as err:
+                self.cache.discard(name)  # type: ignore[arg-type]
+                raise CorruptStoreError(
+                    f"{err} (the damaged copy was in the local chunk cache {self.cache.root} "
+                    "and has been removed; reading again fetches it from the store)"
+                ) from None
+        else:
+            try:
+                whole = await self._store.get(key, prototype)
+            except Exception as err:  # network and backend errors have no common base class
+                raise StoreError(
+                    f"dataset {self.ref}: cannot read {key!r} from {self.url} "
+                    f"({type(err).__name__}: {err})"
+                ) from None
+            data = None if whole is None else whole.to_bytes()
+            self.check(key, data)
+            if data is not None and name:
+                self.cache.put(name, data)
+        if data is None:
+            return None
+        return prototype.buffer.from_bytes(_slice(data, byte_range))
+
+
+def open_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """Open a complete store at ``url`` for verified chunk-by-chunk reads.
+
+    Returns:
+        The :class:`~cellbench.store.zarr_store.DatasetStore`.
+
+    Raises:
+        StoreError: Not a cellbench store (e.g. an interrupted upload), incomplete, a format 1
+            store, or a damaged manifest (one line each).
+    """
+    import zarr
+
+    from cellbench.store.format import FORMATS, STORE_KIND
+    from cellbench.store.zarr_store import DatasetStore
+
+    url = url.rstrip("/")
+    fs, path = filesystem(url, storage_options)
+    try:
+        raw = fs.cat_file(f"{path}/{ROOT_META}")
+    except FileNotFoundError:
+        raise StoreError(
+            f"{url}: not a cellbench store (no {ROOT_META}; an interrupted upload leaves none)"
+        ) from None
+    except Exception as err:  # network and backend errors have no common base class
+        raise StoreError(f"{url}: cannot read {ROOT_META} ({type(err).__name__}: {err})") from None
+    try:
+        meta = json.loads(raw)
+        attrs = meta["attributes"]
+        info = attrs["cellbench"]
+        assert isinstance(info, dict) and info.get("format") == STORE_KIND
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise StoreError(f"{url}: Zarr group is not a cellbench store") from None
+    fmt = next((f for f in FORMATS.values() if f.matches(attrs)), None)
+    if fmt is None:
+        raise StoreError(
+            f"{url}: store format version {info.get('format_version')!r} is unknown to this "
+            f"cellbench (reads versions {', '.join(sorted(FORMATS))})"
+        )
+    ident = info.get("dataset", {}) if isinstance(info.get("dataset"), dict) else {}
+    ref = f"{ident.get('id', url)}@{ident.get('version', '?')}"
+    if info.get("complete") is not True:
+        raise StoreError(f"{url}: store is incomplete (interrupted build); {repair_hint(ref)}")
+    if not fmt.manifest_covers_metadata:
+        raise StoreError(
+            f"{url}: store format {fmt.version} cannot be read remotely (its manifest has no "
+            "per-chunk digests); upgrade it locally (`cellbench datasets upgrade`) and upload again"
+        )
+    try:
+        raw_manifest = fs.cat_file(f"{path}/{checksums.MANIFEST_NAME}")
+    except FileNotFoundError:
+        raise StoreError(
+            f"{url}: store has no {checksums.MANIFEST_NAME}; {repair_hint(ref)}"
+        ) from None
+    manifest, problems = StoreManifest.parse(raw_manifest, f"{url}/{checksums.MANIFEST_NAME}")
+    if manifest is None or problems:
+        raise CorruptStoreError(f"{problems[0]}; {repair_hint(ref)}")
+    if manifest.format.version != fmt.version:
+        raise CorruptStoreError(
+            f"{url}: root says store format {fmt.version}, manifest says "
+            f"{manifest.format.version}; {repair_hint(ref)}"
+        )
+    verified = RemoteVerifiedStore(zarr_store(url, storage_options), manifest, ref, url=url)
+    try:
+        root = zarr.open_group(store=verified, mode="r", zarr_format=3)
+    except StoreError:
+        raise
+    except Exception as err:  # zarr/json errors on a damaged root
+        raise CorruptStoreError(f"{url}: unreadable store ({err}); {repair_hint(ref)}") from None
+    return DatasetStore(url, fmt, root, dict(info), manifest)
+
+
+# ---------------------------------------------------------------------- upload
+def upload_store(
+    local: str | os.PathLike[str],
+    url: str,
+    *,
+    force: bool = False,
+    progress: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    batch: int = 256,
+) -> str:
+    """Copy a complete local store to ``url``; the root ``zarr.json`` is written last.
+
+    Order: every chunk and node file (in batches, concurrently where the filesystem can),
+    then ``manifest.json``, then the root ``zarr.json``. A store at ``url`` is opened only
+    through its root ``zarr.json``, so until the last PUT nothing there opens as a store. If
+    the upload fails, what was uploaded is removed (best effort) and the error re-raised.
+
+    Args:
+        local: A complete local store folder (verified by the caller).
+        url: Destination fsspec URL.
+        force: Replace a store (or other files) already at ``url`` (a store's root
+            ``zarr.json`` is removed first, so it stops opening before anything else changes).
+        progress: Show a progress bar over files.
+        storage_options: fsspec options (``s3://`` endpoint from ``AWS_ENDPOINT_URL`` too).
+        batch: Files per concurrent ``put``.
+
+    Returns:
+        The destination URL.
+
+    Raises:
+        StoreError: A store or other files already at ``url`` (without ``force``), or the
+            upload failed.
+    """
+    from tqdm.auto import tqdm
+
+    local = Path(local)
+    url = url.rstrip("/")
+    fs, path = filesystem(url, storage_options)
+    root_meta = f"{path}/{ROOT_META}"
+    if fs.exists(root_meta):
+        if not force:
+            raise StoreError(f"{url}: a store is already there; add --force to replace it")
+        fs.rm_file(root_meta)
+    if fs.exists(path):
+        if not force and fs.find(path):
+            raise StoreError(
+                f"{url}: holds files but no store (left by an interrupted upload?); "
+                "add --force to replace them"
+            )
+        fs.rm(path, recursive=True)
+    with contextlib.suppress(OSError):
+        fs.mkdirs(path, exist_ok=True)
+    files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    last = [checksums.MANIFEST_NAME, ROOT_META]
+    body = [f for f in files if f not in last]
+    missing = [f for f in last if f not in files]
+    if missing:
+        raise StoreError(f"{local}: not a complete store (no {', '.join(missing)})")
+    uploaded: list[str] = []
+    try:
+        with tqdm(
+            total=len(files), desc=f"upload {local.name}", unit="file", disable=not progress
+        ) as bar:
+            for i in range(0, len(body), batch):
+                part = body[i : i + batch]
+                rpaths = [f"{path}/{f}" for f in part]
+                uploaded.extend(rpaths)
+                fs.put([str(local / f) for f in part], rpaths)
+                bar.update(len(part))
+            for f in last:
+                uploaded.append(f"{path}/{f}")
+                fs.put([str(local / f)], [f"{path}/{f}"])
+                bar.update(1)
+    except BaseException as err:
+        with contextlib.suppress(Exception):
+            fs.rm(path, recursive=True)
+        if isinstance(err, Exception):
+            raise StoreError(
+                f"{url}: upload failed after {len(uploaded)} of {len(files)} files "
+                f"({type(err).__name__}: {err}); nothing that opens as a store was left there"
+            ) from None
+        raise
+    return url
+
+
+# ---------------------------------------------------------------------- verification
+def remote_array_problems(url: str, apath: str) -> list[str]:
+    """Problems of one array of the store at ``url``, read from the remote store itself.
+
+    Every chunk file is fetched (the cache is bypassed, so a chunk that only the cache still
+    holds is reported missing) and checked against the manifest, then the decoded content is
+    hashed and compared. One task of :func:`cellbench.parallel.verify_store`.
+    """
+    store = open_remote(url)
+    return array_problems_of(store, apath, bypass_cache=True)
+
+
+def array_problems_of(store: Any, apath: str, bypass_cache: bool = True) -> list[str]:
+    """Problems of one array of an opened remote :class:`DatasetStore` (empty: intact)."""
+    import zarr
+
+    where = f"{store.path}: array {apath!r}"
+    verified = store.root.store
+    if bypass_cache and isinstance(verified, RemoteVerifiedStore):
+        verified = verified.uncached()
+    entry = store._manifest.arrays[apath]
+    try:
+        arr = zarr.open_array(store=verified, path=apath, mode="r", zarr_format=3)
+        if list(arr.shape) != list(entry["shape"]):
+            return [f"{where} has shape {list(arr.shape)}, manifest says {entry['shape']}"]
+        digest = checksums.hash_zarr_array(arr)
+    except CorruptStoreError as err:
+        return [f"{where}: {str(err).split(': ', 1)[-1]}"]
+    except Exception as err:  # network, codec and metadata errors have no common base class
+        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        return [f"{where} cannot be read ({first})"]
+    if digest != entry["sha256"]:
+        return [
+            f"{where} content sha256 {digest[:12]}... does not match manifest "
+            f"{entry['sha256'][:12]}..."
+        ]
+    return []
+
+
+def verify_remote(store: Any, progress: bool = False, scheduler: str | None = None) -> list[str]:
+    """Check every array of a remote store; one line per problem.
+
+    ``scheduler`` None checks the arrays one after the other; otherwise one Dask task per
+    array (:func:`cellbench.parallel.verify_arrays`).
+
+    The root attributes and manifest were checked when the store was opened; here every node
+    the manifest lists and every array's chunks and content are read from the remote store.
+    """
+    from tqdm.auto import tqdm
+
+    problems: list[str] = []
+    try:
+        store._check_root()
+    except CorruptStoreError as err:
+        problems.append(str(err))
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    fresh = store.root.store.uncached()
+    for node in sorted(set(store._manifest.nodes) - set(store._manifest.arrays)):
+        try:
+            sync(fresh.get(f"{node}/{ROOT_META}", default_buffer_prototype()))
+        except CorruptStoreError as err:
+            problems.append(str(err))
+        except Exception as err:  # network errors have no common base class
+            problems.append(f"{store.path}: node {node!r} cannot be read ({type(err).__name__})")
+    if scheduler is not None:
+        from cellbench.parallel import verify_arrays
+
+        return problems + verify_arrays(
+            str(store.path),
+            sorted(store._manifest.arrays),
+            store._manifest,
+            scheduler=scheduler,
+            progress=progress,
+        )
+    for apath in tqdm(
+        sorted(store._manifest.arrays), desc="verify", unit="array", disable=not progress
+    ):
+        problems += array_problems_of(store, apath)
+    return problems

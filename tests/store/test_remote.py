@@ -1,0 +1,333 @@
+"""Stores at fsspec URLs on a real S3 server (moto on 127.0.0.1): upload, streaming verified
+reads through the bounded chunk cache, corruption, interrupted uploads, scoring from S3."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cellbench.errors import CorruptStoreError, StoreError
+from cellbench.store.zarr_store import DatasetStore, build_store
+from tests.factories import toy_samples
+
+pytest.importorskip("s3fs")
+pytest.importorskip("moto.server")
+
+CARD = {"id": "toy", "version": "1", "tasks": ["instance-segmentation"]}
+
+
+@pytest.fixture
+def s3(s3_endpoint, s3_bucket):
+    """The moto server as the environment's S3 endpoint, and a fresh bucket on it."""
+    return _Bucket(s3_endpoint.client, s3_bucket)
+
+
+class _Bucket:
+    def __init__(self, client, bucket: str) -> None:
+        self.client, self.bucket = client, bucket
+
+
+def _keys(s3, prefix: str) -> list[str]:
+    out = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in out.get("Contents", []))
+
+
+@pytest.fixture
+def local_store(tmp_path) -> DatasetStore:
+    return build_store(toy_samples("instance-segmentation", 8), tmp_path / "toy.zarr", CARD)
+
+
+def _upload(local: DatasetStore, url: str) -> DatasetStore:
+    from cellbench.store.remote import upload_store
+
+    upload_store(local.path, url)
+    return DatasetStore.open(url)
+
+
+def test_remote_store_reads_equal_local_chunk_by_chunk(s3, local_store):
+    from cellbench.store.remote import default_cache
+
+    url = f"s3://{s3.bucket}/stores/toy.zarr"
+    remote = _upload(local_store, url)
+    assert remote.is_remote and remote.path == url
+    assert remote.checksum == local_store.checksum
+    assert remote.sample_ids("test") == local_store.sample_ids("test")
+    cache = default_cache()
+    before = cache.size
+    sid = local_store.sample_ids()[0]
+    np.testing.assert_array_equal(remote.image(sid)[...], local_store.image(sid)[...])
+    # only that sample's chunk was fetched (plus metadata), not the store
+    image_chunk = local_store.manifest["arrays"][f"images/{sid}/0"]["chunk_sha256"]
+    assert (cache.root / next(iter(image_chunk.values()))[:2]).is_dir()
+    fetched = cache.size - before
+    whole = sum(p.stat().st_size for p in local_store.path.rglob("*") if p.is_file())
+    assert 0 < fetched < whole / 4
+    for s in local_store.sample_ids():
+        a, b = remote.sample(s), local_store.sample(s)
+        np.testing.assert_array_equal(a.instances, b.instances)
+        assert a.metadata == b.metadata and a.pixel_size == b.pixel_size
+    assert remote.verify() == []
+
+
+def test_corrupt_remote_chunk_is_an_error_naming_it(s3, local_store):
+    url = f"s3://{s3.bucket}/c/toy.zarr"
+    remote = _upload(local_store, url)
+    sid = local_store.sample_ids()[1]
+    key = f"c/toy.zarr/images/{sid}/labels/instances/0/c/0/0"
+    body = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    s3.client.put_object(Bucket=s3.bucket, Key=key, Body=body[:-1] + bytes([body[-1] ^ 1]))
+    with pytest.raises(CorruptStoreError) as err:
+        remote.labels(sid)[...]
+    msg = str(err.value)
+    assert f"images/{sid}/labels/instances/0" in msg and "c/0/0" in msg and sid in msg
+    problems = remote.verify()
+    assert len(problems) == 1 and f"images/{sid}/labels/instances/0" in problems[0]
+
+
+def test_corrupt_cached_chunk_is_an_error_then_refetched(s3, local_store):
+    from cellbench.store.remote import default_cache
+
+    url = f"s3://{s3.bucket}/cc/toy.zarr"
+    remote = _upload(local_store, url)
+    sid = local_store.sample_ids()[2]
+    want = np.asarray(local_store.image(sid)[...])
+    np.testing.assert_array_equal(remote.image(sid)[...], want)  # now cached
+    digest = next(iter(local_store.manifest["arrays"][f"images/{sid}/0"]["chunk_sha256"].values()))
+    entry = default_cache().root / digest[:2] / digest
+    entry.write_bytes(b"garbage" + entry.read_bytes()[7:])
+    with pytest.raises(CorruptStoreError, match=rf"images/{sid}/0.*c/0/0/0.*chunk cache"):
+        DatasetStore.open(url).image(sid)[...]
+    assert not entry.exists()  # the damaged copy is gone, nothing half-written left
+    np.testing.assert_array_equal(DatasetStore.open(url).image(sid)[...], want)
+    assert entry.is_file() and not list(entry.parent.glob(".*"))
+
+
+def test_chunk_cache_is_bounded_and_evicts_least_recently_used(tmp_path):
+    from cellbench.store.remote import ChunkCache
+
+    cache = ChunkCache(tmp_path / "chunks", limit=250)
+    for name in ("aa1", "aa2", "bb3"):
+        cache.put(name, bytes(100))
+        assert cache.size <= 250
+    assert cache.get("aa1") is None  # evicted first (oldest)
+    assert cache.get("aa2") == bytes(100)  # now most recently used
+    cache.put("cc4", bytes(100))  # evicts bb3, not aa2
+    assert cache.get("bb3") is None and cache.get("aa2") is not None
+    cache.put("big", bytes(300))  # larger than the bound: not cached
+    assert cache.get("big") is None
+    files = [f for f in (tmp_path / "chunks").rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) <= 250
+    # a new process sees what is on disk
+    again = ChunkCache(tmp_path / "chunks", limit=250)
+    assert again.size == 200 and again.get("cc4") == bytes(100)
+
+
+def test_chunk_cache_setting(monkeypatch):
+    from cellbench import settings
+
+    monkeypatch.setenv("CELLBENCH_CHUNK_CACHE", "3 MiB")
+    assert settings.chunk_cache_bytes() == 3 * 2**20
+    monkeypatch.setenv("CELLBENCH_CHUNK_CACHE", "0")
+    assert settings.chunk_cache_bytes() == 0
+    monkeypatch.setenv("CELLBENCH_CHUNK_CACHE", "lots")
+    with pytest.raises(ValueError, match="CELLBENCH_CHUNK_CACHE: 'lots' is not a size"):
+        settings.chunk_cache_bytes()
+
+
+def test_interrupted_upload_leaves_nothing_that_opens(s3, local_store, monkeypatch):
+    import s3fs
+
+    from cellbench.store.remote import upload_store
+
+    url = f"s3://{s3.bucket}/cut/toy.zarr"
+    calls = {"n": 0}
+    original = s3fs.S3FileSystem._put_file
+
+    async def failing_put_file(self, lpath, rpath, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 20:  # the network goes away mid-upload
+            raise ConnectionError("connection reset by peer")
+        return await original(self, lpath, rpath, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_put_file", failing_put_file)
+    with pytest.raises(StoreError, match="upload failed after"):
+        upload_store(local_store.path, url, batch=8)
+    assert calls["n"] >= 20
+    assert not any(k.endswith("cut/toy.zarr/zarr.json") for k in _keys(s3, "cut/"))
+    with pytest.raises(StoreError, match="not a cellbench store"):
+        DatasetStore.open(url)
+    monkeypatch.setattr(s3fs.S3FileSystem, "_put_file", original)
+    # the root zarr.json is the very last object written
+    written: list[str] = []
+
+    async def recording_put_file(self, lpath, rpath, *args, **kwargs):
+        written.append(rpath)
+        return await original(self, lpath, rpath, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_put_file", recording_put_file)
+    upload_store(local_store.path, url)
+    assert written[-1].endswith("cut/toy.zarr/zarr.json")
+    assert written[-2].endswith("cut/toy.zarr/manifest.json")
+    assert DatasetStore.open(url).checksum == local_store.checksum
+    with pytest.raises(StoreError, match="already there"):
+        upload_store(local_store.path, url)
+    # files that are not a store are never replaced silently
+    s3.client.put_object(Bucket=s3.bucket, Key="other/data.zarr/keep.txt", Body=b"mine")
+    with pytest.raises(StoreError, match="holds files but no store"):
+        upload_store(local_store.path, f"s3://{s3.bucket}/other/data.zarr")
+    assert _keys(s3, "other/") == ["other/data.zarr/keep.txt"]
+
+
+def test_cli_pull_to_s3_verify_and_score_from_s3_equal_local(s3, tmp_path):
+    from cellbench.cli import main
+    from cellbench.predictions import Prediction, PredictionSet, write_predictions
+    from cellbench.registry import pull
+    from cellbench.store.remote import filesystem
+
+    local = pull("synthetic-nuclei", options={"n_images": 8}, progress=False)  # cached build
+    runner = CliRunner()
+    res = runner.invoke(
+        main, ["datasets", "pull", "synthetic-nuclei", "--to", f"s3://{s3.bucket}/ds", "-q"]
+    )
+    assert res.exit_code == 0, res.output
+    url = f"s3://{s3.bucket}/ds/{local.ref}.zarr"
+    assert url in res.output and local.checksum in res.output
+    assert _keys(s3, f"ds/{local.ref}.zarr/zarr.json")
+    res = runner.invoke(main, ["datasets", "verify", url, "-q"])
+    assert res.exit_code == 0 and "OK" in res.output, res.output
+
+    rng = np.random.default_rng(0)
+    preds = []
+    for sid in local.sample_ids("test"):
+        mask = np.asarray(local.labels(sid)[...]).copy()
+        ids = np.unique(mask)[1:]
+        mask[np.isin(mask, rng.choice(ids, size=max(1, ids.size // 3), replace=False))] = 0
+        preds.append(Prediction(sid, mask=mask))
+    pset = PredictionSet.from_predictions(
+        "instance-segmentation", preds, dataset=local.id, dataset_version=local.version
+    )
+    write_predictions(tmp_path / "preds.zarr", pset)
+    fs, _ = filesystem(f"s3://{s3.bucket}")
+    fs.put(str(tmp_path / "preds.zarr"), f"{s3.bucket}/sub/preds.zarr", recursive=True)
+
+    reports = {}
+    for name, dataset, predictions in (
+        ("local", local.ref, str(tmp_path / "preds.zarr")),
+        ("s3", url, f"s3://{s3.bucket}/sub/preds.zarr"),
+    ):
+        out = tmp_path / f"{name}.json"
+        res = runner.invoke(
+            main,
+            ["score", "--task", "instance-segmentation", "--dataset", dataset, predictions,
+             "--bootstrap", "50", "--out", str(out), "-q"],
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        reports[name] = json.loads(out.read_text())
+    a, b = reports["local"], reports["s3"]
+    assert a["metrics"] == b["metrics"] and a["headline"] == b["headline"]
+    assert a["groups"] == b["groups"] and a["per_sample"] == b["per_sample"]
+    assert 0 < a["headline"]["value"] < 1
+    assert b["provenance"]["extra"]["predictions_source"] == f"s3://{s3.bucket}/sub/preds.zarr"
+
+
+def test_format_1_store_is_refused_remotely(s3, tmp_path):
+    from cellbench.store.format import FORMATS
+
+    old = build_store(
+        toy_samples("instance-segmentation", 4), tmp_path / "v1.zarr", CARD, fmt=FORMATS["1"]
+    )
+    url = f"s3://{s3.bucket}/v1/toy.zarr"
+    from cellbench.store.remote import upload_store
+
+    upload_store(old.path, url)
+    with pytest.raises(StoreError, match=r"format 1 cannot be read remotely.*upgrade"):
+        DatasetStore.open(url)
+
+
+def test_missing_prefix_is_not_a_store(s3):
+    with pytest.raises(StoreError, match="not a cellbench store"):
+        DatasetStore.open(f"s3://{s3.bucket}/nothing/here.zarr")
+
+
+def test_training_reader_streams_only_the_chunks_a_patch_touches(s3, tmp_path, monkeypatch):
+    from cellbench.store.sample import Sample
+    from cellbench.training.data.reader import StoreReader
+
+    monkeypatch.setenv("CELLBENCH_CHUNK_CACHE", "10MB")
+    rng = np.random.default_rng(0)
+    samples = [
+        Sample(
+            id=f"big-{i}",
+            image=rng.integers(0, 4096, (1, 600, 600), dtype=np.uint16),
+            instances=np.zeros((600, 600), np.uint16),
+            channel_names=["nuclei"],
+            split="train",
+        )
+        for i in range(2)
+    ]
+    local = build_store(samples, tmp_path / "big.zarr", CARD)
+    url = f"s3://{s3.bucket}/big/big.zarr"
+    _upload(local, url)
+    reader = StoreReader(url, {"mask": "instances"})
+    region = (slice(300, 364), slice(10, 74))  # inside tile (1, 0) of a 3 x 3 grid
+    patch = reader.read("big-1", "image", -1, region)
+    np.testing.assert_array_equal(patch, np.asarray(local.image("big-1")[(slice(None), *region)]))
+    digests = local.manifest["arrays"]["images/big-1/0"]["chunk_sha256"]
+    cache_root = reader.store.root.store.cache.root
+    cached = {p.name for p in cache_root.rglob("*") if p.is_file()}
+    assert digests["c/0/1/0"] in cached
+    assert not ({v for k, v in digests.items() if k != "c/0/1/0"} & cached)  # 1 of 9 tiles
+
+
+@pytest.mark.parametrize("backend", ["fsspec", "obstore"])
+def test_both_object_store_backends_read_the_same(s3, local_store, monkeypatch, backend):
+    from zarr import storage
+
+    if backend == "obstore":
+        pytest.importorskip("obstore")
+    expected = storage.ObjectStore if backend == "obstore" else storage.FsspecStore
+    url = f"s3://{s3.bucket}/be/toy.zarr"
+    from cellbench.store.remote import upload_store
+
+    upload_store(local_store.path, url)
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", backend)
+    monkeypatch.setenv("CELLBENCH_CHUNK_CACHE", "0")  # every read goes to the server
+    remote = DatasetStore.open(url)
+    assert isinstance(remote.root.store._store, expected)
+    for sid in local_store.sample_ids():
+        np.testing.assert_array_equal(remote.image(sid)[...], local_store.image(sid)[...])
+    assert remote.verify() == []
+
+
+def test_object_store_setting_is_checked(monkeypatch):
+    from cellbench import settings
+
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "boto")
+    with pytest.raises(ValueError, match="'boto' is not one of auto, obstore, fsspec"):
+        settings.object_store_backend()
+
+
+def test_load_and_verify_with_a_scheduler_from_s3(s3, local_store):
+    import cellbench
+
+    url = f"s3://{s3.bucket}/lv/toy.zarr"
+    remote = _upload(local_store, url)
+    assert cellbench.load(url).checksum == local_store.checksum
+    assert remote.verify(scheduler="threads") == []
+    sid = local_store.sample_ids()[3]
+    s3.client.delete_object(Bucket=s3.bucket, Key=f"lv/toy.zarr/images/{sid}/0/c/0/0/0")
+    sequential = remote.verify()
+    assert len(sequential) == 1 and "missing chunk file c/0/0/0" in sequential[0]
+    assert remote.verify(scheduler="threads") == sequential
+
+
+def test_missing_predictions_url_is_one_clear_problem(s3):
+    from cellbench.errors import ValidationError
+    from cellbench.predictions import load_predictions
+
+    url = f"s3://{s3.bucket}/none/preds.zarr"
+    with pytest.raises(ValidationError, match=r"no zarr\.json: not a canonical prediction set"):
+        load_predictions(url)
