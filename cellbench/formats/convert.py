@@ -185,6 +185,7 @@ def write_target(
     progress: bool = False,
     total: int | None = None,
     tally: dict[str, int] | None = None,
+    class_names: Mapping[str, list[str]] | None = None,
 ) -> Path:
     """Write ``samples`` to ``dest`` as ``to`` (a format name, ``zarr`` or ``hf``), atomically.
 
@@ -198,6 +199,7 @@ def write_target(
         progress: Show a progress bar.
         total: Number of samples, if known (for the bar).
         tally: Filled with counts of samples and resolved overlaps (see :func:`overlap_note`).
+        class_names: Class tables of the store (``zarr``/``hf``), e.g. ``{"label": [...]}``.
 
     Returns:
         ``dest``.
@@ -222,7 +224,7 @@ def write_target(
         if fmt is not None:
             fmt.write(stream, out, **dict(options or {}))
         else:
-            _write_store(stream, to, out, scratch, tasks, title or dest.name, progress)
+            _write_store(stream, to, out, scratch, tasks, title or dest.name, progress, class_names)
         out.rename(dest)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -237,6 +239,7 @@ def _write_store(
     tasks: Iterable[str],
     title: str,
     progress: bool,
+    class_names: Mapping[str, list[str]] | None = None,
 ) -> None:
     from cellbench.store.zarr_store import build_store
 
@@ -251,7 +254,11 @@ def _write_store(
 
     store_path = out if to == "zarr" else scratch / "store.zarr"
     store = build_store(
-        chained(), store_path, _card(store_path, task_list, title), work_dir=scratch
+        chained(),
+        store_path,
+        _card(store_path, task_list, title),
+        class_names=class_names,
+        work_dir=scratch,
     )
     if to == "hf":
         from cellbench.store.hf.export import write_parquet
@@ -282,6 +289,9 @@ def convert(
     writer = None if to in STORE_TARGETS else get_format(to)
     read_opts, write_opts = split_options(dict(options or {}), reader, writer)
     samples = reader.read(Path(src), **read_opts)
+    tables = None
+    if reader.class_names is not None and to in STORE_TARGETS:  # e.g. image-folder classes
+        tables = reader.class_names(Path(src), **read_opts)
     return write_target(
         samples,
         to,
@@ -291,6 +301,7 @@ def convert(
         title=f"converted from {from_format}: {Path(src).name}",
         progress=progress,
         tally=tally,
+        class_names=tables,
     )
 
 
@@ -324,9 +335,13 @@ def export_dataset(
         raise ValidationError(
             [f"split {split!r} not in {store.ref} (has {', '.join(store.splits) or 'none'})"]
         )
+    write_args: dict[str, Any] = dict(write_opts)
+    labels = store.class_names("label")
+    if labels and _accepts(writer.write, "class_names") and "class_names" not in write_args:
+        write_args["class_names"] = labels  # the store's class table, for writers that take one
     ids = store.sample_ids(split)
     samples = (store.sample(sid) for sid in ids)
-    return write_target(samples, to, dest, options=write_opts, progress=progress, total=len(ids))
+    return write_target(samples, to, dest, options=write_args, progress=progress, total=len(ids))
 
 
 def validate_path(
