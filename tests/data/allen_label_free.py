@@ -45,13 +45,27 @@ def write_czi(
     n_channels: int = N_CHANNELS,
     n_z: int = N_Z,
     short_channel: int | None = None,
+    empty_channel: int | None = None,
+    small_channel: int | None = None,
+    wide_channel: int | None = None,
 ) -> None:
-    """Write one fake CZI; ``short_channel`` gets one z plane fewer (a broken file)."""
+    """Write one fake CZI; the other arguments break it for validator tests.
+
+    ``short_channel`` gets one z plane fewer, ``empty_channel`` no pixels at all (the channel
+    index exists, its subblocks do not) and ``small_channel`` planes two pixels narrower;
+    ``wide_channel`` (a channel nobody reads) four pixels wider, which widens the file's box.
+    """
     from pylibCZIrw import czi
 
     with czi.create_czi(str(path), exist_ok=True) as writer:
         for c in range(n_channels):
+            if c == empty_channel:
+                continue
             stack = volume(index, c, (n_z, Y, X))
+            if c == small_channel:
+                stack = stack[..., : X - 2]
+            if c == wide_channel:
+                stack = volume(index, c, (n_z, Y, X + 4))
             for z in range(n_z - (c == short_channel)):
                 writer.write(data=stack[z], plane={"C": c, "Z": z, "T": 0})
         writer.write_metadata(

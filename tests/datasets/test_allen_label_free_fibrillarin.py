@@ -138,16 +138,37 @@ def test_validator_lists_every_problem(tmp_path: Path) -> None:
     write_czi(files / f"{ROWS[1][0]}.czi", 1, short_channel=3)  # target one z plane short
     (files / f"{ROWS[2][0]}.czi").write_bytes(b"not a czi")  # unreadable
     (files / f"{ROWS[3][0]}.czi").unlink()  # missing
+    write_czi(files / f"{ROWS[4][0]}.czi", 4, empty_channel=3)  # target channel has no pixels
+    write_czi(files / f"{ROWS[5][0]}.czi", 5, small_channel=6)  # bright field 2 px narrower
     problems = fmt.validate(root)
-    assert len(problems) == 4, problems
+    assert len(problems) == 6, problems
     assert problems[0].startswith(f"{ROWS[0][0]}.czi (fibrillarin.csv row 2): channel_signal 6")
     assert "outside the file's 4 channel(s)" in problems[0]
     assert "target channel 3 has 2" in problems[1] and "same z-stack" in problems[1]
     assert "unreadable CZI file" in problems[2] and ROWS[2][0] in problems[2]
     assert "file not found" in problems[3] and ROWS[3][0] in problems[3]
+    assert problems[4] == (
+        f"{ROWS[4][0]}.czi (fibrillarin.csv row 6): channel_target 3 has no pixels in the "
+        "file (missing channel)"
+    )
+    assert problems[5] == (
+        f"{ROWS[5][0]}.czi (fibrillarin.csv row 7): planes of the input and target channels "
+        "cover different x/y extents [(12, 8), (12, 10)] (y, x) (expected one extent for every "
+        "plane)"
+    )
     with pytest.raises(ValidationError) as err:
         next(read_samples("fnet-czi", root))
     assert err.value.problems == problems  # the reader refuses before reading pixels
+
+
+def test_reads_each_channel_over_its_own_extent(tmp_path: Path) -> None:
+    root = _folder(tmp_path)
+    write_czi(root / "data" / "fibrillarin" / f"{ROWS[0][0]}.czi", 0, wide_channel=0)
+    assert get_format("fnet-czi").validate(root) == []  # channel 0 is not read
+    sample = next(s for s in read_samples("fnet-czi", root, split="test") if s.id == ROWS[0][0])
+    assert sample.split == "test"
+    np.testing.assert_array_equal(sample.image[0], volume(0, 6))  # not padded to 14 wide
+    np.testing.assert_array_equal(sample.target[0], volume(0, 3))
 
 
 def test_csv_problems_and_official_split_files(tmp_path: Path) -> None:

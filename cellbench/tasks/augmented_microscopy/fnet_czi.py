@@ -195,7 +195,6 @@ class _Layout:
     """What a CZI's subblock directory says about one file (no pixels read)."""
 
     n_channels: int
-    z_start: int
     planes: dict[int, dict[int, tuple[int, int, int, int]]]  # channel -> z -> x, y, w, h
     n_times: int
     pixel_types: dict[int, str]
@@ -228,7 +227,6 @@ def _layout(reader: Any) -> _Layout:
     bbox = reader.total_bounding_box
     return _Layout(
         n_channels=bbox.get("C", (0, 1))[1] - bbox.get("C", (0, 1))[0],
-        z_start=bbox.get("Z", (0, 1))[0],
         planes=planes,
         n_times=len(times) or 1,
         pixel_types=dict(reader.pixel_types),
@@ -341,12 +339,20 @@ def _metadata(entry: Entry) -> dict[str, str | int]:
     return meta
 
 
-def _stack(reader: Any, channel: int, z_start: int, n_z: int, dtype: Any) -> np.ndarray:
-    planes = [
-        np.asarray(reader.read(plane={"C": channel, "Z": z}))[..., 0]
-        for z in range(z_start, z_start + n_z)
-    ]
-    return np.stack(planes).astype(dtype, copy=False)[None]
+def _stack(
+    reader: Any, channel: int, planes: dict[int, tuple[int, int, int, int]], dtype: Any
+) -> np.ndarray:
+    """The channel's z-stack ``(1, z, y, x)``, read over its own planes' extent.
+
+    The region is the planes' box, not the file's (another channel may cover more, and
+    reading beyond a plane would pad it with background silently).
+    """
+    out = []
+    for z in sorted(planes):
+        x0, y0, x1, y1 = planes[z]
+        plane = reader.read(roi=(x0, y0, x1 - x0, y1 - y0), plane={"C": channel, "Z": z})
+        out.append(np.asarray(plane)[..., 0])
+    return np.stack(out).astype(dtype, copy=False)[None]
 
 
 def read_fnet_czi(
@@ -376,13 +382,10 @@ def read_fnet_czi(
     czi = _pyczi()
     for entry, layout in zip(entries, layouts, strict=True):
         assert layout is not None
-        n_z = len(layout.planes[entry.signal])
         with czi.open_czi(str(entry.path)) as reader:
-            image = _stack(
-                reader, entry.signal, layout.z_start, n_z, _GREY[layout.pixel_types[entry.signal]]
-            )
-            target = _stack(
-                reader, entry.target, layout.z_start, n_z, _GREY[layout.pixel_types[entry.target]]
+            image, target = (
+                _stack(reader, c, layout.planes[c], _GREY[layout.pixel_types[c]])
+                for c in (entry.signal, entry.target)
             )
             pixel_size = _scaling(reader)
         yield Sample(
