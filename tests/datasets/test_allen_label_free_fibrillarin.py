@@ -207,3 +207,19 @@ def test_tar_members_found_whatever_the_top_folder(
             dst.addfile(m, io.BytesIO(data))
     store = pull_fake({ARCHIVE: buf.getvalue(), TABLE: table}, tmp_path, monkeypatch)
     assert len(store) == len(ROWS)
+
+
+def test_earlier_allen_file_names_give_plate_and_well(tmp_path: Path) -> None:
+    stem = "3500000416_100X_20170117_E07_P10"  # the naming of the earlier batches
+    (tmp_path / "data" / "fibrillarin").mkdir(parents=True)
+    write_czi(tmp_path / "data" / "fibrillarin" / f"{stem}.czi", 0)
+    (tmp_path / "t.csv").write_text(csv_text(((stem, ""),)))
+    (sample,) = read_samples("fnet-czi", tmp_path / "t.csv", split="val")
+    assert sample.split == "val"
+    assert {k: sample.metadata[k] for k in ("plate", "well", "position", "date")} == {
+        "plate": "3500000416",
+        "well": "E07",
+        "position": 10,
+        "date": "20170117",
+    }
+    assert "scene" not in sample.metadata

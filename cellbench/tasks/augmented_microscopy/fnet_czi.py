@@ -54,11 +54,11 @@ REQUIRED_COLUMNS = ("path_czi", "channel_signal", "channel_target")
 #: Allen pipeline file names: ``<plate>_<mag>_<date>_<run>-Scene-<s>-P<pos>-<well>.czi`` (later
 #: batches) or ``<plate>_<mag>_<date>_<well>_P<pos>.czi`` (earlier ones).
 _NAME_SCENE = re.compile(
-    r"^(?P<plate>\d+)_(?P<mag>\d+[Xx])_(?P<date>\d{8})_.*?Scene-(?P<scene>\d+)-P(?P<pos>\d+)"
+    r"^(?P<plate>[A-Za-z0-9]+)_(?P<mag>\d+[Xx])_(?P<date>\d{8})_.*?Scene-(?P<scene>\d+)-P(?P<pos>\d+)"
     r"-(?P<well>[A-P]\d{2})$"
 )
 _NAME_WELL = re.compile(
-    r"^(?P<plate>\d+)_(?P<mag>\d+[Xx])_(?P<date>\d{8})_(?P<well>[A-P]\d{2})_P(?P<pos>\d+)$"
+    r"^(?P<plate>[A-Za-z0-9]+)_(?P<mag>\d+[Xx])_(?P<date>\d{8})_(?P<well>[A-P]\d{2})_P(?P<pos>\d+)$"
 )
 SHARES = {"train": 0.7, "val": 0.1, "test": 0.2}
 _GREY = {"Gray8": np.uint8, "Gray16": np.uint16, "Gray32Float": np.float32}
