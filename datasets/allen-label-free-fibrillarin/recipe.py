@@ -22,6 +22,7 @@ from typing import Any
 from cellbench.errors import ValidationError
 from cellbench.formats.registry import read_samples
 from cellbench.store.sample import Sample
+from cellbench.tasks.augmented_microscopy.fnet_czi import require_czi_reader
 
 STRUCTURE = "fibrillarin"
 
@@ -64,6 +65,7 @@ def _extract_listed(archive: Path, names: set[str], dest: Path) -> list[str]:
 
 def build(ctx: Any) -> Iterator[Sample]:
     """Yield one sample per z-stack: bright field in, fibrillarin out, split by plate."""
+    require_czi_reader()  # before gigabytes of download, not after
     table = ctx.fetch("table")
     archive = ctx.fetch("archive")
     work = Path(ctx.work_dir)

@@ -65,7 +65,14 @@ _GREY = {"Gray8": np.uint8, "Gray16": np.uint16, "Gray32Float": np.float32}
 INPUT_NAME = "transmitted light"
 
 
-def _pyczi() -> Any:
+def require_czi_reader() -> Any:
+    """The ``czi`` module of pylibCZIrw, or one clear error naming the extra that installs it.
+
+    Recipes call it before downloading anything, so a missing reader costs no download.
+
+    Raises:
+        CellbenchError: pylibCZIrw is not installed.
+    """
     try:
         from pylibCZIrw import czi
     except ImportError as err:
@@ -275,7 +282,7 @@ def _file_problems(entry: Entry, layout: _Layout) -> list[str]:
 def _open_problems(entry: Entry) -> tuple[_Layout | None, list[str]]:
     if not entry.path.is_file():
         return None, [f"{entry.where}: file not found at {entry.path} (expected a CZI file)"]
-    czi = _pyczi()
+    czi = require_czi_reader()
     try:
         with czi.open_czi(str(entry.path)) as reader:
             layout = _layout(reader)
@@ -379,7 +386,7 @@ def read_fnet_czi(
         ids = [e.path.stem for e in by_plate]
         plates = [str(_metadata(e)["plate"]) for e in by_plate]
         plate_split = split_ids(ids, SHARES, seed=0, groups=plates, context=str(src))
-    czi = _pyczi()
+    czi = require_czi_reader()
     for entry, layout in zip(entries, layouts, strict=True):
         assert layout is not None
         with czi.open_czi(str(entry.path)) as reader:
