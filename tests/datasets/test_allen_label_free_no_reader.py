@@ -55,3 +55,15 @@ def test_missing_reader_is_one_line_from_the_validator(
     with pytest.raises(CellbenchError) as err:
         get_format("fnet-czi").validate(tmp_path)
     assert str(err.value).startswith("reading Zeiss CZI files needs pylibCZIrw")
+
+
+def test_info_prints_the_card_text_as_written() -> None:
+    from click.testing import CliRunner
+
+    from cellbench.cli import main
+
+    res = CliRunner().invoke(main, ["datasets", "info", IDENT])
+    assert res.exit_code == 0, res.output
+    # square brackets in card text are not swallowed as console markup
+    assert "pip install 'cellbench[czi]'" in res.output
+    assert "LicenseRef-AllenInstitute-Terms-of-Use" in res.output
