@@ -116,7 +116,10 @@ def test_missing_archive_members_are_listed(
     with pytest.raises(ValidationError) as err:
         pull_fake({ARCHIVE: archive, TABLE: table}, tmp_path, monkeypatch)
     text = "\n".join(err.value.problems)
-    assert "no member 3500001432_100X_20171020_4-Scene-11-P46-F06.czi" in text
+    assert (
+        "no member 3500001432_100X_20171020_4-Scene-11-P46-F06.czi (listed in the pytorch_fnet "
+        "table as data/fibrillarin/3500001432_100X_20171020_4-Scene-11-P46-F06.czi)"
+    ) in text
     assert "no member 3500001560_100X_x.czi" in text
 
 
@@ -223,3 +226,17 @@ def test_earlier_allen_file_names_give_plate_and_well(tmp_path: Path) -> None:
         "date": "20170117",
     }
     assert "scene" not in sample.metadata
+
+
+def test_table_paths_that_leave_the_data_folder_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive, _ = fake_archive()
+    table = csv_text().replace(f"data/fibrillarin/{ROWS[2][0]}", f"../../{ROWS[2][0]}")
+    with pytest.raises(ValidationError) as err:
+        pull_fake({ARCHIVE: archive, TABLE: table.encode()}, tmp_path, monkeypatch)
+    assert err.value.problems == [
+        f"fibrillarin.csv row 4: path_czi '../../{ROWS[2][0]}.czi' leaves the data folder "
+        "(expected a relative path such as data/<structure>/<name>.czi)"
+    ]
+    assert not list(tmp_path.rglob(f"{ROWS[2][0]}.czi"))

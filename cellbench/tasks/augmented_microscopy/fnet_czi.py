@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -406,6 +408,89 @@ def read_fnet_czi(
             target=target,
             target_channel_names=[entry.structure or f"channel {entry.target}"],
         )
+
+
+def _listed(table: Path) -> tuple[dict[str, PurePosixPath], list[str]]:
+    """CZI file name -> its ``path_czi`` in the table, and the problems of unsafe paths."""
+    wanted: dict[str, PurePosixPath] = {}
+    problems: list[str] = []
+    with open(table, newline="", encoding="utf-8") as fh:
+        for i, row in enumerate(csv.DictReader(fh), start=2):
+            rel = PurePosixPath((row.get("path_czi") or "").strip())
+            if not rel.name:
+                continue
+            if rel.is_absolute() or ".." in rel.parts:
+                problems.append(
+                    f"{table.name} row {i}: path_czi {str(rel)!r} leaves the data folder "
+                    "(expected a relative path such as data/<structure>/<name>.czi)"
+                )
+                continue
+            wanted[rel.name] = rel
+    return wanted, problems
+
+
+def _extract_listed(archive: Path, wanted: dict[str, PurePosixPath], root: Path) -> list[str]:
+    """Extract the members named in ``wanted`` to ``root / path_czi``; the problems found.
+
+    Members are matched by file name whatever their folder in the archive, read one at a time
+    and written only to the table's path (never to a path taken from the archive).
+    """
+    found: set[str] = set()
+    problems: list[str] = []
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                name = PurePosixPath(member.name).name
+                if not member.isfile() or name not in wanted:
+                    continue
+                if name in found:
+                    problems.append(f"{archive.name}: {name} appears twice in the archive")
+                    continue
+                found.add(name)
+                dest = root / wanted[name]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                src = tar.extractfile(member)
+                assert src is not None  # regular files always have content
+                with src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        return [f"{archive.name}: unreadable tar archive ({type(err).__name__}: {err})"]
+    problems += [
+        f"{archive.name}: no member {n} (listed in the pytorch_fnet table as {wanted[n]})"
+        for n in sorted(set(wanted) - found)
+    ]
+    return problems
+
+
+def fnet_archive_samples(
+    table: Path, archive: Path, work_dir: str | Path, *, input_name: str = INPUT_NAME
+) -> Iterator[Sample]:
+    """Samples of an Allen label-free archive (``<structure>.tar.gz``) and its pytorch_fnet table.
+
+    The CZI members the table lists are extracted to ``work_dir / path_czi`` and read as
+    ``fnet-czi`` with ``split=plate``; the input channel is called ``input_name``.
+
+    Raises:
+        CellbenchError: pylibCZIrw is not installed (call :func:`require_czi_reader` before
+            downloading to fail earlier).
+        ValidationError: Every problem at once: unsafe paths in the table, files it lists
+            that the archive lacks, duplicate members, then every problem of the files.
+    """
+    require_czi_reader()
+    work = Path(work_dir)
+    local = work / table.name
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(table, local)
+    wanted, problems = _listed(local)
+    if not wanted and not problems:
+        problems.append(f"{table.name}: lists no CZI files (expected path_czi rows)")
+    if not problems:
+        problems = _extract_listed(archive, wanted, work)
+    if problems:
+        raise ValidationError(problems, archive.name)
+    for sample in read_fnet_czi(local, root=work, split="plate"):
+        sample.channel_names = [input_name]
+        yield sample
 
 
 FORMAT = Format(
