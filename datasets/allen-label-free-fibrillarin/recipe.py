@@ -24,6 +24,9 @@ def build(ctx: Any) -> Iterator[Sample]:
     require_czi_reader()  # before gigabytes of download, not after
     table = ctx.fetch("table")
     archive = ctx.fetch("archive")
-    for sample in fnet_archive_samples(table, archive, ctx.work_dir, input_name="bright field"):
+    samples = fnet_archive_samples(
+        table, archive, ctx.work_dir, input_name="bright field", progress=ctx.progress
+    )
+    for sample in samples:
         sample.target_channel_names = ["fibrillarin"]
         yield sample

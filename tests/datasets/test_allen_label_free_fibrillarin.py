@@ -240,3 +240,22 @@ def test_table_paths_that_leave_the_data_folder_are_refused(
         "(expected a relative path such as data/<structure>/<name>.czi)"
     ]
     assert not list(tmp_path.rglob(f"{ROWS[2][0]}.czi"))
+
+
+def test_archive_extraction_shows_progress(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cellbench.tasks.augmented_microscopy.fnet_czi import fnet_archive_samples
+
+    archive, table = fake_archive()
+    (tmp_path / "fibrillarin.tar.gz").write_bytes(archive)
+    (tmp_path / "fibrillarin.csv").write_bytes(table)
+    samples = fnet_archive_samples(
+        tmp_path / "fibrillarin.csv",
+        tmp_path / "fibrillarin.tar.gz",
+        tmp_path / "work",
+        progress=True,
+    )
+    assert sorted(s.id for s in samples) == sorted(stem for stem, _ in ROWS)
+    err = capsys.readouterr().err
+    assert "extract fibrillarin.tar.gz: 100%" in err and f"{len(ROWS)}/{len(ROWS)}" in err

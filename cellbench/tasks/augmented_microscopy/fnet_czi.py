@@ -429,16 +429,24 @@ def _listed(table: Path) -> tuple[dict[str, PurePosixPath], list[str]]:
     return wanted, problems
 
 
-def _extract_listed(archive: Path, wanted: dict[str, PurePosixPath], root: Path) -> list[str]:
+def _extract_listed(
+    archive: Path, wanted: dict[str, PurePosixPath], root: Path, progress: bool = False
+) -> list[str]:
     """Extract the members named in ``wanted`` to ``root / path_czi``; the problems found.
 
     Members are matched by file name whatever their folder in the archive, read one at a time
-    and written only to the table's path (never to a path taken from the archive).
+    and written only to the table's path (never to a path taken from the archive). A bar
+    counts the files extracted when ``progress`` (a multi-gigabyte archive takes minutes).
     """
+    from tqdm.auto import tqdm
+
     found: set[str] = set()
     problems: list[str] = []
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with (
+            tarfile.open(archive, "r:*") as tar,
+            tqdm(total=len(wanted), desc=f"extract {archive.name}", disable=not progress) as bar,
+        ):
             for member in tar:
                 name = PurePosixPath(member.name).name
                 if not member.isfile() or name not in wanted:
@@ -453,6 +461,7 @@ def _extract_listed(archive: Path, wanted: dict[str, PurePosixPath], root: Path)
                 assert src is not None  # regular files always have content
                 with src, open(dest, "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
+                bar.update(1)
     except (tarfile.TarError, EOFError, OSError) as err:
         return [f"{archive.name}: unreadable tar archive ({type(err).__name__}: {err})"]
     problems += [
@@ -463,12 +472,18 @@ def _extract_listed(archive: Path, wanted: dict[str, PurePosixPath], root: Path)
 
 
 def fnet_archive_samples(
-    table: Path, archive: Path, work_dir: str | Path, *, input_name: str = INPUT_NAME
+    table: Path,
+    archive: Path,
+    work_dir: str | Path,
+    *,
+    input_name: str = INPUT_NAME,
+    progress: bool = False,
 ) -> Iterator[Sample]:
     """Samples of an Allen label-free archive (``<structure>.tar.gz``) and its pytorch_fnet table.
 
     The CZI members the table lists are extracted to ``work_dir / path_czi`` and read as
-    ``fnet-czi`` with ``split=plate``; the input channel is called ``input_name``.
+    ``fnet-czi`` with ``split=plate``; the input channel is called ``input_name``. With
+    ``progress``, a bar counts the extracted files (the samples are counted by the caller).
 
     Raises:
         CellbenchError: pylibCZIrw is not installed (call :func:`require_czi_reader` before
@@ -485,7 +500,7 @@ def fnet_archive_samples(
     if not wanted and not problems:
         problems.append(f"{table.name}: lists no CZI files (expected path_czi rows)")
     if not problems:
-        problems = _extract_listed(archive, wanted, work)
+        problems = _extract_listed(archive, wanted, work, progress)
     if problems:
         raise ValidationError(problems, archive.name)
     for sample in read_fnet_czi(local, root=work, split="plate"):
