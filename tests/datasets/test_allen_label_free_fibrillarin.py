@@ -179,11 +179,16 @@ def test_csv_problems_and_official_split_files(tmp_path: Path) -> None:
     table = root / "fibrillarin.csv"
     lines = table.read_text().splitlines()
     lines[1] = lines[1].replace(",6,3", ",six,3")
+    lines[4] = lines[4].replace(",6,3", ",6,inf")
+    lines[5] = ",".join(["", *lines[5].split(",")[1:]])  # no path
     table.write_text("\n".join([*lines, lines[2]]) + "\n")  # row 3 listed twice
     problems = get_format("fnet-czi").validate(root)
     assert problems == [
         "fibrillarin.csv row 2: channel_signal 'six' is not a channel index "
         "(expected a non-negative integer)",
+        "fibrillarin.csv row 5: channel_target 'inf' is not a channel index "
+        "(expected a non-negative integer)",
+        "fibrillarin.csv row 6: empty path_czi (expected a CZI file path)",
         f"{ROWS[1][0]}.czi (fibrillarin.csv row 8): sample {ROWS[1][0]!r} is listed twice "
         f"(also {ROWS[1][0]}.czi (fibrillarin.csv row 3)); expected one row per CZI file",
     ]

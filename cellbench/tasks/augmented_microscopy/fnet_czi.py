@@ -164,12 +164,15 @@ def _entries(src: Path, root: str | Path | None, split: str) -> tuple[list[Entry
                     if value < 0 or value != float(text):
                         raise ValueError
                     channels.append(value)
-                except ValueError:
+                except (ValueError, OverflowError):
                     problems.append(
                         f"{path.name} row {i}: {col} {text!r} is not a channel index "
                         "(expected a non-negative integer)"
                     )
-            if len(channels) != 2:
+            path_czi = (row["path_czi"] or "").strip()
+            if not path_czi:
+                problems.append(f"{path.name} row {i}: empty path_czi (expected a CZI file path)")
+            if len(channels) != 2 or not path_czi:
                 continue
             if channels[0] == channels[1]:
                 problems.append(
@@ -180,7 +183,7 @@ def _entries(src: Path, root: str | Path | None, split: str) -> tuple[list[Entry
                 Entry(
                     csv=path,
                     row=i,
-                    path=_resolve(base, (row["path_czi"] or "").strip()),
+                    path=_resolve(base, path_czi),
                     signal=channels[0],
                     target=channels[1],
                     split=fixed or split,
