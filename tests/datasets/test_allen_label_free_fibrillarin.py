@@ -264,3 +264,25 @@ def test_archive_extraction_shows_progress(
     assert sorted(s.id for s in samples) == sorted(stem for stem, _ in ROWS)
     err = capsys.readouterr().err
     assert "extract fibrillarin.tar.gz: 100%" in err and f"{len(ROWS)}/{len(ROWS)}" in err
+
+
+def test_files_with_several_scenes_or_time_points_are_refused(tmp_path: Path) -> None:
+    from pylibCZIrw import czi
+
+    root = _folder(tmp_path)
+    path = root / "data" / "fibrillarin" / f"{ROWS[0][0]}.czi"
+    with czi.create_czi(str(path), exist_ok=True) as writer:
+        for scene in range(2):
+            for t in range(3):
+                for c in range(7):
+                    writer.write(
+                        data=volume(0, c)[0],
+                        plane={"C": c, "Z": 0, "T": t},
+                        scene=scene,
+                        location=(100 * scene, 0),
+                    )
+    where = f"{ROWS[0][0]}.czi (fibrillarin.csv row 2)"
+    assert get_format("fnet-czi").validate(root) == [
+        f"{where}: 3 time points (expected one z-stack)",
+        f"{where}: 2 scenes (expected one field of view per file)",
+    ]

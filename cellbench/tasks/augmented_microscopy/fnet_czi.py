@@ -29,7 +29,7 @@ one split.
 Every problem is listed before any pixel is read (the validator opens each file's subblock
 directory only): missing or unreadable files, a channel index outside the file's channels, a
 channel without pixels, input and target planes of different z depth or x/y extent, more than
-one time point, a non-grey pixel type, duplicate names. Reading needs Zeiss' ``pylibCZIrw``
+one time point or scene, a non-grey pixel type, duplicate names. Reading needs Zeiss' ``pylibCZIrw``
 (LGPL-3.0; ``pip install 'cellbench[czi]'``), the maintained reader that can also write CZI (the
 tests write fake files in the real layout with it).
 """
@@ -207,14 +207,16 @@ class _Layout:
     """What a CZI's subblock directory says about one file (no pixels read)."""
 
     n_channels: int
-    planes: dict[int, dict[int, tuple[int, int, int, int]]]  # channel -> z -> x, y, w, h
+    planes: dict[int, dict[int, tuple[int, int, int, int]]]  # channel -> z -> x0, y0, x1, y1
     n_times: int
+    n_scenes: int
     pixel_types: dict[int, str]
 
 
 def _layout(reader: Any) -> _Layout:
     planes: dict[int, dict[int, tuple[int, int, int, int]]] = {}
     times: set[int] = set()
+    scenes: set[int] = set()
 
     def visit(_: int, info: Any) -> bool:
         coord = info.coordinate.to_dict()
@@ -223,6 +225,7 @@ def _layout(reader: Any) -> _Layout:
             return True
         c, z = int(coord.get("C", 0)), int(coord.get("Z", 0))
         times.add(int(coord.get("T", 0)))
+        scenes.add(int(coord.get("S", 0)))
         old = planes.setdefault(c, {}).get(z)
         box = (rect.x, rect.y, rect.x + rect.w, rect.y + rect.h)
         if old is not None:  # tiles of one plane: their union
@@ -241,6 +244,7 @@ def _layout(reader: Any) -> _Layout:
         n_channels=bbox.get("C", (0, 1))[1] - bbox.get("C", (0, 1))[0],
         planes=planes,
         n_times=len(times) or 1,
+        n_scenes=len(scenes) or 1,
         pixel_types=dict(reader.pixel_types),
     )
 
@@ -263,6 +267,8 @@ def _file_problems(entry: Entry, layout: _Layout) -> list[str]:
             )
     if layout.n_times > 1:
         out.append(f"{where}: {layout.n_times} time points (expected one z-stack)")
+    if layout.n_scenes > 1:
+        out.append(f"{where}: {layout.n_scenes} scenes (expected one field of view per file)")
     if out:
         return out
     sig, tgt = layout.planes[entry.signal], layout.planes[entry.target]
