@@ -29,9 +29,9 @@ one split.
 Every problem is listed before any pixel is read (the validator opens each file's subblock
 directory only): missing or unreadable files, a channel index outside the file's channels, a
 channel without pixels, input and target planes of different z depth or x/y extent, more than
-one time point or scene, a non-grey pixel type, duplicate names. Reading needs Zeiss' ``pylibCZIrw``
-(LGPL-3.0; ``pip install 'cellbench[czi]'``), the maintained reader that can also write CZI (the
-tests write fake files in the real layout with it).
+one time point or scene, a non-grey pixel type, duplicate names. Reading needs Zeiss'
+``pylibCZIrw`` (LGPL-3.0; ``pip install 'cellbench[czi]'``), the maintained reader that can also
+write CZI (the tests write fake files in the real layout with it).
 """
 
 from __future__ import annotations
