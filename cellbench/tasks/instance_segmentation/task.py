@@ -58,6 +58,13 @@ class InstanceSegmentationTask(Task):
     def check_output(self, prediction: Prediction, expect: OutputSpec, where: str) -> list[str]:
         """Label image or masks of the expected shape; finite scores for existing ids."""
         axes, shape = expect.axes, expect.shape
+        from cellbench.tasks.instance_segmentation.coco_results import prediction_runs
+
+        runs = prediction_runs(prediction)
+        if runs is not None:  # a COCO results file: masks as runs, never dense
+            if tuple(runs.shape) != tuple(shape):
+                return [f"{where}: masks of size {runs.shape}, expected {tuple(shape)}"]
+            return runs.problems(where)
         if prediction.masks is not None:
             masks = np.asarray(prediction.masks)
             out = []
@@ -212,17 +219,23 @@ class InstanceSegmentationTask(Task):
     ) -> list[Any]:
         """Statistics of every metric for one image.
 
-        COCO AP takes overlapping masks as they are; the other metrics take a label image,
-        painted once per sample (higher scores win overlaps).
+        COCO AP takes overlapping masks as they are (masks read from a COCO results file as
+        their runs, never decoded); the other metrics take a label image, painted once per
+        sample and only when one of them is asked for (higher scores win overlaps).
         """
         from cellbench.metrics.coco import CocoAP, InstanceMasks, ScoredInstances
         from cellbench.metrics.instance import LabelPair
+        from cellbench.metrics.rle import paint_runs
+        from cellbench.tasks.instance_segmentation.coco_results import prediction_runs
 
         pair: LabelPair | None = None
+        runs = prediction_runs(prediction)
         out = []
         for metric in metrics:
             if isinstance(metric, CocoAP):
-                if prediction.masks is not None:
+                if runs is not None:
+                    out.append(metric.measure(ScoredInstances(truth, runs), sample_id))
+                elif prediction.masks is not None:
                     pred = InstanceMasks.from_masks(prediction.masks, prediction.mask_scores)
                     out.append(metric.measure(ScoredInstances(truth, pred), sample_id))
                 else:
@@ -231,11 +244,12 @@ class InstanceSegmentationTask(Task):
                     out.append(metric.measure(sample, sample_id))
                 continue
             if pair is None:
-                labels = (
-                    paint_masks(prediction.masks, prediction.mask_scores)[0]
-                    if prediction.masks is not None
-                    else prediction.mask
-                )
+                if runs is not None:
+                    labels = paint_runs(runs)[0]
+                elif prediction.masks is not None:
+                    labels = paint_masks(prediction.masks, prediction.mask_scores)[0]
+                else:
+                    labels = prediction.mask
                 pair = LabelPair(truth, labels)
             out.append(metric.measure(pair, sample_id))
         return out
