@@ -40,7 +40,7 @@ folder holding ``results.json`` (and ``annotations.json``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,10 @@ def _image_table(folder: Path) -> tuple[dict[Any, tuple[str, int, int]] | None, 
     return table, problems
 
 
+def _where(name: str, k: int, iid: Any) -> str:
+    return f"{name}: detection {k} (image_id {iid!r})"
+
+
 def read_coco_results(path: Path, task: str) -> PredictionSet:
     """Read a COCO results file (or a folder with ``results.json``) as instance predictions.
 
@@ -154,42 +158,48 @@ def read_coco_results(path: Path, task: str) -> PredictionSet:
     # pycocotools' loadRes: a non-empty bbox on the first detection makes every area w * h
     first = data[0] if data else None
     bbox_areas = isinstance(first, Mapping) and first.get("bbox", []) != []
+    name = file.name
+    required = {"image_id", "segmentation", "score"}
     for k, det in enumerate(data):
-        where = f"{file.name}: detection {k}"
-        if not isinstance(det, Mapping) or not {"image_id", "segmentation", "score"} <= set(det):
-            problems.append(f"{where}: expected an object with image_id, segmentation and score")
+        # the message prefix is only formatted for a problem (a results file holds 1e5+ rows)
+        if not isinstance(det, Mapping) or not required <= det.keys():
+            problems.append(
+                f"{name}: detection {k}: expected an object with image_id, segmentation and score"
+            )
             continue
         iid, score, seg = det["image_id"], det["score"], det["segmentation"]
-        where = f"{file.name}: detection {k} (image_id {iid!r})"
         if table is not None:
-            if iid not in table:
+            entry = table.get(iid) if isinstance(iid, Hashable) else None
+            if entry is None:
                 problems.append(
-                    f"{where}: image id not in {ANNOTATIONS} (expected one of its image ids)"
+                    f"{_where(name, k, iid)}: image id not in {ANNOTATIONS} (expected one of "
+                    "its image ids)"
                 )
                 continue
-            sid = table[iid][0]
+            sid = entry[0]
         else:
             sid = Path(iid).stem if isinstance(iid, str) else ""
             if not SAMPLE_ID_PATTERN.match(sid):
                 problems.append(
-                    f"{where}: without an {ANNOTATIONS} beside the results, image_id must be a "
-                    "sample id (or a file name whose stem is one)"
+                    f"{_where(name, k, iid)}: without an {ANNOTATIONS} beside the results, "
+                    "image_id must be a sample id (or a file name whose stem is one)"
                 )
                 continue
             size = seg.get("size") if isinstance(seg, dict) else None
             if not (isinstance(size, list) and len(size) == 2):
                 problems.append(
-                    f"{where}: without an {ANNOTATIONS} beside the results, segmentations must "
-                    "be RLEs with a size [h, w]"
+                    f"{_where(name, k, iid)}: without an {ANNOTATIONS} beside the results, "
+                    "segmentations must be RLEs with a size [h, w]"
                 )
                 continue
             sizes.setdefault(sid, (int(size[0]), int(size[1])))
-        if (
-            isinstance(score, bool)
-            or not isinstance(score, (int, float))
-            or not math.isfinite(score)
+        if type(score) is not float and (
+            isinstance(score, bool) or not isinstance(score, (int, float))
         ):
-            problems.append(f"{where}: score {score!r}, expected a finite number")
+            problems.append(f"{_where(name, k, iid)}: score {score!r}, expected a finite number")
+            continue
+        if not math.isfinite(score):
+            problems.append(f"{_where(name, k, iid)}: score {score!r}, expected a finite number")
             continue
         area = None
         if bbox_areas:
@@ -203,14 +213,25 @@ def read_coco_results(path: Path, task: str) -> PredictionSet:
                 )
             ):
                 problems.append(
-                    f"{where}: bbox {bb!r}, expected [x, y, w, h] of finite numbers (the first "
-                    "detection has a bbox, so areas come from bboxes, as pycocotools' loadRes)"
+                    f"{_where(name, k, iid)}: bbox {bb!r}, expected [x, y, w, h] of finite "
+                    "numbers (the first detection has a bbox, so areas come from bboxes, as "
+                    "pycocotools' loadRes)"
                 )
                 continue
             area = float(bb[2] * bb[3])
         h, w = sizes[sid]
-        rle, more = segmentation_rle(seg, h, w, where, strict=False)
-        problems += more
+        counts = seg.get("counts") if type(seg) is dict else None
+        if type(counts) is str and seg.get("size") == [h, w]:
+            # the usual compressed RLE: characters checked here, counts when decoded
+            if counts and (min(counts) < "0" or max(counts) > "o"):
+                problems.append(
+                    f"{_where(name, k, iid)}: compressed RLE counts hold characters outside 0-o"
+                )
+                continue
+            rle: dict[str, Any] | None = seg
+        else:
+            rle, more = segmentation_rle(seg, h, w, _where(name, k, iid), strict=False)
+            problems += more
         if rle is not None:
             by_sample.setdefault(sid, []).append((rle, float(score), area, k))
     if problems:
