@@ -21,6 +21,7 @@ few ms per image, with precision/recall arrays identical to pycocotools' ``COCOe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,7 +172,7 @@ def runs_from_rles(
     range_areas: np.ndarray | None = None,
     *,
     where: str = "masks",
-    names: list[str] | None = None,
+    name_of: Callable[[int], str] | None = None,
 ) -> MaskRuns:
     """Runs of compressed RLEs (``counts`` bytes or str, ``size`` = ``shape``).
 
@@ -181,7 +182,7 @@ def runs_from_rles(
         scores: One score per mask.
         range_areas: Area per mask for area ranges; default the pixel count.
         where: Prefix of error messages.
-        names: How to name each mask in error messages (default ``"<where> <index>"``).
+        name_of: How to name mask ``k`` in error messages (default ``"<where> <k>"``).
 
     Returns:
         The masks as runs.
@@ -196,7 +197,7 @@ def runs_from_rles(
     if bad:
         raise ValidationError(
             [
-                f"{names[k] if names else f'{where} {k}'}: compressed RLE counts do not decode "
+                f"{name_of(k) if name_of else f'{where} {k}'}: compressed RLE counts do not decode "
                 f"to {h}x{w} pixels "
                 "(malformed string or wrong total)"
                 for k in bad
@@ -319,14 +320,12 @@ def paint_runs(runs: MaskRuns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     paint_order[np.argsort(runs.scores, kind="stable")] = np.arange(1, n + 1)
     owner, pix = runs.pixels()
     top = np.zeros(h * w, dtype=np.int64)
-    np.maximum.at(top, pix, paint_order[owner])
+    np.maximum.at(top, pix, paint_order[owner])  # the last painted mask over each pixel
     by_order = np.zeros(n + 1, dtype=np.int64)
     by_order[paint_order] = ids
     flat = by_order[top].astype(np.int32)
     out = np.ascontiguousarray(flat.reshape(w, h).T)
-    present = np.zeros(n + 1, dtype=bool)
-    present[np.unique(flat)] = True
-    present[0] = False
-    keep = present[ids]
+    painted = np.bincount(top, minlength=n + 1) > 0  # by paint order: no sort of the pixels
+    keep = painted[paint_order]  # masks that kept at least one pixel
     order = np.argsort(ids[keep])
     return out, ids[keep][order], runs.scores[keep][order]

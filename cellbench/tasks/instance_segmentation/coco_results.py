@@ -256,7 +256,7 @@ def read_coco_results(path: Path, task: str) -> PredictionSet:
                 (h, w),
                 scores,
                 areas,
-                names=[f"{file.name}: detection {d[3]} (sample {sid!r})" for d in dets],
+                name_of=lambda k: f"{file.name}: detection {dets[k][3]} (sample {sid!r})",
             )
         except ValidationError as err:
             raise ValidationError(err.problems, context=str(file)) from None
