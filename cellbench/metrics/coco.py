@@ -43,7 +43,7 @@ from cellbench.metrics.matching import (
     label_overlap_pairs,
     present_ids,
 )
-from cellbench.metrics.rle import MaskRuns, run_overlap
+from cellbench.metrics.rle import MaskRuns, run_overlap, runs_from_rles, runs_overlap
 
 #: pycocotools' IoU thresholds, ``np.linspace(.5, .95, 10)`` (its exact float values).
 COCO_IOU_THRESHOLDS: tuple[float, ...] = tuple(
@@ -552,6 +552,31 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
         self, gt: InstanceMasks, pred: InstanceMasks, max_dets: int | None, scored: bool
     ) -> CocoImageStats:
         order = np.argsort(-pred.scores, kind="mergesort")[:max_dets]
+        if gt.rles and pred.rles:
+            # runs first (exact, linear in pixels + runs); pycocotools' mask.iou only when
+            # ground-truth masks overlap each other
+            size = _as_2d(gt.shape)
+            ov = runs_overlap(
+                runs_from_rles(list(gt.rles), size, np.zeros(len(gt))),
+                runs_from_rles(list(pred.rles), size, pred.scores),
+            )
+            if ov is not None:
+                rank = np.full(len(pred), -1, dtype=np.int64)
+                rank[order] = np.arange(order.size)
+                pair_rank = rank[ov.pred_index]
+                keep = pair_rank >= 0
+                return self._image_stats(
+                    pred.scores[order],
+                    ov.pred_area[order],
+                    ov.gt_area,
+                    pair_rank[keep],
+                    ov.gt_index[keep],
+                    ov.iou()[keep],
+                    n_pred_total=len(pred),
+                    max_dets=max_dets,
+                    scored=scored,
+                    ndim=len(gt.shape),
+                )
         d_rles = [pred.rles[i] for i in order]
         g_rles = list(gt.rles)
         if d_rles and g_rles:

@@ -242,7 +242,37 @@ def run_overlap(gt: np.ndarray, runs: MaskRuns) -> OverlapPairs:
     Returns:
         The overlapping pairs with their intersections and both sides' pixel areas.
     """
-    g = np.asarray(gt).ravel(order="F")
+    return _overlap_flat(np.asarray(gt).ravel(order="F"), runs)
+
+
+def runs_overlap(gt: MaskRuns, pred: MaskRuns) -> OverlapPairs | None:
+    """Sparse overlap of two sets of masks given as runs, or None if ``gt`` masks overlap.
+
+    Ground-truth masks that do not overlap each other (the usual annotation) are painted into
+    one column-major label image (``index + 1``) and intersected as in :func:`run_overlap`.
+    ``gt_ids`` / ``pred_ids`` are the mask indices (every mask, empty ones included).
+    """
+    h, w = gt.shape
+    owner, pix = gt.pixels()
+    flat = np.zeros(h * w, dtype=np.int64)
+    if pix.size and np.bincount(pix, minlength=h * w).max() > 1:
+        return None
+    flat[pix] = owner + 1
+    ov = _overlap_flat(flat, pred)
+    n_g = len(gt)
+    return OverlapPairs(
+        gt_ids=np.arange(n_g, dtype=np.int64),
+        pred_ids=ov.pred_ids,
+        gt_area=gt.areas(),
+        pred_area=ov.pred_area,
+        gt_index=ov.gt_ids[ov.gt_index] - 1,
+        pred_index=ov.pred_index,
+        intersection=ov.intersection,
+    )
+
+
+def _overlap_flat(g: np.ndarray, runs: MaskRuns) -> OverlapPairs:
+    """:func:`run_overlap` of a column-major flattened label image."""
     n_d = len(runs)
     # Intersect runs with runs, not pixels: the ground truth cut into its column-major runs
     # of equal id, each predicted run split at the ground-truth run boundaries it crosses

@@ -177,6 +177,36 @@ def test_overlapping_masks_path_equals_cocoeval():
     _assert_same(metric, stats, *coco_reference(ref_g, ref_p, ps, 5, RANGES))
 
 
+def test_mask_ground_truth_runs_path_and_pycocotools_fallback_equal_cocoeval():
+    # Non-overlapping ground-truth masks take the run path, overlapping ones pycocotools'
+    # mask.iou; both must equal COCOeval (empty masks, ties and a maxDets cut included).
+    from cellbench.metrics.rle import runs_from_rles, runs_overlap
+
+    rng = np.random.default_rng(21)
+    for overlapping in (False, True):
+        gm, pm, ps = [], [], []
+        for _ in range(3):
+            lab = random_labels((30, 32), 9, rng)
+            g = [lab == i for i in np.unique(lab)[1:]] + [np.zeros((30, 32), bool)]
+            if overlapping:
+                g.append(np.roll(g[0], 2, axis=1) | g[0])
+            p = [np.roll(m, int(rng.integers(-2, 3)), axis=1) for m in g if rng.random() < 0.8]
+            p += [random_labels((30, 32), 1, rng, 2, 8) > 0, np.zeros((30, 32), bool)]
+            gm.append(g)
+            pm.append(p)
+            ps.append(list(rng.choice([0.3, 0.6, 0.9], len(p))))
+        gts = [InstanceMasks.from_masks(np.array(g)) for g in gm]
+        preds = [InstanceMasks.from_masks(np.array(p), s) for p, s in zip(pm, ps, strict=True)]
+        runs = runs_overlap(
+            runs_from_rles(list(gts[0].rles), (30, 32), np.zeros(len(gts[0]))),
+            runs_from_rles(list(preds[0].rles), (30, 32), preds[0].scores),
+        )
+        assert (runs is None) == overlapping
+        metric = CocoAP(max_dets=6, area_ranges=RANGES)
+        stats = metric.sample_stats(gts, preds)
+        _assert_same(metric, stats, *coco_reference(gm, pm, ps, 6, RANGES))
+
+
 def test_label_gt_with_mask_predictions_and_label_predictions_agree():
     rng = np.random.default_rng(14)
     gts = [random_labels((30, 30), 10, rng) for _ in range(2)]
