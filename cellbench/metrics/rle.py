@@ -248,88 +248,88 @@ def run_overlap(gt: np.ndarray, runs: MaskRuns) -> OverlapPairs:
 def runs_overlap(gt: MaskRuns, pred: MaskRuns) -> OverlapPairs | None:
     """Sparse overlap of two sets of masks given as runs, or None if ``gt`` masks overlap.
 
-    Ground-truth masks that do not overlap each other (the usual annotation) are painted into
-    one column-major label image (``index + 1``) and intersected as in :func:`run_overlap`.
+    Ground-truth masks that do not overlap each other (the usual annotation) are joined run
+    against run with the predictions, as in :func:`run_overlap`, without touching pixels.
     ``gt_ids`` / ``pred_ids`` are the mask indices (every mask, empty ones included).
     """
-    h, w = gt.shape
-    owner, pix = gt.pixels()
-    flat = np.zeros(h * w, dtype=np.int64)
-    if pix.size and np.bincount(pix, minlength=h * w).max() > 1:
-        return None
-    flat[pix] = owner + 1
-    ov = _overlap_flat(flat, pred)
-    n_g = len(gt)
+    order = np.argsort(gt.start, kind="stable")
+    g_start, g_len, g_mask = gt.start[order], gt.length[order], gt.mask[order]
+    g_end = g_start + g_len
+    if g_start.size > 1 and (g_start[1:] < g_end[:-1]).any():
+        return None  # ground-truth masks overlap each other
+    return _join(g_start, g_end, g_mask + 1, len(gt), gt.areas(), pred, np.arange(len(gt)))
+
+
+def _join(
+    g_start: np.ndarray,
+    g_end: np.ndarray,
+    g_id: np.ndarray,
+    n_g: int,
+    gt_area: np.ndarray,
+    runs: MaskRuns,
+    gt_ids: np.ndarray,
+) -> OverlapPairs:
+    """Intersect predicted runs with disjoint ground-truth runs sorted by start.
+
+    ``g_id`` holds 1..n_g (the index into ``gt_ids`` plus one) for each ground-truth run. Each
+    predicted run is split at the ground-truth runs it meets (cost: runs, not pixels); the
+    pieces' lengths are summed per (mask, object) pair by one ``np.bincount``.
+    """
+    n_d = len(runs)
+    if g_start.size == 0 or runs.start.size == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return OverlapPairs(gt_ids, np.arange(n_d, dtype=np.int64), gt_area, runs.areas(), z, z, z)
+    s0, e0 = runs.start, runs.start + runs.length
+    first = np.searchsorted(g_end, s0, side="right")  # first gt run ending after the start
+    last = np.searchsorted(g_start, e0, side="left")  # one past the last starting before end
+    n_piece = np.maximum(last - first, 0)
+    piece_run = np.repeat(np.arange(s0.size), n_piece)
+    piece_g = np.arange(piece_run.size) - np.repeat(np.cumsum(n_piece) - n_piece, n_piece)
+    piece_g += first[piece_run]
+    weight = np.minimum(g_end[piece_g], e0[piece_run]) - np.maximum(g_start[piece_g], s0[piece_run])
+    code = runs.mask[piece_run] * n_g + (g_id[piece_g] - 1)
+    if n_d * n_g <= max(1 << 22, 4 * code.size):
+        table = np.bincount(code, weights=weight, minlength=n_d * n_g)
+        nz = np.flatnonzero(table)
+        cnt = table[nz]
+    else:
+        nz, inv = np.unique(code, return_inverse=True)
+        cnt = np.bincount(inv, weights=weight)
+    d_idx, g_idx = np.divmod(nz, n_g)
     return OverlapPairs(
-        gt_ids=np.arange(n_g, dtype=np.int64),
-        pred_ids=ov.pred_ids,
-        gt_area=gt.areas(),
-        pred_area=ov.pred_area,
-        gt_index=ov.gt_ids[ov.gt_index] - 1,
-        pred_index=ov.pred_index,
-        intersection=ov.intersection,
+        gt_ids=gt_ids,
+        pred_ids=np.arange(n_d, dtype=np.int64),
+        gt_area=gt_area,
+        pred_area=runs.areas(),
+        gt_index=g_idx.astype(np.int64),
+        pred_index=d_idx.astype(np.int64),
+        intersection=cnt.astype(np.int64),
     )
 
 
 def _overlap_flat(g: np.ndarray, runs: MaskRuns) -> OverlapPairs:
     """:func:`run_overlap` of a column-major flattened label image."""
-    n_d = len(runs)
-    # Intersect runs with runs, not pixels: the ground truth cut into its column-major runs
-    # of equal id, each predicted run split at the ground-truth run boundaries it crosses
-    # (cost: image pixels once + predicted runs, not the masks' total area).
+    # the ground truth cut into its column-major runs of equal id (one pass over the pixels)
     change = np.empty(g.size, dtype=bool)
     change[:1] = True
     np.not_equal(g[1:], g[:-1], out=change[1:])
     g_start = np.flatnonzero(change)
     g_end = np.append(g_start[1:], g.size)
     run_val = g[g_start].astype(np.int64)
+    fg = run_val != 0
+    g_start, g_end, run_val = g_start[fg], g_end[fg], run_val[fg]
     top = int(run_val.max(initial=0))
     if top < max(1 << 20, 4 * run_val.size):  # small ids: a lookup table, no sort
         present = np.bincount(run_val, minlength=top + 1) > 0
-        present[0] = False
         gt_ids = np.flatnonzero(present).astype(np.int64)
-        lut = np.cumsum(present)  # id -> 1..n_g in ascending id, 0 = background
+        lut = np.cumsum(present)  # id -> 1..n_g in ascending id
         g_id = lut[run_val]
     else:
         gt_ids, g_id = np.unique(run_val, return_inverse=True)
-        if gt_ids[0] == 0:
-            gt_ids = gt_ids[1:]  # index 0 = background, 1..n_g = objects in ascending id
-        else:
-            g_id = g_id + 1
+        g_id = g_id + 1
     n_g = gt_ids.size
     gt_area = np.bincount(g_id, weights=g_end - g_start, minlength=n_g + 1)[1:].astype(np.int64)
-    if g.size == 0 or runs.start.size == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return OverlapPairs(gt_ids, np.arange(n_d, dtype=np.int64), gt_area, runs.areas(), z, z, z)
-    s0, ln = runs.start, runs.length
-    first = np.searchsorted(g_start, s0, side="right") - 1
-    last = np.searchsorted(g_start, s0 + ln, side="left") - 1
-    n_piece = last - first + 1
-    piece_run = np.repeat(np.arange(s0.size), n_piece)
-    piece_g = np.arange(piece_run.size) - np.repeat(np.cumsum(n_piece) - n_piece, n_piece)
-    piece_g += first[piece_run]
-    lo = np.maximum(g_start[piece_g], s0[piece_run])
-    hi = np.minimum(g_end[piece_g], s0[piece_run] + ln[piece_run])
-    code = runs.mask[piece_run] * (n_g + 1) + g_id[piece_g]
-    weight = hi - lo
-    if n_d * (n_g + 1) <= max(1 << 22, 4 * code.size):
-        table = np.bincount(code, weights=weight, minlength=n_d * (n_g + 1))
-        nz = np.flatnonzero(table)
-        cnt = table[nz].astype(np.int64)
-    else:
-        nz, inv = np.unique(code, return_inverse=True)
-        cnt = np.bincount(inv, weights=weight).astype(np.int64)
-    d_idx, g_code = np.divmod(nz, n_g + 1)
-    pairs = g_code > 0
-    return OverlapPairs(
-        gt_ids=gt_ids,
-        pred_ids=np.arange(n_d, dtype=np.int64),
-        gt_area=gt_area,
-        pred_area=runs.areas(),
-        gt_index=(g_code[pairs] - 1).astype(np.int64),
-        pred_index=d_idx[pairs].astype(np.int64),
-        intersection=cnt[pairs].astype(np.int64),
-    )
+    return _join(g_start, g_end, g_id, n_g, gt_area, runs, gt_ids)
 
 
 def paint_runs(runs: MaskRuns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
