@@ -94,14 +94,6 @@ class MaskRuns:
         return out
 
 
-def _segment_cumsum(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """Inclusive cumulative sum restarting wherever ``segment`` changes (groups contiguous)."""
-    cs = np.cumsum(values)
-    first = np.flatnonzero(np.diff(segment, prepend=segment[:1] - 1))
-    before = np.where(first > 0, cs[first - 1], 0)
-    return cs - np.repeat(before, np.diff(first, append=values.size))
-
-
 def decode_counts(strings: list[bytes], n_pixels: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Uncompressed counts of compressed COCO RLE strings (pycocotools' ``rleFrString``).
 
@@ -148,15 +140,17 @@ def decode_counts(strings: list[bytes], n_pixels: int) -> tuple[np.ndarray, np.n
     first_num = np.flatnonzero(np.diff(owner, prepend=-1))
     num_index = np.arange(owner.size) - np.repeat(first_num, np.diff(first_num, append=owner.size))
     # deltas: x[j] += x[j - 2] for j > 2, i.e. a running sum over j >= 2 (even) / j >= 1 (odd)
-    chained = num_index >= 1  # odd chain starts at j = 1, even chain at j = 2
-    idx = np.flatnonzero(chained)
-    if idx.size:
-        key = owner[idx] * 2 + (num_index[idx] & 1)
-        order = np.argsort(key, kind="stable")
-        sums = _segment_cumsum(value[idx][order], key[order])
-        out = value.copy()
-        out[idx[order]] = sums
-        value = out
+    # two running sums per string (even j >= 2, odd j >= 1) from global cumsums, no sort
+    chained = num_index >= 1
+    odd = (num_index & 1) == 1
+    per_string = np.diff(first_num, append=owner.size)
+    sums = []
+    for chain in (chained & ~odd, odd):
+        v = np.where(chain, value, 0)
+        cs = np.cumsum(v)
+        cs -= np.repeat(cs[first_num] - v[first_num], per_string)
+        sums.append(cs)
+    value = np.where(chained, np.where(odd, sums[1], sums[0]), value)
     neg = value < 0
     bad[owner[neg]] = True
     totals = np.bincount(owner, weights=value.astype(np.float64), minlength=len(strings))
