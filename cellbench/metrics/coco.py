@@ -8,7 +8,16 @@ Two input paths give identical numbers to pycocotools:
   matching (:func:`~cellbench.metrics.matching.coco_greedy_match`), vectorised where exact;
 * **overlapping masks** (:class:`InstanceMasks`, which a label image cannot hold): masks are
   run-length encoded with ``pycocotools.mask`` and their IoU computed with
-  ``pycocotools.mask.iou``, then the same matching.
+  ``pycocotools.mask.iou``, then the same matching;
+* **a COCO results file** (:class:`~cellbench.metrics.rle.MaskRuns` against a label image):
+  the results' RLE strings are decoded into column-major runs (:mod:`cellbench.metrics.rle`,
+  NumPy, never a dense mask), every predicted run is split at the ground-truth runs it meets
+  and one ``np.bincount`` sums the intersections of all overlapping pairs (cost linear in
+  pixels + runs), then the same matching. Measured on 300 masks against 300 cells of
+  512 x 512 it costs about what encoding the label image plus ``pycocotools.mask.iou`` costs
+  (~4.6 ms), so its gain is that nothing is decoded to dense masks (the painted label image
+  the other metrics need comes from the same runs); for :class:`InstanceMasks` on both sides
+  ``mask.iou`` is faster (1.5 against 3.2 ms: both sides would need decoding) and is kept.
 
 Accumulation (pooled over images, sorted by score with a stable mergesort, cumulative TP/FP,
 monotone precision sampled at 101 recall points) is done in :meth:`CocoAP.aggregate` on small
@@ -43,7 +52,7 @@ from cellbench.metrics.matching import (
     label_overlap_pairs,
     present_ids,
 )
-from cellbench.metrics.rle import MaskRuns, run_overlap, runs_from_rles, runs_overlap
+from cellbench.metrics.rle import MaskRuns, run_overlap
 
 #: pycocotools' IoU thresholds, ``np.linspace(.5, .95, 10)`` (its exact float values).
 COCO_IOU_THRESHOLDS: tuple[float, ...] = tuple(
@@ -552,31 +561,6 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
         self, gt: InstanceMasks, pred: InstanceMasks, max_dets: int | None, scored: bool
     ) -> CocoImageStats:
         order = np.argsort(-pred.scores, kind="mergesort")[:max_dets]
-        if gt.rles and pred.rles:
-            # runs first (exact, linear in pixels + runs); pycocotools' mask.iou only when
-            # ground-truth masks overlap each other
-            size = _as_2d(gt.shape)
-            ov = runs_overlap(
-                runs_from_rles(list(gt.rles), size, np.zeros(len(gt))),
-                runs_from_rles(list(pred.rles), size, pred.scores),
-            )
-            if ov is not None:
-                rank = np.full(len(pred), -1, dtype=np.int64)
-                rank[order] = np.arange(order.size)
-                pair_rank = rank[ov.pred_index]
-                keep = pair_rank >= 0
-                return self._image_stats(
-                    pred.scores[order],
-                    ov.pred_area[order],
-                    ov.gt_area,
-                    pair_rank[keep],
-                    ov.gt_index[keep],
-                    ov.iou()[keep],
-                    n_pred_total=len(pred),
-                    max_dets=max_dets,
-                    scored=scored,
-                    ndim=len(gt.shape),
-                )
         d_rles = [pred.rles[i] for i in order]
         g_rles = list(gt.rles)
         if d_rles and g_rles:

@@ -239,21 +239,6 @@ def run_overlap(gt: np.ndarray, runs: MaskRuns) -> OverlapPairs:
     return _overlap_flat(np.asarray(gt).ravel(order="F"), runs)
 
 
-def runs_overlap(gt: MaskRuns, pred: MaskRuns) -> OverlapPairs | None:
-    """Sparse overlap of two sets of masks given as runs, or None if ``gt`` masks overlap.
-
-    Ground-truth masks that do not overlap each other (the usual annotation) are joined run
-    against run with the predictions, as in :func:`run_overlap`, without touching pixels.
-    ``gt_ids`` / ``pred_ids`` are the mask indices (every mask, empty ones included).
-    """
-    order = np.argsort(gt.start, kind="stable")
-    g_start, g_len, g_mask = gt.start[order], gt.length[order], gt.mask[order]
-    g_end = g_start + g_len
-    if g_start.size > 1 and (g_start[1:] < g_end[:-1]).any():
-        return None  # ground-truth masks overlap each other
-    return _join(g_start, g_end, g_mask + 1, len(gt), gt.areas(), pred, np.arange(len(gt)))
-
-
 def _join(
     g_start: np.ndarray,
     g_end: np.ndarray,

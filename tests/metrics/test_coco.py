@@ -177,11 +177,9 @@ def test_overlapping_masks_path_equals_cocoeval():
     _assert_same(metric, stats, *coco_reference(ref_g, ref_p, ps, 5, RANGES))
 
 
-def test_mask_ground_truth_runs_path_and_pycocotools_fallback_equal_cocoeval():
-    # Non-overlapping ground-truth masks take the run path, overlapping ones pycocotools'
-    # mask.iou; both must equal COCOeval (empty masks, ties and a maxDets cut included).
-    from cellbench.metrics.rle import runs_from_rles, runs_overlap
-
+def test_mask_ground_truth_with_and_without_overlaps_equals_cocoeval():
+    # Ground-truth masks that tile (from a label image) or overlap each other, empty masks,
+    # tied scores and a maxDets cut: the InstanceMasks path must equal COCOeval.
     rng = np.random.default_rng(21)
     for overlapping in (False, True):
         gm, pm, ps = [], [], []
@@ -197,11 +195,6 @@ def test_mask_ground_truth_runs_path_and_pycocotools_fallback_equal_cocoeval():
             ps.append(list(rng.choice([0.3, 0.6, 0.9], len(p))))
         gts = [InstanceMasks.from_masks(np.array(g)) for g in gm]
         preds = [InstanceMasks.from_masks(np.array(p), s) for p, s in zip(pm, ps, strict=True)]
-        runs = runs_overlap(
-            runs_from_rles(list(gts[0].rles), (30, 32), np.zeros(len(gts[0]))),
-            runs_from_rles(list(preds[0].rles), (30, 32), preds[0].scores),
-        )
-        assert (runs is None) == overlapping
         metric = CocoAP(max_dets=6, area_ranges=RANGES)
         stats = metric.sample_stats(gts, preds)
         _assert_same(metric, stats, *coco_reference(gm, pm, ps, 6, RANGES))
