@@ -4,7 +4,10 @@ Ground truth: the instance label image ``labels/instances`` of each sample. Pred
 image (``mask``) with optional per-object confidences (``object_ids``/``object_scores``), or
 possibly overlapping binary masks (``masks`` + ``mask_scores``), which only COCO AP can score
 as such (for matching scores and the error breakdown they are painted into a label image in
-ascending score order, so higher-scoring objects win overlaps).
+ascending score order, so higher-scoring objects win overlaps). A COCO results file is read as
+the masks' run-length runs (``values``: ``mask_runs``, ``mask_size``, ``mask_areas``; see
+``coco_results.py``), never as a dense stack: COCO AP scores the runs, and the other metrics
+of the default suite get the label image painted from them, by the same rule.
 
 Metrics: COCO AP/AR through the exact pycocotools definition (``maxDets`` set to at least the
 largest ground-truth object count of the split, and at least 100), matching scores at IoU
