@@ -239,6 +239,8 @@ def read_coco_results(path: Path, task: str) -> PredictionSet:
     ids = list(by_sample)
 
     def declare(sid: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        # the stack the runs describe (never allocated): the task's budget on mask counts and
+        # sizes applies before any string is decoded
         n = len(by_sample[sid])
         return {
             "masks": ((n, *sizes[sid]), np.dtype(bool)),
