@@ -1068,11 +1068,11 @@ def write_ctc_dataset(samples: Any, dest: str | os.PathLike, *, seg: str = "gold
             )
         if problems:
             raise ValidationError(problems, context=str(out))
-        image = sample.image[:, 0]
-        d = frame_digits(image.shape[0])
+        n_frames = sample.image.shape[0]
+        d = frame_digits(n_frames)
         (out / sample.id).mkdir()
-        for t in range(image.shape[0]):
-            _imwrite(out / sample.id / f"t{t:0{d}d}.tif", image[t])
+        for t in range(n_frames):  # one frame at a time (a lazy sequence is never held whole)
+            _imwrite(out / sample.id / f"t{t:0{d}d}.tif", np.asarray(sample.image[t, 0]))
         ann: tuple[SegAnnotation, ...] = ()
         if sample.seg is not None and sample.seg_annotated is not None:
             ann = seg_annotations(sample.seg, sample.seg_annotated)
