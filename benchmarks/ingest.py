@@ -84,6 +84,7 @@ READ = """
 from cellbench.formats.registry import get_format, read_samples
 from cellbench.store.frames import is_lazy
 import skimage.measure, imageio.v3, tifffile  # imports are not timed
+import numcodecs.blosc, cellbench.tracks, cellbench.store.chunk_writer  # (nor measured)
 get_format(FORMAT)
 base = _rss_kb(); t0 = time.perf_counter(); nbytes = 0
 for s in read_samples(FORMAT, SRC):
@@ -99,6 +100,7 @@ CONVERT = """
 from cellbench.formats.registry import get_format, read_samples
 from cellbench.store.zarr_store import build_store
 import skimage.measure, imageio.v3, tifffile  # imports are not timed
+import numcodecs.blosc, cellbench.tracks, cellbench.store.chunk_writer  # (nor measured)
 get_format(FORMAT)
 card = {"id": "bench", "version": "1", "tasks": [TASK]}
 base = _rss_kb(); t0 = time.perf_counter(); nbytes = 0

@@ -809,15 +809,14 @@ class _SequenceReader:
         assert self.image_shape is not None and self.image_dtype is not None
         self.img_read.add(t)
         path = self.img_files.get(t)
-        out = np.zeros(self.image_shape, self.image_dtype)
         if path is None:
-            return out
+            return np.zeros(self.image_shape, self.image_dtype)
         where = f"{self.seq_dir.name}/{path.name} (frame {t})"
         try:
             arr = _imread(path)
         except Exception as err:
             self.img_problems[t] = f"{where}: cannot be read as a TIFF ({err})"
-            return out
+            return np.zeros(self.image_shape, self.image_dtype)
         if arr.dtype.kind not in "uif":
             self.img_problems[t] = f"{where}: dtype {arr.dtype}, expected a numeric image"
         elif arr.shape != self.image_shape[1:] or arr.dtype != self.image_dtype:
@@ -826,8 +825,8 @@ class _SequenceReader:
                 f"{self.image_shape[1:]} like the first frame"
             )
         else:
-            out[0] = arr
-        return out
+            return arr[None]  # the channel axis, as a view (no copy of the frame)
+        return np.zeros(self.image_shape, self.image_dtype)
 
     def _read_seg(self, t: int) -> np.ndarray:
         shape = self.image_shape[1:] if self.image_shape is not None else self.mask_shape
