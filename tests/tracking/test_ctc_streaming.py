@@ -165,3 +165,32 @@ def test_whole_sequence_consumers_still_work(ctc: Path) -> None:
         json.dumps(first.tracks.tolist())
         == "[[1, 0, 5, 0], [2, 0, 2, 0], [3, 3, 5, 2], [4, 3, 5, 2]]"
     )
+
+
+def test_lazy_seg_outside_its_annotated_slices_is_refused(tmp_path: Path) -> None:
+    labels = np.zeros((3, 4, 8, 8), np.uint16)
+    labels[:, :, 2:5, 2:5] = 1
+    seg = np.zeros_like(labels)
+    seg[1, 2] = labels[1, 2]  # annotated: slice z=2 of frame 1 ...
+    seg[2] = labels[2]  # ... and the whole frame 2
+    image = np.ones((3, 1, 4, 8, 8), np.uint16)
+
+    def sample(seg_frames: np.ndarray) -> Sample:
+        return Sample(
+            id="s",
+            image=image,
+            axes="tczyx",
+            instances=labels,
+            tracks=np.array([[1, 0, 2, 0]]),
+            seg=FrameSource(seg_frames.shape, seg_frames.dtype, lambda t: seg_frames[t]),
+            seg_annotated=np.array([[1, 2], [2, -1]]),
+        )
+
+    good = build_store([sample(seg)], tmp_path / "good.zarr", CARD)
+    assert good.seg_truth("s")[1].tolist() == [[1, 2], [2, -1]]
+    bad = seg.copy()
+    bad[1, 3] = labels[1, 3]  # slice 3 of frame 1 is not annotated
+    bad[0, 0, 0, 0] = 5  # nor is frame 0
+    with pytest.raises(ValidationError, match=r"outside the annotated frames/slices.* 0, 1$"):
+        build_store([sample(bad)], tmp_path / "bad.zarr", CARD)
+    assert not (tmp_path / "bad.zarr").exists()
