@@ -931,7 +931,11 @@ def _read_sequence(
     """Every problem of one sequence, all frames read one at a time (``check``: pieces too)."""
     reader = _SequenceReader(src, name, seg, check)
     reader.read_all()
-    return None, reader.problems()
+    problems = reader.problems()
+    if problems or reader.image_shape is None:
+        return None, problems
+    sample = reader.sample(meta, split)  # what the sidecar says must fit the frames
+    return None, [f"sample {sample.id!r}: {p}" for p in sample.problems()]
 
 
 def read_ctc_dataset(
