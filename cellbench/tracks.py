@@ -448,113 +448,19 @@ class TrackedSequence:
             out.append(f"negative label ids in {_frames_text(np.asarray(bad), fname)}")
             labels_ok = False
 
-        tab = self.tracks
-        if tab.ndim != 2 or tab.shape[1] != 4:
-            out.append(f"{table_name} must be an (n, 4) table L B E P, got shape {tab.shape}")
-            return out
-        if tab.dtype.kind not in "iu":
-            out.append(f"{table_name} must hold integers, got {tab.dtype}")
-            return out
-        tab = tab.astype(np.int64)
-        n_frames = self.n_frames
-        row_ok = np.ones(tab.shape[0], dtype=bool)
-        for i, (lbl, b, e, p) in enumerate(tab.tolist()):
-            where = f"{rname(i)} ({lbl} {b} {e} {p})"
-            if lbl < 1:
-                out.append(f"{where}: track id must be >= 1")
-                row_ok[i] = False
-            if b < 0:
-                out.append(f"{where}: begin frame B={b} is negative")
-                row_ok[i] = False
-            if e < b:
-                out.append(f"{where}: end frame E={e} is before begin frame B={b}")
-                row_ok[i] = False
-            if labels_ok and e >= n_frames:
-                out.append(
-                    f"{where}: end frame E={e} is beyond the last frame {n_frames - 1} "
-                    f"({n_frames} frames)"
-                )
-            if p < 0:
-                out.append(f"{where}: parent P={p} is negative")
-            if p == lbl and lbl >= 1:
-                out.append(f"{where}: track is its own parent")
-        ids, first, counts = np.unique(tab[:, 0], return_index=True, return_counts=True)
-        for tid, c in zip(ids[counts > 1].tolist(), counts[counts > 1].tolist(), strict=True):
-            rows = np.flatnonzero(tab[:, 0] == tid)
-            names = ", ".join(rname(int(r)) for r in rows)
-            out.append(f"track id {tid} is defined {c} times ({names})")
-        by_id = {int(t): tab[int(f)] for t, f in zip(ids, first, strict=True)}
-        for i, (lbl, b, _e, p) in enumerate(tab.tolist()):
-            if p <= 0 or p == lbl:
-                continue
-            where = f"{rname(i)} ({lbl} {b} {_e} {p})"
-            parent = by_id.get(int(p))
-            if parent is None:
-                out.append(f"{where}: parent {p} is not a track in {table_name}")
-            elif int(parent[2]) >= b:
-                out.append(
-                    f"{where}: parent {p} ends at frame {int(parent[2])}, not before its "
-                    f"daughter {lbl} begins at frame {b}"
-                )
-
-        if labels_ok:
-            out.extend(self._consistency_problems(tab, row_ok, fname, table_name, skip_frames))
-            out.extend(self._seg_problems())
-        return out
-
-    def _consistency_problems(
-        self,
-        tab: np.ndarray,
-        row_ok: np.ndarray,
-        fname: FrameNamer,
-        table_name: str,
-        skip_frames: Sequence[int],
-    ) -> list[str]:
-        out: list[str] = []
-        n_frames = self.n_frames
-        ids = self.frame_ids
-        counts = np.asarray([i.size for i in ids], dtype=np.int64)
-        p_frames = np.repeat(np.arange(n_frames, dtype=np.int64), counts)
-        p_labels = np.concatenate(ids).astype(np.int64) if len(ids) else np.zeros(0, dtype=np.int64)
-        good = tab[row_ok]
-        good = good[np.unique(good[:, 0], return_index=True)[1]]
-        b = good[:, 1]
-        e = np.minimum(good[:, 2], n_frames - 1)
-        lengths = np.maximum(e - b + 1, 0)
-        x_labels = np.repeat(good[:, 0], lengths)
-        starts = np.repeat(b - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        x_frames = np.arange(x_labels.size, dtype=np.int64) + starts
-        base = int(max(p_labels.max(initial=0), x_labels.max(initial=0))) + 1
-        p_keys = p_frames * base + p_labels
-        x_keys = x_frames * base + x_labels
-        skip = np.asarray(sorted(set(int(s) for s in skip_frames)), dtype=np.int64)
-
-        extra = np.setdiff1d(p_keys, x_keys, assume_unique=True)
-        missing = np.setdiff1d(x_keys, p_keys, assume_unique=True)
-        if skip.size:
-            missing = missing[~np.isin(missing // base, skip)]
-        known = set(good[:, 0].tolist())
-        all_ids = set(tab[:, 0].tolist())
-        span = {int(r[0]): (int(r[1]), int(r[2])) for r in good}
-        for lbl, frames in _group(extra % base, extra // base):
-            if lbl in known:
-                b0, e0 = span[lbl]
-                out.append(
-                    f"label {lbl} is present in {_frames_text(frames, fname)}, outside its "
-                    f"track span B={b0}..E={e0} in {table_name}"
-                )
-            elif lbl not in all_ids:
-                out.append(
-                    f"label {lbl} is present in {_frames_text(frames, fname)} but is not a "
-                    f"track in {table_name}"
-                )
-        for lbl, frames in _group(missing % base, missing // base):
-            b0, e0 = span[lbl]
-            out.append(
-                f"track {lbl} (B={b0}, E={e0} in {table_name}) is absent from "
-                f"{_frames_text(frames, fname)} (a track must be present in every frame from "
-                "B to E; after a gap, continue with a new id whose parent is this track)"
+        out.extend(
+            track_table_problems(
+                self.tracks,
+                self.frame_ids if labels_ok else None,
+                self.n_frames,
+                frame_name=fname,
+                row_name=rname,
+                table_name=table_name,
+                skip_frames=skip_frames,
             )
+        )
+        if labels_ok:
+            out.extend(self._seg_problems())
         return out
 
     def _seg_problems(self) -> list[str]:
@@ -750,6 +656,147 @@ class TrackedSequence:
         for t, ids in enumerate(self.frame_ids):
             out[t] = _relabel_frame(self.labels[t], ids, remap(ids), dtype)
         return TrackedSequence(labels=out, tracks=table, seg=self.seg, name=self.name)
+
+
+def track_table_problems(
+    tracks: np.ndarray,
+    frame_ids: Sequence[np.ndarray] | None,
+    n_frames: int,
+    *,
+    frame_name: FrameNamer | None = None,
+    row_name: RowNamer | None = None,
+    table_name: str = "track table",
+    skip_frames: Sequence[int] = (),
+) -> list[str]:
+    """The CTC rules on a track table and the ids present in each frame (empty when valid).
+
+    What :meth:`TrackedSequence.problems` checks beyond the label array itself, from the ids
+    alone, so a reader that streams frames (keeping only each frame's ids) checks the same.
+
+    Args:
+        tracks: The ``(n, 4)`` table ``L B E P``.
+        frame_ids: Sorted non-zero ids present in each frame, or None when the label images
+            are unusable (then only the table itself is checked).
+        n_frames: Number of frames.
+        frame_name: Names a frame in messages.
+        row_name: Names a table row in messages.
+        table_name: Names the table in messages.
+        skip_frames: Frames whose images are unknown (missing or unreadable files).
+
+    Returns:
+        One line per problem.
+    """
+    fname = frame_name or _default_frame_name
+    rname = row_name or (lambda i: f"{table_name} row {i}")
+    labels_ok = frame_ids is not None
+    skip = skip_frames
+    out: list[str] = []
+    tab = np.asarray(tracks)
+    if tab.ndim != 2 or tab.shape[1] != 4:
+        out.append(f"{table_name} must be an (n, 4) table L B E P, got shape {tab.shape}")
+        return out
+    if tab.dtype.kind not in "iu":
+        out.append(f"{table_name} must hold integers, got {tab.dtype}")
+        return out
+    tab = tab.astype(np.int64)
+    row_ok = np.ones(tab.shape[0], dtype=bool)
+    for i, (lbl, b, e, p) in enumerate(tab.tolist()):
+        where = f"{rname(i)} ({lbl} {b} {e} {p})"
+        if lbl < 1:
+            out.append(f"{where}: track id must be >= 1")
+            row_ok[i] = False
+        if b < 0:
+            out.append(f"{where}: begin frame B={b} is negative")
+            row_ok[i] = False
+        if e < b:
+            out.append(f"{where}: end frame E={e} is before begin frame B={b}")
+            row_ok[i] = False
+        if labels_ok and e >= n_frames:
+            out.append(
+                f"{where}: end frame E={e} is beyond the last frame {n_frames - 1} "
+                f"({n_frames} frames)"
+            )
+        if p < 0:
+            out.append(f"{where}: parent P={p} is negative")
+        if p == lbl and lbl >= 1:
+            out.append(f"{where}: track is its own parent")
+    ids, first, counts = np.unique(tab[:, 0], return_index=True, return_counts=True)
+    for tid, c in zip(ids[counts > 1].tolist(), counts[counts > 1].tolist(), strict=True):
+        rows = np.flatnonzero(tab[:, 0] == tid)
+        names = ", ".join(rname(int(r)) for r in rows)
+        out.append(f"track id {tid} is defined {c} times ({names})")
+    by_id = {int(t): tab[int(f)] for t, f in zip(ids, first, strict=True)}
+    for i, (lbl, b, _e, p) in enumerate(tab.tolist()):
+        if p <= 0 or p == lbl:
+            continue
+        where = f"{rname(i)} ({lbl} {b} {_e} {p})"
+        parent = by_id.get(int(p))
+        if parent is None:
+            out.append(f"{where}: parent {p} is not a track in {table_name}")
+        elif int(parent[2]) >= b:
+            out.append(
+                f"{where}: parent {p} ends at frame {int(parent[2])}, not before its "
+                f"daughter {lbl} begins at frame {b}"
+            )
+
+    if labels_ok:
+        out.extend(_consistency_problems(frame_ids, n_frames, tab, row_ok, fname, table_name, skip))
+    return out
+
+
+def _consistency_problems(
+    ids: Sequence[np.ndarray],
+    n_frames: int,
+    tab: np.ndarray,
+    row_ok: np.ndarray,
+    fname: FrameNamer,
+    table_name: str,
+    skip_frames: Sequence[int],
+) -> list[str]:
+    out: list[str] = []
+    counts = np.asarray([i.size for i in ids], dtype=np.int64)
+    p_frames = np.repeat(np.arange(n_frames, dtype=np.int64), counts)
+    p_labels = np.concatenate(ids).astype(np.int64) if len(ids) else np.zeros(0, dtype=np.int64)
+    good = tab[row_ok]
+    good = good[np.unique(good[:, 0], return_index=True)[1]]
+    b = good[:, 1]
+    e = np.minimum(good[:, 2], n_frames - 1)
+    lengths = np.maximum(e - b + 1, 0)
+    x_labels = np.repeat(good[:, 0], lengths)
+    starts = np.repeat(b - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    x_frames = np.arange(x_labels.size, dtype=np.int64) + starts
+    base = int(max(p_labels.max(initial=0), x_labels.max(initial=0))) + 1
+    p_keys = p_frames * base + p_labels
+    x_keys = x_frames * base + x_labels
+    skip = np.asarray(sorted(set(int(s) for s in skip_frames)), dtype=np.int64)
+
+    extra = np.setdiff1d(p_keys, x_keys, assume_unique=True)
+    missing = np.setdiff1d(x_keys, p_keys, assume_unique=True)
+    if skip.size:
+        missing = missing[~np.isin(missing // base, skip)]
+    known = set(good[:, 0].tolist())
+    all_ids = set(tab[:, 0].tolist())
+    span = {int(r[0]): (int(r[1]), int(r[2])) for r in good}
+    for lbl, frames in _group(extra % base, extra // base):
+        if lbl in known:
+            b0, e0 = span[lbl]
+            out.append(
+                f"label {lbl} is present in {_frames_text(frames, fname)}, outside its "
+                f"track span B={b0}..E={e0} in {table_name}"
+            )
+        elif lbl not in all_ids:
+            out.append(
+                f"label {lbl} is present in {_frames_text(frames, fname)} but is not a "
+                f"track in {table_name}"
+            )
+    for lbl, frames in _group(missing % base, missing // base):
+        b0, e0 = span[lbl]
+        out.append(
+            f"track {lbl} (B={b0}, E={e0} in {table_name}) is absent from "
+            f"{_frames_text(frames, fname)} (a track must be present in every frame from "
+            "B to E; after a gap, continue with a new id whose parent is this track)"
+        )
+    return out
 
 
 def _group(labels: np.ndarray, frames: np.ndarray) -> list[tuple[int, np.ndarray]]:

@@ -57,11 +57,38 @@ def hash_ndarray(arr: np.ndarray) -> str:
             h.update(len(data).to_bytes(8, "little"))
             h.update(data)
         return h.hexdigest()
-    h.update(
-        _header(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype, arr.shape)
-    )
-    h.update(np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
-    return h.hexdigest()
+    hasher = ArrayHasher(arr.dtype, arr.shape)
+    hasher.update(arr)
+    return hasher.hexdigest()
+
+
+class ArrayHasher:
+    """:func:`hash_ndarray` fed block by block: the header first, then C-order blocks.
+
+    Blocks must be consecutive slices along axis 0 (frames of a sequence, rows of chunks), in
+    order; the digest then equals :func:`hash_ndarray` of the whole array, which is never held.
+    Numeric dtypes only. Little-endian data is hashed from its buffer without a copy.
+
+    Args:
+        dtype: Dtype of the whole array.
+        shape: Shape of the whole array.
+    """
+
+    def __init__(self, dtype: Any, shape: tuple[int, ...]) -> None:
+        dtype = np.dtype(dtype)
+        self._little = dtype.newbyteorder("<")
+        self._h = hashlib.sha256()
+        self._h.update(_header(self._little if dtype.byteorder == ">" else dtype, tuple(shape)))
+
+    def update(self, block: np.ndarray) -> None:
+        """Add the next block (C order)."""
+        data = np.ascontiguousarray(block).astype(self._little, copy=False)
+        if data.size:
+            self._h.update(data.reshape(-1).view(np.uint8))
+
+    def hexdigest(self) -> str:
+        """Hex digest of everything added."""
+        return self._h.hexdigest()
 
 
 def _row_blocks(arr: zarr.Array) -> Iterator[slice]:

@@ -16,16 +16,24 @@ augmented-microscopy     ``target`` (fluorescence, ``c,[z,]y,x``, same spatial s
 
 Axes follow OME-Zarr order (``t, c, z, y, x``, each optional except ``c, y, x`` for images).
 Label images carry the image's axes without ``c``.
+
+Sequences may be lazy: ``image``, ``instances`` and ``seg`` of a ``t`` sample can be a
+:class:`~cellbench.store.frames.FrameSource` (shape, dtype, one frame at a time), so a reader
+hands a long movie to the store writer without holding it. :meth:`Sample.problems` then checks
+what it can without reading (shapes, dtypes, tables) and the writer checks the values frame by
+frame; ``np.asarray(field)`` reads a lazy field whole for consumers that need it so.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from cellbench.errors import ValidationError
+from cellbench.store.frames import FrameSource, is_lazy
 
 SAMPLE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SPLITS = ("train", "val", "test")
@@ -63,7 +71,7 @@ class Sample:
     """
 
     id: str
-    image: np.ndarray
+    image: np.ndarray | FrameSource
     axes: str = "cyx"
     channel_names: list[str] = field(default_factory=list)
     split: str = "train"
@@ -71,11 +79,11 @@ class Sample:
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
     label: int | None = None
     semantic: np.ndarray | None = None
-    instances: np.ndarray | None = None
+    instances: np.ndarray | FrameSource | None = None
     tracks: np.ndarray | None = None
     target: np.ndarray | None = None
     target_channel_names: list[str] = field(default_factory=list)
-    seg: np.ndarray | None = None
+    seg: np.ndarray | FrameSource | None = None
     seg_annotated: np.ndarray | None = None
 
     @property
@@ -115,7 +123,11 @@ class Sample:
             )
         if self.image.dtype.kind not in "uif":
             out.append(f"{where}: image dtype {self.image.dtype} is not numeric")
-        elif self.image.dtype.kind == "f" and not np.isfinite(self.image).all():
+        elif (
+            self.image.dtype.kind == "f"
+            and not is_lazy(self.image)
+            and not np.isfinite(self.image).all()
+        ):
             out.append(f"{where}: image contains NaN or infinite values")
         label_shape = tuple(n for a, n in zip(self.axes, self.image.shape, strict=True) if a != "c")
         for name in ("semantic", "instances"):
@@ -129,7 +141,7 @@ class Sample:
                 )
             if arr.dtype.kind not in "ui":
                 out.append(f"{where}: {name} dtype {arr.dtype} must be an integer type")
-            elif arr.size and arr.min() < 0:
+            elif arr.size and not is_lazy(arr) and arr.min() < 0:
                 out.append(f"{where}: {name} has negative values")
         if self.target is not None:
             expected = self.spatial_shape
@@ -138,7 +150,11 @@ class Sample:
                     f"{where}: target shape {self.target.shape} must be (c, {expected}) "
                     "matching the image's spatial shape"
                 )
-            if self.target.dtype.kind == "f" and not np.isfinite(self.target).all():
+            if (
+                self.target.dtype.kind == "f"
+                and not is_lazy(self.target)
+                and not np.isfinite(self.target).all()
+            ):
                 out.append(f"{where}: target contains NaN or infinite values")
             if (
                 self.target_channel_names
@@ -177,7 +193,7 @@ class Sample:
             )
         if seg.dtype.kind not in "ui":
             out.append(f"{where}: seg dtype {seg.dtype} must be an integer type")
-        elif seg.size and seg.min() < 0:
+        elif seg.size and not is_lazy(seg) and seg.min() < 0:
             out.append(f"{where}: seg has negative values")
         ann = np.asarray(self.seg_annotated)
         if ann.ndim != 2 or ann.shape[1] != 2 or ann.dtype.kind not in "ui":
@@ -204,6 +220,8 @@ class Sample:
                 out.append(f"{where}: seg_annotated frame {t} slice z={z} is outside 0..{n_z - 1}")
             else:
                 covered[t, z] = True
+        if is_lazy(seg):  # checked frame by frame while the store writer reads it
+            return out
         outside = seg.reshape(*covered.shape, -1).any(axis=-1) & ~covered
         if outside.any():
             where_bad = np.argwhere(outside)[:5].tolist()
@@ -219,7 +237,7 @@ class Sample:
         if problems:
             raise ValidationError(problems)
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def arrays(self) -> dict[str, Any]:
         """Return the array fields that are set, keyed by field name."""
         names = ("image", "semantic", "instances", "tracks", "target", "seg", "seg_annotated")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +27,7 @@ from zarr.storage import LocalStore
 from cellbench._version import __version__
 from cellbench.errors import CorruptStoreError, StoreError, ValidationError
 from cellbench.store import checksums
+from cellbench.store.chunk_writer import chunk_encoder
 from cellbench.store.format import (
     CURRENT_FORMAT,
     FORMATS,
@@ -35,6 +36,7 @@ from cellbench.store.format import (
     detect_format,
     read_root_attributes,
 )
+from cellbench.store.frames import is_lazy, row_blocks
 from cellbench.store.integrity import (
     StoreManifest,
     VerifiedStore,
@@ -84,12 +86,11 @@ def _multiscales(
     ]
 
 
-def _omero(channel_names: Sequence[str], data: np.ndarray, axes: str) -> dict[str, Any]:
-    c_axis = axes.index("c")
+def _omero(channel_names: Sequence[str], ranges: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """OME ``omero`` channels; ``ranges`` holds each channel's ``(min, max)``."""
     channels = []
     for i, name in enumerate(channel_names):
-        plane = np.take(data, i, axis=c_axis)
-        lo, hi = (float(plane.min()), float(plane.max())) if plane.size else (0.0, 0.0)
+        lo, hi = ranges[i]
         channels.append(
             {
                 "label": name,
@@ -127,6 +128,66 @@ def _column_array(values: list[Any]) -> np.ndarray:
 def _str_array(values: Any) -> np.ndarray:
     """Convert a Zarr string column (NumPy ``StringDType``) to a fixed-width ``str`` array."""
     return np.array(np.asarray(values).tolist(), dtype=str)
+
+
+class _LateChecks:
+    """Content checks of lazily read fields, done block by block while they are written.
+
+    An in-memory sample's content is checked by :meth:`Sample.problems` before anything is
+    written; a :class:`~cellbench.store.frames.FrameSource` is only read while it is written,
+    so its values (NaN in a float image, negative label ids, SEG labels outside the annotated
+    frames or slices) are checked here and reported, all at once, after the sample's arrays.
+    """
+
+    def __init__(self, sample: Sample) -> None:
+        self.where = f"sample {sample.id!r}"
+        self.bad: dict[str, list[int]] = {}
+        self.allowed: dict[int, set[int] | None] = {}
+        if sample.seg_annotated is not None:
+            for t, z in np.asarray(sample.seg_annotated).reshape(-1, 2).tolist():
+                if z < 0:
+                    self.allowed[t] = None
+                elif self.allowed.get(t, set()) is not None:
+                    self.allowed.setdefault(t, set()).add(z)
+
+    def check(self, name: str, data: Any) -> Callable[[int, np.ndarray], None] | None:
+        """A block checker for a lazy field (None for in-memory fields: already checked)."""
+        if not is_lazy(data):
+            return None
+
+        def check(start: int, block: np.ndarray) -> None:
+            for i, frame in enumerate(block):
+                t = start + i
+                if frame.dtype.kind == "f" and not np.isfinite(frame).all():
+                    self.bad.setdefault(f"{name} contains NaN or infinite values", []).append(t)
+                if frame.dtype.kind == "i" and frame.size and frame.min() < 0:
+                    self.bad.setdefault(f"{name} has negative values", []).append(t)
+                if name != "seg":
+                    continue
+                keep = self.allowed.get(t, set())
+                if t not in self.allowed:
+                    outside = bool(frame.any())
+                else:
+                    outside = keep is not None and any(
+                        frame[z].any() for z in range(len(frame)) if z not in keep
+                    )
+                if outside:
+                    self.bad.setdefault(
+                        "seg has labels outside the annotated frames/slices "
+                        "(list them in seg_annotated or clear them)",
+                        [],
+                    ).append(t)
+
+        return check
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per kind of problem, with the frames it occurs in."""
+        return [
+            f"{self.where}: {what} in frame(s) {', '.join(map(str, frames[:10]))}"
+            + (" ..." if len(frames) > 10 else "")
+            for what, frames in self.bad.items()
+        ]
 
 
 class StoreWriter:
@@ -177,11 +238,27 @@ class StoreWriter:
         self._fields: set[str] = set()
         self._axes: set[str] = set()
         self._entries: dict[str, dict[str, Any]] = {}
+        self._broken = False
 
     def _write_array(
-        self, path: str, data: np.ndarray, axes: str | None, sparse: bool = False
-    ) -> zarr.Array:
-        data = np.ascontiguousarray(data)
+        self,
+        path: str,
+        data: Any,
+        axes: str | None,
+        sparse: bool = False,
+        channel_axis: int | None = None,
+        check: Callable[[int, np.ndarray], None] | None = None,
+    ) -> tuple[zarr.Array, list[tuple[float, float]]]:
+        """Write one array, streamed in blocks of whole chunk rows along axis 0.
+
+        ``data`` is an in-memory array or a :class:`~cellbench.store.frames.FrameSource` (read
+        one frame at a time). Each block is checked (``check(start, block)``), hashed, and its
+        chunks written. With ``channel_axis``, returns each channel's ``(min, max)`` (for the
+        OME ``omero`` windows), gathered from the same blocks.
+        """
+        lazy = is_lazy(data)
+        if not lazy:
+            data = np.ascontiguousarray(data)
         if axes is None:
             chunks = tuple(max(1, n) for n in data.shape)
         else:
@@ -199,10 +276,39 @@ class StoreWriter:
             config={"write_empty_chunks": not sparse},
             **extra,
         )
-        if data.size:
+        encoder = None
+        if data.dtype.kind != "U" and data.dtype.byteorder != ">" and data.size:
+            encoder = chunk_encoder(arr, self.path / path, write_empty_chunks=not sparse)
+        numeric = data.dtype.kind in "uifb"
+        hasher = checksums.ArrayHasher(data.dtype, data.shape) if numeric else None
+        n_channels = data.shape[channel_axis] if channel_axis is not None else 0
+        lo = np.full(n_channels, np.inf)
+        hi = np.full(n_channels, -np.inf)
+        if data.size and (encoder is not None or lazy or hasher is not None):
+            for start, block in row_blocks(data, chunks[0] if data.ndim else 1):
+                if check is not None:
+                    check(start, block)
+                if hasher is not None:
+                    hasher.update(block)
+                if channel_axis is not None and block.size:
+                    other = tuple(i for i in range(block.ndim) if i != channel_axis)
+                    bmin = block.min(axis=other).astype(np.float64)
+                    bmax = block.max(axis=other).astype(np.float64)
+                    where = slice(start, start + len(block)) if channel_axis == 0 else slice(None)
+                    lo[where] = np.minimum(lo[where], bmin)
+                    hi[where] = np.maximum(hi[where], bmax)
+                if encoder is not None:
+                    encoder.write_rows(start, block)
+                else:
+                    arr[start : start + len(block)] = block
+        elif data.size:
             arr[...] = data
+        ranges = [
+            (float(a), float(b)) if np.isfinite(a) else (0.0, 0.0)
+            for a, b in zip(lo.tolist(), hi.tolist(), strict=True)
+        ]
         entry: dict[str, Any] = {
-            "sha256": checksums.hash_ndarray(data),
+            "sha256": hasher.hexdigest() if hasher is not None else checksums.hash_ndarray(data),
             "shape": list(data.shape),
             "dtype": data.dtype.str,
             "chunks": list(arr.chunks),
@@ -210,13 +316,16 @@ class StoreWriter:
         }
         if self.fmt.manifest_covers_metadata:
             entry["sparse"] = bool(sparse)
-            entry["chunk_sha256"] = {
-                key: checksums.file_sha256(self.path / path / key)
-                for key in checksums.expected_chunk_keys(arr)
-                if (self.path / path / key).is_file()
-            }
+            if encoder is not None:
+                entry["chunk_sha256"] = dict(sorted(encoder.chunk_sha256.items()))
+            else:
+                entry["chunk_sha256"] = {
+                    key: checksums.file_sha256(self.path / path / key)
+                    for key in checksums.expected_chunk_keys(arr)
+                    if (self.path / path / key).is_file()
+                }
         self._entries[path] = entry
-        return arr
+        return arr, ranges
 
     def add(self, sample: Sample) -> None:
         """Validate and write one sample.
@@ -258,11 +367,18 @@ class StoreWriter:
         names = sample.channel_names or [
             f"channel-{i}" for i in range(sample.image.shape[sample.axes.index("c")])
         ]
-        self._write_array(f"{img_path}/0", sample.image, sample.axes)
+        late = _LateChecks(sample)
+        _, ranges = self._write_array(
+            f"{img_path}/0",
+            sample.image,
+            sample.axes,
+            channel_axis=sample.axes.index("c"),
+            check=late.check("image", sample.image),
+        )
         group.attrs["ome"] = {
             "version": "0.5",
             "multiscales": _multiscales(sid, sample.axes, sample.pixel_size, unitless),
-            "omero": _omero(names, sample.image, sample.axes),
+            "omero": _omero(names, ranges),
         }
         self._fields.add("image")
 
@@ -275,7 +391,9 @@ class StoreWriter:
                 lpath = fmt.label_path(sid, name)
                 lgroup = self.root.require_group(lpath)
                 sparse = name in self.sparse or name == "seg"
-                self._write_array(f"{lpath}/0", arr, sample.label_axes, sparse=sparse)
+                self._write_array(
+                    f"{lpath}/0", arr, sample.label_axes, sparse=sparse, check=late.check(name, arr)
+                )
                 image_label: dict[str, Any] = {"version": "0.5", "source": {"image": "../../"}}
                 if name == "semantic" and "semantic" in self.class_names:
                     image_label["properties"] = [
@@ -298,25 +416,35 @@ class StoreWriter:
             tnames = sample.target_channel_names or [
                 f"target-{i}" for i in range(sample.target.shape[0])
             ]
-            self._write_array(f"{tpath}/0", sample.target, taxes)
+            _, ranges = self._write_array(
+                f"{tpath}/0",
+                sample.target,
+                taxes,
+                channel_axis=0,
+                check=late.check("target", sample.target),
+            )
             tgroup.attrs["ome"] = {
                 "version": "0.5",
                 "multiscales": _multiscales(sid, taxes, sample.pixel_size, unitless),
-                "omero": _omero(tnames, sample.target, taxes),
+                "omero": _omero(tnames, ranges),
             }
             self._fields.add("target")
 
         if sample.tracks is not None:
             tracks = np.asarray(sample.tracks, dtype=np.int64).reshape(-1, 4)
-            arr = self._write_array(fmt.tracks_path(sid), tracks, None)
+            arr, _ = self._write_array(fmt.tracks_path(sid), tracks, None)
             arr.attrs["columns"] = list(TRACK_COLUMNS)
             self._fields.add("tracks")
 
         if sample.seg_annotated is not None:
             ann = np.asarray(sample.seg_annotated, dtype=np.int64).reshape(-1, 2)
-            arr = self._write_array(fmt.seg_frames_path(sid), ann, None)
+            arr, _ = self._write_array(fmt.seg_frames_path(sid), ann, None)
             arr.attrs["columns"] = ["frame", "z"]
 
+        if late.problems:
+            # frames read lazily held bad values: this store is unusable (build_store discards it)
+            self._broken = True
+            raise ValidationError(late.problems, context=f"writing store {self.display_name}")
         if sample.label is not None:
             self._fields.add("label")
         self._rows.append(
@@ -339,6 +467,8 @@ class StoreWriter:
         """
         if not self._rows:
             raise StoreError(f"{self.path}: no samples were written")
+        if self._broken:
+            raise StoreError(f"{self.path}: a sample failed while being written; discard it")
         fmt = self.fmt
         self._write_array(fmt.table_path("id"), _column_array([r["id"] for r in self._rows]), None)
         self._write_array(

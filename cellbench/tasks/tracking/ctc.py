@@ -43,7 +43,7 @@ from cellbench.metrics.tracking import (
     TrackingMatch,
     match_tracking,
 )
-from cellbench.tracks import SegAnnotation, TrackedSequence
+from cellbench.tracks import SegAnnotation, TrackedSequence, track_table_problems
 
 if TYPE_CHECKING:
     from cellbench.store.sample import Sample
@@ -582,138 +582,360 @@ def read_sidecar(src: Path) -> tuple[dict[str, Any], list[str]]:
     return seqs, []
 
 
-def _read_images(seq_dir: Path, n_frames: int | None) -> tuple[np.ndarray | None, list[str]]:
-    """The raw frames ``<seq>/t###.tif`` as one ``(T, [Z,] Y, X)`` stack.
+def _frame_pieces(frame: np.ndarray) -> list[int]:
+    """Labels of one frame made of more than one connected piece (full connectivity)."""
+    from skimage.measure import label as cc_label
 
-    ``n_frames`` is the ground truth's frame count (``None``: the highest frame found + 1).
+    if not frame.any():
+        return []
+    comps = cc_label(frame, background=0, connectivity=frame.ndim)
+    pairs = np.unique(np.stack([frame[comps > 0].astype(np.int64), comps[comps > 0]]), axis=1)
+    ids, counts = np.unique(pairs[0], return_counts=True)
+    return ids[counts > 1].tolist()
+
+
+class _SequenceReader:
+    """One CTC sequence (``<seq>/``, ``<seq>_GT``, ``<seq>_ST``), read frame by frame.
+
+    The folders are scanned and the track table, file names and first frames checked when it is
+    made; :meth:`sample` gives a :class:`~cellbench.store.sample.Sample` whose ``image``,
+    ``instances`` and ``seg`` are :class:`~cellbench.store.frames.FrameSource` objects, so the
+    store writer holds one frame at a time. Each frame is checked as it is read (file, dtype,
+    shape, and the ids present in each TRA frame are kept); :meth:`finish` reads whatever the
+    consumer did not and checks the track table against the ids of every frame, giving every
+    problem of the sequence at once, each naming the folder, file and frame.
     """
-    files, problems = _scan(seq_dir, _IMG_RE)
-    problems = [f"{seq_dir.name}/{p}" for p in problems]
-    if not files:
-        return None, [*problems, f"{seq_dir.name}: no t###.tif frames"]
-    n = max(files) + 1 if n_frames is None else n_frames
-    for t in sorted(files):
-        if t >= n:
-            problems.append(
-                f"{seq_dir.name}/{files[t].name}: frame {t} is beyond the {n} frames of the "
-                "ground truth"
-            )
-    files = {t: f for t, f in files.items() if t < n}
-    missing = [t for t in range(n) if t not in files]
-    if missing:
-        from cellbench.tracks import format_ranges
 
-        problems.append(
-            f"{seq_dir.name}: {len(missing)} frame file(s) missing: frames {format_ranges(missing)}"
-        )
-    stack: np.ndarray | None = None
-    for t in sorted(files):
-        path = files[t]
-        where = f"{seq_dir.name}/{path.name} (frame {t})"
+    def __init__(self, src: Path, name: str, seg: str, check: bool) -> None:
+        self.name = name
+        self.seg_choice = seg
+        self.check = check
+        self.seq_dir = src / name
+        self.gt_dir, self.st_dir = src / f"{name}_GT", src / f"{name}_ST"
+        self.upfront: list[str] = []  # problems found before reading any frame
+        self.img_problems: dict[int, str] = {}
+        self.gt_problems: list[str] = []
+        self.mask_problems: dict[int, str] = {}
+        self.seg_problems: dict[tuple[int, int], str] = {}
+        self.pieces: dict[int, str] = {}
+        self.ids: dict[int, np.ndarray] = {}
+        self.bad_masks: set[int] = set()
+        self.seg_read: set[int] = set()
+        self.img_read: set[int] = set()
+        self.n_frames: int | None = None
+        self.has_truth = (self.gt_dir / "TRA").is_dir()
+        self.tra_files: dict[int, Path] = {}
+        self.mask_shape: tuple[int, ...] | None = None
+        self.table = np.zeros((0, 4), dtype=np.int64)
+        self.lines: list[int] = []
+        if self.has_truth:
+            self._scan_truth()
+        self._scan_images()
+        self.seg_files: dict[int, dict[int, Path]] = {}  # frame -> {z (-1 whole): file}
+        self.seg_dir: Path | None = None
+        if seg == "gold" and self.has_truth and (self.gt_dir / "SEG").is_dir():
+            self.seg_dir, self.seg_prefix = self.gt_dir / "SEG", f"{self.gt_dir.name}: SEG"
+        elif seg == "silver":
+            if not (self.st_dir / "SEG").is_dir():
+                self.upfront.append(f"{self.st_dir.name}/SEG: missing (silver truth asked for)")
+            elif self.image_shape is not None:
+                self.seg_dir, self.seg_prefix = self.st_dir / "SEG", f"{self.st_dir.name}/SEG"
+        if self.seg_dir is not None:
+            self._scan_seg()
+        if (
+            self.image_shape is not None
+            and self.has_truth
+            and self.mask_shape is not None
+            and self.mask_shape != self.image_shape[1:]
+        ):
+            self.upfront.append(
+                f"{self.gt_dir.name}/TRA: masks are {(self.n_frames, *self.mask_shape)} "
+                f"(T, [Z,] Y, X), images in {name}/ are {(self.n_img, *self.image_shape[1:])}"
+            )
+
+    # ------------------------------------------------------------------ scanning
+    def _scan_truth(self) -> None:
+        tra = self.gt_dir / "TRA"
+        files, problems = _scan(tra, _TRA_RE)
+        self.gt_problems += problems
+        if not files:
+            self.gt_problems.append(f"no man_track###.tif files in {tra}")
+            self.has_truth = False
+            return
+        self.tra_files = files
+        self.n_frames = max(files) + 1
+        self.name_of = _namer("man_track", files, frame_digits(self.n_frames))
+        missing = [t for t in range(self.n_frames) if t not in files]
+        if missing:
+            from cellbench.tracks import format_ranges
+
+            names = ", ".join(self.name_of(t) for t in missing[:5]) + (
+                ", ..." if len(missing) > 5 else ""
+            )
+            self.gt_problems.append(
+                f"{len(missing)} frame file(s) missing: frames {format_ranges(missing)} ({names})"
+            )
+            self.bad_masks.update(missing)
+        self.table, self.lines, more = parse_track_file(tra / GT_TRACK_FILE)
+        self.gt_problems += more
+        for t in sorted(files):  # the first good frame fixes the shape the others must have
+            arr = self._mask(t)
+            if arr is not None:
+                self.mask_shape = arr.shape
+                break
+
+    def _scan_images(self) -> None:
+        seq_dir = self.seq_dir
+        files, problems = _scan(seq_dir, _IMG_RE)
+        self.upfront += [f"{seq_dir.name}/{p}" for p in problems]
+        self.image_shape: tuple[int, ...] | None = None
+        self.image_dtype: np.dtype | None = None
+        if not files:
+            self.upfront.append(f"{seq_dir.name}: no t###.tif frames")
+            self.img_files: dict[int, Path] = {}
+            self.n_img = 0
+            return
+        n = max(files) + 1 if self.n_frames is None else self.n_frames
+        for t in sorted(files):
+            if t >= n:
+                self.upfront.append(
+                    f"{seq_dir.name}/{files[t].name}: frame {t} is beyond the {n} frames of "
+                    "the ground truth"
+                )
+        files = {t: f for t, f in files.items() if t < n}
+        missing = [t for t in range(n) if t not in files]
+        if missing:
+            from cellbench.tracks import format_ranges
+
+            self.upfront.append(
+                f"{seq_dir.name}: {len(missing)} frame file(s) missing: frames "
+                f"{format_ranges(missing)}"
+            )
+        self.img_files, self.n_img = files, n
+        for t in sorted(files):  # the first good frame fixes dtype and shape
+            where = f"{seq_dir.name}/{files[t].name} (frame {t})"
+            try:
+                arr = _imread(files[t])
+            except Exception as err:
+                self.img_problems[t] = f"{where}: cannot be read as a TIFF ({err})"
+                continue
+            if arr.dtype.kind not in "uif":
+                self.img_problems[t] = f"{where}: dtype {arr.dtype}, expected a numeric image"
+                continue
+            if arr.ndim not in (2, 3):
+                self.img_problems[t] = f"{where}: {arr.ndim} dims, expected (Y, X) or (Z, Y, X)"
+                continue
+            self.image_shape, self.image_dtype = (1, *arr.shape), arr.dtype
+            break
+
+    def _scan_seg(self) -> None:
+        assert self.seg_dir is not None
+        shape = self.mask_shape if self.seg_choice == "gold" else self.image_shape[1:]  # type: ignore[index]
+        n_frames = self.n_frames if self.seg_choice == "gold" else self.n_img
+        for entry in sorted(os.listdir(self.seg_dir)):
+            m = _SEG_RE.match(entry)
+            if m is None:
+                if entry.lower().endswith((".tif", ".tiff")):
+                    self.upfront.append(f"{self.seg_prefix}: unexpected TIFF file {entry}")
+                continue
+            t = int(m.group(1))
+            z = int(m.group(2)) if m.group(2) is not None else None
+            where = f"{self.seg_prefix}/{entry} (frame {t}" + (
+                f", slice z={z})" if z is not None else ")"
+            )
+            if shape is not None and z is not None and len(shape) != 3:
+                self.upfront.append(
+                    f"{where}: a slice annotation needs 3D frames, frames are {shape}"
+                )
+            elif n_frames is not None and not 0 <= t < n_frames:
+                self.upfront.append(f"{where}: frame {t} is outside 0..{n_frames - 1}")
+            elif shape is not None and z is not None and not 0 <= z < shape[0]:
+                self.upfront.append(f"{where}: slice {z} is outside 0..{shape[0] - 1}")
+            else:
+                self.seg_files.setdefault(t, {})[-1 if z is None else z] = self.seg_dir / entry
+
+    # ------------------------------------------------------------------ frames
+    def _mask(self, t: int) -> np.ndarray | None:
+        """TRA frame ``t`` as uint16 (None when missing or bad: the problem is recorded)."""
+        path = self.tra_files.get(t)
+        if path is None:
+            return None
+        try:
+            arr = _imread(path)
+        except Exception as err:  # unreadable or not a TIFF: report, keep going
+            self.mask_problems[t] = f"{path.name} (frame {t}): cannot be read as a TIFF ({err})"
+            self.bad_masks.add(t)
+            return None
+        problems = []
+        if arr.dtype not in MASK_DTYPES:
+            problems.append(
+                f"{path.name} (frame {t}): dtype {arr.dtype}, expected uint16 "
+                "(CTC masks are 16-bit unsigned integer images)"
+            )
+        if self.mask_shape is not None and arr.shape != self.mask_shape:
+            problems.append(
+                f"{path.name} (frame {t}): shape {arr.shape}, expected {self.mask_shape}"
+            )
+        elif arr.ndim not in (2, 3):
+            problems.append(
+                f"{path.name} (frame {t}): {arr.ndim} dims, expected a 2D (Y, X) or 3D (Z, Y, X) "
+                "label image"
+            )
+        if problems:
+            self.mask_problems[t] = "\n".join(problems)
+            self.bad_masks.add(t)
+            return None
+        arr = arr.astype(np.uint16, copy=False)
+        if t not in self.ids:
+            from cellbench.metrics.matching import present_ids
+
+            self.ids[t] = present_ids(arr)
+            if self.check:
+                split = _frame_pieces(arr)
+                if split:
+                    d = frame_digits(self.n_frames or 1)
+                    self.pieces[t] = (
+                        f"{self.gt_dir.name}/TRA/man_track{t:0{d}d}.tif (frame {t}): label(s) "
+                        f"{', '.join(map(str, split[:10]))} are in more than one piece "
+                        "(expected one connected object per label)"
+                    )
+        return arr
+
+    def _read_mask(self, t: int) -> np.ndarray:
+        arr = self._mask(t)
+        return np.zeros(self.mask_shape, np.uint16) if arr is None else arr  # type: ignore[arg-type]
+
+    def _read_image(self, t: int) -> np.ndarray:
+        assert self.image_shape is not None and self.image_dtype is not None
+        self.img_read.add(t)
+        path = self.img_files.get(t)
+        if path is None:
+            return np.zeros(self.image_shape, self.image_dtype)
+        where = f"{self.seq_dir.name}/{path.name} (frame {t})"
         try:
             arr = _imread(path)
         except Exception as err:
-            problems.append(f"{where}: cannot be read as a TIFF ({err})")
-            continue
+            self.img_problems[t] = f"{where}: cannot be read as a TIFF ({err})"
+            return np.zeros(self.image_shape, self.image_dtype)
         if arr.dtype.kind not in "uif":
-            problems.append(f"{where}: dtype {arr.dtype}, expected a numeric image")
-            continue
-        if stack is None:
-            if arr.ndim not in (2, 3):
-                problems.append(f"{where}: {arr.ndim} dims, expected (Y, X) or (Z, Y, X)")
+            self.img_problems[t] = f"{where}: dtype {arr.dtype}, expected a numeric image"
+        elif arr.shape != self.image_shape[1:] or arr.dtype != self.image_dtype:
+            self.img_problems[t] = (
+                f"{where}: {arr.dtype} {arr.shape}, expected {self.image_dtype} "
+                f"{self.image_shape[1:]} like the first frame"
+            )
+        else:
+            return arr[None]  # the channel axis, as a view (no copy of the frame)
+        return np.zeros(self.image_shape, self.image_dtype)
+
+    def _read_seg(self, t: int) -> np.ndarray:
+        shape = self.image_shape[1:] if self.image_shape is not None else self.mask_shape
+        out = np.zeros(shape, np.uint16)  # type: ignore[arg-type]
+        self.seg_read.add(t)
+        for z, path in sorted(self.seg_files.get(t, {}).items()):
+            where = f"{self.seg_prefix}/{path.name} (frame {t}" + (
+                f", slice z={z})" if z >= 0 else ")"
+            )
+            expected = shape if z < 0 else shape[1:]
+            try:
+                arr = _imread(path)
+            except Exception as err:
+                self.seg_problems[(t, z)] = f"{where}: cannot be read as a TIFF ({err})"
                 continue
-            stack = np.zeros((n, *arr.shape), dtype=arr.dtype)
-        if arr.shape != stack.shape[1:] or arr.dtype != stack.dtype:
-            problems.append(
-                f"{where}: {arr.dtype} {arr.shape}, expected {stack.dtype} {stack.shape[1:]} "
-                "like the first frame"
+            if arr.dtype not in MASK_DTYPES:
+                self.seg_problems[(t, z)] = f"{where}: dtype {arr.dtype}, expected uint16"
+            elif arr.shape != tuple(expected):
+                self.seg_problems[(t, z)] = f"{where}: shape {arr.shape}, expected {expected}"
+            elif z < 0:
+                out[...] = arr
+            else:
+                out[z] = arr
+        return out
+
+    # ------------------------------------------------------------------ results
+    def sample(self, meta: dict[str, Any], split: str) -> Sample:
+        """The lazy sample (call only when :meth:`problems` is empty so far)."""
+        from cellbench.store.frames import FrameSource
+        from cellbench.store.sample import Sample
+
+        assert self.image_shape is not None and self.image_dtype is not None
+        n = self.n_img
+        info = meta.get(self.name, {})
+        image = FrameSource((n, *self.image_shape), self.image_dtype, self._read_image)
+        sample = Sample(
+            id=self.name,
+            image=image,
+            axes=str(info.get("axes", "tczyx" if len(self.image_shape) == 4 else "tcyx")),
+            channel_names=list(info.get("channel_names", [])),
+            split=str(info.get("split", split)),
+            pixel_size={k: float(v) for k, v in info.get("pixel_size", {}).items()},
+            metadata=dict(info.get("metadata", {})),
+        )
+        if self.has_truth and self.mask_shape is not None:
+            sample.instances = FrameSource((n, *self.mask_shape), np.uint16, self._read_mask)
+            sample.tracks = self.table
+        if self.seg_files:
+            rows = sorted((t, z) for t, zs in self.seg_files.items() for z in zs)
+            sample.seg = FrameSource((n, *self.image_shape[1:]), np.uint16, self._read_seg)
+            sample.seg_annotated = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+        return sample
+
+    def read_all(self) -> None:
+        """Read every frame not read yet (to check it)."""
+        if self.image_shape is not None:
+            for t in sorted(self.img_files):
+                if t not in self.img_read:
+                    self._read_image(t)
+        for t in sorted(self.tra_files):
+            if t not in self.ids and t not in self.bad_masks:
+                self._mask(t)
+        if self.image_shape is not None or self.mask_shape is not None:
+            for t in sorted(self.seg_files):
+                if t not in self.seg_read:
+                    self._read_seg(t)
+
+    def problems(self) -> list[str]:
+        """Every problem found so far, image folder first, then the truth, then SEG."""
+        out: list[str] = []
+        img = [p for p in self.upfront if p.startswith(f"{self.seq_dir.name}/")]
+        img += [p for p in self.upfront if p.startswith(f"{self.seq_dir.name}:")]
+        out += img + [self.img_problems[t] for t in sorted(self.img_problems)]
+        gt = list(self.gt_problems)
+        for t in sorted(self.mask_problems):
+            gt += self.mask_problems[t].split("\n")
+        if (
+            self.has_truth
+            and self.mask_shape is not None
+            and len(self.ids) + len(self.bad_masks) >= (self.n_frames or 0)
+        ):
+            ids = [self.ids.get(t, np.zeros(0, np.int64)) for t in range(self.n_frames or 0)]
+            gt += track_table_problems(
+                self.table,
+                ids,
+                self.n_frames or 0,
+                frame_name=self.name_of,
+                row_name=lambda i: f"{GT_TRACK_FILE} line {self.lines[i]}",
+                table_name=GT_TRACK_FILE,
+                skip_frames=sorted(self.bad_masks),
             )
-            continue
-        stack[t] = arr
-    return stack, problems
-
-
-def _pieces_problems(labels: np.ndarray, folder: str, prefix: str, digits: int) -> list[str]:
-    """Objects made of more than one connected piece (full connectivity), per frame."""
-    from skimage.measure import label as cc_label
-
-    out: list[str] = []
-    for t in range(labels.shape[0]):
-        frame = labels[t]
-        if not frame.any():
-            continue
-        comps = cc_label(frame, background=0, connectivity=frame.ndim)
-        pairs = np.unique(np.stack([frame[comps > 0].astype(np.int64), comps[comps > 0]]), axis=1)
-        ids, counts = np.unique(pairs[0], return_counts=True)
-        split = ids[counts > 1]
-        if split.size:
-            out.append(
-                f"{folder}/{prefix}{t:0{digits}d}.tif (frame {t}): label(s) "
-                f"{', '.join(map(str, split.tolist()[:10]))} are in more than one piece "
-                "(expected one connected object per label)"
-            )
-    return out
+        out += [f"{self.gt_dir.name}: {p}" for p in gt]
+        rest = [p for p in self.upfront if p not in img]
+        out += rest + [self.seg_problems[k] for k in sorted(self.seg_problems)]
+        out += [self.pieces[t] for t in sorted(self.pieces)]
+        return out
 
 
 def _read_sequence(
     src: Path, name: str, seg: str, meta: dict[str, Any], split: str, check: bool
 ) -> tuple[Any, list[str]]:
-    from cellbench.store.sample import Sample
-    from cellbench.tracks import seg_arrays
-
-    problems: list[str] = []
-    gt_dir, st_dir = src / f"{name}_GT", src / f"{name}_ST"
-    truth: TrackedSequence | None = None
-    n_frames: int | None = None
-    if (gt_dir / "TRA").is_dir():
-        try:
-            truth = read_ctc_ground_truth(gt_dir, seg=seg == "gold")
-            n_frames = truth.n_frames
-        except ValidationError as err:
-            problems += [f"{gt_dir.name}: {p}" for p in err.problems]
-            files, _ = _scan(gt_dir / "TRA", _TRA_RE)
-            n_frames = max(files) + 1 if files else None
-    image, more = _read_images(src / name, n_frames)
-    problems = more + problems
-    seg_ann: tuple[SegAnnotation, ...] = truth.seg if truth is not None else ()
-    if seg == "silver":
-        if not (st_dir / "SEG").is_dir():
-            problems.append(f"{st_dir.name}/SEG: missing (silver truth asked for)")
-        elif image is not None:
-            seg_ann, more = _read_seg(st_dir / "SEG", image.shape[0], image.shape[1:])
-            problems += [f"{st_dir.name}/{p}" for p in more]
-    if image is not None and truth is not None and truth.labels.shape != image.shape:
-        problems.append(
-            f"{gt_dir.name}/TRA: masks are {truth.labels.shape} (T, [Z,] Y, X), images in "
-            f"{name}/ are {image.shape}"
-        )
-    if check and (gt_dir / "TRA").is_dir():
-        try:  # unvalidated, so the pieces are checked in every readable frame
-            masks = truth or read_ctc_ground_truth(gt_dir, seg=False, validate=False)
-        except ValidationError:
-            masks = None  # no TRA frames at all: already reported
-        if masks is not None:
-            d = frame_digits(masks.n_frames)
-            problems += _pieces_problems(masks.labels, f"{gt_dir.name}/TRA", "man_track", d)
-    if problems or image is None:
+    """Every problem of one sequence, all frames read one at a time (``check``: pieces too)."""
+    reader = _SequenceReader(src, name, seg, check)
+    reader.read_all()
+    problems = reader.problems()
+    if problems or reader.image_shape is None:
         return None, problems
-    info = meta.get(name, {})
-    axes = str(info.get("axes", "tczyx" if image.ndim == 4 else "tcyx"))
-    sample = Sample(
-        id=name,
-        image=image[:, None],
-        axes=axes,
-        channel_names=list(info.get("channel_names", [])),
-        split=str(info.get("split", split)),
-        pixel_size={k: float(v) for k, v in info.get("pixel_size", {}).items()},
-        metadata=dict(info.get("metadata", {})),
-    )
-    if truth is not None:
-        sample.instances = truth.labels
-        sample.tracks = truth.tracks
-        if seg_ann:
-            sample.seg, sample.seg_annotated = seg_arrays(seg_ann, truth.labels.shape)
-    return sample, [f"sample {sample.id!r}: {p}" for p in sample.problems()]
+    sample = reader.sample(meta, split)  # what the sidecar says must fit the frames
+    return None, [f"sample {sample.id!r}: {p}" for p in sample.problems()]
 
 
 def read_ctc_dataset(
@@ -771,10 +993,19 @@ def read_ctc_dataset(
             [f"{root}: no sequence folder with t###.tif frames (expected 01/, 02/, ...)"]
         )
     for name in names:
-        sample, problems = _read_sequence(root, name, seg, meta, split, check=False)
+        reader = _SequenceReader(root, name, seg, check=False)
+        problems = reader.problems()
+        if not problems and reader.image_shape is not None:
+            sample = reader.sample(meta, split)
+            problems = [f"sample {sample.id!r}: {p}" for p in sample.problems()]
+        if problems or reader.image_shape is None:
+            reader.read_all()  # every problem of the sequence at once
+            raise ValidationError(reader.problems() + problems, context=f"{root} sequence {name}")
+        yield sample  # the consumer reads its frames one at a time ...
+        reader.read_all()  # ... and whatever it did not read is checked here
+        problems = reader.problems()
         if problems:
             raise ValidationError(problems, context=f"{root} sequence {name}")
-        yield sample
 
 
 def ctc_dataset_problems(src: str | os.PathLike, *, seg: str = "gold", **_: Any) -> list[str]:
@@ -840,11 +1071,11 @@ def write_ctc_dataset(samples: Any, dest: str | os.PathLike, *, seg: str = "gold
             )
         if problems:
             raise ValidationError(problems, context=str(out))
-        image = sample.image[:, 0]
-        d = frame_digits(image.shape[0])
+        n_frames = sample.image.shape[0]
+        d = frame_digits(n_frames)
         (out / sample.id).mkdir()
-        for t in range(image.shape[0]):
-            _imwrite(out / sample.id / f"t{t:0{d}d}.tif", image[t])
+        for t in range(n_frames):  # one frame at a time (a lazy sequence is never held whole)
+            _imwrite(out / sample.id / f"t{t:0{d}d}.tif", np.asarray(sample.image[t, 0]))
         ann: tuple[SegAnnotation, ...] = ()
         if sample.seg is not None and sample.seg_annotated is not None:
             ann = seg_annotations(sample.seg, sample.seg_annotated)
