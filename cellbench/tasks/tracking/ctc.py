@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.formats.registry import Format
+from cellbench.formats.registry import Format, ItemList
 from cellbench.metrics.base import Metric, MetricResult
 from cellbench.metrics.tracking import (
     CTCMeasures,
@@ -739,17 +739,33 @@ def read_ctc_dataset(
         sequences: Only these sequences (default: all); a string is split at commas.
 
     Yields:
-        One sample per sequence, in name order.
+        One sample per sequence, in name order. Problems of one sequence do not stop the check
+        of the others: once any is found nothing more is yielded, and every problem is raised
+        together at the end.
 
     Raises:
-        ValidationError: Listing every problem of a sequence (file, frame, expectation).
+        ValidationError: Listing every problem of every sequence (file, frame, expectation).
     """
     root = Path(src)
+    names = _listing(root, seg, sequences)
+    meta, _ = read_sidecar(root)
+    problems: list[str] = []
+    for name in names:
+        sample, more = _read_sequence(root, name, seg, meta, split, check=False)
+        problems += more
+        if not problems and sample is not None:
+            yield sample
+    if problems:
+        raise ValidationError(problems, context=str(root))
+
+
+def _listing(root: Path, seg: str, sequences: Sequence[str] | str | None) -> list[str]:
+    """The sequences to read; raises what stops reading (bad option, folder or sidecar)."""
     if seg not in _SEG_CHOICES:
         raise ValidationError([f"seg={seg!r}: expected one of {', '.join(_SEG_CHOICES)}"])
     if not root.is_dir():
         raise ValidationError([f"{root}: not a folder (expected a CTC dataset folder)"])
-    meta, problems = read_sidecar(root)
+    _, problems = read_sidecar(root)
     if problems:
         raise ValidationError(problems, context=str(root))
     names = _sequences(root)
@@ -770,11 +786,36 @@ def read_ctc_dataset(
         raise ValidationError(
             [f"{root}: no sequence folder with t###.tif frames (expected 01/, 02/, ...)"]
         )
-    for name in names:
-        sample, problems = _read_sequence(root, name, seg, meta, split, check=False)
-        if problems:
-            raise ValidationError(problems, context=f"{root} sequence {name}")
-        yield sample
+    return names
+
+
+def ctc_items(
+    src: str | os.PathLike,
+    *,
+    seg: str = "gold",
+    split: str = "train",
+    sequences: Sequence[str] | str | None = None,
+) -> ItemList:
+    """The sequence names of a CTC dataset folder (the per-item listing; ``Format.items``).
+
+    Takes :func:`read_ctc_dataset`'s options and raises what it raises before reading.
+    """
+    root = Path(src)
+    return ItemList(_listing(root, seg, sequences), [], str(root))
+
+
+def read_ctc_item(
+    src: str | os.PathLike,
+    item: str,
+    *,
+    seg: str = "gold",
+    split: str = "train",
+    sequences: Sequence[str] | str | None = None,
+) -> tuple[Any, list[str]]:
+    """Sequence ``item`` of a CTC dataset folder as a sample, and its problems."""
+    root = Path(src)
+    meta, _ = read_sidecar(root)
+    return _read_sequence(root, item, seg, meta, split, check=False)
 
 
 def ctc_dataset_problems(src: str | os.PathLike, *, seg: str = "gold", **_: Any) -> list[str]:
@@ -872,6 +913,8 @@ FORMAT = Format(
         "split": "read only: split of every sequence when no cellbench.json says (default train)",
         "sequences": "read only: the sequences to read (default all)",
     },
+    items=ctc_items,
+    read_item=read_ctc_item,
 )
 
 
