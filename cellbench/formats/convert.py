@@ -9,6 +9,14 @@ so an error or Ctrl-C leaves nothing at the destination.
 Format options (``--option NAME=VALUE`` on the command line) go to the reader and/or the writer
 whose function takes a keyword of that name; an option neither takes is refused.
 
+With a ``scheduler`` (``--scheduler``), a source whose format has the per-item hooks
+(``Format.items`` / ``read_item``) is read as one Dask task per image or sequence
+(:func:`cellbench.parallel.read_items`), and the samples are handed to the writer in the
+source's order, a bounded window at a time: the writer (one process, building one store with
+one manifest) sees exactly the sequential stream, so the store digest is the same whatever the
+scheduler, and problems are listed all at once exactly as the sequential reader lists them.
+A format without the hooks is read sequentially.
+
 Time-lapse formats (``ctc``, ``geff``) hold sequences; a 2D or 3D still image (axes ``cyx`` /
 ``czyx``) written to them becomes a one-frame sequence whose track table has one track per
 object (``id, 0, 0, 0``), the way Cell Tracking Challenge segmentation-only data look.
@@ -268,10 +276,23 @@ def convert(
     options: Mapping[str, str] | None = None,
     progress: bool = False,
     tally: dict[str, int] | None = None,
+    scheduler: str | None = None,
 ) -> Path:
     """Read ``src`` as ``from_format`` and write it to ``dest`` as ``to``, atomically.
 
     ``tally``, when given, is filled with counts for :func:`overlap_note`.
+
+    Args:
+        src: The source.
+        from_format: Its format.
+        to: Target format, ``zarr`` or ``hf``.
+        dest: Destination (must not exist).
+        options: Reader and writer options.
+        progress: Show a progress bar.
+        tally: See above.
+        scheduler: Read one item per Dask task on this scheduler (see
+            :func:`cellbench.parallel.resolve_scheduler`); ``None`` reads in this process. A
+            format without per-item hooks is read sequentially either way.
 
     Raises:
         ValidationError: Unknown options, or every problem of the source.
@@ -281,7 +302,11 @@ def convert(
         raise CellbenchError(f"format {from_format!r} can be written but not read")
     writer = None if to in STORE_TARGETS else get_format(to)
     read_opts, write_opts = split_options(dict(options or {}), reader, writer)
-    samples = reader.read(Path(src), **read_opts)
+    total: int | None = None
+    if scheduler is not None and reader.per_item:
+        total, samples = per_item_samples(reader, src, read_opts, scheduler=scheduler)
+    else:
+        samples = reader.read(Path(src), **read_opts)
     return write_target(
         samples,
         to,
@@ -290,8 +315,55 @@ def convert(
         tasks=reader.tasks if to in STORE_TARGETS and len(reader.tasks) == 1 else (),
         title=f"converted from {from_format}: {Path(src).name}",
         progress=progress,
+        total=total,
         tally=tally,
     )
+
+
+def per_item_samples(
+    fmt: Format,
+    src: str | Path,
+    options: Mapping[str, Any],
+    *,
+    scheduler: str,
+    window: int | None = None,
+) -> tuple[int, Iterator[Sample]]:
+    """The samples of ``src`` read one Dask task per item, with ``read``'s semantics.
+
+    The listing runs here, at once (so what stops reading is raised before anything is
+    written); the returned stream yields samples in the source's order. Once a problem is found
+    nothing more is yielded, every item is still read and checked, and all problems (the
+    listing's, then each item's in order) are raised together at the end.
+
+    Returns:
+        The number of items, and the stream.
+
+    Raises:
+        ValidationError: What stops the listing (at once) or every problem (from the stream).
+    """
+    from cellbench.parallel import read_items
+
+    assert fmt.items is not None
+    listing = fmt.items(Path(src), **options)
+
+    def stream() -> Iterator[Sample]:
+        problems = list(listing.problems)
+        results = read_items(
+            fmt,
+            Path(src).absolute(),
+            dict(options),
+            listing.items,
+            scheduler=scheduler,
+            window=window,
+        )
+        for sample, more in results:
+            problems += more
+            if not problems and sample is not None:
+                yield sample
+        if problems:
+            raise ValidationError(problems, context=listing.context)
+
+    return len(listing.items), stream()
 
 
 def export_dataset(
