@@ -29,14 +29,14 @@ distributed = pytest.importorskip("distributed")
 
 def _source(fmt: str, root: Path, n: int = 6) -> Path:
     """A source of ``n`` items in format ``fmt``, written by the format's own writer."""
-    task = "tracking" if fmt == "ctc" else "instance-segmentation"
+    task = "tracking" if fmt in ("ctc", "geff") else "instance-segmentation"
     src = root / f"src-{fmt}"
     write_samples(fmt, toy_samples(task, n, seed=3), src)
     return src
 
 
 #: Every format with per-item hooks needs a source here (the test below checks it).
-SOURCES = ("coco", "ctc", "tiff")
+SOURCES = ("coco", "ctc", "geff", "tiff")
 
 
 @pytest.fixture(scope="module")
