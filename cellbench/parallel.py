@@ -11,10 +11,12 @@ the reduction it already has:
   whatever the scheduler and the number of workers.
 * verification: :func:`verify_arrays` checks one store array per task (chunk files against the
   manifest, then the decoded content's sha256).
-* ingest: :func:`read_items` reads and checks one image or sequence of a source per task (a
-  format's ``read_item`` hook) and hands the samples back in the source's order, a bounded
-  window at a time (:func:`imap_ordered`), to the one writer that builds the store or the
-  target files, so memory stays at a few samples and the result is the sequential one.
+* ingest: :func:`ingest_items` reads and checks one image or sequence of a source per task (a
+  format's ``read_item`` hook) and writes it as a one-sample part beside the store being
+  built (chunks compressed and hashed on the worker); the driver adopts the parts in the
+  source's order, a bounded window at a time (:func:`imap_ordered`), so the store is the one
+  the sequential path builds. :func:`read_items` hands the samples themselves back in order
+  (for targets other than a store: the target format's writer runs in the driver).
 
 Schedulers (``--scheduler``): ``synchronous`` (one thread, for debugging), ``threads`` (Dask's
 local thread pool), ``processes`` (Dask's local process pool) or the address of a running
@@ -391,5 +393,54 @@ def read_items(
         [(item,) for item in items],
         scheduler=scheduler,
         shared=(fmt, str(src), dict(options)),
+        window=window,
+    )
+
+
+#: The card of a one-sample part store (never closed, so never seen: the store's own card is
+#: written by the writer that adopts the parts).
+_PART_CARD = {"id": "part", "version": "1"}
+
+
+def _ingest_item(
+    fmt: Any, src: str, options: dict[str, Any], parts: str, index: int, item: str
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """One Dask task: read and check one item, then write it as a part of the store."""
+    from pathlib import Path
+
+    from cellbench.errors import ValidationError
+    from cellbench.store.zarr_store import write_part
+
+    sample, problems = fmt.read_item(Path(src), item, **options)
+    if problems or sample is None:
+        return None, list(problems)
+    try:
+        return write_part(Path(parts) / f"{index:08d}", sample, _PART_CARD), []
+    except ValidationError as err:
+        return None, list(err.problems)
+
+
+def ingest_items(
+    fmt: Any,
+    src: Any,
+    options: dict[str, Any],
+    items: Sequence[str],
+    parts: Any,
+    *,
+    scheduler: str,
+    window: int | None = None,
+) -> Iterator[tuple[dict[str, Any] | None, list[str]]]:
+    """Read each item of ``src`` and write it as a one-sample part, one Dask task per item.
+
+    Yields ``(part record or None, problems)`` per item, in order; part ``k`` is the folder
+    ``parts/<k:08d>`` (see :func:`cellbench.store.zarr_store.write_part`), which the caller
+    adopts into the store it builds. ``parts`` must be on a file system every worker writes to
+    and on the same file system as the store (adopting renames folders).
+    """
+    yield from imap_ordered(
+        _ingest_item,
+        [(k, item) for k, item in enumerate(items)],
+        scheduler=scheduler,
+        shared=(fmt, str(src), dict(options), str(parts)),
         window=window,
     )

@@ -91,13 +91,13 @@ def test_format_to_format_files_identical_on_a_cluster(sources, cluster, tmp_pat
 
 
 class _KillFirstWorkerOnce(distributed.WorkerPlugin):
-    """Make the first worker that starts reading an item die on the spot (os._exit), once."""
+    """Make the first worker that starts ingesting an item die on the spot (os._exit), once."""
 
     def __init__(self, marker: str) -> None:
         self.marker = marker
 
     def transition(self, key, start, finish, **kwargs):
-        if finish != "executing" or "_read_item" not in str(key):
+        if finish != "executing" or "_ingest_item" not in str(key):
             return
         try:
             os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
