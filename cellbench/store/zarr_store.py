@@ -356,8 +356,17 @@ class StoreWriter:
             raise ValidationError(
                 [f"sample {sid!r}: duplicate id"], context=f"writing store {self.display_name}"
             )
-        if part["format"] != self.fmt.version:
-            self.fmt = FORMATS[str(part["format"])]  # format 3: format 2 + SEG truth
+        part_fmt = FORMATS[str(part["format"])]
+        if part_fmt.sparse_seg and not self.fmt.sparse_seg:
+            if not self.fmt.manifest_covers_metadata:
+                raise ValidationError(
+                    [
+                        f"sample {sid!r}: store format {self.fmt.version} cannot hold sparse "
+                        "SEG truth (format 3 or later can)"
+                    ],
+                    context=f"writing store {self.display_name}",
+                )
+            self.fmt = part_fmt  # format 3 = format 2 + SEG truth, as add() switches
         src = Path(part_path)
         for top in sorted(p.name for p in src.iterdir() if p.is_dir()):
             self.root.require_group(top)

@@ -31,7 +31,12 @@ def _source(fmt: str, root: Path, n: int = 6) -> Path:
     """A source of ``n`` items in format ``fmt``, written by the format's own writer."""
     task = "tracking" if fmt in ("ctc", "geff") else "instance-segmentation"
     src = root / f"src-{fmt}"
-    write_samples(fmt, toy_samples(task, n, seed=3), src)
+    samples = toy_samples(task, n, seed=3)
+    if fmt == "ctc" and n > 2:  # SEG truth in one sequence: the store becomes format 3
+        seg = np.zeros_like(samples[2].instances)
+        seg[1] = samples[2].instances[1]
+        samples[2].seg, samples[2].seg_annotated = seg, np.array([[1, -1]], np.int64)
+    write_samples(fmt, samples, src)
     return src
 
 
@@ -72,12 +77,14 @@ def test_every_per_item_format_reads_what_read_yields(sources) -> None:
 def test_store_digest_identical_on_threads_and_a_cluster(fmt, sources, cluster, tmp_path):
     reference = DatasetStore.open(convert(sources[fmt], fmt, "zarr", tmp_path / "seq.zarr"))
     assert reference.sample_ids() and len(reference.sample_ids()) == 6
+    assert reference.manifest["format_version"] == ("3" if fmt == "ctc" else "2")
     for k, scheduler in enumerate(("synchronous", "threads", cluster.scheduler_address)):
         tally: dict[str, int] = {}
         out = convert(
             sources[fmt], fmt, "zarr", tmp_path / f"par{k}.zarr", scheduler=scheduler, tally=tally
         )
         got = DatasetStore.open(out)
+        assert got.manifest["format_version"] == reference.manifest["format_version"]
         assert got.checksum == reference.checksum, scheduler
         assert got.sample_ids() == reference.sample_ids()
         assert tally["samples"] == 6
