@@ -34,6 +34,7 @@ reruns its tasks elsewhere and the result is unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -191,6 +192,7 @@ def _imap_distributed(
     from collections import deque
 
     from distributed import Client
+    from distributed import wait as distributed_wait
 
     with Client(address, set_as_default=False) as client:
         threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
@@ -207,12 +209,18 @@ def _imap_distributed(
 
         for _ in range(size):
             submit_next()
-        while pending:
-            future = pending.popleft()
-            result = future.result()
-            future.release()
-            submit_next()
-            yield result
+        try:
+            while pending:
+                future = pending.popleft()
+                result = future.result()
+                future.release()
+                submit_next()
+                yield result
+        finally:
+            if pending:  # the consumer stopped early: let the window's tasks end (a worker
+                # cannot stop a running task, and the caller removes what they write next)
+                with contextlib.suppress(Exception):
+                    distributed_wait(list(pending), timeout=120)
 
 
 def _big(obj: Any) -> bool:

@@ -27,6 +27,7 @@ object (``id, 0, 0, 0``), the way Cell Tracking Challenge segmentation-only data
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -385,12 +386,16 @@ def _store_per_item(
             scheduler=scheduler,
             window=window,
         )
-        with tqdm(
-            total=len(listing.items),
-            desc=f"convert -> {to} ({scheduler})",
-            unit="sample",
-            disable=None if progress else True,
-        ) as bar:
+        # closed (tasks finished or cancelled) before the scratch folder is removed
+        with (
+            contextlib.closing(results),
+            tqdm(
+                total=len(listing.items),
+                desc=f"convert -> {to} ({scheduler})",
+                unit="sample",
+                disable=None if progress else True,
+            ) as bar,
+        ):
             for k, (part, more) in enumerate(results):
                 bar.update(1)
                 problems += more

@@ -202,3 +202,28 @@ def test_local_process_pool_gives_the_same_store(sources, tmp_path):
     reference = DatasetStore.open(convert(sources["tiff"], "tiff", "zarr", tmp_path / "a.zarr"))
     out = convert(sources["tiff"], "tiff", "zarr", tmp_path / "b.zarr", scheduler="processes")
     assert DatasetStore.open(out).checksum == reference.checksum
+
+
+def _dup_items(src, **_):
+    return registry.ItemList([f"i{k}" for k in range(8)], [], str(src))
+
+
+def _dup_read_item(src, item, **_):
+    sample = toy_samples("instance-segmentation", 1)[0]  # the same id for every item
+    return sample, []
+
+
+def _dup_read(src, **_):
+    for item in _dup_items(src).items:
+        yield _dup_read_item(src, item)[0]
+
+
+def test_writer_error_mid_ingest_leaves_nothing_beside_dest(tmp_path, monkeypatch):
+    dup = Format("dup", "every item has one id", ("instance-segmentation",), read=_dup_read,
+                 items=_dup_items, read_item=_dup_read_item)  # fmt: skip
+    monkeypatch.setitem(registry._registered, dup.name, dup)
+    (tmp_path / "src").mkdir()
+    for scheduler in (None, "threads"):
+        with pytest.raises(ValidationError, match="duplicate id"):
+            convert(tmp_path / "src", "dup", "zarr", tmp_path / "out.zarr", scheduler=scheduler)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
