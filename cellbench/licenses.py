@@ -23,6 +23,7 @@ SPDX_IDS = frozenset(
         "CC-BY-NC-2.0",
         "CC-BY-NC-3.0",
         "CC-BY-NC-4.0",
+        "CC-BY-NC-SA-3.0",
         "CC-BY-ND-4.0",
         "CC-BY-NC-SA-4.0",
         "CC-BY-NC-ND-4.0",

@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -411,7 +411,13 @@ _PART_CARD = {"id": "part", "version": "1"}
 
 
 def _ingest_item(
-    fmt: Any, src: str, options: dict[str, Any], parts: str, index: int, item: str
+    fmt: Any,
+    src: str,
+    options: dict[str, Any],
+    parts: str,
+    class_names: dict[str, list[str]] | None,
+    index: int,
+    item: str,
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """One Dask task: read and check one item, then write it as a part of the store."""
     from pathlib import Path
@@ -423,7 +429,7 @@ def _ingest_item(
     if problems or sample is None:
         return None, list(problems)
     try:
-        return write_part(Path(parts) / f"{index:08d}", sample, _PART_CARD), []
+        return write_part(Path(parts) / f"{index:08d}", sample, _PART_CARD, class_names), []
     except ValidationError as err:
         return None, list(err.problems)
 
@@ -437,18 +443,20 @@ def ingest_items(
     *,
     scheduler: str,
     window: int | None = None,
+    class_names: Mapping[str, list[str]] | None = None,
 ) -> Iterator[tuple[dict[str, Any] | None, list[str]]]:
     """Read each item of ``src`` and write it as a one-sample part, one Dask task per item.
 
     Yields ``(part record or None, problems)`` per item, in order; part ``k`` is the folder
     ``parts/<k:08d>`` (see :func:`cellbench.store.zarr_store.write_part`), which the caller
     adopts into the store it builds. ``parts`` must be on a file system every worker writes to
-    and on the same file system as the store (adopting renames folders).
+    and on the same file system as the store (adopting renames folders). ``class_names`` are
+    the store's class tables (each part checks its sample's label against them).
     """
     yield from imap_ordered(
         _ingest_item,
         [(k, item) for k, item in enumerate(items)],
         scheduler=scheduler,
-        shared=(fmt, str(src), dict(options), str(parts)),
+        shared=(fmt, str(src), dict(options), str(parts), dict(class_names or {})),
         window=window,
     )

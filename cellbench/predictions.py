@@ -724,63 +724,90 @@ def read_image_folder(
     task: str,
     field: str,
     finish: Callable[[Prediction], Prediction] | None = None,
+    sample_id_of: Callable[[str], str] | None = None,
 ) -> PredictionSet:
     """A lazily read folder of ``<sample_id>.tif`` images, one prediction field per file.
 
-    The reader tasks share for their TIFF folders (class masks, label images, target images).
+    The reader tasks share for their image folders (class masks, label images, target
+    images). TIFF, PNG and NPY files are accepted alike (NPY with ``allow_pickle=False``);
+    shapes and dtypes are declared from the file headers before any pixel is decoded.
 
     Args:
         path: The folder.
         task: Task name recorded in the set.
         field: The :class:`Prediction` field each image fills (``mask``, ``image``).
         finish: Called on each prediction after reading (e.g. to attach object scores).
+        sample_id_of: Maps a file stem to its sample id (default: the stem itself), e.g. to
+            strip a tool's suffix such as Cellpose's ``_cp_masks``.
 
     Raises:
-        ValidationError: If the folder holds no TIFF.
+        ValidationError: If the folder holds no image file.
     """
-    import tifffile
+    from cellbench.formats.images import read_image
 
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
         raise ValidationError([f"no <sample_id>.tif files found for task {task}"], str(path))
     problems = []
     by_id: dict[str, Path] = {}
     for f in files:
-        if not SAMPLE_ID_PATTERN.fullmatch(f.stem):
+        sid = sample_id_of(f.stem) if sample_id_of is not None else f.stem
+        if not SAMPLE_ID_PATTERN.fullmatch(sid):
             problems.append(f"{f.name}: file name is not a sample id ({SAMPLE_ID_PATTERN.pattern})")
-        elif f.stem in by_id:
-            problems.append(f"{f.name}: sample {f.stem!r} has two files")
+        elif sid in by_id:
+            problems.append(f"{f.name}: sample {sid!r} has two files ({by_id[sid].name})")
         else:
-            by_id[f.stem] = f
+            by_id[sid] = f
     if problems:
         raise ValidationError(problems, str(path))
 
+    def kind(f: Path) -> str:
+        return {".png": "PNG", ".npy": "NPY"}.get(f.suffix.lower(), "TIFF")
+
     def declare(sid: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        f = by_id[sid]
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with tifffile.TiffFile(by_id[sid]) as tif:
-                    series = tif.series[0]
-                    return {field: (tuple(int(n) for n in series.shape), np.dtype(series.dtype))}
+            return {field: _image_header(f)}
         except Exception as err:  # zero-byte, truncated or garbage files
-            raise ValidationError(
-                [f"{by_id[sid].name}: not a readable TIFF ({_short(err)})"]
-            ) from None
+            raise ValidationError([f"{f.name}: not a readable {kind(f)} ({_short(err)})"]) from None
 
     def load(sid: str) -> Prediction:
+        f = by_id[sid]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                data = tifffile.imread(by_id[sid])
-        except Exception as err:  # truncated data, unsupported compression
-            raise ValidationError(
-                [f"{by_id[sid].name}: not a readable TIFF ({_short(err)})"]
-            ) from None
+                data = read_image(f)
+        except Exception as err:  # truncated data, unsupported compression, pickled NPY
+            raise ValidationError([f"{f.name}: not a readable {kind(f)} ({_short(err)})"]) from None
         p = Prediction(sample_id=sid)
         setattr(p, field, data)
         return finish(p) if finish is not None else p
 
     return PredictionSet(task=task, source=path, _loader=load, _ids=list(by_id), _declare=declare)
+
+
+#: Image files a prediction folder may hold (TIFF, PNG, NPY; the sample id is the stem).
+_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+
+
+def _image_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an image file from its header (nothing decoded)."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        return tuple(int(n) for n in arr.shape), np.dtype(arr.dtype)
+    if suffix == ".png":
+        import imageio.v3 as iio
+
+        props = iio.improps(path)
+        return tuple(int(n) for n in props.shape), np.dtype(props.dtype)
+    import tifffile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return tuple(int(n) for n in series.shape), np.dtype(series.dtype)
 
 
 def load_predictions(

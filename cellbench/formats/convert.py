@@ -201,6 +201,7 @@ def write_target(
     progress: bool = False,
     total: int | None = None,
     tally: dict[str, int] | None = None,
+    class_names: Mapping[str, list[str]] | None = None,
 ) -> Path:
     """Write ``samples`` to ``dest`` as ``to`` (a format name, ``zarr`` or ``hf``), atomically.
 
@@ -214,6 +215,7 @@ def write_target(
         progress: Show a progress bar.
         total: Number of samples, if known (for the bar).
         tally: Filled with counts of samples and resolved overlaps (see :func:`overlap_note`).
+        class_names: Class tables of the store (``zarr``/``hf``), e.g. ``{"label": [...]}``.
 
     Returns:
         ``dest``.
@@ -238,7 +240,7 @@ def write_target(
         if fmt is not None:
             fmt.write(stream, out, **dict(options or {}))
         else:
-            _write_store(stream, to, out, scratch, tasks, title or dest.name, progress)
+            _write_store(stream, to, out, scratch, tasks, title or dest.name, progress, class_names)
         out.rename(dest)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -253,6 +255,7 @@ def _write_store(
     tasks: Iterable[str],
     title: str,
     progress: bool,
+    class_names: Mapping[str, list[str]] | None = None,
 ) -> None:
     from cellbench.store.zarr_store import build_store
 
@@ -267,7 +270,11 @@ def _write_store(
 
     store_path = out if to == "zarr" else scratch / "store.zarr"
     store = build_store(
-        chained(), store_path, _card(store_path, task_list, title), work_dir=scratch
+        chained(),
+        store_path,
+        _card(store_path, task_list, title),
+        class_names=class_names,
+        work_dir=scratch,
     )
     if to == "hf":
         from cellbench.store.hf.export import write_parquet
@@ -313,10 +320,13 @@ def convert(
     total: int | None = None
     title = f"converted from {from_format}: {Path(src).name}"
     tasks = reader.tasks if to in STORE_TARGETS and len(reader.tasks) == 1 else ()
+    tables = None
+    if reader.class_names is not None and to in STORE_TARGETS:  # e.g. image-folder classes
+        tables = reader.class_names(Path(src), **read_opts)
     if scheduler is not None and reader.per_item and to in STORE_TARGETS:
         return _store_per_item(
             reader, src, read_opts, to, dest, title=title, tasks=tasks, progress=progress,
-            tally=tally, scheduler=scheduler,
+            tally=tally, scheduler=scheduler, class_names=tables,
         )  # fmt: skip
     if scheduler is not None and reader.per_item:
         total, samples = per_item_samples(reader, src, read_opts, scheduler=scheduler)
@@ -332,6 +342,7 @@ def convert(
         progress=progress,
         total=total,
         tally=tally,
+        class_names=tables,
     )
 
 
@@ -348,6 +359,7 @@ def _store_per_item(
     tally: dict[str, int] | None,
     scheduler: str,
     window: int | None = None,
+    class_names: Mapping[str, list[str]] | None = None,
 ) -> Path:
     """:func:`convert` to a store with one Dask task per item reading *and* writing it.
 
@@ -385,6 +397,7 @@ def _store_per_item(
             parts,
             scheduler=scheduler,
             window=window,
+            class_names=class_names,
         )
         # closed (tasks finished or cancelled) before the scratch folder is removed
         with (
@@ -406,7 +419,9 @@ def _store_per_item(
                     card = _card(
                         store_path, list(tasks) or _tasks_serving(part["fields"], timed), title
                     )
-                    writer = StoreWriter(store_path, card, display_name=str(store_path))
+                    writer = StoreWriter(
+                        store_path, card, class_names, display_name=str(store_path)
+                    )
                 writer.adopt(parts / f"{k:08d}", part)
                 shutil.rmtree(parts / f"{k:08d}", ignore_errors=True)
                 if tally is not None:
@@ -507,9 +522,13 @@ def export_dataset(
         raise ValidationError(
             [f"split {split!r} not in {store.ref} (has {', '.join(store.splits) or 'none'})"]
         )
+    write_args: dict[str, Any] = dict(write_opts)
+    labels = store.class_names("label")
+    if labels and _accepts(writer.write, "class_names") and "class_names" not in write_args:
+        write_args["class_names"] = labels  # the store's class table, for writers that take one
     ids = store.sample_ids(split)
     samples = (store.sample(sid) for sid in ids)
-    return write_target(samples, to, dest, options=write_opts, progress=progress, total=len(ids))
+    return write_target(samples, to, dest, options=write_args, progress=progress, total=len(ids))
 
 
 def validate_path(

@@ -30,6 +30,10 @@ Writer = Callable[..., None]
 #: ``validate(src, **options) -> list[str]``: every problem found, one line each, naming the
 #: file and what was expected; an empty list means valid.
 Validator = Callable[..., list[str]]
+#: ``class_names(src, **read options) -> {table: [names]}``: the class tables of a source
+#: (``label`` for classification), which samples cannot carry; stores built from the source
+#: get them.
+ClassTables = Callable[..., dict[str, list[str]]]
 
 
 class ItemList(NamedTuple):
@@ -69,6 +73,8 @@ class Format:
         validate: Lists every problem of a source without converting it, or ``None``.
         options: Names of the extra keyword options :attr:`read`/:attr:`write` accept, with a
             one-line help each (the CLI exposes them as ``--option NAME=VALUE``).
+        class_names: The class tables of a source, for formats whose samples index one
+            (classification labels), or ``None``.
         items: Lists the items of a source (optional; with :attr:`read_item`, enables one
             task per item). Takes the same options as :attr:`read`.
         read_item: Reads one listed item (optional). Takes the same options as :attr:`read`.
@@ -81,6 +87,7 @@ class Format:
     write: Writer | None = None
     validate: Validator | None = None
     options: dict[str, str] = field(default_factory=dict)
+    class_names: ClassTables | None = None
     items: ItemLister | None = None
     read_item: ItemReader | None = None
 
@@ -92,10 +99,18 @@ class Format:
 
 #: Built-in formats, ``name -> "module:attribute"`` (imported on first use).
 BUILTIN: dict[str, str] = {
+    "bbbc-labels": "cellbench.tasks.instance_segmentation.label_folders:BBBC_LABELS",
+    "cellpose": "cellbench.tasks.instance_segmentation.cellpose:FORMAT",
     "coco": "cellbench.tasks.instance_segmentation.coco:FORMAT",
     "ctc": "cellbench.tasks.tracking.ctc:FORMAT",
+    "dsb": "cellbench.tasks.instance_segmentation.dsb:FORMAT",
     "geff": "cellbench.tasks.tracking.geff:FORMAT",
+    "image-folder": "cellbench.tasks.classification.image_folder:FORMAT",
+    "ome-tiff": "cellbench.formats.ome_tiff:FORMAT",
+    "ome-zarr": "cellbench.formats.ome_zarr:FORMAT",
+    "stardist": "cellbench.tasks.instance_segmentation.label_folders:STARDIST",
     "tiff": "cellbench.tasks.instance_segmentation.tiff:FORMAT",
+    "tissuenet": "cellbench.tasks.instance_segmentation.tissuenet:FORMAT",
 }
 
 _registered: dict[str, Format] = {}

@@ -165,7 +165,9 @@ def _present(area_all: np.ndarray) -> np.ndarray:
 def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
     """Compute the sparse overlap of two label images of the same shape (2D or 3D).
 
-    The flattened images are cut into runs of equal ``(gt, pred)`` first; the pair counts are
+    When the table of id pairs is no larger than the image, one ``np.bincount`` over the
+    pixels' pair codes counts every pair. Otherwise (dense images: many objects on each side)
+    the flattened images are cut into runs of equal ``(gt, pred)`` first; the pair counts are
     the run lengths summed per pair (a ``np.bincount`` over ``gt * (max(pred) + 1) + pred``
     when that table is small next to the runs, else a sort of the run codes), so the cost is
     linear in pixels plus objects whatever the density. Ids of any size are exact (int64).
@@ -190,6 +192,20 @@ def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
     if g.size == 0:
         z = np.zeros(0, dtype=np.int64)
         return OverlapPairs(z, z, z, z, z, z, z)
+    g_max = int(g.max())
+    p_max = int(p.max())
+    if (g_max + 1) * (p_max + 1) <= g.size:
+        # The pair table is no larger than the image: one bincount over the pixels is the
+        # cheapest exact count (measured: 300 cells on 512 x 512 take 0.9 ms this way and
+        # 1.7 ms through the runs below, whose sort only pays off on denser images).
+        n_g, n_p = g_max + 1, p_max + 1
+        dtype = np.int32 if n_g * n_p < 2**31 else np.int64
+        flat = g.astype(dtype)
+        np.multiply(flat, n_p, out=flat, casting="unsafe")
+        np.add(flat, p, out=flat, casting="unsafe")  # values < n_p: the cast is exact
+        table = np.bincount(flat, minlength=n_g * n_p)
+        nz = np.flatnonzero(table)
+        return _pairs_from_table(nz, table[nz].astype(np.int64), n_g, n_p, None, None)
     # Runs of equal (gt, pred) along the flattened image: label images are piecewise constant,
     # so a few runs per object boundary and row replace the pixels (measured: 2,000 cells on
     # 1400 x 1400 give ~1e5 runs for 2e6 pixels). Everything after this is in runs, and no
@@ -243,6 +259,18 @@ def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
     else:
         nz, inverse = np.unique(codes, return_inverse=True)
         counts = np.bincount(inverse.reshape(-1), weights=lengths).astype(np.int64)
+    return _pairs_from_table(nz, counts, n_g, n_p, g_u, p_u)
+
+
+def _pairs_from_table(
+    nz: np.ndarray,
+    counts: np.ndarray,
+    n_g: int,
+    n_p: int,
+    g_u: np.ndarray | None,
+    p_u: np.ndarray | None,
+) -> OverlapPairs:
+    """Overlap pairs from the non-zero cells ``nz`` (``g * n_p + p``) of the pair table."""
     rows, cols = np.divmod(nz, n_p)
     gt_area_all = np.bincount(rows, weights=counts, minlength=n_g).astype(np.int64)
     pred_area_all = np.bincount(cols, weights=counts, minlength=n_p).astype(np.int64)

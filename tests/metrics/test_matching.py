@@ -209,7 +209,9 @@ def test_small_hungarian_equals_linear_sum_assignment():
     assert _max_weight_matching(rows, cols, w[rows, cols]) == w[r, c].sum()
 
 
-@pytest.mark.parametrize("kind", ["dense_table", "sorted_runs", "large_ids", "noise"])
+@pytest.mark.parametrize(
+    "kind", ["pixel_table", "dense_table", "sorted_runs", "large_ids", "noise"]
+)
 def test_label_overlap_pairs_every_path_equals_brute_force(kind):
     from collections import Counter
 
@@ -220,7 +222,7 @@ def test_label_overlap_pairs_every_path_equals_brute_force(kind):
         g = rng.integers(0, 40, (30, 30))
         p = rng.integers(0, 40, (30, 30))
     else:  # blocky label images (piecewise constant, like cells)
-        n = {"dense_table": 20, "sorted_runs": 600, "large_ids": 600}[kind]
+        n = {"pixel_table": 20, "dense_table": 100, "sorted_runs": 600, "large_ids": 600}[kind]
         g = np.repeat(np.repeat(rng.integers(0, n, (24, 24)), 3, 0), 3, 1)
         p = np.roll(np.repeat(np.repeat(rng.integers(0, n, (24, 24)), 3, 0), 3, 1), 1, 0)
         if kind == "large_ids":

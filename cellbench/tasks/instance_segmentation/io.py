@@ -1,13 +1,20 @@
 """Instance segmentation predictions on disk: a folder of label images with optional scores.
 
-``<sample_id>.tif`` (or ``.tiff``): one integer label image per sample, 0 = background;
+``<sample_id>.tif`` (or ``.tiff``, ``.png``, ``.npy``): one integer label image per sample,
+0 = background;
 ``scores.csv`` beside them (``sample_id,object_id,score``): the confidence of each object, used
 to rank detections for COCO AP (score every object of an image or none).
+
+Cellpose's output names are recognised: ``<sample_id>_cp_masks.tif`` (or ``.png``, Cellpose's
+default) is the prediction of ``<sample_id>`` (a warning says the suffix was stripped), and
+Cellpose's ``<id>_seg.npy`` files (pickled dicts, never unpickled) are refused with a message
+saying to save ``_cp_masks.tif``.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +22,7 @@ import numpy as np
 from cellbench.errors import ValidationError
 from cellbench.predictions import Prediction, PredictionSet, read_csv_rows, read_image_folder
 from cellbench.store.sample import SAMPLE_ID_PATTERN
+from cellbench.tasks.instance_segmentation.cellpose import CP_MASKS, SEG_NPY, seg_npy_problem
 
 
 def read_scores_csv(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -64,4 +72,23 @@ def read_label_folder(path: Path, task: str) -> PredictionSet:
             prediction.object_ids, prediction.object_scores = scores[prediction.sample_id]
         return prediction
 
-    return read_image_folder(path, task, "mask", finish=add_scores)
+    refused = [seg_npy_problem(p.name) for p in sorted(path.iterdir()) if p.name.endswith(SEG_NPY)]
+    if refused:
+        raise ValidationError(refused, str(path))
+    stems = [p.stem for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".png")]
+    cellpose = [s for s in stems if s.endswith(CP_MASKS)]
+    if not cellpose:
+        return read_image_folder(path, task, "mask", finish=add_scores)
+    warnings.warn(
+        f"{path}: {len(cellpose)} Cellpose file name(s) <sample_id>{CP_MASKS}.tif|png: the suffix "
+        f"{CP_MASKS} is stripped to give the sample id (e.g. {cellpose[0]} -> "
+        f"{cellpose[0][: -len(CP_MASKS)]})",
+        UserWarning,
+        stacklevel=2,
+    )
+    return read_image_folder(path, task, "mask", finish=add_scores, sample_id_of=strip_cp_masks)
+
+
+def strip_cp_masks(stem: str) -> str:
+    """The sample id of a Cellpose output stem (``<id>_cp_masks`` -> ``<id>``)."""
+    return stem[: -len(CP_MASKS)] if stem.endswith(CP_MASKS) else stem

@@ -1,0 +1,214 @@
+"""Reading and writing the single image files community layouts are made of (TIFF, PNG, JPG, NPY).
+
+One place for every format module (DSB2018, BBBC label images, Cellpose, StarDist, image
+folders): ``tifffile`` for TIFF, ``imageio`` (Pillow plugin; a dependency of scikit-image) for
+PNG and JPG, and ``numpy.load(allow_pickle=False)`` for NPY, so a ``.npy`` holding Python
+objects is refused instead of unpickled. Wherever TIFF is accepted, PNG, JPG and NPY are too.
+
+Also the ``cellbench.json`` sidecar the writers put beside the files: what the layouts have no
+place for (split, channel names, pixel sizes, metadata), so a store -> layout -> store round
+trip is exact. Other tools ignore it; without it the readers use their defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellbench.store.sample import Sample
+
+#: Suffixes of the image files the readers accept (lower case).
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
+#: The sidecar file name (same name as the CTC sidecar; a different top-level key).
+SIDECAR = "cellbench.json"
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` has one of :data:`IMAGE_SUFFIXES` (and is not hidden)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read one image file as stored (no axis reordering, no dtype change).
+
+    Raises:
+        ValueError: The file cannot be read as its suffix says (truncated, not an image, an
+            NPY holding Python objects); the message says why.
+    """
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(tifffile.imread(path))
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(
+                f"{err} (NPY files holding Python objects are never unpickled; save a plain "
+                "numeric array)"
+            ) from None
+    if suffix in (".png", ".jpg", ".jpeg"):
+        import imageio.v3 as iio
+
+        return np.asarray(iio.imread(path))
+    raise ValueError(f"unsupported suffix {suffix!r} (expected one of {', '.join(IMAGE_SUFFIXES)})")
+
+
+def write_image(path: Path, arr: np.ndarray) -> None:
+    """Write ``arr`` to ``path`` in the format its suffix names (PNG: 2D or ``(y, x, 3|4)``)."""
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        # several channels or z slices are pages of one grey image, never "RGB"
+        tifffile.imwrite(path, arr, photometric="minisblack" if arr.ndim > 2 else None)
+    elif suffix == ".npy":
+        np.save(path, arr, allow_pickle=False)
+    elif suffix == ".png":
+        import imageio.v3 as iio
+
+        iio.imwrite(path, arr)
+    else:
+        raise ValueError(f"cannot write {suffix!r} files")
+
+
+def short_error(err: BaseException) -> str:
+    """One line of an exception, for a problem list."""
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]
+
+
+def to_cyx(arr: np.ndarray, where: str) -> tuple[np.ndarray | None, list[str], str | None]:
+    """An image file's array as ``(c, y, x)``.
+
+    2D images get one channel; ``(y, x, 3|4)`` (RGB/RGBA, as PNG and JPG store colour) become
+    3 or 4 channels, an alpha channel that is fully opaque everywhere is dropped (DSB2018 PNGs
+    carry one); other 3D arrays are taken as already ``(c, y, x)``.
+
+    Returns:
+        The array (or ``None``), the problems, and ``"rgb"`` when the file was colour.
+    """
+    if arr.size == 0:
+        return None, [f"{where}: no pixels (shape {arr.shape}; a truncated or empty file?)"], None
+    if arr.dtype.kind not in "uif" or arr.dtype.kind == "b":
+        return None, [f"{where}: dtype {arr.dtype}, expected a numeric image"], None
+    if arr.ndim == 2:
+        return arr[None], [], None
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] not in (1, 3, 4):
+        if arr.shape[-1] == 4:
+            full = np.iinfo(arr.dtype).max if arr.dtype.kind in "ui" else 1.0
+            if bool((arr[..., 3] == full).all()):
+                arr = arr[..., :3]
+        return np.ascontiguousarray(np.moveaxis(arr, -1, 0)), [], "rgb"
+    if arr.ndim == 3:
+        return arr, [], None
+    return None, [f"{where}: {arr.ndim} dims {arr.shape}, expected (y, x) or (y, x, 3|4)"], None
+
+
+def channel_names_for(image: np.ndarray, colour: str | None) -> list[str]:
+    """Default channel names: ``red, green, blue[, alpha]`` for colour files, else ``c0..``."""
+    if colour == "rgb":
+        return ["red", "green", "blue", "alpha"][: image.shape[0]]
+    return [f"c{i}" for i in range(image.shape[0])]
+
+
+def label_dtype(max_id: int) -> np.dtype:
+    """The smallest unsigned dtype (uint16 or uint32) that holds ``max_id``."""
+    return np.dtype(np.uint16) if max_id <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
+
+
+def as_labels(arr: np.ndarray, where: str) -> tuple[np.ndarray | None, list[str]]:
+    """A label image file's array as integer ``(y, x)`` (or ``(z, y, x)``) ids.
+
+    Float files whose values are all whole numbers are accepted (some tools save labels as
+    float32); anything else non-integer is a problem.
+    """
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
+            return None, [f"{where}: label image of dtype {arr.dtype} has non-integer values"]
+        if arr.size and arr.min() < 0:
+            return None, [f"{where}: label image has negative values"]
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.uint8)
+    if arr.dtype.kind not in "ui":
+        return None, [f"{where}: dtype {arr.dtype}, expected an integer label image"]
+    if arr.size and arr.dtype.kind == "i" and arr.min() < 0:
+        return None, [f"{where}: label image has negative values"]
+    hi = int(arr.max(initial=0))
+    if hi > np.iinfo(np.uint32).max:
+        return None, [f"{where}: label id {hi} does not fit in uint32"]
+    return arr.astype(label_dtype(hi), copy=False), []
+
+
+def pieces_problem(labels: np.ndarray, where: str) -> str | None:
+    """One line naming the labels made of more than one connected piece, or ``None``."""
+    if not labels.any():
+        return None
+    from skimage.measure import label as cc_label
+
+    comps = cc_label(labels, background=0, connectivity=labels.ndim)
+    fg = comps > 0
+    pairs = np.unique(np.stack([labels[fg].astype(np.int64), comps[fg]]), axis=1)
+    ids, counts = np.unique(pairs[0], return_counts=True)
+    split = ids[counts > 1]
+    if not split.size:
+        return None
+    shown = ", ".join(map(str, split.tolist()[:10])) + (", ..." if split.size > 10 else "")
+    return f"{where}: object(s) {shown} in more than one piece (expected one connected object each)"
+
+
+# ---------------------------------------------------------------------------- sidecar
+def sample_record(sample: Sample) -> dict[str, Any]:
+    """What the sidecar keeps of a sample."""
+    return {
+        "axes": sample.axes,
+        "split": sample.split,
+        "channel_names": list(sample.channel_names),
+        "pixel_size": dict(sample.pixel_size),
+        "metadata": {
+            k: v.item() if isinstance(v, np.generic) else v for k, v in sample.metadata.items()
+        },
+    }
+
+
+def write_sidecar(dest: Path, records: dict[str, dict[str, Any]], extra: Any = None) -> None:
+    """Write ``cellbench.json`` (``{"samples": {id: record}}`` plus optional ``extra``)."""
+    data: dict[str, Any] = {"samples": records}
+    if extra:
+        data.update(extra)
+    (dest / SIDECAR).write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def read_sidecar(src: Path) -> tuple[dict[str, Any], list[str]]:
+    """The whole sidecar of ``src`` (``{}`` without one) and its problems."""
+    path = src / SIDECAR
+    if not path.is_file():
+        return {}, []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("samples", {}), dict):
+            raise TypeError("'samples' is not an object")
+    except (ValueError, TypeError) as err:
+        return {}, [f"{SIDECAR}: unreadable ({err}); expected {{'samples': {{id: {{...}}}}}}"]
+    return data, []
+
+
+def apply_record(sample: Sample, record: dict[str, Any] | None) -> Sample:
+    """Set what a sidecar record says on ``sample`` (split, names, pixel sizes, metadata)."""
+    if not record:
+        return sample
+    if "split" in record:
+        sample.split = str(record["split"])
+    if record.get("channel_names"):
+        sample.channel_names = [str(c) for c in record["channel_names"]]
+    sample.pixel_size = {k: float(v) for k, v in record.get("pixel_size", {}).items()}
+    sample.metadata = dict(record.get("metadata", {}))
+    return sample

@@ -1,0 +1,300 @@
+"""What the image + mask layouts share: one image file and its masks -> one instance sample.
+
+The DSB2018/BBBC038, BBBC label image, Cellpose and StarDist layouts differ only in how files
+are named and found; each format module (:mod:`.dsb`, :mod:`.label_folders`, :mod:`.cellpose`)
+turns a folder into :class:`Pair` records and lets this module read, check and stream them.
+Masks come in two kinds:
+
+``label``   one label image per image (0 background, one id per object); a colour-coded PNG
+            (one colour per object, black background) is accepted where the format allows it.
+``binary``  one binary mask file per object (DSB2018: 0 and 255), painted into one label image
+            with ids 1..n in file-name order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellbench.errors import ValidationError
+from cellbench.formats.images import (
+    apply_record,
+    as_labels,
+    channel_names_for,
+    label_dtype,
+    pieces_problem,
+    read_image,
+    short_error,
+    to_cyx,
+)
+from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
+
+#: How overlapping binary masks are resolved: ``error`` (refuse, the default) or ``first``
+#: (a pixel claimed by several masks goes to the first mask in file-name order).
+OVERLAP_CHOICES = ("error", "first")
+
+
+@dataclass
+class Pair:
+    """One sample of a layout: its id, image file and mask file(s) (none: image only)."""
+
+    id: str
+    image: Path
+    masks: list[Path] = field(default_factory=list)
+
+
+def rel(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` for messages (the path itself when outside)."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _read(path: Path, root: Path) -> tuple[np.ndarray | None, list[str]]:
+    try:
+        return read_image(path), []
+    except Exception as err:  # truncated, not an image, pickled NPY: report, keep going
+        return None, [f"{rel(path, root)}: cannot be read ({short_error(err)})"]
+
+
+def colour_labels(arr: np.ndarray) -> np.ndarray:
+    """A colour-coded label image ``(y, x, 3|4)`` -> ids 1..n, one per distinct non-black colour.
+
+    Colours are numbered in ascending order of their packed value (deterministic).
+    """
+    flat = arr[..., :3].reshape(-1, 3).astype(np.uint64)
+    packed = (flat[:, 0] << np.uint64(32)) | (flat[:, 1] << np.uint64(16)) | flat[:, 2]
+    values, inverse = np.unique(packed, return_inverse=True)
+    ids = np.arange(values.size, dtype=np.int64)
+    if not (values.size and values[0] == 0):  # no black pixel: every colour is an object
+        ids += 1
+    out = ids[inverse].reshape(arr.shape[:2])
+    return out.astype(label_dtype(int(out.max(initial=0))))
+
+
+def _label_mask(
+    path: Path, root: Path, shape: tuple[int, ...], colour: bool
+) -> tuple[np.ndarray | None, list[str]]:
+    where = rel(path, root)
+    arr, problems = _read(path, root)
+    if arr is None:
+        return None, problems
+    if colour and arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype.kind in "ui":
+        arr = colour_labels(arr)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        return None, [
+            f"{where}: colour image {arr.shape}, expected a single-channel label image "
+            "(one integer id per object)"
+        ]
+    labels, problems = as_labels(arr, where)
+    if labels is None:
+        return None, problems
+    if labels.shape != shape:
+        return None, [f"{where}: mask shape {labels.shape}, expected the image's {shape}"]
+    return labels, []
+
+
+def _binary_masks(
+    paths: Sequence[Path], root: Path, shape: tuple[int, ...], overlap: str, pieces: bool
+) -> tuple[np.ndarray | None, list[str]]:
+    """Paint one binary mask per object into a label image; list every problem."""
+    problems: list[str] = []
+    labels = np.zeros(shape, dtype=label_dtype(len(paths)))
+    claimed_by: dict[int, Path] = {}
+    for k, path in enumerate(paths, start=1):
+        where = rel(path, root)
+        arr, more = _read(path, root)
+        if arr is None:
+            problems += more
+            continue
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # grey saved as RGB(A): channels equal
+            if not (arr[..., :3] == arr[..., :1]).all():
+                problems.append(f"{where}: colour mask, expected one binary channel")
+                continue
+            arr = arr[..., 0]
+        if arr.shape != shape:
+            problems.append(f"{where}: mask shape {arr.shape}, expected the image's {shape}")
+            continue
+        fg_full = arr != 0
+        rows, cols = np.flatnonzero(fg_full.any(axis=1)), np.flatnonzero(fg_full.any(axis=0))
+        if rows.size == 0:
+            problems.append(f"{where}: empty mask (no foreground pixel; expected one object)")
+            continue
+        # work inside the object's bounding box: a DSB image has hundreds of masks
+        box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        fg = fg_full[box]
+        fg_values = arr[box][fg]
+        if fg_values.min() != fg_values.max():
+            values = np.unique(arr)
+            shown = ", ".join(str(v) for v in values[:6].tolist())
+            problems.append(
+                f"{where}: not a binary mask (values {shown}{', ...' if values.size > 6 else ''}; "
+                "expected 0 and one foreground value, one object per file)"
+            )
+            continue
+        if pieces:
+            msg = pieces_problem(fg.astype(np.uint8), where)
+            if msg:
+                problems.append(f"{where}: the object is in more than one piece")
+        window = labels[box]
+        taken = fg & (window != 0)
+        if taken.any():
+            others, counts = np.unique(window[taken], return_counts=True)
+            if overlap == "error":
+                for other, n in zip(others.tolist(), counts.tolist(), strict=True):
+                    problems.append(
+                        f"{where}: overlaps {rel(claimed_by[other], root)} in {n} pixel(s) "
+                        "(expected disjoint object masks; option overlap=first keeps the "
+                        "first mask's pixels)"
+                    )
+            fg &= window == 0
+        window[fg] = k
+        claimed_by[k] = path
+    if problems:
+        return None, problems
+    return labels, []
+
+
+def read_pair(
+    pair: Pair,
+    root: Path,
+    *,
+    split: str,
+    record: dict[str, Any] | None,
+    kind: str,
+    overlap: str = "error",
+    colour: bool = False,
+    pieces: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[Sample | None, list[str]]:
+    """Read one pair into a sample and list every problem (never raises for bad content).
+
+    Args:
+        pair: The files.
+        root: The layout's folder (file names in messages are relative to it).
+        split: The sample's split unless the sidecar ``record`` says otherwise.
+        record: The sidecar record of the sample, if any.
+        kind: ``label`` (one label image) or ``binary`` (one binary mask per object).
+        overlap: For ``binary``: ``error`` or ``first`` (see :data:`OVERLAP_CHOICES`).
+        colour: Accept colour-coded label PNGs (``label`` kind).
+        pieces: Also report objects in more than one connected piece (validators).
+        metadata: Metadata for the sample (a sidecar record replaces it).
+    """
+    problems: list[str] = []
+    if not SAMPLE_ID_PATTERN.fullmatch(pair.id):
+        problems.append(
+            f"{rel(pair.image, root)}: name {pair.id!r} is not a valid sample id "
+            f"({SAMPLE_ID_PATTERN.pattern}); rename the files"
+        )
+    raw, more = _read(pair.image, root)
+    problems += more
+    if raw is None:
+        return None, problems
+    image, more, colour_image = to_cyx(raw, rel(pair.image, root))
+    del raw  # the file's array (RGBA for DSB PNGs) is not needed while the masks are read
+    problems += more
+    if image is None:
+        return None, problems
+    shape = tuple(image.shape[1:])
+    labels: np.ndarray | None = None
+    if kind == "label" and pair.masks:
+        labels, more = _label_mask(pair.masks[0], root, shape, colour)
+        problems += more
+        if labels is not None and pieces:
+            msg = pieces_problem(labels, rel(pair.masks[0], root))
+            if msg:
+                problems.append(msg)
+    elif kind == "binary" and pair.masks:
+        labels, more = _binary_masks(pair.masks, root, shape, overlap, pieces)
+        problems += more
+    if problems:
+        return None, problems
+    sample = Sample(
+        id=pair.id,
+        image=image,
+        channel_names=channel_names_for(image, colour_image),
+        split=split,
+        metadata=dict(metadata or {}),
+        instances=labels,
+    )
+    apply_record(sample, record)
+    return sample, [f"sample {sample.id!r}: {p}" for p in sample.problems()]
+
+
+def check_options(split: str, overlap: str = "error") -> list[str]:
+    """Problems of the common reader options."""
+    out = []
+    if split not in SPLITS:
+        out.append(f"split={split!r}: expected one of {', '.join(SPLITS)}")
+    if overlap not in OVERLAP_CHOICES:
+        out.append(f"overlap={overlap!r}: expected one of {', '.join(OVERLAP_CHOICES)}")
+    return out
+
+
+def stream(
+    root: Path,
+    pairs: Sequence[Pair],
+    layout_problems: list[str],
+    records: dict[str, Any],
+    **read_options: Any,
+) -> Iterator[Sample]:
+    """Yield the samples of ``pairs``; raise on layout problems first, then per sample.
+
+    Raises:
+        ValidationError: Every layout problem at once before anything is read, then every
+            problem of the first bad sample.
+    """
+    if layout_problems:
+        raise ValidationError(layout_problems, context=str(root))
+    if not pairs:
+        raise ValidationError([f"{root}: no images found"], context=str(root))
+    for pair in pairs:
+        sample, problems = read_pair(pair, root, record=records.get(pair.id), **read_options)
+        if problems or sample is None:
+            raise ValidationError(problems, context=f"{root} sample {pair.id}")
+        yield sample
+
+
+def all_problems(
+    root: Path,
+    pairs: Sequence[Pair],
+    layout_problems: list[str],
+    records: dict[str, Any],
+    **read_options: Any,
+) -> list[str]:
+    """Every problem of a layout: the layout's own, then each sample's (pieces included)."""
+    problems = list(layout_problems)
+    if not pairs and not problems:
+        problems.append(f"{root}: no images found")
+    for pair in pairs:
+        problems += read_pair(pair, root, record=records.get(pair.id), pieces=True, **read_options)[
+            1
+        ]
+    return problems
+
+
+def listdir(folder: Path) -> list[str]:
+    """Sorted entries of ``folder`` (empty when it does not exist)."""
+    return sorted(os.listdir(folder)) if folder.is_dir() else []
+
+
+def start_write(dest: Path) -> None:
+    """Create the destination folder (it must not exist: callers write to a temporary one)."""
+    dest.mkdir(parents=True)
+
+
+def writable_problems(sample: Sample, *, need_instances: bool = False) -> list[str]:
+    """Problems that stop a sample from being written as a 2D image + mask layout."""
+    where = f"sample {sample.id!r}"
+    out = list(sample.problems())
+    if sample.axes != "cyx":
+        out.append(f"{where}: axes {sample.axes!r}; this layout holds 2D images (cyx) only")
+    if need_instances and sample.instances is None:
+        out.append(f"{where}: no instance labels to write")
+    return out

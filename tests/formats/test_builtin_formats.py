@@ -1,0 +1,20 @@
+"""Every built-in format imports, is named as registered and declares what it can do."""
+
+from __future__ import annotations
+
+from cellbench.formats.registry import BUILTIN, format_names, get_format
+from cellbench.tasks import task_names
+
+
+def test_every_builtin_format_loads_with_its_own_name() -> None:
+    assert {"bbbc-labels", "cellpose", "dsb", "image-folder", "ome-tiff", "ome-zarr"} <= set(
+        format_names()
+    )
+    assert {"stardist", "tissuenet"} <= set(format_names())
+    for name in BUILTIN:
+        fmt = get_format(name)
+        assert fmt.name == name
+        assert fmt.read is not None or fmt.write is not None
+        assert fmt.validate is not None, name
+        assert set(fmt.tasks) <= set(task_names()), name
+        assert fmt.description and all(fmt.options.values())

@@ -1,0 +1,360 @@
+"""The image + mask layouts: ``dsb``, ``bbbc-labels``, ``cellpose``, ``stardist``.
+
+Round trips use the real DSB2018 nuclei image and its manual mask shipped in ``stardist``
+(a 128 x 160 crop); bad-input tests write the problem files by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+from skimage.segmentation import relabel_sequential
+
+from cellbench.errors import ValidationError
+from cellbench.formats.registry import get_format, read_samples, write_samples
+from cellbench.store.sample import Sample
+from cellbench.store.zarr_store import build_store
+
+CARD = {"id": "layouts-test", "version": "1", "tasks": ["instance-segmentation"]}
+
+
+@pytest.fixture(scope="module")
+def dsb_real() -> tuple[np.ndarray, np.ndarray]:
+    """The stardist DSB2018 image (uint16) and manual mask, cropped, ids 1..n."""
+    stardist = pytest.importorskip("stardist")
+    folder = Path(stardist.__file__).parent / "data" / "images"
+    image = tifffile.imread(folder / "img2d.tif")[:128, :160]
+    mask = tifffile.imread(folder / "mask2d.tif")[:128, :160]
+    mask = relabel_sequential(mask.astype(np.uint16))[0].astype(np.uint16)
+    return image, mask
+
+
+def _samples(image: np.ndarray, mask: np.ndarray) -> list[Sample]:
+    return [
+        Sample(
+            id="dsb-a",
+            image=image[None],
+            channel_names=["nuclei"],
+            split="train",
+            pixel_size={"x": 0.5, "y": 0.5},
+            metadata={"source": "stardist", "plate": 3},
+            instances=mask,
+        ),
+        Sample(
+            id="dsb-b",
+            image=image[None, ::-1].copy(),
+            channel_names=["nuclei"],
+            split="test",
+            instances=mask[::-1].copy(),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["dsb", "bbbc-labels", "cellpose", "stardist"])
+def test_store_layout_store_round_trip_is_exact(
+    tmp_path: Path, dsb_real: tuple[np.ndarray, np.ndarray], fmt: str
+) -> None:
+    first = build_store(_samples(*dsb_real), tmp_path / "a.zarr", CARD)
+    write_samples(fmt, first.samples(), tmp_path / fmt)
+    assert get_format(fmt).validate(tmp_path / fmt) == []
+    back = build_store(read_samples(fmt, tmp_path / fmt), tmp_path / "b.zarr", CARD)
+    assert back.checksum == first.checksum
+    for sid in ("dsb-a", "dsb-b"):
+        a, b = first.sample(sid), back.sample(sid)
+        assert np.array_equal(a.image, b.image) and a.image.dtype == b.image.dtype
+        assert np.array_equal(a.instances, b.instances)
+        assert (a.split, a.pixel_size, a.metadata) == (b.split, b.pixel_size, b.metadata)
+    n = int(dsb_real[1].max())
+    if fmt == "dsb":
+        masks = sorted((tmp_path / fmt / "dsb-a" / "masks").iterdir())
+        assert len(masks) == n and masks[0].name == "dsb-a_0001.png"
+        assert set(np.unique(iio.imread(masks[0])).tolist()) == {0, 255}
+        assert iio.imread(tmp_path / fmt / "dsb-a" / "images" / "dsb-a.png").dtype == np.uint16
+    if fmt == "bbbc-labels":
+        assert (tmp_path / fmt / "metadata" / "test.txt").read_text() == "dsb-b.png\n"
+        assert int(iio.imread(tmp_path / fmt / "masks" / "dsb-a.png").max()) == n
+    if fmt == "cellpose":
+        assert sorted(p.name for p in (tmp_path / fmt).iterdir())[:2] == [
+            "cellbench.json",
+            "dsb-a_img.tif",
+        ]
+
+
+def _png(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, arr)
+
+
+def test_dsb_reads_the_real_layout_rgba_and_hash_named_masks(tmp_path: Path) -> None:
+    rgba = np.zeros((20, 24, 4), np.uint8)
+    rgba[..., :3] = np.arange(20 * 24 * 3, dtype=np.uint32).reshape(20, 24, 3) % 251
+    rgba[..., 3] = 255
+    sid = "0a7d30b252359a10fd298b638b90cb9ada3acced4e0c0e5a3692013f432ee4e9"
+    _png(tmp_path / sid / "images" / f"{sid}.png", rgba)
+    first = np.zeros((20, 24), np.uint8)
+    first[2:6, 2:6] = 255
+    second = np.zeros((20, 24), np.uint8)
+    second[10:15, 8:20] = 255
+    _png(tmp_path / sid / "masks" / "ff01.png", first)  # sorted after 0b.. -> id 2
+    _png(tmp_path / sid / "masks" / "0b02.png", second)
+    (sample,) = read_samples("dsb", tmp_path)
+    assert sample.id == sid and sample.image.shape == (3, 20, 24)  # opaque alpha dropped
+    assert np.array_equal(sample.image, np.moveaxis(rgba[..., :3], -1, 0))
+    assert sample.channel_names == ["red", "green", "blue"]
+    assert sample.instances.dtype == np.uint16
+    assert (sample.instances == 1).sum() == 60 and (sample.instances == 2).sum() == 16
+    assert sample.instances[3, 3] == 2 and sample.instances[12, 10] == 1
+
+
+def test_dsb_validator_lists_every_problem(tmp_path: Path) -> None:
+    img = np.zeros((16, 16), np.uint8)
+    _png(tmp_path / "a" / "images" / "a.png", img)
+    m1 = np.zeros((16, 16), np.uint8)
+    m1[0:6, 0:6] = 255
+    m2 = np.zeros((16, 16), np.uint8)
+    m2[4:8, 4:8] = 255  # overlaps m1 in 4 pixels
+    two = np.zeros((16, 16), np.uint8)
+    two[10:12, 0:2] = 255
+    two[10:12, 10:12] = 255  # two pieces
+    grey = np.zeros((16, 16), np.uint8)
+    grey[14, 14], grey[15, 15] = 100, 200  # not binary
+    _png(tmp_path / "a" / "masks" / "m1.png", m1)
+    _png(tmp_path / "a" / "masks" / "m2.png", m2)
+    _png(tmp_path / "a" / "masks" / "m3.png", two)
+    _png(tmp_path / "a" / "masks" / "m4.png", grey)
+    _png(tmp_path / "a" / "masks" / "m5.png", np.zeros((8, 8), np.uint8))  # other shape
+    _png(tmp_path / "b" / "images" / "b.png", img)  # no masks
+    (tmp_path / "c" / "images").mkdir(parents=True)
+    (tmp_path / "c" / "images" / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (tmp_path / "c" / "masks").mkdir()
+    _png(tmp_path / "c" / "masks" / "x.png", m1)
+    problems = get_format("dsb").validate(tmp_path)
+    assert problems == [
+        "b/masks/: missing (image without masks; expected one binary mask PNG per object)",
+        "a/masks/m2.png: overlaps a/masks/m1.png in 4 pixel(s) (expected disjoint object masks;"
+        " option overlap=first keeps the first mask's pixels)",
+        "a/masks/m3.png: the object is in more than one piece",
+        "a/masks/m4.png: not a binary mask (values 0, 100, 200; expected 0 and one foreground"
+        " value, one object per file)",
+        "a/masks/m5.png: mask shape (8, 8), expected the image's (16, 16)",
+        problems[5],
+    ]
+    assert problems[5].startswith("c/images/c.png: cannot be read")
+    with pytest.raises(ValidationError) as err:
+        list(read_samples("dsb", tmp_path))
+    assert err.value.problems == [problems[0]]  # layout problems first, before any read
+
+
+def test_dsb_overlap_first_resolves(tmp_path: Path) -> None:
+    _png(tmp_path / "a" / "images" / "a.png", np.zeros((8, 8), np.uint8))
+    m1 = np.zeros((8, 8), np.uint8)
+    m1[0:4, 0:4] = 255
+    m2 = np.zeros((8, 8), np.uint8)
+    m2[2:6, 2:6] = 255
+    _png(tmp_path / "a" / "masks" / "1.png", m1)
+    _png(tmp_path / "a" / "masks" / "2.png", m2)
+    with pytest.raises(ValidationError, match=r"overlaps a/masks/1\.png in 4 pixel"):
+        list(read_samples("dsb", tmp_path))
+    (s,) = read_samples("dsb", tmp_path, overlap="first")
+    assert (s.instances == 1).sum() == 16 and (s.instances == 2).sum() == 12
+
+
+def test_bbbc_labels_split_files_and_colour_masks(tmp_path: Path) -> None:
+    names = ["IXMtest_A02_s1_w1051DCA1D", "IXMtest_B12_s3_w1AB", "IXMtest_H06_s9_w1CD"]
+    labels = np.zeros((12, 12), np.uint16)
+    labels[1:4, 1:4], labels[6:10, 6:10] = 1, 7
+    colour = np.zeros((12, 12, 3), np.uint8)
+    colour[1:4, 1:4] = (255, 0, 0)
+    colour[6:10, 6:10] = (0, 0, 255)
+    (tmp_path / "images").mkdir()
+    for i, n in enumerate(names):
+        tifffile.imwrite(tmp_path / "images" / f"{n}.tif", np.full((12, 12), i, np.uint16))
+    _png(tmp_path / "masks" / f"{names[0]}.png", labels)
+    _png(tmp_path / "masks" / f"{names[1]}.png", colour)
+    _png(tmp_path / "masks" / f"{names[2]}.png", labels)
+    (tmp_path / "metadata").mkdir()
+    (tmp_path / "metadata" / "training.txt").write_text(f"{names[0]}.png\n{names[2]}.png\n")
+    (tmp_path / "metadata" / "test.txt").write_text(f"{names[1]}.png\n")
+    got = {s.id: s for s in read_samples("bbbc-labels", tmp_path)}
+    assert [got[n].split for n in names] == ["train", "test", "train"]
+    assert sorted(np.unique(got[names[0]].instances).tolist()) == [0, 1, 7]
+    inst = got[names[1]].instances  # colours: blue packs lower than red -> 1, red -> 2
+    assert inst[2, 2] == 2 and inst[7, 7] == 1 and inst[0, 0] == 0
+    # stardist refuses colour masks with a clear line
+    problems = get_format("stardist").validate(tmp_path)
+    assert problems == [
+        f"masks/{names[1]}.png: colour image (12, 12, 3), expected a single-channel label image"
+        " (one integer id per object)"
+    ]
+
+
+def test_stardist_split_folders_and_unpaired_files(tmp_path: Path) -> None:
+    lab = np.zeros((10, 10), np.uint16)
+    lab[2:5, 2:5] = 3
+    for split, name in (("train", "a"), ("test", "b")):
+        (tmp_path / split / "images").mkdir(parents=True)
+        (tmp_path / split / "masks").mkdir(parents=True)
+        tifffile.imwrite(tmp_path / split / "images" / f"{name}.tif", np.ones((10, 10), np.uint8))
+        tifffile.imwrite(tmp_path / split / "masks" / f"{name}.tif", lab)
+    got = list(read_samples("stardist", tmp_path))
+    assert [(s.id, s.split, int(s.instances.max())) for s in got] == [
+        ("a", "train", 3),
+        ("b", "test", 3),
+    ]
+    tifffile.imwrite(tmp_path / "train" / "images" / "c.tif", np.ones((10, 10), np.uint8))
+    tifffile.imwrite(tmp_path / "test" / "masks" / "d.tif", lab)
+    tifffile.imwrite(tmp_path / "train" / "masks" / "a.tif", lab.astype(np.float32) + 0.5)
+    assert get_format("stardist").validate(tmp_path) == [
+        "train/images/c.tif: image without a mask (expected train/masks/c.<tif|png>)",
+        "test/masks/d.tif: mask without an image (expected test/images/d.<tif|png>)",
+        "train/masks/a.tif: label image of dtype float32 has non-integer values",
+    ]
+
+
+def test_cellpose_refuses_seg_npy_and_reads_cp_masks(tmp_path: Path) -> None:
+    lab = np.zeros((10, 10), np.uint16)
+    lab[1:4, 1:4] = 1
+    tifffile.imwrite(tmp_path / "img01_img.tif", np.ones((10, 10), np.uint16))
+    tifffile.imwrite(tmp_path / "img01_masks.tif", lab)
+    tifffile.imwrite(tmp_path / "img01_cp_masks.tif", lab * 2)
+    tifffile.imwrite(
+        tmp_path / "img01_flows.tif", np.zeros((3, 10, 10), np.float32), photometric="minisblack"
+    )
+    (s,) = read_samples("cellpose", tmp_path)
+    assert s.id == "img01" and int(s.instances.max()) == 1
+    (p,) = read_samples("cellpose", tmp_path, masks="cp_masks")
+    assert int(p.instances.max()) == 2
+    np.save(tmp_path / "img02_seg.npy", np.array([{"masks": lab}], dtype=object))
+    np.save(tmp_path / "img03.npy", np.array([{"x": 1}], dtype=object))
+    problems = get_format("cellpose").validate(tmp_path)
+    assert problems[0] == (
+        "img02_seg.npy: a Cellpose _seg.npy file is a pickled Python dict and is never "
+        "unpickled (unsafe); save the masks as img02_cp_masks.tif instead (cellpose "
+        "--save_tif, or cellpose.io.save_masks(..., tif=True))"
+    )
+    assert problems[1] == "img03.npy: image without a mask (expected img03_masks.tif)"
+    assert len(problems) == 2
+    with pytest.raises(ValidationError) as err:
+        list(read_samples("cellpose", tmp_path, optional_masks="true"))
+    assert err.value.problems == [problems[0]]
+    (tmp_path / "img02_seg.npy").unlink()
+    with pytest.raises(ValidationError) as err:
+        list(read_samples("cellpose", tmp_path, optional_masks="true"))
+    (line,) = err.value.problems
+    assert line.startswith("img03.npy: cannot be read (") and "never unpickled" in line
+
+
+def test_cellpose_prediction_names_are_scored(
+    tmp_path: Path, dsb_real: tuple[np.ndarray, np.ndarray]
+) -> None:
+    from cellbench.predictions import load_predictions
+    from cellbench.scoring import score
+
+    store = build_store(_samples(*dsb_real), tmp_path / "a.zarr", CARD)
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    truth = store.sample("dsb-b").instances
+    tifffile.imwrite(preds / "dsb-b_cp_masks.tif", truth)
+    with pytest.warns(UserWarning, match=r"suffix _cp_masks is stripped .*dsb-b_cp_masks -> dsb-b"):
+        pset = load_predictions(preds, task="instance-segmentation")
+    assert pset.sample_ids == ["dsb-b"]
+    report = score("instance-segmentation", store, "test", pset, n_bootstrap=0)
+    assert report.metrics["matching_scores/f1_pooled@0.50"] == 1.0
+    # one object dropped: 1 false negative among n objects
+    n = int(truth.max())
+    worse = np.where(truth == 1, 0, truth).astype(np.uint16)
+    tifffile.imwrite(preds / "dsb-b_cp_masks.tif", worse)
+    with pytest.warns(UserWarning):
+        pset = load_predictions(preds, task="instance-segmentation")
+    report = score("instance-segmentation", store, "test", pset, n_bootstrap=0)
+    assert report.metrics["matching_scores/f1_pooled@0.50"] == pytest.approx(
+        2 * (n - 1) / (2 * (n - 1) + 1)
+    )
+    tifffile.imwrite(preds / "dsb-b.tif", truth)
+    with pytest.warns(UserWarning), pytest.raises(ValidationError) as err:
+        load_predictions(preds, task="instance-segmentation")
+    assert err.value.problems == ["dsb-b_cp_masks.tif: sample 'dsb-b' has two files (dsb-b.tif)"]
+    np.save(preds / "dsb-b_seg.npy", np.array([{"masks": truth}], dtype=object))
+    with pytest.raises(ValidationError, match=r"dsb-b_seg\.npy: a Cellpose _seg\.npy file is a"):
+        load_predictions(preds, task="instance-segmentation")
+
+
+def test_prediction_folders_accept_png_and_npy(
+    tmp_path: Path, dsb_real: tuple[np.ndarray, np.ndarray]
+) -> None:
+    from cellbench.predictions import load_predictions
+
+    store = build_store(_samples(*dsb_real), tmp_path / "a.zarr", CARD)
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    iio.imwrite(preds / "dsb-a_cp_masks.png", store.sample("dsb-a").instances)  # 16-bit PNG
+    np.save(preds / "dsb-b.npy", store.sample("dsb-b").instances.astype(np.int32))
+    with pytest.warns(UserWarning, match="Cellpose file name"):
+        pset = load_predictions(preds, task="instance-segmentation")
+    assert sorted(pset.sample_ids) == ["dsb-a", "dsb-b"]
+    assert pset.declared("dsb-a") == {"mask": ((128, 160), np.dtype(np.uint16))}
+    assert pset.declared("dsb-b") == {"mask": ((128, 160), np.dtype(np.int32))}
+    for sid in ("dsb-a", "dsb-b"):
+        assert np.array_equal(pset.get(sid).mask, store.sample(sid).instances)
+    np.save(preds / "dsb-b.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.warns(UserWarning), pytest.raises(ValidationError) as err:
+        pset = load_predictions(preds, task="instance-segmentation")
+        pset.declared("dsb-b")
+    assert err.value.problems[0].startswith("dsb-b.npy: not a readable NPY (")
+
+
+def test_truncated_tiff_and_wrong_dtype_are_named(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    lab = np.zeros((64, 64), np.uint16)
+    lab[5:20, 5:20] = 1
+    tifffile.imwrite(tmp_path / "images" / "a.tif", np.ones((64, 64), np.uint16))
+    tifffile.imwrite(tmp_path / "masks" / "a.tif", lab)
+    data = (tmp_path / "masks" / "a.tif").read_bytes()
+    (tmp_path / "masks" / "a.tif").write_bytes(data[: len(data) // 2])  # truncated
+    tifffile.imwrite(tmp_path / "images" / "b.tif", np.ones((64, 64), np.complex64))
+    tifffile.imwrite(tmp_path / "masks" / "b.tif", lab)
+    problems = get_format("stardist").validate(tmp_path)
+    assert len(problems) == 2
+    assert problems[0].startswith("masks/a.tif: cannot be read ("), problems
+    assert problems[1] == "images/b.tif: dtype complex64, expected a numeric image"
+
+
+def test_cli_validate_and_convert_a_bad_dsb_folder(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cellbench.cli import main
+
+    img = np.zeros((16, 16), np.uint8)
+    m1 = np.zeros((16, 16), np.uint8)
+    m1[0:6, 0:6] = 255
+    m2 = np.zeros((16, 16), np.uint8)
+    m2[4:8, 4:8] = 255
+    _png(tmp_path / "src" / "a" / "images" / "a.png", img)
+    _png(tmp_path / "src" / "a" / "masks" / "m1.png", m1)
+    _png(tmp_path / "src" / "a" / "masks" / "m2.png", m2)
+    _png(tmp_path / "src" / "b" / "images" / "b.png", img)
+    res = CliRunner().invoke(main, ["validate", str(tmp_path / "src"), "--format", "dsb"])
+    assert res.exit_code == 1
+    assert "b/masks/: missing (image without masks" in res.output
+    assert "a/masks/m2.png: overlaps a/masks/m1.png in 4 pixel(s)" in res.output
+    dest = tmp_path / "out.zarr"
+    res = CliRunner().invoke(
+        main, ["convert", str(tmp_path / "src"), "--from", "dsb", "--to", "zarr", str(dest)]
+    )
+    assert res.exit_code == 1 and not dest.exists()
+    assert "b/masks/: missing" in res.output
+    (tmp_path / "src" / "b" / "masks").mkdir()
+    _png(tmp_path / "src" / "b" / "masks" / "x.png", m1)
+    args = ["convert", str(tmp_path / "src"), "--from", "dsb", "--to", "zarr", str(dest)]
+    res = CliRunner().invoke(main, [*args, "-o", "overlap=first"])
+    assert res.exit_code == 0, res.output
+    from cellbench.store.zarr_store import DatasetStore
+
+    store = DatasetStore.open(dest)
+    assert store.tasks == ["instance-segmentation"] and len(store) == 2
+    assert (store.sample("a").instances == 2).sum() == 16 - 4

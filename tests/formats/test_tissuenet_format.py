@@ -1,0 +1,113 @@
+"""The ``tissuenet`` format: DeepCell npz files streamed one sample at a time."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellbench.errors import ValidationError
+from cellbench.formats.registry import get_format, read_samples
+
+
+def fake_tissuenet(n: int, size: int, seed: int) -> dict[str, np.ndarray]:
+    """Arrays with TissueNet 1.1's names, dtypes and channel order."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, size, size, 2), dtype=np.float32)
+    y = np.zeros((n, size, size, 2), np.int32)
+    for i in range(n):
+        for k in range(1, 4):  # 3 cells, each with a nucleus inside
+            r0, c0 = 2 + 5 * k, 3 + 4 * k
+            y[i, r0 : r0 + 4, c0 : c0 + 4, 0] = k + 10 * i
+            y[i, r0 + 1 : r0 + 3, c0 + 1 : c0 + 3, 1] = k
+    tissues = np.array([["breast", "lung", "pancreas"][i % 3] for i in range(n)])
+    platforms = np.array([["codex", "mibi"][i % 2] for i in range(n)])
+    return {"X": x, "y": y, "tissue_list": tissues, "platform_list": platforms}
+
+
+def test_reads_splits_targets_and_metadata(tmp_path: Path) -> None:
+    train = fake_tissuenet(4, 32, 1)
+    test = fake_tissuenet(2, 24, 2)
+    np.savez(tmp_path / "tissuenet_v1.1_train.npz", **train)
+    np.savez_compressed(tmp_path / "tissuenet_v1.1_test.npz", **test)
+    got = list(read_samples("tissuenet", tmp_path))
+    assert [s.id for s in got] == [f"train-{i:05d}" for i in range(4)] + [
+        "test-00000",
+        "test-00001",
+    ]
+    assert [s.split for s in got] == ["train"] * 4 + ["test"] * 2
+    s = got[5]
+    assert s.image.shape == (2, 24, 24) and s.channel_names == ["nuclear", "membrane"]
+    assert np.array_equal(s.image, np.moveaxis(test["X"][1], -1, 0))
+    assert np.array_equal(s.instances, test["y"][1, ..., 0])
+    assert s.instances.dtype == np.uint16
+    assert s.metadata == {
+        "source_file": "tissuenet_v1.1_test.npz",
+        "index": 1,
+        "tissue": "lung",
+        "platform": "mibi",
+    }
+    nuclear = list(read_samples("tissuenet", tmp_path, target="nuclear"))
+    assert np.array_equal(nuclear[2].instances, train["y"][2, ..., 1])
+    assert get_format("tissuenet").validate(tmp_path) == []
+
+
+def test_streams_one_sample_at_a_time(tmp_path: Path) -> None:
+    arrays = fake_tissuenet(40, 64, 3)
+    np.savez_compressed(tmp_path / "tissuenet_v1.1_val.npz", **arrays)
+    whole = arrays["X"].nbytes + arrays["y"].nbytes
+    tracemalloc.start()
+    try:
+        n = 0
+        for s in read_samples("tissuenet", tmp_path):
+            n += 1
+            assert s.split == "val"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == 40
+    assert peak < whole / 4, (peak, whole)  # a whole-array load would need >= whole
+
+
+def test_object_metadata_is_skipped_never_unpickled(tmp_path: Path) -> None:
+    arrays = fake_tissuenet(2, 16, 4)
+    arrays["platform_list"] = np.array(["codex", {"x": 1}], dtype=object)
+    np.savez(tmp_path / "cells.npz", **arrays)
+    got = list(read_samples("tissuenet", tmp_path / "cells.npz", split="val"))
+    assert [s.id for s in got] == ["val-00000", "val-00001"]
+    assert "platform" not in got[0].metadata and got[0].metadata["tissue"] == "breast"
+
+
+def test_bad_files_listed_at_once(tmp_path: Path) -> None:
+    good = fake_tissuenet(2, 16, 5)
+    np.savez(tmp_path / "a_train.npz", X=good["X"])  # no y
+    np.savez(tmp_path / "b_val.npz", X=good["X"], y=good["y"][:, :8])  # other shape
+    np.savez(tmp_path / "c_test.npz", X=good["X"].astype(np.float64), y=good["y"][..., :1])
+    (tmp_path / "d_train.npz").write_bytes(b"PK\x03\x04 not really")
+    problems = get_format("tissuenet").validate(tmp_path)
+    assert problems == [
+        "a_train.npz: no array y (expected X (n, y, x, c) images and y (n, y, x, 2) labels; "
+        "found X)",
+        "d_train.npz: not a readable .npz (zip) file (File is not a zip file)",
+        "b_val.npz: X is (2, 16, 16, 2) and y is (2, 8, 16, 2); expected the same n, y and x",
+        "c_test.npz: y has shape (2, 16, 16, 1), expected (n, y, x, 2) (whole-cell, nuclear)",
+    ]
+    with pytest.raises(ValidationError) as err:
+        list(read_samples("tissuenet", tmp_path, target="cytoplasm"))
+    assert err.value.problems[0] == "target='cytoplasm': expected one of whole-cell, nuclear"
+    assert err.value.problems[1:] == problems
+    # truncated data: the header says more rows than the member holds
+    import zipfile
+
+    raw = tmp_path / "e_train.npz"
+    np.savez(raw, **good)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    with zipfile.ZipFile(raw) as zin, zipfile.ZipFile(cut / "e_train.npz", "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            zout.writestr(item, data[:-100] if item.filename == "X.npy" else data)
+    with pytest.raises(ValidationError, match=r"e_train\.npz:X: truncated"):
+        list(read_samples("tissuenet", cut))
