@@ -53,7 +53,7 @@ class _FormatsHelp(click.Command):
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--option", "-o", "pairs", multiple=True, metavar="NAME=VALUE", help=_OPTION_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@scheduler_option("the reading and checking of SRC (one task per image or sequence)")
+@scheduler_option("the reading, checking and writing of SRC (one task per image or sequence)")
 def convert(
     src: Path,
     from_format: str,
@@ -67,8 +67,9 @@ def convert(
 
     DEST is written under a temporary name beside it and renamed when complete: after an error
     or Ctrl-C nothing is left at DEST. Problems of SRC are listed all at once (exit 1). With
-    --scheduler, SRC is read one image or sequence per Dask task and DEST is written in order
-    by this process: the result is identical to the sequential one.
+    --scheduler, each image or sequence of SRC is read, checked and (into a store) written by
+    one Dask task, and this process assembles DEST in SRC's order: the result is identical to
+    the sequential one. On a cluster, SRC and DEST's folder must be on a shared disk.
     """
     from cellbench.formats.convert import STORE_TARGETS, overlap_note, parse_options
     from cellbench.formats.convert import convert as do_convert
