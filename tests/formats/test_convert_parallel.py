@@ -29,7 +29,9 @@ distributed = pytest.importorskip("distributed")
 
 def _source(fmt: str, root: Path, n: int = 6) -> Path:
     """A source of ``n`` items in format ``fmt``, written by the format's own writer."""
-    task = "tracking" if fmt in ("ctc", "geff") else "instance-segmentation"
+    task = {"ctc": "tracking", "geff": "tracking", "image-folder": "classification"}.get(
+        fmt, "instance-segmentation"
+    )
     src = root / f"src-{fmt}"
     samples = toy_samples(task, n, seed=3)
     if fmt == "ctc" and n > 2:  # SEG truth in one sequence: the store becomes format 3
@@ -41,7 +43,7 @@ def _source(fmt: str, root: Path, n: int = 6) -> Path:
 
 
 #: Every format with per-item hooks needs a source here (the test below checks it).
-SOURCES = ("coco", "ctc", "geff", "tiff")
+SOURCES = ("coco", "ctc", "geff", "image-folder", "tiff")
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,8 @@ def test_store_digest_identical_on_threads_and_a_cluster(fmt, sources, cluster, 
     reference = DatasetStore.open(convert(sources[fmt], fmt, "zarr", tmp_path / "seq.zarr"))
     assert reference.sample_ids() and len(reference.sample_ids()) == 6
     assert reference.manifest["format_version"] == ("3" if fmt == "ctc" else "2")
+    if fmt == "image-folder":  # the class table reaches the store on every path
+        assert reference.class_names("label") == ["class_0", "class_1", "class_2"]
     for k, scheduler in enumerate(("synchronous", "threads", cluster.scheduler_address)):
         tally: dict[str, int] = {}
         out = convert(
