@@ -1,4 +1,4 @@
-"""Scoring a COCO results JSON end to end: cellbench vs pycocotools, faster-coco-eval, hotcoco.
+"""Scoring a COCO results JSON end to end: cellbench vs pycocotools and its fast clones.
 
 Generates a seeded set of dense 512x512 images (~300 touching cells each, the generator of
 ``bench_instance.py``), builds a cellbench store of them, writes the dataset's COCO export
@@ -14,8 +14,10 @@ ground-truth count of an image, at least 100), default COCO area ranges:
   and DeepCell error classes on the masks painted into a label image);
 * cellbench (AP only): the results read through the task's COCO results reader and COCO AP
   alone, what the other tools compute;
-* pycocotools, faster-coco-eval, hotcoco: ``COCO(annotations.json)``, ``loadRes(results.json)``,
-  ``COCOeval(..., "segm")``, ``evaluate()``, ``accumulate()``.
+* pycocotools, faster-coco-eval, hotcoco, ultrafast-pycocotools: ``COCO(annotations.json)``,
+  ``loadRes(results.json)``, ``COCOeval(..., "segm")``, ``evaluate()``, ``accumulate()``
+  (each skipped with a line when not installed; ultrafast-pycocotools is not a cellbench
+  dependency: ``pip install ultrafast-pycocotools`` into the benchmark's environment).
 
 Prints ms/image per tool and AP, AP50, AP75 side by side, plus the largest difference of each
 tool's precision array from pycocotools' (must be 0).
@@ -114,6 +116,8 @@ def _reference(module: str, gt_path: Path, dt_path: Path, max_dets: int) -> np.n
         from faster_coco_eval import COCOeval_faster as COCOeval
 
         logging.getLogger("faster_coco_eval").setLevel(logging.ERROR)
+    elif module == "ultrafast-pycocotools":
+        from ultrafast_pycocotools import COCO, COCOeval
     else:
         from hotcoco import COCO, COCOeval
     with contextlib.redirect_stdout(io.StringIO()):
@@ -138,17 +142,17 @@ def _values(precision: np.ndarray) -> dict[str, float]:
 
 def coco_ap_only(store: Any, results: Path) -> np.ndarray:
     """Read the results file and compute COCO AP alone (no matching scores, no error classes)."""
-    from cellbench.metrics.coco import CocoAP, InstanceMasks, ScoredInstances
+    from cellbench.metrics.coco import CocoAP, ScoredInstances
     from cellbench.predictions import load_predictions
     from cellbench.tasks import get_task
+    from cellbench.tasks.instance_segmentation.coco_results import prediction_runs
 
     task = get_task(TASK)
     metric = next(m for m in task.metrics(store, "test") if isinstance(m, CocoAP))
     preds = load_predictions(results, TASK)
     stats = []
     for sid in store.sample_ids("test"):
-        p = preds.get(sid)
-        masks = InstanceMasks.from_masks(p.masks, p.mask_scores)
+        masks = prediction_runs(preds.get(sid))  # the results' RLE runs, never dense
         truth = task.ground_truth(store, sid)
         stats.append(metric.measure(ScoredInstances(truth, masks), sid))
     return metric.coco_arrays(metric.finalize(stats))["precision"][:, :, 0, :]
@@ -191,11 +195,11 @@ def main() -> None:
         rows["cellbench (score)"] = (t, mine, float(np.abs(per_t - ref_t).max()))
         t, prec = timed(lambda: coco_ap_only(store, dt_path))
         rows["cellbench (AP only)"] = (t, _values(prec), float(np.abs(prec - ref).max()))
-        for name in ("faster-coco-eval", "hotcoco"):
+        for name in ("faster-coco-eval", "hotcoco", "ultrafast-pycocotools"):
             try:
                 t, prec = timed(lambda name=name: _reference(name, gt_path, dt_path, max_dets))
             except ImportError:
-                print(f"{name}: not installed (pip install -e '.[bench]')")
+                print(f"{name}: not installed")
                 continue
             rows[name] = (t, _values(prec), float(np.abs(prec - ref).max()))
     print(

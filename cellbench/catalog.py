@@ -32,7 +32,10 @@ from cellbench.errors import CardError, DatasetNotFoundError
 from cellbench.licenses import spdx_problems
 from cellbench.tasks.registry import task_names
 
-PROVENANCE = ("manual", "automatic", "simulated", "mixed")
+#: Where a dataset's targets come from: drawn by people, made by a program, simulated, a mix,
+#: or measured (an acquired signal such as the fluorescence targets of label-free prediction,
+#: which nobody annotated).
+PROVENANCE = ("manual", "automatic", "simulated", "mixed", "measured")
 _ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 REQUIRED_FIELDS = (
     "id",

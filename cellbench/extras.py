@@ -12,6 +12,7 @@ extra      brings                                                  for
 ``models`` onnxruntime, onnx                                       ONNX model submissions
 ``hf``     datasets, huggingface-hub                               Hugging Face export and import
 ``s3``     s3fs                                                    ``s3://`` sources and roots
+``czi``    pylibCZIrw (LGPL-3.0)                                   Zeiss CZI (Allen label-free)
 ``all``    all of the above
 =========  ======================================================  ==============================
 """
@@ -31,6 +32,7 @@ EXTRA_OF: dict[str, str] = {
     "pyarrow": "hf",
     "huggingface_hub": "hf",
     "s3fs": "s3",
+    "pylibCZIrw": "czi",
 }
 
 

@@ -28,7 +28,13 @@ def test_catalog_lists_every_entry_with_valid_cards():
     covered = set()
     for card in cat.cards():
         assert card.license and card.citation and card.splits["method"]
-        assert card.annotation["provenance"] in ("manual", "automatic", "simulated", "mixed")
+        assert card.annotation["provenance"] in (
+            "manual",
+            "automatic",
+            "simulated",
+            "mixed",
+            "measured",
+        )
         covered |= set(card.tasks)
     assert covered == set(task_names())
     for ident in REAL:

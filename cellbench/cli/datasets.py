@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cellbench.cli.options import CliOptions, scheduler_option
@@ -124,7 +125,10 @@ def info(ref: str, as_json: bool) -> None:
             )
             return
         console = _console()
-        console.print(f"[bold]{card.get('title', store.id)}[/bold]  ({store.id}@{store.version})")
+        console.print(
+            f"[bold]{escape(str(card.get('title', store.id)))}[/bold]  "
+            f"({escape(f'{store.id}@{store.version}')})"
+        )
         console.print(f"imported store: {store.path}")
         console.print(f"tasks: {', '.join(store.tasks)}; samples: {len(store)}; {store.splits}")
         return
@@ -142,40 +146,44 @@ def info(ref: str, as_json: bool) -> None:
         )
         return
     console = _console()
-    console.print(f"[bold]{card.title}[/bold]  ({card.ref})")
-    console.print(f"tasks:       {', '.join(card.tasks)}")
-    console.print(f"license:     {card.license}")
-    console.print(
+
+    def say(text: str) -> None:  # card text, printed as written (it may hold [brackets])
+        console.print(text, markup=False)
+
+    console.print(f"[bold]{escape(card.title)}[/bold]  ({escape(card.ref)})")
+    say(f"tasks:       {', '.join(card.tasks)}")
+    say(f"license:     {card.license}")
+    say(
         f"annotation:  {card.annotation.get('provenance')}"
         + (f" - {card.annotation['details']}" if card.annotation.get("details") else "")
     )
     if card.homepage:
-        console.print(f"homepage:    {card.homepage}")
-    console.print(f"versions:    {', '.join(catalog.versions(card.id))}")
+        say(f"homepage:    {card.homepage}")
+    say(f"versions:    {', '.join(catalog.versions(card.id))}")
     if card.size:
-        console.print(
+        say(
             f"size:        {card.size.get('samples', '?')} samples, "
             f"{_human_bytes(card.size.get('bytes'))}"
         )
     for table_name, names in card.class_names.items():
-        console.print(f"classes ({table_name}): {', '.join(names)}")
+        say(f"classes ({table_name}): {', '.join(names)}")
     if card.groups:
-        console.print(f"groups:      {', '.join(card.groups)}")
+        say(f"groups:      {', '.join(card.groups)}")
     pixel = card.extra.get("pixel_size")
     if isinstance(pixel, dict) and pixel.get("known") is False:
-        console.print(f"pixel size:  unknown - {str(pixel.get('note', '')).strip()}")
-    console.print(f"\n{card.description}\n")
-    console.print(f"[bold]splits[/bold]: {card.splits.get('method')}")
+        say(f"pixel size:  unknown - {str(pixel.get('note', '')).strip()}")
+    say(f"\n{card.description}\n")
+    console.print(f"[bold]splits[/bold]: {escape(str(card.splits.get('method')))}")
     for key, value in card.splits.items():
         if key != "method":
-            console.print(f"  {key}: {value}")
+            say(f"  {key}: {value}")
     if card.sources:
         console.print("[bold]sources[/bold]:")
         for name, src in card.sources.items():
             urls = src.get("urls") or [src.get("url")]
-            console.print(f"  {name}: {', '.join(str(u) for u in urls)}")
+            say(f"  {name}: {', '.join(str(u) for u in urls)}")
             if src.get("manual"):
-                console.print(
+                say(
                     f"    manual download: {src.get('filename')} from {src.get('manual')} "
                     "(login or license: cellbench does not download it; `pull` says where "
                     "to put it)"
@@ -186,13 +194,13 @@ def info(ref: str, as_json: bool) -> None:
 
                 seen = recorded_sha256(card.ref, name)
                 note = f"; your first pull recorded {seen}" if seen else ""
-                console.print(f"    sha256 unpinned upstream (the source publishes none{note})")
+                say(f"    sha256 unpinned upstream (the source publishes none{note})")
             elif sha:
-                console.print(f"    sha256 {sha}")
+                say(f"    sha256 {sha}")
     if card.checksums:
-        console.print(f"[bold]store checksum[/bold]: {card.checksums.get('store')}")
-    console.print(f"cached:      {path if path.exists() else 'no (cellbench datasets pull)'}")
-    console.print(f"\n[bold]citation[/bold]:\n{card.citation}")
+        console.print(f"[bold]store checksum[/bold]: {escape(str(card.checksums.get('store')))}")
+    say(f"cached:      {path if path.exists() else 'no (cellbench datasets pull)'}")
+    console.print(f"\n[bold]citation[/bold]:\n{escape(card.citation)}")
 
 
 @datasets.command()

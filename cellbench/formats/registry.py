@@ -104,6 +104,7 @@ BUILTIN: dict[str, str] = {
     "coco": "cellbench.tasks.instance_segmentation.coco:FORMAT",
     "ctc": "cellbench.tasks.tracking.ctc:FORMAT",
     "dsb": "cellbench.tasks.instance_segmentation.dsb:FORMAT",
+    "fnet-czi": "cellbench.tasks.augmented_microscopy.fnet_czi:FORMAT",
     "geff": "cellbench.tasks.tracking.geff:FORMAT",
     "image-folder": "cellbench.tasks.classification.image_folder:FORMAT",
     "ome-tiff": "cellbench.formats.ome_tiff:FORMAT",

@@ -8,7 +8,16 @@ Two input paths give identical numbers to pycocotools:
   matching (:func:`~cellbench.metrics.matching.coco_greedy_match`), vectorised where exact;
 * **overlapping masks** (:class:`InstanceMasks`, which a label image cannot hold): masks are
   run-length encoded with ``pycocotools.mask`` and their IoU computed with
-  ``pycocotools.mask.iou``, then the same matching.
+  ``pycocotools.mask.iou``, then the same matching;
+* **a COCO results file** (:class:`~cellbench.metrics.rle.MaskRuns` against a label image):
+  the results' RLE strings are decoded into column-major runs (:mod:`cellbench.metrics.rle`,
+  NumPy, never a dense mask), every predicted run is split at the ground-truth runs it meets
+  and one ``np.bincount`` sums the intersections of all overlapping pairs (cost linear in
+  pixels + runs), then the same matching. Measured on 300 masks against 300 cells of
+  512 x 512 it costs about what encoding the label image plus ``pycocotools.mask.iou`` costs
+  (~4.6 ms), so its gain is that nothing is decoded to dense masks (the painted label image
+  the other metrics need comes from the same runs); for :class:`InstanceMasks` on both sides
+  ``mask.iou`` is faster (1.5 against 3.2 ms: both sides would need decoding) and is kept.
 
 Accumulation (pooled over images, sorted by score with a stable mergesort, cumulative TP/FP,
 monotone precision sampled at 101 recall points) is done in :meth:`CocoAP.aggregate` on small
@@ -43,6 +52,7 @@ from cellbench.metrics.matching import (
     label_overlap_pairs,
     present_ids,
 )
+from cellbench.metrics.rle import MaskRuns, run_overlap
 
 #: pycocotools' IoU thresholds, ``np.linspace(.5, .95, 10)`` (its exact float values).
 COCO_IOU_THRESHOLDS: tuple[float, ...] = tuple(
@@ -319,13 +329,15 @@ class ScoredInstances:
     Attributes:
         ground_truth: A label image ``([z,] y, x)`` (0 = background) or :class:`InstanceMasks`.
         prediction: A label image of the same shape, or :class:`InstanceMasks` (which carry
-            their own scores, and may overlap).
+            their own scores, and may overlap), or 2D
+            :class:`~cellbench.metrics.rle.MaskRuns` (a COCO results file's masks as runs;
+            label-image ground truth only).
         scores: For a label-image prediction only: mapping predicted id -> score, or an array
             indexed by id, or None (every object scores :data:`DEFAULT_SCORE`).
     """
 
     ground_truth: np.ndarray | InstanceMasks
-    prediction: np.ndarray | InstanceMasks
+    prediction: np.ndarray | InstanceMasks | MaskRuns
     scores: Mapping[int, float] | np.ndarray | None = None
 
 
@@ -570,6 +582,27 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
             ndim=len(gt.shape),
         )
 
+    def _runs_stats(self, gt: np.ndarray, runs: MaskRuns, max_dets: int | None) -> CocoImageStats:
+        """A label-image ground truth against masks given as runs (a COCO results file)."""
+        ov = run_overlap(gt, runs)
+        order = np.argsort(-runs.scores, kind="mergesort")[:max_dets]
+        rank = np.full(len(runs), -1, dtype=np.int64)
+        rank[order] = np.arange(order.size)
+        pair_rank = rank[ov.pred_index]
+        keep = pair_rank >= 0
+        return self._image_stats(
+            runs.scores[order],
+            runs.range_areas[order],
+            ov.gt_area,
+            pair_rank[keep],
+            ov.gt_index[keep],
+            ov.iou()[keep],
+            n_pred_total=len(runs),
+            max_dets=max_dets,
+            scored=True,
+            ndim=2,
+        )
+
     def inputs(
         self,
         ground_truth: Sequence[np.ndarray | InstanceMasks],
@@ -629,8 +662,8 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
         problems: list[str] = []
         shapes: list[tuple[int, ...] | None] = []
         for role, obj in (("ground truth", gt), ("prediction", pred)):
-            if isinstance(obj, InstanceMasks):
-                shapes.append(obj.shape)
+            if isinstance(obj, (InstanceMasks, MaskRuns)):
+                shapes.append(tuple(obj.shape))
             else:
                 p = label_image_problems(obj, where, role)
                 problems += p
@@ -639,11 +672,22 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
             problems.append(
                 f"{where}: prediction shape {shapes[1]} differs from ground truth {shapes[0]}"
             )
-        if sc is not None and isinstance(pred, InstanceMasks):
+        if sc is not None and isinstance(pred, (InstanceMasks, MaskRuns)):
             problems.append(f"{where}: scores given for InstanceMasks (they carry their own)")
+        if isinstance(gt, MaskRuns):
+            problems.append(f"{where}: the ground truth must be a label image or InstanceMasks")
+        if isinstance(pred, MaskRuns):
+            if isinstance(gt, InstanceMasks):
+                problems.append(
+                    f"{where}: masks given as runs are scored against a label-image ground "
+                    "truth only (got InstanceMasks)"
+                )
+            problems += pred.problems(where)
         if problems:
             raise ValidationError(problems, "CocoAP inputs")
         max_dets = self.max_dets  # None: keep every detection until finalize
+        if isinstance(pred, MaskRuns):
+            return self._runs_stats(np.asarray(gt), pred, max_dets)
         if isinstance(gt, InstanceMasks) or isinstance(pred, InstanceMasks):
             g = gt if isinstance(gt, InstanceMasks) else InstanceMasks.from_labels(gt)
             if isinstance(pred, InstanceMasks):

@@ -22,6 +22,7 @@ from cellbench.scoring import score
 from cellbench.store.sample import Sample
 from cellbench.store.zarr_store import DatasetStore, build_store
 from cellbench.tasks import get_task
+from cellbench.tasks.instance_segmentation.coco_results import prediction_runs
 
 TASK = "instance-segmentation"
 
@@ -146,7 +147,8 @@ def test_results_with_overlaps_score_as_cocoeval(tmp_path: Path) -> None:
     (folder / "results.json").write_text(json.dumps([d for d in dets if d["image_id"] != 2]))
     preds = load_predictions(folder, TASK)
     assert sorted(preds.sample_ids) == ["img0", "img1", "img2"]
-    assert preds.get("img1").masks.shape == (0, 64, 72)
+    empty = prediction_runs(preds.get("img1"))
+    assert len(empty) == 0 and empty.shape == (64, 72) and empty.mask.size == 0
     _check_equal(store, "test", folder)
 
 
@@ -166,8 +168,13 @@ def test_string_image_ids_name_samples_without_an_images_table(tmp_path: Path) -
     preds = load_predictions(path, TASK)
     assert preds.sample_ids == ["a1", "b"]
     p = preds.get("a1")
-    assert p.masks.shape == (2, 8, 9) and p.mask_scores.tolist() == [0.5, 0.25]
-    np.testing.assert_array_equal(p.masks[0], m)
+    runs = prediction_runs(p)
+    assert p.masks is None  # kept as runs, never decoded to a dense stack
+    assert runs.shape == (8, 9) and p.mask_scores.tolist() == [0.5, 0.25]
+    assert runs.areas().tolist() == [9, 9] and runs.range_areas.tolist() == [9.0, 9.0]
+    # 3x3 square at rows 2-4, columns 3-5: one run of 3 per column, column-major pixel x*8+y
+    assert runs.start[runs.mask == 0].tolist() == [3 * 8 + 2, 4 * 8 + 2, 5 * 8 + 2]
+    assert runs.length.tolist() == [3] * 6
 
 
 def test_bad_results_list_every_problem(tmp_path: Path) -> None:

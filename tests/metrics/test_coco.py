@@ -177,6 +177,29 @@ def test_overlapping_masks_path_equals_cocoeval():
     _assert_same(metric, stats, *coco_reference(ref_g, ref_p, ps, 5, RANGES))
 
 
+def test_mask_ground_truth_with_and_without_overlaps_equals_cocoeval():
+    # Ground-truth masks that tile (from a label image) or overlap each other, empty masks,
+    # tied scores and a maxDets cut: the InstanceMasks path must equal COCOeval.
+    rng = np.random.default_rng(21)
+    for overlapping in (False, True):
+        gm, pm, ps = [], [], []
+        for _ in range(3):
+            lab = random_labels((30, 32), 9, rng)
+            g = [lab == i for i in np.unique(lab)[1:]] + [np.zeros((30, 32), bool)]
+            if overlapping:
+                g.append(np.roll(g[0], 2, axis=1) | g[0])
+            p = [np.roll(m, int(rng.integers(-2, 3)), axis=1) for m in g if rng.random() < 0.8]
+            p += [random_labels((30, 32), 1, rng, 2, 8) > 0, np.zeros((30, 32), bool)]
+            gm.append(g)
+            pm.append(p)
+            ps.append(list(rng.choice([0.3, 0.6, 0.9], len(p))))
+        gts = [InstanceMasks.from_masks(np.array(g)) for g in gm]
+        preds = [InstanceMasks.from_masks(np.array(p), s) for p, s in zip(pm, ps, strict=True)]
+        metric = CocoAP(max_dets=6, area_ranges=RANGES)
+        stats = metric.sample_stats(gts, preds)
+        _assert_same(metric, stats, *coco_reference(gm, pm, ps, 6, RANGES))
+
+
 def test_label_gt_with_mask_predictions_and_label_predictions_agree():
     rng = np.random.default_rng(14)
     gts = [random_labels((30, 30), 10, rng) for _ in range(2)]

@@ -1,10 +1,24 @@
 """COCO results JSON as instance segmentation predictions (Detectron2, MMDetection, LIVECell).
 
 A results file is a list of detections ``{"image_id", "segmentation", "score"[, "category_id",
-"bbox"]}``; ``segmentation`` is a compressed or uncompressed RLE, or a polygon list. Every
-detection of an image becomes one mask of :attr:`~cellbench.predictions.Prediction.masks`
-(possibly overlapping, in file order) with its score in ``mask_scores``, so COCO AP scores the
-masks exactly as pycocotools' ``COCOeval`` does (``category_id`` is ignored: ``useCats=0``).
+"bbox"]}``; ``segmentation`` is a compressed or uncompressed RLE, or a polygon list (rasterised
+with pycocotools' ``frPyObjects`` at the image size, parts merged, as ``COCO.annToRLE``). Every
+detection of an image becomes one mask (possibly overlapping, in file order) with its score in
+``mask_scores``, so COCO AP scores the masks exactly as pycocotools' ``COCOeval`` does
+(``category_id`` is ignored: ``useCats=0``).
+
+**No dense masks.** The masks are kept as their run-length runs
+(:class:`~cellbench.metrics.rle.MaskRuns`, in the prediction's ``values``: ``mask_runs``
+``(k, 3)`` = mask index, first pixel, length in column-major order; ``mask_size`` ``[h, w]``;
+``mask_areas``), never as an ``n x h x w`` stack: COCO AP takes its IoUs from the runs, and the
+metrics that need a label image (matching scores, object errors) get the masks painted from the
+runs, higher scores on top, exactly as :func:`~cellbench.predictions.paint_masks`.
+
+**Areas for the area ranges** follow pycocotools' ``COCO.loadRes``: when the file's *first*
+detection carries a non-empty ``bbox``, every detection's area is its ``bbox`` ``w * h`` (then
+every detection must carry a bbox, as ``loadRes`` requires); otherwise it is the mask's pixel
+count. ``COCOeval`` (segm) reads that area to ignore out-of-range detections; IoUs always come
+from the masks.
 
 **How image ids are mapped to samples** (one of):
 
@@ -26,13 +40,14 @@ folder holding ``results.json`` (and ``annotations.json``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cellbench.errors import ValidationError
+from cellbench.metrics.rle import MaskRuns, runs_from_rles
 from cellbench.predictions import Prediction, PredictionSet
 from cellbench.store.sample import SAMPLE_ID_PATTERN
 from cellbench.tasks.instance_segmentation.coco import (
@@ -44,6 +59,35 @@ from cellbench.tasks.instance_segmentation.coco import (
 
 #: Name of the results file inside a predictions folder.
 RESULTS = "results.json"
+
+
+def runs_prediction(sample_id: str, runs: MaskRuns) -> Prediction:
+    """A prediction holding masks as runs (``values``: mask_runs, mask_size, mask_areas)."""
+    return Prediction(
+        sample_id=sample_id,
+        mask_scores=runs.scores,
+        values={
+            "mask_runs": np.stack([runs.mask, runs.start, runs.length], axis=1),
+            "mask_size": np.asarray(runs.shape, dtype=np.int64),
+            "mask_areas": runs.range_areas,
+        },
+    )
+
+
+def prediction_runs(prediction: Prediction) -> MaskRuns | None:
+    """The :class:`MaskRuns` of a prediction made by :func:`runs_prediction`, else None."""
+    v = prediction.values
+    if "mask_runs" not in v:
+        return None
+    table = np.asarray(v["mask_runs"], dtype=np.int64).reshape(-1, 3)
+    return MaskRuns(
+        shape=tuple(int(x) for x in np.asarray(v["mask_size"]).reshape(-1)[:2]),
+        mask=table[:, 0],
+        start=table[:, 1],
+        length=table[:, 2],
+        scores=np.asarray(prediction.mask_scores, dtype=np.float64).reshape(-1),
+        range_areas=np.asarray(v["mask_areas"], dtype=np.float64).reshape(-1),
+    )
 
 
 def is_results_path(path: Path) -> bool:
@@ -66,6 +110,10 @@ def _image_table(folder: Path) -> tuple[dict[Any, tuple[str, int, int]] | None, 
         img["id"]: (Path(img["file_name"]).stem, img["height"], img["width"]) for img in images
     }
     return table, problems
+
+
+def _where(name: str, k: int, iid: Any) -> str:
+    return f"{name}: detection {k} (image_id {iid!r})"
 
 
 def read_coco_results(path: Path, task: str) -> PredictionSet:
@@ -101,59 +149,98 @@ def read_coco_results(path: Path, task: str) -> PredictionSet:
             context=str(file),
         )
     table, problems = _image_table(file.parent)
-    by_sample: dict[str, list[tuple[dict, float]]] = {}
+    by_sample: dict[str, list[tuple[dict, float, float | None, int]]] = {}
     sizes: dict[str, tuple[int, int]] = {}
     if table is not None:
         for sid, h, w in table.values():
             by_sample.setdefault(sid, [])
             sizes[sid] = (h, w)
+    # pycocotools' loadRes: a non-empty bbox on the first detection makes every area w * h
+    first = data[0] if data else None
+    bbox_areas = isinstance(first, Mapping) and first.get("bbox", []) != []
+    name = file.name
+    required = {"image_id", "segmentation", "score"}
     for k, det in enumerate(data):
-        where = f"{file.name}: detection {k}"
-        if not isinstance(det, Mapping) or not {"image_id", "segmentation", "score"} <= set(det):
-            problems.append(f"{where}: expected an object with image_id, segmentation and score")
+        # the message prefix is only formatted for a problem (a results file holds 1e5+ rows)
+        if not isinstance(det, Mapping) or not required <= det.keys():
+            problems.append(
+                f"{name}: detection {k}: expected an object with image_id, segmentation and score"
+            )
             continue
         iid, score, seg = det["image_id"], det["score"], det["segmentation"]
-        where = f"{file.name}: detection {k} (image_id {iid!r})"
         if table is not None:
-            if iid not in table:
+            entry = table.get(iid) if isinstance(iid, Hashable) else None
+            if entry is None:
                 problems.append(
-                    f"{where}: image id not in {ANNOTATIONS} (expected one of its image ids)"
+                    f"{_where(name, k, iid)}: image id not in {ANNOTATIONS} (expected one of "
+                    "its image ids)"
                 )
                 continue
-            sid = table[iid][0]
+            sid = entry[0]
         else:
             sid = Path(iid).stem if isinstance(iid, str) else ""
             if not SAMPLE_ID_PATTERN.match(sid):
                 problems.append(
-                    f"{where}: without an {ANNOTATIONS} beside the results, image_id must be a "
-                    "sample id (or a file name whose stem is one)"
+                    f"{_where(name, k, iid)}: without an {ANNOTATIONS} beside the results, "
+                    "image_id must be a sample id (or a file name whose stem is one)"
                 )
                 continue
             size = seg.get("size") if isinstance(seg, dict) else None
             if not (isinstance(size, list) and len(size) == 2):
                 problems.append(
-                    f"{where}: without an {ANNOTATIONS} beside the results, segmentations must "
-                    "be RLEs with a size [h, w]"
+                    f"{_where(name, k, iid)}: without an {ANNOTATIONS} beside the results, "
+                    "segmentations must be RLEs with a size [h, w]"
                 )
                 continue
             sizes.setdefault(sid, (int(size[0]), int(size[1])))
-        if (
-            isinstance(score, bool)
-            or not isinstance(score, (int, float))
-            or not math.isfinite(score)
+        if type(score) is not float and (
+            isinstance(score, bool) or not isinstance(score, (int, float))
         ):
-            problems.append(f"{where}: score {score!r}, expected a finite number")
+            problems.append(f"{_where(name, k, iid)}: score {score!r}, expected a finite number")
             continue
+        if not math.isfinite(score):
+            problems.append(f"{_where(name, k, iid)}: score {score!r}, expected a finite number")
+            continue
+        area = None
+        if bbox_areas:
+            bb = det.get("bbox")
+            if not (
+                isinstance(bb, list)
+                and len(bb) == 4
+                and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in bb
+                )
+            ):
+                problems.append(
+                    f"{_where(name, k, iid)}: bbox {bb!r}, expected [x, y, w, h] of finite "
+                    "numbers (the first detection has a bbox, so areas come from bboxes, as "
+                    "pycocotools' loadRes)"
+                )
+                continue
+            area = float(bb[2] * bb[3])
         h, w = sizes[sid]
-        rle, more = segmentation_rle(seg, h, w, where, strict=False)
-        problems += more
+        counts = seg.get("counts") if type(seg) is dict else None
+        if type(counts) is str and seg.get("size") == [h, w]:
+            # the usual compressed RLE: characters checked here, counts when decoded
+            if counts and (min(counts) < "0" or max(counts) > "o"):
+                problems.append(
+                    f"{_where(name, k, iid)}: compressed RLE counts hold characters outside 0-o"
+                )
+                continue
+            rle: dict[str, Any] | None = seg
+        else:
+            rle, more = segmentation_rle(seg, h, w, _where(name, k, iid), strict=False)
+            problems += more
         if rle is not None:
-            by_sample.setdefault(sid, []).append((rle, float(score)))
+            by_sample.setdefault(sid, []).append((rle, float(score), area, k))
     if problems:
         raise ValidationError(problems, context=str(file))
     ids = list(by_sample)
 
     def declare(sid: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        # the stack the runs describe (never allocated): the task's budget on mask counts and
+        # sizes applies before any string is decoded
         n = len(by_sample[sid])
         return {
             "masks": ((n, *sizes[sid]), np.dtype(bool)),
@@ -161,17 +248,20 @@ def read_coco_results(path: Path, task: str) -> PredictionSet:
         }
 
     def load(sid: str) -> Prediction:
-        from pycocotools import mask as mask_utils
-
         dets = by_sample[sid]
         h, w = sizes[sid]
-        if dets:
-            # decode gives (h, w, n) uint8 0/1 in Fortran order: viewed, not copied, as
-            # (n, h, w) bool, which InstanceMasks.from_masks re-encodes without reordering
-            masks = mask_utils.decode([r for r, _ in dets]).view(bool).transpose(2, 0, 1)
-        else:
-            masks = np.zeros((0, h, w), dtype=bool)
-        scores = np.asarray([s for _, s in dets], dtype=np.float64)
-        return Prediction(sample_id=sid, masks=masks, mask_scores=scores)
+        scores = np.asarray([d[1] for d in dets], dtype=np.float64)
+        areas = None if not bbox_areas else np.asarray([d[2] for d in dets], dtype=np.float64)
+        try:
+            runs = runs_from_rles(
+                [d[0] for d in dets],
+                (h, w),
+                scores,
+                areas,
+                name_of=lambda k: f"{file.name}: detection {dets[k][3]} (sample {sid!r})",
+            )
+        except ValidationError as err:
+            raise ValidationError(err.problems, context=str(file)) from None
+        return runs_prediction(sid, runs)
 
     return PredictionSet(task=task, source=path, _loader=load, _ids=ids, _declare=declare)

@@ -4,7 +4,10 @@ Ground truth: the instance label image ``labels/instances`` of each sample. Pred
 image (``mask``) with optional per-object confidences (``object_ids``/``object_scores``), or
 possibly overlapping binary masks (``masks`` + ``mask_scores``), which only COCO AP can score
 as such (for matching scores and the error breakdown they are painted into a label image in
-ascending score order, so higher-scoring objects win overlaps).
+ascending score order, so higher-scoring objects win overlaps). A COCO results file is read as
+the masks' run-length runs (``values``: ``mask_runs``, ``mask_size``, ``mask_areas``; see
+``coco_results.py``), never as a dense stack: COCO AP scores the runs, and the other metrics
+of the default suite get the label image painted from them, by the same rule.
 
 Metrics: COCO AP/AR through the exact pycocotools definition (``maxDets`` set to at least the
 largest ground-truth object count of the split, and at least 100), matching scores at IoU
@@ -58,6 +61,13 @@ class InstanceSegmentationTask(Task):
     def check_output(self, prediction: Prediction, expect: OutputSpec, where: str) -> list[str]:
         """Label image or masks of the expected shape; finite scores for existing ids."""
         axes, shape = expect.axes, expect.shape
+        from cellbench.tasks.instance_segmentation.coco_results import prediction_runs
+
+        runs = prediction_runs(prediction)
+        if runs is not None:  # a COCO results file: masks as runs, never dense
+            if tuple(runs.shape) != tuple(shape):
+                return [f"{where}: masks of size {runs.shape}, expected {tuple(shape)}"]
+            return runs.problems(where)
         if prediction.masks is not None:
             masks = np.asarray(prediction.masks)
             out = []
@@ -212,17 +222,23 @@ class InstanceSegmentationTask(Task):
     ) -> list[Any]:
         """Statistics of every metric for one image.
 
-        COCO AP takes overlapping masks as they are; the other metrics take a label image,
-        painted once per sample (higher scores win overlaps).
+        COCO AP takes overlapping masks as they are (masks read from a COCO results file as
+        their runs, never decoded); the other metrics take a label image, painted once per
+        sample and only when one of them is asked for (higher scores win overlaps).
         """
         from cellbench.metrics.coco import CocoAP, InstanceMasks, ScoredInstances
         from cellbench.metrics.instance import LabelPair
+        from cellbench.metrics.rle import paint_runs
+        from cellbench.tasks.instance_segmentation.coco_results import prediction_runs
 
         pair: LabelPair | None = None
+        runs = prediction_runs(prediction)
         out = []
         for metric in metrics:
             if isinstance(metric, CocoAP):
-                if prediction.masks is not None:
+                if runs is not None:
+                    out.append(metric.measure(ScoredInstances(truth, runs), sample_id))
+                elif prediction.masks is not None:
                     pred = InstanceMasks.from_masks(prediction.masks, prediction.mask_scores)
                     out.append(metric.measure(ScoredInstances(truth, pred), sample_id))
                 else:
@@ -231,11 +247,12 @@ class InstanceSegmentationTask(Task):
                     out.append(metric.measure(sample, sample_id))
                 continue
             if pair is None:
-                labels = (
-                    paint_masks(prediction.masks, prediction.mask_scores)[0]
-                    if prediction.masks is not None
-                    else prediction.mask
-                )
+                if runs is not None:
+                    labels = paint_runs(runs)[0]
+                elif prediction.masks is not None:
+                    labels = paint_masks(prediction.masks, prediction.mask_scores)[0]
+                else:
+                    labels = prediction.mask
                 pair = LabelPair(truth, labels)
             out.append(metric.measure(pair, sample_id))
         return out

@@ -1,0 +1,262 @@
+"""COCO results scored from RLE runs equal pycocotools' COCOeval, array for array.
+
+Every variant of a results file (compressed / uncompressed RLE, polygons, with and without
+bbox, tied scores, images without detections, a maxDets cut) is scored by cellbench (runs, no
+dense masks) and by ``COCO.loadRes`` + ``COCOeval`` on the same files; the full precision
+``(T, R, A)`` and recall ``(T, A)`` arrays must agree to 1e-12 in every area range.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from cellbench.errors import ValidationError
+from cellbench.formats.convert import export_dataset
+from cellbench.metrics.coco import LIVECELL_AREA_RANGES, CocoAP
+from cellbench.metrics.rle import decode_counts, paint_runs, runs_from_rles
+from cellbench.predictions import load_predictions, paint_masks
+from cellbench.store.sample import Sample
+from cellbench.store.zarr_store import DatasetStore, build_store
+from cellbench.tasks import get_task
+
+TASK = "instance-segmentation"
+SHAPE = (96, 104)
+
+
+def _labels(rng: np.random.Generator, n: int) -> np.ndarray:
+    lab = np.zeros(SHAPE, np.uint16)
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    for k in range(1, n + 1):
+        cy, cx = rng.integers(6, SHAPE[0] - 6), rng.integers(6, SHAPE[1] - 6)
+        r = rng.uniform(2.0, 22.0)  # areas from ~12 to ~1500 px: every LIVECell range
+        lab[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (lab == 0)] = k
+    return lab
+
+
+def _store(tmp_path: Path) -> DatasetStore:
+    rng = np.random.default_rng(11)
+    samples = [
+        Sample(
+            id=f"im{i}",
+            image=np.zeros((1, *SHAPE), np.uint8),
+            instances=_labels(rng, 12),
+            split="test",
+        )
+        for i in range(4)
+    ]
+    card = {"id": "cocoexact", "version": "1.0", "tasks": [TASK], "title": "t", "license": "MIT"}
+    return build_store(samples, tmp_path / "s.zarr", card)
+
+
+def _segmentation(rng: np.random.Generator, mask: np.ndarray, kind: str) -> object:
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    if kind == "rle":
+        return {"size": r["size"], "counts": r["counts"].decode()}
+    if kind == "uncompressed":  # counts of the column-major runs
+        flat = mask.ravel(order="F").astype(np.int8)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+        counts = np.diff(np.concatenate([[0], edges])).tolist()
+        assert sum(counts) == mask.size
+        return {"size": list(mask.shape), "counts": counts}
+    ys, xs = np.nonzero(mask)  # a polygon around the object, sometimes in two parts
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    poly = [x0, cy, cx, y0, x1, cy, cx + rng.uniform(0, 1), y1]
+    out = [[float(v) for v in poly]]
+    if rng.random() < 0.3:
+        out.append([float(x0), float(y0), float(x0) + 3, float(y0), float(x0), float(y0) + 3])
+    return out
+
+
+def _results(
+    rng: np.random.Generator, store: DatasetStore, images: list[dict], kinds: list[str], bbox: bool
+) -> list[dict]:
+    dets = []
+    for img in images:
+        if img["id"] == images[1]["id"]:
+            continue  # an image without any detection
+        lab = np.asarray(store.labels(Path(img["file_name"]).stem)[...])
+        for k in np.unique(lab)[1:]:
+            m = np.roll(lab == k, tuple(rng.integers(-2, 3, 2)), axis=(0, 1))
+            for copy in range(int(rng.integers(1, 3))):  # overlapping duplicates
+                if copy:
+                    m = np.roll(m, 1, axis=1) | m
+                det = {
+                    "image_id": img["id"],
+                    "category_id": 1,
+                    "segmentation": _segmentation(rng, m, kinds[len(dets) % len(kinds)]),
+                    "score": float(rng.integers(0, 6)) / 5,  # many tied scores
+                }
+                if bbox:  # boxes whose area puts many detections in another range
+                    ys, xs = np.nonzero(m)
+                    w = float(xs.max() - xs.min() + 1) * float(rng.choice([0.5, 1.0, 2.5]))
+                    det["bbox"] = [float(xs.min()), float(ys.min()), w, float(ys.max() - ys.min())]
+                dets.append(det)
+    return dets
+
+
+def _cocoeval(folder: Path, max_dets: int) -> tuple[np.ndarray, np.ndarray]:
+    dets = json.loads((folder / "results.json").read_text())
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(folder / "annotations.json"))
+        if dets and "bbox" not in dets[0]:
+            # loadRes' segmentation branch only reads compressed RLEs: give it what its own
+            # annToRLE makes of polygons and uncompressed RLEs (frPyObjects, parts merged)
+            for d in dets:
+                d["segmentation"] = gt.annToRLE(d)
+        dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, "segm")
+        ev.params.useCats = 0
+        ev.params.maxDets = [max_dets]
+        ev.params.areaRng = [list(v) for v in LIVECELL_AREA_RANGES.values()]
+        ev.params.areaRngLbl = list(LIVECELL_AREA_RANGES)
+        ev.evaluate()
+        ev.accumulate()
+    return ev.eval["precision"][:, :, 0, :, -1], ev.eval["recall"][:, 0, :, -1]
+
+
+@pytest.mark.parametrize(
+    ("kinds", "bbox", "max_dets"),
+    [
+        (["rle"], False, 100),
+        (["rle", "uncompressed"], True, 100),
+        (["polygon", "rle"], True, 7),  # maxDets cuts every image
+        (["rle", "polygon", "uncompressed"], False, 9),
+    ],
+)
+def test_results_equal_cocoeval_in_every_area_range(
+    tmp_path: Path, kinds: list[str], bbox: bool, max_dets: int
+) -> None:
+    store = _store(tmp_path)
+    folder = tmp_path / "coco"
+    export_dataset("unused", "coco", folder, split="test", store=store)
+    images = json.loads((folder / "annotations.json").read_text())["images"]
+    dets = _results(np.random.default_rng(len(kinds) + max_dets), store, images, kinds, bbox)
+    (folder / "results.json").write_text(json.dumps(dets))
+    ref_p, ref_r = _cocoeval(folder, max_dets)
+    task = get_task(TASK)
+    metric = CocoAP(max_dets=max_dets, area_ranges=LIVECELL_AREA_RANGES)
+    preds = load_predictions(folder / "results.json", TASK)
+    stats = []
+    for sid in store.sample_ids("test"):
+        truth = task.ground_truth(store, sid)
+        stats += task.sample_stats([metric], sid, truth, preds.get(sid))
+    mine = metric.coco_arrays(metric.finalize(stats))
+    np.testing.assert_allclose(mine["precision"][:, :, 0, :], ref_p, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mine["recall"][:, 0, :], ref_r, rtol=0, atol=1e-12)
+    # every area range is populated and not trivial
+    for a in range(ref_p.shape[-1]):
+        assert (ref_p[..., a] > 0).any() and (ref_p[..., a] < 1).any()
+    values = metric.aggregate(stats)
+    for a, name in enumerate(metric.area_names[1:], start=1):
+        valid = ref_p[..., a][ref_p[..., a] > -1]
+        assert values[f"ap_{name}"] == pytest.approx(valid.mean(), abs=1e-12)
+
+
+def test_bbox_areas_change_the_area_ranges(tmp_path: Path) -> None:
+    """With bboxes (w*h != pixel count), ranges follow the boxes, as loadRes; not the masks."""
+    store = _store(tmp_path)
+    folder = tmp_path / "coco"
+    export_dataset("unused", "coco", folder, split="test", store=store)
+    images = json.loads((folder / "annotations.json").read_text())["images"]
+    dets = _results(np.random.default_rng(2), store, images, ["rle"], True)
+    (folder / "results.json").write_text(json.dumps(dets))
+    with_box = _cocoeval(folder, 100)[0]
+    boxed = load_predictions(folder / "results.json", TASK).get("im0").values["mask_areas"]
+    first_id = images[0]["id"]
+    assert boxed.tolist() == [
+        d["bbox"][2] * d["bbox"][3] for d in dets if d["image_id"] == first_id
+    ]
+    assert (
+        boxed.tolist()
+        != runs_areas(load_predictions(folder / "results.json", TASK).get("im0")).tolist()
+    )
+    for d in dets:
+        del d["bbox"]
+    (folder / "results.json").write_text(json.dumps(dets))
+    without = _cocoeval(folder, 100)[0]
+    assert not np.array_equal(with_box[..., 1:], without[..., 1:])  # the case is exercised
+    preds = load_predictions(folder / "results.json", TASK)
+    assert preds.get("im0").values["mask_areas"].tolist() == [
+        float(a) for a in runs_areas(preds.get("im0"))
+    ]
+
+
+def runs_areas(prediction: object) -> np.ndarray:
+    from cellbench.tasks.instance_segmentation.coco_results import prediction_runs
+
+    return prediction_runs(prediction).areas()
+
+
+def test_bbox_on_first_detection_requires_it_on_all(tmp_path: Path) -> None:
+    m = np.zeros((8, 9), bool)
+    m[2:5, 3:6] = True
+    rle = _segmentation(np.random.default_rng(0), m, "rle")
+    path = tmp_path / "r.json"
+    dets = [
+        {"image_id": "a", "segmentation": rle, "score": 0.5, "bbox": [3, 2, 3, 3]},
+        {"image_id": "a", "segmentation": rle, "score": 0.4},
+        {"image_id": "a", "segmentation": rle, "score": 0.3, "bbox": [1, 2, "x", 4]},
+    ]
+    path.write_text(json.dumps(dets))
+    with pytest.raises(ValidationError) as err:
+        load_predictions(path, TASK)
+    assert len(err.value.problems) == 2
+    assert "detection 1" in err.value.problems[0] and "detection 2" in err.value.problems[1]
+    assert all("bbox" in p for p in err.value.problems)
+
+
+def test_malformed_rle_strings_are_named(tmp_path: Path) -> None:
+    m = np.zeros((8, 9), bool)
+    m[2:5, 3:6] = True
+    good = _segmentation(np.random.default_rng(0), m, "rle")
+    short = {"size": [8, 9], "counts": good["counts"][:-1]}  # total no longer 72
+    trailing = {"size": [8, 9], "counts": good["counts"] + "P"}  # continuation bit at the end
+    path = tmp_path / "r.json"
+    dets = [
+        {"image_id": "a", "segmentation": good, "score": 0.5},
+        {"image_id": "a", "segmentation": short, "score": 0.4},
+        {"image_id": "a", "segmentation": trailing, "score": 0.3},
+    ]
+    path.write_text(json.dumps(dets))
+    with pytest.raises(ValidationError) as err:
+        load_predictions(path, TASK).get("a")
+    assert len(err.value.problems) == 2
+    assert "detection 1" in err.value.problems[0] and "detection 2" in err.value.problems[1]
+
+
+def test_runs_decode_and_paint_as_pycocotools_and_paint_masks() -> None:
+    rng = np.random.default_rng(4)
+    h, w = 31, 47
+    masks = []
+    for k in range(80):  # empty, full, boxes and speckle: long and multi-char counts
+        m = np.zeros((h, w), bool)
+        y, x = rng.integers(0, h), rng.integers(0, w)
+        m[y : y + rng.integers(1, 25), x : x + rng.integers(1, 25)] = True
+        if k % 5 == 0:
+            m |= rng.random((h, w)) < 0.3
+        m = np.zeros_like(m) if k % 13 == 0 else (np.ones_like(m) if k % 17 == 0 else m)
+        masks.append(m)
+    stack = np.stack(masks)
+    rles = mask_utils.encode(np.asfortranarray(stack.transpose(1, 2, 0).astype(np.uint8)))
+    scores = rng.integers(0, 4, len(masks)).astype(float)  # ties
+    runs = runs_from_rles(list(rles), (h, w), scores)
+    owner, pix = runs.pixels()
+    dense = np.zeros((len(masks), h * w), bool)
+    dense[owner, pix] = True
+    np.testing.assert_array_equal(dense.reshape(-1, w, h).transpose(0, 2, 1), stack)
+    np.testing.assert_array_equal(runs.areas(), mask_utils.area(list(rles)[:255]))
+    for mine, ref in zip(paint_runs(runs), paint_masks(stack, scores), strict=True):
+        np.testing.assert_array_equal(mine, ref)
+    # a negative delta and a bad character are refused, not wrapped around
+    owner, counts, bad = decode_counts([b"2", b"0!", rles[1]["counts"]], h * w)
+    assert bad == [0, 1] and counts.sum() == h * w
