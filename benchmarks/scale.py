@@ -16,10 +16,14 @@ question, side by side:
 4. raw zarr reads of every chunk of a store from the S3 server through zarr's ``FsspecStore``
    (s3fs) and ``ObjectStore`` (obstore, measured only if ``obstore`` is importable);
 5. Zarr v3 sharding against the current chunking (format 2): objects per store, whole-image
-   and random-patch read throughput from the S3 server.
+   and random-patch read throughput from the S3 server;
+6. ingest throughput (images/s) of ``cellbench convert`` of a TIFF folder into a store: in one
+   process, and with one Dask task per image on a ``LocalCluster`` of 1 and 2 worker processes
+   (the store digest must be identical).
 
-    python benchmarks/scale.py            # the full run (a few minutes)
-    python benchmarks/scale.py --quick    # smaller sizes, to check it runs
+    python benchmarks/scale.py                    # the full run (a few minutes)
+    python benchmarks/scale.py --quick            # smaller sizes, to check it runs
+    python benchmarks/scale.py --only scoring     # some sections (comma-separated names)
 
 Run from the repository root. Figures depend on the machine and on moto (a Python server, far
 slower per request than S3 itself); ``docs/scaling.md`` records a run and what it predicts.
@@ -161,6 +165,59 @@ def bench_scoring(work: Path, n: int, size: int) -> list[tuple[str, float, str]]
              "values identical" if same else "VALUES DIFFER")
         )  # fmt: skip
     rows.append(("speed-up 2 workers / 1 worker (x)", rates[2] / rates[1], "(goal 1.8x)"))
+    return rows
+
+
+# ---------------------------------------------------------------------- 6. Dask ingest
+def bench_ingest(work: Path, n: int, size: int) -> list[tuple[str, float, str]]:
+    import logging
+
+    from distributed import LocalCluster
+
+    from cellbench.formats.convert import convert
+    from cellbench.formats.registry import write_samples
+    from cellbench.store.sample import Sample
+    from cellbench.store.zarr_store import DatasetStore
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    rng = np.random.default_rng(0)
+    src = work / f"ingest-{n}-{size}"
+    write_samples(
+        "tiff",
+        (
+            Sample(
+                id=f"img-{i:05d}",
+                image=rng.integers(0, 4096, (1, size, size), dtype=np.uint16),
+                instances=_blobs(rng, size, 8),
+                split="test",
+            )
+            for i in range(n)
+        ),
+        src,
+    )
+    t = time.perf_counter()
+    ref = DatasetStore.open(convert(src, "tiff", "zarr", work / "ingest-seq.zarr")).checksum
+    rows = [("one process (default, no Dask)", n / (time.perf_counter() - t), "")]
+    rates = {}
+    for workers in (1, 2):
+        with LocalCluster(
+            n_workers=workers,
+            processes=True,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster:
+            addr = cluster.scheduler_address
+            convert(src, "tiff", "zarr", work / f"ingest-warm-{workers}.zarr", scheduler=addr)
+            t = time.perf_counter()
+            out = convert(src, "tiff", "zarr", work / f"ingest-{workers}.zarr", scheduler=addr)
+            rates[workers] = n / (time.perf_counter() - t)
+        same = DatasetStore.open(out).checksum == ref
+        rows.append(
+            (f"LocalCluster, {workers} worker process(es)", rates[workers],
+             "store digest identical" if same else "DIGEST DIFFERS")
+        )  # fmt: skip
+    rows.append(("speed-up 2 workers / 1 worker (x)", rates[2] / rates[1], ""))
     return rows
 
 
@@ -400,38 +457,64 @@ def _table(title: str, rows: list[tuple], unit: str) -> None:
         print(f"  {label:<{width}}  {value:>10.2f} {shown:<9} {note}", flush=True)
 
 
+SECTIONS = ("scoring", "loader", "memory", "backends", "sharding", "ingest")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+    )
     args = parser.parse_args()
     q = args.quick
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--only: unknown section(s) {', '.join(unknown)}; known: {SECTIONS}")
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}; S3 = moto ThreadedMotoServer on 127.0.0.1"
+        f"{platform.python_version()}; S3 = moto ThreadedMotoServer on 127.0.0.1; "
+        f"load average at start {os.getloadavg()[0]:.2f}"
     )
     work = Path(tempfile.mkdtemp(prefix="cellbench-scale-"))
     os.environ.setdefault("CELLBENCH_HOME", str(work / "home"))
     os.environ["OMP_NUM_THREADS"] = "1"
-    s3 = S3()
+    needs_s3 = {"loader", "memory", "backends", "sharding"} & set(only)
+    s3 = S3() if needs_s3 else None
     try:
         t0 = time.perf_counter()
-        _table("1. scoring throughput, instance split of "
-               f"{200 if q else 2000} images of 64x64", bench_scoring(work, 200 if q else 2000, 64),
-               "images/s")  # fmt: skip
-        _table("2. training reads, random 64x64 patches (image + mask) from 256x256 images",
-               bench_loader(work, s3, 20 if q else 100, 256, 200 if q else 2000),
-               "patches/s")  # fmt: skip
-        sizes = (25, 100) if q else (50, 200)
-        _table("3. peak memory of scoring streamed from S3 (fresh process each)",
-               bench_memory(work, s3, sizes, 256), "MiB")  # fmt: skip
-        _table("4. raw reads of every object of a 200-image store from the S3 server",
-               bench_backends(work, s3), "obj/s")  # fmt: skip
-        _table("5. sharding: 2048 x 2048 uint16 images on the S3 server",
-               bench_sharding(work, s3, 2 if q else 8, 2048, 50 if q else 200), "")  # fmt: skip
+        if "scoring" in only:
+            _table("1. scoring throughput, instance split of "
+                   f"{200 if q else 2000} images of 64x64",
+                   bench_scoring(work, 200 if q else 2000, 64), "images/s")  # fmt: skip
+        if "loader" in only:
+            _table("2. training reads, random 64x64 patches (image + mask) from 256x256 images",
+                   bench_loader(work, s3, 20 if q else 100, 256, 200 if q else 2000),
+                   "patches/s")  # fmt: skip
+        if "memory" in only:
+            sizes = (25, 100) if q else (50, 200)
+            _table("3. peak memory of scoring streamed from S3 (fresh process each)",
+                   bench_memory(work, s3, sizes, 256), "MiB")  # fmt: skip
+        if "backends" in only:
+            _table("4. raw reads of every object of a 200-image store from the S3 server",
+                   bench_backends(work, s3), "obj/s")  # fmt: skip
+        if "sharding" in only:
+            _table("5. sharding: 2048 x 2048 uint16 images on the S3 server",
+                   bench_sharding(work, s3, 2 if q else 8, 2048, 50 if q else 200),
+                   "")  # fmt: skip
+        if "ingest" in only:
+            _table("6. ingest (convert a TIFF folder to a store), "
+                   f"{100 if q else 500} images of 256x256",
+                   bench_ingest(work, 100 if q else 500, 256), "images/s")  # fmt: skip
         print(f"\ntotal {time.perf_counter() - t0:.0f} s; peak RSS of this process "
-              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")  # fmt: skip
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
+              f"load average at end {os.getloadavg()[0]:.2f}")  # fmt: skip
     finally:
-        s3.stop()
+        if s3 is not None:
+            s3.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

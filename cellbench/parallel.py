@@ -1,4 +1,4 @@
-"""Scoring and store verification as Dask graphs: one task per sample or array, same reduction.
+"""Scoring, store verification and ingest as Dask graphs: one task per item, same reduction.
 
 cellbench does not schedule work itself; it hands independent per-item tasks to Dask and keeps
 the reduction it already has:
@@ -11,6 +11,12 @@ the reduction it already has:
   whatever the scheduler and the number of workers.
 * verification: :func:`verify_arrays` checks one store array per task (chunk files against the
   manifest, then the decoded content's sha256).
+* ingest: :func:`ingest_items` reads and checks one image or sequence of a source per task (a
+  format's ``read_item`` hook) and writes it as a one-sample part beside the store being
+  built (chunks compressed and hashed on the worker); the driver adopts the parts in the
+  source's order, a bounded window at a time (:func:`imap_ordered`), so the store is the one
+  the sequential path builds. :func:`read_items` hands the samples themselves back in order
+  (for targets other than a store: the target format's writer runs in the driver).
 
 Schedulers (``--scheduler``): ``synchronous`` (one thread, for debugging), ``threads`` (Dask's
 local thread pool), ``processes`` (Dask's local process pool) or the address of a running
@@ -28,9 +34,10 @@ reruns its tasks elsewhere and the result is unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -111,6 +118,109 @@ def map_ordered(
 
         with _Bar():
             return list(dask.compute(*tasks, scheduler=scheduler))
+
+
+def imap_ordered(
+    fn: Callable[..., Any],
+    items: Sequence[tuple[Any, ...]],
+    *,
+    scheduler: str,
+    shared: tuple[Any, ...] = (),
+    window: int | None = None,
+) -> Iterator[Any]:
+    """Yield ``fn(*shared, *item)`` for each item, in order, as one Dask task per item.
+
+    Unlike :func:`map_ordered`, results are handed over as soon as they are next in order and
+    at most about ``window`` results are held or in flight at once (two windows for the local
+    schedulers, whose next batch runs while the current one is consumed), so a consumer that
+    writes each result keeps memory bounded whatever the number of items.
+
+    Args:
+        fn: A module-level (picklable) function.
+        items: Per-task arguments.
+        scheduler: ``synchronous``, ``threads``, ``processes`` or a distributed address.
+        shared: Arguments common to every task (sent once, not once per task).
+        window: Tasks in flight (default: twice the workers' threads, at least 4).
+    """
+    if not items:
+        return
+    if "://" in scheduler:
+        yield from _imap_distributed(fn, items, scheduler, shared, window)
+        return
+    import concurrent.futures as cf
+
+    import dask
+
+    workers = os.cpu_count() or 1
+    size = window or max(4, 2 * workers)
+    common = [dask.delayed(a, traverse=False) if _big(a) else a for a in shared]
+    pool: cf.Executor | None = None
+    if scheduler == "threads":
+        pool = cf.ThreadPoolExecutor(workers)
+    elif scheduler == "processes":
+        import multiprocessing
+
+        pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def run(batch: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+        tasks = [dask.delayed(fn, pure=False)(*common, *item) for item in batch]
+        extra = {"pool": pool} if pool is not None else {}
+        return dask.compute(*tasks, scheduler=scheduler, **extra)
+
+    batches = [items[i : i + size] for i in range(0, len(items), size)]
+    try:
+        with cf.ThreadPoolExecutor(1) as driver:
+            pending = driver.submit(run, batches[0])
+            for k in range(len(batches)):
+                results = pending.result()
+                if k + 1 < len(batches):
+                    pending = driver.submit(run, batches[k + 1])
+                yield from results
+                del results
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _imap_distributed(
+    fn: Callable[..., Any],
+    items: Sequence[tuple[Any, ...]],
+    address: str,
+    shared: tuple[Any, ...],
+    window: int | None,
+) -> Iterator[Any]:
+    from collections import deque
+
+    from distributed import Client
+    from distributed import wait as distributed_wait
+
+    with Client(address, set_as_default=False) as client:
+        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+        size = window or max(4, 2 * threads)
+        # a list of one: a dict scattered bare would become one future per value
+        common = [client.scatter([a], broadcast=True)[0] if _big(a) else a for a in shared]
+        todo = iter(items)
+        pending: deque[Any] = deque()
+
+        def submit_next() -> None:
+            item = next(todo, None)
+            if item is not None:
+                pending.append(client.submit(fn, *common, *item, pure=False))
+
+        for _ in range(size):
+            submit_next()
+        try:
+            while pending:
+                future = pending.popleft()
+                result = future.result()
+                future.release()
+                submit_next()
+                yield result
+        finally:
+            if pending:  # the consumer stopped early: let the window's tasks end (a worker
+                # cannot stop a running task, and the caller removes what they write next)
+                with contextlib.suppress(Exception):
+                    distributed_wait(list(pending), timeout=120)
 
 
 def _big(obj: Any) -> bool:
@@ -256,3 +366,97 @@ def verify_arrays(
         shared=shared,
     )
     return [line for lines in results for line in lines]
+
+
+# ---------------------------------------------------------------------- ingest
+def _read_item(fmt: Any, src: str, options: dict[str, Any], item: str) -> tuple[Any, list[str]]:
+    """One Dask task: read and check one item of a source with its format's ``read_item``."""
+    from pathlib import Path
+
+    return fmt.read_item(Path(src), item, **options)
+
+
+def read_items(
+    fmt: Any,
+    src: Any,
+    options: dict[str, Any],
+    items: Sequence[str],
+    *,
+    scheduler: str,
+    window: int | None = None,
+) -> Iterator[tuple[Any, list[str]]]:
+    """``(sample or None, problems)`` of each item of ``src``, in order, one Dask task each.
+
+    Args:
+        fmt: The :class:`~cellbench.formats.registry.Format` (with ``read_item``); sent to the
+            workers, which import its module.
+        src: The source (a path every worker can read).
+        options: The reader's options.
+        items: Items from the format's ``items`` listing.
+        scheduler: See :func:`map_ordered`.
+        window: Items read ahead of the consumer (see :func:`imap_ordered`).
+    """
+    yield from imap_ordered(
+        _read_item,
+        [(item,) for item in items],
+        scheduler=scheduler,
+        shared=(fmt, str(src), dict(options)),
+        window=window,
+    )
+
+
+#: The card of a one-sample part store (never closed, so never seen: the store's own card is
+#: written by the writer that adopts the parts).
+_PART_CARD = {"id": "part", "version": "1"}
+
+
+def _ingest_item(
+    fmt: Any,
+    src: str,
+    options: dict[str, Any],
+    parts: str,
+    class_names: dict[str, list[str]] | None,
+    index: int,
+    item: str,
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """One Dask task: read and check one item, then write it as a part of the store."""
+    from pathlib import Path
+
+    from cellbench.errors import ValidationError
+    from cellbench.store.zarr_store import write_part
+
+    sample, problems = fmt.read_item(Path(src), item, **options)
+    if problems or sample is None:
+        return None, list(problems)
+    try:
+        return write_part(Path(parts) / f"{index:08d}", sample, _PART_CARD, class_names), []
+    except ValidationError as err:
+        return None, list(err.problems)
+
+
+def ingest_items(
+    fmt: Any,
+    src: Any,
+    options: dict[str, Any],
+    items: Sequence[str],
+    parts: Any,
+    *,
+    scheduler: str,
+    window: int | None = None,
+    class_names: Mapping[str, list[str]] | None = None,
+) -> Iterator[tuple[dict[str, Any] | None, list[str]]]:
+    """Read each item of ``src`` and write it as a one-sample part, one Dask task per item.
+
+    Yields ``(part record or None, problems)`` per item, in order; part ``k`` is the folder
+    ``parts/<k:08d>`` (see :func:`cellbench.store.zarr_store.write_part`), which the caller
+    adopts into the store it builds. ``parts`` must be on a file system every worker writes to
+    and on the same file system as the store (adopting renames folders). ``class_names`` are
+    the store's class tables (each part checks its sample's label against them).
+    """
+    yield from imap_ordered(
+        _ingest_item,
+        [(k, item) for k, item in enumerate(items)],
+        scheduler=scheduler,
+        shared=(fmt, str(src), dict(options), str(parts), dict(class_names or {})),
+        window=window,
+    )

@@ -50,6 +50,23 @@ def _validate_every_built_store(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(StoreWriter, "close", close)
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """A real ``dask.distributed.LocalCluster``: two worker processes on loopback (per module)."""
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+        worker_dashboard_address=None,
+    ) as c:
+        yield c
+
+
 @pytest.fixture
 def cli_env() -> dict[str, str]:
     """Environment for running ``python -m cellbench`` in a subprocess from a source checkout."""

@@ -20,21 +20,6 @@ CARD = {"id": "toy", "version": "1", "tasks": ["instance-segmentation"]}
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        processes=True,
-        threads_per_worker=1,
-        host="127.0.0.1",
-        dashboard_address=None,
-        worker_dashboard_address=None,
-    ) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """A 40-image store (10 test images) and imperfect predictions of its test split."""
     root = tmp_path_factory.mktemp("par")

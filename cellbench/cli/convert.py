@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cellbench.cli.options import scheduler_option
 from cellbench.cli.output import emit_json, json_option
 from cellbench.formats.registry import format_names
 
@@ -52,13 +53,23 @@ class _FormatsHelp(click.Command):
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--option", "-o", "pairs", multiple=True, metavar="NAME=VALUE", help=_OPTION_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@scheduler_option("the reading, checking and writing of SRC (one task per image or sequence)")
 def convert(
-    src: Path, from_format: str, to: str, dest: Path, pairs: tuple[str, ...], quiet: bool
+    src: Path,
+    from_format: str,
+    to: str,
+    dest: Path,
+    pairs: tuple[str, ...],
+    quiet: bool,
+    scheduler: str | None,
 ) -> None:
     """Convert SRC (format --from) into DEST (format --to).
 
     DEST is written under a temporary name beside it and renamed when complete: after an error
-    or Ctrl-C nothing is left at DEST. Problems of SRC are listed all at once (exit 1).
+    or Ctrl-C nothing is left at DEST. Problems of SRC are listed all at once (exit 1). With
+    --scheduler, each image or sequence of SRC is read, checked and (into a store) written by
+    one Dask task, and this process assembles DEST in SRC's order: the result is identical to
+    the sequential one. On a cluster, SRC and DEST's folder must be on a shared disk.
     """
     from cellbench.formats.convert import STORE_TARGETS, overlap_note, parse_options
     from cellbench.formats.convert import convert as do_convert
@@ -72,9 +83,26 @@ def convert(
             raise click.BadParameter(
                 f"{value!r} is not one of {', '.join(allowed)}", param_hint=flag
             )
+    if scheduler is not None:
+        from cellbench.formats.registry import get_format
+
+        if not get_format(from_format).per_item:
+            click.echo(
+                f"note: format {from_format} has no per-item reader; reading it sequentially "
+                f"(--scheduler {scheduler} not used)",
+                err=True,
+            )
+            scheduler = None
     tally: dict[str, int] = {}
     out = do_convert(
-        src, from_format, to, dest, options=parse_options(pairs), progress=not quiet, tally=tally
+        src,
+        from_format,
+        to,
+        dest,
+        options=parse_options(pairs),
+        progress=not quiet,
+        tally=tally,
+        scheduler=scheduler,
     )
     click.echo(
         f"converted {src} ({from_format}, {tally.get('samples', 0)} samples) to {out} ({to})"

@@ -9,6 +9,17 @@ so an error or Ctrl-C leaves nothing at the destination.
 Format options (``--option NAME=VALUE`` on the command line) go to the reader and/or the writer
 whose function takes a keyword of that name; an option neither takes is refused.
 
+With a ``scheduler`` (``--scheduler``), a source whose format has the per-item hooks
+(``Format.items`` / ``read_item``) is read as one Dask task per image or sequence. Into a store
+(``zarr``, ``hf``) each task also writes its sample as a one-sample part in the scratch folder
+(:func:`cellbench.store.zarr_store.write_part`: chunks compressed and hashed on the worker) and
+this process adopts the parts in the source's order (:meth:`StoreWriter.adopt`) and writes the
+table and manifest; into another format the samples come back in order
+(:func:`cellbench.parallel.read_items`) to that format's writer. Either way at most a window of
+items is in flight, the result is the sequential one (same store digest, same files) whatever
+the scheduler, and problems are listed all at once exactly as the sequential reader lists them.
+A format without the hooks is read sequentially.
+
 Time-lapse formats (``ctc``, ``geff``) hold sequences; a 2D or 3D still image (axes ``cyx`` /
 ``czyx``) written to them becomes a one-frame sequence whose track table has one track per
 object (``id, 0, 0, 0``), the way Cell Tracking Challenge segmentation-only data look.
@@ -16,6 +27,7 @@ object (``id, 0, 0, 0``), the way Cell Tracking Challenge segmentation-only data
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -158,18 +170,22 @@ def _card(dest: Path, tasks: Iterable[str], title: str) -> dict[str, Any]:
 
 def _infer_tasks(sample: Sample) -> list[str]:
     """Tasks a sample's targets can serve (what the written store's card lists)."""
-    from cellbench.tasks import all_tasks
-
     have = {
         f
         for f in ("instances", "semantic", "label", "target", "tracks")
         if getattr(sample, f) is not None
     }
-    have.add("image")
+    return _tasks_serving(have, "t" in sample.axes)
+
+
+def _tasks_serving(fields: Iterable[str], timed: bool) -> list[str]:
+    from cellbench.tasks import all_tasks
+
+    have = {*fields, "image"}
     found = []
     for task in all_tasks():
         need = {f.split("|")[0] for f in task.ground_truth_fields}
-        if need <= have and ("t" in sample.axes) == ("tracks" in need):
+        if need <= have and timed == ("tracks" in need):
             found.append(task.name)
     return found
 
@@ -275,10 +291,23 @@ def convert(
     options: Mapping[str, str] | None = None,
     progress: bool = False,
     tally: dict[str, int] | None = None,
+    scheduler: str | None = None,
 ) -> Path:
     """Read ``src`` as ``from_format`` and write it to ``dest`` as ``to``, atomically.
 
     ``tally``, when given, is filled with counts for :func:`overlap_note`.
+
+    Args:
+        src: The source.
+        from_format: Its format.
+        to: Target format, ``zarr`` or ``hf``.
+        dest: Destination (must not exist).
+        options: Reader and writer options.
+        progress: Show a progress bar.
+        tally: See above.
+        scheduler: Read one item per Dask task on this scheduler (see
+            :func:`cellbench.parallel.resolve_scheduler`); ``None`` reads in this process. A
+            format without per-item hooks is read sequentially either way.
 
     Raises:
         ValidationError: Unknown options, or every problem of the source.
@@ -288,21 +317,179 @@ def convert(
         raise CellbenchError(f"format {from_format!r} can be written but not read")
     writer = None if to in STORE_TARGETS else get_format(to)
     read_opts, write_opts = split_options(dict(options or {}), reader, writer)
-    samples = reader.read(Path(src), **read_opts)
+    total: int | None = None
+    title = f"converted from {from_format}: {Path(src).name}"
+    tasks = reader.tasks if to in STORE_TARGETS and len(reader.tasks) == 1 else ()
     tables = None
     if reader.class_names is not None and to in STORE_TARGETS:  # e.g. image-folder classes
         tables = reader.class_names(Path(src), **read_opts)
+    if scheduler is not None and reader.per_item and to in STORE_TARGETS:
+        return _store_per_item(
+            reader, src, read_opts, to, dest, title=title, tasks=tasks, progress=progress,
+            tally=tally, scheduler=scheduler, class_names=tables,
+        )  # fmt: skip
+    if scheduler is not None and reader.per_item:
+        total, samples = per_item_samples(reader, src, read_opts, scheduler=scheduler)
+    else:
+        samples = reader.read(Path(src), **read_opts)
     return write_target(
         samples,
         to,
         dest,
         options=write_opts,
-        tasks=reader.tasks if to in STORE_TARGETS and len(reader.tasks) == 1 else (),
-        title=f"converted from {from_format}: {Path(src).name}",
+        tasks=tasks,
+        title=title,
         progress=progress,
+        total=total,
         tally=tally,
         class_names=tables,
     )
+
+
+def _store_per_item(
+    reader: Format,
+    src: str | Path,
+    options: Mapping[str, Any],
+    to: str,
+    dest: str | Path,
+    *,
+    title: str,
+    tasks: Iterable[str],
+    progress: bool,
+    tally: dict[str, int] | None,
+    scheduler: str,
+    window: int | None = None,
+    class_names: Mapping[str, list[str]] | None = None,
+) -> Path:
+    """:func:`convert` to a store with one Dask task per item reading *and* writing it.
+
+    Each task writes its sample as a one-sample part in the scratch folder (chunks compressed
+    and hashed on the worker); this process adopts the parts in the source's order into one
+    :class:`~cellbench.store.zarr_store.StoreWriter`, which then writes the table and the
+    manifest, so the store and its digest are the sequential ones. Problems are collected over
+    every item and raised together exactly as the sequential reader raises them; nothing is
+    left at ``dest``.
+    """
+    from tqdm.auto import tqdm
+
+    from cellbench.parallel import ingest_items
+    from cellbench.store.scratch import make_scratch
+    from cellbench.store.zarr_store import StoreWriter
+
+    dest = Path(dest)
+    if dest.exists() or dest.is_symlink():
+        raise CellbenchError(f"{dest}: already exists; choose a new destination")
+    assert reader.items is not None
+    listing = reader.items(Path(src), **options)
+    scratch = make_scratch(dest.parent, prefix=f".{dest.name}.")
+    try:
+        out = scratch / "out"
+        store_path = out if to == "zarr" else scratch / "store.zarr"
+        parts = scratch / "parts"
+        parts.mkdir()
+        problems = list(listing.problems)
+        writer: StoreWriter | None = None
+        results = ingest_items(
+            reader,
+            Path(src).absolute(),
+            dict(options),
+            listing.items,
+            parts,
+            scheduler=scheduler,
+            window=window,
+            class_names=class_names,
+        )
+        # closed (tasks finished or cancelled) before the scratch folder is removed
+        with (
+            contextlib.closing(results),
+            tqdm(
+                total=len(listing.items),
+                desc=f"convert -> {to} ({scheduler})",
+                unit="sample",
+                disable=None if progress else True,
+            ) as bar,
+        ):
+            for k, (part, more) in enumerate(results):
+                bar.update(1)
+                problems += more
+                if problems or part is None:
+                    continue
+                if writer is None:
+                    timed = any("t" in a for a in part["axes"])
+                    card = _card(
+                        store_path, list(tasks) or _tasks_serving(part["fields"], timed), title
+                    )
+                    writer = StoreWriter(
+                        store_path, card, class_names, display_name=str(store_path)
+                    )
+                writer.adopt(parts / f"{k:08d}", part)
+                shutil.rmtree(parts / f"{k:08d}", ignore_errors=True)
+                if tally is not None:
+                    tally["samples"] = tally.get("samples", 0) + 1
+                    n = int(part["row"]["metadata"].get(OVERLAP_KEY, 0) or 0)
+                    if n:
+                        tally["overlapping_samples"] = tally.get("overlapping_samples", 0) + 1
+                        tally["overlapping_objects"] = tally.get("overlapping_objects", 0) + n
+        if problems:
+            raise ValidationError(problems, context=listing.context)
+        if writer is None:
+            raise ValidationError(["no samples to write"])
+        writer.close()
+        if to == "hf":
+            from cellbench.store.hf.export import write_parquet
+            from cellbench.store.zarr_store import DatasetStore
+
+            write_parquet(DatasetStore.open(store_path), out, progress=progress)
+        out.rename(dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return dest
+
+
+def per_item_samples(
+    fmt: Format,
+    src: str | Path,
+    options: Mapping[str, Any],
+    *,
+    scheduler: str,
+    window: int | None = None,
+) -> tuple[int, Iterator[Sample]]:
+    """The samples of ``src`` read one Dask task per item, with ``read``'s semantics.
+
+    The listing runs here, at once (so what stops reading is raised before anything is
+    written); the returned stream yields samples in the source's order. Once a problem is found
+    nothing more is yielded, every item is still read and checked, and all problems (the
+    listing's, then each item's in order) are raised together at the end.
+
+    Returns:
+        The number of items, and the stream.
+
+    Raises:
+        ValidationError: What stops the listing (at once) or every problem (from the stream).
+    """
+    from cellbench.parallel import read_items
+
+    assert fmt.items is not None
+    listing = fmt.items(Path(src), **options)
+
+    def stream() -> Iterator[Sample]:
+        problems = list(listing.problems)
+        results = read_items(
+            fmt,
+            Path(src).absolute(),
+            dict(options),
+            listing.items,
+            scheduler=scheduler,
+            window=window,
+        )
+        for sample, more in results:
+            problems += more
+            if not problems and sample is not None:
+                yield sample
+        if problems:
+            raise ValidationError(problems, context=listing.context)
+
+    return len(listing.items), stream()
 
 
 def export_dataset(

@@ -3,6 +3,12 @@
 A format module defines one module-level ``FORMAT = Format(...)``. :data:`BUILTIN` maps each
 format name to ``"module:attribute"`` so that nothing is imported until a format is used (the
 CLI stays fast and the light install needs no optional dependency it does not use).
+
+Formats may also offer the optional per-item protocol (:attr:`Format.items` and
+:attr:`Format.read_item`): a cheap listing of the source's items (one per image or sequence)
+and a reader of one item. ``cellbench convert --scheduler`` runs one Dask task per item with
+them; formats without them are read sequentially through :attr:`Format.read`, which stays the
+reference (reading every listed item must give exactly what ``read`` yields).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import importlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cellbench.errors import CellbenchError
 from cellbench.store.sample import Sample
@@ -30,6 +36,30 @@ Validator = Callable[..., list[str]]
 ClassTables = Callable[..., dict[str, list[str]]]
 
 
+class ItemList(NamedTuple):
+    """What :attr:`Format.items` returns: a source's items and the problems of the listing.
+
+    Attributes:
+        items: One name per sample (an image, a sequence), in the order ``read`` yields them.
+        problems: Problems found while listing (an unpaired file, a bad record); reading the
+            items still goes on so every problem is reported at once, as ``read`` does.
+        context: What the problems are about (the file or folder ``read``'s error names).
+    """
+
+    items: list[str]
+    problems: list[str]
+    context: str
+
+
+#: ``items(src, **options) -> ItemList``: list a source cheaply (no pixel data read). Raises
+#: :class:`~cellbench.errors.ValidationError` when nothing can be listed (not a folder, an
+#: unreadable index file, a bad option), exactly as ``read`` does.
+ItemLister = Callable[..., ItemList]
+#: ``read_item(src, item, **options) -> (sample or None, problems)``: read and validate one
+#: item; the problem lines are those ``read`` reports for it (never raises for bad input).
+ItemReader = Callable[..., tuple[Sample | None, list[str]]]
+
+
 @dataclass(frozen=True)
 class Format:
     """One on-disk format and what cellbench can do with it.
@@ -45,6 +75,9 @@ class Format:
             one-line help each (the CLI exposes them as ``--option NAME=VALUE``).
         class_names: The class tables of a source, for formats whose samples index one
             (classification labels), or ``None``.
+        items: Lists the items of a source (optional; with :attr:`read_item`, enables one
+            task per item). Takes the same options as :attr:`read`.
+        read_item: Reads one listed item (optional). Takes the same options as :attr:`read`.
     """
 
     name: str
@@ -55,6 +88,13 @@ class Format:
     validate: Validator | None = None
     options: dict[str, str] = field(default_factory=dict)
     class_names: ClassTables | None = None
+    items: ItemLister | None = None
+    read_item: ItemReader | None = None
+
+    @property
+    def per_item(self) -> bool:
+        """Whether the format can be read one item at a time (both hooks present)."""
+        return self.read is not None and self.items is not None and self.read_item is not None
 
 
 #: Built-in formats, ``name -> "module:attribute"`` (imported on first use).
@@ -118,3 +158,30 @@ def write_samples(name: str, samples: Iterable[Sample], dest: str | Path, **opti
     if fmt.write is None:
         raise CellbenchError(f"format {name!r} can be read but not written")
     fmt.write(samples, Path(dest), **options)
+
+
+def read_by_items(fmt: Format, src: str | Path, **options: Any) -> Iterator[Sample]:
+    """Stream ``src`` through the per-item hooks, in one process, with ``read``'s semantics.
+
+    Every item is read and checked; once a problem is found nothing more is yielded, and every
+    problem (the listing's first, then each item's in order) is raised together at the end.
+    This is the sequential form of what ``convert --scheduler`` does with one task per item.
+
+    Raises:
+        CellbenchError: The format has no per-item hooks.
+        ValidationError: Every problem found.
+    """
+    from cellbench.errors import ValidationError
+
+    if not fmt.per_item:
+        raise CellbenchError(f"format {fmt.name!r} cannot be read one item at a time")
+    assert fmt.items is not None and fmt.read_item is not None
+    listing = fmt.items(Path(src), **options)
+    problems = list(listing.problems)
+    for item in listing.items:
+        sample, more = fmt.read_item(Path(src), item, **options)
+        problems += more
+        if not problems and sample is not None:
+            yield sample
+    if problems:
+        raise ValidationError(problems, context=listing.context)

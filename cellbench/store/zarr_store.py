@@ -456,6 +456,56 @@ class StoreWriter:
             }
         )
 
+    def part(self) -> dict[str, Any]:
+        """What :meth:`adopt` needs of the one sample this writer wrote (see :func:`write_part`)."""
+        if len(self._rows) != 1:
+            raise StoreError(f"{self.path}: a part holds one sample, not {len(self._rows)}")
+        return {
+            "row": self._rows[0],
+            "entries": self._entries,
+            "fields": sorted(self._fields),
+            "axes": sorted(self._axes),
+            "format": self.fmt.version,
+        }
+
+    def adopt(self, part_path: str | Path, part: Mapping[str, Any]) -> None:
+        """Move a sample written by :func:`write_part` into this store, as :meth:`add` would.
+
+        The part's sample folders (``images/<id>``, ``tracks/<id>`` ...) are renamed into this
+        store (same file system: cheap and atomic per folder) and its manifest entries, table
+        row, fields and axes recorded, so the store is the one :meth:`add` builds from the same
+        samples in the same order.
+
+        Raises:
+            ValidationError: A duplicate sample id.
+        """
+        sid = part["row"]["id"]
+        if sid in self._ids:
+            raise ValidationError(
+                [f"sample {sid!r}: duplicate id"], context=f"writing store {self.display_name}"
+            )
+        part_fmt = FORMATS[str(part["format"])]
+        if part_fmt.sparse_seg and not self.fmt.sparse_seg:
+            if not self.fmt.manifest_covers_metadata:
+                raise ValidationError(
+                    [
+                        f"sample {sid!r}: store format {self.fmt.version} cannot hold sparse "
+                        "SEG truth (format 3 or later can)"
+                    ],
+                    context=f"writing store {self.display_name}",
+                )
+            self.fmt = part_fmt  # format 3 = format 2 + SEG truth, as add() switches
+        src = Path(part_path)
+        for top in sorted(p.name for p in src.iterdir() if p.is_dir()):
+            self.root.require_group(top)
+            for child in sorted((src / top).iterdir()):
+                child.rename(self.path / top / child.name)
+        self._ids.add(sid)
+        self._axes.update(part["axes"])
+        self._fields.update(part["fields"])
+        self._entries.update(part["entries"])
+        self._rows.append(part["row"])
+
     def close(self) -> dict[str, Any]:
         """Write the samples table, root attributes and manifest; mark the store complete.
 
@@ -518,6 +568,36 @@ class StoreWriter:
                 continue  # the root's attributes are covered by the digest itself
             nodes[rel] = checksums.node_entry(json.loads(meta_file.read_bytes()))
         return nodes
+
+
+def write_part(
+    path: str | Path,
+    sample: Sample,
+    card: Mapping[str, Any],
+    class_names: Mapping[str, Sequence[str]] | None = None,
+    *,
+    fmt: StoreFormat = CURRENT_FORMAT,
+    sparse: Collection[str] = (),
+) -> dict[str, Any]:
+    """Write one sample as a one-sample store at ``path``, for :meth:`StoreWriter.adopt`.
+
+    Lets several processes write the samples of one store (each into its own part folder beside
+    it) while one writer adopts them in order: the chunk files, their sha256 and every other
+    manifest entry are computed where the sample was read. ``path`` is replaced if it exists
+    (a rerun of a task whose worker died).
+
+    Returns:
+        The part's record (table row, manifest entries, fields, axes, store format).
+
+    Raises:
+        ValidationError: Every problem of the sample.
+    """
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    writer = StoreWriter(path, card, class_names, fmt=fmt, sparse=sparse)
+    writer.add(sample)
+    return writer.part()
 
 
 def build_store(

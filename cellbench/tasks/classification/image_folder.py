@@ -43,7 +43,7 @@ from cellbench.formats.images import (
     write_image,
     write_sidecar,
 )
-from cellbench.formats.registry import Format
+from cellbench.formats.registry import Format, ItemList
 from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
 
 METADATA_CSV = "metadata.csv"
@@ -235,8 +235,27 @@ def read_image_folder(
         metadata: A metadata CSV (default ``<root>/metadata.csv`` when present).
 
     Raises:
-        ValidationError: Every layout and CSV problem at once, then a bad image.
+        ValidationError: Every layout and CSV problem at once (before any sample); else every
+            bad image at once, at the end (nothing more is yielded once one is found).
     """
+    scanned = _scan_all(src, split, classes, metadata)
+    problems: list[str] = []
+    for item in scanned[0]:
+        sample, more = _item_sample(scanned, src, item)
+        problems += more
+        if not problems and sample is not None:
+            yield sample
+    if problems:
+        raise ValidationError(problems, context=str(Path(src)))
+
+
+_SCANS: dict[tuple[Any, ...], tuple[dict[str, dict[str, Any]], dict[str, int], dict]] = {}
+
+
+def _scan_all(
+    src: str | Path, split: str, classes: str | Iterable[str] | None, metadata: str | None
+) -> tuple[dict[str, dict[str, Any]], dict[str, int], dict]:
+    """Entries by id, class index and sidecar records; raises every layout problem at once."""
     root = Path(src)
     problems = [] if split in SPLITS else [f"split={split!r}: expected one of {SPLITS}"]
     entries, table, more = _scan(root, _names(classes), metadata, split)
@@ -244,14 +263,76 @@ def read_image_folder(
     problems += more + more2
     if problems:
         raise ValidationError(problems, context=str(root))
-    index = {c: i for i, c in enumerate(table)}
-    records = sidecar.get("samples", {})
-    for entry in entries:
-        sample, problems = _load(entry, index)
-        if problems or sample is None:
-            raise ValidationError(problems, context=str(root))
-        apply_record(sample, records.get(sample.id))  # the sidecar's metadata replaces ours
-        yield sample
+    return (
+        {e["id"]: e for e in entries},
+        {c: i for i, c in enumerate(table)},
+        sidecar.get("samples", {}),
+    )
+
+
+def _scanned(
+    src: str | Path, split: str, classes: str | Iterable[str] | None, metadata: str | None
+) -> tuple[dict[str, dict[str, Any]], dict[str, int], dict]:
+    """:func:`_scan_all`, kept per process while the folders are unchanged.
+
+    One scan per worker rather than one per image; the stamp covers the root, split and class
+    folders (two levels), the metadata CSV and the sidecar.
+    """
+    root = Path(src)
+    dirs = [root, *(d for d in root.iterdir() if d.is_dir())] if root.is_dir() else [root]
+    dirs += [d for top in dirs[1:] for d in top.iterdir() if d.is_dir()]
+    files = [root / SIDECAR, Path(metadata) if metadata else root / "metadata.csv"]
+    stamp = tuple(p.stat().st_mtime_ns if p.exists() else -1 for p in [*dirs, *files])
+    names = _names(classes)
+    key = (str(root.absolute()), split, tuple(names or ()), metadata, stamp)
+    found = _SCANS.get(key)
+    if found is None:
+        found = _scan_all(src, split, classes, metadata)
+        _SCANS.clear()
+        _SCANS[key] = found
+    return found
+
+
+def _item_sample(
+    scanned: tuple[dict[str, dict[str, Any]], dict[str, int], dict], src: str | Path, item: str
+) -> tuple[Sample | None, list[str]]:
+    entries, index, records = scanned
+    entry = entries.get(item)
+    if entry is None:
+        return None, [f"{item}: not an image of {src}"]
+    sample, problems = _load(entry, index)
+    if problems or sample is None:
+        return None, problems
+    apply_record(sample, records.get(sample.id))  # the sidecar's metadata replaces ours
+    return sample, []
+
+
+def image_folder_items(
+    src: str | Path,
+    *,
+    split: str = "train",
+    classes: str | Iterable[str] | None = None,
+    metadata: str | None = None,
+) -> ItemList:
+    """The sample ids of an image folder, in read order (the per-item listing).
+
+    Raises:
+        ValidationError: Every layout and CSV problem at once.
+    """
+    entries, _, _ = _scanned(src, split, classes, metadata)
+    return ItemList(list(entries), [], str(Path(src)))
+
+
+def read_image_folder_item(
+    src: str | Path,
+    item: str,
+    *,
+    split: str = "train",
+    classes: str | Iterable[str] | None = None,
+    metadata: str | None = None,
+) -> tuple[Sample | None, list[str]]:
+    """Sample ``item`` of an image folder and its problems (see :func:`read_image_folder`)."""
+    return _item_sample(_scanned(src, split, classes, metadata), src, item)
 
 
 def image_folder_problems(
@@ -342,4 +423,6 @@ FORMAT = Format(
         "class_name metadata)",
     },
     class_names=class_tables,
+    items=image_folder_items,
+    read_item=read_image_folder_item,
 )

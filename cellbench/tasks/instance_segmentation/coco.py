@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.formats.registry import Format
+from cellbench.formats.registry import Format, ItemList
 from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
 
 #: The JSON file name the writer uses (and the reader looks for inside a folder).
@@ -511,35 +511,123 @@ def read_coco(
     Raises:
         ValidationError: Every problem found (file, image id, expectation).
     """
+    path, folder, imgs, by_image, problems = _indexed(src, images, overlaps, split)
+    if image_ids is not None:
+        wanted = {int(i) for i in image_ids}
+        imgs = [img for img in imgs if img["id"] in wanted]
+    for img in imgs:
+        sample, more = _image_sample(path, folder, img, by_image, overlaps, split, locate_image)
+        problems += more
+        if problems or sample is None:
+            continue
+        yield sample
+    if problems:
+        raise ValidationError(problems, context=str(path))
+
+
+def _check_options(overlaps: str, split: str) -> None:
     if overlaps not in OVERLAP_CHOICES:
         raise ValidationError([f"overlaps={overlaps!r}: expected keep or resolve"])
     if split not in SPLITS:
         raise ValidationError([f"split={split!r}: expected one of {', '.join(SPLITS)}"])
+
+
+def _indexed(
+    src: str | os.PathLike, images: str | os.PathLike | None, overlaps: str, split: str
+) -> tuple[Path, Path, list[dict], dict[int, list[dict]], list[str]]:
+    """Check the options, find and parse the JSON, index it (raises what ``read`` raises)."""
+    _check_options(overlaps, split)
     path, folder = locate(src, images)
     data, problems = load_json(path)
     if problems:
         raise ValidationError(problems, context=str(path))
     imgs, by_image, problems = coco_index(data, path.name)
+    return path, folder, imgs, by_image, problems
+
+
+def _image_sample(
+    path: Path,
+    folder: Path,
+    img: dict,
+    by_image: dict[int, list[dict]],
+    overlaps: str,
+    split: str,
+    locate_image: Callable[[str], Path] | None,
+) -> tuple[Sample | None, list[str]]:
+    """One image record read, painted and checked: the sample (or None) and its problems."""
+    where = f"{path.name}: image id {img['id']} ({img['file_name']})"
+    image, more = _read_image(folder, img, where, locate_image)
+    rles, bad = _image_rles(img, by_image[img["id"]], path.name, check_boxes=False)
+    more += bad
+    labels, overlapping, bad = (
+        _labels(rles, img["height"], img["width"], overlaps, where) if not bad else (None, 0, [])
+    )
+    more += bad
+    if more or image is None or labels is None:
+        return None, more
+    return _sample(img, image, labels, overlapping, split), []
+
+
+_INDEXES: dict[tuple[Any, ...], tuple[Any, dict[str, dict]]] = {}
+
+
+def _indexed_cached(
+    src: str | os.PathLike, images: str | os.PathLike | None, overlaps: str, split: str
+) -> tuple[tuple[Path, Path, list[dict], dict[int, list[dict]], list[str]], dict[str, dict]]:
+    """:func:`_indexed`, parsed once per process while the JSON file is unchanged.
+
+    Per-item tasks each need one image record; parsing the JSON once per worker process rather
+    than once per image keeps ingest linear (the price: each worker holds the parsed JSON).
+    """
+    _check_options(overlaps, split)
+    path, _ = locate(src, images)
+    st = path.stat()
+    key = (str(path.resolve()), str(images), overlaps, split, st.st_mtime_ns, st.st_size)
+    found = _INDEXES.get(key)
+    if found is None:
+        indexed = _indexed(src, images, overlaps, split)
+        found = (indexed, {str(img["id"]): img for img in indexed[2]})
+        _INDEXES.clear()  # one JSON at a time: a large one is big enough
+        _INDEXES[key] = found
+    return found
+
+
+def coco_items(
+    src: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    overlaps: str = "keep",
+    split: str = "train",
+    image_ids: Iterable[int] | None = None,
+    locate_image: Callable[[str], Path] | None = None,
+) -> ItemList:
+    """The image ids of a COCO JSON (the per-item listing; see ``Format.items``).
+
+    Takes :func:`read_coco`'s options; raises what it raises before reading any image.
+    """
+    (path, _, imgs, _, problems), _ = _indexed_cached(src, images, overlaps, split)
     if image_ids is not None:
         wanted = {int(i) for i in image_ids}
         imgs = [img for img in imgs if img["id"] in wanted]
-    for img in imgs:
-        where = f"{path.name}: image id {img['id']} ({img['file_name']})"
-        image, more = _read_image(folder, img, where, locate_image)
-        rles, bad = _image_rles(img, by_image[img["id"]], path.name, check_boxes=False)
-        more += bad
-        labels, overlapping, bad = (
-            _labels(rles, img["height"], img["width"], overlaps, where)
-            if not bad
-            else (None, 0, [])
-        )
-        more += bad
-        problems += more
-        if problems or image is None or labels is None:
-            continue
-        yield _sample(img, image, labels, overlapping, split)
-    if problems:
-        raise ValidationError(problems, context=str(path))
+    return ItemList([str(img["id"]) for img in imgs], list(problems), str(path))
+
+
+def read_coco_item(
+    src: str | os.PathLike,
+    item: str,
+    *,
+    images: str | os.PathLike | None = None,
+    overlaps: str = "keep",
+    split: str = "train",
+    image_ids: Iterable[int] | None = None,
+    locate_image: Callable[[str], Path] | None = None,
+) -> tuple[Sample | None, list[str]]:
+    """The sample of image id ``item`` of a COCO JSON and its problems (:func:`read_coco`)."""
+    (path, folder, _, by_image, _), by_id = _indexed_cached(src, images, overlaps, split)
+    img = by_id.get(item)
+    if img is None:
+        return None, [f"{path.name}: image id {item} not in 'images'"]
+    return _image_sample(path, folder, img, by_image, overlaps, split, locate_image)
 
 
 def coco_problems(
@@ -688,4 +776,6 @@ FORMAT = Format(
         "segmentation": "write: rle (exact, default) or polygon",
         "category": "write: the category name (default cell)",
     },
+    items=coco_items,
+    read_item=read_coco_item,
 )

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.formats.registry import Format
+from cellbench.formats.registry import Format, ItemList
 from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
 from cellbench.tasks.instance_segmentation.coco import read_image_file
 
@@ -177,6 +177,46 @@ def read_tiff_folder(src: str | os.PathLike, *, split: str = "train") -> Iterato
         raise ValidationError(problems, context=str(root))
 
 
+_SCANS: dict[tuple[str, str], tuple[tuple[int, ...], tuple]] = {}
+
+
+def _scan_cached(root: Path, split: str) -> tuple[dict, dict[str, Any], list[str], list[str]]:
+    """:func:`_scan`, kept per process while the folders and the sidecar are unchanged.
+
+    A per-item task needs the file of one id; listing the folders once per worker process
+    rather than once per item keeps a large folder's ingest linear.
+    """
+    stamp = tuple(
+        (root / sub).stat().st_mtime_ns if (root / sub).exists() else -1
+        for sub in (IMAGES, MASKS, SIDECAR)
+    )
+    key = (str(root.resolve()), split)
+    found = _SCANS.get(key)
+    if found is None or found[0] != stamp:
+        if len(_SCANS) > 8:
+            _SCANS.clear()
+        found = (stamp, _scan(root, split))
+        _SCANS[key] = found
+    return found[1]
+
+
+def tiff_items(src: str | os.PathLike, *, split: str = "train") -> ItemList:
+    """The sample ids of a TIFF folder (the per-item listing; see ``Format.items``)."""
+    root = Path(src)
+    _, _, ids, problems = _scan_cached(root, split)
+    return ItemList(list(ids), list(problems), str(root))
+
+
+def read_tiff_item(
+    src: str | os.PathLike, item: str, *, split: str = "train"
+) -> tuple[Sample | None, list[str]]:
+    """One ``images/<id>`` + ``masks/<id>`` pair (``item`` = the id) and its problems."""
+    files, meta, ids, _ = _scan_cached(Path(src), split)
+    if item not in ids:
+        return None, [f"{item}: no image/mask pair (expected images/{item}.tif + masks/)"]
+    return _sample(item, files, meta, split)
+
+
 def _pieces(labels: np.ndarray, name: str) -> list[str]:
     """Labels made of more than one connected piece (full connectivity)."""
     from skimage.measure import label as cc_label
@@ -259,4 +299,6 @@ FORMAT = Format(
     write=write_tiff_folder,
     validate=tiff_folder_problems,
     options={"split": "read: split of every sample without a cellbench.json (default train)"},
+    items=tiff_items,
+    read_item=read_tiff_item,
 )

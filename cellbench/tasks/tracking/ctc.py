@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.formats.registry import Format
+from cellbench.formats.registry import Format, ItemList
 from cellbench.metrics.base import Metric, MetricResult
 from cellbench.metrics.tracking import (
     CTCMeasures,
@@ -961,17 +961,58 @@ def read_ctc_dataset(
         sequences: Only these sequences (default: all); a string is split at commas.
 
     Yields:
-        One sample per sequence, in name order.
+        One sample per sequence, in name order. Problems of one sequence do not stop the check
+        of the others: once any is found nothing more is yielded, and every problem is raised
+        together at the end.
 
     Raises:
-        ValidationError: Listing every problem of a sequence (file, frame, expectation).
+        ValidationError: Listing every problem of every sequence (file, frame, expectation).
     """
     root = Path(src)
+    names = _listing(root, seg, sequences)
+    meta, _ = read_sidecar(root)
+    problems: list[str] = []
+    for name in names:
+        reader = _SequenceReader(root, name, seg, check=False)
+        sample, more = _upfront(reader, meta, split)
+        if more or problems or sample is None:
+            # Not yielded: check every frame now, so all problems are listed together.
+            reader.read_all()
+            problems += _sequence_problems(reader, more)
+            continue
+        yield sample  # the consumer reads its frames one at a time ...
+        reader.read_all()  # ... and whatever it did not read is checked here
+        problems += reader.problems()
+    if problems:
+        raise ValidationError(problems, context=str(root))
+
+
+def _upfront(
+    reader: _SequenceReader, meta: dict[str, Any], split: str
+) -> tuple[Sample | None, list[str]]:
+    """The lazy sample of a sequence and the problems found before any frame is read."""
+    problems = reader.problems()
+    if reader.image_shape is None and not problems:
+        problems = [f"{reader.seq_dir.name}/: no readable t###.tif frame"]
+    if problems:
+        return None, problems
+    sample = reader.sample(meta, split)  # what the sidecar says must fit the frames
+    return sample, [f"sample {sample.id!r}: {p}" for p in sample.problems()]
+
+
+def _sequence_problems(reader: _SequenceReader, upfront: list[str]) -> list[str]:
+    """Every problem of a fully read sequence, the up-front ones not repeated."""
+    found = reader.problems()
+    return found + [p for p in upfront if p not in found]
+
+
+def _listing(root: Path, seg: str, sequences: Sequence[str] | str | None) -> list[str]:
+    """The sequences to read; raises what stops reading (bad option, folder or sidecar)."""
     if seg not in _SEG_CHOICES:
         raise ValidationError([f"seg={seg!r}: expected one of {', '.join(_SEG_CHOICES)}"])
     if not root.is_dir():
         raise ValidationError([f"{root}: not a folder (expected a CTC dataset folder)"])
-    meta, problems = read_sidecar(root)
+    _, problems = read_sidecar(root)
     if problems:
         raise ValidationError(problems, context=str(root))
     names = _sequences(root)
@@ -992,20 +1033,47 @@ def read_ctc_dataset(
         raise ValidationError(
             [f"{root}: no sequence folder with t###.tif frames (expected 01/, 02/, ...)"]
         )
-    for name in names:
-        reader = _SequenceReader(root, name, seg, check=False)
-        problems = reader.problems()
-        if not problems and reader.image_shape is not None:
-            sample = reader.sample(meta, split)
-            problems = [f"sample {sample.id!r}: {p}" for p in sample.problems()]
-        if problems or reader.image_shape is None:
-            reader.read_all()  # every problem of the sequence at once
-            raise ValidationError(reader.problems() + problems, context=f"{root} sequence {name}")
-        yield sample  # the consumer reads its frames one at a time ...
-        reader.read_all()  # ... and whatever it did not read is checked here
-        problems = reader.problems()
-        if problems:
-            raise ValidationError(problems, context=f"{root} sequence {name}")
+    return names
+
+
+def ctc_items(
+    src: str | os.PathLike,
+    *,
+    seg: str = "gold",
+    split: str = "train",
+    sequences: Sequence[str] | str | None = None,
+) -> ItemList:
+    """The sequence names of a CTC dataset folder (the per-item listing; ``Format.items``).
+
+    Takes :func:`read_ctc_dataset`'s options and raises what it raises before reading.
+    """
+    root = Path(src)
+    return ItemList(_listing(root, seg, sequences), [], str(root))
+
+
+def read_ctc_item(
+    src: str | os.PathLike,
+    item: str,
+    *,
+    seg: str = "gold",
+    split: str = "train",
+    sequences: Sequence[str] | str | None = None,
+) -> tuple[Any, list[str]]:
+    """Sequence ``item`` of a CTC dataset folder as a sample, and its problems.
+
+    Every frame is read once to check it before the sample is returned (a task writes what it
+    gets, so problems cannot wait until after the write); the sample then reads its frames
+    again, one at a time, as they are written.
+    """
+    root = Path(src)
+    meta, _ = read_sidecar(root)
+    reader = _SequenceReader(root, item, seg, check=False)
+    sample, more = _upfront(reader, meta, split)
+    reader.read_all()
+    problems = _sequence_problems(reader, more)
+    if problems or sample is None:
+        return None, problems
+    return sample, []
 
 
 def ctc_dataset_problems(src: str | os.PathLike, *, seg: str = "gold", **_: Any) -> list[str]:
@@ -1103,6 +1171,8 @@ FORMAT = Format(
         "split": "read only: split of every sequence when no cellbench.json says (default train)",
         "sequences": "read only: the sequences to read (default all)",
     },
+    items=ctc_items,
+    read_item=read_ctc_item,
 )
 
 

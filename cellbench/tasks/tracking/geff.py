@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.formats.registry import Format
+from cellbench.formats.registry import Format, ItemList
 from cellbench.store.sample import Sample
 from cellbench.tasks.tracking.ctc import sidecar_record, write_sidecar
 from cellbench.tracks import TrackedSequence
@@ -392,10 +392,29 @@ def read_geff(src: str | os.PathLike, *, split: str = "train") -> Iterator[Sampl
         split: Split of every sample when no ``cellbench.json`` says.
 
     Yields:
-        One sample per sequence, in name order.
+        One sample per sequence, in name order. Problems of one sequence do not stop the check
+        of the others: once any is found nothing more is yielded, and every problem (each line
+        naming its sequence folder) is raised together at the end.
 
     Raises:
-        ValidationError: Listing every problem of a sequence.
+        ValidationError: Listing every problem of every sequence.
+    """
+    listing = geff_items(src, split=split)
+    problems: list[str] = []
+    for name in listing.items:
+        sample, more = read_geff_item(src, name, split=split)
+        problems += more
+        if not problems and sample is not None:
+            yield sample
+    if problems:
+        raise ValidationError(problems, listing.context)
+
+
+def geff_items(src: str | os.PathLike, *, split: str = "train") -> ItemList:
+    """The sequence folders of a GEFF folder (the per-item listing; see ``Format.items``).
+
+    Raises:
+        ValidationError: No GEFF graph found, or an unreadable ``cellbench.json``.
     """
     root = Path(src)
     folders = _sequence_folders(root) if root.is_dir() else []
@@ -403,29 +422,40 @@ def read_geff(src: str | os.PathLike, *, split: str = "train") -> Iterator[Sampl
         raise ValidationError([f"{root}: no <sample_id>/{GRAPH} GEFF graphs found"])
     from cellbench.tasks.tracking.ctc import read_sidecar
 
-    meta, problems = read_sidecar(root)
+    _, problems = read_sidecar(root)
     if problems:
         raise ValidationError(problems, str(root))
-    for folder in folders:
+    return ItemList([f.name for f in folders], [], str(root))
+
+
+def read_geff_item(
+    src: str | os.PathLike, item: str, *, split: str = "train"
+) -> tuple[Sample | None, list[str]]:
+    """Sequence folder ``item`` as a tracking sample, and its problems (each naming ``item``)."""
+    from cellbench.tasks.tracking.ctc import read_sidecar
+
+    root = Path(src)
+    folder = root / item
+    try:
         seq, image = read_sequence_geff(folder)
-        info = meta.get(folder.name, {})
-        if image is None:
-            raise ValidationError(
-                [f"{folder.name}: no image linked (related object 'image'); a sample needs one"],
-                str(root),
-            )
-        axes = str(info.get("axes", "tczyx" if image.ndim == 5 else "tcyx"))
-        yield Sample(
-            id=folder.name,
-            image=image,
-            axes=axes,
-            channel_names=list(info.get("channel_names", [])),
-            split=str(info.get("split", split)),
-            pixel_size={k: float(v) for k, v in info.get("pixel_size", {}).items()},
-            metadata=dict(info.get("metadata", {})),
-            instances=seq.labels,
-            tracks=seq.tracks,
-        )
+    except ValidationError as err:
+        return None, [f"{item}: {p}" for p in err.problems]
+    if image is None:
+        return None, [f"{item}: no image linked (related object 'image'); a sample needs one"]
+    meta, _ = read_sidecar(root)
+    info = meta.get(item, {})
+    axes = str(info.get("axes", "tczyx" if image.ndim == 5 else "tcyx"))
+    return Sample(
+        id=item,
+        image=image,
+        axes=axes,
+        channel_names=list(info.get("channel_names", [])),
+        split=str(info.get("split", split)),
+        pixel_size={k: float(v) for k, v in info.get("pixel_size", {}).items()},
+        metadata=dict(info.get("metadata", {})),
+        instances=seq.labels,
+        tracks=seq.tracks,
+    ), []
 
 
 def geff_problems(src: str | os.PathLike, **_: Any) -> list[str]:
@@ -455,4 +485,6 @@ FORMAT = Format(
     options={
         "split": "read only: split of every sequence when no cellbench.json says (default train)"
     },
+    items=geff_items,
+    read_item=read_geff_item,
 )
