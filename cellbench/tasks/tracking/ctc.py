@@ -533,16 +533,14 @@ SIDECAR = "cellbench.json"
 
 
 def sidecar_record(sample: Sample) -> dict[str, Any]:
-    """What a :data:`SIDECAR` keeps of a sequence that the track files cannot hold."""
-    return {
-        "axes": sample.axes,
-        "split": sample.split,
-        "channel_names": list(sample.channel_names),
-        "pixel_size": dict(sample.pixel_size),
-        "metadata": {
-            k: v.item() if isinstance(v, np.generic) else v for k, v in sample.metadata.items()
-        },
-    }
+    """What a :data:`SIDECAR` keeps of a sequence that the track files cannot hold.
+
+    The same record as every image-folder format's sidecar (:func:`cellbench.formats.images.
+    sample_record`): axes, split, channel names, pixel sizes and metadata.
+    """
+    from cellbench.formats.images import sample_record
+
+    return sample_record(sample)
 
 
 def write_sidecar(out: Path, records: dict[str, dict[str, Any]]) -> None:
