@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -15,6 +14,8 @@ from cellbench.store.zarr_store import DatasetStore, build_store
 from tests.factories import toy_samples
 
 distributed = pytest.importorskip("distributed")
+
+from tests.dask_helpers import one_worker_killed  # noqa: E402 (needs distributed)
 
 CARD = {"id": "toy", "version": "1", "tasks": ["instance-segmentation"]}
 
@@ -95,40 +96,14 @@ def test_invalid_predictions_list_every_problem_on_a_cluster(scored, cluster, tm
     assert all(sid in p for sid, p in zip(ids[:3], errors[0], strict=True))
 
 
-class _KillFirstWorkerOnce(distributed.WorkerPlugin):
-    """Make the first worker that starts a scoring task die on the spot (os._exit), once."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def transition(self, key, start, finish, **kwargs):
-        if finish != "executing" or "_score_sample" not in str(key):
-            return
-        try:
-            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            return
-        os._exit(1)
-
-
 def test_worker_killed_mid_run_result_unchanged(scored, cluster, tmp_path):
     store, preds, _ = scored
     reference = score("instance-segmentation", store, "test", preds, n_bootstrap=40)
-    marker = tmp_path / "killed"
-    with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
-        before = set(client.scheduler_info()["workers"])
-        client.register_plugin(_KillFirstWorkerOnce(str(marker)), name="kill-once")
-        try:
-            got = score(
-                "instance-segmentation", store, "test", preds,
-                n_bootstrap=40, scheduler=cluster.scheduler_address,
-            )  # fmt: skip
-        finally:
-            client.unregister_worker_plugin("kill-once")
-        assert marker.exists()  # a worker really died while running a task
-        client.wait_for_workers(2, timeout=60)
-        after = set(client.scheduler_info()["workers"])
-    assert before != after  # the nanny replaced the dead worker
+    with one_worker_killed(cluster, tmp_path / "killed", "_score_sample"):
+        got = score(
+            "instance-segmentation", store, "test", preds,
+            n_bootstrap=40, scheduler=cluster.scheduler_address,
+        )  # fmt: skip
     assert _values(got) == _values(reference)
 
 

@@ -8,7 +8,6 @@ store digests (or the written files, byte for byte) must be equal.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,8 @@ from cellbench.store.zarr_store import DatasetStore
 from tests.factories import assert_samples_equal, toy_samples
 
 distributed = pytest.importorskip("distributed")
+
+from tests.dask_helpers import one_worker_killed  # noqa: E402 (needs distributed)
 
 
 def _source(fmt: str, root: Path, n: int = 6) -> Path:
@@ -101,39 +102,13 @@ def test_format_to_format_files_identical_on_a_cluster(sources, cluster, tmp_pat
     assert len(seq) == 13 and seq == par  # 6 images, 6 masks, cellbench.json
 
 
-class _KillFirstWorkerOnce(distributed.WorkerPlugin):
-    """Make the first worker that starts ingesting an item die on the spot (os._exit), once."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def transition(self, key, start, finish, **kwargs):
-        if finish != "executing" or "_ingest_item" not in str(key):
-            return
-        try:
-            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            return
-        os._exit(1)
-
-
 def test_worker_killed_mid_ingest_store_unchanged(sources, cluster, tmp_path):
     reference = DatasetStore.open(convert(sources["ctc"], "ctc", "zarr", tmp_path / "seq.zarr"))
-    marker = tmp_path / "killed"
-    with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
-        before = set(client.scheduler_info()["workers"])
-        client.register_plugin(_KillFirstWorkerOnce(str(marker)), name="kill-once")
-        try:
-            out = convert(
-                sources["ctc"], "ctc", "zarr", tmp_path / "par.zarr",
-                scheduler=cluster.scheduler_address,
-            )  # fmt: skip
-        finally:
-            client.unregister_worker_plugin("kill-once")
-        assert marker.exists()  # a worker really died while reading an item
-        client.wait_for_workers(2, timeout=60)
-        after = set(client.scheduler_info()["workers"])
-    assert before != after  # the nanny replaced the dead worker
+    with one_worker_killed(cluster, tmp_path / "killed", "_ingest_item"):
+        out = convert(
+            sources["ctc"], "ctc", "zarr", tmp_path / "par.zarr",
+            scheduler=cluster.scheduler_address,
+        )  # fmt: skip
     assert DatasetStore.open(out).checksum == reference.checksum
 
 
