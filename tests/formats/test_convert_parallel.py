@@ -44,7 +44,17 @@ def _source(fmt: str, root: Path, n: int = 6) -> Path:
 
 
 #: Every format with per-item hooks needs a source here (the test below checks it).
-SOURCES = ("coco", "ctc", "geff", "image-folder", "tiff")
+SOURCES = (
+    "bbbc-labels",
+    "cellpose",
+    "coco",
+    "ctc",
+    "dsb",
+    "geff",
+    "image-folder",
+    "stardist",
+    "tiff",
+)
 
 
 @pytest.fixture(scope="module")

@@ -146,7 +146,14 @@ def test_dsb_validator_lists_every_problem(tmp_path: Path) -> None:
     assert problems[5].startswith("c/images/c.png: cannot be read")
     with pytest.raises(ValidationError) as err:
         list(read_samples("dsb", tmp_path))
-    assert err.value.problems == [problems[0]]  # layout problems first, before any read
+    # reading reports every problem at once too (all but the pieces check, a validator's)
+    assert err.value.problems == [p for p in problems if "more than one piece" not in p]
+    fmt = get_format("dsb")  # the per-item path reports the same, item by item
+    listing = fmt.items(tmp_path)
+    assert listing.items == ["a", "c"] and listing.problems == [problems[0]]
+    assert sum((fmt.read_item(tmp_path, i)[1] for i in listing.items), []) == [
+        p for p in problems[1:] if "more than one piece" not in p
+    ]
 
 
 def test_dsb_overlap_first_resolves(tmp_path: Path) -> None:
@@ -240,7 +247,9 @@ def test_cellpose_refuses_seg_npy_and_reads_cp_masks(tmp_path: Path) -> None:
     assert len(problems) == 2
     with pytest.raises(ValidationError) as err:
         list(read_samples("cellpose", tmp_path, optional_masks="true"))
-    assert err.value.problems == [problems[0]]
+    assert err.value.problems[0] == problems[0]  # and, all at once, the pickled img03.npy:
+    assert err.value.problems[1].startswith("img03.npy: cannot be read (")
+    assert len(err.value.problems) == 2
     (tmp_path / "img02_seg.npy").unlink()
     with pytest.raises(ValidationError) as err:
         list(read_samples("cellpose", tmp_path, optional_masks="true"))

@@ -35,12 +35,12 @@ from cellbench.formats.images import (
 from cellbench.formats.registry import Format
 from cellbench.store.sample import Sample
 from cellbench.tasks.instance_segmentation.pairs import (
+    Layout,
+    LayoutReader,
     Pair,
-    all_problems,
     check_options,
     listdir,
     start_write,
-    stream,
     writable_problems,
 )
 
@@ -112,6 +112,39 @@ def _options(split: str, masks: str) -> list[str]:
     return out
 
 
+def _scan_cellpose(
+    root: Path,
+    *,
+    split: str = "train",
+    masks: str = "masks",
+    optional_masks: bool | str = False,
+) -> Layout:
+    """A Cellpose folder as a :class:`Layout` (bad options raise at once)."""
+    problems = _options(split, masks)
+    if problems:
+        raise ValidationError(problems)
+    required = str(optional_masks).lower() not in ("true", "1", "yes")
+    pairs, problems = _scan(root, masks, required)
+    sidecar, more = read_sidecar(root)
+    return Layout(
+        root,
+        pairs,
+        problems + more,
+        sidecar.get("samples", {}),
+        {p.id: split for p in pairs},
+        {"kind": "label"},
+    )
+
+
+#: How a Cellpose folder is read (``read``, and ``items``/``read_item`` one image at a time).
+LAYOUT = LayoutReader(
+    name="cellpose",
+    scan=_scan_cellpose,
+    watch=lambda root, **_: [root, root / SIDECAR],
+    options=("split", "masks", "optional_masks"),
+)
+
+
 def read_cellpose(
     src: str | Path,
     *,
@@ -127,36 +160,22 @@ def read_cellpose(
         masks: ``masks`` (``<name>_masks.*``, the truth) or ``cp_masks`` (Cellpose output).
         optional_masks: Accept images without a mask (image-only samples).
 
+    Yields:
+        Samples in name order; once a problem is found nothing more is yielded, every image is
+        still read and checked.
+
     Raises:
-        ValidationError: Every layout problem (``_seg.npy`` files included) at once, then
-            every problem of a bad sample.
+        ValidationError: Every problem at once (``_seg.npy`` files and other layout problems
+            first, then each sample's).
     """
-    root = Path(src)
-    problems = _options(split, masks)
-    if problems:
-        raise ValidationError(problems)
-    required = str(optional_masks).lower() not in ("true", "1", "yes")
-    pairs, problems = _scan(root, masks, required)
-    sidecar, more = read_sidecar(root)
-    yield from stream(
-        root, pairs, problems + more, sidecar.get("samples", {}), split=split, kind="label"
-    )
+    return LAYOUT.read(src, split=split, masks=masks, optional_masks=optional_masks)
 
 
 def cellpose_problems(
     src: str | Path, *, masks: str = "masks", optional_masks: bool | str = False, **_: Any
 ) -> list[str]:
     """Every problem of a Cellpose folder (never raises)."""
-    root = Path(src)
-    problems = _options("train", masks)
-    if problems:
-        return problems
-    required = str(optional_masks).lower() not in ("true", "1", "yes")
-    pairs, problems = _scan(root, masks, required)
-    sidecar, more = read_sidecar(root)
-    return all_problems(
-        root, pairs, problems + more, sidecar.get("samples", {}), split="train", kind="label"
-    )
+    return LAYOUT.validate(src, masks=masks, optional_masks=optional_masks)
 
 
 def write_cellpose(samples: Iterable[Sample], dest: str | Path) -> None:
@@ -183,6 +202,8 @@ FORMAT = Format(
     read=read_cellpose,
     write=write_cellpose,
     validate=cellpose_problems,
+    items=LAYOUT.items,
+    read_item=LAYOUT.read_item,
     options={
         "split": "read only: split of every sample when no cellbench.json says (default train)",
         "masks": "read: 'masks' (<name>_masks.*, default) or 'cp_masks' (Cellpose's "

@@ -37,12 +37,12 @@ from cellbench.formats.images import (
 from cellbench.formats.registry import Format
 from cellbench.store.sample import Sample
 from cellbench.tasks.instance_segmentation.pairs import (
+    Layout,
+    LayoutReader,
     Pair,
-    all_problems,
     check_options,
     listdir,
     start_write,
-    stream,
     writable_problems,
 )
 
@@ -97,6 +97,36 @@ def _options(split: str, overlap: str, masks: str) -> list[str]:
     return out
 
 
+def _scan_dsb(
+    root: Path, *, split: str = "train", overlap: str = "error", masks: str = "required"
+) -> Layout:
+    """A DSB2018/BBBC038 folder as a :class:`Layout` (bad options raise at once)."""
+    problems = _options(split, overlap, masks)
+    if problems:
+        raise ValidationError(problems)
+    pairs, problems = _scan(root, masks)
+    sidecar, more = read_sidecar(root)
+    return Layout(
+        root,
+        pairs,
+        problems + more,
+        sidecar.get("samples", {}),
+        {p.id: split for p in pairs},
+        {"kind": "binary", "overlap": overlap},
+    )
+
+
+#: How a DSB folder is read: ``read`` streams every sample (once a problem is found nothing
+#: more is yielded, every folder is still checked, and all problems are raised together);
+#: ``items``/``read_item`` read one image folder at a time (``convert --scheduler``).
+LAYOUT = LayoutReader(
+    name="dsb",
+    scan=_scan_dsb,
+    watch=lambda root, **_: [root, root / SIDECAR],
+    options=("split", "overlap", "masks"),
+)
+
+
 def read_dsb(
     src: str | Path,
     *,
@@ -113,26 +143,13 @@ def read_dsb(
         masks: ``required`` (an image without masks is a problem) or ``optional``.
 
     Yields:
-        Samples in folder-name order.
+        Samples in folder-name order; once a problem is found nothing more is yielded, every
+        folder is still read and checked.
 
     Raises:
-        ValidationError: Every layout problem at once, then every problem of a bad sample.
+        ValidationError: Every problem at once (the layout's, then each sample's).
     """
-    root = Path(src)
-    problems = _options(split, overlap, masks)
-    if problems:
-        raise ValidationError(problems)
-    pairs, problems = _scan(root, masks)
-    sidecar, more = read_sidecar(root)
-    yield from stream(
-        root,
-        pairs,
-        problems + more,
-        sidecar.get("samples", {}),
-        split=split,
-        kind="binary",
-        overlap=overlap,
-    )
+    return LAYOUT.read(src, split=split, overlap=overlap, masks=masks)
 
 
 def dsb_problems(
@@ -142,21 +159,7 @@ def dsb_problems(
 
     Beyond what reading checks: objects in more than one piece.
     """
-    root = Path(src)
-    problems = _options("train", overlap, masks)
-    if problems:
-        return problems
-    pairs, problems = _scan(root, masks)
-    sidecar, more = read_sidecar(root)
-    return all_problems(
-        root,
-        pairs,
-        problems + more,
-        sidecar.get("samples", {}),
-        split="train",
-        kind="binary",
-        overlap=overlap,
-    )
+    return LAYOUT.validate(src, overlap=overlap, masks=masks)
 
 
 def image_file_for(image: np.ndarray) -> tuple[str, np.ndarray]:
@@ -205,6 +208,8 @@ FORMAT = Format(
     read=read_dsb,
     write=write_dsb,
     validate=dsb_problems,
+    items=LAYOUT.items,
+    read_item=LAYOUT.read_item,
     options={
         "split": "read only: split of every sample when no cellbench.json says (default train)",
         "overlap": "read: overlapping object masks are an error (default) or 'first' (the "

@@ -27,7 +27,7 @@ without masks: image-only samples).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,12 @@ from cellbench.formats.images import (
 from cellbench.formats.registry import Format
 from cellbench.store.sample import SPLITS, Sample
 from cellbench.tasks.instance_segmentation.pairs import (
+    Layout,
+    LayoutReader,
     Pair,
-    all_problems,
     check_options,
     listdir,
     start_write,
-    stream,
     writable_problems,
 )
 
@@ -165,64 +165,53 @@ def _scan(
     return pairs, splits, problems
 
 
-def _reader(colour: bool, default_masks: str) -> Any:
-    def read(
-        src: str | Path,
+def _truthy(value: bool | str) -> bool:
+    return str(value).lower() in ("true", "1", "yes")
+
+
+def _scanner(colour: bool) -> Any:
+    def scan(
+        root: Path,
         *,
         split: str = "train",
         images: str = "images",
-        masks: str = default_masks,
+        masks: str = "masks",
         optional_masks: bool | str = False,
-    ) -> Iterator[Sample]:
-        root = Path(src)
+    ) -> Layout:
         problems = check_options(split)
         if problems:
             raise ValidationError(problems)
-        required = str(optional_masks).lower() not in ("true", "1", "yes")
-        pairs, splits, problems = _scan(root, images, masks, required, split)
+        pairs, splits, problems = _scan(root, images, masks, not _truthy(optional_masks), split)
         sidecar, more = read_sidecar(root)
-        problems += more
-        if problems or not pairs:  # every layout problem at once, before anything is read
-            raise ValidationError(problems or [f"{root}: no images found"], str(root))
-        records = sidecar.get("samples", {})
-        for pair in pairs:  # each with its own split (split folders or split files)
-            yield from stream(
-                root,
-                [pair],
-                [],
-                records,
-                split=splits.get(pair.id, split),
-                kind="label",
-                colour=colour,
-            )
-
-    return read
-
-
-def _validator(colour: bool, default_masks: str) -> Any:
-    def validate(
-        src: str | Path,
-        *,
-        images: str = "images",
-        masks: str = default_masks,
-        optional_masks: bool | str = False,
-        **_: Any,
-    ) -> list[str]:
-        root = Path(src)
-        required = str(optional_masks).lower() not in ("true", "1", "yes")
-        pairs, _, problems = _scan(root, images, masks, required, "train")
-        sidecar, more = read_sidecar(root)
-        return all_problems(
+        return Layout(
             root,
             pairs,
             problems + more,
             sidecar.get("samples", {}),
-            split="train",
-            kind="label",
-            colour=colour,
+            {p.id: splits.get(p.id, split) for p in pairs},
+            {"kind": "label", "colour": colour},
         )
 
-    return validate
+    return scan
+
+
+def _watch(root: Path, *, images: str = "images", masks: str = "masks", **_: Any) -> list[Path]:
+    """The folders and files whose change can change a label-folder layout's listing."""
+    bases = [root, *(root / s for s in SPLITS)]
+    out = [root / SIDECAR, *(root / "metadata" / f for f in SPLIT_FILES)]
+    for base in bases:
+        out += [base, base / images, base / masks]
+    return out
+
+
+_OPTION_NAMES = ("split", "images", "masks", "optional_masks")
+
+#: The StarDist layout: ``read`` streams every sample (once a problem is found nothing more
+#: is yielded, every pair is still checked, all problems raised together); ``items`` and
+#: ``read_item`` read one pair at a time (``convert --scheduler``).
+STARDIST_LAYOUT = LayoutReader("stardist", _scanner(colour=False), _watch, _OPTION_NAMES)
+#: The BBBC label-image layout (colour-coded masks accepted).
+BBBC_LAYOUT = LayoutReader("bbbc-labels", _scanner(colour=True), _watch, _OPTION_NAMES)
 
 
 def _writer(mask_suffix: str, split_files: bool) -> Any:
@@ -273,10 +262,12 @@ STARDIST = Format(
     description="StarDist training folders (images/<name>.tif + masks/<name>.tif; or "
     "train/, test/ with both)",
     tasks=("instance-segmentation",),
-    read=_reader(colour=False, default_masks="masks"),
+    read=STARDIST_LAYOUT.read,
     write=_writer(".tif", split_files=False),
-    validate=_validator(colour=False, default_masks="masks"),
+    validate=STARDIST_LAYOUT.validate,
     options=_OPTIONS,
+    items=STARDIST_LAYOUT.items,
+    read_item=STARDIST_LAYOUT.read_item,
 )
 
 BBBC_LABELS = Format(
@@ -284,10 +275,12 @@ BBBC_LABELS = Format(
     description="BBBC label images (images/<name>.tif + masks/<name>.png label or colour-coded "
     "images; metadata/training.txt, validation.txt, test.txt splits)",
     tasks=("instance-segmentation",),
-    read=_reader(colour=True, default_masks="masks"),
+    read=BBBC_LAYOUT.read,
     write=_writer(".png", split_files=True),
-    validate=_validator(colour=True, default_masks="masks"),
+    validate=BBBC_LAYOUT.validate,
     options=_OPTIONS,
+    items=BBBC_LAYOUT.items,
+    read_item=BBBC_LAYOUT.read_item,
 )
 
 __all__ = ["BBBC_LABELS", "SIDECAR", "SPLIT_FILES", "STARDIST"]

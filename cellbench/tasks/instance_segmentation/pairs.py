@@ -14,7 +14,7 @@ Masks come in two kinds:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from cellbench.formats.images import (
     short_error,
     to_cyx,
 )
+from cellbench.formats.registry import ItemList
 from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
 
 #: How overlapping binary masks are resolved: ``error`` (refuse, the default) or ``first``
@@ -237,46 +238,146 @@ def check_options(split: str, overlap: str = "error") -> list[str]:
     return out
 
 
-def stream(
-    root: Path,
-    pairs: Sequence[Pair],
-    layout_problems: list[str],
-    records: dict[str, Any],
-    **read_options: Any,
-) -> Iterator[Sample]:
-    """Yield the samples of ``pairs``; raise on layout problems first, then per sample.
+@dataclass
+class Layout:
+    """A folder scanned into pairs: what reading, listing, per-item reading and checking share.
 
-    Raises:
-        ValidationError: Every layout problem at once before anything is read, then every
-            problem of the first bad sample.
+    Attributes:
+        root: The layout's folder (file names in messages are relative to it).
+        pairs: The samples found, in reading order.
+        problems: The layout's own problems (unpaired files, bad sidecar, bad split files).
+        records: Sidecar records by sample id.
+        splits: Each sample's split (split folders, split files or the ``split`` option).
+        read_options: What :func:`read_pair` needs besides (``kind``, ``overlap``, ``colour``).
     """
-    if layout_problems:
-        raise ValidationError(layout_problems, context=str(root))
-    if not pairs:
-        raise ValidationError([f"{root}: no images found"], context=str(root))
-    for pair in pairs:
-        sample, problems = read_pair(pair, root, record=records.get(pair.id), **read_options)
-        if problems or sample is None:
-            raise ValidationError(problems, context=f"{root} sample {pair.id}")
-        yield sample
+
+    root: Path
+    pairs: list[Pair]
+    problems: list[str]
+    records: dict[str, Any]
+    splits: dict[str, str]
+    read_options: dict[str, Any]
+
+    def read(self, pair: Pair, *, pieces: bool = False) -> tuple[Sample | None, list[str]]:
+        """One pair as a sample, and its problems (never raises for bad content)."""
+        return read_pair(
+            pair,
+            self.root,
+            split=self.splits[pair.id],
+            record=self.records.get(pair.id),
+            pieces=pieces,
+            **self.read_options,
+        )
+
+    def layout_problems(self) -> list[str]:
+        """The layout's problems, or that it holds no image at all."""
+        if not self.pairs and not self.problems:
+            return [f"{self.root}: no images found"]
+        return list(self.problems)
+
+    def stream(self) -> Iterator[Sample]:
+        """Yield every sample; once a problem is found nothing more is yielded.
+
+        Every pair is still read and checked, so a bad folder is reported in one go.
+
+        Raises:
+            ValidationError: Every problem: the layout's first, then each sample's in order.
+        """
+        problems = self.layout_problems()
+        for pair in self.pairs:
+            sample, more = self.read(pair)
+            problems += more
+            if not problems and sample is not None:
+                yield sample
+        if problems:
+            raise ValidationError(problems, context=str(self.root))
+
+    def all_problems(self) -> list[str]:
+        """Every problem, objects in more than one piece included (what validators report)."""
+        problems = self.layout_problems()
+        for pair in self.pairs:
+            problems += self.read(pair, pieces=True)[1]
+        return problems
 
 
-def all_problems(
-    root: Path,
-    pairs: Sequence[Pair],
-    layout_problems: list[str],
-    records: dict[str, Any],
-    **read_options: Any,
-) -> list[str]:
-    """Every problem of a layout: the layout's own, then each sample's (pieces included)."""
-    problems = list(layout_problems)
-    if not pairs and not problems:
-        problems.append(f"{root}: no images found")
-    for pair in pairs:
-        problems += read_pair(pair, root, record=records.get(pair.id), pieces=True, **read_options)[
-            1
-        ]
-    return problems
+#: ``scan(root, **options) -> Layout``; raises :class:`ValidationError` for bad options.
+Scanner = Callable[..., Layout]
+#: ``watch(root, **options) -> paths`` whose modification times change when the layout's
+#: listing can change (the folders holding the files, the sidecar, split files).
+Watcher = Callable[..., list[Path]]
+
+_LAYOUTS: dict[tuple[Any, ...], tuple[tuple[int, ...], Layout]] = {}
+
+
+def _stamp(paths: Iterable[Path]) -> tuple[int, ...]:
+    out = []
+    for path in paths:
+        try:
+            out.append(path.stat().st_mtime_ns)
+        except OSError:
+            out.append(-1)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class LayoutReader:
+    """``read``, ``items``, ``read_item`` and ``validate`` of a pair layout (see :class:`Format`).
+
+    A per-item task needs the files of one sample: the scan is kept per process while the
+    watched folders are unchanged, so a large folder is listed once per worker process rather
+    than once per item (ingest stays linear in the number of samples).
+
+    Args:
+        name: The format's name (the scan cache's key).
+        scan: Turns a folder into a :class:`Layout`.
+        watch: The paths whose modification times invalidate a kept scan.
+        options: The options ``scan`` accepts (validators ignore any other).
+    """
+
+    name: str
+    scan: Scanner
+    watch: Watcher
+    options: tuple[str, ...]
+
+    def read(self, src: str | Path, **options: Any) -> Iterator[Sample]:
+        """Stream the samples of ``src`` (see :meth:`Layout.stream`)."""
+        return self.scan(Path(src), **options).stream()
+
+    def _cached(self, src: str | Path, options: dict[str, Any]) -> Layout:
+        root = Path(src)
+        key = (self.name, str(root.resolve()), tuple(sorted(options.items())))
+        stamp = _stamp(self.watch(root, **options))
+        found = _LAYOUTS.get(key)
+        if found is None or found[0] != stamp:
+            if len(_LAYOUTS) > 8:
+                _LAYOUTS.clear()
+            found = (stamp, self.scan(root, **options))
+            _LAYOUTS[key] = found
+        return found[1]
+
+    def items(self, src: str | Path, **options: Any) -> ItemList:
+        """The sample ids of ``src`` and the layout's problems (no pixel data read)."""
+        layout = self._cached(src, options)
+        return ItemList([p.id for p in layout.pairs], layout.layout_problems(), str(layout.root))
+
+    def read_item(
+        self, src: str | Path, item: str, **options: Any
+    ) -> tuple[Sample | None, list[str]]:
+        """The sample ``item`` of ``src`` and its problems."""
+        layout = self._cached(src, options)
+        for pair in layout.pairs:
+            if pair.id == item:
+                return layout.read(pair)
+        return None, [f"{item}: no such sample in {layout.root}"]
+
+    def validate(self, src: str | Path, **options: Any) -> list[str]:
+        """Every problem of ``src`` (never raises)."""
+        known = {k: v for k, v in options.items() if k in self.options and k != "split"}
+        try:
+            layout = self.scan(Path(src), **known)
+        except ValidationError as err:
+            return list(err.problems)
+        return layout.all_problems()
 
 
 def listdir(folder: Path) -> list[str]:
