@@ -151,7 +151,7 @@ def test_dsb_validator_lists_every_problem(tmp_path: Path) -> None:
     fmt = get_format("dsb")  # the per-item path reports the same, item by item
     listing = fmt.items(tmp_path)
     assert listing.items == ["a", "c"] and listing.problems == [problems[0]]
-    assert sum((fmt.read_item(tmp_path, i)[1] for i in listing.items), []) == [
+    assert [line for i in listing.items for line in fmt.read_item(tmp_path, i)[1]] == [
         p for p in problems[1:] if "more than one piece" not in p
     ]
 

@@ -111,3 +111,34 @@ def test_bad_files_listed_at_once(tmp_path: Path) -> None:
             zout.writestr(item, data[:-100] if item.filename == "X.npy" else data)
     with pytest.raises(ValidationError, match=r"e_train\.npz:X: truncated"):
         list(read_samples("tissuenet", cut))
+
+
+def test_bad_rows_of_every_file_reported_together(tmp_path: Path) -> None:
+    """Negative labels in two rows of one file and a truncated second file: one error."""
+    import zipfile
+
+    bad = fake_tissuenet(4, 16, 6)
+    bad["y"][1, 0, 0, 0] = -1
+    bad["y"][3, 5, 5, 0] = -7
+    np.savez(tmp_path / "a_train.npz", **bad)
+    raw = tmp_path / "raw.npz"
+    np.savez(raw, **fake_tissuenet(3, 16, 7))
+    with zipfile.ZipFile(raw) as zin, zipfile.ZipFile(tmp_path / "a_test.npz", "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            zout.writestr(item, data[:-100] if item.filename == "y.npy" else data)
+    raw.unlink()
+    got = []
+    with pytest.raises(ValidationError) as err:
+        for sample in read_samples("tissuenet", tmp_path):
+            got.append(sample.id)
+    assert got == ["train-00000"]  # nothing after the first problem
+    assert err.value.problems == [
+        "a_train.npz: y[1] has negative labels (expected 0 = background, 1..n objects)",
+        "a_train.npz: y[3] has negative labels (expected 0 = background, 1..n objects)",
+        "a_test.npz:y: truncated (a row needs 2048 bytes)",
+    ]
+    assert get_format("tissuenet").validate(tmp_path) == err.value.problems
+    # the nuclear channel is clean: reading it yields every sample of the untruncated file
+    (tmp_path / "a_test.npz").unlink()
+    assert len(list(read_samples("tissuenet", tmp_path, target="nuclear"))) == 4

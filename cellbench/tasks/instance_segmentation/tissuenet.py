@@ -190,7 +190,13 @@ def read_tissuenet(
 
     Raises:
         ValidationError: Every problem of the options and files' headers at once, before any
-            sample; a truncated member while streaming.
+            sample; then every bad row (negative labels of the chosen target, a truncated
+            member) of every file together, after the last row (once a problem is found
+            nothing more is yielded).
+
+    There are no per-item hooks (``convert --scheduler``): a row of a compressed npz member
+    can only be reached by decompressing every row before it, so one task per image would
+    decompress the file once per image; the file is streamed once instead.
     """
     problems = _check(target, split)
     files, more = _files(Path(src))
@@ -205,7 +211,7 @@ def read_tissuenet(
     if problems:
         raise ValidationError(problems, context=str(src))
     channel = TARGETS[target]
-    for f in files:
+    for f in files:  # once a problem is found nothing more is yielded; every row is checked
         with ExitStack() as stack:
             opened, _ = _open(f, stack)
             x, y, meta = opened
@@ -215,11 +221,17 @@ def read_tissuenet(
                     image = x.next_row()
                     labels = y.next_row()
                 except ValueError as err:
-                    raise ValidationError([str(err)], context=str(f)) from None
+                    problems.append(str(err))
+                    break  # a truncated member: no later row can be read
                 lab = labels[..., channel]
-                hi = int(lab.max(initial=0))
                 if lab.size and int(lab.min()) < 0:
-                    raise ValidationError([f"{f.name}: y[{i}] has negative labels"], context=str(f))
+                    problems.append(
+                        f"{f.name}: y[{i}] has negative labels (expected 0 = background, "
+                        "1..n objects)"
+                    )
+                if problems:
+                    continue
+                hi = int(lab.max(initial=0))
                 lab_dtype = np.uint16 if hi <= np.iinfo(np.uint16).max else np.uint32
                 metadata: dict[str, Any] = {"source_file": f.name, "index": i}
                 for key, arr in meta.items():
@@ -234,6 +246,8 @@ def read_tissuenet(
                     metadata=metadata,
                     instances=lab.astype(lab_dtype),
                 )
+    if problems:
+        raise ValidationError(problems, context=str(src))
 
 
 def tissuenet_problems(
@@ -259,7 +273,10 @@ def tissuenet_problems(
                     problems.append(str(err))
                     break
                 if labels.size and int(labels.min()) < 0:
-                    problems.append(f"{f.name}: y[{i}] has negative labels")
+                    problems.append(
+                        f"{f.name}: y[{i}] has negative labels (expected 0 = background, "
+                        "1..n objects)"
+                    )
     return problems
 
 
