@@ -284,7 +284,12 @@ def read_ome_tiff(
         split: Split of every sample when no ``cellbench.json`` says.
 
     Raises:
-        ValidationError: Bad options or paths at once, then every problem of a bad file.
+        ValidationError: Bad options or paths at once, before any file is read; else every
+            problem of every file together, after the last file (nothing is yielded after the
+            first problem).
+
+    There are no per-item hooks (``convert --scheduler``): with ``time=samples`` one file
+    gives many samples, and a file is read in one piece by tifffile.
     """
     root = Path(src)
     problems = _check(time, split)
@@ -295,13 +300,15 @@ def read_ome_tiff(
     if problems:
         raise ValidationError(problems, context=str(src))
     records = sidecar.get("samples", {})
-    for f in files:
-        samples, problems = _read_file(
+    for f in files:  # once a problem is found nothing more is yielded; every file is checked
+        samples, more = _read_file(
             f, _names(labels), _names(channels), time, split, records.get(_stem(f))
         )
-        if problems:
-            raise ValidationError(problems, context=str(f))
-        yield from samples
+        problems += more
+        if not problems:
+            yield from samples
+    if problems:
+        raise ValidationError(problems, context=str(src))
 
 
 def ome_tiff_problems(

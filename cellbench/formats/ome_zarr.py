@@ -21,6 +21,7 @@ HCS plates (``plate`` / ``well`` metadata) are not read: convert one field at a 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import numpy as np
 
 from cellbench.errors import ValidationError
 from cellbench.formats.images import as_labels, short_error
-from cellbench.formats.registry import Format
+from cellbench.formats.registry import Format, ItemList
 from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
 
 LENGTH_UNITS = {
@@ -226,19 +227,45 @@ def read_ome_zarr(
             first listed).
         split: Split of every sample.
 
+    Yields:
+        Samples in name order; once a problem is found nothing more is yielded, every image is
+        still read and checked.
+
     Raises:
-        ValidationError: Bad options or no images at once, then every problem of a bad image.
+        ValidationError: Bad options or no images at once; else every problem of every image
+            together.
     """
+    listing = ome_zarr_items(src, labels=labels, split=split)
+    problems = list(listing.problems)
+    for item in listing.items:
+        sample, more = read_ome_zarr_item(src, item, labels=labels, split=split)
+        problems += more
+        if not problems and sample is not None:
+            yield sample
+    if problems:
+        raise ValidationError(problems, context=str(src))
+
+
+def ome_zarr_items(src: str | Path, *, labels: str | None = None, split: str = "train") -> ItemList:
+    """The image groups of ``src`` (the per-item listing; ``.`` when ``src`` is one image).
+
+    Raises:
+        ValidationError: A bad split, not a folder, or no image group at all.
+    """
+    root = Path(src)
     problems = [] if split in SPLITS else [f"split={split!r}: expected one of {SPLITS}"]
-    images, more = _images(Path(src))
+    images, more = _images(root)
     problems += more
     if problems:
         raise ValidationError(problems, context=str(src))
-    for path in images:
-        sample, problems = _read_image(path, labels, split)
-        if problems or sample is None:
-            raise ValidationError(problems, context=str(path))
-        yield sample
+    return ItemList([os.path.relpath(p, root) for p in images], [], str(root))
+
+
+def read_ome_zarr_item(
+    src: str | Path, item: str, *, labels: str | None = None, split: str = "train"
+) -> tuple[Sample | None, list[str]]:
+    """The image group ``item`` of ``src`` (as listed) and its problems."""
+    return _read_image(Path(src) / item, labels, split)
 
 
 def ome_zarr_problems(src: str | Path, *, labels: str | None = None, **_: Any) -> list[str]:
@@ -255,6 +282,8 @@ FORMAT = Format(
     tasks=("instance-segmentation",),
     read=read_ome_zarr,
     validate=ome_zarr_problems,
+    items=ome_zarr_items,
+    read_item=read_ome_zarr_item,
     options={
         "labels": "read: the label image under labels/ (default instances, else the first)",
         "split": "read: split of every sample (default train)",

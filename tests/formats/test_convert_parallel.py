@@ -35,6 +35,9 @@ def _source(fmt: str, root: Path, n: int = 6) -> Path:
     )
     src = root / f"src-{fmt}"
     samples = toy_samples(task, n, seed=3)
+    if fmt == "ome-zarr":  # read-only: a cellbench store's images/ is a folder of OME-Zarr images
+        write_samples("tiff", samples, root / "tiff-for-ome-zarr")
+        return Path(convert(root / "tiff-for-ome-zarr", "tiff", "zarr", src)) / "images"
     if fmt == "ctc" and n > 2:  # SEG truth in one sequence: the store becomes format 3
         seg = np.zeros_like(samples[2].instances)
         seg[1] = samples[2].instances[1]
@@ -52,6 +55,7 @@ SOURCES = (
     "dsb",
     "geff",
     "image-folder",
+    "ome-zarr",
     "stardist",
     "tiff",
 )

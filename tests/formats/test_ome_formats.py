@@ -110,6 +110,9 @@ def test_ome_tiff_bad_files_all_listed(tmp_path: Path) -> None:
     ]
     with pytest.raises(ValidationError, match="time='frames': expected one of axis, samples"):
         list(read_samples("ome-tiff", tmp_path, time="frames"))
+    with pytest.raises(ValidationError) as err:  # reading lists every bad file at once too
+        list(read_samples("ome-tiff", tmp_path, labels="nuclei"))
+    assert err.value.problems == problems
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +185,9 @@ def test_ome_zarr_problems(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as err:
         list(read_samples("ome-zarr", tmp_path / "a.zarr" / "images" / "movie", labels="cells"))
     assert err.value.problems == ["movie/labels: no label image 'cells' (found: instances)"]
+    with pytest.raises(ValidationError) as err:  # every image of a folder, at once
+        list(read_samples("ome-zarr", tmp_path / "a.zarr" / "images", labels="cells"))
+    assert err.value.problems == [
+        "movie/labels: no label image 'cells' (found: instances)",
+        "stack/labels: no label image 'cells' (found: none)",
+    ]
