@@ -109,7 +109,7 @@ BUILTIN: dict[str, str] = {
     "image-folder": "cellbench.tasks.classification.image_folder:FORMAT",
     "ome-tiff": "cellbench.formats.ome_tiff:FORMAT",
     "ome-zarr": "cellbench.formats.ome_zarr:FORMAT",
-    "stardist": "cellbench.tasks.instance_segmentation.label_folders:STARDIST",
+    "stardist": "cellbench.tasks.instance_segmentation.tiff:STARDIST",
     "tiff": "cellbench.tasks.instance_segmentation.tiff:FORMAT",
     "tissuenet": "cellbench.tasks.instance_segmentation.tissuenet:FORMAT",
 }

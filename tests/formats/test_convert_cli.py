@@ -47,7 +47,7 @@ def _bad_tiff_folder(tmp_path: Path) -> Path:
     write_samples("tiff", _samples(4), root)
     data = (root / "masks" / "im0.tif").read_bytes()
     (root / "masks" / "im0.tif").write_bytes(data[: len(data) // 3])  # truncated
-    tifffile.imwrite(root / "masks" / "im1.tif", np.zeros((32, 40), np.float32))  # wrong dtype
+    tifffile.imwrite(root / "masks" / "im1.tif", np.full((32, 40), 1.5, np.float32))  # not labels
     tifffile.imwrite(root / "masks" / "im2.tif", np.zeros((30, 40), np.uint16))  # other shape
     (root / "masks" / "im3.tif").unlink()  # image without mask
     return root
@@ -59,7 +59,10 @@ def test_validate_tiff_finds_objects_in_two_pieces(tmp_path: Path) -> None:
     write_samples("tiff", [s], tmp_path / "t")
     code, out = _run("validate", str(tmp_path / "t"), "--format", "tiff")
     assert code == 1
-    assert "masks/im0.tif: label(s) 1 are in more than one piece" in out
+    assert (
+        "masks/im0.tif: object(s) 1 in more than one piece (expected one connected object each)"
+        in out
+    )
 
 
 def test_validate_tiff_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
@@ -69,10 +72,10 @@ def test_validate_tiff_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
     lines = out.strip().splitlines()
     assert lines[-1].endswith("4 problem(s) found")
     text = "\n".join(lines[:-1])
-    assert "images/im3.tif: no mask (expected masks/im3.tif)" in text
-    assert "masks/im0.tif: cannot be read as a TIFF" in text
-    assert "masks/im1.tif: float32 (32, 40), expected an integer (y, x) or (z, y, x)" in text
-    assert "masks/im2.tif: shape (30, 40) does not match images/im2.tif of shape (32, 40)" in text
+    assert "images/im3.tif: image without a mask (expected masks/im3.<tif|png>)" in text
+    assert "masks/im0.tif: cannot be read (" in text
+    assert "masks/im1.tif: label image of dtype float32 has non-integer values" in text
+    assert "masks/im2.tif: mask shape (30, 40), expected the image's (32, 40)" in text
 
 
 def test_convert_bad_tiff_lists_every_problem_and_leaves_nothing(tmp_path: Path) -> None:
@@ -210,7 +213,7 @@ def test_tiff_folder_reads_png_and_npy(tmp_path: Path) -> None:
     np.save(root / "masks" / "c.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
     tifffile.imwrite(root / "images" / "c.tif", s.image[0])
     problems = get_format("tiff").validate(root)
-    assert len(problems) == 1 and problems[0].startswith("masks/c.npy: cannot be read as NPY")
+    assert len(problems) == 1 and problems[0].startswith("masks/c.npy: cannot be read (")
     (root / "masks" / "c.npy").unlink()
     (root / "images" / "c.tif").unlink()
     a, b = read_samples("tiff", root)

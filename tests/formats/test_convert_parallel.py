@@ -130,7 +130,7 @@ def _bad_tiff(root: Path) -> Path:
     src = _source("tiff", root)
     data = (src / "masks" / "inst-000.tif").read_bytes()
     (src / "masks" / "inst-000.tif").write_bytes(data[: len(data) // 3])  # truncated
-    tifffile.imwrite(src / "masks" / "inst-002.tif", np.zeros((40, 36), np.float32))  # dtype
+    tifffile.imwrite(src / "masks" / "inst-002.tif", np.full((40, 36), 0.5, np.float32))  # dtype
     tifffile.imwrite(src / "masks" / "inst-004.tif", np.zeros((30, 36), np.uint16))  # shape
     (src / "masks" / "inst-005.tif").unlink()  # image without mask
     return src

@@ -367,3 +367,64 @@ def test_cli_validate_and_convert_a_bad_dsb_folder(tmp_path: Path) -> None:
     store = DatasetStore.open(dest)
     assert store.tasks == ["instance-segmentation"] and len(store) == 2
     assert (store.sample("a").instances == 2).sum() == 16 - 4
+
+
+def test_tiff_and_stardist_are_one_reader_2d_and_3d(tmp_path: Path) -> None:
+    """``tiff`` and ``stardist``: the same reader and writer, 3D volumes and split folders."""
+    rng = np.random.default_rng(4)
+    vol = np.zeros((5, 12, 14), np.uint16)
+    vol[1:4, 2:6, 3:7], vol[0:2, 8:11, 8:12] = 2, 9
+    samples = [
+        Sample(
+            id="vol",
+            image=rng.integers(0, 900, (2, 5, 12, 14)).astype(np.uint16),
+            axes="czyx",
+            channel_names=["dapi", "gfp"],
+            pixel_size={"z": 0.5, "y": 0.1, "x": 0.1},
+            instances=vol,
+            split="test",
+        ),
+        Sample(id="flat", image=rng.random((1, 12, 14), np.float32), instances=vol[1], split="val"),
+    ]
+    first = build_store(samples[::-1], tmp_path / "a.zarr", CARD)  # in id order, as read back
+    for fmt in ("tiff", "stardist"):
+        write_samples(fmt, first.samples(), tmp_path / fmt)
+        assert tifffile.imread(tmp_path / fmt / "masks" / "vol.tif").shape == (5, 12, 14)
+        assert get_format(fmt).validate(tmp_path / fmt) == []
+        back = build_store(read_samples(fmt, tmp_path / fmt), tmp_path / f"{fmt}.zarr", CARD)
+        assert back.checksum == first.checksum
+        assert back.sample("vol").axes == "czyx" and back.sample("flat").axes == "cyx"
+    assert [p.name for p in sorted((tmp_path / "tiff").rglob("*"))] == [
+        p.name for p in sorted((tmp_path / "stardist").rglob("*"))
+    ]
+    # a 3D mask whose image is 2D, a float mask holding whole numbers (accepted), one that
+    # does not (refused), and split folders: the same lines from both names
+    bad = tmp_path / "bad"
+    for split in ("train", "test"):
+        (bad / split / "images").mkdir(parents=True)
+        (bad / split / "masks").mkdir()
+    tifffile.imwrite(bad / "train" / "images" / "a.tif", np.ones((12, 14), np.uint8))
+    tifffile.imwrite(bad / "train" / "masks" / "a.tif", vol)
+    tifffile.imwrite(bad / "train" / "images" / "b.tif", np.ones((12, 14), np.uint8))
+    tifffile.imwrite(bad / "train" / "masks" / "b.tif", vol[1].astype(np.float32))
+    tifffile.imwrite(bad / "test" / "images" / "c.tif", np.ones((12, 14), np.uint8))
+    tifffile.imwrite(bad / "test" / "masks" / "c.tif", vol[1].astype(np.float32) / 3)
+    expected = [
+        "train/images/a.tif: 2 dims (12, 14), expected (z, y, x) or (c, z, y, x) (its mask is a "
+        "3D volume)",
+        "test/masks/c.tif: label image of dtype float32 has non-integer values",
+    ]
+    for fmt in ("tiff", "stardist"):
+        assert get_format(fmt).validate(bad) == expected
+        with pytest.raises(ValidationError) as err:
+            list(read_samples(fmt, bad))
+        assert err.value.problems == expected
+    (bad / "train" / "masks" / "a.tif").unlink()
+    (bad / "train" / "images" / "a.tif").unlink()
+    for f in (bad / "test" / "masks" / "c.tif", bad / "test" / "images" / "c.tif"):
+        f.unlink()
+    for d in (bad / "test" / "masks", bad / "test" / "images", bad / "test"):
+        d.rmdir()
+    (b,) = read_samples("tiff", bad)
+    assert b.split == "train" and b.instances.dtype == np.uint16
+    assert np.array_equal(b.instances, vol[1])

@@ -1,4 +1,7 @@
-"""Image folder + label-image folder layouts: StarDist (``stardist``) and BBBC (``bbbc-labels``).
+"""Image folder + label-image folder layouts: StarDist/TIFF (``stardist``, ``tiff``) and BBBC.
+
+The ``tiff`` and ``stardist`` formats (:mod:`.tiff`) read with :data:`STARDIST_LAYOUT`;
+``bbbc-labels`` with :data:`BBBC_LAYOUT` (colour-coded masks accepted).
 
 StarDist training data (as in the StarDist examples and its DSB2018 subset)::
 
@@ -257,19 +260,6 @@ _OPTIONS = {
     "optional_masks": "read: true to accept images without a mask (image-only samples)",
 }
 
-STARDIST = Format(
-    name="stardist",
-    description="StarDist training folders (images/<name>.tif + masks/<name>.tif; or "
-    "train/, test/ with both)",
-    tasks=("instance-segmentation",),
-    read=STARDIST_LAYOUT.read,
-    write=_writer(".tif", split_files=False),
-    validate=STARDIST_LAYOUT.validate,
-    options=_OPTIONS,
-    items=STARDIST_LAYOUT.items,
-    read_item=STARDIST_LAYOUT.read_item,
-)
-
 BBBC_LABELS = Format(
     name="bbbc-labels",
     description="BBBC label images (images/<name>.tif + masks/<name>.png label or colour-coded "
@@ -283,4 +273,4 @@ BBBC_LABELS = Format(
     read_item=BBBC_LAYOUT.read_item,
 )
 
-__all__ = ["BBBC_LABELS", "SIDECAR", "SPLIT_FILES", "STARDIST"]
+__all__ = ["BBBC_LABELS", "SIDECAR", "SPLIT_FILES", "STARDIST_LAYOUT"]

@@ -80,12 +80,14 @@ def colour_labels(arr: np.ndarray) -> np.ndarray:
 
 
 def _label_mask(
-    path: Path, root: Path, shape: tuple[int, ...], colour: bool
+    path: Path, root: Path, shape: tuple[int, ...], colour: bool, arr: np.ndarray | None = None
 ) -> tuple[np.ndarray | None, list[str]]:
+    """The label image at ``path`` (or its already-read ``arr``) checked against ``shape``."""
     where = rel(path, root)
-    arr, problems = _read(path, root)
     if arr is None:
-        return None, problems
+        arr, problems = _read(path, root)
+        if arr is None:
+            return None, problems
     if colour and arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype.kind in "ui":
         arr = colour_labels(arr)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
@@ -99,6 +101,27 @@ def _label_mask(
     if labels.shape != shape:
         return None, [f"{where}: mask shape {labels.shape}, expected the image's {shape}"]
     return labels, []
+
+
+def is_volume_mask(arr: np.ndarray) -> bool:
+    """Whether a label file's array is a 3D ``(z, y, x)`` volume (not a colour ``(y, x, 3|4)``)."""
+    return arr.ndim == 3 and arr.shape[-1] not in (3, 4)
+
+
+def _volume(raw: np.ndarray, where: str) -> tuple[np.ndarray | None, list[str]]:
+    """A volume image file (``(z, y, x)`` or ``(c, z, y, x)``) as ``(c, z, y, x)``."""
+    if raw.size == 0:
+        return None, [f"{where}: no pixels (shape {raw.shape}; a truncated or empty file?)"]
+    if raw.dtype.kind not in "uif" or raw.dtype.kind == "b":
+        return None, [f"{where}: dtype {raw.dtype}, expected a numeric image"]
+    if raw.ndim == 3:
+        return raw[None], []
+    if raw.ndim == 4:
+        return raw, []
+    return None, [
+        f"{where}: {raw.ndim} dims {raw.shape}, expected (z, y, x) or (c, z, y, x) (its mask "
+        "is a 3D volume)"
+    ]
 
 
 def _binary_masks(
@@ -195,17 +218,26 @@ def read_pair(
         )
     raw, more = _read(pair.image, root)
     problems += more
+    mask_raw: np.ndarray | None = None
+    if kind == "label" and pair.masks:  # the mask decides 2D (cyx) or 3D (czyx)
+        mask_raw, more = _read(pair.masks[0], root)
+        problems += more
     if raw is None:
         return None, problems
-    image, more, colour_image = to_cyx(raw, rel(pair.image, root))
+    colour_image: str | None = None
+    if mask_raw is not None and is_volume_mask(mask_raw):
+        image, more = _volume(raw, rel(pair.image, root))
+    else:
+        image, more, colour_image = to_cyx(raw, rel(pair.image, root))
     del raw  # the file's array (RGBA for DSB PNGs) is not needed while the masks are read
     problems += more
     if image is None:
         return None, problems
     shape = tuple(image.shape[1:])
     labels: np.ndarray | None = None
-    if kind == "label" and pair.masks:
-        labels, more = _label_mask(pair.masks[0], root, shape, colour)
+    if kind == "label" and mask_raw is not None:
+        labels, more = _label_mask(pair.masks[0], root, shape, colour, mask_raw)
+        del mask_raw
         problems += more
         if labels is not None and pieces:
             msg = pieces_problem(labels, rel(pair.masks[0], root))
@@ -219,6 +251,7 @@ def read_pair(
     sample = Sample(
         id=pair.id,
         image=image,
+        axes="czyx" if image.ndim == 4 else "cyx",
         channel_names=channel_names_for(image, colour_image),
         split=split,
         metadata=dict(metadata or {}),
