@@ -35,6 +35,7 @@ reruns its tasks elsewhere and the result is unchanged.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -169,8 +170,14 @@ def imap_ordered(
     scheduler: str,
     shared: tuple[Any, ...] = (),
     window: int | None = None,
+    batch: int | None = 1,
+    key_name: str | None = None,
 ) -> Iterator[Any]:
     """Yield ``fn(*shared, *item)`` for each item, in order, as one Dask task per item.
+
+    With ``batch`` other than 1, a task carries that many consecutive items (``None``: see
+    :func:`batch_size`), and ``window`` counts tasks; use it when results are small (the
+    ingest's part records), not when they are samples.
 
     Unlike :func:`map_ordered`, results are handed over as soon as they are next in order and
     at most about ``window`` results are held or in flight at once (two windows for the local
@@ -183,11 +190,27 @@ def imap_ordered(
         scheduler: ``synchronous``, ``threads``, ``processes`` or a distributed address.
         shared: Arguments common to every task (sent once, not once per task).
         window: Tasks in flight (default: twice the workers' threads, at least 4).
+        batch: Items per task (1: one task per item; ``None``: :func:`batch_size`).
+        key_name: What ``dask.distributed`` task keys start with (default ``fn``'s name).
     """
     if not items:
         return
+    if batch != 1:
+        if batch is None:
+            batch = batch_size(len(items), _threads(scheduler))
+        chunks = [(list(items[i : i + batch]),) for i in range(0, len(items), batch)]
+        for results in imap_ordered(
+            functools.partial(_run_batch, fn, len(shared)),
+            chunks,
+            scheduler=scheduler,
+            shared=shared,
+            window=window,
+            key_name=fn.__name__,
+        ):
+            yield from results
+        return
     if "://" in scheduler:
-        yield from _imap_distributed(fn, items, scheduler, shared, window)
+        yield from _imap_distributed(fn, items, scheduler, shared, window, key_name)
         return
     import concurrent.futures as cf
 
@@ -230,7 +253,9 @@ def _imap_distributed(
     address: str,
     shared: tuple[Any, ...],
     window: int | None,
+    key_name: str | None = None,
 ) -> Iterator[Any]:
+    import uuid
     from collections import deque
 
     from distributed import Client
@@ -241,13 +266,15 @@ def _imap_distributed(
         size = window or max(4, 2 * threads)
         # a list of one: a dict scattered bare would become one future per value
         common = [client.scatter([a], broadcast=True)[0] if _big(a) else a for a in shared]
-        todo = iter(items)
+        todo = iter(enumerate(items))
         pending: deque[Any] = deque()
+        prefix = f"{key_name or getattr(fn, '__name__', 'task')}-{uuid.uuid4().hex}"
 
         def submit_next() -> None:
-            item = next(todo, None)
-            if item is not None:
-                pending.append(client.submit(fn, *common, *item, pure=False))
+            nxt = next(todo, None)
+            if nxt is not None:
+                k, item = nxt
+                pending.append(client.submit(fn, *common, *item, key=f"{prefix}-{k}"))
 
         for _ in range(size):
             submit_next()
@@ -263,6 +290,16 @@ def _imap_distributed(
                 # cannot stop a running task, and the caller removes what they write next)
                 with contextlib.suppress(Exception):
                     distributed_wait(list(pending), timeout=120)
+
+
+def _threads(scheduler: str) -> int:
+    """Worker threads behind ``scheduler`` (a distributed cluster's, or this machine's CPUs)."""
+    if "://" not in scheduler:
+        return os.cpu_count() or 1
+    from distributed import Client
+
+    with Client(scheduler, set_as_default=False) as client:
+        return sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
 
 
 def _big(obj: Any) -> bool:
@@ -501,4 +538,5 @@ def ingest_items(
         scheduler=scheduler,
         shared=(fmt, str(src), dict(options), str(parts), dict(class_names or {})),
         window=window,
+        batch=None,  # the results are part records (small): batches of items per task
     )
