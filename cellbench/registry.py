@@ -12,13 +12,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cellbench.catalog import Catalog, DatasetCard, load_recipe, parse_ref
-from cellbench.errors import ChecksumError, DatasetNotFoundError, StoreError
+from cellbench.errors import ChecksumError, DatasetNotFoundError, FetchError, StoreError
 from cellbench.store.cache import cellbench_home, is_offline, stores_dir, tmp_dir
 from cellbench.store.remote import is_url
 from cellbench.store.sample import Sample
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from cellbench.store.hf import ColumnMapping, HFImport
 
 _IMPORTED = "imported.json"
+#: Downloads in flight in :meth:`RecipeContext.fetch_many` (a recipe's several sources).
+FETCH_WORKERS = 4
 
 
 @dataclass
@@ -80,6 +82,41 @@ class RecipeContext:
             progress=self.progress,
             pending=self.recorded,
         )
+
+    def fetch_many(self, names: Sequence[str], workers: int = FETCH_WORKERS) -> dict[str, Path]:
+        """Fetch several card sources at once (``workers`` downloads in flight), as :meth:`fetch`.
+
+        Each source is downloaded, verified and renamed into the cache on its own, exactly as
+        :meth:`fetch` does, so a failure leaves no partial file and the sources that succeeded
+        stay cached for the next pull. Every source is attempted even when one fails.
+
+        Returns:
+            ``{name: local path}``, in the order of ``names``.
+
+        Raises:
+            DatasetNotFoundError: A name the card does not declare (before any download).
+            FetchError: One or more sources failed: the only error as it was raised, or all
+                of them, one line each.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        unknown = [n for n in names if n not in self.card.sources]
+        if unknown:
+            raise DatasetNotFoundError(
+                f"dataset {self.card.ref}: card declares no source {', '.join(map(repr, unknown))} "
+                f"(has {', '.join(self.card.sources) or 'none'})"
+            )
+        with ThreadPoolExecutor(max(1, min(workers, len(names)))) as pool:
+            futures = {n: pool.submit(self.fetch, n) for n in dict.fromkeys(names)}
+        errors = {n: f.exception() for n, f in futures.items() if f.exception() is not None}
+        if len(errors) == 1:
+            raise next(iter(errors.values()))  # type: ignore[misc]
+        if errors:
+            lines = "\n".join(f"  - {n}: {e}" for n, e in errors.items())
+            raise FetchError(
+                f"dataset {self.card.ref}: {len(errors)} sources could not be fetched:\n{lines}"
+            )
+        return {n: futures[n].result() for n in names}
 
 
 def store_path(dataset_id: str, version: str) -> Path:

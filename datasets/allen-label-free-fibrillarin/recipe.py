@@ -22,8 +22,8 @@ from cellbench.tasks.augmented_microscopy.fnet_czi import fnet_archive_samples, 
 def build(ctx: Any) -> Iterator[Sample]:
     """Yield one sample per z-stack: bright field in, fibrillarin out, split by plate."""
     require_czi_reader()  # before gigabytes of download, not after
-    table = ctx.fetch("table")
-    archive = ctx.fetch("archive")
+    fetched = ctx.fetch_many(["table", "archive"])
+    table, archive = fetched["table"], fetched["archive"]
     samples = fnet_archive_samples(
         table, archive, ctx.work_dir, input_name="bright field", progress=ctx.progress
     )

@@ -92,9 +92,11 @@ def build(ctx: Any) -> Iterator[Sample]:
         strata=[f["moa"] for f in fields],
     )
     work = Path(ctx.work_dir) / "plates"
-    for plate in sorted({f["plate"] for f in fields}):
+    plates = sorted({f["plate"] for f in fields})
+    zips = ctx.fetch_many([f"plate_{p}" for p in plates])  # the plate archives side by side
+    for plate in plates:
         folder = work / plate
-        with zipfile.ZipFile(ctx.fetch(f"plate_{plate}")) as zf:
+        with zipfile.ZipFile(zips[f"plate_{plate}"]) as zf:
             names = zf.namelist()
             if any(n.startswith("/") or ".." in Path(n).parts for n in names):
                 raise ValidationError([f"plate {plate}: unsafe path in the archive"])

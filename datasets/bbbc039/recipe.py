@@ -39,8 +39,9 @@ def _extract(archive: Path, dest: Path, top: str) -> None:
 def build(ctx: Any) -> Iterator[Sample]:
     """Yield the 200 fields with their nuclei, split as the metadata files say."""
     root = Path(ctx.work_dir) / "bbbc039"
+    fetched = ctx.fetch_many(["images", "masks", "metadata"])  # downloaded side by side
     for source, top in (("images", "images"), ("masks", "masks"), ("metadata", "metadata")):
-        _extract(ctx.fetch(source), root, top)
+        _extract(fetched[source], root, top)
     for sample in read_samples("bbbc-labels", root):
         m = _WELL.search(sample.id)
         sample.channel_names = ["Hoechst"]

@@ -84,10 +84,11 @@ def _metadata(sample: Sample) -> list[str]:
 
 def build(ctx: Any) -> Iterator[Sample]:
     """Yield every image of the train, val and test files, in that order."""
-    images = _extract(ctx.fetch("images"), Path(ctx.work_dir) / "livecell")
+    fetched = ctx.fetch_many(["images", *FOLDERS])  # the archive and the three JSON files
+    images = _extract(fetched["images"], Path(ctx.work_dir) / "livecell")
     for split, folder in FOLDERS.items():
         samples = read_coco(
-            ctx.fetch(split),
+            fetched[split],
             overlaps="resolve",
             split=split,
             locate_image=_locator(images / folder),
