@@ -147,3 +147,23 @@ def test_version_constant_is_the_packaged_version():
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert __version__ == pyproject["project"]["version"] == version("cellbench")
+
+
+def test_reading_label_image_predictions_loads_no_coco_or_download_code(cli_env, tmp_path):
+    """A label-image folder (the common case) is read without the COCO-results and fetch code."""
+    import numpy as np
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "a.tif", np.eye(8, dtype=np.uint16))
+    code = (
+        "import sys; from pathlib import Path; from cellbench.tasks import get_task; "
+        "from cellbench.predictions import digest_path; "
+        f"p = get_task('instance-segmentation').read_predictions(Path({str(tmp_path)!r})); "
+        f"digest_path({str(tmp_path)!r}); "  # what a score report records
+        "print(len(p.sample_ids), ','.join(m for m in ('cellbench.store.fetch', "
+        "'cellbench.tasks.instance_segmentation.coco_results') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, check=True
+    ).stdout.split()
+    assert out == ["1"], out

@@ -56,9 +56,9 @@ from cellbench.tasks.instance_segmentation.coco import (
     load_json,
     segmentation_rle,
 )
+from cellbench.tasks.instance_segmentation.io import RESULTS, is_results_path  # noqa: F401 (re-exported)
 
 #: Name of the results file inside a predictions folder.
-RESULTS = "results.json"
 
 
 def runs_prediction(sample_id: str, runs: MaskRuns) -> Prediction:
@@ -88,13 +88,6 @@ def prediction_runs(prediction: Prediction) -> MaskRuns | None:
         scores=np.asarray(prediction.mask_scores, dtype=np.float64).reshape(-1),
         range_areas=np.asarray(v["mask_areas"], dtype=np.float64).reshape(-1),
     )
-
-
-def is_results_path(path: Path) -> bool:
-    """Whether ``path`` is a results JSON file or a folder holding :data:`RESULTS`."""
-    if path.is_file():
-        return path.suffix.lower() == ".json"
-    return path.is_dir() and (path / RESULTS).is_file()
 
 
 def _image_table(folder: Path) -> tuple[dict[Any, tuple[str, int, int]] | None, list[str]]:

@@ -24,6 +24,20 @@ from cellbench.predictions import Prediction, PredictionSet, read_csv_rows, read
 from cellbench.store.sample import SAMPLE_ID_PATTERN
 from cellbench.tasks.instance_segmentation.cellpose import CP_MASKS, SEG_NPY, seg_npy_problem
 
+#: The COCO results file in a predictions folder (see :mod:`.coco_results`).
+RESULTS = "results.json"
+
+
+def is_results_path(path: Path) -> bool:
+    """Whether ``path`` is a COCO results JSON file or a folder holding :data:`RESULTS`.
+
+    Here, not in :mod:`.coco_results`, so that telling the two kinds of predictions apart
+    does not import the COCO machinery (label-image folders, the common case, never need it).
+    """
+    if path.is_file():
+        return path.suffix.lower() == ".json"
+    return path.is_dir() and (path / RESULTS).is_file()
+
 
 def read_scores_csv(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read ``sample_id,object_id,score`` rows: ``{sample_id: (object ids, scores)}``.

@@ -33,6 +33,19 @@ if TYPE_CHECKING:
     from cellbench.tasks.training import TaskTraining
 
 
+def _runs(prediction: Prediction) -> Any:
+    """A COCO results prediction's :class:`~cellbench.metrics.rle.MaskRuns`, else None.
+
+    The module that builds them is imported only for such predictions (label images, the
+    common case, do not pay for it at process start).
+    """
+    if "mask_runs" not in prediction.values:
+        return None
+    from cellbench.tasks.instance_segmentation.coco_results import prediction_runs
+
+    return prediction_runs(prediction)
+
+
 class InstanceSegmentationTask(Task):
     """Instance segmentation of cells or nuclei in 2D images and 3D volumes."""
 
@@ -61,9 +74,8 @@ class InstanceSegmentationTask(Task):
     def check_output(self, prediction: Prediction, expect: OutputSpec, where: str) -> list[str]:
         """Label image or masks of the expected shape; finite scores for existing ids."""
         axes, shape = expect.axes, expect.shape
-        from cellbench.tasks.instance_segmentation.coco_results import prediction_runs
 
-        runs = prediction_runs(prediction)
+        runs = _runs(prediction)
         if runs is not None:  # a COCO results file: masks as runs, never dense
             if tuple(runs.shape) != tuple(shape):
                 return [f"{where}: masks of size {runs.shape}, expected {tuple(shape)}"]
@@ -127,12 +139,11 @@ class InstanceSegmentationTask(Task):
         self, path: Path, class_names: Sequence[str] | None = None
     ) -> PredictionSet:
         """Label images (``<sample_id>.tif`` + ``scores.csv``) or a COCO results JSON."""
-        from cellbench.tasks.instance_segmentation.coco_results import (
-            is_results_path,
-            read_coco_results,
-        )
+        from cellbench.tasks.instance_segmentation.io import is_results_path
 
         if is_results_path(path):
+            from cellbench.tasks.instance_segmentation.coco_results import read_coco_results
+
             return read_coco_results(path, self.name)
         if path.is_dir():
             from cellbench.tasks.instance_segmentation.io import read_label_folder
@@ -229,10 +240,9 @@ class InstanceSegmentationTask(Task):
         from cellbench.metrics.coco import CocoAP, InstanceMasks, ScoredInstances
         from cellbench.metrics.instance import LabelPair
         from cellbench.metrics.rle import paint_runs
-        from cellbench.tasks.instance_segmentation.coco_results import prediction_runs
 
         pair: LabelPair | None = None
-        runs = prediction_runs(prediction)
+        runs = _runs(prediction)
         out = []
         for metric in metrics:
             if isinstance(metric, CocoAP):
