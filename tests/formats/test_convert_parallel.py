@@ -38,6 +38,14 @@ def _source(fmt: str, root: Path, n: int = 6) -> Path:
     if fmt == "ome-zarr":  # read-only: a cellbench store's images/ is a folder of OME-Zarr images
         write_samples("tiff", samples, root / "tiff-for-ome-zarr")
         return Path(convert(root / "tiff-for-ome-zarr", "tiff", "zarr", src)) / "images"
+    if fmt == "tissuenet":  # read-only: DeepCell npz, one stored and one compressed file
+        rng = np.random.default_rng(3)
+        x = rng.random((n, 24, 24, 2), dtype=np.float32)
+        y = rng.integers(0, 4, (n, 24, 24, 2), dtype=np.int32)
+        src.mkdir()
+        np.savez(src / "cells_train.npz", X=x[: n // 2], y=y[: n // 2])
+        np.savez_compressed(src / "cells_test.npz", X=x[n // 2 :], y=y[n // 2 :])
+        return src
     if fmt == "ctc" and n > 2:  # SEG truth in one sequence: the store becomes format 3
         seg = np.zeros_like(samples[2].instances)
         seg[1] = samples[2].instances[1]
@@ -58,6 +66,7 @@ SOURCES = (
     "ome-zarr",
     "stardist",
     "tiff",
+    "tissuenet",
 )
 
 
