@@ -79,6 +79,7 @@ SOURCES = (
     "fnet-czi",
     "geff",
     "image-folder",
+    "ome-tiff",
     "ome-zarr",
     "stardist",
     "tiff",
