@@ -184,6 +184,16 @@ def test_each_row_read_alone_equals_read(tmp_path: Path) -> None:
         assert [s.id for s in read_by_items(fmt, tmp_path, target=target)] == [
             s.id for s in reference
         ]
+    # compressed rows read in order continue one stream per member, closed after the last row
+    from cellbench.tasks.instance_segmentation import tissuenet
+
+    fmt.read_item(tmp_path, "tissuenet_v1.1_test.npz:0")
+    streams = {k[2]: v[1] for k, v in tissuenet._STREAMS.items()}
+    assert sorted(streams) == ["X.npy", "y.npy"]
+    fmt.read_item(tmp_path, "tissuenet_v1.1_test.npz:1")
+    assert {k[2]: v[1] for k, v in tissuenet._STREAMS.items()} == streams  # the same streams
+    fmt.read_item(tmp_path, "tissuenet_v1.1_test.npz:2")
+    assert tissuenet._STREAMS == {} and all(fh.closed for fh in streams.values())
     one = tmp_path / "tissuenet_v1.1_test.npz"  # a single file as the source
     sample, more = fmt.read_item(one, "tissuenet_v1.1_test.npz:2")
     assert more == [] and np.array_equal(sample.instances, test["y"][2, ..., 0])

@@ -23,8 +23,9 @@ Per item (``Format.items`` / ``read_item``, used by ``convert --scheduler``): on
 ``<file>:<index>``. A row of a stored member (``np.savez``) is read straight from the file at its
 offset (the npz's equivalent of ``np.load(mmap_mode="r")``, which npz members do not support),
 so one task reads one image. A row of a compressed member (``np.savez_compressed``) can only be
-reached by decompressing the rows before it: it is still read correctly, but one task per row
-then costs the file's decompression up to that row; ``read`` streams such files once.
+reached by decompressing the rows before it: each process keeps its open stream of the member
+it last read, so rows read in order continue it (one pass over the file), while a row out of
+order starts again; ``read`` streams such files once.
 """
 
 from __future__ import annotations
@@ -97,12 +98,45 @@ class _Member:
                 fh.seek(_data_start(fh, self.info) + start)
                 data = fh.read(self.row)
         else:  # compressed: only reachable by decompressing what comes before it
-            with zf.open(self.info) as fh:
-                fh.seek(start)
-                data = fh.read(self.row)
+            data = _compressed_read(path, self.info, start, self.row, i == self.shape[0] - 1)
         if len(data) != self.row:
             raise ValueError(self.truncated())
         return np.frombuffer(data, dtype=self.dtype).reshape(self.shape[1:])
+
+
+#: Open streams of compressed members, (path, mtime, member) -> (zip, stream): the next row of
+#: a member read in order continues its stream instead of decompressing from the start. An
+#: entry is popped while in use (threads never share a stream) and closed after the member's
+#: last row or when another file's row is read.
+_STREAMS: dict[tuple[str, int, str], tuple[zipfile.ZipFile, IO[bytes]]] = {}
+
+
+def _close(entry: tuple[zipfile.ZipFile, IO[bytes]] | None) -> None:
+    if entry is not None:
+        entry[1].close()
+        entry[0].close()
+
+
+def _compressed_read(path: Path, info: zipfile.ZipInfo, start: int, size: int, last: bool) -> bytes:
+    key = (str(path), path.stat().st_mtime_ns, info.filename)
+    for other in list(_STREAMS):
+        if other[:2] != key[:2]:
+            _close(_STREAMS.pop(other, None))
+    entry = _STREAMS.pop(key, None)
+    if entry is not None and entry[1].tell() > start:  # behind: start again
+        _close(entry)
+        entry = None
+    if entry is None:
+        zf = zipfile.ZipFile(path)
+        entry = (zf, zf.open(info.filename))
+    entry[1].seek(start)  # forward from where the last row ended: only the gap is decompressed
+    data = entry[1].read(size)
+    if last or len(data) != size:
+        _close(entry)
+    else:
+        _close(_STREAMS.pop(key, None))  # another thread's, if any
+        _STREAMS[key] = entry
+    return data
 
 
 def _data_start(fh: IO[bytes], info: zipfile.ZipInfo) -> int:
