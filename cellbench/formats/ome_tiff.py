@@ -15,6 +15,13 @@ named channels as the image.
 
 Memory: each file's image series is read whole (``series.asarray()``): peak memory is one file.
 
+Per item (``Format.items`` / ``read_item``, used by ``convert --scheduler``): one item per file,
+or with ``time=samples`` one per time point (``<file>:<t>``, the count taken from the series
+shape without reading pixels). A time point's task reads and checks its whole file (tifffile
+reads a series in one piece; the file's problems are reported by its first time point only);
+each process keeps the last file it read until its last time point is taken, so consecutive
+time points on one worker cost one read of the file.
+
 Writing: ``<id>.ome.tif`` per sample, the image as series ``image`` with axes, channel names,
 physical sizes (``um``, ``s``) and, when the sample has instances, a second series
 ``instances``; plus the ``cellbench.json`` sidecar (split, metadata).
@@ -22,6 +29,7 @@ physical sizes (``um``, ``s``) and, when the sample has instances, a second seri
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -38,7 +46,7 @@ from cellbench.formats.images import (
     short_error,
     write_sidecar,
 )
-from cellbench.formats.registry import Format
+from cellbench.formats.registry import Format, ItemList
 from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
 
 #: Length units to micrometres (OME UnitsLength symbols).
@@ -288,8 +296,7 @@ def read_ome_tiff(
             problem of every file together, after the last file (nothing is yielded after the
             first problem).
 
-    There are no per-item hooks (``convert --scheduler``): with ``time=samples`` one file
-    gives many samples, and a file is read in one piece by tifffile.
+    Per item (``convert --scheduler``): :func:`ome_tiff_items` and :func:`read_ome_tiff_item`.
     """
     root = Path(src)
     problems = _check(time, split)
@@ -309,6 +316,101 @@ def read_ome_tiff(
             yield from samples
     if problems:
         raise ValidationError(problems, context=str(src))
+
+
+def _time_points(path: Path) -> int | None:
+    """The main series' number of time points from the header (None: unreadable, or no T)."""
+    import tifffile
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with tifffile.TiffFile(path) as tif:
+                main = [s for s in tif.series if s.name not in LABEL_SERIES]
+                if not tif.is_ome or not main or "T" not in main[0].axes.upper():
+                    return None
+                return int(main[0].shape[main[0].axes.upper().index("T")])
+    except Exception:  # the file's problems are reported by reading its item
+        return None
+
+
+def ome_tiff_items(
+    src: str | Path,
+    *,
+    labels: str | Iterable[str] | None = None,
+    channels: str | Iterable[str] | None = None,
+    time: str = "axis",
+    split: str = "train",
+) -> ItemList:
+    """One item per file (its name), or with ``time=samples`` per time point (``<file>:<t>``).
+
+    Raises:
+        ValidationError: Bad options, paths or sidecar, as ``read`` does before any file.
+    """
+    root = Path(src)
+    problems = _check(time, split)
+    files, more = _files(root)
+    problems += more
+    problems += read_sidecar(root if root.is_dir() else root.parent)[1]
+    if problems:
+        raise ValidationError(problems, context=str(src))
+    items: list[str] = []
+    for f in files:
+        n = _time_points(f) if time == "samples" else None
+        items += [f.name] if n is None else [f"{f.name}:{t}" for t in range(n)]
+    return ItemList(items, [], str(src))
+
+
+#: The last file read by read_ome_tiff_item in this process: {"file": (key, samples, problems)}
+#: (one tuple, replaced or popped whole, so threads see a consistent entry).
+_LAST_FILE: dict[str, tuple[Any, list[Sample], list[str]]] = {}
+
+
+def read_ome_tiff_item(
+    src: str | Path,
+    item: str,
+    *,
+    labels: str | Iterable[str] | None = None,
+    channels: str | Iterable[str] | None = None,
+    time: str = "axis",
+    split: str = "train",
+) -> tuple[Sample | None, list[str]]:
+    """One file's sample, or one time point's (``<file>:<t>``), with ``read``'s problems.
+
+    A file's problems are reported by its whole-file item or its time point 0 only.
+    """
+    root = Path(src)
+    problems = _check(time, split)
+    sidecar, more = read_sidecar(root if root.is_dir() else root.parent)
+    if problems or more:
+        return None, problems + more
+    name, t = item, None
+    folder = root.parent if root.is_file() else root
+    if not (folder / item).is_file():
+        name, _, index = item.rpartition(":")
+        t = int(index)
+    path = folder / name
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, str(labels), str(channels), time, split)
+    cached = _LAST_FILE.get("file")
+    if cached is not None and cached[0] == key:
+        samples, problems = cached[1], cached[2]
+    else:
+        records = sidecar.get("samples", {})
+        samples, problems = _read_file(
+            path, _names(labels), _names(channels), time, split, records.get(_stem(path))
+        )
+        if t is not None:  # kept for the file's other time points
+            _LAST_FILE["file"] = (key, samples, problems)
+    if t is None:
+        return (samples[0] if samples else None), problems
+    if problems:
+        return None, problems if t == 0 else []
+    if t == len(samples) - 1:
+        _LAST_FILE.pop("file", None)  # the file's last time point: nothing to keep it for
+    if t >= len(samples):
+        return None, [f"{name}: no time point {t} (the file has {len(samples)})"]
+    return dataclasses.replace(samples[t]), []
 
 
 def ome_tiff_problems(
@@ -375,6 +477,8 @@ FORMAT = Format(
     read=read_ome_tiff,
     write=write_ome_tiff,
     validate=ome_tiff_problems,
+    items=ome_tiff_items,
+    read_item=read_ome_tiff_item,
     options={
         "labels": "read: the channel that holds instance labels (e.g. nuclei)",
         "channels": "read: the channels kept as the image, comma-separated (default: all but "

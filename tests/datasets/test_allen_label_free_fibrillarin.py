@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from cellbench.errors import ValidationError
-from cellbench.formats.registry import get_format, read_samples
+from cellbench.formats.registry import get_format, read_by_items, read_samples
 from cellbench.registry import pull
 from cellbench.store.zarr_store import DatasetStore
 from tests.data.allen_label_free import (
@@ -162,6 +162,25 @@ def test_validator_lists_every_problem(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as err:
         next(read_samples("fnet-czi", root))
     assert err.value.problems == problems  # the reader refuses before reading pixels
+    # one row at a time (convert --scheduler): the same lines, nothing yielded
+    with pytest.raises(ValidationError) as err:
+        list(read_by_items(fmt, root))
+    assert err.value.problems == problems
+    listing = fmt.items(root)
+    assert listing.problems == [] and listing.items == [f"fibrillarin.csv:{i}" for i in range(2, 8)]
+    assert fmt.read_item(root, listing.items[4]) == (None, [problems[4]])
+    from click.testing import CliRunner
+
+    from cellbench.cli import main
+
+    for extra in ([], ["--scheduler", "synchronous"]):
+        dest = tmp_path / "out.zarr"
+        res = CliRunner().invoke(
+            main, ["convert", str(root), "--from", "fnet-czi", "--to", "zarr", str(dest), *extra]
+        )
+        assert res.exit_code == 1 and "6 problems found" in res.output, res.output
+        assert all(line in res.output for line in problems)
+        assert sorted(q.name for q in tmp_path.iterdir()) == ["src"]  # no DEST, no scratch
 
 
 def test_reads_each_channel_over_its_own_extent(tmp_path: Path) -> None:
@@ -198,6 +217,26 @@ def test_csv_problems_and_official_split_files(tmp_path: Path) -> None:
     (root / "test.csv").write_text(csv_text(ROWS[4:]))
     got = {s.id: s.split for s in read_samples("fnet-czi", root)}
     assert got == {stem: ("train" if i < 4 else "test") for i, (stem, _) in enumerate(ROWS)}
+    fmt = get_format("fnet-czi")
+    assert fmt.items(root).items == [f"train.csv:{i}" for i in range(2, 6)] + [
+        f"test.csv:{i}" for i in range(2, 4)
+    ]
+    assert {s.id: s.split for s in read_by_items(fmt, root)} == got
+
+
+def test_each_row_read_alone_equals_read(tmp_path: Path) -> None:
+    """Per-item hooks: the plate split needs only the table's names, so a row reads alone."""
+    from tests.factories import assert_samples_equal
+
+    root = _folder(tmp_path)
+    fmt = get_format("fnet-czi")
+    reference = list(fmt.read(root))
+    assert len({s.split for s in reference}) > 1  # split by plate
+    alone = [fmt.read_item(root, item) for item in reversed(fmt.items(root).items)]
+    assert [more for _, more in alone] == [[]] * len(ROWS)
+    for a, (b, _) in zip(reference, reversed(alone), strict=True):
+        assert_samples_equal(a, b)
+        assert a.metadata == b.metadata
 
 
 def test_tar_members_found_whatever_the_top_folder(

@@ -428,3 +428,66 @@ def test_tiff_and_stardist_are_one_reader_2d_and_3d(tmp_path: Path) -> None:
     (b,) = read_samples("tiff", bad)
     assert b.split == "train" and b.instances.dtype == np.uint16
     assert np.array_equal(b.instances, vol[1])
+
+
+#: Image and mask paths of each layout (``{}`` is the sample id), as its writer names them.
+_PATHS = {
+    "cellpose": ("{}_img.tif", "{}_masks.tif"),
+    "bbbc-labels": ("images/{}.tif", "masks/{}.png"),
+    "stardist": ("images/{}.tif", "masks/{}.tif"),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(_PATHS))
+def test_five_different_bad_samples_in_one_error_and_nothing_at_dest(
+    fmt: str, tmp_path: Path
+) -> None:
+    """Truncated mask, non-integer labels, other shape, missing mask, complex image: all at once."""
+    from click.testing import CliRunner
+
+    from cellbench.cli import main
+    from cellbench.formats.registry import read_by_items
+    from tests.factories import toy_samples
+
+    img, msk = _PATHS[fmt]
+    root = tmp_path / "src"
+    write_samples(fmt, toy_samples("instance-segmentation", 5, seed=3), root)
+    cut = root / msk.format("inst-000")
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])  # truncated
+    (root / msk.format("inst-001")).unlink()
+    tifffile.imwrite(
+        (root / msk.format("inst-001")).with_suffix(".tif"), np.full((40, 36), 1.5, np.float32)
+    )  # float labels that are not whole numbers
+    iio.imwrite(root / msk.format("inst-002"), np.zeros((30, 36), np.uint16))  # other shape
+    (root / msk.format("inst-003")).unlink()  # image without a mask
+    tifffile.imwrite(root / img.format("inst-004"), np.ones((40, 36), np.complex64))  # dtype
+    missing = {"cellpose": "(expected inst-003_masks.tif)"}.get(
+        fmt, "(expected masks/inst-003.<tif|png>)"
+    )
+    non_integer = (root / msk.format("inst-001")).with_suffix(".tif").relative_to(root)
+    expected = [
+        f"{img.format('inst-003')}: image without a mask {missing}",
+        f"{msk.format('inst-000')}: cannot be read (",
+        f"{non_integer.as_posix()}: label image of dtype float32 has non-integer values",
+        f"{msk.format('inst-002')}: mask shape (30, 36), expected the image's (40, 36)",
+        f"{img.format('inst-004')}: dtype complex64, expected a numeric image",
+    ]
+    problems = get_format(fmt).validate(root)
+    assert len(problems) == 5 and all(
+        p.startswith(e) for p, e in zip(problems, expected, strict=True)
+    ), problems
+    with pytest.raises(ValidationError) as err:
+        list(read_samples(fmt, root))
+    assert err.value.problems == problems
+    with pytest.raises(ValidationError) as err:
+        list(read_by_items(get_format(fmt), root))
+    assert err.value.problems == problems
+    res = CliRunner().invoke(main, ["validate", str(root), "--format", fmt])
+    assert res.exit_code == 1 and all(p in res.output for p in problems)
+    for extra in ([], ["--scheduler", "synchronous"]):
+        for to in ("zarr", "coco"):
+            args = ["convert", str(root), "--from", fmt, "--to", to, str(tmp_path / "out"), "-q"]
+            res = CliRunner().invoke(main, [*args, *extra])
+            assert res.exit_code == 1 and "5 problems found" in res.output, res.output
+            assert all(p in res.output for p in problems)
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no DEST, no scratch

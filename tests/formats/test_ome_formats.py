@@ -16,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from click.testing import CliRunner
 
+from cellbench.cli import main
 from cellbench.errors import ValidationError
-from cellbench.formats.registry import get_format, read_samples, write_samples
+from cellbench.formats.registry import get_format, read_by_items, read_samples, write_samples
 from cellbench.store.sample import Sample
 from cellbench.store.zarr_store import build_store
+from tests.factories import assert_samples_equal
 
 CARD = {"id": "ome-test", "version": "1", "tasks": ["instance-segmentation"]}
 NDEV_WHEEL = "ndev_sampledata-0.0.3-py3-none-any.whl"
@@ -113,6 +116,61 @@ def test_ome_tiff_bad_files_all_listed(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as err:  # reading lists every bad file at once too
         list(read_samples("ome-tiff", tmp_path, labels="nuclei"))
     assert err.value.problems == problems
+    for time in ("axis", "samples"):  # one item at a time: the same lines
+        with pytest.raises(ValidationError) as err:
+            list(read_by_items(get_format("ome-tiff"), tmp_path, labels="nuclei", time=time))
+        assert err.value.problems == problems
+
+
+def test_ome_tiff_items_per_file_or_time_point_equal_read(tmp_path: Path) -> None:
+    write_samples("ome-tiff", _samples(), tmp_path / "ome")
+    fmt = get_format("ome-tiff")
+    for time, items in (
+        ("axis", ["movie.ome.tif", "stack.ome.tif"]),
+        ("samples", ["movie.ome.tif:0", "movie.ome.tif:1", "movie.ome.tif:2", "stack.ome.tif"]),
+    ):
+        listing = fmt.items(tmp_path / "ome", time=time)
+        assert listing.items == items and listing.problems == []
+        reference = list(fmt.read(tmp_path / "ome", time=time))
+        alone = [fmt.read_item(tmp_path / "ome", item, time=time) for item in items]
+        assert [more for _, more in alone] == [[]] * len(items)
+        for a, (b, _) in zip(reference, alone, strict=True):
+            assert_samples_equal(a, b)
+            assert a.metadata == b.metadata and a.pixel_size == b.pixel_size
+    assert [s.id for s in read_by_items(fmt, tmp_path / "ome", time="samples")] == [
+        "movie-t000",
+        "movie-t001",
+        "movie-t002",
+        "stack",
+    ]
+    # a bad file with time points: its problem once (by time point 0), not once per frame
+    tifffile.imwrite(
+        tmp_path / "ome" / "named.ome.tif",
+        np.zeros((3, 2, 4, 4), np.uint16),
+        ome=True,
+        metadata={"axes": "TCYX", "Channel": {"Name": ["a", "b"]}},
+        photometric="minisblack",
+    )
+    assert fmt.items(tmp_path / "ome", time="samples").items[3:6] == [
+        f"named.ome.tif:{t}" for t in range(3)
+    ]
+    expected = [  # every file once, the three-frame ones included
+        "movie.ome.tif: no channel 'nuclei' (channels: dapi, gfp)",
+        "named.ome.tif: no channel 'nuclei' (channels: a, b)",
+        "stack.ome.tif: no channel 'nuclei' (channels: actin)",
+    ]
+    with pytest.raises(ValidationError) as err:
+        list(read_by_items(fmt, tmp_path / "ome", time="samples", channels="nuclei"))
+    assert err.value.problems == expected
+    assert err.value.problems == fmt.validate(tmp_path / "ome", time="samples", channels="nuclei")
+    dest = tmp_path / "out.zarr"
+    res = CliRunner().invoke(
+        main,
+        ["convert", str(tmp_path / "ome"), "--from", "ome-tiff", "--to", "zarr", str(dest),
+         "--option", "time=samples", "--option", "channels=nuclei", "--scheduler", "synchronous"],
+    )  # fmt: skip
+    assert res.exit_code == 1 and all(line in res.output for line in expected), res.output
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["ome"]  # no DEST, no scratch
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +203,11 @@ def test_ome_tiff_real_scratch_assay(ndev_tiff: Path) -> None:
     assert np.array_equal(s.image[0], raw[1, 3])
     assert np.array_equal(s.instances, raw[2, 3])
     assert int(s.instances.max()) > 50  # real nuclei labels
+    opts = {"labels": "nuclei", "channels": "oblique", "time": "samples"}
+    by_items = list(read_by_items(get_format("ome-tiff"), ndev_tiff, **opts))  # frame by frame
+    assert len(by_items) == len(got)
+    for a, b in zip(got, by_items, strict=True):
+        assert_samples_equal(a, b)
     (whole,) = read_samples("ome-tiff", ndev_tiff, channels="H3342,oblique")
     assert whole.axes == "tcyx" and whole.image.shape == (10, 2, 210, 576)
     assert whole.channel_names == ["H3342", "oblique"] and whole.instances is None

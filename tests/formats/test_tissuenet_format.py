@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from cellbench.cli import main
 from cellbench.errors import ValidationError
-from cellbench.formats.registry import get_format, read_samples
+from cellbench.formats.registry import get_format, read_by_items, read_samples
+from tests.factories import assert_samples_equal
 
 
 def fake_tissuenet(n: int, size: int, seed: int) -> dict[str, np.ndarray]:
@@ -139,6 +142,93 @@ def test_bad_rows_of_every_file_reported_together(tmp_path: Path) -> None:
         "a_test.npz:y: truncated (a row needs 2048 bytes)",
     ]
     assert get_format("tissuenet").validate(tmp_path) == err.value.problems
+    # one row at a time (convert --scheduler): the same samples, the same problems
+    fmt = get_format("tissuenet")
+    assert fmt.items(tmp_path).items == [f"a_train.npz:{i}" for i in range(4)] + [
+        f"a_test.npz:{i}" for i in range(3)
+    ]
+    per_item = [fmt.read_item(tmp_path, item) for item in fmt.items(tmp_path).items]
+    assert [s.id for s, _ in per_item if s is not None] == [  # rows 0 and 1 of a_test are whole
+        "train-00000",
+        "train-00002",
+        "test-00000",
+        "test-00001",
+    ]
+    assert [line for _, more in per_item for line in more] == err.value.problems
+    got = []
+    with pytest.raises(ValidationError) as by_items:
+        for sample in read_by_items(fmt, tmp_path):
+            got.append(sample.id)
+    assert got == ["train-00000"] and by_items.value.problems == err.value.problems
     # the nuclear channel is clean: reading it yields every sample of the untruncated file
     (tmp_path / "a_test.npz").unlink()
     assert len(list(read_samples("tissuenet", tmp_path, target="nuclear"))) == 4
+
+
+def test_each_row_read_alone_equals_read(tmp_path: Path) -> None:
+    """Per-item hooks: a stored member's row is read at its offset, a compressed one's by
+    decompressing up to it; both give read's samples exactly."""
+    train, test = fake_tissuenet(5, 24, 8), fake_tissuenet(3, 20, 9)
+    np.savez(tmp_path / "tissuenet_v1.1_train.npz", **train)  # stored members
+    np.savez_compressed(tmp_path / "tissuenet_v1.1_test.npz", **test)
+    fmt = get_format("tissuenet")
+    for target in ("whole-cell", "nuclear"):
+        listing = fmt.items(tmp_path, target=target)
+        assert listing.problems == [] and len(listing.items) == 8
+        reference = list(fmt.read(tmp_path, target=target))
+        alone = [fmt.read_item(tmp_path, item, target=target) for item in reversed(listing.items)]
+        assert all(more == [] for _, more in alone)
+        for a, (b, _) in zip(reference, reversed(alone), strict=True):
+            assert_samples_equal(a, b)
+            assert a.metadata == b.metadata
+        assert [s.id for s in read_by_items(fmt, tmp_path, target=target)] == [
+            s.id for s in reference
+        ]
+    # compressed rows read in order continue one stream per member, closed after the last row
+    from cellbench.tasks.instance_segmentation import tissuenet
+
+    fmt.read_item(tmp_path, "tissuenet_v1.1_test.npz:0")
+    streams = {k[2]: v[1] for k, v in tissuenet._STREAMS.items()}
+    assert sorted(streams) == ["X.npy", "y.npy"]
+    fmt.read_item(tmp_path, "tissuenet_v1.1_test.npz:1")
+    assert {k[2]: v[1] for k, v in tissuenet._STREAMS.items()} == streams  # the same streams
+    fmt.read_item(tmp_path, "tissuenet_v1.1_test.npz:2")
+    assert tissuenet._STREAMS == {} and all(fh.closed for fh in streams.values())
+    one = tmp_path / "tissuenet_v1.1_test.npz"  # a single file as the source
+    sample, more = fmt.read_item(one, "tissuenet_v1.1_test.npz:2")
+    assert more == [] and np.array_equal(sample.instances, test["y"][2, ..., 0])
+    with pytest.raises(ValidationError, match="target='cytoplasm'"):
+        fmt.items(tmp_path, target="cytoplasm")
+
+
+def test_header_and_row_problems_reported_together_cli(tmp_path: Path) -> None:
+    """A file with a bad header does not hide another file's bad rows; convert leaves no DEST."""
+    src = tmp_path / "src"
+    src.mkdir()
+    bad = fake_tissuenet(3, 16, 10)
+    bad["y"][2, 4, 4, 0] = -1
+    np.savez(src / "a_train.npz", **bad)
+    good = fake_tissuenet(2, 16, 11)
+    np.savez(src / "b_val.npz", X=good["X"], y=good["y"][:, :8])  # other shape
+    expected = [
+        "b_val.npz: X is (2, 16, 16, 2) and y is (2, 8, 16, 2); expected the same n, y and x",
+        "a_train.npz: y[2] has negative labels (expected 0 = background, 1..n objects)",
+    ]
+    with pytest.raises(ValidationError) as err:
+        list(read_samples("tissuenet", src))
+    assert err.value.problems == expected
+    with pytest.raises(ValidationError) as err:
+        list(read_by_items(get_format("tissuenet"), src))
+    assert err.value.problems == expected
+    runner = CliRunner()
+    res = runner.invoke(main, ["validate", str(src), "--format", "tissuenet"])
+    assert res.exit_code == 1 and all(line in res.output for line in expected)
+    for extra in ([], ["--scheduler", "synchronous"]):
+        dest = tmp_path / "out.zarr"
+        res = runner.invoke(
+            main,
+            ["convert", str(src), "--from", "tissuenet", "--to", "zarr", str(dest), "-q", *extra],
+        )
+        assert res.exit_code == 1, res.output
+        assert "2 problems found" in res.output and all(line in res.output for line in expected)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no DEST, no scratch

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import CellbenchError, ValidationError
-from cellbench.formats.registry import Format
+from cellbench.formats.registry import Format, ItemList
 from cellbench.splits import split_ids
 from cellbench.store.sample import SPLITS, Sample
 
@@ -373,6 +373,43 @@ def _stack(
     return np.stack(out).astype(dtype, copy=False)[None]
 
 
+def _check_split(split: str) -> None:
+    if split not in (*SPLITS, "plate"):
+        raise ValidationError([f"split {split!r}: expected plate, train, val or test"])
+
+
+def _plate_split(src: Path, entries: list[Entry]) -> dict[str, str]:
+    """The group-aware split of the entries to be split by plate (from their names alone)."""
+    by_plate = [e for e in entries if e.split == "plate"]
+    if not by_plate:
+        return {}
+    ids = [e.path.stem for e in by_plate]
+    plates = [str(_metadata(e)["plate"]) for e in by_plate]
+    return split_ids(ids, SHARES, seed=0, groups=plates, context=str(src))
+
+
+def _sample(entry: Entry, layout: _Layout, plate_split: dict[str, str]) -> Sample:
+    """Read the entry's input and target z-stacks (the file is known to be valid)."""
+    czi = require_czi_reader()
+    with czi.open_czi(str(entry.path)) as reader:
+        image, target = (
+            _stack(reader, c, layout.planes[c], _GREY[layout.pixel_types[c]])
+            for c in (entry.signal, entry.target)
+        )
+        pixel_size = _scaling(reader)
+    return Sample(
+        id=entry.path.stem,
+        image=image,
+        axes="czyx",
+        channel_names=[INPUT_NAME],
+        split=plate_split.get(entry.path.stem, entry.split),
+        pixel_size=pixel_size,
+        metadata=_metadata(entry),
+        target=target,
+        target_channel_names=[entry.structure or f"channel {entry.target}"],
+    )
+
+
 def read_fnet_czi(
     src: Path, *, root: str | Path | None = None, split: str = "plate", **_: Any
 ) -> Iterator[Sample]:
@@ -381,8 +418,7 @@ def read_fnet_czi(
     Raises:
         ValidationError: Every problem of the tables and files, before any pixel is read.
     """
-    if split not in (*SPLITS, "plate"):
-        raise ValidationError([f"split {split!r}: expected plate, train, val or test"])
+    _check_split(split)
     entries, problems = _entries(Path(src), root, split)
     layouts = []
     for entry in entries:
@@ -391,32 +427,42 @@ def read_fnet_czi(
         layouts.append(layout)
     if problems:
         raise ValidationError(problems, str(src))
-    by_plate = [e for e in entries if e.split == "plate"]
-    plate_split: dict[str, str] = {}
-    if by_plate:
-        ids = [e.path.stem for e in by_plate]
-        plates = [str(_metadata(e)["plate"]) for e in by_plate]
-        plate_split = split_ids(ids, SHARES, seed=0, groups=plates, context=str(src))
-    czi = require_czi_reader()
+    plate_split = _plate_split(Path(src), entries)
     for entry, layout in zip(entries, layouts, strict=True):
         assert layout is not None
-        with czi.open_czi(str(entry.path)) as reader:
-            image, target = (
-                _stack(reader, c, layout.planes[c], _GREY[layout.pixel_types[c]])
-                for c in (entry.signal, entry.target)
-            )
-            pixel_size = _scaling(reader)
-        yield Sample(
-            id=entry.path.stem,
-            image=image,
-            axes="czyx",
-            channel_names=[INPUT_NAME],
-            split=plate_split.get(entry.path.stem, entry.split),
-            pixel_size=pixel_size,
-            metadata=_metadata(entry),
-            target=target,
-            target_channel_names=[entry.structure or f"channel {entry.target}"],
-        )
+        yield _sample(entry, layout, plate_split)
+
+
+def _item(entry: Entry) -> str:
+    return f"{entry.csv.name}:{entry.row}"
+
+
+def fnet_czi_items(
+    src: Path, *, root: str | Path | None = None, split: str = "plate", **_: Any
+) -> ItemList:
+    """One item per table row, ``<csv>:<row>``; the tables' problems (no CZI file is opened).
+
+    The split by plate needs only the files' names, so each item can be read alone.
+    """
+    _check_split(split)
+    entries, problems = _entries(Path(src), root, split)
+    return ItemList([_item(e) for e in entries], problems, str(src))
+
+
+def read_fnet_czi_item(
+    src: Path, item: str, *, root: str | Path | None = None, split: str = "plate", **_: Any
+) -> tuple[Sample | None, list[str]]:
+    """The sample of one table row, or every problem of its CZI file (checked before pixels)."""
+    _check_split(split)
+    entries, _problems = _entries(Path(src), root, split)  # the table's problems: the listing's
+    entry = next((e for e in entries if _item(e) == item), None)
+    if entry is None:
+        return None, [f"{item}: no such row in the pytorch_fnet table"]
+    layout, problems = _open_problems(entry)
+    if problems:
+        return None, problems
+    assert layout is not None
+    return _sample(entry, layout, _plate_split(Path(src), entries)), []
 
 
 def _listed(table: Path) -> tuple[dict[str, PurePosixPath], list[str]]:
@@ -524,6 +570,8 @@ FORMAT = Format(
     tasks=("augmented-microscopy",),
     read=read_fnet_czi,
     validate=fnet_czi_problems,
+    items=fnet_czi_items,
+    read_item=read_fnet_czi_item,
     options={
         "root": "folder the CSV's path_czi entries are relative to (default: the CSV's folder)",
         "split": "plate (default: group-aware by plate barcode, 70/10/20 %), or train, val or "
