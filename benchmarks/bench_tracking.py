@@ -8,7 +8,10 @@ fresh Python process (interpreter start, imports, reading the TIFFs, matching, c
 * py-ctcmetrics: ``evaluate_sequence(res, gt, ["DET", "SEG", "TRA", "LNK"])`` (the function
   behind ``ctc_evaluate --det --seg --tra --lnk``; its default thread count);
 * traccuracy: ``load_ctc_data`` x2, ``run_metrics`` with ``CTCMatcher``, ``CTCMetrics`` and
-  ``DivisionMetrics``.
+  ``DivisionMetrics`` (one call with 0.3.x; with 0.4.x one call per metric on freshly loaded
+  graphs, see ``TRACCURACY``). The project's environment pins traccuracy 0.3.x;
+  ``--traccuracy-python`` runs it from another interpreter, e.g. a venv with 0.4.1, the version
+  whose division definition cellbench follows.
 
 It prints wall times side by side (median of ``--repeat`` runs), the ratios, peak memory, the
 time to only read the TIFFs, and the DET/SEG/TRA/LNK/AOGM counts of each tool.
@@ -17,6 +20,8 @@ Usage::
 
     python benchmarks/bench_tracking.py                       # 100 frames, 512 x 512, ~100 cells
     python benchmarks/bench_tracking.py --frames 20 --size 256 --cells 30 --divisions 8
+    python3 -m venv /tmp/tr041 && /tmp/tr041/bin/pip install traccuracy==0.4.1
+    python benchmarks/bench_tracking.py --no-merges --traccuracy-python /tmp/tr041/bin/python
 """
 
 from __future__ import annotations
@@ -78,11 +83,20 @@ from traccuracy import run_metrics
 from traccuracy.loaders import load_ctc_data
 from traccuracy.matchers import CTCMatcher
 from traccuracy.metrics import CTCMetrics, DivisionMetrics
+import traccuracy
+# traccuracy 0.4.x: a metric run after another in the same run_metrics call sees the graphs
+# the first one annotated (measured with 0.4.1: divisions after CTCMetrics give TP 0; CTC
+# measures after DivisionMetrics give DET 1.0), so each metric gets its own freshly loaded
+# graphs there, as a user of that version must do (traccuracy issue #321, partly fixed by
+# PR #324 after 0.4.2: shared error flags). 0.3.x runs both in one call.
+SEPARATE = tuple(int(x) for x in traccuracy.__version__.split(".")[:2]) >= (0, 4)
 with contextlib.redirect_stderr(io.StringIO()):
-    gt = load_ctc_data(GT + "/TRA")
-    res = load_ctc_data(RES)
     metrics = [CTCMetrics()] + ([DivisionMetrics()] if DIVISIONS else [])
-    out, _ = run_metrics(gt, res, CTCMatcher(), metrics)
+    out = []
+    for group in ([[m] for m in metrics] if SEPARATE else [metrics]):
+        gt = load_ctc_data(GT + "/TRA")
+        res = load_ctc_data(RES)
+        out += run_metrics(gt, res, CTCMatcher(), group)[0]
 t = out[0]["results"]
 OUT = {"DET": t["DET"], "TRA": t["TRA"], "LNK": t["LNK"], "AOGM": t["AOGM"],
        "NS": t["ns_nodes"], "FN": t["fn_nodes"], "FP": t["fp_nodes"], "ED": t["fp_edges"],
@@ -105,15 +119,18 @@ OUT = {"files": len(files), "import_s": t1 - t0, "read_s": time.perf_counter() -
 """
 
 
-def run_snippet(code: str, gt: Path, res: Path, divisions: bool = True) -> tuple[float, dict]:
-    """Run ``code`` in a fresh interpreter; return its wall time and its OUT dictionary."""
+def run_snippet(
+    code: str, gt: Path, res: Path, divisions: bool = True, python: str | None = None
+) -> tuple[float, dict]:
+    """Run ``code`` in a fresh interpreter (``python``, default this one); return its wall
+    time and its OUT dictionary."""
     header = f"GT = {str(gt)!r}\nRES = {str(res)!r}\nDIVISIONS = {divisions!r}\n"
     env = dict(
         os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")
     )
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", header + textwrap.dedent(code) + _FOOTER],
+        [python or sys.executable, "-c", header + textwrap.dedent(code) + _FOOTER],
         capture_output=True,
         text=True,
         env=env,
@@ -166,7 +183,7 @@ def make_data(args: argparse.Namespace, root: Path) -> tuple[Path, Path, dict]:
     return gt_dir, res_dir, info
 
 
-def _versions() -> dict[str, str]:
+def _versions(traccuracy_python: str | None = None) -> dict[str, str]:
     from importlib.metadata import version
 
     out = {"python": platform.python_version()}
@@ -175,6 +192,12 @@ def _versions() -> dict[str, str]:
             out[pkg] = version(pkg)
         except Exception:
             out[pkg] = "n/a"
+    if traccuracy_python:  # the version the traccuracy process really runs
+        probe = "from importlib.metadata import version; print(version('traccuracy'))"
+        got = subprocess.run(
+            [traccuracy_python, "-c", probe], capture_output=True, text=True, check=True
+        )
+        out["traccuracy"] = f"{got.stdout.strip()} (in {traccuracy_python})"
     return out
 
 
@@ -191,13 +214,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-merges", action="store_true", help="no merges in the result")
     p.add_argument("--skip", default="", help="comma list: py-ctcmetrics,traccuracy")
     p.add_argument("--workdir", default=None, help="where to write the CTC folders")
+    p.add_argument(
+        "--traccuracy-python",
+        default=None,
+        help="interpreter that runs traccuracy (e.g. a venv with traccuracy==0.4.1, the\n"
+        "version whose division definition cellbench follows; cellbench's own\n"
+        "environment pins 0.3.x, see pyproject.toml)",
+    )
     args = p.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         gt_dir, res_dir, info = make_data(args, Path(tmp))
         print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
-        print("versions:", ", ".join(f"{k} {v}" for k, v in _versions().items()))
+        versions = _versions(args.traccuracy_python)
+        print("versions:", ", ".join(f"{k} {v}" for k, v in versions.items()))
         print(
             f"data: {info['frames']} frames {info['shape']}, {info['mean_cells']:.0f} cells/frame, "
             f"{info['gt_tracks']} GT tracks, {info['gt_divisions']} divisions, "
@@ -219,7 +250,8 @@ def main(argv: list[str] | None = None) -> None:
         kids: dict[str, int] = {}
         for _ in range(args.repeat):
             for name, (code, div) in tools.items():
-                wall, data = run_snippet(code, gt_dir, res_dir, divisions=div)
+                py = args.traccuracy_python if name == "traccuracy" else None
+                wall, data = run_snippet(code, gt_dir, res_dir, divisions=div, python=py)
                 times.setdefault(name, []).append(wall)
                 outs[name] = data["out"]
                 rss[name] = max(rss.get(name, 0), int(data["rss_kb"]))
