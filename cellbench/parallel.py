@@ -1,14 +1,16 @@
-"""Scoring, store verification and ingest as Dask graphs: one task per item, same reduction.
+"""Scoring, store verification and ingest as Dask graphs: batches of items, same reduction.
 
-cellbench does not schedule work itself; it hands independent per-item tasks to Dask and keeps
-the reduction it already has:
+cellbench does not schedule work itself; it hands independent per-item work to Dask, a batch
+of consecutive items per task (:func:`map_ordered`: about eight tasks per worker thread, at
+most :data:`MAX_BATCH` items), and keeps the reduction it already has:
 
 * scoring: :func:`sample_outcomes` runs :func:`cellbench.scoring.sample_outcome` (validate one
-  sample's prediction, reduce it to each metric's sufficient statistics) as one task per image
-  or sequence. The driver then finalises and aggregates those statistics exactly as the
-  single-process path does (:func:`cellbench.scoring.collect` / ``summarise``), in the split's
-  table order, so groups and bootstrap resamples are exact and every value is the same
-  whatever the scheduler and the number of workers.
+  sample's prediction, reduce it to each metric's sufficient statistics) for each image or
+  sequence; a task carries sample names, never arrays. The driver then finalises and
+  aggregates those statistics exactly as the single-process path does
+  (:func:`cellbench.scoring.collect` / ``summarise``), in the split's table order, so groups
+  and bootstrap resamples are exact and every value is the same whatever the scheduler and
+  the number of workers.
 * verification: :func:`verify_arrays` checks one store array per task (chunk files against the
   manifest, then the decoded content's sha256).
 * ingest: :func:`ingest_items` reads and checks one image or sequence of a source per task (a
@@ -362,7 +364,7 @@ def sample_outcomes(
     scheduler: str,
     progress: bool = False,
 ) -> list[tuple[list[str], list[Any] | None]]:
-    """Per-sample problems and statistics of ``sample_ids``, one Dask task per sample.
+    """Per-sample problems and statistics of ``sample_ids`` (tasks of a batch of samples each).
 
     Args:
         spec: The task declaration.
