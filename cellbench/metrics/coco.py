@@ -81,6 +81,20 @@ DEFAULT_SCORE = 1.0
 FALSE_POSITIVE, TRUE_POSITIVE, IGNORED = 0, 1, 2
 
 
+def recall_counts(n_gt: int) -> np.ndarray:
+    """Per recall point r, the least true-positive count m with ``m / n_gt >= r`` (float64).
+
+    ``tp / n_gt`` grows with ``tp``, so pycocotools' ``searchsorted(tp / n_gt, r)`` equals
+    ``searchsorted(tp, m)``: the same index without an array of recalls per detection.
+    """
+    r = COCO_RECALL_THRESHOLDS
+    need = np.ceil(r * n_gt).astype(np.int64)
+    for _ in range(2):  # the float product is off by at most one either way
+        need -= (need >= 1) & ((need - 1) / n_gt >= r)
+        need += need / n_gt < r
+    return need
+
+
 def _as_2d(shape: tuple[int, ...]) -> tuple[int, int]:
     """The 2D (rows, cols) view used for RLEs: ``(z*y, x)`` for a 3D volume."""
     return int(np.prod(shape[:-1])), int(shape[-1])
@@ -821,8 +835,10 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
         order = np.argsort(-scores, kind="mergesort")
         del scores
         nd = order.size
+        count = np.int32 if nd < 2**31 else np.int64  # exact either way; int32 halves the rows
         # One (area range, threshold) row at a time, unpacked from the images' packed bits: the
-        # temporaries are a few arrays of the detections, never (A, T, N) ones.
+        # temporaries are a few arrays of the detections, never (A, T, N) ones, and reused in
+        # place (the same float64 operations as pycocotools, so the same bits).
         for a in range(n_a):
             if npig[a] == 0:
                 continue
@@ -830,20 +846,29 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
                 precision[a] = 0.0
                 recall[a] = 0.0
                 continue
+            need = recall_counts(int(npig[a]))
             for t in range(n_t):
                 rows = [s.row(a, t) for s in stats]
                 is_tp = np.concatenate([r[0] for r in rows])[order]
-                is_fp = ~(is_tp | np.concatenate([r[1] for r in rows])[order])
+                is_fp = np.concatenate([r[1] for r in rows])[order]
                 del rows
-                tp = np.cumsum(is_tp, dtype=np.int64)
-                fp = np.cumsum(is_fp, dtype=np.int64)
-                rc = tp / npig[a]
-                pr = tp / (fp + tp + np.spacing(1))
+                np.logical_or(is_fp, is_tp, out=is_fp)
+                np.logical_not(is_fp, out=is_fp)
+                tp = np.cumsum(is_tp, dtype=count)
+                del is_tp
+                fp = np.cumsum(is_fp, dtype=count)
+                del is_fp
+                n_tp, n_fp = int(tp[-1]), int(fp[-1])
+                np.add(fp, tp, out=fp)
+                pr = fp + np.spacing(1)  # pycocotools: tp / (fp + tp + eps)
+                del fp
+                np.divide(tp, pr, out=pr)
                 pr = np.maximum.accumulate(pr[::-1])[::-1]
-                recall[a, t] = rc[-1]
+                recall[a, t] = np.float64(n_tp) / npig[a]
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    final_precision[a, t] = np.float64(tp[-1]) / np.float64(tp[-1] + fp[-1])
-                inds = np.searchsorted(rc, COCO_RECALL_THRESHOLDS, side="left")
+                    final_precision[a, t] = np.float64(n_tp) / np.float64(n_tp + n_fp)
+                inds = np.searchsorted(tp, need, side="left")
+                del tp
                 valid = inds < nd
                 q = np.zeros(n_r)
                 q[valid] = pr[inds[valid]]

@@ -11,6 +11,7 @@ from cellbench.metrics.coco import (
     FALSE_POSITIVE,
     TRUE_POSITIVE,
     CocoImageStats,
+    recall_counts,
 )
 
 
@@ -104,3 +105,10 @@ def test_packed_record_size_and_tied_scores_stored_once():
     cut = unscored.cut(13)
     assert cut.n_det == 13 and cut.scores.tolist() == [1.0] * 13
     np.testing.assert_array_equal(cut.outcome, outcome[:, :, :13])
+
+
+def test_recall_counts_equal_searchsorted_on_recalls():
+    for n_gt in [*range(1, 1200), 99_991, 1_683_234]:
+        recalls = np.arange(n_gt + 1) / n_gt
+        expected = np.searchsorted(recalls, COCO_RECALL_THRESHOLDS, side="left")
+        np.testing.assert_array_equal(recall_counts(n_gt), expected)
