@@ -832,7 +832,7 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
             return {"precision": precision, "recall": recall, "final_precision": final_precision}
         scores = np.concatenate([s.scores for s in stats])
         npig = np.sum([s.n_gt for s in stats], axis=0)
-        order = np.argsort(-scores, kind="mergesort")
+        order = np.argsort(np.negative(scores, out=scores), kind="mergesort")
         del scores
         nd = order.size
         count = np.int32 if nd < 2**31 else np.int64  # exact either way; int32 halves the rows
@@ -863,7 +863,7 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
                 pr = fp + np.spacing(1)  # pycocotools: tp / (fp + tp + eps)
                 del fp
                 np.divide(tp, pr, out=pr)
-                pr = np.maximum.accumulate(pr[::-1])[::-1]
+                np.maximum.accumulate(pr[::-1], out=pr[::-1])
                 recall[a, t] = np.float64(n_tp) / npig[a]
                 with np.errstate(invalid="ignore", divide="ignore"):
                     final_precision[a, t] = np.float64(n_tp) / np.float64(n_tp + n_fp)
