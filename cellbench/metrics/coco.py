@@ -81,6 +81,20 @@ DEFAULT_SCORE = 1.0
 FALSE_POSITIVE, TRUE_POSITIVE, IGNORED = 0, 1, 2
 
 
+def recall_counts(n_gt: int) -> np.ndarray:
+    """Per recall point r, the least true-positive count m with ``m / n_gt >= r`` (float64).
+
+    ``tp / n_gt`` grows with ``tp``, so pycocotools' ``searchsorted(tp / n_gt, r)`` equals
+    ``searchsorted(tp, m)``: the same index without an array of recalls per detection.
+    """
+    r = COCO_RECALL_THRESHOLDS
+    need = np.ceil(r * n_gt).astype(np.int64)
+    for _ in range(2):  # the float product is off by at most one either way
+        need -= (need >= 1) & ((need - 1) / n_gt >= r)
+        need += need / n_gt < r
+    return need
+
+
 def _as_2d(shape: tuple[int, ...]) -> tuple[int, int]:
     """The 2D (rows, cols) view used for RLEs: ``(z*y, x)`` for a 3D volume."""
     return int(np.prod(shape[:-1])), int(shape[-1])
@@ -345,12 +359,24 @@ class ScoredInstances:
 class CocoImageStats:
     """What pycocotools' ``accumulate`` needs from one image, for every threshold and area range.
 
+    Kept compact, because exact pooled AP holds it for every image until all are seen: each
+    detection's outcome per (area range, threshold) is two bits (true positive, ignored; a
+    detection that is neither is a false positive), packed eight detections to a byte
+    (``2 * A * T / 8`` bytes per detection: 10 for COCO's 4 ranges x 10 thresholds, against 40
+    as one byte per outcome), and runs of equal scores are stored once with their length when
+    that is smaller (an image without scores keeps one value). Build it with
+    :meth:`from_outcome`; :attr:`scores` and :attr:`outcome` give the plain arrays back.
+
     Attributes:
-        scores: Detection scores in descending order (stable), after the maxDets cut (all
-            detections while ``max_dets`` is None).
-        outcome: ``(n_area_ranges, n_thresholds, n_detections)`` uint8: 0 false positive,
-            1 true positive, 2 ignored (matched to an out-of-range ground truth, or unmatched
-            and itself out of range).
+        n_det: Detections kept (after the maxDets cut; all while ``max_dets`` is None).
+        score_values: Detection scores in descending order (stable); with ``score_counts``,
+            one value per run of equal scores.
+        score_counts: Length of each run of ``score_values`` (int64), or None when
+            ``score_values`` holds every detection's score.
+        tp_bits: ``(n_area_ranges, n_thresholds, ceil(n_det / 8))`` uint8, ``np.packbits``
+            of "true positive" along the detections.
+        ignored_bits: The same for "ignored" (matched to an out-of-range ground truth, or
+            unmatched and itself out of range).
         n_gt: Ground-truth objects inside each area range (pycocotools' ``npig``).
         n_gt_total: Ground-truth objects in the image.
         n_pred_total: Predicted objects before the maxDets cut.
@@ -361,8 +387,11 @@ class CocoImageStats:
         ndim: 2 or 3 (spatial dimensions of the image).
     """
 
-    scores: np.ndarray
-    outcome: np.ndarray
+    n_det: int
+    score_values: np.ndarray
+    score_counts: np.ndarray | None
+    tp_bits: np.ndarray
+    ignored_bits: np.ndarray
     n_gt: np.ndarray
     n_gt_total: int
     n_pred_total: int
@@ -370,13 +399,83 @@ class CocoImageStats:
     scored: bool
     ndim: int
 
+    @classmethod
+    def from_outcome(
+        cls,
+        scores: np.ndarray,
+        outcome: np.ndarray,
+        n_gt: np.ndarray,
+        n_gt_total: int,
+        n_pred_total: int,
+        max_dets: int | None,
+        scored: bool,
+        ndim: int,
+    ) -> CocoImageStats:
+        """Pack descending ``scores`` and ``(A, T, n)`` outcome codes (0 FP, 1 TP, 2 ignored)."""
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        outcome = np.asarray(outcome)
+        n = scores.size
+        counts = None
+        if n > 1:
+            # equal scores are contiguous (sorted); store each run once when that is smaller
+            # (bit-exact: the values are the same float64s)
+            bits = scores.view(np.int64)  # bitwise: -0.0 and 0.0 stay apart
+            first = np.flatnonzero(np.concatenate([[True], bits[1:] != bits[:-1]]))
+            if 2 * first.size < n:
+                counts = np.diff(first, append=n).astype(np.int64)
+                scores = scores[first]
+        return cls(
+            n_det=n,
+            score_values=scores.copy(),
+            score_counts=counts,
+            tp_bits=np.packbits(outcome == TRUE_POSITIVE, axis=-1),
+            ignored_bits=np.packbits(outcome == IGNORED, axis=-1),
+            n_gt=n_gt,
+            n_gt_total=int(n_gt_total),
+            n_pred_total=int(n_pred_total),
+            max_dets=max_dets,
+            scored=scored,
+            ndim=ndim,
+        )
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Detection scores in descending order (stable), float64, one per detection."""
+        if self.score_counts is None:
+            return self.score_values
+        return np.repeat(self.score_values, self.score_counts)
+
+    def row(self, a: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(true positive, ignored)`` of every detection at area range ``a``, threshold ``t``."""
+        tp = np.unpackbits(self.tp_bits[a, t], count=self.n_det).view(bool)
+        ign = np.unpackbits(self.ignored_bits[a, t], count=self.n_det).view(bool)
+        return tp, ign
+
+    @property
+    def outcome(self) -> np.ndarray:
+        """Outcome codes ``(n_area_ranges, n_thresholds, n_det)`` uint8: 0 FP, 1 TP, 2 ignored."""
+        tp = np.unpackbits(self.tp_bits, axis=-1, count=self.n_det)
+        ign = np.unpackbits(self.ignored_bits, axis=-1, count=self.n_det)
+        return (tp + 2 * ign).astype(np.uint8)
+
+    def nbytes(self) -> int:
+        """Bytes held by the arrays of this record."""
+        arrays = (self.score_values, self.score_counts, self.tp_bits, self.ignored_bits, self.n_gt)
+        return sum(a.nbytes for a in arrays if a is not None)
+
     def cut(self, max_dets: int) -> CocoImageStats:
         """The same image with only its ``max_dets`` highest-scored detections."""
-        return dataclasses.replace(
-            self,
-            scores=self.scores[:max_dets],
-            outcome=self.outcome[:, :, :max_dets],
-            max_dets=max_dets,
+        if max_dets >= self.n_det:
+            return dataclasses.replace(self, max_dets=max_dets)
+        return CocoImageStats.from_outcome(
+            self.scores[:max_dets],
+            self.outcome[:, :, :max_dets],
+            self.n_gt,
+            self.n_gt_total,
+            self.n_pred_total,
+            max_dets,
+            self.scored,
+            self.ndim,
         )
 
 
@@ -520,9 +619,9 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
         is_matched = matched >= 0
         ignored = np.where(is_matched, ign_ext[a_idx, matched], det_out[:, None, :])
         outcome = np.where(ignored, IGNORED, np.where(is_matched, TRUE_POSITIVE, FALSE_POSITIVE))
-        return CocoImageStats(
+        return CocoImageStats.from_outcome(
             scores=det_scores.astype(np.float64, copy=False),
-            outcome=outcome.astype(np.uint8),
+            outcome=outcome,
             n_gt=(~gt_ignore).sum(axis=1).astype(np.int64),
             n_gt_total=int(n_gt),
             n_pred_total=int(n_pred_total),
@@ -732,13 +831,14 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
         if not stats:
             return {"precision": precision, "recall": recall, "final_precision": final_precision}
         scores = np.concatenate([s.scores for s in stats])
-        outcome = np.concatenate([s.outcome for s in stats], axis=2)
         npig = np.sum([s.n_gt for s in stats], axis=0)
-        order = np.argsort(-scores, kind="mergesort")
-        nd = scores.size
-        # One (area range, threshold) row at a time: the temporaries are a few arrays of the
-        # detections, not (A, T, N) float64 ones (peak memory of a 200-image LIVECell-sized split
-        # fell from 1.1 MiB to ~0.1 MiB per image over the kept records).
+        order = np.argsort(np.negative(scores, out=scores), kind="mergesort")
+        del scores
+        nd = order.size
+        count = np.int32 if nd < 2**31 else np.int64  # exact either way; int32 halves the rows
+        # One (area range, threshold) row at a time, unpacked from the images' packed bits: the
+        # temporaries are a few arrays of the detections, never (A, T, N) ones, and reused in
+        # place (the same float64 operations as pycocotools, so the same bits).
         for a in range(n_a):
             if npig[a] == 0:
                 continue
@@ -746,17 +846,29 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
                 precision[a] = 0.0
                 recall[a] = 0.0
                 continue
+            need = recall_counts(int(npig[a]))
             for t in range(n_t):
-                row = outcome[a, t, order]
-                tp = np.cumsum(row == TRUE_POSITIVE, dtype=np.int64)
-                fp = np.cumsum(row == FALSE_POSITIVE, dtype=np.int64)
-                rc = tp / npig[a]
-                pr = tp / (fp + tp + np.spacing(1))
-                pr = np.maximum.accumulate(pr[::-1])[::-1]
-                recall[a, t] = rc[-1]
+                rows = [s.row(a, t) for s in stats]
+                is_tp = np.concatenate([r[0] for r in rows])[order]
+                is_fp = np.concatenate([r[1] for r in rows])[order]
+                del rows
+                np.logical_or(is_fp, is_tp, out=is_fp)
+                np.logical_not(is_fp, out=is_fp)
+                tp = np.cumsum(is_tp, dtype=count)
+                del is_tp
+                fp = np.cumsum(is_fp, dtype=count)
+                del is_fp
+                n_tp, n_fp = int(tp[-1]), int(fp[-1])
+                np.add(fp, tp, out=fp)
+                pr = fp + np.spacing(1)  # pycocotools: tp / (fp + tp + eps)
+                del fp
+                np.divide(tp, pr, out=pr)
+                np.maximum.accumulate(pr[::-1], out=pr[::-1])
+                recall[a, t] = np.float64(n_tp) / npig[a]
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    final_precision[a, t] = np.float64(tp[-1]) / np.float64(tp[-1] + fp[-1])
-                inds = np.searchsorted(rc, COCO_RECALL_THRESHOLDS, side="left")
+                    final_precision[a, t] = np.float64(n_tp) / np.float64(n_tp + n_fp)
+                inds = np.searchsorted(tp, need, side="left")
+                del tp
                 valid = inds < nd
                 q = np.zeros(n_r)
                 q[valid] = pr[inds[valid]]
@@ -844,7 +956,7 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
             "max_dets": sorted({s.max_dets for s in stats if s.max_dets is not None}),
             "n_images": len(stats),
             "n_gt": int(sum(s.n_gt_total for s in stats)),
-            "n_detections": int(sum(s.scores.size for s in stats)),
+            "n_detections": int(sum(s.n_det for s in stats)),
             "n_detections_before_max_dets": int(sum(s.n_pred_total for s in stats)),
         }
 

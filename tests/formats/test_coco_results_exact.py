@@ -234,6 +234,35 @@ def test_malformed_rle_strings_are_named(tmp_path: Path) -> None:
     assert "detection 1" in err.value.problems[0] and "detection 2" in err.value.problems[1]
 
 
+def test_rle_characters_outside_the_alphabet_are_all_named(tmp_path: Path) -> None:
+    m = np.zeros((8, 9), bool)
+    m[2:5, 3:6] = True
+    good = _segmentation(np.random.default_rng(0), m, "rle")
+    path = tmp_path / "r.json"
+    counts = good["counts"]
+    dets = [
+        {"image_id": "a", "segmentation": {"size": [8, 9], "counts": counts + "p"}, "score": 0.9},
+        {"image_id": "a", "segmentation": good, "score": 0.8},
+        {
+            "image_id": "a",
+            "segmentation": {"size": [8, 9], "counts": "\u00e9" + counts},
+            "score": 1.0,
+        },
+        {"image_id": "a", "segmentation": good, "score": "x"},
+        {"image_id": "a", "segmentation": {"size": [8, 9], "counts": "/" + counts}, "score": 0.7},
+        {"image_id": "a", "segmentation": {"size": [8, 9], "counts": "\ud800"}, "score": 0.6},
+    ]
+    # written by hand: json.dumps would escape the lone surrogate the same way
+    path.write_text(json.dumps(dets).replace("\\\\u", "\\u"))
+    with pytest.raises(ValidationError) as err:
+        load_predictions(path, TASK)
+    problems = err.value.problems
+    assert len(problems) == 5
+    assert "detection 3" in problems[0] and "score" in problems[0]
+    for p, k in zip(problems[1:], (0, 2, 4, 5), strict=True):
+        assert f"detection {k} " in p and "characters outside 0-o" in p
+
+
 def test_runs_decode_and_paint_as_pycocotools_and_paint_masks() -> None:
     rng = np.random.default_rng(4)
     h, w = 31, 47
