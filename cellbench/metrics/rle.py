@@ -121,10 +121,10 @@ def decode_counts(strings: list[bytes], n_pixels: int) -> tuple[np.ndarray, np.n
     raw = np.clip(raw, 0, 63)
     ends = (raw & 0x20) == 0
     # a string's last character must end its number
-    last = np.cumsum(lens) - 1
-    nonempty = lens > 0
-    bad[nonempty & ~ends[last[nonempty]]] = True
-    ends[last[nonempty]] = True
+    nonempty = np.flatnonzero(lens)  # an empty string has no last character
+    last = np.cumsum(lens)[nonempty] - 1
+    bad[nonempty[~ends[last]]] = True
+    ends[last] = True
     end_idx = np.flatnonzero(ends)
     num_start = np.empty_like(end_idx)
     num_start[:1] = 0

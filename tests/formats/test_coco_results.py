@@ -195,18 +195,20 @@ def test_bad_results_list_every_problem(tmp_path: Path) -> None:
                 {"image_id": 1, "segmentation": [[1, 1, 2, 1, 2, 5]], "score": "high"},
                 {"image_id": 1, "segmentation": {"size": [3, 3], "counts": "12"}, "score": 0.1},
                 {"image_id": 1},
+                {"image_id": [1], "segmentation": [[1, 1, 2, 1, 2, 5]], "score": 0.5},
             ]
         )
     )
     with pytest.raises(ValidationError) as err:
         load_predictions(path, TASK)
     p = err.value.problems
-    assert len(p) == 5, p
+    assert len(p) == 6, p
     assert "detection 0 (image_id 1): polygon 0 reaches outside the image" in p[0]
     assert "detection 1 (image_id 4): image id not in annotations.json" in p[1]
     assert "detection 2 (image_id 1): score 'high', expected a finite number" in p[2]
     assert "detection 3 (image_id 1): RLE size [3, 3], expected [10, 10]" in p[3]
     assert "detection 4: expected an object with image_id, segmentation and score" in p[4]
+    assert "detection 5 (image_id [1]): image id not in annotations.json" in p[5]
     path.write_text(json.dumps({"images": []}))
     with pytest.raises(ValidationError, match="expected a COCO results list"):
         load_predictions(path, TASK)

@@ -226,12 +226,16 @@ def test_malformed_rle_strings_are_named(tmp_path: Path) -> None:
         {"image_id": "a", "segmentation": good, "score": 0.5},
         {"image_id": "a", "segmentation": short, "score": 0.4},
         {"image_id": "a", "segmentation": trailing, "score": 0.3},
+        {"image_id": "a", "segmentation": {"size": [8, 9], "counts": ""}, "score": 0.2},
+        {"image_id": "a", "segmentation": good, "score": 0.1},
     ]
     path.write_text(json.dumps(dets))
     with pytest.raises(ValidationError) as err:
         load_predictions(path, TASK).get("a")
-    assert len(err.value.problems) == 2
-    assert "detection 1" in err.value.problems[0] and "detection 2" in err.value.problems[1]
+    # an empty string among others is named too (it used to fail on mismatched array shapes)
+    assert len(err.value.problems) == 3
+    for problem, k in zip(err.value.problems, (1, 2, 3), strict=True):
+        assert f"detection {k} " in problem and "do not decode to 8x9 pixels" in problem
 
 
 def test_rle_characters_outside_the_alphabet_are_all_named(tmp_path: Path) -> None:

@@ -39,8 +39,10 @@ folder holding ``results.json`` (and ``annotations.json``).
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,23 @@ def _character_problems(name: str, fast: list[tuple[int, Any, str]]) -> list[str
     ]
 
 
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large JSON tree is built and walked.
+
+    Parsing allocates one container per detection, and every few hundred allocations would
+    otherwise start a collection that walks all of them (nothing here creates cycles): on
+    ``benchmarks/coco_results.py``'s files reading takes ~8% less CPU time (best of 15).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def read_coco_results(path: Path, task: str) -> PredictionSet:
     """Read a COCO results file (or a folder with ``results.json``) as instance predictions.
 
@@ -152,6 +171,12 @@ def read_coco_results(path: Path, task: str) -> PredictionSet:
         ValidationError: Every problem found.
     """
     file = path / RESULTS if path.is_dir() else path
+    with _no_gc():
+        return _read(path, file, task)
+
+
+def _read(path: Path, file: Path, task: str) -> PredictionSet:
+    """:func:`read_coco_results` of ``file`` (``path`` as given, recorded in the set)."""
     data, problems = load_json(file)
     if problems:
         raise ValidationError(problems, context=str(file))
