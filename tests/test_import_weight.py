@@ -170,10 +170,11 @@ def test_reading_label_image_predictions_loads_no_coco_or_download_code(cli_env,
 
 
 #: Never imported by ``cellbench score --json -q`` on a store with a label-image folder: what
-#: that process does not use (tqdm for a bar -q turns off, the tables, the other commands, the
-#: download layer, the COCO-results reader, scipy). zarr and tifffile are used there.
+#: that process does not use (tqdm for a bar -q turns off, numpy.ma, the tables, the other
+#: commands, the download layer, the COCO-results reader, scipy). zarr and tifffile are used.
 SCORE_STORE_NEVER = (
     "tqdm",
+    "numpy.ma",
     "rich",
     "scipy.optimize",
     "scipy.sparse",
