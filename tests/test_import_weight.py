@@ -167,3 +167,52 @@ def test_reading_label_image_predictions_loads_no_coco_or_download_code(cli_env,
         [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, check=True
     ).stdout.split()
     assert out == ["1"], out
+
+
+#: Never imported by ``cellbench score --json -q`` on a store with a label-image folder: what
+#: that process does not use (tqdm for a bar -q turns off, numpy.ma, the tables, the other
+#: commands, the download layer, the COCO-results reader, scipy). zarr and tifffile are used.
+SCORE_STORE_NEVER = (
+    "tqdm",
+    "numpy.ma",
+    "rich",
+    "scipy.optimize",
+    "scipy.sparse",
+    "scipy.ndimage",
+    "cellbench.cli.datasets",
+    "cellbench.cli.train",
+    "cellbench.cli.server",
+    "cellbench.store.fetch",
+    "cellbench.tasks.instance_segmentation.coco_results",
+)
+
+
+def test_quiet_store_scoring_process_imports_only_what_it_uses(cli_env, tmp_path):
+    import json
+
+    import numpy as np
+    import tifffile
+
+    from cellbench.registry import pull
+
+    store = pull("synthetic-nuclei", progress=False)
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for sid in store.sample_ids("test"):
+        tifffile.imwrite(preds / f"{sid}.tif", np.asarray(store.sample(sid).instances))
+    code = (
+        "import sys, json\n"
+        "from cellbench.cli import main\n"
+        "sys.argv = ['cellbench', 'score', '--task', 'instance-segmentation', '--dataset', "
+        f"{str(store.path)!r}, {str(preds)!r}, '--bootstrap', '0', '--json', '-q']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        f"print(json.dumps([m for m in {SCORE_STORE_NEVER!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env, check=True
+    ).stdout
+    *report, loaded = out.strip().splitlines()
+    values = json.loads("\n".join(report))
+    assert values["headline"]["name"] == "coco_ap/ap"
+    assert values["headline"]["value"] == 1.0  # the real scoring ran: predictions are the truth
+    assert json.loads(loaded) == [], f"cellbench score imports {loaded}"
