@@ -55,7 +55,7 @@ def read_image(path: Path) -> np.ndarray:
                 "numeric array)"
             ) from None
     if suffix == ".png":
-        arr = _read_png_lean(path)
+        arr = decode_png(path)
         if arr is not None:
             return arr
     if suffix in (".png", ".jpg", ".jpeg"):
@@ -65,7 +65,7 @@ def read_image(path: Path) -> np.ndarray:
     raise ValueError(f"unsupported suffix {suffix!r} (expected one of {', '.join(IMAGE_SUFFIXES)})")
 
 
-#: Pillow modes :func:`_read_png_lean` decodes: mode -> (dtype, channels; 0 = a 2D image).
+#: Pillow modes :func:`decode_png` decodes: mode -> (dtype, channels; 0 = a 2D image).
 _LEAN_PNG_MODES = {
     "L": (np.uint8, 0),
     "LA": (np.uint8, 2),
@@ -77,7 +77,7 @@ _LEAN_PNG_MODES = {
 _STRIP_BYTES = 1 << 20
 
 
-def _read_png_lean(path: Path) -> np.ndarray | None:
+def decode_png(path: Path) -> np.ndarray | None:
     """A single-frame PNG decoded by Pillow straight into one NumPy array, or None.
 
     ``np.asarray`` of a Pillow image (what imageio does) goes through ``tobytes()``: Pillow's

@@ -12,7 +12,6 @@ See :mod:`cellbench.store.format` for the layout and chunking.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,8 +53,11 @@ from cellbench.store.scratch import make_scratch
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _AXIS_UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
 _LABEL_FIELDS = ("instances", "semantic")
-#: Default chunk-encoding threads of :class:`StoreWriter` (up to 4, no more than the CPUs).
-ENCODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: Default chunk-encoding threads of :class:`StoreWriter`. One, measured
+#: (``benchmarks/ingest.py``, 2 shared cores): CTC conversion took 1.5-2.2 s wall with 1, 2 or
+#: 4 threads against 4.3-5 s in the calling thread, and each more thread added some 7 MB of
+#: allocator arenas (glibc keeps a heap per thread for Blosc/zstd's buffers) to the peak.
+ENCODE_THREADS = 1
 _DEFAULT_COLORS = ("FFFFFF", "00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF")
 
 
@@ -639,6 +641,7 @@ def build_store(
     *,
     fmt: StoreFormat = CURRENT_FORMAT,
     sparse: Collection[str] = (),
+    threads: int | None = None,
 ) -> DatasetStore:
     """Build a store atomically: write to a scratch directory, then rename into ``dest``.
 
@@ -654,6 +657,7 @@ def build_store(
             rename is atomic).
         fmt: Store format to write (the current one by default).
         sparse: Label fields written sparse (see :class:`StoreWriter`).
+        threads: Chunk-encoding threads (see :class:`StoreWriter`; 0: none).
 
     Returns:
         The opened, complete store.
@@ -671,6 +675,7 @@ def build_store(
             fmt=fmt,
             display_name=str(dest),
             sparse=sparse,
+            threads=threads,
         )
         for sample in samples:
             writer.add(sample)

@@ -30,7 +30,7 @@ def test_lean_png_matches_imageio(tmp_path, monkeypatch, mode, strip_bytes):
     iio.imwrite(path, _cases()[mode])
     with Image.open(path) as im:
         assert im.mode == mode
-    lean = images._read_png_lean(path)
+    lean = images.decode_png(path)
     assert lean is not None  # the lean path was taken
     got = read_image(path)
     ref = np.asarray(iio.imread(path))
@@ -49,7 +49,7 @@ def test_other_png_modes_still_read_by_imageio(tmp_path):
         "P", palette=Image.Palette.ADAPTIVE, colors=4
     ).save(palette)
     for path in (binary, palette):
-        assert images._read_png_lean(path) is None
+        assert images.decode_png(path) is None
         ref = np.asarray(iio.imread(path))
         got = read_image(path)
         assert got.dtype == ref.dtype and got.shape == ref.shape
@@ -61,7 +61,7 @@ def test_truncated_png_fails_as_before(tmp_path):
     iio.imwrite(path, np.random.default_rng(2).integers(0, 65536, (64, 64), dtype=np.uint16))
     whole = path.read_bytes()
     path.write_bytes(whole[: len(whole) // 2])
-    assert images._read_png_lean(path) is None
+    assert images.decode_png(path) is None
     with pytest.raises(Exception) as lean_err:
         read_image(path)
     with pytest.raises(Exception) as ref_err:
