@@ -679,6 +679,7 @@ def build_store(
         )
         for sample in samples:
             writer.add(sample)
+            del sample  # not held while the next one is read
         writer.close()
         (scratch / "store.zarr").rename(dest)
     finally:

@@ -527,6 +527,7 @@ def read_coco(
         if problems or sample is None:
             continue
         yield sample
+        sample = None  # not held while the next image is read
     if problems:
         raise ValidationError(problems, context=str(path))
 
