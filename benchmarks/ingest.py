@@ -109,6 +109,7 @@ def counted():
     for s in read_samples(FORMAT, SRC):
         nbytes += sum(a.nbytes for a in s.arrays().values())
         yield s
+        del s  # (the harness must not hold a sample during the next read either)
 build_store(counted(), DEST, card)
 elapsed = time.perf_counter() - t0
 """

@@ -54,11 +54,61 @@ def read_image(path: Path) -> np.ndarray:
                 f"{err} (NPY files holding Python objects are never unpickled; save a plain "
                 "numeric array)"
             ) from None
+    if suffix == ".png":
+        arr = decode_png(path)
+        if arr is not None:
+            return arr
     if suffix in (".png", ".jpg", ".jpeg"):
         import imageio.v3 as iio
 
         return np.asarray(iio.imread(path))
     raise ValueError(f"unsupported suffix {suffix!r} (expected one of {', '.join(IMAGE_SUFFIXES)})")
+
+
+#: Pillow modes :func:`decode_png` decodes: mode -> (dtype, channels; 0 = a 2D image).
+_LEAN_PNG_MODES = {
+    "L": (np.uint8, 0),
+    "LA": (np.uint8, 2),
+    "RGB": (np.uint8, 3),
+    "RGBA": (np.uint8, 4),
+    "I;16": (np.dtype("<u2"), 0),
+}
+#: Bytes of decoded pixels copied out of Pillow at a time.
+_STRIP_BYTES = 1 << 20
+
+
+def decode_png(path: Path) -> np.ndarray | None:
+    """A single-frame PNG decoded by Pillow straight into one NumPy array, or None.
+
+    ``np.asarray`` of a Pillow image (what imageio does) goes through ``tobytes()``: Pillow's
+    decoded image, a bytes copy of it and the array are alive at once (3x the image in RSS,
+    ``benchmarks/ingest.py``). Here the pixels are copied out in strips of rows into the
+    array, so the peak is Pillow's image plus the array (2x). The values are the same ones
+    (same decoder, same bytes); modes other than :data:`_LEAN_PNG_MODES` (palette, 1-bit,
+    32-bit, animated PNGs) return None and are read by imageio as before.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG" or im.mode not in _LEAN_PNG_MODES:
+                return None
+            if getattr(im, "n_frames", 1) != 1:
+                return None
+            im.load()
+            dtype, channels = _LEAN_PNG_MODES[im.mode]
+            width, height = im.size
+            shape = (height, width, channels) if channels else (height, width)
+            out = np.empty(shape, dtype=dtype)
+            flat = out.reshape(height, -1).view(np.uint8)
+            step = max(1, _STRIP_BYTES // max(1, flat.shape[1]))
+            for y0 in range(0, height, step):
+                y1 = min(height, y0 + step)
+                strip = im.crop((0, y0, width, y1)).tobytes()
+                flat[y0:y1] = np.frombuffer(strip, np.uint8).reshape(y1 - y0, -1)
+            return out
+    except Exception:  # imageio reads it again below and reports its own error
+        return None
 
 
 def write_image(path: Path, arr: np.ndarray) -> None:

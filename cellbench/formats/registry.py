@@ -183,5 +183,6 @@ def read_by_items(fmt: Format, src: str | Path, **options: Any) -> Iterator[Samp
         problems += more
         if not problems and sample is not None:
             yield sample
+        sample = None  # not held while the next item is read
     if problems:
         raise ValidationError(problems, context=listing.context)

@@ -14,6 +14,7 @@ one array (as the readers did before), and indexing with a leading integer reads
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 from typing import Any
 
 import numpy as np
@@ -95,11 +96,18 @@ def is_lazy(arr: Any) -> bool:
     return isinstance(arr, FrameSource)
 
 
-def row_blocks(data: Any, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+def row_blocks(
+    data: Any, rows: int, prefetch: Executor | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(start, block)`` of ``rows`` consecutive entries along axis 0, in order.
 
     Works for in-memory arrays (views, no copy) and :class:`FrameSource` (frames read and
     stacked ``rows`` at a time; one frame at a time when ``rows`` is 1).
+
+    With ``prefetch`` (an executor), a :class:`FrameSource`'s next block is read there while
+    the caller works on the current one: one block ahead, never more, and the reads still
+    happen one after another in frame order (the reader's own bookkeeping sees the same
+    sequence of calls).
     """
     n = data.shape[0] if data.ndim else 0
     rows = max(1, rows)
@@ -110,9 +118,25 @@ def row_blocks(data: Any, rows: int) -> Iterator[tuple[int, np.ndarray]]:
         for start in range(0, n, rows):
             yield start, data[start : start + rows]
         return
-    for start in range(0, n, rows):
+
+    def read(start: int) -> np.ndarray:
         stop = min(n, start + rows)
         if stop - start == 1:
-            yield start, data.frame(start)[None]
-        else:
-            yield start, np.stack([data.frame(t) for t in range(start, stop)])
+            return data.frame(start)[None]
+        return np.stack([data.frame(t) for t in range(start, stop)])
+
+    if prefetch is None:
+        for start in range(0, n, rows):
+            yield start, read(start)
+        return
+    ahead: Future[np.ndarray] | None = prefetch.submit(read, 0) if n else None
+    try:
+        for start in range(0, n, rows):
+            assert ahead is not None
+            block = ahead.result()
+            ahead = prefetch.submit(read, start + rows) if start + rows < n else None
+            yield start, block
+            del block
+    finally:
+        if ahead is not None and not ahead.cancel():  # stopped early: let the read end
+            ahead.exception()

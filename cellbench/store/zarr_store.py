@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -51,6 +53,11 @@ from cellbench.store.scratch import make_scratch
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _AXIS_UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
 _LABEL_FIELDS = ("instances", "semantic")
+#: Default chunk-encoding threads of :class:`StoreWriter`. One, measured
+#: (``benchmarks/ingest.py``, 2 shared cores): CTC conversion took 1.5-2.2 s wall with 1, 2 or
+#: 4 threads against 4.3-5 s in the calling thread, and each more thread added some 7 MB of
+#: allocator arenas (glibc keeps a heap per thread for Blosc/zstd's buffers) to the peak.
+ENCODE_THREADS = 1
 _DEFAULT_COLORS = ("FFFFFF", "00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF")
 
 
@@ -205,6 +212,10 @@ class StoreWriter:
         sparse: Label fields (``instances``, ``semantic``) written sparse (format 2 only):
             chunks holding only the fill value are not written, and the manifest says so, so
             readers accept their absence. Every other array has every chunk.
+        threads: Threads that encode, hash and write chunks while the next block is prepared
+            (and one more reads a lazy sequence's next frame meanwhile); 0 does everything in
+            the calling thread. The store is byte-for-byte the same either way. Defaults to
+            :data:`ENCODE_THREADS`.
     """
 
     def __init__(
@@ -215,8 +226,10 @@ class StoreWriter:
         fmt: StoreFormat = CURRENT_FORMAT,
         display_name: str | None = None,
         sparse: Collection[str] = (),
+        threads: int | None = None,
     ) -> None:
         self.path = Path(path)
+        self.threads = ENCODE_THREADS if threads is None else max(0, int(threads))
         self.display_name = display_name or self.path.name
         if self.path.exists():
             raise StoreError(f"{self.path}: already exists; refusing to overwrite a store")
@@ -276,33 +289,52 @@ class StoreWriter:
             config={"write_empty_chunks": not sparse},
             **extra,
         )
-        encoder = None
-        if data.dtype.kind != "U" and data.dtype.byteorder != ">" and data.size:
-            encoder = chunk_encoder(arr, self.path / path, write_empty_chunks=not sparse)
-        numeric = data.dtype.kind in "uifb"
-        hasher = checksums.ArrayHasher(data.dtype, data.shape) if numeric else None
-        n_channels = data.shape[channel_axis] if channel_axis is not None else 0
-        lo = np.full(n_channels, np.inf)
-        hi = np.full(n_channels, -np.inf)
-        if data.size and (encoder is not None or lazy or hasher is not None):
-            for start, block in row_blocks(data, chunks[0] if data.ndim else 1):
-                if check is not None:
-                    check(start, block)
-                if hasher is not None:
-                    hasher.update(block)
-                if channel_axis is not None and block.size:
-                    other = tuple(i for i in range(block.ndim) if i != channel_axis)
-                    bmin = block.min(axis=other).astype(np.float64)
-                    bmax = block.max(axis=other).astype(np.float64)
-                    where = slice(start, start + len(block)) if channel_axis == 0 else slice(None)
-                    lo[where] = np.minimum(lo[where], bmin)
-                    hi[where] = np.maximum(hi[where], bmax)
+        n_chunks = int(np.prod([-(-n // c) for n, c in zip(data.shape, chunks, strict=True)]))
+        with ExitStack() as stack:
+            pool = prefetch = None
+            if self.threads and data.size and n_chunks > 1:
+                pool = stack.enter_context(ThreadPoolExecutor(self.threads, "cellbench-encode"))
+                if lazy:
+                    prefetch = stack.enter_context(ThreadPoolExecutor(1, "cellbench-read"))
+            encoder = None
+            if data.dtype.kind != "U" and data.dtype.byteorder != ">" and data.size:
+                encoder = chunk_encoder(
+                    arr,
+                    self.path / path,
+                    write_empty_chunks=not sparse,
+                    pool=pool,
+                    max_pending=2 * self.threads,
+                )
+            numeric = data.dtype.kind in "uifb"
+            hasher = checksums.ArrayHasher(data.dtype, data.shape) if numeric else None
+            n_channels = data.shape[channel_axis] if channel_axis is not None else 0
+            lo = np.full(n_channels, np.inf)
+            hi = np.full(n_channels, -np.inf)
+            if data.size and (encoder is not None or lazy or hasher is not None):
+                rows = chunks[0] if data.ndim else 1
+                for start, block in row_blocks(data, rows, prefetch):
+                    if check is not None:
+                        check(start, block)
+                    if hasher is not None:
+                        hasher.update(block)
+                    if channel_axis is not None and block.size:
+                        other = tuple(i for i in range(block.ndim) if i != channel_axis)
+                        bmin = block.min(axis=other).astype(np.float64)
+                        bmax = block.max(axis=other).astype(np.float64)
+                        where = (
+                            slice(start, start + len(block)) if channel_axis == 0 else slice(None)
+                        )
+                        lo[where] = np.minimum(lo[where], bmin)
+                        hi[where] = np.maximum(hi[where], bmax)
+                    if encoder is not None:
+                        encoder.write_rows(start, block)
+                    else:
+                        arr[start : start + len(block)] = block
+                    del block
                 if encoder is not None:
-                    encoder.write_rows(start, block)
-                else:
-                    arr[start : start + len(block)] = block
-        elif data.size:
-            arr[...] = data
+                    encoder.finish()
+            elif data.size:
+                arr[...] = data
         ranges = [
             (float(a), float(b)) if np.isfinite(a) else (0.0, 0.0)
             for a, b in zip(lo.tolist(), hi.tolist(), strict=True)
@@ -609,6 +641,7 @@ def build_store(
     *,
     fmt: StoreFormat = CURRENT_FORMAT,
     sparse: Collection[str] = (),
+    threads: int | None = None,
 ) -> DatasetStore:
     """Build a store atomically: write to a scratch directory, then rename into ``dest``.
 
@@ -624,6 +657,7 @@ def build_store(
             rename is atomic).
         fmt: Store format to write (the current one by default).
         sparse: Label fields written sparse (see :class:`StoreWriter`).
+        threads: Chunk-encoding threads (see :class:`StoreWriter`; 0: none).
 
     Returns:
         The opened, complete store.
@@ -641,9 +675,11 @@ def build_store(
             fmt=fmt,
             display_name=str(dest),
             sparse=sparse,
+            threads=threads,
         )
         for sample in samples:
             writer.add(sample)
+            del sample  # not held while the next one is read
         writer.close()
         (scratch / "store.zarr").rename(dest)
     finally:

@@ -332,6 +332,12 @@ def read_image_file(path: Path) -> np.ndarray:
             return np.asarray(tifffile.imread(path))
         if suffix == ".npy":
             return np.load(path, allow_pickle=False)
+        if suffix == ".png":
+            from cellbench.formats.images import decode_png
+
+            arr = decode_png(path)  # one copy of the pixels, not imageio's two
+            if arr is not None:
+                return arr
         import imageio.v3 as iio
 
         return np.asarray(iio.imread(path))
@@ -521,6 +527,7 @@ def read_coco(
         if problems or sample is None:
             continue
         yield sample
+        sample = None  # not held while the next image is read
     if problems:
         raise ValidationError(problems, context=str(path))
 

@@ -322,6 +322,7 @@ class Layout:
             problems += more
             if not problems and sample is not None:
                 yield sample
+            sample = None  # not held while the next pair is read
         if problems:
             raise ValidationError(problems, context=str(self.root))
 
