@@ -178,8 +178,11 @@ def as_labels(arr: np.ndarray, where: str) -> tuple[np.ndarray | None, list[str]
     """A label image file's array as integer ``(y, x)`` (or ``(z, y, x)``) ids.
 
     Float files whose values are all whole numbers are accepted (some tools save labels as
-    float32); anything else non-integer is a problem.
+    float32); anything else non-integer is a problem, and so is a file without pixels (what
+    tifffile returns for a truncated or corrupt TIFF).
     """
+    if arr.size == 0:
+        return None, [f"{where}: no pixels (shape {arr.shape}; a truncated or empty file?)"]
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
             return None, [f"{where}: label image of dtype {arr.dtype} has non-integer values"]

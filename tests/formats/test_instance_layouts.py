@@ -491,3 +491,14 @@ def test_five_different_bad_samples_in_one_error_and_nothing_at_dest(
             assert res.exit_code == 1 and "5 problems found" in res.output, res.output
             assert all(p in res.output for p in problems)
             assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no DEST, no scratch
+
+
+def test_a_corrupt_tiff_mask_is_named_as_unreadable(tmp_path: Path) -> None:
+    """tifffile returns an empty array for a TIFF whose first page offset is garbage."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", np.ones((8, 8), np.uint8))
+    (tmp_path / "masks" / "a.tif").write_bytes(b"II*\x00garbage")
+    assert get_format("tiff").validate(tmp_path) == [
+        "masks/a.tif: no pixels (shape (0,); a truncated or empty file?)"
+    ]
