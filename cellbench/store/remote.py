@@ -122,9 +122,13 @@ def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None) -> An
             return ObjectStore(from_url(url, client_options=client), read_only=True)
     elif backend == "obstore":
         raise StoreError(f"{url}: obstore serves s3://, gs:// and az:// URLs only")
-    return FsspecStore.from_url(
-        url, storage_options=_storage_options(url, storage_options), read_only=True
-    )
+    opts = _storage_options(url, storage_options)
+    if scheme in ("s3", "s3a"):
+        # s3fs splits a whole-file read over several ranged requests when max_concurrency > 1
+        # (its default is 10), and asks for the size first (a HEAD) on every read to decide:
+        # two round trips per chunk file. Chunk files are small; one GET each is enough.
+        opts.setdefault("max_concurrency", 1)
+    return FsspecStore.from_url(url, storage_options=opts, read_only=True)
 
 
 def _storage_options(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -331,3 +331,23 @@ def test_missing_predictions_url_is_one_clear_problem(s3):
     url = f"s3://{s3.bucket}/none/preds.zarr"
     with pytest.raises(ValidationError, match=r"no zarr\.json: not a canonical prediction set"):
         load_predictions(url)
+
+
+def test_one_get_and_no_head_per_chunk_file(s3, local_store, caplog, monkeypatch):
+    """s3fs asks for a file's size (a HEAD) before a whole-file GET unless told not to split
+    reads (``max_concurrency=1``): a cold chunk read is one request, not two."""
+    import logging
+
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "fsspec")
+    monkeypatch.setenv("CELLBENCH_CHUNK_CACHE", "0")
+    url = f"s3://{s3.bucket}/stores/toy.zarr"
+    remote = _upload(local_store, url)
+    sid = local_store.sample_ids()[0]
+    chunks = local_store.manifest["arrays"][f"images/{sid}/0"]["chunk_sha256"]
+    caplog.set_level(logging.INFO, logger="werkzeug")  # moto's request log
+    np.testing.assert_array_equal(remote.image(sid)[...], local_store.image(sid)[...])
+    for key in chunks:
+        path = f"toy.zarr/images/{sid}/0/{key} "
+        lines = [r.getMessage() for r in caplog.records if path in r.getMessage()]
+        assert sum('"GET /' in m for m in lines) == 1, lines
+        assert sum('"HEAD /' in m for m in lines) == 0, lines
