@@ -27,7 +27,6 @@ from cellbench.errors import ValidationError
 from cellbench.formats.images import (
     SIDECAR,
     is_image_file,
-    read_sidecar,
     sample_record,
     write_image,
     write_sidecar,
@@ -39,6 +38,7 @@ from cellbench.tasks.instance_segmentation.pairs import (
     LayoutReader,
     Pair,
     check_options,
+    layout_of,
     listdir,
     start_write,
     writable_problems,
@@ -125,15 +125,7 @@ def _scan_cellpose(
         raise ValidationError(problems)
     required = str(optional_masks).lower() not in ("true", "1", "yes")
     pairs, problems = _scan(root, masks, required)
-    sidecar, more = read_sidecar(root)
-    return Layout(
-        root,
-        pairs,
-        problems + more,
-        sidecar.get("samples", {}),
-        {p.id: split for p in pairs},
-        {"kind": "label"},
-    )
+    return layout_of(root, pairs, problems, {"kind": "label"}, split)
 
 
 #: How a Cellpose folder is read (``read``, and ``items``/``read_item`` one image at a time).

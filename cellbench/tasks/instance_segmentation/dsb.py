@@ -29,7 +29,6 @@ from cellbench.errors import ValidationError
 from cellbench.formats.images import (
     SIDECAR,
     is_image_file,
-    read_sidecar,
     sample_record,
     write_image,
     write_sidecar,
@@ -41,6 +40,7 @@ from cellbench.tasks.instance_segmentation.pairs import (
     LayoutReader,
     Pair,
     check_options,
+    layout_of,
     listdir,
     start_write,
     writable_problems,
@@ -105,15 +105,7 @@ def _scan_dsb(
     if problems:
         raise ValidationError(problems)
     pairs, problems = _scan(root, masks)
-    sidecar, more = read_sidecar(root)
-    return Layout(
-        root,
-        pairs,
-        problems + more,
-        sidecar.get("samples", {}),
-        {p.id: split for p in pairs},
-        {"kind": "binary", "overlap": overlap},
-    )
+    return layout_of(root, pairs, problems, {"kind": "binary", "overlap": overlap}, split)
 
 
 #: How a DSB folder is read: ``read`` streams every sample (once a problem is found nothing

@@ -40,7 +40,6 @@ from cellbench.errors import ValidationError
 from cellbench.formats.images import (
     SIDECAR,
     is_image_file,
-    read_sidecar,
     sample_record,
     write_image,
     write_sidecar,
@@ -52,6 +51,7 @@ from cellbench.tasks.instance_segmentation.pairs import (
     LayoutReader,
     Pair,
     check_options,
+    layout_of,
     listdir,
     start_write,
     writable_problems,
@@ -185,15 +185,7 @@ def _scanner(colour: bool) -> Any:
         if problems:
             raise ValidationError(problems)
         pairs, splits, problems = _scan(root, images, masks, not _truthy(optional_masks), split)
-        sidecar, more = read_sidecar(root)
-        return Layout(
-            root,
-            pairs,
-            problems + more,
-            sidecar.get("samples", {}),
-            {p.id: splits.get(p.id, split) for p in pairs},
-            {"kind": "label", "colour": colour},
-        )
+        return layout_of(root, pairs, problems, {"kind": "label", "colour": colour}, split, splits)
 
     return scan
 

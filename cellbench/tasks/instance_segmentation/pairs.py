@@ -29,6 +29,7 @@ from cellbench.formats.images import (
     label_dtype,
     pieces_problem,
     read_image,
+    read_sidecar,
     short_error,
     to_cyx,
 )
@@ -332,6 +333,36 @@ class Layout:
         for pair in self.pairs:
             problems += self.read(pair, pieces=True)[1]
         return problems
+
+
+def layout_of(
+    root: Path,
+    pairs: list[Pair],
+    problems: list[str],
+    read_options: dict[str, Any],
+    split: str,
+    splits: dict[str, str] | None = None,
+) -> Layout:
+    """The :class:`Layout` of ``pairs`` found in ``root``, with the sidecar's records.
+
+    Args:
+        root: The folder.
+        pairs: The samples the format's scan found.
+        problems: The scan's problems (the sidecar's are added).
+        read_options: What :func:`read_pair` needs (``kind``, ``overlap``, ``colour``).
+        split: Each sample's split unless ``splits`` (split folders or files) says.
+        splits: Splits by sample id, where the layout itself gives them.
+    """
+    sidecar, more = read_sidecar(root)
+    given = splits or {}
+    return Layout(
+        root,
+        pairs,
+        problems + more,
+        sidecar.get("samples", {}),
+        {p.id: given.get(p.id, split) for p in pairs},
+        read_options,
+    )
 
 
 #: ``scan(root, **options) -> Layout``; raises :class:`ValidationError` for bad options.
