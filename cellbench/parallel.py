@@ -75,6 +75,16 @@ def batch_size(n_items: int, threads: int) -> int:
     return max(1, min(MAX_BATCH, n_items // (8 * max(1, threads))))
 
 
+def _chunks(items: Sequence[tuple[Any, ...]], size: int) -> list[list[tuple[Any, ...]]]:
+    """``items`` cut into consecutive lists of ``size`` (the last one shorter)."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _cluster_threads(client: Any) -> int:
+    """Worker threads of a ``dask.distributed`` cluster."""
+    return sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+
+
 def _run_batch(fn: Callable[..., Any], n_shared: int, *args: Any) -> list[Any]:
     """One task: ``fn(*shared, *item)`` for each item of a batch (``args`` = shared + batch)."""
     shared, batch = args[:n_shared], args[n_shared]
@@ -123,9 +133,7 @@ def map_ordered(
         from distributed import Client, as_completed
 
         with Client(scheduler, set_as_default=False) as client:
-            threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
-            size = batch or batch_size(len(items), threads)
-            batches = [list(items[i : i + size]) for i in range(0, len(items), size)]
+            batches = _chunks(items, batch or batch_size(len(items), _cluster_threads(client)))
             common = [client.scatter(a, broadcast=True) if _big(a) else a for a in shared]
             token = uuid.uuid4().hex
             futures = [  # keys name fn, so a dashboard (and a test) sees what runs
@@ -146,8 +154,7 @@ def map_ordered(
     import dask
     from dask.callbacks import Callback
 
-    size = batch or batch_size(len(items), os.cpu_count() or 1)
-    batches = [list(items[i : i + size]) for i in range(0, len(items), size)]
+    batches = _chunks(items, batch or batch_size(len(items), os.cpu_count() or 1))
     common_d = [dask.delayed(a, traverse=False) if _big(a) else a for a in shared]
     tasks = [
         dask.delayed(_run_batch, pure=False)(fn, n_shared, *common_d, chunk) for chunk in batches
@@ -173,7 +180,6 @@ def imap_ordered(
     shared: tuple[Any, ...] = (),
     window: int | None = None,
     batch: int | None = 1,
-    key_name: str | None = None,
 ) -> Iterator[Any]:
     """Yield ``fn(*shared, *item)`` for each item, in order, as one Dask task per item.
 
@@ -193,27 +199,29 @@ def imap_ordered(
         shared: Arguments common to every task (sent once, not once per task).
         window: Tasks in flight (default: twice the workers' threads, at least 4).
         batch: Items per task (1: one task per item; ``None``: :func:`batch_size`).
-        key_name: What ``dask.distributed`` task keys start with (default ``fn``'s name).
     """
     if not items:
         return
-    if batch != 1:
-        if batch is None:
-            batch = batch_size(len(items), _threads(scheduler))
-        chunks = [(list(items[i : i + batch]),) for i in range(0, len(items), batch)]
-        for results in imap_ordered(
-            functools.partial(_run_batch, fn, len(shared)),
-            chunks,
-            scheduler=scheduler,
-            shared=shared,
-            window=window,
-            key_name=fn.__name__,
-        ):
-            yield from results
-        return
     if "://" in scheduler:
-        yield from _imap_distributed(fn, items, scheduler, shared, window, key_name)
+        yield from _imap_distributed(fn, items, scheduler, shared, window, batch)
         return
+    if batch == 1:
+        yield from _imap_local(fn, items, scheduler, shared, window)
+        return
+    chunks = _chunks(items, batch or batch_size(len(items), os.cpu_count() or 1))
+    batched = functools.partial(_run_batch, fn, len(shared))
+    for results in _imap_local(batched, [(c,) for c in chunks], scheduler, shared, window):
+        yield from results
+
+
+def _imap_local(
+    fn: Callable[..., Any],
+    items: Sequence[tuple[Any, ...]],
+    scheduler: str,
+    shared: tuple[Any, ...],
+    window: int | None,
+) -> Iterator[Any]:
+    """:func:`imap_ordered` on a local scheduler, one task per item."""
     import concurrent.futures as cf
 
     import dask
@@ -255,8 +263,9 @@ def _imap_distributed(
     address: str,
     shared: tuple[Any, ...],
     window: int | None,
-    key_name: str | None = None,
+    batch: int | None,
 ) -> Iterator[Any]:
+    """:func:`imap_ordered` on a ``dask.distributed`` cluster (one connection)."""
     import uuid
     from collections import deque
 
@@ -264,13 +273,16 @@ def _imap_distributed(
     from distributed import wait as distributed_wait
 
     with Client(address, set_as_default=False) as client:
-        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+        threads = _cluster_threads(client)
         size = window or max(4, 2 * threads)
+        prefix = f"{fn.__name__}-{uuid.uuid4().hex}"  # keys name fn whatever the batching
+        if batch != 1:
+            items = [(c,) for c in _chunks(items, batch or batch_size(len(items), threads))]
+            fn = functools.partial(_run_batch, fn, len(shared))
         # a list of one: a dict scattered bare would become one future per value
         common = [client.scatter([a], broadcast=True)[0] if _big(a) else a for a in shared]
         todo = iter(enumerate(items))
         pending: deque[Any] = deque()
-        prefix = f"{key_name or getattr(fn, '__name__', 'task')}-{uuid.uuid4().hex}"
 
         def submit_next() -> None:
             nxt = next(todo, None)
@@ -286,22 +298,15 @@ def _imap_distributed(
                 result = future.result()
                 future.release()
                 submit_next()
-                yield result
+                if batch != 1:
+                    yield from result
+                else:
+                    yield result
         finally:
             if pending:  # the consumer stopped early: let the window's tasks end (a worker
                 # cannot stop a running task, and the caller removes what they write next)
                 with contextlib.suppress(Exception):
                     distributed_wait(list(pending), timeout=120)
-
-
-def _threads(scheduler: str) -> int:
-    """Worker threads behind ``scheduler`` (a distributed cluster's, or this machine's CPUs)."""
-    if "://" not in scheduler:
-        return os.cpu_count() or 1
-    from distributed import Client
-
-    with Client(scheduler, set_as_default=False) as client:
-        return sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
 
 
 def _big(obj: Any) -> bool:
