@@ -160,6 +160,38 @@ def write_samples(name: str, samples: Iterable[Sample], dest: str | Path, **opti
     fmt.write(samples, Path(dest), **options)
 
 
+def kept_per_process(
+    table: dict[Any, tuple[tuple[tuple[int, int], ...], Any]],
+    key: Any,
+    watched: Iterable[Path],
+    compute: Callable[[], Any],
+    size: int = 1,
+) -> Any:
+    """``compute()``, kept in ``table`` while the ``watched`` paths are unchanged.
+
+    What the per-item hooks share: each task needs one item of a source whose listing (a
+    folder scan, a parsed index file) is costly, so a worker process computes it once and
+    reuses it while every watched path keeps its modification time and size (a missing path
+    counts as ``(-1, -1)``). At most ``size`` listings are kept (the oldest are dropped).
+    """
+    stamp = []
+    for path in watched:
+        try:
+            st = path.stat()
+            stamp.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamp.append((-1, -1))
+    found = table.get(key)
+    if found is not None and found[0] == tuple(stamp):
+        return found[1]
+    value = compute()
+    table.pop(key, None)
+    while len(table) >= max(1, size):
+        del table[next(iter(table))]
+    table[key] = (tuple(stamp), value)
+    return value
+
+
 def read_by_items(fmt: Format, src: str | Path, **options: Any) -> Iterator[Sample]:
     """Stream ``src`` through the per-item hooks, in one process, with ``read``'s semantics.
 

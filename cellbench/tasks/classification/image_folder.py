@@ -43,7 +43,7 @@ from cellbench.formats.images import (
     write_image,
     write_sidecar,
 )
-from cellbench.formats.registry import Format, ItemList
+from cellbench.formats.registry import Format, ItemList, kept_per_process
 from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
 
 METADATA_CSV = "metadata.csv"
@@ -249,7 +249,7 @@ def read_image_folder(
         raise ValidationError(problems, context=str(Path(src)))
 
 
-_SCANS: dict[tuple[Any, ...], tuple[dict[str, dict[str, Any]], dict[str, int], dict]] = {}
+_SCANS: dict[Any, Any] = {}
 
 
 def _scan_all(
@@ -282,15 +282,11 @@ def _scanned(
     dirs = [root, *(d for d in root.iterdir() if d.is_dir())] if root.is_dir() else [root]
     dirs += [d for top in dirs[1:] for d in top.iterdir() if d.is_dir()]
     files = [root / SIDECAR, Path(metadata) if metadata else root / "metadata.csv"]
-    stamp = tuple(p.stat().st_mtime_ns if p.exists() else -1 for p in [*dirs, *files])
     names = _names(classes)
-    key = (str(root.absolute()), split, tuple(names or ()), metadata, stamp)
-    found = _SCANS.get(key)
-    if found is None:
-        found = _scan_all(src, split, classes, metadata)
-        _SCANS.clear()
-        _SCANS[key] = found
-    return found
+    key = (str(root.absolute()), split, tuple(names or ()), metadata)
+    return kept_per_process(
+        _SCANS, key, [*dirs, *files], lambda: _scan_all(src, split, classes, metadata)
+    )
 
 
 def _item_sample(

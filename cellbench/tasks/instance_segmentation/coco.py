@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.formats.registry import Format, ItemList
+from cellbench.formats.registry import Format, ItemList, kept_per_process
 from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
 
 #: The JSON file name the writer uses (and the reader looks for inside a folder).
@@ -575,7 +575,7 @@ def _image_sample(
     return _sample(img, image, labels, overlapping, split), []
 
 
-_INDEXES: dict[tuple[Any, ...], tuple[Any, dict[str, dict]]] = {}
+_INDEXES: dict[Any, Any] = {}
 
 
 def _indexed_cached(
@@ -588,15 +588,14 @@ def _indexed_cached(
     """
     _check_options(overlaps, split)
     path, _ = locate(src, images)
-    st = path.stat()
-    key = (str(path.resolve()), str(images), overlaps, split, st.st_mtime_ns, st.st_size)
-    found = _INDEXES.get(key)
-    if found is None:
+    key = (str(path.resolve()), str(images), overlaps, split)
+
+    def index() -> tuple[Any, dict[str, dict]]:
         indexed = _indexed(src, images, overlaps, split)
-        found = (indexed, {str(img["id"]): img for img in indexed[2]})
-        _INDEXES.clear()  # one JSON at a time: a large one is big enough
-        _INDEXES[key] = found
-    return found
+        return indexed, {str(img["id"]): img for img in indexed[2]}
+
+    # one JSON at a time: a large one is big enough
+    return kept_per_process(_INDEXES, key, [path], index)
 
 
 def coco_items(

@@ -14,7 +14,7 @@ Masks come in two kinds:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from cellbench.formats.images import (
     short_error,
     to_cyx,
 )
-from cellbench.formats.registry import ItemList
+from cellbench.formats.registry import ItemList, kept_per_process
 from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
 
 #: How overlapping binary masks are resolved: ``error`` (refuse, the default) or ``first``
@@ -371,17 +371,7 @@ Scanner = Callable[..., Layout]
 #: listing can change (the folders holding the files, the sidecar, split files).
 Watcher = Callable[..., list[Path]]
 
-_LAYOUTS: dict[tuple[Any, ...], tuple[tuple[int, ...], Layout]] = {}
-
-
-def _stamp(paths: Iterable[Path]) -> tuple[int, ...]:
-    out = []
-    for path in paths:
-        try:
-            out.append(path.stat().st_mtime_ns)
-        except OSError:
-            out.append(-1)
-    return tuple(out)
+_LAYOUTS: dict[Any, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -411,14 +401,8 @@ class LayoutReader:
     def _cached(self, src: str | Path, options: dict[str, Any]) -> Layout:
         root = Path(src)
         key = (self.name, str(root.resolve()), tuple(sorted(options.items())))
-        stamp = _stamp(self.watch(root, **options))
-        found = _LAYOUTS.get(key)
-        if found is None or found[0] != stamp:
-            if len(_LAYOUTS) > 8:
-                _LAYOUTS.clear()
-            found = (stamp, self.scan(root, **options))
-            _LAYOUTS[key] = found
-        return found[1]
+        watched = self.watch(root, **options)
+        return kept_per_process(_LAYOUTS, key, watched, lambda: self.scan(root, **options), size=8)
 
     def items(self, src: str | Path, **options: Any) -> ItemList:
         """The sample ids of ``src`` and the layout's problems (no pixel data read)."""

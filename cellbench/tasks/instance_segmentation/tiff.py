@@ -25,6 +25,7 @@ with the same lines.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -94,15 +95,9 @@ FORMAT = Format(
 )
 
 #: StarDist's training layout: the same folders, the same reader and writer as ``tiff``.
-STARDIST = Format(
+STARDIST = dataclasses.replace(
+    FORMAT,
     name="stardist",
     description="StarDist training folders (images/<name>.tif + masks/<name>.tif, 2D or 3D; "
     "or train/, test/ with both); the tiff format under StarDist's name",
-    tasks=FORMAT.tasks,
-    read=FORMAT.read,
-    write=FORMAT.write,
-    validate=FORMAT.validate,
-    options=_OPTIONS,
-    items=FORMAT.items,
-    read_item=FORMAT.read_item,
 )
