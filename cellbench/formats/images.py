@@ -50,6 +50,8 @@ def read_image(path: Path) -> np.ndarray:
         try:
             return np.load(path, allow_pickle=False)
         except ValueError as err:
+            if "allow_pickle" not in str(err):  # truncated, bad header: numpy says what
+                raise
             raise ValueError(
                 f"{err} (NPY files holding Python objects are never unpickled; save a plain "
                 "numeric array)"

@@ -502,3 +502,15 @@ def test_a_corrupt_tiff_mask_is_named_as_unreadable(tmp_path: Path) -> None:
     assert get_format("tiff").validate(tmp_path) == [
         "masks/a.tif: no pixels (shape (0,); a truncated or empty file?)"
     ]
+
+
+def test_a_truncated_npy_mask_says_so_not_pickles(tmp_path: Path) -> None:
+    """A cut NPY is named with numpy's reason, not with the note about pickled objects."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", np.ones((8, 8), np.uint8))
+    np.save(tmp_path / "masks" / "a.npy", np.zeros((8, 8), np.uint16))
+    data = (tmp_path / "masks" / "a.npy").read_bytes()
+    (tmp_path / "masks" / "a.npy").write_bytes(data[:-20])
+    (line,) = get_format("tiff").validate(tmp_path)
+    assert line.startswith("masks/a.npy: cannot be read (") and "pickle" not in line
