@@ -145,16 +145,37 @@ def present_ids(frame: np.ndarray) -> np.ndarray:
 
 
 def _as_labels(arr: np.ndarray, name: str) -> np.ndarray:
-    """Flattened ids (no copy when possible); raises on non-integer dtypes or negative ids."""
+    """Flattened ids (no copy when possible); raises on non-integer dtypes.
+
+    Negative ids are checked by the caller (:func:`_check_ids`), on the pixels or on the runs.
+    """
     arr = np.asarray(arr)
     if arr.dtype.kind not in "uib":
         raise TypeError(f"{name} label image must have an integer dtype, got {arr.dtype}")
     flat = arr.reshape(-1)
     if arr.dtype.kind == "b":
         flat = flat.view(np.uint8)
-    if arr.dtype.kind == "i" and flat.size and flat.min() < 0:
-        raise ValueError(f"{name} label image has negative ids")
     return flat
+
+
+class NegativeIdsError(ValueError):
+    """Label images hold negative ids; ``roles`` names which (``ground truth``, ``prediction``)."""
+
+    def __init__(self, roles: Sequence[str]) -> None:
+        self.roles = tuple(roles)
+        names = {"ground truth": "ground-truth", "prediction": "predicted"}
+        super().__init__("; ".join(f"{names[r]} label image has negative ids" for r in self.roles))
+
+
+def _check_ids(gt_values: np.ndarray, pred_values: np.ndarray) -> None:
+    """Raise on negative ids among the values (pixels, or one value per run: the same set)."""
+    roles = [
+        role
+        for values, role in ((gt_values, "ground truth"), (pred_values, "prediction"))
+        if values.dtype.kind == "i" and values.size and values.min() < 0
+    ]
+    if roles:
+        raise NegativeIdsError(roles)
 
 
 def _present(area_all: np.ndarray) -> np.ndarray:
@@ -187,7 +208,8 @@ def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
         The :class:`OverlapPairs` between the present objects.
 
     Raises:
-        ValueError: If the shapes differ or ids are negative.
+        ValueError: If the shapes differ, or :class:`NegativeIdsError` if ids are negative
+            (checked on the runs of large images: every pixel's value starts some run).
         TypeError: If a label image is not of an integer type.
     """
     if np.shape(gt) != np.shape(pred):
@@ -199,8 +221,10 @@ def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
     if g.size == 0:
         z = np.zeros(0, dtype=np.int64)
         return OverlapPairs(z, z, z, z, z, z, z)
-    g_max = int(g.max())
-    p_max = int(p.max())
+    if g.size <= _PIXEL_PATH_MAX:
+        _check_ids(g, p)
+        g_max = int(g.max())
+        p_max = int(p.max())
     if g.size <= _PIXEL_PATH_MAX and (g_max + 1) * (p_max + 1) <= g.size:
         # A small image (its int32 pair codes stay in cache) whose pair table is no larger
         # than itself: one bincount over the pixels is the cheapest exact count (measured:
@@ -224,14 +248,15 @@ def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
     np.not_equal(g[1:], g[:-1], out=change[1:])
     change[1:] |= p[1:] != p[:-1]
     starts = np.flatnonzero(change)
-    lengths = np.diff(starts, append=g.size)
-    gs = g[starts].astype(np.int64)
-    ps = p[starts].astype(np.int64)
-    fg = (gs != 0) | (ps != 0)  # background-in-both runs change no object's count
-    gs, ps, lengths = gs[fg], ps[fg], lengths[fg]
-    if gs.size == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return OverlapPairs(z, z, z, z, z, z, z)
+    lengths = np.empty_like(starts)
+    np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
+    lengths[-1] = g.size - starts[-1]
+    gs = g[starts]
+    ps = p[starts]
+    if g.size > _PIXEL_PATH_MAX:
+        _check_ids(gs, ps)  # every pixel's value is the value of its run's first pixel
+    # Runs of background in both stay: they land in the (0, 0) cell of the pair table, which
+    # no object counts (dropping them first cost more than counting them, measured).
     g_max = int(gs.max())
     p_max = int(ps.max())
     id_room = max(1 << 20, 4 * starts.size)
@@ -240,6 +265,7 @@ def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
         n_g, n_p = g_max + 1, p_max + 1
     else:
         # Large or sparse ids: relabel to consecutive indices (0 stays background) first.
+        gs, ps = gs.astype(np.int64), ps.astype(np.int64)
         g_u, gs = np.unique(gs, return_inverse=True)
         p_u, ps = np.unique(ps, return_inverse=True)
         if g_u[0] != 0:
@@ -249,7 +275,9 @@ def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
             p_u = np.concatenate([[0], p_u])
             ps = ps + 1
         n_g, n_p = g_u.size, p_u.size
-    codes = gs * n_p + ps
+    codes = gs.astype(np.int64)  # pair codes: exact in int64 whatever the ids' dtype
+    codes *= n_p
+    codes += ps
     len_bits = int(lengths.max()).bit_length()
     if n_g * n_p <= max(1 << 16, 4 * gs.size):
         table = np.bincount(codes, weights=lengths, minlength=n_g * n_p)
@@ -258,10 +286,15 @@ def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
     elif n_g * n_p < 1 << (62 - len_bits):
         # Sort (pair code, run length) packed in one int64: a value sort, about 4x faster
         # than np.unique's argsort; then sum the lengths of each code.
-        key = (codes << len_bits) | lengths
+        key = codes  # not needed after this: shift and pack in place
+        key <<= len_bits
+        key |= lengths
         key.sort()
         code_sorted = key >> len_bits
-        first = np.flatnonzero(np.diff(code_sorted, prepend=-1))
+        new_code = np.empty(code_sorted.size, dtype=bool)
+        new_code[0] = True
+        np.not_equal(code_sorted[1:], code_sorted[:-1], out=new_code[1:])
+        first = np.flatnonzero(new_code)
         nz = code_sorted[first]
         counts = np.add.reduceat(key & ((1 << len_bits) - 1), first)
     else:
@@ -380,29 +413,33 @@ def _coco_greedy_one(
     threshold: float,
     gt_ignore: np.ndarray,
 ) -> np.ndarray:
-    """Run pycocotools' ``evaluateImg`` rule for one threshold and ignore set (candidates only)."""
-    ignore = gt_ignore.astype(bool)
-    position = np.empty(n_gt, dtype=np.int64)
-    position[np.argsort(ignore, kind="mergesort")] = np.arange(n_gt)
-    order = np.lexsort((position[gt], det))
+    """Run pycocotools' ``evaluateImg`` rule for one threshold and ignore set (candidates only).
+
+    Work is proportional to the candidate pairs, not to the image's objects.
+    """
+    ig = np.asarray(gt_ignore, dtype=bool)[gt]
+    # pycocotools visits a detection's gts with the ignored ones last, each group in index
+    # order (a stable sort of the ignore flags): the order of (ignored, index).
+    order = np.lexsort((gt, ig, det))
     d_list = det[order].tolist()
     g_list = gt[order].tolist()
     v_list = val[order].tolist()
-    ign = ignore.tolist()
-    taken = [False] * n_gt
+    i_list = ig[order].tolist()
+    taken: set[int] = set()
     out = np.full(n_det, -1, dtype=np.int64)
     n = len(d_list)
     i = 0
     while i < n:
         d = d_list[i]
         best = -1
+        best_ign = False
         best_iou = threshold
         while i < n and d_list[i] == d:
             g = g_list[i]
             i += 1
-            if taken[g]:
+            if g in taken:
                 continue
-            if best >= 0 and not ign[best] and ign[g]:
+            if best >= 0 and not best_ign and i_list[i - 1]:
                 # pycocotools breaks here: an ignored gt never replaces a regular match.
                 while i < n and d_list[i] == d:
                     i += 1
@@ -411,8 +448,9 @@ def _coco_greedy_one(
                 continue
             best_iou = v_list[i - 1]
             best = g
+            best_ign = i_list[i - 1]
         if best >= 0:
-            taken[best] = True
+            taken.add(best)
             out[d] = best
     return out
 
@@ -468,24 +506,31 @@ def coco_greedy_match(
         return out
     keep = iou >= thr.min()
     det_index, gt_index, iou = det_index[keep], gt_index[keep], iou[keep]
-    if _is_matching(det_index, gt_index, n_det, n_gt):
-        best_gt = np.full(n_det, -1, dtype=np.int64)
-        best_iou = np.full(n_det, -1.0)
-        best_gt[det_index] = gt_index
-        best_iou[det_index] = iou
-        matched = best_iou[None, :] >= thr[:, None]
-        out[:] = np.where(matched, best_gt[None, :], -1)[None]
+    # A candidate pair whose detection and ground truth have no other candidate (at the lowest
+    # threshold, so at every threshold) is matched whenever its IoU reaches the threshold,
+    # whatever the order and ignore flags: all of them at once, without a loop. Only the rest
+    # (pairs sharing an object, e.g. IoU exactly 0.5 twice; none when the candidates form a
+    # one-to-one matching) needs the sequential rule. They are whole connected components of
+    # the candidate graph, and a detection's choice depends only on its component, so running
+    # the rule on them alone gives what it gives on all pairs.
+    alone = (np.bincount(det_index, minlength=n_det)[det_index] == 1) & (
+        np.bincount(gt_index, minlength=n_gt)[gt_index] == 1
+    )
+    best_gt = np.full(n_det, -1, dtype=np.int64)
+    best_iou = np.full(n_det, -1.0)
+    best_gt[det_index[alone]] = gt_index[alone]
+    best_iou[det_index[alone]] = iou[alone]
+    out[:] = np.where(best_iou[None, :] >= thr[:, None], best_gt[None, :], -1)[None]
+    if alone.all():
         return out
+    shared = ~alone
+    det_index, gt_index, iou = det_index[shared], gt_index[shared], iou[shared]
     for ti, t in enumerate(thr):
         c = iou >= t
         d, g, v = det_index[c], gt_index[c], iou[c]
-        if d.size == 0:
-            continue
-        if _is_matching(d, g, n_det, n_gt):
-            out[:, ti, d] = g
-            continue
         for si in range(n_sets):
-            out[si, ti] = _coco_greedy_one(d, g, v, n_det, n_gt, float(t), gt_ignore[si])
+            rest = _coco_greedy_one(d, g, v, n_det, n_gt, float(t), gt_ignore[si])
+            out[si, ti, d] = rest[d]
     return out
 
 

@@ -5,6 +5,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from cellbench.metrics.matching import (
+    NegativeIdsError,
     bipartite_components,
     coco_greedy_match,
     label_overlap,
@@ -152,6 +153,42 @@ def test_coco_greedy_match_equals_literal_loop():
         for a in range(3):
             for t, thr in enumerate(thresholds):
                 np.testing.assert_array_equal(got[a, t], _coco_loop(iou, thr, ignore[a]))
+
+
+def test_coco_greedy_match_many_objects_few_shared_equals_literal_loop():
+    # Label images at LIVECell density: nearly every candidate pair is one-to-one (matched
+    # without the loop), a few share a detection or a ground truth (IoU exactly 0.5 twice,
+    # or low thresholds), with ignore flags: the mix must equal pycocotools' loop.
+    rng = np.random.default_rng(5)
+    thresholds = np.linspace(0.5, 0.95, 10)
+    for _ in range(20):
+        n = 90
+        iou = np.zeros((n, n))
+        iou[np.arange(n), rng.permutation(n)] = np.round(rng.uniform(0.5, 1.0, n) * 20) / 20
+        for _ in range(int(rng.integers(1, 10))):  # shared candidates, often tied at 0.5
+            iou[rng.integers(n), rng.integers(n)] = rng.choice([0.5, 0.55, 0.75])
+        ignore = rng.random((4, n)) < 0.2
+        d, g = np.nonzero(iou > 0)
+        got = coco_greedy_match(d, g, iou[d, g], n, n, thresholds, ignore)
+        for a in range(4):
+            for t, thr in enumerate(thresholds):
+                np.testing.assert_array_equal(got[a, t], _coco_loop(iou, thr, ignore[a]))
+
+
+def test_label_overlap_negative_ids_on_the_run_path_name_each_image():
+    big = np.zeros((1030, 1030), np.int32)  # over 2**20 pixels: checked on the runs
+    big[10:20, 10:20] = 3
+    neg = big.copy()
+    neg[-1, -1] = -1  # one pixel, in the last run
+    for gt, pred, roles in (
+        (neg, big, ("ground truth",)),
+        (big, neg, ("prediction",)),
+        (neg, neg, ("ground truth", "prediction")),
+    ):
+        with pytest.raises(NegativeIdsError, match="negative ids") as err:
+            label_overlap_pairs(gt, pred)
+        assert err.value.roles == roles
+    assert label_overlap_pairs(big, big).intersection.tolist() == [100]
 
 
 def test_bipartite_components():
