@@ -45,8 +45,14 @@ from pycocotools import mask as mask_utils
 
 from cellbench.errors import ValidationError
 from cellbench.metrics.base import Metric, sample_id_problems
-from cellbench.metrics.instance import check_thresholds, label_image_problems, threshold_key
+from cellbench.metrics.instance import (
+    check_thresholds,
+    label_image_problems,
+    negative_ids_problem,
+    threshold_key,
+)
 from cellbench.metrics.matching import (
+    NegativeIdsError,
     OverlapPairs,
     coco_greedy_match,
     label_overlap_pairs,
@@ -308,32 +314,65 @@ def _scores_for(ids: np.ndarray, scores: Mapping[int, float] | np.ndarray | None
     if scores is None:
         return np.full(ids.size, DEFAULT_SCORE)
     if isinstance(scores, Mapping):
-        return np.array([float(scores[int(i)]) for i in ids], dtype=np.float64)
+        return np.array([float(scores[i]) for i in ids.tolist()], dtype=np.float64)
     arr = np.asarray(scores, dtype=np.float64)
     return arr[ids]
+
+
+def _checked_scores(
+    ids: np.ndarray, scores: Mapping[int, float] | np.ndarray | None, where: str
+) -> tuple[np.ndarray, list[str]]:
+    """The scores of predicted objects ``ids`` and the problems with them, in one pass.
+
+    Returns:
+        ``(scores, problems)``: float64 scores in the order of ``ids`` (meaningless when there
+        are problems) and one line per problem (missing, malformed, not finite).
+    """
+    if scores is None:
+        return _scores_for(ids, None), []
+    if isinstance(scores, Mapping):
+        id_list = ids.tolist()
+        try:
+            values = np.array([float(scores[i]) for i in id_list], dtype=np.float64)
+        except KeyError:
+            missing = [i for i in id_list if i not in scores]
+            return np.zeros(0), [
+                f"{where}: no score for predicted ids {missing[:10]} ({len(missing)} in all)"
+            ]
+        except (TypeError, ValueError):
+            bad = next(i for i in id_list if not _is_number(scores[i]))
+            return np.zeros(0), [
+                f"{where}: scores must be numbers (predicted id {bad}: {scores[bad]!r})"
+            ]
+    else:
+        arr = np.asarray(scores)
+        if arr.ndim != 1 or arr.dtype.kind not in "uif":
+            return np.zeros(0), [
+                f"{where}: scores must be a mapping id -> score or a 1D array indexed by id"
+            ]
+        if ids.size and ids.max() >= arr.size:
+            return np.zeros(0), [
+                f"{where}: score array has {arr.size} entries but predicted ids reach {ids.max()}"
+            ]
+        values = _scores_for(ids, arr)
+    if not np.isfinite(values).all():
+        return values, [f"{where}: scores contain NaN or infinite values"]
+    return values, []
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _score_problems(
     ids: np.ndarray, scores: Mapping[int, float] | np.ndarray | None, where: str
 ) -> list[str]:
     """Problems with the scores of predicted objects ``ids`` (missing, malformed, not finite)."""
-    if scores is None:
-        return []
-    if isinstance(scores, Mapping):
-        missing = [int(i) for i in ids if int(i) not in scores]
-        if missing:
-            return [f"{where}: no score for predicted ids {missing[:10]} ({len(missing)} in all)"]
-    else:
-        arr = np.asarray(scores)
-        if arr.ndim != 1 or arr.dtype.kind not in "uif":
-            return [f"{where}: scores must be a mapping id -> score or a 1D array indexed by id"]
-        if ids.size and ids.max() >= arr.size:
-            return [
-                f"{where}: score array has {arr.size} entries but predicted ids reach {ids.max()}"
-            ]
-    if not np.isfinite(_scores_for(ids, scores)).all():
-        return [f"{where}: scores contain NaN or infinite values"]
-    return []
+    return _checked_scores(ids, scores, where)[1]
 
 
 @dataclass(frozen=True)
@@ -613,12 +652,16 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
         matched = coco_greedy_match(
             pair_det, pair_gt, pair_iou, n_det, n_gt, self.iou_thresholds, gt_ignore
         )
-        # Ignore flag of the matched gt (extra False column for "unmatched" = -1).
-        ign_ext = np.concatenate([gt_ignore, np.zeros((gt_ignore.shape[0], 1), bool)], axis=1)
-        a_idx = np.arange(gt_ignore.shape[0])[:, None, None]
+        # A matched detection is ignored when its gt is, an unmatched one when it is out of
+        # range. The gt flags get a leading False column so that "unmatched" (-1) reads it.
+        n_sets = gt_ignore.shape[0]
+        ign_ext = np.concatenate([np.zeros((n_sets, 1), bool), gt_ignore], axis=1).ravel()
+        row_start = (np.arange(n_sets, dtype=np.int64) * (n_gt + 1) + 1)[:, None, None]
         is_matched = matched >= 0
-        ignored = np.where(is_matched, ign_ext[a_idx, matched], det_out[:, None, :])
-        outcome = np.where(ignored, IGNORED, np.where(is_matched, TRUE_POSITIVE, FALSE_POSITIVE))
+        ignored = ign_ext[matched + row_start]
+        ignored |= det_out[:, None, :] & ~is_matched
+        outcome = is_matched.astype(np.uint8)  # FALSE_POSITIVE 0, TRUE_POSITIVE 1
+        outcome[ignored] = IGNORED
         return CocoImageStats.from_outcome(
             scores=det_scores.astype(np.float64, copy=False),
             outcome=outcome,
@@ -633,11 +676,12 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
     def _label_stats(
         self,
         ov: OverlapPairs,
-        scores: Mapping[int, float] | np.ndarray | None,
+        det_scores: np.ndarray,
+        scored: bool,
         max_dets: int | None,
         ndim: int,
     ) -> CocoImageStats:
-        det_scores = _scores_for(ov.pred_ids, scores)
+        """One image of two label images; ``det_scores`` follow ``ov.pred_ids``."""
         order = np.argsort(-det_scores, kind="mergesort")[:max_dets]
         rank = np.full(ov.pred_ids.size, -1, dtype=np.int64)
         rank[order] = np.arange(order.size)
@@ -652,7 +696,7 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
             ov.iou()[keep],
             n_pred_total=ov.pred_ids.size,
             max_dets=max_dets,
-            scored=scores is not None,
+            scored=scored,
             ndim=ndim,
         )
 
@@ -741,30 +785,16 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
             for gt, pred, sc in zip(ground_truth, predictions, score_list, strict=True)
         ]
 
-    def measure(self, sample: ScoredInstances, sample_id: str) -> CocoImageStats:
-        """Match one image at every threshold and area range.
-
-        Args:
-            sample: The image's ground truth, prediction and scores.
-            sample_id: The image (named in error messages).
-
-        Returns:
-            The image's :class:`CocoImageStats` (cut to ``max_dets`` when it is set; otherwise
-            :meth:`finalize` cuts).
-
-        Raises:
-            ValidationError: Listing every problem of the image (types, shapes, missing scores).
-        """
-        gt, pred, sc = sample.ground_truth, sample.prediction, sample.scores
-        where = f"sample {sample_id!r}"
-        # Structural checks, then overlaps / encodings and score checks, before any matching.
+    @staticmethod
+    def _input_problems(gt: Any, pred: Any, sc: Any, where: str, negative: bool) -> list[str]:
+        """Structural problems of one image's inputs (types, shapes, scores given twice)."""
         problems: list[str] = []
         shapes: list[tuple[int, ...] | None] = []
         for role, obj in (("ground truth", gt), ("prediction", pred)):
             if isinstance(obj, (InstanceMasks, MaskRuns)):
                 shapes.append(tuple(obj.shape))
             else:
-                p = label_image_problems(obj, where, role)
+                p = label_image_problems(obj, where, role, negative)
                 problems += p
                 shapes.append(None if p else obj.shape)
         if None not in shapes and shapes[0] != shapes[1]:
@@ -782,6 +812,34 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
                     "truth only (got InstanceMasks)"
                 )
             problems += pred.problems(where)
+        return problems
+
+    def measure(self, sample: ScoredInstances, sample_id: str) -> CocoImageStats:
+        """Match one image at every threshold and area range.
+
+        Args:
+            sample: The image's ground truth, prediction and scores.
+            sample_id: The image (named in error messages).
+
+        Returns:
+            The image's :class:`CocoImageStats` (cut to ``max_dets`` when it is set; otherwise
+            :meth:`finalize` cuts).
+
+        Raises:
+            ValidationError: Listing every problem of the image (types, shapes, missing scores).
+        """
+        gt, pred, sc = sample.ground_truth, sample.prediction, sample.scores
+        where = f"sample {sample_id!r}"
+        # Structural checks, then overlaps / encodings and score checks, before any matching.
+        # Two label images are checked for negative ids on their runs by the overlap (a pass
+        # over the pixels less); when anything else is wrong, every check runs on the pixels
+        # so that the report lists every problem at once.
+        both_labels = not isinstance(gt, (InstanceMasks, MaskRuns)) and not isinstance(
+            pred, (InstanceMasks, MaskRuns)
+        )
+        problems = self._input_problems(gt, pred, sc, where, negative=not both_labels)
+        if problems and both_labels:
+            problems = self._input_problems(gt, pred, sc, where, negative=True)
         if problems:
             raise ValidationError(problems, "CocoAP inputs")
         max_dets = self.max_dets  # None: keep every detection until finalize
@@ -796,11 +854,15 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
                 raise ValidationError(problems, "CocoAP inputs")
             pm = InstanceMasks.from_labels(pred, sc)
             return self._mask_stats(g, pm, max_dets, sc is not None)
-        ov = label_overlap_pairs(gt, pred)
-        problems = _score_problems(ov.pred_ids, sc, where)
+        try:
+            ov = label_overlap_pairs(gt, pred)
+        except NegativeIdsError as err:
+            lines = [negative_ids_problem(where, role) for role in err.roles]
+            raise ValidationError(lines, "CocoAP inputs") from None
+        det_scores, problems = _checked_scores(ov.pred_ids, sc, where)
         if problems:
             raise ValidationError(problems, "CocoAP inputs")
-        return self._label_stats(ov, sc, max_dets, gt.ndim)
+        return self._label_stats(ov, det_scores, sc is not None, max_dets, gt.ndim)
 
     # -- pooled ------------------------------------------------------------------------------
 

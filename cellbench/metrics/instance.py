@@ -56,13 +56,21 @@ def check_thresholds(
     return values
 
 
-def label_image_problems(arr: Any, where: str, role: str) -> list[str]:
+def negative_ids_problem(where: str, role: str) -> str:
+    """The line reporting negative ids in a label image."""
+    return f"{where}: {role} label image has negative ids (0 is background, objects > 0)"
+
+
+def label_image_problems(arr: Any, where: str, role: str, negative: bool = True) -> list[str]:
     """Problems with one label image (type, dtype, dimensionality, negative ids).
 
     Args:
         arr: The candidate label image.
         where: Which sample it belongs to (for the message).
         role: ``"ground truth"`` or ``"prediction"``.
+        negative: Check for negative ids (a pass over the pixels); a caller that finds them
+            more cheaply later (on the runs of :func:`~cellbench.metrics.matching.
+            label_overlap_pairs`) skips it.
 
     Returns:
         One line per problem (empty when valid).
@@ -75,8 +83,8 @@ def label_image_problems(arr: Any, where: str, role: str) -> list[str]:
         return [
             f"{where}: {role} label image must be 2D (y, x) or 3D (z, y, x), got shape {arr.shape}"
         ]
-    if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
-        return [f"{where}: {role} label image has negative ids (0 is background, objects > 0)"]
+    if negative and arr.dtype.kind == "i" and arr.size and arr.min() < 0:
+        return [negative_ids_problem(where, role)]
     return []
 
 

@@ -333,6 +333,39 @@ def test_validation_lists_every_problem():
         InstanceMasks.from_masks(np.zeros((2, 4, 4), bool), scores=[1.0])
 
 
+@pytest.mark.parametrize("side", [10, 1030])  # pixel path; run path (over 2**20 pixels)
+def test_negative_ids_are_reported_for_each_image_and_role(side):
+    # Two label images are checked for negative ids on the overlap's runs, not in a pass of
+    # their own; the report must still name each image and role, with the other problems.
+    good = np.zeros((side, side), np.int32)
+    good[1:4, 1:4] = 1
+    bad = good.copy()
+    bad[-1, -1] = -3
+    with pytest.raises(ValidationError) as err:
+        CocoAP().sample_stats(
+            [bad, good, bad, bad],
+            [good, bad, bad, good.astype(float)],
+            sample_ids=["g", "p", "both", "dtype"],
+        )
+    lines = str(err.value).splitlines()
+    assert "6 problems" in lines[0]
+    for sid, role in (("g", "ground truth"), ("p", "prediction"), ("both", "ground truth")):
+        assert any(f"sample {sid!r}: {role} label image has negative ids" in x for x in lines)
+    assert any("sample 'both': prediction label image has negative ids" in x for x in lines)
+    assert any("sample 'dtype': ground truth label image has negative ids" in x for x in lines)
+    assert any("sample 'dtype': prediction label image must have an integer" in x for x in lines)
+
+
+def test_non_numeric_scores_are_reported_not_raised():
+    good = np.zeros((10, 10), np.int32)
+    good[1:4, 1:4] = 1
+    good[6:9, 6:9] = 2
+    with pytest.raises(ValidationError, match=r"scores must be numbers \(predicted id 2: 'x'\)"):
+        CocoAP().sample_stats([good], [good], [{1: 0.5, 2: "x"}])
+    stats = CocoAP().sample_stats([good], [good], [{1: "0.5", 2: 0.25}])  # float() accepts it
+    assert stats[0].scores.tolist() == [0.5, 0.25]
+
+
 def test_score_arrays_and_uncompressed_rles():
     rng = np.random.default_rng(18)
     gt = random_labels((24, 24), 8, rng)
