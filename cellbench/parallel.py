@@ -435,7 +435,7 @@ def verify_arrays(
     the remote, bypassing the chunk cache) and checks them and the decoded content against the
     manifest.
     """
-    from cellbench.store.remote import is_url
+    from cellbench.store.location import is_url
 
     if is_url(location):
         fn: Callable[..., list[str]] = _remote_array_problems

@@ -829,7 +829,7 @@ def load_predictions(
     Raises:
         ValidationError: If the path cannot be read as predictions for the task.
     """
-    from cellbench.store.remote import is_url
+    from cellbench.store.location import is_url
 
     if is_url(path) and not str(path).startswith("file://"):
         pset = _open_canonical_url(str(path))

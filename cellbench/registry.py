@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from cellbench.catalog import Catalog, DatasetCard, load_recipe, parse_ref
 from cellbench.errors import ChecksumError, DatasetNotFoundError, FetchError, StoreError
 from cellbench.store.cache import cellbench_home, is_offline, stores_dir, tmp_dir
-from cellbench.store.remote import is_url
+from cellbench.store.location import is_url
 from cellbench.store.sample import Sample
 from cellbench.store.scratch import clean_cache, make_scratch
 from cellbench.store.zarr_store import DatasetStore, build_store

@@ -293,7 +293,7 @@ def verify(ref: str, quiet: bool, scheduler: str | None) -> None:
     from cellbench.registry import store_location
     from cellbench.store.format import CURRENT_FORMAT, is_current
     from cellbench.store.integrity import repair_hint, verify_store
-    from cellbench.store.remote import is_url
+    from cellbench.store.location import is_url
 
     if is_url(ref):
         from cellbench.store.zarr_store import DatasetStore

@@ -67,7 +67,7 @@ def print_report(report: ScoreReport, console: Console | None = None, full: bool
 
 def _predictions_location(ctx: click.Context, param: click.Parameter, value: str) -> str | Path:
     """A URL (``s3://.../preds.zarr``) as is; a local path must exist."""
-    from cellbench.store.remote import is_url
+    from cellbench.store.location import is_url
 
     if is_url(value) and not value.startswith("file://"):
         return value

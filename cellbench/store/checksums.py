@@ -23,10 +23,12 @@ import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
+
+if TYPE_CHECKING:
+    import zarr
 
 MANIFEST_NAME = "manifest.json"
 #: Rows of axis 0 hashed per read; bounds memory for large arrays.
@@ -151,6 +153,8 @@ def digest_of(entries: dict[str, dict[str, Any]], attrs: dict[str, Any]) -> str:
 
 def iter_arrays(group: zarr.Group, prefix: str = "") -> Iterator[tuple[str, zarr.Array]]:
     """Yield ``(path, array)`` for every array below a group, depth first, sorted by name."""
+    import zarr
+
     with warnings.catch_warnings():
         # manifest.json sits beside zarr.json; zarr warns about non-Zarr keys when listing.
         warnings.filterwarnings("ignore", message=".*not recognized as a component.*")

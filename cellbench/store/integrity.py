@@ -32,14 +32,9 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from zarr.abc.store import ByteRequest
-from zarr.core.buffer import Buffer, BufferPrototype
-from zarr.storage import LocalStore, WrapperStore
 
 from cellbench.errors import CorruptStoreError, StoreError
 from cellbench.store import checksums
@@ -176,32 +171,24 @@ def _short(err: BaseException) -> str:
     return str(err).splitlines()[0][:200] if str(err) else type(err).__name__
 
 
-class VerifiedStore(WrapperStore[LocalStore]):
-    """A read-only local Zarr store that checks every file it returns against the manifest.
+class ManifestCheck:
+    """Checks the bytes of a store's files against its manifest (no Zarr needed).
+
+    Used by :class:`VerifiedStore` (Zarr reads) and by
+    :class:`~cellbench.store.chunk_reader.StoreFiles` (whole-array reads without Zarr), so
+    both refuse exactly the same files with exactly the same lines.
 
     Args:
-        store: The local store of the canonical store's folder.
         manifest: The store's manifest.
         ref: ``id@version`` for messages.
     """
 
-    def __init__(self, store: LocalStore, manifest: StoreManifest, ref: str) -> None:
-        super().__init__(store)
+    manifest: StoreManifest
+    ref: str
+
+    def __init__(self, manifest: StoreManifest, ref: str) -> None:
         self.manifest = manifest
         self.ref = ref
-
-    def _with_store(self, store: LocalStore) -> VerifiedStore:
-        return type(self)(store, self.manifest, self.ref)
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, VerifiedStore)
-            and self._store == other._store
-            and self.manifest.digest == other.manifest.digest
-        )
-
-    def __hash__(self) -> int:
-        return hash((str(self._store), self.manifest.digest))
 
     def _fail(self, path: str, problem: str, node: str = "array") -> CorruptStoreError:
         sample = self.manifest.format.sample_of(path)
@@ -253,34 +240,15 @@ class VerifiedStore(WrapperStore[LocalStore]):
         if hashlib.sha256(data).hexdigest() != want:
             raise self._fail(path, f"chunk file {chunk} does not match the manifest (sha256)")
 
-    async def get(
-        self,
-        key: str,
-        prototype: BufferPrototype | None = None,
-        byte_range: ByteRequest | None = None,
-    ) -> Buffer | None:
-        """Read ``key`` and check it (a ranged read checks the whole file first)."""
-        if prototype is None:
-            from zarr.core.buffer import default_buffer_prototype
 
-            prototype = default_buffer_prototype()
-        whole = await self._store.get(key, prototype)
-        self.check(key, None if whole is None else whole.to_bytes())
-        if byte_range is None or whole is None:
-            return whole
-        return await self._store.get(key, prototype, byte_range)
+def __getattr__(name: str) -> Any:
+    # VerifiedStore is a Zarr store: defined in cellbench.store.verified so that reading a
+    # store without Zarr (cellbench.store.chunk_reader) never imports zarr.
+    if name == "VerifiedStore":
+        from cellbench.store.verified import VerifiedStore
 
-    async def get_partial_values(
-        self,
-        prototype: BufferPrototype,
-        key_ranges: Iterable[tuple[str, ByteRequest | None]],
-    ) -> list[Buffer | None]:
-        """Ranged reads, each checked like :meth:`get`."""
-        return [await self.get(key, prototype, rng) for key, rng in key_ranges]
-
-    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        """Listing is passed through (what is listed is checked when read)."""
-        return self._store.list_prefix(prefix)
+        return VerifiedStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------- verdict cache
@@ -437,7 +405,9 @@ def _array_problems(
         return [f"{label} is missing"]
     try:
         json.loads(meta_file.read_bytes())
-        arr = zarr.open_array(LocalStore(root / apath, read_only=True), mode="r", zarr_format=3)
+        arr = zarr.open_array(
+            zarr.storage.LocalStore(root / apath, read_only=True), mode="r", zarr_format=3
+        )
     except Exception as err:  # malformed metadata raises from json, zarr or numcodecs
         return [f"{label} has unreadable metadata ({_short(err)})"]
     if list(arr.shape) != list(entry["shape"]):

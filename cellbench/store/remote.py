@@ -51,17 +51,11 @@ from zarr.core.buffer import Buffer, BufferPrototype
 
 from cellbench.errors import CorruptStoreError, StoreError
 from cellbench.store import checksums
-from cellbench.store.integrity import StoreManifest, VerifiedStore, repair_hint
+from cellbench.store.integrity import StoreManifest, repair_hint
+from cellbench.store.location import is_url  # noqa: F401  (re-exported: remote.is_url)
+from cellbench.store.verified import VerifiedStore
 
 ROOT_META = "zarr.json"
-
-
-def is_url(location: object) -> bool:
-    """Whether ``location`` names a store by URL (``scheme://...``) rather than a local path."""
-    if not isinstance(location, str) or "://" not in location:
-        return False
-    scheme = location.split("://", 1)[0]
-    return scheme.replace("+", "").replace("-", "").replace(":", "").isalnum()
 
 
 def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
