@@ -171,8 +171,11 @@ def test_reading_label_image_predictions_loads_no_coco_or_download_code(cli_env,
 
 #: Never imported by ``cellbench score --json -q`` on a store with a label-image folder: what
 #: that process does not use (tqdm for a bar -q turns off, numpy.ma, the tables, the other
-#: commands, the download layer, the COCO-results reader, scipy). zarr and tifffile are used.
+#: commands, the download layer, the COCO-results reader, scipy, and zarr: a local store is
+#: read whole by cellbench.store.chunk_reader). tifffile and numcodecs are used.
 SCORE_STORE_NEVER = (
+    "zarr",
+    "fsspec",
     "tqdm",
     "numpy.ma",
     "rich",

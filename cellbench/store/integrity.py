@@ -6,9 +6,11 @@ Three pieces, all driven by the store's ``manifest.json`` (see :mod:`cellbench.s
     The manifest, read without trusting it: malformed JSON, a wrong structure or (format 2) a
     ``manifest_sha256`` that does not match its content is a :class:`~cellbench.errors.StoreError`
     of one line, never a traceback.
-:class:`VerifiedStore`
-    A Zarr store wrapper through which :class:`~cellbench.store.zarr_store.DatasetStore` reads
-    everything: every chunk file is hashed as it is read and compared with the manifest (format
+:class:`ManifestCheck` (and :class:`~cellbench.store.verified.VerifiedStore`, the Zarr store
+    wrapper that applies it)
+    What every read of :class:`~cellbench.store.zarr_store.DatasetStore` goes through, with
+    Zarr or without (:mod:`cellbench.store.chunk_reader`): every chunk file is hashed as it
+    is read and compared with the manifest (format
     2), every node's ``zarr.json`` is compared with its canonical digest (format 2) or at least
     parsed (format 1), a node the manifest does not list is refused (format 2), and a missing
     chunk is an error unless the manifest declares the array sparse, because Zarr would

@@ -19,12 +19,9 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
-from zarr.codecs import BloscCodec, BloscShuffle
-from zarr.storage import LocalStore
 
 from cellbench._version import __version__
 from cellbench.errors import CorruptStoreError, StoreError, ValidationError
@@ -40,8 +37,8 @@ from cellbench.store.format import (
 )
 from cellbench.store.frames import is_lazy, row_blocks
 from cellbench.store.integrity import (
+    ManifestCheck,
     StoreManifest,
-    VerifiedStore,
     known_verdict,
     remember_verdict,
     repair_hint,
@@ -49,6 +46,15 @@ from cellbench.store.integrity import (
 )
 from cellbench.store.sample import SPLITS, TRACK_COLUMNS, Sample
 from cellbench.store.scratch import make_scratch
+
+if TYPE_CHECKING:
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    from cellbench.store.chunk_reader import StoreFiles
+
+# zarr is imported where it is used: reading a local store whole (scoring) never needs it
+# (cellbench.store.chunk_reader), and `import zarr` is about half of a scoring process's imports.
 
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _AXIS_UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
@@ -62,6 +68,8 @@ _DEFAULT_COLORS = ("FFFFFF", "00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "
 
 
 def _compressor(dtype: np.dtype) -> BloscCodec:
+    from zarr.codecs import BloscCodec, BloscShuffle
+
     shuffle = BloscShuffle.shuffle if dtype.kind == "f" else BloscShuffle.bitshuffle
     return BloscCodec(cname="zstd", clevel=5, shuffle=shuffle)
 
@@ -245,6 +253,8 @@ class StoreWriter:
         if sparse and not fmt.manifest_covers_metadata:
             raise StoreError(f"store format {fmt.version} has no sparse arrays")
         self.sparse = frozenset(sparse)
+        import zarr
+
         self.root = zarr.open_group(str(self.path), mode="w-", zarr_format=3)
         self._rows: list[dict[str, Any]] = []
         self._ids: set[str] = set()
@@ -687,6 +697,22 @@ def build_store(
     return DatasetStore.open(dest)
 
 
+def _open_verified_group(path: Path, manifest: StoreManifest, ref: str) -> zarr.Group:
+    """The root Zarr group of a local store, every file read checked against ``manifest``."""
+    import zarr
+    from zarr.storage import LocalStore
+
+    from cellbench.store.verified import VerifiedStore
+
+    verified = VerifiedStore(LocalStore(path, read_only=True), manifest, ref)
+    try:
+        return zarr.open_group(store=verified, mode="r", zarr_format=3)
+    except StoreError:
+        raise
+    except Exception as err:  # zarr/json errors on a damaged root
+        raise CorruptStoreError(f"{path}: unreadable store ({err}); {repair_hint(ref)}") from None
+
+
 class DatasetStore:
     """Read access to a complete canonical store; every read is checked against the manifest.
 
@@ -696,19 +722,27 @@ class DatasetStore:
     format 1 array's decoded content is hashed on its first read in the process. A mismatch
     raises :class:`~cellbench.errors.CorruptStoreError` naming the dataset, array and sample.
     :meth:`verify` checks the whole store at once.
+
+    A local store of format 2 or later is read without Zarr wherever whole arrays and
+    metadata are all that is needed (the table, :meth:`sample`, the ``read_*`` methods, what
+    scoring reads): :class:`~cellbench.store.chunk_reader.StoreFiles` applies the same
+    manifest checks to the same files. The lazy arrays (:meth:`image`, :meth:`labels`, ...)
+    and :attr:`root` open the Zarr group on first use.
     """
 
     def __init__(
         self,
         path: Path | str,
         fmt: StoreFormat,
-        root: zarr.Group,
+        root: zarr.Group | None,
         meta: dict[str, Any],
         manifest: StoreManifest | None = None,
+        files: StoreFiles | None = None,
     ):
         self.path = path
         self.format = fmt
-        self.root = root
+        self._root = root
+        self._files = files
         self.meta = meta
         self._manifest = manifest
         self._table: dict[str, np.ndarray] | None = None
@@ -737,10 +771,12 @@ class DatasetStore:
             StoreError: For a missing, foreign, unknown-version or incomplete store, or one
                 whose manifest is missing or damaged (one line, with the repair command).
         """
-        from cellbench.store.remote import is_url, open_remote
+        from cellbench.store.location import is_url
 
         if is_url(path):
             if not str(path).startswith("file://"):
+                from cellbench.store.remote import open_remote
+
                 return open_remote(str(path))
             path = str(path)[len("file://") :]
         path = Path(path)
@@ -756,16 +792,20 @@ class DatasetStore:
                 f"{path}: root says store format {fmt.version}, manifest says "
                 f"{manifest.format.version}; {repair_hint(ref)}"
             )
-        verified = VerifiedStore(LocalStore(path, read_only=True), manifest, ref)
-        try:
-            root = zarr.open_group(store=verified, mode="r", zarr_format=3)
-        except StoreError:
-            raise
-        except Exception as err:  # zarr/json errors on a damaged root
-            raise CorruptStoreError(
-                f"{path}: unreadable store ({err}); {repair_hint(ref)}"
-            ) from None
-        return cls(path, fmt, root, meta, manifest)
+        if manifest.covers_metadata:  # every file has a digest: whole reads need no Zarr
+            from cellbench.store.chunk_reader import StoreFiles
+
+            files = StoreFiles(path, ManifestCheck(manifest, ref).check)
+            return cls(path, fmt, None, meta, manifest, files)
+        return cls(path, fmt, _open_verified_group(path, manifest, ref), meta, manifest)
+
+    @property
+    def root(self) -> zarr.Group:
+        """The store's root Zarr group (a local store opens it on first use)."""
+        if self._root is None:
+            assert self._manifest is not None
+            self._root = _open_verified_group(Path(self.path), self._manifest, self.ref)
+        return self._root
 
     @property
     def is_remote(self) -> bool:
@@ -799,6 +839,9 @@ class DatasetStore:
                 f"{repair_hint(self.ref)}"
             )
         try:
+            import zarr
+            from zarr.storage import LocalStore
+
             arr = zarr.open_array(
                 LocalStore(self.path / path, read_only=True), mode="r", zarr_format=3
             )
@@ -887,14 +930,47 @@ class DatasetStore:
 
     def _table_column(self, path: str) -> np.ndarray:
         self._verified(path)
+        return self._read_whole(path, f"samples table column {path!r}")
+
+    def _read_whole(self, path: str, what: str) -> np.ndarray:
+        """The whole array at ``path`` (``what`` names it in messages), checked as it is read."""
+        if self._files is not None:
+            node = self._files.node(path)
+            if node is not None and node.get("node_type") == "array":
+                values = self._files.read(path)
+                if values is not None:
+                    return values
+        return np.asarray(self._zarr_array(path, what)[...])
+
+    def _zarr_array(self, path: str, what: str) -> zarr.Array:
+        import zarr
+
         try:
             node = self.root[path]
         except KeyError:
             raise CorruptStoreError(
-                f"dataset {self.ref}: samples table column {path!r} is missing; "
-                f"{repair_hint(self.ref)}"
+                f"dataset {self.ref}: {what} is missing; {repair_hint(self.ref)}"
             ) from None
-        return np.asarray(node[...])
+        if not isinstance(node, zarr.Array):
+            raise CorruptStoreError(
+                f"dataset {self.ref}: {what} is not an array; {repair_hint(self.ref)}"
+            )
+        return node
+
+    def _contains(self, path: str) -> bool:
+        """Whether the store has a node (group or array) at ``path``."""
+        if self._files is not None:
+            return self._files.node(path) is not None
+        return path in self.root
+
+    def _attrs(self, path: str) -> dict[str, Any] | None:
+        """The attributes of node ``path``, or None when there is no such node."""
+        if self._files is not None:
+            return self._files.attributes(path)
+        try:
+            return dict(self.root[path].attrs)
+        except KeyError:
+            return None
 
     @property
     def metadata_columns(self) -> list[str]:
@@ -963,31 +1039,28 @@ class DatasetStore:
     # ------------------------------------------------------------------ arrays
     def _group_attrs(self, path: str) -> dict[str, Any]:
         self._check_root()
-        try:
-            return dict(self.root[path].attrs.get("ome", {}))
-        except KeyError:
+        attrs = self._attrs(path)
+        if attrs is None:
             raise CorruptStoreError(
                 f"dataset {self.ref}: group {path!r} is missing; {repair_hint(self.ref)}"
-            ) from None
+            )
+        return dict(attrs.get("ome", {}))
 
-    def _array(self, path: str, sample_id: str, what: str) -> zarr.Array:
+    def _checked_path(self, path: str, sample_id: str, what: str) -> str:
+        """``path`` after checking the sample, the manifest entry and (format 1) the content."""
         self._row(sample_id)
         if self._manifest is not None and path not in self._manifest.arrays:
             raise StoreError(f"dataset {self.ref}: sample {sample_id!r} has no {what}")
         self._verified(path)
-        try:
-            node = self.root[path]
-        except KeyError:
-            raise CorruptStoreError(
-                f"dataset {self.ref}: array {path!r} (sample {sample_id!r}) is missing; "
-                f"{repair_hint(self.ref)}"
-            ) from None
-        if not isinstance(node, zarr.Array):
-            raise CorruptStoreError(
-                f"dataset {self.ref}: {path!r} (sample {sample_id!r}) is not an array; "
-                f"{repair_hint(self.ref)}"
-            )
-        return node
+        return path
+
+    def _array(self, path: str, sample_id: str, what: str) -> zarr.Array:
+        self._checked_path(path, sample_id, what)
+        return self._zarr_array(path, f"array {path!r} (sample {sample_id!r})")
+
+    def _whole(self, path: str, sample_id: str, what: str) -> np.ndarray:
+        self._checked_path(path, sample_id, what)
+        return self._read_whole(path, f"array {path!r} (sample {sample_id!r})")
 
     def image(self, sample_id: str) -> zarr.Array:
         """Lazy input image of a sample (slice it to read only the chunks needed)."""
@@ -1001,9 +1074,21 @@ class DatasetStore:
         """Lazy target image (augmented microscopy) of a sample."""
         return self._array(f"{self.format.target_path(sample_id)}/0", sample_id, "target")
 
+    def read_image(self, sample_id: str) -> np.ndarray:
+        """The whole input image of a sample, in memory."""
+        return self._whole(f"{self.format.image_path(sample_id)}/0", sample_id, "image")
+
+    def read_labels(self, sample_id: str, name: str = "instances") -> np.ndarray:
+        """The whole label image (``instances``, ``semantic`` or ``seg``) of a sample."""
+        return self._whole(f"{self.format.label_path(sample_id, name)}/0", sample_id, name)
+
+    def read_target(self, sample_id: str) -> np.ndarray:
+        """The whole target image (augmented microscopy) of a sample."""
+        return self._whole(f"{self.format.target_path(sample_id)}/0", sample_id, "target")
+
     def tracks(self, sample_id: str) -> np.ndarray:
         """Track table ``(n, 4)`` int64 ``track_id, start, end, parent`` of a sequence."""
-        return np.asarray(self._array(self.format.tracks_path(sample_id), sample_id, "tracks")[...])
+        return self._whole(self.format.tracks_path(sample_id), sample_id, "tracks")
 
     def _image_meta(self, sample_id: str) -> tuple[str, list[str], dict[str, float]]:
         """Axes, channel names and pixel sizes of a sample's image, from one attribute read."""
@@ -1047,7 +1132,7 @@ class DatasetStore:
         axes, channel_names, pixel_size = self._image_meta(sample_id)
         sample = Sample(
             id=sample_id,
-            image=np.asarray(self.image(sample_id)[...]),
+            image=self.read_image(sample_id),
             axes=axes,
             channel_names=channel_names,
             split=str(self.table["split"][row]),
@@ -1055,29 +1140,26 @@ class DatasetStore:
             metadata=self.metadata(sample_id),
             label=self.label(sample_id),
         )
-        label_root = f"{self.format.image_path(sample_id)}/labels"
-        present: list[str] = []
-        if label_root in self.root:
-            present = list(self.root[label_root].attrs.get("ome", {}).get("labels", []))
+        label_attrs = self._attrs(f"{self.format.image_path(sample_id)}/labels")
+        present = list((label_attrs or {}).get("ome", {}).get("labels", []))
         for name in _LABEL_FIELDS:
             if name in fields and name in present:
-                setattr(sample, name, np.asarray(self.labels(sample_id, name)[...]))
-        if "target" in fields and self.format.target_path(sample_id) in self.root:
-            sample.target = np.asarray(self.target(sample_id)[...])
+                setattr(sample, name, self.read_labels(sample_id, name))
+        if "target" in fields and self._contains(self.format.target_path(sample_id)):
+            sample.target = self.read_target(sample_id)
             omero = self._group_attrs(self.format.target_path(sample_id)).get("omero", {})
             sample.target_channel_names = [c["label"] for c in omero.get("channels", [])]
-        if "tracks" in fields and self.format.tracks_path(sample_id) in self.root:
+        if "tracks" in fields and self._contains(self.format.tracks_path(sample_id)):
             sample.tracks = self.tracks(sample_id)
         if "seg" in fields and "seg" in present:
-            seg, annotated = self.seg_truth(sample_id)
-            sample.seg, sample.seg_annotated = np.asarray(seg[...]), annotated
+            sample.seg, sample.seg_annotated = self.read_seg_truth(sample_id)
         return sample
 
     def has_seg_truth(self, sample_id: str) -> bool:
         """Whether a tracking sequence carries sparse SEG truth (store format 3 and later)."""
         if not self.format.sparse_seg or "seg" not in self.meta["fields"]:
             return False
-        return self.format.seg_frames_path(sample_id) in self.root
+        return self._contains(self.format.seg_frames_path(sample_id))
 
     def seg_truth(self, sample_id: str) -> tuple[zarr.Array, np.ndarray]:
         """A sequence's sparse SEG truth: the lazy label image and its annotated ``frame, z``.
@@ -1091,9 +1173,18 @@ class DatasetStore:
         """
         if not self.has_seg_truth(sample_id):
             raise StoreError(f"dataset {self.ref}: sample {sample_id!r} has no SEG truth")
+        return self.labels(sample_id, "seg"), self._seg_frames(sample_id)
+
+    def read_seg_truth(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`seg_truth` with the label image read whole, in memory."""
+        if not self.has_seg_truth(sample_id):
+            raise StoreError(f"dataset {self.ref}: sample {sample_id!r} has no SEG truth")
+        return self.read_labels(sample_id, "seg"), self._seg_frames(sample_id)
+
+    def _seg_frames(self, sample_id: str) -> np.ndarray:
         path = self.format.seg_frames_path(sample_id)
-        annotated = np.asarray(self._array(path, sample_id, "SEG frames")[...], dtype=np.int64)
-        return self.labels(sample_id, "seg"), annotated.reshape(-1, 2)
+        annotated = np.asarray(self._whole(path, sample_id, "SEG frames"), dtype=np.int64)
+        return annotated.reshape(-1, 2)
 
     def samples(self, split: str | None = None) -> Iterator[Sample]:
         """Iterate whole samples (optionally of one split), loading one at a time."""

@@ -40,7 +40,7 @@ class AugmentedMicroscopyTask(Task):
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> np.ndarray:
         """The sample's target image."""
-        return np.asarray(store.target(sample_id)[...])
+        return store.read_target(sample_id)
 
     prediction_formats: ClassVar[tuple[str, ...]] = (
         "folder of <sample_id>.tif images (c, [z,] y, x)",

@@ -58,7 +58,7 @@ class InstanceSegmentationTask(Task):
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> np.ndarray:
         """The sample's instance label image."""
-        return np.asarray(store.labels(sample_id, "instances")[...])
+        return store.read_labels(sample_id, "instances")
 
     prediction_formats: ClassVar[tuple[str, ...]] = (
         "folder of <sample_id>.tif label images, with optional scores.csv "

@@ -41,7 +41,7 @@ class SemanticSegmentationTask(Task):
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> np.ndarray:
         """The sample's class mask."""
-        return np.asarray(store.labels(sample_id, "semantic")[...])
+        return store.read_labels(sample_id, "semantic")
 
     prediction_formats: ClassVar[tuple[str, ...]] = ("folder of <sample_id>.tif class masks",)
     class_table: ClassVar[str | None] = "semantic"

@@ -83,9 +83,9 @@ class TrackingTask(Task):
         """
         from cellbench.tracks import SegAnnotation, TrackedSequence, seg_annotations
 
-        labels = np.asarray(store.labels(sample_id, "instances")[...])
+        labels = store.read_labels(sample_id, "instances")
         if store.has_seg_truth(sample_id):
-            seg_arr, annotated = store.seg_truth(sample_id)
+            seg_arr, annotated = store.read_seg_truth(sample_id)
             seg = seg_annotations(seg_arr, annotated)
         else:
             seg = tuple(SegAnnotation(frame=t, labels=labels[t]) for t in range(labels.shape[0]))
