@@ -101,6 +101,7 @@ from cellbench.formats.registry import get_format, read_samples
 from cellbench.store.zarr_store import build_store
 import skimage.measure, imageio.v3, tifffile  # imports are not timed
 import numcodecs.blosc, cellbench.tracks, cellbench.store.chunk_writer  # (nor measured)
+import zarr  # the store writer imports it on first use (reading a store does without it)
 get_format(FORMAT)
 card = {"id": "bench", "version": "1", "tasks": [TASK]}
 base = _rss_kb(); t0 = time.perf_counter(); nbytes = 0
