@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from cellbench.errors import StoreError
+
 _META = "zarr.json"
 _SHUFFLES = {"noshuffle", "shuffle", "bitshuffle"}
 
@@ -92,10 +94,13 @@ class StoreFiles:
         self._nodes: dict[str, dict[str, Any] | None] = {}
 
     def _bytes(self, key: str) -> bytes | None:
+        path = self.root / key
         try:
-            data: bytes | None = (self.root / key).read_bytes()
+            data: bytes | None = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             data = None
+        except OSError as err:  # a folder where a file belongs, no permission, an I/O error
+            raise StoreError(f"{path}: unreadable ({err.strerror or err})") from None
         self._check(key, data)
         return data
 

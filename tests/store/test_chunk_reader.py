@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
-from cellbench.errors import CorruptStoreError
+from cellbench.errors import CorruptStoreError, StoreError
 from cellbench.store.chunk_reader import StoreFiles
 from cellbench.store.integrity import ManifestCheck, StoreManifest
 from cellbench.store.sample import Sample
@@ -117,6 +117,10 @@ def test_damaged_files_are_refused_with_zarrs_lines(tmp_path):
     chunk.unlink()  # a dense array's missing chunk is corruption, not fill value
     lite, ref = errors()
     assert lite == ref and "is missing chunk file c/0/1/0" in lite
+    chunk.mkdir()  # a folder where the chunk file belongs: one line, not a traceback
+    with pytest.raises(StoreError, match=r"c/0/1/0: unreadable \(Is a directory\)"):
+        DatasetStore.open(store.path).read_image("still")
+    chunk.rmdir()
     chunk.write_bytes(good)
     meta_file = folder / "zarr.json"
     meta = json.loads(meta_file.read_text())
