@@ -111,7 +111,7 @@ def counted():
         nbytes += sum(a.nbytes for a in s.arrays().values())
         yield s
         del s  # (the harness must not hold a sample during the next read either)
-build_store(counted(), DEST, card)
+build_store(counted(), DEST, card, threads=THREADS)
 elapsed = time.perf_counter() - t0
 """
 
@@ -120,7 +120,7 @@ print("@@" + json.dumps({"s": elapsed, "bytes": nbytes, "peak_kb": _hwm_kb() - b
 """
 
 
-def _run(body: str, **values: str) -> dict[str, float]:
+def _run(body: str, **values: object) -> dict[str, float]:
     head = "".join(f"{k} = {v!r}\n" for k, v in {"REPO": str(REPO), **values}.items())
     code = head + _PRELUDE + textwrap.dedent(body) + _FOOTER
     out = subprocess.run(
@@ -198,13 +198,15 @@ def make_dsb(root: Path, images: int, size: int, nuclei: int) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------- report
-def _measure(fmt: str, task: str, src: Path, work: Path, repeat: int) -> dict[str, dict]:
+def _measure(
+    fmt: str, task: str, src: Path, work: Path, repeat: int, threads: int | None
+) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for step, body in (("raw read", RAW), ("read", READ), ("convert", CONVERT)):
         runs = []
         for r in range(repeat):
             dest = str(work / f"{fmt}-{step.replace(' ', '_')}-{r}.zarr")
-            runs.append(_run(body, SRC=str(src), FORMAT=fmt, TASK=task, DEST=dest))
+            runs.append(_run(body, SRC=str(src), FORMAT=fmt, TASK=task, DEST=dest, THREADS=threads))
         best = min(runs, key=lambda x: x["s"])
         best["median_s"] = statistics.median(x["s"] for x in runs)
         out[step] = best
@@ -251,6 +253,12 @@ def main() -> int:
     parser.add_argument("--dsb-size", type=int, default=1024, help="DSB image side")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--only", choices=("ctc", "dsb"), help="run one input kind")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="the store writer's encoding threads (default: its default; 0: none, least memory)",
+    )
     args = parser.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}, {platform.node()}")
     verdicts: list[str] = []
@@ -259,13 +267,13 @@ def main() -> int:
         if args.only in (None, "ctc"):
             ctc = work / "ctc"
             sizes = make_ctc(ctc, args.sequences, args.frames, args.size, args.cells)
-            res = _measure("ctc", "tracking", ctc, work, args.repeat)
+            res = _measure("ctc", "tracking", ctc, work, args.repeat, args.threads)
             verdicts += _print("CTC", res, sizes, _disk(ctc))
         if args.only == "ctc":
             return _verdicts(verdicts)
         dsb = work / "dsb"
         sizes = make_dsb(dsb, args.images, args.dsb_size, args.cells)
-        res = _measure("dsb", "instance-segmentation", dsb, work, args.repeat)
+        res = _measure("dsb", "instance-segmentation", dsb, work, args.repeat, args.threads)
         verdicts += _print("DSB", res, sizes, _disk(dsb))
         from cellbench.formats.registry import (
             format_names,
@@ -279,7 +287,9 @@ def main() -> int:
             if fmt.read is not None and fmt.write is not None:
                 coco = work / "coco"
                 write_samples("coco", read_samples("dsb", dsb), coco)
-                res = _measure("coco", "instance-segmentation", coco, work, args.repeat)
+                res = _measure(
+                    "coco", "instance-segmentation", coco, work, args.repeat, args.threads
+                )
                 verdicts += _print("COCO", res, sizes, _disk(coco))
         else:
             print("\nCOCO: no 'coco' format registered in this checkout; skipped")

@@ -59,11 +59,15 @@ if TYPE_CHECKING:
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _AXIS_UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
 _LABEL_FIELDS = ("instances", "semantic")
-#: Default chunk-encoding threads of :class:`StoreWriter`. One, measured
-#: (``benchmarks/ingest.py``, 2 shared cores): CTC conversion took 1.5-2.2 s wall with 1, 2 or
-#: 4 threads against 4.3-5 s in the calling thread, and each more thread added some 7 MB of
-#: allocator arenas (glibc keeps a heap per thread for Blosc/zstd's buffers) to the peak.
-ENCODE_THREADS = 1
+#: Default chunk-encoding threads of :class:`StoreWriter`: none. Measured on a quiet 2-core
+#: machine (``benchmarks/ingest.py --threads 0|1``): CTC 512^2 1.26 s / 3.4 MB peak with none
+#: against 1.30 s / 11.0 MB with one; 2048^2 frames 1.80 s / 14.7 MB (1.75x a frame) against
+#: 1.74 s / 49.1 MB; DSB 8.31 against 8.60 s, COCO 5.71 against 6.25 s, each with less memory.
+#: Blosc already encodes on all cores when called from the main thread (numcodecs'
+#: ``use_threads``), and a pool thread adds its glibc arena and the read-ahead frame. (The
+#: earlier choice of one thread was measured at load average 10, where two runnable threads
+#: mostly won a larger share of a shared machine.)
+ENCODE_THREADS = 0
 _DEFAULT_COLORS = ("FFFFFF", "00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF")
 
 
