@@ -182,15 +182,21 @@ def test_worker_killed_mid_job_is_requeued_and_scored_once(setup, tmp_path):
         sid = r.json()["id"]
         first = start_worker(setup["home"], setup["db"])
         deadline = time.monotonic() + 180
-        while True:  # wait until the first worker is predicting
+        while True:  # wait until the first worker is predicting, in its sandbox child
             view = httpx.get(
                 f"{server.url}/api/submissions/{sid}", headers={"Authorization": f"Bearer {token}"}
             ).json()
-            if view["state"] == "running" and view["progress"]["done"] >= 1:
+            # the progress reaches the API through the worker and the database, the child's
+            # start through /proc: look for both together rather than one after the other
+            children = _children(first.pid)  # the sandbox running the model
+            if view["state"] == "running" and view["progress"]["done"] >= 1 and children:
                 break
             assert time.monotonic() < deadline and view["state"] in ("queued", "running"), view
+            progress = view["progress"]
+            assert not progress["total"] or progress["done"] < progress["total"], (
+                "the model ran to its end before it was seen running in a child process"
+            )
             time.sleep(0.2)
-        children = _children(first.pid)  # the sandbox running the model
         assert children, "the model runs in a child process of the worker"
         first.send_signal(signal.SIGKILL)
         first.wait()
