@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ import numpy as np
 from cellbench.errors import StoreError
 
 _META = "zarr.json"
+#: Node metadata documents kept in memory per store (most recently read first to go last).
+_NODES_KEPT = 64
 _SHUFFLES = {"noshuffle", "shuffle", "bitshuffle"}
 
 
@@ -91,7 +94,9 @@ class StoreFiles:
     def __init__(self, root: Path, check: Callable[[str, bytes | None], None]) -> None:
         self.root = Path(root)
         self._check = check
-        self._nodes: dict[str, dict[str, Any] | None] = {}
+        # the last few nodes read (a sample's groups and arrays), not every node of the store:
+        # scoring a split must not hold metadata for every sample it has seen
+        self._nodes: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
 
     def _bytes(self, key: str) -> bytes | None:
         path = self.root / key
@@ -106,10 +111,15 @@ class StoreFiles:
 
     def node(self, path: str) -> dict[str, Any] | None:
         """The checked ``zarr.json`` of node ``path`` (``""``: the root), or None if absent."""
-        if path not in self._nodes:
+        try:
+            meta = self._nodes[path]
+        except KeyError:
             raw = self._bytes(f"{path}/{_META}" if path else _META)
-            self._nodes[path] = None if raw is None else json.loads(raw)
-        return self._nodes[path]
+            meta = None if raw is None else json.loads(raw)
+            self._nodes[path] = meta
+            while len(self._nodes) > _NODES_KEPT:
+                self._nodes.popitem(last=False)
+        return meta
 
     def attributes(self, path: str) -> dict[str, Any] | None:
         """The attributes of node ``path``, or None if there is no such node."""

@@ -138,3 +138,16 @@ def test_layouts_not_written_by_cellbench_are_left_to_zarr(tmp_path):
     assert files.read("a") is None  # no Blosc codec: not a cellbench layout, zarr reads it
     assert files.read("missing") is None and files.node("missing") is None
     assert seen == ["a/zarr.json", "missing/zarr.json"]  # every file offered to the check
+
+
+def test_metadata_kept_in_memory_is_bounded(tmp_path):
+    # scoring streams a split: the metadata of samples already read must not pile up
+    from cellbench.store import chunk_reader
+
+    samples = toy_samples("instance-segmentation", n=40)
+    store = build_store(samples, tmp_path / "s.zarr", CARD)
+    for s in samples:
+        assert np.array_equal(store.read_labels(s.id), s.instances)
+        store.sample(s.id)
+    assert store._files is not None
+    assert 0 < len(store._files._nodes) <= chunk_reader._NODES_KEPT < 5 * len(samples)
