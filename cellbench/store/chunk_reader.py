@@ -38,10 +38,13 @@ _NODES_KEPT = 64
 _SHUFFLES = {"noshuffle", "shuffle", "bitshuffle"}
 
 
-def _layout(
+def handled_layout(
     meta: dict[str, Any],
 ) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype | None, str]:
-    """``(shape, chunk shape, dtype or None for strings, string fill value)``.
+    """``(shape, chunk shape, dtype or None for strings, string fill value)`` of an array.
+
+    ``meta`` is the array's ``zarr.json``; its layout must be one cellbench reads and writes by
+    hand (here and in :mod:`cellbench.store.chunk_writer`; see the module notes).
 
     Raises:
         ValueError: When the layout is not one read here.
@@ -88,17 +91,19 @@ class StoreFiles:
     Args:
         root: The store folder.
         check: ``check(key, bytes or None)``: raises when the file at ``key`` (relative to the
-            root; None when absent) disagrees with the manifest.
+            root; None when absent) disagrees with the manifest; may return the ``zarr.json`` it
+            parsed to check it (:meth:`~cellbench.store.integrity.ManifestCheck.check` does).
     """
 
-    def __init__(self, root: Path, check: Callable[[str, bytes | None], None]) -> None:
+    def __init__(self, root: Path, check: Callable[[str, bytes | None], Any]) -> None:
         self.root = Path(root)
         self._check = check
         # the last few nodes read (a sample's groups and arrays), not every node of the store:
         # scoring a split must not hold metadata for every sample it has seen
         self._nodes: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
 
-    def _bytes(self, key: str) -> bytes | None:
+    def _bytes(self, key: str) -> tuple[bytes | None, Any]:
+        """The bytes of ``key`` (None if absent) and what ``check`` returned for them."""
         path = self.root / key
         try:
             data: bytes | None = path.read_bytes()
@@ -106,16 +111,15 @@ class StoreFiles:
             data = None
         except OSError as err:  # a folder where a file belongs, no permission, an I/O error
             raise StoreError(f"{path}: unreadable ({err.strerror or err})") from None
-        self._check(key, data)
-        return data
+        return data, self._check(key, data)
 
     def node(self, path: str) -> dict[str, Any] | None:
         """The checked ``zarr.json`` of node ``path`` (``""``: the root), or None if absent."""
         try:
             meta = self._nodes[path]
         except KeyError:
-            raw = self._bytes(f"{path}/{_META}" if path else _META)
-            meta = None if raw is None else json.loads(raw)
+            raw, parsed = self._bytes(f"{path}/{_META}" if path else _META)
+            meta = parsed if isinstance(parsed, dict) or raw is None else json.loads(raw)
             self._nodes[path] = meta
             while len(self._nodes) > _NODES_KEPT:
                 self._nodes.popitem(last=False)
@@ -141,7 +145,7 @@ class StoreFiles:
         if meta is None:
             return None
         try:
-            shape, chunks, dtype, fill = _layout(meta)
+            shape, chunks, dtype, fill = handled_layout(meta)
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
         from numcodecs import blosc  # the codec library zarr itself uses for Blosc
@@ -158,7 +162,7 @@ class StoreFiles:
         whole = tuple(chunks) == shape
         for index in np.ndindex(*grid):
             key = f"{path}/c/" + "/".join(str(i) for i in index)
-            data = self._bytes(key)
+            data = self._bytes(key)[0]
             if data is None:
                 continue  # a sparse array's absent chunk: the fill value (``check`` allowed it)
             lo = [i * c for i, c in zip(index, chunks, strict=True)]

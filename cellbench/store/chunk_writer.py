@@ -16,6 +16,7 @@ for anything else and the store writer lets zarr write it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import deque
 from concurrent.futures import Executor, Future
@@ -152,22 +153,17 @@ def chunk_encoder(
 ) -> Any:
     """A :class:`ChunkEncoder` for ``arr``, or None when its layout is not the one handled here.
 
-    Handled: a numeric dtype, regular chunks, the ``default`` chunk-key encoding, fill value 0,
-    and codecs exactly ``bytes`` (little-endian) then ``blosc``.
+    Handled: a numeric array in a layout :func:`~cellbench.store.chunk_reader.handled_layout`
+    accepts (regular chunks, the ``default`` chunk-key encoding, fill value 0, codecs exactly
+    ``bytes`` little-endian then ``blosc``), judged from the ``zarr.json`` zarr wrote in
+    ``folder``: one definition for the hand-written writer and reader.
     """
-    meta = arr.metadata
+    from cellbench.store.chunk_reader import handled_layout
+
     try:
-        codecs = [c.to_dict() for c in meta.codecs]
-        dtype = np.dtype(arr.dtype)
-    except (AttributeError, TypeError):
+        dtype = handled_layout(json.loads((folder / "zarr.json").read_bytes()))[2]
+    except (OSError, KeyError, TypeError, ValueError, AttributeError):
         return None
-    if (
-        dtype.kind not in "uifb"
-        or arr.ndim == 0
-        or [c["name"] for c in codecs] != ["bytes", "blosc"]
-        or codecs[0].get("configuration", {}).get("endian", "little") != "little"
-        or type(meta.chunk_key_encoding).__name__ != "DefaultChunkKeyEncoding"
-        or meta.fill_value != 0
-    ):
+    if dtype is None:  # strings: zarr writes them
         return None
     return ChunkEncoder(arr, folder, write_empty_chunks, pool, max_pending)

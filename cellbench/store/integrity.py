@@ -199,10 +199,15 @@ class ManifestCheck:
             f"dataset {self.ref}: {node} {path!r}{who} {problem}; {repair_hint(self.ref)}"
         )
 
-    def check(self, key: str, data: bytes | None) -> None:
-        """Raise :class:`CorruptStoreError` if the bytes of ``key`` disagree with the manifest."""
+    def check(self, key: str, data: bytes | None) -> dict[str, Any] | None:
+        """Raise :class:`CorruptStoreError` if the bytes of ``key`` disagree with the manifest.
+
+        Returns:
+            The parsed ``zarr.json`` when ``key`` is a node's metadata below the root (parsed
+            here to be checked, so readers need not parse it again), else None.
+        """
         if key in _ROOT_KEYS:
-            return
+            return None
         man = self.manifest
         if key.endswith("/" + _META):
             node = key[: -len(_META) - 1]
@@ -211,21 +216,21 @@ class ManifestCheck:
             if data is None:
                 if entry is not None or node in man.arrays:
                     raise self._fail(node, "is missing (no zarr.json)", kind)
-                return
+                return None
             try:
                 meta = json.loads(data)
             except ValueError as err:
                 raise self._fail(node, f"has unreadable zarr.json ({_short(err)})", kind) from None
             if not man.covers_metadata:
-                return
+                return meta
             if entry is None:
                 raise self._fail(node, "is not in the store manifest", kind)
             if checksums.json_sha256(meta) != entry["zarr_json_sha256"]:
                 raise self._fail(node, "metadata (zarr.json) does not match the manifest", kind)
-            return
+            return meta
         located = man.locate(key)
         if located is None:
-            return
+            return None
         path, chunk = located
         entry = man.arrays[path]
         sparse = bool(entry.get("sparse", False))
@@ -233,14 +238,15 @@ class ManifestCheck:
         if data is None:
             if not sparse or (expected is not None and chunk in expected):
                 raise self._fail(path, f"is missing chunk file {chunk}")
-            return
+            return None
         if expected is None:
-            return  # format 1: whole-array digests, checked by the reader on first use
+            return None  # format 1: whole-array digests, checked by the reader on first use
         want = expected.get(chunk)
         if want is None:
             raise self._fail(path, f"has chunk file {chunk} that the manifest does not list")
         if hashlib.sha256(data).hexdigest() != want:
             raise self._fail(path, f"chunk file {chunk} does not match the manifest (sha256)")
+        return None
 
 
 def __getattr__(name: str) -> Any:
