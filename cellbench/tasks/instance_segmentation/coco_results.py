@@ -54,7 +54,7 @@ from cellbench.predictions import Prediction, PredictionSet
 from cellbench.store.sample import SAMPLE_ID_PATTERN
 from cellbench.tasks.instance_segmentation.coco import (
     ANNOTATIONS,
-    coco_index,
+    coco_images,
     load_json,
     segmentation_rle,
 )
@@ -100,7 +100,8 @@ def _image_table(folder: Path) -> tuple[dict[Any, tuple[str, int, int]] | None, 
     data, problems = load_json(path)
     if problems:
         return None, problems
-    images, _, problems = coco_index(data, path.name)
+    # only the images table: the annotations are not what is scored (the store's truth is)
+    images, problems = coco_images(data, path.name)
     table = {
         img["id"]: (Path(img["file_name"]).stem, img["height"], img["width"]) for img in images
     }
