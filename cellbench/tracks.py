@@ -805,7 +805,7 @@ def _group(labels: np.ndarray, frames: np.ndarray) -> list[tuple[int, np.ndarray
         return []
     order = np.lexsort((frames, labels))
     lab, fr = labels[order], frames[order]
-    cuts = np.flatnonzero(np.diff(lab)) + 1
+    cuts = np.flatnonzero(np.diff(lab) != 0) + 1
     return [
         (int(ls[0]), fs) for ls, fs in zip(np.split(lab, cuts), np.split(fr, cuts), strict=True)
     ]

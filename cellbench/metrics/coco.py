@@ -269,7 +269,7 @@ class InstanceMasks:
         fg = values != 0
         order = np.argsort(values[fg], kind="stable")  # by object, runs in pixel order
         starts, values, lengths = starts[fg][order], values[fg][order], lengths[fg][order]
-        first = np.flatnonzero(np.diff(values, prepend=-1))
+        first = np.flatnonzero(np.diff(values, prepend=-1) != 0)
         ends = starts + lengths
         prev_end = np.zeros_like(ends)
         prev_end[1:] = ends[:-1]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.metrics.matching import OverlapPairs
+from cellbench.metrics.matching import OverlapPairs, nonzero_index
 
 #: Characters per number above which a compressed RLE is malformed (5 bits per character;
 #: 13 characters already exceed any count of a 2**32-pixel image).
@@ -140,7 +140,7 @@ def decode_counts(strings: list[bytes], n_pixels: int) -> tuple[np.ndarray, np.n
     value = np.where(negative, value - (np.int64(1) << (5 * n_chars)), value)
     owner = owner_char[end_idx]
     # index of each number inside its string
-    first_num = np.flatnonzero(np.diff(owner, prepend=-1))
+    first_num = np.flatnonzero(np.diff(owner, prepend=-1) != 0)
     num_index = np.arange(owner.size) - np.repeat(first_num, np.diff(first_num, append=owner.size))
     # deltas: x[j] += x[j - 2] for j > 2, i.e. a running sum over j >= 2 (even) / j >= 1 (odd)
     # two running sums per string (even j >= 2, odd j >= 1) from global cumsums, no sort
@@ -202,7 +202,7 @@ def runs_from_rles(
             where,
         )
     starts = np.cumsum(counts) - counts
-    first = np.flatnonzero(np.diff(owner, prepend=-1))
+    first = np.flatnonzero(np.diff(owner, prepend=-1) != 0)
     starts -= np.repeat(starts[first], np.diff(first, append=owner.size))
     num_index = np.arange(owner.size) - np.repeat(first, np.diff(first, append=owner.size))
     fg = ((num_index & 1) == 1) & (counts > 0)
@@ -272,7 +272,7 @@ def _join(
     code = runs.mask[piece_run] * n_g + (g_id[piece_g] - 1)
     if n_d * n_g <= max(1 << 22, 4 * code.size):
         table = np.bincount(code, weights=weight, minlength=n_d * n_g)
-        nz = np.flatnonzero(table)
+        nz = nonzero_index(table)
         cnt = table[nz]
     else:
         nz, inv = np.unique(code, return_inverse=True)

@@ -72,7 +72,7 @@ def track_counts(match: TrackingMatch) -> dict[str, Any]:
     complete = 0
     fractions: list[float] = []
     if lab.size:
-        cuts = np.flatnonzero(np.diff(lab)) + 1
+        cuts = np.flatnonzero(np.diff(lab) != 0) + 1
         starts = np.concatenate([[0], cuts])
         ends = np.concatenate([cuts, [lab.size]])
         pred_span = {int(r[0]): (int(r[1]), int(r[2])) for r in pred_tab}

@@ -227,7 +227,7 @@ def _max_weight_matching(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray)
     edge_comp = comp[ri]
     total = 0
     order = np.argsort(edge_comp, kind="stable")
-    cuts = np.flatnonzero(np.diff(edge_comp[order])) + 1
+    cuts = np.flatnonzero(np.diff(edge_comp[order]) != 0) + 1
     for idx in np.split(order, cuts):
         if idx.size == 1:
             total += int(weight[idx[0]])
