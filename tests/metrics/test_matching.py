@@ -247,11 +247,12 @@ def test_small_hungarian_equals_linear_sum_assignment():
 
 
 @pytest.mark.parametrize(
-    "kind", ["pixel_table", "dense_table", "sorted_runs", "large_ids", "noise"]
+    "kind", ["pixel_table", "dense_table", "slot_table", "sorted_runs", "large_ids", "noise"]
 )
 def test_label_overlap_pairs_every_path_equals_brute_force(kind):
     from collections import Counter
 
+    from cellbench.metrics import matching
     from cellbench.metrics.matching import label_overlap_pairs
 
     rng = np.random.default_rng(3)
@@ -259,11 +260,20 @@ def test_label_overlap_pairs_every_path_equals_brute_force(kind):
         g = rng.integers(0, 40, (30, 30))
         p = rng.integers(0, 40, (30, 30))
     else:  # blocky label images (piecewise constant, like cells)
-        n = {"pixel_table": 20, "dense_table": 100, "sorted_runs": 600, "large_ids": 600}[kind]
+        # ids below n: pair tables of n x n cells (slot table up to 2**24 cells, sort beyond)
+        n = {
+            "pixel_table": 20,
+            "dense_table": 100,
+            "slot_table": 600,
+            "sorted_runs": 5000,
+            "large_ids": 600,
+        }[kind]
         g = np.repeat(np.repeat(rng.integers(0, n, (24, 24)), 3, 0), 3, 1)
         p = np.roll(np.repeat(np.repeat(rng.integers(0, n, (24, 24)), 3, 0), 3, 1), 1, 0)
         if kind == "large_ids":
             g = g.astype(np.int64) * (2**40 + 7)
+    if kind == "sorted_runs":
+        assert (int(g.max()) + 1) * (int(p.max()) + 1) > matching._SLOT_TABLE_MAX
     ov = label_overlap_pairs(g, p)
     pairs = Counter((int(a), int(b)) for a, b in zip(g.ravel(), p.ravel(), strict=True) if a and b)
     got = {
@@ -277,3 +287,18 @@ def test_label_overlap_pairs_every_path_equals_brute_force(kind):
     assert dict(zip(ov.pred_ids.tolist(), ov.pred_area.tolist(), strict=True)) == {
         int(k): int(v) for k, v in Counter(p[p > 0].tolist()).items()
     }
+
+
+def test_sum_by_code_equals_unique_sums():
+    """The slot-table sum: distinct codes ascending, weights summed, duplicates anywhere."""
+    from cellbench.metrics.matching import _sum_by_code
+
+    rng = np.random.default_rng(8)
+    for n_cells, n in ((1, 5), (10, 1), (1000, 5000), (1 << 20, 3000)):
+        codes = rng.integers(0, n_cells, n)
+        weights = rng.integers(1, 1 << 20, n)
+        distinct, sums = _sum_by_code(codes, weights, n_cells)
+        expected, inverse = np.unique(codes, return_inverse=True)
+        assert np.array_equal(distinct, expected)
+        assert sums.dtype == np.int64
+        assert np.array_equal(sums, np.bincount(inverse, weights=weights).astype(np.int64))
