@@ -242,34 +242,54 @@ def run_overlap(gt: np.ndarray, runs: MaskRuns) -> OverlapPairs:
     return _overlap_flat(np.asarray(gt).ravel(order="F"), runs)
 
 
-def _join(
-    g_start: np.ndarray,
-    g_end: np.ndarray,
-    g_id: np.ndarray,
-    n_g: int,
-    gt_area: np.ndarray,
-    runs: MaskRuns,
-    gt_ids: np.ndarray,
-) -> OverlapPairs:
-    """Intersect predicted runs with disjoint ground-truth runs sorted by start.
+def _overlap_flat(g: np.ndarray, runs: MaskRuns) -> OverlapPairs:
+    """:func:`run_overlap` of a column-major flattened label image.
 
-    ``g_id`` holds 1..n_g (the index into ``gt_ids`` plus one) for each ground-truth run. Each
-    predicted run is split at the ground-truth runs it meets (cost: runs, not pixels); the
-    pieces' lengths are summed per (mask, object) pair by one ``np.bincount``.
+    The image is cut into its runs of equal id (background runs included), and each pixel
+    knows its run through one ``cumsum`` of the change flags: a predicted run ``[s, e)`` meets
+    the image runs ``run_of[s] .. run_of[e - 1]`` (two gathers per predicted run instead of two
+    binary searches). Each predicted run is split at those runs (cost: runs, not pixels); the
+    pieces that fall on an object are summed per (mask, object) pair by one ``np.bincount``.
     """
     n_d = len(runs)
-    if g_start.size == 0 or runs.start.size == 0:
+    change = np.empty(g.size, dtype=bool)
+    change[:1] = True
+    np.not_equal(g[1:], g[:-1], out=change[1:])
+    g_start = np.flatnonzero(change)
+    g_end = np.empty_like(g_start)
+    g_end[:-1] = g_start[1:]
+    g_end[-1:] = g.size
+    run_val = g[g_start].astype(np.int64)
+    top = int(run_val.max(initial=0))
+    if top < max(1 << 20, 4 * run_val.size):  # small ids: a lookup table, no sort
+        present = np.bincount(run_val, minlength=top + 1) > 0
+        present[0] = False
+        gt_ids = np.flatnonzero(present).astype(np.int64)
+        lut = np.cumsum(present)  # id -> 1..n_g in ascending id, background -> 0
+        g_id = lut[run_val]
+    else:
+        gt_ids, g_id = np.unique(run_val, return_inverse=True)
+        if gt_ids[0] == 0:
+            gt_ids = gt_ids[1:]
+        else:
+            g_id = g_id + 1
+    n_g = gt_ids.size
+    gt_area = np.bincount(g_id, weights=g_end - g_start, minlength=n_g + 1)[1:].astype(np.int64)
+    if n_g == 0 or runs.start.size == 0:
         z = np.zeros(0, dtype=np.int64)
         return OverlapPairs(gt_ids, np.arange(n_d, dtype=np.int64), gt_area, runs.areas(), z, z, z)
+    run_of = np.cumsum(change, dtype=np.int32 if g_start.size < 2**31 else np.int64)
     s0, e0 = runs.start, runs.start + runs.length
-    first = np.searchsorted(g_end, s0, side="right")  # first gt run ending after the start
-    last = np.searchsorted(g_start, e0, side="left")  # one past the last starting before end
-    n_piece = np.maximum(last - first, 0)
+    first = run_of[s0] - 1  # the image run holding each predicted run's first pixel
+    n_piece = run_of[e0 - 1] - first  # ... and how many image runs it meets
     piece_run = np.repeat(np.arange(s0.size), n_piece)
     piece_g = np.arange(piece_run.size) - np.repeat(np.cumsum(n_piece) - n_piece, n_piece)
     piece_g += first[piece_run]
+    obj = g_id[piece_g]
+    on_object = obj != 0
+    piece_run, piece_g, obj = piece_run[on_object], piece_g[on_object], obj[on_object]
     weight = np.minimum(g_end[piece_g], e0[piece_run]) - np.maximum(g_start[piece_g], s0[piece_run])
-    code = runs.mask[piece_run] * n_g + (g_id[piece_g] - 1)
+    code = runs.mask[piece_run] * n_g + (obj - 1)
     if n_d * n_g <= max(1 << 22, 4 * code.size):
         table = np.bincount(code, weights=weight, minlength=n_d * n_g)
         nz = nonzero_index(table)
@@ -287,31 +307,6 @@ def _join(
         pred_index=d_idx.astype(np.int64),
         intersection=cnt.astype(np.int64),
     )
-
-
-def _overlap_flat(g: np.ndarray, runs: MaskRuns) -> OverlapPairs:
-    """:func:`run_overlap` of a column-major flattened label image."""
-    # the ground truth cut into its column-major runs of equal id (one pass over the pixels)
-    change = np.empty(g.size, dtype=bool)
-    change[:1] = True
-    np.not_equal(g[1:], g[:-1], out=change[1:])
-    g_start = np.flatnonzero(change)
-    g_end = np.append(g_start[1:], g.size)
-    run_val = g[g_start].astype(np.int64)
-    fg = run_val != 0
-    g_start, g_end, run_val = g_start[fg], g_end[fg], run_val[fg]
-    top = int(run_val.max(initial=0))
-    if top < max(1 << 20, 4 * run_val.size):  # small ids: a lookup table, no sort
-        present = np.bincount(run_val, minlength=top + 1) > 0
-        gt_ids = np.flatnonzero(present).astype(np.int64)
-        lut = np.cumsum(present)  # id -> 1..n_g in ascending id
-        g_id = lut[run_val]
-    else:
-        gt_ids, g_id = np.unique(run_val, return_inverse=True)
-        g_id = g_id + 1
-    n_g = gt_ids.size
-    gt_area = np.bincount(g_id, weights=g_end - g_start, minlength=n_g + 1)[1:].astype(np.int64)
-    return _join(g_start, g_end, g_id, n_g, gt_area, runs, gt_ids)
 
 
 def paint_runs(runs: MaskRuns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

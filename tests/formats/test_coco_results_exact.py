@@ -293,3 +293,54 @@ def test_runs_decode_and_paint_as_pycocotools_and_paint_masks() -> None:
     # a negative delta and a bad character are refused, not wrapped around
     owner, counts, bad = decode_counts([b"2", b"0!", rles[1]["counts"]], h * w)
     assert bad == [0, 1] and counts.sum() == h * w
+
+
+@pytest.mark.parametrize(
+    ("gt_kind", "shape"),
+    [
+        ("cells", (31, 47)),
+        ("background", (31, 47)),
+        ("one_object", (31, 47)),
+        ("large_ids", (31, 47)),
+        ("speckle", (1, 60)),
+        ("speckle", (60, 1)),
+    ],
+)
+def test_run_overlap_equals_dense_counts(gt_kind: str, shape: tuple[int, int]) -> None:
+    """Intersections and areas from runs equal the dense pixel counts, pair for pair."""
+    from cellbench.metrics.rle import run_overlap
+
+    rng = np.random.default_rng(9)
+    h, w = shape
+    gt = {
+        "cells": lambda: np.repeat(rng.integers(0, 9, (h, (w + 2) // 3)), 3, axis=1)[:, :w],
+        "background": lambda: np.zeros(shape, np.int64),
+        "one_object": lambda: np.full(shape, 5),
+        "large_ids": lambda: rng.integers(0, 4, shape) * (2**40 + 3),
+        "speckle": lambda: rng.integers(0, 5, shape),
+    }[gt_kind]()
+    masks = [np.zeros(shape, bool), np.ones(shape, bool)]  # empty and full masks
+    for _ in range(30):  # boxes, some of them running down whole columns into the next
+        m = np.zeros(shape, bool)
+        y, x = rng.integers(0, h), rng.integers(0, w)
+        m[y : y + rng.integers(1, h + 1), x : x + rng.integers(1, 6)] = True
+        masks.append(m | (rng.random(shape) < 0.1))
+    stack = np.stack(masks)
+    rles = mask_utils.encode(np.asfortranarray(stack.transpose(1, 2, 0).astype(np.uint8)))
+    runs = runs_from_rles(list(rles), shape, np.zeros(len(masks)))
+    ov = run_overlap(gt, runs)
+    ids = np.unique(gt[gt != 0])
+    np.testing.assert_array_equal(ov.gt_ids, ids)
+    np.testing.assert_array_equal(ov.gt_area, [(gt == i).sum() for i in ids])
+    np.testing.assert_array_equal(ov.pred_area, stack.sum(axis=(1, 2)))
+    got = {
+        (int(d), int(ov.gt_ids[g])): int(c)
+        for d, g, c in zip(ov.pred_index, ov.gt_index, ov.intersection, strict=True)
+    }
+    expected = {
+        (d, int(i)): int((stack[d] & (gt == i)).sum())
+        for d in range(len(masks))
+        for i in ids
+        if (stack[d] & (gt == i)).any()
+    }
+    assert got == expected
