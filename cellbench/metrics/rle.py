@@ -113,53 +113,78 @@ def decode_counts(strings: list[bytes], n_pixels: int) -> tuple[np.ndarray, np.n
         the indices of malformed strings (bad characters, truncated numbers, negative counts,
         counts not summing to ``n_pixels``); their counts are left out.
     """
-    lens = np.fromiter((len(s) for s in strings), dtype=np.int64, count=len(strings))
-    raw = np.frombuffer(b"".join(strings), dtype=np.uint8).astype(np.int64) - 48
-    owner_char = np.repeat(np.arange(len(strings), dtype=np.int64), lens)
-    bad = np.zeros(len(strings), dtype=bool)
-    bad[owner_char[(raw < 0) | (raw > 63)]] = True
-    raw = np.clip(raw, 0, 63)
-    ends = (raw & 0x20) == 0
-    # a string's last character must end its number
-    nonempty = np.flatnonzero(lens)  # an empty string has no last character
-    last = np.cumsum(lens)[nonempty] - 1
-    bad[nonempty[~ends[last]]] = True
+    lens = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    owner, value, _, bad = _decode(b"".join(strings), lens, n_pixels)
+    return owner, value, bad
+
+
+def _decode(
+    joined: bytes, lens: np.ndarray, n_pixels: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """:func:`decode_counts` of the strings ``joined`` (``lens`` bytes each), plus each count's
+    index inside its string.
+
+    Characters stay uint8 and only the numbers (about two thirds as many) are int64: a number
+    is its first character's 5 bits, then the characters of the longer numbers are added one
+    position at a time (most counts take one or two characters). Strings are found by a binary
+    search over their ends, not a per-character owner array.
+    """
+    n_s = lens.size
+    str_end = np.cumsum(lens)
+    raw = np.frombuffer(joined, dtype=np.uint8) - np.uint8(48)
+    bad = np.zeros(n_s, dtype=bool)
+    outside = raw > 63  # below '0' wraps around above 63 too
+    if outside.any():
+        bad[np.searchsorted(str_end, np.flatnonzero(outside), side="right")] = True
+        raw[outside] = 0
+    ends = raw < 32  # bit 0x20 clear: the number's last character
+    # a string's last character must end its number (an empty string has none)
+    has_chars = lens != 0
+    last = str_end[has_chars] - 1
+    bad[np.flatnonzero(has_chars)[~ends[last]]] = True
     ends[last] = True
     end_idx = np.flatnonzero(ends)
-    num_start = np.empty_like(end_idx)
-    num_start[:1] = 0
-    num_start[1:] = end_idx[:-1] + 1
-    n_chars = end_idx - num_start + 1
-    bad[owner_char[end_idx[n_chars > _MAX_CHARS]]] = True
-    n_chars = np.minimum(n_chars, _MAX_CHARS)
-    pos = np.arange(raw.size, dtype=np.int64) - np.repeat(num_start, end_idx - num_start + 1)
-    pos = np.minimum(pos, _MAX_CHARS)
-    digits = (raw & 0x1F) << (5 * pos)
-    value = np.add.reduceat(digits, num_start) if raw.size else np.zeros(0, np.int64)
-    negative = (raw[end_idx] & 0x10) != 0
-    value = np.where(negative, value - (np.int64(1) << (5 * n_chars)), value)
-    owner = owner_char[end_idx]
-    # index of each number inside its string
-    first_num = np.flatnonzero(np.diff(owner, prepend=-1) != 0)
-    num_index = np.arange(owner.size) - np.repeat(first_num, np.diff(first_num, append=owner.size))
+    ends_before = np.zeros(raw.size + 1, dtype=np.int64)
+    np.cumsum(ends, out=ends_before[1:])
+    per_string = ends_before[str_end] - ends_before[str_end - lens]  # numbers in each string
+    owner = np.repeat(np.arange(n_s), per_string)
+    start = np.empty_like(end_idx)
+    start[:1] = 0
+    start[1:] = end_idx[:-1] + 1
+    n_chars = end_idx - start + 1
+    bad[owner[n_chars > _MAX_CHARS]] = True
+    value = (raw[start] & 0x1F).astype(np.int64)
+    longer = np.flatnonzero(n_chars > 1)
+    k = 1
+    while longer.size and k < _MAX_CHARS:
+        value[longer] |= (raw[start[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
+        k += 1
+        longer = longer[n_chars[longer] > k]
+    negative = np.flatnonzero((raw[end_idx] & 0x10) != 0)
+    value[negative] -= np.int64(1) << (5 * np.minimum(n_chars[negative], _MAX_CHARS))
+    # index of each number inside its string (strings without numbers have no first number)
+    per_string = per_string[has_chars]
+    first_num = np.cumsum(per_string) - per_string
+    num_index = np.arange(owner.size) - np.repeat(first_num, per_string)
     # deltas: x[j] += x[j - 2] for j > 2, i.e. a running sum over j >= 2 (even) / j >= 1 (odd)
     # two running sums per string (even j >= 2, odd j >= 1) from global cumsums, no sort
-    chained = num_index >= 1
     odd = (num_index & 1) == 1
-    per_string = np.diff(first_num, append=owner.size)
-    sums = []
-    for chain in (chained & ~odd, odd):
+    even_chained = ~odd & (num_index >= 2)
+    out = value.copy()
+    for chain in (even_chained, odd):
         v = np.where(chain, value, 0)
         cs = np.cumsum(v)
         cs -= np.repeat(cs[first_num] - v[first_num], per_string)
-        sums.append(cs)
-    value = np.where(chained, np.where(odd, sums[1], sums[0]), value)
-    neg = value < 0
-    bad[owner[neg]] = True
-    totals = np.bincount(owner, weights=value.astype(np.float64), minlength=len(strings))
+        np.copyto(out, cs, where=chain)
+    bad[owner[out < 0]] = True
+    totals = np.zeros(n_s, dtype=np.int64)
+    if first_num.size:
+        totals[has_chars] = np.add.reduceat(out, first_num)
     bad |= totals != n_pixels
+    if not bad.any():
+        return owner, out, num_index, []
     keep = ~bad[owner]
-    return owner[keep], value[keep], np.flatnonzero(bad).tolist()
+    return owner[keep], out[keep], num_index[keep], np.flatnonzero(bad).tolist()
 
 
 def runs_from_rles(
@@ -188,9 +213,20 @@ def runs_from_rles(
         ValidationError: Listing every RLE that does not decode to ``H x W`` pixels.
     """
     h, w = int(shape[0]), int(shape[1])
-    # str counts: utf-8 keeps any non-ASCII character outside 0-o, so it is refused
-    strings = [r["counts"].encode() if isinstance(r["counts"], str) else r["counts"] for r in rles]
-    owner, counts, bad = decode_counts(strings, h * w)
+    counts_in = [r["counts"] for r in rles]
+    try:
+        joined_str = "".join(counts_in)  # str counts (JSON): one join, one encode
+    except TypeError:  # bytes among them
+        joined_str = None
+    if joined_str is not None and joined_str.isascii():
+        joined = joined_str.encode("ascii")
+        lens = np.fromiter(map(len, counts_in), dtype=np.int64, count=len(counts_in))
+    else:
+        # utf-8 keeps any non-ASCII character outside 0-o, so it is refused
+        strings = [c.encode() if isinstance(c, str) else c for c in counts_in]
+        joined = b"".join(strings)
+        lens = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    owner, counts, num_index, bad = _decode(joined, lens, h * w)
     if bad:
         raise ValidationError(
             [
@@ -201,11 +237,10 @@ def runs_from_rles(
             ],
             where,
         )
+    # pixel offset of each count inside its string: counts before it in the same string
     starts = np.cumsum(counts) - counts
-    first = np.flatnonzero(np.diff(owner, prepend=-1) != 0)
-    starts -= np.repeat(starts[first], np.diff(first, append=owner.size))
-    num_index = np.arange(owner.size) - np.repeat(first, np.diff(first, append=owner.size))
-    fg = ((num_index & 1) == 1) & (counts > 0)
+    starts -= starts[np.arange(owner.size) - num_index]
+    fg = np.flatnonzero(((num_index & 1) == 1) & (counts > 0))  # (boolean indexing: 5x slower)
     runs = MaskRuns(
         shape=(h, w),
         mask=owner[fg],
@@ -286,7 +321,7 @@ def _overlap_flat(g: np.ndarray, runs: MaskRuns) -> OverlapPairs:
     piece_g = np.arange(piece_run.size) - np.repeat(np.cumsum(n_piece) - n_piece, n_piece)
     piece_g += first[piece_run]
     obj = g_id[piece_g]
-    on_object = obj != 0
+    on_object = np.flatnonzero(obj != 0)
     piece_run, piece_g, obj = piece_run[on_object], piece_g[on_object], obj[on_object]
     weight = np.minimum(g_end[piece_g], e0[piece_run]) - np.maximum(g_start[piece_g], s0[piece_run])
     code = runs.mask[piece_run] * n_g + (obj - 1)
