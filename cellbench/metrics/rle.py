@@ -121,13 +121,13 @@ def decode_counts(strings: list[bytes], n_pixels: int) -> tuple[np.ndarray, np.n
 def _decode(
     joined: bytes, lens: np.ndarray, n_pixels: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """:func:`decode_counts` of the strings ``joined`` (``lens`` bytes each), plus each count's
-    index inside its string.
+    """:func:`decode_counts` of ``joined`` strings, plus each count's index in its string.
 
-    Characters stay uint8 and only the numbers (about two thirds as many) are int64: a number
-    is its first character's 5 bits, then the characters of the longer numbers are added one
-    position at a time (most counts take one or two characters). Strings are found by a binary
-    search over their ends, not a per-character owner array.
+    ``lens`` holds the byte length of each string. Characters stay uint8 and only the numbers
+    (about two thirds as many) are int64: a number is its first character's 5 bits, then the
+    characters of the longer numbers are added one position at a time (most counts take one or
+    two characters). Each string's numbers are counted from a cumsum of the end flags, not
+    from a per-character owner array.
     """
     n_s = lens.size
     str_end = np.cumsum(lens)
@@ -212,8 +212,22 @@ def runs_from_rles(
     Raises:
         ValidationError: Listing every RLE that does not decode to ``H x W`` pixels.
     """
+    return runs_from_counts(
+        [r["counts"] for r in rles], shape, scores, range_areas, where=where, name_of=name_of
+    )
+
+
+def runs_from_counts(
+    counts_in: list[str] | list[bytes],
+    shape: tuple[int, int],
+    scores: np.ndarray,
+    range_areas: np.ndarray | None = None,
+    *,
+    where: str = "masks",
+    name_of: Callable[[int], str] | None = None,
+) -> MaskRuns:
+    """:func:`runs_from_rles` of the RLEs' ``counts`` strings alone (all of size ``shape``)."""
     h, w = int(shape[0]), int(shape[1])
-    counts_in = [r["counts"] for r in rles]
     try:
         joined_str = "".join(counts_in)  # str counts (JSON): one join, one encode
     except TypeError:  # bytes among them

@@ -344,3 +344,88 @@ def test_run_overlap_equals_dense_counts(gt_kind: str, shape: tuple[int, int]) -
         if (stack[d] & (gt == i)).any()
     }
     assert got == expected
+
+
+def _mutations() -> dict[str, object]:
+    """Edits of one detection (or of all): each either read alike by both paths or refused."""
+
+    def set_key(key: str, value: object):
+        return lambda d: {**d, key: value}
+
+    return {
+        "valid": None,
+        "int score": set_key("score", 1),
+        "bool score": set_key("score", True),
+        "string score": set_key("score", "0.5"),
+        "nan score": set_key("score", float("nan")),
+        "huge int score": set_key("score", 10**400),
+        "unknown image": set_key("image_id", 987654),
+        "list image id": set_key("image_id", [1]),
+        "float image id": lambda d: {**d, "image_id": float(d["image_id"])},
+        "no score": lambda d: {k: v for k, v in d.items() if k != "score"},
+        "a list": lambda d: [d],
+        "size as strings": lambda d: {
+            **d,
+            "segmentation": {**d["segmentation"], "size": [str(v) for v in SHAPE]},
+        },
+        "size as floats": lambda d: {
+            **d,
+            "segmentation": {**d["segmentation"], "size": [float(v) for v in SHAPE]},
+        },
+        "size of another image": lambda d: {
+            **d,
+            "segmentation": {**d["segmentation"], "size": [SHAPE[0], SHAPE[1] + 1]},
+        },
+        "bad character": lambda d: {
+            **d,
+            "segmentation": {**d["segmentation"], "counts": d["segmentation"]["counts"] + "~"},
+        },
+        "bbox of a bool": set_key("bbox", [0, 0, True, 3]),
+        "bbox of 3": set_key("bbox", [0, 0, 3]),
+        "bbox of huge ints": set_key("bbox", [0, 0, 10**200, 10**200]),
+        "bbox of big ints": set_key("bbox", [0, 0, 2**53 + 1, 3]),
+        "bbox of ints": set_key("bbox", [0, 0, 4, 3]),
+    }
+
+
+@pytest.mark.parametrize("bbox", [False, True])
+@pytest.mark.parametrize("mutation", list(_mutations()))
+def test_fast_and_checked_columns_agree(tmp_path: Path, mutation: str, bbox: bool) -> None:
+    """The all-at-once path reads exactly what the per-detection loop reads, or defers to it."""
+    from cellbench.tasks.instance_segmentation import coco_results as cr
+
+    rng = np.random.default_rng(5)
+    store = _store(tmp_path)
+    export_dataset("", "coco", tmp_path / "coco", split="test", store=store)
+    folder = tmp_path / "coco"
+    images = json.loads((folder / "annotations.json").read_text())["images"]
+    dets = _results(rng, store, images, ["rle"], bbox)
+    edit = _mutations()[mutation]
+    if edit is not None:
+        dets[len(dets) // 2] = edit(dets[len(dets) // 2])
+    (folder / "results.json").write_text(json.dumps(dets))
+    table, problems = cr._image_table(folder)
+    assert not problems
+    bbox_areas = bbox or "bbox" in dets[0]
+    fast = cr._fast_columns(dets, table, bbox_areas, "results.json")
+    checked, _, problems = cr._checked_columns(dets, table, bbox_areas, "results.json")
+    if problems:
+        assert fast is None  # refused files are always named by the loop
+        with pytest.raises(ValidationError):
+            load_predictions(folder / "results.json", TASK)
+        return
+    if mutation in ("valid", "int score", "float image id", "size as floats", "bbox of ints"):
+        assert fast is not None, "the usual shape must take the fast path"
+    if fast is None:
+        return
+    assert list(fast) == list(checked)
+    for sid in fast:
+        f_counts, f_scores, f_areas, f_det = fast[sid]
+        c_counts, c_scores, c_areas, c_det = checked[sid]
+        assert f_counts == c_counts
+        np.testing.assert_array_equal(f_scores, c_scores)
+        np.testing.assert_array_equal(f_det, c_det)
+        if c_areas is None:
+            assert f_areas is None
+        else:
+            np.testing.assert_array_equal(f_areas, c_areas)
