@@ -446,29 +446,25 @@ def match_hungarian(iou: np.ndarray, threshold: float) -> tuple[np.ndarray, np.n
     return r[ok].astype(np.int64), c[ok].astype(np.int64)
 
 
-def _coco_greedy_one(
-    det: np.ndarray,
-    gt: np.ndarray,
-    val: np.ndarray,
-    n_det: int,
-    n_gt: int,
+def _coco_greedy_lists(
+    d_list: list[int],
+    g_list: list[int],
+    v_list: list[float],
+    i_list: list[bool],
     threshold: float,
-    gt_ignore: np.ndarray,
-) -> np.ndarray:
+) -> list[tuple[int, int]]:
     """Run pycocotools' ``evaluateImg`` rule for one threshold and ignore set (candidates only).
 
-    Work is proportional to the candidate pairs, not to the image's objects.
+    The candidate pairs come as lists sorted by (detection, ignored, ground truth): the order in
+    which pycocotools visits a detection's objects (the ignored ones last, each group in index
+    order). Pairs below ``threshold`` are passed over as if absent. Work is proportional to the
+    candidate pairs, not to the image's objects.
+
+    Returns:
+        The matched ``(detection, ground truth)`` pairs.
     """
-    ig = np.asarray(gt_ignore, dtype=bool)[gt]
-    # pycocotools visits a detection's gts with the ignored ones last, each group in index
-    # order (a stable sort of the ignore flags): the order of (ignored, index).
-    order = np.lexsort((gt, ig, det))
-    d_list = det[order].tolist()
-    g_list = gt[order].tolist()
-    v_list = val[order].tolist()
-    i_list = ig[order].tolist()
     taken: set[int] = set()
-    out = np.full(n_det, -1, dtype=np.int64)
+    out: list[tuple[int, int]] = []
     n = len(d_list)
     i = 0
     while i < n:
@@ -479,7 +475,7 @@ def _coco_greedy_one(
         while i < n and d_list[i] == d:
             g = g_list[i]
             i += 1
-            if g in taken:
+            if v_list[i - 1] < threshold or g in taken:
                 continue
             if best >= 0 and not best_ign and i_list[i - 1]:
                 # pycocotools breaks here: an ignored gt never replaces a regular match.
@@ -493,7 +489,7 @@ def _coco_greedy_one(
             best_ign = i_list[i - 1]
         if best >= 0:
             taken.add(best)
-            out[d] = best
+            out.append((d, best))
     return out
 
 
@@ -565,14 +561,26 @@ def coco_greedy_match(
     out[:] = np.where(best_iou[None, :] >= thr[:, None], best_gt[None, :], -1)[None]
     if alone.all():
         return out
-    shared = ~alone
+    shared = np.flatnonzero(~alone)
     det_index, gt_index, iou = det_index[shared], gt_index[shared], iou[shared]
-    for ti, t in enumerate(thr):
-        c = iou >= t
-        d, g, v = det_index[c], gt_index[c], iou[c]
-        for si in range(n_sets):
-            rest = _coco_greedy_one(d, g, v, n_det, n_gt, float(t), gt_ignore[si])
-            out[si, ti, d] = rest[d]
+    # The visiting order depends on the ignore set only: sorted once per set, then every
+    # threshold walks the same lists (a sort and four list conversions per threshold and set
+    # cost more than the walks: 0.5 ms per image of 300 overlapping masks).
+    hits: list[tuple[int, int, int, int]] = []
+    for si in range(n_sets):
+        ig = gt_ignore[si][gt_index]
+        order = np.lexsort((gt_index, ig, det_index))
+        lists = (
+            det_index[order].tolist(),
+            gt_index[order].tolist(),
+            iou[order].tolist(),
+            ig[order].tolist(),
+        )
+        for ti, t in enumerate(thr.tolist()):
+            hits += [(si, ti, d, g) for d, g in _coco_greedy_lists(*lists, t)]
+    if hits:
+        si_, ti_, d_, g_ = (np.array(x, dtype=np.int64) for x in zip(*hits, strict=True))
+        out[si_, ti_, d_] = g_
     return out
 
 
