@@ -215,7 +215,9 @@ def label_overlap_pairs(gt: np.ndarray, pred: np.ndarray) -> OverlapPairs:
         pred: Predicted instance ids (0 = background), same shape as ``gt``.
 
     Returns:
-        The :class:`OverlapPairs` between the present objects.
+        The :class:`OverlapPairs` between the present objects, pairs sorted by (ground-truth
+        index, predicted index) whatever the path (the order ``np.nonzero`` gives on the dense
+        matrix, which :class:`~cellbench.metrics.instance.MatchingScores` relies on).
 
     Raises:
         ValueError: If the shapes differ, or :class:`NegativeIdsError` if ids are negative
@@ -399,7 +401,7 @@ def label_overlap(gt: np.ndarray, pred: np.ndarray) -> Overlap:
 # ----------------------------------------------------------------------------------------------
 
 
-def _is_matching(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> bool:
+def is_one_to_one(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> bool:
     """Whether the edge list uses every row and every column at most once."""
     if rows.size <= 1:
         return True
@@ -436,7 +438,7 @@ def match_hungarian(iou: np.ndarray, threshold: float) -> tuple[np.ndarray, np.n
     rows, cols = np.nonzero(cand)
     if rows.size == 0:
         return empty, empty
-    if _is_matching(rows, cols, n_true, n_pred):
+    if is_one_to_one(rows, cols, n_true, n_pred):
         return rows.astype(np.int64), cols.astype(np.int64)
     costs = -cand.astype(np.float64) - iou / (2 * n_matched)
     from scipy.optimize import linear_sum_assignment  # lazy: keeps overlap-only users light

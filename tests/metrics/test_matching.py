@@ -275,6 +275,9 @@ def test_label_overlap_pairs_every_path_equals_brute_force(kind):
     if kind == "sorted_runs":
         assert (int(g.max()) + 1) * (int(p.max()) + 1) > matching._SLOT_TABLE_MAX
     ov = label_overlap_pairs(g, p)
+    # pairs in (gt, pred) order on every path: MatchingScores sums IoUs in np.nonzero's order
+    code = ov.gt_index * (ov.pred_ids.size + 1) + ov.pred_index
+    assert np.all(np.diff(code) > 0)
     pairs = Counter((int(a), int(b)) for a, b in zip(g.ravel(), p.ravel(), strict=True) if a and b)
     got = {
         (int(ov.gt_ids[i]), int(ov.pred_ids[j])): int(c)
