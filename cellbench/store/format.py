@@ -56,10 +56,13 @@ of one frame decodes only that plane. Planes are cut into 256 x 256 tiles (the u
 patch size, so an aligned 256 x 256 patch decodes one chunk of ~128 KiB at uint16); volumes into
 16 x 128 x 128 bricks (~512 KiB at uint16), small enough for random 3D patch reads and large
 enough for zstd to compress well. Images smaller than a chunk are stored as one chunk.
-Compression is Blosc/zstd level 5 with bit-shuffle for integer data (camera counts and label
-ids compress 3-10x better bit-shuffled) and byte-shuffle for floats. Every chunk is written, even
-when it holds only the fill value, so a missing chunk file is always corruption (format 2 may
-declare an array ``sparse`` in its manifest; its empty chunks are then not written).
+Compression is Blosc/zstd level 5 with bit-shuffle for integer images (camera counts compress
+3-10x better shuffled) and byte-shuffle for floats and (since 2026-12) for label images
+(smaller and faster to decode than bit-shuffled on real masks; stores written before keep
+bit-shuffled labels, which read the same: the codec is in each array's ``zarr.json``). Every
+chunk is written, even when it holds only the fill value, so a missing chunk file is always
+corruption (format 2 may declare an array ``sparse`` in its manifest; its empty chunks are then
+not written).
 """
 
 from __future__ import annotations

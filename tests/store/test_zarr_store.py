@@ -88,6 +88,20 @@ def test_chunking_is_documented_choice():
     assert fmt.chunks((1, 30, 20), "cyx") == (1, 30, 20)
 
 
+def test_label_images_byte_shuffled_images_bit_shuffled(tmp_path):
+    """The documented codecs: label images byte-shuffled, integer images bit-shuffled."""
+
+    def blosc(path: Path) -> dict:
+        codecs = json.loads((path / "zarr.json").read_text())["codecs"]
+        return next(c["configuration"] for c in codecs if c["name"] == "blosc")
+
+    store = _build(tmp_path)
+    sid = store.sample_ids()[0]
+    assert blosc(store.path / "images" / sid / "labels" / "instances" / "0")["shuffle"] == "shuffle"
+    image = blosc(store.path / "images" / sid / "0")
+    assert (image["shuffle"], image["cname"], image["clevel"]) == ("bitshuffle", "zstd", 5)
+
+
 def test_zarr_hash_equals_memory_hash(tmp_path):
     data = np.arange(3 * 70 * 50, dtype=">u2").reshape(3, 70, 50)
     arr = zarr.create_array(
