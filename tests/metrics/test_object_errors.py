@@ -146,3 +146,69 @@ def test_pooled_is_sum_and_params():
     assert m.aggregate(stats)["split"] == 2
     assert m.params == {"cutoff1": 0.4, "cutoff2": 0.1}
     assert m.direction("missed") == "lower" and m.direction("recall") == "higher"
+
+
+@pytest.mark.parametrize("cutoff1", [0.4, 0.3, 0.1, 0.7])
+def test_cost_matrix_equals_deepcells_expression(cutoff1):
+    """The assignment's costs equal DeepCell's identity-matrix expression, bit for bit."""
+    from cellbench.metrics.object_errors import _deepcell_costs
+
+    rng = np.random.default_rng(2)
+    for n_t, n_p in ((1, 1), (1, 3), (4, 2), (5, 5)):
+        iou = rng.random((n_t, n_p)) * (rng.random((n_t, n_p)) < 0.6)
+        n = n_t + n_p
+        expected = np.ones((n, n))
+        expected[:n_t, :n_p] = 1 - iou
+        expected[-n_p:, -n_t:] = 1 - iou.T
+        expected[-n_p:, :n_p] = cutoff1 * np.eye(n_p) + np.ones((n_p, n_p)) - np.eye(n_p)
+        expected[:n_t, -n_t:] = cutoff1 * np.eye(n_t) + np.ones((n_t, n_t)) - np.eye(n_t)
+        got = _deepcell_costs(iou, cutoff1)
+        assert got.tobytes() == expected.tobytes()
+
+
+def test_per_component_assignment_equals_one_whole_image_assignment():
+    """DeepCell solves one assignment over every object; cellbench one per component: same pairs.
+
+    The reference is DeepCell's construction literally (its small-object IoU boost, its cost
+    matrix built from identities, one ``linear_sum_assignment`` over the whole image).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from cellbench.metrics.matching import label_overlap_pairs
+
+    rng = np.random.default_rng(12)
+    m = ObjectErrors()
+    c1, c2 = m.cutoff1, m.cutoff2
+    n_hard = 0
+    for shape in ((64, 64), (6, 32, 32)):
+        for _ in range(8):
+            gt = random_labels(shape, int(rng.integers(5, 40)), rng)
+            pred = perturb(gt, rng, p_split=0.3, p_merge=0.3, n_false=4, sparse_ids=True)
+            ov = label_overlap_pairs(gt, pred)
+            n_t, n_p = ov.gt_ids.size, ov.pred_ids.size
+            iou = np.zeros((n_t, n_p))
+            inter = np.zeros((n_t, n_p))
+            iou[ov.gt_index, ov.pred_index] = ov.iou()
+            inter[ov.gt_index, ov.pred_index] = ov.intersection
+            frac = np.maximum(inter / ov.gt_area[:, None], inter / ov.pred_area[None, :])
+            iou = np.where((iou < 1 - c1) & (iou <= c1) & (frac > 0.5), c2, iou)
+            n = n_t + n_p
+            cm = np.ones((n, n))
+            cm[:n_t, :n_p] = 1 - iou
+            cm[-n_p:, -n_t:] = 1 - iou.T
+            cm[-n_p:, :n_p] = c1 * np.eye(n_p) + np.ones((n_p, n_p)) - np.eye(n_p)
+            cm[:n_t, -n_t:] = c1 * np.eye(n_t) + np.ones((n_t, n_t)) - np.eye(n_t)
+            r, c = linear_sum_assignment(cm)
+            keep = (r < n_t) & (c < n_p)
+            expected = sorted(
+                [int(ov.gt_ids[a]), int(ov.pred_ids[b])]
+                for a, b in zip(r[keep], c[keep], strict=True)
+            )
+            st = m.sample_stats([gt], [pred])[0]
+            assert sorted(st.ids["correct"]) == expected
+            n_hard += sum(
+                len(e["gt"]) + len(e["pred"]) > 2
+                for k in ("split", "merge", "catastrophe")
+                for e in st.ids[k]
+            )
+    assert n_hard > 10  # the images hold many multi-object components
