@@ -332,7 +332,7 @@ def _sum_by_code(
     does not say which write wins; any one will do); the runs that read their own index are one
     per code, and one ``np.bincount`` over the read-back indices sums the weights. Only the
     few thousand distinct codes are sorted. Measured (2,000 cells on 1400 x 1400, 175,020 runs,
-    x86_64 AMD EPYC without AVX-512): 0.84 ms against 6.8 ms for the packed int64 sort and
+    2-core x86_64 AMD EPYC, NumPy 2.4.6): 0.84 ms against 6.8 ms for the packed int64 sort and
     2.6 ms for a ``np.bincount`` over all n_gt x n_pred cells. Exact: weights are run lengths,
     whose sums stay far below 2**53.
     """
