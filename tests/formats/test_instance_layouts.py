@@ -514,3 +514,49 @@ def test_a_truncated_npy_mask_says_so_not_pickles(tmp_path: Path) -> None:
     (tmp_path / "masks" / "a.npy").write_bytes(data[:-20])
     (line,) = get_format("tiff").validate(tmp_path)
     assert line.startswith("masks/a.npy: cannot be read (") and "pickle" not in line
+
+
+def test_dsb_png_masks_cut_to_their_box_report_as_whole_masks(tmp_path: Path) -> None:
+    """Grey PNG masks are decoded inside their bounding box only; the same masks as TIFFs
+    (read whole) give the same samples and the same problems, word for word."""
+    import tifffile
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    masks = {}
+    for k in range(5):  # good objects, one touching the image's corner
+        m = np.zeros((24, 20), np.uint8)
+        m[4 * k : 4 * k + 3, 2 * k : 2 * k + 5] = 255
+        masks[f"ok{k}"] = m
+    grey = np.zeros((24, 20), np.uint8)
+    grey[20:22, 15:17] = [[100, 200], [200, 100]]  # not binary, no 0 inside its box
+    empty = np.zeros((24, 20), np.uint8)
+    results = {}
+    for suffix in (".png", ".tif"):
+        for bad in ({}, {"grey": grey, "empty": empty}):
+            root = tmp_path / f"{suffix[1:]}{len(bad)}"
+            _png(root / "a" / "images" / "a.png", img)
+            for name, m in {**masks, **bad}.items():
+                path = root / "a" / "masks" / f"{name}{suffix}"
+                if suffix == ".png":
+                    _png(path, m)
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tifffile.imwrite(path, m)
+            if bad:
+                problems = get_format("dsb").validate(root)
+                results[suffix] = [p.replace(suffix, ".X") for p in problems]
+            else:
+                (sample,) = read_samples("dsb", root)
+                results[suffix + "sample"] = sample
+    assert results[".png"] == results[".tif"]
+    assert results[".png"] == [
+        "a/masks/empty.X: empty mask (no foreground pixel; expected one object)",
+        "a/masks/grey.X: not a binary mask (values 0, 100, 200; expected 0 and one foreground"
+        " value, one object per file)",
+    ]
+    a, b = results[".pngsample"], results[".tifsample"]
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.image, np.moveaxis(img, -1, 0))
+    np.testing.assert_array_equal(a.instances, b.instances)
+    assert sorted(np.unique(a.instances).tolist()) == [0, 1, 2, 3, 4, 5]

@@ -67,3 +67,54 @@ def test_truncated_png_fails_as_before(tmp_path):
     with pytest.raises(Exception) as ref_err:
         iio.imread(path)
     assert type(lean_err.value) is type(ref_err.value)
+
+
+@pytest.mark.parametrize("strip_bytes", [1 << 20, 100])
+@pytest.mark.parametrize("case", ["RGB", "RGBA opaque", "RGBA translucent"])
+def test_png_cyx_equals_read_image_then_to_cyx(tmp_path, monkeypatch, case, strip_bytes):
+    monkeypatch.setattr(images, "_STRIP_BYTES", strip_bytes)
+    rng = np.random.default_rng(4)
+    arr = rng.integers(0, 256, (37, 53, 3 if case == "RGB" else 4), dtype=np.uint8)
+    if case == "RGBA opaque":
+        arr[..., 3] = 255  # DSB2018 images: an alpha channel that is opaque everywhere
+    elif case == "RGBA translucent":
+        arr[..., 3] = 255
+        arr[5, 7, 3] = 254  # one pixel not opaque keeps the channel
+    path = tmp_path / "a.png"
+    iio.imwrite(path, arr)
+    got = images.decode_png_cyx(path)
+    ref, problems, colour = images.to_cyx(read_image(path), "a.png")
+    assert got is not None and not problems and colour == "rgb"
+    assert got.shape == ref.shape == ((4,) if case == "RGBA translucent" else (3,)) + arr.shape[:2]
+    np.testing.assert_array_equal(got, ref)
+    assert got.dtype == np.uint8 and got.flags.c_contiguous
+
+
+def test_png_cyx_leaves_other_files_to_the_general_path(tmp_path):
+    rng = np.random.default_rng(5)
+    grey = tmp_path / "g.png"
+    iio.imwrite(grey, rng.integers(0, 256, (20, 30), dtype=np.uint8))
+    truncated = tmp_path / "t.png"
+    iio.imwrite(truncated, rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    assert images.decode_png_cyx(grey) is None
+    assert images.decode_png_cyx(truncated) is None
+
+
+def test_png_mask_box_is_the_masks_bounding_box(tmp_path):
+    rng = np.random.default_rng(6)
+    mask = np.zeros((40, 50), np.uint8)
+    mask[7:19, 30:41] = (rng.random((12, 11)) < 0.7) * 255
+    mask[7, 30] = mask[18, 40] = 255  # the box's corners are foreground
+    path = tmp_path / "m.png"
+    iio.imwrite(path, mask)
+    shape, box, pixels = images.png_mask_box(path)
+    assert shape == (40, 50) and box == (slice(7, 19), slice(30, 41))
+    np.testing.assert_array_equal(pixels, mask[box])
+    assert not mask[~np.pad(np.ones((12, 11), bool), ((7, 21), (30, 9)))].any()
+    empty = tmp_path / "e.png"
+    iio.imwrite(empty, np.zeros((40, 50), np.uint8))
+    assert images.png_mask_box(empty)[:2] == ((40, 50), None)
+    rgb = tmp_path / "c.png"
+    iio.imwrite(rgb, np.dstack([mask] * 3))
+    assert images.png_mask_box(rgb) is None  # colour masks: read whole, checked for colour

@@ -26,8 +26,10 @@ from cellbench.formats.images import (
     apply_record,
     as_labels,
     channel_names_for,
+    decode_png_cyx,
     label_dtype,
     pieces_problem,
+    png_mask_box,
     read_image,
     read_sidecar,
     short_error,
@@ -134,29 +136,40 @@ def _binary_masks(
     claimed_by: dict[int, Path] = {}
     for k, path in enumerate(paths, start=1):
         where = rel(path, root)
-        arr, more = _read(path, root)
-        if arr is None:
-            problems += more
-            continue
-        if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # grey saved as RGB(A): channels equal
-            if not (arr[..., :3] == arr[..., :1]).all():
-                problems.append(f"{where}: colour mask, expected one binary channel")
+        # work inside the object's bounding box: a DSB image has hundreds of masks
+        cut = png_mask_box(path)  # a grey PNG: only its box is ever decoded into an array
+        if cut is not None:
+            mask_shape, box, inside = cut
+        else:
+            arr, more = _read(path, root)
+            if arr is None:
+                problems += more
                 continue
-            arr = arr[..., 0]
-        if arr.shape != shape:
-            problems.append(f"{where}: mask shape {arr.shape}, expected the image's {shape}")
+            if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # grey saved as RGB(A): channels equal
+                if not (arr[..., :3] == arr[..., :1]).all():
+                    problems.append(f"{where}: colour mask, expected one binary channel")
+                    continue
+                arr = arr[..., 0]
+            mask_shape, box, inside = arr.shape, None, arr
+            if arr.shape == shape:
+                rows = np.flatnonzero(arr.any(axis=1))
+                cols = np.flatnonzero(arr.any(axis=0))
+                if rows.size:
+                    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+                    inside = arr[box]
+        if mask_shape != shape:
+            problems.append(f"{where}: mask shape {mask_shape}, expected the image's {shape}")
             continue
-        fg_full = arr != 0
-        rows, cols = np.flatnonzero(fg_full.any(axis=1)), np.flatnonzero(fg_full.any(axis=0))
-        if rows.size == 0:
+        if box is None:
             problems.append(f"{where}: empty mask (no foreground pixel; expected one object)")
             continue
-        # work inside the object's bounding box: a DSB image has hundreds of masks
-        box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-        fg = fg_full[box]
-        fg_values = arr[box][fg]
+        fg = inside != 0
+        fg_values = inside[fg]
         if fg_values.min() != fg_values.max():
-            values = np.unique(arr)
+            # every value of the file: the box's, and 0 when the box leaves pixels outside
+            values = np.unique(inside)
+            if inside.size < shape[0] * shape[1] and values[0] != 0:
+                values = np.concatenate([[0], values])
             shown = ", ".join(str(v) for v in values[:6].tolist())
             problems.append(
                 f"{where}: not a binary mask (values {shown}{', ...' if values.size > 6 else ''}; "
@@ -217,20 +230,26 @@ def read_pair(
             f"{rel(pair.image, root)}: name {pair.id!r} is not a valid sample id "
             f"({SAMPLE_ID_PATTERN.pattern}); rename the files"
         )
-    raw, more = _read(pair.image, root)
-    problems += more
+    # a colour PNG beside binary masks (DSB2018) goes straight to (c, y, x): no (y, x, 4) copy
+    cyx = decode_png_cyx(pair.image) if kind == "binary" else None
+    raw: np.ndarray | None = None
+    if cyx is None:
+        raw, more = _read(pair.image, root)
+        problems += more
     mask_raw: np.ndarray | None = None
     if kind == "label" and pair.masks:  # the mask decides 2D (cyx) or 3D (czyx)
         mask_raw, more = _read(pair.masks[0], root)
         problems += more
-    if raw is None:
-        return None, problems
     colour_image: str | None = None
-    if mask_raw is not None and is_volume_mask(mask_raw):
+    if cyx is not None:
+        image, more, colour_image = cyx, [], "rgb"
+    elif raw is None:
+        return None, problems
+    elif mask_raw is not None and is_volume_mask(mask_raw):
         image, more = _volume(raw, rel(pair.image, root))
     else:
         image, more, colour_image = to_cyx(raw, rel(pair.image, root))
-    del raw  # the file's array (RGBA for DSB PNGs) is not needed while the masks are read
+    del raw, cyx  # the file's array (RGBA for DSB PNGs) is not needed while the masks are read
     problems += more
     if image is None:
         return None, problems
