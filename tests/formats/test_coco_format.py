@@ -202,3 +202,53 @@ def test_file_names_leaving_the_image_folder_are_refused_and_channels_kept(
     write_samples("coco", [s], tmp_path / "multi")
     (back,) = read_samples("coco", tmp_path / "multi")
     np.testing.assert_array_equal(back.image, s.image)
+
+
+def test_crops_from_runs_equal_pycocotools_decode_and_box() -> None:
+    """Each mask's box and pixels from the RLE runs equal pycocotools' decode and toBbox."""
+    from cellbench.tasks.instance_segmentation.coco import _crops
+
+    rng = np.random.default_rng(7)
+    h, w = 23, 17
+    masks = [np.zeros((h, w), bool), np.ones((h, w), bool)]  # empty, full (one wrapping run)
+    edge = np.zeros((h, w), bool)
+    edge[:, 5:9] = True  # top to bottom: runs go on into the next column
+    edge[3:7, 9] = True
+    masks.append(edge)
+    wrap = np.zeros((h, w), bool)
+    wrap[10:, 2] = True  # one run from row 10 of column 2 on to row 3 of column 3
+    wrap[:4, 3] = True
+    masks.append(wrap)
+    corner = np.zeros((h, w), bool)
+    corner[h - 1, w - 1] = True  # one pixel in the last corner
+    masks.append(corner)
+    for _ in range(40):  # boxes with holes, anywhere
+        m = np.zeros((h, w), bool)
+        y, x = rng.integers(0, h), rng.integers(0, w)
+        m[y : y + rng.integers(1, h), x : x + rng.integers(1, w)] = True
+        masks.append(m & (rng.random((h, w)) < 0.8))
+    rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
+    areas = np.zeros(len(masks), np.int64)
+    crops = _crops(rles, h, w, areas)
+    for m, rle, (box, crop), area in zip(masks, rles, crops, areas, strict=True):
+        assert area == m.sum() == mask_utils.area(rle)
+        if not m.any():
+            assert crop.size == 0
+            continue
+        x, y, bw, bh = (int(v) for v in mask_utils.toBbox(rle))
+        assert box == (slice(y, y + bh), slice(x, x + bw))
+        np.testing.assert_array_equal(crop, mask_utils.decode(rle)[box].astype(bool))
+        np.testing.assert_array_equal(crop, m[box])
+
+
+@pytest.mark.parametrize(
+    "counts", ["0n`h7", "3", "\u00e9\u00e9", "2L0" + "0" * 13 + "1"]
+)  # total too large, too small, not ASCII, a number too long
+def test_malformed_compressed_rle_is_one_line(tmp_path: Path, counts: str) -> None:
+    root = _coco_folder(tmp_path, [{"segmentation": {"size": [30, 40], "counts": counts}}])
+    with pytest.raises(ValidationError) as err:
+        list(read_samples("coco", root))
+    assert err.value.problems == [
+        "annotations.json: image id 7 annotation id 1: compressed RLE counts do not decode to "
+        "30x40 pixels (malformed string or wrong total)"
+    ]

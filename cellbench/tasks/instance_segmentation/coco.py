@@ -193,13 +193,15 @@ def segmentation_rle(
                 if counts and (min(counts) < "0" or max(counts) > "o"):
                     return None, [f"{where}: compressed RLE counts hold characters outside 0-o"]
                 return rle, []
-            try:
-                n = int(mask_utils.area(rle))
-                total = int(np.asarray(mask_utils.decode(rle)).size)
-            except Exception as err:  # malformed counts string
-                return None, [f"{where}: compressed RLE counts do not decode ({err})"]
-            if total != height * width or n < 0:
-                return None, [f"{where}: compressed RLE does not cover {height}x{width}"]
+            # decoded to its counts, not to a full-image mask: every character in 0-o, every
+            # number complete and non-negative, the counts summing to h * w
+            from cellbench.metrics.rle import decode_counts
+
+            if not counts.isascii() or decode_counts([rle["counts"]], height * width)[2]:
+                return None, [
+                    f"{where}: compressed RLE counts do not decode to {height}x{width} pixels "
+                    "(malformed string or wrong total)"
+                ]
             return rle, []
         return None, [f"{where}: RLE counts must be a list of integers or a string"]
     return None, [
@@ -434,34 +436,64 @@ def _image_rles(
     return rles, problems
 
 
+def _crops(
+    rles: list[dict], h: int, w: int, areas: np.ndarray
+) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """Each compressed RLE as ``(box, mask inside the box)``; ``areas`` gets the pixel counts.
+
+    The box is the mask's tight bounding box (pycocotools' ``toBbox``; empty for an empty mask).
+    A foreground run of a column-major RLE lies in one column unless the mask touches both the
+    top and the bottom row, and then its box is the image's full height: either way a run is
+    one contiguous stretch of the box in column-major order, so each is one slice assignment.
+    """
+    from cellbench.metrics.rle import runs_from_counts
+
+    runs = runs_from_counts([r["counts"] for r in rles], (h, w), np.zeros(len(rles)))
+    start, length = runs.start, runs.length
+    x_first, y_first = np.divmod(start, h)
+    x_last, y_last = np.divmod(start + length - 1, h)
+    wraps = x_last > x_first  # runs on to the next column: the box is full height
+    y_first = np.where(wraps, 0, y_first)
+    y_last = np.where(wraps, h - 1, y_last)
+    bounds = np.searchsorted(runs.mask, np.arange(len(rles) + 1))
+    areas[:] = np.bincount(runs.mask, weights=length, minlength=len(rles)).astype(np.int64)
+    out: list[tuple[tuple[slice, slice], np.ndarray]] = []
+    for k in range(len(rles)):
+        a, b = int(bounds[k]), int(bounds[k + 1])
+        if a == b:  # an empty mask: an empty box, nothing to paint
+            out.append(((slice(0, 0), slice(0, 0)), np.zeros((0, 0), dtype=bool)))
+            continue
+        y0, y1 = int(y_first[a:b].min()), int(y_last[a:b].max()) + 1
+        x0, x1 = int(x_first[a:b].min()), int(x_last[a:b].max()) + 1
+        bh = y1 - y0
+        flat = np.zeros((x1 - x0) * bh, dtype=bool)  # the box, column by column
+        offsets = (x_first[a:b] - x0) * bh + (start[a:b] - x_first[a:b] * h - y0)
+        for o, n_px in zip(offsets.tolist(), length[a:b].tolist(), strict=True):
+            flat[o : o + n_px] = True
+        out.append(((slice(y0, y1), slice(x0, x1)), flat.reshape(x1 - x0, bh).T))
+    return out
+
+
 def _labels(
     rles: list[dict], h: int, w: int, overlaps: str, where: str
 ) -> tuple[np.ndarray | None, int, list[str]]:
     """Paint masks into a label image; count objects that overlap another."""
-    from pycocotools import mask as mask_utils
-
     n = len(rles)
     dtype = np.uint16 if n < 2**16 else np.uint32
     labels = np.zeros((h, w), dtype=dtype)
     if not n:
         return labels, 0, []
-    # Each mask is decoded once and kept cropped to its box (pycocotools' toBbox reads the box
-    # from the RLE): painting and overlap counting then touch each object's box, not the image
-    # (decoding twice and full-image operations per object made this 3x the raw decode time).
-    cover = np.zeros((h, w), dtype=np.uint16)
+    # Each mask is kept cropped to its bounding box: painting and overlap counting then touch
+    # each object's box, not the image. The crops come from the RLEs' runs, decoded for all
+    # masks at once (cellbench.metrics.rle), never as a full-image array per object (what
+    # pycocotools' decode gives: 4 MB per object at 2048 x 2048, for a 100-pixel nucleus).
+    cover = np.zeros((h, w), dtype=np.uint8)  # 0, 1, or 2 = "more than once" (saturated)
     areas = np.zeros(n, dtype=np.int64)
-    crops: list[tuple[tuple[slice, slice], np.ndarray]] = []
-    for k, rle in enumerate(rles):
-        x, y, bw, bh = (float(v) for v in mask_utils.toBbox(rle))
-        x0, y0 = int(x), int(y)
-        box = (slice(y0, min(h, int(np.ceil(y + bh)))), slice(x0, min(w, int(np.ceil(x + bw)))))
-        full = mask_utils.decode(rle)
-        crop = full[box].astype(bool)
-        areas[k] = int(mask_utils.area(rle))  # from the RLE counts
-        if int(crop.sum()) != areas[k]:  # a box that misses pixels (never seen): whole image
-            box, crop = (slice(0, h), slice(0, w)), full.astype(bool)
-        cover[box] += crop
-        crops.append((box, crop))
+    crops = _crops(rles, h, w, areas)
+    for box, crop in crops:
+        window = cover[box]
+        window += crop
+        np.minimum(window, 2, out=window)
     multi = cover > 1
     if not multi.any():
         for k, (box, crop) in enumerate(crops):
