@@ -142,6 +142,15 @@ def test_not_coco_json_is_one_line(tmp_path: Path) -> None:
     assert a.startswith("a.json: a list") and "expected a COCO object" in a
     (b,) = get_format("coco").validate(tmp_path / "b.json")
     assert b.startswith("b.json: not JSON")
+    # nested past any parser's depth: one line, not a RecursionError
+    (tmp_path / "c.json").write_text("[" * 200_000 + "]" * 200_000)
+    assert get_format("coco").validate(tmp_path / "c.json") == [
+        "c.json: not JSON (nested too deeply); expected a COCO JSON object"
+    ]
+    # NaN is JSON to the json module (not to orjson): read, then refused as not COCO
+    (tmp_path / "d.json").write_text('{"images": NaN}')
+    (d,) = get_format("coco").validate(tmp_path / "d.json")
+    assert d.startswith("d.json: dict") and "expected a COCO object" in d
 
 
 @pytest.mark.parametrize("segmentation", ["rle", "polygon"])
