@@ -78,6 +78,9 @@ def test_readers_release_each_sample_before_the_next(tmp_path, monkeypatch):
         return read_and_record
 
     monkeypatch.setattr(pairs, "read_image", watched(pairs.read_image))
+    # colour PNGs and grey PNG masks are decoded by these, not read_image
+    monkeypatch.setattr(pairs, "decode_png_cyx", watched(pairs.decode_png_cyx))
+    monkeypatch.setattr(pairs, "png_mask_box", watched(pairs.png_mask_box))
     monkeypatch.setattr(coco, "read_image_file", watched(coco.read_image_file))
     readers = {
         "dsb": lambda: read_samples("dsb", tmp_path / "dsb"),
