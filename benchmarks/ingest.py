@@ -93,6 +93,7 @@ for s in read_samples(FORMAT, SRC):
             for _ in a:
                 pass
         nbytes += a.nbytes
+    del s, a  # (hold no sample while the next is read, as CONVERT's loop)
 elapsed = time.perf_counter() - t0
 """
 
