@@ -4,7 +4,7 @@ A COCO results file holds one RLE per detection. Decoding each into an ``H x W``
 ``pycocotools.mask.decode`` does) costs ``n_dets x H x W`` bytes and time; the runs themselves
 are all that IoU, areas and painting need. This module keeps them as runs:
 
-* :func:`runs_from_rles` decodes compressed RLE strings into runs, vectorised in NumPy over
+* :func:`runs_from_counts` decodes compressed RLE strings into runs, vectorised in NumPy over
   all masks of an image (pycocotools exposes no API that returns the uncompressed counts of a
   compressed RLE, only dense masks);
 * :func:`run_overlap` gives the sparse overlap of a label image with the runs: the image cut
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -187,8 +186,8 @@ def _decode(
     return owner[keep], out[keep], num_index[keep], np.flatnonzero(bad).tolist()
 
 
-def runs_from_rles(
-    rles: list[dict[str, Any]],
+def runs_from_counts(
+    counts_in: list[str] | list[bytes],
     shape: tuple[int, int],
     scores: np.ndarray,
     range_areas: np.ndarray | None = None,
@@ -196,10 +195,10 @@ def runs_from_rles(
     where: str = "masks",
     name_of: Callable[[int], str] | None = None,
 ) -> MaskRuns:
-    """Runs of compressed RLEs (``counts`` bytes or str, ``size`` = ``shape``).
+    """Runs of compressed RLEs given by their ``counts`` (bytes or str), all of size ``shape``.
 
     Args:
-        rles: One compressed RLE per mask.
+        counts_in: One compressed RLE ``counts`` string per mask.
         shape: ``(H, W)``.
         scores: One score per mask.
         range_areas: Area per mask for area ranges; default the pixel count.
@@ -212,21 +211,6 @@ def runs_from_rles(
     Raises:
         ValidationError: Listing every RLE that does not decode to ``H x W`` pixels.
     """
-    return runs_from_counts(
-        [r["counts"] for r in rles], shape, scores, range_areas, where=where, name_of=name_of
-    )
-
-
-def runs_from_counts(
-    counts_in: list[str] | list[bytes],
-    shape: tuple[int, int],
-    scores: np.ndarray,
-    range_areas: np.ndarray | None = None,
-    *,
-    where: str = "masks",
-    name_of: Callable[[int], str] | None = None,
-) -> MaskRuns:
-    """:func:`runs_from_rles` of the RLEs' ``counts`` strings alone (all of size ``shape``)."""
     h, w = int(shape[0]), int(shape[1])
     try:
         joined_str = "".join(counts_in)  # str counts (JSON): one join, one encode

@@ -22,7 +22,7 @@ from pycocotools.cocoeval import COCOeval
 from cellbench.errors import ValidationError
 from cellbench.formats.convert import export_dataset
 from cellbench.metrics.coco import LIVECELL_AREA_RANGES, CocoAP
-from cellbench.metrics.rle import decode_counts, paint_runs, runs_from_rles
+from cellbench.metrics.rle import decode_counts, paint_runs, runs_from_counts
 from cellbench.predictions import load_predictions, paint_masks
 from cellbench.store.sample import Sample
 from cellbench.store.zarr_store import DatasetStore, build_store
@@ -282,7 +282,7 @@ def test_runs_decode_and_paint_as_pycocotools_and_paint_masks() -> None:
     stack = np.stack(masks)
     rles = mask_utils.encode(np.asfortranarray(stack.transpose(1, 2, 0).astype(np.uint8)))
     scores = rng.integers(0, 4, len(masks)).astype(float)  # ties
-    runs = runs_from_rles(list(rles), (h, w), scores)
+    runs = runs_from_counts([r["counts"] for r in rles], (h, w), scores)
     owner, pix = runs.pixels()
     dense = np.zeros((len(masks), h * w), bool)
     dense[owner, pix] = True
@@ -327,7 +327,7 @@ def test_run_overlap_equals_dense_counts(gt_kind: str, shape: tuple[int, int]) -
         masks.append(m | (rng.random(shape) < 0.1))
     stack = np.stack(masks)
     rles = mask_utils.encode(np.asfortranarray(stack.transpose(1, 2, 0).astype(np.uint8)))
-    runs = runs_from_rles(list(rles), shape, np.zeros(len(masks)))
+    runs = runs_from_counts([r["counts"] for r in rles], shape, np.zeros(len(masks)))
     ov = run_overlap(gt, runs)
     ids = np.unique(gt[gt != 0])
     np.testing.assert_array_equal(ov.gt_ids, ids)

@@ -148,6 +148,18 @@ def test_pooled_is_sum_and_params():
     assert m.direction("missed") == "lower" and m.direction("recall") == "higher"
 
 
+def _literal_deepcell_costs(iou: np.ndarray, cutoff1: float) -> np.ndarray:
+    """DeepCell's cost matrix exactly as ``ObjectAccuracy`` builds it (identity matrices)."""
+    n_t, n_p = iou.shape
+    n = n_t + n_p
+    cm = np.ones((n, n))
+    cm[:n_t, :n_p] = 1 - iou
+    cm[-n_p:, -n_t:] = 1 - iou.T
+    cm[-n_p:, :n_p] = cutoff1 * np.eye(n_p) + np.ones((n_p, n_p)) - np.eye(n_p)
+    cm[:n_t, -n_t:] = cutoff1 * np.eye(n_t) + np.ones((n_t, n_t)) - np.eye(n_t)
+    return cm
+
+
 @pytest.mark.parametrize("cutoff1", [0.4, 0.3, 0.1, 0.7])
 def test_cost_matrix_equals_deepcells_expression(cutoff1):
     """The assignment's costs equal DeepCell's identity-matrix expression, bit for bit."""
@@ -156,14 +168,8 @@ def test_cost_matrix_equals_deepcells_expression(cutoff1):
     rng = np.random.default_rng(2)
     for n_t, n_p in ((1, 1), (1, 3), (4, 2), (5, 5)):
         iou = rng.random((n_t, n_p)) * (rng.random((n_t, n_p)) < 0.6)
-        n = n_t + n_p
-        expected = np.ones((n, n))
-        expected[:n_t, :n_p] = 1 - iou
-        expected[-n_p:, -n_t:] = 1 - iou.T
-        expected[-n_p:, :n_p] = cutoff1 * np.eye(n_p) + np.ones((n_p, n_p)) - np.eye(n_p)
-        expected[:n_t, -n_t:] = cutoff1 * np.eye(n_t) + np.ones((n_t, n_t)) - np.eye(n_t)
         got = _deepcell_costs(iou, cutoff1)
-        assert got.tobytes() == expected.tobytes()
+        assert got.tobytes() == _literal_deepcell_costs(iou, cutoff1).tobytes()
 
 
 def test_per_component_assignment_equals_one_whole_image_assignment():
@@ -192,13 +198,7 @@ def test_per_component_assignment_equals_one_whole_image_assignment():
             inter[ov.gt_index, ov.pred_index] = ov.intersection
             frac = np.maximum(inter / ov.gt_area[:, None], inter / ov.pred_area[None, :])
             iou = np.where((iou < 1 - c1) & (iou <= c1) & (frac > 0.5), c2, iou)
-            n = n_t + n_p
-            cm = np.ones((n, n))
-            cm[:n_t, :n_p] = 1 - iou
-            cm[-n_p:, -n_t:] = 1 - iou.T
-            cm[-n_p:, :n_p] = c1 * np.eye(n_p) + np.ones((n_p, n_p)) - np.eye(n_p)
-            cm[:n_t, -n_t:] = c1 * np.eye(n_t) + np.ones((n_t, n_t)) - np.eye(n_t)
-            r, c = linear_sum_assignment(cm)
+            r, c = linear_sum_assignment(_literal_deepcell_costs(iou, c1))
             keep = (r < n_t) & (c < n_p)
             expected = sorted(
                 [int(ov.gt_ids[a]), int(ov.pred_ids[b])]
