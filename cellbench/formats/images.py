@@ -113,14 +113,16 @@ def decode_png(path: Path) -> np.ndarray | None:
         return None
 
 
-def decode_png_cyx(path: Path) -> np.ndarray | None:
+def decode_png_cyx(path: Path, drop_opaque_alpha: bool = True) -> np.ndarray | None:
     """An RGB or RGBA PNG decoded straight into ``(c, y, x)`` uint8, or None.
 
-    What :func:`read_image` followed by :func:`to_cyx` returns for such a file (an alpha channel
-    fully opaque everywhere dropped, found from Pillow's per-band extrema before anything is
-    copied), without the ``(y, x, 4)`` array in between: Pillow's decoded image is copied out in
-    strips of rows, each transposed into the channel planes, so the peak is Pillow's image plus
-    the planes (a 2048 x 2048 DSB image: 29 MB instead of 34). Other files return None.
+    What :func:`read_image` followed by :func:`to_cyx` returns for such a file (with
+    ``drop_opaque_alpha``, an alpha channel fully opaque everywhere is dropped, found from
+    Pillow's per-band extrema before anything is copied), without the ``(y, x, 4)`` array in
+    between: Pillow's decoded image is copied out in strips of rows, each transposed into the
+    channel planes, so the peak is Pillow's image plus the planes (a 2048 x 2048 DSB image: 29 MB
+    instead of 34), and the planes are contiguous (a store writes them without another copy).
+    Other files return None.
     """
     from PIL import Image
 
@@ -136,7 +138,7 @@ def decode_png_cyx(path: Path) -> np.ndarray | None:
                 return None
             bands = len(im.mode)
             keep = bands
-            if bands == 4 and im.getextrema()[3] == (255, 255):
+            if drop_opaque_alpha and bands == 4 and im.getextrema()[3] == (255, 255):
                 keep = 3
             out = np.empty((keep, height, width), dtype=np.uint8)
             step = max(1, _STRIP_BYTES // (width * bands))

@@ -261,3 +261,24 @@ def test_malformed_compressed_rle_is_one_line(tmp_path: Path, counts: str) -> No
         "annotations.json: image id 7 annotation id 1: compressed RLE counts do not decode to "
         "30x40 pixels (malformed string or wrong total)"
     ]
+
+
+@pytest.mark.parametrize("bands", [3, 4])
+def test_colour_png_images_read_as_contiguous_planes_alpha_kept(tmp_path: Path, bands: int) -> None:
+    """A COCO dataset's RGB(A) PNGs become (c, y, x) planes (an opaque alpha kept, as always)."""
+    import imageio.v3 as iio
+
+    mask = np.zeros((30, 40), bool)
+    mask[3:7, 5:11] = True
+    root = _coco_folder(tmp_path, [{"segmentation": _rle(mask)}])
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (30, 40, bands), dtype=np.uint8)
+    if bands == 4:
+        pixels[..., 3] = 255
+    iio.imwrite(root / "images" / "img-1.png", pixels)
+    doc = json.loads((root / "annotations.json").read_text())
+    doc["images"][0]["file_name"] = "img-1.png"
+    (root / "annotations.json").write_text(json.dumps(doc))
+    (sample,) = read_samples("coco", root)
+    assert sample.image.shape == (bands, 30, 40) and sample.image.flags.c_contiguous
+    np.testing.assert_array_equal(sample.image, np.moveaxis(pixels, -1, 0))

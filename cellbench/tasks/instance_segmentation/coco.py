@@ -398,16 +398,26 @@ def _read_image(
         return None, [f"{where}: image file {path.name} not found in {path.parent.name}/"]
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return None, [f"{where}: {path.name} is not {', '.join(IMAGE_SUFFIXES)}"]
-    try:
-        arr = read_image_file(path)
-    except Exception as err:  # truncated, not an image, pickled npy
-        return None, [f"{where}: {path.name} cannot be read as an image ({str(err)[:120]})"]
-    cyx = image_to_cyx(arr)
-    if cyx is None or cyx.dtype.kind not in "uif":
-        return None, [
-            f"{where}: {path.name} is {arr.dtype} {arr.shape}, expected a numeric (y, x) or "
-            "(y, x, 3) image"
-        ]
+    cyx = None
+    if path.suffix.lower() == ".png":
+        from cellbench.formats.images import decode_png_cyx
+
+        # colour PNGs straight to contiguous (c, y, x) planes, alpha kept as image_to_cyx keeps
+        # it: no (y, x, c) array, and no planar copy of it when the store writes the image
+        cyx = decode_png_cyx(path, drop_opaque_alpha=False)
+        if cyx is not None and cyx.shape[1] <= 4:  # image_to_cyx reads these as (c, y, x)
+            cyx = None
+    if cyx is None:
+        try:
+            arr = read_image_file(path)
+        except Exception as err:  # truncated, not an image, pickled npy
+            return None, [f"{where}: {path.name} cannot be read as an image ({str(err)[:120]})"]
+        cyx = image_to_cyx(arr)
+        if cyx is None or cyx.dtype.kind not in "uif":
+            return None, [
+                f"{where}: {path.name} is {arr.dtype} {arr.shape}, expected a numeric (y, x) or "
+                "(y, x, 3) image"
+            ]
     if cyx.shape[1:] != (img["height"], img["width"]):
         return None, [
             f"{where}: {path.name} is {cyx.shape[2]}x{cyx.shape[1]} (w x h), the JSON says "
