@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,39 @@ _LEAN_PNG_MODES = {
 _STRIP_BYTES = 1 << 20
 
 
+def _single_png(path: Path, modes: Collection[str]) -> Any:
+    """The decoded Pillow image of a single-frame PNG in one of ``modes``, or None.
+
+    The caller closes it (``with``). Raises what Pillow raises for a damaged file.
+    """
+    from PIL import Image
+
+    im = Image.open(path)
+    try:
+        if im.format != "PNG" or im.mode not in modes or getattr(im, "n_frames", 1) != 1:
+            im.close()
+            return None
+        im.load()
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
+def _row_strips(im: Any, row_bytes: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(y0, y1, rows)``: Pillow's pixels copied out :data:`_STRIP_BYTES` at a time.
+
+    ``rows`` is ``(y1 - y0, row_bytes)`` uint8: only one strip's bytes exist besides Pillow's
+    image (``np.asarray`` of a whole image holds a ``tobytes()`` copy of it).
+    """
+    width, height = im.size
+    step = max(1, _STRIP_BYTES // max(1, row_bytes))
+    for y0 in range(0, height, step):
+        y1 = min(height, y0 + step)
+        strip = im.crop((0, y0, width, y1)).tobytes()
+        yield y0, y1, np.frombuffer(strip, np.uint8).reshape(y1 - y0, -1)
+
+
 def decode_png(path: Path) -> np.ndarray | None:
     """A single-frame PNG decoded by Pillow straight into one NumPy array, or None.
 
@@ -89,25 +123,17 @@ def decode_png(path: Path) -> np.ndarray | None:
     (same decoder, same bytes); modes other than :data:`_LEAN_PNG_MODES` (palette, 1-bit,
     32-bit, animated PNGs) return None and are read by imageio as before.
     """
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            if im.format != "PNG" or im.mode not in _LEAN_PNG_MODES:
-                return None
-            if getattr(im, "n_frames", 1) != 1:
-                return None
-            im.load()
+        im = _single_png(path, _LEAN_PNG_MODES)
+        if im is None:
+            return None
+        with im:
             dtype, channels = _LEAN_PNG_MODES[im.mode]
             width, height = im.size
-            shape = (height, width, channels) if channels else (height, width)
-            out = np.empty(shape, dtype=dtype)
+            out = np.empty((height, width, channels) if channels else (height, width), dtype)
             flat = out.reshape(height, -1).view(np.uint8)
-            step = max(1, _STRIP_BYTES // max(1, flat.shape[1]))
-            for y0 in range(0, height, step):
-                y1 = min(height, y0 + step)
-                strip = im.crop((0, y0, width, y1)).tobytes()
-                flat[y0:y1] = np.frombuffer(strip, np.uint8).reshape(y1 - y0, -1)
+            for y0, y1, rows in _row_strips(im, flat.shape[1]):
+                flat[y0:y1] = rows
             return out
     except Exception:  # imageio reads it again below and reports its own error
         return None
@@ -124,28 +150,21 @@ def decode_png_cyx(path: Path, drop_opaque_alpha: bool = True) -> np.ndarray | N
     instead of 34), and the planes are contiguous (a store writes them without another copy).
     Other files return None.
     """
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            if im.format != "PNG" or im.mode not in ("RGB", "RGBA"):
-                return None
-            if getattr(im, "n_frames", 1) != 1:
-                return None
-            im.load()
+        im = _single_png(path, ("RGB", "RGBA"))
+        if im is None:
+            return None
+        with im:
             width, height = im.size
             if width == 0 or height == 0:
                 return None
-            bands = len(im.mode)
-            keep = bands
+            bands = keep = len(im.mode)
             if drop_opaque_alpha and bands == 4 and im.getextrema()[3] == (255, 255):
                 keep = 3
             out = np.empty((keep, height, width), dtype=np.uint8)
-            step = max(1, _STRIP_BYTES // (width * bands))
-            for y0 in range(0, height, step):
-                y1 = min(height, y0 + step)
-                strip = np.frombuffer(im.crop((0, y0, width, y1)).tobytes(), np.uint8)
-                out[:, y0:y1] = np.moveaxis(strip.reshape(y1 - y0, width, bands)[..., :keep], -1, 0)
+            for y0, y1, rows in _row_strips(im, width * bands):
+                pixels = rows.reshape(y1 - y0, width, bands)[..., :keep]
+                out[:, y0:y1] = np.moveaxis(pixels, -1, 0)
             return out
     except Exception:  # read again by the general path, which reports its own error
         return None
@@ -162,13 +181,11 @@ def png_mask_box(
     per object: reading each whole held one full-size array and its foreground flags per
     object. Other files return None and are read whole.
     """
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            if im.format != "PNG" or im.mode != "L" or getattr(im, "n_frames", 1) != 1:
-                return None
-            im.load()
+        im = _single_png(path, ("L",))
+        if im is None:
+            return None
+        with im:
             width, height = im.size
             bbox = im.getbbox()
             if bbox is None:

@@ -237,8 +237,7 @@ def test_crops_from_runs_equal_pycocotools_decode_and_box() -> None:
         m[y : y + rng.integers(1, h), x : x + rng.integers(1, w)] = True
         masks.append(m & (rng.random((h, w)) < 0.8))
     rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
-    areas = np.zeros(len(masks), np.int64)
-    crops = _crops(rles, h, w, areas)
+    crops, areas = _crops(rles, h, w)
     for m, rle, (box, crop), area in zip(masks, rles, crops, areas, strict=True):
         assert area == m.sum() == mask_utils.area(rle)
         if not m.any():

@@ -447,9 +447,9 @@ def _image_rles(
 
 
 def _crops(
-    rles: list[dict], h: int, w: int, areas: np.ndarray
-) -> list[tuple[tuple[slice, slice], np.ndarray]]:
-    """Each compressed RLE as ``(box, mask inside the box)``; ``areas`` gets the pixel counts.
+    rles: list[dict], h: int, w: int
+) -> tuple[list[tuple[tuple[slice, slice], np.ndarray]], np.ndarray]:
+    """Each compressed RLE as ``(box, mask inside the box)``, and the masks' pixel counts.
 
     The box is the mask's tight bounding box (pycocotools' ``toBbox``; empty for an empty mask).
     A foreground run of a column-major RLE lies in one column unless the mask touches both the
@@ -466,7 +466,7 @@ def _crops(
     y_first = np.where(wraps, 0, y_first)
     y_last = np.where(wraps, h - 1, y_last)
     bounds = np.searchsorted(runs.mask, np.arange(len(rles) + 1))
-    areas[:] = np.bincount(runs.mask, weights=length, minlength=len(rles)).astype(np.int64)
+    areas = np.bincount(runs.mask, weights=length, minlength=len(rles)).astype(np.int64)
     out: list[tuple[tuple[slice, slice], np.ndarray]] = []
     for k in range(len(rles)):
         a, b = int(bounds[k]), int(bounds[k + 1])
@@ -481,7 +481,7 @@ def _crops(
         for o, n_px in zip(offsets.tolist(), length[a:b].tolist(), strict=True):
             flat[o : o + n_px] = True
         out.append(((slice(y0, y1), slice(x0, x1)), flat.reshape(x1 - x0, bh).T))
-    return out
+    return out, areas
 
 
 def _labels(
@@ -498,8 +498,7 @@ def _labels(
     # masks at once (cellbench.metrics.rle), never as a full-image array per object (what
     # pycocotools' decode gives: 4 MB per object at 2048 x 2048, for a 100-pixel nucleus).
     cover = np.zeros((h, w), dtype=np.uint8)  # 0, 1, or 2 = "more than once" (saturated)
-    areas = np.zeros(n, dtype=np.int64)
-    crops = _crops(rles, h, w, areas)
+    crops, areas = _crops(rles, h, w)
     for box, crop in crops:
         window = cover[box]
         window += crop
