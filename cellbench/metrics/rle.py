@@ -265,6 +265,12 @@ def run_overlap(gt: np.ndarray, runs: MaskRuns) -> OverlapPairs:
     present ground-truth ids in ascending order. Cost: one pass over the image's pixels plus
     the number of runs.
 
+    The image is cut into its column-major runs of equal id (background runs included; a new
+    run at the top of every column) by :func:`column_runs`, and each predicted run ``[s, e)``
+    finds the image runs holding ``s`` and ``e - 1`` by :func:`_run_of`. Each predicted run is
+    split at the image runs it meets (cost: runs, not pixels); the pieces that fall on an
+    object are summed per (mask, object) pair by one ``np.bincount``.
+
     Args:
         gt: ``(H, W)`` label image, 0 = background.
         runs: The predicted masks.
@@ -272,27 +278,72 @@ def run_overlap(gt: np.ndarray, runs: MaskRuns) -> OverlapPairs:
     Returns:
         The overlapping pairs with their intersections and both sides' pixel areas.
     """
-    return _overlap_flat(np.asarray(gt).ravel(order="F"), runs)
+    g_start, run_val = column_runs(np.asarray(gt))
+    return _overlap_runs(g_start, run_val, int(np.asarray(gt).size), runs)
 
 
-def _overlap_flat(g: np.ndarray, runs: MaskRuns) -> OverlapPairs:
-    """:func:`run_overlap` of a column-major flattened label image.
+def column_runs(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column-major runs of equal value of a 2D array: first pixel (``x * H + y``) and value.
 
-    The image is cut into its runs of equal id (background runs included), and each pixel
-    knows its run through one ``cumsum`` of the change flags: a predicted run ``[s, e)`` meets
-    the image runs ``run_of[s] .. run_of[e - 1]`` (two gathers per predicted run instead of two
-    binary searches). Each predicted run is split at those runs (cost: runs, not pixels); the
-    pieces that fall on an object are summed per (mask, object) pair by one ``np.bincount``.
+    Every column starts a new run (a run never continues from the bottom of one column into
+    the next), so the runs are those of the column-major flattened image, cut at column tops.
+
+    Found without a column-major copy: a transposed copy costs about a nanosecond per pixel
+    (0.32 ms for a 512 x 512 uint16 label image, more than everything else per pixel), while the
+    run tops are the pixels that differ from the one above, a row-major comparison; their
+    ``np.flatnonzero`` comes in row-major order and a stable sort by column (NumPy's radix sort
+    of 16-bit keys, 0.06 ms for 14,000 runs) puts them in column-major order. Measured on
+    ``benchmarks/coco_results.py``'s ground truth (x86_64, 20 images of 512 x 512, ~300 cells):
+    0.53 -> 0.24 ms per image for the runs and their values.
+
+    Returns:
+        ``(start int64, value)``, in column-major order (``start[0] == 0``).
     """
+    g = np.ascontiguousarray(image)
+    h, w = g.shape
+    top = np.empty((h, w), dtype=bool)
+    top[:1] = True
+    np.not_equal(g[1:], g[:-1], out=top[1:])
+    flat = np.flatnonzero(top)
+    y, x = np.divmod(flat, w)
+    order = np.argsort(x.astype(np.uint16 if w <= 1 << 16 else np.int64), kind="stable")
+    start = x[order]
+    start *= h
+    start += y[order]
+    return start, g.reshape(-1)[flat[order]]
+
+
+def _run_of(start: np.ndarray, size: int, pixels: np.ndarray) -> np.ndarray:
+    """Index of the run holding each pixel: ``searchsorted(start, pixels, "right") - 1``.
+
+    ``start`` is sorted with ``start[0] == 0``; ``size`` is past the last pixel. Faster than a
+    binary search (0.2 ms for 8,600 pixels in 14,000 runs) and than a per-pixel run index
+    (a cumsum or repeat over the whole image, 0.15-0.19 ms): the runs are counted per bucket
+    of 8 pixels, each pixel starts at the first run of its bucket and steps forward while the
+    next run starts at or before it (a few steps: a bucket holds at most 8 run starts).
+    """
+    shift = 3
+    n_bucket = (size >> shift) + 1
+    before = np.zeros(n_bucket + 1, dtype=np.int64)
+    np.cumsum(np.bincount(start >> shift, minlength=n_bucket), out=before[1:])
+    run = before[pixels >> shift]  # runs that start before the pixel's bucket
+    bounded = np.append(start, size)  # the sentinel stops every step
+    moving = np.flatnonzero(bounded[run] <= pixels)
+    while moving.size:
+        run[moving] += 1
+        moving = moving[bounded[run[moving]] <= pixels[moving]]
+    return run - 1
+
+
+def _overlap_runs(
+    g_start: np.ndarray, g_value: np.ndarray, size: int, runs: MaskRuns
+) -> OverlapPairs:
+    """:func:`run_overlap` from the image's column-major runs (``start``, ``value``)."""
     n_d = len(runs)
-    change = np.empty(g.size, dtype=bool)
-    change[:1] = True
-    np.not_equal(g[1:], g[:-1], out=change[1:])
-    g_start = np.flatnonzero(change)
     g_end = np.empty_like(g_start)
     g_end[:-1] = g_start[1:]
-    g_end[-1:] = g.size
-    run_val = g[g_start].astype(np.int64)
+    g_end[-1:] = size
+    run_val = g_value.astype(np.int64)
     top = int(run_val.max(initial=0))
     if top < max(1 << 20, 4 * run_val.size):  # small ids: a lookup table, no sort
         present = np.bincount(run_val, minlength=top + 1) > 0
@@ -311,10 +362,10 @@ def _overlap_flat(g: np.ndarray, runs: MaskRuns) -> OverlapPairs:
     if n_g == 0 or runs.start.size == 0:
         z = np.zeros(0, dtype=np.int64)
         return OverlapPairs(gt_ids, np.arange(n_d, dtype=np.int64), gt_area, runs.areas(), z, z, z)
-    run_of = np.cumsum(change, dtype=np.int32 if g_start.size < 2**31 else np.int64)
     s0, e0 = runs.start, runs.start + runs.length
-    first = run_of[s0] - 1  # the image run holding each predicted run's first pixel
-    n_piece = run_of[e0 - 1] - first  # ... and how many image runs it meets
+    held = _run_of(g_start, size, np.concatenate([s0, e0 - 1]))
+    first = held[: s0.size]  # the image run holding each predicted run's first pixel
+    n_piece = held[s0.size :] - first + 1  # ... and how many image runs it meets
     piece_run = np.repeat(np.arange(s0.size), n_piece)
     piece_g = np.arange(piece_run.size) - np.repeat(np.cumsum(n_piece) - n_piece, n_piece)
     piece_g += first[piece_run]

@@ -346,6 +346,34 @@ def test_run_overlap_equals_dense_counts(gt_kind: str, shape: tuple[int, int]) -
     assert got == expected
 
 
+@pytest.mark.parametrize("shape", [(37, 53), (1, 40), (40, 1), (2, 70_000), (64, 64)])
+def test_column_runs_are_the_column_major_runs_cut_at_column_tops(
+    shape: tuple[int, int],
+) -> None:
+    """Runs from the row-major image equal those of its column-major copy, cut per column."""
+    from cellbench.metrics.rle import _run_of, column_runs
+
+    rng = np.random.default_rng(4)
+    h, w = shape
+    image = np.repeat(rng.integers(0, 4, (h, (w + 2) // 3)), 3, axis=1)[:, :w].astype(np.uint16)
+    image[rng.random(shape) < 0.05] = 7  # single-pixel runs, some in a column's first row
+    start, value = column_runs(image)
+    flat = image.ravel(order="F")
+    cut = np.ones(flat.size, dtype=bool)
+    cut[1:] = flat[1:] != flat[:-1]
+    cut[::h] = True  # every column's first pixel starts a run
+    np.testing.assert_array_equal(start, np.flatnonzero(cut))
+    np.testing.assert_array_equal(value, flat[start])
+    assert start.dtype == np.int64 and value.dtype == image.dtype
+    # the run holding each pixel, as a binary search gives it (first, last and random pixels)
+    pixels = np.concatenate(
+        [start, start[1:] - 1, [flat.size - 1], rng.integers(0, flat.size, 500)]
+    )
+    np.testing.assert_array_equal(
+        _run_of(start, flat.size, pixels), np.searchsorted(start, pixels, side="right") - 1
+    )
+
+
 def _mutations() -> dict[str, object]:
     """Edits of one detection (or of all): each either read alike by both paths or refused."""
 
