@@ -565,6 +565,24 @@ def coco_greedy_match(
         return out
     shared = np.flatnonzero(~alone)
     det_index, gt_index, iou = det_index[shared], gt_index[shared], iou[shared]
+    # At a threshold where no detection has two candidates (above IoU 0.5 a mask cannot reach
+    # it with two disjoint objects), the rule reduces to: each object goes to the first
+    # detection (best rank) among its candidates, whatever the ignore set (a detection with one
+    # candidate never weighs ignored against regular objects). Vectorised for those thresholds;
+    # the walk below runs only for the others (0.14 -> 0.12 ms per image of 300 overlapping
+    # masks in benchmarks/coco_results.py, where the walk ran at every threshold and set).
+    walked: list[int] = []
+    by_det = np.argsort(det_index, kind="stable")
+    for ti, t in enumerate(thr.tolist()):
+        cand = by_det[iou[by_det] >= t]
+        d_c = det_index[cand]
+        if (d_c[1:] == d_c[:-1]).any():  # a detection with two candidates: the walk
+            walked.append(ti)
+            continue
+        won, first = np.unique(gt_index[cand], return_index=True)  # first = best rank
+        out[:, ti, d_c[first]] = won
+    if not walked:
+        return out
     # The visiting order depends on the ignore set only: sorted once per set, then every
     # threshold walks the same lists (a sort and four list conversions per threshold and set
     # cost more than the walks: 0.5 ms per image of 300 overlapping masks).
@@ -578,8 +596,8 @@ def coco_greedy_match(
             iou[order].tolist(),
             ig[order].tolist(),
         )
-        for ti, t in enumerate(thr.tolist()):
-            hits += [(si, ti, d, g) for d, g in _coco_greedy_lists(*lists, t)]
+        for ti in walked:
+            hits += [(si, ti, d, g) for d, g in _coco_greedy_lists(*lists, float(thr[ti]))]
     if hits:
         si_, ti_, d_, g_ = (np.array(x, dtype=np.int64) for x in zip(*hits, strict=True))
         out[si_, ti_, d_] = g_
