@@ -153,6 +153,50 @@ def test_not_coco_json_is_one_line(tmp_path: Path) -> None:
     assert d.startswith("d.json: dict") and "expected a COCO object" in d
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"annotations": [{"id": 1, "segmentation": {"counts": "0"}}], "images": [{"id": 7, '
+        '"file_name": "a.tif", "width": 4, "height": 3, "id": 8}], "categories": []}',
+        '{"images": [{"id": 1, "file_name": "a.tif"}], "images": [{"id": 2}]}',  # last wins
+        '\ufeff{"images": [{"id": 1, "file_name": "\\u00e9\\ud83d\\ude00.tif"}]}',
+        '{"images": [{"id": NaN}]}',
+        '{"images": [{"id": 123456789012345678901234567890}]}',
+        '{"images": [{"id": 1e400}]}',
+        '{"images": [{"file_name": "\\ud800.tif"}]}',
+        '{"images": [{"id": 1}]} trailing',
+        '{"images": {"id": 1}}',
+        '[{"image_id": 1}]',
+        '{"images": [' + "[" * 2000 + "]" * 2000 + "]}",
+        '{"images": [-0, 1.5e-320, 0.1, true, null, {"a": {"b": [1]}}]}',
+    ],
+)
+def test_images_table_reads_what_the_full_parse_reads(tmp_path: Path, text: str) -> None:
+    """The images-only reader (simdjson) gives the full parse's table and messages, always."""
+    from cellbench.tasks.instance_segmentation.coco import (
+        coco_images,
+        load_images_table,
+        load_json,
+    )
+
+    path = tmp_path / "annotations.json"
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    full, full_problems = load_json(path)
+    table, problems = load_images_table(path)
+    assert problems == full_problems
+    if full_problems:
+        return
+    assert coco_images(table, path.name) == coco_images(full, path.name)
+    if not isinstance(full, dict):
+        assert table == full
+        return
+    assert table["images"] == full["images"]
+    # a valid object with one images list is read by simdjson alone: nothing else is built
+    simple = isinstance(full, dict) and text.count('"images"') == 1
+    if simple and isinstance(full["images"], list) and "NaN" not in text and "e400" not in text:
+        assert list(table) == ["images"]
+
+
 @pytest.mark.parametrize("segmentation", ["rle", "polygon"])
 def test_write_then_read_gives_the_same_samples(tmp_path: Path, segmentation: str) -> None:
     rng = np.random.default_rng(1)

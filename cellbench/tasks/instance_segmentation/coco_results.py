@@ -55,6 +55,7 @@ from cellbench.store.sample import SAMPLE_ID_PATTERN
 from cellbench.tasks.instance_segmentation.coco import (
     ANNOTATIONS,
     coco_images,
+    load_images_table,
     load_json,
     segmentation_rle,
 )
@@ -97,7 +98,7 @@ def _image_table(folder: Path) -> tuple[dict[Any, tuple[str, int, int]] | None, 
     path = folder / ANNOTATIONS
     if not path.is_file():
         return None, []
-    data, problems = load_json(path)
+    data, problems = load_images_table(path)
     if problems:
         return None, problems
     # only the images table: the annotations are not what is scored (the store's truth is)
