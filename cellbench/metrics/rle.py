@@ -164,17 +164,22 @@ def _decode(
     # index of each number inside its string (strings without numbers have no first number)
     per_string = per_string[has_chars]
     first_num = np.cumsum(per_string) - per_string
-    num_index = np.arange(owner.size) - np.repeat(first_num, per_string)
-    # deltas: x[j] += x[j - 2] for j > 2, i.e. a running sum over j >= 2 (even) / j >= 1 (odd)
-    # two running sums per string (even j >= 2, odd j >= 1) from global cumsums, no sort
-    odd = (num_index & 1) == 1
-    even_chained = ~odd & (num_index >= 2)
-    out = value.copy()
-    for chain in (even_chained, odd):
-        v = np.where(chain, value, 0)
-        cs = np.cumsum(v)
-        cs -= np.repeat(cs[first_num] - v[first_num], per_string)
-        np.copyto(out, cs, where=chain)
+    own_first = np.repeat(first_num, per_string)
+    num_index = np.arange(owner.size) - own_first
+    # deltas: x[j] += x[j - 2] for j > 2, i.e. a running sum over odd j >= 1 and one over even
+    # j >= 2 in each string. A string's odd numbers share one parity of the global position and
+    # its even ones the other, so one running sum per global parity (two strided cumsums) less
+    # its value just before the string's chain (position first - 1 for odd j, first for even j,
+    # whose own number is not chained) gives both; j = 0 keeps its value. (A masked running sum
+    # per chain, as before: 0.49 -> 0.38 ms per image of 300 masks, coco_results.py's files.)
+    chained = value.copy()
+    chained[first_num] = 0
+    running = np.empty(value.size + 1, dtype=np.int64)  # running[1 + i]: sum up to i by parity
+    running[0] = 0
+    np.cumsum(chained[0::2], out=running[1::2])
+    np.cumsum(chained[1::2], out=running[2::2])
+    out = running[1:] - running[own_first + 1 - (num_index & 1)]
+    out[first_num] = value[first_num]
     bad[owner[out < 0]] = True
     totals = np.zeros(n_s, dtype=np.int64)
     if first_num.size:
