@@ -138,6 +138,20 @@ def _character_problems(name: str, fast: list[tuple[int, Any, str]]) -> list[str
     ]
 
 
+def _in_alphabet(counts: list[str]) -> bool:
+    """Whether every compressed RLE string holds only characters ``0-o`` (all at once).
+
+    The yes/no of :func:`_character_problems` without its per-string bookkeeping (0.04 ->
+    0.004 ms per image of 300 detections): non-ASCII text fails ``isascii``, the rest is one
+    comparison over the joined bytes.
+    """
+    joined = "".join(counts)
+    if not joined.isascii():
+        return False
+    raw = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+    return not ((raw - np.uint8(48)) > 63).any()  # below '0' wraps around above 63
+
+
 @contextmanager
 def _no_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while a large JSON tree is built and walked.
@@ -289,7 +303,7 @@ def _fast_columns(
     by_index = [image_size[sid] for sid in samples]
     if seg_sizes != [by_index[k] for k in owner.tolist()]:
         return None
-    if _character_problems(name, [(k, iids[k], c) for k, c in enumerate(counts)] if n else []):
+    if not _in_alphabet(counts):  # the loop names the offending detections
         return None
     areas = None
     if bbs is not None:
