@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellbench.metrics import CocoAP
+from cellbench.metrics import CocoAP, coco
 from cellbench.metrics.coco import (
     COCO_RECALL_THRESHOLDS,
     FALSE_POSITIVE,
@@ -64,7 +64,7 @@ def _random_image(rng, n_a, n_t, ties):
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_packed_accumulation_is_bit_identical(seed):
+def test_packed_accumulation_is_bit_identical(seed, monkeypatch):
     rng = np.random.default_rng(seed)
     metric = CocoAP(max_dets=10_000)
     n_a, n_t = len(metric.area_names), len(metric.iou_thresholds)
@@ -77,11 +77,16 @@ def test_packed_accumulation_is_bit_identical(seed):
     for st, (s, o, _) in zip(stats, images, strict=True):
         assert st.scores.tobytes() == s.tobytes()
         np.testing.assert_array_equal(st.outcome, o)
-    arrays = metric.coco_arrays(stats)
     precision, recall = _plain_accumulate(*zip(*images, strict=True))
-    # the same float64 values, bit for bit
-    assert arrays["precision"].tobytes() == precision.transpose(1, 2, 0)[:, :, None, :].tobytes()
-    assert arrays["recall"].tobytes() == recall.T[:, None, :].tobytes()
+    n_det = sum(s.size for s, _, _ in images)
+    # thresholds unpacked all at once, one at a time, and in blocks of 3, 3, 3 and 1
+    for cells in (coco._ACCUMULATE_CELLS, 1, 3 * max(n_det, 1)):
+        monkeypatch.setattr(coco, "_ACCUMULATE_CELLS", cells)
+        arrays = metric.coco_arrays(stats)
+        # the same float64 values, bit for bit
+        expected = precision.transpose(1, 2, 0)[:, :, None, :]
+        assert arrays["precision"].tobytes() == expected.tobytes()
+        assert arrays["recall"].tobytes() == recall.T[:, None, :].tobytes()
 
 
 def test_packed_record_size_and_tied_scores_stored_once():
