@@ -372,8 +372,9 @@ def _overlap_runs(
     first = held[: s0.size]  # the image run holding each predicted run's first pixel
     n_piece = held[s0.size :] - first + 1  # ... and how many image runs it meets
     piece_run = np.repeat(np.arange(s0.size), n_piece)
-    piece_g = np.arange(piece_run.size) - np.repeat(np.cumsum(n_piece) - n_piece, n_piece)
-    piece_g += first[piece_run]
+    # piece k of run r lies on image run first[r] + (k - pieces before r)
+    piece_g = np.repeat(first - (np.cumsum(n_piece) - n_piece), n_piece)
+    piece_g += np.arange(piece_run.size)
     obj = g_id[piece_g]
     on_object = np.flatnonzero(obj != 0)
     piece_run, piece_g, obj = piece_run[on_object], piece_g[on_object], obj[on_object]
