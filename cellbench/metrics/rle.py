@@ -14,12 +14,12 @@ are all that IoU, areas and painting need. This module keeps them as runs:
   :func:`cellbench.predictions.paint_masks` paints dense masks (higher scores on top).
 
 Why hand-rolled, measured with ``benchmarks/coco_results.py`` (20 dense 512x512 images, ~300
-overlapping detections each, 2-core shared machine): reading the results through dense masks
-cost ~280 ms per image for COCO AP alone (decode to an ``(n, 512, 512)`` stack, then re-encode
-for ``pycocotools.mask.iou``); through runs it costs ~19-21 ms per image end to end, most of it
-JSON parsing and reading the ground truth, with precision/recall arrays identical to
-pycocotools' ``COCOeval``. The IoU step alone (decode + join, ~4.6 ms for 300 x 300 masks) costs
-about what encoding the label image plus ``mask.iou`` costs; the gain is the dense round trip.
+overlapping detections each, 2-core x86_64): reading the results through dense masks cost ~280
+ms per image for COCO AP alone (decode to an ``(n, 512, 512)`` stack, then re-encode for
+``pycocotools.mask.iou``); through runs, COCO AP from the two files end to end (JSON, RLE
+decode, ground truth from the store, join, matching, accumulation) costs ~3 ms per image, level
+with ultrafast-pycocotools' compiled evaluator, with precision/recall arrays identical to
+pycocotools' ``COCOeval`` (figures and history in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
