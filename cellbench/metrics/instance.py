@@ -7,6 +7,7 @@ breakdown in :mod:`cellbench.metrics.object_errors`; all three start from
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -160,6 +161,12 @@ class LabelPair:
 def checked_overlap(pair: LabelPair, sample_id: str, context: str) -> OverlapPairs:
     """The overlap of a valid pair; raise one error listing the pair's problems otherwise.
 
+    Computed once per pair and kept on it: the label-image metrics of one sample get the same
+    pair from the task (matching scores and object errors both need the overlap: 0.75 ms per
+    512 x 512 image of 300 cells, once instead of twice). Its arrays are made read-only, so no
+    metric can change what the next one reads; a pair's images must not change after its first
+    measurement.
+
     Args:
         pair: The two label images.
         sample_id: The sample (for the message).
@@ -171,10 +178,21 @@ def checked_overlap(pair: LabelPair, sample_id: str, context: str) -> OverlapPai
     Raises:
         ValidationError: If the pair is malformed, with one line per problem.
     """
+    cached = pair.__dict__.get(_OVERLAP_KEY)
+    if cached is not None:
+        return cached
     problems = pair.problems(f"sample {sample_id!r}")
     if problems:
         raise ValidationError(problems, context)
-    return label_overlap_pairs(pair.ground_truth, pair.prediction)
+    ov = label_overlap_pairs(pair.ground_truth, pair.prediction)
+    for field in dataclasses.fields(ov):
+        getattr(ov, field.name).flags.writeable = False
+    object.__setattr__(pair, _OVERLAP_KEY, ov)  # a frozen dataclass: set past __setattr__
+    return ov
+
+
+#: Attribute of a :class:`LabelPair` holding its checked overlap.
+_OVERLAP_KEY = "_checked_overlap"
 
 
 @dataclass(frozen=True)

@@ -129,3 +129,35 @@ def test_aggregate_subsets_params_and_errors():
     assert "sample 'b': prediction label image must have an integer dtype" in str(err.value)
     with pytest.raises(ValidationError, match="two decimals"):
         MatchingScores((0.5, 0.501))
+
+
+def test_one_overlap_per_pair_shared_read_only_by_the_label_metrics(monkeypatch):
+    """Matching scores and object errors of one pair share one overlap; nobody can change it."""
+    from cellbench.metrics import instance
+    from cellbench.metrics.instance import LabelPair, checked_overlap
+    from cellbench.metrics.object_errors import ObjectErrors
+
+    rng = np.random.default_rng(3)
+    gt = random_labels((64, 64), 12, rng)
+    pred = perturb(gt, rng)
+    alone = [
+        MatchingScores().measure(LabelPair(gt, pred), "a"),
+        ObjectErrors().measure(LabelPair(gt, pred), "a"),
+    ]
+    calls = []
+    real = instance.label_overlap_pairs
+    monkeypatch.setattr(instance, "label_overlap_pairs", lambda g, p: calls.append(1) or real(g, p))
+    pair = LabelPair(gt, pred)
+    shared = [MatchingScores().measure(pair, "a"), ObjectErrors().measure(pair, "a")]
+    assert len(calls) == 1
+    np.testing.assert_array_equal(shared[0].tp, alone[0].tp)
+    np.testing.assert_array_equal(shared[0].sum_iou, alone[0].sum_iou)
+    assert shared[1].counts == alone[1].counts
+    ov = checked_overlap(pair, "a", "test")
+    with pytest.raises(ValueError, match="read-only"):
+        ov.intersection[0] = 0
+    # a malformed pair is refused every time, never cached
+    bad = LabelPair(gt.astype(np.float32), pred)
+    for _ in range(2):
+        with pytest.raises(ValidationError, match="integer dtype"):
+            checked_overlap(bad, "b", "test")
