@@ -214,6 +214,19 @@ def test_bad_results_list_every_problem(tmp_path: Path) -> None:
         load_predictions(path, TASK)
 
 
+def test_unreadable_annotations_are_one_line_not_one_per_detection(tmp_path: Path) -> None:
+    """A broken annotations.json is the problem; its detections are not each blamed."""
+    path = tmp_path / "results.json"
+    dets = [{"image_id": 1, "segmentation": {"size": [10, 10], "counts": "0<"}, "score": 0.5}] * 50
+    path.write_text(json.dumps(dets))
+    full = {"images": [{"id": 1, "file_name": "a.tif", "width": 10, "height": 10}]}
+    (tmp_path / "annotations.json").write_text(json.dumps(full)[:-10])  # truncated
+    with pytest.raises(ValidationError) as err:
+        load_predictions(path, TASK)
+    (line,) = err.value.problems
+    assert line.startswith("annotations.json: not JSON") and "expected a COCO JSON object" in line
+
+
 def test_cli_score_and_submit_accept_a_coco_results_folder(tmp_path: Path) -> None:
     import yaml
     from click.testing import CliRunner

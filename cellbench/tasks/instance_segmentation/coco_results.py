@@ -213,6 +213,10 @@ def _read(path: Path, file: Path, task: str) -> PredictionSet:
             context=str(file),
         )
     table, problems = _image_table(file.parent)
+    if table is None and problems:
+        # annotations.json is there but unreadable: without its image ids no detection can be
+        # placed, and checking them against the no-annotations rule would blame each one
+        raise ValidationError(problems, context=str(file))
     # pycocotools' loadRes: a non-empty bbox on the first detection makes every area w * h
     first = data[0] if data else None
     bbox_areas = isinstance(first, Mapping) and first.get("bbox", []) != []
