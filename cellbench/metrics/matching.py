@@ -441,7 +441,7 @@ def match_hungarian(iou: np.ndarray, threshold: float) -> tuple[np.ndarray, np.n
     if is_one_to_one(rows, cols, n_true, n_pred):
         return rows.astype(np.int64), cols.astype(np.int64)
     costs = -cand.astype(np.float64) - iou / (2 * n_matched)
-    from scipy.optimize import linear_sum_assignment  # lazy: keeps overlap-only users light
+    from cellbench.metrics._lsap import linear_sum_assignment  # scipy's, without its import
 
     r, c = linear_sum_assignment(costs)
     ok = iou[r, c] >= threshold

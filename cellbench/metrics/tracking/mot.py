@@ -64,7 +64,7 @@ def _assign_max(rows: np.ndarray, cols: np.ndarray, score: np.ndarray) -> np.nda
     chosen[free] = True
     rest = np.flatnonzero(~free)
     if rest.size:
-        from scipy.optimize import linear_sum_assignment
+        from cellbench.metrics._lsap import linear_sum_assignment
 
         r_u, r_i = np.unique(ri[rest], return_inverse=True)
         c_u, c_i = np.unique(ci[rest], return_inverse=True)
@@ -165,8 +165,9 @@ def mot_counts(match: TrackingMatch, iou_threshold: float = 0.5) -> dict[str, An
 
 
 #: Largest side of a component solved by :func:`_hungarian_max` in numpy; larger ones go to
-#: scipy's ``linear_sum_assignment`` (importing scipy.optimize costs about 0.3 s of a process
-#: start, more than scoring a small CTC sequence; a 128 x 128 component takes about 0.04 s).
+#: scipy's ``linear_sum_assignment`` (written when that meant importing scipy.optimize, about
+#: 0.3 s of a process start, more than scoring a small CTC sequence; :mod:`cellbench.metrics._lsap`
+#: now loads the solver alone; a 128 x 128 component takes about 0.04 s here).
 _SMALL_COMPONENT = 128
 
 
@@ -239,7 +240,7 @@ def _max_weight_matching(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray)
         if min(w.shape) <= _SMALL_COMPONENT:
             total += round(_hungarian_max(w))
             continue
-        from scipy.optimize import linear_sum_assignment
+        from cellbench.metrics._lsap import linear_sum_assignment
 
         a, b = linear_sum_assignment(w, maximize=True)
         total += int(w[a, b].sum())
