@@ -190,7 +190,21 @@ SCORE_STORE_NEVER = (
 )
 
 
-def test_quiet_store_scoring_process_imports_only_what_it_uses(cli_env, tmp_path):
+def _split_and_merge(truth):
+    """The truth with its first two objects merged and the third split in interleaved columns."""
+    import numpy as np
+
+    ids = np.unique(truth)[1:]
+    pred = truth.astype(np.int32)
+    if ids.size >= 3:
+        pred[truth == ids[1]] = ids[0]
+        pred[(truth == ids[2]) & (np.indices(truth.shape)[1] % 2 == 0)] = int(truth.max()) + 1
+    return pred
+
+
+@pytest.mark.parametrize("errors", [False, True], ids=["truth", "split-and-merge"])
+def test_quiet_store_scoring_process_imports_only_what_it_uses(cli_env, tmp_path, errors):
+    """Also with splits and merges, whose object errors need assignments (scipy's solver)."""
     import json
 
     import numpy as np
@@ -202,7 +216,8 @@ def test_quiet_store_scoring_process_imports_only_what_it_uses(cli_env, tmp_path
     preds = tmp_path / "preds"
     preds.mkdir()
     for sid in store.sample_ids("test"):
-        tifffile.imwrite(preds / f"{sid}.tif", np.asarray(store.sample(sid).instances))
+        truth = np.asarray(store.sample(sid).instances)
+        tifffile.imwrite(preds / f"{sid}.tif", _split_and_merge(truth) if errors else truth)
     code = (
         "import sys, json\n"
         "from cellbench.cli import main\n"
@@ -217,5 +232,9 @@ def test_quiet_store_scoring_process_imports_only_what_it_uses(cli_env, tmp_path
     *report, loaded = out.strip().splitlines()
     values = json.loads("\n".join(report))
     assert values["headline"]["name"] == "coco_ap/ap"
-    assert values["headline"]["value"] == 1.0  # the real scoring ran: predictions are the truth
+    if errors:  # the assignments ran
+        assert values["metrics"]["object_errors/merge"] > 0
+        assert values["metrics"]["object_errors/split"] > 0
+    else:
+        assert values["headline"]["value"] == 1.0  # the real scoring ran: predictions = truth
     assert json.loads(loaded) == [], f"cellbench score imports {loaded}"

@@ -12,8 +12,8 @@ DeepCell's assignment exactly, so a different solver's tie-breaking would change
 When ``scipy.optimize`` is already imported, or the extension is not where SciPy 1.x keeps it
 (a future layout), or loading it fails for any reason, the public import is used instead:
 slower to import, same answers. ``tests/metrics/test_lsap.py`` compares both on tied, rectangular
-and degenerate matrices and checks that a scoring process with split and merged objects does not
-import ``scipy.optimize``.
+and degenerate matrices; ``tests/test_import_weight.py`` checks that a scoring process with split
+and merged objects does not import ``scipy.optimize``.
 """
 
 from __future__ import annotations
