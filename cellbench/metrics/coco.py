@@ -496,12 +496,6 @@ class CocoImageStats:
             return self.score_values
         return np.repeat(self.score_values, self.score_counts)
 
-    def row(self, a: int, t: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(true positive, ignored)`` of every detection at area range ``a``, threshold ``t``."""
-        tp = np.unpackbits(self.tp_bits[a, t], count=self.n_det).view(bool)
-        ign = np.unpackbits(self.ignored_bits[a, t], count=self.n_det).view(bool)
-        return tp, ign
-
     @property
     def outcome(self) -> np.ndarray:
         """Outcome codes ``(n_area_ranges, n_thresholds, n_det)`` uint8: 0 FP, 1 TP, 2 ignored."""

@@ -283,8 +283,9 @@ def run_overlap(gt: np.ndarray, runs: MaskRuns) -> OverlapPairs:
     Returns:
         The overlapping pairs with their intersections and both sides' pixel areas.
     """
-    g_start, run_val = column_runs(np.asarray(gt))
-    return _overlap_runs(g_start, run_val, int(np.asarray(gt).size), runs)
+    g = np.asarray(gt)
+    g_start, run_val = column_runs(g)
+    return _overlap_runs(g_start, run_val, int(g.size), runs)
 
 
 def column_runs(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -106,11 +106,23 @@ def load_json(path: Path) -> tuple[Any, list[str]]:
     64-bit range comes back as a float (orjson), which every id, size and count check then
     refuses as not an integer, instead of being accepted as a Python int.
     """
+    raw, problems = _json_bytes(path)
+    if raw is None:
+        return None, problems
+    return _parse_json(raw, path.name)
+
+
+def _json_bytes(path: Path) -> tuple[bytes | None, list[str]]:
+    """The bytes of a JSON file, or one line when it is larger than :data:`MAX_JSON_BYTES`."""
     size = path.stat().st_size
     if size > MAX_JSON_BYTES:
         return None, [f"{path.name}: {size} bytes, larger than the {MAX_JSON_BYTES} read"]
     with open(path, "rb") as f:
-        raw = f.read()
+        return f.read(), []
+
+
+def _parse_json(raw: bytes, name: str) -> tuple[Any, list[str]]:
+    """:func:`load_json` of bytes read from file ``name``."""
     try:
         return orjson.loads(raw), []
     except orjson.JSONDecodeError:
@@ -118,9 +130,9 @@ def load_json(path: Path) -> tuple[Any, list[str]]:
     try:
         return json.loads(raw), []
     except (ValueError, UnicodeDecodeError) as err:
-        return None, [f"{path.name}: not JSON ({str(err)[:120]}); expected a COCO JSON object"]
+        return None, [f"{name}: not JSON ({str(err)[:120]}); expected a COCO JSON object"]
     except RecursionError:
-        return None, [f"{path.name}: not JSON (nested too deeply); expected a COCO JSON object"]
+        return None, [f"{name}: not JSON (nested too deeply); expected a COCO JSON object"]
 
 
 def load_images_table(path: Path) -> tuple[Any, list[str]]:
@@ -136,13 +148,11 @@ def load_images_table(path: Path) -> tuple[Any, list[str]]:
     a top level that is not an object, and an ``images`` key given twice (simdjson's lookup
     takes the first, the json module the last).
     """
-    size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        return load_json(path)
+    raw, problems = _json_bytes(path)
+    if raw is None:
+        return None, problems
     import simdjson
 
-    with open(path, "rb") as f:
-        raw = f.read()
     try:
         doc = simdjson.Parser().parse(raw)  # a new parser: a parser's objects die with it
         if isinstance(doc, simdjson.Object) and list(doc.keys()).count("images") == 1:
@@ -151,7 +161,7 @@ def load_images_table(path: Path) -> tuple[Any, list[str]]:
                 return {"images": images.as_list()}, []
     except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
         pass
-    return load_json(path)
+    return _parse_json(raw, path.name)
 
 
 def _is_int(v: Any) -> bool:
@@ -497,7 +507,7 @@ def _crops(
     y_first = np.where(wraps, 0, y_first)
     y_last = np.where(wraps, h - 1, y_last)
     bounds = np.searchsorted(runs.mask, np.arange(len(rles) + 1))
-    areas = np.bincount(runs.mask, weights=length, minlength=len(rles)).astype(np.int64)
+    areas = runs.areas()
     out: list[tuple[tuple[slice, slice], np.ndarray]] = []
     for k in range(len(rles)):
         a, b = int(bounds[k]), int(bounds[k + 1])
