@@ -502,6 +502,7 @@ def _ingest_item(
     options: dict[str, Any],
     parts: str,
     class_names: dict[str, list[str]] | None,
+    store_format: str,
     index: int,
     item: str,
 ) -> tuple[dict[str, Any] | None, list[str]]:
@@ -509,13 +510,16 @@ def _ingest_item(
     from pathlib import Path
 
     from cellbench.errors import ValidationError
+    from cellbench.store.format import FORMATS
     from cellbench.store.zarr_store import write_part
 
     sample, problems = fmt.read_item(Path(src), item, **options)
     if problems or sample is None:
         return None, list(problems)
     try:
-        return write_part(Path(parts) / f"{index:08d}", sample, _PART_CARD, class_names), []
+        part = Path(parts) / f"{index:08d}"
+        store_fmt = FORMATS[store_format]
+        return write_part(part, sample, _PART_CARD, class_names, fmt=store_fmt), []
     except ValidationError as err:
         return None, list(err.problems)
 
@@ -530,6 +534,7 @@ def ingest_items(
     scheduler: str,
     window: int | None = None,
     class_names: Mapping[str, list[str]] | None = None,
+    store_format: str = "2",
 ) -> Iterator[tuple[dict[str, Any] | None, list[str]]]:
     """Read each item of ``src`` and write it as a one-sample part, one Dask task per item.
 
@@ -537,13 +542,14 @@ def ingest_items(
     ``parts/<k:08d>`` (see :func:`cellbench.store.zarr_store.write_part`), which the caller
     adopts into the store it builds. ``parts`` must be on a file system every worker writes to
     and on the same file system as the store (adopting renames folders). ``class_names`` are
-    the store's class tables (each part checks its sample's label against them).
+    the store's class tables (each part checks its sample's label against them);
+    ``store_format`` the store format version the parts are written in (``"4"``: sharded).
     """
     yield from imap_ordered(
         _ingest_item,
         [(k, item) for k, item in enumerate(items)],
         scheduler=scheduler,
-        shared=(fmt, str(src), dict(options), str(parts), dict(class_names or {})),
+        shared=(fmt, str(src), dict(options), str(parts), dict(class_names or {}), store_format),
         window=window,
         batch=None,  # the results are part records (small): batches of items per task
     )

@@ -428,7 +428,9 @@ def pull_to(
     return DatasetStore.open(dest)
 
 
-def upgrade(ref: str, *, progress: bool = False, catalog: Catalog | None = None) -> DatasetStore:
+def upgrade(
+    ref: str, *, progress: bool = False, catalog: Catalog | None = None, shard: bool = False
+) -> DatasetStore:
     """Rewrite a pulled or imported store in the current store format, on request only.
 
     The store is verified first (a damaged store is not converted: pull it again with
@@ -438,10 +440,16 @@ def upgrade(ref: str, *, progress: bool = False, catalog: Catalog | None = None)
     of a dataset whose metadata the current card corrects) nothing changes and the message
     says to rebuild it from its sources with ``cellbench datasets pull ID --force``.
 
+    With ``shard``, the store is rewritten in store format 4 (arrays in Zarr v3 shards) unless
+    it is already sharded. The digest then changes with the format, so instead of the card's
+    pin every array's decoded content (its manifest sha256, shape and dtype) must be the old
+    store's.
+
     Args:
         ref: ``id`` or ``id@version``.
         progress: Show progress bars.
         catalog: Catalog to use (default: the installed catalog).
+        shard: Convert to the sharded store format 4.
 
     Returns:
         The opened store (unchanged when it already has the current format).
@@ -450,14 +458,14 @@ def upgrade(ref: str, *, progress: bool = False, catalog: Catalog | None = None)
         StoreError: If the store does not verify.
         ChecksumError: If the converted store does not match the card's pinned digest.
     """
-    from cellbench.store.format import is_current
+    from cellbench.store.format import CURRENT_FORMAT, FORMATS, is_current
     from cellbench.store.integrity import forget_verdicts
 
     catalog = catalog or Catalog()
     path = store_location(ref, catalog)
     store = DatasetStore.open(path)
     key = store.ref
-    if is_current(store.format):
+    if store.format.sharded or (is_current(store.format) and not shard):
         return store
     clean_cache()
     problems = store.verify(progress=progress)
@@ -475,9 +483,12 @@ def upgrade(ref: str, *, progress: bool = False, catalog: Catalog | None = None)
             store.card,
             class_names=store.meta.get("classes") or None,
             work_dir=work,
+            fmt=FORMATS["4"] if shard else CURRENT_FORMAT,
         )
+        if shard:
+            _same_content(key, store, new)
         pin = None
-        if store.id in catalog.ids():
+        if not shard and store.id in catalog.ids():
             try:
                 pin = catalog.card(store.id, store.version).checksums.get("store")
             except DatasetNotFoundError:
@@ -495,6 +506,22 @@ def upgrade(ref: str, *, progress: bool = False, catalog: Catalog | None = None)
         shutil.rmtree(work, ignore_errors=True)
     forget_verdicts()
     return DatasetStore.open(path)
+
+
+def _same_content(key: str, old: DatasetStore, new: DatasetStore) -> None:
+    """Raise unless both stores hold the same arrays with the same decoded content."""
+
+    def content(store: DatasetStore) -> dict[str, tuple[Any, ...]]:
+        arrays = store.manifest["arrays"]
+        return {p: (e["sha256"], list(e["shape"]), e["dtype"]) for p, e in arrays.items()}
+
+    before, after = content(old), content(new)
+    differ = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    if differ:
+        raise ChecksumError(
+            f"{key}: the sharded copy differs from the store in {len(differ)} array(s) "
+            f"(first: {differ[0]}); the format {old.format.version} store is kept"
+        )
 
 
 def open_dataset(dataset: DatasetStore | str | os.PathLike[str]) -> DatasetStore:

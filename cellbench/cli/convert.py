@@ -53,6 +53,12 @@ class _FormatsHelp(click.Command):
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--option", "-o", "pairs", multiple=True, metavar="NAME=VALUE", help=_OPTION_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--shard",
+    is_flag=True,
+    help="With --to zarr: write store format 4, each image plane's chunks in one Zarr v3 shard "
+    "file (up to 8 x 8 tiles): far fewer files and objects, for object storage and large sets.",
+)
 @scheduler_option("the reading, checking and writing of SRC (one task per image or sequence)")
 def convert(
     src: Path,
@@ -61,6 +67,7 @@ def convert(
     dest: Path,
     pairs: tuple[str, ...],
     quiet: bool,
+    shard: bool,
     scheduler: str | None,
 ) -> None:
     """Convert SRC (format --from) into DEST (format --to).
@@ -93,6 +100,8 @@ def convert(
                 err=True,
             )
             scheduler = None
+    if shard and to != "zarr":
+        raise click.BadParameter(f"applies to --to zarr, not {to}", param_hint="--shard")
     tally: dict[str, int] = {}
     out = do_convert(
         src,
@@ -103,6 +112,7 @@ def convert(
         progress=not quiet,
         tally=tally,
         scheduler=scheduler,
+        shard=shard,
     )
     click.echo(
         f"converted {src} ({from_format}, {tally.get('samples', 0)} samples) to {out} ({to})"

@@ -329,14 +329,20 @@ def verify(ref: str, quiet: bool, scheduler: str | None) -> None:
 @datasets.command()
 @click.argument("ref")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def upgrade(ref: str, quiet: bool) -> None:
+@click.option(
+    "--shard",
+    is_flag=True,
+    help="Convert to store format 4: each image plane's chunks in one Zarr v3 shard file "
+    "(far fewer files and objects; same content, new digest).",
+)
+def upgrade(ref: str, quiet: bool, shard: bool) -> None:
     """Convert REF's store to the current store format (verified first; never automatic)."""
     from cellbench.registry import store_location
     from cellbench.registry import upgrade as do_upgrade
     from cellbench.store.format import detect_format
 
     before = detect_format(store_location(ref)).version
-    store = do_upgrade(ref, progress=not quiet)
+    store = do_upgrade(ref, progress=not quiet, shard=shard)
     if before == store.format.version:
         click.echo(f"{store.ref}: already store format {before}; nothing to do")
         return

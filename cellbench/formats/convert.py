@@ -202,6 +202,7 @@ def write_target(
     total: int | None = None,
     tally: dict[str, int] | None = None,
     class_names: Mapping[str, list[str]] | None = None,
+    shard: bool = False,
 ) -> Path:
     """Write ``samples`` to ``dest`` as ``to`` (a format name, ``zarr`` or ``hf``), atomically.
 
@@ -216,6 +217,7 @@ def write_target(
         total: Number of samples, if known (for the bar).
         tally: Filled with counts of samples and resolved overlaps (see :func:`overlap_note`).
         class_names: Class tables of the store (``zarr``/``hf``), e.g. ``{"label": [...]}``.
+        shard: Write the store (``zarr``) in store format 4, its arrays in Zarr v3 shards.
 
     Returns:
         ``dest``.
@@ -231,6 +233,8 @@ def write_target(
     fmt = None if to in STORE_TARGETS else get_format(to)
     if fmt is not None and fmt.write is None:
         raise CellbenchError(f"format {to!r} can be read but not written")
+    if shard and to != "zarr":
+        raise CellbenchError(f"sharding applies to a store (--to zarr), not to {to!r}")
     stream = _counted(samples, progress, f"convert -> {to}", total, tally)
     if to in _SEQUENCE_FORMATS:
         stream = (as_sequence(s) for s in stream)
@@ -240,7 +244,9 @@ def write_target(
         if fmt is not None:
             fmt.write(stream, out, **dict(options or {}))
         else:
-            _write_store(stream, to, out, scratch, tasks, title or dest.name, progress, class_names)
+            _write_store(
+                stream, to, out, scratch, tasks, title or dest.name, progress, class_names, shard
+            )
         out.rename(dest)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -256,7 +262,9 @@ def _write_store(
     title: str,
     progress: bool,
     class_names: Mapping[str, list[str]] | None = None,
+    shard: bool = False,
 ) -> None:
+    from cellbench.store.format import CURRENT_FORMAT, FORMATS
     from cellbench.store.zarr_store import build_store
 
     first = next(stream, None)
@@ -275,6 +283,7 @@ def _write_store(
         _card(store_path, task_list, title),
         class_names=class_names,
         work_dir=scratch,
+        fmt=FORMATS["4"] if shard else CURRENT_FORMAT,
     )
     if to == "hf":
         from cellbench.store.hf.export import write_parquet
@@ -292,6 +301,7 @@ def convert(
     progress: bool = False,
     tally: dict[str, int] | None = None,
     scheduler: str | None = None,
+    shard: bool = False,
 ) -> Path:
     """Read ``src`` as ``from_format`` and write it to ``dest`` as ``to``, atomically.
 
@@ -308,11 +318,14 @@ def convert(
         scheduler: Read one item per Dask task on this scheduler (see
             :func:`cellbench.parallel.resolve_scheduler`); ``None`` reads in this process. A
             format without per-item hooks is read sequentially either way.
+        shard: Into a store (``zarr``): write store format 4 (arrays in Zarr v3 shards).
 
     Raises:
         ValidationError: Unknown options, or every problem of the source.
     """
     reader = get_format(from_format)
+    if shard and to != "zarr":
+        raise CellbenchError(f"sharding applies to a store (--to zarr), not to {to!r}")
     if reader.read is None:
         raise CellbenchError(f"format {from_format!r} can be written but not read")
     writer = None if to in STORE_TARGETS else get_format(to)
@@ -326,7 +339,7 @@ def convert(
     if scheduler is not None and reader.per_item and to in STORE_TARGETS:
         return _store_per_item(
             reader, src, read_opts, to, dest, title=title, tasks=tasks, progress=progress,
-            tally=tally, scheduler=scheduler, class_names=tables,
+            tally=tally, scheduler=scheduler, class_names=tables, shard=shard,
         )  # fmt: skip
     if scheduler is not None and reader.per_item:
         total, samples = per_item_samples(reader, src, read_opts, scheduler=scheduler)
@@ -343,6 +356,7 @@ def convert(
         total=total,
         tally=tally,
         class_names=tables,
+        shard=shard,
     )
 
 
@@ -360,6 +374,7 @@ def _store_per_item(
     scheduler: str,
     window: int | None = None,
     class_names: Mapping[str, list[str]] | None = None,
+    shard: bool = False,
 ) -> Path:
     """:func:`convert` to a store with one Dask task per item reading *and* writing it.
 
@@ -373,9 +388,12 @@ def _store_per_item(
     from tqdm.auto import tqdm
 
     from cellbench.parallel import ingest_items
+    from cellbench.store.format import CURRENT_FORMAT, FORMATS
     from cellbench.store.scratch import make_scratch
     from cellbench.store.zarr_store import StoreWriter
 
+    store_fmt = FORMATS["4"] if shard else CURRENT_FORMAT
+    fmt_version = store_fmt.version
     dest = Path(dest)
     if dest.exists() or dest.is_symlink():
         raise CellbenchError(f"{dest}: already exists; choose a new destination")
@@ -398,6 +416,7 @@ def _store_per_item(
             scheduler=scheduler,
             window=window,
             class_names=class_names,
+            store_format=fmt_version,
         )
         # closed (tasks finished or cancelled) before the scratch folder is removed
         with (
@@ -420,7 +439,7 @@ def _store_per_item(
                         store_path, list(tasks) or _tasks_serving(part["fields"], timed), title
                     )
                     writer = StoreWriter(
-                        store_path, card, class_names, display_name=str(store_path)
+                        store_path, card, class_names, fmt=store_fmt, display_name=str(store_path)
                     )
                 writer.adopt(parts / f"{k:08d}", part)
                 shutil.rmtree(parts / f"{k:08d}", ignore_errors=True)

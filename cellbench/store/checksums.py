@@ -99,7 +99,7 @@ def _row_blocks(arr: zarr.Array) -> Iterator[slice]:
         return
     row_bytes = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
     step = max(1, min(arr.shape[0], _BLOCK_BYTES // row_bytes))
-    chunk0 = arr.chunks[0]
+    chunk0 = arr.metadata.chunk_grid.chunk_shape[0]  # whole shards of a sharded array
     step = max(chunk0, (step // chunk0) * chunk0)
     for start in range(0, arr.shape[0], step):
         yield slice(start, min(arr.shape[0], start + step))
@@ -127,8 +127,9 @@ def _is_string(arr: zarr.Array) -> bool:
 
 
 def expected_chunk_keys(arr: zarr.Array) -> list[str]:
-    """Relative keys (e.g. ``c/0/1``) of every chunk the array's shape implies."""
-    grid = [max(1, -(-s // c)) if s else 0 for s, c in zip(arr.shape, arr.chunks, strict=True)]
+    """Relative keys (e.g. ``c/0/1``) of every chunk (or shard) file the array's shape implies."""
+    files = arr.metadata.chunk_grid.chunk_shape  # the shards of a sharded array
+    grid = [max(1, -(-s // c)) if s else 0 for s, c in zip(arr.shape, files, strict=True)]
     if any(g == 0 for g in grid):
         return []
     encoding = arr.metadata.chunk_key_encoding

@@ -11,7 +11,8 @@ chunk files, numcodecs' Blosc and the cell copy below.
 
 Only the layouts cellbench's stores use are read here: a regular chunk grid, ``default``
 chunk keys with ``/``, fill value 0 for numbers, and codecs exactly ``bytes``
-(little-endian) then ``blosc`` for numbers, or ``vlen-utf8`` then ``blosc`` for strings.
+(little-endian) then ``blosc`` for numbers, or ``vlen-utf8`` then ``blosc`` for strings, and
+numbers in ``sharding_indexed`` shards of that chain (store format 4, index at the end).
 :meth:`StoreFiles.read` returns ``None`` for anything else and the caller reads it with Zarr.
 Every chunk file and every ``zarr.json`` is handed to ``check`` (the manifest check of
 :class:`~cellbench.store.integrity.ManifestCheck`) before it is decoded, exactly as the Zarr
@@ -40,11 +41,13 @@ _SHUFFLES = {"noshuffle", "shuffle", "bitshuffle"}
 
 def handled_layout(
     meta: dict[str, Any],
-) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype | None, str]:
-    """``(shape, chunk shape, dtype or None for strings, string fill value)`` of an array.
+) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype | None, str, tuple[int, ...] | None]:
+    """``(shape, chunk shape, dtype or None for strings, string fill value, shard shape)``.
 
     ``meta`` is the array's ``zarr.json``; its layout must be one cellbench reads and writes by
-    hand (here and in :mod:`cellbench.store.chunk_writer`; see the module notes).
+    hand (here and in :mod:`cellbench.store.chunk_writer`; see the module notes). The shard
+    shape is None for an unsharded array; for a sharded one (store format 4) the chunk shape
+    is the inner chunks'.
 
     Raises:
         ValueError: When the layout is not one read here.
@@ -64,6 +67,22 @@ def handled_layout(
     if not shape or len(chunks) != len(shape) or min(chunks) < 1:
         raise ValueError("shape")
     codecs = meta["codecs"]
+    shards = None
+    if len(codecs) == 1 and codecs[0].get("name") == "sharding_indexed":
+        conf = codecs[0].get("configuration", {})
+        index = [(c.get("name"), c.get("configuration", {})) for c in conf.get("index_codecs", [])]
+        if (
+            index != [("bytes", {"endian": "little"}), ("crc32c", {})]
+            or conf.get("index_location", "end") != "end"
+        ):
+            raise ValueError("shard index")
+        shards = chunks
+        chunks = tuple(int(n) for n in conf["chunk_shape"])
+        if len(chunks) != len(shards) or any(
+            c < 1 or s % c for s, c in zip(shards, chunks, strict=True)
+        ):
+            raise ValueError("inner chunks")
+        codecs = conf["codecs"]
     names = [c.get("name") for c in codecs]
     blosc = codecs[-1].get("configuration", {}) if codecs else {}
     if len(codecs) != 2 or names[1] != "blosc" or blosc.get("shuffle") not in _SHUFFLES:
@@ -71,9 +90,9 @@ def handled_layout(
     data_type = meta["data_type"]
     if data_type == "string":
         fill = meta.get("fill_value")
-        if names[0] != "vlen-utf8" or not isinstance(fill, str):
+        if names[0] != "vlen-utf8" or not isinstance(fill, str) or shards:
             raise ValueError("string codecs or fill value")
-        return shape, chunks, None, fill  # zarr 3 writes "0"; only absent chunks show it
+        return shape, chunks, None, fill, None  # zarr 3 writes "0"; only absent chunks show it
     if not isinstance(data_type, str):
         raise ValueError("data type")
     dtype = np.dtype(data_type)
@@ -82,7 +101,35 @@ def handled_layout(
         raise ValueError("numeric codecs")
     if meta.get("fill_value") not in (0, False):
         raise ValueError("fill value")
-    return shape, chunks, dtype.newbyteorder("<"), ""
+    return shape, chunks, dtype.newbyteorder("<"), "", shards
+
+
+def shard_index(
+    data: bytes, per_shard: tuple[int, ...], where: str
+) -> list[tuple[tuple[int, ...], tuple[int, int]]]:
+    """The inner chunks present in a shard file: ``(inner chunk coordinates, (offset, size))``.
+
+    The file is a ``sharding_indexed`` shard with its index at the end (``offset, nbytes`` per
+    inner chunk, little-endian uint64, C order, then a 4-byte crc32c of the index, which is
+    not recomputed here: the file's sha256 was checked against the manifest before this).
+
+    Raises:
+        StoreError: When the index does not fit the file (one line naming ``where``).
+    """
+    n = int(np.prod(per_shard))
+    size = 16 * n + 4
+    if len(data) < size:
+        raise StoreError(f"{where}: shard of {len(data)} bytes cannot hold its index")
+    table = np.frombuffer(data, dtype="<u8", count=2 * n, offset=len(data) - size).reshape(n, 2)
+    present = table[:, 0] != np.uint64(2**64 - 1)
+    body = np.uint64(len(data) - size)
+    start, length = table[present, 0], table[present, 1]
+    if (start > body).any() or (length > body - np.minimum(start, body)).any():
+        raise StoreError(f"{where}: shard index points past the shard's chunks")
+    return [
+        (tuple(int(i) for i in np.unravel_index(k, per_shard)), (int(a), int(b)))
+        for k, (a, b) in zip(np.flatnonzero(present).tolist(), table[present].tolist(), strict=True)
+    ]
 
 
 class StoreFiles:
@@ -145,7 +192,7 @@ class StoreFiles:
         if meta is None:
             return None
         try:
-            shape, chunks, dtype, fill = handled_layout(meta)
+            shape, chunks, dtype, fill, shards = handled_layout(meta)
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
         from numcodecs import blosc  # the codec library zarr itself uses for Blosc
@@ -158,22 +205,35 @@ class StoreFiles:
             out = np.full(shape, fill, dtype=object)
         else:
             out = np.zeros(shape, dtype=dtype)
-        grid = [math.ceil(n / c) for n, c in zip(shape, chunks, strict=True)]
+        files = chunks if shards is None else shards
+        grid = [math.ceil(n / c) for n, c in zip(shape, files, strict=True)]
         whole = tuple(chunks) == shape
-        for index in np.ndindex(*grid):
-            key = f"{path}/c/" + "/".join(str(i) for i in index)
-            data = self._bytes(key)[0]
-            if data is None:
-                continue  # a sparse array's absent chunk: the fill value (``check`` allowed it)
-            lo = [i * c for i, c in zip(index, chunks, strict=True)]
+
+        def place(data: bytes, lo: list[int]) -> None:
+            """Decode one chunk whose first element is at ``lo`` into ``out``."""
             sel = tuple(slice(a, min(a + c, n)) for a, c, n in zip(lo, chunks, shape, strict=True))
             if strings:
                 block = np.asarray(vlen.decode(blosc.decompress(data)), dtype=object)
             elif whole:  # one chunk holds the array: decode straight into it
                 blosc.decompress(data, out.reshape(-1).view(np.uint8))
-                continue
+                return
             else:
                 block = np.frombuffer(blosc.decompress(data), dtype=dtype)
             block = block.reshape(chunks)
             out[sel] = block[tuple(slice(0, s.stop - s.start) for s in sel)]
+
+        for index in np.ndindex(*grid):
+            key = f"{path}/c/" + "/".join(str(i) for i in index)
+            data = self._bytes(key)[0]
+            if data is None:
+                continue  # a sparse array's absent chunk: the fill value (``check`` allowed it)
+            lo = [i * c for i, c in zip(index, files, strict=True)]
+            if shards is None:
+                place(data, lo)
+                continue
+            per_shard = tuple(s // c for s, c in zip(shards, chunks, strict=True))
+            for inner, (offset, size) in shard_index(data, per_shard, f"{path}/{key}"):
+                first = [a + i * c for a, i, c in zip(lo, inner, chunks, strict=True)]
+                if all(f < n for f, n in zip(first, shape, strict=True)):
+                    place(data[offset : offset + size], first)
         return out.astype(np.dtype(out.dtype).newbyteorder("="), copy=False)

@@ -9,8 +9,9 @@ tests compare them), and writing here also gives each chunk's sha256 from the by
 where the writer otherwise read every chunk file back for the manifest.
 
 Only the codec chain cellbench stores use is written here (``bytes`` little-endian then
-``blosc``, regular chunk grid, ``default`` chunk keys); :func:`chunk_encoder` returns ``None``
-for anything else and the store writer lets zarr write it.
+``blosc``, regular chunk grid, ``default`` chunk keys), also inside a ``sharding_indexed``
+codec (store format 4: :class:`ShardEncoder`, shard files byte-identical to zarr's too);
+:func:`chunk_encoder` returns ``None`` for anything else and the store writer lets zarr write it.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class ChunkEncoder:
     ) -> None:
         from numcodecs import Blosc
 
-        blosc = arr.metadata.codecs[1].to_dict()["configuration"]
+        blosc = self._blosc_config(arr)
         self._codec = Blosc(
             cname=blosc["cname"],
             clevel=int(blosc["clevel"]),
@@ -70,6 +71,8 @@ class ChunkEncoder:
         self._encoding = arr.metadata.chunk_key_encoding
         self.shape = tuple(arr.shape)
         self.chunks = tuple(arr.chunks)
+        #: The grid of files: chunks, or shards of chunks (:class:`ShardEncoder`).
+        self.grid = tuple(arr.metadata.chunk_grid.chunk_shape)
         self.dtype = np.dtype(arr.dtype).newbyteorder("<")
         self.folder = folder
         self.write_empty = write_empty_chunks
@@ -80,27 +83,27 @@ class ChunkEncoder:
         self._max_pending = max(1, max_pending)
         self._pending: deque[tuple[str, Future[str]]] = deque()
 
+    @staticmethod
+    def _blosc_config(arr: zarr.Array) -> dict[str, Any]:
+        return arr.metadata.codecs[1].to_dict()["configuration"]
+
     def write_rows(self, start: int, block: np.ndarray) -> None:
-        """Write ``block``, rows ``start..start+len(block)`` of axis 0 (whole chunk rows)."""
-        c0 = self.chunks[0]
+        """Write ``block``, rows ``start..start+len(block)`` of axis 0 (whole rows of files)."""
+        c0 = self.grid[0]
         if start % c0 or (len(block) % c0 and start + len(block) != self.shape[0]):
             raise ValueError(f"rows {start}+{len(block)} are not aligned to chunks of {c0}")
         block = np.asarray(block)
-        grid = [range(0, n, c) for n, c in zip(self.shape[1:], self.chunks[1:], strict=True)]
+        grid = [range(0, n, c) for n, c in zip(self.shape[1:], self.grid[1:], strict=True)]
         jobs: list[tuple[str, np.ndarray]] = []
         for r0 in range(0, len(block), c0):
             rows = block[r0 : r0 + c0]
             for corner in np.ndindex(*(len(g) for g in grid)):
                 lo = [g[i] for g, i in zip(grid, corner, strict=True)]
-                sel = tuple(slice(a, a + c) for a, c in zip(lo, self.chunks[1:], strict=True))
+                sel = tuple(slice(a, a + c) for a, c in zip(lo, self.grid[1:], strict=True))
                 part = rows[(slice(None), *sel)]
                 if not self.write_empty and not part.any():
                     continue
-                if part.shape != self.chunks:  # edge chunk: padded with the fill value (0)
-                    full = np.zeros(self.chunks, dtype=self.dtype)
-                    full[tuple(slice(0, n) for n in part.shape)] = part
-                    part = full
-                tiles = (a // c for a, c in zip(lo, self.chunks[1:], strict=True))
+                tiles = (a // c for a, c in zip(lo, self.grid[1:], strict=True))
                 index = ((start + r0) // c0, *tiles)
                 jobs.append((self._encoding.encode_chunk_key(index), part))
         for key, part in jobs:
@@ -130,7 +133,10 @@ class ChunkEncoder:
 
     def _store(self, key: str, part: np.ndarray) -> str:
         """Encode, write and hash one chunk; returns the file's sha256."""
-        data = self._encode(part)
+        return self._write(key, self._encode(part))
+
+    def _write(self, key: str, data: bytes) -> str:
+        """Write one file's bytes at ``key``; returns their sha256."""
         path = self.folder / key
         if path.parent not in self._made:
             os.makedirs(path.parent, exist_ok=True)
@@ -140,8 +146,62 @@ class ChunkEncoder:
         return hashlib.sha256(data).hexdigest()
 
     def _encode(self, part: np.ndarray) -> bytes:
+        """One chunk file: ``part`` padded to the chunk shape with the fill value (0)."""
+        return self._encode_chunk(part)
+
+    def _encode_chunk(self, part: np.ndarray) -> bytes:
+        if part.shape != self.chunks:  # edge chunk: padded with the fill value (0)
+            full = np.zeros(self.chunks, dtype=self.dtype)
+            full[tuple(slice(0, n) for n in part.shape)] = part
+            part = full
         data = np.ascontiguousarray(part, dtype=self.dtype).reshape(-1).view(np.uint8)
         return bytes(self._codec.encode(data))
+
+
+class ShardEncoder(ChunkEncoder):
+    """:class:`ChunkEncoder` for an array in ``sharding_indexed`` shards (store format 4).
+
+    Each file is one shard: its inner chunks encoded like plain chunk files, laid end to end
+    in Morton order (zarr's order, so the file is byte-identical to what zarr writes), then the
+    index (``offset, nbytes`` per inner chunk as little-endian uint64, C order of the inner
+    chunk grid; ``2**64 - 1`` twice for an absent chunk) and its crc32c. Inner chunks holding
+    only the fill value are left out only where empty chunks are not written (sparse arrays),
+    as zarr does; a shard with no chunk left is not written at all.
+    """
+
+    _ABSENT = np.uint64(2**64 - 1)
+
+    def __init__(self, arr: zarr.Array, *args: Any, **kwargs: Any) -> None:
+        super().__init__(arr, *args, **kwargs)
+        from zarr.core.indexing import morton_order_iter
+
+        self.per_shard = tuple(s // c for s, c in zip(self.grid, self.chunks, strict=True))
+        self._order = list(morton_order_iter(self.per_shard))
+
+    @staticmethod
+    def _blosc_config(arr: zarr.Array) -> dict[str, Any]:
+        inner = arr.metadata.codecs[0].to_dict()["configuration"]["codecs"]
+        return inner[1]["configuration"]
+
+    def _encode(self, part: np.ndarray) -> bytes:
+        """One shard file from ``part`` (the shard's region of the array, cut at its edges)."""
+        import google_crc32c  # zarr's own crc32c (a zarr dependency)
+
+        index = np.full((*self.per_shard, 2), self._ABSENT, dtype="<u8")
+        pieces: list[bytes] = []
+        offset = 0
+        for coords in self._order:
+            sel = tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, self.chunks, strict=True))
+            inner = part[sel]
+            if inner.size == 0 or (not self.write_empty and not inner.any()):
+                continue
+            data = self._encode_chunk(inner)
+            index[coords] = (offset, len(data))
+            pieces.append(data)
+            offset += len(data)
+        raw = index.tobytes()  # (never without chunks: write_rows skips an empty region)
+        pieces += [raw, np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()]
+        return b"".join(pieces)
 
 
 def chunk_encoder(
@@ -161,9 +221,10 @@ def chunk_encoder(
     from cellbench.store.chunk_reader import handled_layout
 
     try:
-        dtype = handled_layout(json.loads((folder / "zarr.json").read_bytes()))[2]
+        layout = handled_layout(json.loads((folder / "zarr.json").read_bytes()))
     except (OSError, KeyError, TypeError, ValueError, AttributeError):
         return None
-    if dtype is None:  # strings: zarr writes them
+    if layout[2] is None:  # strings: zarr writes them
         return None
-    return ChunkEncoder(arr, folder, write_empty_chunks, pool, max_pending)
+    kind = ShardEncoder if layout[4] is not None else ChunkEncoder
+    return kind(arr, folder, write_empty_chunks, pool, max_pending)

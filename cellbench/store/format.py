@@ -37,6 +37,21 @@ Changelog
     holds SEG truth, so every other store stays format 2 with an unchanged digest; formats 1
     and 2 are still read (their tracking truth is dense: every object of every frame).
 
+``4`` (cellbench 0.4)
+    Format 3 with the image, label and target arrays in Zarr v3 shards (the
+    ``sharding_indexed`` codec, index at the end with its crc32c): the inner chunks are
+    format 1's tiles and bricks, unchanged, and one shard file holds up to 8 x 8 of them in a
+    plane (a 2048 x 2048 uint16 plane of 256 x 256 tiles is one file instead of 64; a
+    volume's shard is one brick deep and up to 8 x 8 bricks wide). The manifest lists every
+    shard file by sha256, like format 2's chunk files: a read fetches and checks the whole
+    shard before any inner chunk of it is decoded, so a remote patch read costs one request
+    for the shard and later patches of it come from the local chunk cache. Per-sample tables,
+    track tables and the samples table are not sharded. Written on request (``build_store(...,
+    fmt=FORMATS["4"])``, ``cellbench convert --shard``, ``cellbench datasets upgrade --shard``);
+    formats 1-3 are read unchanged. Why: object stores and file systems pay per object (S3
+    requests, file and directory creation): measured in ``benchmarks/ingest.py --shard`` and
+    ``docs/scaling.md``.
+
 Layout of format 1 (and 2; 3 adds ``labels/seg`` and ``segframes/``)::
 
     <id>@<version>.zarr/
@@ -120,6 +135,12 @@ class StoreFormat(ABC):
 
     #: Whether tracking sequences can carry sparse SEG truth (``labels/seg`` + ``segframes/``).
     sparse_seg: ClassVar[bool] = False
+    #: Whether image, label and target arrays are written in shards (format 4).
+    sharded: ClassVar[bool] = False
+
+    def shards(self, shape: tuple[int, ...], axes: str) -> tuple[int, ...] | None:
+        """Shard shape for an array of ``shape`` with the given axes (None: not sharded)."""
+        return None
 
     def seg_frames_path(self, sample_id: str) -> str:
         """Path of a sequence's table of SEG-annotated ``frame, z`` (format 3 and later)."""
@@ -220,8 +241,39 @@ class FormatV3(FormatV2):
         return f"segframes/{sample_id}"
 
 
-FORMATS: dict[str, StoreFormat] = {f.version: f for f in (FormatV1(), FormatV2(), FormatV3())}
-#: The format new stores are written in (format 3 is used instead when a store holds SEG truth).
+class FormatV4(FormatV3):
+    """Store format version 4: format 3 with image, label and target arrays in shards.
+
+    Written on request only (see the module docstring), so :data:`CURRENT_FORMAT` stays 2.
+    """
+
+    version = "4"
+    changelog = (
+        "Image, label and target arrays in Zarr v3 shards (up to 8 x 8 inner chunks of format "
+        "1's tiles or bricks per plane, one brick deep), the manifest listing shard files."
+    )
+    sharded = True
+    #: Inner chunks per shard along each of y and x.
+    shard_tiles = 8
+
+    def shards(self, shape: tuple[int, ...], axes: str) -> tuple[int, ...] | None:
+        """Up to 8 x 8 inner chunks along y and x, one along every other axis.
+
+        Never larger than the array rounded up to whole inner chunks, so no inner chunk of a
+        shard lies wholly outside the array.
+        """
+        chunks = self.chunks(shape, axes)
+        return tuple(
+            c * min(self.shard_tiles, max(1, -(-n // c))) if axis in "yx" else c
+            for axis, n, c in zip(axes, shape, chunks, strict=True)
+        )
+
+
+FORMATS: dict[str, StoreFormat] = {
+    f.version: f for f in (FormatV1(), FormatV2(), FormatV3(), FormatV4())
+}
+#: The format new stores are written in (format 3 is used instead when a store holds SEG truth;
+#: format 4, sharded, when asked for).
 CURRENT_FORMAT: StoreFormat = FORMATS["2"]
 
 

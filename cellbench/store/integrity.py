@@ -513,7 +513,7 @@ def _is_chunk_key(key: str, entry: dict[str, Any]) -> bool:
     parts = key.split("/")
     if parts[0] != "c":
         return False
-    shape, chunks = entry.get("shape", []), entry.get("chunks", [])
+    shape, chunks = entry.get("shape", []), entry.get("shards") or entry.get("chunks", [])
     idx = parts[1:]
     if len(idx) != len(shape) or len(chunks) != len(shape):
         return len(shape) == 0 and key == "c"

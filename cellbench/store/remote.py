@@ -41,19 +41,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zarr.abc.store import (
-    ByteRequest,
-    OffsetByteRequest,
-    RangeByteRequest,
-    SuffixByteRequest,
-)
+from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 
 from cellbench.errors import CorruptStoreError, StoreError
 from cellbench.store import checksums
 from cellbench.store.integrity import StoreManifest, repair_hint
 from cellbench.store.location import is_url  # noqa: F401  (re-exported: remote.is_url)
-from cellbench.store.verified import VerifiedStore
+from cellbench.store.verified import VerifiedStore, slice_range
 
 ROOT_META = "zarr.json"
 
@@ -277,18 +272,6 @@ def default_cache() -> ChunkCache:
 
 
 # ---------------------------------------------------------------------- verified remote reads
-def _slice(data: bytes, byte_range: ByteRequest | None) -> bytes:
-    if byte_range is None:
-        return data
-    if isinstance(byte_range, RangeByteRequest):
-        return data[byte_range.start : byte_range.end]
-    if isinstance(byte_range, OffsetByteRequest):
-        return data[byte_range.offset :]
-    if isinstance(byte_range, SuffixByteRequest):
-        return data[-byte_range.suffix :] if byte_range.suffix else b""
-    raise TypeError(f"unknown byte request {byte_range!r}")
-
-
 class RemoteVerifiedStore(VerifiedStore):
     """A read-only zarr store over a remote one: cached, and every file checked on every read.
 
@@ -346,6 +329,10 @@ class RemoteVerifiedStore(VerifiedStore):
             from zarr.core.buffer import default_buffer_prototype
 
             prototype = default_buffer_prototype()
+        if byte_range is not None:
+            kept = self.ranged.get(key)
+            if kept is not None:
+                return prototype.buffer.from_bytes(slice_range(kept, byte_range))
         name = self._cache_name(key)
         data = self.cache.get(name) if name else None
         if data is not None:
@@ -371,7 +358,9 @@ class RemoteVerifiedStore(VerifiedStore):
                 self.cache.put(name, data)
         if data is None:
             return None
-        return prototype.buffer.from_bytes(_slice(data, byte_range))
+        if byte_range is not None:
+            self.ranged.put(key, data)
+        return prototype.buffer.from_bytes(slice_range(data, byte_range))
 
 
 def open_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> Any:

@@ -20,6 +20,7 @@ from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from cellbench.store.format import CURRENT_FORMAT, FORMATS, StoreFormat
 from cellbench.store.sample import Sample
 from cellbench.store.zarr_store import DatasetStore, build_store
 
@@ -52,6 +53,11 @@ def _samples(
             continue
         sample = store.sample(sid)
         yield _without_truth(sample, keep_metadata) if sid in strip else sample
+
+
+def _format(store: DatasetStore) -> StoreFormat:
+    """The format a derived store is written in: sharded (4) if the source is, else current."""
+    return FORMATS["4"] if store.format.sharded else CURRENT_FORMAT
 
 
 def truth_paths(store: DatasetStore, sample_id: str) -> list[str]:
@@ -127,7 +133,7 @@ def write_public_variant(
         **dict(note or {}),
     }
     samples = _samples(store, None, hidden, set(keep_metadata))
-    return build_store(samples, dest, card, store.meta.get("classes") or None)
+    return build_store(samples, dest, card, store.meta.get("classes") or None, fmt=_format(store))
 
 
 def write_inputs(
@@ -151,7 +157,7 @@ def write_inputs(
     card = dict(store.card)
     card[VARIANT_KEY] = {"kind": "inputs", "split": split}
     samples = _samples(store, ids, ids, keep_metadata)
-    return build_store(samples, dest, card, store.meta.get("classes") or None)
+    return build_store(samples, dest, card, store.meta.get("classes") or None, fmt=_format(store))
 
 
 def variant_of(store: DatasetStore) -> dict[str, Any]:

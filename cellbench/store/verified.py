@@ -6,6 +6,8 @@ checks load without zarr; see :mod:`cellbench.store.chunk_reader`.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 
 from zarr.abc.store import ByteRequest
@@ -13,6 +15,59 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import LocalStore, WrapperStore
 
 from cellbench.store.integrity import ManifestCheck, StoreManifest
+
+#: Bytes of checked files kept per store for ranged reads (store format 4's shards).
+RANGED_MEMO_BYTES = 32 * 1024 * 1024
+
+
+class RangedMemo:
+    """The last few whole files checked for ranged reads, bounded in bytes (LRU).
+
+    zarr reads a part of a shard (store format 4) as two ranged reads, the index then the
+    inner chunks; each must come from a file checked against the manifest, and checking means
+    hashing the whole shard. Keeping the checked bytes of the last shards read makes the
+    second and later ranges of a shard free (a training patch reads several).
+    """
+
+    def __init__(self, limit: int = RANGED_MEMO_BYTES) -> None:
+        self.limit = limit
+        self._files: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        """The checked bytes of ``key`` if kept."""
+        with self._lock:
+            data = self._files.get(key)
+            if data is not None:
+                self._files.move_to_end(key)
+            return data
+
+    def put(self, key: str, data: bytes) -> None:
+        """Keep the checked bytes of ``key`` (files over the limit are not kept)."""
+        if len(data) > self.limit:
+            return
+        with self._lock:
+            old = self._files.pop(key, None)
+            self._size += len(data) - (len(old) if old is not None else 0)
+            self._files[key] = data
+            while self._size > self.limit:
+                self._size -= len(self._files.popitem(last=False)[1])
+
+
+def slice_range(data: bytes, byte_range: ByteRequest | None) -> bytes:
+    """The bytes of ``data`` that ``byte_range`` asks for (all of them for None)."""
+    from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+
+    if byte_range is None:
+        return data
+    if isinstance(byte_range, RangeByteRequest):
+        return data[byte_range.start : byte_range.end]
+    if isinstance(byte_range, OffsetByteRequest):
+        return data[byte_range.offset :]
+    if isinstance(byte_range, SuffixByteRequest):
+        return data[-byte_range.suffix :] if byte_range.suffix else b""
+    raise TypeError(f"unknown byte request {byte_range!r}")
 
 
 class VerifiedStore(ManifestCheck, WrapperStore[LocalStore]):
@@ -28,6 +83,7 @@ class VerifiedStore(ManifestCheck, WrapperStore[LocalStore]):
         WrapperStore.__init__(self, store)  # ManifestCheck needs no initialising beyond these
         self.manifest = manifest
         self.ref = ref
+        self.ranged = RangedMemo()
 
     def _with_store(self, store: LocalStore) -> VerifiedStore:
         return type(self)(store, self.manifest, self.ref)
@@ -53,11 +109,17 @@ class VerifiedStore(ManifestCheck, WrapperStore[LocalStore]):
             from zarr.core.buffer import default_buffer_prototype
 
             prototype = default_buffer_prototype()
+        if byte_range is not None:
+            kept = self.ranged.get(key)
+            if kept is not None:
+                return prototype.buffer.from_bytes(slice_range(kept, byte_range))
         whole = await self._store.get(key, prototype)
-        self.check(key, None if whole is None else whole.to_bytes())
-        if byte_range is None or whole is None:
+        data = None if whole is None else whole.to_bytes()
+        self.check(key, data)
+        if byte_range is None or data is None:
             return whole
-        return await self._store.get(key, prototype, byte_range)
+        self.ranged.put(key, data)
+        return prototype.buffer.from_bytes(slice_range(data, byte_range))
 
     async def get_partial_values(
         self,

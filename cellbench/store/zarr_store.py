@@ -298,13 +298,18 @@ class StoreWriter:
         lazy = is_lazy(data)
         if not lazy:
             data = np.ascontiguousarray(data)
+        shards = None
         if axes is None:
             chunks = tuple(max(1, n) for n in data.shape)
         else:
             chunks = self.fmt.chunks(data.shape, axes)
+            if data.size:
+                shards = self.fmt.shards(data.shape, axes)
         extra: dict[str, Any] = {}
         if axes is not None and self.fmt.ome_dimension_names:
             extra["dimension_names"] = tuple(axes)
+        if shards is not None:
+            extra["shards"] = shards
         arr = self.root.create_array(
             path,
             shape=data.shape,
@@ -315,7 +320,8 @@ class StoreWriter:
             config={"write_empty_chunks": not sparse},
             **extra,
         )
-        n_chunks = int(np.prod([-(-n // c) for n, c in zip(data.shape, chunks, strict=True)]))
+        files = chunks if shards is None else shards
+        n_chunks = int(np.prod([-(-n // c) for n, c in zip(data.shape, files, strict=True)]))
         with ExitStack() as stack:
             pool = prefetch = None
             if self.threads and data.size and n_chunks > 1:
@@ -337,7 +343,7 @@ class StoreWriter:
             lo = np.full(n_channels, np.inf)
             hi = np.full(n_channels, -np.inf)
             if data.size and (encoder is not None or lazy or hasher is not None):
-                rows = chunks[0] if data.ndim else 1
+                rows = files[0] if data.ndim else 1
                 for start, block in row_blocks(data, rows, prefetch):
                     if check is not None:
                         check(start, block)
@@ -372,6 +378,8 @@ class StoreWriter:
             "chunks": list(arr.chunks),
             "nchunks": len(checksums.expected_chunk_keys(arr)),
         }
+        if shards is not None:
+            entry["shards"] = list(shards)
         if self.fmt.manifest_covers_metadata:
             entry["sparse"] = bool(sparse)
             if encoder is not None:
@@ -548,6 +556,11 @@ class StoreWriter:
                 [f"sample {sid!r}: duplicate id"], context=f"writing store {self.display_name}"
             )
         part_fmt = FORMATS[str(part["format"])]
+        if part_fmt.sharded != self.fmt.sharded:
+            raise StoreError(
+                f"sample {sid!r}: part written in store format {part_fmt.version}, store is "
+                f"format {self.fmt.version} (sharded and unsharded arrays cannot be mixed)"
+            )
         if part_fmt.sparse_seg and not self.fmt.sparse_seg:
             if not self.fmt.manifest_covers_metadata:
                 raise ValidationError(

@@ -351,3 +351,34 @@ def test_one_get_and_no_head_per_chunk_file(s3, local_store, caplog, monkeypatch
         lines = [r.getMessage() for r in caplog.records if path in r.getMessage()]
         assert sum('"GET /' in m for m in lines) == 1, lines
         assert sum('"HEAD /' in m for m in lines) == 0, lines
+
+
+def test_sharded_store_patch_reads_fetch_each_shard_once(s3, tmp_path, caplog, monkeypatch):
+    """Store format 4 from S3: a patch fetches its whole shard once (one GET), checks it, and
+    the index and chunk ranges of that and later patches of the shard are served from it."""
+    import logging
+
+    from cellbench.store.format import FORMATS
+    from cellbench.store.sample import Sample
+    from cellbench.training.data.reader import StoreReader
+
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "fsspec")
+    monkeypatch.setenv("CELLBENCH_CHUNK_CACHE", "0")  # no disk cache: only the shard memo
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 4096, (1, 600, 2300), dtype=np.uint16)  # 2 shards across
+    sample = Sample(id="wide", image=image, instances=np.zeros((600, 2300), np.uint16))
+    local = build_store([sample], tmp_path / "w.zarr", CARD, fmt=FORMATS["4"])
+    shards = local.manifest["arrays"]["images/wide/0"]["chunk_sha256"]
+    assert sorted(shards) == ["c/0/0/0", "c/0/0/1"]
+    url = f"s3://{s3.bucket}/wide/w.zarr"
+    _upload(local, url)
+    reader = StoreReader(url, {"mask": "instances"})
+    caplog.set_level(logging.INFO, logger="werkzeug")  # moto's request log
+    for y, x in ((300, 10), (10, 500), (500, 1900)):  # three patches in the first shard
+        region = (slice(y, y + 64), slice(x, x + 64))
+        patch = reader.read("wide", "image", -1, region)
+        np.testing.assert_array_equal(patch, image[(slice(None), *region)])
+    gets = [m for m in (r.getMessage() for r in caplog.records) if '"GET /' in m]
+    lines = [m for m in gets if "w.zarr/images/wide/0/c/" in m]
+    assert sum("/c/0/0/0 " in m for m in lines) == 1, lines
+    assert not [m for m in lines if "/c/0/0/1 " in m]  # the other shard: never fetched
