@@ -11,14 +11,14 @@ question, side by side:
    seconds each worker spent (what the engine allows when other jobs share the cores);
 2. training-loader throughput (random 64 x 64 patches/s through
    :class:`cellbench.training.data.reader.StoreReader`, the reader the data loader uses): from
-   the S3 server (chunk cache off, and warm), from the same store on local disk, and from
-   arrays already in memory (the upper bound);
+   the S3 server (chunk cache off; a first epoch from an empty chunk cache; warm), from the
+   same store on local disk, and from arrays already in memory (the upper bound);
 3. peak memory (RSS) of scoring a split streamed from S3 (store and predictions both at
    ``s3://``), for two split sizes 4x apart, each in a fresh process;
 4. raw zarr reads of every chunk of a store from the S3 server through zarr's ``FsspecStore``
    (s3fs) and ``ObjectStore`` (obstore, measured only if ``obstore`` is importable);
-5. Zarr v3 sharding against the current chunking (format 2): objects per store, whole-image
-   and random-patch read throughput from the S3 server;
+5. store format 4 (Zarr v3 shards) against format 2 (one object per tile): objects, upload
+   time, whole-image and random-patch read throughput from the S3 server (cold chunk cache);
 6. ingest throughput (images/s) of ``cellbench convert`` of a TIFF folder into a store: in one
    process, and with one Dask task per image on a ``LocalCluster`` of 1 and 2 worker processes
    (the store digest must be identical).
@@ -329,16 +329,24 @@ def bench_loader(work: Path, s3: S3, n_images: int, size: int, n_patches: int) -
     remote._CACHES.clear()
     cold = _patches(StoreReader(url, fields), ids, size, max(50, n_patches // 4))
     os.environ["CELLBENCH_CHUNK_CACHE"] = "2GiB"
+    shutil.rmtree(work / "home" / "chunks", ignore_errors=True)
     remote._CACHES.clear()
     warm_reader = StoreReader(url, fields)
-    _patches(warm_reader, ids, size, n_patches)  # fills the cache
-    warm = _patches(warm_reader, ids, size, n_patches)
+    first = _patches(warm_reader, ids, size, n_patches)  # from an empty cache: fills it
+    warm = _patches(warm_reader, ids, size, n_patches, seed=1)
     rows.append(("in memory, decoded numpy arrays", mem, "(no decoding at all)"))
     rows.append(("in memory, the store's chunks in a zarr MemoryStore", zmem, "1.00 (upper bound)"))
     rows.append(
         ("local disk (format 2 store, verified reads)", disk, f"{disk / zmem:.2f} of in-memory")
     )
     rows.append(("S3 server, chunk cache off", cold, f"{cold / disk:.2f} of local disk"))
+    rows.append(
+        (
+            "S3 server, first epoch from an empty chunk cache",
+            first,
+            f"{first / disk:.2f} of local disk",
+        )
+    )
     rows.append(("S3 server, chunk cache warm", warm, f"{warm / disk:.2f} of local disk"))
     return rows
 
@@ -449,43 +457,57 @@ def bench_backends(work: Path, s3: S3) -> list[tuple]:
 
 # ---------------------------------------------------------------------- 5. sharding
 def bench_sharding(work: Path, s3: S3, n: int, size: int, n_patches: int) -> list[tuple]:
-    import zarr
-    from zarr.codecs import BloscCodec, BloscShuffle
-    from zarr.storage import FsspecStore
+    """Store format 2 (one object per 256 x 256 tile) against format 4 (Zarr v3 shards of up
+    to 8 x 8 tiles), both cellbench stores read through cellbench's verified remote reads:
+    objects, upload time (``pull --to s3``'s upload), whole images (scoring, verification)
+    and random patches (the training reader) from a cold chunk cache."""
+    from cellbench.store import remote
+    from cellbench.store.format import FORMATS
+    from cellbench.store.sample import Sample
+    from cellbench.store.zarr_store import DatasetStore, build_store
+    from cellbench.training.data.reader import StoreReader
 
     rng = np.random.default_rng(4)
-    images = [rng.integers(0, 4096, (1, size, size), dtype=np.uint16) for _ in range(n)]
-    rows = []
-    for name, shards in (("format 2 chunking (256 x 256 tiles)", None),
-                         ("Zarr v3 sharding (one shard per image)", (1, size, size))):  # fmt: skip
-        local = work / f"shard-{shards is not None}.zarr"
-        root = zarr.open_group(str(local), mode="w", zarr_format=3)
-        for i, img in enumerate(images):
-            arr = root.create_array(
-                f"images/{i}/0", shape=img.shape, dtype=img.dtype, chunks=(1, 256, 256),
-                shards=shards, fill_value=0,
-                compressors=BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle),
-            )  # fmt: skip
-            arr[...] = img
-        objects = sum(1 for p in local.rglob("*") if p.is_file())
-        url = s3.upload(local, f"shard/{local.name}")
-        remote = zarr.open_group(
-            FsspecStore.from_url(url, storage_options={"endpoint_url": s3.url}, read_only=True),
-            mode="r",
+    samples = [
+        Sample(
+            id=f"img-{i}",
+            image=rng.integers(0, 4096, (1, size, size), dtype=np.uint16),
+            instances=_blobs(rng, size, 200),
+            channel_names=["nuclei"],
+            split="test",
         )
+        for i in range(n)
+    ]
+    ids = [x.id for x in samples]
+
+    def cold() -> None:  # an empty chunk cache (and no cached store handles)
+        shutil.rmtree(work / "home" / "chunks", ignore_errors=True)
+        remote._CACHES.clear()
+
+    rows = []
+    os.environ["CELLBENCH_CHUNK_CACHE"] = "2GiB"
+    for version in ("2", "4"):
+        local = build_store(samples, work / f"shard-v{version}.zarr", CARD, fmt=FORMATS[version])
+        objects = sum(1 for p in local.path.rglob("*") if p.is_file())
         t = time.perf_counter()
-        for i in range(n):
-            np.asarray(remote[f"images/{i}/0"][...])
+        url = s3.upload(local.path, f"shard/v{version}.zarr")
+        upload = time.perf_counter() - t
+        cold()
+        store = DatasetStore.open(url)
+        t = time.perf_counter()
+        for sid in ids:
+            store.read_image(sid)
+            store.read_labels(sid)
         whole = n / (time.perf_counter() - t)
-        prng = np.random.default_rng(5)
-        t = time.perf_counter()
-        for _ in range(n_patches):
-            i = int(prng.integers(n))
-            y, x = (int(v) for v in prng.integers(0, size - 64, 2))
-            np.asarray(remote[f"images/{i}/0"][0, y : y + 64, x : x + 64])
-        patches = n_patches / (time.perf_counter() - t)
-        rows.append((name, float(objects), f"objects; {whole:.1f} whole images/s; "
-                     f"{patches:.0f} random 64x64 patches/s"))  # fmt: skip
+        cold()
+        reader = StoreReader(url, {"mask": "instances"})
+        patches = _patches(reader, ids, size, n_patches, seed=5)
+        label = f"format {version} " + ("(256 x 256 tiles)" if version == "2" else "(shards)")
+        note = (
+            f"objects; upload {upload:.1f} s; {whole:.2f} whole images (image + labels)/s; "
+            f"{patches:.0f} random 64x64 patches (image + mask)/s, cold cache"
+        )
+        rows.append((label, float(objects), note))
     return rows
 
 
@@ -546,7 +568,7 @@ def main() -> None:
             _table("4. raw reads of every object of a 200-image store from the S3 server",
                    bench_backends(work, s3), "obj/s")  # fmt: skip
         if "sharding" in only:
-            _table("5. sharding: 2048 x 2048 uint16 images on the S3 server",
+            _table("5. sharding: store formats 2 and 4 of 2048 x 2048 uint16 images on S3",
                    bench_sharding(work, s3, 2 if q else 8, 2048, 50 if q else 200),
                    "")  # fmt: skip
         if "ingest" in only:
