@@ -382,3 +382,13 @@ def test_sharded_store_patch_reads_fetch_each_shard_once(s3, tmp_path, caplog, m
     lines = [m for m in gets if "w.zarr/images/wide/0/c/" in m]
     assert sum("/c/0/0/0 " in m for m in lines) == 1, lines
     assert not [m for m in lines if "/c/0/0/1 " in m]  # the other shard: never fetched
+    assert DatasetStore.open(url).verify() == []
+    key = "wide/w.zarr/images/wide/0/c/0/0/1"  # damage the shard no patch has read
+    body = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    s3.client.put_object(
+        Bucket=s3.bucket, Key=key, Body=body[:-9] + bytes([body[-9] ^ 1]) + body[-8:]
+    )
+    problems = DatasetStore.open(url).verify()
+    assert len(problems) == 1 and "images/wide/0" in problems[0] and "c/0/0/1" in problems[0]
+    with pytest.raises(CorruptStoreError, match="c/0/0/1"):
+        reader.read("wide", "image", -1, (slice(0, 64), slice(2100, 2164)))
