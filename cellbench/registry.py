@@ -209,11 +209,14 @@ def pull(
     progress: bool = True,
     options: dict[str, Any] | None = None,
     catalog: Catalog | None = None,
+    shard: bool = False,
 ) -> DatasetStore:
     """Fetch a dataset's sources, verify them and build its canonical store in the cache.
 
     A complete store already in the cache is returned as is (unless ``force``). The build is
-    atomic: on any error the cache is left as it was.
+    atomic: on any error the cache is left as it was. With ``shard``, the store is built (and
+    checked against the card's digest) in the current format, then converted to the sharded
+    store format 4 by :func:`upgrade` (every array's content must come out unchanged).
 
     Args:
         ref: ``id`` or ``id@version``.
@@ -223,6 +226,7 @@ def pull(
         options: Recipe options (e.g. smaller sizes); a store built with options is not
             checked against the card's store checksum.
         catalog: Catalog to use (default: the installed catalog).
+        shard: Leave the store in store format 4 (Zarr v3 shards).
 
     Returns:
         The opened store.
@@ -232,6 +236,11 @@ def pull(
         FetchError: A source could not be fetched (or offline and not cached).
         ChecksumError: A source or the built store does not match its checksum.
     """
+    if shard:
+        store = pull(
+            ref, offline=offline, force=force, progress=progress, options=options, catalog=catalog
+        )
+        return upgrade(store.ref, progress=progress, catalog=catalog, shard=True)
     catalog = catalog or Catalog()
     ident, version = parse_ref(ref)
     card = catalog.card(ident, version)
@@ -389,6 +398,7 @@ def pull_to(
     force: bool = False,
     progress: bool = True,
     catalog: Catalog | None = None,
+    shard: bool = False,
 ) -> DatasetStore:
     """Pull a dataset (see :func:`pull`), verify it, then upload it to an fsspec URL.
 
@@ -405,6 +415,7 @@ def pull_to(
         force: Rebuild the local store and replace a store already at the destination.
         progress: Show progress bars.
         catalog: Catalog to use.
+        shard: Upload the store in store format 4 (see :func:`pull`).
 
     Returns:
         The store opened at its URL.
@@ -415,7 +426,7 @@ def pull_to(
     from cellbench.store.integrity import verify_store
     from cellbench.store.remote import upload_store
 
-    local = pull(ref, offline=offline, force=force, progress=progress, catalog=catalog)
+    local = pull(ref, offline=offline, force=force, progress=progress, catalog=catalog, shard=shard)
     problems = verify_store(local.path, progress=progress)
     if problems:
         raise StoreError(

@@ -231,6 +231,13 @@ def info(ref: str, as_json: bool) -> None:
     help="Also upload the verified store to an fsspec URL (s3://bucket/prefix; endpoint and "
     "credentials from the AWS_* variables); its root zarr.json is written last.",
 )
+@click.option(
+    "--shard",
+    is_flag=True,
+    help="Leave the store in store format 4 (Zarr v3 shards: far fewer files and objects; "
+    "built and checked as usual, then converted with its content checked); with --to, "
+    "upload that.",
+)
 @click.pass_obj
 def pull(
     options: CliOptions,
@@ -243,16 +250,21 @@ def pull(
     token: str | None,
     hidden_split: str,
     to: str | None,
+    shard: bool,
 ) -> None:
     """Fetch REF's sources, verify them and build its canonical store in the cache."""
     from cellbench.registry import pull as do_pull
 
+    if shard and (public or server):
+        raise StoreError("--shard converts the complete store; it cannot be combined with --public")
     if to is not None:
         if public or server:
             raise StoreError("--to uploads the complete store; it cannot be combined with --public")
         from cellbench.registry import pull_to
 
-        store = pull_to(ref, to, force=force, progress=not quiet, offline=options.offline)
+        store = pull_to(
+            ref, to, force=force, progress=not quiet, offline=options.offline, shard=shard
+        )
         click.echo(f"{store.ref}: {len(store)} samples {store.splits} at {store.path}")
         click.echo(f"checksum {store.checksum}")
         return
@@ -261,7 +273,7 @@ def pull(
         return
     if server:
         raise StoreError("--server downloads public variants only: add --public")
-    store = do_pull(ref, force=force, progress=not quiet, offline=options.offline)
+    store = do_pull(ref, force=force, progress=not quiet, offline=options.offline, shard=shard)
     click.echo(f"{store.id}@{store.version}: {len(store)} samples {store.splits} at {store.path}")
     click.echo(f"checksum {store.checksum}")
 

@@ -392,3 +392,25 @@ def test_sharded_store_patch_reads_fetch_each_shard_once(s3, tmp_path, caplog, m
     assert len(problems) == 1 and "images/wide/0" in problems[0] and "c/0/0/1" in problems[0]
     with pytest.raises(CorruptStoreError, match="c/0/0/1"):
         reader.read("wide", "image", -1, (slice(0, 64), slice(2100, 2164)))
+
+
+def test_cli_pull_shard_to_s3_uploads_a_format_4_store_with_the_same_content(s3):
+    from cellbench.cli import main
+    from cellbench.registry import pull
+
+    local = pull("synthetic-nuclei", options={"n_images": 8}, progress=False)
+    content = {p: e["sha256"] for p, e in local.manifest["arrays"].items()}
+    res = CliRunner().invoke(
+        main,
+        ["datasets", "pull", "synthetic-nuclei", "--to", f"s3://{s3.bucket}/sh", "--shard", "-q"],
+    )
+    assert res.exit_code == 0, res.output
+    remote = DatasetStore.open(f"s3://{s3.bucket}/sh/{local.ref}.zarr")
+    assert remote.format.version == "4" and remote.verify() == []
+    assert {p: e["sha256"] for p, e in remote.manifest["arrays"].items()} == content
+    sharded = [p for p, e in remote.manifest["arrays"].items() if "shards" in e]
+    assert sharded and all(p.startswith("images/") for p in sharded)  # tables are not
+    cached = pull("synthetic-nuclei", progress=False)  # the cache now holds format 4
+    assert cached.format.version == "4" and cached.checksum == remote.checksum
+    res = CliRunner().invoke(main, ["datasets", "pull", "synthetic-nuclei", "--public", "--shard"])
+    assert res.exit_code == 1 and "cannot be combined with --public" in res.output
