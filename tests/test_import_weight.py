@@ -202,9 +202,14 @@ def _split_and_merge(truth):
     return pred
 
 
-@pytest.mark.parametrize("errors", [False, True], ids=["truth", "split-and-merge"])
-def test_quiet_store_scoring_process_imports_only_what_it_uses(cli_env, tmp_path, errors):
-    """Also with splits and merges, whose object errors need assignments (scipy's solver)."""
+@pytest.mark.parametrize(
+    ("errors", "shard"),
+    [(False, False), (True, False), (False, True)],
+    ids=["truth", "split-and-merge", "truth-format-4"],
+)
+def test_quiet_store_scoring_process_imports_only_what_it_uses(cli_env, tmp_path, errors, shard):
+    """Also with splits and merges, whose object errors need assignments (scipy's solver), and
+    from a sharded store (format 4), whose shards the hand-rolled reader decodes without zarr."""
     import json
 
     import numpy as np
@@ -212,7 +217,8 @@ def test_quiet_store_scoring_process_imports_only_what_it_uses(cli_env, tmp_path
 
     from cellbench.registry import pull
 
-    store = pull("synthetic-nuclei", progress=False)
+    store = pull("synthetic-nuclei", progress=False, shard=shard)
+    assert store.format.sharded == shard
     preds = tmp_path / "preds"
     preds.mkdir()
     for sid in store.sample_ids("test"):
