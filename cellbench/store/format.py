@@ -259,8 +259,10 @@ class FormatV4(FormatV3):
     def shards(self, shape: tuple[int, ...], axes: str) -> tuple[int, ...] | None:
         """Up to 8 x 8 inner chunks along y and x, one along every other axis.
 
-        Never larger than the array rounded up to whole inner chunks, so no inner chunk of a
-        shard lies wholly outside the array.
+        Never wider than the array rounded up to whole inner chunks (a small plane is one
+        shard of exactly its tiles). The last shard along an axis the array fills only in part
+        has inner chunks wholly outside the array: they are absent from its index, as zarr
+        writes them.
         """
         chunks = self.chunks(shape, axes)
         return tuple(

@@ -91,6 +91,9 @@ def test_format_4_holds_the_same_content_in_far_fewer_files(pair):
     entry = a4["images/plane/0"]
     assert entry["chunks"] == [1, 256, 256] and entry["shards"] == [1, 2048, 768]
     assert sorted(entry["chunk_sha256"]) == ["c/0/0/0", "c/0/1/0", "c/1/0/0", "c/1/1/0"]
+    # the second shard down holds rows 2048-2299: one tile row of its 8, the rest absent
+    edge = shard_index((v4.path / "images/plane/0/c/0/1/0").read_bytes(), (1, 8, 3), "edge")
+    assert [coords for coords, _ in edge] == [(0, 0, 0), (0, 0, 1), (0, 0, 2)]
     assert a4["images/volume/0"]["shards"] == [1, 16, 384, 384]
     assert a4["images/small/labels/instances/0"]["shards"] == [768, 768]
     assert "shards" not in a4["samples/id"]  # tables are not sharded
@@ -197,7 +200,7 @@ def test_shard_index_that_does_not_fit_is_one_line():
     ]
 
 
-def test_shards_stay_within_the_array():
+def test_shard_shapes_are_whole_tiles_never_wider_than_the_array():
     fmt = FormatV4()
     assert fmt.shards((3, 100, 100), "cyx") == (1, 100, 100)  # one tile: the chunk itself
     assert fmt.shards((3, 5000, 300), "cyx") == (1, 2048, 512)
