@@ -132,6 +132,45 @@ def shard_index(
     ]
 
 
+def shard_ranges(data: bytes, per_shard: tuple[int, ...], where: str) -> dict[str, Any]:
+    """The manifest record of a shard file's parts: its size and a sha256 per byte range.
+
+    ``{"size": n, "ranges": [[start, end, sha256], ...]}`` in file order, one range per inner
+    chunk present and one for the index (with its crc32c) at the end. A ranged read that these
+    ranges tile (zarr reads the index, then the inner chunks a selection needs) is checked
+    against them without reading or hashing the rest of the shard.
+    """
+    import hashlib
+
+    n = int(np.prod(per_shard))
+    body = len(data) - (16 * n + 4)
+    parts = [(a, a + b) for _, (a, b) in shard_index(data, per_shard, where)] + [(body, len(data))]
+    return {
+        "size": len(data),
+        "ranges": [[a, b, hashlib.sha256(data[a:b]).hexdigest()] for a, b in sorted(parts)],
+    }
+
+
+def covering_ranges(record: dict[str, Any], start: int, end: int) -> list[tuple[int, int, str]]:
+    """The recorded ``(start, end, sha256)`` ranges that tile ``[start, end)``, in order.
+
+    ``[]`` when they do not tile it exactly (the caller then checks the whole file).
+    """
+    import bisect
+
+    ranges = record["ranges"]
+    k = bisect.bisect_left(ranges, start, key=lambda r: r[0])
+    out = []
+    at = start
+    while k < len(ranges) and at < end:
+        a, b, digest = ranges[k]
+        if a != at or b > end:
+            return []
+        out.append((a, b, digest))
+        at, k = b, k + 1
+    return out if out and at == end else []
+
+
 class StoreFiles:
     """Verified metadata and whole arrays of a local store folder, read without Zarr.
 

@@ -177,6 +177,15 @@ class ShardEncoder(ChunkEncoder):
 
         self.per_shard = tuple(s // c for s, c in zip(self.grid, self.chunks, strict=True))
         self._order = list(morton_order_iter(self.per_shard))
+        #: Each shard's byte ranges and their sha256, by shard key (see ``shard_ranges``).
+        self.shard_ranges: dict[str, dict[str, Any]] = {}
+
+    def _store(self, key: str, part: np.ndarray) -> str:
+        from cellbench.store.chunk_reader import shard_ranges
+
+        data = self._encode(part)
+        self.shard_ranges[key] = shard_ranges(data, self.per_shard, key)  # by key: any order
+        return self._write(key, data)
 
     @staticmethod
     def _blosc_config(arr: zarr.Array) -> dict[str, Any]:

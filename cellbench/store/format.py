@@ -43,9 +43,12 @@ Changelog
     format 1's tiles and bricks, unchanged, and one shard file holds up to 8 x 8 of them in a
     plane (a 2048 x 2048 uint16 plane of 256 x 256 tiles is one file instead of 64; a
     volume's shard is one brick deep and up to 8 x 8 bricks wide). The manifest lists every
-    shard file by sha256, like format 2's chunk files: a read fetches and checks the whole
-    shard before any inner chunk of it is decoded, so a remote patch read costs one request
-    for the shard and later patches of it come from the local chunk cache. Per-sample tables,
+    shard file by sha256, like format 2's chunk files, and each shard's byte ranges (one per
+    inner chunk and one for the index) with a sha256 each (``shard_ranges``): a whole read
+    checks the file, a ranged read (zarr reads the index, then the inner chunks a patch needs)
+    reads and checks only its ranges. A remote patch read fetches the whole shard once (one
+    request) into the chunk cache; later patches of it read their ranges from there.
+    Per-sample tables,
     track tables and the samples table are not sharded. Written on request (``build_store(...,
     fmt=FORMATS["4"])``, ``cellbench convert --shard``, ``cellbench datasets upgrade --shard``);
     formats 1-3 are read unchanged. Why: object stores and file systems pay per object (S3

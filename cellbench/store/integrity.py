@@ -199,6 +199,30 @@ class ManifestCheck:
             f"dataset {self.ref}: {node} {path!r}{who} {problem}; {repair_hint(self.ref)}"
         )
 
+    def range_record(self, key: str) -> dict[str, Any] | None:
+        """The per-range digests of shard file ``key`` (store format 4), or None."""
+        located = self.manifest.locate(key)
+        if located is None:
+            return None
+        path, chunk = located
+        record = self.manifest.arrays[path].get("shard_ranges", {}).get(chunk)
+        return record if isinstance(record, dict) else None
+
+    def check_pieces(self, key: str, pieces: list[tuple[int, int, str]], data: bytes) -> None:
+        """Raise unless ``data``, the bytes of ``pieces`` laid end to end, match their digests."""
+        at = 0
+        for a, b, want in pieces:
+            if hashlib.sha256(data[at : at + b - a]).hexdigest() != want:
+                path, chunk = self.manifest.locate(key) or (key, "")
+                raise self._fail(
+                    path,
+                    f"chunk file {chunk} does not match the manifest (sha256 of bytes {a}:{b})",
+                )
+            at += b - a
+        if at != len(data):
+            path, chunk = self.manifest.locate(key) or (key, "")
+            raise self._fail(path, f"chunk file {chunk} is shorter than the manifest says")
+
     def check(self, key: str, data: bytes | None) -> dict[str, Any] | None:
         """Raise :class:`CorruptStoreError` if the bytes of ``key`` disagree with the manifest.
 

@@ -197,13 +197,21 @@ class ChunkCache:
             self._load()
             return self._total
 
-    def get(self, name: str) -> bytes | None:
-        """The entry's bytes, or None when it is not cached (not verified here)."""
+    def get(self, name: str, start: int = 0, end: int | None = None) -> bytes | None:
+        """The entry's bytes (``start:end`` of them), or None when it is not cached.
+
+        Not verified here: the caller checks what it gets.
+        """
         if self.limit <= 0:
             return None
         file = self._file(name)
         try:
-            data = file.read_bytes()
+            if start == 0 and end is None:
+                data = file.read_bytes()
+            else:
+                with open(file, "rb") as f:
+                    f.seek(start)
+                    data = f.read(-1 if end is None else end - start)
         except OSError:
             with self._lock:
                 index = self._load()
@@ -216,7 +224,7 @@ class ChunkCache:
             index = self._load()
             if name in index:
                 index.move_to_end(name)
-            else:
+            elif start == 0 and end is None:
                 index[name] = len(data)
                 self._total += len(data)
             self.hits += 1
@@ -334,6 +342,10 @@ class RemoteVerifiedStore(VerifiedStore):
             if kept is not None:
                 return prototype.buffer.from_bytes(slice_range(kept, byte_range))
         name = self._cache_name(key)
+        if byte_range is not None and name:
+            part = self._cached_range(key, name, byte_range)
+            if part is not None:
+                return prototype.buffer.from_bytes(part)
         data = self.cache.get(name) if name else None
         if data is not None:
             try:
@@ -361,6 +373,36 @@ class RemoteVerifiedStore(VerifiedStore):
         if byte_range is not None:
             self.ranged.put(key, data)
         return prototype.buffer.from_bytes(slice_range(data, byte_range))
+
+    def _cached_range(self, key: str, name: str, byte_range: ByteRequest) -> bytes | None:
+        """A ranged read of a cached shard (store format 4), checked piece by piece.
+
+        Only the requested bytes are read from the cache, and checked against the manifest's
+        digests of the pieces they hold. None when the shard is not cached or the range is not
+        one the manifest records.
+        """
+        from cellbench.store.chunk_reader import covering_ranges
+        from cellbench.store.verified import byte_span
+
+        record = self.range_record(key)
+        if record is None:
+            return None
+        start, end = byte_span(byte_range, int(record["size"]))
+        pieces = covering_ranges(record, start, end)
+        if not pieces:
+            return None
+        data = self.cache.get(name, start, end)
+        if data is None:
+            return None
+        try:
+            self.check_pieces(key, pieces, data)
+        except CorruptStoreError as err:
+            self.cache.discard(name)
+            raise CorruptStoreError(
+                f"{err} (the damaged copy was in the local chunk cache {self.cache.root} "
+                "and has been removed; reading again fetches it from the store)"
+            ) from None
+        return data
 
 
 def open_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> Any:

@@ -380,6 +380,8 @@ class StoreWriter:
         }
         if shards is not None:
             entry["shards"] = list(shards)
+            if self.fmt.manifest_covers_metadata:
+                entry["shard_ranges"] = self._shard_ranges(path, encoder, arr)
         if self.fmt.manifest_covers_metadata:
             entry["sparse"] = bool(sparse)
             if encoder is not None:
@@ -392,6 +394,20 @@ class StoreWriter:
                 }
         self._entries[path] = entry
         return arr, ranges
+
+    def _shard_ranges(self, path: str, encoder: Any, arr: zarr.Array) -> dict[str, Any]:
+        """Per-range digests of every shard file of a sharded array, by shard key."""
+        from cellbench.store.chunk_reader import shard_ranges
+
+        if encoder is not None:
+            return dict(sorted(encoder.shard_ranges.items()))
+        per_shard = tuple(s // c for s, c in zip(arr.shards, arr.chunks, strict=True))
+        out = {}
+        for key in checksums.expected_chunk_keys(arr):
+            file = self.path / path / key
+            if file.is_file():
+                out[key] = shard_ranges(file.read_bytes(), per_shard, f"{path}/{key}")
+        return out
 
     def add(self, sample: Sample) -> None:
         """Validate and write one sample.

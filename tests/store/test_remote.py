@@ -414,3 +414,45 @@ def test_cli_pull_shard_to_s3_uploads_a_format_4_store_with_the_same_content(s3)
     assert cached.format.version == "4" and cached.checksum == remote.checksum
     res = CliRunner().invoke(main, ["datasets", "pull", "synthetic-nuclei", "--public", "--shard"])
     assert res.exit_code == 1 and "cannot be combined with --public" in res.output
+
+
+def test_cached_shard_ranges_are_checked_piece_by_piece(s3, tmp_path, monkeypatch):
+    """From a warm chunk cache a patch reads only its bytes of a cached shard, checked against
+    the manifest's per-range digests; a damaged cached piece is named and the copy removed."""
+    from cellbench.store.format import FORMATS
+    from cellbench.store.remote import default_cache
+    from cellbench.store.sample import Sample
+    from cellbench.training.data.reader import StoreReader
+
+    monkeypatch.setenv("CELLBENCH_CHUNK_CACHE", "1GB")
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 4096, (1, 600, 600), dtype=np.uint16)
+    sample = Sample(id="sq", image=image, instances=np.zeros((600, 600), np.uint16))
+    local = build_store([sample], tmp_path / "q.zarr", CARD, fmt=FORMATS["4"])
+    url = f"s3://{s3.bucket}/q/q.zarr"
+    _upload(local, url)
+    region = (slice(300, 364), slice(10, 74))
+    reader = StoreReader(url, {"mask": "instances"})
+    np.testing.assert_array_equal(
+        reader.read("sq", "image", -1, region), image[(slice(None), *region)]
+    )
+    record = local.manifest["arrays"]["images/sq/0"]["shard_ranges"]["c/0/0/0"]
+    assert record["size"] == (local.path / "images/sq/0/c/0/0/0").stat().st_size
+    assert len(record["ranges"]) == 9 + 1  # 3 x 3 tiles and the index
+    digest = local.manifest["arrays"]["images/sq/0"]["chunk_sha256"]["c/0/0/0"]
+    cached = default_cache()._file(digest)
+    raw = bytearray(cached.read_bytes())
+    a, b, _ = record["ranges"][0]  # the first tile in file order: tile (0, 0)
+    raw[(a + b) // 2] ^= 1
+    cached.write_bytes(bytes(raw))
+    fresh = StoreReader(url, {"mask": "instances"})  # (no in-memory copy of the shard)
+    np.testing.assert_array_equal(  # tile (1, 0) is intact: read from the damaged copy
+        fresh.read("sq", "image", -1, region), image[(slice(None), *region)]
+    )
+    with pytest.raises(CorruptStoreError, match=r"c/0/0/0 .*bytes \d+:\d+.*has been removed"):
+        fresh.read("sq", "image", -1, (slice(0, 64), slice(0, 64)))
+    assert not cached.exists()
+    again = StoreReader(url, {"mask": "instances"})
+    np.testing.assert_array_equal(  # fetched again from the store, intact
+        again.read("sq", "image", -1, (slice(0, 64), slice(0, 64))), image[:, :64, :64]
+    )
