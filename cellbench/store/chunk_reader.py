@@ -145,9 +145,10 @@ def shard_ranges(data: bytes, per_shard: tuple[int, ...], where: str) -> dict[st
     n = int(np.prod(per_shard))
     body = len(data) - (16 * n + 4)
     parts = [(a, a + b) for _, (a, b) in shard_index(data, per_shard, where)] + [(body, len(data))]
+    view = memoryview(data)  # slices without copies
     return {
         "size": len(data),
-        "ranges": [[a, b, hashlib.sha256(data[a:b]).hexdigest()] for a, b in sorted(parts)],
+        "ranges": [[a, b, hashlib.sha256(view[a:b]).hexdigest()] for a, b in sorted(parts)],
     }
 
 
