@@ -22,6 +22,7 @@ real stores read both ways.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import OrderedDict
@@ -120,9 +121,19 @@ def shard_index(
     size = 16 * n + 4
     if len(data) < size:
         raise StoreError(f"{where}: shard of {len(data)} bytes cannot hold its index")
-    table = np.frombuffer(data, dtype="<u8", count=2 * n, offset=len(data) - size).reshape(n, 2)
+    return _index_table(memoryview(data)[len(data) - size :], per_shard, len(data) - size, where)
+
+
+def _index_table(
+    raw: bytes | memoryview, per_shard: tuple[int, ...], body_size: int, where: str
+) -> list[tuple[tuple[int, ...], tuple[int, int]]]:
+    """:func:`shard_index` from the index bytes (with their crc32c) and the chunks' length."""
+    n = int(np.prod(per_shard))
+    if len(raw) != 16 * n + 4:
+        raise StoreError(f"{where}: shard index of {len(raw)} bytes, expected {16 * n + 4}")
+    table = np.frombuffer(raw, dtype="<u8", count=2 * n).reshape(n, 2)
     present = table[:, 0] != np.uint64(2**64 - 1)
-    body = np.uint64(len(data) - size)
+    body = np.uint64(body_size)
     start, length = table[present, 0], table[present, 1]
     if (start > body).any() or (length > body - np.minimum(start, body)).any():
         raise StoreError(f"{where}: shard index points past the shard's chunks")
@@ -182,9 +193,17 @@ class StoreFiles:
             parsed to check it (:meth:`~cellbench.store.integrity.ManifestCheck.check` does).
     """
 
-    def __init__(self, root: Path, check: Callable[[str, bytes | None], Any]) -> None:
+    def __init__(
+        self, root: Path, check: Callable[[str, bytes | None], Any], ranges: Any = None
+    ) -> None:
         self.root = Path(root)
         self._check = check
+        # the manifest's per-range digests of shards (a ManifestCheck): patch reads of a
+        # format 4 store read and check only their tiles and the shard's index
+        self._ranges = ranges
+        self._tables: OrderedDict[str, dict[tuple[int, ...], tuple[int, int]] | None] = (
+            OrderedDict()
+        )
         # the last few nodes read (a sample's groups and arrays), not every node of the store:
         # scoring a split must not hold metadata for every sample it has seen
         self._nodes: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
@@ -277,3 +296,122 @@ class StoreFiles:
                 if all(f < n for f, n in zip(first, shape, strict=True)):
                     place(data[offset : offset + size], first)
         return out.astype(np.dtype(out.dtype).newbyteorder("="), copy=False)
+
+    def read_region(self, path: str, selection: tuple[Any, ...]) -> np.ndarray | None:
+        """``array[selection]`` of a numeric array, decoding only the chunks it touches.
+
+        ``selection`` holds integers and unit-step slices (missing trailing axes: whole).
+        Every chunk file read is checked like :meth:`read`'s; in a shard (format 4) only the
+        index and the tiles needed are read, each checked against the manifest's per-range
+        digests. Returns None for anything else (strings, other layouts, fancy indexing, an
+        index out of bounds): the caller slices with Zarr, which reports what is wrong.
+        """
+        meta = self.node(path)
+        if meta is None:
+            return None
+        try:
+            shape, chunks, dtype, _, shards = handled_layout(meta)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        if dtype is None or len(selection) > len(shape):
+            return None
+        bounds: list[tuple[int, int]] = []
+        keep: list[Any] = []
+        for n, sel in zip(
+            shape, (*selection, *[slice(None)] * (len(shape) - len(selection))), strict=True
+        ):
+            if isinstance(sel, (int, np.integer)) and not isinstance(sel, bool):
+                i = int(sel) + (n if int(sel) < 0 else 0)
+                if not 0 <= i < n:
+                    return None
+                bounds.append((i, i + 1))
+                keep.append(0)
+            elif isinstance(sel, slice) and sel.step in (None, 1):
+                a, b, _ = sel.indices(n)
+                bounds.append((a, max(a, b)))
+                keep.append(slice(None))
+            else:
+                return None
+        from numcodecs import blosc
+
+        out = np.zeros([b - a for a, b in bounds], dtype=dtype)
+        if out.size:
+            spans = [
+                range(a // c, (b - 1) // c + 1) for (a, b), c in zip(bounds, chunks, strict=True)
+            ]
+            for idx in itertools.product(*spans):
+                data = self._chunk(path, idx, chunks, shards)
+                if data is None:
+                    continue  # an absent chunk of a sparse array: the fill value
+                block = np.frombuffer(blosc.decompress(data), dtype=dtype).reshape(chunks)
+                lo = [i * c for i, c in zip(idx, chunks, strict=True)]
+                src = tuple(
+                    slice(max(a, f) - f, min(b, f + c) - f)
+                    for (a, b), f, c in zip(bounds, lo, chunks, strict=True)
+                )
+                dst = tuple(
+                    slice(max(a, f) - a, min(b, f + c) - a)
+                    for (a, b), f, c in zip(bounds, lo, chunks, strict=True)
+                )
+                out[dst] = block[src]
+        return out[tuple(keep)].astype(np.dtype(dtype).newbyteorder("="), copy=False)
+
+    def _chunk(
+        self,
+        path: str,
+        idx: tuple[int, ...],
+        chunks: tuple[int, ...],
+        shards: tuple[int, ...] | None,
+    ) -> bytes | None:
+        """The checked bytes of one chunk (a tile of a shard in format 4), None if absent."""
+        if shards is None:
+            return self._bytes(f"{path}/c/" + "/".join(str(i) for i in idx))[0]
+        per = tuple(s // c for s, c in zip(shards, chunks, strict=True))
+        key = f"{path}/c/" + "/".join(str(i // p) for i, p in zip(idx, per, strict=True))
+        table = self._table(key, per)
+        if table is None:
+            return None
+        where = table.get(tuple(i % p for i, p in zip(idx, per, strict=True)))
+        if where is None:
+            return None
+        return self._piece(key, where[0], where[0] + where[1])
+
+    def _piece(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start:end`` of file ``key``, checked against the manifest."""
+        record = self._ranges.range_record(key) if self._ranges is not None else None
+        pieces = covering_ranges(record, start, end) if record is not None else []
+        if not pieces:  # no per-range digests: the whole file is read and checked
+            data = self._bytes(key)[0]
+            if data is None:
+                self._check(key, None)
+                raise StoreError(f"{self.root / key}: missing")
+            return data[start:end]
+        try:
+            with open(self.root / key, "rb") as f:
+                f.seek(start)
+                data = f.read(end - start)
+        except OSError as err:
+            raise StoreError(f"{self.root / key}: unreadable ({err.strerror or err})") from None
+        self._ranges.check_pieces(key, pieces, data)
+        return data
+
+    def _table(
+        self, key: str, per: tuple[int, ...]
+    ) -> dict[tuple[int, ...], tuple[int, int]] | None:
+        """Where each tile of shard ``key`` lies (None: no shard file, as a sparse array may)."""
+        if key in self._tables:
+            self._tables.move_to_end(key)
+            return self._tables[key]
+        record = self._ranges.range_record(key) if self._ranges is not None else None
+        if record is None or not (self.root / key).is_file():
+            data = self._bytes(key)[0]  # the whole file, checked (and absent if allowed)
+            table = None if data is None else dict(shard_index(data, per, key))
+        else:
+            size = int(record["size"])
+            n = int(np.prod(per))
+            raw = self._piece(key, size - (16 * n + 4), size)
+            table = dict(_index_table(raw, per, size - len(raw), key))
+        self._tables[key] = table
+        while len(self._tables) > _NODES_KEPT * 4:
+            self._tables.popitem(last=False)
+        return table

@@ -793,6 +793,7 @@ class DatasetStore:
         self.format = fmt
         self._root = root
         self._files = files
+        self._regions_checked: set[tuple[str, str]] = set()
         self.meta = meta
         self._manifest = manifest
         self._table: dict[str, np.ndarray] | None = None
@@ -845,7 +846,8 @@ class DatasetStore:
         if manifest.covers_metadata:  # every file has a digest: whole reads need no Zarr
             from cellbench.store.chunk_reader import StoreFiles
 
-            files = StoreFiles(path, ManifestCheck(manifest, ref).check)
+            check = ManifestCheck(manifest, ref)
+            files = StoreFiles(path, check.check, ranges=check)
             return cls(path, fmt, None, meta, manifest, files)
         return cls(path, fmt, _open_verified_group(path, manifest, ref), meta, manifest)
 
@@ -1123,6 +1125,29 @@ class DatasetStore:
     def target(self, sample_id: str) -> zarr.Array:
         """Lazy target image (augmented microscopy) of a sample."""
         return self._array(f"{self.format.target_path(sample_id)}/0", sample_id, "target")
+
+    def read_region(self, sample_id: str, field: str, selection: tuple[Any, ...]) -> np.ndarray:
+        """``array[selection]`` of a sample's ``image``, ``target`` or label image ``field``.
+
+        What slicing :meth:`image` (:meth:`target`, :meth:`labels`) gives, read from a local
+        store without Zarr: only the chunks (in format 4, the shard's index and the tiles)
+        the selection touches, each checked against the manifest. Remote stores and anything
+        the reader does not handle are sliced with Zarr.
+        """
+        if field == "image":
+            path, what = f"{self.format.image_path(sample_id)}/0", "image"
+        elif field == "target":
+            path, what = f"{self.format.target_path(sample_id)}/0", "target"
+        else:
+            path, what = f"{self.format.label_path(sample_id, field)}/0", field
+        if self._files is not None:
+            if (sample_id, path) not in self._regions_checked:
+                self._checked_path(path, sample_id, what)
+                self._regions_checked.add((sample_id, path))
+            out = self._files.read_region(path, selection)
+            if out is not None:
+                return out
+        return np.asarray(self._array(path, sample_id, what)[selection])
 
     def read_image(self, sample_id: str) -> np.ndarray:
         """The whole input image of a sample, in memory."""

@@ -288,3 +288,65 @@ def test_upgrade_shard_converts_on_request_and_checks_the_content(tmp_path, monk
     res = CliRunner().invoke(main, ["datasets", "upgrade", "toy@1.0", "--shard", "-q"])
     assert "already store format 4" in res.output
     assert [p.name for p in up.path.parent.iterdir()] == [up.path.name]  # no scratch left
+
+
+@pytest.mark.parametrize("version", ["2", "4"])
+def test_region_reads_equal_zarr_slicing(tmp_path, version):
+    """DatasetStore.read_region (the training reader's path on local stores, no Zarr) gives
+    what slicing the zarr array gives, in both formats, for 2D, 3D and time-lapse arrays."""
+    rng = np.random.default_rng(5)
+    seq = rng.integers(0, 255, (3, 2, 300, 530), dtype=np.uint8)
+    samples = [
+        *_big_samples()[1:],
+        Sample(
+            id="movie",
+            image=seq,
+            axes="tcyx",
+            instances=rng.integers(0, 9, (3, 300, 530), dtype=np.uint16),
+            tracks=np.array([[k, 0, 2, 0] for k in range(1, 9)], np.int64),
+            split="test",
+        ),
+    ]
+    card = {**CARD, "tasks": ["instance-segmentation"]}
+    store = build_store(samples, tmp_path / "s.zarr", card, fmt=FORMATS[version])
+    store = DatasetStore.open(store.path)
+    selections = {
+        "small": [(slice(None), slice(250, 270), slice(500, 704)), (0, slice(0, 520), 3),
+                  (-1, slice(519, 600), slice(None)), (slice(None), slice(10, 10))],
+        "volume": [(slice(None), slice(3, 18), slice(120, 140), slice(250, 300)),
+                   (0, 19, slice(None), slice(0, 1))],
+        "movie": [(1, slice(None), slice(200, 290), slice(250, 520)), (2, 1, 299, 529)],
+    }  # fmt: skip
+    for sid, sels in selections.items():
+        for sel in sels:
+            got = store.read_region(sid, "image", sel)
+            np.testing.assert_array_equal(got, store.image(sid)[sel])
+            assert got.dtype == store.image(sid).dtype
+            lab = sel[1:] if sid != "movie" else (sel[0], *sel[2:])
+            np.testing.assert_array_equal(
+                store.read_region(sid, "instances", lab), store.labels(sid)[lab]
+            )
+    with pytest.raises(IndexError):  # out of bounds: left to zarr, which says so
+        store.read_region("small", "image", (5,))
+
+
+def test_region_reads_of_a_damaged_tile_and_of_sparse_shards(tmp_path):
+    lab = np.zeros((600, 2100), np.uint16)
+    lab[300:310, 10:20] = 3
+    sample = Sample(id="s", image=np.ones((1, 600, 2100), np.uint16), instances=lab, split="test")
+    store = build_store([sample], tmp_path / "s.zarr", CARD, fmt=V4, sparse=["instances"])
+    store = DatasetStore.open(store.path)
+    np.testing.assert_array_equal(
+        store.read_region("s", "instances", (slice(250, 350), slice(0, 2100))), lab[250:350]
+    )  # the second shard across is absent: zeros
+    shard = store.path / "images/s/0/c/0/0/0"
+    raw = bytearray(shard.read_bytes())
+    a, b = dict(shard_index(bytes(raw), (1, 3, 8), "x"))[(0, 1, 2)]  # rows 256-511, cols 512-767
+    raw[a + b // 2] ^= 1
+    shard.write_bytes(bytes(raw))
+    fresh = DatasetStore.open(store.path)
+    np.testing.assert_array_equal(  # other tiles of the shard read
+        fresh.read_region("s", "image", (0, slice(0, 100), slice(0, 100))), np.ones((100, 100))
+    )
+    with pytest.raises(CorruptStoreError, match=r"images/s/0' \(sample 's'\) chunk file c/0/0/0"):
+        fresh.read_region("s", "image", (0, slice(300, 310), slice(600, 610)))

@@ -76,10 +76,12 @@ class StoreReader:
         Returns:
             ``(C, *region)`` for images and targets, ``region`` for label images.
         """
-        arr = self.array(sample_id, key)
         lead: tuple[Any, ...] = ()
         if frame >= 0:
             lead = (frame,)
         if self.field(key) in CHANNEL_FIELDS:
             lead = (*lead, slice(None))
+        if not self.store.is_remote:  # local: the store's own chunk reader, no Zarr
+            return self.store.read_region(sample_id, self.field(key), (*lead, *region))
+        arr = self.array(sample_id, key)
         return np.asarray(arr[(*lead, *region)])
