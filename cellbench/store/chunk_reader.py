@@ -374,22 +374,25 @@ class StoreFiles:
         where = table.get(tuple(i % p for i, p in zip(idx, per, strict=True)))
         if where is None:
             return None
-        return self._piece(key, where[0], where[0] + where[1])
+        data = self._checked_range(key, where[0], where[0] + where[1])
+        if data is None:  # the shard was there for its index a moment ago
+            raise StoreError(f"{self.root / key}: missing")
+        return data
 
-    def _piece(self, key: str, start: int, end: int) -> bytes:
-        """Bytes ``start:end`` of file ``key``, checked against the manifest."""
+    def _checked_range(self, key: str, start: int, end: int) -> bytes | None:
+        """Bytes ``start:end`` of file ``key`` checked against the manifest (None: no file)."""
         record = self._ranges.range_record(key) if self._ranges is not None else None
         pieces = covering_ranges(record, start, end) if record is not None else []
         if not pieces:  # no per-range digests: the whole file is read and checked
             data = self._bytes(key)[0]
-            if data is None:
-                self._check(key, None)
-                raise StoreError(f"{self.root / key}: missing")
-            return data[start:end]
+            return None if data is None else data[start:end]
         try:
             with open(self.root / key, "rb") as f:
                 f.seek(start)
                 data = f.read(end - start)
+        except (FileNotFoundError, NotADirectoryError):
+            self._check(key, None)  # raises unless the array may miss it (sparse)
+            return None
         except OSError as err:
             raise StoreError(f"{self.root / key}: unreadable ({err.strerror or err})") from None
         self._ranges.check_pieces(key, pieces, data)
@@ -403,15 +406,51 @@ class StoreFiles:
             self._tables.move_to_end(key)
             return self._tables[key]
         record = self._ranges.range_record(key) if self._ranges is not None else None
-        if record is None or not (self.root / key).is_file():
+        table: dict[tuple[int, ...], tuple[int, int]] | None
+        if record is None:
             data = self._bytes(key)[0]  # the whole file, checked (and absent if allowed)
             table = None if data is None else dict(shard_index(data, per, key))
         else:
             size = int(record["size"])
             n = int(np.prod(per))
-            raw = self._piece(key, size - (16 * n + 4), size)
-            table = dict(_index_table(raw, per, size - len(raw), key))
+            raw = self._checked_range(key, size - (16 * n + 4), size)
+            table = None if raw is None else dict(_index_table(raw, per, size - len(raw), key))
         self._tables[key] = table
         while len(self._tables) > _NODES_KEPT * 4:
             self._tables.popitem(last=False)
         return table
+
+
+class RemoteFiles(StoreFiles):
+    """:class:`StoreFiles` over a remote store: region reads without zarr's pipeline.
+
+    Every file comes through the store's
+    :class:`~cellbench.store.remote.RemoteVerifiedStore` (its chunk cache, its checks, its
+    per-range reads of cached shards), fetched on zarr's I/O loop; only the slicing and
+    decoding happen here, as for a local store.
+    """
+
+    def __init__(self, verified: Any) -> None:
+        super().__init__(Path("."), verified.check, ranges=verified)
+        self._verified = verified
+
+    def _bytes(self, key: str) -> tuple[bytes | None, Any]:
+        from zarr.core.sync import sync
+
+        data = self._verified.cached(key)  # checked; no hop to zarr's loop for a cached file
+        if data is None:
+            buf = sync(self._verified.get(key))  # fetched and checked there
+            data = None if buf is None else buf.to_bytes()
+        parsed = self._check(key, data) if key.endswith("/" + _META) else None
+        return data, parsed
+
+    def _checked_range(self, key: str, start: int, end: int) -> bytes | None:
+        from zarr.abc.store import RangeByteRequest
+        from zarr.core.sync import sync
+
+        request = RangeByteRequest(start, end)
+        data = self._verified.cached(key, request)
+        if data is not None:
+            return data
+        buf = sync(self._verified.get(key, None, request))  # fetched and checked there
+        return None if buf is None else buf.to_bytes()

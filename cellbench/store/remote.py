@@ -326,6 +326,42 @@ class RemoteVerifiedStore(VerifiedStore):
         path, chunk = located
         return man.arrays[path].get("chunk_sha256", {}).get(chunk)
 
+    def cached(self, key: str, byte_range: ByteRequest | None = None) -> bytes | None:
+        """``key`` (or its range) from memory or the chunk cache, checked; None if not there.
+
+        What :meth:`get` returns without going to the remote store, callable without an
+        event loop (:class:`~cellbench.store.chunk_reader.RemoteFiles` reads cached chunks
+        this way).
+        """
+        if byte_range is not None:
+            kept = self.ranged.get(key)
+            if kept is not None:
+                return slice_range(kept, byte_range)
+        name = self._cache_name(key)
+        if not name:
+            return None
+        if byte_range is not None:
+            part = self._cached_range(key, name, byte_range)
+            if part is not None:
+                return part
+        data = self.cache.get(name)
+        if data is None:
+            return None
+        self._check_cached(key, name, data)
+        if byte_range is not None:
+            self.ranged.put(key, data)
+        return slice_range(data, byte_range)
+
+    def _check_cached(self, key: str, name: str, data: bytes) -> None:
+        try:
+            self.check(key, data)
+        except CorruptStoreError as err:
+            self.cache.discard(name)
+            raise CorruptStoreError(
+                f"{err} (the damaged copy was in the local chunk cache {self.cache.root} "
+                "and has been removed; reading again fetches it from the store)"
+            ) from None
+
     async def get(
         self,
         key: str,
@@ -348,14 +384,7 @@ class RemoteVerifiedStore(VerifiedStore):
                 return prototype.buffer.from_bytes(part)
         data = self.cache.get(name) if name else None
         if data is not None:
-            try:
-                self.check(key, data)
-            except CorruptStoreError as err:
-                self.cache.discard(name)  # type: ignore[arg-type]
-                raise CorruptStoreError(
-                    f"{err} (the damaged copy was in the local chunk cache {self.cache.root} "
-                    "and has been removed; reading again fetches it from the store)"
-                ) from None
+            self._check_cached(key, name, data)  # type: ignore[arg-type]
         else:
             try:
                 whole = await self._store.get(key, prototype)

@@ -794,6 +794,7 @@ class DatasetStore:
         self._root = root
         self._files = files
         self._regions_checked: set[tuple[str, str]] = set()
+        self._region_files: StoreFiles | None = None
         self.meta = meta
         self._manifest = manifest
         self._table: dict[str, np.ndarray] | None = None
@@ -1140,14 +1141,25 @@ class DatasetStore:
             path, what = f"{self.format.target_path(sample_id)}/0", "target"
         else:
             path, what = f"{self.format.label_path(sample_id, field)}/0", field
-        if self._files is not None:
+        files = self._files if self._files is not None else self._remote_files()
+        if files is not None:
             if (sample_id, path) not in self._regions_checked:
                 self._checked_path(path, sample_id, what)
                 self._regions_checked.add((sample_id, path))
-            out = self._files.read_region(path, selection)
+            out = files.read_region(path, selection)
             if out is not None:
                 return out
         return np.asarray(self._array(path, sample_id, what)[selection])
+
+    def _remote_files(self) -> StoreFiles | None:
+        """Region reads of a remote store through its verified store (None: not remote)."""
+        if not self.is_remote:
+            return None
+        if self._region_files is None:
+            from cellbench.store.chunk_reader import RemoteFiles
+
+            self._region_files = RemoteFiles(self.root.store)
+        return self._region_files
 
     def read_image(self, sample_id: str) -> np.ndarray:
         """The whole input image of a sample, in memory."""

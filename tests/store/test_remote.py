@@ -456,3 +456,23 @@ def test_cached_shard_ranges_are_checked_piece_by_piece(s3, tmp_path, monkeypatc
     np.testing.assert_array_equal(  # fetched again from the store, intact
         again.read("sq", "image", -1, (slice(0, 64), slice(0, 64))), image[:, :64, :64]
     )
+
+
+@pytest.mark.parametrize("version", ["2", "4"])
+def test_region_reads_from_s3_equal_zarr_slicing(s3, tmp_path, version):
+    """DatasetStore.read_region on a remote store (the training reader's path) reads through
+    the verified chunk cache and gives what slicing the zarr array gives."""
+    from cellbench.store.format import FORMATS
+    from cellbench.store.sample import Sample
+
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 4096, (2, 600, 530), dtype=np.uint16)
+    labels = rng.integers(0, 5, (600, 530), dtype=np.uint16)
+    sample = Sample(id="r", image=image, instances=labels)
+    local = build_store([sample], tmp_path / "r.zarr", CARD, fmt=FORMATS[version])
+    remote = _upload(local, f"s3://{s3.bucket}/r{version}/r.zarr")
+    for sel in ((slice(None), slice(250, 300), slice(500, 530)), (1, slice(590, 600), 7)):
+        np.testing.assert_array_equal(remote.read_region("r", "image", sel), image[sel])
+        np.testing.assert_array_equal(
+            remote.read_region("r", "instances", sel[1:]), labels[sel[1:]]
+        )

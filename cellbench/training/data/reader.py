@@ -81,7 +81,5 @@ class StoreReader:
             lead = (frame,)
         if self.field(key) in CHANNEL_FIELDS:
             lead = (*lead, slice(None))
-        if not self.store.is_remote:  # local: the store's own chunk reader, no Zarr
-            return self.store.read_region(sample_id, self.field(key), (*lead, *region))
-        arr = self.array(sample_id, key)
-        return np.asarray(arr[(*lead, *region)])
+        # the store's own chunk reader, not zarr's pipeline (remote: through its chunk cache)
+        return self.store.read_region(sample_id, self.field(key), (*lead, *region))
