@@ -352,9 +352,18 @@ class RemoteVerifiedStore(VerifiedStore):
             self.ranged.put(key, data)
         return slice_range(data, byte_range)
 
-    def _check_cached(self, key: str, name: str, data: bytes) -> None:
+    def _check_cached(
+        self, key: str, name: str, data: bytes, pieces: list[tuple[int, int, str]] | None = None
+    ) -> None:
+        """Check bytes read from the chunk cache (whole, or the shard ``pieces`` they hold).
+
+        A damaged copy is removed from the cache and named.
+        """
         try:
-            self.check(key, data)
+            if pieces is None:
+                self.check(key, data)
+            else:
+                self.check_pieces(key, pieces, data)
         except CorruptStoreError as err:
             self.cache.discard(name)
             raise CorruptStoreError(
@@ -410,27 +419,14 @@ class RemoteVerifiedStore(VerifiedStore):
         digests of the pieces they hold. None when the shard is not cached or the range is not
         one the manifest records.
         """
-        from cellbench.store.chunk_reader import covering_ranges
-        from cellbench.store.verified import byte_span
-
-        record = self.range_record(key)
-        if record is None:
+        span = self.range_pieces(key, byte_range)
+        if span is None:
             return None
-        start, end = byte_span(byte_range, int(record["size"]))
-        pieces = covering_ranges(record, start, end)
-        if not pieces:
-            return None
+        start, end, pieces = span
         data = self.cache.get(name, start, end)
         if data is None:
             return None
-        try:
-            self.check_pieces(key, pieces, data)
-        except CorruptStoreError as err:
-            self.cache.discard(name)
-            raise CorruptStoreError(
-                f"{err} (the damaged copy was in the local chunk cache {self.cache.root} "
-                "and has been removed; reading again fetches it from the store)"
-            ) from None
+        self._check_cached(key, name, data, pieces)
         return data
 
 

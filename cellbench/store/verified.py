@@ -147,12 +147,12 @@ class VerifiedStore(ManifestCheck, WrapperStore[LocalStore]):
         self.ranged.put(key, data)
         return prototype.buffer.from_bytes(slice_range(data, byte_range))
 
-    def _checked_range(self, key: str, byte_range: ByteRequest) -> bytes | None:
-        """A ranged read of a shard (store format 4), checked piece by piece.
+    def range_pieces(
+        self, key: str, byte_range: ByteRequest
+    ) -> tuple[int, int, list[tuple[int, int, str]]] | None:
+        """``(start, end, pieces)`` of a ranged read of shard ``key``, from the manifest.
 
-        Only the requested bytes are read, and checked against the manifest's digests of the
-        inner chunks (and index) they hold. None when the range is not one the manifest
-        records (then the whole file is read and checked).
+        None when there is no per-range record or its ranges do not tile the read.
         """
         from cellbench.store.chunk_reader import covering_ranges
 
@@ -161,8 +161,19 @@ class VerifiedStore(ManifestCheck, WrapperStore[LocalStore]):
             return None
         start, end = byte_span(byte_range, int(record["size"]))
         pieces = covering_ranges(record, start, end)
-        if not pieces:
+        return (start, end, pieces) if pieces else None
+
+    def _checked_range(self, key: str, byte_range: ByteRequest) -> bytes | None:
+        """A ranged read of a shard (store format 4), checked piece by piece.
+
+        Only the requested bytes are read, and checked against the manifest's digests of the
+        inner chunks (and index) they hold. None when the range is not one the manifest
+        records (then the whole file is read and checked).
+        """
+        span = self.range_pieces(key, byte_range)
+        if span is None:
             return None
+        start, end, pieces = span
         try:
             with open(self._store.root / key, "rb") as f:
                 f.seek(start)
