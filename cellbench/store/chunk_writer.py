@@ -135,12 +135,17 @@ class ChunkEncoder:
         """Encode, write and hash one chunk; returns the file's sha256."""
         return self._write(key, self._encode(part))
 
-    def _write(self, key: str, data: bytes) -> str:
-        """Write one file's bytes at ``key``; returns their sha256."""
+    def _path(self, key: str) -> Path:
+        """Where chunk file ``key`` goes (its folder made once)."""
         path = self.folder / key
         if path.parent not in self._made:
             os.makedirs(path.parent, exist_ok=True)
             self._made.add(path.parent)
+        return path
+
+    def _write(self, key: str, data: bytes) -> str:
+        """Write one file's bytes at ``key``; returns their sha256."""
+        path = self._path(key)
         with open(path, "wb") as f:
             f.write(data)
         return hashlib.sha256(data).hexdigest()
@@ -181,11 +186,24 @@ class ShardEncoder(ChunkEncoder):
         self.shard_ranges: dict[str, dict[str, Any]] = {}
 
     def _store(self, key: str, part: np.ndarray) -> str:
-        from cellbench.store.chunk_reader import shard_ranges
+        """Encode, write and hash one shard piece by piece; returns the file's sha256.
 
-        data = self._encode(part)
-        self.shard_ranges[key] = shard_ranges(data, self.per_shard, key)  # by key: any order
-        return self._write(key, data)
+        The pieces are never joined into one buffer (that copy was the conversion's peak).
+        """
+        pieces = self._pieces(part)
+        whole = hashlib.sha256()
+        ranges = []
+        offset = 0
+        for piece in pieces:
+            whole.update(piece)
+            ranges.append([offset, offset + len(piece), hashlib.sha256(piece).hexdigest()])
+            offset += len(piece)
+        # the record ``chunk_reader.shard_ranges`` gives for the file (by key: any order)
+        self.shard_ranges[key] = {"size": offset, "ranges": ranges}
+        path = self._path(key)
+        with open(path, "wb") as f:
+            f.writelines(pieces)
+        return whole.hexdigest()
 
     @staticmethod
     def _blosc_config(arr: zarr.Array) -> dict[str, Any]:
@@ -194,6 +212,10 @@ class ShardEncoder(ChunkEncoder):
 
     def _encode(self, part: np.ndarray) -> bytes:
         """One shard file from ``part`` (the shard's region of the array, cut at its edges)."""
+        return b"".join(self._pieces(part))
+
+    def _pieces(self, part: np.ndarray) -> list[bytes]:
+        """The shard file's parts in order: each tile present, then the index with its crc32c."""
         import google_crc32c  # zarr's own crc32c (a zarr dependency)
 
         index = np.full((*self.per_shard, 2), self._ABSENT, dtype="<u8")
@@ -209,8 +231,8 @@ class ShardEncoder(ChunkEncoder):
             pieces.append(data)
             offset += len(data)
         raw = index.tobytes()  # (never without chunks: write_rows skips an empty region)
-        pieces += [raw, np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()]
-        return b"".join(pieces)
+        pieces.append(raw + np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes())
+        return pieces
 
 
 def chunk_encoder(

@@ -20,7 +20,7 @@ from cellbench.errors import ChecksumError, CorruptStoreError, StoreError
 from cellbench.formats.convert import convert
 from cellbench.formats.registry import write_samples
 from cellbench.registry import import_store, load, upgrade
-from cellbench.store.chunk_reader import shard_index
+from cellbench.store.chunk_reader import shard_index, shard_ranges
 from cellbench.store.format import FORMATS, FormatV4, detect_format
 from cellbench.store.integrity import forget_verdicts, verify_store
 from cellbench.store.sample import Sample
@@ -91,6 +91,10 @@ def test_format_4_holds_the_same_content_in_far_fewer_files(pair):
     entry = a4["images/plane/0"]
     assert entry["chunks"] == [1, 256, 256] and entry["shards"] == [1, 2048, 768]
     assert sorted(entry["chunk_sha256"]) == ["c/0/0/0", "c/0/1/0", "c/1/0/0", "c/1/1/0"]
+    for path, arr in a4.items():  # the writer's per-range record is the file's own
+        for key, record in arr.get("shard_ranges", {}).items():
+            per = tuple(s // c for s, c in zip(arr["shards"], arr["chunks"], strict=True))
+            assert record == shard_ranges((v4.path / path / key).read_bytes(), per, key)
     # the second shard down holds rows 2048-2299: one tile row of its 8, the rest absent
     edge = shard_index((v4.path / "images/plane/0/c/0/1/0").read_bytes(), (1, 8, 3), "edge")
     assert [coords for coords, _ in edge] == [(0, 0, 0), (0, 0, 1), (0, 0, 2)]
