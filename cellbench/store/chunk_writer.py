@@ -210,10 +210,6 @@ class ShardEncoder(ChunkEncoder):
         inner = arr.metadata.codecs[0].to_dict()["configuration"]["codecs"]
         return inner[1]["configuration"]
 
-    def _encode(self, part: np.ndarray) -> bytes:
-        """One shard file from ``part`` (the shard's region of the array, cut at its edges)."""
-        return b"".join(self._pieces(part))
-
     def _pieces(self, part: np.ndarray) -> list[bytes]:
         """The shard file's parts in order: each tile present, then the index with its crc32c."""
         import google_crc32c  # zarr's own crc32c (a zarr dependency)

@@ -382,30 +382,21 @@ class RemoteVerifiedStore(VerifiedStore):
             from zarr.core.buffer import default_buffer_prototype
 
             prototype = default_buffer_prototype()
-        if byte_range is not None:
-            kept = self.ranged.get(key)
-            if kept is not None:
-                return prototype.buffer.from_bytes(slice_range(kept, byte_range))
+        cached = self.cached(key, byte_range)  # memory, then the chunk cache, checked
+        if cached is not None:
+            return prototype.buffer.from_bytes(cached)
+        try:
+            whole = await self._store.get(key, prototype)
+        except Exception as err:  # network and backend errors have no common base class
+            raise StoreError(
+                f"dataset {self.ref}: cannot read {key!r} from {self.url} "
+                f"({type(err).__name__}: {err})"
+            ) from None
+        data = None if whole is None else whole.to_bytes()
+        self.check(key, data)
         name = self._cache_name(key)
-        if byte_range is not None and name:
-            part = self._cached_range(key, name, byte_range)
-            if part is not None:
-                return prototype.buffer.from_bytes(part)
-        data = self.cache.get(name) if name else None
-        if data is not None:
-            self._check_cached(key, name, data)  # type: ignore[arg-type]
-        else:
-            try:
-                whole = await self._store.get(key, prototype)
-            except Exception as err:  # network and backend errors have no common base class
-                raise StoreError(
-                    f"dataset {self.ref}: cannot read {key!r} from {self.url} "
-                    f"({type(err).__name__}: {err})"
-                ) from None
-            data = None if whole is None else whole.to_bytes()
-            self.check(key, data)
-            if data is not None and name:
-                self.cache.put(name, data)
+        if data is not None and name:
+            self.cache.put(name, data)
         if data is None:
             return None
         if byte_range is not None:
