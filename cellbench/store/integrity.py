@@ -44,6 +44,8 @@ from cellbench.store.format import FORMATS, StoreFormat
 
 _ROOT_KEYS = ("zarr.json", checksums.MANIFEST_NAME)
 _META = "zarr.json"
+#: Distinct checked ``zarr.json`` documents a :class:`ManifestCheck` keeps parsed.
+_METAS_KEPT = 256
 
 
 def repair_hint(ref: str | None) -> str:
@@ -191,6 +193,10 @@ class ManifestCheck:
     def __init__(self, manifest: StoreManifest, ref: str) -> None:
         self.manifest = manifest
         self.ref = ref
+        # zarr.json bytes already checked -> (their manifest digest, parsed): the arrays of a
+        # store mostly share a few metadata documents, and parsing + hashing one costs more
+        # than reading it (readers must not change what they get back)
+        self._metas: dict[bytes, tuple[str, dict[str, Any]]] = {}
 
     def _fail(self, path: str, problem: str, node: str = "array") -> CorruptStoreError:
         sample = self.manifest.format.sample_of(path)
@@ -242,6 +248,10 @@ class ManifestCheck:
                 if entry is not None or node in man.arrays:
                     raise self._fail(node, "is missing (no zarr.json)", kind)
                 return None
+            if man.covers_metadata and entry is not None and isinstance(data, bytes):
+                known = self._metas.get(data)
+                if known is not None and known[0] == entry["zarr_json_sha256"]:
+                    return known[1]  # these very bytes matched this digest before
             try:
                 meta = json.loads(data)
             except ValueError as err:
@@ -252,6 +262,10 @@ class ManifestCheck:
                 raise self._fail(node, "is not in the store manifest", kind)
             if checksums.json_sha256(meta) != entry["zarr_json_sha256"]:
                 raise self._fail(node, "metadata (zarr.json) does not match the manifest", kind)
+            if isinstance(data, bytes):
+                if len(self._metas) >= _METAS_KEPT:
+                    del self._metas[next(iter(self._metas))]
+                self._metas[data] = (entry["zarr_json_sha256"], meta)
             return meta
         located = man.locate(key)
         if located is None:

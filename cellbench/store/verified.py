@@ -94,9 +94,8 @@ class VerifiedStore(ManifestCheck, WrapperStore[LocalStore]):
     """
 
     def __init__(self, store: LocalStore, manifest: StoreManifest, ref: str) -> None:
-        WrapperStore.__init__(self, store)  # ManifestCheck needs no initialising beyond these
-        self.manifest = manifest
-        self.ref = ref
+        WrapperStore.__init__(self, store)
+        ManifestCheck.__init__(self, manifest, ref)
         self.ranged = RangedMemo()
 
     def _with_store(self, store: LocalStore) -> VerifiedStore:

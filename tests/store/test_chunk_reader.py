@@ -128,6 +128,23 @@ def test_damaged_files_are_refused_with_zarrs_lines(tmp_path):
     assert lite == ref and "metadata (zarr.json) does not match the manifest" in lite
 
 
+def test_metadata_checked_once_per_document_still_refuses_another_arrays(tmp_path):
+    """Arrays with byte-identical ``zarr.json`` share one checked, parsed copy; a document
+    that passed for one array is not taken for another whose manifest digest differs."""
+    store = build_store(toy_samples("instance-segmentation", 3), tmp_path / "t.zarr", CARD)
+    a, b, c = store.sample_ids()
+    same = [store.path / "images" / s / "0" / "zarr.json" for s in (a, b)]
+    assert same[0].read_bytes() == same[1].read_bytes()
+    opened = DatasetStore.open(store.path)
+    files = opened._files
+    assert files.node(f"images/{a}/0") is files.node(f"images/{b}/0")  # one parsed copy
+    mask = store.path / "images" / c / "labels" / "instances" / "0" / "zarr.json"
+    mask.write_bytes(same[0].read_bytes())  # valid metadata, of another array
+    with pytest.raises(CorruptStoreError, match=r"metadata \(zarr.json\) does not match"):
+        opened.read_labels(c)
+    np.testing.assert_array_equal(opened.read_image(b), store.image(b)[...])
+
+
 def test_layouts_not_written_by_cellbench_are_left_to_zarr(tmp_path):
     arr = zarr.create_array(
         str(tmp_path / "a"), shape=(10, 10), chunks=(4, 4), dtype="uint16", compressors=None
@@ -140,10 +157,11 @@ def test_layouts_not_written_by_cellbench_are_left_to_zarr(tmp_path):
     assert seen == ["a/zarr.json", "missing/zarr.json"]  # every file offered to the check
 
 
-def test_metadata_kept_in_memory_is_bounded(tmp_path):
+def test_metadata_kept_in_memory_is_bounded(tmp_path, monkeypatch):
     # scoring streams a split: the metadata of samples already read must not pile up
     from cellbench.store import chunk_reader
 
+    monkeypatch.setattr(chunk_reader, "_NODES_KEPT", 64)  # (4,096 by default)
     samples = toy_samples("instance-segmentation", n=40)
     store = build_store(samples, tmp_path / "s.zarr", CARD)
     for s in samples:
