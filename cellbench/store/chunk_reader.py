@@ -188,6 +188,15 @@ def covering_ranges(record: dict[str, Any], start: int, end: int) -> list[tuple[
     return out if out and at == end else []
 
 
+def _chunks_of(
+    bounds: list[tuple[int, int]], chunks: tuple[int, ...]
+) -> itertools.product[tuple[int, ...]]:
+    """Grid indices of the chunks a non-empty box ``bounds`` (``(start, stop)`` per axis) meets."""
+    return itertools.product(
+        *(range(a // c, (b - 1) // c + 1) for (a, b), c in zip(bounds, chunks, strict=True))
+    )
+
+
 class StoreFiles:
     """Verified metadata and whole arrays of a local store folder, read without Zarr.
 
@@ -313,6 +322,60 @@ class StoreFiles:
         digests. Returns None for anything else (strings, other layouts, fancy indexing, an
         index out of bounds): the caller slices with Zarr, which reports what is wrong.
         """
+        plan = self._region(path, selection)
+        if plan is None:
+            return None
+        chunks, dtype, shards, bounds, keep = plan
+        from numcodecs import blosc
+
+        out = np.zeros([b - a for a, b in bounds], dtype=dtype)
+        if out.size:
+            for idx in _chunks_of(bounds, chunks):
+                data = self._chunk(path, idx, chunks, shards)
+                if data is None:
+                    continue  # an absent chunk of a sparse array: the fill value
+                block = np.frombuffer(blosc.decompress(data), dtype=dtype).reshape(chunks)
+                lo = [i * c for i, c in zip(idx, chunks, strict=True)]
+                src = tuple(
+                    slice(max(a, f) - f, min(b, f + c) - f)
+                    for (a, b), f, c in zip(bounds, lo, chunks, strict=True)
+                )
+                dst = tuple(
+                    slice(max(a, f) - a, min(b, f + c) - a)
+                    for (a, b), f, c in zip(bounds, lo, chunks, strict=True)
+                )
+                out[dst] = block[src]
+        return out[tuple(keep)].astype(np.dtype(dtype).newbyteorder("="), copy=False)
+
+    def region_files(self, path: str, selection: tuple[Any, ...]) -> list[str] | None:
+        """The files :meth:`read_region` reads for ``array[selection]``.
+
+        Chunk files, or in format 4 the shard files; None for a read the reader does not
+        handle.
+        """
+        plan = self._region(path, selection)
+        if plan is None:
+            return None
+        chunks, _, shards, bounds, _ = plan
+        per = (
+            (1,) * len(chunks)
+            if shards is None
+            else tuple(s // c for s, c in zip(shards, chunks, strict=True))
+        )
+        if any(b <= a for a, b in bounds):
+            return []
+        keys = {
+            f"{path}/c/" + "/".join(str(i // p) for i, p in zip(idx, per, strict=True)): None
+            for idx in _chunks_of(bounds, chunks)
+        }
+        return list(keys)
+
+    def _region(self, path: str, selection: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """``(chunks, dtype, shards, bounds, keep)`` of ``array[selection]`` (None: not handled).
+
+        ``bounds`` holds ``(start, stop)`` per axis, ``keep`` what indexes the read block to
+        drop the axes selected by an integer.
+        """
         meta = self.node(path)
         if meta is None:
             return None
@@ -339,29 +402,7 @@ class StoreFiles:
                 keep.append(slice(None))
             else:
                 return None
-        from numcodecs import blosc
-
-        out = np.zeros([b - a for a, b in bounds], dtype=dtype)
-        if out.size:
-            spans = [
-                range(a // c, (b - 1) // c + 1) for (a, b), c in zip(bounds, chunks, strict=True)
-            ]
-            for idx in itertools.product(*spans):
-                data = self._chunk(path, idx, chunks, shards)
-                if data is None:
-                    continue  # an absent chunk of a sparse array: the fill value
-                block = np.frombuffer(blosc.decompress(data), dtype=dtype).reshape(chunks)
-                lo = [i * c for i, c in zip(idx, chunks, strict=True)]
-                src = tuple(
-                    slice(max(a, f) - f, min(b, f + c) - f)
-                    for (a, b), f, c in zip(bounds, lo, chunks, strict=True)
-                )
-                dst = tuple(
-                    slice(max(a, f) - a, min(b, f + c) - a)
-                    for (a, b), f, c in zip(bounds, lo, chunks, strict=True)
-                )
-                out[dst] = block[src]
-        return out[tuple(keep)].astype(np.dtype(dtype).newbyteorder("="), copy=False)
+        return chunks, dtype, shards, bounds, keep
 
     def _chunk(
         self,
@@ -444,6 +485,7 @@ class RemoteFiles(StoreFiles):
     def _bytes(self, key: str) -> tuple[bytes | None, Any]:
         from zarr.core.sync import sync
 
+        self._verified.wait(key)  # a background fetch of it (prefetch) has arrived
         data = self._verified.cached(key)  # checked; no hop to zarr's loop for a cached file
         if data is None:
             buf = sync(self._verified.get(key))  # fetched and checked there
@@ -451,11 +493,31 @@ class RemoteFiles(StoreFiles):
         parsed = self._check(key, data) if key.endswith("/" + _META) else None
         return data, parsed
 
+    def prefetch(self, regions: list[tuple[str, tuple[Any, ...]]]) -> int:
+        """Start fetching what :meth:`read_region` will read for each ``(path, selection)``.
+
+        The files the chunk cache lacks are fetched in the background (the arrays'
+        ``zarr.json`` first, waited for, then their chunk or shard files, not waited for;
+        see :meth:`~cellbench.store.remote.RemoteVerifiedStore.prefetch`), so that the reads
+        that follow find them in the cache instead of fetching one at a time. Nothing is
+        fetched when the chunk cache is off. Returns the number of fetches started.
+        """
+        verified = self._verified
+        metas = [f"{path}/{_META}" for path, _ in regions if path not in self._nodes]
+        fetched = verified.prefetch(metas)
+        for key in metas:  # the chunk keys depend on them
+            verified.wait(key)
+        keys: list[str] = []
+        for path, selection in regions:
+            keys.extend(self.region_files(path, selection) or ())
+        return fetched + verified.prefetch(keys)
+
     def _checked_range(self, key: str, start: int, end: int) -> bytes | None:
         from zarr.abc.store import RangeByteRequest
         from zarr.core.sync import sync
 
         request = RangeByteRequest(start, end)
+        self._verified.wait(key)
         data = self._verified.cached(key, request)
         if data is not None:
             return data

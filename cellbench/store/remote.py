@@ -32,12 +32,14 @@ Why fsspec and not obstore: obstore was measured against fsspec on the local S3 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,8 @@ from cellbench.store.location import is_url  # noqa: F401  (re-exported: remote.
 from cellbench.store.verified import VerifiedStore, slice_range
 
 ROOT_META = "zarr.json"
+#: Background fetches (:meth:`RemoteVerifiedStore.prefetch`) in flight at a time, per store.
+PREFETCH_IN_FLIGHT = 32
 
 
 def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
@@ -163,6 +167,7 @@ class ChunkCache:
 
     def __init__(self, root: Path, limit: int) -> None:
         self.root = Path(root)
+        self._root = str(self.root)
         self.limit = int(limit)
         self._lock = threading.Lock()
         self._index: OrderedDict[str, int] | None = None
@@ -187,8 +192,9 @@ class ChunkCache:
             self._total = sum(self._index.values())
         return self._index
 
-    def _file(self, name: str) -> Path:
-        return self.root / name[:2] / name
+    def _file(self, name: str) -> str:
+        # (a string, not a Path: pathlib costs more than the read of a small entry)
+        return os.path.join(self._root, name[:2], name)
 
     @property
     def size(self) -> int:
@@ -207,9 +213,10 @@ class ChunkCache:
         file = self._file(name)
         try:
             if start == 0 and end is None:
-                data = file.read_bytes()
+                with open(file, "rb", buffering=0) as raw:
+                    data = raw.readall()
             else:
-                with open(file, "rb") as f:
+                with open(file, "rb") as f:  # (buffered: reads until end or EOF)
                     f.seek(start)
                     data = f.read(-1 if end is None else end - start)
         except OSError:
@@ -235,14 +242,16 @@ class ChunkCache:
         if self.limit <= 0 or len(data) > self.limit:
             return
         file = self._file(name)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.parent / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        folder = os.path.dirname(file)
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            tmp.write_bytes(data)
+            os.makedirs(folder, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
             os.replace(tmp, file)
         except OSError:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(tmp)
             return  # a full or read-only cache disk never fails a read
         with self._lock:
             index = self._load()
@@ -252,12 +261,25 @@ class ChunkCache:
                 old, size = index.popitem(last=False)
                 self._total -= size
                 with contextlib.suppress(OSError):
-                    self._file(old).unlink()
+                    os.unlink(self._file(old))
+
+    def holds(self, name: str) -> bool:
+        """Whether the entry is cached (by this or another process sharing the folder).
+
+        Entries this process knows of are taken as there without a look at the disk (one
+        evicted meanwhile by another process is fetched again by the read that misses it).
+        """
+        if self.limit <= 0:
+            return False
+        with self._lock:
+            if name in self._load():
+                return True
+        return os.path.isfile(self._file(name))
 
     def discard(self, name: str) -> None:
         """Remove an entry (a damaged one)."""
         with contextlib.suppress(OSError):
-            self._file(name).unlink()
+            os.unlink(self._file(name))
         with self._lock:
             index = self._load()
             self._total -= index.pop(name, 0)
@@ -301,6 +323,20 @@ class RemoteVerifiedStore(VerifiedStore):
         super().__init__(store, manifest, ref)
         self.cache = cache if cache is not None else default_cache()
         self.url = url
+        # background fetches started by prefetch(), by cache entry, in process _pid
+        self._pending: dict[str, concurrent.futures.Future[None]] = {}
+        self._pending_lock = threading.Lock()
+        self._gate: asyncio.Semaphore | None = None
+        self._pid = os.getpid()
+
+    def _forked(self) -> None:
+        """Forget the parent's background fetches in a forked child (a DataLoader worker).
+
+        They run on the parent's I/O thread, which the child does not have.
+        """
+        if self._pid != os.getpid():
+            self._pending, self._pending_lock = {}, threading.Lock()
+            self._gate, self._pid = None, os.getpid()
 
     def _with_store(self, store: Any) -> RemoteVerifiedStore:
         return type(self)(store, self.manifest, self.ref, self.cache, self.url)
@@ -402,6 +438,63 @@ class RemoteVerifiedStore(VerifiedStore):
         if byte_range is not None:
             self.ranged.put(key, data)
         return prototype.buffer.from_bytes(slice_range(data, byte_range))
+
+    def prefetch(self, keys: Iterable[str]) -> int:
+        """Start fetching into the chunk cache, in the background, those of ``keys`` it lacks.
+
+        Returns at once: the files are fetched concurrently on zarr's I/O loop (at most
+        :data:`PREFETCH_IN_FLIGHT` requests at a time), each checked exactly as :meth:`get`
+        does, while the caller goes on decoding what it has; :meth:`wait` blocks until a file
+        it is about to read has arrived (and raises what fetching it raised). A reader that
+        knows its next reads (a training batch) calls this first, so that their requests
+        overlap with each other and with its own work. Files with equal content (one cache
+        entry) are fetched once. Nothing is fetched when the cache is off (the reads would
+        fetch again). Returns the number of fetches started.
+        """
+        if self.cache.limit <= 0:
+            return 0
+        self._forked()
+        with self._pending_lock:
+            for name in [n for n, fut in self._pending.items() if fut.done()]:
+                del self._pending[name]  # fetched: in the cache now, or failed (a read retries)
+            started: dict[str, str] = {}
+            for key in keys:
+                name = self._cache_name(key)
+                if (
+                    name
+                    and name not in started
+                    and name not in self._pending
+                    and not self.cache.holds(name)
+                ):
+                    started[name] = key
+            if started:
+                from zarr.core.sync import _get_loop
+
+                loop = _get_loop()
+                for name, key in started.items():
+                    self._pending[name] = asyncio.run_coroutine_threadsafe(self._fetch(key), loop)
+        return len(started)
+
+    async def _fetch(self, key: str) -> None:
+        if self._gate is None:  # created on zarr's loop, where it is used
+            self._gate = asyncio.Semaphore(PREFETCH_IN_FLIGHT)
+        async with self._gate:
+            await self.get(key)
+
+    def wait(self, key: str) -> None:
+        """Block until a background fetch of ``key`` started by :meth:`prefetch` is done.
+
+        Raises:
+            StoreError: What fetching it raised (a missing or damaged file, a network error).
+        """
+        if not self._pending:
+            return
+        self._forked()
+        name = self._cache_name(key)
+        with self._pending_lock:
+            fut = self._pending.pop(name, None) if name else None
+        if fut is not None:
+            fut.result()
 
     def _cached_range(self, key: str, name: str, byte_range: ByteRequest) -> bytes | None:
         """A ranged read of a cached shard (store format 4), checked piece by piece.

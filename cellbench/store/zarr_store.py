@@ -1135,12 +1135,7 @@ class DatasetStore:
         the selection touches, each checked against the manifest. Remote stores and anything
         the reader does not handle are sliced with Zarr.
         """
-        if field == "image":
-            path, what = f"{self.format.image_path(sample_id)}/0", "image"
-        elif field == "target":
-            path, what = f"{self.format.target_path(sample_id)}/0", "target"
-        else:
-            path, what = f"{self.format.label_path(sample_id, field)}/0", field
+        path, what = self._field_path(sample_id, field)
         files = self._files if self._files is not None else self._remote_files()
         if files is not None:
             if (sample_id, path) not in self._regions_checked:
@@ -1150,6 +1145,33 @@ class DatasetStore:
             if out is not None:
                 return out
         return np.asarray(self._array(path, sample_id, what)[selection])
+
+    def prefetch_regions(self, regions: list[tuple[str, str, tuple[Any, ...]]]) -> int:
+        """Fetch what :meth:`read_region` will read for each ``(sample_id, field, selection)``.
+
+        For a remote store: the files the chunk cache lacks, concurrently (see
+        :meth:`~cellbench.store.remote.RemoteVerifiedStore.prefetch`), so that a batch of
+        region reads waits for one round of requests instead of one request per file. A local
+        store has nothing to fetch. Arrays the store does not hold are skipped: the read names
+        them. Returns the number of files fetched.
+        """
+        files = self._remote_files()
+        if files is None or not regions:
+            return 0
+        wanted = []
+        for sample_id, field, selection in regions:
+            path = self._field_path(sample_id, field)[0]
+            if self._manifest is None or path in self._manifest.arrays:
+                wanted.append((path, selection))
+        return files.prefetch(wanted)  # type: ignore[attr-defined]
+
+    def _field_path(self, sample_id: str, field: str) -> tuple[str, str]:
+        """The array path of a sample's ``image``, ``target`` or label image, and its name."""
+        if field == "image":
+            return f"{self.format.image_path(sample_id)}/0", "image"
+        if field == "target":
+            return f"{self.format.target_path(sample_id)}/0", "target"
+        return f"{self.format.label_path(sample_id, field)}/0", field
 
     def _remote_files(self) -> StoreFiles | None:
         """Region reads of a remote store through its verified store (None: not remote)."""

@@ -4,6 +4,7 @@ reads through the bounded chunk cache, corruption, interrupted uploads, scoring 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -440,7 +441,7 @@ def test_cached_shard_ranges_are_checked_piece_by_piece(s3, tmp_path, monkeypatc
     assert record["size"] == (local.path / "images/sq/0/c/0/0/0").stat().st_size
     assert len(record["ranges"]) == 9 + 1  # 3 x 3 tiles and the index
     digest = local.manifest["arrays"]["images/sq/0"]["chunk_sha256"]["c/0/0/0"]
-    cached = default_cache()._file(digest)
+    cached = Path(default_cache()._file(digest))
     raw = bytearray(cached.read_bytes())
     a, b, _ = record["ranges"][0]  # the first tile in file order: tile (0, 0)
     raw[(a + b) // 2] ^= 1
@@ -476,3 +477,125 @@ def test_region_reads_from_s3_equal_zarr_slicing(s3, tmp_path, version):
         np.testing.assert_array_equal(
             remote.read_region("r", "instances", sel[1:]), labels[sel[1:]]
         )
+
+
+def _chunk_gets(caplog, marker: str) -> list[str]:
+    """moto's logged GETs of chunk files whose path holds ``marker``."""
+    return [
+        m
+        for m in (r.getMessage() for r in caplog.records)
+        if '"GET /' in m and marker in m and "/c/" in m
+    ]
+
+
+def test_prefetch_fetches_a_batch_once_in_the_background_and_reads_use_it(
+    s3, local_store, caplog, monkeypatch
+):
+    """``StoreReader.prefetch`` (what a training batch calls first) fetches every chunk file the
+    batch's reads need, each once, without blocking; the reads then come from the chunk cache
+    (no further request) and equal the local store's."""
+    import logging
+
+    from cellbench.store.remote import default_cache
+    from cellbench.training.data.reader import StoreReader
+
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "fsspec")  # moto's log names each request
+    url = f"s3://{s3.bucket}/pf/toy.zarr"
+    remote = _upload(local_store, url)
+    sids = local_store.sample_ids()
+    region = (slice(3, 30), slice(5, 33))
+    reads = [(s, k, -1, region) for s in sids for k in ("image", "mask")]
+    reads += reads[:4]  # repeated reads fetch nothing more
+    reader = StoreReader(url, {"mask": "instances"})
+    caplog.set_level(logging.INFO, logger="werkzeug")  # moto's request log
+    reader.prefetch(reads)
+    verified = reader.store.root.store
+    for s in sids:
+        for key in (f"images/{s}/0/c/0/0/0", f"images/{s}/labels/instances/0/c/0/0"):
+            verified.wait(key)  # arrived (or raises what fetching it raised)
+            name = verified._cache_name(key)
+            assert default_cache().holds(name), key
+    fetched = _chunk_gets(caplog, "pf/toy.zarr/images/")
+    assert len(fetched) == 2 * len(sids), fetched  # one image and one mask chunk per sample
+    for s, k, f, r in reads:
+        expected = local_store.image(s)[:, 3:30, 5:33] if k == "image" else None
+        got = reader.read(s, k, f, r)
+        if expected is None:
+            expected = local_store.labels(s)[3:30, 5:33]
+        np.testing.assert_array_equal(got, expected)
+    assert len(_chunk_gets(caplog, "pf/toy.zarr/images/")) == len(fetched)  # no more GETs
+    assert remote.prefetch_regions([(sids[0], "image", (slice(None), *region))]) == 0
+    monkeypatch.setenv("CELLBENCH_CHUNK_CACHE", "0")  # cache off: nothing to fetch ahead into
+    assert DatasetStore.open(url).prefetch_regions([(sids[1], "image", (slice(None),))]) == 0
+
+
+def test_prefetched_damaged_chunk_is_named_by_its_read(s3, local_store, monkeypatch):
+    """A chunk damaged on S3 and fetched in the background does not pass silently: prefetch
+    returns, the read of that sample names the chunk, and the other samples still read."""
+    from cellbench.training.data.reader import StoreReader
+
+    url = f"s3://{s3.bucket}/bad/toy.zarr"
+    _upload(local_store, url)
+    sids = local_store.sample_ids()
+    key = f"bad/toy.zarr/images/{sids[1]}/0/c/0/0/0"
+    body = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    s3.client.put_object(Bucket=s3.bucket, Key=key, Body=body[:-1] + bytes([body[-1] ^ 1]))
+    reader = StoreReader(url, {"mask": "instances"})
+    region = (slice(0, 16), slice(0, 16))
+    reader.prefetch([(s, "image", -1, region) for s in sids[:3]])
+    np.testing.assert_array_equal(
+        reader.read(sids[0], "image", -1, region), local_store.image(sids[0])[:, :16, :16]
+    )
+    with pytest.raises(CorruptStoreError, match=rf"images/{sids[1]}/0.*c/0/0/0"):
+        reader.read(sids[1], "image", -1, region)
+    np.testing.assert_array_equal(
+        reader.read(sids[2], "image", -1, region), local_store.image(sids[2])[:, :16, :16]
+    )
+
+
+def test_training_loader_from_s3_reads_batches_ahead_and_equals_local(s3, local_store, monkeypatch):
+    """The training loader over a store on S3 (0 workers) yields exactly the batches it
+    yields over the same store on local disk, and asks for the files of the batches ahead
+    before it needs them (the first ``READ_AHEAD`` batches up front, then one per batch)."""
+    import torch
+
+    from cellbench.training.data import LoaderOptions, build_index, loaders
+    from cellbench.training.normalisation import Normaliser
+
+    monkeypatch.setattr(loaders, "READ_AHEAD", 2)
+    url = f"s3://{s3.bucket}/ahead/toy.zarr"
+    remote = _upload(local_store, url)
+    options = LoaderOptions(
+        sample_mode="patch", batch_size=2, patch_size=(16, 16), samples_per_epoch=10
+    )
+    task = "instance-segmentation"
+
+    def batches(store: DatasetStore) -> tuple[list[dict], list, list]:
+        index = build_index(store, task, "train", Normaliser())
+        source = loaders.train_source(index, options, torch.device("cpu"))
+        events: list = []  # the keys of each prefetch call, and "batch" when one is yielded
+        dataset = source.loader.dataset
+        real = dataset.prefetch
+
+        def spy(keys):
+            events.append(list(keys))
+            real(keys)
+
+        monkeypatch.setattr(dataset, "prefetch", spy)
+        out = []
+        for batch in source:
+            out.append({k: v.clone() for k, v in batch.items()})
+            events.append("batch")
+        return out, events, list(source.sampler)
+
+    local, local_events, _ = batches(local_store)
+    far, far_events, keys = batches(remote)
+    assert len(local) == len(far) == 5
+    for a, b in zip(local, far, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert local_events == ["batch"] * 5  # local disk: nothing to fetch ahead
+    ahead = [keys[i : i + 2] for i in range(0, 10, 2)]  # the epoch's batches, in order
+    b0, b1, b2, b3, b4 = ahead
+    assert far_events == [b0, b1, b2, "batch", b3, "batch", b4, "batch", "batch", "batch"]

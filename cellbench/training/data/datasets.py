@@ -221,6 +221,8 @@ class PatchDataset(Dataset):
         self.aligned = aligned
         self.keys = tuple(keys or index.keys)
         self.reader = index.reader()
+        # plans of the keys prefetch() was given, until their batch is read
+        self._ahead: dict[Key | int, tuple[int, tuple[slice, ...], list[tuple[int, ...]]]] = {}
 
     def __len__(self) -> int:
         return len(self.index.items)
@@ -239,7 +241,8 @@ class PatchDataset(Dataset):
     def _count(self, key: Key | int) -> int:
         return self.k if isinstance(key, tuple) and key[1] >= 0 else 1
 
-    def _fill(self, key: Key | int, buffers: dict[str, np.ndarray], at: int) -> None:
+    def _plan(self, key: Key | int) -> tuple[int, tuple[slice, ...], list[tuple[int, ...]]]:
+        """``(item, region, patch origins)`` of a key: a pure function of the key."""
         item, seed, cls = key if isinstance(key, tuple) else (int(key), -1, -1)
         index = self.index
         s = index.items[item][0]
@@ -254,6 +257,17 @@ class PatchDataset(Dataset):
         region, origins = plan_patches(
             index.shapes[s], self.patch, index.chunks[s], k, self.aligned, rng, anchor
         )
+        return item, region, origins
+
+    def _fill(
+        self,
+        plan: tuple[int, tuple[slice, ...], list[tuple[int, ...]]],
+        buffers: dict[str, np.ndarray],
+        at: int,
+    ) -> None:
+        item, region, origins = plan
+        index = self.index
+        s = index.items[item][0]
         for key_name, data in self.read_region(item, region).items():
             buf = buffers[key_name]
             for j, origin in enumerate(origins):
@@ -288,18 +302,50 @@ class PatchDataset(Dataset):
             out[key_name] = data
         return out
 
+    def prefetch(self, keys: Sequence[Key]) -> None:
+        """Start fetching what reading ``keys`` needs from a remote store.
+
+        See :meth:`StoreReader.prefetch`; the loader calls it for the batches ahead.
+        """
+        if self.reader.is_remote:
+            plans = [self._plan(k) for k in keys]
+            self._prefetch(plans)
+            if len(self._ahead) > 1 << 16:  # (a loader abandoned mid-epoch)
+                self._ahead.clear()
+            self._ahead.update(zip(keys, plans, strict=True))
+
+    def _prefetch(self, plans: list[tuple[int, tuple[slice, ...], list[tuple[int, ...]]]]) -> None:
+        index = self.index
+        self.reader.prefetch(
+            [
+                (index.sample_ids[index.items[item][0]], key_name, index.items[item][1], region)
+                for item, region, _ in plans
+                for key_name in self.keys
+            ]
+        )
+
     def __getitem__(self, key: Key | int) -> dict[str, torch.Tensor]:
         buffers = self._buffers(self._count(key))
-        self._fill(key, buffers, 0)
+        self._fill(self._plan(key), buffers, 0)
         return {k: torch.from_numpy(v) for k, v in buffers.items()}
 
     def __getitems__(self, keys: Sequence[Key]) -> list[dict[str, torch.Tensor]]:
-        """A whole batch, cut straight into one array per key (no per-sample copies)."""
+        """A whole batch, cut straight into one array per key (no per-sample copies).
+
+        From a remote store, the files of the whole batch the chunk cache lacks are fetched
+        first, concurrently and in the background (:meth:`StoreReader.prefetch`), and the
+        items are read as their files arrive: a first epoch waits about one round trip per
+        batch instead of one per file.
+        """
         counts = [self._count(k) for k in keys]
+        ahead = [self._ahead.pop(k, None) for k in keys] if self._ahead else [None] * len(keys)
+        plans = [self._plan(k) if p is None else p for k, p in zip(keys, ahead, strict=True)]
+        if any(p is None for p in ahead):  # (the batches ahead were prefetched already)
+            self._prefetch(plans)
         buffers = self._buffers(sum(counts))
         at = 0
-        for key, count in zip(keys, counts, strict=True):
-            self._fill(key, buffers, at)
+        for plan, count in zip(plans, counts, strict=True):
+            self._fill(plan, buffers, at)
             at += count
         return [{k: torch.from_numpy(v) for k, v in buffers.items()}]
 
@@ -365,6 +411,21 @@ class ImageDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.index.items)
+
+    def prefetch(self, keys: Sequence[Key | int]) -> None:
+        """Start fetching the whole images of ``keys`` from a remote store.
+
+        See :meth:`StoreReader.prefetch`; the loader calls it for the batches ahead.
+        """
+        if not self.reader.is_remote:
+            return
+        index = self.index
+        reads = []
+        for key in keys:
+            s, frame = index.items[key[0] if isinstance(key, tuple) else int(key)]
+            region = tuple(slice(0, n) for n in index.shapes[s])
+            reads += [(index.sample_ids[s], name, frame, region) for name in self.keys]
+        self.reader.prefetch(reads)
 
     def __getitem__(self, key: Key | int) -> dict[str, torch.Tensor]:
         item = key[0] if isinstance(key, tuple) else int(key)

@@ -11,7 +11,7 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,8 @@ from cellbench.training.data.index import SplitIndex
 from cellbench.training.data.sampling import EpochSampler, balanced_weights, class_items
 
 PRELOAD_LIMIT_BYTES = 2 << 30
+#: Batches whose files a loader reading a remote store in-process fetches ahead.
+READ_AHEAD = 16
 
 
 class BatchSource(Protocol):
@@ -134,7 +136,31 @@ class LoaderSource:
         self.loader._iterator = None
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        return iter(self.loader)
+        dataset = self.loader.dataset
+        prefetch = getattr(dataset, "prefetch", None)
+        if self.loader.num_workers or prefetch is None or not dataset.reader.is_remote:
+            return iter(self.loader)
+        return self._read_ahead(prefetch)
+
+    def _read_ahead(self, prefetch: Any) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of a remote store read in this process, the next ones fetched meanwhile.
+
+        The files of the next :data:`READ_AHEAD` batches are fetched in the background.
+
+        The epoch's keys are a pure function of (seed, epoch), so the batches ahead are known;
+        their missing files are fetched while this batch decodes, and the first epoch is no
+        longer a request, a wait and a decode, one after another. (With worker processes,
+        each worker's batches overlap with the others' instead.)
+        """
+        keys = list(self.sampler)
+        size = self.loader.batch_size or 1
+        batches = [keys[i : i + size] for i in range(0, len(keys), size)]
+        for batch in batches[:READ_AHEAD]:
+            prefetch(batch)
+        for k, out in enumerate(self.loader):
+            if k + READ_AHEAD < len(batches):
+                prefetch(batches[k + READ_AHEAD])
+            yield out
 
     def __len__(self) -> int:
         return len(self.loader)

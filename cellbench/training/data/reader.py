@@ -46,6 +46,11 @@ class StoreReader:
             self._store = DatasetStore.open(self.path)
         return self._store
 
+    @property
+    def is_remote(self) -> bool:
+        """Whether the store is at a URL (reads go through the chunk cache)."""
+        return self.store.is_remote
+
     def field(self, key: str) -> str:
         """The store field a batch key is read from."""
         return self.fields.get(key, key)
@@ -64,6 +69,24 @@ class StoreReader:
             self._arrays[(sample_id, key)] = cached
         return cached
 
+    def prefetch(self, reads: list[tuple[str, str, int, tuple[slice, ...]]]) -> None:
+        """Start fetching what the reads ``(sample_id, key, frame, region)`` will need.
+
+        From a remote store, the files its chunk cache lacks, in the background; a local
+        store has nothing to fetch. See :meth:`DatasetStore.prefetch_regions`.
+        """
+        self.store.prefetch_regions(
+            [(s, self.field(k), self._selection(k, f, r)) for s, k, f, r in reads]
+        )
+
+    def _selection(self, key: str, frame: int, region: tuple[slice, ...]) -> tuple[Any, ...]:
+        lead: tuple[Any, ...] = ()
+        if frame >= 0:
+            lead = (frame,)
+        if self.field(key) in CHANNEL_FIELDS:
+            lead = (*lead, slice(None))
+        return (*lead, *region)
+
     def read(self, sample_id: str, key: str, frame: int, region: tuple[slice, ...]) -> np.ndarray:
         """Read a spatial region (decoding only the chunks it touches).
 
@@ -76,10 +99,7 @@ class StoreReader:
         Returns:
             ``(C, *region)`` for images and targets, ``region`` for label images.
         """
-        lead: tuple[Any, ...] = ()
-        if frame >= 0:
-            lead = (frame,)
-        if self.field(key) in CHANNEL_FIELDS:
-            lead = (*lead, slice(None))
         # the store's own chunk reader, not zarr's pipeline (remote: through its chunk cache)
-        return self.store.read_region(sample_id, self.field(key), (*lead, *region))
+        return self.store.read_region(
+            sample_id, self.field(key), self._selection(key, frame, region)
+        )
