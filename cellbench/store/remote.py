@@ -53,6 +53,9 @@ from cellbench.store.location import is_url  # noqa: F401  (re-exported: remote.
 from cellbench.store.verified import VerifiedStore, slice_range
 
 ROOT_META = "zarr.json"
+#: The process that started using obstore: its I/O runtime (tokio) does not survive a fork,
+#: so a forked child (a DataLoader worker) reads through fsspec instead.
+_OBSTORE_PID: int | None = None
 #: Background fetches (:meth:`RemoteVerifiedStore.prefetch`) in flight at a time, per store.
 PREFETCH_IN_FLIGHT = 32
 
@@ -84,17 +87,22 @@ def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None) -> An
     measured about 3.8x faster than s3fs per object; ``docs/scaling.md``), and zarr's
     :class:`~zarr.storage.FsspecStore` otherwise; ``fsspec`` or ``obstore`` force one.
     obstore reads endpoint and credentials from the same ``AWS_*``/``GOOGLE_*``/``AZURE_*``
-    variables.
+    variables. obstore is not fork-safe (its tokio I/O threads are not copied by ``fork``, and
+    a forked child that uses it waits forever), so ``auto`` uses fsspec in a process forked
+    after this one used obstore, such as a DataLoader worker.
 
     Raises:
-        StoreError: ``obstore`` was asked for but is not installed or cannot serve the URL.
+        StoreError: ``obstore`` was asked for but is not installed, cannot serve the URL, or
+            cannot work in this forked process.
     """
     from zarr.storage import FsspecStore
 
     from cellbench import settings
 
+    global _OBSTORE_PID
     backend = settings.object_store_backend()
     scheme = url.split("://", 1)[0].lower()
+    forked = _OBSTORE_PID is not None and os.getpid() != _OBSTORE_PID
     if backend != "fsspec" and scheme in _OBSTORE_SCHEMES and not storage_options:
         try:
             from obstore.store import from_url
@@ -106,13 +114,21 @@ def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None) -> An
                     "(pip install obstore)"
                 ) from None
         else:
-            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-                "AWS_ENDPOINT_URL", ""
-            )
-            client = {"allow_http": True} if endpoint.startswith("http://") else None
-            if scheme == "s3a":
-                url = "s3" + url[3:]
-            return ObjectStore(from_url(url, client_options=client), read_only=True)
+            if not forked:
+                endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+                    "AWS_ENDPOINT_URL", ""
+                )
+                client = {"allow_http": True} if endpoint.startswith("http://") else None
+                if scheme == "s3a":
+                    url = "s3" + url[3:]
+                _OBSTORE_PID = os.getpid()
+                return ObjectStore(from_url(url, client_options=client), read_only=True)
+            if backend == "obstore":
+                raise StoreError(
+                    f"{settings.OBJECT_STORE}=obstore in a process forked after obstore was "
+                    "used: obstore's I/O threads do not survive a fork (use fsspec, or start "
+                    "worker processes with 'spawn')"
+                )
     elif backend == "obstore":
         raise StoreError(f"{url}: obstore serves s3://, gs:// and az:// URLs only")
     opts = _storage_options(url, storage_options)

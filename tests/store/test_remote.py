@@ -3,6 +3,7 @@ reads through the bounded chunk cache, corruption, interrupted uploads, scoring 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from pathlib import Path
 
@@ -599,3 +600,53 @@ def test_training_loader_from_s3_reads_batches_ahead_and_equals_local(s3, local_
     ahead = [keys[i : i + 2] for i in range(0, 10, 2)]  # the epoch's batches, in order
     b0, b1, b2, b3, b4 = ahead
     assert far_events == [b0, b1, b2, "batch", b3, "batch", b4, "batch", "batch", "batch"]
+
+
+@pytest.mark.parametrize("backend", ["fsspec", "obstore"])
+def test_reader_copied_into_a_forked_worker_reads_by_itself(s3, local_store, backend, monkeypatch):
+    """A reader copied into a forked process (a DataLoader worker) after its parent read
+    through it, with background fetches still pending, opens its own store and reads: it
+    neither waits for the parent's fetches nor uses obstore, whose I/O threads a fork does
+    not copy (``auto`` falls back to fsspec there)."""
+    import multiprocessing
+
+    from cellbench.store import remote
+    from cellbench.training.data.reader import StoreReader
+
+    if backend == "obstore":
+        pytest.importorskip("obstore")
+        monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "auto")
+    else:
+        monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "fsspec")
+    url = f"s3://{s3.bucket}/fork-{backend}/toy.zarr"
+    _upload(local_store, url)
+    sid = local_store.sample_ids()[0]
+    region = (slice(0, 16), slice(0, 16))
+    reader = StoreReader(url, {"mask": "instances"})
+    reader.read(sid, "image", -1, region)  # the parent has used its backend
+    verified = reader.store.root.store
+    key = f"images/{sid}/labels/instances/0/c/0/0"
+    verified._pending[verified._cache_name(key)] = concurrent.futures.Future()  # never done
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(reader, sid, region, out))
+    child.start()  # (fork: the child gets this very reader object, not a pickled copy)
+    child.join(timeout=60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the forked reader hung"
+    mask, backend_used = out.get(timeout=5)
+    np.testing.assert_array_equal(mask, local_store.labels(sid)[:16, :16])
+    assert backend_used == "FsspecStore"
+    if backend == "obstore":
+        assert type(verified._store).__name__ == "ObjectStore"  # the parent's
+        monkeypatch.setattr(remote, "_OBSTORE_PID", remote._OBSTORE_PID + 1)  # "forked"
+        monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "obstore")
+        with pytest.raises(StoreError, match="forked after obstore was used"):
+            remote.zarr_store(url)
+
+
+def _read_in_child(reader, sid, region, out):
+    mask = reader.read(sid, "mask", -1, region)
+    out.put((mask, type(reader.store.root.store._store).__name__))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ class StoreReader:
         self.path = str(path)
         self.fields = dict(fields or {})
         self._store: DatasetStore | None = None
+        self._pid = os.getpid()
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -41,9 +43,14 @@ class StoreReader:
 
     @property
     def store(self) -> DatasetStore:
-        """The store, opened on first use in this process."""
-        if self._store is None:
-            self._store = DatasetStore.open(self.path)
+        """The store, opened on first use in this process.
+
+        A reader copied into a forked process (a DataLoader worker started by ``fork``) opens
+        its own: the parent's remote store reads through the parent's I/O thread and its
+        background fetches, neither of which a forked child has.
+        """
+        if self._store is None or self._pid != os.getpid():
+            self._store, self._pid, self._arrays = DatasetStore.open(self.path), os.getpid(), {}
         return self._store
 
     @property
@@ -57,15 +64,16 @@ class StoreReader:
 
     def array(self, sample_id: str, key: str) -> zarr.Array:
         """Lazy array of batch key ``key`` (``image``, ``mask``, ``instances``, ``target``)."""
+        store = self.store  # (first: in a forked process it drops the parent's arrays)
         cached = self._arrays.get((sample_id, key))
         if cached is None:
             name = self.field(key)
             if name == "image":
-                cached = self.store.image(sample_id)
+                cached = store.image(sample_id)
             elif name == "target":
-                cached = self.store.target(sample_id)
+                cached = store.target(sample_id)
             else:
-                cached = self.store.labels(sample_id, name)
+                cached = store.labels(sample_id, name)
             self._arrays[(sample_id, key)] = cached
         return cached
 
