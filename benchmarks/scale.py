@@ -1,18 +1,23 @@
 """Beyond one machine: Dask scoring, streaming reads from S3, sharding, fsspec vs obstore.
 
-Everything runs on this machine against a local S3-protocol server (moto's
-``ThreadedMotoServer`` on 127.0.0.1, the server the tests use), and prints one table per
-question, side by side:
+Everything runs on this machine against a local S3-protocol server (moto's standalone server,
+the one the tests start in a thread, here in a process of its own on 127.0.0.1, as an object
+store is: in a thread it would share this process's GIL), and prints one table per question,
+side by side:
 
 1. scoring throughput (images/s) of an instance-segmentation split, 2,000 tiny images (64x64,
    8 objects) and 500 realistic ones (512x512, 300 objects): in one process (the default
    path), and on a ``dask.distributed.LocalCluster`` of 1 and 2 worker processes (one thread
    each), with the speed-up of 2 workers over 1 (goal: 1.8x), by wall clock and by the CPU
    seconds each worker spent (what the engine allows when other jobs share the cores);
-2. training-loader throughput (random 64 x 64 patches/s through
-   :class:`cellbench.training.data.reader.StoreReader`, the reader the data loader uses): from
-   the S3 server (chunk cache off; a first epoch from an empty chunk cache; warm), from the
-   same store on local disk, and from arrays already in memory (the upper bound);
+2. training-loader throughput (random 64 x 64 patches/s): (a) through
+   :class:`cellbench.training.data.reader.StoreReader`, the reader the data loader uses, from
+   the S3 server (chunk cache off; a first epoch from an empty chunk cache, one read at a time
+   and in prefetched batches of 32 as the training dataset reads; warm), from the same store on
+   local disk, and from the store's files in memory (the upper bound); the first epochs again
+   with 20 ms added to every request (a relay in front of the server: an object store over a
+   network rather than on loopback); (b) through the training loader itself
+   (``train_source``, 0 workers: batches read ahead) on local disk and from the S3 server;
 3. peak memory (RSS) of scoring a split streamed from S3 (store and predictions both at
    ``s3://``), for two split sizes 4x apart, each in a fresh process;
 4. raw zarr reads of every chunk of a store from the S3 server through zarr's ``FsspecStore``
@@ -28,13 +33,16 @@ question, side by side:
     python benchmarks/scale.py --only scoring     # some sections (comma-separated names)
 
 Run from the repository root. Figures depend on the machine and on moto (a Python server, far
-slower per request than S3 itself); ``docs/scaling.md`` records a run and what it predicts.
+slower per request than S3 itself, on the same CPUs as the client); the header says whether
+obstore or s3fs reads ``s3://`` (``CELLBENCH_OBJECT_STORE=auto`` takes obstore when it is
+installed). ``docs/scaling.md`` records a run and what it predicts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -52,6 +60,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CARD = {"id": "bench", "version": "1", "tasks": ["instance-segmentation"]}
+#: Round trip added to every request in the "S3 server ... ms away" rows: moto answers in
+#: about a millisecond on loopback, an object store over a network in tens of milliseconds.
+DELAY = 0.02
 
 
 # ---------------------------------------------------------------------- data
@@ -69,6 +80,20 @@ def _blobs(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
         win = labels[y0:y1, x0:x1]
         win[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (win == 0)] = k
     return labels
+
+
+def _backend() -> str:
+    """Which client reads ``s3://`` here (``CELLBENCH_OBJECT_STORE``, default auto)."""
+    from cellbench import settings
+
+    chosen = settings.object_store_backend()
+    if chosen == "fsspec":
+        return "s3fs (fsspec)"
+    try:
+        import obstore
+    except ImportError:
+        return "s3fs (fsspec; obstore not installed)"
+    return f"obstore {obstore.__version__}"
 
 
 def make_split(root: Path, n: int, size: int, seed: int = 0, cells: int = 8) -> tuple[Any, Path]:
@@ -104,15 +129,32 @@ def make_split(root: Path, n: int, size: int, seed: int = 0, cells: int = 8) -> 
 
 # ---------------------------------------------------------------------- S3 server
 class S3:
-    """moto's server on 127.0.0.1 with the AWS_* environment pointing at it."""
+    """moto's standalone server in its own process on 127.0.0.1, the AWS_* environment
+    pointing at it (a server process of its own, as S3 is: in a thread of this process it
+    would hold this process's GIL while serving)."""
 
     def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
+        import socket
 
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        self.url = f"http://{host}:{port}"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.server.poll() is not None:
+                    raise RuntimeError("moto's server did not start") from None
+                time.sleep(0.1)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         os.environ.update(
             AWS_ENDPOINT_URL=self.url,
             AWS_ACCESS_KEY_ID="testing",
@@ -135,7 +177,57 @@ class S3:
         return url
 
     def stop(self) -> None:
-        self.server.stop()
+        self.server.kill()
+        self.server.wait()
+
+
+class Delayed:
+    """A TCP relay on 127.0.0.1 in front of ``port`` that holds every request ``delay``
+    seconds before passing it on: the S3 server as seen from a client a round trip of
+    ``delay`` away (each connection relayed by its own threads, so concurrent requests wait
+    concurrently, as on a network)."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        import socket
+        import threading
+
+        self.delay, self.target = delay, port
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.target))
+            for src, dst, wait in ((conn, up, self.delay), (up, conn, 0.0)):
+                threading.Thread(target=self._pump, args=(src, dst, wait), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: Any, dst: Any, delay: float) -> None:
+        import socket
+
+        try:
+            while data := src.recv(1 << 16):
+                if delay:
+                    time.sleep(delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (src, dst):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 # ---------------------------------------------------------------------- 1. Dask scoring
@@ -275,6 +367,26 @@ def _patches(reader: Any, ids: list[str], size: int, n: int, seed: int = 0) -> f
     return n / (time.perf_counter() - t)
 
 
+def _patch_batches(
+    reader: Any, ids: list[str], size: int, n: int, seed: int = 0, batch: int = 32
+) -> float:
+    """:func:`_patches`' draws, read as the training dataset reads a batch
+    (``PatchDataset.__getitems__``): the batch's files prefetched, then its reads."""
+    rng = np.random.default_rng(seed)
+    t = time.perf_counter()
+    for first in range(0, n, batch):
+        reads = []
+        for _ in range(min(batch, n - first)):
+            sid = ids[rng.integers(len(ids))]
+            y, x = rng.integers(0, size - 64, 2)
+            region = (slice(int(y), int(y) + 64), slice(int(x), int(x) + 64))
+            reads += [(sid, "image", -1, region), (sid, "mask", -1, region)]
+        reader.prefetch(reads)
+        for read in reads:
+            reader.read(*read)
+    return n / (time.perf_counter() - t)
+
+
 class _InMemory:
     def __init__(self, store: Any, ids: list[str]) -> None:
         self.data = {(s, "image"): np.asarray(store.image(s)[...]) for s in ids} | {
@@ -362,11 +474,26 @@ def bench_loader(work: Path, s3: S3, n_images: int, size: int, n_patches: int) -
     remote._CACHES.clear()
     cold = _patches(StoreReader(url, fields), ids, size, max(50, n_patches // 4))
     os.environ["CELLBENCH_CHUNK_CACHE"] = "2GiB"
-    shutil.rmtree(work / "home" / "chunks", ignore_errors=True)
-    remote._CACHES.clear()
-    warm_reader = StoreReader(url, fields)
-    first = _patches(warm_reader, ids, size, n_patches)  # from an empty cache: fills it
+
+    def first_epoch(read: Any) -> tuple[float, Any]:
+        """An epoch of ``read`` from an empty chunk cache, and the reader (cache now warm)."""
+        shutil.rmtree(work / "home" / "chunks", ignore_errors=True)
+        remote._CACHES.clear()
+        reader = StoreReader(url, fields)
+        _ = reader.store  # opened (root and manifest read) before the clock starts
+        return read(reader, ids, size, n_patches), reader
+
+    first, _ = first_epoch(_patches)
+    first_b, warm_reader = first_epoch(_patch_batches)
     warm = _patches(warm_reader, ids, size, n_patches, seed=1)
+    delayed = Delayed(s3.port, DELAY)
+    os.environ["AWS_ENDPOINT_URL"] = delayed.url
+    try:
+        far, _ = first_epoch(_patches)
+        far_b, _ = first_epoch(_patch_batches)
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = s3.url
+        delayed.close()
     rows.append(("in memory, decoded numpy arrays", mem, "(no decoding at all)"))
     rows.append(("in memory, the store's chunks in a zarr MemoryStore", zmem, "(zarr decoding)"))
     rows.append(
@@ -376,15 +503,104 @@ def bench_loader(work: Path, s3: S3, n_images: int, size: int, n_patches: int) -
         ("local disk (format 2 store, verified reads)", disk, f"{disk / fmem:.2f} of in-memory")
     )
     rows.append(("S3 server, chunk cache off", cold, f"{cold / disk:.2f} of local disk"))
-    rows.append(
-        (
-            "S3 server, first epoch from an empty chunk cache",
-            first,
-            f"{first / disk:.2f} of local disk",
+    for what, value in (
+        ("first epoch, batches of 32 prefetched together", first_b),
+        ("first epoch, one read at a time", first),
+    ):
+        rows.append((f"S3 server, {what}", value, f"{value / disk:.2f} of local disk"))
+    for what, value in (
+        ("first epoch, batches of 32 prefetched together", far_b),
+        ("first epoch, one read at a time", far),
+    ):
+        rows.append(
+            (
+                f"S3 server {DELAY * 1000:.0f} ms away, {what}",
+                value,
+                f"{value / disk:.2f} of local disk",
+            )
         )
-    )
     rows.append(("S3 server, chunk cache warm", warm, f"{warm / disk:.2f} of local disk"))
     return rows
+
+
+def bench_train_loader(work: Path, s3: S3, n_images: int, size: int, n_patches: int) -> list[tuple]:
+    """Epochs of the training loader itself (``train_source``: the patch dataset, the epoch
+    sampler and a DataLoader, batches of 32 patches of 64 x 64 with their normalisation) over
+    the same store on local disk and on the S3 server: in-process (0 workers) and with the
+    training default of 2 forked worker processes."""
+    from dataclasses import replace
+
+    from cellbench.store import remote
+    from cellbench.store.zarr_store import DatasetStore
+    from cellbench.training.data import LoaderOptions, build_index, loaders
+    from cellbench.training.normalisation import Normaliser
+
+    store, _ = make_split(work / "train-loader", n_images, size, seed=1)
+    url = s3.upload(store.path, "train-loader/store.zarr")
+    options = LoaderOptions(
+        sample_mode="patch", batch_size=32, patch_size=(64, 64), samples_per_epoch=n_patches
+    )
+    task = "instance-segmentation"
+
+    def epoch(source: Any) -> float:
+        t = time.perf_counter()
+        n = sum(len(next(iter(b.values()))) for b in source)
+        return n / (time.perf_counter() - t)
+
+    def source(path: str, cold: bool, workers: int = 0) -> Any:
+        index = build_index(DatasetStore.open(path), task, "test", Normaliser())
+        if cold:  # indexing read the images (their statistics): empty the cache after it
+            shutil.rmtree(work / "home" / "chunks", ignore_errors=True)
+            remote._CACHES.clear()
+        return loaders.train_source(index, replace(options, workers=workers), torch_cpu())
+
+    local = source(str(store.path), False)
+    epoch(local)
+    disk = epoch(local)
+    rows = [("local disk", disk, "1.00")]
+    runs = []
+    for what, ahead in (
+        ("first epoch (batches read ahead)", loaders.READ_AHEAD),
+        ("first epoch, no read-ahead (each batch prefetched alone)", 0),
+    ):
+        loaders.READ_AHEAD, kept = ahead, loaders.READ_AHEAD
+        try:
+            remote_source = source(url, True)
+            runs.append((f"S3 server, {what}", epoch(remote_source)))
+        finally:
+            loaders.READ_AHEAD = kept
+    runs.append(("S3 server, chunk cache warm (next epoch)", epoch(remote_source)))
+    delayed = Delayed(s3.port, DELAY)
+    os.environ["AWS_ENDPOINT_URL"] = delayed.url
+    try:
+        far = source(url, True)
+        runs.append(
+            (f"S3 server {DELAY * 1000:.0f} ms away, first epoch (batches read ahead)", epoch(far))
+        )
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = s3.url
+        delayed.close()
+    rows += [(what, value, f"{value / disk:.2f} of local disk") for what, value in runs]
+    # the training default: 2 worker processes (forked; fresh loaders, worker start included)
+    local2 = source(str(store.path), False, workers=2)
+    disk2 = epoch(local2)
+    local2.close()
+    far2 = source(url, True, workers=2)
+    first2 = epoch(far2)
+    warm2 = epoch(far2)
+    far2.close()
+    rows.append(("2 workers: local disk, first epoch of a fresh loader", disk2, "1.00"))
+    rows += [
+        (f"2 workers: S3 server, {what}", value, f"{value / disk2:.2f} of local disk")
+        for what, value in (("first epoch", first2), ("chunk cache warm (next epoch)", warm2))
+    ]
+    return rows
+
+
+def torch_cpu() -> Any:
+    import torch
+
+    return torch.device("cpu")
 
 
 # ---------------------------------------------------------------------- 3. peak memory
@@ -575,7 +791,8 @@ def main() -> None:
         parser.error(f"--only: unknown section(s) {', '.join(unknown)}; known: {SECTIONS}")
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}; S3 = moto ThreadedMotoServer on 127.0.0.1; "
+        f"{platform.python_version()}; S3 = moto's server in its own process on 127.0.0.1, "
+        f"read through {_backend()}; "
         f"load average at start {os.getloadavg()[0]:.2f}"
     )
     work = Path(tempfile.mkdtemp(prefix="cellbench-scale-"))
@@ -595,6 +812,10 @@ def main() -> None:
         if "loader" in only:
             _table("2. training reads, random 64x64 patches (image + mask) from 256x256 images",
                    bench_loader(work, s3, 20 if q else 100, 256, 200 if q else 2000),
+                   "patches/s")  # fmt: skip
+            _table("2b. the training loader (train_source, batches of 32): in-process "
+                   "(0 workers, batches read ahead), then 2 worker processes (the default)",
+                   bench_train_loader(work, s3, 20 if q else 100, 256, 256 if q else 2048),
                    "patches/s")  # fmt: skip
         if "memory" in only:
             sizes = (25, 100) if q else (50, 200)
