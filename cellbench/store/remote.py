@@ -84,7 +84,7 @@ def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None) -> An
     ``$CELLBENCH_OBJECT_STORE`` chooses: ``auto`` (default) uses zarr's
     :class:`~zarr.storage.ObjectStore` over obstore for ``s3://``, ``gs://`` and ``az://``
     URLs when obstore is installed and no fsspec ``storage_options`` were given (it was
-    measured about 3.8x faster than s3fs per object; ``docs/scaling.md``), and zarr's
+    measured 2.0x faster than s3fs per object; ``docs/scaling.md``), and zarr's
     :class:`~zarr.storage.FsspecStore` otherwise; ``fsspec`` or ``obstore`` force one.
     obstore reads endpoint and credentials from the same ``AWS_*``/``GOOGLE_*``/``AZURE_*``
     variables. obstore is not fork-safe (its tokio I/O threads are not copied by ``fork``, and
