@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -344,6 +345,10 @@ class RemoteVerifiedStore(VerifiedStore):
         self._pending_lock = threading.Lock()
         self._gate: asyncio.Semaphore | None = None
         self._pid = os.getpid()
+        #: Seconds :meth:`wait` gives another process (the training loader's main process,
+        #: reading ahead) to put a missing file into the shared chunk cache before this one
+        #: fetches it (0: never wait for others).
+        self.await_others = 0.0
 
     def _forked(self) -> None:
         """Forget the parent's background fetches in a forked child (a DataLoader worker).
@@ -500,17 +505,38 @@ class RemoteVerifiedStore(VerifiedStore):
     def wait(self, key: str) -> None:
         """Block until a background fetch of ``key`` started by :meth:`prefetch` is done.
 
+        Or, in a process that leaves fetching to another (:attr:`await_others`), until that
+        process has put ``key`` into the shared chunk cache.
+
         Raises:
             StoreError: What fetching it raised (a missing or damaged file, a network error).
         """
-        if not self._pending:
-            return
-        self._forked()
+        if self._pending:
+            self._forked()
+            name = self._cache_name(key)
+            with self._pending_lock:
+                fut = self._pending.pop(name, None) if name else None
+            if fut is not None:
+                fut.result()
+                return
+        if self.await_others > 0:
+            self._await_other(key)
+
+    def _await_other(self, key: str) -> None:
+        """Wait for another process to put ``key`` into the shared chunk cache.
+
+        Up to :attr:`await_others` seconds; if it has not come by then, this process stops
+        waiting for others and fetches for itself from then on.
+        """
         name = self._cache_name(key)
-        with self._pending_lock:
-            fut = self._pending.pop(name, None) if name else None
-        if fut is not None:
-            fut.result()
+        if not name or self.cache.limit <= 0:
+            return
+        deadline = time.monotonic() + self.await_others
+        while not self.cache.holds(name):
+            if time.monotonic() > deadline:
+                self.await_others = 0.0
+                return
+            time.sleep(0.001)
 
     def _cached_range(self, key: str, name: str, byte_range: ByteRequest) -> bytes | None:
         """A ranged read of a cached shard (store format 4), checked piece by piece.

@@ -602,6 +602,126 @@ def test_training_loader_from_s3_reads_batches_ahead_and_equals_local(s3, local_
     assert far_events == [b0, b1, b2, "batch", b3, "batch", b4, "batch", "batch", "batch"]
 
 
+def test_training_loader_workers_wait_for_the_main_process_fetches(
+    s3, local_store, caplog, monkeypatch
+):
+    """With worker processes, the loader's main process reads the epoch's batches ahead and
+    the forked workers wait for those files in the shared chunk cache instead of fetching
+    them too: the batches equal local disk's and every chunk file is fetched once."""
+    import logging
+
+    import torch
+
+    from cellbench.training.data import LoaderOptions, build_index, loaders
+    from cellbench.training.normalisation import Normaliser
+
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "fsspec")  # moto's log names each request
+    url = f"s3://{s3.bucket}/workers/toy.zarr"
+    remote = _upload(local_store, url)
+    options = LoaderOptions(
+        sample_mode="patch", batch_size=2, patch_size=(16, 16), samples_per_epoch=12, workers=2
+    )
+
+    def epoch(store: DatasetStore) -> list[dict]:
+        index = build_index(store, "instance-segmentation", "train", Normaliser())
+        source = loaders.train_source(index, options, torch.device("cpu"))
+        try:
+            return [{k: v.clone() for k, v in b.items()} for b in source]
+        finally:
+            source.close()
+
+    local = epoch(local_store)
+    from cellbench.store.remote import default_cache
+
+    for f in list(default_cache().root.glob("??/*")):
+        f.unlink()  # indexing read the images through the cache: start the epoch empty
+    default_cache()._index = None
+    caplog.set_level(logging.INFO, logger="werkzeug")  # moto's request log (this process)
+    far = epoch(remote)
+    assert len(local) == len(far) == 6
+    for a, b in zip(local, far, strict=True):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    gets = _chunk_gets(caplog, "workers/toy.zarr/images/")
+    paths = [m.split('"GET ')[1].split(" ")[0] for m in gets]
+    assert paths and len(paths) == len(set(paths)), sorted(paths)  # none fetched twice
+
+
+def test_a_reader_waiting_for_another_process_takes_its_file_or_fetches_after_the_wait(
+    s3, local_store, caplog, monkeypatch
+):
+    """``await_others``: a read missing from the chunk cache waits for another process to put
+    the file there (no request of its own); if it does not come in time, the reader fetches
+    it, and every later file, itself."""
+    import logging
+    import threading
+    import time
+
+    from cellbench.store.remote import default_cache
+
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "fsspec")  # moto's log names each request
+    url = f"s3://{s3.bucket}/await/toy.zarr"
+    _upload(local_store, url)
+    sids = local_store.sample_ids()
+    waiting = DatasetStore.open(url)
+    verified = waiting.root.store
+    region = (slice(None), slice(0, 16), slice(0, 16))
+    waiting.read_region(sids[2], "image", region)  # (the images' zarr.json: one, now cached)
+    verified.await_others = 30.0
+    key = f"images/{sids[0]}/0/c/0/0/0"
+    body = (local_store.path / key).read_bytes()
+    name = verified._cache_name(key)
+
+    def other_process() -> None:  # what the loader's main process does: fetch into the cache
+        time.sleep(0.3)
+        default_cache().put(name, body)
+
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    writer = threading.Thread(target=other_process)
+    t0 = time.monotonic()
+    writer.start()
+    np.testing.assert_array_equal(
+        waiting.read_region(sids[0], "image", region), local_store.image(sids[0])[region]
+    )
+    writer.join()
+    assert 0.3 <= time.monotonic() - t0 < 20  # it waited for the file, and no longer
+    assert verified.await_others == 30.0  # (the file came: it still waits for others)
+    assert not _chunk_gets(caplog, f"await/toy.zarr/images/{sids[0]}/0/")  # ... not fetched
+    verified.await_others = 0.2  # nobody fetches sids[1]: the reader gives up and fetches
+    np.testing.assert_array_equal(
+        waiting.read_region(sids[1], "image", region), local_store.image(sids[1])[region]
+    )
+    assert len(_chunk_gets(caplog, f"await/toy.zarr/images/{sids[1]}/0/")) == 1
+    assert verified.await_others == 0.0  # and no longer waits for anyone
+
+
+def test_fetch_ahead_here_makes_forked_copies_wait_and_not_prefetch(s3, local_store):
+    """The process that calls ``fetch_ahead_here`` keeps fetching; its forked copies of the
+    reader wait for its files and start no fetch of their own."""
+    import multiprocessing
+
+    from cellbench.training.data.reader import StoreReader
+
+    url = f"s3://{s3.bucket}/ahead-here/toy.zarr"
+    _upload(local_store, url)
+    reader = StoreReader(url, {"mask": "instances"})
+    reader.fetch_ahead_here(7.0)
+    assert reader.store.root.store.await_others == 0.0  # here: fetch
+    sid = local_store.sample_ids()[0]
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_report_awaiting, args=(reader, sid, out))
+    child.start()
+    child.join(timeout=60)
+    assert out.get(timeout=5) == (7.0, 0)
+
+
+def _report_awaiting(reader, sid, out):
+    verified = reader.store.root.store
+    reader.prefetch([(sid, "image", -1, (slice(0, 8), slice(0, 8)))])
+    out.put((verified.await_others, len(verified._pending)))
+
+
 @pytest.mark.parametrize("backend", ["fsspec", "obstore"])
 def test_reader_copied_into_a_forked_worker_reads_by_itself(s3, local_store, backend, monkeypatch):
     """A reader copied into a forked process (a DataLoader worker) after its parent read

@@ -22,8 +22,11 @@ from cellbench.training.data.index import SplitIndex
 from cellbench.training.data.sampling import EpochSampler, balanced_weights, class_items
 
 PRELOAD_LIMIT_BYTES = 2 << 30
-#: Batches whose files a loader reading a remote store in-process fetches ahead.
+#: Batches whose files a loader reading a remote store fetches ahead.
 READ_AHEAD = 16
+#: Seconds a worker process waits for the main process to fetch a file it needs (then it
+#: fetches the file itself, and every later one).
+AWAIT_SECONDS = 5.0
 
 
 class BatchSource(Protocol):
@@ -138,8 +141,11 @@ class LoaderSource:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         dataset = self.loader.dataset
         prefetch = getattr(dataset, "prefetch", None)
-        if self.loader.num_workers or prefetch is None or not dataset.reader.is_remote:
+        if prefetch is None or not dataset.reader.is_remote:
             return iter(self.loader)
+        if self.loader.num_workers:
+            # this process reads ahead for its forked workers, which wait for the files
+            dataset.reader.fetch_ahead_here(AWAIT_SECONDS)
         return self._read_ahead(prefetch)
 
     def _read_ahead(self, prefetch: Any) -> Iterator[dict[str, torch.Tensor]]:
@@ -149,8 +155,10 @@ class LoaderSource:
 
         The epoch's keys are a pure function of (seed, epoch), so the batches ahead are known;
         their missing files are fetched while this batch decodes, and the first epoch is no
-        longer a request, a wait and a decode, one after another. (With worker processes,
-        each worker's batches overlap with the others' instead.)
+        longer a request, a wait and a decode, one after another. With worker processes,
+        this process fetches (it is otherwise idle, and keeps a fast object-store client that
+        forked workers cannot use) and the workers wait for the files in the shared chunk
+        cache (:meth:`StoreReader.fetch_ahead_here`).
         """
         keys = list(self.sampler)
         size = self.loader.batch_size or 1

@@ -34,6 +34,8 @@ class StoreReader:
         self._store: DatasetStore | None = None
         self._pid = os.getpid()
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
+        # (process that fetches a remote store's files ahead, seconds its forks wait for them)
+        self._fetcher: tuple[int, float] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "fields": self.fields}
@@ -51,7 +53,25 @@ class StoreReader:
         """
         if self._store is None or self._pid != os.getpid():
             self._store, self._pid, self._arrays = DatasetStore.open(self.path), os.getpid(), {}
+            if self._store.is_remote:
+                self._store.root.store.await_others = self._awaited()
         return self._store
+
+    def fetch_ahead_here(self, wait: float) -> None:
+        """Make this process the one that fetches a remote store's files ahead.
+
+        Copies of this reader in processes forked from this one (DataLoader workers) then
+        neither prefetch nor fetch a file the chunk cache (shared on disk) lacks at once:
+        they wait up to ``wait`` seconds for this process to put it there (the training
+        loader's main process reads the epoch's batches ahead), and fetch it themselves only
+        if it has not come.
+        """
+        self._fetcher = (os.getpid(), float(wait))
+
+    def _awaited(self) -> float:
+        """Seconds this process waits for another's fetches (0: it fetches for itself)."""
+        fetcher = self._fetcher
+        return fetcher[1] if fetcher is not None and fetcher[0] != os.getpid() else 0.0
 
     @property
     def is_remote(self) -> bool:
@@ -81,8 +101,11 @@ class StoreReader:
         """Start fetching what the reads ``(sample_id, key, frame, region)`` will need.
 
         From a remote store, the files its chunk cache lacks, in the background; a local
-        store has nothing to fetch. See :meth:`DatasetStore.prefetch_regions`.
+        store has nothing to fetch. See :meth:`DatasetStore.prefetch_regions`. In a process
+        that leaves fetching to another (:meth:`fetch_ahead_here`), nothing.
         """
+        if self._awaited():
+            return
         self.store.prefetch_regions(
             [(s, self.field(k), self._selection(k, f, r)) for s, k, f, r in reads]
         )
