@@ -1147,13 +1147,14 @@ class DatasetStore:
         return np.asarray(self._array(path, sample_id, what)[selection])
 
     def prefetch_regions(self, regions: list[tuple[str, str, tuple[Any, ...]]]) -> int:
-        """Fetch what :meth:`read_region` will read for each ``(sample_id, field, selection)``.
+        """Start fetching what :meth:`read_region` will read for each of ``regions``.
 
-        For a remote store: the files the chunk cache lacks, concurrently (see
+        ``regions`` holds ``(sample_id, field, selection)``. For a remote store: the files the
+        chunk cache lacks, concurrently and in the background (see
         :meth:`~cellbench.store.remote.RemoteVerifiedStore.prefetch`), so that a batch of
-        region reads waits for one round of requests instead of one request per file. A local
-        store has nothing to fetch. Arrays the store does not hold are skipped: the read names
-        them. Returns the number of files fetched.
+        region reads waits for about one round of requests instead of one request per file. A
+        local store has nothing to fetch. Arrays the store does not hold are skipped: the read
+        names them. Returns the number of fetches started.
         """
         files = self._remote_files()
         if files is None or not regions:

@@ -578,9 +578,10 @@ def test_training_loader_from_s3_reads_batches_ahead_and_equals_local(s3, local_
         dataset = source.loader.dataset
         real = dataset.prefetch
 
-        def spy(keys):
+        def spy(keys, remember=True):
+            assert remember  # (read in this process: the plans are kept for the reads)
             events.append(list(keys))
-            real(keys)
+            real(keys, remember)
 
         monkeypatch.setattr(dataset, "prefetch", spy)
         out = []

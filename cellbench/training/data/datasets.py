@@ -302,17 +302,19 @@ class PatchDataset(Dataset):
             out[key_name] = data
         return out
 
-    def prefetch(self, keys: Sequence[Key]) -> None:
+    def prefetch(self, keys: Sequence[Key], remember: bool = True) -> None:
         """Start fetching what reading ``keys`` needs from a remote store.
 
-        See :meth:`StoreReader.prefetch`; the loader calls it for the batches ahead.
+        See :meth:`StoreReader.prefetch`; the loader calls it for the batches ahead, with
+        ``remember`` (keep the keys' patch plans for their read) when this process reads them.
         """
         if self.reader.is_remote:
             plans = [self._plan(k) for k in keys]
             self._prefetch(plans)
-            if len(self._ahead) > 1 << 16:  # (a loader abandoned mid-epoch)
-                self._ahead.clear()
-            self._ahead.update(zip(keys, plans, strict=True))
+            if remember:
+                if len(self._ahead) > 1 << 16:  # (a loader abandoned mid-epoch)
+                    self._ahead.clear()
+                self._ahead.update(zip(keys, plans, strict=True))
 
     def _prefetch(self, plans: list[tuple[int, tuple[slice, ...], list[tuple[int, ...]]]]) -> None:
         index = self.index
@@ -412,10 +414,11 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index.items)
 
-    def prefetch(self, keys: Sequence[Key | int]) -> None:
+    def prefetch(self, keys: Sequence[Key | int], remember: bool = True) -> None:
         """Start fetching the whole images of ``keys`` from a remote store.
 
-        See :meth:`StoreReader.prefetch`; the loader calls it for the batches ahead.
+        See :meth:`StoreReader.prefetch`; the loader calls it for the batches ahead
+        (``remember``: unused, see :meth:`PatchDataset.prefetch`).
         """
         if not self.reader.is_remote:
             return

@@ -163,11 +163,12 @@ class LoaderSource:
         keys = list(self.sampler)
         size = self.loader.batch_size or 1
         batches = [keys[i : i + size] for i in range(0, len(keys), size)]
+        here = not self.loader.num_workers  # (else the workers read: plans are not kept here)
         for batch in batches[:READ_AHEAD]:
-            prefetch(batch)
+            prefetch(batch, remember=here)
         for k, out in enumerate(self.loader):
             if k + READ_AHEAD < len(batches):
-                prefetch(batches[k + READ_AHEAD])
+                prefetch(batches[k + READ_AHEAD], remember=here)
             yield out
 
     def __len__(self) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from cellbench.store.location import is_url
 from cellbench.store.zarr_store import DatasetStore
 
 #: Store fields with a channel axis (read as ``(C, *region)``); the others are label images.
@@ -75,8 +76,8 @@ class StoreReader:
 
     @property
     def is_remote(self) -> bool:
-        """Whether the store is at a URL (reads go through the chunk cache)."""
-        return self.store.is_remote
+        """Whether the store is at a URL (reads go through the chunk cache); opens nothing."""
+        return is_url(self.path)
 
     def field(self, key: str) -> str:
         """The store field a batch key is read from."""
