@@ -355,13 +355,18 @@ def bench_ingest(work: Path, n: int, size: int) -> list[tuple[str, float, str]]:
 
 
 # ---------------------------------------------------------------------- 2. training reads
+def _draw(rng: np.random.Generator, ids: list[str], size: int) -> tuple[str, tuple[slice, ...]]:
+    """A random sample and 64 x 64 region of it."""
+    sid = ids[rng.integers(len(ids))]
+    y, x = rng.integers(0, size - 64, 2)
+    return sid, (slice(int(y), int(y) + 64), slice(int(x), int(x) + 64))
+
+
 def _patches(reader: Any, ids: list[str], size: int, n: int, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     t = time.perf_counter()
     for _ in range(n):
-        sid = ids[rng.integers(len(ids))]
-        y, x = rng.integers(0, size - 64, 2)
-        region = (slice(int(y), int(y) + 64), slice(int(x), int(x) + 64))
+        sid, region = _draw(rng, ids, size)
         reader.read(sid, "image", -1, region)
         reader.read(sid, "mask", -1, region)
     return n / (time.perf_counter() - t)
@@ -377,9 +382,7 @@ def _patch_batches(
     for first in range(0, n, batch):
         reads = []
         for _ in range(min(batch, n - first)):
-            sid = ids[rng.integers(len(ids))]
-            y, x = rng.integers(0, size - 64, 2)
-            region = (slice(int(y), int(y) + 64), slice(int(x), int(x) + 64))
+            sid, region = _draw(rng, ids, size)
             reads += [(sid, "image", -1, region), (sid, "mask", -1, region)]
         reader.prefetch(reads)
         for read in reads:
@@ -530,6 +533,8 @@ def bench_train_loader(work: Path, s3: S3, n_images: int, size: int, n_patches: 
     training default of 2 forked worker processes."""
     from dataclasses import replace
 
+    import torch
+
     from cellbench.store import remote
     from cellbench.store.zarr_store import DatasetStore
     from cellbench.training.data import LoaderOptions, build_index, loaders
@@ -552,7 +557,7 @@ def bench_train_loader(work: Path, s3: S3, n_images: int, size: int, n_patches: 
         if cold:  # indexing read the images (their statistics): empty the cache after it
             shutil.rmtree(work / "home" / "chunks", ignore_errors=True)
             remote._CACHES.clear()
-        return loaders.train_source(index, replace(options, workers=workers), torch_cpu())
+        return loaders.train_source(index, replace(options, workers=workers), torch.device("cpu"))
 
     local = source(str(store.path), False)
     epoch(local)
@@ -595,12 +600,6 @@ def bench_train_loader(work: Path, s3: S3, n_images: int, size: int, n_patches: 
         for what, value in (("first epoch", first2), ("chunk cache warm (next epoch)", warm2))
     ]
     return rows
-
-
-def torch_cpu() -> Any:
-    import torch
-
-    return torch.device("cpu")
 
 
 # ---------------------------------------------------------------------- 3. peak memory

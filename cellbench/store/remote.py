@@ -511,25 +511,28 @@ class RemoteVerifiedStore(VerifiedStore):
         Raises:
             StoreError: What fetching it raised (a missing or damaged file, a network error).
         """
+        if not self._pending and self.await_others <= 0:
+            return
+        name = self._cache_name(key)
+        if not name:
+            return
         if self._pending:
             self._forked()
-            name = self._cache_name(key)
             with self._pending_lock:
-                fut = self._pending.pop(name, None) if name else None
+                fut = self._pending.pop(name, None)
             if fut is not None:
                 fut.result()
                 return
         if self.await_others > 0:
-            self._await_other(key)
+            self._await_other(name)
 
-    def _await_other(self, key: str) -> None:
-        """Wait for another process to put ``key`` into the shared chunk cache.
+    def _await_other(self, name: str) -> None:
+        """Wait for another process to put cache entry ``name`` into the shared chunk cache.
 
         Up to :attr:`await_others` seconds; if it has not come by then, this process stops
         waiting for others and fetches for itself from then on.
         """
-        name = self._cache_name(key)
-        if not name or self.cache.limit <= 0:
+        if self.cache.limit <= 0:
             return
         deadline = time.monotonic() + self.await_others
         while not self.cache.holds(name):
