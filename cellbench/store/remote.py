@@ -306,6 +306,22 @@ _CACHES: dict[tuple[str, int], ChunkCache] = {}
 _CACHES_LOCK = threading.Lock()
 
 
+def _new_locks_after_fork() -> None:
+    """Give the caches fresh locks in a forked child.
+
+    A lock that another thread of the parent held at the fork (the I/O thread storing a
+    fetched chunk) would stay held for ever in the child.
+    """
+    global _CACHES_LOCK
+    _CACHES_LOCK = threading.Lock()
+    for cache in _CACHES.values():
+        cache._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
+
+
 def default_cache() -> ChunkCache:
     """The process's cache at ``$CELLBENCH_HOME/chunks``, bounded by ``$CELLBENCH_CHUNK_CACHE``."""
     from cellbench import settings

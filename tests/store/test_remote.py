@@ -771,3 +771,30 @@ def test_reader_copied_into_a_forked_worker_reads_by_itself(s3, local_store, bac
 def _read_in_child(reader, sid, region, out):
     mask = reader.read(sid, "mask", -1, region)
     out.put((mask, type(reader.store.root.store._store).__name__))
+
+
+def test_chunk_cache_locks_are_new_in_a_forked_child():
+    """A cache lock held by another thread at a fork (the I/O thread storing a fetched chunk)
+    does not stay held for ever in the child."""
+    import multiprocessing
+
+    from cellbench.store.remote import default_cache
+
+    cache = default_cache()
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    with cache._lock:  # (held by this thread; a fork copies it held)
+        child = ctx.Process(target=_touch_cache, args=(out,))
+        child.start()
+    child.join(timeout=30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the forked child waits for a lock nobody will release"
+    assert out.get(timeout=5) is False
+
+
+def _touch_cache(out):
+    from cellbench.store.remote import default_cache
+
+    out.put(default_cache().holds("0" * 64))

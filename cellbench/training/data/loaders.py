@@ -164,9 +164,13 @@ class LoaderSource:
         size = self.loader.batch_size or 1
         batches = [keys[i : i + size] for i in range(0, len(keys), size)]
         here = not self.loader.num_workers  # (else the workers read: plans are not kept here)
+        # the workers are forked first, before this process's fetches start threads: a fork
+        # while another thread starts or ends can leave the child hung for ever (CPython 3.11,
+        # seen here with a worker stuck in fork's child-side clean-up while fetches ran)
+        loader = iter(self.loader)
         for batch in batches[:READ_AHEAD]:
             prefetch(batch, remember=here)
-        for k, out in enumerate(self.loader):
+        for k, out in enumerate(loader):
             if k + READ_AHEAD < len(batches):
                 prefetch(batches[k + READ_AHEAD], remember=here)
             yield out
