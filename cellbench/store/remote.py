@@ -26,8 +26,9 @@ opens as a store until the copy is complete: every chunk and node file first, th
 last. An interrupted upload is removed as far as possible; whatever is left has no root
 ``zarr.json`` and is refused as "not a cellbench store".
 
-Why fsspec and not obstore: obstore was measured against fsspec on the local S3 server (see
-``docs/scaling.md``); the figure and the decision are recorded there.
+Which client: obstore (zarr's :class:`~zarr.storage.ObjectStore`) where it is installed and can
+serve the URL, else fsspec; both were measured on the local S3 server and the figure is in
+``docs/scaling.md`` (see :func:`zarr_store`).
 """
 
 from __future__ import annotations
@@ -339,10 +340,14 @@ class RemoteVerifiedStore(VerifiedStore):
     """A read-only zarr store over a remote one: cached, and every file checked on every read.
 
     Args:
-        store: zarr's :class:`~zarr.storage.FsspecStore` of the store's URL.
+        store: zarr's async store of the store's URL (:func:`zarr_store`), or None to make it
+            from ``url`` and ``storage_options`` on first use (a handle that finds every file
+            in the chunk cache never makes one).
         manifest: The store's manifest (format 2 or later).
         ref: ``id@version`` for messages.
         cache: The chunk cache (:func:`default_cache` when None).
+        url: The store's URL.
+        storage_options: fsspec options for the URL.
     """
 
     def __init__(
@@ -352,7 +357,10 @@ class RemoteVerifiedStore(VerifiedStore):
         ref: str,
         cache: ChunkCache | None = None,
         url: str = "",
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
+        self._inner_lock = threading.Lock()
+        self._options = dict(storage_options or {})
         super().__init__(store, manifest, ref)
         self.cache = cache if cache is not None else default_cache()
         self.url = url
@@ -375,17 +383,55 @@ class RemoteVerifiedStore(VerifiedStore):
             self._pending, self._pending_lock = {}, threading.Lock()
             self._gate, self._pid = None, os.getpid()
 
+    @property  # type: ignore[override]
+    def _store(self) -> Any:
+        """The async store of the URL, made on first use (see the ``store`` argument)."""
+        with self._inner_lock:
+            if self._inner is None:
+                self._inner = zarr_store(self.url, self._options)
+            return self._inner
+
+    @_store.setter
+    def _store(self, store: Any) -> None:
+        self._inner = store
+
+    @property
+    def read_only(self) -> bool:
+        """Always: nothing is written through this store."""
+        return True
+
     def _with_store(self, store: Any) -> RemoteVerifiedStore:
-        return type(self)(store, self.manifest, self.ref, self.cache, self.url)
+        return type(self)(store, self.manifest, self.ref, self.cache, self.url, self._options)
 
     def uncached(self) -> RemoteVerifiedStore:
         """The same store without the chunk cache (verification reads the remote itself)."""
         return type(self)(
-            self._store, self.manifest, self.ref, ChunkCache(self.cache.root, 0), self.url
+            self._inner,
+            self.manifest,
+            self.ref,
+            ChunkCache(self.cache.root, 0),
+            self.url,
+            self._options,
+        )
+
+    def for_child(self) -> RemoteVerifiedStore:
+        """This store for a process forked from this one (a DataLoader worker).
+
+        The same manifest and chunk cache, none of this handle's background fetches, and no
+        client of the URL until a file must be fetched (obstore's would not work there:
+        its I/O threads do not survive a fork; :func:`zarr_store` then uses fsspec).
+        """
+        return type(self)(None, self.manifest, self.ref, self.cache, self.url, self._options)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, RemoteVerifiedStore)
+            and self.url == other.url
+            and self.manifest.digest == other.manifest.digest
         )
 
     def __hash__(self) -> int:
-        return hash((str(self._store), self.manifest.digest))
+        return hash((self.url, self.manifest.digest))
 
     def _cache_name(self, key: str) -> str | None:
         """The cache entry of ``key``: its manifest digest (None: not cacheable)."""
@@ -585,8 +631,6 @@ def open_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> A
         StoreError: Not a cellbench store (e.g. an interrupted upload), incomplete, a format 1
             store, or a damaged manifest (one line each).
     """
-    import zarr
-
     from cellbench.store.format import FORMATS, STORE_KIND
     from cellbench.store.zarr_store import DatasetStore
 
@@ -636,14 +680,26 @@ def open_remote(url: str, storage_options: Mapping[str, Any] | None = None) -> A
             f"{url}: root says store format {fmt.version}, manifest says "
             f"{manifest.format.version}; {repair_hint(ref)}"
         )
-    verified = RemoteVerifiedStore(zarr_store(url, storage_options), manifest, ref, url=url)
+    verified = RemoteVerifiedStore(
+        zarr_store(url, storage_options), manifest, ref, url=url, storage_options=storage_options
+    )
+    store = DatasetStore(url, fmt, None, dict(info), manifest, remote=verified)
+    _ = store.root  # the root group, through the verified store
+    return store
+
+
+def open_group(verified: RemoteVerifiedStore) -> Any:
+    """The root Zarr group of a remote store, read through its verified store."""
+    import zarr
+
     try:
-        root = zarr.open_group(store=verified, mode="r", zarr_format=3)
+        return zarr.open_group(store=verified, mode="r", zarr_format=3)
     except StoreError:
         raise
     except Exception as err:  # zarr/json errors on a damaged root
-        raise CorruptStoreError(f"{url}: unreadable store ({err}); {repair_hint(ref)}") from None
-    return DatasetStore(url, fmt, root, dict(info), manifest)
+        raise CorruptStoreError(
+            f"{verified.url}: unreadable store ({err}); {repair_hint(verified.ref)}"
+        ) from None
 
 
 # ---------------------------------------------------------------------- upload
@@ -748,7 +804,7 @@ def array_problems_of(store: Any, apath: str, bypass_cache: bool = True) -> list
     import zarr
 
     where = f"{store.path}: array {apath!r}"
-    verified = store.root.store
+    verified = store.remote_store
     if bypass_cache and isinstance(verified, RemoteVerifiedStore):
         verified = verified.uncached()
     entry = store._manifest.arrays[apath]
@@ -789,7 +845,7 @@ def verify_remote(store: Any, progress: bool = False, scheduler: str | None = No
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    fresh = store.root.store.uncached()
+    fresh = store.remote_store.uncached()
     for node in sorted(set(store._manifest.nodes) - set(store._manifest.arrays)):
         try:
             sync(fresh.get(f"{node}/{ROOT_META}", default_buffer_prototype()))

@@ -770,7 +770,56 @@ def test_reader_copied_into_a_forked_worker_reads_by_itself(s3, local_store, bac
 
 def _read_in_child(reader, sid, region, out):
     mask = reader.read(sid, "mask", -1, region)
-    out.put((mask, type(reader.store.root.store._store).__name__))
+    out.put((mask, type(reader.store.remote_store._store).__name__))
+
+
+def test_forked_workers_take_over_the_parents_store_and_make_no_request_of_their_own(
+    s3, local_store, caplog, monkeypatch
+):
+    """A forked copy of a reader whose process fetches ahead (a training loader's worker)
+    takes over the parent's store handle: it reads what the parent put into the chunk cache,
+    with the parent's manifest and samples table, and makes no client of the URL and no
+    request at all (reopening the store cost each worker two new S3 clients and two requests
+    at the start of every epoch)."""
+    import logging
+    import multiprocessing
+
+    from cellbench.training.data.reader import StoreReader
+
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "fsspec")  # moto's log names each request
+    url = f"s3://{s3.bucket}/take-over/toy.zarr"
+    _upload(local_store, url)
+    sids = local_store.sample_ids()
+    region = (slice(0, 16), slice(0, 16))
+    reader = StoreReader(url, {"mask": "instances"})
+    reader.fetch_ahead_here(30.0)
+    for sid in sids[:2]:
+        reader.read(sid, "mask", -1, region)  # fetched here, into the shared chunk cache
+    caplog.set_level(logging.INFO, logger="werkzeug")  # (the server runs in this process)
+    caplog.clear()
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_read_taken_over, args=(reader, sids[:2], region, out))
+    child.start()
+    child.join(timeout=60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the forked reader hung"
+    masks, own_store, client_made, waits = out.get(timeout=5)
+    for sid, mask in zip(sids[:2], masks, strict=True):
+        np.testing.assert_array_equal(mask, local_store.labels(sid)[region])
+    assert own_store and not client_made and waits == 30.0
+    requests = [r.getMessage() for r in caplog.records if "take-over/" in r.getMessage()]
+    assert requests == []  # neither the root, the manifest, the table nor a chunk
+
+
+def _read_taken_over(reader, sids, region, out):
+    parent = reader._store
+    masks = [reader.read(sid, "mask", -1, region) for sid in sids]
+    store = reader.store
+    made = store.remote_store._inner is not None
+    out.put((masks, store is not parent, made, store.remote_store.await_others))
 
 
 def test_chunk_cache_locks_are_new_in_a_forked_child():

@@ -48,14 +48,21 @@ class StoreReader:
     def store(self) -> DatasetStore:
         """The store, opened on first use in this process.
 
-        A reader copied into a forked process (a DataLoader worker started by ``fork``) opens
-        its own: the parent's remote store reads through the parent's I/O thread and its
-        background fetches, neither of which a forked child has.
+        A reader copied into a forked process (a DataLoader worker started by ``fork``) does
+        not use the parent's handle: a remote store's reads go through the parent's I/O thread
+        and its background fetches, neither of which a forked child has. A remote store is
+        handed on (:meth:`DatasetStore.forked`: what the parent read and checked, no new
+        client unless the child must fetch); a local one is opened again.
         """
         if self._store is None or self._pid != os.getpid():
-            self._store, self._pid, self._arrays = DatasetStore.open(self.path), os.getpid(), {}
-            if self._store.is_remote:
-                self._store.root.store.await_others = self._awaited()
+            parent, self._pid, self._arrays = self._store, os.getpid(), {}
+            if parent is not None and parent.is_remote:
+                self._store = parent.forked()
+            else:
+                self._store = DatasetStore.open(self.path)
+            remote = self._store.remote_store
+            if remote is not None:
+                remote.await_others = self._awaited()
         return self._store
 
     def fetch_ahead_here(self, wait: float) -> None:
@@ -65,9 +72,11 @@ class StoreReader:
         neither prefetch nor fetch a file the chunk cache (shared on disk) lacks at once:
         they wait up to ``wait`` seconds for this process to put it there (the training
         loader's main process reads the epoch's batches ahead), and fetch it themselves only
-        if it has not come.
+        if it has not come. The store and its samples table are read here now, so that the
+        forked copies take them over (:meth:`DatasetStore.forked`) instead of reading them.
         """
         self._fetcher = (os.getpid(), float(wait))
+        _ = self.store.table
 
     def _awaited(self) -> float:
         """Seconds this process waits for another's fetches (0: it fetches for itself)."""
