@@ -510,6 +510,9 @@ def test_prefetch_fetches_a_batch_once_in_the_background_and_reads_use_it(
     reader = StoreReader(url, {"mask": "instances"})
     caplog.set_level(logging.INFO, logger="werkzeug")  # moto's request log
     reader.prefetch(reads)
+    # the samples table the reads check their ids against was read before the fetches were
+    # queued (it would otherwise wait behind all of them)
+    assert reader.store._table is not None
     verified = reader.store.root.store
     for s in sids:
         for key in (f"images/{s}/0/c/0/0/0", f"images/{s}/labels/instances/0/c/0/0"):
