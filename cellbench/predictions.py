@@ -506,9 +506,10 @@ def _array_meta(root: Any, key: str) -> tuple[tuple[int, ...], np.dtype] | None:
     """Shape and NumPy dtype of array ``key`` from its metadata only (None if absent)."""
     import zarr
 
-    if key not in root:
+    try:
+        node = root[key]
+    except KeyError:
         return None
-    node = root[key]
     if not isinstance(node, zarr.Array):
         raise ValueError(f"{key} is not an array")
     try:
@@ -527,7 +528,7 @@ def _open_canonical(path: Path) -> PredictionSet:
 
 def _open_canonical_url(url: str) -> PredictionSet:
     """A canonical prediction set at a URL, read chunk by chunk (zarr's async stores)."""
-    from cellbench.store.remote import filesystem, zarr_store
+    from cellbench.store.remote import filesystem, listed_store
 
     url = url.rstrip("/")
     try:
@@ -544,7 +545,12 @@ def _open_canonical_url(url: str) -> PredictionSet:
         raise
     except Exception as err:  # network and backend errors have no common base class
         raise ValidationError([f"cannot be read ({type(err).__name__}: {err})"], url) from None
-    store = zarr_store(url)
+    try:
+        # every optional array of every sample is looked up: from one listing, not a request
+        # each (most are absent)
+        store = listed_store(url, fs, root)
+    except Exception as err:  # network and backend errors have no common base class
+        raise ValidationError([f"cannot be listed ({type(err).__name__}: {err})"], url) from None
     return _open_canonical_group(raw, store, url, url)
 
 
@@ -603,18 +609,23 @@ def _open_canonical_group(
     if problems:
         raise ValidationError(problems, where)
 
+    listed = getattr(store, "has_node", None)  # a remote set's listing answers without requests
+
+    def has(key: str) -> bool:
+        return bool(listed(key)) if listed is not None else key in root
+
     def declare(sid: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         key = f"samples/{sid}"
         out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         try:
-            if key not in root:
+            if not has(key):
                 return out
-            group = root[key]
             for name in _ARRAY_FIELDS:
-                found = _array_meta(group, name)
+                found = _array_meta(root, f"{key}/{name}") if has(f"{key}/{name}") else None
                 if found is not None:
                     out[name] = found
-            if "values" in group:
+            if has(f"{key}/values"):
+                group = root[key]
                 for k in sorted(group["values"].array_keys()):
                     found = _array_meta(group["values"], k)
                     if found is not None:
@@ -632,15 +643,14 @@ def _open_canonical_group(
         key = f"samples/{sid}"
         field_name = ""
         try:
-            if key in root:
-                group = root[key]
+            if has(key):
                 for name in _ARRAY_FIELDS:
                     field_name = name
-                    if name in group:
-                        setattr(p, name, np.asarray(group[name][...]))
-                if "values" in group:
+                    if has(f"{key}/{name}"):
+                        setattr(p, name, np.asarray(root[f"{key}/{name}"][...]))
+                if has(f"{key}/values"):
                     field_name = "values"
-                    values = group["values"]
+                    values = root[f"{key}/values"]
                     p.values = {k: np.asarray(values[k][...]) for k in sorted(values.array_keys())}
         except Exception as err:  # truncated or garbage chunks, unknown codecs
             raise ValidationError(

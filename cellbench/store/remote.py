@@ -47,6 +47,7 @@ from typing import Any
 
 from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.storage import WrapperStore
 
 from cellbench.errors import CorruptStoreError, StoreError
 from cellbench.store import checksums
@@ -333,6 +334,78 @@ def default_cache() -> ChunkCache:
         if cache is None:
             cache = _CACHES[key] = ChunkCache(Path(key[0]), key[1])
         return cache
+
+
+# ---------------------------------------------------------------------- listed node metadata
+#: Node ``zarr.json`` documents a :class:`ListedStore` keeps in memory (a few per sample).
+LISTED_KEPT = 512
+
+
+class ListedStore(WrapperStore):  # type: ignore[type-arg]
+    """A read-only remote zarr store whose nodes are known from one listing.
+
+    Zarr finds out whether a node exists by reading its ``zarr.json``: on object storage a
+    request, and a missing node a request that fails. A reader that asks about every optional
+    array of every sample (a prediction set has seven) made about twenty requests per sample,
+    most for nodes that are not there. Here the store's ``zarr.json`` keys are listed once
+    (one LIST request per thousand keys), a node absent from the listing is absent without a
+    request, and the last :data:`LISTED_KEPT` documents read are kept. Chunks pass through.
+    For stores that do not change while they are read (a submitted prediction set).
+
+    Args:
+        store: zarr's async store of the URL.
+        metas: The ``zarr.json`` keys the store holds, relative to its root.
+    """
+
+    def __init__(self, store: Any, metas: Iterable[str]) -> None:
+        super().__init__(store)
+        self._metas = frozenset(metas)
+        self._kept: OrderedDict[str, bytes] = OrderedDict()
+
+    def _with_store(self, store: Any) -> ListedStore:
+        return type(self)(store, self._metas)
+
+    async def get(
+        self,
+        key: str,
+        prototype: BufferPrototype,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        """A node's ``zarr.json`` from the listing and memory where it can; else the store."""
+        if byte_range is not None or not (key == ROOT_META or key.endswith("/" + ROOT_META)):
+            return await self._store.get(key, prototype, byte_range)
+        if key not in self._metas:
+            return None
+        data = self._kept.get(key)
+        if data is None:
+            buf = await self._store.get(key, prototype)
+            if buf is None:
+                return None
+            data = self._kept[key] = buf.to_bytes()
+            while len(self._kept) > LISTED_KEPT:
+                self._kept.popitem(last=False)
+        return prototype.buffer.from_bytes(data)
+
+    def has_node(self, path: str) -> bool:
+        """Whether the store has a node (group or array) at ``path`` (``""``: the root)."""
+        return (f"{path}/{ROOT_META}" if path else ROOT_META) in self._metas
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` exists (a ``zarr.json``: from the listing)."""
+        if key == ROOT_META or key.endswith("/" + ROOT_META):
+            return key in self._metas
+        return bool(await self._store.exists(key))
+
+
+def listed_store(url: str, fs: Any, root: str) -> ListedStore:
+    """:func:`zarr_store` of ``url`` behind a :class:`ListedStore` (``fs.find`` lists it)."""
+    prefix = root.rstrip("/") + "/"
+    metas = [
+        path[len(prefix) :]
+        for path in fs.find(root)
+        if path.startswith(prefix) and path.rsplit("/", 1)[-1] == ROOT_META
+    ]
+    return ListedStore(zarr_store(url), metas)
 
 
 # ---------------------------------------------------------------------- verified remote reads

@@ -335,6 +335,41 @@ def test_missing_predictions_url_is_one_clear_problem(s3):
         load_predictions(url)
 
 
+def test_predictions_from_s3_ask_only_for_what_is_there(s3, local_store, tmp_path, caplog):
+    """A prediction set on S3 is listed once: reading a sample's predictions fetches its
+    arrays' metadata and chunks, with no request for the optional arrays it does not have
+    (each was a failed GET, about twenty requests per sample) and none twice; the values are
+    the local set's."""
+    import logging
+
+    from cellbench.predictions import (
+        Prediction,
+        PredictionSet,
+        load_predictions,
+        write_predictions,
+    )
+    from cellbench.store.remote import filesystem
+
+    sids = local_store.sample_ids()
+    preds = [Prediction(sid, mask=np.asarray(local_store.labels(sid)[...])) for sid in sids]
+    pset = PredictionSet.from_predictions("instance-segmentation", preds)
+    write_predictions(tmp_path / "preds.zarr", pset)
+    fs, _ = filesystem(f"s3://{s3.bucket}")
+    fs.put(str(tmp_path / "preds.zarr"), f"{s3.bucket}/listed/preds.zarr", recursive=True)
+    local = load_predictions(tmp_path / "preds.zarr", "instance-segmentation")
+    caplog.set_level(logging.INFO, logger="werkzeug")  # moto's request log
+    remote = load_predictions(f"s3://{s3.bucket}/listed/preds.zarr", "instance-segmentation")
+    caplog.clear()  # (opening: the root document and one listing)
+    for sid in sids:
+        shape = local_store.labels(sid).shape
+        assert remote.declared(sid) == local.declared(sid) == {"mask": (shape, np.uint16)}
+        np.testing.assert_array_equal(remote.get(sid).mask, local.get(sid).mask)
+    requests = [r.getMessage() for r in caplog.records if "/listed/preds.zarr/" in r.getMessage()]
+    assert requests and all('" 200 ' in m for m in requests), requests  # nothing missing asked
+    gets = [m.split('"GET ')[1].split(" ")[0] for m in requests]
+    assert len(gets) == len(set(gets)) <= 2 * len(sids), gets  # zarr.json + chunk per sample
+
+
 def test_one_get_and_no_head_per_chunk_file(s3, local_store, caplog, monkeypatch):
     """s3fs asks for a file's size (a HEAD) before a whole-file GET unless told not to split
     reads (``max_concurrency=1``): a cold chunk read is one request, not two."""
