@@ -1055,14 +1055,16 @@ class DatasetStore:
 
     def _contains(self, path: str) -> bool:
         """Whether the store has a node (group or array) at ``path``."""
-        if self._files is not None:
-            return self._files.node(path) is not None
+        files = self._files if self._files is not None else self._remote_files()
+        if files is not None:
+            return files.node(path) is not None
         return path in self.root
 
     def _attrs(self, path: str) -> dict[str, Any] | None:
         """The attributes of node ``path``, or None when there is no such node."""
-        if self._files is not None:
-            return self._files.attributes(path)
+        files = self._files if self._files is not None else self._remote_files()
+        if files is not None:
+            return files.attributes(path)
         try:
             return dict(self.root[path].attrs)
         except KeyError:
