@@ -400,6 +400,7 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
 def listed_store(url: str, fs: Any, root: str) -> ListedStore:
     """:func:`zarr_store` of ``url`` behind a :class:`ListedStore` (``fs.find`` lists it)."""
     prefix = root.rstrip("/") + "/"
+    fs.invalidate_cache(root)  # a listing kept from before the set was uploaded would be stale
     metas = [
         path[len(prefix) :]
         for path in fs.find(root)
