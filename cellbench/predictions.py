@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from cellbench._version import __version__
-from cellbench.errors import ValidationError
+from cellbench.errors import StoreError, ValidationError
 from cellbench.store.sample import SAMPLE_ID_PATTERN
 
 PREDICTIONS_FORMAT_VERSION = "1"
@@ -548,7 +548,9 @@ def _open_canonical_url(url: str) -> PredictionSet:
     try:
         # every optional array of every sample is looked up: from one listing, not a request
         # each (most are absent)
-        store = listed_store(url, fs, root)
+        store = listed_store(url, fs, root, max_files=MAX_FILES)
+    except StoreError as err:
+        raise ValidationError([str(err).removeprefix(f"{url}: ")], url) from None
     except Exception as err:  # network and backend errors have no common base class
         raise ValidationError([f"cannot be listed ({type(err).__name__}: {err})"], url) from None
     return _open_canonical_group(raw, store, url, url)

@@ -397,13 +397,20 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
         return bool(await self._store.exists(key))
 
 
-def listed_store(url: str, fs: Any, root: str) -> ListedStore:
-    """:func:`zarr_store` of ``url`` behind a :class:`ListedStore` (``fs.find`` lists it)."""
+def listed_store(url: str, fs: Any, root: str, max_files: int | None = None) -> ListedStore:
+    """:func:`zarr_store` of ``url`` behind a :class:`ListedStore` (``fs.find`` lists it).
+
+    Raises:
+        StoreError: The store holds more than ``max_files`` files.
+    """
     prefix = root.rstrip("/") + "/"
     fs.invalidate_cache(root)  # a listing kept from before the set was uploaded would be stale
+    paths = fs.find(root)
+    if max_files is not None and len(paths) > max_files:
+        raise StoreError(f"{url}: holds more than {max_files} files")
     metas = [
         path[len(prefix) :]
-        for path in fs.find(root)
+        for path in paths
         if path.startswith(prefix) and path.rsplit("/", 1)[-1] == ROOT_META
     ]
     return ListedStore(zarr_store(url), metas)

@@ -370,6 +370,32 @@ def test_predictions_from_s3_ask_only_for_what_is_there(s3, local_store, tmp_pat
     assert len(gets) == len(set(gets)) <= 2 * len(sids), gets  # zarr.json + chunk per sample
 
 
+def test_prediction_set_on_s3_with_too_many_files_is_one_line(s3, tmp_path, monkeypatch):
+    """Like a local prediction set, one on S3 holding more files than a set can is refused
+    in one line, before anything is read."""
+    from cellbench import predictions
+    from cellbench.errors import ValidationError
+    from cellbench.predictions import Prediction, PredictionSet, write_predictions
+    from cellbench.store.remote import filesystem
+
+    pset = PredictionSet.from_predictions(
+        "instance-segmentation",
+        [Prediction(f"s{i}", mask=np.ones((8, 8), np.uint16)) for i in range(3)],
+    )
+    write_predictions(tmp_path / "preds.zarr", pset)
+    fs, _ = filesystem(f"s3://{s3.bucket}")
+    fs.put(str(tmp_path / "preds.zarr"), f"{s3.bucket}/many/preds.zarr", recursive=True)
+    n = len(fs.find(f"{s3.bucket}/many/preds.zarr"))
+    monkeypatch.setattr(predictions, "MAX_FILES", n - 1)
+    with pytest.raises(ValidationError, match=f"holds more than {n - 1} files") as err:
+        predictions.load_predictions(f"s3://{s3.bucket}/many/preds.zarr", "instance-segmentation")
+    assert len(err.value.problems) == 1
+    monkeypatch.setattr(predictions, "MAX_FILES", n)
+    assert (
+        predictions.load_predictions(f"s3://{s3.bucket}/many/preds.zarr").get("s1").mask.sum() == 64
+    )
+
+
 def test_one_get_and_no_head_per_chunk_file(s3, local_store, caplog, monkeypatch):
     """s3fs asks for a file's size (a HEAD) before a whole-file GET unless told not to split
     reads (``max_concurrency=1``): a cold chunk read is one request, not two."""
