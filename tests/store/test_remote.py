@@ -763,7 +763,6 @@ def test_a_reader_waiting_for_another_process_takes_its_file_or_fetches_after_th
 def test_fetch_ahead_here_makes_forked_copies_wait_and_not_prefetch(s3, local_store):
     """The process that calls ``fetch_ahead_here`` keeps fetching; its forked copies of the
     reader wait for its files and start no fetch of their own."""
-    import multiprocessing
 
     from cellbench.training.data.reader import StoreReader
 
@@ -773,12 +772,24 @@ def test_fetch_ahead_here_makes_forked_copies_wait_and_not_prefetch(s3, local_st
     reader.fetch_ahead_here(7.0)
     assert reader.store.root.store.await_others == 0.0  # here: fetch
     sid = local_store.sample_ids()[0]
+    assert _in_fork(_report_awaiting, reader, sid) == (7.0, 0)
+
+
+def _in_fork(target, *args):
+    """What ``target(*args, queue)`` puts on the queue, run in a forked child (which gets this
+    process's very objects, not pickled copies); fails if the child hangs."""
+    import multiprocessing
+
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    child = ctx.Process(target=_report_awaiting, args=(reader, sid, out))
+    child = ctx.Process(target=target, args=(*args, out))
     child.start()
     child.join(timeout=60)
-    assert out.get(timeout=5) == (7.0, 0)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the forked child hung"
+    return out.get(timeout=5)
 
 
 def _report_awaiting(reader, sid, out):
@@ -793,7 +804,6 @@ def test_reader_copied_into_a_forked_worker_reads_by_itself(s3, local_store, bac
     through it, with background fetches still pending, opens its own store and reads: it
     neither waits for the parent's fetches nor uses obstore, whose I/O threads a fork does
     not copy (``auto`` falls back to fsspec there)."""
-    import multiprocessing
 
     from cellbench.store import remote
     from cellbench.training.data.reader import StoreReader
@@ -812,16 +822,7 @@ def test_reader_copied_into_a_forked_worker_reads_by_itself(s3, local_store, bac
     verified = reader.store.root.store
     key = f"images/{sid}/labels/instances/0/c/0/0"
     verified._pending[verified._cache_name(key)] = concurrent.futures.Future()  # never done
-    ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
-    child = ctx.Process(target=_read_in_child, args=(reader, sid, region, out))
-    child.start()  # (fork: the child gets this very reader object, not a pickled copy)
-    child.join(timeout=60)
-    alive = child.is_alive()
-    if alive:
-        child.kill()
-    assert not alive, "the forked reader hung"
-    mask, backend_used = out.get(timeout=5)
+    mask, backend_used = _in_fork(_read_in_child, reader, sid, region)
     np.testing.assert_array_equal(mask, local_store.labels(sid)[:16, :16])
     assert backend_used == "FsspecStore"
     if backend == "obstore":
@@ -846,7 +847,6 @@ def test_forked_workers_take_over_the_parents_store_and_make_no_request_of_their
     request at all (reopening the store cost each worker two new S3 clients and two requests
     at the start of every epoch)."""
     import logging
-    import multiprocessing
 
     from cellbench.training.data.reader import StoreReader
 
@@ -861,16 +861,7 @@ def test_forked_workers_take_over_the_parents_store_and_make_no_request_of_their
         reader.read(sid, "mask", -1, region)  # fetched here, into the shared chunk cache
     caplog.set_level(logging.INFO, logger="werkzeug")  # (the server runs in this process)
     caplog.clear()
-    ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
-    child = ctx.Process(target=_read_taken_over, args=(reader, sids[:2], region, out))
-    child.start()
-    child.join(timeout=60)
-    alive = child.is_alive()
-    if alive:
-        child.kill()
-    assert not alive, "the forked reader hung"
-    masks, own_store, client_made, waits = out.get(timeout=5)
+    masks, own_store, client_made, waits = _in_fork(_read_taken_over, reader, sids[:2], region)
     for sid, mask in zip(sids[:2], masks, strict=True):
         np.testing.assert_array_equal(mask, local_store.labels(sid)[region])
     assert own_store and not client_made and waits == 30.0
@@ -889,22 +880,11 @@ def _read_taken_over(reader, sids, region, out):
 def test_chunk_cache_locks_are_new_in_a_forked_child():
     """A cache lock held by another thread at a fork (the I/O thread storing a fetched chunk)
     does not stay held for ever in the child."""
-    import multiprocessing
 
     from cellbench.store.remote import default_cache
 
-    cache = default_cache()
-    ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
-    with cache._lock:  # (held by this thread; a fork copies it held)
-        child = ctx.Process(target=_touch_cache, args=(out,))
-        child.start()
-    child.join(timeout=30)
-    alive = child.is_alive()
-    if alive:
-        child.kill()
-    assert not alive, "the forked child waits for a lock nobody will release"
-    assert out.get(timeout=5) is False
+    with default_cache()._lock:  # (held by this thread; a fork copies it held)
+        assert _in_fork(_touch_cache) is False
 
 
 def _touch_cache(out):
