@@ -793,7 +793,7 @@ def _in_fork(target, *args):
 
 
 def _report_awaiting(reader, sid, out):
-    verified = reader.store.root.store
+    verified = reader.store.remote_store
     reader.prefetch([(sid, "image", -1, (slice(0, 8), slice(0, 8)))])
     out.put((verified.await_others, len(verified._pending)))
 
