@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -235,6 +235,33 @@ def sample_outcome(
     return [], list(spec.sample_stats(list(metrics), sid, truth, pred))
 
 
+#: Samples ahead whose ground truth files :func:`collect` fetches from a remote store.
+TRUTH_AHEAD = 8
+
+
+def _truth_ahead(
+    spec: Task, store: DatasetStore, todo: list[str], walk: Iterable[str]
+) -> Iterator[str]:
+    """``walk`` (over ``todo``), fetching the next samples' ground truth meanwhile.
+
+    From a remote store, the files of the task's :attr:`~cellbench.tasks.base.Task.scored_fields`
+    for the next :data:`TRUTH_AHEAD` samples are fetched in the background while one is
+    scored, instead of one request at a time when each is read.
+    """
+    if not spec.scored_fields or not store.is_remote:
+        yield from walk
+        return
+    started = 0
+    for i, sid in enumerate(walk):
+        ahead = min(len(todo), i + 1 + TRUTH_AHEAD)
+        if ahead > started:
+            store.prefetch_regions(
+                [(s, f, ()) for s in todo[started:ahead] for f in spec.scored_fields]
+            )
+            started = ahead
+        yield sid
+
+
 def collect(
     task: str | Task,
     dataset: DatasetStore | str | os.PathLike[str],
@@ -324,7 +351,7 @@ def collect(
             walk = tqdm(todo, desc=f"score {spec.name}", unit=spec.resampling_unit, disable=None)
         outcomes = (
             sample_outcome(spec, store, predictions, metrics, sid, compute=not problems)
-            for sid in walk
+            for sid in _truth_ahead(spec, store, todo, walk)
         )
     for sid, (sample_problems, sample_stats) in zip(todo, outcomes, strict=True):
         problems.extend(sample_problems)

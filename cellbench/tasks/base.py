@@ -99,6 +99,9 @@ class Task(ABC):
             :meth:`outputs_to_prediction`); otherwise only predictions are accepted.
         confusion_unit: What a confusion matrix of the task counts (``"counts"``,
             ``"pixel counts"``), or None when it has none; leaderboards draw it then.
+        scored_fields: Store fields :meth:`ground_truth` reads whole for a sample; scoring
+            from a remote store fetches the next samples' files of these fields while one is
+            scored (empty: no read-ahead).
     """
 
     name: ClassVar[str]
@@ -112,6 +115,7 @@ class Task(ABC):
     class_table: ClassVar[str | None] = None
     accepts_models: ClassVar[bool] = True
     confusion_unit: ClassVar[str | None] = None
+    scored_fields: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ ground truth
     @abstractmethod

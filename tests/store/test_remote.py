@@ -19,6 +19,7 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
 CARD = {"id": "toy", "version": "1", "tasks": ["instance-segmentation"]}
+TASK = "instance-segmentation"
 
 
 @pytest.fixture
@@ -368,6 +369,47 @@ def test_predictions_from_s3_ask_only_for_what_is_there(s3, local_store, tmp_pat
     assert requests and all('" 200 ' in m for m in requests), requests  # nothing missing asked
     gets = [m.split('"GET ')[1].split(" ")[0] for m in requests]
     assert len(gets) == len(set(gets)) <= 2 * len(sids), gets  # zarr.json + chunk per sample
+
+
+def test_scoring_from_s3_fetches_the_next_samples_truth_ahead(
+    s3, local_store, tmp_path, caplog, monkeypatch
+):
+    """Scoring from a remote store asks for the next samples' ground truth in the background
+    while one is scored (here two ahead): in split order, each label chunk fetched once, and
+    the report equal to the local store's."""
+    import logging
+
+    from cellbench import scoring
+    from cellbench.predictions import Prediction, PredictionSet, write_predictions
+
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "fsspec")  # moto's log names each request
+    monkeypatch.setattr(scoring, "TRUTH_AHEAD", 2)
+    url = f"s3://{s3.bucket}/ahead-score/toy.zarr"
+    remote = _upload(local_store, url)
+    ids = local_store.sample_ids("train")
+    preds = []
+    for sid in ids:
+        mask = np.asarray(local_store.labels(sid)[...]).copy()
+        mask[: mask.shape[0] // 2] = 0  # half of each image missed
+        preds.append(Prediction(sid, mask=mask))
+    write_predictions(tmp_path / "p.zarr", PredictionSet.from_predictions(TASK, preds))
+    asked: list[str] = []
+    real = DatasetStore.prefetch_regions
+
+    def spy(self, regions):
+        asked.extend(sid for sid, _, _ in regions)
+        return real(self, regions)
+
+    monkeypatch.setattr(DatasetStore, "prefetch_regions", spy)
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    far = scoring.score(TASK, remote, "train", tmp_path / "p.zarr", n_bootstrap=0)
+    near = scoring.score(TASK, local_store, "train", tmp_path / "p.zarr", n_bootstrap=0)
+    same = json.dumps([far.metrics, far.per_sample], sort_keys=True, default=str)
+    assert same == json.dumps([near.metrics, near.per_sample], sort_keys=True, default=str)
+    assert asked[:3] == ids[:3] and asked == ids  # the first three at once, then one each
+    gets = _chunk_gets(caplog, "ahead-score/toy.zarr/images/")
+    label_gets = [m for m in gets if "/labels/instances/" in m]
+    assert len(label_gets) == len(set(label_gets)) == len(ids), label_gets
 
 
 def test_prediction_set_on_s3_with_too_many_files_is_one_line(s3, tmp_path, monkeypatch):

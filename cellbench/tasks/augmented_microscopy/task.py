@@ -35,6 +35,7 @@ class AugmentedMicroscopyTask(Task):
     headline: ClassVar[str] = "image_similarity/pearson"
     direction: ClassVar[str] = "higher"
     ground_truth_fields: ClassVar[tuple[str, ...]] = ("image", "target")
+    scored_fields: ClassVar[tuple[str, ...]] = ("target",)
     prediction_fields: ClassVar[tuple[str, ...]] = ("image",)
     key_metrics: ClassVar[tuple[str, ...]] = ("image_similarity/ssim",)
 

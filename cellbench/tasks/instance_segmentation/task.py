@@ -54,6 +54,7 @@ class InstanceSegmentationTask(Task):
     headline: ClassVar[str] = "coco_ap/ap"
     direction: ClassVar[str] = "higher"
     ground_truth_fields: ClassVar[tuple[str, ...]] = ("image", "instances")
+    scored_fields: ClassVar[tuple[str, ...]] = ("instances",)
     prediction_fields: ClassVar[tuple[str, ...]] = ("mask|masks", "object_scores|mask_scores")
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> np.ndarray:

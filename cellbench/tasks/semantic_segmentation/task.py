@@ -37,6 +37,7 @@ class SemanticSegmentationTask(Task):
     headline: ClassVar[str] = "semantic_segmentation/mean_jaccard_pooled"
     direction: ClassVar[str] = "higher"
     ground_truth_fields: ClassVar[tuple[str, ...]] = ("image", "semantic")
+    scored_fields: ClassVar[tuple[str, ...]] = ("semantic",)
     prediction_fields: ClassVar[tuple[str, ...]] = ("mask",)
 
     def ground_truth(self, store: DatasetStore, sample_id: str) -> np.ndarray:
