@@ -341,6 +341,11 @@ def default_cache() -> ChunkCache:
 LISTED_KEPT = 512
 
 
+def _is_meta(key: str) -> bool:
+    """Whether ``key`` is a node's ``zarr.json``."""
+    return key == ROOT_META or key.endswith("/" + ROOT_META)
+
+
 class ListedStore(WrapperStore):  # type: ignore[type-arg]
     """A read-only remote zarr store whose nodes are known from one listing.
 
@@ -372,7 +377,7 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
         byte_range: ByteRequest | None = None,
     ) -> Buffer | None:
         """A node's ``zarr.json`` from the listing and memory where it can; else the store."""
-        if byte_range is not None or not (key == ROOT_META or key.endswith("/" + ROOT_META)):
+        if byte_range is not None or not _is_meta(key):
             return await self._store.get(key, prototype, byte_range)
         if key not in self._metas:
             return None
@@ -392,7 +397,7 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
 
     async def exists(self, key: str) -> bool:
         """Whether ``key`` exists (a ``zarr.json``: from the listing)."""
-        if key == ROOT_META or key.endswith("/" + ROOT_META):
+        if _is_meta(key):
             return key in self._metas
         return bool(await self._store.exists(key))
 

@@ -1026,11 +1026,11 @@ class DatasetStore:
         Read by cellbench's own chunk reader (a remote store's files fetched together first,
         through its chunk cache); layouts that reader does not handle are read with Zarr.
         """
-        files = self._files if self._files is not None else self._remote_files()
+        files = self._chunk_files()
         if files is not None:
             node = files.node(path)
             if node is not None and node.get("node_type") == "array":
-                if files is not self._files:
+                if self.is_remote:
                     whole = tuple(slice(0, int(n)) for n in node.get("shape", ()))
                     files.prefetch([(path, whole)])  # type: ignore[attr-defined]
                 values = files.read(path)
@@ -1055,14 +1055,14 @@ class DatasetStore:
 
     def _contains(self, path: str) -> bool:
         """Whether the store has a node (group or array) at ``path``."""
-        files = self._files if self._files is not None else self._remote_files()
+        files = self._chunk_files()
         if files is not None:
             return files.node(path) is not None
         return path in self.root
 
     def _attrs(self, path: str) -> dict[str, Any] | None:
         """The attributes of node ``path``, or None when there is no such node."""
-        files = self._files if self._files is not None else self._remote_files()
+        files = self._chunk_files()
         if files is not None:
             return files.attributes(path)
         try:
@@ -1181,7 +1181,7 @@ class DatasetStore:
         the reader does not handle are sliced with Zarr.
         """
         path, what = self._field_path(sample_id, field)
-        files = self._files if self._files is not None else self._remote_files()
+        files = self._chunk_files()
         if files is not None:
             if (sample_id, path) not in self._regions_checked:
                 self._checked_path(path, sample_id, what)
@@ -1221,6 +1221,13 @@ class DatasetStore:
         if field == "target":
             return f"{self.format.target_path(sample_id)}/0", "target"
         return f"{self.format.label_path(sample_id, field)}/0", field
+
+    def _chunk_files(self) -> StoreFiles | None:
+        """The reader without Zarr (None: a local store of format 1, read with Zarr).
+
+        The local store's files, or the remote store's through its chunk cache.
+        """
+        return self._files if self._files is not None else self._remote_files()
 
     def _remote_files(self) -> StoreFiles | None:
         """Region reads of a remote store through its verified store (None: not remote)."""
