@@ -143,6 +143,7 @@ class PredictionSet:
     _loader: Any = field(default=None, repr=False)
     _ids: list[str] = field(default_factory=list, repr=False)
     _declare: Any = field(default=None, repr=False)
+    _prefetch: Any = field(default=None, repr=False)
 
     @classmethod
     def from_predictions(
@@ -203,6 +204,26 @@ class PredictionSet:
     def __iter__(self) -> Iterator[Prediction]:
         for sid in self._ids:
             yield self.get(sid)
+
+    @property
+    def reads_ahead(self) -> bool:
+        """Whether :meth:`prefetch` fetches anything (a set at a URL) or does nothing."""
+        return self._prefetch is not None
+
+    def prefetch(self, sample_ids: Iterable[str]) -> int:
+        """Start reading these samples' prediction files in the background; returns at once.
+
+        A set at a URL (object storage) fetches the files of the samples a reader names next
+        concurrently, while it works on the current one, so that :meth:`get` finds them
+        instead of making one request at a time (scoring does this for the next few samples).
+        Sets in memory or on local disk do nothing.
+
+        Returns:
+            The number of files whose fetch started.
+        """
+        if self._prefetch is None:
+            return 0
+        return int(self._prefetch(list(sample_ids)))
 
     def declared(self, sample_id: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Shape and dtype of every array of one sample's prediction, without decoding it.
@@ -612,6 +633,7 @@ def _open_canonical_group(
         raise ValidationError(problems, where)
 
     listed = getattr(store, "has_node", None)  # a remote set's listing answers without requests
+    ahead = getattr(store, "prefetch", None)  # and it reads samples ahead
 
     def has(key: str) -> bool:
         return bool(listed(key)) if listed is not None else key in root
@@ -672,6 +694,7 @@ def _open_canonical_group(
         _loader=load,
         _ids=ids,
         _declare=declare,
+        _prefetch=(lambda sids: ahead([f"samples/{s}" for s in sids])) if ahead else None,
     )
 
 

@@ -235,29 +235,38 @@ def sample_outcome(
     return [], list(spec.sample_stats(list(metrics), sid, truth, pred))
 
 
-#: Samples ahead whose ground truth files :func:`collect` fetches from a remote store.
-TRUTH_AHEAD = 8
+#: Samples ahead whose files :func:`collect` fetches: ground truth from a remote store,
+#: predictions from a set at a URL.
+READ_AHEAD = 8
 
 
-def _truth_ahead(
-    spec: Task, store: DatasetStore, todo: list[str], walk: Iterable[str]
+def _read_ahead(
+    spec: Task,
+    store: DatasetStore,
+    predictions: PredictionSet,
+    todo: list[str],
+    walk: Iterable[str],
 ) -> Iterator[str]:
-    """``walk`` (over ``todo``), fetching the next samples' ground truth meanwhile.
+    """``walk`` (over ``todo``), fetching the next samples' files meanwhile.
 
     From a remote store, the files of the task's :attr:`~cellbench.tasks.base.Task.scored_fields`
-    for the next :data:`TRUTH_AHEAD` samples are fetched in the background while one is
-    scored, instead of one request at a time when each is read.
+    for the next :data:`READ_AHEAD` samples are fetched in the background while one is scored,
+    and so are their prediction files from a prediction set at a URL, instead of one request at
+    a time when each is read.
     """
-    if not spec.scored_fields or not store.is_remote:
+    truth = bool(spec.scored_fields) and store.is_remote
+    if not truth and not predictions.reads_ahead:
         yield from walk
         return
     started = 0
     for i, sid in enumerate(walk):
-        ahead = min(len(todo), i + 1 + TRUTH_AHEAD)
+        ahead = min(len(todo), i + 1 + READ_AHEAD)
         if ahead > started:
-            store.prefetch_regions(
-                [(s, f, ()) for s in todo[started:ahead] for f in spec.scored_fields]
-            )
+            if truth:
+                store.prefetch_regions(
+                    [(s, f, ()) for s in todo[started:ahead] for f in spec.scored_fields]
+                )
+            predictions.prefetch(todo[started:ahead])
             started = ahead
         yield sid
 
@@ -351,7 +360,7 @@ def collect(
             walk = tqdm(todo, desc=f"score {spec.name}", unit=spec.resampling_unit, disable=None)
         outcomes = (
             sample_outcome(spec, store, predictions, metrics, sid, compute=not problems)
-            for sid in _truth_ahead(spec, store, todo, walk)
+            for sid in _read_ahead(spec, store, predictions, todo, walk)
         )
     for sid, (sample_problems, sample_stats) in zip(todo, outcomes, strict=True):
         problems.extend(sample_problems)

@@ -34,6 +34,7 @@ serve the URL, else fsspec; both were measured on the local S3 server and the fi
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 import contextlib
 import json
@@ -339,6 +340,11 @@ def default_cache() -> ChunkCache:
 # ---------------------------------------------------------------------- listed node metadata
 #: Node ``zarr.json`` documents a :class:`ListedStore` keeps in memory (a few per sample).
 LISTED_KEPT = 512
+#: Nodes whose files a :class:`ListedStore` reads ahead at most (older ones are dropped).
+AHEAD_NODES = 32
+#: Bytes of files a :class:`ListedStore` holds or fetches ahead at most; a larger file (or one
+#: past the budget) is read when asked for, as without read-ahead.
+AHEAD_BYTES = 64 << 20
 
 
 def _is_meta(key: str) -> bool:
@@ -347,28 +353,123 @@ def _is_meta(key: str) -> bool:
 
 
 class ListedStore(WrapperStore):  # type: ignore[type-arg]
-    """A read-only remote zarr store whose nodes are known from one listing.
+    """A read-only remote zarr store whose files are known from one listing.
 
     Zarr finds out whether a node exists by reading its ``zarr.json``: on object storage a
     request, and a missing node a request that fails. A reader that asks about every optional
     array of every sample (a prediction set has seven) made about twenty requests per sample,
-    most for nodes that are not there. Here the store's ``zarr.json`` keys are listed once
-    (one LIST request per thousand keys), a node absent from the listing is absent without a
-    request, and the last :data:`LISTED_KEPT` documents read are kept. Chunks pass through.
+    most for nodes that are not there. Here the store's files are listed once (one LIST
+    request per thousand keys), a node absent from the listing is absent without a request,
+    and the last :data:`LISTED_KEPT` documents read are kept.
+
+    A reader that knows which nodes it reads next (scoring walks the split in order) calls
+    :meth:`prefetch` with them: their files are fetched concurrently in the background and
+    handed over when zarr asks for them, instead of one request at a time when each is read.
     For stores that do not change while they are read (a submitted prediction set).
 
     Args:
         store: zarr's async store of the URL.
-        metas: The ``zarr.json`` keys the store holds, relative to its root.
+        files: Size in bytes (None: unknown) of every file the store holds, by key relative
+            to its root.
     """
 
-    def __init__(self, store: Any, metas: Iterable[str]) -> None:
+    def __init__(self, store: Any, files: Mapping[str, int | None]) -> None:
         super().__init__(store)
-        self._metas = frozenset(metas)
+        self._files = dict(files)
+        self._metas = frozenset(k for k in self._files if _is_meta(k))
         self._kept: OrderedDict[str, bytes] = OrderedDict()
+        self._new_ahead()
+
+    def _new_ahead(self) -> None:
+        self._sorted: list[str] | None = None  # the keys in order, made on first prefetch
+        # files fetched ahead: key -> (future of its bytes, size); and the keys of each node
+        self._ahead: dict[str, tuple[concurrent.futures.Future[bytes | None], int]] = {}
+        self._ahead_nodes: OrderedDict[str, list[str]] = OrderedDict()
+        self._ahead_bytes = 0
+        self._ahead_lock = threading.Lock()
+        self._gate: asyncio.Semaphore | None = None
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in ("_sorted", "_ahead", "_ahead_nodes", "_ahead_lock", "_gate"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._new_ahead()
 
     def _with_store(self, store: Any) -> ListedStore:
-        return type(self)(store, self._metas)
+        return type(self)(store, self._files)
+
+    def prefetch(self, nodes: Iterable[str]) -> int:
+        """Start fetching, in the background, the files under each of ``nodes`` (paths).
+
+        Every file below the node, not the node's own ``zarr.json`` (a reader that names the
+        node opens its arrays by path; zarr does not read the group for that). Returns at once; the files are fetched on zarr's I/O loop (at most
+        :data:`PREFETCH_IN_FLIGHT` requests at a time) and each is handed to zarr once, when it
+        asks for it. Only the files of the last :data:`AHEAD_NODES` nodes are kept, within
+        :data:`AHEAD_BYTES` (a file of unknown size, or past the budget, is read when asked
+        for), so a set of huge files costs no more memory than reading it without read-ahead.
+        Returns the number of fetches started.
+        """
+        if self._pid != os.getpid():  # forked: the parent's fetches ran on its I/O thread
+            self._new_ahead()
+        from zarr.core.sync import _get_loop
+
+        started = 0
+        with self._ahead_lock:
+            if self._sorted is None:
+                self._sorted = sorted(self._files)
+            keys = self._sorted
+            for node in nodes:
+                node = node.strip("/")
+                if node in self._ahead_nodes:
+                    continue
+                lo = bisect.bisect_left(keys, node + "/")
+                hi = bisect.bisect_left(keys, node + "0")  # "0" is the character after "/"
+                wanted = self._ahead_nodes[node] = []
+                while len(self._ahead_nodes) > AHEAD_NODES:  # the reader has moved on
+                    for key in self._ahead_nodes.popitem(last=False)[1]:
+                        if key in self._ahead:
+                            fut, size = self._ahead.pop(key)
+                            fut.cancel()
+                            self._ahead_bytes -= size
+                for key in keys[lo:hi]:
+                    size = self._files[key]
+                    if (
+                        size is None
+                        or key == f"{node}/{ROOT_META}"
+                        or self._ahead_bytes + size > AHEAD_BYTES
+                        or key in self._ahead
+                        or key in self._kept
+                    ):
+                        continue
+                    fut = asyncio.run_coroutine_threadsafe(self._fetch(key), _get_loop())
+                    self._ahead[key] = (fut, size)
+                    self._ahead_bytes += size
+                    wanted.append(key)
+                    started += 1
+        return started
+
+    async def _fetch(self, key: str) -> bytes | None:
+        from zarr.core.buffer import default_buffer_prototype
+
+        if self._gate is None:  # created on zarr's loop, where it is used
+            self._gate = asyncio.Semaphore(PREFETCH_IN_FLIGHT)
+        async with self._gate:
+            buf = await self._store.get(key, default_buffer_prototype())
+        return None if buf is None else buf.to_bytes()
+
+    def _take_ahead(self, key: str) -> concurrent.futures.Future[bytes | None] | None:
+        """The background fetch of ``key``, handed over once (None: not read ahead)."""
+        if not self._ahead or self._pid != os.getpid():
+            return None
+        with self._ahead_lock:
+            fut, size = self._ahead.pop(key, (None, 0))
+            self._ahead_bytes -= size
+        return fut
 
     async def get(
         self,
@@ -376,7 +477,19 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
         prototype: BufferPrototype,
         byte_range: ByteRequest | None = None,
     ) -> Buffer | None:
-        """A node's ``zarr.json`` from the listing and memory where it can; else the store."""
+        """A file fetched ahead, a ``zarr.json`` from the listing and memory; else the store."""
+        ahead = self._take_ahead(key)
+        if ahead is not None:
+            try:
+                data = await asyncio.wrap_future(ahead)
+            except Exception:  # read again below, which raises what is wrong
+                pass
+            else:
+                if data is None:
+                    return None
+                if _is_meta(key):
+                    self._keep(key, data)
+                return prototype.buffer.from_bytes(slice_range(data, byte_range))
         if byte_range is not None or not _is_meta(key):
             return await self._store.get(key, prototype, byte_range)
         if key not in self._metas:
@@ -386,10 +499,14 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
             buf = await self._store.get(key, prototype)
             if buf is None:
                 return None
-            data = self._kept[key] = buf.to_bytes()
-            while len(self._kept) > LISTED_KEPT:
-                self._kept.popitem(last=False)
+            data = buf.to_bytes()
+            self._keep(key, data)
         return prototype.buffer.from_bytes(data)
+
+    def _keep(self, key: str, data: bytes) -> None:
+        self._kept[key] = data
+        while len(self._kept) > LISTED_KEPT:
+            self._kept.popitem(last=False)
 
     def has_node(self, path: str) -> bool:
         """Whether the store has a node (group or array) at ``path`` (``""``: the root)."""
@@ -410,15 +527,15 @@ def listed_store(url: str, fs: Any, root: str, max_files: int | None = None) -> 
     """
     prefix = root.rstrip("/") + "/"
     fs.invalidate_cache(root)  # a listing kept from before the set was uploaded would be stale
-    paths = fs.find(root)
-    if max_files is not None and len(paths) > max_files:
+    found = fs.find(root, detail=True)
+    if max_files is not None and len(found) > max_files:
         raise StoreError(f"{url}: holds more than {max_files} files")
-    metas = [
-        path[len(prefix) :]
-        for path in paths
-        if path.startswith(prefix) and path.rsplit("/", 1)[-1] == ROOT_META
-    ]
-    return ListedStore(zarr_store(url), metas)
+    files = {}
+    for path, info in found.items():
+        if path.startswith(prefix):
+            size = info.get("size") if isinstance(info, Mapping) else None
+            files[path[len(prefix) :]] = int(size) if isinstance(size, int) else None
+    return ListedStore(zarr_store(url), files)
 
 
 # ---------------------------------------------------------------------- verified remote reads

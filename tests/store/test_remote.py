@@ -383,7 +383,7 @@ def test_scoring_from_s3_fetches_the_next_samples_truth_ahead(
     from cellbench.predictions import Prediction, PredictionSet, write_predictions
 
     monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "fsspec")  # moto's log names each request
-    monkeypatch.setattr(scoring, "TRUTH_AHEAD", 2)
+    monkeypatch.setattr(scoring, "READ_AHEAD", 2)
     url = f"s3://{s3.bucket}/ahead-score/toy.zarr"
     remote = _upload(local_store, url)
     ids = local_store.sample_ids("train")
@@ -410,6 +410,119 @@ def test_scoring_from_s3_fetches_the_next_samples_truth_ahead(
     gets = _chunk_gets(caplog, "ahead-score/toy.zarr/images/")
     label_gets = [m for m in gets if "/labels/instances/" in m]
     assert len(label_gets) == len(set(label_gets)) == len(ids), label_gets
+
+
+def _predictions_on_s3(s3, store: DatasetStore, tmp_path, key: str) -> tuple[list[str], str]:
+    """A canonical prediction set of ``store``'s train split (half of each image missed),
+    written under ``tmp_path / key`` and uploaded to ``s3://bucket/key``."""
+    from cellbench.predictions import Prediction, PredictionSet, write_predictions
+    from cellbench.store.remote import filesystem
+
+    ids = store.sample_ids("train")
+    preds = []
+    for sid in ids:
+        mask = np.asarray(store.labels(sid)[...]).copy()
+        mask[: mask.shape[0] // 2] = 0
+        preds.append(Prediction(sid, mask=mask))
+    write_predictions(tmp_path / key, PredictionSet.from_predictions(TASK, preds))
+    fs, _ = filesystem(f"s3://{s3.bucket}")
+    fs.put(str(tmp_path / key), f"{s3.bucket}/{key}", recursive=True)
+    return ids, f"s3://{s3.bucket}/{key}"
+
+
+def test_scoring_reads_a_prediction_set_on_s3_ahead(s3, local_store, tmp_path, caplog, monkeypatch):
+    """Scoring a prediction set at a URL fetches the next samples' prediction files in the
+    background while one is scored (here two ahead), in split order: every file zarr reads of
+    a sample was fetched ahead (none is a request made when asked for), each is fetched once,
+    and the report equals the local set's."""
+    import logging
+
+    from cellbench import scoring
+    from cellbench.predictions import PredictionSet
+    from cellbench.store import remote
+
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "fsspec")  # moto's log names each request
+    monkeypatch.setattr(scoring, "READ_AHEAD", 2)
+    ids, url = _predictions_on_s3(s3, local_store, tmp_path, "ahead-preds/p.zarr")
+    asked: list[str] = []
+    real_prefetch = PredictionSet.prefetch
+
+    def prefetch_spy(self, sids):
+        asked.extend(sids)
+        return real_prefetch(self, sids)
+
+    handed: dict[str, bool] = {}  # the first time zarr asks for a sample's file: fetched ahead?
+    real_take = remote.ListedStore._take_ahead
+
+    def take_spy(self, key):
+        fut = real_take(self, key)
+        if key.startswith("samples/"):
+            handed.setdefault(key, fut is not None)
+        return fut
+
+    monkeypatch.setattr(PredictionSet, "prefetch", prefetch_spy)
+    monkeypatch.setattr(remote.ListedStore, "_take_ahead", take_spy)
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    far = scoring.score(TASK, local_store, "train", url, n_bootstrap=0)
+    near = scoring.score(TASK, local_store, "train", tmp_path / "ahead-preds/p.zarr", n_bootstrap=0)
+    same = json.dumps([far.metrics, far.per_sample], sort_keys=True, default=str)
+    assert same == json.dumps([near.metrics, near.per_sample], sort_keys=True, default=str)
+    assert asked[:3] == ids[:3] and asked == ids  # the first three at once, then one each
+    assert {k.split("/")[1] for k in handed} == set(ids)
+    assert all(handed.values()), handed
+    requests = [
+        r.getMessage() for r in caplog.records if "/ahead-preds/p.zarr/samples/" in r.getMessage()
+    ]
+    gets = [m.split('"GET ')[1].split(" ")[0] for m in requests if '"GET ' in m]
+    assert all('" 200 ' in m for m in requests), requests
+    assert len(gets) == len(set(gets)) == len(handed), gets  # each file once, nothing else
+
+
+def test_listed_store_reads_ahead_within_its_bounds(s3, local_store, tmp_path, monkeypatch):
+    """Read-ahead keeps the files of the last ``AHEAD_NODES`` nodes only, and no file that
+    would take it past ``AHEAD_BYTES`` (such a file is read when asked for, as without
+    read-ahead); a pickled copy (a Dask process) reads the same and starts with nothing ahead."""
+    import concurrent.futures
+    import pickle
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    from cellbench.store import remote
+
+    ids, url = _predictions_on_s3(s3, local_store, tmp_path, "bounds/p.zarr")
+    fs, root = remote.filesystem(url)
+    store = remote.listed_store(url, fs, root)
+    sizes = {k: v for k, v in store._files.items() if k.startswith("samples/")}
+    assert sizes and all(isinstance(v, int) and v > 0 for v in sizes.values())
+    chunk = next(k for k in sizes if k.startswith(f"samples/{ids[0]}/") and "/c/" in k)
+
+    monkeypatch.setattr(remote, "AHEAD_NODES", 2)
+    assert store.prefetch([f"samples/{s}" for s in ids[:3]]) == 2 * 3  # zarr.json + chunk each
+    assert list(store._ahead_nodes) == [f"samples/{s}" for s in ids[1:3]]  # the first dropped
+    held = set(store._ahead)
+    assert held == {
+        k for k in sizes if k.split("/")[1] in ids[1:3] and k.count("/") > 2
+    }  # not the nodes' own zarr.json
+    assert store._ahead_bytes == sum(sizes[k] for k in held)
+    concurrent.futures.wait([fut for fut, _ in store._ahead.values()])
+    key = next(k for k in held if "/c/" in k)
+    got = sync(store.get(key, default_buffer_prototype()))
+    assert got.to_bytes() == (tmp_path / "bounds/p.zarr" / key).read_bytes()
+    assert key not in store._ahead and store._ahead_bytes == sum(sizes[k] for k in held - {key})
+
+    small = remote.listed_store(url, fs, root)
+    monkeypatch.setattr(remote, "AHEAD_BYTES", sizes[chunk] - 1)  # the chunk does not fit
+    small.prefetch([f"samples/{ids[0]}"])
+    assert chunk not in small._ahead
+    assert small._ahead_bytes == sum(sizes[k] for k in small._ahead) <= sizes[chunk] - 1
+    got = sync(small.get(chunk, default_buffer_prototype()))  # read when asked for
+    assert got.to_bytes() == (tmp_path / "bounds/p.zarr" / chunk).read_bytes()
+
+    copy = pickle.loads(pickle.dumps(store))
+    assert not copy._ahead and copy._files == store._files
+    got = sync(copy.get(chunk, default_buffer_prototype()))
+    assert got.to_bytes() == (tmp_path / "bounds/p.zarr" / chunk).read_bytes()
 
 
 def test_prediction_set_on_s3_with_too_many_files_is_one_line(s3, tmp_path, monkeypatch):
