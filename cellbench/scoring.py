@@ -264,7 +264,8 @@ def _read_ahead(
         if ahead > started:
             if truth:
                 store.prefetch_regions(
-                    [(s, f, ()) for s in todo[started:ahead] for f in spec.scored_fields]
+                    [(s, f, ()) for s in todo[started:ahead] for f in spec.scored_fields],
+                    image_nodes=True,
                 )
             predictions.prefetch(todo[started:ahead])
             started = ahead

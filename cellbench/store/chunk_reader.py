@@ -27,7 +27,7 @@ import json
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -493,18 +493,23 @@ class RemoteFiles(StoreFiles):
         parsed = self._check(key, data) if key.endswith("/" + _META) else None
         return data, parsed
 
-    def prefetch(self, regions: list[tuple[str, tuple[Any, ...]]]) -> int:
+    def prefetch(
+        self, regions: list[tuple[str, tuple[Any, ...]]], nodes: Iterable[str] = ()
+    ) -> int:
         """Start fetching what :meth:`read_region` will read for each ``(path, selection)``.
 
         The files the chunk cache lacks are fetched in the background (the arrays'
         ``zarr.json`` first, waited for, then their chunk or shard files, not waited for;
         see :meth:`~cellbench.store.remote.RemoteVerifiedStore.prefetch`), so that the reads
-        that follow find them in the cache instead of fetching one at a time. Nothing is
-        fetched when the chunk cache is off. Returns the number of fetches started.
+        that follow find them in the cache instead of fetching one at a time. The ``zarr.json``
+        of each of ``nodes`` (paths of groups the reader will ask about) is fetched too, not
+        waited for. Nothing is fetched when the chunk cache is off. Returns the number of
+        fetches started.
         """
         verified = self._verified
         metas = [f"{path}/{_META}" for path, _ in regions if path not in self._nodes]
         fetched = verified.prefetch(metas)
+        fetched += verified.prefetch(f"{p}/{_META}" for p in nodes if p not in self._nodes)
         for key in metas:  # the chunk keys depend on them
             verified.wait(key)
         keys: list[str] = []

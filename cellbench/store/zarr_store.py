@@ -1191,7 +1191,9 @@ class DatasetStore:
                 return out
         return np.asarray(self._array(path, sample_id, what)[selection])
 
-    def prefetch_regions(self, regions: list[tuple[str, str, tuple[Any, ...]]]) -> int:
+    def prefetch_regions(
+        self, regions: list[tuple[str, str, tuple[Any, ...]]], *, image_nodes: bool = False
+    ) -> int:
         """Start fetching what :meth:`read_region` will read for each of ``regions``.
 
         ``regions`` holds ``(sample_id, field, selection)``. For a remote store: the files the
@@ -1199,7 +1201,9 @@ class DatasetStore:
         :meth:`~cellbench.store.remote.RemoteVerifiedStore.prefetch`), so that a batch of
         region reads waits for about one round of requests instead of one request per file. A
         local store has nothing to fetch. Arrays the store does not hold are skipped: the read
-        names them. Returns the number of fetches started.
+        names them. With ``image_nodes``, the samples' image group documents too (what
+        :meth:`axes` and :meth:`pixel_size` read; scoring asks for them, training does not).
+        Returns the number of fetches started.
         """
         files = self._remote_files()
         if files is None or not regions:
@@ -1212,7 +1216,8 @@ class DatasetStore:
             path = self._field_path(sample_id, field)[0]
             if self._manifest is None or path in self._manifest.arrays:
                 wanted.append((path, selection))
-        return files.prefetch(wanted)  # type: ignore[attr-defined]
+        nodes = {self.format.image_path(sid): None for sid, _, _ in regions} if image_nodes else {}
+        return files.prefetch(wanted, nodes)  # type: ignore[attr-defined]
 
     def _field_path(self, sample_id: str, field: str) -> tuple[str, str]:
         """The array path of a sample's ``image``, ``target`` or label image, and its name."""

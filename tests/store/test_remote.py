@@ -396,11 +396,23 @@ def test_scoring_from_s3_fetches_the_next_samples_truth_ahead(
     asked: list[str] = []
     real = DatasetStore.prefetch_regions
 
-    def spy(self, regions):
+    def spy(self, regions, **options):
+        assert options == {"image_nodes": True}  # what `axes` reads of each sample, too
         asked.extend(sid for sid, _, _ in regions)
-        return real(self, regions)
+        return real(self, regions, **options)
 
     monkeypatch.setattr(DatasetStore, "prefetch_regions", spy)
+    on_its_way: list[bool] = []  # each sample's group document, when scoring asks for it
+    real_axes = DatasetStore.axes
+
+    def axes_spy(self, sid):
+        if self.is_remote:
+            verified = self.remote_store
+            name = verified._cache_name(f"images/{sid}/zarr.json")
+            on_its_way.append(name in verified._pending or verified.cache.holds(name))
+        return real_axes(self, sid)
+
+    monkeypatch.setattr(DatasetStore, "axes", axes_spy)
     caplog.set_level(logging.INFO, logger="werkzeug")
     far = scoring.score(TASK, remote, "train", tmp_path / "p.zarr", n_bootstrap=0)
     near = scoring.score(TASK, local_store, "train", tmp_path / "p.zarr", n_bootstrap=0)
@@ -410,6 +422,7 @@ def test_scoring_from_s3_fetches_the_next_samples_truth_ahead(
     gets = _chunk_gets(caplog, "ahead-score/toy.zarr/images/")
     label_gets = [m for m in gets if "/labels/instances/" in m]
     assert len(label_gets) == len(set(label_gets)) == len(ids), label_gets
+    assert on_its_way and all(on_its_way), on_its_way  # fetched ahead, not when asked for
 
 
 def _predictions_on_s3(s3, store: DatasetStore, tmp_path, key: str) -> tuple[list[str], str]:
