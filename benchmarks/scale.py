@@ -19,7 +19,8 @@ side by side:
    network rather than on loopback); (b) through the training loader itself
    (``train_source``, 0 workers: batches read ahead) on local disk and from the S3 server;
 3. peak memory (RSS) of scoring a split streamed from S3 (store and predictions both at
-   ``s3://``), for two split sizes 4x apart, each in a fresh process;
+   ``s3://``), for two split sizes 4x apart, each in a fresh process; and the time of scoring
+   the smaller split from the S3 server and through the 20 ms relay;
 4. raw zarr reads of every chunk of a store from the S3 server through zarr's ``FsspecStore``
    (s3fs) and ``ObjectStore`` (obstore, measured only if ``obstore`` is importable);
 5. store format 4 (Zarr v3 shards) against format 2 (one object per tile): objects, upload
@@ -651,6 +652,35 @@ def bench_memory(work: Path, s3: S3, sizes: tuple[int, int], size: int) -> list[
     return rows
 
 
+def bench_remote_scoring(work: Path, s3: S3, n: int, size: int, delay: float) -> list[tuple]:
+    """Seconds to score ``n`` images with store and predictions both on S3, each run in a
+    fresh process with an empty chunk cache: against the server, then through a relay adding
+    ``delay`` seconds to every request (an object store a network away)."""
+    store, preds = make_split(work, n, size, seed=4)
+    surl = s3.upload(store.path, f"remote-score/split-{n}.zarr")
+    purl = s3.upload(preds, f"remote-score/preds-{n}.zarr")
+    repo = str(Path(__file__).resolve().parents[1])
+    relay = Delayed(s3.port, delay)
+    rows = []
+    try:
+        for label, endpoint in (("S3 server", s3.url), (f"{delay * 1e3:.0f} ms away", relay.url)):
+            env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "OMP_NUM_THREADS": "1"}
+            with tempfile.TemporaryDirectory() as home:
+                env["CELLBENCH_HOME"] = home
+                out = subprocess.run(
+                    [sys.executable, "-c", _CHILD, surl, purl, repo],
+                    env=env, capture_output=True, text=True, check=True,
+                )  # fmt: skip
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append(
+                (f"{n} images of {size}x{size}, {label}", res["seconds"],
+                 f"{n / res['seconds']:.1f} images/s (store and predictions on S3)")
+            )  # fmt: skip
+    finally:
+        relay.close()
+    return rows
+
+
 # ---------------------------------------------------------------------- 4. fsspec vs obstore
 async def _read_all(store: Any, keys: list[str]) -> int:
     from zarr.core.buffer import default_buffer_prototype
@@ -820,6 +850,8 @@ def main() -> None:
             sizes = (25, 100) if q else (50, 200)
             _table("3. peak memory of scoring streamed from S3 (fresh process each)",
                    bench_memory(work, s3, sizes, 256), "MiB")  # fmt: skip
+            _table("3b. scoring time from S3 (fresh process, empty chunk cache, each)",
+                   bench_remote_scoring(work, s3, sizes[0], 256, 0.02), "s")  # fmt: skip
         if "backends" in only:
             _table("4. raw reads of every object of a 200-image store from the S3 server",
                    bench_backends(work, s3), "obj/s")  # fmt: skip
