@@ -407,12 +407,13 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
         """Start fetching, in the background, the files under each of ``nodes`` (paths).
 
         Every file below the node, not the node's own ``zarr.json`` (a reader that names the
-        node opens its arrays by path; zarr does not read the group for that). Returns at once; the files are fetched on zarr's I/O loop (at most
-        :data:`PREFETCH_IN_FLIGHT` requests at a time) and each is handed to zarr once, when it
-        asks for it. Only the files of the last :data:`AHEAD_NODES` nodes are kept, within
-        :data:`AHEAD_BYTES` (a file of unknown size, or past the budget, is read when asked
-        for), so a set of huge files costs no more memory than reading it without read-ahead.
-        Returns the number of fetches started.
+        node opens its arrays by path; zarr does not read the group for that). Returns at
+        once; the files are fetched on zarr's I/O loop (at most :data:`PREFETCH_IN_FLIGHT`
+        requests at a time) and each is handed to zarr once, when it asks for it. Only the
+        files of the last :data:`AHEAD_NODES` nodes are kept, within :data:`AHEAD_BYTES` (a
+        file of unknown size, or past the budget, is read when asked for), so a set of huge
+        files costs no more memory than reading it without read-ahead. Returns the number of
+        fetches started.
         """
         if self._pid != os.getpid():  # forked: the parent's fetches ran on its I/O thread
             self._new_ahead()
