@@ -636,7 +636,14 @@ def _open_canonical_group(
     ahead = getattr(store, "prefetch", None)  # and it reads samples ahead
 
     def has(key: str) -> bool:
-        return bool(listed(key)) if listed is not None else key in root
+        """Whether node ``key`` exists, i.e. its ``zarr.json`` is there.
+
+        Not ``key in root``: that asks zarr's event loop, ~0.3 ms a question, about 17 per
+        sample.
+        """
+        if listed is not None:
+            return bool(listed(key))
+        return os.path.isfile(os.path.join(str(store), key, "zarr.json"))
 
     def declare(sid: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         key = f"samples/{sid}"
