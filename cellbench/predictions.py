@@ -13,7 +13,7 @@ Canonical layout (predictions format 1)::
 
     <name>.zarr/
       zarr.json        attributes["cellbench_predictions"]: format_version, task, dataset,
-                       dataset_version, split, sample_ids, producer, complete
+                       dataset_version, split, sample_ids, producer, complete, every_chunk
       table/label      int64 class per sample (classification), table order = sample_ids
       table/scores     float32 (n, k) class scores (classification, optional)
       samples/<id>/mask            class mask / instance label image / label movie (t,...)
@@ -24,6 +24,12 @@ Canonical layout (predictions format 1)::
       samples/<id>/tracks          int64 (n, 4) track_id, start, end, parent (tracking)
       samples/<id>/image           float32 (c,[z,]y,x) predicted target (augmented microscopy)
       samples/<id>/values/<name>   any further field a task defines (``Prediction.values``)
+
+Every array is written with all its chunk files, background-only ones included, and the header
+says so (``every_chunk: true``): Zarr reads an absent chunk file as the fill value, so without
+that a chunk lost in a copy (an interrupted ``aws s3 sync``) would score as background without
+a word. A set that says ``every_chunk`` and lacks a chunk file is refused, naming the files
+(from the listing for a set at a URL: no request). Sets without the flag read as before.
 
 Validation against the ground truth (shapes, dtypes, ids, NaN, label ranges, CTC rules) is
 declared by each task in :mod:`cellbench.tasks`, which lists every problem at once.
@@ -48,6 +54,8 @@ from cellbench.store.sample import SAMPLE_ID_PATTERN
 
 PREDICTIONS_FORMAT_VERSION = "1"
 _ATTR = "cellbench_predictions"
+#: Header flag: every chunk file of every array was written (none left out as empty).
+_EVERY_CHUNK = "every_chunk"
 #: Budgets checked before anything is decoded or allocated.
 MAX_HEADER_BYTES = 64 << 20  # a canonical set's zarr.json
 MAX_SAMPLES = 1_000_000  # sample ids in one prediction set
@@ -427,7 +435,12 @@ class PredictionWriter:
             self._root.create_array("table/label", data=np.asarray(self._labels, np.int64))
         if self._scores:
             self._root.create_array("table/scores", data=np.stack(self._scores))
-        self._root.attrs[_ATTR] = {**self.header, "sample_ids": self._ids, "complete": True}
+        self._root.attrs[_ATTR] = {
+            **self.header,
+            "sample_ids": self._ids,
+            "complete": True,
+            _EVERY_CHUNK: True,  # write_empty_chunks: an absent chunk file is a lost one
+        }
         (self._scratch / "p.zarr").rename(self.path)
         shutil.rmtree(self._scratch, ignore_errors=True)
         return self.path
@@ -500,6 +513,8 @@ def _header_problems(header: Any) -> list[str]:
     for key in ("task", "dataset", "dataset_version", "split"):
         if key in header and not isinstance(header[key], str):
             out.append(f"header field {key!r} must be text")
+    if not isinstance(header.get(_EVERY_CHUNK, False), bool):
+        out.append(f"header field {_EVERY_CHUNK!r} must be true or false")
     if not isinstance(header.get("task"), str) or not header.get("task"):
         out.append("header has no task")
     ids = header.get("sample_ids")
@@ -523,8 +538,12 @@ def _header_problems(header: Any) -> list[str]:
     return out
 
 
-def _array_meta(root: Any, key: str) -> tuple[tuple[int, ...], np.dtype] | None:
-    """Shape and NumPy dtype of array ``key`` from its metadata only (None if absent)."""
+def _array_node(root: Any, key: str) -> Any:
+    """Array ``key`` of ``root``, its metadata read, nothing decoded (None if absent).
+
+    Raises:
+        ValueError: If ``key`` is a group.
+    """
     import zarr
 
     try:
@@ -533,11 +552,42 @@ def _array_meta(root: Any, key: str) -> tuple[tuple[int, ...], np.dtype] | None:
         return None
     if not isinstance(node, zarr.Array):
         raise ValueError(f"{key} is not an array")
+    return node
+
+
+def _shape_dtype(node: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and NumPy dtype of a Zarr array, from its metadata."""
     try:
         dtype = np.dtype(node.dtype)
     except TypeError:
         dtype = np.dtype(object)
     return tuple(int(n) for n in node.shape), dtype
+
+
+def _array_meta(root: Any, key: str) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and NumPy dtype of array ``key`` from its metadata only (None if absent)."""
+    node = _array_node(root, key)
+    return None if node is None else _shape_dtype(node)
+
+
+def _lost_chunks(name: str, array: Any, path: str, has_file: Callable[[str], bool]) -> list[str]:
+    """The problem of array ``name`` (at ``path``) if ``has_file`` lacks chunk files of it.
+
+    For a set whose header says every chunk file was written: an absent one was lost.
+    """
+    import itertools
+
+    grid = [range(int(n)) for n in array.cdata_shape]
+    keys = [array.metadata.encode_chunk_key(c) for c in itertools.product(*grid)]
+    missing = [k for k in keys if not has_file(f"{path}/{k}")]
+    if not missing:
+        return []
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    return [
+        f"{name}: {len(missing)} of {len(keys)} chunk files are missing "
+        f"({', '.join(missing[:3])}{more}); the set's header says every chunk was written, so "
+        "this copy is incomplete (an interrupted upload or copy?)"
+    ]
 
 
 def _open_canonical(path: Path) -> PredictionSet:
@@ -633,7 +683,14 @@ def _open_canonical_group(
         raise ValidationError(problems, where)
 
     listed = getattr(store, "has_node", None)  # a remote set's listing answers without requests
+    listed_file = getattr(store, "has_file", None)
     ahead = getattr(store, "prefetch", None)  # and it reads samples ahead
+    every_chunk = header.get(_EVERY_CHUNK) is True
+
+    def has_file(key: str) -> bool:
+        if listed_file is not None:
+            return bool(listed_file(key))
+        return os.path.isfile(os.path.join(str(store), key))
 
     def has(key: str) -> bool:
         """Whether node ``key`` exists, i.e. its ``zarr.json`` is there.
@@ -643,24 +700,26 @@ def _open_canonical_group(
         """
         if listed is not None:
             return bool(listed(key))
-        return os.path.isfile(os.path.join(str(store), key, "zarr.json"))
+        return has_file(f"{key}/zarr.json")
+
+    def arrays(sid: str) -> list[tuple[str, str]]:
+        """``(name, path)`` of every array node a sample's prediction has."""
+        key = f"samples/{sid}"
+        if not has(key):
+            return []
+        paths = [(name, f"{key}/{name}") for name in _ARRAY_FIELDS if has(f"{key}/{name}")]
+        if has(f"{key}/values"):
+            names = sorted(root[f"{key}/values"].array_keys())
+            paths += [(f"values/{k}", f"{key}/values/{k}") for k in names]
+        return paths
 
     def declare(sid: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        key = f"samples/{sid}"
         out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         try:
-            if not has(key):
-                return out
-            for name in _ARRAY_FIELDS:
-                found = _array_meta(root, f"{key}/{name}") if has(f"{key}/{name}") else None
-                if found is not None:
-                    out[name] = found
-            if has(f"{key}/values"):
-                group = root[key]
-                for k in sorted(group["values"].array_keys()):
-                    found = _array_meta(group["values"], k)
-                    if found is not None:
-                        out[f"values/{k}"] = found
+            for name, path in arrays(sid):
+                node = _array_node(root, path)
+                if node is not None:
+                    out[name] = _shape_dtype(node)
         except Exception as err:  # malformed or unknown metadata
             raise ValidationError([f"unreadable array metadata ({_short(err)})"]) from None
         return out
@@ -671,18 +730,29 @@ def _open_canonical_group(
             p.label = int(labels[row[sid]])
         if scores is not None:
             p.scores = scores[row[sid]]
-        key = f"samples/{sid}"
         field_name = ""
         try:
-            if has(key):
-                for name in _ARRAY_FIELDS:
-                    field_name = name
-                    if has(f"{key}/{name}"):
-                        setattr(p, name, np.asarray(root[f"{key}/{name}"][...]))
-                if has(f"{key}/values"):
-                    field_name = "values"
-                    values = root[f"{key}/values"]
-                    p.values = {k: np.asarray(values[k][...]) for k in sorted(values.array_keys())}
+            nodes = [(name, path, _array_node(root, path)) for name, path in arrays(sid)]
+            lost = [
+                line
+                for name, path, node in nodes
+                if every_chunk and node is not None  # (after the declared shapes were checked)
+                for line in _lost_chunks(name, node, path, has_file)
+            ]
+        except Exception as err:  # malformed or unknown metadata
+            raise ValidationError([f"unreadable array metadata ({_short(err)})"]) from None
+        if lost:
+            raise ValidationError(lost)
+        try:
+            for name, _, node in nodes:
+                if node is None:
+                    continue
+                field_name = name.split("/")[0]
+                value = np.asarray(node[...])
+                if name.startswith("values/"):
+                    p.values[name.removeprefix("values/")] = value
+                else:
+                    setattr(p, name, value)
         except Exception as err:  # truncated or garbage chunks, unknown codecs
             raise ValidationError(
                 [f"{field_name or 'arrays'}: unreadable ({_short(err)})"]

@@ -99,3 +99,45 @@ def test_csv_and_tiff_formats(tmp_path):
 def test_duplicate_ids_rejected():
     with pytest.raises(ValidationError, match="predicted more than once"):
         PredictionSet.from_predictions("classification", [Prediction("a", 1), Prediction("a", 0)])
+
+
+def test_a_lost_chunk_file_is_refused_not_read_as_background(tmp_path):
+    """A set written by cellbench holds every chunk file and says so in its header, so a chunk
+    file lost in a copy (Zarr would read it as the fill value, i.e. background) is refused,
+    naming the array and the files, when it is read (``get``); values arrays are checked
+    too, and a set whose header does not say so reads as Zarr reads it."""
+    import json
+    import shutil
+
+    movie = np.arange(5 * 6 * 7, dtype=np.uint16).reshape(5, 6, 7)  # one chunk per frame
+    preds = [
+        Prediction("a", mask=movie, values={"extra": np.ones((3, 3))}),
+        Prediction("b", mask=movie + 1),
+    ]
+    path = write_predictions(tmp_path / "p.zarr", PredictionSet.from_predictions("tracking", preds))
+    header = json.loads((path / "zarr.json").read_text())["attributes"]["cellbench_predictions"]
+    assert header["every_chunk"] is True
+    assert np.array_equal(load_predictions(path).get("a").mask, movie)
+    shutil.copytree(path, tmp_path / "copy.zarr")
+    for frame in (1, 3):
+        (path / "samples/a/mask/c" / str(frame) / "0" / "0").unlink()
+    (path / "samples/a/values/extra/c/0/0").unlink()
+    back = load_predictions(path)
+    want = [
+        "mask: 2 of 5 chunk files are missing (c/1/0/0, c/3/0/0); the set's header says every "
+        "chunk was written, so this copy is incomplete (an interrupted upload or copy?)",
+        "values/extra: 1 of 1 chunk files are missing (c/0/0); the set's header says every "
+        "chunk was written, so this copy is incomplete (an interrupted upload or copy?)",
+    ]
+    assert back.declared("a")["mask"] == ((5, 6, 7), np.uint16)  # shapes are checked first
+    with pytest.raises(ValidationError) as err:
+        back.get("a")
+    assert err.value.problems == want
+    assert np.array_equal(back.get("b").mask, movie + 1)  # the other sample is whole
+    # without the flag (a set another tool wrote), an absent chunk is the fill value
+    meta = json.loads((path / "zarr.json").read_text())
+    del meta["attributes"]["cellbench_predictions"]["every_chunk"]
+    (path / "zarr.json").write_text(json.dumps(meta))
+    lost = load_predictions(path).get("a").mask
+    assert (lost[1] == 0).all() and np.array_equal(lost[[0, 2, 4]], movie[[0, 2, 4]])
+    assert np.array_equal(load_predictions(tmp_path / "copy.zarr").get("a").mask, movie)

@@ -513,6 +513,10 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
         """Whether the store has a node (group or array) at ``path`` (``""``: the root)."""
         return (f"{path}/{ROOT_META}" if path else ROOT_META) in self._metas
 
+    def has_file(self, key: str) -> bool:
+        """Whether the listing holds file ``key`` (relative to the store's root)."""
+        return key in self._files
+
     async def exists(self, key: str) -> bool:
         """Whether ``key`` exists (a ``zarr.json``: from the listing)."""
         if _is_meta(key):

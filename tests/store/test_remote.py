@@ -491,6 +491,37 @@ def test_scoring_reads_a_prediction_set_on_s3_ahead(s3, local_store, tmp_path, c
     assert len(gets) == len(set(gets)) == len(handed), gets  # each file once, nothing else
 
 
+def test_prediction_set_on_s3_missing_a_chunk_file_is_refused_from_the_listing(
+    s3, local_store, tmp_path, caplog, monkeypatch
+):
+    """A set on S3 that lost a chunk file (an interrupted upload) is refused for that sample,
+    naming the file, from the listing: the lost file is never asked for (it would read as
+    background); the other samples read as written."""
+    import logging
+
+    from cellbench.errors import ValidationError
+    from cellbench.predictions import load_predictions
+
+    monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "fsspec")  # moto's log names each request
+    ids, url = _predictions_on_s3(s3, local_store, tmp_path, "lost/p.zarr")
+    s3.client.delete_object(Bucket=s3.bucket, Key=f"lost/p.zarr/samples/{ids[1]}/mask/c/0/0")
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    caplog.clear()  # (the upload and the deletion)
+    remote = load_predictions(url, TASK)
+    with pytest.raises(ValidationError) as err:
+        remote.get(ids[1])
+    assert err.value.problems == [
+        "mask: 1 of 1 chunk files are missing (c/0/0); the set's header says every chunk was "
+        "written, so this copy is incomplete (an interrupted upload or copy?)"
+    ]
+    local = load_predictions(tmp_path / "lost/p.zarr", TASK)
+    np.testing.assert_array_equal(remote.get(ids[0]).mask, local.get(ids[0]).mask)
+    asked = [
+        r.getMessage() for r in caplog.records if f"/samples/{ids[1]}/mask/c/" in r.getMessage()
+    ]
+    assert asked == []
+
+
 def test_listed_store_reads_ahead_within_its_bounds(s3, local_store, tmp_path, monkeypatch):
     """Read-ahead keeps the files of the last ``AHEAD_NODES`` nodes only, and no file that
     would take it past ``AHEAD_BYTES`` (such a file is read when asked for, as without

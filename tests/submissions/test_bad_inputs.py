@@ -193,6 +193,18 @@ def _chunk_truncated(w):
     return "mask: unreadable"
 
 
+def _chunk_missing(w):
+    p = _perfect_instance(w)
+    (_first_mask(p) / "c" / "0" / "0").unlink()  # Zarr alone would read background
+    return "mask: 1 of 1 chunk files are missing (c/0/0)"
+
+
+def _every_chunk_not_boolean(w):
+    p = _perfect_instance(w)
+    _edit(p / "zarr.json", _header(lambda h: h.update(every_chunk="yes")))
+    return "header field 'every_chunk' must be true or false"
+
+
 def _unknown_codec(w):
     p = _perfect_instance(w)
     _edit(_first_mask(p) / "zarr.json", lambda m: m["codecs"][-1].update(name="no-such-codec"))
@@ -340,6 +352,8 @@ PREDICTION_CASES: dict[str, tuple[Callable, dict]] = {
     "garbage zarr.json": (_zarr_json_garbage, {}),
     "garbage chunk": (_chunk_garbage, {}),
     "truncated chunk": (_chunk_truncated, {}),
+    "missing chunk": (_chunk_missing, {}),
+    "every_chunk not boolean": (_every_chunk_not_boolean, {}),
     "unknown codec": (_unknown_codec, {}),
     "declared 100000x100000": (_huge_declared, {}),
     "NaN fill value": (_nan_fill, {}),
