@@ -339,7 +339,7 @@ def _score_sample(
     class_names: list[str] | None,
     metrics: list[Any],
     sid: str,
-) -> tuple[list[str], list[Any] | None]:
+) -> tuple[list[str], list[Any] | None, list[dict[str, float] | None] | None]:
     """One Dask task: :func:`cellbench.scoring.sample_outcome` of one sample."""
     from cellbench.predictions import PredictionSet, load_predictions
     from cellbench.scoring import sample_outcome
@@ -368,8 +368,8 @@ def sample_outcomes(
     *,
     scheduler: str,
     progress: bool = False,
-) -> list[tuple[list[str], list[Any] | None]]:
-    """Per-sample problems and statistics of ``sample_ids`` (tasks of a batch of samples each).
+) -> list[tuple[list[str], list[Any] | None, list[dict[str, float] | None] | None]]:
+    """Per-sample outcomes of ``sample_ids`` (tasks of a batch of samples each).
 
     Args:
         spec: The task declaration.
@@ -382,7 +382,8 @@ def sample_outcomes(
         progress: Show a progress bar.
 
     Returns:
-        ``(problems, stats)`` per sample, in the order of ``sample_ids``.
+        :func:`cellbench.scoring.sample_outcome`'s ``(problems, stats, values)`` per sample, in
+        the order of ``sample_ids``.
     """
     source = predictions.source if predictions.source is not None else predictions
     return map_ordered(

@@ -11,6 +11,7 @@ plus the small statistics. :func:`score` is the two in a row.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -185,6 +186,10 @@ class Collected:
             order of :attr:`sample_ids`.
         sample_ids: Samples scored, in the split's table order.
         seconds: Time the collection took.
+        sample_values: Per metric name, each sample's values as computed where it was
+            measured (:meth:`~cellbench.metrics.base.Metric.early_sample_values`, keys
+            ``metric/value``), None where they depend on the whole split; in the order of
+            :attr:`sample_ids`. Empty: :func:`summarise` computes them all.
     """
 
     task: Task
@@ -195,6 +200,9 @@ class Collected:
     stats: dict[str, list[Any]]
     sample_ids: list[str]
     seconds: float = 0.0
+    sample_values: dict[str, list[dict[str, float] | None]] = dataclasses.field(
+        default_factory=dict
+    )
 
 
 def sample_outcome(
@@ -205,15 +213,17 @@ def sample_outcome(
     sid: str,
     *,
     compute: bool = True,
-) -> tuple[list[str], list[Any] | None]:
+) -> tuple[list[str], list[Any] | None, list[dict[str, float] | None] | None]:
     """Validate one sample's prediction and reduce it to each metric's statistics.
 
     The unit of work of :func:`collect`, run in this process or as one Dask task per sample
     (:mod:`cellbench.parallel`).
 
     Returns:
-        ``(problems, stats)``: the sample's problems, and its per-metric statistics (None when
-        there are problems or ``compute`` is False).
+        ``(problems, stats, values)``: the sample's problems, its per-metric statistics and
+        per-metric values (:meth:`~cellbench.metrics.base.Metric.early_sample_values`, keys
+        ``metric/value``; None for a metric that needs the whole split); both None when there
+        are problems or ``compute`` is False.
     """
     truth = spec.ground_truth(store, sid)
     try:
@@ -223,16 +233,21 @@ def sample_outcome(
             declared, spec.expected_output(store, sid, truth), f"sample {sid!r}"
         )
         if early:
-            return list(early), None
+            return list(early), None, None
         pred = predictions.get(sid)
     except ValidationError as err:  # e.g. a CTC result folder that breaks the rules
-        return [f"sample {sid!r}: {p}" for p in err.problems], None
+        return [f"sample {sid!r}: {p}" for p in err.problems], None, None
     sample_problems = spec.validate_sample(store, sid, truth, pred)
     if sample_problems:
-        return list(sample_problems), None
+        return list(sample_problems), None, None
     if not compute:
-        return [], None
-    return [], list(spec.sample_stats(list(metrics), sid, truth, pred))
+        return [], None, None
+    stats = list(spec.sample_stats(list(metrics), sid, truth, pred))
+    values = []
+    for m, st in zip(metrics, stats, strict=True):
+        known = m.early_sample_values(st)
+        values.append(None if known is None else _flatten(m, known))
+    return [], stats, values
 
 
 #: Samples ahead whose files :func:`collect` fetches: ground truth from a remote store,
@@ -345,6 +360,7 @@ def collect(
 
     metrics = spec.metrics(store, split)
     stats: dict[str, list[Any]] = {m.name: [] for m in metrics}
+    sample_values: dict[str, list[dict[str, float] | None]] = {m.name: [] for m in metrics}
     scored: list[str] = []
     todo = [sid for sid in ids if sid in predicted]
     if scheduler is not None:
@@ -363,12 +379,13 @@ def collect(
             sample_outcome(spec, store, predictions, metrics, sid, compute=not problems)
             for sid in _read_ahead(spec, store, predictions, todo, walk)
         )
-    for sid, (sample_problems, sample_stats) in zip(todo, outcomes, strict=True):
+    for sid, (sample_problems, sample_stats, values) in zip(todo, outcomes, strict=True):
         problems.extend(sample_problems)
-        if sample_problems or problems or sample_stats is None:
+        if sample_problems or problems or sample_stats is None or values is None:
             continue  # keep validating, but stop computing once the run cannot be reported
-        for m, st in zip(metrics, sample_stats, strict=True):
+        for m, st, v in zip(metrics, sample_stats, values, strict=True):
             stats[m.name].append(st)
+            sample_values[m.name].append(v)
         scored.append(sid)
     if problems:
         raise ValidationError(problems, context=where)
@@ -383,6 +400,7 @@ def collect(
         stats=stats,
         sample_ids=scored,
         seconds=time.perf_counter() - started,
+        sample_values=sample_values,
     )
 
 
@@ -427,8 +445,11 @@ def summarise(
         flat = _flatten(m, values)
         report_metrics.update(flat)
         directions.update({_key(m, k): m.direction(k) for k in values})
-        for sid, s in zip(scored, st, strict=True):
-            per_sample[sid].update(_flatten(m, m.sample_values(s)))
+        known = collected.sample_values.get(m.name) or [None] * len(st)
+        for sid, s, values in zip(scored, st, known, strict=True):
+            per_sample[sid].update(
+                values if values is not None else _flatten(m, m.sample_values(s))
+            )
         m_notes = m.notes(st)
         notes.extend(m_notes)
         results.append(

@@ -408,3 +408,53 @@ def test_bootstrap_interval_of_a_constant_is_that_constant():
     low, high = bootstrap_ci(varying, items, 50)
     assert math.isnan(low) and math.isnan(high)  # not a constant: no interval is claimed
     assert bootstrap_ci(lambda s: 0.5, items, 20) == (0.5, 0.5)
+
+
+def test_per_sample_values_computed_where_measured_equal_those_after_the_split(tmp_path):
+    """Per-sample values are computed where each sample is measured (a Dask worker), except
+    where the whole split decides them: an image with more detections than COCO's smallest
+    maxDets (100) waits for the split's (121 here: alone it would be cut at 100). The report
+    is the one computed from the finalised statistics alone, bit for bit."""
+    from cellbench.scoring import collect, summarise
+    from cellbench.store.sample import Sample
+    from cellbench.store.zarr_store import build_store
+
+    rng = np.random.default_rng(5)
+    samples, preds = [], []
+    for i in range(4):
+        truth = np.zeros((64, 64), np.uint16)
+        for k in range(1, 6):
+            y, x = rng.integers(0, 60, 2)
+            truth[y : y + 4, x : x + 4] = k
+        if i == 1:  # 121 objects of 2 x 2: the split's maxDets is 121
+            truth[:] = 0
+            truth[1:56:5, 1:56:5] = np.arange(1, 122).reshape(11, 11)
+            truth[2:57:5, 1:56:5] = truth[1:56:5, 1:56:5]
+            truth[:, 2:57:5] = truth[:, 1:56:5]
+        pred = truth.copy()
+        scores = {int(k): float(rng.random()) for k in np.unique(pred) if k}
+        if i == 0:  # 110 false one-pixel detections scored above the 5 true ones, so that
+            # these rank 111-115: kept by the split's maxDets (121), not by 100
+            free = np.flatnonzero((truth[::3, ::3] == 0).ravel())[:110]
+            junk = np.zeros(truth[::3, ::3].size, np.uint16)
+            junk[free] = np.arange(100, 210)
+            pred[::3, ::3] = np.maximum(pred[::3, ::3], junk.reshape(truth[::3, ::3].shape))
+            scores = {k: 0.1 * v for k, v in scores.items()}
+            scores.update({k: 0.9 + 0.001 * (k - 100) for k in range(100, 210)})
+        samples.append(Sample(id=f"im-{i}", image=truth[None].astype(np.uint8), instances=truth))
+        preds.append(Prediction(f"im-{i}", mask=pred, object_ids=np.array(list(scores)),
+                                object_scores=np.array(list(scores.values()))))  # fmt: skip
+    card = {"id": "early", "version": "1", "tasks": ["instance-segmentation"]}
+    store = build_store(samples, tmp_path / "early.zarr", card)
+    pset = PredictionSet.from_predictions("instance-segmentation", preds)
+    collected = collect("instance-segmentation", store, "train", pset)
+    known = dict(collected.sample_values)
+    early = summarise(collected, n_bootstrap=0)
+    collected.sample_values = {}  # every per-sample value from the finalised statistics
+    late = summarise(collected, n_bootstrap=0)
+    assert json.dumps(early.per_sample) == json.dumps(late.per_sample)
+    assert all(v is not None for v in known["matching_scores"] + known["object_errors"])
+    assert [v is None for v in known["coco_ap"]] == [True, True, False, False]
+    first = collected.stats["coco_ap"][0]
+    assert first.n_pred_total == 115 == first.n_det and first.max_dets == 121
+    assert late.per_sample["im-0"]["coco_ap/ap"] > 0  # (0 if cut at 100)

@@ -220,6 +220,19 @@ class Metric(ABC, Generic[In, S]):
         """Values for a single sample; defaults to aggregating that sample alone."""
         return self.aggregate([stats])
 
+    def early_sample_values(self, stats: S) -> dict[str, float] | None:
+        """:meth:`sample_values` of a sample as it is measured, or None if not yet known.
+
+        Scoring computes per-sample values where each sample is measured (a Dask worker), so
+        that the process that gathers the split does not compute them one after another. That
+        is exact when :meth:`finalize` leaves the sample's statistics as they are, which is
+        always so unless a metric overrides it; such a metric says which samples it may change
+        (None: computed from the finalised statistics instead).
+        """
+        if type(self).finalize is not Metric.finalize:
+            return None
+        return self.sample_values(stats)
+
     def details(self, stats: Sequence[S]) -> dict[str, Any]:
         """Optional non-scalar results (curves, matrices); empty by default."""
         return {}

@@ -87,6 +87,8 @@ DEFAULT_SCORE = 1.0
 FALSE_POSITIVE, TRUE_POSITIVE, IGNORED = 0, 1, 2
 
 
+#: The fewest detections per image :meth:`CocoAP.finalize` keeps (pycocotools' default maxDets).
+MIN_MAX_DETS = 100
 #: Largest (thresholds x detections) block :meth:`CocoAP._accumulate` unpacks at once.
 _ACCUMULATE_CELLS = 1 << 21
 
@@ -918,8 +920,19 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
         """
         if all(s.max_dets is not None for s in stats):
             return list(stats)
-        resolved = max(100, max((s.n_gt_total for s in stats), default=0))
+        resolved = max(MIN_MAX_DETS, max((s.n_gt_total for s in stats), default=0))
         return [s if s.max_dets is not None else s.cut(resolved) for s in stats]
+
+    def early_sample_values(self, stats: CocoImageStats) -> dict[str, float] | None:
+        """The image's values before :meth:`finalize`, where its cut cannot change them.
+
+        Known when the image is already cut (an explicit ``max_dets``) or has at most
+        :data:`MIN_MAX_DETS` detections (the split's maxDets is never fewer, so none of them is
+        cut); otherwise None.
+        """
+        if stats.max_dets is not None or stats.n_det <= MIN_MAX_DETS:
+            return self.sample_values(stats)
+        return None
 
     def _accumulate(self, stats: Sequence[CocoImageStats]) -> dict[str, np.ndarray]:
         """Run pycocotools' ``accumulate`` (one maxDets): precision (A, T, R), recall (A, T)."""
