@@ -356,7 +356,7 @@ def _score_sample(
             (str(pred_source), task),
             lambda: load_predictions(pred_source, task=task, class_names=class_names),
         )
-    return sample_outcome(spec, store, predictions, metrics, sid)
+    return sample_outcome(spec, store, predictions, metrics, sid, values=True)
 
 
 def sample_outcomes(

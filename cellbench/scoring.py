@@ -213,17 +213,30 @@ def sample_outcome(
     sid: str,
     *,
     compute: bool = True,
+    values: bool = False,
 ) -> tuple[list[str], list[Any] | None, list[dict[str, float] | None] | None]:
     """Validate one sample's prediction and reduce it to each metric's statistics.
 
     The unit of work of :func:`collect`, run in this process or as one Dask task per sample
     (:mod:`cellbench.parallel`).
 
+    Args:
+        spec: The task declaration.
+        store: The dataset.
+        predictions: The prediction set.
+        metrics: The split's metric suite.
+        sid: The sample.
+        compute: Whether to compute statistics (False: validate only).
+        values: Whether to compute the sample's per-metric values too (what a Dask worker
+            does, so that the process gathering the split has less to do one sample after
+            another; in that process itself they cost the same either way).
+
     Returns:
-        ``(problems, stats, values)``: the sample's problems, its per-metric statistics and
-        per-metric values (:meth:`~cellbench.metrics.base.Metric.early_sample_values`, keys
-        ``metric/value``; None for a metric that needs the whole split); both None when there
-        are problems or ``compute`` is False.
+        ``(problems, stats, values)``: the sample's problems, its per-metric statistics and,
+        with ``values``, its per-metric values
+        (:meth:`~cellbench.metrics.base.Metric.early_sample_values`, keys ``metric/value``;
+        None for a metric that needs the whole split); None when there are problems or
+        ``compute`` is False (and ``values`` None without ``values``).
     """
     truth = spec.ground_truth(store, sid)
     try:
@@ -243,11 +256,11 @@ def sample_outcome(
     if not compute:
         return [], None, None
     stats = list(spec.sample_stats(list(metrics), sid, truth, pred))
-    values = []
-    for m, st in zip(metrics, stats, strict=True):
-        known = m.early_sample_values(st)
-        values.append(None if known is None else _flatten(m, known))
-    return [], stats, values
+    if not values:
+        return [], stats, None
+    early = [m.early_sample_values(st) for m, st in zip(metrics, stats, strict=True)]
+    flat = [None if v is None else _flatten(m, v) for m, v in zip(metrics, early, strict=True)]
+    return [], stats, flat
 
 
 #: Samples ahead whose files :func:`collect` fetches: ground truth from a remote store,
@@ -381,9 +394,9 @@ def collect(
         )
     for sid, (sample_problems, sample_stats, values) in zip(todo, outcomes, strict=True):
         problems.extend(sample_problems)
-        if sample_problems or problems or sample_stats is None or values is None:
+        if sample_problems or problems or sample_stats is None:
             continue  # keep validating, but stop computing once the run cannot be reported
-        for m, st, v in zip(metrics, sample_stats, values, strict=True):
+        for m, st, v in zip(metrics, sample_stats, values or [None] * len(metrics), strict=True):
             stats[m.name].append(st)
             sample_values[m.name].append(v)
         scored.append(sid)

@@ -411,10 +411,10 @@ def test_bootstrap_interval_of_a_constant_is_that_constant():
 
 
 def test_per_sample_values_computed_where_measured_equal_those_after_the_split(tmp_path):
-    """Per-sample values are computed where each sample is measured (a Dask worker), except
-    where the whole split decides them: an image with more detections than COCO's smallest
-    maxDets (100) waits for the split's (121 here: alone it would be cut at 100). The report
-    is the one computed from the finalised statistics alone, bit for bit."""
+    """On a Dask scheduler, per-sample values are computed where each sample is measured (a
+    worker), except where the whole split decides them: an image with more detections than
+    COCO's smallest maxDets (100) waits for the split's (121 here: alone it would be cut at
+    100). The report is the one computed from the finalised statistics alone, bit for bit."""
     from cellbench.scoring import collect, summarise
     from cellbench.store.sample import Sample
     from cellbench.store.zarr_store import build_store
@@ -447,12 +447,18 @@ def test_per_sample_values_computed_where_measured_equal_those_after_the_split(t
     card = {"id": "early", "version": "1", "tasks": ["instance-segmentation"]}
     store = build_store(samples, tmp_path / "early.zarr", card)
     pset = PredictionSet.from_predictions("instance-segmentation", preds)
-    collected = collect("instance-segmentation", store, "train", pset)
+    # (a Dask scheduler: the per-sample work runs as tasks, which compute the values; in
+    # one process summarise computes them all, at the same cost)
+    alone = collect("instance-segmentation", store, "train", pset)
+    assert all(v is None for values in alone.sample_values.values() for v in values)
+    collected = collect("instance-segmentation", store, "train", pset, scheduler="synchronous")
     known = dict(collected.sample_values)
     early = summarise(collected, n_bootstrap=0)
     collected.sample_values = {}  # every per-sample value from the finalised statistics
     late = summarise(collected, n_bootstrap=0)
     assert json.dumps(early.per_sample) == json.dumps(late.per_sample)
+    in_process = summarise(alone, n_bootstrap=0)
+    assert json.dumps(in_process.per_sample) == json.dumps(late.per_sample)
     assert all(v is not None for v in known["matching_scores"] + known["object_errors"])
     assert [v is None for v in known["coco_ap"]] == [True, True, False, False]
     first = collected.stats["coco_ap"][0]
