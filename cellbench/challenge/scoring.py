@@ -29,6 +29,9 @@ def subset(collected: Collected, ids: Sequence[str]) -> Collected:
         collected,
         sample_ids=[collected.sample_ids[i] for i in index],
         stats={name: [values[i] for i in index] for name, values in collected.stats.items()},
+        sample_values={
+            name: [values[i] for i in index] for name, values in collected.sample_values.items()
+        },
     )
 
 
