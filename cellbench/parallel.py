@@ -134,7 +134,7 @@ def map_ordered(
 
         with Client(scheduler, set_as_default=False) as client:
             batches = _chunks(items, batch or batch_size(len(items), _cluster_threads(client)))
-            common = [client.scatter(a, broadcast=True) if _big(a) else a for a in shared]
+            common = [_held(client, a) if _big(a) else a for a in shared]
             token = uuid.uuid4().hex
             futures = [  # keys name fn, so a dashboard (and a test) sees what runs
                 client.submit(
@@ -279,8 +279,7 @@ def _imap_distributed(
         if batch != 1:
             items = [(c,) for c in _chunks(items, batch or batch_size(len(items), threads))]
             fn = functools.partial(_run_batch, fn, len(shared))
-        # a list of one: a dict scattered bare would become one future per value
-        common = [client.scatter([a], broadcast=True)[0] if _big(a) else a for a in shared]
+        common = [_held(client, a) if _big(a) else a for a in shared]
         todo = iter(enumerate(items))
         pending: deque[Any] = deque()
 
@@ -311,6 +310,20 @@ def _imap_distributed(
 
 def _big(obj: Any) -> bool:
     return not isinstance(obj, str | int | float | bool | type(None))
+
+
+def _identity(obj: Any) -> Any:
+    return obj
+
+
+def _held(client: Any, obj: Any) -> Any:
+    """A future of ``obj`` on the cluster, sent once and passed to every task that needs it.
+
+    A task's result, not scattered data: if the worker holding it dies mid-run, the scheduler
+    computes it again from the task (scattered data would be lost, and every task needing it
+    cancelled: seen once in tests/formats/test_convert_parallel.py's killed-worker test).
+    """
+    return client.submit(_identity, obj, pure=False)
 
 
 # ---------------------------------------------------------------------- scoring
