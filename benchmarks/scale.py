@@ -628,21 +628,27 @@ print(json.dumps({"rss_mib": max(peak[0], rss()), "base_mib": base,
 """
 
 
+def _score_in_child(surl: str, purl: str, **env: str) -> dict[str, Any]:
+    """Run :data:`_CHILD` (score ``purl`` against ``surl``) in a fresh process with an empty
+    CELLBENCH_HOME and ``env`` added; its JSON line."""
+    repo = str(Path(__file__).resolve().parents[1])
+    with tempfile.TemporaryDirectory() as home:
+        full = {**os.environ, "OMP_NUM_THREADS": "1", **env, "CELLBENCH_HOME": home}
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, surl, purl, repo],
+            env=full, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 def bench_memory(work: Path, s3: S3, sizes: tuple[int, int], size: int) -> list[tuple]:
     rows = []
-    repo = str(Path(__file__).resolve().parents[1])
     for n in sizes:
         store, preds = make_split(work, n, size, seed=2)
         surl = s3.upload(store.path, f"mem/split-{n}.zarr")
         purl = s3.upload(preds, f"mem/preds-{n}.zarr")
-        env = {**os.environ, "CELLBENCH_CHUNK_CACHE": "64MiB", "OMP_NUM_THREADS": "1"}
-        with tempfile.TemporaryDirectory() as home:
-            env["CELLBENCH_HOME"] = home
-            out = subprocess.run(
-                [sys.executable, "-c", _CHILD, surl, purl, repo],
-                env=env, capture_output=True, text=True, check=True,
-            )  # fmt: skip
-        res = json.loads(out.stdout.strip().splitlines()[-1])
+        res = _score_in_child(surl, purl, CELLBENCH_CHUNK_CACHE="64MiB")
         raw = n * size * size * 2 * 3 / 2**20  # image + truth + prediction, uint16
         rows.append(
             (f"{n} images of {size}x{size} from S3", res["rss_mib"],
@@ -659,19 +665,11 @@ def bench_remote_scoring(work: Path, s3: S3, n: int, size: int, delay: float) ->
     store, preds = make_split(work, n, size, seed=4)
     surl = s3.upload(store.path, f"remote-score/split-{n}.zarr")
     purl = s3.upload(preds, f"remote-score/preds-{n}.zarr")
-    repo = str(Path(__file__).resolve().parents[1])
     relay = Delayed(s3.port, delay)
     rows = []
     try:
         for label, endpoint in (("S3 server", s3.url), (f"{delay * 1e3:.0f} ms away", relay.url)):
-            env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "OMP_NUM_THREADS": "1"}
-            with tempfile.TemporaryDirectory() as home:
-                env["CELLBENCH_HOME"] = home
-                out = subprocess.run(
-                    [sys.executable, "-c", _CHILD, surl, purl, repo],
-                    env=env, capture_output=True, text=True, check=True,
-                )  # fmt: skip
-            res = json.loads(out.stdout.strip().splitlines()[-1])
+            res = _score_in_child(surl, purl, AWS_ENDPOINT_URL=endpoint)
             rows.append(
                 (f"{n} images of {size}x{size}, {label}", res["seconds"],
                  f"{n / res['seconds']:.1f} images/s (store and predictions on S3)")
