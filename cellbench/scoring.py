@@ -459,10 +459,8 @@ def summarise(
         report_metrics.update(flat)
         directions.update({_key(m, k): m.direction(k) for k in values})
         known = collected.sample_values.get(m.name) or [None] * len(st)
-        for sid, s, values in zip(scored, st, known, strict=True):
-            per_sample[sid].update(
-                values if values is not None else _flatten(m, m.sample_values(s))
-            )
+        for sid, s, early in zip(scored, st, known, strict=True):
+            per_sample[sid].update(early if early is not None else _flatten(m, m.sample_values(s)))
         m_notes = m.notes(st)
         notes.extend(m_notes)
         results.append(

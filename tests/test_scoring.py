@@ -459,6 +459,9 @@ def test_per_sample_values_computed_where_measured_equal_those_after_the_split(t
     assert json.dumps(early.per_sample) == json.dumps(late.per_sample)
     in_process = summarise(alone, n_bootstrap=0)
     assert json.dumps(in_process.per_sample) == json.dumps(late.per_sample)
+    for report in (early, late, in_process):  # each metric's pooled values, not a sample's
+        coco = next(r for r in report.results if r["metric"] == "coco_ap")
+        assert coco["values"]["ap"] == report.metrics["coco_ap/ap"]
     assert all(v is not None for v in known["matching_scores"] + known["object_errors"])
     assert [v is None for v in known["coco_ap"]] == [True, True, False, False]
     first = collected.stats["coco_ap"][0]
