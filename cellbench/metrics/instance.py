@@ -410,7 +410,7 @@ class MatchingScores(Metric[LabelPair, MatchingImageStats]):
         # Per threshold, each column reduced as one contiguous row (a transposed copy): the
         # same summation, so the same bits, as reducing each column alone (as before), with
         # one NumPy call per score instead of one per score and threshold (per-sample values
-        # aggregate every image alone: 0.56 -> 0.1 ms an image).
+        # aggregate every image alone: 0.30 -> 0.10 ms an image).
         def by_threshold(arr: np.ndarray, reduce: str | None) -> list[float]:
             if not stats:  # counts of no image are 0, scores undefined
                 return [0.0 if reduce == "sum" else np.nan] * n_thr

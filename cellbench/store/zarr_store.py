@@ -882,11 +882,12 @@ class DatasetStore:
         return self._remote
 
     def forked(self) -> DatasetStore:
-        """This remote store's handle for a process forked from this one (a DataLoader worker).
+        """This store's handle for a process forked from this one (a DataLoader worker).
 
-        It shares what this handle has already read and checked (manifest, root attributes,
-        the samples table) and opens nothing: its files come from the chunk cache shared on
-        disk, and a client of the URL is made only if it must fetch a file itself (see
+        A local store is opened again. A remote one shares what this handle has already read
+        and checked (manifest, root attributes, the samples table) and opens nothing: its files
+        come from the chunk cache shared on disk, and a client of the URL is made only if it
+        must fetch a file itself (see
         :meth:`~cellbench.store.remote.RemoteVerifiedStore.for_child`). Opening the store again
         in each worker instead cost it 0.4-0.6 s of CPU (two S3 clients made, two requests;
         measured on a 2-core x86_64 machine) at the start of every epoch of a loader whose

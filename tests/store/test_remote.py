@@ -380,19 +380,12 @@ def test_scoring_from_s3_fetches_the_next_samples_truth_ahead(
     import logging
 
     from cellbench import scoring
-    from cellbench.predictions import Prediction, PredictionSet, write_predictions
 
     monkeypatch.setenv("CELLBENCH_OBJECT_STORE", "fsspec")  # moto's log names each request
     monkeypatch.setattr(scoring, "READ_AHEAD", 2)
     url = f"s3://{s3.bucket}/ahead-score/toy.zarr"
     remote = _upload(local_store, url)
-    ids = local_store.sample_ids("train")
-    preds = []
-    for sid in ids:
-        mask = np.asarray(local_store.labels(sid)[...]).copy()
-        mask[: mask.shape[0] // 2] = 0  # half of each image missed
-        preds.append(Prediction(sid, mask=mask))
-    write_predictions(tmp_path / "p.zarr", PredictionSet.from_predictions(TASK, preds))
+    ids = _half_missed(local_store, tmp_path / "p.zarr")
     asked: list[str] = []
     real = DatasetStore.prefetch_regions
 
@@ -425,11 +418,10 @@ def test_scoring_from_s3_fetches_the_next_samples_truth_ahead(
     assert on_its_way and all(on_its_way), on_its_way  # fetched ahead, not when asked for
 
 
-def _predictions_on_s3(s3, store: DatasetStore, tmp_path, key: str) -> tuple[list[str], str]:
-    """A canonical prediction set of ``store``'s train split (half of each image missed),
-    written under ``tmp_path / key`` and uploaded to ``s3://bucket/key``."""
+def _half_missed(store: DatasetStore, path) -> list[str]:
+    """Write a canonical prediction set of ``store``'s train split at ``path``, half of each
+    image missed; the split's sample ids."""
     from cellbench.predictions import Prediction, PredictionSet, write_predictions
-    from cellbench.store.remote import filesystem
 
     ids = store.sample_ids("train")
     preds = []
@@ -437,7 +429,15 @@ def _predictions_on_s3(s3, store: DatasetStore, tmp_path, key: str) -> tuple[lis
         mask = np.asarray(store.labels(sid)[...]).copy()
         mask[: mask.shape[0] // 2] = 0
         preds.append(Prediction(sid, mask=mask))
-    write_predictions(tmp_path / key, PredictionSet.from_predictions(TASK, preds))
+    write_predictions(path, PredictionSet.from_predictions(TASK, preds))
+    return ids
+
+
+def _predictions_on_s3(s3, store: DatasetStore, tmp_path, key: str) -> tuple[list[str], str]:
+    """:func:`_half_missed` under ``tmp_path / key``, uploaded to ``s3://bucket/key``."""
+    from cellbench.store.remote import filesystem
+
+    ids = _half_missed(store, tmp_path / key)
     fs, _ = filesystem(f"s3://{s3.bucket}")
     fs.put(str(tmp_path / key), f"{s3.bucket}/{key}", recursive=True)
     return ids, f"s3://{s3.bucket}/{key}"

@@ -56,10 +56,7 @@ class StoreReader:
         """
         if self._store is None or self._pid != os.getpid():
             parent, self._pid, self._arrays = self._store, os.getpid(), {}
-            if parent is not None and parent.is_remote:
-                self._store = parent.forked()
-            else:
-                self._store = DatasetStore.open(self.path)
+            self._store = DatasetStore.open(self.path) if parent is None else parent.forked()
             remote = self._store.remote_store
             if remote is not None:
                 remote.await_others = self._awaited()
