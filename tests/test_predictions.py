@@ -141,3 +141,44 @@ def test_a_lost_chunk_file_is_refused_not_read_as_background(tmp_path):
     lost = load_predictions(path).get("a").mask
     assert (lost[1] == 0).all() and np.array_equal(lost[[0, 2, 4]], movie[[0, 2, 4]])
     assert np.array_equal(load_predictions(tmp_path / "copy.zarr").get("a").mask, movie)
+
+
+def test_digest_of_a_folder_keeps_the_order_of_sorted_paths(tmp_path):
+    """The provenance digest of a prediction folder is sha256 over (relative path, file
+    sha256) in the order of sorted ``Path``s (by components: ``a/b`` before ``a-c``, where
+    characters would put ``-`` first): reports written before the walk changed keep their
+    ``predictions_sha256``. Symbolic links to files count as their target, links to folders
+    are not entered, hidden files count."""
+    import hashlib
+    import os
+
+    root = tmp_path / "preds"
+    for rel, data in {
+        "a/b": b"1",
+        "a-c": b"2",
+        "a.d/e/f": b"3",
+        ".hidden": b"4",
+        "a/b-c/d": b"5",
+        "a/b.c": b"6",
+        "z/y.bin": b"7",
+    }.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    os.symlink(root / "a-c", root / "a/link-to-file")
+    os.symlink(root / "a.d", root / "link-to-folder")
+
+    def by_pathlib(path):  # the definition the digest has always had
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f.relative_to(path).as_posix().encode())
+            h.update(hashlib.sha256(f.read_bytes()).hexdigest().encode())
+        return h.hexdigest()
+
+    assert digest_path(root) == by_pathlib(root)
+    chars = hashlib.sha256()  # what sorting the relative paths as strings would give
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    for rel in files:
+        chars.update(rel.encode())
+        chars.update(hashlib.sha256((root / rel).read_bytes()).hexdigest().encode())
+    assert digest_path(root) != chars.hexdigest()  # the case above tells the orders apart
+    assert digest_path(root / "a-c") == hashlib.sha256(b"2").hexdigest()
