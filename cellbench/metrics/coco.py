@@ -926,11 +926,13 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
     def early_sample_values(self, stats: CocoImageStats) -> dict[str, float] | None:
         """The image's values before :meth:`finalize`, where its cut cannot change them.
 
-        Known when the image is already cut (an explicit ``max_dets``) or has at most
-        :data:`MIN_MAX_DETS` detections (the split's maxDets is never fewer, so none of them is
-        cut); otherwise None.
+        Known when the image is already cut (an explicit ``max_dets``) or has no more
+        detections than ``max(MIN_MAX_DETS, its own ground-truth count)``: the split's maxDets
+        is never fewer (it is the largest count of any image, at least
+        :data:`MIN_MAX_DETS`), so none of them is cut; otherwise None. (A dense image, with
+        about as many detections as cells, is usually known here.)
         """
-        if stats.max_dets is not None or stats.n_det <= MIN_MAX_DETS:
+        if stats.max_dets is not None or stats.n_det <= max(MIN_MAX_DETS, stats.n_gt_total):
             return self.sample_values(stats)
         return None
 
