@@ -182,3 +182,73 @@ def test_digest_of_a_folder_keeps_the_order_of_sorted_paths(tmp_path):
         chars.update(hashlib.sha256((root / rel).read_bytes()).hexdigest().encode())
     assert digest_path(root) != chars.hexdigest()  # the case above tells the orders apart
     assert digest_path(root / "a-c") == hashlib.sha256(b"2").hexdigest()
+
+
+def _zarr_array(root, name, data, **kwargs):
+    import zarr
+
+    z = zarr.create_array(str(root / name), shape=data.shape, dtype=data.dtype, **kwargs)
+    z[...] = data
+    return z
+
+
+def test_plain_arrays_read_without_zarr_equal_zarrs_reading(tmp_path):
+    """Local prediction arrays in the plain layout (regular grid, bytes then zstd, Blosc or
+    gzip, numeric fill) are read without zarr: every value, dtype and absent chunk (the fill
+    value) as zarr reads them, edge chunks included; other layouts are left to zarr."""
+    from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, TransposeCodec, ZstdCodec
+
+    from cellbench.predictions import _PlainArray
+
+    rng = np.random.default_rng(3)
+    plain = {
+        "zstd-2d-edges": (rng.integers(0, 9, (37, 50)).astype(np.uint16), (16, 16), ZstdCodec()),
+        "blosc-3d": (rng.random((5, 9, 11)).astype(np.float32), (2, 4, 4), BloscCodec()),
+        "gzip-1d": (rng.integers(-5, 5, 23).astype(np.int64), (7,), GzipCodec()),
+        "none-bool": (rng.random((6, 6)) > 0.5, (4, 4), None),
+        "one-chunk": (rng.integers(0, 2**31, (64, 64)).astype(np.uint32), (64, 64), ZstdCodec()),
+        "empty": (np.zeros((0,), np.float64), (1,), ZstdCodec()),
+    }
+    for name, (data, chunks, codec) in plain.items():
+        compressors = [codec] if codec else None
+        z = _zarr_array(tmp_path, name, data, chunks=chunks, compressors=compressors)
+        array = _PlainArray.open(str(tmp_path), name)
+        assert array is not None, name
+        assert (array.shape, array.dtype.newbyteorder("=")) == (z.shape, np.dtype(z.dtype))
+        got = array.read()
+        assert got.dtype == np.asarray(z[...]).dtype and np.array_equal(got, z[...]), name
+    # absent chunks read as the fill value (zarr leaves chunks of only the fill value out)
+    sparse = np.full((20, 20), 7, np.int16)
+    sparse[:5, :5] = 1
+    z = _zarr_array(tmp_path, "sparse", sparse, chunks=(8, 8), fill_value=7)
+    assert len([f for f in (tmp_path / "sparse" / "c").rglob("*") if f.is_file()]) < 9
+    array = _PlainArray.open(str(tmp_path), "sparse")
+    assert np.array_equal(array.read(), z[...]) and np.array_equal(array.read(), sparse)
+    # layouts left to zarr
+    data = rng.integers(0, 9, (8, 8)).astype(np.uint16)
+    _zarr_array(tmp_path, "sharded", data, chunks=(4, 4), shards=(8, 8))
+    _zarr_array(tmp_path, "big", data, chunks=(4, 4), serializer=BytesCodec(endian="big"))
+    _zarr_array(tmp_path, "nan-fill", data.astype(np.float32), chunks=(4, 4), fill_value=np.nan)
+    _zarr_array(tmp_path, "transposed", data, chunks=(4, 4), filters=[TransposeCodec(order=(1, 0))])
+    for name in ("sharded", "big", "nan-fill", "transposed", "absent"):
+        assert _PlainArray.open(str(tmp_path), name) is None, name
+
+
+def test_a_damaged_chunk_is_reported_alike_with_or_without_zarr(tmp_path):
+    """A truncated chunk of a canonical set is one line naming the field, with the error zarr
+    gives for it (the same numcodecs decoder raises it)."""
+    import zarr
+
+    path = tmp_path / "p.zarr"
+    write_predictions(
+        path, PredictionSet.from_predictions("instance-segmentation", _instance_preds())
+    )
+    chunk = next(f for f in (path / "samples" / "s1" / "mask" / "c").rglob("*") if f.is_file())
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    with pytest.raises(ValidationError) as err:
+        load_predictions(path).get("s1")
+    (line,) = err.value.problems
+    with pytest.raises(Exception) as by_zarr:
+        zarr.open_array(str(path / "samples" / "s1" / "mask"), mode="r")[...]
+    assert line == f"mask: unreadable ({str(by_zarr.value).splitlines()[0][:200]})"
+    assert load_predictions(path).get("s0").mask is not None  # the other samples read
