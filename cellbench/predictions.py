@@ -152,6 +152,7 @@ class PredictionSet:
     _ids: list[str] = field(default_factory=list, repr=False)
     _declare: Any = field(default=None, repr=False)
     _prefetch: Any = field(default=None, repr=False)
+    _digest: Any = field(default=None, repr=False)
 
     @classmethod
     def from_predictions(
@@ -248,7 +249,9 @@ class PredictionSet:
         return dict(self._declare(sample_id))
 
     def sha256(self) -> str:
-        """Digest of the predictions' content (files on disk, or arrays in memory)."""
+        """Digest of the predictions' content (files on disk or at a URL, or arrays in memory)."""
+        if self._digest is not None:  # a set at a URL: its store digests the listed files
+            return str(self._digest())
         if self.source is not None:
             return digest_path(self.source)
         h = hashlib.sha256(self.task.encode())
@@ -935,6 +938,7 @@ def _open_canonical_group(
         _ids=ids,
         _declare=declare,
         _prefetch=(lambda sids: ahead([f"samples/{s}" for s in sids])) if ahead else None,
+        _digest=getattr(store, "content_digest", None),
     )
 
 

@@ -37,6 +37,7 @@ import asyncio
 import bisect
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -367,6 +368,9 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
     handed over when zarr asks for them, instead of one request at a time when each is read.
     For stores that do not change while they are read (a submitted prediction set).
 
+    Every whole file it reads is also hashed, so that :meth:`content_digest` (the set's
+    provenance digest) fetches only the files scoring did not read.
+
     Args:
         store: zarr's async store of the URL.
         files: Size in bytes (None: unknown) of every file the store holds, by key relative
@@ -380,6 +384,12 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
         self._kept: OrderedDict[str, bytes] = OrderedDict()
         self._new_ahead()
 
+    def _hashed(self, key: str, data: bytes | None) -> bytes | None:
+        """``data``, the whole content of ``key``, its sha256 noted for :meth:`content_digest`."""
+        if data is not None:
+            self._digests[key] = hashlib.sha256(data).hexdigest()
+        return data
+
     def _new_ahead(self) -> None:
         self._sorted: list[str] | None = None  # the keys in order, made on first prefetch
         # files fetched ahead: key -> (future of its bytes, size); and the keys of each node
@@ -389,10 +399,11 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
         self._ahead_lock = threading.Lock()
         self._gate: asyncio.Semaphore | None = None
         self._pid = os.getpid()
+        self._digests: dict[str, str] = {}  # sha256 of each whole file read, by key
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("_sorted", "_ahead", "_ahead_nodes", "_ahead_lock", "_gate"):
+        for name in ("_sorted", "_ahead", "_ahead_nodes", "_ahead_lock", "_gate", "_digests"):
             del state[name]
         return state
 
@@ -406,9 +417,10 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
     def prefetch(self, nodes: Iterable[str]) -> int:
         """Start fetching, in the background, the files under each of ``nodes`` (paths).
 
-        Every file below the node, not the node's own ``zarr.json`` (a reader that names the
-        node opens its arrays by path; zarr does not read the group for that). Returns at
-        once; the files are fetched on zarr's I/O loop (at most :data:`PREFETCH_IN_FLIGHT`
+        Every file below the node and the node's own ``zarr.json`` (a reader that names the
+        node opens its arrays by path and never asks for it, but :meth:`content_digest`
+        needs its hash: fetched here, alongside the rest, it costs no request later). Returns
+        at once; the files are fetched on zarr's I/O loop (at most :data:`PREFETCH_IN_FLIGHT`
         requests at a time) and each is handed to zarr once, when it asks for it. Only the
         files of the last :data:`AHEAD_NODES` nodes are kept, within :data:`AHEAD_BYTES` (a
         file of unknown size, or past the budget, is read when asked for), so a set of huge
@@ -441,7 +453,6 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
                     size = self._files[key]
                     if (
                         size is None
-                        or key == f"{node}/{ROOT_META}"
                         or self._ahead_bytes + size > AHEAD_BYTES
                         or key in self._ahead
                         or key in self._kept
@@ -461,7 +472,43 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
             self._gate = asyncio.Semaphore(PREFETCH_IN_FLIGHT)
         async with self._gate:
             buf = await self._store.get(key, default_buffer_prototype())
-        return None if buf is None else buf.to_bytes()
+        return self._hashed(key, None if buf is None else buf.to_bytes())
+
+    def content_digest(self) -> str:
+        """sha256 of the store's content, as a folder of the same files digests.
+
+        :func:`cellbench.predictions.digest_path`'s definition: each listed file's relative path
+        and sha256, in the order of sorted paths. Files not read yet are fetched (concurrently,
+        each dropped once hashed), so a set copied to object storage digests like its local
+        original.
+
+        Raises:
+            StoreError: A listed file is gone (the set changed while it was read).
+        """
+        from zarr.core.sync import _get_loop
+
+        missing = [key for key in self._files if key not in self._digests]
+        if missing:
+            asyncio.run_coroutine_threadsafe(self._hash_all(missing), _get_loop()).result()
+        h = hashlib.sha256()
+        for key in sorted(self._files, key=lambda k: k.split("/")):
+            h.update(key.encode())
+            h.update(self._digests[key].encode())
+        return h.hexdigest()
+
+    async def _hash_all(self, keys: list[str]) -> None:
+        from zarr.core.buffer import default_buffer_prototype
+
+        gate = asyncio.Semaphore(PREFETCH_IN_FLIGHT)
+
+        async def one(key: str) -> None:
+            async with gate:
+                buf = await self._store.get(key, default_buffer_prototype())
+            if buf is None:
+                raise StoreError(f"{key}: listed, then gone (the set changed while it was read)")
+            self._hashed(key, buf.to_bytes())
+
+        await asyncio.gather(*(one(key) for key in keys))
 
     def _take_ahead(self, key: str) -> concurrent.futures.Future[bytes | None] | None:
         """The background fetch of ``key``, handed over once (None: not read ahead)."""
@@ -491,8 +538,13 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
                 if _is_meta(key):
                     self._keep(key, data)
                 return prototype.buffer.from_bytes(slice_range(data, byte_range))
-        if byte_range is not None or not _is_meta(key):
+        if byte_range is not None:
             return await self._store.get(key, prototype, byte_range)
+        if not _is_meta(key):
+            buf = await self._store.get(key, prototype)
+            if buf is not None and key not in self._digests:
+                self._hashed(key, buf.to_bytes())
+            return buf
         if key not in self._metas:
             return None
         data = self._kept.get(key)
@@ -501,6 +553,7 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
             if buf is None:
                 return None
             data = buf.to_bytes()
+            self._hashed(key, data)
             self._keep(key, data)
         return prototype.buffer.from_bytes(data)
 

@@ -4,6 +4,7 @@ reads through the bounded chunk cache, corruption, interrupted uploads, scoring 
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from cellbench.errors import CorruptStoreError, StoreError
+from cellbench.predictions import digest_path
 from cellbench.store.zarr_store import DatasetStore, build_store
 from tests.factories import toy_samples
 
@@ -234,6 +236,10 @@ def test_cli_pull_to_s3_verify_and_score_from_s3_equal_local(s3, tmp_path):
     assert a["groups"] == b["groups"] and a["per_sample"] == b["per_sample"]
     assert 0 < a["headline"]["value"] < 1
     assert b["provenance"]["extra"]["predictions_source"] == f"s3://{s3.bucket}/sub/preds.zarr"
+    # the set's digest is its content's, on S3 as in the folder it was uploaded from
+    digest = a["provenance"]["predictions_sha256"]
+    assert digest == b["provenance"]["predictions_sha256"] == digest_path(tmp_path / "preds.zarr")
+    assert digest != hashlib.sha256().hexdigest()  # (what the S3 set digested to before)
 
 
 def test_format_1_store_is_refused_remotely(s3, tmp_path):
@@ -411,6 +417,7 @@ def test_scoring_from_s3_fetches_the_next_samples_truth_ahead(
     near = scoring.score(TASK, local_store, "train", tmp_path / "p.zarr", n_bootstrap=0)
     same = json.dumps([far.metrics, far.per_sample], sort_keys=True, default=str)
     assert same == json.dumps([near.metrics, near.per_sample], sort_keys=True, default=str)
+    assert far.provenance.predictions_sha256 == near.provenance.predictions_sha256
     assert asked[:3] == ids[:3] and asked == ids  # the first three at once, then one each
     gets = _chunk_gets(caplog, "ahead-score/toy.zarr/images/")
     label_gets = [m for m in gets if "/labels/instances/" in m]
@@ -446,8 +453,9 @@ def _predictions_on_s3(s3, store: DatasetStore, tmp_path, key: str) -> tuple[lis
 def test_scoring_reads_a_prediction_set_on_s3_ahead(s3, local_store, tmp_path, caplog, monkeypatch):
     """Scoring a prediction set at a URL fetches the next samples' prediction files in the
     background while one is scored (here two ahead), in split order: every file zarr reads of
-    a sample was fetched ahead (none is a request made when asked for), each is fetched once,
-    and the report equals the local set's."""
+    a sample was fetched ahead (none is a request made when asked for), each file of the
+    samples is fetched once (the report's digest hashes what scoring read), and the report
+    equals the local set's, its digest included."""
     import logging
 
     from cellbench import scoring
@@ -480,6 +488,7 @@ def test_scoring_reads_a_prediction_set_on_s3_ahead(s3, local_store, tmp_path, c
     near = scoring.score(TASK, local_store, "train", tmp_path / "ahead-preds/p.zarr", n_bootstrap=0)
     same = json.dumps([far.metrics, far.per_sample], sort_keys=True, default=str)
     assert same == json.dumps([near.metrics, near.per_sample], sort_keys=True, default=str)
+    assert far.provenance.predictions_sha256 == near.provenance.predictions_sha256
     assert asked[:3] == ids[:3] and asked == ids  # the first three at once, then one each
     assert {k.split("/")[1] for k in handed} == set(ids)
     assert all(handed.values()), handed
@@ -488,7 +497,12 @@ def test_scoring_reads_a_prediction_set_on_s3_ahead(s3, local_store, tmp_path, c
     ]
     gets = [m.split('"GET ')[1].split(" ")[0] for m in requests if '"GET ' in m]
     assert all('" 200 ' in m for m in requests), requests
-    assert len(gets) == len(set(gets)) == len(handed), gets  # each file once, nothing else
+    folder = tmp_path / "ahead-preds/p.zarr"
+    files = {
+        f.relative_to(folder).as_posix() for f in (folder / "samples").rglob("*") if f.is_file()
+    }
+    assert len(gets) == len(set(gets)) == len(files), gets  # each file once
+    assert {g.split("/p.zarr/")[1] for g in gets} == files and set(handed) < files
 
 
 def test_prediction_set_on_s3_missing_a_chunk_file_is_refused_from_the_listing(
@@ -542,12 +556,11 @@ def test_listed_store_reads_ahead_within_its_bounds(s3, local_store, tmp_path, m
     chunk = next(k for k in sizes if k.startswith(f"samples/{ids[0]}/") and "/c/" in k)
 
     monkeypatch.setattr(remote, "AHEAD_NODES", 2)
-    assert store.prefetch([f"samples/{s}" for s in ids[:3]]) == 2 * 3  # zarr.json + chunk each
+    # each node's zarr.json (for the digest), its mask's zarr.json and chunk
+    assert store.prefetch([f"samples/{s}" for s in ids[:3]]) == 3 * 3
     assert list(store._ahead_nodes) == [f"samples/{s}" for s in ids[1:3]]  # the first dropped
     held = set(store._ahead)
-    assert held == {
-        k for k in sizes if k.split("/")[1] in ids[1:3] and k.count("/") > 2
-    }  # not the nodes' own zarr.json
+    assert held == {k for k in sizes if k.split("/")[1] in ids[1:3]}
     assert store._ahead_bytes == sum(sizes[k] for k in held)
     concurrent.futures.wait([fut for fut, _ in store._ahead.values()])
     key = next(k for k in held if "/c/" in k)
