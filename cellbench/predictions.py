@@ -40,7 +40,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -876,17 +878,26 @@ def _open_canonical_group(
         plain = _PlainArray.open(local, path) if local is not None else None
         return plain if plain is not None else _array_node(root, path)
 
+    # the arrays declare() opened, by sample, for the load() that follows: it reads the very
+    # metadata whose shapes the caller checked, without opening the arrays again
+    declared: OrderedDict[str, list[tuple[str, str, Any]]] = OrderedDict()
+    declared_lock = threading.Lock()
+
     def declare(sid: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         try:
-            for name, path in arrays(sid):
-                array = array_at(path)
+            found = [(name, path, array_at(path)) for name, path in arrays(sid)]
+            for name, _, array in found:
                 if isinstance(array, _PlainArray):
                     out[name] = (array.shape, array.dtype.newbyteorder("="))
                 elif array is not None:
                     out[name] = _shape_dtype(array)
         except Exception as err:  # malformed or unknown metadata
             raise ValidationError([f"unreadable array metadata ({_short(err)})"]) from None
+        with declared_lock:
+            declared[sid] = found
+            while len(declared) > 8:  # declared and never loaded
+                declared.popitem(last=False)
         return out
 
     def load(sid: str) -> Prediction:
@@ -897,7 +908,10 @@ def _open_canonical_group(
             p.scores = scores[row[sid]]
         field_name = ""
         try:
-            found = [(name, path, array_at(path)) for name, path in arrays(sid)]
+            with declared_lock:
+                found = declared.pop(sid, None)
+            if found is None:
+                found = [(name, path, array_at(path)) for name, path in arrays(sid)]
             lost = [
                 line
                 for name, path, array in found

@@ -252,3 +252,22 @@ def test_a_damaged_chunk_is_reported_alike_with_or_without_zarr(tmp_path):
         zarr.open_array(str(path / "samples" / "s1" / "mask"), mode="r")[...]
     assert line == f"mask: unreadable ({str(by_zarr.value).splitlines()[0][:200]})"
     assert load_predictions(path).get("s0").mask is not None  # the other samples read
+
+
+def test_a_sample_is_read_with_the_metadata_its_shapes_were_declared_from(tmp_path):
+    """Scoring checks a sample's declared shapes, then reads it: the read uses the array
+    metadata the declaration came from, so a ``zarr.json`` rewritten in between (here to a
+    larger shape) is not what gets allocated and read."""
+    import json
+
+    path = tmp_path / "p.zarr"
+    write_predictions(
+        path, PredictionSet.from_predictions("instance-segmentation", _instance_preds())
+    )
+    pset = load_predictions(path)
+    assert pset.declared("s0")["mask"][0] == (20, 24)
+    meta_file = path / "samples" / "s0" / "mask" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    meta["shape"] = [2_000, 2_000]
+    meta_file.write_text(json.dumps(meta))
+    np.testing.assert_array_equal(pset.get("s0").mask, _instance_preds()[0].mask)
