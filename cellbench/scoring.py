@@ -36,7 +36,8 @@ def _key(metric: Metric, value: str) -> str:
 
 
 def _flatten(metric: Metric, values: dict[str, float]) -> dict[str, float]:
-    return {_key(metric, k): float(v) for k, v in values.items()}
+    prefix = _key(metric, "")  # (one f-string per metric, not per value: ~200,000 a split)
+    return {prefix + k: float(v) for k, v in values.items()}
 
 
 def bootstrap_ci(
