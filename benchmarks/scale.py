@@ -261,9 +261,12 @@ def bench_scoring(work: Path, n: int, size: int, cells: int = 8) -> list[tuple[s
     rates, cpu_rates = {}, {}
     # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (to give memory back),
     # which also fixes glibc's mmap threshold: every temporary array over 128 KiB is then
-    # mapped and faulted in afresh. Measured both ways: the default, and with it unset.
+    # mapped and faulted in afresh. Measured both ways: the default, and with it unset (the
+    # nanny also sets it in this process's environment, which later workers would inherit).
     for workers, trim in ((1, True), (2, True), (1, False), (2, False)):
         unset = {} if trim else {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+        if not trim:
+            os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
         with (
             dask.config.set(unset),
             LocalCluster(
