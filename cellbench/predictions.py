@@ -37,6 +37,7 @@ declared by each task in :mod:`cellbench.tasks`, which lists every problem at on
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -197,8 +198,13 @@ class PredictionSet:
     def __len__(self) -> int:
         return len(self._ids)
 
+    @functools.cached_property
+    def _id_set(self) -> frozenset[str]:
+        # (a set made once: made per call, reading a split of n samples cost O(n^2))
+        return frozenset(self._ids)
+
     def __contains__(self, sample_id: object) -> bool:
-        return sample_id in set(self._ids)
+        return sample_id in self._id_set
 
     def get(self, sample_id: str) -> Prediction:
         """Return (and, for on-disk sets, read) the prediction of one sample.
@@ -208,7 +214,7 @@ class PredictionSet:
         """
         if sample_id in self._items:
             return self._items[sample_id]
-        if self._loader is None or sample_id not in set(self._ids):
+        if self._loader is None or sample_id not in self._id_set:
             raise KeyError(sample_id)
         return self._loader(sample_id)
 
@@ -415,15 +421,17 @@ class PredictionWriter:
             "producer": {"cellbench": __version__, **dict(producer or {})},
         }
         self._ids: list[str] = []
+        self._seen: set[str] = set()
         self._labels: list[int] = []
         self._scores: list[np.ndarray] = []
 
     def add(self, prediction: Prediction) -> None:
         """Write one sample's prediction."""
         sid = prediction.sample_id
-        if sid in self._ids:
+        if sid in self._seen:
             raise ValidationError([f"sample {sid!r}: predicted more than once"], str(self.path))
         self._ids.append(sid)
+        self._seen.add(sid)
         if prediction.label is not None:
             self._labels.append(int(prediction.label))
         if prediction.scores is not None:
