@@ -45,6 +45,41 @@ from typing import Any
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 LOCAL_SCHEDULERS = ("synchronous", "threads", "processes")
+#: Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (to give memory back to the
+#: system). Setting it also fixes glibc's mmap threshold at 128 KiB, so every larger NumPy
+#: temporary is mapped and faulted in afresh: scoring 512 x 512 images took a worker 1.8x the
+#: CPU (``benchmarks/scale.py`` section 1b, docs/scaling.md). Clusters are told once.
+_TRIM_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+_TRIM_TOLD: set[str] = set()
+
+
+def _worker_trim(variables: tuple[str, ...] = _TRIM_VARIABLES) -> tuple[str | None, ...]:
+    """(On a worker.) The malloc variables of its environment."""
+    return tuple(os.environ.get(v) for v in variables)
+
+
+def _trim_hint(client: Any, address: str) -> None:
+    """Warn once per cluster whose workers run with a fixed, small mmap threshold."""
+    if address in _TRIM_TOLD:
+        return
+    _TRIM_TOLD.add(address)
+    try:
+        found = client.run(_worker_trim)
+    except Exception:  # an old or restricted cluster: no hint, the work goes on
+        return
+    slow = [trim for trim, mmap in found.values() if trim is not None and mmap is None]
+    if slow:
+        import warnings
+
+        warnings.warn(
+            f"{len(slow)} of {len(found)} Dask workers run with MALLOC_TRIM_THRESHOLD_={slow[0]} "
+            "(Dask's default), which makes glibc map every NumPy temporary over 128 KiB afresh: "
+            "scoring large images takes up to 1.8x the CPU; start the workers with it unset "
+            "(Dask config distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null), "
+            "see docs/scaling.md",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def resolve_scheduler(value: str | None) -> str | None:
@@ -133,6 +168,7 @@ def map_ordered(
         from distributed import Client, as_completed
 
         with Client(scheduler, set_as_default=False) as client:
+            _trim_hint(client, scheduler)
             batches = _chunks(items, batch or batch_size(len(items), _cluster_threads(client)))
             common = [_held(client, a) if _big(a) else a for a in shared]
             token = uuid.uuid4().hex

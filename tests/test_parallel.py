@@ -158,3 +158,39 @@ def test_cli_score_and_verify_take_a_scheduler(scored, cluster, tmp_path):
     res = runner.invoke(main, ["score", "--task", "instance-segmentation", "--dataset",
                                str(store.path), str(preds), "--scheduler", "fast"])  # fmt: skip
     assert res.exit_code != 0 and "expected one of" in res.output
+
+
+def test_a_cluster_whose_workers_fix_the_mmap_threshold_is_told_once(
+    scored, cluster, tmp_path, monkeypatch
+):
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (which fixes glibc's mmap
+    threshold: NumPy temporaries over 128 KiB are mapped afresh, up to 1.8x the CPU for large
+    images). Scoring on such a cluster warns once per cluster, naming the setting and how to
+    unset it; a cluster started with it unset is not warned about."""
+    import warnings
+
+    import dask
+    from distributed import LocalCluster
+
+    from cellbench import parallel
+
+    store, preds, _ = scored
+    monkeypatch.setattr(parallel, "_TRIM_TOLD", set())
+    with pytest.warns(UserWarning, match=r"2 of 2 Dask workers run with MALLOC_TRIM_THRESHOLD_="):
+        score("instance-segmentation", store, "test", preds, scheduler=cluster.scheduler_address)
+    with warnings.catch_warnings():
+        # the same cluster again: no second warning (other warnings, e.g. a busy dashboard
+        # port, are not this test's)
+        warnings.filterwarnings("error", message=".*MALLOC_TRIM_THRESHOLD_")
+        score("instance-segmentation", store, "test", preds, scheduler=cluster.scheduler_address)
+        # (the nanny also writes the variable into this process's environment)
+        monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+        unset = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+        with (
+            dask.config.set(unset),
+            LocalCluster(
+                n_workers=1, processes=True, threads_per_worker=1, host="127.0.0.1",
+                dashboard_address=None, worker_dashboard_address=None,
+            ) as plain,
+        ):  # fmt: skip
+            score("instance-segmentation", store, "test", preds, scheduler=plain.scheduler_address)
