@@ -126,7 +126,8 @@ def _pick_sample(
                 totals[sid] += n_errors(per_image[sid])
                 found = True
     if found:
-        return max(sample_ids, key=lambda s: (totals[s], -sample_ids.index(s)))
+        # the most errors; among equals the first in the split (max keeps the first maximum)
+        return max(sample_ids, key=totals.__getitem__)
     leader = entries[0].report.per_sample
     values = [
         (leader[s][headline], s)
