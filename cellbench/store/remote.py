@@ -390,6 +390,10 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
             self._digests[key] = hashlib.sha256(data).hexdigest()
         return data
 
+    #: Attributes made by :meth:`_new_ahead`: this process's fetches, not pickled.
+    _PER_PROCESS = ("_sorted", "_ahead", "_ahead_nodes", "_ahead_lock", "_gate", "_pid")
+    _PER_PROCESS += ("_digests", "_running")
+
     def _new_ahead(self) -> None:
         self._sorted: list[str] | None = None  # the keys in order, made on first prefetch
         # files fetched ahead: key -> (future of its bytes, size); and the keys of each node
@@ -400,10 +404,11 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
         self._gate: asyncio.Semaphore | None = None
         self._pid = os.getpid()
         self._digests: dict[str, str] = {}  # sha256 of each whole file read, by key
+        self._running: set[concurrent.futures.Future[bytes | None]] = set()  # fetches not done
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("_sorted", "_ahead", "_ahead_nodes", "_ahead_lock", "_gate", "_digests"):
+        for name in self._PER_PROCESS:
             del state[name]
         return state
 
@@ -424,8 +429,10 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
         requests at a time) and each is handed to zarr once, when it asks for it. Only the
         files of the last :data:`AHEAD_NODES` nodes are kept, within :data:`AHEAD_BYTES` (a
         file of unknown size, or past the budget, is read when asked for), so a set of huge
-        files costs no more memory than reading it without read-ahead. Returns the number of
-        fetches started.
+        files costs no more memory than reading it without read-ahead; the fetches of an
+        older node run to the end (their hashes are the digest's) but their bytes are dropped.
+        A file read and hashed already is not fetched again. Returns the number of fetches
+        started.
         """
         if self._pid != os.getpid():  # forked: the parent's fetches ran on its I/O thread
             self._new_ahead()
@@ -444,11 +451,11 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
                 hi = bisect.bisect_left(keys, node + "0")  # "0" is the character after "/"
                 wanted = self._ahead_nodes[node] = []
                 while len(self._ahead_nodes) > AHEAD_NODES:  # the reader has moved on
+                    # not cancelled: the digest needs every file, and a cancelled request may
+                    # have reached the server already; its bytes are dropped once hashed
                     for key in self._ahead_nodes.popitem(last=False)[1]:
                         if key in self._ahead:
-                            fut, size = self._ahead.pop(key)
-                            fut.cancel()
-                            self._ahead_bytes -= size
+                            self._ahead_bytes -= self._ahead.pop(key)[1]
                 for key in keys[lo:hi]:
                     size = self._files[key]
                     if (
@@ -456,9 +463,12 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
                         or self._ahead_bytes + size > AHEAD_BYTES
                         or key in self._ahead
                         or key in self._kept
+                        or key in self._digests  # read and hashed already
                     ):
                         continue
                     fut = asyncio.run_coroutine_threadsafe(self._fetch(key), _get_loop())
+                    self._running.add(fut)
+                    fut.add_done_callback(self._running.discard)
                     self._ahead[key] = (fut, size)
                     self._ahead_bytes += size
                     wanted.append(key)
@@ -487,6 +497,9 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
         """
         from zarr.core.sync import _get_loop
 
+        # files fetched ahead and never asked for (a sample's group zarr.json) may still be
+        # on their way: hashed when they arrive, not fetched a second time
+        concurrent.futures.wait(list(self._running))
         missing = [key for key in self._files if key not in self._digests]
         if missing:
             asyncio.run_coroutine_threadsafe(self._hash_all(missing), _get_loop()).result()

@@ -454,8 +454,10 @@ def test_scoring_reads_a_prediction_set_on_s3_ahead(s3, local_store, tmp_path, c
     """Scoring a prediction set at a URL fetches the next samples' prediction files in the
     background while one is scored (here two ahead), in split order: every file zarr reads of
     a sample was fetched ahead (none is a request made when asked for), each file of the
-    samples is fetched once (the report's digest hashes what scoring read), and the report
-    equals the local set's, its digest included."""
+    samples is fetched once (the report's digest hashes what scoring read, and waits for a
+    fetch still on its way rather than asking again), and the report equals the local set's,
+    its digest included."""
+    import asyncio
     import logging
 
     from cellbench import scoring
@@ -481,8 +483,19 @@ def test_scoring_reads_a_prediction_set_on_s3_ahead(s3, local_store, tmp_path, c
             handed.setdefault(key, fut is not None)
         return fut
 
+    from zarr.storage import FsspecStore
+
+    real_get = FsspecStore.get
+
+    async def slow_get(self, key, *args, **kwargs):  # the last group's zarr.json (read ahead,
+        buf = await real_get(self, key, *args, **kwargs)  # never asked for): requested, then
+        if key == f"samples/{ids[-1]}/zarr.json":  # still on its way when scoring ends
+            await asyncio.sleep(0.5)
+        return buf
+
     monkeypatch.setattr(PredictionSet, "prefetch", prefetch_spy)
     monkeypatch.setattr(remote.ListedStore, "_take_ahead", take_spy)
+    monkeypatch.setattr(FsspecStore, "get", slow_get)
     caplog.set_level(logging.INFO, logger="werkzeug")
     far = scoring.score(TASK, local_store, "train", url, n_bootstrap=0)
     near = scoring.score(TASK, local_store, "train", tmp_path / "ahead-preds/p.zarr", n_bootstrap=0)
