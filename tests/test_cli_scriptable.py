@@ -196,8 +196,16 @@ def test_missing_extra_is_one_line_naming_it(runner, monkeypatch):
 
 def test_ctrl_c_exits_130_and_leaves_no_store(cli_cmd, cli_env, tmp_path):
     env = dict(cli_env, CELLBENCH_HOME=str(tmp_path / "home"))
+    # A test run started in the background (`make test &` in a script) ignores SIGINT, and a
+    # Python started with SIGINT ignored keeps ignoring it: the CLI starts here with the
+    # handler it gets from a terminal.
+    terminal = (
+        "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "runpy.run_module('cellbench', run_name='__main__', alter_sys=True)"
+    )
+    assert cli_cmd[1:] == ["-m", "cellbench"]
     proc = subprocess.Popen(
-        [*cli_cmd, "datasets", "pull", "synthetic-label-free", "-q"],
+        [cli_cmd[0], "-c", terminal, "datasets", "pull", "synthetic-label-free", "-q"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
