@@ -388,8 +388,16 @@ def _score_sample(
     class_names: list[str] | None,
     metrics: list[Any],
     sid: str,
-) -> tuple[list[str], list[Any] | None, list[dict[str, float] | None] | None]:
-    """One Dask task: :func:`cellbench.scoring.sample_outcome` of one sample."""
+) -> tuple[
+    tuple[list[str], list[Any] | None, list[dict[str, float] | None] | None], dict[str, str]
+]:
+    """One Dask task: :func:`cellbench.scoring.sample_outcome` of one sample, and more.
+
+    With it, the sha256 of the sample's prediction files when the set is at a URL
+    (:meth:`~cellbench.predictions.PredictionSet.file_digests`), so that the driver does not
+    fetch them again for the report's digest.
+    """
+    from cellbench.errors import StoreError
     from cellbench.predictions import PredictionSet, load_predictions
     from cellbench.scoring import sample_outcome
     from cellbench.store.zarr_store import DatasetStore
@@ -405,7 +413,12 @@ def _score_sample(
             (str(pred_source), task),
             lambda: load_predictions(pred_source, task=task, class_names=class_names),
         )
-    return sample_outcome(spec, store, predictions, metrics, sid, values=True)
+    outcome = sample_outcome(spec, store, predictions, metrics, sid, values=True)
+    digests: dict[str, str] = {}
+    # (a refused sample: no report, no digest; a file gone: the driver's digest says so)
+    with contextlib.suppress(StoreError):
+        digests = {} if outcome[0] else predictions.file_digests(sid)
+    return outcome, digests
 
 
 def sample_outcomes(
@@ -435,7 +448,7 @@ def sample_outcomes(
         the order of ``sample_ids``.
     """
     source = predictions.source if predictions.source is not None else predictions
-    return map_ordered(
+    done = map_ordered(
         _score_sample,
         [(sid,) for sid in sample_ids],
         scheduler=scheduler,
@@ -450,6 +463,9 @@ def sample_outcomes(
             list(metrics),
         ),
     )
+    for _, digests in done:
+        predictions.add_file_digests(digests)
+    return [outcome for outcome, _ in done]
 
 
 # ---------------------------------------------------------------------- verification

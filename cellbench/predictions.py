@@ -154,8 +154,7 @@ class PredictionSet:
     _loader: Any = field(default=None, repr=False)
     _ids: list[str] = field(default_factory=list, repr=False)
     _declare: Any = field(default=None, repr=False)
-    _prefetch: Any = field(default=None, repr=False)
-    _digest: Any = field(default=None, repr=False)
+    _listed: Any = field(default=None, repr=False)  # a set at a URL: its ListedStore
 
     @classmethod
     def from_predictions(
@@ -225,7 +224,7 @@ class PredictionSet:
     @property
     def reads_ahead(self) -> bool:
         """Whether :meth:`prefetch` fetches anything (a set at a URL) or does nothing."""
-        return self._prefetch is not None
+        return self._listed is not None
 
     def prefetch(self, sample_ids: Iterable[str]) -> int:
         """Start reading these samples' prediction files in the background; returns at once.
@@ -238,9 +237,30 @@ class PredictionSet:
         Returns:
             The number of files whose fetch started.
         """
-        if self._prefetch is None:
+        if self._listed is None:
             return 0
-        return int(self._prefetch(list(sample_ids)))
+        return int(self._listed.prefetch([f"samples/{s}" for s in sample_ids]))
+
+    def file_digests(self, sample_id: str) -> dict[str, str]:
+        """sha256 of each file of one sample's prediction in a set at a URL, by path in the set.
+
+        The files read for the sample were hashed as they arrived; the others (its group's
+        ``zarr.json``) are fetched now. A Dask worker sends these with the sample's outcome,
+        and the process writing the report hands them to :meth:`add_file_digests`, so that
+        :meth:`sha256` does not fetch the set a second time. Empty for sets in memory or on
+        local disk.
+
+        Raises:
+            StoreError: A listed file of the sample is gone.
+        """
+        if self._listed is None:
+            return {}
+        return dict(self._listed.node_digests(f"samples/{sample_id}"))
+
+    def add_file_digests(self, digests: Mapping[str, str]) -> None:
+        """Take the hashes of files read elsewhere (:meth:`file_digests` of a worker's copy)."""
+        if self._listed is not None:
+            self._listed.add_digests(digests)
 
     def declared(self, sample_id: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Shape and dtype of every array of one sample's prediction, without decoding it.
@@ -258,8 +278,8 @@ class PredictionSet:
 
     def sha256(self) -> str:
         """Digest of the predictions' content (files on disk or at a URL, or arrays in memory)."""
-        if self._digest is not None:  # a set at a URL: its store digests the listed files
-            return str(self._digest())
+        if self._listed is not None:  # a set at a URL: its store digests the listed files
+            return str(self._listed.content_digest())
         if self.source is not None:
             return digest_path(self.source)
         h = hashlib.sha256(self.task.encode())
@@ -850,7 +870,6 @@ def _open_canonical_group(
 
     listed = getattr(store, "has_node", None)  # a remote set's listing answers without requests
     listed_file = getattr(store, "has_file", None)
-    ahead = getattr(store, "prefetch", None)  # and it reads samples ahead
     every_chunk = header.get(_EVERY_CHUNK) is True
 
     local = str(store) if isinstance(source, Path) else None  # a folder: read without zarr
@@ -959,8 +978,7 @@ def _open_canonical_group(
         _loader=load,
         _ids=ids,
         _declare=declare,
-        _prefetch=(lambda sids: ahead([f"samples/{s}" for s in sids])) if ahead else None,
-        _digest=getattr(store, "content_digest", None),
+        _listed=store if listed is not None else None,
     )
 
 

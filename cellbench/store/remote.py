@@ -440,15 +440,10 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
 
         started = 0
         with self._ahead_lock:
-            if self._sorted is None:
-                self._sorted = sorted(self._files)
-            keys = self._sorted
             for node in nodes:
                 node = node.strip("/")
                 if node in self._ahead_nodes:
                     continue
-                lo = bisect.bisect_left(keys, node + "/")
-                hi = bisect.bisect_left(keys, node + "0")  # "0" is the character after "/"
                 wanted = self._ahead_nodes[node] = []
                 while len(self._ahead_nodes) > AHEAD_NODES:  # the reader has moved on
                     # not cancelled: the digest needs every file, and a cancelled request may
@@ -456,7 +451,7 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
                     for key in self._ahead_nodes.popitem(last=False)[1]:
                         if key in self._ahead:
                             self._ahead_bytes -= self._ahead.pop(key)[1]
-                for key in keys[lo:hi]:
+                for key in self._under(node):
                     size = self._files[key]
                     if (
                         size is None
@@ -474,6 +469,15 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
                     wanted.append(key)
                     started += 1
         return started
+
+    def _under(self, node: str) -> list[str]:
+        """The listed keys under ``node`` (its ``zarr.json`` included), in order."""
+        if self._sorted is None:
+            self._sorted = sorted(self._files)
+        keys = self._sorted
+        lo = bisect.bisect_left(keys, node + "/")
+        hi = bisect.bisect_left(keys, node + "0")  # "0" is the character after "/"
+        return keys[lo:hi]
 
     async def _fetch(self, key: str) -> bytes | None:
         from zarr.core.buffer import default_buffer_prototype
@@ -495,19 +499,46 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
         Raises:
             StoreError: A listed file is gone (the set changed while it was read).
         """
-        from zarr.core.sync import _get_loop
-
-        # files fetched ahead and never asked for (a sample's group zarr.json) may still be
-        # on their way: hashed when they arrive, not fetched a second time
-        concurrent.futures.wait(list(self._running))
-        missing = [key for key in self._files if key not in self._digests]
-        if missing:
-            asyncio.run_coroutine_threadsafe(self._hash_all(missing), _get_loop()).result()
+        self._hash_missing(self._files)
         h = hashlib.sha256()
         for key in sorted(self._files, key=lambda k: k.split("/")):
             h.update(key.encode())
             h.update(self._digests[key].encode())
         return h.hexdigest()
+
+    def node_digests(self, node: str) -> dict[str, str]:
+        """sha256 of each listed file under ``node`` and of its ``zarr.json``, by key.
+
+        Files not read yet are fetched (concurrently). Another process reading the same set
+        (a Dask worker) sends these to the one that digests it (:meth:`add_digests`).
+
+        Raises:
+            StoreError: A listed file is gone.
+        """
+        node = node.strip("/")
+        with self._ahead_lock:
+            keys = self._under(node)
+        self._hash_missing(keys)
+        return {key: self._digests[key] for key in keys}
+
+    def add_digests(self, digests: Mapping[str, str]) -> None:
+        """Take the sha256 of listed files read by another copy of this store."""
+        for key, value in digests.items():
+            if key in self._files:
+                self._digests.setdefault(key, value)
+
+    def _hash_missing(self, keys: Iterable[str]) -> None:
+        """Hash the files of ``keys`` not hashed yet (fetching them, concurrently)."""
+        from zarr.core.sync import _get_loop
+
+        if self._pid != os.getpid():  # forked: the parent's fetches ran on its I/O thread
+            self._new_ahead()
+        # files fetched ahead and never asked for (a sample's group zarr.json) may still be
+        # on their way: hashed when they arrive, not fetched a second time
+        concurrent.futures.wait(list(self._running))
+        missing = [key for key in keys if key not in self._digests]
+        if missing:
+            asyncio.run_coroutine_threadsafe(self._hash_all(missing), _get_loop()).result()
 
     async def _hash_all(self, keys: list[str]) -> None:
         from zarr.core.buffer import default_buffer_prototype

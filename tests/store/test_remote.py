@@ -518,6 +518,36 @@ def test_scoring_reads_a_prediction_set_on_s3_ahead(s3, local_store, tmp_path, c
     assert {g.split("/p.zarr/")[1] for g in gets} == files and set(handed) < files
 
 
+def test_dask_scoring_of_a_set_on_s3_fetches_each_file_once(s3, local_store, tmp_path, caplog):
+    """Scored with a Dask scheduler (each worker thread opens the set at the URL itself), each
+    sample's prediction files are fetched once: the workers send the hashes of the files they
+    read with each sample's outcome, so the report's digest does not download the set again;
+    the report equals the one-process report, digest included."""
+    import logging
+
+    from cellbench import scoring
+
+    ids, url = _predictions_on_s3(s3, local_store, tmp_path, "dask-preds/p.zarr")
+    near = scoring.score(TASK, local_store, "train", tmp_path / "dask-preds/p.zarr", n_bootstrap=0)
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    far = scoring.score(TASK, local_store, "train", url, n_bootstrap=0, scheduler="threads")
+    same = json.dumps([far.metrics, far.per_sample], sort_keys=True, default=str)
+    assert same == json.dumps([near.metrics, near.per_sample], sort_keys=True, default=str)
+    assert far.provenance.predictions_sha256 == near.provenance.predictions_sha256
+    gets = [
+        r.getMessage().split('"GET ')[1].split(" ")[0].split("/p.zarr/")[1]
+        for r in caplog.records
+        if '"GET ' in r.getMessage() and "/dask-preds/p.zarr/" in r.getMessage()
+    ]
+    folder = tmp_path / "dask-preds/p.zarr"
+    files = {f.relative_to(folder).as_posix() for f in folder.rglob("*") if f.is_file()}
+    sample_files = {f for f in files if f.startswith("samples/") and f.count("/") > 1}
+    assert {f.split("/")[1] for f in sample_files} == set(ids)
+    assert set(gets) <= files
+    # each worker opening the set reads its root documents; each sample's files once in all
+    assert sorted(g for g in gets if g in sample_files) == sorted(sample_files), gets
+
+
 def test_prediction_set_on_s3_missing_a_chunk_file_is_refused_from_the_listing(
     s3, local_store, tmp_path, caplog, monkeypatch
 ):
