@@ -74,7 +74,8 @@ def _trim_hint(client: Any, address: str) -> None:
         warnings.warn(
             f"{len(slow)} of {len(found)} Dask workers run with MALLOC_TRIM_THRESHOLD_={slow[0]} "
             "(Dask's default), which makes glibc map every NumPy temporary over 128 KiB afresh: "
-            "scoring large images takes up to 1.8x the CPU; start the workers with it unset "
+            "scoring or converting large images takes up to 1.8x the CPU; start the workers "
+            "with it unset "
             "(Dask config distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null), "
             "see docs/scaling.md",
             UserWarning,
@@ -309,6 +310,7 @@ def _imap_distributed(
     from distributed import wait as distributed_wait
 
     with Client(address, set_as_default=False) as client:
+        _trim_hint(client, address)
         threads = _cluster_threads(client)
         size = window or max(4, 2 * threads)
         prefix = f"{fn.__name__}-{uuid.uuid4().hex}"  # keys name fn whatever the batching

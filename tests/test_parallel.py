@@ -165,8 +165,8 @@ def test_a_cluster_whose_workers_fix_the_mmap_threshold_is_told_once(
 ):
     """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (which fixes glibc's mmap
     threshold: NumPy temporaries over 128 KiB are mapped afresh, up to 1.8x the CPU for large
-    images). Scoring on such a cluster warns once per cluster, naming the setting and how to
-    unset it; a cluster started with it unset is not warned about."""
+    images). Scoring or ingest on such a cluster warns once per cluster, naming the setting and
+    how to unset it; a cluster started with it unset is not warned about."""
     import warnings
 
     import dask
@@ -178,6 +178,11 @@ def test_a_cluster_whose_workers_fix_the_mmap_threshold_is_told_once(
     monkeypatch.setattr(parallel, "_TRIM_TOLD", set())
     with pytest.warns(UserWarning, match=r"2 of 2 Dask workers run with MALLOC_TRIM_THRESHOLD_="):
         score("instance-segmentation", store, "test", preds, scheduler=cluster.scheduler_address)
+    # ingest and conversion connect through imap_ordered: told there too
+    monkeypatch.setattr(parallel, "_TRIM_TOLD", set())
+    with pytest.warns(UserWarning, match=r"Dask workers run with MALLOC_TRIM_THRESHOLD_="):
+        got = parallel.imap_ordered(abs, [(-2,), (3,)], scheduler=cluster.scheduler_address)
+        assert list(got) == [2, 3]
     with warnings.catch_warnings():
         # the same cluster again: no second warning (other warnings, e.g. a busy dashboard
         # port, are not this test's)
