@@ -28,6 +28,7 @@ from cellbench.predictions import PredictionSet, digest_path, load_predictions
 from cellbench.report import ScoreReport
 from cellbench.scoring import Collected, collect, coverage_problems, summarise
 from cellbench.store.cache import cellbench_home
+from cellbench.store.location import is_url
 from cellbench.store.scratch import clean_cache, clean_stale, make_scratch
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.submissions.manifest import (
@@ -68,7 +69,8 @@ class SubmissionResult:
         report: Scores with provenance.
         entry: The leaderboard entry built from them.
         entry_path: Where the entry was stored (None for a dry run).
-        predictions_path: The scored predictions (submitted, or written by cellbench).
+        predictions_path: The scored predictions (submitted, or written by cellbench); a
+            URL for a prediction set submitted from object storage.
         usage: Runtime and memory of inference (model submissions only).
     """
 
@@ -76,7 +78,7 @@ class SubmissionResult:
     report: ScoreReport
     entry: LeaderboardEntry
     entry_path: str | None
-    predictions_path: Path
+    predictions_path: Path | str
     usage: ResourceUsage | None = None
 
 
@@ -477,13 +479,24 @@ def evaluate_submission(
     store = _open_store(fields, problems)
 
     sub_path: Path | None = None
+    sub_url: str | None = None  # a prediction set on object storage, read where it is
     if fields.get("submission"):
-        sub_path = Path(os.path.expanduser(fields["submission"]))
-        if not sub_path.is_absolute():
-            sub_path = manifest_path.parent / sub_path
-        if not sub_path.exists():
-            problems.append(f"submission: {sub_path} does not exist")
-            sub_path = None
+        raw = str(fields["submission"])
+        if is_url(raw) and not raw.startswith("file://"):
+            if fields.get("kind") == "predictions":
+                sub_url = raw.rstrip("/")
+            else:
+                problems.append(
+                    f"submission: {raw}: only a prediction set is read from a URL "
+                    f"(kind 'predictions'); a {fields.get('kind')} model must be a local file"
+                )
+        else:
+            sub_path = Path(os.path.expanduser(raw.removeprefix("file://")))
+            if not sub_path.is_absolute():
+                sub_path = manifest_path.parent / sub_path
+            if not sub_path.exists():
+                problems.append(f"submission: {sub_path} does not exist")
+                sub_path = None
     bioimageio: dict[str, Any] = {}
     if fields.get("kind") == "bioimageio" and sub_path is not None:
         sub_path, bioimageio = _bioimageio_as_torchscript(fields, sub_path, problems)
@@ -495,10 +508,11 @@ def evaluate_submission(
     onnx_info: OnnxInfo | None = None
     spec = get_task(task) if task in task_names() else None
     collected: Collected | None = None
-    if sub_path is not None and kind == "predictions" and spec is not None:
+    located = sub_url or sub_path
+    if located is not None and kind == "predictions" and spec is not None:
         try:
             classes = spec.class_names(store) if store is not None else None
-            predictions = load_predictions(sub_path, task, class_names=classes or None)
+            predictions = load_predictions(located, task, class_names=classes or None)
         except ValidationError as err:
             problems += [f"predictions: {p}" for p in err.problems]
         if predictions is not None:
@@ -530,16 +544,23 @@ def evaluate_submission(
             problems.append("the model was not run because of the problems above")
         raise ValidationError(problems, context=context)
 
-    assert store is not None and sub_path is not None
+    assert store is not None and located is not None
     manifest = SubmissionManifest(**fields, path=manifest_path)
-    # a model package is identified by its two files, not by logs beside it in a run dir
-    submission_sha = package_digest(sub_path) if kind == "safetensors" else digest_path(sub_path)
     usage: ResourceUsage | None = None
     extra: dict[str, Any] = {}
+    pred_path: Path | str
     if kind == "predictions":
         assert predictions is not None
-        pred_path = sub_path
+        pred_path = located
+        # a set at a URL: its content digest, digest_path's definition over the listed files
+        # (those scoring read are hashed already), so it equals the uploaded folder's
+        submission_sha = predictions.sha256() if sub_url else digest_path(located)
     else:
+        assert sub_path is not None
+        # a model package is identified by its two files, not by logs beside it in a run dir
+        submission_sha = (
+            package_digest(sub_path) if kind == "safetensors" else digest_path(sub_path)
+        )
         root = Path(predictions_dir) if predictions_dir else cellbench_home() / "submissions"
         clean_stale(root)  # runs of earlier submissions that were killed
         # The model runs in an owner-recorded scratch folder; its predictions are kept only
@@ -597,7 +618,7 @@ def evaluate_submission(
         report=report,
         submission_sha256=submission_sha,
         submitted=prov.created,
-        predictions_uri=str(pred_path.resolve()),
+        predictions_uri=pred_path if isinstance(pred_path, str) else str(pred_path.resolve()),
         dataset_card=card_snapshot(store.card),
     )
     return SubmissionResult(manifest, report, entry, None, pred_path, usage)

@@ -101,7 +101,8 @@ class SubmissionManifest:
         dataset_version: Dataset version.
         split: Split predicted (``test`` by default).
         kind: ``predictions``, ``torchscript``, ``onnx`` or ``safetensors``.
-        submission: Path of the submitted file/folder (relative to the manifest's folder).
+        submission: Path of the submitted file/folder (relative to the manifest's folder),
+            or the URL of a canonical prediction set on object storage (kind ``predictions``).
         normalisation: Input normalisation for TorchScript/ONNX models.
         notes: Free text.
         weights_url: Optional http(s) link to the model package or weights (leaderboards
@@ -138,7 +139,7 @@ class SubmissionManifest:
 
     @property
     def submission_path(self) -> Path:
-        """The submitted file or folder, resolved against the manifest's folder."""
+        """The submitted file or folder, resolved against the manifest's folder (not a URL)."""
         p = Path(os.path.expanduser(self.submission))
         if not p.is_absolute() and self.path is not None:
             p = self.path.parent / p
@@ -474,7 +475,8 @@ dataset: synthetic-nuclei@1.0      # dataset id@version (explicit version)
 split: test
 kind: predictions                  # predictions | torchscript | onnx | safetensors | bioimageio
 submission: predictions.zarr       # path relative to this file:
-  # predictions: a canonical prediction set (.zarr) or a format `cellbench score` reads
+  # predictions: a canonical prediction set (.zarr) or a format `cellbench score` reads;
+  #   a canonical set on object storage may be named by URL (s3://bucket/preds.zarr)
   # torchscript: a torch.jit.save archive;  onnx: an .onnx file
   # safetensors: a model package folder (model.json + model.safetensors) of a cellbench baseline
   # bioimageio: a BioImage.IO 0.5 model package (folder or .zip with rdf.yaml, TorchScript weights)

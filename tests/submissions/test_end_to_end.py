@@ -450,3 +450,40 @@ def test_semantic_submission_pixel_confusion(dataset, tmp_path):
     key = BoardKey("synthetic-nuclei", "1.0", "semantic-segmentation", "test")
     assert len(list((site / key.path / "plots").glob("confusion-*.png"))) == 1
     assert "numbers are pixel counts" in (site / key.path / "index.html").read_text()
+
+
+def test_prediction_set_submitted_from_s3_scores_like_its_folder(
+    dataset, tmp_path, s3_endpoint, s3_bucket
+):
+    """A manifest may name a canonical prediction set on object storage by URL: it is scored
+    where it is (no download step), the entry records the URL, and its digests are the ones
+    the same folder gets locally. A model named by URL is refused in one line."""
+    from cellbench.store.remote import filesystem
+    from cellbench.submissions import evaluate_submission
+
+    store, _ = dataset
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    folder = write_zarr(subs / "drop.zarr", drop_first_object(ground_truth(store)))
+    fs, _ = filesystem(f"s3://{s3_bucket}")
+    fs.put(str(folder), f"{s3_bucket}/team/drop.zarr", recursive=True)
+    url = f"s3://{s3_bucket}/team/drop.zarr"
+
+    near = submit(manifest(subs, "near", 0, "drop.zarr"), root=tmp_path / "a", n_bootstrap=50)
+    far = submit(manifest(subs, "far", 0, url + "/"), root=tmp_path / "b", n_bootstrap=50)
+    same = json.dumps([far.report.metrics, far.report.per_sample], sort_keys=True)
+    assert same == json.dumps([near.report.metrics, near.report.per_sample], sort_keys=True)
+    assert 0 < far.report.headline.value < 1
+    digest = digest_path(folder)
+    assert far.entry.submission_sha256 == near.entry.submission_sha256 == digest
+    assert far.report.provenance.predictions_sha256 == digest
+    assert far.entry.predictions_uri == far.predictions_path == url
+    assert near.entry.predictions_uri == str(folder.resolve())
+    assert LeaderboardEntry.from_json(Path(far.entry_path).read_text()).predictions_uri == url
+
+    with pytest.raises(ValidationError) as err:
+        evaluate_submission(manifest(subs, "model", 0, url, kind="onnx"))
+    assert (
+        f"submission: {url}: only a prediction set is read from a URL (kind 'predictions'); "
+        "a onnx model must be a local file"
+    ) in err.value.problems
