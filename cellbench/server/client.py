@@ -137,12 +137,22 @@ class Client:
         import httpx
 
         from cellbench.challenge.config import strict_yaml
+        from cellbench.store.location import is_url
 
         text = manifest_path.read_text(encoding="utf-8")
         data = strict_yaml(text, str(manifest_path))
         if not isinstance(data, dict) or not data.get("submission"):
             raise ValidationError(["the manifest names no 'submission'"], str(manifest_path))
-        target = Path(os.path.expanduser(str(data["submission"])))
+        named = str(data["submission"])
+        if is_url(named) and not named.startswith("file://"):
+            raise ValidationError(
+                [
+                    f"submission: {named} is a URL; a challenge server is sent the files "
+                    "themselves: copy them here and name the local folder or file"
+                ],
+                str(manifest_path),
+            )
+        target = Path(os.path.expanduser(named.removeprefix("file://")))
         if not target.is_absolute():
             target = manifest_path.parent / target
         if not target.exists():

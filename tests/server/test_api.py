@@ -504,3 +504,19 @@ def test_cli_submit_status_and_public_pull(served, tmp_path):
         timeout=120,
     )
     assert check.stdout.split() == ["6", "6", "public"], check.stderr
+
+
+def test_client_refuses_a_submission_named_by_url_before_any_request(tmp_path):
+    """A challenge server is sent the files themselves: a manifest naming a prediction set on
+    object storage is refused in one line by the client, before anything is asked of the
+    server (the address here has no server: a request would be a ServerError)."""
+    from cellbench.errors import ValidationError
+    from cellbench.server.client import Client
+
+    (tmp_path / "m.yaml").write_text(manifest(submission="s3://bucket/team/preds.zarr"))
+    with pytest.raises(ValidationError) as err:
+        Client("http://127.0.0.1:9", token="t").submit(tmp_path / "m.yaml", challenge="c")
+    assert err.value.problems == [
+        "submission: s3://bucket/team/preds.zarr is a URL; a challenge server is sent the files "
+        "themselves: copy them here and name the local folder or file"
+    ]
