@@ -210,16 +210,26 @@ class ScoreReport:
         """Parse JSON text written by :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path | str:
         """Write the report as JSON atomically (temporary file + rename).
 
         Args:
-            path: Destination file.
+            path: Destination file, or an fsspec URL (``s3://bucket/report.json``: one PUT of
+                the whole document, which object stores make visible all at once or not at
+                all).
 
         Returns:
-            The path written.
+            The path (or URL) written.
         """
-        path = Path(path)
+        from cellbench.store.location import is_url
+
+        if isinstance(path, str) and is_url(path) and not path.startswith("file://"):
+            from cellbench.store.remote import filesystem
+
+            fs, key = filesystem(path)
+            fs.pipe_file(key, (self.to_json() + "\n").encode("utf-8"))
+            return path
+        path = Path(str(path).removeprefix("file://") if isinstance(path, str) else path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -234,5 +244,13 @@ class ScoreReport:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ScoreReport:
-        """Read a report written by :meth:`save`."""
+        """Read a report written by :meth:`save` (a local path or an fsspec URL)."""
+        from cellbench.store.location import is_url
+
+        if isinstance(path, str) and is_url(path) and not path.startswith("file://"):
+            from cellbench.store.remote import filesystem
+
+            fs, key = filesystem(path)
+            return cls.from_json(fs.cat_file(key).decode("utf-8"))
+        path = str(path).removeprefix("file://") if isinstance(path, str) else path
         return cls.from_json(Path(path).read_text(encoding="utf-8"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cellbench.cli.options import scheduler_option
+from cellbench.cli.options import PathOrUrl, scheduler_option
 from cellbench.cli.output import emit_json, json_option
 from cellbench.formats.registry import format_names
 
@@ -50,7 +50,7 @@ class _FormatsHelp(click.Command):
     required=True,
     help="Target: zarr (a canonical cellbench store), hf (Hugging Face Parquet) or a format.",
 )
-@click.argument("dest", type=click.Path(path_type=Path))
+@click.argument("dest", type=PathOrUrl())
 @click.option("--option", "-o", "pairs", multiple=True, metavar="NAME=VALUE", help=_OPTION_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option(
@@ -64,7 +64,7 @@ def convert(
     src: Path,
     from_format: str,
     to: str,
-    dest: Path,
+    dest: Path | str,
     pairs: tuple[str, ...],
     quiet: bool,
     shard: bool,
@@ -73,10 +73,12 @@ def convert(
     """Convert SRC (format --from) into DEST (format --to).
 
     DEST is written under a temporary name beside it and renamed when complete: after an error
-    or Ctrl-C nothing is left at DEST. Problems of SRC are listed all at once (exit 1). With
-    --scheduler, each image or sequence of SRC is read, checked and (into a store) written by
-    one Dask task, and this process assembles DEST in SRC's order: the result is identical to
-    the sequential one. On a cluster, SRC and DEST's folder must be on a shared disk.
+    or Ctrl-C nothing is left at DEST. With --to zarr, DEST may be a URL (s3://bucket/x.zarr):
+    the store is built locally, verified, then uploaded, its root zarr.json last. Problems of
+    SRC are listed all at once (exit 1). With --scheduler, each image or sequence of SRC is
+    read, checked and (into a store) written by one Dask task, and this process assembles DEST
+    in SRC's order: the result is identical to the sequential one. On a cluster, SRC and DEST's
+    folder must be on a shared disk.
     """
     from cellbench.formats.convert import STORE_TARGETS, overlap_note, parse_options
     from cellbench.formats.convert import convert as do_convert

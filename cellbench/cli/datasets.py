@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cellbench.cli.options import CliOptions, scheduler_option
+from cellbench.cli.options import CliOptions, LocalPath, scheduler_option
 from cellbench.cli.output import emit_json, id_column, is_stdout, json_option
 from cellbench.errors import StoreError
 from cellbench.tasks import task_names
@@ -373,7 +373,11 @@ def upgrade(ref: str, quiet: bool, shard: bool) -> None:
     help="Export format: zarr (a copy of the store), hf (Hugging Face Parquet shards with a "
     "dataset card) or a format of `cellbench convert` (ctc, coco, tiff, geff, ...).",
 )
-@click.argument("dest", required=False, type=click.Path(path_type=Path))
+@click.argument(
+    "dest",
+    required=False,
+    type=LocalPath(hint="; `cellbench datasets pull ID --to URL` puts a store on object storage"),
+)
 @click.option(
     "--max-shard-size",
     default="500MB",
@@ -579,7 +583,7 @@ def import_(
 @click.argument("ref")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, allow_dash=True),
+    type=LocalPath(allow_dash=True),
     default="-",
     show_default=True,
     help="Write the JSON-LD here ('-': stdout).",

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from cellbench.cli.options import LocalPath
+
 #: Formats ``--to`` accepts.
 FORMATS = ("bioimageio",)
 
@@ -19,7 +21,7 @@ FORMATS = ("bioimageio",)
     required=True,
     help="Format: bioimageio (a BioImage.IO 0.5 model package folder).",
 )
-@click.argument("dest", type=click.Path(path_type=Path))
+@click.argument("dest", type=LocalPath())
 @click.option(
     "--author",
     "authors",

@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from cellbench.cli.options import LocalPath
 from cellbench.cli.output import emit_json, id_column, json_option
 from cellbench.errors import ValidationError
 
@@ -169,7 +170,7 @@ def controls(dataset: str | None, task: str | None, split: str, root: str | None
 @click.option("--root", default=None, help=_ROOT_HELP)
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=LocalPath(file_okay=False, hint="; publish to object storage with --to URL"),
     default=None,
     help="Folder to render the site into (Markdown, JSON, HTML, plots).",
 )

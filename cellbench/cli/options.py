@@ -106,3 +106,54 @@ def scheduler_option(what: str) -> Any:
         help=f"Run {what} as Dask tasks on a local pool or a dask.distributed scheduler "
         "(default: $DASK_SCHEDULER_ADDRESS if set, else in this process as before).",
     )
+
+
+def _is_url(value: str) -> bool:
+    """Whether ``value`` names a URL other than ``file://`` (a local path by another name)."""
+    from cellbench.store.location import is_url
+
+    return is_url(value) and not value.startswith("file://")
+
+
+class LocalPath(click.Path):
+    """``click.Path(path_type=Path)`` for what a command writes on this machine: URLs refused.
+
+    pathlib folds ``s3://bucket/x`` into the local path ``s3:/bucket/x``: without this check a
+    folder named ``s3:`` is written where the user meant a bucket, and the command says it
+    wrote ``s3:/bucket/x``. A ``file://`` URL is the local path it names.
+
+    Args:
+        hint: Added to the refusal (what to do instead), e.g. ``"; publish with --to URL"``.
+        **kwargs: :class:`click.Path`'s arguments.
+    """
+
+    def __init__(self, hint: str = "", **kwargs: Any) -> None:
+        from pathlib import Path
+
+        kwargs.setdefault("path_type", Path)
+        super().__init__(**kwargs)
+        self.hint = hint
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The local path; a URL fails with one line."""
+        if isinstance(value, str):
+            if _is_url(value):
+                self.fail(
+                    f"{value} is a URL; this is written on this machine{self.hint}", param, ctx
+                )
+            value = value.removeprefix("file://")
+        return super().convert(value, param, ctx)
+
+
+class PathOrUrl(click.ParamType):
+    """An output that may go to object storage: a local ``Path``, or an fsspec URL as ``str``."""
+
+    name = "path|url"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """``str`` for a URL, ``Path`` otherwise (``-`` stays ``-``: standard output)."""
+        from pathlib import Path
+
+        if not isinstance(value, str):
+            return value
+        return value if _is_url(value) else Path(value.removeprefix("file://"))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cellbench.cli.options import one_spelling, scheduler_option
+from cellbench.cli.options import PathOrUrl, one_spelling, scheduler_option
 from cellbench.cli.output import info, is_stdout, json_option
 
 if TYPE_CHECKING:  # rich and the report are imported when used, not on every start
@@ -88,7 +88,7 @@ def _predictions_location(ctx: click.Context, param: click.Parameter, value: str
 @click.argument("predictions", callback=_predictions_location)
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, allow_dash=True),
+    type=PathOrUrl(),
     help="Write the ScoreReport JSON here ('-': stdout, instead of the tables).",
 )
 @click.option(

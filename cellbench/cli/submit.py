@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from cellbench.cli.options import one_spelling
+from cellbench.cli.options import LocalPath, PathOrUrl, one_spelling
 from cellbench.cli.output import emit_json, is_stdout, json_option
 from cellbench.errors import ValidationError
 
@@ -54,7 +54,7 @@ def _fmt(value: float | None) -> str:
 @click.option("--bootstrap-seed", default=0, show_default=True, help="Bootstrap seed.")
 @click.option(
     "--predictions-dir",
-    type=click.Path(path_type=Path),
+    type=LocalPath(),
     default=None,
     help="Where predictions of model submissions are written (default: the cellbench cache).",
 )
@@ -81,7 +81,7 @@ def _fmt(value: float | None) -> str:
 @click.option(
     "--report",
     "report_out",
-    type=click.Path(path_type=Path, allow_dash=True),
+    type=PathOrUrl(),
     default=None,
     help="Also write the ScoreReport JSON here ('-': stdout).",
 )

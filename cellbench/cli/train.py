@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from cellbench.cli.options import LocalPath
 from cellbench.errors import ValidationError
 
 _HELP_SET = (
@@ -90,7 +91,7 @@ def _common(func: Any) -> Any:
 @click.command("train")
 @click.argument("task", required=False)
 @_common
-@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/...).")
+@click.option("--out", type=LocalPath(), help="Run directory (default runs/...).")
 @click.option(
     "--resume",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -182,7 +183,7 @@ def train_cmd(
 @click.option(
     "--out",
     required=True,
-    type=click.Path(path_type=Path),
+    type=LocalPath(),
     help="Prediction set to write (canonical Zarr; must not exist).",
 )
 @click.option(
@@ -225,9 +226,7 @@ def predict_cmd(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="YAML mapping of config keys to lists of values.",
 )
-@click.option(
-    "--out", type=click.Path(path_type=Path), help="Output folder (default runs/tune-...)."
-)
+@click.option("--out", type=LocalPath(), help="Output folder (default runs/tune-...).")
 def tune_cmd(
     task: str,
     dataset: str | None,

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from cellbench.errors import CellbenchError, ValidationError
+from cellbench.errors import CellbenchError, StoreError, ValidationError
 from cellbench.formats.registry import Format, get_format
 from cellbench.store.sample import Sample
 
@@ -302,7 +302,7 @@ def convert(
     tally: dict[str, int] | None = None,
     scheduler: str | None = None,
     shard: bool = False,
-) -> Path:
+) -> Path | str:
     """Read ``src`` as ``from_format`` and write it to ``dest`` as ``to``, atomically.
 
     ``tally``, when given, is filled with counts for :func:`overlap_note`.
@@ -311,7 +311,10 @@ def convert(
         src: The source.
         from_format: Its format.
         to: Target format, ``zarr`` or ``hf``.
-        dest: Destination (must not exist).
+        dest: Destination (must not exist). A store (``zarr``) may go to an fsspec URL
+            (``s3://bucket/name.zarr``): it is built in the cache's scratch space, verified,
+            and uploaded with its root ``zarr.json`` last, so an interrupted conversion or
+            upload leaves nothing there that opens as a store.
         options: Reader and writer options.
         progress: Show a progress bar.
         tally: See above.
@@ -326,6 +329,11 @@ def convert(
     reader = get_format(from_format)
     if shard and to != "zarr":
         raise CellbenchError(f"sharding applies to a store (--to zarr), not to {to!r}")
+    if isinstance(dest, str) and _is_url(dest):
+        return _convert_to_url(
+            src, from_format, to, dest, options=options, progress=progress, tally=tally,
+            scheduler=scheduler, shard=shard,
+        )  # fmt: skip
     if reader.read is None:
         raise CellbenchError(f"format {from_format!r} can be written but not read")
     writer = None if to in STORE_TARGETS else get_format(to)
@@ -358,6 +366,48 @@ def convert(
         class_names=tables,
         shard=shard,
     )
+
+
+def _is_url(value: str) -> bool:
+    from cellbench.store.location import is_url
+
+    return is_url(value) and not value.startswith("file://")
+
+
+def _convert_to_url(
+    src: str | Path,
+    from_format: str,
+    to: str,
+    url: str,
+    **kwargs: Any,
+) -> str:
+    """:func:`convert` into a store at ``url``: built locally, verified, then uploaded."""
+    from cellbench.store.cache import tmp_dir
+    from cellbench.store.integrity import verify_store
+    from cellbench.store.remote import ROOT_META, filesystem, upload_store
+    from cellbench.store.scratch import make_scratch
+
+    url = url.rstrip("/")
+    if to != "zarr":
+        raise CellbenchError(
+            f"{url}: only a store (--to zarr) is written to a URL; convert to a local folder "
+            f"for {to!r}"
+        )
+    fs, root = filesystem(url)
+    if fs.exists(f"{root}/{ROOT_META}"):  # (before the work; the upload checks again)
+        raise StoreError(f"{url}: a store is already there; choose a new destination")
+    work = make_scratch(tmp_dir(), prefix="convert-")
+    try:
+        local = Path(convert(src, from_format, to, work / "store.zarr", **kwargs))
+        problems = verify_store(local, progress=bool(kwargs.get("progress")))
+        if problems:
+            raise StoreError(
+                f"{url}: the converted store does not verify ({len(problems)} problem(s)), "
+                "nothing uploaded: " + "; ".join(problems[:3])
+            )
+        return upload_store(local, url, progress=bool(kwargs.get("progress")))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _store_per_item(

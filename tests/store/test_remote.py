@@ -1146,3 +1146,57 @@ def _touch_cache(out):
     from cellbench.store.remote import default_cache
 
     out.put(default_cache().holds("0" * 64))
+
+
+def test_cli_convert_into_s3_and_score_report_to_s3(s3, tmp_path, monkeypatch):
+    """`convert --to zarr s3://...` builds, verifies and uploads the store (the same content
+    as a local conversion, nothing left in the cache's scratch space); `score --out s3://...`
+    writes the report object itself. Outputs that only make sense on this machine refuse a
+    URL in one line instead of writing a local folder named `s3:`; other formats cannot go to
+    a URL; an occupied URL is refused before any work."""
+    from cellbench.cli import main
+    from cellbench.formats.registry import write_samples
+    from cellbench.predictions import Prediction, PredictionSet, write_predictions
+    from cellbench.report import ScoreReport
+
+    monkeypatch.setenv("CELLBENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    samples = toy_samples("instance-segmentation", 6)
+    write_samples("tiff", samples, tmp_path / "tif")
+    runner = CliRunner()
+    url = f"s3://{s3.bucket}/conv/toy.zarr"
+    args = ["convert", str(tmp_path / "tif"), "--from", "tiff", "--to", "zarr"]
+    res = runner.invoke(main, [*args, url, "-q"])
+    assert res.exit_code == 0, res.output
+    assert url in res.output
+    res = runner.invoke(main, [*args, str(tmp_path / "local.zarr"), "-q"])
+    assert res.exit_code == 0, res.output
+    remote, local = DatasetStore.open(url), DatasetStore.open(tmp_path / "local.zarr")
+    assert remote.verify() == [] and remote.checksum == local.checksum
+    assert not [p for p in (tmp_path / "home" / "tmp").iterdir() if p.name.startswith("convert-")]
+    res = runner.invoke(main, [*args, url, "-q"])  # occupied: refused before the work
+    assert res.exit_code == 1 and "a store is already there" in res.output, res.output
+    res = runner.invoke(main, [*args[:-1], "coco", f"s3://{s3.bucket}/conv/c", "-q"])
+    assert res.exit_code == 1 and "only a store (--to zarr) is written to a URL" in res.output
+
+    preds = [Prediction(s, mask=np.asarray(local.labels(s)[...])) for s in local.sample_ids("test")]
+    pset = PredictionSet.from_predictions(TASK, preds, local.id, local.version)
+    write_predictions(tmp_path / "p.zarr", pset)
+    report_url = f"s3://{s3.bucket}/reports/r.json"
+    res = runner.invoke(
+        main,
+        ["score", "--task", TASK, "--dataset", str(tmp_path / "local.zarr"),
+         str(tmp_path / "p.zarr"), "--bootstrap", "0", "--out", report_url, "-q"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert f"report written to {report_url}" in res.output
+    report = ScoreReport.load(report_url)
+    assert report.headline.value == 1.0 and report.task == TASK
+    assert not (tmp_path / "s3:").exists()
+
+    res = runner.invoke(main, ["leaderboard", "publish", "--out", f"s3://{s3.bucket}/site"])
+    assert res.exit_code == 2, res.output
+    assert f"s3://{s3.bucket}/site is a URL; this is written on this machine; publish to " in (
+        res.output
+    )
+    assert not (tmp_path / "s3:").exists()
