@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cellbench._version import __version__
+from cellbench.errors import CellbenchError
 
 SCHEMA_VERSION = 1
 
@@ -226,11 +227,19 @@ class ScoreReport:
         if isinstance(path, str) and is_url(path) and not path.startswith("file://"):
             from cellbench.store.remote import filesystem
 
-            fs, key = filesystem(path)
-            fs.pipe_file(key, (self.to_json() + "\n").encode("utf-8"))
+            try:
+                fs, key = filesystem(path)
+                fs.pipe_file(key, (self.to_json() + "\n").encode("utf-8"))
+            except Exception as err:  # network and backend errors have no common base class
+                raise CellbenchError(
+                    f"{path}: the report cannot be written ({type(err).__name__}: {err})"
+                ) from None
             return path
         path = Path(str(path).removeprefix("file://") if isinstance(path, str) else path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CellbenchError(f"{path}: the report cannot be written ({err})") from None
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:

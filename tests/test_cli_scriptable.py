@@ -127,6 +127,28 @@ def test_score_json_out_dash_and_one_spelling(runner, scored, monkeypatch):
     assert "--bootstrap-seed" in submit_help and "[default: auto]" in submit_help
 
 
+def test_score_out_that_cannot_be_written_fails_before_scoring(
+    runner, scored, monkeypatch, tmp_path
+):
+    """A report destination that cannot be written is refused when the command starts (one
+    line, exit 2), not after the scoring work with a traceback."""
+    from cellbench import scoring
+
+    home, _store, preds = scored
+    monkeypatch.setenv("CELLBENCH_HOME", str(home))
+    calls = []
+    monkeypatch.setattr(scoring, "score", lambda *a, **k: calls.append(a))
+    (tmp_path / "afile").write_text("x")
+    base = ["score", "--task", "instance-segmentation", "--dataset", "synthetic-nuclei", str(preds)]
+    for out, line in (
+        (tmp_path / "afile" / "r.json", f"cannot be created: {tmp_path / 'afile'} is a file"),
+        (tmp_path, "is a folder (name the file to write)"),
+    ):
+        res = runner.invoke(main, [*base, "--out", str(out), "-q"])
+        assert res.exit_code == 2 and f"Invalid value for '--out': {out}: {line}" in res.output
+    assert calls == []
+
+
 def test_submit_json_then_leaderboard_list_and_show_json(runner, scored, monkeypatch, tmp_path):
     home, store, preds = scored
     monkeypatch.setenv("CELLBENCH_HOME", str(home))

@@ -146,9 +146,19 @@ class LocalPath(click.Path):
 
 
 class PathOrUrl(click.ParamType):
-    """An output that may go to object storage: a local ``Path``, or an fsspec URL as ``str``."""
+    """An output that may go to object storage: a local ``Path``, or an fsspec URL as ``str``.
+
+    Args:
+        file: The output is one file (a report): checked when the command starts, so that a
+            destination that cannot be written fails before the work, not after it. A local
+            path must not be a folder and its nearest existing parent must be a writable
+            folder; a URL's filesystem must answer (endpoint, bucket and credentials).
+    """
 
     name = "path|url"
+
+    def __init__(self, file: bool = False) -> None:
+        self.file = file
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """``str`` for a URL, ``Path`` otherwise (``-`` stays ``-``: standard output)."""
@@ -156,4 +166,42 @@ class PathOrUrl(click.ParamType):
 
         if not isinstance(value, str):
             return value
-        return value if _is_url(value) else Path(value.removeprefix("file://"))
+        out: Path | str = value if _is_url(value) else Path(value.removeprefix("file://"))
+        if self.file and value != "-":
+            problem = _unwritable(out)
+            if problem:
+                self.fail(f"{value}: {problem}", param, ctx)
+        return out
+
+
+#: URL schemes whose first path component is a bucket (or container) that must exist.
+_BUCKET_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
+
+
+def _unwritable(out: Any) -> str:
+    """Why the file ``out`` (a ``Path`` or a URL) cannot be written, or ``""``."""
+    import os
+    from pathlib import Path
+
+    if isinstance(out, str):
+        from cellbench.store.remote import filesystem
+
+        try:
+            fs, key = filesystem(out)
+            bucket = key.split("/")[0]
+            if out.split("://")[0] in _BUCKET_SCHEMES and not fs.exists(bucket):
+                return f"there is no bucket {bucket!r} (or these credentials cannot see it)"
+        except Exception as err:  # network and backend errors have no common base class
+            return f"cannot be reached ({type(err).__name__}: {err})"
+        return ""
+    path = Path(out)
+    if path.is_dir():
+        return "is a folder (name the file to write)"
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot be created: {parent} is a file"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: {parent} is not writable"
+    return ""

@@ -88,7 +88,7 @@ def _predictions_location(ctx: click.Context, param: click.Parameter, value: str
 @click.argument("predictions", callback=_predictions_location)
 @click.option(
     "--out",
-    type=PathOrUrl(),
+    type=PathOrUrl(file=True),
     help="Write the ScoreReport JSON here ('-': stdout, instead of the tables).",
 )
 @click.option(

@@ -81,7 +81,7 @@ def _fmt(value: float | None) -> str:
 @click.option(
     "--report",
     "report_out",
-    type=PathOrUrl(),
+    type=PathOrUrl(file=True),
     default=None,
     help="Also write the ScoreReport JSON here ('-': stdout).",
 )

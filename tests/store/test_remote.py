@@ -1194,6 +1194,14 @@ def test_cli_convert_into_s3_and_score_report_to_s3(s3, tmp_path, monkeypatch):
     assert report.headline.value == 1.0 and report.task == TASK
     assert not (tmp_path / "s3:").exists()
 
+    res = runner.invoke(  # a bucket that does not exist: refused before scoring
+        main,
+        ["score", "--task", TASK, "--dataset", str(tmp_path / "local.zarr"),
+         str(tmp_path / "p.zarr"), "--out", "s3://no-such-bucket-here/r.json", "-q"],
+    )  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert "there is no bucket 'no-such-bucket-here'" in res.output
+
     res = runner.invoke(main, ["leaderboard", "publish", "--out", f"s3://{s3.bucket}/site"])
     assert res.exit_code == 2, res.output
     assert f"s3://{s3.bucket}/site is a URL; this is written on this machine; publish to " in (
