@@ -35,6 +35,7 @@ run again. pycocotools stays the reference it is tested against and does the RLE
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -93,10 +94,20 @@ MIN_MAX_DETS = 100
 _ACCUMULATE_CELLS = 1 << 21
 
 
-def _unpacked(stats: Sequence[Any], field: str, a: int, t0: int, t1: int) -> np.ndarray:
-    """``(t1 - t0, N)`` bool: one packed outcome bit field of every image, side by side."""
+def _unpacked(stats: Sequence[Any], field: str, areas: list[int], t0: int, t1: int) -> np.ndarray:
+    """``(len(areas) * (t1 - t0), N)`` bool: a packed outcome bit field of every image.
+
+    The images side by side; rows by area range, then threshold.
+    """
+    n_rows = len(areas) * (t1 - t0)
+    pick = areas[0] if len(areas) == 1 else areas
     return np.concatenate(
-        [np.unpackbits(getattr(s, field)[a, t0:t1], axis=-1, count=s.n_det) for s in stats],
+        [
+            np.unpackbits(getattr(s, field)[pick, t0:t1], axis=-1, count=s.n_det).reshape(
+                n_rows, s.n_det
+            )
+            for s in stats
+        ],
         axis=1,
     ).view(bool)
 
@@ -107,43 +118,49 @@ _ONE_SEARCH_CELLS = 1 << 16
 
 
 def _interpolated(tp: np.ndarray, pr: np.ndarray, need: np.ndarray) -> np.ndarray:
-    """The precision pycocotools interpolates at each recall point, for a block of thresholds.
+    """The precision pycocotools interpolates at each recall point, for a block of rows.
 
-    Row ``k``: ``q[r] = pr[k, searchsorted(tp[k], need[r], "left")]``, 0 where that index is
-    past the last detection. ``tp`` rows are nondecreasing counts in ``0..nd``; for a small
-    block the rows are shifted apart (row ``k`` by ``k * (nd + 1)``) into one sorted array and
+    Row ``k``: ``q[r] = pr[k, searchsorted(tp[k], need[k, r], "left")]``, 0 where that index
+    is past the last detection (``need`` is ``(rows, R)``: each row's area range has its own
+    ground-truth count). ``tp`` rows are nondecreasing counts in ``0..nd``; for a small block
+    the rows are shifted apart (row ``k`` by ``k * (nd + 1)``) into one sorted array and
     searched in one call (per-sample values search one image at a time: one call instead of
     forty); the indices, hence the values, are the same.
     """
     n_rows, nd = tp.shape
+    n_r = need.shape[1]
     if n_rows * nd > _ONE_SEARCH_CELLS:
-        out = np.zeros((n_rows, need.size))
+        out = np.zeros((n_rows, n_r))
         for k in range(n_rows):
-            inds = np.searchsorted(tp[k], need, side="left")
+            inds = np.searchsorted(tp[k], need[k], side="left")
             valid = inds < nd
             out[k, valid] = pr[k, inds[valid]]
         return out
     shift = np.arange(n_rows, dtype=np.int64)[:, None] * (nd + 1)
     flat = (tp + shift).ravel()
-    inds = np.searchsorted(flat, (need[None, :] + shift).ravel(), side="left")
-    inds = inds.reshape(n_rows, need.size) - np.arange(n_rows)[:, None] * nd
+    inds = np.searchsorted(flat, (need + shift).ravel(), side="left")
+    inds = inds.reshape(n_rows, n_r) - np.arange(n_rows)[:, None] * nd
     row, col = np.nonzero(inds < nd)
-    out = np.zeros((n_rows, need.size))
+    out = np.zeros((n_rows, n_r))
     out[row, col] = pr[row, inds[row, col]]
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def recall_counts(n_gt: int) -> np.ndarray:
     """Per recall point r, the least true-positive count m with ``m / n_gt >= r`` (float64).
 
     ``tp / n_gt`` grows with ``tp``, so pycocotools' ``searchsorted(tp / n_gt, r)`` equals
     ``searchsorted(tp, m)``: the same index without an array of recalls per detection.
+    Kept per count (read-only): per-sample values ask for the same few counts thousands of
+    times, at ~15 µs each.
     """
     r = COCO_RECALL_THRESHOLDS
     need = np.ceil(r * n_gt).astype(np.int64)
     for _ in range(2):  # the float product is off by at most one either way
         need -= (need >= 1) & ((need - 1) / n_gt >= r)
         need += need / n_gt < r
+    need.flags.writeable = False
     return need
 
 
@@ -957,36 +974,43 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
         # at a time beyond ~2 million), never (A, T, N); the same float64 operations as
         # pycocotools row for row, so the same bits. (Row by row: 0.13 ms per image of
         # benchmarks/coco_results.py, most of it per-row overhead; blocks of ten: 0.095.)
-        step = max(1, min(n_t, _ACCUMULATE_CELLS // max(nd, 1)))
-        for a in range(n_a):
-            if npig[a] == 0:
-                continue
-            if nd == 0:
-                precision[a] = 0.0
-                recall[a] = 0.0
-                continue
-            need = recall_counts(int(npig[a]))
-            for t0 in range(0, n_t, step):
-                t1 = min(t0 + step, n_t)
-                is_tp = _unpacked(stats, "tp_bits", a, t0, t1)[:, order]
-                is_fp = _unpacked(stats, "ignored_bits", a, t0, t1)[:, order]
-                np.logical_or(is_fp, is_tp, out=is_fp)
-                np.logical_not(is_fp, out=is_fp)
-                tp = np.cumsum(is_tp, axis=1, dtype=count)
-                del is_tp
-                fp = np.cumsum(is_fp, axis=1, dtype=count)
-                del is_fp
-                n_tp, n_fp = tp[:, -1].astype(np.int64), fp[:, -1].astype(np.int64)
-                np.add(fp, tp, out=fp)
-                pr = fp + np.spacing(1)  # pycocotools: tp / (fp + tp + eps)
-                del fp
-                np.divide(tp, pr, out=pr)
-                np.maximum.accumulate(pr[:, ::-1], axis=1, out=pr[:, ::-1])
-                recall[a, t0:t1] = n_tp.astype(np.float64) / npig[a]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    final_precision[a, t0:t1] = n_tp.astype(np.float64) / (n_tp + n_fp)
-                precision[a, t0:t1] = _interpolated(tp, pr, need)
-                del tp, pr
+        present = [a for a in range(n_a) if npig[a] > 0]  # (others stay -1, undefined)
+        if not present or nd == 0:
+            precision[present] = 0.0
+            recall[present] = 0.0
+            return {"precision": precision, "recall": recall, "final_precision": final_precision}
+        if len(present) * n_t * nd <= _ACCUMULATE_CELLS:
+            # every area range's thresholds in one block (rows independent, so the same bits):
+            # a few small images, or one image's per-sample values, pay a quarter of the calls
+            blocks = [(present, 0, n_t)]
+        else:
+            step = max(1, min(n_t, _ACCUMULATE_CELLS // nd))
+            blocks = [([a], t0, min(t0 + step, n_t)) for a in present for t0 in range(0, n_t, step)]
+        needs = {a: recall_counts(int(npig[a])) for a in present}
+        for areas, t0, t1 in blocks:
+            is_tp = _unpacked(stats, "tp_bits", areas, t0, t1)[:, order]
+            is_fp = _unpacked(stats, "ignored_bits", areas, t0, t1)[:, order]
+            np.logical_or(is_fp, is_tp, out=is_fp)
+            np.logical_not(is_fp, out=is_fp)
+            tp = np.cumsum(is_tp, axis=1, dtype=count)
+            del is_tp
+            fp = np.cumsum(is_fp, axis=1, dtype=count)
+            del is_fp
+            n_tp, n_fp = tp[:, -1].astype(np.int64), fp[:, -1].astype(np.int64)
+            np.add(fp, tp, out=fp)
+            pr = fp + np.spacing(1)  # pycocotools: tp / (fp + tp + eps)
+            del fp
+            np.divide(tp, pr, out=pr)
+            np.maximum.accumulate(pr[:, ::-1], axis=1, out=pr[:, ::-1])
+            shape = (len(areas), t1 - t0)
+            n_gt = np.repeat(npig[areas].astype(np.float64), t1 - t0)
+            recall[areas, t0:t1] = (n_tp.astype(np.float64) / n_gt).reshape(shape)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                final = n_tp.astype(np.float64) / (n_tp + n_fp)
+            final_precision[areas, t0:t1] = final.reshape(shape)
+            need = np.repeat(np.stack([needs[a] for a in areas]), t1 - t0, axis=0)
+            precision[areas, t0:t1] = _interpolated(tp, pr, need).reshape(*shape, n_r)
+            del tp, pr
         return {"precision": precision, "recall": recall, "final_precision": final_precision}
 
     @staticmethod

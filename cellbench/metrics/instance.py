@@ -8,6 +8,7 @@ breakdown in :mod:`cellbench.metrics.object_errors`; all three start from
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from cellbench.metrics.matching import (
 MATCHING_IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 
 
+@functools.lru_cache(maxsize=1024)  # per-sample values format the same keys for every sample
 def threshold_key(name: str, threshold: float) -> str:
     """Return the value key ``name@0.50`` for a threshold (two decimals)."""
     return f"{name}@{threshold:.2f}"
