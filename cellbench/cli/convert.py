@@ -78,7 +78,7 @@ def convert(
     SRC are listed all at once (exit 1). With --scheduler, each image or sequence of SRC is
     read, checked and (into a store) written by one Dask task, and this process assembles DEST
     in SRC's order: the result is identical to the sequential one. On a cluster, SRC and DEST's
-    folder must be on a shared disk.
+    folder must be on a shared disk (for a URL DEST, the cellbench cache: CELLBENCH_HOME).
     """
     from cellbench.formats.convert import STORE_TARGETS, overlap_note, parse_options
     from cellbench.formats.convert import convert as do_convert
