@@ -393,8 +393,12 @@ def _convert_to_url(
             f"{url}: only a store (--to zarr) is written to a URL; convert to a local folder "
             f"for {to!r}"
         )
-    fs, root = filesystem(url)
-    if fs.exists(f"{root}/{ROOT_META}"):  # (before the work; the upload checks again)
+    try:
+        fs, root = filesystem(url)
+        occupied = fs.exists(f"{root}/{ROOT_META}")  # (before the work; the upload checks again)
+    except Exception as err:  # network and backend errors have no common base class
+        raise StoreError(f"{url}: cannot be reached ({type(err).__name__}: {err})") from None
+    if occupied:
         raise StoreError(f"{url}: a store is already there; choose a new destination")
     work = make_scratch(tmp_dir(), prefix="convert-")
     try:

@@ -148,7 +148,7 @@ def _interpolated(tp: np.ndarray, pr: np.ndarray, need: np.ndarray) -> np.ndarra
 
 @functools.lru_cache(maxsize=4096)
 def recall_counts(n_gt: int) -> np.ndarray:
-    """Per recall point r, the least true-positive count m with ``m / n_gt >= r`` (float64).
+    """Per recall point r, the least true-positive count m with ``m / n_gt >= r`` (int64).
 
     ``tp / n_gt`` grows with ``tp``, so pycocotools' ``searchsorted(tp / n_gt, r)`` equals
     ``searchsorted(tp, m)``: the same index without an array of recalls per detection.
@@ -968,12 +968,13 @@ class CocoAP(Metric[ScoredInstances, CocoImageStats]):
         del scores
         nd = order.size
         count = np.int32 if nd < 2**31 else np.int64  # exact either way; int32 halves the rows
-        # A block of thresholds of one area range at a time, unpacked from the images' packed
-        # bits: the temporaries are (thresholds in the block, detections), the block as large
-        # as fits in _ACCUMULATE_CELLS (all ten thresholds up to ~200,000 detections, one
-        # at a time beyond ~2 million), never (A, T, N); the same float64 operations as
-        # pycocotools row for row, so the same bits. (Row by row: 0.13 ms per image of
-        # benchmarks/coco_results.py, most of it per-row overhead; blocks of ten: 0.095.)
+        # Blocks of (area range, threshold) rows unpacked from the images' packed bits: every
+        # present area range at once when (rows, detections) fits in _ACCUMULATE_CELLS (up to
+        # ~50,000 detections with four ranges), else one range's thresholds at a time, as
+        # many as fit (all ten up to ~200,000 detections, one at a time beyond ~2 million),
+        # never more; the same float64 operations as pycocotools row for row, so the same
+        # bits. (Row by row: 0.13 ms per image of benchmarks/coco_results.py, most of it
+        # per-row overhead; blocks of ten: 0.095.)
         present = [a for a in range(n_a) if npig[a] > 0]  # (others stay -1, undefined)
         if not present or nd == 0:
             precision[present] = 0.0
