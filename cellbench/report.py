@@ -259,7 +259,15 @@ class ScoreReport:
         if isinstance(path, str) and is_url(path) and not path.startswith("file://"):
             from cellbench.store.remote import filesystem
 
-            fs, key = filesystem(path)
-            return cls.from_json(fs.cat_file(key).decode("utf-8"))
+            try:
+                fs, key = filesystem(path)
+                raw = fs.cat_file(key)
+            except FileNotFoundError:
+                raise CellbenchError(f"{path}: no such report") from None
+            except Exception as err:  # network and backend errors have no common base class
+                raise CellbenchError(
+                    f"{path}: the report cannot be read ({type(err).__name__}: {err})"
+                ) from None
+            return cls.from_json(raw.decode("utf-8"))
         path = str(path).removeprefix("file://") if isinstance(path, str) else path
         return cls.from_json(Path(path).read_text(encoding="utf-8"))

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cellbench.cli.options import LocalPath
+from cellbench.cli.options import LocalPath, PathOrUrl
 from cellbench.cli.output import emit_json, id_column, json_option
 from cellbench.errors import ValidationError
 
@@ -92,7 +92,7 @@ def show(
 
 
 @leaderboard.command()
-@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("report", type=PathOrUrl())
 @click.option(
     "--manifest",
     "manifest_path",
@@ -104,17 +104,19 @@ def show(
 @click.option("--submission-sha256", default=None, help="Digest of what was scored.")
 @click.option("--predictions", default="", help="Where the scored predictions are (overlays).")
 def add(
-    report: Path,
+    report: Path | str,
     manifest_path: Path,
     root: str | None,
     submission_sha256: str | None,
     predictions: str,
 ) -> None:
-    """Add a scored REPORT (ScoreReport JSON) with its manifest as a leaderboard entry."""
+    """Add a scored REPORT (ScoreReport JSON; a file or a URL) with its manifest as an entry."""
     from cellbench.report import ScoreReport
     from cellbench.submissions import add_report, parse_manifest
     from cellbench.submissions.manifest import read_manifest_data
 
+    if isinstance(report, Path) and not report.is_file():
+        raise ValidationError(["no such file"], str(report))
     manifest = parse_manifest(read_manifest_data(manifest_path), manifest_path)
     try:
         score_report = ScoreReport.load(report)

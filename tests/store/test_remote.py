@@ -1208,3 +1208,29 @@ def test_cli_convert_into_s3_and_score_report_to_s3(s3, tmp_path, monkeypatch):
         res.output
     )
     assert not (tmp_path / "s3:").exists()
+
+
+def test_cli_leaderboard_add_takes_a_report_on_s3(s3, tmp_path):
+    """A report written to object storage (`score --out s3://...`) is added to a board by URL;
+    a URL with no object, and a local path with no file, are one line each."""
+    import yaml
+
+    from cellbench.cli import main
+    from cellbench.leaderboard import BoardKey, LeaderboardStore
+    from tests.leaderboard.helpers import make_manifest, make_report
+    from tests.leaderboard.site_fixture import build_store as build_board
+
+    board = tmp_path / "lb"
+    build_board(board)
+    url = f"s3://{s3.bucket}/reports/r.json"
+    assert make_report(0.77, ci=(0.7, 0.8)).save(url) == url
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(make_manifest("From S3", seed=0)))
+    add = ["leaderboard", "add", "--manifest", str(tmp_path / "m.yaml"), "--root", str(board)]
+    res = CliRunner().invoke(main, [*add[:2], url, *add[2:], "--submission-sha256", "cd" * 32])
+    assert res.exit_code == 0, res.output
+    entries = LeaderboardStore(board).entries(BoardKey("toy", "1.0", TASK, "test"))
+    assert {e.name: e.report.headline.value for e in entries}["From S3"] == 0.77
+    res = CliRunner().invoke(main, [*add[:2], f"s3://{s3.bucket}/reports/none.json", *add[2:]])
+    assert res.exit_code == 1 and "reports/none.json: no such report" in res.output
+    res = CliRunner().invoke(main, [*add[:2], str(tmp_path / "none.json"), *add[2:]])
+    assert res.exit_code == 1 and "none.json: no such file" in res.output
