@@ -1148,16 +1148,16 @@ def load_predictions(
     Raises:
         ValidationError: If the path cannot be read as predictions for the task.
     """
-    from cellbench.store.location import is_url
+    from cellbench.store.location import is_remote, local_path
 
-    if is_url(path) and not str(path).startswith("file://"):
+    if is_remote(path):
         pset = _open_canonical_url(str(path))
         if task is not None and pset.task != task:
             raise ValidationError(
                 [f"predictions are for task {pset.task!r}, not {task!r}"], str(path)
             )
         return pset
-    path = Path(str(path).removeprefix("file://"))
+    path = local_path(path)
     if not path.exists() and not path.is_symlink():
         raise ValidationError([f"{path} does not exist"], context="predictions")
     links = _symlink_problems(path)

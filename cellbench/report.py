@@ -222,9 +222,9 @@ class ScoreReport:
         Returns:
             The path (or URL) written.
         """
-        from cellbench.store.location import is_url
+        from cellbench.store.location import is_remote, local_path
 
-        if isinstance(path, str) and is_url(path) and not path.startswith("file://"):
+        if is_remote(path):
             from cellbench.store.remote import filesystem
 
             try:
@@ -235,7 +235,7 @@ class ScoreReport:
                     f"{path}: the report cannot be written ({type(err).__name__}: {err})"
                 ) from None
             return path
-        path = Path(str(path).removeprefix("file://") if isinstance(path, str) else path)
+        path = local_path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -254,9 +254,9 @@ class ScoreReport:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ScoreReport:
         """Read a report written by :meth:`save` (a local path or an fsspec URL)."""
-        from cellbench.store.location import is_url
+        from cellbench.store.location import is_remote, local_path
 
-        if isinstance(path, str) and is_url(path) and not path.startswith("file://"):
+        if is_remote(path):
             from cellbench.store.remote import filesystem
 
             try:
@@ -269,5 +269,4 @@ class ScoreReport:
                     f"{path}: the report cannot be read ({type(err).__name__}: {err})"
                 ) from None
             return cls.from_json(raw.decode("utf-8"))
-        path = str(path).removeprefix("file://") if isinstance(path, str) else path
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        return cls.from_json(local_path(path).read_text(encoding="utf-8"))

@@ -108,13 +108,6 @@ def scheduler_option(what: str) -> Any:
     )
 
 
-def _is_url(value: str) -> bool:
-    """Whether ``value`` names a URL other than ``file://`` (a local path by another name)."""
-    from cellbench.store.location import is_url
-
-    return is_url(value) and not value.startswith("file://")
-
-
 class LocalPath(click.Path):
     """``click.Path(path_type=Path)`` for what a command writes on this machine: URLs refused.
 
@@ -136,8 +129,10 @@ class LocalPath(click.Path):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The local path; a URL fails with one line."""
+        from cellbench.store.location import is_remote
+
         if isinstance(value, str):
-            if _is_url(value):
+            if is_remote(value):
                 self.fail(
                     f"{value} is a URL; this is written on this machine{self.hint}", param, ctx
                 )
@@ -164,9 +159,11 @@ class PathOrUrl(click.ParamType):
         """``str`` for a URL, ``Path`` otherwise (``-`` stays ``-``: standard output)."""
         from pathlib import Path
 
+        from cellbench.store.location import is_remote, local_path
+
         if not isinstance(value, str):
             return value
-        out: Path | str = value if _is_url(value) else Path(value.removeprefix("file://"))
+        out: Path | str = value if is_remote(value) else local_path(value)
         if self.file and value != "-":
             problem = _unwritable(out)
             if problem:

@@ -67,11 +67,11 @@ def print_report(report: ScoreReport, console: Console | None = None, full: bool
 
 def _predictions_location(ctx: click.Context, param: click.Parameter, value: str) -> str | Path:
     """A URL (``s3://.../preds.zarr``) as is; a local path must exist."""
-    from cellbench.store.location import is_url
+    from cellbench.store.location import is_remote, local_path
 
-    if is_url(value) and not value.startswith("file://"):
+    if is_remote(value):
         return value
-    path = Path(value.removeprefix("file://"))
+    path = local_path(value)
     if not path.exists():
         raise click.BadParameter(f"{value}: does not exist", ctx=ctx, param=param)
     return path

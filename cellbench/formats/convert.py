@@ -38,6 +38,7 @@ import numpy as np
 
 from cellbench.errors import CellbenchError, StoreError, ValidationError
 from cellbench.formats.registry import Format, get_format
+from cellbench.store.location import is_remote
 from cellbench.store.sample import Sample
 
 #: Sample metadata a reader sets to the number of objects that overlapped another in the source
@@ -329,7 +330,7 @@ def convert(
     reader = get_format(from_format)
     if shard and to != "zarr":
         raise CellbenchError(f"sharding applies to a store (--to zarr), not to {to!r}")
-    if isinstance(dest, str) and _is_url(dest):
+    if is_remote(dest):
         return _convert_to_url(
             src, from_format, to, dest, options=options, progress=progress, tally=tally,
             scheduler=scheduler, shard=shard,
@@ -366,12 +367,6 @@ def convert(
         class_names=tables,
         shard=shard,
     )
-
-
-def _is_url(value: str) -> bool:
-    from cellbench.store.location import is_url
-
-    return is_url(value) and not value.startswith("file://")
 
 
 def _convert_to_url(

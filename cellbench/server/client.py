@@ -137,14 +137,14 @@ class Client:
         import httpx
 
         from cellbench.challenge.config import strict_yaml
-        from cellbench.store.location import is_url
+        from cellbench.store.location import is_remote, local_path
 
         text = manifest_path.read_text(encoding="utf-8")
         data = strict_yaml(text, str(manifest_path))
         if not isinstance(data, dict) or not data.get("submission"):
             raise ValidationError(["the manifest names no 'submission'"], str(manifest_path))
         named = str(data["submission"])
-        if is_url(named) and not named.startswith("file://"):
+        if is_remote(named):
             raise ValidationError(
                 [
                     f"submission: {named} is a URL; a challenge server is sent the files "
@@ -152,7 +152,7 @@ class Client:
                 ],
                 str(manifest_path),
             )
-        target = Path(os.path.expanduser(named.removeprefix("file://")))
+        target = local_path(os.path.expanduser(named))
         if not target.is_absolute():
             target = manifest_path.parent / target
         if not target.exists():

@@ -541,16 +541,9 @@ class ListedStore(WrapperStore):  # type: ignore[type-arg]
             asyncio.run_coroutine_threadsafe(self._hash_all(missing), _get_loop()).result()
 
     async def _hash_all(self, keys: list[str]) -> None:
-        from zarr.core.buffer import default_buffer_prototype
-
-        gate = asyncio.Semaphore(PREFETCH_IN_FLIGHT)
-
         async def one(key: str) -> None:
-            async with gate:
-                buf = await self._store.get(key, default_buffer_prototype())
-            if buf is None:
+            if await self._fetch(key) is None:  # (hashed by _fetch)
                 raise StoreError(f"{key}: listed, then gone (the set changed while it was read)")
-            self._hashed(key, buf.to_bytes())
 
         await asyncio.gather(*(one(key) for key in keys))
 

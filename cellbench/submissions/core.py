@@ -28,7 +28,7 @@ from cellbench.predictions import PredictionSet, digest_path, load_predictions
 from cellbench.report import ScoreReport
 from cellbench.scoring import Collected, collect, coverage_problems, summarise
 from cellbench.store.cache import cellbench_home
-from cellbench.store.location import is_url
+from cellbench.store.location import is_remote, local_path
 from cellbench.store.scratch import clean_cache, clean_stale, make_scratch
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.submissions.manifest import (
@@ -482,7 +482,7 @@ def evaluate_submission(
     sub_url: str | None = None  # a prediction set on object storage, read where it is
     if fields.get("submission"):
         raw = str(fields["submission"])
-        if is_url(raw) and not raw.startswith("file://"):
+        if is_remote(raw):
             if fields.get("kind") == "predictions":
                 sub_url = raw.rstrip("/")
             else:
@@ -491,7 +491,7 @@ def evaluate_submission(
                     f"(kind 'predictions'); a {fields.get('kind')} model must be a local file"
                 )
         else:
-            sub_path = Path(os.path.expanduser(raw.removeprefix("file://")))
+            sub_path = local_path(os.path.expanduser(raw))
             if not sub_path.is_absolute():
                 sub_path = manifest_path.parent / sub_path
             if not sub_path.exists():
