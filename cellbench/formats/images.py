@@ -13,6 +13,7 @@ trip is exact. Other tools ignore it; without it the readers use their defaults.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -42,11 +43,7 @@ def read_image(path: Path) -> np.ndarray:
     """
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return np.asarray(tifffile.imread(path))
+        return read_tiff(path)
     if suffix == ".npy":
         try:
             return np.load(path, allow_pickle=False)
@@ -66,6 +63,115 @@ def read_image(path: Path) -> np.ndarray:
 
         return np.asarray(iio.imread(path))
     raise ValueError(f"unsupported suffix {suffix!r} (expected one of {', '.join(IMAGE_SUFFIXES)})")
+
+
+#: The most decoded bytes one byte of a TIFF compression scheme's data can give, by TIFF
+#: compression code: PackBits (32773) 128 from 2 bytes; Deflate (8, 32946) at most 1032:1 (its
+#: longest match for 2 bits; 989:1 measured for zeros with zlib's framing); LZW (5) about
+#: 1362:1 (one value repeated, 9- to 12-bit codes; 1312:1 measured); Zstandard (50000, 34926)
+#: 128 KiB from a 4-byte RLE block (32768:1). A page that declares more pixels than its data
+#: can hold is damaged or hostile, and is refused before anything is allocated. Schemes not
+#: listed (LZMA, JPEG, ...) are not bounded here.
+_MAX_EXPANSION = {32773: 64, 8: 1100, 32946: 1100, 5: 1500, 50000: 33000, 34926: 33000}
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def tiff_series_problem(series: Any) -> str | None:
+    """Why a TIFF series cannot hold the pixels its header declares, or None.
+
+    Checked from the header alone, before anything is decoded (``tifffile`` allocates the
+    declared shape first: a 300-byte file declaring 60000 x 60000 pixels took 7 GB of memory
+    before it failed): every strip or tile the shape needs is listed, none is empty, all lie
+    inside their file, uncompressed data covers the declared bytes, and compressed data is not
+    smaller than its scheme allows (:data:`_MAX_EXPANSION`). ``series`` is a
+    ``tifffile.TiffPageSeries``; its pages may lie in other files (OME-TIFF).
+    """
+    shape = " x ".join(str(n) for n in series.shape)
+    declared = f"declares {shape} {np.dtype(series.dtype)} ({_gib(int(series.nbytes))})"
+    if series.dataoffset is not None:  # one contiguous block (ImageJ, tifffile's own stacks)
+        size = int(series.parent.filehandle.size)
+        end = int(series.dataoffset) + int(series.nbytes)
+        if end > size:
+            return (
+                f"{declared} with data up to byte {end}, but the file has {size} bytes (truncated)"
+            )
+        return None
+    for index, page in enumerate(series.pages):
+        where = f"page {index}: " if len(series.pages) > 1 else ""
+        if page is None:
+            return f"{where}missing (its file or IFD is absent; {declared})"
+        key = page.keyframe
+        offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+        counts = np.asarray(page.databytecounts, dtype=np.int64)
+        wanted = int(np.prod(key.chunked))
+        kind = "tiles" if key.is_tiled else "strips"
+        page_bytes = int(key.nbytes)
+        page_shape = " x ".join(str(n) for n in key.shape)
+        what = f"{where}declares {page_shape} {np.dtype(key.dtype)} ({_gib(page_bytes)})"
+        if offsets.size < wanted or counts.size < wanted:
+            held = min(offsets.size, counts.size)
+            return f"{what} in {wanted} {kind}, but lists {held} (damaged)"
+        offsets, counts = offsets[:wanted], counts[:wanted]
+        empty = int(np.count_nonzero(counts <= 0))
+        if empty:
+            return f"{what}, but {empty} of its {wanted} {kind} hold no data (damaged)"
+        size = int(page.parent.filehandle.size)
+        ends = offsets + counts
+        if int(ends.max(initial=0)) > size or int(offsets.min(initial=0)) < 0:
+            return (
+                f"{what} with data up to byte {int(ends.max())}, but the file has {size} bytes "
+                "(truncated)"
+            )
+        data = int(counts.sum())
+        code = int(key.compression)
+        if code == 1 and data < page_bytes:
+            return f"{what}, but holds {data} bytes of uncompressed data (damaged)"
+        limit = _MAX_EXPANSION.get(code)
+        if limit is not None and page_bytes > data * limit:
+            return (
+                f"{what} in {data} bytes of {key.compression.name} data, more than that scheme "
+                f"can expand to (at most {limit}:1; damaged)"
+            )
+    return None
+
+
+def quiet_tifffile() -> None:
+    """Keep ``tifffile``'s log records off stderr unless the application configured logging.
+
+    ``tifffile`` logs what it finds wrong in a header ("incorrect StripByteCounts count") at
+    WARNING/ERROR, which Python prints when no handler is configured: beside cellbench's one
+    line per bad file, that is noise. A ``NullHandler`` on its logger stops only that fallback;
+    records still reach the handlers of an application that configured logging.
+    """
+    logger = logging.getLogger("tifffile")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
+def read_tiff(path: Path, series: int = 0) -> np.ndarray:
+    """One series of a TIFF file (the first by default), as ``tifffile.imread`` reads it.
+
+    The header is checked before anything is decoded (:func:`tiff_series_problem`).
+
+    Raises:
+        ValueError: The file is not a TIFF, or its header declares pixels its data cannot hold
+            (the message says what was declared and what the file holds).
+    """
+    import tifffile
+
+    quiet_tifffile()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:  # no page at all: an empty array, which readers report
+                return np.asarray(tif.asarray())
+            problem = tiff_series_problem(tif.series[series])
+            if problem:
+                raise ValueError(problem)
+            return np.asarray(tif.asarray(series=series))
 
 
 #: Pillow modes :func:`decode_png` decodes: mode -> (dtype, channels; 0 = a 2D image).

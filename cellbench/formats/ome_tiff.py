@@ -41,9 +41,11 @@ from cellbench.errors import ValidationError
 from cellbench.formats.images import (
     apply_record,
     as_labels,
+    quiet_tifffile,
     read_sidecar,
     sample_record,
     short_error,
+    tiff_series_problem,
     write_sidecar,
 )
 from cellbench.formats.registry import Format, ItemList
@@ -159,6 +161,7 @@ def _read_file(
     import tifffile
 
     name = path.name
+    quiet_tifffile()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -173,6 +176,10 @@ def _read_file(
                 if not main:
                     return [], [f"{name}: no image series (only {LABEL_SERIES})"]
                 k = main[0]
+                for i in (k, *lab[:1]):  # headers checked before anything is decoded
+                    problem = tiff_series_problem(series[i])
+                    if problem:
+                        return [], [f"{name}: series {series[i].name or i!r}: {problem}"]
                 data = series[k].asarray()
                 axes = series[k].axes
                 lab_data = series[lab[0]].asarray() if lab else None

@@ -81,7 +81,8 @@ def test_readers_release_each_sample_before_the_next(tmp_path, monkeypatch):
     # colour PNGs and grey PNG masks are decoded by these, not read_image
     monkeypatch.setattr(pairs, "decode_png_cyx", watched(pairs.decode_png_cyx))
     monkeypatch.setattr(pairs, "png_mask_box", watched(pairs.png_mask_box))
-    monkeypatch.setattr(coco, "read_image_file", watched(coco.read_image_file))
+    monkeypatch.setattr(coco, "read_image", watched(coco.read_image))
+    monkeypatch.setattr(coco, "decode_png_cyx", watched(coco.decode_png_cyx))
     readers = {
         "dsb": lambda: read_samples("dsb", tmp_path / "dsb"),
         "coco": lambda: read_samples("coco", tmp_path / "coco"),

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ import numpy as np
 import orjson
 
 from cellbench.errors import ValidationError
+from cellbench.formats.images import IMAGE_SUFFIXES, decode_png_cyx, read_image, short_error
 from cellbench.formats.registry import Format, ItemList, kept_per_process
 from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
 
@@ -64,7 +64,6 @@ from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
 ANNOTATIONS = "annotations.json"
 #: The image folder the writer uses (and the reader's default beside the JSON).
 IMAGES = "images"
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
 OVERLAP_CHOICES = ("keep", "resolve")
 SEGMENTATION_CHOICES = ("rle", "polygon")
 #: Largest COCO JSON read (bytes); LIVECell's train file is about 0.6 GB.
@@ -394,28 +393,6 @@ def _shoelace(poly: list[float]) -> float:
 
 
 # ---------------------------------------------------------------------------- images
-def read_image_file(path: Path) -> np.ndarray:
-    """An image file as an array: TIFF (tifffile), NPY (no pickles) or PNG/JPEG (imageio)."""
-    suffix = path.suffix.lower()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            return np.asarray(tifffile.imread(path))
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if suffix == ".png":
-            from cellbench.formats.images import decode_png
-
-            arr = decode_png(path)  # one copy of the pixels, not imageio's two
-            if arr is not None:
-                return arr
-        import imageio.v3 as iio
-
-        return np.asarray(iio.imread(path))
-
-
 def image_to_cyx(arr: np.ndarray) -> np.ndarray | None:
     """An image as ``(c, y, x)``, or None when it is not 2D.
 
@@ -441,8 +418,6 @@ def _read_image(
         return None, [f"{where}: {path.name} is not {', '.join(IMAGE_SUFFIXES)}"]
     cyx = None
     if path.suffix.lower() == ".png":
-        from cellbench.formats.images import decode_png_cyx
-
         # colour PNGs straight to contiguous (c, y, x) planes, alpha kept as image_to_cyx keeps
         # it: no (y, x, c) array, and no planar copy of it when the store writes the image
         cyx = decode_png_cyx(path, drop_opaque_alpha=False)
@@ -450,9 +425,9 @@ def _read_image(
             cyx = None
     if cyx is None:
         try:
-            arr = read_image_file(path)
-        except Exception as err:  # truncated, not an image, pickled npy
-            return None, [f"{where}: {path.name} cannot be read as an image ({str(err)[:120]})"]
+            arr = read_image(path)
+        except Exception as err:  # truncated, not an image, pickled npy, a damaged TIFF header
+            return None, [f"{where}: {path.name} cannot be read as an image ({short_error(err)})"]
         cyx = image_to_cyx(arr)
         if cyx is None or cyx.dtype.kind not in "uif":
             return None, [

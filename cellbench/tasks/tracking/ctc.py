@@ -63,9 +63,9 @@ def frame_digits(n_frames: int) -> int:
 
 
 def _imread(path: Path) -> np.ndarray:
-    import tifffile
+    from cellbench.formats.images import read_tiff  # (its header checked before decoding)
 
-    return np.asarray(tifffile.imread(path))
+    return read_tiff(path)
 
 
 def _imwrite(path: Path, arr: np.ndarray) -> None:
