@@ -75,8 +75,51 @@ def read_image(path: Path) -> np.ndarray:
 _MAX_EXPANSION = {32773: 64, 8: 1100, 32946: 1100, 5: 1500, 50000: 33000, 34926: 33000}
 
 
-def _gib(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+def _size(nbytes: int) -> str:
+    """``nbytes`` for a message: bytes, KiB, MiB or GiB (one decimal)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still allocate without swapping, or None if unknown.
+
+    Linux: ``MemAvailable`` from ``/proc/meminfo``, lowered to what a cgroup v2 limit
+    (``memory.max`` minus ``memory.current``: containers, CI runners) leaves; elsewhere
+    ``psutil`` when it is installed.
+    """
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(x.split()[1]) * 1024 for x in f if x.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        try:
+            import psutil
+        except ImportError:
+            return None
+        return int(psutil.virtual_memory().available)
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            avail = min(avail, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def memory_problem(nbytes: int, what: str = "its pixels") -> str | None:
+    """Why decoding ``nbytes`` would not fit in the memory available now, or None.
+
+    A reader that must hold a whole image refuses it in one line instead of being stopped by
+    the out-of-memory killer (no message, perhaps other processes with it).
+    """
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        need, have = _size(nbytes), _size(avail)
+        return f"{what} need {need} of memory to decode, more than the {have} available"
+    return None
 
 
 def tiff_series_problem(series: Any) -> str | None:
@@ -85,12 +128,13 @@ def tiff_series_problem(series: Any) -> str | None:
     Checked from the header alone, before anything is decoded (``tifffile`` allocates the
     declared shape first: a 300-byte file declaring 60000 x 60000 pixels took 7 GB of memory
     before it failed): every strip or tile the shape needs is listed, none is empty, all lie
-    inside their file, uncompressed data covers the declared bytes, and compressed data is not
-    smaller than its scheme allows (:data:`_MAX_EXPANSION`). ``series`` is a
+    inside their file, uncompressed data covers the declared bytes, compressed data is not
+    smaller than its scheme allows (:data:`_MAX_EXPANSION`), and the decoded series fits in
+    the memory available (:func:`memory_problem`). ``series`` is a
     ``tifffile.TiffPageSeries``; its pages may lie in other files (OME-TIFF).
     """
     shape = " x ".join(str(n) for n in series.shape)
-    declared = f"declares {shape} {np.dtype(series.dtype)} ({_gib(int(series.nbytes))})"
+    declared = f"declares {shape} {np.dtype(series.dtype)} ({_size(int(series.nbytes))})"
     if series.dataoffset is not None:  # one contiguous block (ImageJ, tifffile's own stacks)
         size = int(series.parent.filehandle.size)
         end = int(series.dataoffset) + int(series.nbytes)
@@ -98,7 +142,7 @@ def tiff_series_problem(series: Any) -> str | None:
             return (
                 f"{declared} with data up to byte {end}, but the file has {size} bytes (truncated)"
             )
-        return None
+        return memory_problem(int(series.nbytes), f"its {shape} {np.dtype(series.dtype)} pixels")
     for index, page in enumerate(series.pages):
         where = f"page {index}: " if len(series.pages) > 1 else ""
         if page is None:
@@ -110,7 +154,7 @@ def tiff_series_problem(series: Any) -> str | None:
         kind = "tiles" if key.is_tiled else "strips"
         page_bytes = int(key.nbytes)
         page_shape = " x ".join(str(n) for n in key.shape)
-        what = f"{where}declares {page_shape} {np.dtype(key.dtype)} ({_gib(page_bytes)})"
+        what = f"{where}declares {page_shape} {np.dtype(key.dtype)} ({_size(page_bytes)})"
         if offsets.size < wanted or counts.size < wanted:
             held = min(offsets.size, counts.size)
             return f"{what} in {wanted} {kind}, but lists {held} (damaged)"
@@ -135,7 +179,7 @@ def tiff_series_problem(series: Any) -> str | None:
                 f"{what} in {data} bytes of {key.compression.name} data, more than that scheme "
                 f"can expand to (at most {limit}:1; damaged)"
             )
-    return None
+    return memory_problem(int(series.nbytes), f"its {shape} {np.dtype(series.dtype)} pixels")
 
 
 def quiet_tifffile() -> None:

@@ -254,3 +254,22 @@ def test_ome_zarr_problems(tmp_path: Path) -> None:
         "movie/labels: no label image 'cells' (found: instances)",
         "stack/labels: no label image 'cells' (found: none)",
     ]
+
+
+def test_ome_zarr_level_larger_than_memory_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zarr allocates a level's declared shape (filling absent chunks): checked first."""
+    import cellbench.formats.images as images
+
+    build_store(_samples(), tmp_path / "a.zarr", CARD)
+    movie = tmp_path / "a.zarr" / "images" / "movie"  # (t, c, y, x) 3 x 2 x 12 x 14 uint16
+    monkeypatch.setattr(images, "available_memory", lambda: 1000)
+    with pytest.raises(ValidationError) as err:
+        list(read_samples("ome-zarr", movie))
+    assert err.value.problems == [
+        "movie/0: its 3 x 2 x 12 x 14 uint16 pixels need 2.0 KiB of memory to decode, more "
+        "than the 1000 bytes available"
+    ]
+    monkeypatch.setattr(images, "available_memory", lambda: 2016)
+    assert [s.id for s in read_samples("ome-zarr", movie)] == ["movie"]

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import tifffile
 
+import cellbench.formats.images as images
 from cellbench.errors import ValidationError
-from cellbench.formats.images import read_image, read_tiff
+from cellbench.formats.images import available_memory, read_image, read_tiff
 from cellbench.formats.registry import read_samples, write_samples
 from cellbench.store.sample import Sample
 
@@ -141,7 +142,7 @@ def test_truncated_and_short_uncompressed_data(tmp_path: Path) -> None:
     tifffile.imwrite(cut, np.ones((64, 64), np.uint16), rowsperstrip=8)
     data = cut.read_bytes()
     cut.write_bytes(data[: len(data) - 100])
-    with pytest.raises(ValueError, match=r"^declares 64 x 64 uint16 \(0\.0 MiB\) with data up to"):
+    with pytest.raises(ValueError, match=r"^declares 64 x 64 uint16 \(8\.0 KiB\) with data up to"):
         read_tiff(cut)
     short = tmp_path / "short.tif"  # inside the file, but fewer bytes than the pixels need
     tifffile.imwrite(short, np.ones((32, 32), np.uint16), tile=(16, 16))
@@ -218,7 +219,7 @@ def test_ome_tiff_series_checked_before_decoding(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as err:
         list(read_samples("ome-tiff", tmp_path))
     assert err.value.problems == [
-        "a.ome.tif: series 'Image0': declares 32 x 32 uint16 (0.0 MiB), but 1 of its 1 strips "
+        "a.ome.tif: series 'Image0': declares 32 x 32 uint16 (2.0 KiB), but 1 of its 1 strips "
         "hold no data (damaged)"
     ]
 
@@ -245,3 +246,26 @@ def test_ctc_frame_with_a_damaged_header_is_a_problem_line(tmp_path: Path) -> No
         "01/t001.tif (frame 1): cannot be read as a TIFF (declares 60000 x 60000 uint16 "
         "(6.7 GiB) in 1875 strips, but lists 1 (damaged))" in err.value.problems
     )
+
+
+def test_available_memory_is_this_machines() -> None:
+    text = Path("/proc/meminfo").read_text().splitlines()
+    total = next(int(x.split()[1]) * 1024 for x in text if x.startswith("MemTotal:"))
+    avail = available_memory()
+    assert avail is not None and 0 < avail <= total
+
+
+def test_an_image_larger_than_the_memory_available_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a.tif"
+    tifffile.imwrite(path, np.ones((1024, 1024), np.uint16), compression="zlib")
+    monkeypatch.setattr(images, "available_memory", lambda: 2**20)
+    with pytest.raises(ValueError) as err:
+        read_tiff(path)
+    assert str(err.value) == (
+        "its 1024 x 1024 uint16 pixels need 2.0 MiB of memory to decode, more than the 1.0 MiB "
+        "available"
+    )
+    monkeypatch.setattr(images, "available_memory", lambda: 2**21)
+    assert read_tiff(path).sum() == 2**20
