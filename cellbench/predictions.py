@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import shutil
 import threading
@@ -776,6 +777,21 @@ class _PlainArray:
         return out.astype(self.dtype.newbyteorder("="), copy=False)
 
 
+def _memory_problems(arrays: Sequence[tuple[str, Any]]) -> list[str]:
+    """The sample's arrays (plain or zarr's) together, when they cannot fit in memory now."""
+    from cellbench.formats import images
+
+    present = [(name, a) for name, a in arrays if a is not None]
+    total = sum(math.prod(a.shape) * np.dtype(a.dtype).itemsize for _, a in present)
+    if total < images.ALWAYS_FITS:  # (the common case: nothing formatted, nothing asked)
+        return []
+    listed = ", ".join(
+        f"{name} {' x '.join(map(str, a.shape))} {np.dtype(a.dtype)}" for name, a in present
+    )
+    problem = images.memory_problem(total, f"its arrays ({listed})")
+    return [problem] if problem else []
+
+
 def _open_canonical(path: Path) -> PredictionSet:
     meta_file = path / "zarr.json"
     if meta_file.stat().st_size > MAX_HEADER_BYTES:
@@ -949,6 +965,10 @@ def _open_canonical_group(
             raise ValidationError([f"unreadable array metadata ({_short(err)})"]) from None
         if lost:
             raise ValidationError(lost)
+        # read whole below, absent chunks filled: refused first when they cannot fit
+        too_big = _memory_problems([(name, array) for name, _, array in found])
+        if too_big:
+            raise ValidationError(too_big)
         try:
             for name, _, array in found:
                 if array is None:

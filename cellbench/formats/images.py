@@ -109,12 +109,18 @@ def available_memory() -> int | None:
     return avail
 
 
+#: Decoded sizes :func:`memory_problem` takes as fitting without asking the system.
+ALWAYS_FITS = 64 * 2**20
+
+
 def memory_problem(nbytes: int, what: str = "its pixels") -> str | None:
     """Why decoding ``nbytes`` would not fit in the memory available now, or None.
 
     A reader that must hold a whole image refuses it in one line instead of being stopped by
     the out-of-memory killer (no message, perhaps other processes with it).
     """
+    if nbytes < ALWAYS_FITS:  # (no /proc read per ordinary image)
+        return None
     avail = available_memory()
     if avail is not None and nbytes > avail:
         need, have = _size(nbytes), _size(avail)
