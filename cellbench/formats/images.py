@@ -124,6 +124,8 @@ def memory_problem(nbytes: int, what: str = "its pixels") -> str | None:
     avail = available_memory()
     if avail is not None and nbytes > avail:
         need, have = _size(nbytes), _size(avail)
+        if need == have:  # (equal once rounded: exact counts say which is larger)
+            need, have = f"{nbytes} bytes", f"{avail} bytes"
         return f"{what} need {need} of memory to decode, more than the {have} available"
     return None
 

@@ -232,3 +232,23 @@ def test_header_and_row_problems_reported_together_cli(tmp_path: Path) -> None:
         assert res.exit_code == 1, res.output
         assert "2 problems found" in res.output and all(line in res.output for line in expected)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no DEST, no scratch
+
+
+def test_a_row_larger_than_the_memory_available_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compressed member can declare rows far larger than the machine (a zip of zeros
+    expands ~1000:1): each row is read whole, so one that cannot fit is refused first."""
+    import cellbench.formats.images as images
+
+    np.savez_compressed(tmp_path / "tissuenet_v1.1_train.npz", **fake_tissuenet(2, 32, 1))
+    monkeypatch.setattr(images, "ALWAYS_FITS", 0)  # (ordinary sizes are not asked about)
+    monkeypatch.setattr(images, "available_memory", lambda: 16383)  # a row: 8 KiB + 8 KiB
+    with pytest.raises(ValidationError) as err:
+        list(read_samples("tissuenet", tmp_path))
+    assert err.value.problems == [
+        "tissuenet_v1.1_train.npz: one image (32 x 32 x 2) and its labels need 16384 bytes of "
+        "memory to decode, more than the 16383 bytes available"
+    ]
+    monkeypatch.setattr(images, "available_memory", lambda: 16384)
+    assert len(list(read_samples("tissuenet", tmp_path))) == 2

@@ -41,6 +41,7 @@ from typing import IO, Any
 import numpy as np
 
 from cellbench.errors import ValidationError
+from cellbench.formats.images import memory_problem
 from cellbench.formats.registry import Format, ItemList
 from cellbench.store.sample import SPLITS, Sample
 
@@ -239,6 +240,11 @@ def _open(path: Path, stack: ExitStack) -> tuple[Any, list[str]]:
         problems.append(f"{name}: Fortran-ordered arrays cannot be streamed; save C-ordered")
     if not problems and (x.shape[0] != y.shape[0] or x.shape[1:3] != y.shape[1:3]):
         problems.append(f"{name}: X is {x.shape} and y is {y.shape}; expected the same n, y and x")
+    if not problems:  # one row of each is held at a time: a row that cannot fit is refused
+        row = " x ".join(str(n) for n in x.shape[1:])
+        problem = memory_problem(x.row + y.row, f"one image ({row}) and its labels")
+        if problem:
+            problems.append(f"{name}: {problem}")
     if problems:
         return None, problems
     meta, problems = _metadata(zf, x.shape[0], name)
