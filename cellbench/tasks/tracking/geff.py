@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
+from cellbench.formats.images import memory_problem
 from cellbench.formats.registry import Format, ItemList
 from cellbench.store.sample import Sample
 from cellbench.tasks.tracking.ctc import sidecar_record, write_sidecar
@@ -191,6 +192,19 @@ def _related(graph: Path, meta: Any, kind: str) -> tuple[Path | None, str | None
     return None, None
 
 
+def _whole(array: Any) -> np.ndarray:
+    """A Zarr array read whole; first refused (ValueError) when it cannot fit in memory.
+
+    Zarr allocates the declared shape and fills absent chunks, so a few bytes of metadata can
+    declare more than the machine holds.
+    """
+    shape = " x ".join(str(n) for n in array.shape)
+    problem = memory_problem(int(array.nbytes), f"its {shape} {array.dtype} values")
+    if problem:
+        raise ValueError(problem)
+    return np.asarray(array[...])
+
+
 def _load(graph: Path) -> tuple[dict[str, Any] | None, list[str]]:
     """The graph, its label image and image, with every structural problem (never raises)."""
     _require_geff()
@@ -217,7 +231,7 @@ def _load(graph: Path) -> tuple[dict[str, Any] | None, list[str]]:
         problems.append(f"{name}: no related object of type 'labels' (the label image)")
     else:
         try:
-            labels = np.asarray(zarr.open_array(str(lab_path), mode="r")[...])
+            labels = _whole(zarr.open_array(str(lab_path), mode="r"))
         except Exception as err:
             problems.append(f"{name}: label image {lab_path.name} unreadable ({err})")
     if labels is not None and (labels.dtype.kind not in "ui" or labels.ndim not in (3, 4)):
@@ -229,7 +243,7 @@ def _load(graph: Path) -> tuple[dict[str, Any] | None, list[str]]:
     image = None
     if img_path is not None:
         try:
-            image = np.asarray(zarr.open_array(str(img_path), mode="r")[...])
+            image = _whole(zarr.open_array(str(img_path), mode="r"))
         except Exception as err:
             problems.append(f"{name}: image {img_path.name} unreadable ({err})")
     if problems:
