@@ -549,12 +549,10 @@ def evaluate_submission(
     usage: ResourceUsage | None = None
     extra: dict[str, Any] = {}
     pred_path: Path | str
+    submission_sha: str | None = None
     if kind == "predictions":
         assert predictions is not None
-        pred_path = located
-        # a set at a URL: its content digest, digest_path's definition over the listed files
-        # (those scoring read are hashed already), so it equals the uploaded folder's
-        submission_sha = predictions.sha256() if sub_url else digest_path(located)
+        pred_path = located  # (its digest is taken once it is scored: see below)
     else:
         assert sub_path is not None
         # a model package is identified by its two files, not by logs beside it in a run dir
@@ -600,6 +598,16 @@ def evaluate_submission(
             f"is {store.checksum}"
         )
     prov.predictions_sha256 = prov.predictions_sha256 or predictions.sha256()
+    if submission_sha is None:  # submitted predictions: the digest of the submitted files
+        # The report's predictions_sha256 is digest_path's definition over the same files when
+        # the set was read from them (a set at a URL digests its listed files alike, so it
+        # equals the uploaded folder's): taken, not computed a second time. A set read into
+        # memory (no source) has a digest of its arrays, so its files are digested here.
+        source = predictions.source
+        same = sub_url is not None or (
+            source is not None and Path(source).resolve() == Path(located).resolve()
+        )
+        submission_sha = prov.predictions_sha256 if same else digest_path(located)
     prov.extra.update(
         {
             "submission_kind": "bioimageio" if bioimageio else kind,

@@ -487,3 +487,25 @@ def test_prediction_set_submitted_from_s3_scores_like_its_folder(
         f"submission: {url}: only a prediction set is read from a URL (kind 'predictions'); "
         "a onnx model must be a local file"
     ) in err.value.problems
+
+
+def test_a_local_prediction_set_is_digested_once(dataset, tmp_path, monkeypatch):
+    """The submission's digest and the report's predictions_sha256 are one definition over the
+    same files: each file is hashed once, and both equal the folder's digest_path."""
+    import cellbench.predictions as predictions_module
+
+    store, _ = dataset
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    folder = write_zarr(subs / "drop.zarr", drop_first_object(ground_truth(store)))
+    digest = digest_path(folder)
+    hashed: list[str] = []
+    real = predictions_module._file_sha256
+    monkeypatch.setattr(
+        predictions_module, "_file_sha256", lambda p: hashed.append(str(p)) or real(p)
+    )
+    result = submit(manifest(subs, "once", 0, "drop.zarr"), root=tmp_path / "lb", n_bootstrap=20)
+    assert result.entry.submission_sha256 == digest
+    assert result.report.provenance.predictions_sha256 == digest
+    n_files = sum(1 for p in folder.rglob("*") if p.is_file())
+    assert len(hashed) == len(set(hashed)) == n_files
