@@ -28,12 +28,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from cellbench.errors import ValidationError
+from cellbench.submissions.safety import DEFAULT_LIMITS, Limits
 
 #: File name of the description inside a package.
 RDF_FILE = "rdf.yaml"
@@ -69,21 +73,51 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def unpack(path: Path, into: Path) -> tuple[Path | None, list[str]]:
-    """The package folder: ``path`` itself, or a zip extracted into ``into`` (checked members)."""
+def _package_root(folder: Path) -> Path:
+    """Where an unpacked zip's files are: its single top-level folder, or ``folder`` itself."""
+    entries = list(folder.iterdir())
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
+
+
+def unpack(
+    path: Path, into: Path, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Path | None, list[str]]:
+    """The package folder: ``path`` itself, or a zip extracted into ``into`` once.
+
+    The zip is checked before anything is extracted, as the challenge server checks uploads
+    (:func:`cellbench.server.storage.unpack`: member names, symbolic links, count, total size
+    and compression ratios within ``limits``), extracted into a scratch folder beside
+    ``into`` and renamed into place only when complete: a refused, damaged (bad CRC) or
+    interrupted extraction leaves nothing that a later call would take for the package.
+    ``into`` is named by the zip's digest, so an existing one is this zip's, complete.
+    """
     if path.is_dir():
         return path, []
-    if (into / RDF_FILE).is_file():  # unpacked before (``into`` is named by the zip's digest)
-        return into, []
+    if into.is_dir():  # unpacked before (only ever renamed into place complete)
+        return _package_root(into), []
     if not zipfile.is_zipfile(path):
         return None, [f"submission: {path} is neither a BioImage.IO package folder nor a zip"]
-    into.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path) as zf:
-        bad = [n for n in zf.namelist() if n.startswith("/") or ".." in Path(n).parts]
-        if bad:
-            return None, [f"submission: zip member {bad[0]!r} leaves the package folder"]
-        zf.extractall(into)
-    return into, []
+    from cellbench.server.storage import ArchiveLimits
+    from cellbench.server.storage import unpack as unpack_archive
+    from cellbench.store.scratch import make_scratch
+
+    caps = ArchiveLimits(limits.max_members, limits.max_total_bytes, limits.max_ratio)
+    scratch = make_scratch(into.parent, ".unpack-")
+    try:
+        try:
+            unpack_archive(path, scratch / "package", caps)
+        except ValidationError as err:  # every problem of the archive, nothing extracted
+            return None, [f"submission: {path.name}: {p}" for p in err.problems]
+        except (zipfile.BadZipFile, OSError, EOFError) as err:  # bad CRC, truncated member
+            return None, [f"submission: {path.name}: cannot be extracted ({err})"]
+        try:
+            (scratch / "package").rename(into)
+        except OSError:
+            if not into.is_dir():  # (else another process unpacked the same zip first)
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return _package_root(into), []
 
 
 def _normalisation(preprocessing: list[Any], where: str) -> tuple[dict[str, Any], list[str]]:

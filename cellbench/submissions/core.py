@@ -167,7 +167,7 @@ def device_problems(device: str) -> list[str]:
 
 
 def _bioimageio_as_torchscript(
-    fields: dict[str, Any], path: Path, problems: list[str]
+    fields: dict[str, Any], path: Path, problems: list[str], limits: Limits
 ) -> tuple[Path | None, dict[str, Any]]:
     """Turn a BioImage.IO package submission into the TorchScript submission it runs as.
 
@@ -178,7 +178,7 @@ def _bioimageio_as_torchscript(
 
     # a zip is unpacked once per content into the cache (the weights are run from there)
     where = cellbench_home() / "submissions" / "bioimageio"
-    folder, unpack_problems = unpack(path, where / digest_path(path)[:16])
+    folder, unpack_problems = unpack(path, where / digest_path(path)[:16], limits)
     problems += unpack_problems
     if folder is None:
         return None, {}
@@ -499,7 +499,7 @@ def evaluate_submission(
                 sub_path = None
     bioimageio: dict[str, Any] = {}
     if fields.get("kind") == "bioimageio" and sub_path is not None:
-        sub_path, bioimageio = _bioimageio_as_torchscript(fields, sub_path, problems)
+        sub_path, bioimageio = _bioimageio_as_torchscript(fields, sub_path, problems, limits)
 
     kind = fields.get("kind")
     task = fields.get("task", "")

@@ -147,7 +147,9 @@ def test_bioimageio_package_problems_are_listed(tmp_path):
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("../escape.txt", "x")
-    with pytest.raises(ValidationError, match="leaves the package folder"):
+    with pytest.raises(
+        ValidationError, match=r"evil\.zip: member '\.\./escape\.txt': path traversal"
+    ):
         submit(_manifest(tmp_path, evil, store), root=tmp_path / "lb")
     assert not (tmp_path / "lb").exists() or not list((tmp_path / "lb").rglob("entries/*.json"))
 
@@ -184,3 +186,62 @@ def test_fixed_preprocessing_maps_to_affine_normalisation(tmp_path):
         f"submission {tmp_path / 'neg' / 'rdf.yaml'}: scale_linear gain must be positive for "
         "cellbench to run it"
     ]
+
+
+def test_a_package_zip_is_checked_and_extracted_whole_or_not_at_all(tmp_path):
+    """The zip is vetted as server uploads are (nothing extracted from a refused one), and
+    extraction goes through a scratch folder: a member that fails its CRC halfway leaves no
+    folder a later submission would take for the unpacked package."""
+    from cellbench.submissions.bioimageio import unpack
+    from cellbench.submissions.safety import Limits
+
+    package = _package(tmp_path / "model")
+    good = Path(shutil.make_archive(str(tmp_path / "good"), "zip", package))
+    cache = tmp_path / "cache"
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("rdf.yaml", b"type: model\n")
+        zf.writestr("weights.pt", b"\0" * 10_000_000)
+    folder, problems = unpack(bomb, cache / "bomb")
+    assert folder is None
+    assert len(problems) == 1 and problems[0].startswith(
+        "submission: bomb.zip: member 'weights.pt' expands "
+    ), problems
+    assert not cache.exists() or list(cache.iterdir()) == []  # no folder, no scratch
+
+    # rdf.yaml extracts first, then the weights fail their CRC: nothing is left behind
+    damaged = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(damaged, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("rdf.yaml", (package / "rdf.yaml").read_bytes())
+        zf.writestr("weights.pt", (package / "weights.pt").read_bytes())
+    data = bytearray(damaged.read_bytes())
+    with zipfile.ZipFile(damaged) as zf:
+        info = zf.getinfo("weights.pt")
+    at = info.header_offset + 30 + len(info.filename) + 100  # inside the member's data
+    data[at] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    folder, problems = unpack(damaged, cache / "damaged")
+    assert folder is None
+    assert problems == [
+        "submission: damaged.zip: cannot be extracted (Bad CRC-32 for file 'weights.pt')"
+    ]
+    assert list(cache.iterdir()) == []
+
+    # a limit below the package's size refuses it; the default unpacks it, once
+    small = Limits(max_total_bytes=1000)
+    assert unpack(good, cache / "good", small)[0] is None and list(cache.iterdir()) == []
+    folder, problems = unpack(good, cache / "good")
+    assert problems == [] and folder == cache / "good"
+    assert _sha(folder / "weights.pt") == _sha(package / "weights.pt")
+    assert [p.name for p in cache.iterdir()] == ["good"]  # the scratch folder is gone
+    assert unpack(good, cache / "good") == (folder, [])  # found, not extracted again
+
+    # a zip whose files sit in one top-level folder: that folder is the package
+    nested = tmp_path / "nested.zip"
+    with zipfile.ZipFile(nested, "w") as zf:
+        for f in package.iterdir():
+            zf.write(f, f"my-model/{f.name}")
+    folder, problems = unpack(nested, cache / "nested")
+    assert problems == [] and folder == cache / "nested" / "my-model"
+    assert (folder / "rdf.yaml").is_file()
