@@ -151,3 +151,15 @@ def reseal(path) -> None:
     }
     checksums.write_manifest(path, entries, meta, manifest["format_version"], nodes)
     forget_verdicts()
+
+
+def memory_available(monkeypatch, nbytes: int) -> None:
+    """Make cellbench's whole-image readers see ``nbytes`` of available memory.
+
+    Sizes under ``images.ALWAYS_FITS`` are otherwise never asked about; it is lowered to 0 so
+    that the small arrays of a test are checked too.
+    """
+    import cellbench.formats.images as images
+
+    monkeypatch.setattr(images, "ALWAYS_FITS", 0)
+    monkeypatch.setattr(images, "available_memory", lambda: nbytes)

@@ -11,6 +11,7 @@ from cellbench.predictions import (
     load_predictions,
     write_predictions,
 )
+from tests.factories import memory_available
 
 
 def _instance_preds(n=3):
@@ -275,19 +276,16 @@ def test_a_sample_is_read_with_the_metadata_its_shapes_were_declared_from(tmp_pa
 
 def test_a_sample_larger_than_the_memory_available_is_refused_before_reading(tmp_path, monkeypatch):
     """Arrays are read whole (absent chunks filled): a sample that cannot fit is one line."""
-    import cellbench.formats.images as images
-
     pset = PredictionSet.from_predictions(
         "instance-segmentation", _instance_preds(1), "ds", "1.0", "test", {}
     )
     back = load_predictions(write_predictions(tmp_path / "p.zarr", pset))
-    monkeypatch.setattr(images, "ALWAYS_FITS", 0)  # (ordinary sizes are not asked about)
-    monkeypatch.setattr(images, "available_memory", lambda: 1000)
+    memory_available(monkeypatch, 1000)
     with pytest.raises(ValidationError) as err:
         back.get("s0")
     assert err.value.problems == [
         "its arrays (mask 20 x 24 uint32, object_ids 3 int64, object_scores 3 float64) need "
         "1.9 KiB of memory to decode, more than the 1000 bytes available"
     ]
-    monkeypatch.setattr(images, "available_memory", lambda: 2000)
+    memory_available(monkeypatch, 2000)
     assert back.get("s0").mask.shape == (20, 24)

@@ -23,7 +23,7 @@ from cellbench.errors import ValidationError
 from cellbench.formats.registry import get_format, read_by_items, read_samples, write_samples
 from cellbench.store.sample import Sample
 from cellbench.store.zarr_store import build_store
-from tests.factories import assert_samples_equal
+from tests.factories import assert_samples_equal, memory_available
 
 CARD = {"id": "ome-test", "version": "1", "tasks": ["instance-segmentation"]}
 NDEV_WHEEL = "ndev_sampledata-0.0.3-py3-none-any.whl"
@@ -260,17 +260,14 @@ def test_ome_zarr_level_larger_than_memory_is_refused_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Zarr allocates a level's declared shape (filling absent chunks): checked first."""
-    import cellbench.formats.images as images
-
     build_store(_samples(), tmp_path / "a.zarr", CARD)
     movie = tmp_path / "a.zarr" / "images" / "movie"  # (t, c, y, x) 3 x 2 x 12 x 14 uint16
-    monkeypatch.setattr(images, "ALWAYS_FITS", 0)  # (ordinary sizes are not asked about)
-    monkeypatch.setattr(images, "available_memory", lambda: 1000)
+    memory_available(monkeypatch, 1000)
     with pytest.raises(ValidationError) as err:
         list(read_samples("ome-zarr", movie))
     assert err.value.problems == [
         "movie/0: its 3 x 2 x 12 x 14 uint16 pixels need 2.0 KiB of memory to decode, more "
         "than the 1000 bytes available"
     ]
-    monkeypatch.setattr(images, "available_memory", lambda: 2016)
+    memory_available(monkeypatch, 2016)
     assert [s.id for s in read_samples("ome-zarr", movie)] == ["movie"]

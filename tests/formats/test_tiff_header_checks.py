@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import tifffile
 
-import cellbench.formats.images as images
 from cellbench.errors import ValidationError
 from cellbench.formats.images import available_memory, read_image, read_tiff
 from cellbench.formats.registry import read_samples, write_samples
 from cellbench.store.sample import Sample
+from tests.factories import memory_available
 
 _WIDTH, _LENGTH, _ROWS_PER_STRIP, _STRIP_BYTE_COUNTS, _TILE_BYTE_COUNTS = 256, 257, 278, 279, 325
 
@@ -260,13 +260,12 @@ def test_an_image_larger_than_the_memory_available_is_refused(
 ) -> None:
     path = tmp_path / "a.tif"
     tifffile.imwrite(path, np.ones((1024, 1024), np.uint16), compression="zlib")
-    monkeypatch.setattr(images, "ALWAYS_FITS", 0)  # (ordinary sizes are not asked about)
-    monkeypatch.setattr(images, "available_memory", lambda: 2**20)
+    memory_available(monkeypatch, 2**20)
     with pytest.raises(ValueError) as err:
         read_tiff(path)
     assert str(err.value) == (
         "its 1024 x 1024 uint16 pixels need 2.0 MiB of memory to decode, more than the 1.0 MiB "
         "available"
     )
-    monkeypatch.setattr(images, "available_memory", lambda: 2**21)
+    memory_available(monkeypatch, 2**21)
     assert read_tiff(path).sum() == 2**20

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from cellbench.cli import main
 from cellbench.errors import ValidationError
 from cellbench.formats.registry import get_format, read_by_items, read_samples
-from tests.factories import assert_samples_equal
+from tests.factories import assert_samples_equal, memory_available
 
 
 def fake_tissuenet(n: int, size: int, seed: int) -> dict[str, np.ndarray]:
@@ -239,16 +239,13 @@ def test_a_row_larger_than_the_memory_available_is_refused(
 ) -> None:
     """A compressed member can declare rows far larger than the machine (a zip of zeros
     expands ~1000:1): each row is read whole, so one that cannot fit is refused first."""
-    import cellbench.formats.images as images
-
     np.savez_compressed(tmp_path / "tissuenet_v1.1_train.npz", **fake_tissuenet(2, 32, 1))
-    monkeypatch.setattr(images, "ALWAYS_FITS", 0)  # (ordinary sizes are not asked about)
-    monkeypatch.setattr(images, "available_memory", lambda: 16383)  # a row: 8 KiB + 8 KiB
+    memory_available(monkeypatch, 16383)  # a row: 8 KiB + 8 KiB
     with pytest.raises(ValidationError) as err:
         list(read_samples("tissuenet", tmp_path))
     assert err.value.problems == [
         "tissuenet_v1.1_train.npz: one image (32 x 32 x 2) and its labels need 16384 bytes of "
         "memory to decode, more than the 16383 bytes available"
     ]
-    monkeypatch.setattr(images, "available_memory", lambda: 16384)
+    memory_available(monkeypatch, 16384)
     assert len(list(read_samples("tissuenet", tmp_path))) == 2

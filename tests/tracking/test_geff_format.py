@@ -19,6 +19,7 @@ from cellbench.store.zarr_store import build_store
 from cellbench.tasks.tracking.ctc import write_ctc_result
 from cellbench.tasks.tracking.geff import write_sequence_geff
 from cellbench.tracks import TrackedSequence
+from tests.factories import memory_available
 
 pytest.importorskip("geff")
 CARD = {"id": "geff-test", "version": "1", "tasks": ["tracking"]}
@@ -181,12 +182,9 @@ def test_a_label_image_larger_than_the_memory_available_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The label image and image are read whole (absent chunks filled): checked first."""
-    import cellbench.formats.images as images
-
     s = _sample("01", (32, 32), 1)
     write_sequence_geff(TrackedSequence(s.instances, s.tracks), tmp_path / "01", s.image)
-    monkeypatch.setattr(images, "ALWAYS_FITS", 0)  # (ordinary sizes are not asked about)
-    monkeypatch.setattr(images, "available_memory", lambda: 1000)
+    memory_available(monkeypatch, 1000)
     with pytest.raises(ValidationError) as err:
         list(read_samples("geff", tmp_path))
     assert err.value.problems == [
@@ -195,5 +193,5 @@ def test_a_label_image_larger_than_the_memory_available_is_refused(
         "01: 01/tracks: image image unreadable (its 6 x 1 x 32 x 32 uint16 values need 12.0 KiB of "
         "memory to decode, more than the 1000 bytes available)",
     ]
-    monkeypatch.setattr(images, "available_memory", lambda: 12288)
+    memory_available(monkeypatch, 12288)
     assert [x.id for x in read_samples("geff", tmp_path)] == ["01"]
