@@ -269,3 +269,28 @@ def test_an_image_larger_than_the_memory_available_is_refused(
     )
     memory_available(monkeypatch, 2**21)
     assert read_tiff(path).sum() == 2**20
+
+
+def test_a_prediction_tiff_with_an_empty_strip_is_refused_not_scored_as_background(
+    tmp_path: Path,
+) -> None:
+    """tifffile reads a strip without bytes as zeros: a prediction mask would lose objects
+    silently (a wrong score). Read through cellbench, the sample is refused in one line."""
+    from cellbench.predictions import load_predictions
+
+    folder = tmp_path / "preds"
+    folder.mkdir()
+    mask = np.zeros((32, 32), np.uint16)
+    mask[4:12, 4:12] = 1
+    tifffile.imwrite(folder / "im0.tif", mask, compression="zlib")
+    tifffile.imwrite(folder / "im1.tif", mask, compression="zlib")
+    _patch_tags(folder / "im1.tif", {_STRIP_BYTE_COUNTS: 0})
+    assert not tifffile.imread(folder / "im1.tif").any()  # what tifffile alone gives
+    preds = load_predictions(folder, "instance-segmentation")
+    assert np.array_equal(preds.get("im0").mask, mask)
+    with pytest.raises(ValidationError) as err:
+        preds.get("im1")
+    assert err.value.problems == [
+        "im1.tif: not a readable TIFF (declares 32 x 32 uint16 (2.0 KiB), but 1 of its 1 "
+        "strips hold no data (damaged))"
+    ]
