@@ -145,7 +145,8 @@ def tiff_series_problem(series: Any) -> str | None:
     declared = f"declares {shape} {np.dtype(series.dtype)} ({_size(int(series.nbytes))})"
     if series.dataoffset is not None:  # one contiguous block (ImageJ, tifffile's own stacks)
         size = int(series.parent.filehandle.size)
-        end = int(series.dataoffset) + int(series.nbytes)
+        bits = int(series.keyframe.bitspersample)  # (stored bits: see `stored` below)
+        end = int(series.dataoffset) + int(series.nbytes) * bits // (8 * series.dtype.itemsize)
         if end > size:
             return (
                 f"{declared} with data up to byte {end}, but the file has {size} bytes (truncated)"
@@ -179,10 +180,14 @@ def tiff_series_problem(series: Any) -> str | None:
             )
         data = int(counts.sum())
         code = int(key.compression)
-        if code == 1 and data < page_bytes:
+        # the pixels as stored: 1-bit masks, 12-bit packed, ... take less than their decoded
+        # dtype (rows padded to whole bytes only add to what a valid file holds)
+        itemsize = np.dtype(key.dtype).itemsize
+        stored = page_bytes * int(key.bitspersample) // (8 * itemsize)
+        if code == 1 and data < stored:
             return f"{what}, but holds {data} bytes of uncompressed data (damaged)"
         limit = _MAX_EXPANSION.get(code)
-        if limit is not None and page_bytes > data * limit:
+        if limit is not None and stored > data * limit:
             return (
                 f"{what} in {data} bytes of {key.compression.name} data, more than that scheme "
                 f"can expand to (at most {limit}:1; damaged)"

@@ -98,6 +98,17 @@ def test_valid_files_read_as_tifffile_reads_them(tmp_path: Path, kwargs: dict) -
     np.testing.assert_array_equal(read_image(path), arr)
 
 
+@pytest.mark.parametrize("compression", [None, "packbits", "zlib"])
+def test_one_bit_masks_are_checked_as_stored(tmp_path: Path, compression: str | None) -> None:
+    """A bilevel page stores 1 bit per pixel: its data is an eighth of the decoded bytes."""
+    mask = np.random.default_rng(0).random((3, 64, 100)) > 0.5
+    path = tmp_path / "bits.tif"
+    tifffile.imwrite(path, mask, photometric="minisblack", compression=compression)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].bitspersample == 1
+    np.testing.assert_array_equal(read_tiff(path), mask)
+
+
 def test_zeros_at_deflates_full_ratio_still_read(tmp_path: Path) -> None:
     """The expansion bound is the scheme's, not a guess: 4096^2 zeros compress ~990:1."""
     path = tmp_path / "z.tif"
