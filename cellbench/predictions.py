@@ -1107,7 +1107,7 @@ def read_image_folder(
     def declare(sid: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         f = by_id[sid]
         try:
-            return {field: _image_header(f)}
+            return {field: _image_header(f, indices=field != "image")}
         except Exception as err:  # zero-byte, truncated or garbage files
             raise ValidationError([f"{f.name}: not a readable {kind(f)} ({_short(err)})"]) from None
 
@@ -1116,7 +1116,7 @@ def read_image_folder(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                data = read_image(f)
+                data = read_image(f, indices=field != "image")  # a palette PNG: its ids
         except Exception as err:  # truncated data, unsupported compression, pickled NPY
             raise ValidationError([f"{f.name}: not a readable {kind(f)} ({_short(err)})"]) from None
         p = Prediction(sample_id=sid)
@@ -1130,17 +1130,19 @@ def read_image_folder(
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 
 
-def _image_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of an image file from its header (nothing decoded)."""
+def _image_header(path: Path, indices: bool = False) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an image file from its header (nothing decoded).
+
+    ``indices``: what ``read_image(path, indices=True)`` gives (a palette PNG's indices).
+    """
     suffix = path.suffix.lower()
     if suffix == ".npy":
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
         return tuple(int(n) for n in arr.shape), np.dtype(arr.dtype)
     if suffix == ".png":
-        import imageio.v3 as iio
+        from cellbench.formats.images import png_header
 
-        props = iio.improps(path)
-        return tuple(int(n) for n in props.shape), np.dtype(props.dtype)
+        return png_header(path, indices=indices)
     import tifffile
 
     with warnings.catch_warnings():

@@ -34,8 +34,14 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, *, indices: bool = False) -> np.ndarray:
     """Read one image file as stored (no axis reordering, no dtype change).
+
+    Args:
+        path: The file.
+        indices: For a label or class map: a palette PNG gives its palette indices (the ids
+            or classes its writer stored; VOC-style masks), not the colours of its palette,
+            which is what an image file means.
 
     Raises:
         ValueError: The file cannot be read as its suffix says (truncated, not an image, an
@@ -55,7 +61,7 @@ def read_image(path: Path) -> np.ndarray:
                 "numeric array)"
             ) from None
     if suffix == ".png":
-        arr = decode_png(path)
+        arr = decode_png(path, indices=indices)
         if arr is not None:
             return arr
     if suffix in (".png", ".jpg", ".jpeg"):
@@ -276,7 +282,7 @@ def _row_strips(im: Any, row_bytes: int) -> Iterator[tuple[int, int, np.ndarray]
         yield y0, y1, np.frombuffer(strip, np.uint8).reshape(y1 - y0, -1)
 
 
-def decode_png(path: Path) -> np.ndarray | None:
+def decode_png(path: Path, *, indices: bool = False) -> np.ndarray | None:
     """A single-frame PNG decoded by Pillow straight into one NumPy array, or None.
 
     ``np.asarray`` of a Pillow image (what imageio does) goes through ``tobytes()``: Pillow's
@@ -284,14 +290,16 @@ def decode_png(path: Path) -> np.ndarray | None:
     ``benchmarks/ingest.py``). Here the pixels are copied out in strips of rows into the
     array, so the peak is Pillow's image plus the array (2x). The values are the same ones
     (same decoder, same bytes); modes other than :data:`_LEAN_PNG_MODES` (palette, 1-bit,
-    32-bit, animated PNGs) return None and are read by imageio as before.
+    32-bit, animated PNGs) return None and are read by imageio as before, except that with
+    ``indices`` a palette PNG gives its indices (uint8, one per pixel; see :func:`read_image`).
     """
     try:
-        im = _single_png(path, _LEAN_PNG_MODES)
+        modes = {**_LEAN_PNG_MODES, "P": (np.uint8, 0)} if indices else _LEAN_PNG_MODES
+        im = _single_png(path, modes)
         if im is None:
             return None
         with im:
-            dtype, channels = _LEAN_PNG_MODES[im.mode]
+            dtype, channels = modes[im.mode]
             width, height = im.size
             out = np.empty((height, width, channels) if channels else (height, width), dtype)
             flat = out.reshape(height, -1).view(np.uint8)
@@ -331,6 +339,20 @@ def decode_png_cyx(path: Path, drop_opaque_alpha: bool = True) -> np.ndarray | N
             return out
     except Exception:  # read again by the general path, which reports its own error
         return None
+
+
+def png_header(path: Path, *, indices: bool = False) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype a PNG reads as (:func:`read_image`), from its header alone."""
+    if indices:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            if im.mode == "P" and getattr(im, "n_frames", 1) == 1:
+                return (im.size[1], im.size[0]), np.dtype(np.uint8)
+    import imageio.v3 as iio
+
+    props = iio.improps(path)
+    return tuple(int(n) for n in props.shape), np.dtype(props.dtype)
 
 
 def png_mask_box(

@@ -118,3 +118,42 @@ def test_png_mask_box_is_the_masks_bounding_box(tmp_path):
     rgb = tmp_path / "c.png"
     iio.imwrite(rgb, np.dstack([mask] * 3))
     assert images.png_mask_box(rgb) is None  # colour masks: read whole, checked for colour
+
+
+def _palette_png(path, idx: np.ndarray) -> None:
+    im = Image.fromarray(idx, mode="P")
+    im.putpalette([0, 0, 0, 255, 0, 0, 255, 0, 0, 0, 255, 0] + [7] * (768 - 12))  # 1, 2 alike
+    im.save(path)
+
+
+def test_palette_pngs_give_their_indices_where_labels_are_read(tmp_path):
+    """A palette PNG (VOC-style class or label map) stores indices: label readers take them.
+
+    Read as an image it is its colours (what imageio gives); ids 1 and 2 share a colour here,
+    so reading the colours would merge the two objects."""
+    from cellbench.formats.registry import read_samples
+    from cellbench.predictions import load_predictions
+
+    idx = np.zeros((16, 20), np.uint8)
+    idx[2:6, 2:6], idx[8:12, 8:12], idx[12:15, 1:4] = 1, 2, 3
+    path = tmp_path / "pal.png"
+    _palette_png(path, idx)
+    np.testing.assert_array_equal(read_image(path), np.asarray(iio.imread(path)))
+    assert read_image(path).shape == (16, 20, 3)
+    got = read_image(path, indices=True)
+    assert got.dtype == np.uint8 and np.array_equal(got, idx)
+
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    _palette_png(preds / "s0.png", idx)
+    pset = load_predictions(preds, "semantic-segmentation")
+    assert pset.declared("s0") == {"mask": ((16, 20), np.dtype(np.uint8))}
+    assert np.array_equal(pset.get("s0").mask, idx)
+
+    folder = tmp_path / "tiffs"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    iio.imwrite(folder / "images" / "a.png", np.full((16, 20), 9, np.uint8))
+    _palette_png(folder / "masks" / "a.png", idx)
+    (sample,) = read_samples("tiff", folder)
+    assert np.array_equal(sample.instances, idx)

@@ -60,9 +60,10 @@ def rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _read(path: Path, root: Path) -> tuple[np.ndarray | None, list[str]]:
+def _read(path: Path, root: Path, labels: bool = False) -> tuple[np.ndarray | None, list[str]]:
+    """``path``'s array (``labels``: a label file, so a palette PNG gives its indices)."""
     try:
-        return read_image(path), []
+        return read_image(path, indices=labels), []
     except Exception as err:  # truncated, not an image, pickled NPY: report, keep going
         return None, [f"{rel(path, root)}: cannot be read ({short_error(err)})"]
 
@@ -88,7 +89,7 @@ def _label_mask(
     """The label image at ``path`` (or its already-read ``arr``) checked against ``shape``."""
     where = rel(path, root)
     if arr is None:
-        arr, problems = _read(path, root)
+        arr, problems = _read(path, root, labels=True)
         if arr is None:
             return None, problems
     if colour and arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype.kind in "ui":
@@ -141,7 +142,7 @@ def _binary_masks(
         if cut is not None:
             mask_shape, box, inside = cut
         else:
-            arr, more = _read(path, root)
+            arr, more = _read(path, root, labels=True)
             if arr is None:
                 problems += more
                 continue
@@ -238,7 +239,7 @@ def read_pair(
         problems += more
     mask_raw: np.ndarray | None = None
     if kind == "label" and pair.masks:  # the mask decides 2D (cyx) or 3D (czyx)
-        mask_raw, more = _read(pair.masks[0], root)
+        mask_raw, more = _read(pair.masks[0], root, labels=True)
         problems += more
     colour_image: str | None = None
     if cyx is not None:
