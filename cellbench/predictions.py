@@ -1107,7 +1107,7 @@ def read_image_folder(
     def declare(sid: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         f = by_id[sid]
         try:
-            return {field: _image_header(f, indices=field != "image")}
+            return {field: _image_header(f, labels=field != "image")}
         except Exception as err:  # zero-byte, truncated or garbage files
             raise ValidationError([f"{f.name}: not a readable {kind(f)} ({_short(err)})"]) from None
 
@@ -1116,7 +1116,7 @@ def read_image_folder(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                data = read_image(f, indices=field != "image")  # a palette PNG: its ids
+                data = read_image(f, labels=field != "image")  # a palette PNG: its ids
         except Exception as err:  # truncated data, unsupported compression, pickled NPY
             raise ValidationError([f"{f.name}: not a readable {kind(f)} ({_short(err)})"]) from None
         p = Prediction(sample_id=sid)
@@ -1130,10 +1130,10 @@ def read_image_folder(
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 
 
-def _image_header(path: Path, indices: bool = False) -> tuple[tuple[int, ...], np.dtype]:
+def _image_header(path: Path, labels: bool = False) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of an image file from its header (nothing decoded).
 
-    ``indices``: what ``read_image(path, indices=True)`` gives (a palette PNG's indices).
+    ``labels``: what ``read_image(path, labels=True)`` gives (a palette PNG's indices).
     """
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -1142,7 +1142,7 @@ def _image_header(path: Path, indices: bool = False) -> tuple[tuple[int, ...], n
     if suffix == ".png":
         from cellbench.formats.images import png_header
 
-        return png_header(path, indices=indices)
+        return png_header(path, indices=labels)
     import tifffile
 
     with warnings.catch_warnings():

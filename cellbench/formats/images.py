@@ -34,14 +34,16 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def read_image(path: Path, *, indices: bool = False) -> np.ndarray:
+def read_image(path: Path, *, labels: bool = False) -> np.ndarray:
     """Read one image file as stored (no axis reordering, no dtype change).
 
     Args:
         path: The file.
-        indices: For a label or class map: a palette PNG gives its palette indices (the ids
-            or classes its writer stored; VOC-style masks), not the colours of its palette,
-            which is what an image file means.
+        labels: The file is a label image, mask or class map: a palette PNG gives its palette
+            indices (the ids or classes its writer stored; VOC-style masks), not the colours
+            of its palette, which is what an image file means; a JPEG is refused (lossy
+            compression changes values near every edge: ids and classes that were never
+            drawn, silently).
 
     Raises:
         ValueError: The file cannot be read as its suffix says (truncated, not an image, an
@@ -60,8 +62,13 @@ def read_image(path: Path, *, indices: bool = False) -> np.ndarray:
                 f"{err} (NPY files holding Python objects are never unpickled; save a plain "
                 "numeric array)"
             ) from None
+    if labels and suffix in (".jpg", ".jpeg"):
+        raise ValueError(
+            "a JPEG label image: lossy compression changes ids and classes near every edge; "
+            "save labels as PNG or TIFF"
+        )
     if suffix == ".png":
-        arr = decode_png(path, indices=indices)
+        arr = decode_png(path, indices=labels)
         if arr is not None:
             return arr
     if suffix in (".png", ".jpg", ".jpeg"):

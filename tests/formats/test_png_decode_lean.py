@@ -140,7 +140,7 @@ def test_palette_pngs_give_their_indices_where_labels_are_read(tmp_path):
     _palette_png(path, idx)
     np.testing.assert_array_equal(read_image(path), np.asarray(iio.imread(path)))
     assert read_image(path).shape == (16, 20, 3)
-    got = read_image(path, indices=True)
+    got = read_image(path, labels=True)
     assert got.dtype == np.uint8 and np.array_equal(got, idx)
 
     preds = tmp_path / "preds"
@@ -157,3 +157,25 @@ def test_palette_pngs_give_their_indices_where_labels_are_read(tmp_path):
     _palette_png(folder / "masks" / "a.png", idx)
     (sample,) = read_samples("tiff", folder)
     assert np.array_equal(sample.instances, idx)
+
+
+def test_a_jpeg_label_image_is_refused_a_jpeg_image_read(tmp_path):
+    """Lossy JPEG changes values near every edge: as a mask it invents ids and classes."""
+    from cellbench.errors import ValidationError
+    from cellbench.formats.registry import read_samples
+
+    folder = tmp_path / "tiffs"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    iio.imwrite(folder / "images" / "a.jpg", np.full((16, 16), 90, np.uint8))
+    idx = np.zeros((16, 16), np.uint8)
+    idx[4:12, 4:12] = 1
+    iio.imwrite(folder / "masks" / "a.jpg", idx * 200)
+    assert len(np.unique(iio.imread(folder / "masks" / "a.jpg"))) > 2  # what JPEG did to it
+    with pytest.raises(ValidationError) as err:
+        list(read_samples("tiff", folder))
+    assert err.value.problems == [
+        "masks/a.jpg: cannot be read (a JPEG label image: lossy compression changes ids and "
+        "classes near every edge; save labels as PNG or TIFF)"
+    ]
+    assert read_image(folder / "images" / "a.jpg").shape == (16, 16)  # images are fine

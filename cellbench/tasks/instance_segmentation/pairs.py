@@ -63,7 +63,7 @@ def rel(path: Path, root: Path) -> str:
 def _read(path: Path, root: Path, labels: bool = False) -> tuple[np.ndarray | None, list[str]]:
     """``path``'s array (``labels``: a label file, so a palette PNG gives its indices)."""
     try:
-        return read_image(path, indices=labels), []
+        return read_image(path, labels=labels), []
     except Exception as err:  # truncated, not an image, pickled NPY: report, keep going
         return None, [f"{rel(path, root)}: cannot be read ({short_error(err)})"]
 
