@@ -834,15 +834,13 @@ class DatasetStore:
             StoreError: For a missing, foreign, unknown-version or incomplete store, or one
                 whose manifest is missing or damaged (one line, with the repair command).
         """
-        from cellbench.store.location import is_url
+        from cellbench.store.location import is_remote, local_path
 
-        if is_url(path):
-            if not str(path).startswith("file://"):
-                from cellbench.store.remote import open_remote
+        if is_remote(path):
+            from cellbench.store.remote import open_remote
 
-                return open_remote(str(path))
-            path = str(path)[len("file://") :]
-        path = Path(path)
+            return open_remote(str(path))
+        path = local_path(path)
         fmt = detect_format(path)
         meta = dict(read_root_attributes(path)["cellbench"])
         ident = meta.get("dataset", {}) if isinstance(meta.get("dataset"), dict) else {}
