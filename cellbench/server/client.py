@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tempfile
 import time
 import zipfile
@@ -137,7 +136,8 @@ class Client:
         import httpx
 
         from cellbench.challenge.config import strict_yaml
-        from cellbench.store.location import is_remote, local_path
+        from cellbench.store.location import is_remote
+        from cellbench.submissions.manifest import submission_location
 
         text = manifest_path.read_text(encoding="utf-8")
         data = strict_yaml(text, str(manifest_path))
@@ -152,9 +152,7 @@ class Client:
                 ],
                 str(manifest_path),
             )
-        target = local_path(os.path.expanduser(named))
-        if not target.is_absolute():
-            target = manifest_path.parent / target
+        target = submission_location(named, manifest_path)
         if not target.exists():
             raise ValidationError([f"submission: {target} does not exist"], str(manifest_path))
         chosen = self.pick_challenge(challenge)

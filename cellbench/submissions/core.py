@@ -28,7 +28,7 @@ from cellbench.predictions import PredictionSet, digest_path, load_predictions
 from cellbench.report import ScoreReport
 from cellbench.scoring import Collected, collect, coverage_problems, summarise
 from cellbench.store.cache import cellbench_home
-from cellbench.store.location import is_remote, local_path
+from cellbench.store.location import is_remote
 from cellbench.store.scratch import clean_cache, clean_stale, make_scratch
 from cellbench.store.zarr_store import DatasetStore
 from cellbench.submissions.manifest import (
@@ -36,6 +36,7 @@ from cellbench.submissions.manifest import (
     SubmissionManifest,
     manifest_problems,
     read_manifest_data,
+    submission_location,
 )
 from cellbench.submissions.measure import ResourceUsage
 from cellbench.submissions.safety import (
@@ -491,9 +492,7 @@ def evaluate_submission(
                     f"(kind 'predictions'); a {fields.get('kind')} model must be a local file"
                 )
         else:
-            sub_path = local_path(os.path.expanduser(raw))
-            if not sub_path.is_absolute():
-                sub_path = manifest_path.parent / sub_path
+            sub_path = submission_location(raw, manifest_path)
             if not sub_path.exists():
                 problems.append(f"submission: {sub_path} does not exist")
                 sub_path = None

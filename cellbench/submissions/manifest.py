@@ -80,6 +80,22 @@ _REQUIRED = (
 )
 
 
+def submission_location(named: str, manifest_path: Path | None) -> Path:
+    """A manifest's local ``submission`` as a path.
+
+    ``~`` expanded, a ``file://`` URL's path taken, and a relative path resolved against the
+    manifest's folder (when ``manifest_path`` is known). Test
+    :func:`~cellbench.store.location.is_remote` first: a URL of object storage is not a local
+    path.
+    """
+    from cellbench.store.location import local_path
+
+    p = local_path(os.path.expanduser(named))
+    if not p.is_absolute() and manifest_path is not None:
+        p = manifest_path.parent / p
+    return p
+
+
 @dataclass(frozen=True)
 class SubmissionManifest:
     """A validated submission manifest.
@@ -140,10 +156,7 @@ class SubmissionManifest:
     @property
     def submission_path(self) -> Path:
         """The submitted file or folder, resolved against the manifest's folder (not a URL)."""
-        p = Path(os.path.expanduser(self.submission))
-        if not p.is_absolute() and self.path is not None:
-            p = self.path.parent / p
-        return p
+        return submission_location(self.submission, self.path)
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as stored in leaderboard entries (YAML field layout)."""
