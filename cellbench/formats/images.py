@@ -126,7 +126,7 @@ def available_memory() -> int | None:
 ALWAYS_FITS = 64 * 2**20
 
 
-def memory_problem(nbytes: int, what: str = "its pixels") -> str | None:
+def memory_problem(nbytes: int, what: str) -> str | None:
     """Why decoding ``nbytes`` would not fit in the memory available now, or None.
 
     A reader that must hold a whole image refuses it in one line instead of being stopped by
@@ -164,8 +164,8 @@ def tiff_series_problem(series: Any) -> str | None:
             return (
                 f"{declared} with data up to byte {end}, but the file has {size} bytes (truncated)"
             )
-        return memory_problem(int(series.nbytes), f"its {shape} {np.dtype(series.dtype)} pixels")
-    for index, page in enumerate(series.pages):
+    # (a contiguous series is read as its one block above, not page by page)
+    for index, page in enumerate(series.pages if series.dataoffset is None else ()):
         where = f"page {index}: " if len(series.pages) > 1 else ""
         if page is None:
             return f"{where}missing (its file or IFD is absent; {declared})"
@@ -221,8 +221,8 @@ def quiet_tifffile() -> None:
         logger.addHandler(logging.NullHandler())
 
 
-def read_tiff(path: Path, series: int = 0) -> np.ndarray:
-    """One series of a TIFF file (the first by default), as ``tifffile.imread`` reads it.
+def read_tiff(path: Path) -> np.ndarray:
+    """A TIFF file's first series, as ``tifffile.imread`` reads it.
 
     The header is checked before anything is decoded (:func:`tiff_series_problem`).
 
@@ -238,10 +238,10 @@ def read_tiff(path: Path, series: int = 0) -> np.ndarray:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:  # no page at all: an empty array, which readers report
                 return np.asarray(tif.asarray())
-            problem = tiff_series_problem(tif.series[series])
+            problem = tiff_series_problem(tif.series[0])
             if problem:
                 raise ValueError(problem)
-            return np.asarray(tif.asarray(series=series))
+            return np.asarray(tif.asarray())
 
 
 #: Pillow modes :func:`decode_png` decodes: mode -> (dtype, channels; 0 = a 2D image).

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cellbench.errors import ValidationError
+from cellbench.formats.images import read_tiff  # (each header checked before decoding)
 from cellbench.formats.registry import Format, ItemList
 from cellbench.metrics.base import Metric, MetricResult
 from cellbench.metrics.tracking import (
@@ -60,12 +61,6 @@ MASK_DTYPES = (np.dtype(np.uint16), np.dtype(np.uint8))
 def frame_digits(n_frames: int) -> int:
     """Digits used in CTC frame file names: 3, or 4 when there are more than 1000 frames."""
     return 3 if n_frames <= 1000 else 4
-
-
-def _imread(path: Path) -> np.ndarray:
-    from cellbench.formats.images import read_tiff  # (its header checked before decoding)
-
-    return read_tiff(path)
 
 
 def _imwrite(path: Path, arr: np.ndarray) -> None:
@@ -192,7 +187,7 @@ def _read_stack(
         if path is None:
             continue
         try:
-            arr = _imread(path)
+            arr = read_tiff(path)
         except Exception as err:  # unreadable or not a TIFF: report, keep going
             problems.append(f"{path.name} (frame {t}): cannot be read as a TIFF ({err})")
             skip.append(t)
@@ -249,7 +244,7 @@ def _read_seg(seg_dir: Path, n_frames: int, shape: tuple[int, ...]) -> tuple[lis
         z = int(m.group(2)) if m.group(2) is not None else None
         where = f"SEG/{entry} (frame {t}" + (f", slice z={z})" if z is not None else ")")
         try:
-            arr = _imread(seg_dir / entry)
+            arr = read_tiff(seg_dir / entry)
         except Exception as err:
             problems.append(f"{where}: cannot be read as a TIFF ({err})")
             continue
@@ -713,7 +708,7 @@ class _SequenceReader:
         for t in sorted(files):  # the first good frame fixes dtype and shape
             where = f"{seq_dir.name}/{files[t].name} (frame {t})"
             try:
-                arr = _imread(files[t])
+                arr = read_tiff(files[t])
             except Exception as err:
                 self.img_problems[t] = f"{where}: cannot be read as a TIFF ({err})"
                 continue
@@ -759,7 +754,7 @@ class _SequenceReader:
         if path is None:
             return None
         try:
-            arr = _imread(path)
+            arr = read_tiff(path)
         except Exception as err:  # unreadable or not a TIFF: report, keep going
             self.mask_problems[t] = f"{path.name} (frame {t}): cannot be read as a TIFF ({err})"
             self.bad_masks.add(t)
@@ -811,7 +806,7 @@ class _SequenceReader:
             return np.zeros(self.image_shape, self.image_dtype)
         where = f"{self.seq_dir.name}/{path.name} (frame {t})"
         try:
-            arr = _imread(path)
+            arr = read_tiff(path)
         except Exception as err:
             self.img_problems[t] = f"{where}: cannot be read as a TIFF ({err})"
             return np.zeros(self.image_shape, self.image_dtype)
@@ -836,7 +831,7 @@ class _SequenceReader:
             )
             expected = shape if z < 0 else shape[1:]
             try:
-                arr = _imread(path)
+                arr = read_tiff(path)
             except Exception as err:
                 self.seg_problems[(t, z)] = f"{where}: cannot be read as a TIFF ({err})"
                 continue
