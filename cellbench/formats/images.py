@@ -143,6 +143,16 @@ def memory_problem(nbytes: int, what: str) -> str | None:
     return None
 
 
+def array_memory_problem(array: Any, noun: str = "pixels") -> str | None:
+    """:func:`memory_problem` of reading ``array`` whole, described by its shape and dtype.
+
+    ``array``: anything with ``shape``, ``dtype`` and ``nbytes`` (a Zarr array, a tifffile
+    series).
+    """
+    shape = " x ".join(str(n) for n in array.shape)
+    return memory_problem(int(array.nbytes), f"its {shape} {np.dtype(array.dtype)} {noun}")
+
+
 def tiff_series_problem(series: Any) -> str | None:
     """Why a TIFF series cannot hold the pixels its header declares, or None.
 
@@ -205,7 +215,7 @@ def tiff_series_problem(series: Any) -> str | None:
                 f"{what} in {data} bytes of {key.compression.name} data, more than that scheme "
                 f"can expand to (at most {limit}:1; damaged)"
             )
-    return memory_problem(int(series.nbytes), f"its {shape} {np.dtype(series.dtype)} pixels")
+    return array_memory_problem(series)
 
 
 def quiet_tifffile() -> None:

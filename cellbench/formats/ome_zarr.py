@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.formats.images import as_labels, memory_problem, short_error
+from cellbench.formats.images import array_memory_problem, as_labels, short_error
 from cellbench.formats.registry import Format, ItemList
 from cellbench.store.sample import SAMPLE_ID_PATTERN, SPLITS, Sample
 
@@ -139,9 +139,8 @@ def _level(
             [],
             [f"{where}: axes {axes} not supported (expected names among t, c, z, y, x with y, x)"],
         )
-    shape = " x ".join(str(n) for n in arr.shape)
     # read whole below: Zarr allocates the declared shape and fills absent chunks
-    problem = memory_problem(int(arr.nbytes), f"its {shape} {arr.dtype} pixels")
+    problem = array_memory_problem(arr)
     if problem:
         return None, [], [], [], [f"{where}/{datasets[0]['path']}: {problem}"]
     return arr, axes, units, _scale(ms, datasets[0], arr.ndim), []

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from cellbench.errors import ValidationError
-from cellbench.formats.images import memory_problem
+from cellbench.formats.images import array_memory_problem
 from cellbench.formats.registry import Format, ItemList
 from cellbench.store.sample import Sample
 from cellbench.tasks.tracking.ctc import sidecar_record, write_sidecar
@@ -198,8 +198,7 @@ def _whole(array: Any) -> np.ndarray:
     Zarr allocates the declared shape and fills absent chunks, so a few bytes of metadata can
     declare more than the machine holds.
     """
-    shape = " x ".join(str(n) for n in array.shape)
-    problem = memory_problem(int(array.nbytes), f"its {shape} {array.dtype} values")
+    problem = array_memory_problem(array, "values")
     if problem:
         raise ValueError(problem)
     return np.asarray(array[...])
